@@ -1,0 +1,48 @@
+# tunnelplane — the Makefile targets are the interface. `make help` lists them.
+SHELL := /usr/bin/env bash
+GO    ?= go
+BIN   := bin/tunnelplane
+PKGS  := ./...
+# Data directory for `make run` (keys, embedded NATS, a private PostgreSQL if none runs locally).
+DATA_DIR ?= .tunnelplane
+BENCH_DURATION ?= 2s
+FUZZTIME ?= 30s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/tunnelplane
+	$(GO) build -o $(BIN) ./cmd/tunnelplane
+
+.PHONY: run
+run: build ## Initialise the log and verify it (the all-in-one server lands with the data plane)
+	$(BIN) init --data-dir $(DATA_DIR)
+	$(BIN) verify --data-dir $(DATA_DIR)
+
+.PHONY: test
+test: lint ## Run the whole suite against a real PostgreSQL (found or started)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+.PHONY: bench
+bench: build ## Benchmarks against their baselines in the same run (scratch databases)
+	$(BIN) bench store --duration $(BENCH_DURATION) --data-dir $(DATA_DIR)
+
+.PHONY: fuzz
+fuzz: ## Fuzz the canonical decoders for FUZZTIME each
+	$(GO) test ./eventstore -run '^$$' -fuzz '^FuzzDecodeLeaf$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./eventstore -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME)
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tunnelplane/*'))"; \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+.PHONY: clean
+clean: ## Remove build output and stop a private PostgreSQL started under the data dir
+	-[ -x $(BIN) ] && $(BIN) db stop --data-dir $(DATA_DIR)
+	rm -rf bin

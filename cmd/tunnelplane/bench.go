@@ -1,0 +1,60 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunnelplane/tunnelplane/eventstore/storebench"
+)
+
+func newBenchCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure tunnelplane against its baseline in the same run",
+	}
+	var dur time.Duration
+	var rounds int
+	var asJSON bool
+	store := &cobra.Command{
+		Use:   "store",
+		Short: "Signed appends vs raw batched inserts, plus read and verify throughput (scratch database)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			srv, err := g.resolveDatabase(ctx)
+			if err != nil {
+				return err
+			}
+			res, err := storebench.Run(ctx, storebench.Options{AdminURL: srv.AdminURL, Duration: dur, Rounds: rounds, Progress: g.stderr, Logger: g.log})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "batch\twriters\traw insert ev/s\tsigned append ev/s\tratio\t")
+			for _, c := range res.Configs {
+				fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.0f\t%.2f\t\n", c.Batch, c.Writers, c.RawEPS, c.AppendEPS, c.Ratio)
+			}
+			tw.Flush()
+			fmt.Fprintf(g.stdout, "best append: %.0f ev/s (batch %d, %d writers), %.2f× the raw insert at the same batch size; lowest ratio %.2f\n",
+				res.AppendEPS, res.BestBatch, res.BestWriters, res.Ratio, res.MinRatio)
+			fmt.Fprintf(g.stdout, "read: %.0f ev/s   verify (signatures checked): %.0f ev/s over %d records, %d checkpoints\n",
+				res.ReadEPS, res.VerifyEPS, res.LogEvents, res.Checkpoints)
+			fmt.Fprintf(g.stdout, "medians of %d rounds; baseline: %s\n", res.Rounds, res.Baseline)
+			return nil
+		},
+	}
+	store.Flags().DurationVar(&dur, "duration", 2*time.Second, "length of each measurement")
+	store.Flags().IntVar(&rounds, "rounds", 3, "rounds per configuration (medians are reported)")
+	store.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys raw_insert_eps, append_eps, ratio, read_eps, verify_eps …)")
+	cmd.AddCommand(store)
+	return cmd
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/pglocal"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// globals are the settings every subcommand shares. Each flag has an env twin.
+type globals struct {
+	databaseURL string
+	dataDir     string
+	logLevel    string
+	logFormat   string
+
+	stdout, stderr io.Writer
+	log            *slog.Logger
+}
+
+// envDefault returns the value of TUNNELPLANE_<NAME> or def.
+func envDefault(name, def string) string {
+	if v, ok := os.LookupEnv("TUNNELPLANE_" + name); ok {
+		return v
+	}
+	return def
+}
+
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "tunnelplane",
+		Short:         "Event-sourced control plane and stateless data plane for SSH-over-WebSocket tunnels",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.setup()
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.databaseURL, "database-url", envDefault("DATABASE_URL", ""),
+		"PostgreSQL URL (env TUNNELPLANE_DATABASE_URL); empty: the local server at 127.0.0.1:5432, else a private cluster in the data dir")
+	pf.StringVar(&g.dataDir, "data-dir", envDefault("DATA_DIR", ".tunnelplane"),
+		"directory for keys and local state (env TUNNELPLANE_DATA_DIR)")
+	pf.StringVar(&g.logLevel, "log-level", envDefault("LOG_LEVEL", "info"), "debug, info, warn or error (env TUNNELPLANE_LOG_LEVEL)")
+	pf.StringVar(&g.logFormat, "log-format", envDefault("LOG_FORMAT", "text"), "text or json (env TUNNELPLANE_LOG_FORMAT)")
+
+	root.AddCommand(
+		newInitCommand(g),
+		newMigrateCommand(g),
+		newVerifyCommand(g),
+		newBenchCommand(g),
+		newDBCommand(g),
+	)
+	return root
+}
+
+func (g *globals) setup() error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "text":
+		g.log = slog.New(slog.NewTextHandler(g.stderr, opts))
+	case "json":
+		g.log = slog.New(slog.NewJSONHandler(g.stderr, opts))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+	}
+	if strings.TrimSpace(g.dataDir) == "" {
+		return fmt.Errorf("--data-dir must not be empty")
+	}
+	return nil
+}
+
+// logKeys is where the control plane's log keys live.
+func (g *globals) logKeys() eventstore.KeyDir {
+	return eventstore.KeyDir(filepath.Join(g.dataDir, "keys", "log"))
+}
+
+// resolveDatabase finds (or starts) PostgreSQL as pglocal describes.
+func (g *globals) resolveDatabase(ctx context.Context) (*pglocal.Server, error) {
+	srv, err := pglocal.Resolve(ctx, pglocal.Config{
+		URL:    g.databaseURL,
+		Dir:    filepath.Join(g.dataDir, "postgres"),
+		Logger: g.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// flagChanged reports whether the user set a flag on the command line.
+func flagChanged(fs *pflag.FlagSet, name string) bool {
+	f := fs.Lookup(name)
+	return f != nil && f.Changed
+}

@@ -1,0 +1,263 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const selectRecord = `SELECT global_position, stream_id, stream_version, event_id, type, schema_version,
+	recorded_at, payload, metadata, prev_hash, hash, key_id, signature, signature_proof FROM events`
+
+func scanRecords(rows pgx.Rows, reg *Registry) ([]Record, error) {
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		var pos, ver int64
+		var sv int32
+		if err := rows.Scan(&pos, &r.StreamID, &ver, &r.EventID, &r.Type, &sv, &r.RecordedAt,
+			&r.StoredPayload, &r.Metadata, &r.PrevHash, &r.Hash, &r.KeyID, &r.Signature, &r.SignatureProof); err != nil {
+			return nil, classify(err)
+		}
+		r.Position, r.StreamVersion, r.StoredSchemaVersion = uint64(pos), uint64(ver), uint32(sv)
+		r.SchemaVersion, r.Payload = r.StoredSchemaVersion, r.StoredPayload
+		if reg != nil {
+			v, p, err := reg.Upcast(r.Type, r.StoredSchemaVersion, r.StoredPayload)
+			if err != nil {
+				return nil, fmt.Errorf("position %d: %w", r.Position, err)
+			}
+			r.SchemaVersion, r.Payload = v, p
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classify(err)
+	}
+	return out, nil
+}
+
+// ReadStream returns up to limit events of a stream starting at stream version from (1-based).
+func (s *Store) ReadStream(ctx context.Context, streamID string, from uint64, limit int) ([]Record, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.pool.Query(ctx, selectRecord+` WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`,
+		streamID, int64(from), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", streamID, classify(err))
+	}
+	recs, err := scanRecords(rows, s.registry)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", streamID, err)
+	}
+	return recs, nil
+}
+
+// ReadAll returns up to limit records with global position >= from, in position order.
+func (s *Store) ReadAll(ctx context.Context, from uint64, limit int) ([]Record, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.pool.Query(ctx, selectRecord+` WHERE global_position >= $1 ORDER BY global_position LIMIT $2`, int64(from), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read all from %d: %w", from, classify(err))
+	}
+	recs, err := scanRecords(rows, s.registry)
+	if err != nil {
+		return nil, fmt.Errorf("read all from %d: %w", from, err)
+	}
+	return recs, nil
+}
+
+// SubscribeOptions tunes a subscription.
+type SubscribeOptions struct {
+	// BatchSize is the most records handed to the handler at once. Default 500.
+	BatchSize int
+}
+
+// Subscribe hands every record with position >= from to handle, in order, in batches: first what
+// is already stored, then new records as they commit. It never skips or repeats a record; a gap
+// (which only a damaged log can show) stops it with ErrGap. It returns when ctx ends (with
+// ctx.Err()), when handle fails (with that error), or when the store stops (ErrClosed). To resume,
+// subscribe again from the position after the last record handled.
+func (s *Store) Subscribe(ctx context.Context, from uint64, opts SubscribeOptions, handle func(ctx context.Context, recs []Record) error) error {
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 500
+	}
+	for {
+		recs, err := s.ReadAll(ctx, from, opts.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, ErrUnavailable) {
+				// Wait and retry: a subscriber outlives database restarts.
+				s.log.Warn("subscription read failed; retrying", "from", from, "error", err)
+				if werr := s.sleep(ctx, s.cfg.PollInterval); werr != nil {
+					return werr
+				}
+				continue
+			}
+			return err
+		}
+		for i := range recs {
+			if recs[i].Position != from+uint64(i) {
+				return fmt.Errorf("subscribe: %w: expected position %d, got %d", ErrGap, from+uint64(i), recs[i].Position)
+			}
+		}
+		if len(recs) > 0 {
+			if err := handle(ctx, recs); err != nil {
+				return err
+			}
+			from = recs[len(recs)-1].Position + 1
+			if len(recs) == opts.BatchSize {
+				continue
+			}
+		}
+		if err := s.notifier.wait(ctx, from, s.cfg.PollInterval, s.stop); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Store) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return ErrClosed
+	}
+}
+
+// WaitForPosition blocks until the log holds position pos (or ctx ends). It lets a reader wait
+// for its own write to be visible.
+func (s *Store) WaitForPosition(ctx context.Context, pos uint64) error {
+	for {
+		if s.notifier.known() > pos {
+			return nil
+		}
+		next, err := s.headPosition(ctx)
+		if err == nil && next > pos {
+			s.notifier.advance(next)
+			return nil
+		}
+		if err := s.notifier.wait(ctx, pos+1, s.cfg.PollInterval, s.stop); err != nil {
+			return err
+		}
+	}
+}
+
+// notifier tracks the newest head position this process knows of and wakes waiters when it moves.
+type notifier struct {
+	mu      sync.Mutex
+	head    uint64
+	changed chan struct{}
+}
+
+func newNotifier() *notifier { return &notifier{changed: make(chan struct{})} }
+
+func (n *notifier) known() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.head
+}
+
+// advance records that the log has at least next records (or, with next == 0, that waiters
+// should look again because notifications may have been missed).
+func (n *notifier) advance(next uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if next != 0 && next <= n.head {
+		return
+	}
+	n.head = max(n.head, next)
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// wait returns when the head may have passed from, after timeout at the latest.
+func (n *notifier) wait(ctx context.Context, from uint64, timeout time.Duration, stop <-chan struct{}) error {
+	n.mu.Lock()
+	if n.head > from {
+		n.mu.Unlock()
+		return nil
+	}
+	ch := n.changed
+	n.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-stop:
+		return ErrClosed
+	}
+	return nil
+}
+
+// listenLoop holds one LISTEN connection for the whole process and feeds the notifier. It
+// reconnects with backoff; after a reconnect it wakes every waiter, as notifications sent while
+// it was away are lost.
+func (s *Store) listenLoop() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("event notifications interrupted; reconnecting", "error", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection is dedicated to LISTEN for its life; hijack it so the pool never reuses it.
+	pc := conn.Hijack()
+	defer pc.Close(context.WithoutCancel(ctx))
+	if _, err := pc.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return err
+	}
+	var next int64
+	if err := pc.QueryRow(ctx, `SELECT next_position FROM log_head`).Scan(&next); err != nil {
+		return err
+	}
+	s.notifier.advance(uint64(next))
+	s.notifier.advance(0)
+	for {
+		n, err := pc.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if v, err := strconv.ParseUint(n.Payload, 10, 64); err == nil {
+			s.notifier.advance(v)
+		}
+	}
+}

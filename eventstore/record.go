@@ -1,0 +1,152 @@
+package eventstore
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// ExpectedVersion is the optimistic-concurrency condition of an append. Stream versions count
+// events: a stream with N events is at version N, and a stream that does not exist is at 0.
+type ExpectedVersion struct {
+	exact bool
+	v     uint64
+}
+
+var (
+	// AnyVersion appends whatever the stream's version.
+	AnyVersion = ExpectedVersion{}
+	// NoStream appends only when the stream has no events yet.
+	NoStream = ExpectedVersion{exact: true, v: 0}
+)
+
+// Exact appends only when the stream is at version v.
+func Exact(v uint64) ExpectedVersion { return ExpectedVersion{exact: true, v: v} }
+
+func (e ExpectedVersion) matches(actual uint64) bool { return !e.exact || e.v == actual }
+
+func (e ExpectedVersion) String() string {
+	switch {
+	case !e.exact:
+		return "any version"
+	case e.v == 0:
+		return "no stream"
+	default:
+		return fmt.Sprintf("version %d", e.v)
+	}
+}
+
+// EventData is an event to append.
+type EventData struct {
+	// ID identifies the event for idempotency; a zero ID gets a fresh UUIDv7.
+	ID uuid.UUID
+	// Type must be registered; the event is written with the type's current schema version.
+	Type string
+	// Payload is a JSON value, stored and hashed byte for byte.
+	Payload []byte
+	// Metadata is a JSON object (actor, correlation id …); nil means {}.
+	Metadata []byte
+}
+
+// AppendResult tells where an append landed.
+type AppendResult struct {
+	StreamVersion uint64 // version of the stream after the append
+	FirstPosition uint64
+	LastPosition  uint64
+	RecordedAt    time.Time
+}
+
+// Record is one stored event as readers see it.
+type Record struct {
+	Position      uint64
+	StreamID      string
+	StreamVersion uint64
+	EventID       uuid.UUID
+	Type          string
+	// SchemaVersion and Payload are upcast to the type's current version.
+	SchemaVersion uint32
+	Payload       []byte
+	Metadata      []byte
+	RecordedAt    time.Time
+	KeyID         string
+	Signature     []byte
+	// SignatureProof places the record in the batch its producer signed (see encoding.go).
+	SignatureProof []byte
+	PrevHash       []byte
+	Hash           []byte
+	// StoredSchemaVersion and StoredPayload are exactly what was hashed.
+	StoredSchemaVersion uint32
+	StoredPayload       []byte
+}
+
+var emptyObject = []byte("{}")
+
+// validJSON checks that b can be stored both as the hashed bytes and as the jsonb query copy.
+// PostgreSQL's jsonb rejects the NUL escape, so it is refused here instead of failing a batch.
+func validJSON(b []byte) error {
+	switch {
+	case !utf8.Valid(b):
+		return fmt.Errorf("not valid UTF-8")
+	case !json.Valid(b):
+		return fmt.Errorf("not valid JSON")
+	case bytes.Contains(b, []byte(`\u0000`)):
+		return fmt.Errorf(`contains \u0000, which PostgreSQL's jsonb cannot store`)
+	}
+	return nil
+}
+
+func (s *Store) prepareEvents(streamID string, events []EventData) ([]pendingEvent, error) {
+	if len(events) == 0 {
+		return nil, fmt.Errorf("%w: no events to append", ErrInvalidEvent)
+	}
+	if len(events) > MaxEventsPerCall {
+		return nil, fmt.Errorf("%w: %d events in one append, at most %d", ErrTooLarge, len(events), MaxEventsPerCall)
+	}
+	out := make([]pendingEvent, len(events))
+	seen := make(map[uuid.UUID]struct{}, len(events))
+	for i, e := range events {
+		t, ok := s.registry.Lookup(e.Type)
+		if !ok {
+			return nil, fmt.Errorf("event %d: %w: %q", i, ErrUnknownEventType, e.Type)
+		}
+		if len(e.Payload) > MaxPayloadBytes {
+			return nil, fmt.Errorf("event %d (%s): %w: payload has %d bytes, at most %d", i, e.Type, ErrTooLarge, len(e.Payload), MaxPayloadBytes)
+		}
+		if err := validJSON(e.Payload); err != nil {
+			return nil, fmt.Errorf("event %d (%s): %w: payload %w", i, e.Type, ErrInvalidEvent, err)
+		}
+		meta := e.Metadata
+		if meta == nil {
+			meta = emptyObject
+		}
+		if len(meta) > MaxMetadataBytes {
+			return nil, fmt.Errorf("event %d (%s): %w: metadata has %d bytes, at most %d", i, e.Type, ErrTooLarge, len(meta), MaxMetadataBytes)
+		}
+		if err := validJSON(meta); err != nil {
+			return nil, fmt.Errorf("event %d (%s): %w: metadata %w", i, e.Type, ErrInvalidEvent, err)
+		}
+		if trimmed := bytes.TrimSpace(meta); len(trimmed) == 0 || trimmed[0] != '{' {
+			return nil, fmt.Errorf("event %d (%s): %w: metadata must be a JSON object", i, e.Type, ErrInvalidEvent)
+		}
+		id := e.ID
+		if id == uuid.Nil {
+			var err error
+			if id, err = uuid.NewV7(); err != nil {
+				return nil, fmt.Errorf("event id: %w", err)
+			}
+		}
+		if _, dup := seen[id]; dup {
+			return nil, fmt.Errorf("event %d: %w: %s appears twice in one append", i, ErrDuplicateEventID, id)
+		}
+		seen[id] = struct{}{}
+		out[i] = pendingEvent{env: Envelope{
+			EventID: id, StreamID: streamID, Type: e.Type, SchemaVersion: t.SchemaVersion,
+			Payload: e.Payload, Metadata: meta,
+		}}
+	}
+	return out, nil
+}

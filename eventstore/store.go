@@ -1,0 +1,610 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// AppRole is the database role the services run as: INSERT and SELECT on the log, nothing more.
+const AppRole = "tunnelplane_app"
+
+// notifyChannel carries the new head position after every commit.
+const notifyChannel = "tunnelplane_events"
+
+// Config configures a Store.
+type Config struct {
+	// Pool connects to the database. Use Connect to get one that runs as AppRole.
+	Pool *pgxpool.Pool
+	// Key signs appended records and checkpoints. Nil makes the store read-only.
+	Key *SigningKey
+	// KeySource loads the current log key by id after another process rotated it. Optional;
+	// without it an append after a foreign rotation fails until the process is restarted.
+	KeySource func(ctx context.Context, keyID string) (*SigningKey, error)
+	// Registry is the set of accepted event types. Default: the store's own types only.
+	Registry *Registry
+	// MaxBatchEvents bounds the events committed in one transaction. Default 2048.
+	MaxBatchEvents int
+	// BatchTimeout bounds one commit. Default 30s.
+	BatchTimeout time.Duration
+	// PollInterval is how often subscribers re-check the log when no notification arrives
+	// (notifications can be lost while the listening connection reconnects). Default 1s.
+	PollInterval time.Duration
+	// Logger receives operational messages. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for recorded_at. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.Registry == nil {
+		out.Registry = MustRegistry()
+	}
+	if out.MaxBatchEvents == 0 {
+		out.MaxBatchEvents = 2048
+	}
+	if out.BatchTimeout == 0 {
+		out.BatchTimeout = 30 * time.Second
+	}
+	if out.PollInterval == 0 {
+		out.PollInterval = time.Second
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	return out
+}
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Pool == nil {
+		errs = append(errs, errors.New("eventstore config: Pool is required"))
+	}
+	if c.MaxBatchEvents < 0 {
+		errs = append(errs, fmt.Errorf("eventstore config: MaxBatchEvents %d is negative", c.MaxBatchEvents))
+	}
+	if c.BatchTimeout < 0 {
+		errs = append(errs, fmt.Errorf("eventstore config: BatchTimeout %s is negative", c.BatchTimeout))
+	}
+	if c.PollInterval < 0 {
+		errs = append(errs, fmt.Errorf("eventstore config: PollInterval %s is negative", c.PollInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// Store appends to and reads from the log. One Store per process: its single appender batches
+// concurrent appends into one transaction each.
+type Store struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	registry *Registry
+	log      *slog.Logger
+
+	keyMu sync.RWMutex
+	key   *SigningKey            // signs new appends
+	keys  map[string]*SigningKey // every log key this process holds, by id
+
+	reqs     chan *appendRequest
+	notifier *notifier
+
+	lifeMu  sync.Mutex
+	started atomic.Bool
+	stopped bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	appenderDone chan struct{} // closed when the appender has answered its last request
+}
+
+// New builds a Store. Call Start before appending or subscribing.
+func New(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	s := &Store{
+		cfg:      c,
+		pool:     c.Pool,
+		registry: c.Registry,
+		log:      c.Logger,
+		key:      c.Key,
+		keys:     map[string]*SigningKey{},
+		reqs:     make(chan *appendRequest, 1024),
+		notifier: newNotifier(),
+		stop:     make(chan struct{}),
+
+		appenderDone: make(chan struct{}),
+	}
+	if c.Key != nil {
+		s.keys[c.Key.ID()] = c.Key
+	}
+	return s, nil
+}
+
+// Registry returns the store's type registry.
+func (s *Store) Registry() *Registry { return s.registry }
+
+// Pool returns the store's connection pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Start launches the appender and the notification listener. They run until Stop. A failed
+// Start (database unreachable) may be retried.
+func (s *Store) Start(ctx context.Context) error {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.stopped {
+		return ErrClosed
+	}
+	if s.started.Load() {
+		return nil
+	}
+	next, err := s.headPosition(ctx)
+	if err != nil {
+		return err
+	}
+	s.notifier.advance(next)
+	s.started.Store(true)
+	s.wg.Add(2)
+	go s.appendLoop()
+	go s.listenLoop()
+	return nil
+}
+
+// Stop ends the appender (pending appends fail with ErrClosed) and the listener. Safe to call
+// twice, and before Start.
+func (s *Store) Stop() {
+	s.lifeMu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.stop)
+		if !s.started.Load() {
+			close(s.appenderDone) // nothing will ever answer
+		}
+	}
+	s.lifeMu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *Store) headPosition(ctx context.Context) (uint64, error) {
+	var next int64
+	if err := s.pool.QueryRow(ctx, `SELECT next_position FROM log_head`).Scan(&next); err != nil {
+		return 0, fmt.Errorf("eventstore: read head: %w", classify(err))
+	}
+	return uint64(next), nil
+}
+
+// Head returns the position the next record will get (the number of records in the log).
+func (s *Store) Head(ctx context.Context) (uint64, error) { return s.headPosition(ctx) }
+
+// currentKey returns the signing key, or nil for a read-only store.
+func (s *Store) currentKey() *SigningKey {
+	s.keyMu.RLock()
+	defer s.keyMu.RUnlock()
+	return s.key
+}
+
+func (s *Store) setKey(k *SigningKey) {
+	s.keyMu.Lock()
+	s.key = k
+	s.keys[k.ID()] = k
+	s.keyMu.Unlock()
+}
+
+func (s *Store) knownKey(id string) *SigningKey {
+	s.keyMu.RLock()
+	defer s.keyMu.RUnlock()
+	return s.keys[id]
+}
+
+// Append adds events to a stream if its version matches expected. It returns only after the
+// events are committed (or definitely not written): acknowledged means durable.
+func (s *Store) Append(ctx context.Context, streamID string, expected ExpectedVersion, events ...EventData) (AppendResult, error) {
+	if err := ValidateStreamID(streamID); err != nil {
+		return AppendResult{}, fmt.Errorf("append: %w", err)
+	}
+	return s.append(ctx, streamID, expected, events)
+}
+
+func (s *Store) append(ctx context.Context, streamID string, expected ExpectedVersion, events []EventData) (AppendResult, error) {
+	key := s.currentKey()
+	if key == nil {
+		return AppendResult{}, fmt.Errorf("append: %w", ErrReadOnly)
+	}
+	if !s.started.Load() {
+		return AppendResult{}, fmt.Errorf("append: %w (the store was not started)", ErrClosed)
+	}
+	pending, err := s.prepareEvents(streamID, events)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("append to %s: %w", streamID, err)
+	}
+	signAll(key, pending)
+	req := &appendRequest{ctx: ctx, stream: streamID, expected: expected, events: pending, keyID: key.ID(), done: make(chan appendOutcome, 1)}
+	select {
+	case <-s.stop:
+		return AppendResult{}, fmt.Errorf("append: %w", ErrClosed)
+	default:
+	}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		return AppendResult{}, fmt.Errorf("append: %w", ctx.Err())
+	case <-s.stop:
+		return AppendResult{}, fmt.Errorf("append: %w", ErrClosed)
+	}
+	// Once queued, wait for the outcome even if ctx ends: the appender skips requests whose
+	// context is done before it takes them, and a taken request gets a definite answer. Every
+	// request the appender took is answered before appenderDone closes.
+	var out appendOutcome
+	select {
+	case out = <-req.done:
+	case <-s.appenderDone:
+		select {
+		case out = <-req.done:
+		default:
+			out.err = ErrClosed
+		}
+	}
+	if out.err != nil {
+		return AppendResult{}, fmt.Errorf("append to %s: %w", streamID, out.err)
+	}
+	return out.res, nil
+}
+
+type pendingEvent struct {
+	env      Envelope
+	envelope []byte
+	sig      []byte
+	proof    []byte
+}
+
+type appendRequest struct {
+	ctx      context.Context
+	stream   string
+	expected ExpectedVersion
+	events   []pendingEvent
+	keyID    string
+	done     chan appendOutcome
+}
+
+type appendOutcome struct {
+	res AppendResult
+	err error
+}
+
+// signAll encodes every event and signs them as one batch.
+func signAll(key *SigningKey, events []pendingEvent) {
+	envelopes := make([][]byte, len(events))
+	for i := range events {
+		e := &events[i]
+		e.env.KeyID = key.ID()
+		e.envelope = AppendEnvelope(make([]byte, 0, EnvelopeSize(&e.env)), &e.env)
+		envelopes[i] = e.envelope
+	}
+	signed := SignEnvelopes(key, envelopes)
+	for i := range events {
+		events[i].sig = signed.Signature
+		events[i].proof = signed.Proofs[i]
+	}
+}
+
+func (s *Store) appendLoop() {
+	defer s.wg.Done()
+	defer close(s.appenderDone)
+	for {
+		var first *appendRequest
+		select {
+		case first = <-s.reqs:
+		case <-s.stop:
+			s.failQueued()
+			return
+		}
+		batch := []*appendRequest{first}
+		n := len(first.events)
+	drain:
+		for n < s.cfg.MaxBatchEvents {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+				n += len(r.events)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) failQueued() {
+	for {
+		select {
+		case r := <-s.reqs:
+			r.done <- appendOutcome{err: ErrClosed}
+		default:
+			return
+		}
+	}
+}
+
+// commit writes a batch in one transaction. If the database rejects the data of the batch (a
+// duplicate event id, say), each request is retried alone so only the culprit fails.
+func (s *Store) commit(batch []*appendRequest) {
+	live := batch[:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- appendOutcome{err: err}
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BatchTimeout)
+	defer cancel()
+	results, accepted, err := s.tryCommit(ctx, live)
+	if err == nil {
+		for i, r := range accepted {
+			r.done <- appendOutcome{res: results[i]}
+		}
+		return
+	}
+	if isDataError(err) && len(accepted) > 1 {
+		for _, r := range accepted {
+			s.commit([]*appendRequest{r})
+		}
+		return
+	}
+	if isDataError(err) {
+		err = dataError(err)
+	}
+	for _, r := range accepted {
+		r.done <- appendOutcome{err: err}
+	}
+}
+
+type head struct {
+	next     uint64
+	hash     []byte
+	frontier []byte
+	keyID    string
+	origin   string
+}
+
+func lockHead(ctx context.Context, tx pgx.Tx) (head, error) {
+	var h head
+	var next int64
+	err := tx.QueryRow(ctx, `SELECT next_position, head_hash, frontier, key_id, origin FROM log_head FOR UPDATE`).
+		Scan(&next, &h.hash, &h.frontier, &h.keyID, &h.origin)
+	h.next = uint64(next)
+	return h, err
+}
+
+const lockHeadSQL = `SELECT next_position, head_hash, frontier, key_id, origin FROM log_head FOR UPDATE`
+
+// versionsSQL finds each stream's version with one backward index probe per stream (max() over
+// ANY($1) would scan whole streams).
+const versionsSQL = `SELECT s.id, (SELECT e.stream_version FROM events e WHERE e.stream_id = s.id
+	ORDER BY e.stream_version DESC LIMIT 1) FROM unnest($1::text[]) AS s(id)`
+
+// tryCommit answers requests that fail their version check itself and returns the accepted ones
+// with their results, which are valid only when err is nil. It takes two round trips: BEGIN, the
+// head lock and the stream versions in one pipeline; the rows, checkpoint, head, NOTIFY and COMMIT
+// in another.
+func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendResult, []*appendRequest, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, reqs, classify(err)
+	}
+	defer conn.Release()
+	open := true // a transaction may be open on conn until COMMIT succeeds
+	defer func() {
+		if open {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := conn.Exec(rctx, "ROLLBACK"); err != nil {
+				conn.Conn().Close(rctx) // the pool drops a closed connection
+			}
+		}
+	}()
+
+	ids := make([]string, 0, len(reqs))
+	versions := make(map[string]uint64, len(reqs))
+	for _, r := range reqs {
+		if _, ok := versions[r.stream]; !ok {
+			versions[r.stream] = 0
+			ids = append(ids, r.stream)
+		}
+	}
+	first := &pgx.Batch{}
+	first.Queue("BEGIN")
+	first.Queue(lockHeadSQL)
+	first.Queue(versionsSQL, ids)
+	br := conn.SendBatch(ctx, first)
+	h, err := readHeadAndVersions(br, versions)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, reqs, classify(err)
+	}
+	if h.origin == "" {
+		return nil, reqs, ErrNotInitialized
+	}
+	key, err := s.keyFor(ctx, h.keyID)
+	if err != nil {
+		return nil, reqs, err
+	}
+	for _, r := range reqs {
+		if r.keyID != key.ID() {
+			signAll(key, r.events)
+			r.keyID = key.ID()
+		}
+	}
+
+	now := s.cfg.Now().UTC().Truncate(time.Microsecond)
+	b := newBatchBuilder(h, now)
+	accepted := reqs[:0:0]
+	var results []AppendResult
+	for _, r := range reqs {
+		cur := versions[r.stream]
+		if !r.expected.matches(cur) {
+			r.done <- appendOutcome{err: &WrongExpectedVersionError{StreamID: r.stream, Expected: r.expected, Actual: cur}}
+			continue
+		}
+		firstPos := b.next
+		for i := range r.events {
+			cur++
+			b.add(&r.events[i], cur)
+		}
+		versions[r.stream] = cur
+		accepted = append(accepted, r)
+		results = append(results, AppendResult{StreamVersion: cur, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now})
+	}
+	if len(accepted) == 0 {
+		return nil, nil, nil
+	}
+	second := &pgx.Batch{}
+	if err := b.queue(second, key, h.origin); err != nil {
+		return nil, accepted, err
+	}
+	second.Queue("COMMIT")
+	err = conn.SendBatch(ctx, second).Close()
+	if err == nil {
+		open = false
+		s.notifier.advance(b.next)
+		return results, accepted, nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return nil, accepted, classify(err) // the server answered: nothing committed
+	}
+	// No answer: the COMMIT may or may not have happened.
+	if landed, perr := s.landed(ctx, accepted[0].events[0].env.EventID); perr != nil {
+		return nil, accepted, fmt.Errorf("%w: commit: %w (and the check failed: %w)", ErrOutcomeUnknown, err, perr)
+	} else if landed {
+		open = false
+		s.log.Warn("commit acknowledgement lost but the batch is in the log", "error", err)
+		s.notifier.advance(b.next)
+		return results, accepted, nil
+	}
+	return nil, accepted, fmt.Errorf("%w: commit: %w", ErrUnavailable, err)
+}
+
+func readHeadAndVersions(br pgx.BatchResults, versions map[string]uint64) (head, error) {
+	var h head
+	if _, err := br.Exec(); err != nil {
+		return h, err
+	}
+	var next int64
+	if err := br.QueryRow().Scan(&next, &h.hash, &h.frontier, &h.keyID, &h.origin); err != nil {
+		return h, err
+	}
+	h.next = uint64(next)
+	rows, err := br.Query()
+	if err != nil {
+		return h, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var v *int64
+		if err := rows.Scan(&id, &v); err != nil {
+			return h, err
+		}
+		if v != nil {
+			versions[id] = uint64(*v)
+		}
+	}
+	return h, rows.Err()
+}
+
+// landed asks, on another connection, whether the event with this id is in the log.
+func (s *Store) landed(ctx context.Context, id [16]byte) (bool, error) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var found bool
+	err := s.pool.QueryRow(pctx, `SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)`, pgtype.UUID{Bytes: id, Valid: true}).Scan(&found)
+	return found, err
+}
+
+// keyFor returns the key that must sign now: the log key recorded in the head.
+func (s *Store) keyFor(ctx context.Context, headKeyID string) (*SigningKey, error) {
+	if key := s.knownKey(headKeyID); key != nil {
+		if s.currentKey() != key {
+			s.setKey(key)
+		}
+		return key, nil
+	}
+	key := s.currentKey()
+	if s.cfg.KeySource == nil {
+		return nil, fmt.Errorf("%w: the log key is now %s but this process holds %s (restart it after a rotation)",
+			ErrKeyMismatch, headKeyID, key.ID())
+	}
+	next, err := s.cfg.KeySource(ctx, headKeyID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: load rotated log key %s: %w", ErrKeyMismatch, headKeyID, err)
+	}
+	if next.ID() != headKeyID {
+		return nil, fmt.Errorf("%w: key source returned %s for %s", ErrKeyMismatch, next.ID(), headKeyID)
+	}
+	s.log.Info("log key changed by another process", "key_id", headKeyID)
+	s.setKey(next)
+	return next, nil
+}
+
+// classify maps database failures onto the store's sentinels.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "53", "57", "58":
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	// Anything else without a server answer is a broken connection.
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+func isDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23"
+}
+
+func dataError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_event_id_key" {
+		return fmt.Errorf("%w: %s", ErrDuplicateEventID, pgErr.Detail)
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+}
+
+func formatPosition(p uint64) string { return strconv.FormatUint(p, 10) }

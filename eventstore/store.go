@@ -95,6 +95,9 @@ type Store struct {
 	registry *Registry
 	log      *slog.Logger
 
+	ringMu sync.Mutex
+	ring   *cachedRing // key history for checking presigned events
+
 	keyMu sync.RWMutex
 	key   *SigningKey            // signs new appends
 	keys  map[string]*SigningKey // every log key this process holds, by id
@@ -234,6 +237,11 @@ func (s *Store) append(ctx context.Context, streamID string, expected ExpectedVe
 	}
 	signAll(key, pending)
 	req := &appendRequest{ctx: ctx, stream: streamID, expected: expected, events: pending, keyID: key.ID(), done: make(chan appendOutcome, 1)}
+	return s.submit(ctx, req, streamID)
+}
+
+// submit hands a request to the appender and waits for its definite outcome.
+func (s *Store) submit(ctx context.Context, req *appendRequest, what string) (AppendResult, error) {
 	select {
 	case <-s.stop:
 		return AppendResult{}, fmt.Errorf("append: %w", ErrClosed)
@@ -260,7 +268,7 @@ func (s *Store) append(ctx context.Context, streamID string, expected ExpectedVe
 		}
 	}
 	if out.err != nil {
-		return AppendResult{}, fmt.Errorf("append to %s: %w", streamID, out.err)
+		return AppendResult{}, fmt.Errorf("append to %s: %w", what, out.err)
 	}
 	return out.res, nil
 }
@@ -273,12 +281,13 @@ type pendingEvent struct {
 }
 
 type appendRequest struct {
-	ctx      context.Context
-	stream   string
-	expected ExpectedVersion
-	events   []pendingEvent
-	keyID    string
-	done     chan appendOutcome
+	ctx       context.Context
+	stream    string // for presigned requests each event names its own stream
+	expected  ExpectedVersion
+	events    []pendingEvent
+	keyID     string
+	presigned bool // signed by its producer; never re-signed here
+	done      chan appendOutcome
 }
 
 type appendOutcome struct {
@@ -424,11 +433,25 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendR
 
 	ids := make([]string, 0, len(reqs))
 	versions := make(map[string]uint64, len(reqs))
-	for _, r := range reqs {
-		if _, ok := versions[r.stream]; !ok {
-			versions[r.stream] = 0
-			ids = append(ids, r.stream)
+	addStream := func(id string) {
+		if _, ok := versions[id]; !ok {
+			versions[id] = 0
+			ids = append(ids, id)
 		}
+	}
+	presigned := false
+	for _, r := range reqs {
+		if r.presigned {
+			presigned = true
+			for i := range r.events {
+				addStream(r.events[i].env.StreamID)
+			}
+			continue
+		}
+		addStream(r.stream)
+	}
+	if presigned {
+		addStream(LogStream) // to tell whether the key history moved since the ring was loaded
 	}
 	first := &pgx.Batch{}
 	first.Queue("BEGIN")
@@ -450,9 +473,15 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendR
 		return nil, reqs, err
 	}
 	for _, r := range reqs {
-		if r.keyID != key.ID() {
+		if !r.presigned && r.keyID != key.ID() {
 			signAll(key, r.events)
 			r.keyID = key.ID()
+		}
+	}
+	var ring *keyRing
+	if presigned {
+		if ring, err = s.ringAt(ctx, conn, h.next, versions[LogStream]); err != nil {
+			return nil, reqs, err
 		}
 	}
 
@@ -461,6 +490,23 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendR
 	accepted := reqs[:0:0]
 	var results []AppendResult
 	for _, r := range reqs {
+		if r.presigned {
+			if err := checkPresignedKeys(ring, r.events, b.next); err != nil {
+				r.done <- appendOutcome{err: err}
+				continue
+			}
+			firstPos := b.next
+			var v uint64
+			for i := range r.events {
+				id := r.events[i].env.StreamID
+				versions[id]++
+				v = versions[id]
+				b.add(&r.events[i], v)
+			}
+			accepted = append(accepted, r)
+			results = append(results, AppendResult{StreamVersion: v, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now})
+			continue
+		}
 		cur := versions[r.stream]
 		if !r.expected.matches(cur) {
 			r.done <- appendOutcome{err: &WrongExpectedVersionError{StreamID: r.stream, Expected: r.expected, Actual: cur}}

@@ -66,7 +66,11 @@ func (s *Store) AppendPresigned(ctx context.Context, events []PresignedEvent) (A
 		}
 	}
 	req := &appendRequest{ctx: ctx, events: pending, presigned: true, done: make(chan appendOutcome, 1)}
-	return s.submit(ctx, req, "presigned events")
+	res, err := s.submit(ctx, req, "presigned events")
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return res[0], nil
 }
 
 func (s *Store) validatePresigned(env *Envelope) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,23 +237,75 @@ func (s *Store) append(ctx context.Context, streamID string, expected ExpectedVe
 		return AppendResult{}, fmt.Errorf("append to %s: %w", streamID, err)
 	}
 	signAll(key, pending)
-	req := &appendRequest{ctx: ctx, stream: streamID, expected: expected, events: pending, keyID: key.ID(), done: make(chan appendOutcome, 1)}
-	return s.submit(ctx, req, streamID)
+	req := &appendRequest{ctx: ctx, groups: []streamGroup{{stream: streamID, expected: expected, n: len(pending)}},
+		events: pending, keyID: key.ID(), done: make(chan appendOutcome, 1)}
+	res, err := s.submit(ctx, req, streamID)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return res[0], nil
+}
+
+// StreamAppend is one stream's part of an AppendMulti.
+type StreamAppend struct {
+	StreamID string
+	Expected ExpectedVersion
+	Events   []EventData
+}
+
+// AppendMulti appends to several streams atomically: either every stream is at its expected
+// version and all events are written in one transaction, or nothing is. It is how a decision
+// that spans aggregates (a tunnel and the reservation of its name) stays consistent.
+func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
+	key := s.currentKey()
+	if key == nil {
+		return nil, fmt.Errorf("append: %w", ErrReadOnly)
+	}
+	if !s.started.Load() {
+		return nil, fmt.Errorf("append: %w (the store was not started)", ErrClosed)
+	}
+	if len(appends) == 0 {
+		return nil, fmt.Errorf("append: %w: nothing to append", ErrInvalidEvent)
+	}
+	req := &appendRequest{ctx: ctx, keyID: key.ID(), done: make(chan appendOutcome, 1)}
+	seen := map[string]bool{}
+	var names []string
+	for _, a := range appends {
+		if err := ValidateStreamID(a.StreamID); err != nil {
+			return nil, fmt.Errorf("append: %w", err)
+		}
+		if seen[a.StreamID] {
+			return nil, fmt.Errorf("append: %w: stream %q appears twice", ErrInvalidEvent, a.StreamID)
+		}
+		seen[a.StreamID] = true
+		pending, err := s.prepareEvents(a.StreamID, a.Events)
+		if err != nil {
+			return nil, fmt.Errorf("append to %s: %w", a.StreamID, err)
+		}
+		req.groups = append(req.groups, streamGroup{stream: a.StreamID, expected: a.Expected, n: len(pending)})
+		req.events = append(req.events, pending...)
+		names = append(names, a.StreamID)
+	}
+	if len(req.events) > MaxEventsPerCall {
+		return nil, fmt.Errorf("append: %w: %d events in one append, at most %d", ErrTooLarge, len(req.events), MaxEventsPerCall)
+	}
+	signAll(key, req.events)
+	return s.submit(ctx, req, strings.Join(names, ", "))
 }
 
 // submit hands a request to the appender and waits for its definite outcome.
-func (s *Store) submit(ctx context.Context, req *appendRequest, what string) (AppendResult, error) {
+func (s *Store) submit(ctx context.Context, req *appendRequest, what string) ([]AppendResult, error) {
 	select {
 	case <-s.stop:
-		return AppendResult{}, fmt.Errorf("append: %w", ErrClosed)
+		return nil, fmt.Errorf("append: %w", ErrClosed)
 	default:
 	}
 	select {
 	case s.reqs <- req:
 	case <-ctx.Done():
-		return AppendResult{}, fmt.Errorf("append: %w", ctx.Err())
+		return nil, fmt.Errorf("append: %w", ctx.Err())
 	case <-s.stop:
-		return AppendResult{}, fmt.Errorf("append: %w", ErrClosed)
+		return nil, fmt.Errorf("append: %w", ErrClosed)
 	}
 	// Once queued, wait for the outcome even if ctx ends: the appender skips requests whose
 	// context is done before it takes them, and a taken request gets a definite answer. Every
@@ -268,7 +321,7 @@ func (s *Store) submit(ctx context.Context, req *appendRequest, what string) (Ap
 		}
 	}
 	if out.err != nil {
-		return AppendResult{}, fmt.Errorf("append to %s: %w", what, out.err)
+		return nil, fmt.Errorf("append to %s: %w", what, out.err)
 	}
 	return out.res, nil
 }
@@ -282,16 +335,22 @@ type pendingEvent struct {
 
 type appendRequest struct {
 	ctx       context.Context
-	stream    string // for presigned requests each event names its own stream
-	expected  ExpectedVersion
+	groups    []streamGroup // consecutive runs of events per stream; nil for presigned requests
 	events    []pendingEvent
 	keyID     string
-	presigned bool // signed by its producer; never re-signed here
+	presigned bool // signed by its producer, each event naming its stream; never re-signed here
 	done      chan appendOutcome
 }
 
+// streamGroup is the next n events of a request, all for one stream at an expected version.
+type streamGroup struct {
+	stream   string
+	expected ExpectedVersion
+	n        int
+}
+
 type appendOutcome struct {
-	res AppendResult
+	res []AppendResult // one per group (one for a presigned request)
 	err error
 }
 
@@ -414,7 +473,7 @@ const versionsSQL = `SELECT s.id, (SELECT e.stream_version FROM events e WHERE e
 // with their results, which are valid only when err is nil. It takes two round trips: BEGIN, the
 // head lock and the stream versions in one pipeline; the rows, checkpoint, head, NOTIFY and COMMIT
 // in another.
-func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendResult, []*appendRequest, error) {
+func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([][]AppendResult, []*appendRequest, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, reqs, classify(err)
@@ -448,7 +507,9 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendR
 			}
 			continue
 		}
-		addStream(r.stream)
+		for _, g := range r.groups {
+			addStream(g.stream)
+		}
 	}
 	if presigned {
 		addStream(LogStream) // to tell whether the key history moved since the ring was loaded
@@ -488,7 +549,7 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendR
 	now := s.cfg.Now().UTC().Truncate(time.Microsecond)
 	b := newBatchBuilder(h, now)
 	accepted := reqs[:0:0]
-	var results []AppendResult
+	var results [][]AppendResult
 	for _, r := range reqs {
 		if r.presigned {
 			if err := checkPresignedKeys(ring, r.events, b.next); err != nil {
@@ -504,22 +565,35 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([]AppendR
 				b.add(&r.events[i], v)
 			}
 			accepted = append(accepted, r)
-			results = append(results, AppendResult{StreamVersion: v, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now})
+			results = append(results, []AppendResult{{StreamVersion: v, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now}})
 			continue
 		}
-		cur := versions[r.stream]
-		if !r.expected.matches(cur) {
-			r.done <- appendOutcome{err: &WrongExpectedVersionError{StreamID: r.stream, Expected: r.expected, Actual: cur}}
+		var conflict error
+		for _, g := range r.groups {
+			if cur := versions[g.stream]; !g.expected.matches(cur) {
+				conflict = &WrongExpectedVersionError{StreamID: g.stream, Expected: g.expected, Actual: cur}
+				break
+			}
+		}
+		if conflict != nil {
+			r.done <- appendOutcome{err: conflict}
 			continue
 		}
-		firstPos := b.next
-		for i := range r.events {
-			cur++
-			b.add(&r.events[i], cur)
+		res := make([]AppendResult, 0, len(r.groups))
+		i := 0
+		for _, g := range r.groups {
+			cur := versions[g.stream]
+			firstPos := b.next
+			for range g.n {
+				cur++
+				b.add(&r.events[i], cur)
+				i++
+			}
+			versions[g.stream] = cur
+			res = append(res, AppendResult{StreamVersion: cur, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now})
 		}
-		versions[r.stream] = cur
 		accepted = append(accepted, r)
-		results = append(results, AppendResult{StreamVersion: cur, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now})
+		results = append(results, res)
 	}
 	if len(accepted) == 0 {
 		return nil, nil, nil

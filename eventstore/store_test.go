@@ -315,3 +315,38 @@ func TestCancelledContextWritesNothing(t *testing.T) {
 		t.Fatalf("head = %d, want 1", head)
 	}
 }
+
+// AppendMulti writes to several streams or to none.
+func TestAppendMultiIsAtomic(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	res, err := e.store.AppendMulti(ctx,
+		eventstore.StreamAppend{StreamID: "tunnel-1", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(1), note(2)}},
+		eventstore.StreamAppend{StreamID: "name-llm", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(3)}},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].StreamVersion != 2 || res[1].StreamVersion != 1 || res[1].FirstPosition != res[0].LastPosition+1 {
+		t.Fatalf("results %+v", res)
+	}
+	// The name is taken: the second tunnel is not created either.
+	_, err = e.store.AppendMulti(ctx,
+		eventstore.StreamAppend{StreamID: "tunnel-2", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(4)}},
+		eventstore.StreamAppend{StreamID: "name-llm", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(5)}},
+	)
+	var wrong *eventstore.WrongExpectedVersionError
+	if !errors.As(err, &wrong) || wrong.StreamID != "name-llm" || wrong.Actual != 1 {
+		t.Fatalf("err = %v, want a conflict on name-llm", err)
+	}
+	if recs, _ := e.store.ReadStream(ctx, "tunnel-2", 1, 10); len(recs) != 0 {
+		t.Fatalf("tunnel-2 has %d events after a failed multi-append", len(recs))
+	}
+	if _, err := e.store.AppendMulti(ctx,
+		eventstore.StreamAppend{StreamID: "a", Events: []eventstore.EventData{note(1)}},
+		eventstore.StreamAppend{StreamID: "a", Events: []eventstore.EventData{note(1)}}); !errors.Is(err, eventstore.ErrInvalidEvent) {
+		t.Fatalf("same stream twice: %v", err)
+	}
+	verifyOK(t, e.url)
+}

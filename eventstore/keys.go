@@ -1,6 +1,7 @@
 package eventstore
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -185,4 +187,18 @@ func WriteKeyFile(path string, key *SigningKey) error {
 		return fmt.Errorf("write key %s: %w", path, err)
 	}
 	return nil
+}
+
+// CryptoSigner exposes the key as a crypto.Signer (pure Ed25519), for JWT and SSH libraries.
+func (k *SigningKey) CryptoSigner() crypto.Signer { return cryptoSigner{k} }
+
+type cryptoSigner struct{ k *SigningKey }
+
+func (c cryptoSigner) Public() crypto.PublicKey { return c.k.pub }
+
+func (c cryptoSigner) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts != nil && opts.HashFunc() != 0 {
+		return nil, fmt.Errorf("%w: only pure Ed25519 is supported", ErrKeyFile)
+	}
+	return c.k.Sign(msg), nil
 }

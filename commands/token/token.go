@@ -1,0 +1,215 @@
+// Package token mints and verifies the bearer tokens of tunnelplane: user tokens (for the admin
+// API and for calling tunnels) and agent tokens (an agent's credential for one tunnel). Both are
+// EdDSA JWTs signed by a control-plane token key whose public half is in the event log; nodes and
+// the API verify them offline. User tokens from an external identity provider may also be RS256.
+//
+// It owns the claim sets and the checks (issuer, audience, expiry, key id); it must not decide
+// authorization — who may do what is the RBAC view's business.
+package token
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// Audiences separate what a token may be used for.
+const (
+	AudienceAPI   = "tunnelplane-api"   // users: the admin API and tunnel ingress
+	AudienceAgent = "tunnelplane-agent" // agents: connecting to a node for one tunnel
+	// DefaultIssuer is the iss of tokens minted by the control plane.
+	DefaultIssuer = "tunnelplane"
+)
+
+// Sentinel errors; match with errors.Is.
+var (
+	ErrInvalid    = errors.New("invalid token")
+	ErrExpired    = errors.New("token expired")
+	ErrUnknownKey = errors.New("token signed by an unknown key")
+)
+
+// UserClaims identify a user. Roles are not in the token: they come from the RBAC view.
+type UserClaims struct {
+	jwt.RegisteredClaims
+	Name string `json:"name,omitempty"`
+}
+
+// AgentClaims bind an agent to one tunnel of one organization.
+type AgentClaims struct {
+	jwt.RegisteredClaims
+	Org    string `json:"org"`
+	Tunnel string `json:"tunnel"`
+}
+
+// Keys resolves a key id to a public key (ed25519.PublicKey or *rsa.PublicKey).
+type Keys interface {
+	PublicKey(kid string) (crypto.PublicKey, bool)
+}
+
+// KeySet is a concurrency-safe Keys that can change while in use (a key is added or revoked).
+type KeySet struct {
+	mu   sync.RWMutex
+	keys map[string]crypto.PublicKey
+}
+
+// NewKeySet returns an empty set.
+func NewKeySet() *KeySet { return &KeySet{keys: map[string]crypto.PublicKey{}} }
+
+// Put adds or replaces a key.
+func (s *KeySet) Put(kid string, pub crypto.PublicKey) {
+	s.mu.Lock()
+	s.keys[kid] = pub
+	s.mu.Unlock()
+}
+
+// Delete removes a key; tokens it signed stop verifying at once.
+func (s *KeySet) Delete(kid string) {
+	s.mu.Lock()
+	delete(s.keys, kid)
+	s.mu.Unlock()
+}
+
+// PublicKey implements Keys.
+func (s *KeySet) PublicKey(kid string) (crypto.PublicKey, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, ok := s.keys[kid]
+	return k, ok
+}
+
+// Len is the number of keys.
+func (s *KeySet) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.keys)
+}
+
+// MintUser signs a user token valid for ttl.
+func MintUser(key *eventstore.SigningKey, issuer, subject, name string, ttl time.Duration, now time.Time) (string, error) {
+	if subject == "" {
+		return "", fmt.Errorf("mint user token: %w: empty subject", ErrInvalid)
+	}
+	c := UserClaims{RegisteredClaims: registered(issuer, subject, AudienceAPI, ttl, now), Name: name}
+	return sign(key, c)
+}
+
+// MintAgent signs an agent token for one tunnel; jti is the token id the control plane records
+// (and revokes by).
+func MintAgent(key *eventstore.SigningKey, issuer, jti, org, tunnel string, expires, now time.Time) (string, error) {
+	if org == "" || tunnel == "" || jti == "" {
+		return "", fmt.Errorf("mint agent token: %w: org, tunnel and id are required", ErrInvalid)
+	}
+	c := AgentClaims{RegisteredClaims: jwt.RegisteredClaims{
+		Issuer: issuer, Subject: "agent:" + tunnel, Audience: jwt.ClaimStrings{AudienceAgent},
+		ExpiresAt: jwt.NewNumericDate(expires), IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)), ID: jti,
+	}, Org: org, Tunnel: tunnel}
+	return sign(key, c)
+}
+
+func registered(issuer, subject, audience string, ttl time.Duration, now time.Time) jwt.RegisteredClaims {
+	return jwt.RegisteredClaims{
+		Issuer: issuer, Subject: subject, Audience: jwt.ClaimStrings{audience},
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)), IssuedAt: jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)), ID: uuid.Must(uuid.NewV7()).String(),
+	}
+}
+
+func sign(key *eventstore.SigningKey, claims jwt.Claims) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	t.Header["kid"] = key.ID()
+	s, err := t.SignedString(key.CryptoSigner())
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return s, nil
+}
+
+// Verifier checks tokens against a key set, an issuer and the clock.
+type Verifier struct {
+	Keys   Keys
+	Issuer string // required iss; empty accepts any issuer (use only with a trusted key set)
+	Leeway time.Duration
+	Now    func() time.Time
+}
+
+func (v *Verifier) parser(aud string) *jwt.Parser {
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{"EdDSA", "RS256"}), jwt.WithAudience(aud), jwt.WithExpirationRequired(),
+		jwt.WithLeeway(v.Leeway), jwt.WithIssuedAt(),
+	}
+	if v.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(v.Issuer))
+	}
+	if v.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(v.Now))
+	}
+	return jwt.NewParser(opts...)
+}
+
+func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+	kid, _ := t.Header["kid"].(string)
+	if kid == "" {
+		return nil, fmt.Errorf("%w: no kid in the header", ErrUnknownKey)
+	}
+	k, ok := v.Keys.PublicKey(kid)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownKey, kid)
+	}
+	switch k.(type) {
+	case ed25519.PublicKey:
+		if t.Method != jwt.SigningMethodEdDSA {
+			return nil, fmt.Errorf("%w: key %s is Ed25519 but the token says %s", ErrInvalid, kid, t.Method.Alg())
+		}
+	case *rsa.PublicKey:
+		if t.Method != jwt.SigningMethodRS256 {
+			return nil, fmt.Errorf("%w: key %s is RSA but the token says %s", ErrInvalid, kid, t.Method.Alg())
+		}
+	default:
+		return nil, fmt.Errorf("%w: unsupported key type %T", ErrUnknownKey, k)
+	}
+	return k, nil
+}
+
+func classify(err error) error {
+	switch {
+	case errors.Is(err, ErrUnknownKey):
+		return err
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return fmt.Errorf("%w: %w", ErrExpired, err)
+	default:
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+}
+
+// VerifyUser checks a user token and returns its claims.
+func (v *Verifier) VerifyUser(raw string) (*UserClaims, error) {
+	var c UserClaims
+	if _, err := v.parser(AudienceAPI).ParseWithClaims(raw, &c, v.keyFunc); err != nil {
+		return nil, classify(err)
+	}
+	if c.Subject == "" {
+		return nil, fmt.Errorf("%w: no subject", ErrInvalid)
+	}
+	return &c, nil
+}
+
+// VerifyAgent checks an agent token and returns its claims.
+func (v *Verifier) VerifyAgent(raw string) (*AgentClaims, error) {
+	var c AgentClaims
+	if _, err := v.parser(AudienceAgent).ParseWithClaims(raw, &c, v.keyFunc); err != nil {
+		return nil, classify(err)
+	}
+	if c.Org == "" || c.Tunnel == "" || c.ID == "" {
+		return nil, fmt.Errorf("%w: agent token without org, tunnel or id", ErrInvalid)
+	}
+	return &c, nil
+}

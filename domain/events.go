@@ -1,0 +1,385 @@
+package domain
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Event type names. Stored events are found by these strings forever: never rename one.
+const (
+	TypeOrganizationCreated = "organization.created"
+	TypeOrgNameReserved     = "organization.name_reserved"
+
+	TypeTunnelCreated      = "tunnel.created"
+	TypeTunnelUpdated      = "tunnel.updated"
+	TypeTunnelDeleted      = "tunnel.deleted"
+	TypeTunnelNameReserved = "tunnel.name_reserved"
+	TypeTunnelNameReleased = "tunnel.name_released"
+
+	TypeNodeEnrolled        = "node.enrolled"
+	TypeNodeDrainRequested  = "node.drain_requested"
+	TypeNodeDrained         = "node.drained"
+	TypeNodeRemoved         = "node.removed"
+	TypeNodeLost            = "node.lost"
+	TypeNodeRecovered       = "node.recovered"
+	TypeNodeCommandExecuted = "node.command_executed"
+
+	TypeAgentTokenIssued  = "agent_token.issued"
+	TypeAgentTokenRevoked = "agent_token.revoked"
+
+	TypeRoleAssigned   = "role.assigned"
+	TypeRoleUnassigned = "role.unassigned"
+
+	TypeAccessDenied   = "audit.access_denied"
+	TypeAuthFailed     = "audit.auth_failed"
+	TypeIngestRejected = "audit.ingest_rejected"
+
+	TypeAgentConnected    = "agent.connected"
+	TypeAgentDisconnected = "agent.disconnected"
+	TypeUsageRecorded     = "usage.recorded"
+)
+
+// EventType names a type and its current schema version.
+type EventType struct {
+	Name          string
+	SchemaVersion uint32
+}
+
+// EventTypes is the closed set of domain event types, for registration with the event store.
+func EventTypes() []EventType {
+	names := []string{
+		TypeOrganizationCreated, TypeOrgNameReserved,
+		TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted, TypeTunnelNameReserved, TypeTunnelNameReleased,
+		TypeNodeEnrolled, TypeNodeDrainRequested, TypeNodeDrained, TypeNodeRemoved, TypeNodeLost, TypeNodeRecovered, TypeNodeCommandExecuted,
+		TypeAgentTokenIssued, TypeAgentTokenRevoked,
+		TypeRoleAssigned, TypeRoleUnassigned,
+		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected,
+		TypeAgentConnected, TypeAgentDisconnected, TypeUsageRecorded,
+	}
+	out := make([]EventType, len(names))
+	for i, n := range names {
+		out[i] = EventType{Name: n, SchemaVersion: 1}
+	}
+	return out
+}
+
+// Event is a domain event payload.
+type Event interface {
+	EventType() string
+}
+
+// Recorded is a stored event as an aggregate replays it.
+type Recorded struct {
+	Type          string
+	Payload       []byte
+	StreamVersion uint64
+	RecordedAt    time.Time
+}
+
+// Decode unmarshals a recorded payload into the event type its name says.
+func Decode(typ string, payload []byte) (Event, error) {
+	var e Event
+	switch typ {
+	case TypeOrganizationCreated:
+		e = &OrganizationCreated{}
+	case TypeOrgNameReserved:
+		e = &OrgNameReserved{}
+	case TypeTunnelCreated:
+		e = &TunnelCreated{}
+	case TypeTunnelUpdated:
+		e = &TunnelUpdated{}
+	case TypeTunnelDeleted:
+		e = &TunnelDeleted{}
+	case TypeTunnelNameReserved:
+		e = &TunnelNameReserved{}
+	case TypeTunnelNameReleased:
+		e = &TunnelNameReleased{}
+	case TypeNodeEnrolled:
+		e = &NodeEnrolled{}
+	case TypeNodeDrainRequested:
+		e = &NodeDrainRequested{}
+	case TypeNodeDrained:
+		e = &NodeDrained{}
+	case TypeNodeRemoved:
+		e = &NodeRemoved{}
+	case TypeNodeLost:
+		e = &NodeLost{}
+	case TypeNodeRecovered:
+		e = &NodeRecovered{}
+	case TypeNodeCommandExecuted:
+		e = &NodeCommandExecuted{}
+	case TypeAgentTokenIssued:
+		e = &AgentTokenIssued{}
+	case TypeAgentTokenRevoked:
+		e = &AgentTokenRevoked{}
+	case TypeRoleAssigned:
+		e = &RoleAssigned{}
+	case TypeRoleUnassigned:
+		e = &RoleUnassigned{}
+	case TypeAccessDenied:
+		e = &AccessDenied{}
+	case TypeAuthFailed:
+		e = &AuthFailed{}
+	case TypeIngestRejected:
+		e = &IngestRejected{}
+	case TypeAgentConnected:
+		e = &AgentConnected{}
+	case TypeAgentDisconnected:
+		e = &AgentDisconnected{}
+	case TypeUsageRecorded:
+		e = &UsageRecorded{}
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
+	}
+	if err := json.Unmarshal(payload, e); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", typ, err)
+	}
+	return e, nil
+}
+
+// ---- organizations ----
+
+// OrganizationCreated starts a tenant.
+type OrganizationCreated struct {
+	OrgID     string `json:"org_id"`
+	Name      string `json:"name"`
+	CreatedBy string `json:"created_by"`
+}
+
+// OrgNameReserved claims an organization name platform-wide (stream OrgNameStream).
+type OrgNameReserved struct {
+	OrgID string `json:"org_id"`
+	Name  string `json:"name"`
+}
+
+// ---- tunnels ----
+
+// TunnelCreated registers a tunnel to an upstream the agent will connect to.
+type TunnelCreated struct {
+	TunnelID string `json:"tunnel_id"`
+	OrgID    string `json:"org_id"`
+	Owner    string `json:"owner"`
+	Name     string `json:"name"`
+	Upstream string `json:"upstream"`
+	Protocol string `json:"protocol"`
+}
+
+// TunnelUpdated records changed fields only (nil: unchanged).
+type TunnelUpdated struct {
+	TunnelID string  `json:"tunnel_id"`
+	OrgID    string  `json:"org_id"`
+	Name     *string `json:"name,omitempty"`
+	Upstream *string `json:"upstream,omitempty"`
+	Protocol *string `json:"protocol,omitempty"`
+}
+
+// TunnelDeleted ends a tunnel; its agents are disconnected.
+type TunnelDeleted struct {
+	TunnelID string `json:"tunnel_id"`
+	OrgID    string `json:"org_id"`
+	Name     string `json:"name"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// TunnelNameReserved claims a tunnel name in an organization (stream TunnelNameStream).
+type TunnelNameReserved struct {
+	OrgID    string `json:"org_id"`
+	Name     string `json:"name"`
+	TunnelID string `json:"tunnel_id"`
+}
+
+// TunnelNameReleased frees a name after a rename or deletion.
+type TunnelNameReleased struct {
+	OrgID    string `json:"org_id"`
+	Name     string `json:"name"`
+	TunnelID string `json:"tunnel_id"`
+}
+
+// ---- nodes ----
+
+// NodeEnrolled registers a data-plane node and its two keys (one purpose each).
+type NodeEnrolled struct {
+	NodeID             string `json:"node_id"`
+	Name               string `json:"name"`
+	HostKey            string `json:"host_key"` // SSH public key, authorized_keys format
+	HostKeyFingerprint string `json:"host_key_fingerprint"`
+	EventKeyID         string `json:"event_key_id"`
+	AgentURL           string `json:"agent_url,omitempty"`
+	IngressURL         string `json:"ingress_url,omitempty"`
+}
+
+// NodeDrainRequested asks a node to stop taking agents and let its connections go.
+type NodeDrainRequested struct {
+	NodeID string `json:"node_id"`
+}
+
+// NodeDrained is the node's report that draining finished.
+type NodeDrained struct {
+	NodeID             string `json:"node_id"`
+	AgentsDisconnected int    `json:"agents_disconnected"`
+}
+
+// NodeRemoved takes a node out of the cluster for good; its event key is revoked.
+type NodeRemoved struct {
+	NodeID string `json:"node_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// NodeLost records that a node stopped heartbeating.
+type NodeLost struct {
+	NodeID   string    `json:"node_id"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// NodeRecovered records that a lost node heartbeats again.
+type NodeRecovered struct {
+	NodeID string `json:"node_id"`
+}
+
+// NodeCommandExecuted is a node's outcome of a control-plane command.
+type NodeCommandExecuted struct {
+	CommandID string `json:"command_id"`
+	Command   string `json:"command"`
+	NodeID    string `json:"node_id"`
+	Result    string `json:"result"` // "ok" or "error"
+	Detail    string `json:"detail,omitempty"`
+}
+
+// ---- agent tokens ----
+
+// AgentTokenIssued records a credential for one tunnel. The token itself is never stored.
+type AgentTokenIssued struct {
+	TokenID   string    `json:"token_id"`
+	OrgID     string    `json:"org_id"`
+	TunnelID  string    `json:"tunnel_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+	KeyID     string    `json:"key_id"`
+	IssuedBy  string    `json:"issued_by"`
+}
+
+// AgentTokenRevoked makes a token unusable at once; agents using it are disconnected.
+type AgentTokenRevoked struct {
+	TokenID  string `json:"token_id"`
+	OrgID    string `json:"org_id"`
+	TunnelID string `json:"tunnel_id"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// ---- roles ----
+
+// RoleAssigned grants a user a role in an organization (PlatformOrg for superadmin).
+type RoleAssigned struct {
+	OrgID  string `json:"org_id"`
+	UserID string `json:"user_id"`
+	Role   Role   `json:"role"`
+}
+
+// RoleUnassigned withdraws a role.
+type RoleUnassigned struct {
+	OrgID  string `json:"org_id"`
+	UserID string `json:"user_id"`
+	Role   Role   `json:"role"`
+}
+
+// ---- audit ----
+
+// AccessDenied aggregates denied requests of one actor over a window (not one event per request).
+type AccessDenied struct {
+	ActorID     string    `json:"actor_id"`
+	OrgID       string    `json:"org_id,omitempty"`
+	Action      string    `json:"action"`
+	Resource    string    `json:"resource"`
+	Count       int       `json:"count"`
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+}
+
+// AuthFailed records a failed authentication (login monitoring).
+type AuthFailed struct {
+	Reason     string    `json:"reason"`
+	Subject    string    `json:"subject,omitempty"`
+	RemoteAddr string    `json:"remote_addr,omitempty"`
+	UserAgent  string    `json:"user_agent,omitempty"`
+	Count      int       `json:"count"`
+	At         time.Time `json:"at"`
+}
+
+// IngestRejected records node events refused by the ingester (unsigned, unknown key, malformed).
+type IngestRejected struct {
+	Subject string `json:"subject"`
+	NodeID  string `json:"node_id,omitempty"`
+	KeyID   string `json:"key_id,omitempty"`
+	Reason  string `json:"reason"`
+	Events  int    `json:"events"`
+}
+
+// ---- data-plane facts (signed by the node that saw them) ----
+
+// AgentConnected: an agent authenticated and holds its tunnel on a node.
+type AgentConnected struct {
+	NodeID          string `json:"node_id"`
+	SessionID       string `json:"session_id"`
+	OrgID           string `json:"org_id"`
+	TunnelID        string `json:"tunnel_id"`
+	TokenID         string `json:"token_id"`
+	AgentVersion    string `json:"agent_version"`
+	ProtocolVersion string `json:"protocol_version"`
+	RemoteAddr      string `json:"remote_addr"`
+	KeyExchange     string `json:"kex"`
+	Cipher          string `json:"cipher"`
+	HostKeyAlgo     string `json:"host_key_algorithm"`
+}
+
+// AgentDisconnected: the session ended.
+type AgentDisconnected struct {
+	NodeID     string `json:"node_id"`
+	SessionID  string `json:"session_id"`
+	OrgID      string `json:"org_id"`
+	TunnelID   string `json:"tunnel_id"`
+	TokenID    string `json:"token_id"`
+	BytesIn    int64  `json:"bytes_in"`
+	BytesOut   int64  `json:"bytes_out"`
+	DurationMS int64  `json:"duration_ms"`
+	Reason     string `json:"reason"`
+}
+
+// UsageRecorded is one tunnel's traffic over one window on one node.
+type UsageRecorded struct {
+	NodeID      string           `json:"node_id"`
+	OrgID       string           `json:"org_id"`
+	TunnelID    string           `json:"tunnel_id"`
+	WindowStart time.Time        `json:"window_start"`
+	WindowEnd   time.Time        `json:"window_end"`
+	Requests    int64            `json:"requests"`
+	Errors      map[string]int64 `json:"errors,omitempty"` // by class: upstream, timeout, agent_absent, limit, …
+	BytesIn     int64            `json:"bytes_in"`
+	BytesOut    int64            `json:"bytes_out"`
+	// LatencyBuckets counts requests by upper bound in milliseconds ("+Inf" last).
+	LatencyBuckets map[string]int64 `json:"latency_ms_buckets,omitempty"`
+}
+
+func (OrganizationCreated) EventType() string { return TypeOrganizationCreated }
+func (OrgNameReserved) EventType() string     { return TypeOrgNameReserved }
+func (TunnelCreated) EventType() string       { return TypeTunnelCreated }
+func (TunnelUpdated) EventType() string       { return TypeTunnelUpdated }
+func (TunnelDeleted) EventType() string       { return TypeTunnelDeleted }
+func (TunnelNameReserved) EventType() string  { return TypeTunnelNameReserved }
+func (TunnelNameReleased) EventType() string  { return TypeTunnelNameReleased }
+func (NodeEnrolled) EventType() string        { return TypeNodeEnrolled }
+func (NodeDrainRequested) EventType() string  { return TypeNodeDrainRequested }
+func (NodeDrained) EventType() string         { return TypeNodeDrained }
+func (NodeRemoved) EventType() string         { return TypeNodeRemoved }
+func (NodeLost) EventType() string            { return TypeNodeLost }
+func (NodeRecovered) EventType() string       { return TypeNodeRecovered }
+func (NodeCommandExecuted) EventType() string { return TypeNodeCommandExecuted }
+func (AgentTokenIssued) EventType() string    { return TypeAgentTokenIssued }
+func (AgentTokenRevoked) EventType() string   { return TypeAgentTokenRevoked }
+func (RoleAssigned) EventType() string        { return TypeRoleAssigned }
+func (RoleUnassigned) EventType() string      { return TypeRoleUnassigned }
+func (AccessDenied) EventType() string        { return TypeAccessDenied }
+func (AuthFailed) EventType() string          { return TypeAuthFailed }
+func (IngestRejected) EventType() string      { return TypeIngestRejected }
+func (AgentConnected) EventType() string      { return TypeAgentConnected }
+func (AgentDisconnected) EventType() string   { return TypeAgentDisconnected }
+func (UsageRecorded) EventType() string       { return TypeUsageRecorded }

@@ -383,3 +383,18 @@ func (IngestRejected) EventType() string      { return TypeIngestRejected }
 func (AgentConnected) EventType() string      { return TypeAgentConnected }
 func (AgentDisconnected) EventType() string   { return TypeAgentDisconnected }
 func (UsageRecorded) EventType() string       { return TypeUsageRecorded }
+
+// Metadata travels with every appended event (the event store's metadata bytes, as JSON). Every
+// field is optional, but commands always set Actor and CorrelationID.
+type Metadata struct {
+	Actor         string    `json:"actor,omitempty"` // user id, "node:<id>", "system:<component>"
+	OrgID         string    `json:"org_id,omitempty"`
+	CorrelationID string    `json:"correlation_id,omitempty"`
+	CausationID   string    `json:"causation_id,omitempty"`
+	RequestID     string    `json:"request_id,omitempty"`
+	ClientIP      string    `json:"client_ip,omitempty"`
+	UserAgent     string    `json:"user_agent,omitempty"`
+	Command       string    `json:"command,omitempty"`
+	NodeID        string    `json:"node_id,omitempty"`
+	OccurredAt    time.Time `json:"occurred_at,omitzero"`
+}

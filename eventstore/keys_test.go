@@ -153,3 +153,43 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatalf("junk key: err = %v", err)
 	}
 }
+
+// A key is registered atomically with the appends it belongs to (a node's enrollment), and a
+// conflict on those appends registers nothing.
+func TestAddPublicKeyWithAppends(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	origin, err := e.store.Origin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeKey, _ := eventstore.GenerateSigningKey()
+	p := eventstore.NewKeyAdded(origin, eventstore.PurposeNode, "node-7", nodeKey)
+	res, err := e.store.AddPublicKey(ctx, p, eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LastPosition != res.FirstPosition+1 {
+		t.Fatalf("result %+v, want the key record and the enrollment together", res)
+	}
+	other, _ := eventstore.GenerateSigningKey()
+	_, err = e.store.AddPublicKey(ctx, eventstore.NewKeyAdded(origin, eventstore.PurposeNode, "node-7", other),
+		eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(2)}})
+	if !errors.Is(err, eventstore.ErrWrongExpectedVersion) {
+		t.Fatalf("enrolling twice: err = %v", err)
+	}
+	keys, _ := e.store.Keys(ctx)
+	if len(keys) != 2 {
+		t.Fatalf("%d keys after a failed enrollment, want 2", len(keys))
+	}
+	bad := eventstore.NewKeyAdded(origin, eventstore.PurposeNode, "node-8", other)
+	bad.Proof[0] ^= 1
+	if _, err := e.store.AddPublicKey(ctx, bad); !errors.Is(err, eventstore.ErrInvalidEvent) {
+		t.Fatalf("bad proof: err = %v", err)
+	}
+	if _, err := e.store.RevokeKeyWith(ctx, nodeKey.ID(), "removed", eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.Exact(1), Events: []eventstore.EventData{note(3)}}); err != nil {
+		t.Fatal(err)
+	}
+	verifyOK(t, e.url)
+}

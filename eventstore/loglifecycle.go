@@ -66,8 +66,10 @@ func Init(ctx context.Context, pool *pgxpool.Pool, key *SigningKey, now time.Tim
 }
 
 // appendLogRecord writes one "$log" record signed by recordKey, with the batch checkpoint signed
-// by checkpointKey (the log key in force after the record).
-func appendLogRecord(ctx context.Context, tx pgx.Tx, h head, now time.Time, typ string, payload any, recordKey, checkpointKey *SigningKey, origin string) (AppendResult, error) {
+// by checkpointKey (the log key in force after the record), followed in the same batch by the
+// extra stream appends (already validated, signed by recordKey here), whose expected versions are
+// checked against the database under the head lock.
+func appendLogRecord(ctx context.Context, tx pgx.Tx, h head, now time.Time, typ string, payload any, recordKey, checkpointKey *SigningKey, origin string, extra ...preparedAppend) (AppendResult, error) {
 	body, err := json.Marshal(payload)
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("%s payload: %w", typ, err)
@@ -85,10 +87,46 @@ func appendLogRecord(ctx context.Context, tx pgx.Tx, h head, now time.Time, typ 
 	now = now.UTC().Truncate(time.Microsecond)
 	b := newBatchBuilder(h, now)
 	b.add(&ev[0], uint64(version)+1)
+	for _, x := range extra {
+		var cur int64
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, x.stream).Scan(&cur); err != nil {
+			return AppendResult{}, classify(err)
+		}
+		if !x.expected.matches(uint64(cur)) {
+			return AppendResult{}, &WrongExpectedVersionError{StreamID: x.stream, Expected: x.expected, Actual: uint64(cur)}
+		}
+		signAll(recordKey, x.events)
+		for i := range x.events {
+			cur++
+			b.add(&x.events[i], uint64(cur))
+		}
+	}
 	if err := b.write(ctx, tx, checkpointKey, origin); err != nil {
 		return AppendResult{}, err
 	}
-	return AppendResult{StreamVersion: uint64(version) + 1, FirstPosition: h.next, LastPosition: h.next, RecordedAt: now}, nil
+	return AppendResult{StreamVersion: uint64(version) + 1, FirstPosition: h.next, LastPosition: b.next - 1, RecordedAt: now}, nil
+}
+
+// preparedAppend is a validated StreamAppend waiting to be signed and written.
+type preparedAppend struct {
+	stream   string
+	expected ExpectedVersion
+	events   []pendingEvent
+}
+
+func (s *Store) prepareAppends(also []StreamAppend) ([]preparedAppend, error) {
+	out := make([]preparedAppend, 0, len(also))
+	for _, a := range also {
+		if err := ValidateStreamID(a.StreamID); err != nil {
+			return nil, err
+		}
+		pending, err := s.prepareEvents(a.StreamID, a.Events)
+		if err != nil {
+			return nil, fmt.Errorf("append to %s: %w", a.StreamID, err)
+		}
+		out = append(out, preparedAppend{stream: a.StreamID, expected: a.Expected, events: pending})
+	}
+	return out, nil
 }
 
 // logTx runs fn with the head locked and the key ring current, then commits and advances
@@ -157,6 +195,32 @@ func (s *Store) AddKey(ctx context.Context, purpose KeyPurpose, owner string, ke
 	return s.addPublicKey(ctx, TypeKeyAdded, func(origin string) any { return NewKeyAdded(origin, purpose, owner, key) })
 }
 
+// Origin is the log's origin (the checkpoint note name), fixed by the genesis record.
+func (s *Store) Origin(ctx context.Context) (string, error) {
+	var origin string
+	if err := s.pool.QueryRow(ctx, `SELECT origin FROM log_head`).Scan(&origin); err != nil {
+		return "", fmt.Errorf("origin: %w", classify(err))
+	}
+	if origin == "" {
+		return "", ErrNotInitialized
+	}
+	return origin, nil
+}
+
+// AddPublicKey registers a key whose holder built the payload (a remote node proving possession
+// of its event key with NewKeyAdded), atomically with the given appends (its enrollment).
+func (s *Store) AddPublicKey(ctx context.Context, p KeyAddedPayload, also ...StreamAppend) (AppendResult, error) {
+	if !p.Purpose.valid() || p.Purpose == PurposeLog {
+		return AppendResult{}, fmt.Errorf("add key: %w: purpose %q (log keys change only by rotation)", ErrInvalidEvent, p.Purpose)
+	}
+	return s.addPublicKey(ctx, TypeKeyAdded, func(string) any { return p }, also...)
+}
+
+// RevokeKeyWith revokes a non-log key atomically with the given appends (a node's removal).
+func (s *Store) RevokeKeyWith(ctx context.Context, keyID, reason string, also ...StreamAppend) (AppendResult, error) {
+	return s.addPublicKey(ctx, TypeKeyRevoked, func(string) any { return KeyRevokedPayload{KeyID: keyID, Reason: reason} }, also...)
+}
+
 // RotateKey replaces a non-log key by next, cross-signed by both.
 func (s *Store) RotateKey(ctx context.Context, purpose KeyPurpose, owner string, old, next *SigningKey) (AppendResult, error) {
 	if !purpose.valid() || purpose == PurposeLog {
@@ -170,9 +234,13 @@ func (s *Store) RevokeKey(ctx context.Context, keyID, reason string) (AppendResu
 	return s.addPublicKey(ctx, TypeKeyRevoked, func(string) any { return KeyRevokedPayload{KeyID: keyID, Reason: reason} })
 }
 
-func (s *Store) addPublicKey(ctx context.Context, typ string, build func(origin string) any) (AppendResult, error) {
+func (s *Store) addPublicKey(ctx context.Context, typ string, build func(origin string) any, also ...StreamAppend) (AppendResult, error) {
 	if s.currentKey() == nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, ErrReadOnly)
+	}
+	extra, err := s.prepareAppends(also)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("%s: %w", typ, err)
 	}
 	res, err := s.logTx(ctx, func(tx pgx.Tx, h head, ring *keyRing, key *SigningKey) (AppendResult, error) {
 		payload := build(h.origin)
@@ -184,7 +252,7 @@ func (s *Store) addPublicKey(ctx context.Context, typ string, build func(origin 
 		if _, err := ring.apply(h.next, typ, body); err != nil {
 			return AppendResult{}, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 		}
-		return appendLogRecord(ctx, tx, h, s.cfg.Now(), typ, payload, key, key, h.origin)
+		return appendLogRecord(ctx, tx, h, s.cfg.Now(), typ, payload, key, key, h.origin, extra...)
 	})
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, err)

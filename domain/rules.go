@@ -123,6 +123,9 @@ func AgentTokenStream(tokenID string) string { return "agenttoken-" + tokenID }
 // providers and may hold any character, so the stream uses a hash of it.
 func RoleStream(orgID, userID string) string {
 	sum := sha256.Sum256([]byte(userID))
+	if orgID == PlatformOrg {
+		orgID = "platform"
+	}
 	return "roles-" + orgID + "-" + hex.EncodeToString(sum[:12])
 }
 

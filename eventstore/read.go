@@ -261,3 +261,7 @@ func (s *Store) listenOnce(ctx context.Context) error {
 		}
 	}
 }
+
+// KnownHead is the number of records this process knows the log has (from its own appends and
+// notifications), without a database round trip.
+func (s *Store) KnownHead() uint64 { return s.notifier.known() }

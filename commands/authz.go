@@ -1,0 +1,231 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/casbin/casbin/v2"
+	"github.com/casbin/casbin/v2/model"
+	"github.com/casbin/casbin/v2/persist"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// rbacModel is RBAC with domains (organizations). Role permissions below apply in every
+// organization (p.dom "*"); a user's roles hold only in the organization they were granted in.
+// Superadmins (role superadmin in PlatformOrg) may do everything.
+const rbacModel = `
+[request_definition]
+r = sub, dom, obj, act
+
+[policy_definition]
+p = sub, dom, obj, act
+
+[role_definition]
+g = _, _, _
+
+[policy_effect]
+e = some(where (p.eft == allow))
+
+[matchers]
+m = g(r.sub, "superadmin", "*") || (r.dom != "*" && g(r.sub, p.sub, r.dom) && p.dom == "*" && r.obj == p.obj && r.act == p.act)
+`
+
+// rolePermissions is the static part of the policy: what each organization role may do.
+var rolePermissions = map[domain.Role][][2]string{
+	domain.RoleOwner: {
+		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
+		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
+		{ObjRoles, ActAssign}, {ObjRoles, ActAssignOwner}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
+	},
+	domain.RoleAdmin: {
+		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
+		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
+		{ObjRoles, ActAssign}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
+	},
+	domain.RoleOperator: {
+		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
+		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
+	},
+	domain.RoleViewer: {
+		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead},
+	},
+	domain.RoleAuditor: {
+		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
+	},
+}
+
+// ErrPolicyReadOnly: the policy changes only through role events.
+var ErrPolicyReadOnly = errors.New("the authorization policy is read-only: it changes only through role events")
+
+// viewAdapter is a read-only casbin adapter over the role_assignments view (the RBAC projection).
+type viewAdapter struct {
+	pool *pgxpool.Pool
+}
+
+func (a viewAdapter) LoadPolicy(m model.Model) error {
+	for role, perms := range rolePermissions {
+		for _, p := range perms {
+			if err := persist.LoadPolicyArray([]string{"p", string(role), "*", p[0], p[1]}, m); err != nil {
+				return err
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := a.pool.Query(ctx, `SELECT user_id, role, org_id FROM role_assignments`)
+	if err != nil {
+		return fmt.Errorf("load rbac view: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var user, role, org string
+		if err := rows.Scan(&user, &role, &org); err != nil {
+			return err
+		}
+		if err := persist.LoadPolicyArray([]string{"g", user, role, org}, m); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+func (viewAdapter) SavePolicy(model.Model) error                { return ErrPolicyReadOnly }
+func (viewAdapter) AddPolicy(string, string, []string) error    { return ErrPolicyReadOnly }
+func (viewAdapter) RemovePolicy(string, string, []string) error { return ErrPolicyReadOnly }
+func (viewAdapter) RemoveFilteredPolicy(string, string, int, ...string) error {
+	return ErrPolicyReadOnly
+}
+
+// Authorizer decides permissions with casbin over the RBAC view.
+type Authorizer struct {
+	enforcer *casbin.SyncedEnforcer
+	position func() int64
+	wait     func(ctx context.Context, pos uint64) error
+	store    *eventstore.Store
+	auditor  *Auditor
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	loaded int64 // RBAC projection position the policy was loaded at; -2 never
+}
+
+func newAuthorizer(pool *pgxpool.Pool, position func() int64, wait func(context.Context, uint64) error, store *eventstore.Store, auditor *Auditor, log *slog.Logger) *Authorizer {
+	m, err := model.NewModelFromString(rbacModel)
+	if err != nil {
+		panic(fmt.Sprintf("rbac model: %v", err)) // a constant; a failure is a programming error
+	}
+	e, err := casbin.NewSyncedEnforcer(m)
+	if err != nil {
+		panic(fmt.Sprintf("rbac enforcer: %v", err))
+	}
+	e.SetAdapter(viewAdapter{pool: pool})
+	e.EnableAutoSave(false)
+	return &Authorizer{enforcer: e, position: position, wait: wait, store: store, auditor: auditor, log: log, loaded: -2}
+}
+
+// refresh reloads the policy when the RBAC view moved since the last load (or always when force).
+func (a *Authorizer) refresh(force bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pos := int64(-1)
+	if a.position != nil {
+		pos = a.position()
+	}
+	if !force && a.loaded != -2 && (a.position == nil || pos == a.loaded) {
+		return nil
+	}
+	if err := a.enforcer.LoadPolicy(); err != nil {
+		return fmt.Errorf("authorization policy: %w", err)
+	}
+	a.loaded = pos
+	return nil
+}
+
+// Allowed reports whether actor may perform perm, with the freshest policy this process has.
+func (a *Authorizer) Allowed(ctx context.Context, actor string, perm Permission) (bool, error) {
+	if actor == "" {
+		return false, ErrUnauthenticated
+	}
+	if err := a.refresh(false); err != nil {
+		return false, err
+	}
+	ok, err := a.enforcer.Enforce(actor, perm.Org, perm.Object, perm.Action)
+	if err != nil || ok {
+		return ok, err
+	}
+	// Denied: make sure the denial is not an artefact of a role granted a moment ago that the
+	// RBAC view has not applied yet (read your own writes across requests).
+	if a.wait != nil && a.store != nil {
+		head := a.store.KnownHead()
+		if head > 0 && (a.position == nil || a.position() < int64(head)-1) {
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := a.wait(wctx, head-1)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("authorization: the RBAC view is behind the log", "error", err)
+			}
+		}
+	}
+	if err := a.refresh(a.position == nil); err != nil {
+		return false, err
+	}
+	return a.enforcer.Enforce(actor, perm.Org, perm.Object, perm.Action)
+}
+
+// Check returns nil when the actor in ctx may perform perm; otherwise ErrForbidden (recorded in
+// the audit log, aggregated per actor per window) or ErrUnauthenticated.
+func (a *Authorizer) Check(ctx context.Context, perm Permission) error {
+	actor := ActorFrom(ctx)
+	ok, err := a.Allowed(ctx, actor.ID, perm)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		a.auditor.Denied(actor, perm)
+		return fmt.Errorf("%w: %s may not %s %s in %s", ErrForbidden, actor.ID, perm.Action, perm.Object, orgLabel(perm.Org))
+	}
+	return nil
+}
+
+// OrgsOf lists the organizations where user holds any role.
+func (a *Authorizer) OrgsOf(user string) ([]string, error) {
+	if err := a.refresh(false); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	rules, err := a.enforcer.GetFilteredGroupingPolicy(0, user)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		if len(r) == 3 && r[2] != domain.PlatformOrg && !seen[r[2]] {
+			seen[r[2]] = true
+			out = append(out, r[2])
+		}
+	}
+	return out, nil
+}
+
+func orgLabel(org string) string {
+	if org == domain.PlatformOrg {
+		return "the platform"
+	}
+	return "organization " + org
+}
+
+func authorized[C Command](s *Service, next Handler[C]) Handler[C] {
+	return HandlerFunc[C](func(ctx context.Context, cmd C) (Result, error) {
+		if err := s.authz.Check(ctx, cmd.Permission()); err != nil {
+			return Result{}, err
+		}
+		return next.Handle(ctx, cmd)
+	})
+}

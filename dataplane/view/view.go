@@ -1,0 +1,291 @@
+package view
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// Event is one relayed log record, as much of it as the view needs.
+type Event struct {
+	Position uint64
+	StreamID string
+	Type     string
+	Payload  []byte
+}
+
+// Hooks are called (outside the view's lock) when something the node must act on at once changes.
+type Hooks struct {
+	TokenRevoked  func(tokenID, reason string)
+	TunnelDeleted func(tunnelID, reason string)
+}
+
+type tunnel struct {
+	id, orgID, name, owner, upstream, protocol string
+	deleted                                  bool
+}
+
+// View is safe for concurrent use: Apply from one consumer, lookups from many requests.
+type View struct {
+	mu       sync.RWMutex
+	keys     *token.KeySet
+	tunnels  map[string]*tunnel        // by id
+	byName   map[string]map[string]string // org id → name → tunnel id (active only)
+	orgs     map[string]string         // org id → name
+	orgByName map[string]string        // name → org id
+	roles    map[string]map[domain.Role]bool // org|user → roles
+	revoked  map[string]bool           // agent token ids
+	position int64
+	hooks    Hooks
+	issuer   string
+	now      func() time.Time
+
+	changed chan struct{}
+}
+
+// New returns an empty view. issuer is the iss of control-plane tokens.
+func New(issuer string, hooks Hooks) *View {
+	return &View{keys: token.NewKeySet(), tunnels: map[string]*tunnel{}, byName: map[string]map[string]string{}, orgs: map[string]string{},
+		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, position: -1,
+		hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{})}
+}
+
+// Position is the last applied log position (-1 before any).
+func (v *View) Position() int64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.position
+}
+
+// WaitFor blocks until the view has applied pos or ctx ends.
+func (v *View) WaitFor(ctx context.Context, pos uint64) error {
+	for {
+		v.mu.RLock()
+		done, ch := v.position >= int64(pos), v.changed
+		v.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Apply folds one event in. Events at or below the current position are ignored (redelivery).
+func (v *View) Apply(e Event) error {
+	var after []func()
+	v.mu.Lock()
+	if int64(e.Position) <= v.position {
+		v.mu.Unlock()
+		return nil
+	}
+	err := v.apply(e, &after)
+	v.position = int64(e.Position)
+	close(v.changed)
+	v.changed = make(chan struct{})
+	v.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+	if err != nil {
+		return fmt.Errorf("view at position %d (%s): %w", e.Position, e.Type, err)
+	}
+	return nil
+}
+
+func (v *View) apply(e Event, after *[]func()) error {
+	if e.StreamID == eventstore.LogStream {
+		return v.applyKey(e)
+	}
+	switch e.Type {
+	case domain.TypeOrganizationCreated, domain.TypeTunnelCreated, domain.TypeTunnelUpdated, domain.TypeTunnelDeleted,
+		domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeAgentTokenRevoked:
+	default:
+		return nil // the view does not need the rest
+	}
+	ev, err := domain.Decode(e.Type, e.Payload)
+	if err != nil {
+		return err
+	}
+	switch x := ev.(type) {
+	case *domain.OrganizationCreated:
+		v.orgs[x.OrgID] = x.Name
+		v.orgByName[x.Name] = x.OrgID
+	case *domain.TunnelCreated:
+		t := &tunnel{id: x.TunnelID, orgID: x.OrgID, name: x.Name, owner: x.Owner, upstream: x.Upstream, protocol: x.Protocol}
+		v.tunnels[t.id] = t
+		v.names(x.OrgID)[x.Name] = t.id
+	case *domain.TunnelUpdated:
+		t := v.tunnels[x.TunnelID]
+		if t == nil {
+			return fmt.Errorf("update of unknown tunnel %s", x.TunnelID)
+		}
+		if x.Name != nil {
+			delete(v.names(t.orgID), t.name)
+			t.name = *x.Name
+			v.names(t.orgID)[t.name] = t.id
+		}
+		if x.Upstream != nil {
+			t.upstream = *x.Upstream
+		}
+		if x.Protocol != nil {
+			t.protocol = *x.Protocol
+		}
+	case *domain.TunnelDeleted:
+		t := v.tunnels[x.TunnelID]
+		if t == nil {
+			return fmt.Errorf("deletion of unknown tunnel %s", x.TunnelID)
+		}
+		t.deleted = true
+		delete(v.names(t.orgID), t.name)
+		if h := v.hooks.TunnelDeleted; h != nil {
+			id, reason := t.id, "tunnel deleted"
+			*after = append(*after, func() { h(id, reason) })
+		}
+	case *domain.RoleAssigned:
+		k := x.OrgID + "|" + x.UserID
+		if v.roles[k] == nil {
+			v.roles[k] = map[domain.Role]bool{}
+		}
+		v.roles[k][x.Role] = true
+	case *domain.RoleUnassigned:
+		delete(v.roles[x.OrgID+"|"+x.UserID], x.Role)
+	case *domain.AgentTokenRevoked:
+		v.revoked[x.TokenID] = true
+		if h := v.hooks.TokenRevoked; h != nil {
+			id, reason := x.TokenID, "token revoked"
+			*after = append(*after, func() { h(id, reason) })
+		}
+	}
+	return nil
+}
+
+func (v *View) names(org string) map[string]string {
+	m := v.byName[org]
+	if m == nil {
+		m = map[string]string{}
+		v.byName[org] = m
+	}
+	return m
+}
+
+// applyKey tracks token keys. A rotated token key keeps verifying the tokens it signed until they
+// expire; a revoked one stops at once.
+func (v *View) applyKey(e Event) error {
+	switch e.Type {
+	case eventstore.TypeKeyAdded:
+		var p eventstore.KeyAddedPayload
+		if err := json.Unmarshal(e.Payload, &p); err != nil {
+			return err
+		}
+		if p.Purpose == eventstore.PurposeToken {
+			v.keys.Put(p.KeyID, ed25519.PublicKey(p.PublicKey))
+		}
+	case eventstore.TypeKeyRotated:
+		var p eventstore.KeyRotatedPayload
+		if err := json.Unmarshal(e.Payload, &p); err != nil {
+			return err
+		}
+		if p.Purpose == eventstore.PurposeToken {
+			v.keys.Put(p.NewKeyID, ed25519.PublicKey(p.PublicKey))
+		}
+	case eventstore.TypeKeyRevoked:
+		var p eventstore.KeyRevokedPayload
+		if err := json.Unmarshal(e.Payload, &p); err != nil {
+			return err
+		}
+		v.keys.Delete(p.KeyID)
+	}
+	return nil
+}
+
+// Keys are the token keys the view trusts.
+func (v *View) Keys() *token.KeySet { return v.keys }
+
+func (v *View) verifier() *token.Verifier {
+	return &token.Verifier{Keys: v.keys, Issuer: v.issuer, Leeway: 30 * time.Second, Now: v.now}
+}
+
+// AuthenticateAgent implements node.Authenticator.
+func (v *View) AuthenticateAgent(_ context.Context, raw string) (node.AgentIdentity, error) {
+	c, err := v.verifier().VerifyAgent(raw)
+	if err != nil {
+		return node.AgentIdentity{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.revoked[c.ID] {
+		return node.AgentIdentity{}, fmt.Errorf("%w: agent token %s was revoked", node.ErrUnauthenticated, c.ID)
+	}
+	t := v.tunnels[c.Tunnel]
+	if t == nil || t.deleted || t.orgID != c.Org {
+		return node.AgentIdentity{}, fmt.Errorf("%w: tunnel %s does not exist (or was deleted)", node.ErrUnauthenticated, c.Tunnel)
+	}
+	var exp time.Time
+	if c.ExpiresAt != nil {
+		exp = c.ExpiresAt.Time
+	}
+	return node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp}, nil
+}
+
+// Resolve implements node.Router. A ref is a tunnel id, "<name>.<org name>", or a name that is
+// unique across organizations.
+func (v *View) Resolve(ref string) (node.Route, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if t := v.tunnels[ref]; t != nil && !t.deleted {
+		return node.Route{OrgID: t.orgID, TunnelID: t.id, Name: t.name}, true
+	}
+	if name, org, ok := strings.Cut(ref, "."); ok {
+		orgID := v.orgByName[org]
+		if id := v.byName[orgID][name]; id != "" {
+			return node.Route{OrgID: orgID, TunnelID: id, Name: name}, true
+		}
+		return node.Route{}, false
+	}
+	var found node.Route
+	n := 0
+	for orgID, names := range v.byName {
+		if id := names[ref]; id != "" {
+			found = node.Route{OrgID: orgID, TunnelID: id, Name: ref}
+			n++
+		}
+	}
+	return found, n == 1
+}
+
+// AuthorizeIngress implements node.IngressAuthorizer: the caller must hold a valid user token and
+// be the tunnel's owner, an owner or admin of its organization, or a superadmin.
+func (v *View) AuthorizeIngress(_ context.Context, bearer string, r node.Route) (node.Principal, error) {
+	if bearer == "" {
+		return node.Principal{}, fmt.Errorf("%w: a bearer token is required", node.ErrUnauthenticated)
+	}
+	c, err := v.verifier().VerifyUser(bearer)
+	if err != nil {
+		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	p := node.Principal{UserID: c.Subject}
+	t := v.tunnels[r.TunnelID]
+	if t != nil && t.owner == c.Subject {
+		return p, nil
+	}
+	roles := v.roles[r.OrgID+"|"+c.Subject]
+	if roles[domain.RoleOwner] || roles[domain.RoleAdmin] || v.roles[domain.PlatformOrg+"|"+c.Subject][domain.RoleSuperadmin] {
+		return p, nil
+	}
+	return node.Principal{}, fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, c.Subject, r.Name)
+}

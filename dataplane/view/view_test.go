@@ -1,0 +1,148 @@
+package view_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/view"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+const (
+	org   = "0193f2a4-7c1e-7d3a-9b2e-000000000001"
+	org2  = "0193f2a4-7c1e-7d3a-9b2e-000000000009"
+	tun   = "0193f2a4-7c1e-7d3a-9b2e-000000000002"
+	tun2  = "0193f2a4-7c1e-7d3a-9b2e-000000000003"
+	tokID = "0193f2a4-7c1e-7d3a-9b2e-000000000004"
+)
+
+type feed struct {
+	t   *testing.T
+	v   *view.View
+	pos uint64
+}
+
+func (f *feed) domain(e domain.Event) {
+	f.t.Helper()
+	b, _ := json.Marshal(e)
+	f.apply("s", e.EventType(), b)
+}
+
+func (f *feed) apply(stream, typ string, payload []byte) {
+	f.t.Helper()
+	if err := f.v.Apply(view.Event{Position: f.pos, StreamID: stream, Type: typ, Payload: payload}); err != nil {
+		f.t.Fatal(err)
+	}
+	f.pos++
+}
+
+func (f *feed) log(typ string, p any) {
+	f.t.Helper()
+	b, _ := json.Marshal(p)
+	f.apply(eventstore.LogStream, typ, b)
+}
+
+func TestViewDecidesLikeTheControlPlane(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var revoked, deleted []string
+	v := view.New(token.DefaultIssuer, view.Hooks{
+		TokenRevoked:  func(id, _ string) { mu.Lock(); revoked = append(revoked, id); mu.Unlock() },
+		TunnelDeleted: func(id, _ string) { mu.Lock(); deleted = append(deleted, id); mu.Unlock() },
+	})
+	f := &feed{t: t, v: v}
+	key, _ := eventstore.GenerateSigningKey()
+	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", key))
+	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})
+	f.domain(domain.OrganizationCreated{OrgID: org2, Name: "globex"})
+	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	f.domain(domain.TunnelCreated{TunnelID: tun2, OrgID: org2, Owner: "zed", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "vic", Role: domain.RoleViewer})
+
+	// Routing: by id, by name.org, by a name only when unique.
+	if r, ok := v.Resolve("llm.acme"); !ok || r.TunnelID != tun {
+		t.Fatalf("llm.acme → %+v %v", r, ok)
+	}
+	if r, ok := v.Resolve(tun2); !ok || r.OrgID != org2 {
+		t.Fatalf("by id → %+v %v", r, ok)
+	}
+	if _, ok := v.Resolve("llm"); ok {
+		t.Fatal("an ambiguous name resolved")
+	}
+
+	// Ingress: the owner and org admins may call; viewers and strangers may not.
+	now := time.Now()
+	user := func(sub string) string {
+		s, err := token.MintUser(key, token.DefaultIssuer, sub, "", time.Hour, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	route, _ := v.Resolve("llm.acme")
+	for sub, want := range map[string]error{"alice": nil, "carol": nil, "vic": node.ErrForbidden, "zed": node.ErrForbidden} {
+		_, err := v.AuthorizeIngress(context.Background(), user(sub), route)
+		if !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Errorf("%s: err = %v, want %v", sub, err, want)
+		}
+	}
+	if _, err := v.AuthorizeIngress(context.Background(), "", route); !errors.Is(err, node.ErrUnauthenticated) {
+		t.Errorf("no token: %v", err)
+	}
+
+	// Agents: a token for the tunnel works until it is revoked or the tunnel deleted.
+	agentTok, _ := token.MintAgent(key, token.DefaultIssuer, tokID, org, tun, now.Add(time.Hour), now)
+	id, err := v.AuthenticateAgent(context.Background(), agentTok)
+	if err != nil || id.TunnelID != tun || id.TokenID != tokID {
+		t.Fatalf("agent: %+v %v", id, err)
+	}
+	f.domain(domain.AgentTokenRevoked{TokenID: tokID, OrgID: org, TunnelID: tun})
+	if _, err := v.AuthenticateAgent(context.Background(), agentTok); !errors.Is(err, node.ErrUnauthenticated) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	other, _ := token.MintAgent(key, token.DefaultIssuer, "0193f2a4-7c1e-7d3a-9b2e-000000000005", org, tun, now.Add(time.Hour), now)
+	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})
+	if _, err := v.AuthenticateAgent(context.Background(), other); !errors.Is(err, node.ErrUnauthenticated) {
+		t.Fatalf("deleted tunnel: %v", err)
+	}
+	if _, ok := v.Resolve("llm.acme"); ok {
+		t.Fatal("a deleted tunnel still routes")
+	}
+	if r, ok := v.Resolve("llm"); !ok || r.TunnelID != tun2 {
+		t.Fatal("the remaining llm tunnel is unique now and should resolve")
+	}
+	mu.Lock()
+	if len(revoked) != 1 || revoked[0] != tokID || len(deleted) != 1 || deleted[0] != tun {
+		t.Fatalf("hooks: revoked %v deleted %v", revoked, deleted)
+	}
+	mu.Unlock()
+
+	// A rotated token key keeps verifying its tokens; a revoked one stops at once.
+	next, _ := eventstore.GenerateSigningKey()
+	f.log(eventstore.TypeKeyRotated, eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", key, next))
+	if _, err := v.AuthorizeIngress(context.Background(), user("zed"), node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}); err != nil {
+		t.Fatalf("old key after rotation: %v", err)
+	}
+	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: key.ID()})
+	if _, err := v.AuthorizeIngress(context.Background(), user("zed"), node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}); !errors.Is(err, node.ErrUnauthenticated) {
+		t.Fatalf("revoked key: %v", err)
+	}
+
+	// Redelivery is ignored; WaitFor sees the position.
+	if err := v.Apply(view.Event{Position: 1, StreamID: "s", Type: domain.TypeTunnelDeleted, Payload: []byte(`{"tunnel_id":"nope"}`)}); err != nil {
+		t.Fatalf("redelivered event: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := v.WaitFor(ctx, f.pos-1); err != nil {
+		t.Fatal(err)
+	}
+}

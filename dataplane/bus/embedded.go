@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -90,6 +91,11 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
+	// Fail fast on an unusable store: the server would otherwise run without JetStream and only
+	// the readiness wait would notice.
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("start embedded NATS: %w: store directory: %w", ErrServer, err)
+	}
 	opts := &server.Options{
 		ServerName:         c.ServerName,
 		Host:               c.Host,

@@ -1,0 +1,251 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/bus"
+	"github.com/tunnelplane/tunnelplane/domain"
+)
+
+// A DisconnectAgent delivered twice runs once on the node, and its outcome travels back through
+// the node's publisher and the ingester into the log.
+func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	nodeID, nodeKey := s.enrollNode(t)
+	startIngester(t, s, connect(t, n.url()), nil)
+	nodeConn := connect(t, n.url())
+	pub := newPublisher(t, nodeID, nodeKey, nodeConn, t.TempDir(), nil)
+	if err := pub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	var disconnects []bus.DisconnectAgent
+	var drains int
+	handlers, err := bus.NewCommandHandlers(bus.CommandHandlersConfig{
+		NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(), RetryDelay: 50 * time.Millisecond,
+		DisconnectAgent: func(_ context.Context, cmd bus.DisconnectAgent) error {
+			mu.Lock()
+			defer mu.Unlock()
+			disconnects = append(disconnects, cmd)
+			return nil
+		},
+		DrainNode: func(context.Context, bus.DrainNode) error {
+			mu.Lock()
+			defer mu.Unlock()
+			drains++
+			return errors.New("already draining")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handlers.Start(ctx); err != nil {
+		t.Fatalf("start handlers: %v", err)
+	}
+	t.Cleanup(handlers.Stop)
+
+	control := connect(t, n.url())
+	sender, err := bus.NewCommandSender(bus.CommandSenderConfig{Conn: control, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sender.Send(ctx, bus.DisconnectAgent{CommandID: "c1"}); !errors.Is(err, bus.ErrInvalidCommand) {
+		t.Fatalf("a disconnect without tunnel or token: err = %v, want ErrInvalidCommand", err)
+	}
+	tunnelID := uuid.NewString()
+	cmd := bus.DisconnectAgent{CommandID: uuid.NewString(), NodeID: nodeID, TunnelID: tunnelID, Reason: "tunnel deleted"}
+	// For another node: acknowledged and ignored here.
+	if err := sender.Send(ctx, bus.DisconnectAgent{CommandID: uuid.NewString(), NodeID: uuid.NewString(), TunnelID: tunnelID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sender.Send(ctx, cmd); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	// Sent again at once: JetStream's duplicate window drops it.
+	if err := sender.Send(ctx, cmd); err != nil {
+		t.Fatalf("send again: %v", err)
+	}
+	// Delivered again past the duplicate window (a resend long after, another message id).
+	body, _ := json.Marshal(cmd)
+	again := &nats.Msg{Subject: bus.CommandTopic(bus.CommandDisconnectAgent), Data: body, Header: nats.Header{}}
+	again.Header.Set("name", bus.CommandDisconnectAgent)
+	again.Header.Set("_watermill_message_uuid", "resend-"+cmd.CommandID)
+	again.Header.Set(nats.MsgIdHdr, "resend-"+cmd.CommandID)
+	j := js(t, control)
+	if _, err := j.PublishMsg(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	drain := bus.DrainNode{CommandID: uuid.NewString(), NodeID: nodeID}
+	if err := sender.Send(ctx, drain); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every command message has been handled and acknowledged by the node's consumers.
+	cst, err := j.Stream(ctx, bus.CommandsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := cst.Info(ctx); info.State.Msgs != 4 {
+		t.Fatalf("TP_COMMANDS holds %d messages, want 4 (the repeat within the window is dropped)", info.State.Msgs)
+	}
+	for name, want := range map[string]uint64{bus.CommandDisconnectAgent: 3, bus.CommandDrainNode: 1} {
+		cons, err := j.PushConsumer(ctx, bus.CommandsStream, "tp_node_"+nodeID+"_"+name)
+		if err != nil {
+			t.Fatalf("consumer for %s: %v", name, err)
+		}
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.AckFloor.Consumer != want || info.NumAckPending != 0 {
+				return errorsf("%s: ack floor %d of %d, %d pending", name, info.AckFloor.Consumer, want, info.NumAckPending)
+			}
+			return nil
+		})
+	}
+	mu.Lock()
+	if len(disconnects) != 1 || disconnects[0] != cmd {
+		t.Errorf("disconnect ran %d times with %+v; want once with %+v", len(disconnects), disconnects, cmd)
+	}
+	if drains != 1 {
+		t.Errorf("drain ran %d times, want 1", drains)
+	}
+	mu.Unlock()
+
+	// The outcomes arrive in the node's stream, once each.
+	stream := domain.NodeFactsStream(nodeID)
+	var outcomes []domain.NodeCommandExecuted
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		outcomes = outcomes[:0]
+		for _, r := range s.streamRecords(t, stream) {
+			if r.Type != domain.TypeNodeCommandExecuted {
+				continue
+			}
+			var ev domain.NodeCommandExecuted
+			if err := json.Unmarshal(r.Payload, &ev); err != nil {
+				return err
+			}
+			outcomes = append(outcomes, ev)
+		}
+		if len(outcomes) != 2 {
+			return errorsf("%d outcomes stored, want 2", len(outcomes))
+		}
+		return nil
+	})
+	results := map[string]domain.NodeCommandExecuted{}
+	for _, o := range outcomes {
+		results[o.CommandID] = o
+	}
+	if o := results[cmd.CommandID]; o.Result != "ok" || o.Command != bus.CommandDisconnectAgent || o.NodeID != nodeID {
+		t.Errorf("disconnect outcome %+v", o)
+	}
+	if o := results[drain.CommandID]; o.Result != "error" || o.Detail != "already draining" {
+		t.Errorf("drain outcome %+v, want result error with the func's message", o)
+	}
+	s.verifyOK(t)
+}
+
+// A node restarted within InactiveThreshold receives the commands sent while it was away.
+func TestCommandsWaitForAnAbsentNode(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, bus.StreamsConfig{})
+	nodeID := uuid.NewString()
+	runs := make(chan bus.DisconnectAgent, 4)
+	start := func() *bus.CommandHandlers {
+		key := mustKey(t)
+		pub := newPublisher(t, nodeID, key, connect(t, n.url()), t.TempDir(), nil)
+		// A short ack wait: the server may still count the stopped node's subscription as interest
+		// for a moment and deliver to it; that delivery is then redelivered after the ack wait.
+		h, err := bus.NewCommandHandlers(bus.CommandHandlersConfig{NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
+			AckWait:         time.Second,
+			DisconnectAgent: func(_ context.Context, cmd bus.DisconnectAgent) error { runs <- cmd; return nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	h := start()
+	h.Stop()
+	h.Stop() // safe twice
+
+	sender, err := bus.NewCommandSender(bus.CommandSenderConfig{Conn: connect(t, n.url())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := bus.DisconnectAgent{CommandID: uuid.NewString(), TokenID: uuid.NewString(), Reason: "token revoked"}
+	if err := sender.Send(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	h = start()
+	defer h.Stop()
+	select {
+	case got := <-runs:
+		if got != cmd {
+			t.Errorf("ran %+v, want %+v", got, cmd)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command sent while the node was away never ran")
+	}
+	c, err := js(t, connect(t, n.url())).PushConsumer(ctx, bus.CommandsStream, "tp_node_"+nodeID+"_"+bus.CommandDisconnectAgent)
+	if err != nil {
+		t.Fatalf("the node's durable consumer is gone after its subscription closed: %v", err)
+	}
+	if info, _ := c.Info(ctx); info.Config.DeliverPolicy != jetstream.DeliverNewPolicy {
+		t.Errorf("deliver policy %v", info.Config.DeliverPolicy)
+	}
+}
+
+// A node keeps receiving commands after NATS restarts underneath it.
+func TestCommandsSurviveNATSRestart(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, bus.StreamsConfig{})
+	nodeID := uuid.NewString()
+	runs := make(chan bus.DrainNode, 4)
+	pub := newPublisher(t, nodeID, mustKey(t), connect(t, n.url()), t.TempDir(), nil)
+	h, err := bus.NewCommandHandlers(bus.CommandHandlersConfig{NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
+		NATSOptions: []nats.Option{nats.ReconnectWait(50 * time.Millisecond)},
+		DrainNode:   func(_ context.Context, cmd bus.DrainNode) error { runs <- cmd; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+
+	n.srv.Shutdown()
+	n.restart()
+	sender, err := bus.NewCommandSender(bus.CommandSenderConfig{Conn: connect(t, n.url())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := bus.DrainNode{CommandID: uuid.NewString(), NodeID: nodeID}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error { return sender.Send(ctx, cmd) })
+	select {
+	case got := <-runs:
+		if got != cmd {
+			t.Errorf("ran %+v, want %+v", got, cmd)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a command sent after the NATS restart never ran")
+	}
+}

@@ -1,0 +1,250 @@
+package bus_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/bus"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// A node's facts reach the log signed by the node's own key, and the log still verifies.
+func TestPublishIngestStoresNodeSignedEvents(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	nodeID, nodeKey := s.enrollNode(t)
+	reg := prometheus.NewRegistry()
+	startIngester(t, s, connect(t, n.url()), reg)
+	pub := newPublisher(t, nodeID, nodeKey, connect(t, n.url()), t.TempDir(), reg)
+	if err := pub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	session := uuid.NewString()
+	facts := [][]bus.Fact{
+		{{Event: domain.AgentConnected{NodeID: nodeID, SessionID: session, TunnelID: uuid.NewString()}, CorrelationID: "req-1"}},
+		{{Event: usage(nodeID, 1)}, {Event: usage(nodeID, 2)}, {Event: usage(nodeID, 3)}},
+		{{Event: domain.AgentDisconnected{NodeID: nodeID, SessionID: session, Reason: "agent closed"}}},
+	}
+	want := 0
+	for _, batch := range facts {
+		if err := pub.Publish(ctx, batch...); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		want += len(batch)
+	}
+	stream := domain.NodeFactsStream(nodeID)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := len(s.streamRecords(t, stream)); got != want {
+			return errorsf("%d of %d events stored", got, want)
+		}
+		return nil
+	})
+	recs := s.streamRecords(t, stream)
+	wantTypes := []string{domain.TypeAgentConnected, domain.TypeUsageRecorded, domain.TypeUsageRecorded, domain.TypeUsageRecorded, domain.TypeAgentDisconnected}
+	for i, r := range recs {
+		if r.KeyID != nodeKey.ID() {
+			t.Errorf("event %d signed by %s, want the node key %s", i, r.KeyID, nodeKey.ID())
+		}
+		if r.Type != wantTypes[i] {
+			t.Errorf("event %d is %s, want %s (publish order)", i, r.Type, wantTypes[i])
+		}
+		var meta domain.Metadata
+		if err := json.Unmarshal(r.Metadata, &meta); err != nil || meta.NodeID != nodeID || meta.OccurredAt.IsZero() {
+			t.Errorf("event %d metadata %s (%v)", i, r.Metadata, err)
+		}
+	}
+	var meta domain.Metadata
+	_ = json.Unmarshal(recs[0].Metadata, &meta)
+	if meta.CorrelationID != "req-1" || meta.Actor != "node:"+nodeID {
+		t.Errorf("first event metadata %+v: want correlation id req-1 and actor node:%s", meta, nodeID)
+	}
+	s.verifyOK(t)
+	if got := metric(t, reg, "tunnelplane_ingest_events_total"); got != float64(want) {
+		t.Errorf("tunnelplane_ingest_events_total = %v, want %d", got, want)
+	}
+	if got := metric(t, reg, "tunnelplane_event_spool_depth"); got != 0 {
+		t.Errorf("spool depth %v with NATS up the whole time", got)
+	}
+}
+
+// A batch delivered again (its ack was lost, or the node resent it after the duplicate window) is
+// stored once; a batch that overlaps a stored one stores only the new events.
+func TestRedeliveredBatchIsStoredOnce(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	nodeID, nodeKey := s.enrollNode(t)
+	reg := prometheus.NewRegistry()
+	startIngester(t, s, connect(t, n.url()), reg)
+	nc := connect(t, n.url())
+	pub := newPublisher(t, nodeID, nodeKey, nc, t.TempDir(), nil)
+
+	// Capture the batch exactly as it travels.
+	captured := make(chan *nats.Msg, 4)
+	tap, err := nc.ChanSubscribe(bus.NodeFactsSubject(nodeID), captured)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := uuid.New(), uuid.New(), uuid.New()
+	if err := pub.Publish(ctx, bus.Fact{ID: a, Event: usage(nodeID, 1)}, bus.Fact{ID: b, Event: usage(nodeID, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	stream := domain.NodeFactsStream(nodeID)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := len(s.streamRecords(t, stream)); got != 2 {
+			return errorsf("%d events stored", got)
+		}
+		return nil
+	})
+	var orig *nats.Msg
+	select {
+	case orig = <-captured:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the batch was not seen on its subject")
+	}
+
+	// The same bytes again under another message id, past JetStream's duplicate detection.
+	js := js(t, nc)
+	again := &nats.Msg{Subject: orig.Subject, Data: orig.Data, Header: nats.Header{}}
+	again.Header.Set(nats.MsgIdHdr, "redelivery-"+uuid.NewString())
+	if _, err := js.PublishMsg(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := metric(t, reg, "tunnelplane_ingest_batches_total", "result", "duplicate"); got != 1 {
+			return errorsf("duplicate batches = %v", got)
+		}
+		return nil
+	})
+	// A later batch repeating b (a re-reported fact with its deterministic id) next to a new c.
+	if err := pub.Publish(ctx, bus.Fact{ID: b, Event: usage(nodeID, 2)}, bus.Fact{ID: c, Event: usage(nodeID, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := len(s.streamRecords(t, stream)); got != 3 {
+			return errorsf("%d events stored, want 3", got)
+		}
+		return nil
+	})
+	seen := map[uuid.UUID]int{}
+	for _, r := range s.streamRecords(t, stream) {
+		seen[r.EventID]++
+	}
+	for _, id := range []uuid.UUID{a, b, c} {
+		if seen[id] != 1 {
+			t.Errorf("event %s stored %d times, want once", id, seen[id])
+		}
+	}
+	if got := metric(t, reg, "tunnelplane_ingest_rejected_batches_total"); got != 0 {
+		t.Errorf("%v batches rejected; repeats are not errors", got)
+	}
+	s.verifyOK(t)
+}
+
+// Batches the log must not take are refused for good, audited, and never retried.
+func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	otherNode, otherKey := s.enrollNode(t)
+	reg := prometheus.NewRegistry()
+	startIngester(t, s, connect(t, n.url()), reg)
+	nc := connect(t, n.url())
+
+	strangerKey, _ := eventstore.GenerateSigningKey()
+	impostor := uuid.NewString()
+	cases := []struct {
+		name, nodeID, reason string
+		key                  *eventstore.SigningKey
+	}{
+		{"key unknown to the log", uuid.NewString(), bus.RejectBadSignature, strangerKey},
+		{"another node's key", impostor, bus.RejectNotNodeKey, otherKey},
+	}
+	for _, tc := range cases {
+		pub := newPublisher(t, tc.nodeID, tc.key, nc, t.TempDir(), nil)
+		if err := pub.Publish(ctx, bus.Fact{Event: usage(tc.nodeID, 1)}, bus.Fact{Event: usage(tc.nodeID, 2)}); err != nil {
+			t.Fatalf("%s: publish: %v", tc.name, err)
+		}
+	}
+	// Garbage on a node subject.
+	if _, err := js(t, nc).Publish(ctx, bus.NodeFactsSubject(otherNode), []byte("TPB1 not really")); err != nil {
+		t.Fatal(err)
+	}
+
+	var audits []domain.IngestRejected
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		audits = audits[:0]
+		for _, r := range s.streamRecords(t, domain.AuditStream) {
+			if r.Type != domain.TypeIngestRejected {
+				continue
+			}
+			var ev domain.IngestRejected
+			if err := json.Unmarshal(r.Payload, &ev); err != nil {
+				return err
+			}
+			audits = append(audits, ev)
+		}
+		if len(audits) != 3 {
+			return errorsf("%d rejections audited, want 3", len(audits))
+		}
+		return nil
+	})
+	byNode := map[string]domain.IngestRejected{}
+	for _, a := range audits {
+		byNode[a.NodeID] = a
+	}
+	for _, tc := range cases {
+		a, ok := byNode[tc.nodeID]
+		if !ok {
+			t.Errorf("%s: no audit event for node %s", tc.name, tc.nodeID)
+			continue
+		}
+		if !strings.HasPrefix(a.Reason, tc.reason) || a.Events != 2 || a.KeyID != tc.key.ID() || a.Subject != bus.NodeFactsSubject(tc.nodeID) {
+			t.Errorf("%s: audit %+v, want reason %s, 2 events, key %s", tc.name, a, tc.reason, tc.key.ID())
+		}
+		if recs := s.streamRecords(t, domain.NodeFactsStream(tc.nodeID)); len(recs) != 0 {
+			t.Errorf("%s: %d events stored from a rejected batch", tc.name, len(recs))
+		}
+	}
+	if a := byNode[otherNode]; !strings.HasPrefix(a.Reason, bus.RejectMalformed) {
+		t.Errorf("garbage batch audited as %+v, want reason %s", a, bus.RejectMalformed)
+	}
+
+	// Not retried: the consumer has nothing pending, each message was delivered exactly once,
+	// and the work queue is empty.
+	cons, err := js(t, nc).Consumer(ctx, bus.NodeFactsStream, "tp_ingester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 3 || info.NumRedelivered != 0 {
+			return errorsf("consumer: ack pending %d, pending %d, delivered %d, redelivered %d",
+				info.NumAckPending, info.NumPending, info.Delivered.Consumer, info.NumRedelivered)
+		}
+		return nil
+	})
+	if got := metric(t, reg, "tunnelplane_ingest_rejected_batches_total", "reason", bus.RejectBadSignature); got != 1 {
+		t.Errorf("bad signature rejections = %v, want 1", got)
+	}
+	s.verifyOK(t)
+}

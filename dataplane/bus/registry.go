@@ -1,0 +1,416 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+)
+
+// Heartbeat is a node's entry in the tp_nodes bucket, under the key <node-id>, as JSON:
+//
+//	{"node_id":"…","name":"edge-1","agent_url":"wss://…","ingress_url":"https://…","agents":3,
+//	 "version":"1.2.0","started_at":"…","sent_at":"…"}
+type Heartbeat struct {
+	NodeID     string    `json:"node_id"`
+	Name       string    `json:"name"`
+	AgentURL   string    `json:"agent_url,omitempty"`
+	IngressURL string    `json:"ingress_url,omitempty"`
+	Agents     int       `json:"agents"`
+	Version    string    `json:"version,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	SentAt     time.Time `json:"sent_at"`
+}
+
+// HeartbeaterConfig configures a node's Heartbeater.
+type HeartbeaterConfig struct {
+	// Conn is the node's NATS connection; the heartbeater never closes it.
+	Conn *nats.Conn
+	// Info is the node's static entry (NodeID required); Agents and SentAt are filled per beat.
+	Info Heartbeat
+	// Agents reports the number of connected agents at each beat. Optional.
+	Agents func() int
+	// Interval between beats. Default 3s; keep it well below the bucket's TTL (default 15s).
+	Interval time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for SentAt. Default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports every problem with the configuration.
+func (c HeartbeaterConfig) Validate() error {
+	var errs []error
+	if c.Conn == nil {
+		errs = append(errs, fmt.Errorf("%w: heartbeater: Conn is required", ErrInvalidConfig))
+	}
+	if !domain.ValidID(c.Info.NodeID) {
+		errs = append(errs, fmt.Errorf("%w: heartbeater: Info.NodeID %q is not a UUID", ErrInvalidConfig, c.Info.NodeID))
+	}
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("%w: heartbeater: Interval %s is negative", ErrInvalidConfig, c.Interval))
+	}
+	return errors.Join(errs...)
+}
+
+// Heartbeater puts the node's Heartbeat into tp_nodes every Interval. The key expires after the
+// bucket's TTL once the beats stop; Stop deliberately leaves it to expire (a restarting node
+// should not look like it left).
+type Heartbeater struct {
+	cfg HeartbeaterConfig
+	log *slog.Logger
+
+	lifeMu  sync.Mutex
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// NewHeartbeater prepares a heartbeater; Start begins beating.
+func NewHeartbeater(cfg HeartbeaterConfig) (*Heartbeater, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 3 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Heartbeater{cfg: cfg, log: cfg.Logger.With("component", "bus.heartbeat", "node_id", cfg.Info.NodeID)}, nil
+}
+
+// Start launches the beat loop; the first beat goes out at once. Failures (NATS away) are logged
+// and the loop keeps beating.
+func (h *Heartbeater) Start(ctx context.Context) error {
+	h.lifeMu.Lock()
+	defer h.lifeMu.Unlock()
+	if h.stopped {
+		return fmt.Errorf("start heartbeater: %w", ErrClosed)
+	}
+	if h.started {
+		return nil
+	}
+	js, err := jetstream.New(h.cfg.Conn)
+	if err != nil {
+		return fmt.Errorf("start heartbeater: %w", err)
+	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h.cancel, h.done, h.started = cancel, make(chan struct{}), true
+	go h.run(lctx, js)
+	return nil
+}
+
+// Stop ends the beats. Safe to call twice, and before Start.
+func (h *Heartbeater) Stop() {
+	h.lifeMu.Lock()
+	if h.stopped {
+		h.lifeMu.Unlock()
+		return
+	}
+	h.stopped = true
+	started := h.started
+	h.lifeMu.Unlock()
+	if started {
+		h.cancel()
+		<-h.done
+	}
+}
+
+func (h *Heartbeater) run(ctx context.Context, js jetstream.JetStream) {
+	defer close(h.done)
+	var kv jetstream.KeyValue
+	failing := false
+	for {
+		err := func() error {
+			bctx, cancel := context.WithTimeout(ctx, h.cfg.Interval)
+			defer cancel()
+			if kv == nil {
+				var err error
+				if kv, err = js.KeyValue(bctx, NodesBucket); err != nil {
+					return err
+				}
+			}
+			hb := h.cfg.Info
+			hb.SentAt = h.cfg.Now().UTC()
+			if h.cfg.Agents != nil {
+				hb.Agents = h.cfg.Agents()
+			}
+			value, err := json.Marshal(hb)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Put(bctx, hb.NodeID, value)
+			return err
+		}()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			h.log.Warn("heartbeat failed; retrying", "error", err)
+			failing = true
+		case err == nil && failing:
+			h.log.Info("heartbeat restored")
+			failing = false
+		}
+		if !sleep(ctx, h.cfg.Interval) {
+			return
+		}
+	}
+}
+
+// RegistryWatcherConfig configures the control plane's RegistryWatcher.
+type RegistryWatcherConfig struct {
+	// Conn is the control plane's NATS connection; the watcher never closes it.
+	Conn *nats.Conn
+	// OnLost is called when a node's heartbeat expires or is deleted, with the time of its last
+	// heartbeat as the server recorded it. Required.
+	OnLost func(nodeID string, lastSeen time.Time)
+	// OnRecovered is called when a node reported lost heartbeats again. Required.
+	OnRecovered func(nodeID string)
+	// TTL is how long a heartbeat lives. Default: the bucket's TTL. The watcher declares a node
+	// lost itself when no heartbeat arrived for TTL + Grace, even if the server's expiry marker
+	// never reaches it.
+	TTL time.Duration
+	// Grace is added to TTL before the watcher's own verdict. Default 1s.
+	Grace time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports every problem with the configuration.
+func (c RegistryWatcherConfig) Validate() error {
+	var errs []error
+	if c.Conn == nil {
+		errs = append(errs, fmt.Errorf("%w: registry watcher: Conn is required", ErrInvalidConfig))
+	}
+	if c.OnLost == nil || c.OnRecovered == nil {
+		errs = append(errs, fmt.Errorf("%w: registry watcher: OnLost and OnRecovered are required", ErrInvalidConfig))
+	}
+	if c.TTL < 0 || c.Grace < 0 {
+		errs = append(errs, fmt.Errorf("%w: registry watcher: TTL %s / Grace %s must not be negative", ErrInvalidConfig, c.TTL, c.Grace))
+	}
+	return errors.Join(errs...)
+}
+
+type nodeState struct {
+	hb       Heartbeat
+	lastSeen time.Time // server time of the last heartbeat
+	deadline time.Time // local time after which the node counts as lost
+	lost     bool
+}
+
+// RegistryWatcher follows tp_nodes: Live lists nodes with a current heartbeat; a node whose key
+// expires or disappears is reported once through OnLost, and through OnRecovered when it
+// heartbeats again. Callbacks run one at a time on the watcher's goroutine; nodes already present
+// when the watcher starts are live without a callback.
+type RegistryWatcher struct {
+	cfg RegistryWatcherConfig
+	log *slog.Logger
+
+	mu    sync.Mutex
+	nodes map[string]*nodeState
+
+	lifeMu  sync.Mutex
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// NewRegistryWatcher prepares a watcher; Start begins watching.
+func NewRegistryWatcher(cfg RegistryWatcherConfig) (*RegistryWatcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &RegistryWatcher{cfg: cfg, log: cfg.Logger.With("component", "bus.registry"), nodes: map[string]*nodeState{}}, nil
+}
+
+// Start opens the bucket (it must exist: EnsureStreams) and starts watching. It returns once the
+// current entries are loaded, so Live is complete right after.
+func (w *RegistryWatcher) Start(ctx context.Context) error {
+	w.lifeMu.Lock()
+	defer w.lifeMu.Unlock()
+	if w.stopped {
+		return fmt.Errorf("start registry watcher: %w", ErrClosed)
+	}
+	if w.started {
+		return nil
+	}
+	js, err := jetstream.New(w.cfg.Conn)
+	if err != nil {
+		return fmt.Errorf("start registry watcher: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, NodesBucket)
+	if err != nil {
+		return fmt.Errorf("start registry watcher: bucket %s: %w", NodesBucket, err)
+	}
+	if w.cfg.TTL == 0 {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("start registry watcher: %w", err)
+		}
+		w.cfg.TTL = st.TTL()
+	}
+	if w.cfg.TTL <= 0 {
+		return fmt.Errorf("start registry watcher: %w: bucket %s has no TTL, so silent nodes would never expire", ErrInvalidConfig, NodesBucket)
+	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	watcher, err := kv.WatchAll(lctx)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("start registry watcher: %w", err)
+	}
+	// Load what is there before returning; a nil entry marks the end of the current values.
+initial:
+	for {
+		select {
+		case e, ok := <-watcher.Updates():
+			if !ok {
+				cancel()
+				return fmt.Errorf("start registry watcher: %w: watch ended", ErrClosed)
+			}
+			if e == nil {
+				break initial
+			}
+			w.apply(e, true)
+		case <-ctx.Done():
+			_ = watcher.Stop()
+			cancel()
+			return fmt.Errorf("start registry watcher: %w", ctx.Err())
+		}
+	}
+	w.cancel, w.done, w.started = cancel, make(chan struct{}), true
+	go w.run(lctx, watcher)
+	return nil
+}
+
+// Stop ends watching. Safe to call twice, and before Start.
+func (w *RegistryWatcher) Stop() {
+	w.lifeMu.Lock()
+	if w.stopped {
+		w.lifeMu.Unlock()
+		return
+	}
+	w.stopped = true
+	started := w.started
+	w.lifeMu.Unlock()
+	if started {
+		w.cancel()
+		<-w.done
+	}
+}
+
+// Live returns the nodes with a current heartbeat, by node id.
+func (w *RegistryWatcher) Live() []Heartbeat {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]Heartbeat, 0, len(w.nodes))
+	for _, n := range w.nodes {
+		if !n.lost {
+			out = append(out, n.hb)
+		}
+	}
+	slices.SortFunc(out, func(a, b Heartbeat) int { return strings.Compare(a.NodeID, b.NodeID) })
+	return out
+}
+
+func (w *RegistryWatcher) run(ctx context.Context, watcher jetstream.KeyWatcher) {
+	defer close(w.done)
+	defer func() { _ = watcher.Stop() }()
+	tick := time.NewTicker(max(w.cfg.TTL/10, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-watcher.Updates():
+			if !ok {
+				return
+			}
+			if e != nil {
+				w.apply(e, false)
+			}
+		case <-tick.C:
+			w.expire()
+		}
+	}
+}
+
+// apply folds one bucket entry into the state and fires the callback it implies.
+func (w *RegistryWatcher) apply(e jetstream.KeyValueEntry, initial bool) {
+	id := e.Key()
+	switch e.Operation() {
+	case jetstream.KeyValuePut:
+		var hb Heartbeat
+		if err := json.Unmarshal(e.Value(), &hb); err != nil || hb.NodeID != id {
+			w.log.Warn("ignoring a malformed heartbeat", "key", id, "error", err)
+			return
+		}
+		w.mu.Lock()
+		n, known := w.nodes[id]
+		if !known {
+			n = &nodeState{}
+			w.nodes[id] = n
+		}
+		recovered := n.lost
+		n.hb, n.lastSeen, n.lost = hb, e.Created(), false
+		n.deadline = time.Now().Add(w.cfg.TTL + w.cfg.Grace)
+		w.mu.Unlock()
+		if recovered && !initial {
+			w.log.Info("node heartbeats again", "node_id", id)
+			w.cfg.OnRecovered(id)
+		}
+	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+		// Expiry markers arrive as deletes (the bucket has LimitMarkerTTL).
+		w.markLost(id)
+	}
+}
+
+func (w *RegistryWatcher) expire() {
+	now := time.Now()
+	w.mu.Lock()
+	var due []string
+	for id, n := range w.nodes {
+		if !n.lost && now.After(n.deadline) {
+			due = append(due, id)
+		}
+	}
+	w.mu.Unlock()
+	slices.Sort(due)
+	for _, id := range due {
+		w.markLost(id)
+	}
+}
+
+func (w *RegistryWatcher) markLost(id string) {
+	w.mu.Lock()
+	n, ok := w.nodes[id]
+	if !ok || n.lost {
+		w.mu.Unlock()
+		return
+	}
+	n.lost = true
+	lastSeen := n.lastSeen
+	w.mu.Unlock()
+	w.log.Warn("node lost", "node_id", id, "last_seen", lastSeen)
+	w.cfg.OnLost(id, lastSeen)
+}

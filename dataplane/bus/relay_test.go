@@ -1,0 +1,204 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/bus"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+func appendNodeLost(t testing.TB, s *storeEnv, n int) {
+	t.Helper()
+	stream := domain.NodeStream(uuid.NewString())
+	for i := range n {
+		payload, _ := json.Marshal(domain.NodeLost{NodeID: stream, LastSeen: time.Now().UTC()})
+		if _, err := s.store.Append(ctxT(t), stream, eventstore.AnyVersion, eventstore.EventData{Type: domain.TypeNodeLost, Payload: payload,
+			Metadata: []byte(`{"actor":"system:test","correlation_id":"c-` + strconv.Itoa(i) + `"}`)}); err != nil {
+			t.Fatalf("append: %v", err)
+		}
+	}
+}
+
+func startRelay(t testing.TB, s *storeEnv, url string, reg prometheus.Registerer) *bus.Relay {
+	t.Helper()
+	r, err := bus.NewRelay(bus.RelayConfig{Store: s.store, Conn: connect(t, url), BatchSize: 16, Registerer: reg,
+		RetryInterval: 100 * time.Millisecond, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func waitRelayed(t testing.TB, j jetstream.JetStream, s *storeEnv) uint64 {
+	t.Helper()
+	head, err := s.store.Head(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, err := j.Stream(ctxT(t), bus.EventsStream)
+		if err != nil {
+			return err
+		}
+		info, err := st.Info(ctxT(t))
+		if err != nil {
+			return err
+		}
+		if info.State.LastSeq < head {
+			return errorsf("relayed %d of %d records", info.State.LastSeq, head)
+		}
+		return nil
+	})
+	return head
+}
+
+// collect reads the relayed log from the start until it has want events.
+func collect(t testing.TB, j jetstream.JetStream, opts bus.SubscribeEventsOptions, want int) []bus.RelayedEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
+	defer cancel()
+	var got []bus.RelayedEvent
+	err := bus.SubscribeEvents(ctx, j, opts, func(_ context.Context, ev bus.RelayedEvent) error {
+		got = append(got, ev)
+		if len(got) == want {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("subscribe events: %v (after %d events)", err, len(got))
+	}
+	return got
+}
+
+// The relay publishes the whole log in order; restarted, it neither skips nor repeats, and a
+// second relay running by mistake cannot duplicate or reorder anything.
+func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
+	t.Parallel()
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	j := js(t, connect(t, n.url()))
+	appendNodeLost(t, s, 40)
+
+	reg := prometheus.NewRegistry()
+	first := startRelay(t, s, n.url(), reg)
+	waitRelayed(t, j, s)
+	first.Stop()
+	first.Stop() // safe twice
+
+	appendNodeLost(t, s, 30)
+	startRelay(t, s, n.url(), nil)
+	startRelay(t, s, n.url(), nil) // a second relay by mistake
+	appendNodeLost(t, s, 30)
+	head := waitRelayed(t, j, s)
+
+	st, err := j.Stream(ctxT(t), bus.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != head || info.State.LastSeq != head {
+		t.Fatalf("TP_EVENTS holds %d messages up to sequence %d; the log has %d records", info.State.Msgs, info.State.LastSeq, head)
+	}
+
+	got := collect(t, j, bus.SubscribeEventsOptions{Logger: testLogger()}, int(head))
+	recs, err := s.store.ReadAll(ctxT(t), 0, int(head))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ev := range got {
+		r := recs[i]
+		if ev.Position != uint64(i) || ev.EventID != r.EventID || ev.Type != r.Type || ev.StreamID != r.StreamID ||
+			ev.StreamVersion != r.StreamVersion || ev.KeyID != r.KeyID || !ev.RecordedAt.Equal(r.RecordedAt) ||
+			string(ev.Payload) != string(r.Payload) || string(ev.Metadata) != string(r.Metadata) {
+			t.Fatalf("relayed event %d = %+v, the log has %+v", i, ev, r)
+		}
+	}
+	if got[0].Type != eventstore.TypeGenesis {
+		t.Errorf("the relayed log starts with %s, want the genesis record", got[0].Type)
+	}
+	msg, err := st.GetMsg(ctxT(t), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != bus.EventSubject(recs[4].Type) || msg.Header.Get(bus.HeaderPosition) != "4" ||
+		msg.Header.Get(jetstream.MsgIDHeader) != recs[4].EventID.String() {
+		t.Errorf("message 5: subject %s, headers %v", msg.Subject, msg.Header)
+	}
+	if got := metric(t, reg, "tunnelplane_relay_published_total"); got != 41 {
+		t.Errorf("first relay published %v, want 41 (genesis + 40)", got)
+	}
+
+	// A node that rebuilt up to position 50 (a snapshot) reads on from there.
+	tail := collect(t, j, bus.SubscribeEventsOptions{FromPosition: 50}, int(head)-50)
+	if tail[0].Position != 50 || tail[len(tail)-1].Position != head-1 {
+		t.Errorf("from position 50: got %d..%d", tail[0].Position, tail[len(tail)-1].Position)
+	}
+}
+
+// A durable consumer remembers what it handled; a failing handler gets the same event again.
+func TestSubscribeEventsDurable(t *testing.T) {
+	t.Parallel()
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	j := js(t, connect(t, n.url()))
+	appendNodeLost(t, s, 9)
+	startRelay(t, s, n.url(), nil)
+	waitRelayed(t, j, s) // positions 0..9
+
+	opts := bus.SubscribeEventsOptions{Durable: "node_view_test", RetryDelay: 50 * time.Millisecond, Logger: testLogger()}
+	var mu sync.Mutex
+	attempts := map[uint64]int{}
+	ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
+	var got []uint64
+	err := bus.SubscribeEvents(ctx, j, opts, func(_ context.Context, ev bus.RelayedEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts[ev.Position]++
+		if ev.Position == 3 && attempts[3] == 1 {
+			return errors.New("transient")
+		}
+		got = append(got, ev.Position)
+		if len(got) == 10 {
+			cancel()
+		}
+		return nil
+	})
+	cancel()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("subscribe: %v", err)
+	}
+	for i, p := range got {
+		if p != uint64(i) {
+			t.Fatalf("positions %v, want 0..9 in order with 3 retried", got)
+		}
+	}
+	if attempts[3] != 2 {
+		t.Errorf("position 3 handled %d times, want 2 (one failure, one retry)", attempts[3])
+	}
+
+	appendNodeLost(t, s, 5)
+	waitRelayed(t, j, s)
+	rest := collect(t, j, opts, 5)
+	if rest[0].Position != 10 || rest[4].Position != 14 {
+		t.Errorf("after restart the durable consumer read %d..%d, want 10..14", rest[0].Position, rest[4].Position)
+	}
+}

@@ -350,3 +350,31 @@ func TestAppendMultiIsAtomic(t *testing.T) {
 	}
 	verifyOK(t, e.url)
 }
+
+// Verify runs correctly while appends continue: records and checkpoints written after it started
+// are not mistaken for damage.
+func TestVerifyWhileAppending(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ctx.Err() == nil; i++ {
+			if _, err := e.store.Append(ctx, "busy", eventstore.AnyVersion, note(i)); err != nil && ctx.Err() == nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	pool := pgtest.Pool(t, e.url)
+	for range 30 {
+		rep, err := eventstore.Verify(ctxT(t), pool, eventstore.VerifyOptions{})
+		if err != nil || !rep.OK() {
+			t.Fatalf("verify during appends: %v %v", err, rep.Failure)
+		}
+	}
+	cancel()
+	<-done
+}

@@ -19,9 +19,8 @@ build: ## Build bin/tunnelplane
 	$(GO) build -o $(BIN) ./cmd/tunnelplane
 
 .PHONY: run
-run: build ## Initialise the log and verify it (the all-in-one server lands with the data plane)
-	$(BIN) init --data-dir $(DATA_DIR)
-	$(BIN) verify --data-dir $(DATA_DIR)
+run: build ## tunnelplane serve --demo: NATS, control plane, a node and a demo tunnel you can curl
+	$(BIN) serve --demo --data-dir $(DATA_DIR)
 
 .PHONY: test
 test: lint ## Run the whole suite against a real PostgreSQL (found or started)

@@ -163,7 +163,12 @@ func (a *Authorizer) Allowed(ctx context.Context, actor string, perm Permission)
 	// Denied: make sure the denial is not an artefact of a role granted a moment ago that the
 	// RBAC view has not applied yet (read your own writes across requests).
 	if a.wait != nil && a.store != nil {
-		head := a.store.KnownHead()
+		// The head from the database: the grant may have been written by another process
+		// (`admin token create`) whose notification has not arrived yet.
+		head, herr := a.store.Head(ctx)
+		if herr != nil {
+			head = a.store.KnownHead()
+		}
 		if head > 0 && (a.position == nil || a.position() < int64(head)-1) {
 			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			err := a.wait(wctx, head-1)

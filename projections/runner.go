@@ -261,8 +261,9 @@ func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore
 		return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
 	}
 	r.position.WithLabelValues(name).Set(float64(last))
-	if head, err := r.cfg.Store.Head(ctx); err == nil {
-		r.lag.WithLabelValues(name).Set(float64(int64(head) - 1 - last))
+	// The head this process knows of (no database round trip per batch; it is a metric).
+	if head := r.cfg.Store.KnownHead(); head > 0 {
+		r.lag.WithLabelValues(name).Set(float64(max(int64(head)-1-last, 0)))
 	}
 	r.setState(name, func(s *runState) { s.position, s.generation, s.lastErr = last, gen, "" })
 	return nil

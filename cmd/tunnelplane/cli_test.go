@@ -57,7 +57,7 @@ func TestInitIsHarmlessToRepeat(t *testing.T) {
 		t.Fatalf("init with another data dir: %d\n%s", other.code, other.stderr)
 	}
 	v := tp(t, "migrate", "version", "--database-url", u, "--data-dir", dir)
-	if v.code != 0 || !strings.Contains(v.stdout, "schema version 1 of 1") {
+	if v.code != 0 || !strings.Contains(v.stdout, "schema version 2 of 2") {
 		t.Fatalf("migrate version: %+v", v)
 	}
 }

@@ -60,12 +60,20 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", envDefault("LOG_LEVEL", "info"), "debug, info, warn or error (env TUNNELPLANE_LOG_LEVEL)")
 	pf.StringVar(&g.logFormat, "log-format", envDefault("LOG_FORMAT", "text"), "text or json (env TUNNELPLANE_LOG_FORMAT)")
 
+	bench := newBenchCommand(g)
+	bench.AddCommand(newBenchAPICommand(g))
 	root.AddCommand(
 		newInitCommand(g),
 		newMigrateCommand(g),
 		newVerifyCommand(g),
-		newBenchCommand(g),
+		bench,
 		newDBCommand(g),
+		newControlCommand(g),
+		newAdminCommand(g),
+		newProjectionsCommand(g),
+		newServeCommand(g),
+		newConnectCommand(g),
+		newNodeCommand(g),
 	)
 	return root
 }

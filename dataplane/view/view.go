@@ -31,23 +31,23 @@ type Hooks struct {
 
 type tunnel struct {
 	id, orgID, name, owner, upstream, protocol string
-	deleted                                  bool
+	deleted                                    bool
 }
 
 // View is safe for concurrent use: Apply from one consumer, lookups from many requests.
 type View struct {
-	mu       sync.RWMutex
-	keys     *token.KeySet
-	tunnels  map[string]*tunnel        // by id
-	byName   map[string]map[string]string // org id → name → tunnel id (active only)
-	orgs     map[string]string         // org id → name
-	orgByName map[string]string        // name → org id
-	roles    map[string]map[domain.Role]bool // org|user → roles
-	revoked  map[string]bool           // agent token ids
-	position int64
-	hooks    Hooks
-	issuer   string
-	now      func() time.Time
+	mu        sync.RWMutex
+	keys      *token.KeySet
+	tunnels   map[string]*tunnel              // by id
+	byName    map[string]map[string]string    // org id → name → tunnel id (active only)
+	orgs      map[string]string               // org id → name
+	orgByName map[string]string               // name → org id
+	roles     map[string]map[domain.Role]bool // org|user → roles
+	revoked   map[string]bool                 // agent token ids
+	position  int64
+	hooks     Hooks
+	issuer    string
+	now       func() time.Time
 
 	changed chan struct{}
 }

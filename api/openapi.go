@@ -1,0 +1,317 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+)
+
+// The OpenAPI document is written down here, next to but apart from the route registration
+// (server.go), on purpose: TestOpenAPICoversRoutes compares the two, so a route added without
+// documentation, or documentation of a route that does not exist, fails the build.
+
+type operation struct {
+	method, path, id, summary, tag string
+	// params name entries of parameters: "path:id", "query:org", "header:If-Match" …
+	params []string
+	// body is the schema of the request body ("" none); bodyOptional when it may be left out.
+	body         string
+	bodyOptional bool
+	status       int
+	// resp is the schema of the success response ("" none; "List:X" a page of X).
+	resp string
+	// errs are the problem statuses the operation documents besides 401/503 (added for
+	// authenticated operations).
+	errs   []int
+	public bool
+}
+
+var listParams = []string{"query:limit", "query:cursor", "query:wait_for"}
+
+func withList(p ...string) []string { return append(p, listParams...) }
+
+var operations = []operation{
+	{method: "GET", path: "/healthz", id: "healthz", summary: "The process is up", tag: "health", status: 200, resp: "Health", public: true},
+	{method: "GET", path: "/readyz", id: "readyz", summary: "Database reachable and read models caught up (503 otherwise)", tag: "health", status: 200, resp: "Readiness", errs: []int{503}, public: true},
+	{method: "GET", path: "/metrics", id: "metrics", summary: "Prometheus metrics (text exposition format)", tag: "health", status: 200, resp: "text", public: true},
+	{method: "GET", path: "/api/v1/openapi.json", id: "openapi", summary: "This document", tag: "meta", status: 200, resp: "object", public: true},
+
+	{method: "POST", path: "/api/v1/orgs", id: "createOrg", summary: "Create an organization (superadmins)", tag: "orgs",
+		params: []string{"header:Idempotency-Key"}, body: "OrgInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 409, 413, 415, 422}},
+	{method: "GET", path: "/api/v1/orgs", id: "listOrgs", summary: "Organizations the caller holds a role in (all for superadmins)", tag: "orgs",
+		params: withList("query:name"), status: 200, resp: "List:Org", errs: []int{400}},
+	{method: "GET", path: "/api/v1/orgs/{org}", id: "getOrg", summary: "One organization, by name or id", tag: "orgs",
+		params: []string{"path:org", "query:wait_for"}, status: 200, resp: "Org", errs: []int{400, 403, 404}},
+
+	{method: "POST", path: "/api/v1/tunnels", id: "createTunnel", summary: "Create a tunnel", tag: "tunnels",
+		params: []string{"query:org", "header:Idempotency-Key"}, body: "TunnelInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 404, 409, 413, 415, 422}},
+	{method: "GET", path: "/api/v1/tunnels", id: "listTunnels", summary: "Tunnels of an organization", tag: "tunnels",
+		params: withList("query:org", "query:name", "query:tunnel_state", "query:owner"), status: 200, resp: "List:Tunnel", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/tunnels/{id}", id: "getTunnel", summary: "One tunnel (ETag: its version)", tag: "tunnels",
+		params: []string{"path:id", "query:org", "query:wait_for"}, status: 200, resp: "Tunnel", errs: []int{400, 403, 404, 422}},
+	{method: "PATCH", path: "/api/v1/tunnels/{id}", id: "updateTunnel", summary: "Change a tunnel (If-Match: version → 412 when stale)", tag: "tunnels",
+		params: []string{"path:id", "query:org", "header:If-Match", "header:Idempotency-Key"}, body: "TunnelPatch", status: 200, resp: "WriteResult",
+		errs: []int{400, 403, 404, 409, 412, 413, 415, 422}},
+	{method: "DELETE", path: "/api/v1/tunnels/{id}", id: "deleteTunnel", summary: "Delete a tunnel and free its name", tag: "tunnels",
+		params: []string{"path:id", "query:org", "query:reason", "header:If-Match", "header:Idempotency-Key"}, status: 200, resp: "WriteResult",
+		errs: []int{400, 403, 404, 409, 412, 422}},
+	{method: "POST", path: "/api/v1/tunnels/{id}/tokens", id: "issueToken", summary: "Issue an agent token for a tunnel (the token is shown once)", tag: "tokens",
+		params: []string{"path:id", "query:org", "header:Idempotency-Key"}, body: "TokenInput", bodyOptional: true, status: 201, resp: "WriteResult",
+		errs: []int{400, 403, 404, 409, 413, 415, 422}},
+
+	{method: "GET", path: "/api/v1/tokens", id: "listTokens", summary: "Agent tokens of an organization (records, never the tokens)", tag: "tokens",
+		params: withList("query:org", "query:tunnel_id", "query:token_state"), status: 200, resp: "List:AgentToken", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/tokens/{id}", id: "getToken", summary: "One agent token's record", tag: "tokens",
+		params: []string{"path:id", "query:org", "query:wait_for"}, status: 200, resp: "AgentToken", errs: []int{400, 403, 404, 422}},
+	{method: "DELETE", path: "/api/v1/tokens/{id}", id: "revokeToken", summary: "Revoke an agent token", tag: "tokens",
+		params: []string{"path:id", "query:org", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
+
+	{method: "POST", path: "/api/v1/nodes", id: "enrollNode", summary: "Enroll a data-plane node with its host key and event key (superadmins)", tag: "nodes",
+		params: []string{"header:Idempotency-Key"}, body: "EnrollNode", status: 201, resp: "WriteResult", errs: []int{400, 403, 409, 413, 415, 422}},
+	{method: "GET", path: "/api/v1/nodes", id: "listNodes", summary: "Data-plane nodes (superadmins)", tag: "nodes",
+		params: withList("query:node_state", "query:name"), status: 200, resp: "List:Node", errs: []int{400, 403}},
+	{method: "GET", path: "/api/v1/nodes/{id}", id: "getNode", summary: "One node", tag: "nodes",
+		params: []string{"path:id", "query:wait_for"}, status: 200, resp: "Node", errs: []int{400, 403, 404}},
+	{method: "POST", path: "/api/v1/nodes/{id}/drain", id: "drainNode", summary: "Ask a node to let its agents go and take no new ones", tag: "nodes",
+		params: []string{"path:id", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409}},
+	{method: "DELETE", path: "/api/v1/nodes/{id}", id: "removeNode", summary: "Remove a node and revoke its event key", tag: "nodes",
+		params: []string{"path:id", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409}},
+
+	{method: "POST", path: "/api/v1/role-assignments", id: "assignRole", summary: "Grant a user a role in an organization (superadmin: org \"*\")", tag: "roles",
+		params: []string{"query:org", "header:Idempotency-Key"}, body: "RoleInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 404, 409, 413, 415, 422}},
+	{method: "GET", path: "/api/v1/role-assignments", id: "listRoles", summary: "Role assignments of an organization (org \"*\": platform roles)", tag: "roles",
+		params: withList("query:scope_org", "query:user_id", "query:role"), status: 200, resp: "List:RoleAssignment", errs: []int{400, 403, 404, 422}},
+	{method: "DELETE", path: "/api/v1/role-assignments/{user_id}/{role}", id: "unassignRole", summary: "Withdraw a role", tag: "roles",
+		params: []string{"path:user_id", "path:role", "query:scope_org", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
+
+	{method: "GET", path: "/api/v1/keys", id: "listKeys", summary: "The log's key history: log, token and node keys (superadmins)", tag: "keys",
+		params: withList("query:purpose"), status: 200, resp: "List:Key", errs: []int{400, 403}},
+	{method: "POST", path: "/api/v1/keys/rotations", id: "rotateKey", summary: "Rotate the log key or the token key (superadmins)", tag: "keys",
+		params: []string{"header:Idempotency-Key"}, body: "RotationInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 409, 413, 415, 422}},
+
+	{method: "GET", path: "/api/v1/audit", id: "searchAudit", summary: "Search the audit index, newest first", tag: "audit",
+		params: withList("query:scope_org", "query:actor", "query:type", "query:stream", "query:correlation_id", "query:request_id", "query:since", "query:until"),
+		status: 200, resp: "List:AuditEntry", errs: []int{400, 403, 404, 422}},
+
+	{method: "GET", path: "/api/v1/projections", id: "listProjections", summary: "Read models: position, lag, generation, errors (superadmins)", tag: "projections",
+		params: []string{"query:limit", "query:cursor"}, status: 200, resp: "List:ProjectionStatus", errs: []int{400, 403}},
+	{method: "POST", path: "/api/v1/projections/{name}/rebuild", id: "rebuildProjection", summary: "Rebuild a read model from position 0 and swap it in without downtime (superadmins)", tag: "projections",
+		params: []string{"path:name"}, status: 200, resp: "ProjectionStatus", errs: []int{403, 404, 409}},
+}
+
+type schema = map[string]any
+
+func str(desc string) schema { return schema{"type": "string", "description": desc} }
+func strf(format, desc string) schema {
+	return schema{"type": "string", "format": format, "description": desc}
+}
+func integer(desc string) schema { return schema{"type": "integer", "description": desc} }
+func ref(name string) schema     { return schema{"$ref": "#/components/schemas/" + name} }
+func object(required []string, props schema) schema {
+	o := schema{"type": "object", "properties": props, "additionalProperties": false}
+	if len(required) > 0 {
+		o["required"] = required
+	}
+	return o
+}
+func nullable(s schema) schema {
+	return schema{"oneOf": []any{s, schema{"type": "null"}}}
+}
+
+var parameters = map[string]schema{
+	"path:id":         {"name": "id", "in": "path", "required": true, "schema": strf("uuid", "")},
+	"path:org":        {"name": "org", "in": "path", "required": true, "schema": str("organization name or id")},
+	"path:user_id":    {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
+	"path:role":       {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, viewer, auditor or superadmin")},
+	"path:name":       {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
+	"query:org":       {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
+	"query:scope_org": {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},
+	"query:limit":     {"name": "limit", "in": "query", "schema": schema{"type": "integer", "minimum": 1, "maximum": MaxLimit, "default": DefaultLimit}},
+	"query:cursor":    {"name": "cursor", "in": "query", "schema": str("next_cursor of the previous page, unchanged")},
+	"query:wait_for": {"name": "wait_for", "in": "query", "schema": schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"const": "latest"}},
+		"description": "a write's position (or \"latest\": everything the log holds now): answer only once the read models show it (bounded; 503 with Retry-After when not in time)"}},
+	"query:name":              {"name": "name", "in": "query", "schema": str("exact name")},
+	"query:owner":             {"name": "owner", "in": "query", "schema": str("owner (user id)")},
+	"query:reason":            {"name": "reason", "in": "query", "schema": str("recorded in the event")},
+	"query:tunnel_id":         {"name": "tunnel_id", "in": "query", "schema": strf("uuid", "")},
+	"query:tunnel_state":      {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "deleted", "all"}, "default": "active"}},
+	"query:token_state":       {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "revoked", "expired", "all"}, "default": "all"}},
+	"query:node_state":        {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"joined", "draining", "left"}}},
+	"query:user_id":           {"name": "user_id", "in": "query", "schema": str("")},
+	"query:role":              {"name": "role", "in": "query", "schema": str("")},
+	"query:purpose":           {"name": "purpose", "in": "query", "schema": schema{"type": "string", "enum": []string{"log", "token", "node"}}},
+	"query:actor":             {"name": "actor", "in": "query", "schema": str("user id, node:<id> or system:<component>")},
+	"query:type":              {"name": "type", "in": "query", "schema": str("event type, like tunnel.created")},
+	"query:stream":            {"name": "stream", "in": "query", "schema": str("stream id, like tunnel-<id>")},
+	"query:correlation_id":    {"name": "correlation_id", "in": "query", "schema": str("")},
+	"query:request_id":        {"name": "request_id", "in": "query", "schema": str("")},
+	"query:since":             {"name": "since", "in": "query", "schema": strf("date-time", "recorded at or after")},
+	"query:until":             {"name": "until", "in": "query", "schema": strf("date-time", "recorded before")},
+	"header:If-Match":         {"name": "If-Match", "in": "header", "schema": str("the version from ETag; a stale one is refused with 412")},
+	"header:Idempotency-Key":  {"name": "Idempotency-Key", "in": "header", "schema": schema{"type": "string", "maxLength": 255, "description": "a repeat with the same key and body returns the first response and writes nothing; another body is 422"}},
+	"header:X-Request-ID":     {"name": "X-Request-ID", "in": "header", "schema": str("echoed; generated when absent")},
+	"header:X-Correlation-ID": {"name": "X-Correlation-ID", "in": "header", "schema": str("recorded in the events the request writes; generated when absent")},
+}
+
+var fieldError = object([]string{"field", "message"}, schema{"field": str(""), "message": str("")})
+
+var schemas = map[string]schema{
+	"Problem": {"type": "object", "description": "RFC 9457 problem details", "required": []string{"type", "title", "status"}, "properties": schema{
+		"type": strf("uri", ""), "title": str(""), "status": integer(""), "detail": str(""), "instance": str(""),
+		"request_id": str(""), "correlation_id": str(""), "errors": schema{"type": "array", "items": fieldError},
+	}},
+	"Health": object([]string{"status"}, schema{"status": str("ok")}),
+	"Readiness": object([]string{"ready", "database"}, schema{"ready": schema{"type": "boolean"}, "database": str(""),
+		"projections": schema{"type": "array", "items": ref("ProjectionStatus")}, "problems": schema{"type": "array", "items": str("")}}),
+	"WriteResult": object([]string{"position"}, schema{
+		"id": str("the aggregate created or changed"), "position": integer("pass as wait_for to read this write"),
+		"version": integer("the aggregate's version (ETag, If-Match)"), "token": str("an issued agent token; shown once"),
+		"expires_at": strf("date-time", ""), "issued_at": strf("date-time", ""), "key_id": str(""), "noop": schema{"type": "boolean"},
+	}),
+	"OrgInput": object([]string{"name"}, schema{"name": str("DNS label"), "owner": str("user id of the first owner")}),
+	"Org": object([]string{"id", "name", "created_by", "created_at", "position"}, schema{"id": strf("uuid", ""), "name": str(""),
+		"created_by": str(""), "created_at": strf("date-time", ""), "position": integer("")}),
+	"TunnelInput": object([]string{"name", "upstream"}, schema{"org": str("organization name or id"), "name": str("DNS label"),
+		"upstream": str("like http://127.0.0.1:11434"), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}, "default": "http"}}),
+	"TunnelPatch": object(nil, schema{"name": str(""), "upstream": str(""), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}}}),
+	"Tunnel": object([]string{"id", "org_id", "name", "owner", "upstream", "protocol", "state", "version", "created_at", "updated_at", "position"}, schema{
+		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "name": str(""), "owner": str(""), "upstream": str(""), "protocol": str(""),
+		"state": schema{"type": "string", "enum": []string{"active", "deleted"}}, "version": integer(""), "created_at": strf("date-time", ""),
+		"updated_at": strf("date-time", ""), "position": integer(""),
+	}),
+	"TokenInput": object(nil, schema{"ttl": str("Go duration, default 720h, at most 8760h")}),
+	"AgentToken": object([]string{"id", "org_id", "tunnel_id", "key_id", "issued_by", "issued_at", "expires_at", "position", "state"}, schema{
+		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": strf("uuid", ""), "key_id": str(""), "issued_by": str(""),
+		"issued_at": strf("date-time", ""), "expires_at": strf("date-time", ""), "revoked_at": strf("date-time", ""), "revoke_reason": str(""),
+		"position": integer(""), "state": schema{"type": "string", "enum": []string{"active", "revoked", "expired"}},
+	}),
+	"KeyAdded": object([]string{"purpose", "owner", "key_id", "algorithm", "public_key", "proof"}, schema{
+		"purpose": schema{"type": "string", "const": "node"}, "owner": str("the node_id"), "key_id": str("ed25519:<hex>"),
+		"algorithm": schema{"type": "string", "const": "ed25519"}, "public_key": strf("byte", "base64"),
+		"proof": strf("byte", "base64 Ed25519 signature over eventstore.AddMessage (proof of possession)"),
+	}),
+	"EnrollNode": object([]string{"node_id", "name", "host_key", "host_key_fingerprint", "event_key"}, schema{
+		"node_id": strf("uuid", "chosen by the node"), "name": str("DNS label"), "host_key": str("ssh-ed25519 public key, authorized_keys format"),
+		"host_key_fingerprint": str("SHA256:…, the host key's"), "event_key": ref("KeyAdded"), "agent_url": strf("uri", ""), "ingress_url": strf("uri", ""),
+	}),
+	"Node": object([]string{"id", "name", "state", "lost", "host_key", "host_key_fingerprint", "event_key_id", "enrolled_at", "updated_at", "version", "position"}, schema{
+		"id": strf("uuid", ""), "name": str(""), "state": schema{"type": "string", "enum": []string{"joined", "draining", "left"}}, "lost": schema{"type": "boolean"},
+		"host_key": str(""), "host_key_fingerprint": str(""), "event_key_id": str(""), "agent_url": str(""), "ingress_url": str(""),
+		"enrolled_at": strf("date-time", ""), "updated_at": strf("date-time", ""), "version": integer(""), "position": integer(""),
+	}),
+	"RoleInput": object([]string{"user_id", "role"}, schema{"org": str("organization name or id; \"*\" or absent for superadmin"), "user_id": str(""),
+		"role": schema{"type": "string", "enum": []string{"owner", "admin", "operator", "viewer", "auditor", "superadmin"}}}),
+	"RoleAssignment": object([]string{"org_id", "user_id", "role", "assigned_at", "position"}, schema{"org_id": str("organization id or \"*\""),
+		"user_id": str(""), "role": str(""), "assigned_at": strf("date-time", ""), "position": integer("")}),
+	"Key": object([]string{"key_id", "purpose", "fingerprint", "valid_from", "state"}, schema{"key_id": str(""),
+		"purpose": schema{"type": "string", "enum": []string{"log", "token", "node"}}, "owner": str(""), "fingerprint": str(""),
+		"valid_from": integer("first log position the key may sign"), "valid_until": integer("first position it may not"),
+		"state": schema{"type": "string", "enum": []string{"active", "rotated", "revoked"}}, "changed_at": strf("date-time", "")}),
+	"RotationInput": object([]string{"purpose"}, schema{"purpose": schema{"type": "string", "enum": []string{"log", "token"}}}),
+	"AuditEntry": object([]string{"position", "recorded_at", "event_id", "type", "stream_id"}, schema{"position": integer(""),
+		"recorded_at": strf("date-time", ""), "event_id": strf("uuid", ""), "type": str(""), "stream_id": str(""), "actor": str(""),
+		"org_id": str(""), "correlation_id": str(""), "causation_id": str(""), "request_id": str(""), "client_ip": str(""), "user_agent": str("")}),
+	"ProjectionStatus": object([]string{"name", "position", "lag", "generation", "running", "rebuilding"}, schema{"name": str(""),
+		"position": integer("last applied position, -1 for none"), "lag": integer("records behind the log head"), "generation": integer(""),
+		"running": schema{"type": "boolean"}, "rebuilding": schema{"type": "boolean"}, "last_error": str("")}),
+}
+
+// renderOpenAPI builds the OpenAPI 3.1 document.
+func (s *Server) renderOpenAPI() ([]byte, error) {
+	paths := map[string]schema{}
+	comps := map[string]any{}
+	for k, v := range schemas {
+		comps[k] = v
+	}
+	for _, op := range operations {
+		o := schema{"operationId": op.id, "summary": op.summary, "tags": []string{op.tag}}
+		var ps []any
+		for _, p := range append(append([]string(nil), op.params...), "header:X-Request-ID", "header:X-Correlation-ID") {
+			def, ok := parameters[p]
+			if !ok {
+				return nil, fmt.Errorf("openapi: %s %s: unknown parameter %q", op.method, op.path, p)
+			}
+			ps = append(ps, def)
+		}
+		o["parameters"] = ps
+		if op.body != "" {
+			o["requestBody"] = schema{"required": !op.bodyOptional, "content": schema{"application/json": schema{"schema": ref(op.body)}}}
+		}
+		responses := schema{}
+		var ok schema
+		switch {
+		case op.resp == "text":
+			ok = schema{"description": "OK", "content": schema{"text/plain": schema{"schema": schema{"type": "string"}}}}
+		case op.resp == "object":
+			ok = schema{"description": "OK", "content": schema{"application/json": schema{"schema": schema{"type": "object"}}}}
+		case strings.HasPrefix(op.resp, "List:"):
+			item := strings.TrimPrefix(op.resp, "List:")
+			name := item + "List"
+			comps[name] = object([]string{"items"}, schema{"items": schema{"type": "array", "items": ref(item)},
+				"next_cursor": str("present when there may be more; pass as cursor")})
+			ok = schema{"description": "a page", "content": schema{"application/json": schema{"schema": ref(name)}}}
+		default:
+			ok = schema{"description": http.StatusText(op.status), "content": schema{"application/json": schema{"schema": ref(op.resp)}}}
+		}
+		responses[strconv.Itoa(op.status)] = ok
+		errs := op.errs
+		if !op.public {
+			errs = append(append([]int(nil), errs...), 401, 503)
+			o["security"] = []any{schema{"bearer": []string{}}}
+		} else {
+			o["security"] = []any{}
+		}
+		for _, code := range errs {
+			responses[strconv.Itoa(code)] = schema{"description": http.StatusText(code),
+				"content": schema{"application/problem+json": schema{"schema": ref("Problem")}}}
+		}
+		o["responses"] = responses
+		item := paths[op.path]
+		if item == nil {
+			item = schema{}
+			paths[op.path] = item
+		}
+		m := strings.ToLower(op.method)
+		if _, dup := item[m]; dup {
+			return nil, fmt.Errorf("openapi: %s %s documented twice", op.method, op.path)
+		}
+		item[m] = o
+	}
+	doc := schema{
+		"openapi": "3.1.0",
+		"info": schema{"title": "tunnelplane admin API", "version": "1",
+			"description": "Every change is a command that appends signed events; every read comes from a read model. Write responses carry " +
+				"the log position; pass it as wait_for to read your write. Errors are RFC 9457 application/problem+json. A request about an " +
+				"organization the caller may not act in is 403 whether or not the object exists; an object not in the named organization is 404."},
+		"paths":      paths,
+		"components": schema{"schemas": comps, "securitySchemes": schema{"bearer": schema{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+	}
+	return json.Marshal(doc)
+}
+
+// OpenAPIRoutes lists the operations of the document as "METHOD /path" (for tests and tools).
+func OpenAPIRoutes(doc []byte) ([]string, error) {
+	var d struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return nil, err
+	}
+	var out []string
+	for p, ops := range d.Paths {
+		for m := range ops {
+			out = append(out, strings.ToUpper(m)+" "+p)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (s *Server) openAPI(c echo.Context) error {
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, s.doc)
+}

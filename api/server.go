@@ -1,0 +1,233 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is the REST admin API. Serve its Handler with any http.Server; Start before serving and
+// Stop at the end.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	e    *echo.Echo
+	auth *authenticator
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	inflight prometheus.Gauge
+
+	routes map[string]bool // registered route templates, to label metrics without unbounded paths
+	orgIDs sync.Map        // org name or id → org id; organizations are never renamed or deleted
+	doc    []byte          // the OpenAPI document, rendered once
+
+	lifeMu  sync.Mutex
+	started bool
+}
+
+// New builds the API. It starts nothing; call Start.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger, routes: map[string]bool{}}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tunnelplane_http_requests_total",
+		Help: "HTTP requests of the admin API by method, route template and status code."}, []string{"method", "route", "code"})
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tunnelplane_http_request_duration_seconds",
+		Help: "Latency of admin API requests by method and route template.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
+		[]string{"method", "route"})
+	s.inflight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tunnelplane_http_requests_in_flight", Help: "Admin API requests being served."})
+	for _, c := range []prometheus.Collector{s.requests, s.duration, s.inflight} {
+		if err := cfg.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("api: register metrics: %w", err)
+		}
+	}
+	auth, err := newAuthenticator(s)
+	if err != nil {
+		return nil, err
+	}
+	s.auth = auth
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	// The client address is the peer's; X-Forwarded-For is not trusted (it would let any caller
+	// write any address into the audit log).
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.Use(s.observe)
+	s.e = e
+	s.register()
+	doc, err := s.renderOpenAPI()
+	if err != nil {
+		return nil, err
+	}
+	s.doc = doc
+	return s, nil
+}
+
+// Start loads the token keys (and a JWKS) and keeps them fresh until Stop.
+func (s *Server) Start(ctx context.Context) error {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.started {
+		return nil
+	}
+	if err := s.auth.start(ctx); err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	s.started = true
+	return nil
+}
+
+// Stop ends the key refreshers. Safe to call twice.
+func (s *Server) Stop() { s.auth.stop() }
+
+// Handler serves the API.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Routes lists the registered routes as "METHOD /path/{param}" (OpenAPI path syntax).
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.e.Routes() {
+		if r.Method == echo.RouteNotFound {
+			continue
+		}
+		out = append(out, r.Method+" "+openAPIPath(r.Path))
+	}
+	return out
+}
+
+// openAPIPath turns echo's /a/:b into OpenAPI's /a/{b}.
+func openAPIPath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, part := range parts {
+		if strings.HasPrefix(part, ":") {
+			parts[i] = "{" + part[1:] + "}"
+		}
+	}
+	return strings.Join(parts, "/")
+}
+
+// route registers a handler; authenticated routes get the bearer-token middleware.
+func (s *Server) route(method, path string, h echo.HandlerFunc, authenticated bool) {
+	if authenticated {
+		s.e.Add(method, path, h, s.authenticate)
+	} else {
+		s.e.Add(method, path, h)
+	}
+	s.routes[path] = true
+}
+
+func (s *Server) register() {
+	s.route(http.MethodGet, "/healthz", s.healthz, false)
+	s.route(http.MethodGet, "/readyz", s.readyz, false)
+	s.route(http.MethodGet, "/metrics", echo.WrapHandler(promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})), false)
+	s.route(http.MethodGet, "/api/v1/openapi.json", s.openAPI, false)
+
+	s.route(http.MethodPost, "/api/v1/orgs", s.createOrg, true)
+	s.route(http.MethodGet, "/api/v1/orgs", s.listOrgs, true)
+	s.route(http.MethodGet, "/api/v1/orgs/:org", s.getOrg, true)
+
+	s.route(http.MethodPost, "/api/v1/tunnels", s.createTunnel, true)
+	s.route(http.MethodGet, "/api/v1/tunnels", s.listTunnels, true)
+	s.route(http.MethodGet, "/api/v1/tunnels/:id", s.getTunnel, true)
+	s.route(http.MethodPatch, "/api/v1/tunnels/:id", s.updateTunnel, true)
+	s.route(http.MethodDelete, "/api/v1/tunnels/:id", s.deleteTunnel, true)
+	s.route(http.MethodPost, "/api/v1/tunnels/:id/tokens", s.issueToken, true)
+
+	s.route(http.MethodGet, "/api/v1/tokens", s.listTokens, true)
+	s.route(http.MethodGet, "/api/v1/tokens/:id", s.getToken, true)
+	s.route(http.MethodDelete, "/api/v1/tokens/:id", s.revokeToken, true)
+
+	s.route(http.MethodPost, "/api/v1/nodes", s.enrollNode, true)
+	s.route(http.MethodGet, "/api/v1/nodes", s.listNodes, true)
+	s.route(http.MethodGet, "/api/v1/nodes/:id", s.getNode, true)
+	s.route(http.MethodPost, "/api/v1/nodes/:id/drain", s.drainNode, true)
+	s.route(http.MethodDelete, "/api/v1/nodes/:id", s.removeNode, true)
+
+	s.route(http.MethodPost, "/api/v1/role-assignments", s.assignRole, true)
+	s.route(http.MethodGet, "/api/v1/role-assignments", s.listRoles, true)
+	s.route(http.MethodDelete, "/api/v1/role-assignments/:user_id/:role", s.unassignRole, true)
+
+	s.route(http.MethodGet, "/api/v1/keys", s.listKeys, true)
+	s.route(http.MethodPost, "/api/v1/keys/rotations", s.rotateKey, true)
+
+	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)
+
+	s.route(http.MethodGet, "/api/v1/projections", s.listProjections, true)
+	s.route(http.MethodPost, "/api/v1/projections/:name/rebuild", s.rebuildProjection, true)
+}
+
+// observe is the outer middleware: request and correlation ids, the body limit, panics, and one
+// log line and metric sample per request. Errors are answered here (through handleError) so that
+// the logged status is the one sent.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		req := c.Request()
+		ids := requestIDs{request: clientID(req.Header.Get(HeaderRequestID)), correlation: clientID(req.Header.Get(HeaderCorrelationID))}
+		c.Set(requestIDsKey, ids)
+		h := c.Response().Header()
+		h.Set(HeaderRequestID, ids.request)
+		h.Set(HeaderCorrelationID, ids.correlation)
+		s.inflight.Inc()
+		defer s.inflight.Dec()
+
+		var err error
+		if req.ContentLength > s.cfg.MaxBodyBytes {
+			err = &requestError{kind: ErrBodyTooLarge, detail: fmt.Sprintf("the body is larger than %d bytes", s.cfg.MaxBodyBytes)}
+		} else {
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxBodyBytes)
+			err = s.serve(next, c)
+		}
+		if err != nil {
+			c.Error(err)
+		}
+
+		route := c.Path()
+		if !s.routes[route] {
+			route = "unmatched"
+		}
+		status := c.Response().Status
+		elapsed := time.Since(start)
+		s.requests.WithLabelValues(req.Method, route, strconv.Itoa(status)).Inc()
+		s.duration.WithLabelValues(req.Method, route).Observe(elapsed.Seconds())
+		level := slog.LevelInfo
+		switch {
+		case route == "/healthz" || route == "/readyz" || route == "/metrics":
+			level = slog.LevelDebug
+		case status >= 500:
+			level = slog.LevelWarn
+		}
+		if s.log.Enabled(req.Context(), level) {
+			s.log.Log(req.Context(), level, "http request", "method", req.Method, "route", route, "path", req.URL.Path, "status", status,
+				"duration_ms", float64(elapsed.Microseconds())/1000, "bytes_out", c.Response().Size, "request_id", ids.request,
+				"correlation_id", ids.correlation, "actor", actorOf(c).ID, "client_ip", c.RealIP())
+		}
+		return nil
+	}
+}
+
+// serve runs the handler, turning a panic into an error (a 500 for this request only).
+func (s *Server) serve(next echo.HandlerFunc, c echo.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			err = fmt.Errorf("api: panic: %v", r)
+		}
+	}()
+	return next(c)
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/agent"
+)
+
+func newConnectCommand(g *globals) *cobra.Command {
+	var cfg agent.Config
+	var controlURL, userToken string
+	cmd := &cobra.Command{
+		Use:   "connect",
+		Short: "Run the tunnel agent: expose a local service through a node",
+		Long: `connect dials a node over WebSocket, runs SSH over it, checks the node's host key against the
+pinned fingerprint (a mismatch refuses to connect and says so), logs in with the agent token and
+carries the node's requests to the local upstream. It reconnects with exponential backoff and
+jitter (the first connection too) and stops cleanly on SIGINT or SIGTERM.
+
+The fingerprint comes from --fingerprint, or from the control plane (--control-url with a user
+token allowed to list nodes): the node whose agent URL matches --node.`,
+		Example: `  tunnelplane connect --node ws://127.0.0.1:8081/v1/agent --token "$AGENT_TOKEN" \
+      --to http://127.0.0.1:11434 --fingerprint SHA256:…`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			var errs []error
+			if cfg.NodeURL == "" {
+				errs = append(errs, errors.New("--node is required (env TUNNELPLANE_NODE_URL)"))
+			}
+			if cfg.Token == "" {
+				errs = append(errs, errors.New("--token is required (env TUNNELPLANE_AGENT_TOKEN)"))
+			}
+			if cfg.Upstream == "" {
+				errs = append(errs, errors.New("--to is required: the local service, like http://127.0.0.1:11434"))
+			}
+			if len(errs) > 0 {
+				return errors.Join(errs...)
+			}
+			if cfg.HostKeyFingerprint == "" && !cfg.InsecureSkipPin {
+				if controlURL == "" {
+					return errors.New("pin the node's host key: --fingerprint SHA256:… or --control-url to look it up (or --insecure-skip-pin)")
+				}
+				fp, err := lookupFingerprint(ctx, controlURL, userToken, cfg.NodeURL)
+				if err != nil {
+					return err
+				}
+				cfg.HostKeyFingerprint = fp
+			}
+			cfg.Version = version
+			cfg.Logger = g.log
+			cfg.OnState = func(s agent.State, detail string) {
+				fmt.Fprintf(g.stderr, "%s  %s: %s\n", time.Now().Format("15:04:05"), s, detail)
+			}
+			if err := agent.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&cfg.NodeURL, "node", envDefault("NODE_URL", ""), "the node's agent endpoint, ws(s)://host:port/v1/agent (env TUNNELPLANE_NODE_URL)")
+	fs.StringVar(&cfg.Token, "token", envDefault("AGENT_TOKEN", ""), "agent token for the tunnel (env TUNNELPLANE_AGENT_TOKEN)")
+	fs.StringVar(&cfg.Upstream, "to", envDefault("UPSTREAM", ""), "local upstream, http://127.0.0.1:PORT or tcp://host:port (env TUNNELPLANE_UPSTREAM)")
+	fs.StringVar(&cfg.HostKeyFingerprint, "fingerprint", envDefault("NODE_FINGERPRINT", ""), "the node's SSH host key fingerprint SHA256:… (env TUNNELPLANE_NODE_FINGERPRINT)")
+	fs.BoolVar(&cfg.InsecureSkipPin, "insecure-skip-pin", false, "do not check the node's host key (testing only)")
+	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane URL to look the fingerprint up (env TUNNELPLANE_API_URL)")
+	fs.StringVar(&userToken, "user-token", envDefault("TOKEN", ""), "user token for --control-url (env TUNNELPLANE_TOKEN)")
+	fs.DurationVar(&cfg.MaxBackoff, "max-backoff", 30*time.Second, "longest wait between reconnection attempts")
+	return cmd
+}
+
+// lookupFingerprint finds the node whose agent URL is nodeURL in the control plane's node list.
+func lookupFingerprint(ctx context.Context, controlURL, userToken, nodeURL string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(controlURL, "/")+"/api/v1/nodes?state=joined&limit=500", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+userToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("look up the node's fingerprint: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("look up the node's fingerprint: the control plane answered %s", resp.Status)
+	}
+	var list struct {
+		Items []struct {
+			AgentURL           string `json:"agent_url"`
+			HostKeyFingerprint string `json:"host_key_fingerprint"`
+		} `json:"items"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return "", fmt.Errorf("look up the node's fingerprint: %w", err)
+	}
+	want := strings.TrimRight(nodeURL, "/")
+	for _, n := range list.Items {
+		if strings.TrimRight(n.AgentURL, "/") == want {
+			return n.HostKeyFingerprint, nil
+		}
+	}
+	return "", fmt.Errorf("no joined node has the agent URL %s; pass --fingerprint", nodeURL)
+}

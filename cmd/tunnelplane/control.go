@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// envInt returns TUNNELPLANE_<NAME> as a number, def when unset; a value that is not a number is
+// an error reported when the command runs (never a silent fallback).
+func envInt(name string, def int, errs *[]error) int {
+	v, ok := os.LookupEnv("TUNNELPLANE_" + name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("TUNNELPLANE_%s=%q: not a number", name, v))
+		return def
+	}
+	return n
+}
+
+// envDuration is envInt for durations.
+func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
+	v, ok := os.LookupEnv("TUNNELPLANE_" + name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("TUNNELPLANE_%s=%q: not a duration like 10s", name, v))
+		return def
+	}
+	return d
+}
+
+// controlFlags registers the control plane's flags (each with its env twin) on fs.
+func controlFlags(fs *pflag.FlagSet, o *controlPlaneOptions, envErrs *[]error) {
+	fs.StringVar(&o.APIAddr, "api-addr", envDefault("API_ADDR", defaultAPIAddr), "admin API listen address (env TUNNELPLANE_API_ADDR)")
+	fs.StringVar(&o.JWKSURL, "jwks-url", envDefault("JWKS_URL", ""), "identity provider JWKS URL for user tokens (env TUNNELPLANE_JWKS_URL)")
+	fs.StringVar(&o.JWKSFile, "jwks-file", envDefault("JWKS_FILE", ""), "identity provider JWKS file (env TUNNELPLANE_JWKS_FILE)")
+	fs.StringVar(&o.JWTIssuer, "jwt-issuer", envDefault("JWT_ISSUER", ""), "iss of the identity provider's tokens (env TUNNELPLANE_JWT_ISSUER)")
+	fs.IntVar(&o.DBMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", defaultDBMaxConns, envErrs), "database connection pool size (env TUNNELPLANE_DB_MAX_CONNS)")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second, envErrs),
+		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
+}
+
+func newControlCommand(g *globals) *cobra.Command {
+	var opts controlPlaneOptions
+	var envErrs []error
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Run the control plane: admin API, projections and the command service",
+		Long: `control runs the REST admin API (under /api/v1, with /healthz, /readyz and /metrics), keeps
+the read models caught up with the event log and writes the audit of denied requests and failed
+logins. It migrates and initialises the log first if needed. SIGINT or SIGTERM stop it gracefully.
+
+Bootstrap a fresh install with a superadmin token:
+  TOKEN=$(tunnelplane admin token create --user root --role superadmin | tail -1)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(envErrs) > 0 {
+				return envErrs[0]
+			}
+			ctx := cmd.Context()
+			cp, err := startControlPlane(ctx, g, opts)
+			if err != nil {
+				return err
+			}
+			defer cp.Stop()
+			fmt.Fprintf(g.stdout, "api: %s\n", cp.URL)
+			select {
+			case <-ctx.Done():
+				g.log.Info("control plane stopping", "reason", stopReason(ctx))
+				return nil
+			case err := <-cp.Done():
+				return err
+			}
+		},
+	}
+	controlFlags(cmd.Flags(), &opts, &envErrs)
+	return cmd
+}
+
+func stopReason(ctx interface{ Err() error }) string {
+	if err := ctx.Err(); err != nil {
+		return err.Error()
+	}
+	return ""
+}

@@ -1,0 +1,384 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/bus"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/view"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// nodeIdentity is what a node keeps in <data-dir>/node: its id and two keys, one purpose each —
+// the SSH host key agents pin, and the event key that signs its facts.
+type nodeIdentity struct {
+	ID       string
+	HostKey  *eventstore.SigningKey
+	EventKey *eventstore.SigningKey
+	Signer   ssh.Signer
+}
+
+// Fingerprint is the host key fingerprint agents pin.
+func (n *nodeIdentity) Fingerprint() string { return ssh.FingerprintSHA256(n.Signer.PublicKey()) }
+
+func loadNodeIdentity(dataDir string) (*nodeIdentity, error) {
+	dir := filepath.Join(dataDir, "node")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("node identity: %w", err)
+	}
+	idPath := filepath.Join(dir, "id")
+	raw, err := os.ReadFile(idPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		raw = []byte(uuid.Must(uuid.NewV7()).String())
+		if err := os.WriteFile(idPath, raw, 0o600); err != nil {
+			return nil, fmt.Errorf("node identity: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("node identity: %w", err)
+	}
+	id := strings.TrimSpace(string(raw))
+	if !domain.ValidID(id) {
+		return nil, fmt.Errorf("node identity: %s holds %q, not a UUID", idPath, id)
+	}
+	host, _, err := eventstore.LoadOrCreateKeyFile(filepath.Join(dir, "host_key.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("node host key: %w", err)
+	}
+	ev, _, err := eventstore.LoadOrCreateKeyFile(filepath.Join(dir, "event_key.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("node event key: %w", err)
+	}
+	signer, err := ssh.NewSignerFromSigner(host.CryptoSigner())
+	if err != nil {
+		return nil, fmt.Errorf("node host key: %w", err)
+	}
+	return &nodeIdentity{ID: id, HostKey: host, EventKey: ev, Signer: signer}, nil
+}
+
+// enrollment is the EnrollNode command for this node, given the log's origin (the proof of
+// possession of the event key names it).
+func (n *nodeIdentity) enrollment(origin, name, agentURL, ingressURL string) commands.EnrollNode {
+	return commands.EnrollNode{
+		NodeID: n.ID, Name: name,
+		HostKey:            strings.TrimSpace(string(ssh.MarshalAuthorizedKey(n.Signer.PublicKey()))),
+		HostKeyFingerprint: n.Fingerprint(),
+		EventKey:           eventstore.NewKeyAdded(origin, eventstore.PurposeNode, n.ID, n.EventKey),
+		AgentURL:           agentURL, IngressURL: ingressURL,
+	}
+}
+
+// nodeOptions configures a running node.
+type nodeOptions struct {
+	Name       string
+	ListenAddr string // agents and ingress on one listener
+	Listener   net.Listener
+	BaseDomain string
+	NATSURL    string
+	Issuer     string
+	// PublicURL is how agents and callers reach the node (default http://<listen address>).
+	PublicURL  string
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// Enroll registers the node (EnrollNode) if it is not yet; ErrConflict means already done.
+	Enroll func(ctx context.Context, cmd commands.EnrollNode) error
+	// Origin returns the log origin (for the enrollment proof).
+	Origin  func(ctx context.Context) (string, error)
+	Version string
+}
+
+// runningNode is a data-plane node with its view, event publisher, command handlers and heartbeat.
+type runningNode struct {
+	ID          *nodeIdentity
+	Node        *node.Node
+	View        *view.View
+	URL         string // http://host:port of the listener
+	Fingerprint string
+
+	nc        *nats.Conn
+	publisher *bus.Publisher
+	sink      *factQueue
+	handlers  *bus.CommandHandlers
+	heartbeat *bus.Heartbeater
+	server    *http.Server
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	stopOnce  sync.Once
+	log       *slog.Logger
+}
+
+func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNode, err error) {
+	if opts.Name == "" {
+		opts.Name = "node-1"
+	}
+	if !domain.ValidName(opts.Name) {
+		return nil, fmt.Errorf("node name %q: use lower-case letters, digits and inner hyphens", opts.Name)
+	}
+	if opts.Issuer == "" {
+		opts.Issuer = token.DefaultIssuer
+	}
+	id, err := loadNodeIdentity(g.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	log := g.log.With("node_id", id.ID)
+	rn := &runningNode{ID: id, Fingerprint: id.Fingerprint(), log: log}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	rn.cancel = cancel
+	defer func() {
+		if err != nil {
+			rn.Stop()
+		}
+	}()
+
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", opts.ListenAddr); err != nil {
+			return nil, fmt.Errorf("node listen %s: %w", opts.ListenAddr, err)
+		}
+	}
+	rn.URL = "http://" + ln.Addr().String()
+	public := opts.PublicURL
+	if public == "" {
+		public = rn.URL
+	}
+
+	if rn.nc, err = bus.Connect(opts.NATSURL, bus.ConnectConfig{Name: "tunnelplane-node-" + opts.Name, Logger: log}); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(rn.nc)
+	if err != nil {
+		return nil, fmt.Errorf("node: jetstream: %w", err)
+	}
+
+	origin, err := opts.Origin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node: log origin: %w", err)
+	}
+	agentURL := strings.Replace(public, "http", "ws", 1) + "/v1/agent"
+	if err := opts.Enroll(ctx, id.enrollment(origin, opts.Name, agentURL, public)); err != nil && !errors.Is(err, domain.ErrConflict) {
+		return nil, fmt.Errorf("node: enroll: %w", err)
+	}
+
+	if rn.publisher, err = bus.NewPublisher(bus.PublisherConfig{NodeID: id.ID, Key: id.EventKey, Conn: rn.nc,
+		SpoolDir: filepath.Join(g.dataDir, "node", "spool"), Registerer: opts.Registerer, Logger: log}); err != nil {
+		return nil, err
+	}
+	if err = rn.publisher.Start(runCtx); err != nil {
+		return nil, err
+	}
+	rn.sink = newFactQueue(runCtx, rn.publisher, log)
+
+	rn.View = view.New(opts.Issuer, view.Hooks{
+		TokenRevoked: func(id, reason string) {
+			rn.disconnect(func(n *node.Node) int { return n.DisconnectToken(id, reason) })
+		},
+		TunnelDeleted: func(id, reason string) {
+			rn.disconnect(func(n *node.Node) int { return n.DisconnectTunnel(id, reason) })
+		},
+	})
+	if rn.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: rn.View, Router: rn.View, Authorizer: rn.View,
+		Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: log, Registerer: opts.Registerer}); err != nil {
+		return nil, err
+	}
+	rn.wg.Add(1)
+	go func() {
+		defer rn.wg.Done()
+		err := bus.SubscribeEvents(runCtx, js, bus.SubscribeEventsOptions{Logger: log}, func(_ context.Context, ev bus.RelayedEvent) error {
+			if err := rn.View.Apply(view.Event{Position: ev.Position, StreamID: ev.StreamID, Type: ev.Type, Payload: ev.Payload}); err != nil {
+				// The view cannot fold an event in: keep serving with what it has, loudly.
+				log.Error("node view: event not applied", "position", ev.Position, "type", ev.Type, "error", err)
+			}
+			return nil
+		})
+		if err != nil && runCtx.Err() == nil {
+			log.Error("node view: event subscription ended", "error", err)
+		}
+	}()
+
+	if rn.handlers, err = bus.NewCommandHandlers(bus.CommandHandlersConfig{NodeID: id.ID, URL: opts.NATSURL, Publisher: rn.publisher,
+		DisconnectAgent: func(_ context.Context, c bus.DisconnectAgent) error {
+			if c.TunnelID != "" {
+				rn.Node.DisconnectTunnel(c.TunnelID, reasonOr(c.Reason, "disconnected by the control plane"))
+			}
+			if c.TokenID != "" {
+				rn.Node.DisconnectToken(c.TokenID, reasonOr(c.Reason, "disconnected by the control plane"))
+			}
+			return nil
+		},
+		DrainNode: func(ctx context.Context, c bus.DrainNode) error {
+			n := rn.Node.Drain(ctx)
+			return rn.publisher.Publish(ctx, bus.Fact{Event: domain.NodeDrained{NodeID: id.ID, AgentsDisconnected: n}, CausationID: c.CommandID})
+		},
+		Logger: log}); err != nil {
+		return nil, err
+	}
+	if err = rn.handlers.Start(runCtx); err != nil {
+		return nil, err
+	}
+	if rn.heartbeat, err = bus.NewHeartbeater(bus.HeartbeaterConfig{Conn: rn.nc, Logger: log,
+		Info:   bus.Heartbeat{NodeID: id.ID, Name: opts.Name, AgentURL: agentURL, IngressURL: public, Version: opts.Version, StartedAt: time.Now().UTC()},
+		Agents: func() int { return len(rn.Node.Sessions()) }}); err != nil {
+		return nil, err
+	}
+	if err = rn.heartbeat.Start(runCtx); err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/agent", rn.Node.AgentHandler())
+	if opts.Gatherer != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.Handle("/", rn.Node.IngressHandler())
+	rn.server = rn.Node.NewHTTPServer(mux)
+	rn.wg.Add(1)
+	go func() {
+		defer rn.wg.Done()
+		if err := rn.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("node listener failed", "error", err)
+		}
+	}()
+	log.Info("node running", "url", rn.URL, "host_key_fingerprint", rn.Fingerprint)
+	return rn, nil
+}
+
+func (rn *runningNode) disconnect(f func(*node.Node) int) {
+	if rn.Node != nil {
+		f(rn.Node)
+	}
+}
+
+// Stop shuts the node down: no new agents or requests, sessions closed, facts flushed to NATS or
+// the spool. Safe to call twice.
+func (rn *runningNode) Stop() {
+	rn.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if rn.server != nil {
+			_ = rn.server.Shutdown(ctx)
+		}
+		if rn.Node != nil {
+			rn.Node.Stop()
+		}
+		if rn.heartbeat != nil {
+			rn.heartbeat.Stop()
+		}
+		if rn.handlers != nil {
+			rn.handlers.Stop()
+		}
+		if rn.sink != nil {
+			rn.sink.Close()
+		}
+		if rn.publisher != nil {
+			rn.publisher.Stop()
+		}
+		if rn.cancel != nil {
+			rn.cancel()
+		}
+		rn.wg.Wait()
+		if rn.nc != nil {
+			rn.nc.Close()
+		}
+	})
+}
+
+// factQueue is the node's Sink: it must not block the data path, so facts are queued in memory
+// and published (to NATS, or the disk spool while NATS is away) by one goroutine, in order.
+type factQueue struct {
+	pub    *bus.Publisher
+	log    *slog.Logger
+	mu     sync.Mutex
+	queue  []bus.Fact
+	wake   chan struct{}
+	closed bool
+	done   chan struct{}
+}
+
+func newFactQueue(ctx context.Context, pub *bus.Publisher, log *slog.Logger) *factQueue {
+	q := &factQueue{pub: pub, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go q.run(ctx)
+	return q
+}
+
+func (q *factQueue) push(e domain.Event) {
+	q.mu.Lock()
+	if !q.closed {
+		q.queue = append(q.queue, bus.Fact{Event: e, OccurredAt: time.Now()})
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *factQueue) AgentConnected(e domain.AgentConnected)       { q.push(e) }
+func (q *factQueue) AgentDisconnected(e domain.AgentDisconnected) { q.push(e) }
+func (q *factQueue) UsageRecorded(e domain.UsageRecorded)         { q.push(e) }
+
+func (q *factQueue) run(ctx context.Context) {
+	defer close(q.done)
+	for {
+		q.mu.Lock()
+		batch, closed := q.queue, q.closed
+		q.queue = nil
+		q.mu.Unlock()
+		if len(batch) > 0 {
+			// One signed batch per flush; Publish returns once NATS or the spool holds it.
+			if err := q.pub.Publish(context.WithoutCancel(ctx), batch...); err != nil {
+				q.log.Error("node facts not published", "facts", len(batch), "error", err)
+			}
+			continue
+		}
+		if closed {
+			return
+		}
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			q.mu.Lock()
+			q.closed = true
+			q.mu.Unlock()
+		}
+	}
+}
+
+// Close publishes what is queued and stops.
+func (q *factQueue) Close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	<-q.done
+}
+
+func reasonOr(reason, def string) string {
+	if reason == "" {
+		return def
+	}
+	return reason
+}

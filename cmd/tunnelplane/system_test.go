@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+)
+
+// startTestServe runs the all-in-one server in-process with the demo, on free ports.
+func startTestServe(t *testing.T) (*served, *globals) {
+	t.Helper()
+	g := &globals{databaseURL: pgtest.NewEmptyDatabase(t), dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	o := serveOptions{nodeAddr: "127.0.0.1:0", natsAddr: "127.0.0.1:0", baseDomain: "localhost", nodeName: "node-1", demo: true, demoDelay: time.Millisecond}
+	o.cp.APIAddr = "127.0.0.1:0"
+	sv, err := startServe(context.Background(), g, o)
+	if err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	t.Cleanup(sv.Stop)
+	return sv, g
+}
+
+func eventually(t *testing.T, within time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// nodeFacts reads the node's signed facts from the log.
+func nodeFacts(t *testing.T, sv *served) []eventstore.Record {
+	t.Helper()
+	recs, err := sv.CP.Log.Store.ReadStream(context.Background(), domain.NodeFactsStream(sv.Node.ID.ID), 1, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// Deleting a tunnel disconnects its agent at once, the node reports it as a signed event that the
+// control plane stores, and the whole log still verifies.
+func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system")
+	}
+	t.Parallel()
+	sv, _ := startTestServe(t)
+	d := sv.Demo
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, sv.Node.URL+"/t/llm.demo/api/generate", strings.NewReader(`{"prompt":"a b c"}`))
+	req.Header.Set("Authorization", "Bearer "+d.UserToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"done":true`) {
+		t.Fatalf("through the tunnel: %d %s", resp.StatusCode, body)
+	}
+	eventually(t, 10*time.Second, "AgentConnected stored", func() bool {
+		for _, r := range nodeFacts(t, sv) {
+			if r.Type == domain.TypeAgentConnected && r.KeyID == sv.Node.ID.EventKey.ID() {
+				return true
+			}
+		}
+		return false
+	})
+
+	del, err := sv.CP.Service.Handlers.DeleteTunnel.Handle(commands.WithActor(context.Background(), commands.Actor{ID: "demo"}),
+		commands.DeleteTunnel{OrgID: d.OrgID, TunnelID: d.TunnelID, Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, 5*time.Second, "agent disconnected after the tunnel was deleted", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
+	t.Logf("agent disconnected %s after the deletion (position %d)", time.Since(start), del.Position)
+	var reason string
+	eventually(t, 10*time.Second, "AgentDisconnected stored", func() bool {
+		for _, r := range nodeFacts(t, sv) {
+			if r.Type == domain.TypeAgentDisconnected {
+				var p domain.AgentDisconnected
+				_ = json.Unmarshal(r.Payload, &p)
+				reason = p.Reason
+				return p.TunnelID == d.TunnelID
+			}
+		}
+		return false
+	})
+	if !strings.Contains(reason, "deleted") {
+		t.Fatalf("disconnect reason %q", reason)
+	}
+	// The deleted tunnel no longer answers; its agent cannot come back.
+	req, _ = http.NewRequest(http.MethodGet, sv.Node.URL+"/t/llm.demo/healthz", nil)
+	req.Header.Set("Authorization", "Bearer "+d.UserToken)
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		t.Fatalf("deleted tunnel answered %d", resp.StatusCode)
+	}
+	rep, err := eventstore.Verify(context.Background(), sv.CP.Log.Pool, eventstore.VerifyOptions{})
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %v", err, rep.Failure)
+	}
+}

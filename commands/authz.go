@@ -114,6 +114,37 @@ type Authorizer struct {
 
 	mu     sync.Mutex
 	loaded int64 // RBAC projection position the policy was loaded at; -2 never
+
+	// decisions caches Enforce results for the loaded policy (casbin's matcher evaluation is
+	// the costliest part of a request); a reload clears it.
+	cacheMu   sync.RWMutex
+	decisions map[decisionKey]bool
+}
+
+type decisionKey struct{ sub, dom, obj, act string }
+
+// maxDecisions bounds the cache; beyond it the cache starts over.
+const maxDecisions = 100_000
+
+func (a *Authorizer) enforce(sub string, p Permission) (bool, error) {
+	k := decisionKey{sub, p.Org, p.Object, p.Action}
+	a.cacheMu.RLock()
+	ok, hit := a.decisions[k]
+	a.cacheMu.RUnlock()
+	if hit {
+		return ok, nil
+	}
+	ok, err := a.enforcer.Enforce(sub, p.Org, p.Object, p.Action)
+	if err != nil {
+		return false, err
+	}
+	a.cacheMu.Lock()
+	if len(a.decisions) >= maxDecisions {
+		a.decisions = map[decisionKey]bool{}
+	}
+	a.decisions[k] = ok
+	a.cacheMu.Unlock()
+	return ok, nil
 }
 
 func newAuthorizer(pool *pgxpool.Pool, position func() int64, wait func(context.Context, uint64) error, store *eventstore.Store, auditor *Auditor, log *slog.Logger) *Authorizer {
@@ -144,6 +175,9 @@ func (a *Authorizer) refresh(force bool) error {
 	if err := a.enforcer.LoadPolicy(); err != nil {
 		return fmt.Errorf("authorization policy: %w", err)
 	}
+	a.cacheMu.Lock()
+	a.decisions = map[decisionKey]bool{}
+	a.cacheMu.Unlock()
 	a.loaded = pos
 	return nil
 }
@@ -156,7 +190,7 @@ func (a *Authorizer) Allowed(ctx context.Context, actor string, perm Permission)
 	if err := a.refresh(false); err != nil {
 		return false, err
 	}
-	ok, err := a.enforcer.Enforce(actor, perm.Org, perm.Object, perm.Action)
+	ok, err := a.enforce(actor, perm)
 	if err != nil || ok {
 		return ok, err
 	}
@@ -181,7 +215,7 @@ func (a *Authorizer) Allowed(ctx context.Context, actor string, perm Permission)
 	if err := a.refresh(a.position == nil); err != nil {
 		return false, err
 	}
-	return a.enforcer.Enforce(actor, perm.Org, perm.Object, perm.Action)
+	return a.enforce(actor, perm)
 }
 
 // Check returns nil when the actor in ctx may perform perm; otherwise ErrForbidden (recorded in

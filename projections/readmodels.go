@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -36,148 +37,139 @@ func decode(rec eventstore.Record) (domain.Event, error) {
 
 type orgsProjection struct{}
 
-func (orgsProjection) Name() string     { return Orgs }
-func (orgsProjection) Tables() []string { return []string{"rm_orgs"} }
-func (orgsProjection) Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error {
-	if rec.Type != domain.TypeOrganizationCreated {
-		return nil
-	}
+func (orgsProjection) Name() string          { return Orgs }
+func (orgsProjection) Tables() []string      { return []string{"rm_orgs"} }
+func (orgsProjection) Handles(t string) bool { return t == domain.TypeOrganizationCreated }
+func (orgsProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	e, err := decode(rec)
 	if err != nil {
 		return err
 	}
 	ev := e.(*domain.OrganizationCreated)
 	meta := metadata(rec)
-	_, err = tx.Exec(ctx, `INSERT INTO rm_orgs (generation, org_id, name, created_by, created_at, position) VALUES ($1, $2, $3, $4, $5, $6)`,
+	b.Queue(`INSERT INTO rm_orgs (generation, org_id, name, created_by, created_at, position) VALUES ($1, $2, $3, $4, $5, $6)`,
 		gen, ev.OrgID, ev.Name, orDefault(ev.CreatedBy, meta.Actor), rec.RecordedAt, int64(rec.Position))
-	return err
+	return nil
 }
 
 type tunnelsProjection struct{}
 
 func (tunnelsProjection) Name() string     { return Tunnels }
 func (tunnelsProjection) Tables() []string { return []string{"rm_tunnels"} }
-func (tunnelsProjection) Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error {
-	switch rec.Type {
-	case domain.TypeTunnelCreated, domain.TypeTunnelUpdated, domain.TypeTunnelDeleted:
-	default:
-		return nil
-	}
+func (tunnelsProjection) Handles(t string) bool {
+	return t == domain.TypeTunnelCreated || t == domain.TypeTunnelUpdated || t == domain.TypeTunnelDeleted
+}
+func (tunnelsProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	e, err := decode(rec)
 	if err != nil {
 		return err
 	}
-	var tag pgxTag
 	switch ev := e.(type) {
 	case *domain.TunnelCreated:
-		tag, err = exec(ctx, tx, `INSERT INTO rm_tunnels (generation, tunnel_id, org_id, name, owner, upstream, protocol, state, version, created_at, updated_at, position)
+		queue(b, rec, `INSERT INTO rm_tunnels (generation, tunnel_id, org_id, name, owner, upstream, protocol, state, version, created_at, updated_at, position)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $9, $10)`,
 			gen, ev.TunnelID, ev.OrgID, ev.Name, ev.Owner, ev.Upstream, ev.Protocol, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
 	case *domain.TunnelUpdated:
-		tag, err = exec(ctx, tx, `UPDATE rm_tunnels SET name = coalesce($3, name), upstream = coalesce($4, upstream), protocol = coalesce($5, protocol),
+		queue(b, rec, `UPDATE rm_tunnels SET name = coalesce($3, name), upstream = coalesce($4, upstream), protocol = coalesce($5, protocol),
 			version = $6, updated_at = $7, position = $8 WHERE generation = $1 AND tunnel_id = $2`,
 			gen, ev.TunnelID, ev.Name, ev.Upstream, ev.Protocol, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
 	case *domain.TunnelDeleted:
-		tag, err = exec(ctx, tx, `UPDATE rm_tunnels SET state = 'deleted', version = $3, updated_at = $4, position = $5 WHERE generation = $1 AND tunnel_id = $2`,
+		queue(b, rec, `UPDATE rm_tunnels SET state = 'deleted', version = $3, updated_at = $4, position = $5 WHERE generation = $1 AND tunnel_id = $2`,
 			gen, ev.TunnelID, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
 	}
-	return mustTouch(tag, err, rec)
+	return nil
 }
 
 type nodesProjection struct{}
 
 func (nodesProjection) Name() string     { return Nodes }
 func (nodesProjection) Tables() []string { return []string{"rm_nodes"} }
-func (nodesProjection) Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error {
-	switch rec.Type {
+func (nodesProjection) Handles(t string) bool {
+	switch t {
 	case domain.TypeNodeEnrolled, domain.TypeNodeDrainRequested, domain.TypeNodeRemoved, domain.TypeNodeLost, domain.TypeNodeRecovered:
-	default:
-		return nil
+		return true
 	}
+	return false
+}
+func (nodesProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	e, err := decode(rec)
 	if err != nil {
 		return err
 	}
-	set := func(sql string, nodeID string) (pgxTag, error) {
-		return exec(ctx, tx, `UPDATE rm_nodes SET `+sql+`, version = $3, updated_at = $4, position = $5 WHERE generation = $1 AND node_id = $2`,
+	set := func(sql string, nodeID string) {
+		queue(b, rec, `UPDATE rm_nodes SET `+sql+`, version = $3, updated_at = $4, position = $5 WHERE generation = $1 AND node_id = $2`,
 			gen, nodeID, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
 	}
-	var tag pgxTag
 	switch ev := e.(type) {
 	case *domain.NodeEnrolled:
-		tag, err = exec(ctx, tx, `INSERT INTO rm_nodes (generation, node_id, name, state, host_key, host_key_fingerprint, event_key_id, agent_url, ingress_url,
+		queue(b, rec, `INSERT INTO rm_nodes (generation, node_id, name, state, host_key, host_key_fingerprint, event_key_id, agent_url, ingress_url,
 			enrolled_at, updated_at, version, position) VALUES ($1, $2, $3, 'joined', $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
 			gen, ev.NodeID, ev.Name, ev.HostKey, ev.HostKeyFingerprint, ev.EventKeyID, ev.AgentURL, ev.IngressURL, rec.RecordedAt, int64(rec.StreamVersion), int64(rec.Position))
 	case *domain.NodeDrainRequested:
-		tag, err = set(`state = 'draining'`, ev.NodeID)
+		set(`state = 'draining'`, ev.NodeID)
 	case *domain.NodeRemoved:
-		tag, err = set(`state = 'left'`, ev.NodeID)
+		set(`state = 'left'`, ev.NodeID)
 	case *domain.NodeLost:
-		tag, err = set(`lost = true`, ev.NodeID)
+		set(`lost = true`, ev.NodeID)
 	case *domain.NodeRecovered:
-		tag, err = set(`lost = false`, ev.NodeID)
+		set(`lost = false`, ev.NodeID)
 	}
-	return mustTouch(tag, err, rec)
+	return nil
 }
 
 type tokensProjection struct{}
 
 func (tokensProjection) Name() string     { return AgentTokens }
 func (tokensProjection) Tables() []string { return []string{"rm_agent_tokens"} }
-func (tokensProjection) Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error {
-	switch rec.Type {
-	case domain.TypeAgentTokenIssued, domain.TypeAgentTokenRevoked:
-	default:
-		return nil
-	}
+func (tokensProjection) Handles(t string) bool {
+	return t == domain.TypeAgentTokenIssued || t == domain.TypeAgentTokenRevoked
+}
+func (tokensProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	e, err := decode(rec)
 	if err != nil {
 		return err
 	}
-	var tag pgxTag
 	switch ev := e.(type) {
 	case *domain.AgentTokenIssued:
-		tag, err = exec(ctx, tx, `INSERT INTO rm_agent_tokens (generation, token_id, org_id, tunnel_id, key_id, issued_by, issued_at, expires_at, position)
+		queue(b, rec, `INSERT INTO rm_agent_tokens (generation, token_id, org_id, tunnel_id, key_id, issued_by, issued_at, expires_at, position)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, gen, ev.TokenID, ev.OrgID, ev.TunnelID, ev.KeyID, ev.IssuedBy, rec.RecordedAt, ev.ExpiresAt, int64(rec.Position))
 	case *domain.AgentTokenRevoked:
-		tag, err = exec(ctx, tx, `UPDATE rm_agent_tokens SET revoked_at = $3, revoke_reason = $4, position = $5 WHERE generation = $1 AND token_id = $2`,
+		queue(b, rec, `UPDATE rm_agent_tokens SET revoked_at = $3, revoke_reason = $4, position = $5 WHERE generation = $1 AND token_id = $2`,
 			gen, ev.TokenID, rec.RecordedAt, ev.Reason, int64(rec.Position))
 	}
-	return mustTouch(tag, err, rec)
+	return nil
 }
 
 type rolesProjection struct{}
 
 func (rolesProjection) Name() string     { return RoleAssignments }
 func (rolesProjection) Tables() []string { return []string{"rm_role_assignments"} }
-func (rolesProjection) Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error {
-	switch rec.Type {
-	case domain.TypeRoleAssigned, domain.TypeRoleUnassigned:
-	default:
-		return nil
-	}
+func (rolesProjection) Handles(t string) bool {
+	return t == domain.TypeRoleAssigned || t == domain.TypeRoleUnassigned
+}
+func (rolesProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	e, err := decode(rec)
 	if err != nil {
 		return err
 	}
-	var tag pgxTag
 	switch ev := e.(type) {
 	case *domain.RoleAssigned:
-		tag, err = exec(ctx, tx, `INSERT INTO rm_role_assignments (generation, org_id, user_id, role, assigned_at, position) VALUES ($1, $2, $3, $4, $5, $6)
+		queue(b, rec, `INSERT INTO rm_role_assignments (generation, org_id, user_id, role, assigned_at, position) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (generation, org_id, user_id, role) DO UPDATE SET assigned_at = excluded.assigned_at, position = excluded.position`,
 			gen, ev.OrgID, ev.UserID, string(ev.Role), rec.RecordedAt, int64(rec.Position))
 	case *domain.RoleUnassigned:
-		tag, err = exec(ctx, tx, `DELETE FROM rm_role_assignments WHERE generation = $1 AND org_id = $2 AND user_id = $3 AND role = $4`,
+		queue(b, rec, `DELETE FROM rm_role_assignments WHERE generation = $1 AND org_id = $2 AND user_id = $3 AND role = $4`,
 			gen, ev.OrgID, ev.UserID, string(ev.Role))
 	}
-	return mustTouch(tag, err, rec)
+	return nil
 }
 
 type auditProjection struct{}
 
-func (auditProjection) Name() string     { return Audit }
-func (auditProjection) Tables() []string { return []string{"rm_audit"} }
-func (auditProjection) Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error {
+func (auditProjection) Name() string        { return Audit }
+func (auditProjection) Tables() []string    { return []string{"rm_audit"} }
+func (auditProjection) Handles(string) bool { return true }
+func (auditProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	m := metadata(rec)
 	org := m.OrgID
 	if org == "" {
@@ -191,11 +183,11 @@ func (auditProjection) Apply(ctx context.Context, tx pgx.Tx, gen int, rec events
 	if actor == "" && m.NodeID != "" {
 		actor = "node:" + m.NodeID
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO rm_audit (generation, position, recorded_at, event_id, type, stream_id, actor, org_id, correlation_id,
+	b.Queue(`INSERT INTO rm_audit (generation, position, recorded_at, event_id, type, stream_id, actor, org_id, correlation_id,
 		causation_id, request_id, client_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		gen, int64(rec.Position), rec.RecordedAt, rec.EventID, rec.Type, rec.StreamID, nullable(actor), nullable(org), nullable(m.CorrelationID),
 		nullable(m.CausationID), nullable(m.RequestID), nullable(m.ClientIP), nullable(m.UserAgent))
-	return err
+	return nil
 }
 
 func metadata(rec eventstore.Record) domain.Metadata {
@@ -218,21 +210,13 @@ func orDefault(s, def string) string {
 	return s
 }
 
-type pgxTag = interface{ RowsAffected() int64 }
-
-func exec(ctx context.Context, tx pgx.Tx, sql string, args ...any) (pgxTag, error) {
-	tag, err := tx.Exec(ctx, sql, args...)
-	return tag, err
-}
-
-// mustTouch turns "the event refers to a row that is not there" into an error: the projection
-// stops rather than silently drift from the log.
-func mustTouch(tag pgxTag, err error, rec eventstore.Record) error {
-	if err != nil {
-		return err
-	}
-	if tag == nil || tag.RowsAffected() == 0 {
-		return fmt.Errorf("%s at position %d changed no row: the read model is out of step with the log", rec.Type, rec.Position)
-	}
-	return nil
+// queue adds a statement that must change a row: one that changes none means the read model is
+// out of step with the log, and the projection stops rather than silently drift.
+func queue(b *pgx.Batch, rec eventstore.Record, sql string, args ...any) {
+	b.Queue(sql, args...).Exec(func(ct pgconn.CommandTag) error {
+		if ct.RowsAffected() == 0 {
+			return fmt.Errorf("%s at position %d changed no row: the read model is out of step with the log", rec.Type, rec.Position)
+		}
+		return nil
+	})
 }

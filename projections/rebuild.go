@@ -74,15 +74,14 @@ func (r *Runner) Rebuild(ctx context.Context, name string, progress func(Rebuild
 			return Status{}, fmt.Errorf("rebuild %s: %w", name, err)
 		}
 		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-			for _, rec := range recs {
-				if err := p.Apply(ctx, tx, gen, rec); err != nil {
-					return fmt.Errorf("rebuild %s at position %d (%s): %w", name, rec.Position, rec.Type, err)
-				}
+			b := &pgx.Batch{}
+			if err := queueAll(ctx, p, b, gen, recs); err != nil {
+				return err
 			}
-			_, err := tx.Exec(ctx, `UPDATE projection_state SET rebuild_position = $2 WHERE name = $1`, name, int64(recs[len(recs)-1].Position))
-			return err
+			b.Queue(`UPDATE projection_state SET rebuild_position = $2 WHERE name = $1`, name, int64(recs[len(recs)-1].Position))
+			return tx.SendBatch(ctx, b).Close()
 		}); err != nil {
-			return Status{}, err
+			return Status{}, fmt.Errorf("rebuild %s: %w", name, err)
 		}
 		next = recs[len(recs)-1].Position + 1
 		if progress != nil {
@@ -103,11 +102,17 @@ func (r *Runner) Rebuild(ctx context.Context, name string, progress func(Rebuild
 			if err != nil {
 				return err
 			}
-			for _, rec := range recs {
-				if err := p.Apply(ctx, tx, gen, rec); err != nil {
-					return fmt.Errorf("rebuild %s at position %d (%s): %w", name, rec.Position, rec.Type, err)
+			b := &pgx.Batch{}
+			if err := queueAll(ctx, p, b, gen, recs); err != nil {
+				return err
+			}
+			if b.Len() > 0 {
+				if err := tx.SendBatch(ctx, b).Close(); err != nil {
+					return err
 				}
-				last = int64(rec.Position)
+			}
+			if len(recs) > 0 {
+				last = int64(recs[len(recs)-1].Position)
 			}
 			if len(recs) < r.cfg.BatchSize {
 				break
@@ -147,6 +152,19 @@ func deleteGeneration(ctx context.Context, r *Runner, p Projection, gen int) err
 	for _, t := range p.Tables() {
 		if _, err := r.pool.Exec(ctx, `DELETE FROM `+pgx.Identifier{t}.Sanitize()+` WHERE generation = $1`, gen); err != nil {
 			return fmt.Errorf("rebuild %s: clear %s generation %d: %w", p.Name(), t, gen, err)
+		}
+	}
+	return nil
+}
+
+// queueAll queues the statements of the records p handles.
+func queueAll(ctx context.Context, p Projection, b *pgx.Batch, gen int, recs []eventstore.Record) error {
+	for _, rec := range recs {
+		if !p.Handles(rec.Type) {
+			continue
+		}
+		if err := p.Apply(ctx, b, gen, rec); err != nil {
+			return fmt.Errorf("position %d (%s): %w", rec.Position, rec.Type, err)
 		}
 	}
 	return nil

@@ -27,9 +27,13 @@ type Projection interface {
 	Name() string
 	// Tables are the rm_ tables it owns; each has a leading generation column.
 	Tables() []string
-	// Apply writes the effect of rec into generation gen, inside tx. Events it does not care
-	// about are ignored; an event it cannot handle is an error, which stops the projection.
-	Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error
+	// Handles reports whether events of this type can change the projection. Batches without
+	// such events cost no transaction.
+	Handles(eventType string) bool
+	// Apply queues into b the statements that write the effect of rec into generation gen. They
+	// run in one transaction with the cursor update. An event it cannot handle is an error, which
+	// stops the projection.
+	Apply(ctx context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error
 }
 
 // Status is a projection's health.
@@ -47,10 +51,13 @@ type Status struct {
 type Config struct {
 	Store       *eventstore.Store
 	Projections []Projection
-	// BatchSize is the most events applied in one transaction. Default 500.
-	BatchSize  int
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	// BatchSize is the most events read and applied at once. Default 500.
+	BatchSize int
+	// CursorEvery is how often the cursor of a projection that only saw events it ignores is
+	// saved (it is always saved with the rows of events it applies). Default 1s.
+	CursorEvery time.Duration
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
 }
 
 // Validate reports every problem.
@@ -69,10 +76,13 @@ func (c Config) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("projections config: BatchSize %d is negative", c.BatchSize))
 	}
+	if c.CursorEvery < 0 {
+		errs = append(errs, fmt.Errorf("projections config: CursorEvery %s is negative", c.CursorEvery))
+	}
 	return errors.Join(errs...)
 }
 
-// Runner keeps every projection caught up with the log.
+// Runner keeps every projection caught up with the log. It reads the log once for all of them.
 type Runner struct {
 	cfg    Config
 	pool   *pgxpool.Pool
@@ -93,9 +103,13 @@ type Runner struct {
 }
 
 type runState struct {
-	position   int64
+	position   int64 // last position applied (or skipped as irrelevant)
+	saved      int64 // position last written to projection_state
+	savedAt    time.Time
+	lastChange int64 // last position whose event changed the projection
 	generation int
 	running    bool
+	stopped    bool // stopped on an error that needs attention
 	rebuilding bool
 	lastErr    string
 }
@@ -107,6 +121,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 500
+	}
+	if cfg.CursorEvery == 0 {
+		cfg.CursorEvery = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -126,33 +143,40 @@ func New(cfg Config) (*Runner, error) {
 	}
 	for _, p := range cfg.Projections {
 		r.byName[p.Name()] = p
-		r.state[p.Name()] = &runState{position: -1, generation: 1}
+		r.state[p.Name()] = &runState{position: -1, saved: -1, lastChange: -1, generation: 1}
 	}
 	return r, nil
 }
 
-// Start creates missing state rows and runs every projection until Stop.
+// Start creates missing state rows, loads the cursors and runs the projections until Stop.
 func (r *Runner) Start(ctx context.Context) error {
 	for name := range r.byName {
 		if _, err := r.pool.Exec(ctx, `INSERT INTO projection_state (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, name); err != nil {
 			return fmt.Errorf("projections: init %s: %w", name, err)
 		}
+		var pos int64
+		var gen int
+		if err := r.pool.QueryRow(ctx, `SELECT position, generation FROM projection_state WHERE name = $1`, name).Scan(&pos, &gen); err != nil {
+			return fmt.Errorf("projections: cursor of %s: %w", name, err)
+		}
+		r.setState(name, func(s *runState) {
+			s.position, s.saved, s.generation, s.running = pos, pos, gen, true
+			s.lastChange = pos // unknown: assume the newest state might be recent
+		})
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.stopMu.Lock()
 	r.cancel = cancel
 	r.stopMu.Unlock()
-	for _, p := range r.cfg.Projections {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.run(runCtx, p)
-		}()
-	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.feed(runCtx)
+	}()
 	return nil
 }
 
-// Stop ends every projection. Safe to call twice.
+// Stop ends the projections, saving their cursors. Safe to call twice.
 func (r *Runner) Stop() {
 	r.stopMu.Lock()
 	if r.cancel != nil {
@@ -170,51 +194,62 @@ func (r *Runner) setState(name string, f func(s *runState)) {
 	r.mu.Unlock()
 }
 
-// run applies events to one projection. Transient database errors are retried with backoff; any
-// other error stops the projection (status + log + metric) until the process restarts.
-func (r *Runner) run(ctx context.Context, p Projection) {
-	name := p.Name()
+// from is the first position some running projection still needs.
+func (r *Runner) from() (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	min, any := int64(-1), false
+	for _, s := range r.state {
+		if s.stopped {
+			continue
+		}
+		if !any || s.position < min {
+			min, any = s.position, true
+		}
+	}
+	return uint64(min + 1), any
+}
+
+// feed reads the log once for every projection. Transient database errors are retried with
+// backoff; any other error stops only the projection it belongs to.
+func (r *Runner) feed(ctx context.Context) {
+	defer func() {
+		r.saveCursors(context.WithoutCancel(ctx))
+		for name := range r.byName {
+			r.setState(name, func(s *runState) { s.running = false })
+		}
+	}()
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
-		var pos int64
-		var gen int
-		if err := r.pool.QueryRow(ctx, `SELECT position, generation FROM projection_state WHERE name = $1`, name).Scan(&pos, &gen); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.failures.WithLabelValues(name).Inc()
-			r.log.Warn("projection cannot read its cursor; retrying", "projection", name, "error", err)
-			if !sleep(ctx, backoff) {
-				return
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			continue
-		}
-		r.setState(name, func(s *runState) { s.position, s.generation, s.running = pos, gen, true })
-		err := r.cfg.Store.Subscribe(ctx, uint64(pos+1), eventstore.SubscribeOptions{BatchSize: r.cfg.BatchSize},
-			func(ctx context.Context, recs []eventstore.Record) error {
-				return r.applyBatch(ctx, p, recs)
-			})
-		if ctx.Err() != nil || errors.Is(err, eventstore.ErrClosed) {
-			r.setState(name, func(s *runState) { s.running = false })
+		from, any := r.from()
+		if !any {
+			<-ctx.Done() // every projection stopped: nothing to feed
 			return
 		}
-		r.failures.WithLabelValues(name).Inc()
-		if errors.Is(err, eventstore.ErrUnavailable) {
-			r.log.Warn("projection paused: database unavailable; retrying", "projection", name, "error", err)
-			r.setState(name, func(s *runState) { s.lastErr = err.Error() })
-			if !sleep(ctx, backoff) {
-				return
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			continue
+		err := r.cfg.Store.Subscribe(ctx, from, eventstore.SubscribeOptions{BatchSize: r.cfg.BatchSize},
+			func(ctx context.Context, recs []eventstore.Record) error {
+				if err := r.applyAll(ctx, recs); err != nil {
+					return err
+				}
+				backoff = 200 * time.Millisecond
+				return nil
+			})
+		if ctx.Err() != nil || errors.Is(err, eventstore.ErrClosed) {
+			return
 		}
-		r.log.Error("projection stopped: an event could not be applied", "projection", name, "error", err)
-		r.setState(name, func(s *runState) { s.running, s.lastErr = false, err.Error() })
-		_, _ = r.pool.Exec(context.WithoutCancel(ctx), `UPDATE projection_state SET last_error = $2, updated_at = now() WHERE name = $1`, name, err.Error())
-		return
+		if errors.Is(err, errResubscribe) {
+			continue // a projection stopped; the others go on from their own positions
+		}
+		r.log.Warn("projections paused: cannot read the log; retrying", "error", err, "backoff", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, 10*time.Second)
 	}
 }
+
+// errResubscribe makes the feed re-read from the slowest running projection.
+var errResubscribe = errors.New("resubscribe")
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -227,46 +262,167 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// applyBatch applies recs and moves the cursor in one transaction. The state row is locked, so
-// two control-plane instances (or a rebuild swap) never apply the same event twice.
-func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore.Record) error {
+// applyAll hands a batch to every running projection. A transient failure makes the whole feed
+// retry (positions already applied are skipped); a projection that cannot apply an event stops.
+func (r *Runner) applyAll(ctx context.Context, recs []eventstore.Record) error {
+	resubscribe := false
+	for _, p := range r.cfg.Projections {
+		name := p.Name()
+		r.mu.Lock()
+		s := r.state[name]
+		stopped, pos := s.stopped, s.position
+		r.mu.Unlock()
+		if stopped {
+			continue
+		}
+		err := r.applyBatch(ctx, p, recs, pos)
+		switch {
+		case err == nil:
+		case errors.Is(err, eventstore.ErrUnavailable) || ctx.Err() != nil:
+			r.failures.WithLabelValues(name).Inc()
+			r.setState(name, func(s *runState) { s.lastErr = err.Error() })
+			return err
+		default:
+			r.failures.WithLabelValues(name).Inc()
+			r.log.Error("projection stopped: an event could not be applied", "projection", name, "error", err)
+			r.setState(name, func(s *runState) { s.stopped, s.running, s.lastErr = true, false, err.Error() })
+			_, _ = r.pool.Exec(context.WithoutCancel(ctx), `UPDATE projection_state SET last_error = $2, updated_at = now() WHERE name = $1`, name, err.Error())
+			resubscribe = true
+		}
+	}
+	if head := r.cfg.Store.KnownHead(); head > 0 {
+		r.mu.Lock()
+		for name, s := range r.state {
+			r.lag.WithLabelValues(name).Set(float64(max(int64(head)-1-s.position, 0)))
+		}
+		r.mu.Unlock()
+	}
+	if resubscribe {
+		return errResubscribe
+	}
+	return nil
+}
+
+// applyBatch applies the records p has not seen. Events it handles are written, with its cursor,
+// in one transaction with one round trip for all statements; the state row is locked, so two
+// control-plane instances (or a rebuild swap) never apply the same event twice. Batches of events
+// it ignores only move the cursor in memory, saved at most every CursorEvery.
+func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore.Record, pos int64) error {
 	name := p.Name()
+	last := recs[len(recs)-1].Position
+	if int64(last) <= pos {
+		return nil
+	}
+	relevant := false
+	for _, rec := range recs {
+		if int64(rec.Position) > pos && p.Handles(rec.Type) {
+			relevant = true
+			break
+		}
+	}
+	if !relevant {
+		r.advance(name, int64(last), -1, 0)
+		r.maybeSave(ctx, name)
+		return nil
+	}
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	var pos int64
+	var dbPos int64
 	var gen int
-	if err := tx.QueryRow(ctx, `SELECT position, generation FROM projection_state WHERE name = $1 FOR UPDATE`, name).Scan(&pos, &gen); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT position, generation FROM projection_state WHERE name = $1 FOR UPDATE`, name).Scan(&dbPos, &gen); err != nil {
 		return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
 	}
-	last := pos
+	b := &pgx.Batch{}
+	changed := int64(-1)
 	for _, rec := range recs {
-		if int64(rec.Position) <= pos {
-			continue // applied by another instance or by a rebuild swap
+		if int64(rec.Position) <= max(dbPos, pos) || !p.Handles(rec.Type) {
+			continue // applied by another instance or a rebuild swap, or not this projection's
 		}
-		if err := p.Apply(ctx, tx, gen, rec); err != nil {
+		if err := p.Apply(ctx, b, gen, rec); err != nil {
 			return fmt.Errorf("projection %s at position %d (%s): %w", name, rec.Position, rec.Type, err)
 		}
-		last = int64(rec.Position)
+		changed = int64(rec.Position)
 	}
-	if last == pos {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, `UPDATE projection_state SET position = $2, last_error = NULL, updated_at = now() WHERE name = $1`, name, last); err != nil {
-		return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
+	newPos := max(int64(last), dbPos)
+	b.Queue(`UPDATE projection_state SET position = $2, last_error = NULL, updated_at = now() WHERE name = $1`, name, newPos)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		if isTransient(err) {
+			return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
+		}
+		return fmt.Errorf("projection %s in positions %d..%d: %w", name, pos+1, last, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
 	}
-	r.position.WithLabelValues(name).Set(float64(last))
-	// The head this process knows of (no database round trip per batch; it is a metric).
-	if head := r.cfg.Store.KnownHead(); head > 0 {
-		r.lag.WithLabelValues(name).Set(float64(max(int64(head)-1-last, 0)))
-	}
-	r.setState(name, func(s *runState) { s.position, s.generation, s.lastErr = last, gen, "" })
+	r.advance(name, newPos, changed, gen)
+	r.mu.Lock()
+	s := r.state[name]
+	s.saved, s.savedAt = newPos, time.Now()
+	r.mu.Unlock()
+	r.position.WithLabelValues(name).Set(float64(newPos))
 	return nil
+}
+
+func (r *Runner) advance(name string, pos, changed int64, gen int) {
+	r.setState(name, func(s *runState) {
+		s.position = max(s.position, pos)
+		if changed >= 0 {
+			s.lastChange = max(s.lastChange, changed)
+		}
+		if gen > 0 {
+			s.generation = gen
+		}
+		s.lastErr = ""
+	})
+}
+
+// maybeSave writes the in-memory cursor of a projection that only skipped events, at most every
+// CursorEvery, so a restart does not re-read much.
+func (r *Runner) maybeSave(ctx context.Context, name string) {
+	r.mu.Lock()
+	s := r.state[name]
+	due := s.position > s.saved && time.Since(s.savedAt) >= r.cfg.CursorEvery
+	pos := s.position
+	r.mu.Unlock()
+	if !due {
+		return
+	}
+	r.saveCursor(ctx, name, pos)
+}
+
+func (r *Runner) saveCursor(ctx context.Context, name string, pos int64) {
+	// greatest(): never move a cursor back (another instance may be ahead).
+	if _, err := r.pool.Exec(ctx, `UPDATE projection_state SET position = greatest(position, $2), updated_at = now() WHERE name = $1`, name, pos); err != nil {
+		r.log.Warn("projection cursor not saved; it will be re-read after a restart", "projection", name, "error", err)
+		return
+	}
+	r.mu.Lock()
+	s := r.state[name]
+	s.saved, s.savedAt = max(s.saved, pos), time.Now()
+	r.mu.Unlock()
+	r.position.WithLabelValues(name).Set(float64(pos))
+}
+
+func (r *Runner) saveCursors(ctx context.Context) {
+	r.mu.Lock()
+	todo := map[string]int64{}
+	for name, s := range r.state {
+		if s.position > s.saved && !s.stopped {
+			todo[name] = s.position
+		}
+	}
+	r.mu.Unlock()
+	for name, pos := range todo {
+		r.saveCursor(ctx, name, pos)
+	}
+}
+
+// isTransient tells connection failures from errors in the statements themselves.
+func isTransient(err error) bool {
+	return errors.Is(classifyDB(err), eventstore.ErrUnavailable)
 }
 
 // Statuses reports every projection, with lag against the log head.
@@ -280,8 +436,8 @@ func (r *Runner) Statuses(ctx context.Context) ([]Status, error) {
 	out := make([]Status, 0, len(r.state))
 	for _, p := range r.cfg.Projections {
 		s := r.state[p.Name()]
-		out = append(out, Status{Name: p.Name(), Position: s.position, Lag: int64(head) - 1 - s.position, Generation: s.generation,
-			Running: s.running, Rebuilding: s.rebuilding, LastError: s.lastErr})
+		out = append(out, Status{Name: p.Name(), Position: s.position, Lag: max(int64(head)-1-s.position, 0), Generation: s.generation,
+			Running: s.running && !s.stopped, Rebuilding: s.rebuilding, LastError: s.lastErr})
 	}
 	return out, nil
 }
@@ -297,6 +453,18 @@ func (r *Runner) Position(name string) (int64, bool) {
 	return s.position, true
 }
 
+// LastChange is the position of the newest event that changed the projection (as far as this
+// process knows): a cache of the read model needs reloading only when it moves.
+func (r *Runner) LastChange(name string) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.state[name]
+	if !ok {
+		return 0, false
+	}
+	return s.lastChange, true
+}
+
 // WaitFor blocks until the named projections have applied position pos (read-your-writes), or
 // ctx ends. A stopped projection fails at once with ErrStopped.
 func (r *Runner) WaitFor(ctx context.Context, pos uint64, names ...string) error {
@@ -310,7 +478,7 @@ func (r *Runner) WaitFor(ctx context.Context, pos uint64, names ...string) error
 				return fmt.Errorf("%w: %q", ErrUnknownProjection, n)
 			}
 			if s.position < int64(pos) {
-				if !s.running && s.lastErr != "" {
+				if s.stopped {
 					r.mu.Unlock()
 					return fmt.Errorf("%w: %s: %s", ErrStopped, n, s.lastErr)
 				}

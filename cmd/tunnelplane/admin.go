@@ -105,7 +105,7 @@ func createUserToken(ctx context.Context, g *globals, org, subject string, role 
 		return err
 	}
 	defer h.Close()
-	svc, err := newService(g, h, nil, nil, 0)
+	svc, err := newService(g, h, nil, 0)
 	if err != nil {
 		return err
 	}

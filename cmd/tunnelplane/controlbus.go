@@ -124,14 +124,13 @@ type nodeCommandReactor struct{ sender *bus.CommandSender }
 
 func (nodeCommandReactor) Name() string     { return "node_commands" }
 func (nodeCommandReactor) Tables() []string { return nil }
+func (nodeCommandReactor) Handles(t string) bool {
+	return t == domain.TypeTunnelDeleted || t == domain.TypeAgentTokenRevoked || t == domain.TypeNodeDrainRequested
+}
 
-func (r nodeCommandReactor) Apply(ctx context.Context, _ pgx.Tx, _ int, rec eventstore.Record) error {
+// Apply sends the command right away; the runner moves the cursor once Apply returned.
+func (r nodeCommandReactor) Apply(ctx context.Context, _ *pgx.Batch, _ int, rec eventstore.Record) error {
 	var cmd bus.Command
-	switch rec.Type {
-	case domain.TypeTunnelDeleted, domain.TypeAgentTokenRevoked, domain.TypeNodeDrainRequested:
-	default:
-		return nil
-	}
 	e, err := domain.Decode(rec.Type, rec.Payload)
 	if err != nil {
 		return err

@@ -11,10 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -167,66 +165,13 @@ func (g *globals) tokenKeys() eventstore.KeyDir {
 	return eventstore.KeyDir(filepath.Join(g.dataDir, "keys", "token"))
 }
 
-// rbacTracker wraps the role_assignments projection and notes the newest role event it applied.
-// The authorizer reloads its policy whenever the position it is given moves; the projection's own
-// position moves with every event of the log, which would reload the policy (a query, under a
-// lock every request waits on) on nearly every command. This position moves only with role
-// events.
-type rbacTracker struct {
-	projections.Projection
-	last atomic.Int64 // newest role event applied, perhaps not committed yet; -1 none
-}
-
-func newRBACTracker() *rbacTracker {
-	for _, p := range projections.All() {
-		if p.Name() == projections.RoleAssignments {
-			t := &rbacTracker{Projection: p}
-			t.last.Store(-1)
-			return t
-		}
-	}
-	panic("projections: no role_assignments projection") // a programming error
-}
-
-func (t *rbacTracker) Apply(ctx context.Context, tx pgx.Tx, gen int, rec eventstore.Record) error {
-	if err := t.Projection.Apply(ctx, tx, gen, rec); err != nil {
-		return err
-	}
-	if rec.Type == domain.TypeRoleAssigned || rec.Type == domain.TypeRoleUnassigned {
-		for cur := t.last.Load(); int64(rec.Position) > cur && !t.last.CompareAndSwap(cur, int64(rec.Position)); cur = t.last.Load() {
-		}
-	}
-	return nil
-}
-
-// position is what the authorizer compares: the newest role event once the projection has
-// committed it; until then the projection's position, which differs from every value the policy
-// could have been loaded at after the commit, so the policy is loaded again then.
-func (t *rbacTracker) position(runner *projections.Runner) int64 {
-	applied, _ := runner.Position(projections.RoleAssignments)
-	if last := t.last.Load(); applied >= last {
-		return last
-	}
-	return applied
-}
-
-// withRBACTracker returns the built-in projections with role_assignments wrapped by t.
-func withRBACTracker(t *rbacTracker) []projections.Projection {
-	all := projections.All()
-	for i, p := range all {
-		if p.Name() == projections.RoleAssignments {
-			all[i] = t
-		}
-	}
-	return all
-}
-
 // newService builds the write side over a log. Without a runner (offline tools) the RBAC policy
 // is reloaded on every denial.
-func newService(g *globals, h *logHandle, runner *projections.Runner, rbac *rbacTracker, auditFlush time.Duration) (*commands.Service, error) {
+func newService(g *globals, h *logHandle, runner *projections.Runner, auditFlush time.Duration) (*commands.Service, error) {
 	cfg := commands.Config{Store: h.Store, Pool: h.Pool, LogKeys: g.logKeys(), TokenKeys: g.tokenKeys(), Logger: g.log, AuditFlushInterval: auditFlush}
 	if runner != nil {
-		cfg.RBACPosition = func() int64 { return rbac.position(runner) }
+		// The policy is reloaded only when a role event was applied, not on every log event.
+		cfg.RBACPosition = func() int64 { p, _ := runner.LastChange(projections.RoleAssignments); return p }
 		cfg.WaitRBAC = func(ctx context.Context, pos uint64) error {
 			return runner.WaitFor(ctx, pos, projections.RoleAssignments)
 		}
@@ -270,14 +215,13 @@ func startControlPlane(ctx context.Context, g *globals, opts controlPlaneOptions
 	if cp.Log, err = openLog(ctx, g, opts.DBMaxConns); err != nil {
 		return nil, err
 	}
-	rbac := newRBACTracker()
-	if cp.Runner, err = projections.New(projections.Config{Store: cp.Log.Store, Projections: withRBACTracker(rbac), Logger: g.log, Registerer: opts.Registry}); err != nil {
+	if cp.Runner, err = projections.New(projections.Config{Store: cp.Log.Store, Projections: projections.All(), Logger: g.log, Registerer: opts.Registry}); err != nil {
 		return nil, err
 	}
 	if err = cp.Runner.Start(ctx); err != nil {
 		return nil, err
 	}
-	if cp.Service, err = newService(g, cp.Log, cp.Runner, rbac, opts.AuditFlushInterval); err != nil {
+	if cp.Service, err = newService(g, cp.Log, cp.Runner, opts.AuditFlushInterval); err != nil {
 		return nil, err
 	}
 	if _, err = cp.Service.EnsureTokenKey(ctx); err != nil {

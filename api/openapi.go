@@ -89,6 +89,8 @@ var operations = []operation{
 	{method: "DELETE", path: "/api/v1/role-assignments/{user_id}/{role}", id: "unassignRole", summary: "Withdraw a role", tag: "roles",
 		params: []string{"path:user_id", "path:role", "query:scope_org", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
 
+	{method: "GET", path: "/api/v1/log", id: "logInfo", summary: "The log's origin, size and newest signed checkpoint", tag: "keys",
+		status: 200, resp: "LogInfo", errs: []int{400, 401}},
 	{method: "GET", path: "/api/v1/keys", id: "listKeys", summary: "The log's key history: log, token and node keys (superadmins)", tag: "keys",
 		params: withList("query:purpose"), status: 200, resp: "List:Key", errs: []int{400, 403}},
 	{method: "POST", path: "/api/v1/keys/rotations", id: "rotateKey", summary: "Rotate the log key or the token key (superadmins)", tag: "keys",
@@ -212,6 +214,8 @@ var schemas = map[string]schema{
 		"purpose": schema{"type": "string", "enum": []string{"log", "token", "node"}}, "owner": str(""), "fingerprint": str(""),
 		"valid_from": integer("first log position the key may sign"), "valid_until": integer("first position it may not"),
 		"state": schema{"type": "string", "enum": []string{"active", "rotated", "revoked"}}, "changed_at": strf("date-time", "")}),
+	"LogInfo": object([]string{"origin", "size", "checkpoint"}, schema{"origin": str("name the checkpoints are signed under"),
+		"size": integer("records covered by the checkpoint"), "checkpoint": str("C2SP signed note: origin, size, base64 RFC 6962 root, signature")}),
 	"RotationInput": object([]string{"purpose"}, schema{"purpose": schema{"type": "string", "enum": []string{"log", "token"}}}),
 	"AuditEntry": object([]string{"position", "recorded_at", "event_id", "type", "stream_id"}, schema{"position": integer(""),
 		"recorded_at": strf("date-time", ""), "event_id": strf("uuid", ""), "type": str(""), "stream_id": str(""), "actor": str(""),

@@ -160,6 +160,7 @@ func (s *Server) register() {
 	s.route(http.MethodGet, "/api/v1/role-assignments", s.listRoles, true)
 	s.route(http.MethodDelete, "/api/v1/role-assignments/:user_id/:role", s.unassignRole, true)
 
+	s.route(http.MethodGet, "/api/v1/log", s.logInfo, true)
 	s.route(http.MethodGet, "/api/v1/keys", s.listKeys, true)
 	s.route(http.MethodPost, "/api/v1/keys/rotations", s.rotateKey, true)
 

@@ -353,6 +353,19 @@ func (s *Service) enrollNode(ctx context.Context, c EnrollNode) (Result, error) 
 	if c.EventKey.Purpose != eventstore.PurposeNode || c.EventKey.Owner != c.NodeID {
 		return Result{}, &domain.ValidationError{Fields: []domain.FieldError{{Field: "event_key", Message: "must be a node key owned by node_id"}}}
 	}
+	// A node enrolls again at every start: the same node with the same key is already done.
+	if recs, err := s.load(ctx, domain.NodeStream(c.NodeID)); err != nil {
+		return Result{}, err
+	} else if len(recs) > 0 {
+		n, err := domain.RehydrateNode(recs)
+		if err != nil {
+			return Result{}, err
+		}
+		if n.EventKeyID() != c.EventKey.KeyID || n.State() == domain.NodeLeft {
+			return Result{}, fmt.Errorf("enroll node %s: %w: it is enrolled with key %s (state %s)", c.NodeID, domain.ErrConflict, n.EventKeyID(), n.State())
+		}
+		return Result{ID: n.ID(), Version: n.Version(), Noop: true}, nil
+	}
 	meta := metadata(ctx, c.CommandName(), "", s.cfg.Now())
 	evs, err := events(g, meta, ev)
 	if err != nil {

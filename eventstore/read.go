@@ -265,3 +265,15 @@ func (s *Store) listenOnce(ctx context.Context) error {
 // KnownHead is the number of records this process knows the log has (from its own appends and
 // notifications), without a database round trip.
 func (s *Store) KnownHead() uint64 { return s.notifier.known() }
+
+// LatestCheckpoint returns the newest signed checkpoint (size and C2SP note), for publishing to
+// witnesses.
+func (s *Store) LatestCheckpoint(ctx context.Context) (uint64, string, error) {
+	var size int64
+	var note string
+	err := s.pool.QueryRow(ctx, `SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1`).Scan(&size, &note)
+	if err != nil {
+		return 0, "", fmt.Errorf("latest checkpoint: %w", classify(err))
+	}
+	return uint64(size), note, nil
+}

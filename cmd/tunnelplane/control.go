@@ -53,6 +53,7 @@ func controlFlags(fs *pflag.FlagSet, o *controlPlaneOptions, envErrs *[]error) {
 func newControlCommand(g *globals) *cobra.Command {
 	var opts controlPlaneOptions
 	var envErrs []error
+	var natsURL string
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the control plane: admin API, projections and the command service",
@@ -74,6 +75,14 @@ Bootstrap a fresh install with a superadmin token:
 			}
 			defer cp.Stop()
 			fmt.Fprintf(g.stdout, "api: %s\n", cp.URL)
+			if natsURL != "" {
+				cb, err := startControlBus(ctx, g.log, cp.Log.Store, cp.Service, natsURL, cp.Registry)
+				if err != nil {
+					return err
+				}
+				defer cb.Stop()
+				fmt.Fprintf(g.stdout, "nats: %s (ingesting node events, relaying the log, sending node commands)\n", natsURL)
+			}
 			select {
 			case <-ctx.Done():
 				g.log.Info("control plane stopping", "reason", stopReason(ctx))
@@ -84,6 +93,8 @@ Bootstrap a fresh install with a superadmin token:
 		},
 	}
 	controlFlags(cmd.Flags(), &opts, &envErrs)
+	cmd.Flags().StringVar(&natsURL, "nats-url", envDefault("NATS_URL", ""),
+		"NATS server of the cluster; with it the control plane talks to nodes (env TUNNELPLANE_NATS_URL)")
 	return cmd
 }
 

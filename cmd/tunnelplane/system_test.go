@@ -21,14 +21,51 @@ func startTestServe(t *testing.T) (*served, *globals) {
 	t.Helper()
 	g := &globals{databaseURL: pgtest.NewEmptyDatabase(t), dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	o := serveOptions{nodeAddr: "127.0.0.1:0", natsAddr: "127.0.0.1:0", baseDomain: "localhost", nodeName: "node-1", demo: true, demoDelay: time.Millisecond}
-	o.cp.APIAddr = "127.0.0.1:0"
-	sv, err := startServe(context.Background(), g, o)
+	sv, err := startServe(context.Background(), g, testServeOptions())
 	if err != nil {
 		t.Fatalf("serve: %v", err)
 	}
 	t.Cleanup(sv.Stop)
 	return sv, g
+}
+
+func testServeOptions() serveOptions {
+	o := serveOptions{nodeAddr: "127.0.0.1:0", natsAddr: "127.0.0.1:0", baseDomain: "localhost", nodeName: "node-1", demo: true, demoDelay: time.Millisecond}
+	o.cp.APIAddr = "127.0.0.1:0"
+	return o
+}
+
+// A second start on the same data dir and database (make run twice) picks up where the first
+// left off: same log, node re-enrolled, demo tunnel pointed at the new upstream.
+func TestServeRestartsOnTheSameDataDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system")
+	}
+	t.Parallel()
+	sv, g := startTestServe(t)
+	nodeID, tunnelID := sv.Node.ID.ID, sv.Demo.TunnelID
+	sv.Stop()
+	sv2, err := startServe(context.Background(), g, testServeOptions())
+	if err != nil {
+		t.Fatalf("second start: %v", err)
+	}
+	t.Cleanup(sv2.Stop)
+	if sv2.Node.ID.ID != nodeID || sv2.Demo.TunnelID != tunnelID {
+		t.Fatalf("node %s→%s, tunnel %s→%s", nodeID, sv2.Node.ID.ID, tunnelID, sv2.Demo.TunnelID)
+	}
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, sv2.Node.URL+"/t/llm.demo/api/generate", strings.NewReader(`{"prompt":"again"}`))
+	req.Header.Set("Authorization", "Bearer "+sv2.Demo.UserToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "again") {
+		t.Fatalf("after the restart: %d %s", resp.StatusCode, body)
+	}
 }
 
 func eventually(t *testing.T, within time.Duration, what string, ok func() bool) {

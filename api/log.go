@@ -1,0 +1,34 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// LogInfo describes the event log: its origin (the name its checkpoints are signed under, which a
+// node's proof of possession of its event key names), its size and its newest signed checkpoint,
+// which anyone may keep and later compare with a verification.
+type LogInfo struct {
+	Origin     string `json:"origin"`
+	Size       uint64 `json:"size"`
+	Checkpoint string `json:"checkpoint"`
+}
+
+// logInfo serves any authenticated caller: nothing in it is secret, and it is what a witness or
+// an enrolling node needs.
+func (s *Server) logInfo(c echo.Context) error {
+	if _, err := newQuery(c); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	origin, err := s.cfg.Store.Origin(ctx)
+	if err != nil {
+		return err
+	}
+	size, note, err := s.cfg.Store.LatestCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, LogInfo{Origin: origin, Size: size, Checkpoint: note})
+}

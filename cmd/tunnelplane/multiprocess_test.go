@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/dataplane/agent"
+	"github.com/tunnelplane/tunnelplane/dataplane/bus"
+	"github.com/tunnelplane/tunnelplane/dataplane/demo"
+	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+)
+
+// A node started on its own (as `tunnelplane node` does) enrolls through the control plane's API
+// with a superadmin token, learns tunnels from NATS, and carries an agent's tunnel.
+func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nats, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{Dir: t.TempDir(), Host: "127.0.0.1", Port: -1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nats.Shutdown)
+	dbURL := pgtest.NewEmptyDatabase(t)
+	control := &globals{databaseURL: dbURL, dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
+	cp, err := startControlPlane(ctx, control, controlPlaneOptions{APIAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	cb, err := startControlBus(ctx, quiet, cp.Log.Store, cp.Service, nats.ClientURL(), cp.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cb.Stop)
+	root := lastLine(tp(t, "admin", "token", "create", "--user", "root", "--role", "superadmin", "--database-url", dbURL, "--data-dir", control.dataDir).stdout)
+
+	// The node has its own data dir and no database.
+	nodeG := &globals{dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
+	api := &restClient{base: cp.URL, token: root, client: &http.Client{Timeout: 10 * time.Second}}
+	t.Cleanup(api.client.CloseIdleConnections)
+	rn, err := startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Origin: api.origin, Enroll: api.enroll})
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	// A restart enrolls again, which is accepted, and keeps the node's identity.
+	id := rn.ID.ID
+	rn.Stop()
+	rn, err = startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Origin: api.origin, Enroll: api.enroll})
+	if err != nil {
+		t.Fatalf("node restart: %v", err)
+	}
+	t.Cleanup(rn.Stop)
+	if rn.ID.ID != id {
+		t.Fatalf("node id changed across a restart: %s → %s", id, rn.ID.ID)
+	}
+
+	// An org, a tunnel to an upstream and an agent token, through the control plane.
+	sys := commands.WithActor(ctx, commands.Actor{ID: "root"})
+	org, err := cp.Service.Handlers.CreateOrganization.Handle(sys, commands.CreateOrganization{Name: "acme", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &http.Server{Handler: demo.Handler(demo.Config{TokenDelay: time.Millisecond})}
+	upLn := listen(t)
+	go func() { _ = up.Serve(upLn) }()
+	t.Cleanup(func() { _ = up.Close() })
+	upstream := "http://" + upLn.Addr().String()
+	alice := commands.WithActor(ctx, commands.Actor{ID: "alice"})
+	tun, err := cp.Service.Handlers.CreateTunnel.Handle(alice, commands.CreateTunnel{OrgID: org.ID, Name: "llm", Upstream: upstream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cp.Service.Handlers.IssueAgentToken.Handle(alice, commands.IssueAgentToken{OrgID: org.ID, TunnelID: tun.ID, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := rn.View.WaitFor(wctx, tok.Position); err != nil {
+		t.Fatalf("the node did not learn the tunnel from NATS: %v", err)
+	}
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = agent.Run(actx, agent.Config{NodeURL: rn.URL + "/v1/agent", Token: tok.Token, Upstream: upstream, HostKeyFingerprint: rn.Fingerprint, Logger: quiet})
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	eventually(t, 10*time.Second, "agent connected", func() bool { return len(rn.Node.Sessions()) == 1 })
+
+	user := lastLine(tp(t, "admin", "token", "create", "--org", "acme", "--user", "alice", "--role", "owner", "--database-url", dbURL, "--data-dir", control.dataDir).stdout)
+	// The user token's key reaches the node through the relayed log, like the tunnel did.
+	client := &http.Client{Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	var status int
+	var body string
+	eventually(t, 10*time.Second, "request through the standalone node", func() bool {
+		req, _ := http.NewRequest(http.MethodPost, rn.URL+"/t/llm.acme/api/generate", strings.NewReader(`{"prompt":"one two three"}`))
+		req.Header.Set("Authorization", "Bearer "+user)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		status, body = resp.StatusCode, string(b)
+		return status == http.StatusOK
+	})
+	if !strings.Contains(body, `"done":true`) {
+		t.Fatalf("%d %s", status, body)
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}

@@ -62,6 +62,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 
 	bench := newBenchCommand(g)
 	bench.AddCommand(newBenchAPICommand(g))
+	bench.AddCommand(newBenchTunnelCommand(g))
 	root.AddCommand(
 		newInitCommand(g),
 		newMigrateCommand(g),
@@ -74,6 +75,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newServeCommand(g),
 		newConnectCommand(g),
 		newNodeCommand(g),
+		newBenchChildCommand(g),
 	)
 	return root
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/bus"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
@@ -53,6 +54,7 @@ user token and curl commands that work as printed. Ctrl-C stops everything clean
 			if len(envErrs) > 0 {
 				return errors.Join(envErrs...)
 			}
+			node.TuneGC() // the node's SSH path allocates per packet; see node.TuneGC
 			return runServe(cmd.Context(), g, o)
 		},
 	}

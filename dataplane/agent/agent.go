@@ -1,0 +1,678 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
+)
+
+// Sentinel errors; match with errors.Is.
+var (
+	ErrInvalidConfig = errors.New("agent: invalid config")
+	// ErrHostKeyMismatch: the node's host key is not the pinned one. The agent refuses to send
+	// its token to it.
+	ErrHostKeyMismatch = errors.New("host key mismatch")
+	// ErrAuthFailed: the node refused the agent token (the node's reason follows).
+	ErrAuthFailed = errors.New("authentication failed")
+	// ErrRefused: the node refused the WebSocket connection (version, draining; reason follows).
+	ErrRefused = errors.New("node refused the connection")
+	// ErrTunnelRefused: the node refused to give the agent its tunnel.
+	ErrTunnelRefused = errors.New("node refused the tunnel")
+)
+
+// State is where the agent is in its connection cycle.
+type State int
+
+const (
+	StateConnecting State = iota
+	StateConnected
+	StateDisconnected
+	StateRetrying
+	StateStopped
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateDisconnected:
+		return "disconnected"
+	case StateRetrying:
+		return "retrying"
+	case StateStopped:
+		return "stopped"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Config configures an agent.
+type Config struct {
+	// NodeURL is the node's agent endpoint: wss://node.example.com/v1/agent (http and https are
+	// read as ws and wss; an empty path means /v1/agent).
+	NodeURL string
+	// Token is the agent token; it is sent only after the host key checked out.
+	Token string
+	// Upstream is the local service: http://127.0.0.1:11434, https://…, or tcp://host:port.
+	Upstream string
+	// HostKeyFingerprint pins the node's SSH host key ("SHA256:…"). Required unless
+	// InsecureSkipPin.
+	HostKeyFingerprint string
+	InsecureSkipPin    bool
+	// Protocols are the WebSocket subprotocols offered, preferred first (default v2, v1).
+	Protocols []string
+	// Version is reported to the node.
+	Version string
+	// PreserveHost keeps the caller's Host header; by default HTTP upstreams get their own host
+	// (local servers such as Ollama refuse unknown Host names). Needs protocol v2.
+	PreserveHost bool
+
+	MinBackoff, MaxBackoff time.Duration // default 500ms, 30s
+	// DialTimeout bounds one connection attempt: WebSocket, SSH, login and tunnel (default 15s).
+	DialTimeout time.Duration
+	// KeepaliveInterval and KeepaliveTimeout: how often the agent probes the node and how long
+	// it waits for the answer before it gives the connection up (default 15s, 10s).
+	KeepaliveInterval, KeepaliveTimeout time.Duration
+	// UpstreamDialTimeout bounds dialling the upstream for one forwarded connection (default 10s).
+	UpstreamDialTimeout time.Duration
+	// TLSConfig is used for wss:// node URLs (nil: system roots).
+	TLSConfig *tls.Config
+	Logger    *slog.Logger
+	// OnState hears every state change with a plain-words detail (connected to …, disconnected:
+	// reason, retrying in 2s). It is called on Run's goroutine and must not block.
+	OnState func(State, string)
+}
+
+func (c *Config) applyDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.MinBackoff, 500*time.Millisecond)
+	def(&c.MaxBackoff, 30*time.Second)
+	def(&c.DialTimeout, 15*time.Second)
+	def(&c.KeepaliveInterval, 15*time.Second)
+	def(&c.KeepaliveTimeout, 10*time.Second)
+	def(&c.UpstreamDialTimeout, 10*time.Second)
+	if len(c.Protocols) == 0 {
+		c.Protocols = []string{node.ProtocolV2, node.ProtocolV1}
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every problem at once; zero values count as their defaults.
+func (c Config) Validate() error {
+	c.applyDefaults()
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if _, err := nodeURL(c.NodeURL); err != nil {
+		bad("NodeURL: %v", err)
+	}
+	if c.Token == "" {
+		bad("Token is required")
+	}
+	if _, err := parseUpstream(c.Upstream); err != nil {
+		bad("Upstream: %v", err)
+	}
+	switch {
+	case c.HostKeyFingerprint == "" && !c.InsecureSkipPin:
+		bad("HostKeyFingerprint is required (SHA256:… from the node) unless InsecureSkipPin is set")
+	case c.HostKeyFingerprint != "" && !strings.HasPrefix(c.HostKeyFingerprint, "SHA256:"):
+		bad("HostKeyFingerprint %q must look like SHA256:…", c.HostKeyFingerprint)
+	}
+	for _, p := range c.Protocols {
+		if !slices.Contains(node.SupportedProtocols, p) {
+			bad("protocol %q is not one of %v", p, node.SupportedProtocols)
+		}
+	}
+	if c.MinBackoff < 0 || c.MaxBackoff < 0 || c.MinBackoff > c.MaxBackoff {
+		bad("backoff must satisfy 0 < MinBackoff <= MaxBackoff, got %v and %v", c.MinBackoff, c.MaxBackoff)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}} {
+		if d.v < 0 {
+			bad("%s must be positive, got %v", d.name, d.v)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func nodeURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("%q: want ws://, wss://, http:// or https://", raw)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%q has no host", raw)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/agent"
+	}
+	return u, nil
+}
+
+type upstream struct {
+	scheme string // http, https or tcp
+	addr   string // host:port
+	host   string // Host header for HTTP upstreams
+}
+
+func parseUpstream(raw string) (upstream, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return upstream{}, err
+	}
+	if u.Host == "" {
+		return upstream{}, fmt.Errorf("%q: want http://host:port, https://host:port or tcp://host:port", raw)
+	}
+	up := upstream{scheme: u.Scheme, addr: u.Host, host: u.Host}
+	switch u.Scheme {
+	case "http":
+		if u.Port() == "" {
+			up.addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+	case "https":
+		if u.Port() == "" {
+			up.addr = net.JoinHostPort(u.Hostname(), "443")
+		}
+	case "tcp":
+		if u.Port() == "" {
+			return upstream{}, fmt.Errorf("%q: a tcp upstream needs a port", raw)
+		}
+		up.host = ""
+	default:
+		return upstream{}, fmt.Errorf("%q: want http://, https:// or tcp://", raw)
+	}
+	return up, nil
+}
+
+// Run connects and keeps the tunnel up, reconnecting with exponential backoff and jitter (the
+// first connection retries too), until ctx ends; then it closes cleanly and returns nil. It
+// returns an error only for an invalid config.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.applyDefaults()
+	u, _ := nodeURL(cfg.NodeURL)
+	up, _ := parseUpstream(cfg.Upstream)
+	a := &agent{cfg: cfg, url: u, up: up, log: cfg.Logger.With("node_url", u.String())}
+	a.run(ctx)
+	return nil
+}
+
+type agent struct {
+	cfg Config
+	url *url.URL
+	up  upstream
+	log *slog.Logger
+}
+
+func (a *agent) state(s State, detail string) {
+	if a.cfg.OnState != nil {
+		a.cfg.OnState(s, detail)
+	}
+}
+
+func (a *agent) run(ctx context.Context) {
+	failures := 0
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	for {
+		a.state(StateConnecting, "connecting to "+a.url.String())
+		start := time.Now()
+		c, err := a.connect(ctx)
+		var delay time.Duration
+		if err == nil {
+			failures = 0
+			a.log.Info("connected", "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
+				"connect_ms", time.Since(start).Milliseconds())
+			a.state(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s)", a.url, time.Since(start).Round(time.Millisecond),
+				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher))
+			reason := c.serve(ctx)
+			if ctx.Err() != nil {
+				a.state(StateStopped, "stopped")
+				return
+			}
+			a.log.Warn("disconnected", "reason", reason)
+			a.state(StateDisconnected, "disconnected: "+reason)
+			delay = a.backoff(0)
+			if reason == "replaced" {
+				// Another agent holds the tunnel now; reconnecting at once would only take it back
+				// and start a tug of war.
+				delay = a.cfg.MaxBackoff
+			}
+		} else {
+			if ctx.Err() != nil {
+				a.state(StateStopped, "stopped")
+				return
+			}
+			if errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrRefused) {
+				a.log.Error("connection refused", "error", err)
+			} else {
+				a.log.Warn("connection failed", "error", err)
+			}
+			a.state(StateDisconnected, "disconnected: "+err.Error())
+			delay = a.backoff(failures)
+			failures++
+		}
+		a.state(StateRetrying, "retrying in "+delay.Round(time.Millisecond).String())
+		timer.Reset(delay)
+		select {
+		case <-ctx.Done():
+			a.state(StateStopped, "stopped")
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+// backoff is MinBackoff·2^n capped at MaxBackoff, with equal jitter (between half and all of it)
+// so that agents cut off together do not come back together.
+func (a *agent) backoff(n int) time.Duration {
+	d := a.cfg.MinBackoff
+	for i := 0; i < n && d < a.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, a.cfg.MaxBackoff)
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// conn is one established connection to a node.
+type conn struct {
+	a        *agent
+	ws       *wsconn.Conn
+	sc       ssh.Conn
+	chans    <-chan ssh.NewChannel
+	reqs     <-chan *ssh.Request
+	protocol string
+	algs     ssh.NegotiatedAlgorithms
+
+	mu         sync.Mutex
+	nodeReason string // from the node's disconnect notice
+	ownReason  string // why this side gave up (keepalive)
+	kaTimer    *time.Timer
+	closed     bool
+	wg         sync.WaitGroup // forwarded connections
+	reqsDone   chan struct{}
+}
+
+func (a *agent) connect(ctx context.Context) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.DialTimeout)
+	defer cancel()
+	// gorilla bounds the upgrade with a deadline but does not watch ctx: close the socket when
+	// ctx ends so that Run returns at once even mid-handshake.
+	var (
+		rawMu sync.Mutex
+		raw   []net.Conn
+	)
+	stopRaw := context.AfterFunc(ctx, func() {
+		rawMu.Lock()
+		defer rawMu.Unlock()
+		for _, c := range raw {
+			c.Close()
+		}
+	})
+	defer stopRaw()
+	d := websocket.Dialer{
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				rawMu.Lock()
+				raw = append(raw, c)
+				rawMu.Unlock()
+			}
+			return c, err
+		},
+		Proxy:            http.ProxyFromEnvironment,
+		HandshakeTimeout: a.cfg.DialTimeout,
+		ReadBufferSize:   wsconn.ReadBufferSize,
+		WriteBufferPool:  wsconn.WriteBufferPool,
+		Subprotocols:     a.cfg.Protocols,
+		TLSClientConfig:  a.cfg.TLSConfig,
+	}
+	ws, resp, err := d.DialContext(ctx, a.url.String(), http.Header{"User-Agent": {"tunnelplane-agent/" + a.cfg.Version}})
+	if err != nil {
+		if resp != nil {
+			return nil, refusal(resp)
+		}
+		return nil, fmt.Errorf("dial %s: %w", a.url.Redacted(), err)
+	}
+	if !slices.Contains(a.cfg.Protocols, ws.Subprotocol()) {
+		ws.Close()
+		return nil, fmt.Errorf("%w: it selected protocol %q, offered %v", ErrRefused, ws.Subprotocol(), a.cfg.Protocols)
+	}
+	wc := wsconn.New(ws, wsconn.Options{Client: true})
+	stop := context.AfterFunc(ctx, func() { wc.Close() })
+	defer stop()
+	_ = wc.SetDeadline(time.Now().Add(a.cfg.DialTimeout))
+
+	var banner string
+	sshCfg := &ssh.ClientConfig{
+		User: node.AgentUser,
+		// The token is offered only after HostKeyCallback accepted the node's key.
+		Auth: []ssh.AuthMethod{ssh.Password(a.cfg.Token)},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			got := ssh.FingerprintSHA256(key)
+			if a.cfg.InsecureSkipPin || got == a.cfg.HostKeyFingerprint {
+				return nil
+			}
+			return fmt.Errorf("%w: expected %s, got %s (the node's key changed, or this is not your node)",
+				ErrHostKeyMismatch, a.cfg.HostKeyFingerprint, got)
+		},
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+		BannerCallback: func(msg string) error {
+			banner = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), "tunnelplane:"))
+			return nil
+		},
+		ClientVersion: "SSH-2.0-tunnelplane_agent_" + sanitizeVersion(a.cfg.Version),
+		Config:        ssh.Config{KeyExchanges: node.KeyExchanges, Ciphers: node.Ciphers, MACs: node.MACs},
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(wc, a.url.Host, sshCfg)
+	if err != nil {
+		wc.Close()
+		switch {
+		case errors.Is(err, ErrHostKeyMismatch):
+			return nil, errors.Unwrap(err) // drop x/crypto's "ssh: handshake failed" prefix
+		case banner != "":
+			return nil, fmt.Errorf("%w: %s", ErrAuthFailed, banner)
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, fmt.Errorf("%w: the node refused the agent token", ErrAuthFailed)
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("connect to %s: timed out after %v", a.url.Redacted(), a.cfg.DialTimeout)
+		}
+		return nil, fmt.Errorf("ssh handshake with %s: %w", a.url.Redacted(), err)
+	}
+	c := &conn{a: a, ws: wc, sc: sc, chans: chans, reqs: reqs, protocol: ws.Subprotocol(),
+		algs: sc.(ssh.AlgorithmsConnMetadata).Algorithms(), reqsDone: make(chan struct{})}
+	// Global requests must be answered while we wait for the forward reply.
+	go c.handleRequests()
+	if err := c.requestTunnel(); err != nil {
+		sc.Close()
+		c.drain()
+		return nil, err
+	}
+	_ = wc.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func (c *conn) requestTunnel() error {
+	a := c.a
+	if c.protocol == node.ProtocolV2 {
+		info := node.AgentInfo{Version: a.cfg.Version, UpstreamScheme: a.up.scheme}
+		if !a.cfg.PreserveHost {
+			info.HostHeader = a.up.host
+		}
+		js, _ := json.Marshal(info)
+		if _, _, err := c.sc.SendRequest(node.RequestAgentInfo, true, ssh.Marshal(node.JSONPayload{JSON: string(js)})); err != nil {
+			return fmt.Errorf("send agent info: %w", err)
+		}
+	}
+	ok, _, err := c.sc.SendRequest(node.RequestForward, true, ssh.Marshal(node.ForwardRequest{}))
+	if err != nil {
+		return fmt.Errorf("request tunnel: %w", err)
+	}
+	if !ok {
+		c.mu.Lock()
+		why := c.nodeReason
+		c.mu.Unlock()
+		if why == "" {
+			why = "no reason given"
+		}
+		return fmt.Errorf("%w: %s", ErrTunnelRefused, why)
+	}
+	return nil
+}
+
+// drain waits for the request handler after a failed setup, and refuses channels.
+func (c *conn) drain() {
+	for nc := range c.chans {
+		_ = nc.Reject(ssh.Prohibited, "agent is not ready")
+	}
+	<-c.reqsDone
+}
+
+func (c *conn) handleRequests() {
+	defer close(c.reqsDone)
+	for r := range c.reqs {
+		switch r.Type {
+		case node.RequestKeepalive, "keepalive@openssh.com":
+			_ = r.Reply(true, nil)
+		case node.RequestDisconnect:
+			var d node.DisconnectNotice
+			if ssh.Unmarshal(r.Payload, &d) == nil {
+				c.mu.Lock()
+				c.nodeReason = d.Reason
+				c.mu.Unlock()
+			}
+			if r.WantReply {
+				_ = r.Reply(true, nil)
+			}
+		default:
+			if r.WantReply {
+				_ = r.Reply(false, nil)
+			}
+		}
+	}
+}
+
+// serve carries forwarded connections until the connection ends and says why it ended.
+func (c *conn) serve(ctx context.Context) string {
+	stop := context.AfterFunc(ctx, func() {
+		// Say goodbye so the node records why, then close.
+		_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _, _ = c.sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
+		_ = c.ws.Close()
+	})
+	c.mu.Lock()
+	c.kaTimer = time.AfterFunc(c.a.cfg.KeepaliveInterval, c.keepalive)
+	c.mu.Unlock()
+	for nc := range c.chans {
+		if nc.ChannelType() != node.ChannelForwarded {
+			_ = nc.Reject(ssh.UnknownChannelType, "agents accept only "+node.ChannelForwarded)
+			continue
+		}
+		c.wg.Add(1)
+		go c.forward(nc)
+	}
+	err := c.sc.Wait()
+	stop()
+	c.mu.Lock()
+	c.closed = true
+	c.kaTimer.Stop()
+	reason := c.nodeReason
+	if reason == "" {
+		reason = c.ownReason
+	}
+	c.mu.Unlock()
+	_ = c.ws.Close()
+	c.wg.Wait()
+	<-c.reqsDone
+	if reason == "" {
+		if code, text, ok := c.ws.PeerCloseReason(); ok && text != "" {
+			reason = fmt.Sprintf("%s (close code %d)", text, code)
+		} else if err == nil || errors.Is(err, io.EOF) {
+			reason = "the node closed the connection"
+		} else {
+			reason = "connection lost: " + err.Error()
+		}
+	}
+	return reason
+}
+
+func (c *conn) keepalive() {
+	timeout := c.a.cfg.KeepaliveTimeout
+	t := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		c.ownReason = fmt.Sprintf("keepalive timeout: the node did not answer within %v", timeout)
+		c.mu.Unlock()
+		_ = c.ws.Close()
+	})
+	_, _, err := c.sc.SendRequest(node.RequestKeepalive, true, nil)
+	t.Stop()
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	if !c.closed {
+		c.kaTimer.Reset(c.a.cfg.KeepaliveInterval)
+	}
+	c.mu.Unlock()
+}
+
+// forward carries one ingress connection to the upstream.
+func (c *conn) forward(nc ssh.NewChannel) {
+	defer c.wg.Done()
+	a := c.a
+	d := net.Dialer{Timeout: a.cfg.UpstreamDialTimeout}
+	up, err := d.Dial("tcp", a.up.addr)
+	if err != nil {
+		a.log.Warn("upstream unreachable", "upstream", a.up.addr, "error", err)
+		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial upstream %s: %v", a.up.addr, errors.Unwrap(err)))
+		return
+	}
+	if a.up.scheme == "https" {
+		host, _, _ := net.SplitHostPort(a.up.addr)
+		up = tls.Client(up, &tls.Config{ServerName: host})
+	}
+	ch, _, err := nc.Accept()
+	if err != nil {
+		up.Close()
+		return
+	}
+	// The node sends no channel requests; x/crypto drops them when the channel closes.
+	pipe(ch, up, a.up.scheme != "tcp")
+}
+
+var (
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	largeBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+)
+
+// copyBuf copies with pooled buffers: 32 KiB while reads come back small (requests, token
+// streams), 256 KiB once a read fills the buffer (a bulk transfer), which cuts the syscalls per
+// byte on both sockets. The wrappers hide ReadFrom and WriteTo: TCPConn.ReadFrom from a
+// non-socket source would copy through a fresh 32 KiB buffer of its own every time.
+func copyBuf(dst io.Writer, src io.Reader) error {
+	pool := &smallBufs
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
+	for {
+		buf := *bp
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if n == len(buf) && pool == &smallBufs {
+				pool.Put(bp)
+				pool = &largeBufs
+				bp = pool.Get().(*[]byte)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// pipe copies both ways. For HTTP upstreams (closeOnEOF) either side ending ends both: a closed
+// keep-alive connection must close its channel so the node stops pooling it. Raw TCP keeps
+// half-closes.
+func pipe(ch ssh.Channel, up net.Conn, closeOnEOF bool) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = copyBuf(up, ch)
+		if tc, ok := up.(*net.TCPConn); ok && !closeOnEOF {
+			_ = tc.CloseWrite()
+		} else {
+			_ = up.Close()
+		}
+	}()
+	_ = copyBuf(ch, up)
+	_ = ch.CloseWrite()
+	if closeOnEOF {
+		_ = ch.Close()
+		_ = up.Close()
+	}
+	<-done
+	_ = ch.Close()
+	_ = up.Close()
+}
+
+func sanitizeVersion(v string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r > '~' || r == '-' {
+			return '_'
+		}
+		return r
+	}, v)
+}
+
+// refusal explains an HTTP answer to the WebSocket upgrade (a problem document if there is one).
+func refusal(resp *http.Response) error {
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<10))
+	var p struct {
+		Title     string   `json:"title"`
+		Detail    string   `json:"detail"`
+		Supported []string `json:"supported_protocols"`
+	}
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &p) == nil && p.Title != "" {
+		msg = p.Title
+		if p.Detail != "" {
+			msg += ": " + p.Detail
+		}
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	return fmt.Errorf("%w: HTTP %d: %s", ErrRefused, resp.StatusCode, msg)
+}

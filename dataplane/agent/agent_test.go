@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestNodeURLAndUpstreamParsing(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://node.example.com":      "wss://node.example.com/v1/agent",
+		"http://127.0.0.1:8080/":        "ws://127.0.0.1:8080/v1/agent",
+		"wss://node.example.com/custom": "wss://node.example.com/custom",
+	} {
+		u, err := nodeURL(in)
+		if err != nil || u.String() != want {
+			t.Errorf("nodeURL(%q) = %v, %v; want %s", in, u, err, want)
+		}
+	}
+	for _, bad := range []string{"ftp://x", "ws://", "::"} {
+		if _, err := nodeURL(bad); err == nil {
+			t.Errorf("nodeURL(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]upstream{
+		"http://127.0.0.1:11434": {"http", "127.0.0.1:11434", "127.0.0.1:11434"},
+		"http://localhost":       {"http", "localhost:80", "localhost"},
+		"https://svc.internal":   {"https", "svc.internal:443", "svc.internal"},
+		"tcp://127.0.0.1:22":     {"tcp", "127.0.0.1:22", ""},
+	} {
+		got, err := parseUpstream(in)
+		if err != nil || got != want {
+			t.Errorf("parseUpstream(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	if _, err := parseUpstream("tcp://host"); err == nil {
+		t.Error("a tcp upstream without a port was accepted")
+	}
+}
+
+func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
+	a := &agent{cfg: Config{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}}
+	for n, base := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		base *= time.Millisecond
+		if base > time.Second {
+			base = time.Second
+		}
+		for range 50 {
+			d := a.backoff(n)
+			if d < base/2 || d > base {
+				t.Fatalf("attempt %d: %v outside [%v, %v]", n, d, base/2, base)
+			}
+		}
+	}
+}
+
+func TestVersionIsSanitizedForTheSSHBanner(t *testing.T) {
+	if got := sanitizeVersion("v1.2.3-rc1 (dirty)"); got != "v1.2.3_rc1_(dirty)" {
+		t.Fatalf("%q", got)
+	}
+}
+
+func TestRefusalExplainsProblemDocuments(t *testing.T) {
+	resp := &http.Response{StatusCode: 400, Body: io.NopCloser(strings.NewReader(
+		`{"title":"Unsupported agent protocol version","detail":"this node supports tunnelplane.v2, tunnelplane.v1"}`))}
+	err := refusal(resp)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), "supports tunnelplane.v2") {
+		t.Fatalf("%v", err)
+	}
+}
+
+// copyBuf moves everything, switching to the large buffer once a read fills the small one.
+func TestCopyBufCopiesEverything(t *testing.T) {
+	src := bytes.Repeat([]byte("0123456789abcdef"), 100000)
+	var dst bytes.Buffer
+	if err := copyBuf(&dst, bytes.NewReader(src)); err != nil || !bytes.Equal(dst.Bytes(), src) {
+		t.Fatalf("copied %d of %d: %v", dst.Len(), len(src), err)
+	}
+}

@@ -1,0 +1,96 @@
+package demo
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestGenerateStreamsSpacedTokens(t *testing.T) {
+	srv := httptest.NewServer(Handler(Config{TokenDelay: 30 * time.Millisecond}))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	resp, err := http.Post(srv.URL+"/api/generate", "application/json",
+		strings.NewReader(`{"prompt":"one two three","options":{"num_predict":4}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Fatalf("content type %q", ct)
+	}
+	br := bufio.NewReader(resp.Body)
+	var words []string
+	var arrivals []time.Time
+	for {
+		line, err := br.ReadBytes('\n')
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		arrivals = append(arrivals, time.Now())
+		var c GenerateChunk
+		if err := json.Unmarshal(line, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.Done {
+			if c.EvalCount != 4 {
+				t.Fatalf("eval count %d", c.EvalCount)
+			}
+			continue
+		}
+		words = append(words, c.Response)
+	}
+	if got := strings.Join(words, ""); got != "one two three one " {
+		t.Fatalf("tokens %q", got)
+	}
+	if gap := arrivals[3].Sub(arrivals[0]); gap < 80*time.Millisecond {
+		t.Fatalf("tokens arrived together (%v for three gaps of 30ms)", gap)
+	}
+}
+
+func TestEchoAndWebSocket(t *testing.T) {
+	srv := httptest.NewServer(Handler(Config{}))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	req, _ := http.NewRequest("PUT", srv.URL+"/echo/x?y=1", strings.NewReader("payload"))
+	req.Header.Set("X-Test", "v")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "payload" || resp.Header.Get("X-Echo-Method") != "PUT" || resp.Header.Get("X-Echo-URI") != "/echo/x?y=1" ||
+		!strings.Contains(resp.Header.Get("X-Echo-Headers"), `"X-Test":["v"]`) {
+		t.Fatalf("echo: %q %v", body, resp.Header)
+	}
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteMessage(websocket.TextMessage, []byte("ping"))
+	if _, p, err := c.ReadMessage(); err != nil || string(p) != "ping" {
+		t.Fatalf("ws echo %q %v", p, err)
+	}
+}
+
+func TestValidateRejectsNegatives(t *testing.T) {
+	err := Config{TokenDelay: -1, MaxTokens: -1}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "TokenDelay") || !strings.Contains(err.Error(), "MaxTokens") {
+		t.Fatalf("validate: %v", err)
+	}
+}

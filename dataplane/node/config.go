@@ -1,0 +1,186 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+)
+
+// Sentinel errors; match with errors.Is.
+var (
+	// ErrUnauthenticated: a caller or agent presented no credential or an invalid one.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden: the credential is valid but does not allow this tunnel.
+	ErrForbidden = errors.New("forbidden")
+	// ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
+	ErrInvalidConfig = errors.New("node: invalid config")
+	// ErrStopped: the node was stopped.
+	ErrStopped = errors.New("node: stopped")
+)
+
+// AgentIdentity is who an agent token says the agent is.
+type AgentIdentity struct {
+	OrgID, TunnelID, TokenID string
+	ExpiresAt                time.Time // zero: does not expire; else the session ends then
+}
+
+// Authenticator checks an agent token (offline, against the token keys and revocations).
+// Errors should wrap ErrUnauthenticated; their text is shown to the agent.
+type Authenticator interface {
+	AuthenticateAgent(ctx context.Context, token string) (AgentIdentity, error)
+}
+
+// Route is a tunnel as the ingress addresses it.
+type Route struct{ OrgID, TunnelID, Name string }
+
+// Router resolves the tunnel a request names: ref is the host label of <ref>.<BaseDomain> or the
+// first path segment after /t/.
+type Router interface {
+	Resolve(ref string) (Route, bool)
+}
+
+// Principal is the caller a user token identifies.
+type Principal struct{ UserID string }
+
+// IngressAuthorizer decides whether the bearer of a user token may call a tunnel. It returns an
+// error wrapping ErrUnauthenticated (no valid token: 401) or ErrForbidden (403); any other error
+// is answered 503.
+type IngressAuthorizer interface {
+	AuthorizeIngress(ctx context.Context, bearer string, r Route) (Principal, error)
+}
+
+// Sink receives the node's data-plane facts. It is called synchronously from the node's
+// goroutines and must not block (queue and return).
+type Sink interface {
+	AgentConnected(domain.AgentConnected)
+	AgentDisconnected(domain.AgentDisconnected)
+	UsageRecorded(domain.UsageRecorded)
+}
+
+// Config configures a Node. Zero durations and sizes take the documented defaults; negative
+// values are errors unless documented otherwise.
+type Config struct {
+	NodeID  string
+	HostKey ssh.Signer // the node's SSH host key (ed25519), what agents pin
+	Authenticator
+	Router
+	Authorizer IngressAuthorizer
+	Sink       Sink // nil: facts are dropped
+	// BaseDomain enables host routing: <ref>.<BaseDomain>. Empty: path routing only (/t/<ref>/).
+	BaseDomain string
+
+	UsageWindow       time.Duration // one UsageRecorded per tunnel per window (default 10s)
+	KeepaliveInterval time.Duration // how often the node pings each agent (default 15s)
+	KeepaliveTimeout  time.Duration // how long it waits for the answer (default 10s)
+	HandshakeTimeout  time.Duration // WebSocket to tunnel held: SSH, auth and forward (default 10s)
+	// MaxRequestBody bounds one ingress request body (default 1 GiB; larger is answered 413).
+	MaxRequestBody int64
+	// HeaderTimeout bounds reading an ingress request's headers (servers from NewHTTPServer).
+	HeaderTimeout  time.Duration // default 10s
+	MaxHeaderBytes int           // default 64 KiB
+	// ResponseHeaderTimeout bounds the wait for the upstream's response headers (default 5m:
+	// a local model may load for a while before its first token).
+	ResponseHeaderTimeout time.Duration
+	// IdleConnTimeout closes pooled upstream connections unused this long (default 90s).
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerTunnel bounds the pool of idle upstream connections per tunnel (default 64).
+	MaxIdleConnsPerTunnel int
+	// AuthCacheTTL caches successful ingress authorizations per token and tunnel, so that a
+	// busy caller does not pay a signature check per request (default 5s; negative disables).
+	AuthCacheTTL time.Duration
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: metrics are kept but not registered
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) applyDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.UsageWindow, 10*time.Second)
+	def(&c.KeepaliveInterval, 15*time.Second)
+	def(&c.KeepaliveTimeout, 10*time.Second)
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.HeaderTimeout, 10*time.Second)
+	def(&c.ResponseHeaderTimeout, 5*time.Minute)
+	def(&c.IdleConnTimeout, 90*time.Second)
+	def(&c.AuthCacheTTL, 5*time.Second)
+	if c.MaxRequestBody == 0 {
+		c.MaxRequestBody = 1 << 30
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.MaxIdleConnsPerTunnel == 0 {
+		c.MaxIdleConnsPerTunnel = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem at once; zero values count as their defaults.
+func (c Config) Validate() error {
+	c.applyDefaults()
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if strings.TrimSpace(c.NodeID) == "" {
+		bad("NodeID is required")
+	}
+	if c.HostKey == nil {
+		bad("HostKey is required")
+	} else if t := c.HostKey.PublicKey().Type(); t != ssh.KeyAlgoED25519 {
+		bad("HostKey must be ed25519, got %s", t)
+	}
+	if c.Authenticator == nil {
+		bad("Authenticator is required")
+	}
+	if c.Router == nil {
+		bad("Router is required")
+	}
+	if c.Authorizer == nil {
+		bad("Authorizer is required")
+	}
+	if c.BaseDomain != "" && (strings.HasPrefix(c.BaseDomain, ".") || strings.ContainsAny(c.BaseDomain, "/: ")) {
+		bad("BaseDomain %q must be a bare domain name such as tunnels.example.com", c.BaseDomain)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"UsageWindow", c.UsageWindow}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout},
+		{"HandshakeTimeout", c.HandshakeTimeout}, {"HeaderTimeout", c.HeaderTimeout},
+		{"ResponseHeaderTimeout", c.ResponseHeaderTimeout}, {"IdleConnTimeout", c.IdleConnTimeout},
+	} {
+		if d.v <= 0 {
+			bad("%s must be positive, got %v", d.name, d.v)
+		}
+	}
+	if c.MaxRequestBody <= 0 {
+		bad("MaxRequestBody must be positive, got %d", c.MaxRequestBody)
+	}
+	if c.MaxHeaderBytes <= 0 {
+		bad("MaxHeaderBytes must be positive, got %d", c.MaxHeaderBytes)
+	}
+	if c.MaxIdleConnsPerTunnel < 0 {
+		bad("MaxIdleConnsPerTunnel must not be negative, got %d", c.MaxIdleConnsPerTunnel)
+	}
+	return errors.Join(errs...)
+}

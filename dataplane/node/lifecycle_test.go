@@ -1,0 +1,347 @@
+package node_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/agent"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
+)
+
+func newTestServer(t *testing.T, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestAgentRestartReconnects(t *testing.T) {
+	e := newEnv(t)
+	a := e.startAgent("tun-llm", nil)
+	s1 := e.waitHeld("tun-llm")
+	if err := a.stop(); err != nil {
+		t.Fatalf("Run on cancel: %v", err)
+	}
+	if !a.states.has("stopped") {
+		t.Fatalf("states:\n%s", a.states)
+	}
+	eventually(t, 5*time.Second, "AgentDisconnected", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
+	if d := e.sink.disconnectsFor(s1.SessionID)[0]; d.Reason != "agent: agent stopping" || d.BytesIn == 0 || d.BytesOut == 0 {
+		t.Fatalf("fact %+v", d)
+	}
+	status, h, body := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice))
+	mustProblem(t, status, h, body, http.StatusServiceUnavailable)
+
+	e.startAgent("tun-llm", nil)
+	e.waitHeld("tun-llm", s1.SessionID)
+	if status, _, _ := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice)); status != 200 {
+		t.Fatalf("after restart: %d", status)
+	}
+}
+
+func TestNodeRestartAgentReconnects(t *testing.T) {
+	e := newEnv(t)
+	a := e.startAgent("tun-llm", nil)
+	s1 := e.waitHeld("tun-llm")
+	e.stopNode()
+	eventually(t, 5*time.Second, "agent noticed", func() bool { return a.states.has("disconnected: ") })
+	if !a.states.has("node stopping") {
+		t.Fatalf("the agent should say why:\n%s", a.states)
+	}
+	e.startNode() // same address, same host key
+	e.waitHeld("tun-llm", s1.SessionID)
+	if status, _, body := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice)); status != 200 {
+		t.Fatalf("after node restart: %d %s", status, body)
+	}
+}
+
+// blackhole is a TCP proxy that can stop forwarding without closing anything: the agent
+// vanishes as far as the node can tell.
+type blackhole struct {
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	stalled bool
+	conns   []net.Conn
+	wg      sync.WaitGroup
+}
+
+func newBlackhole(t *testing.T, target string) *blackhole {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{ln: ln, target: target}
+	b.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, c, up)
+			b.mu.Unlock()
+			b.wg.Go(func() { b.copy(up, c) })
+			b.wg.Go(func() { b.copy(c, up) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		for _, c := range b.conns {
+			c.Close()
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	return b
+}
+
+func (b *blackhole) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		b.mu.Lock()
+		stalled := b.stalled
+		b.mu.Unlock()
+		if err != nil {
+			if !stalled { // a vanished network delivers no close either
+				dst.Close()
+			}
+			return
+		}
+		if stalled {
+			continue // swallow: nothing arrives, nothing closes
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (b *blackhole) stall() { b.mu.Lock(); b.stalled = true; b.mu.Unlock() }
+
+func TestVanishedAgentIsDetectedByKeepalivesOnBothSides(t *testing.T) {
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		c.KeepaliveInterval, c.KeepaliveTimeout = 100*time.Millisecond, 300*time.Millisecond
+	}))
+	bh := newBlackhole(t, e.addr)
+	a := e.startAgent("tun-llm", func(c *agent.Config) {
+		c.NodeURL = "ws://" + bh.ln.Addr().String() + "/v1/agent"
+		c.KeepaliveInterval, c.KeepaliveTimeout = 100*time.Millisecond, 300*time.Millisecond
+	})
+	s1 := e.waitHeld("tun-llm")
+	bh.stall()
+	eventually(t, 5*time.Second, "node released the tunnel", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
+	if d := e.sink.disconnectsFor(s1.SessionID)[0]; !strings.Contains(d.Reason, "keepalive timeout") {
+		t.Fatalf("reason %q", d.Reason)
+	}
+	eventually(t, 5*time.Second, "agent gave up too", func() bool { return a.states.has("keepalive timeout") })
+	// A reconnect (here straight to the node) takes the tunnel at once.
+	e.startAgent("tun-llm", nil)
+	e.waitHeld("tun-llm", s1.SessionID)
+}
+
+func TestDisconnectTunnelTokenAndDrain(t *testing.T) {
+	e := newEnv(t)
+	n := e.nodeNow()
+	// Reconnecting agents would race the assertions below; these wait long between attempts.
+	slow := func(c *agent.Config) { c.MinBackoff, c.MaxBackoff = time.Minute, time.Minute }
+	a1 := e.startAgent("tun-llm", slow)
+	s1 := e.waitHeld("tun-llm")
+	if got := n.DisconnectTunnel("tun-llm", "tunnel deleted"); got != 1 {
+		t.Fatalf("DisconnectTunnel: %d", got)
+	}
+	// The fact is out by the time DisconnectTunnel returns.
+	if d := e.sink.disconnectsFor(s1.SessionID); len(d) != 1 || d[0].Reason != "tunnel deleted" || d[0].DurationMS < 0 {
+		t.Fatalf("facts %+v", d)
+	}
+	eventually(t, 5*time.Second, "agent told", func() bool { return a1.states.has("disconnected: tunnel deleted") })
+
+	e.startAgent("tun-2", slow)
+	s2 := e.waitHeld("tun-2")
+	if got := n.DisconnectToken("jti-tun-2", "token revoked"); got != 1 {
+		t.Fatalf("DisconnectToken: %d", got)
+	}
+	if d := e.sink.disconnectsFor(s2.SessionID); len(d) != 1 || d[0].Reason != "token revoked" || d[0].TokenID != "jti-tun-2" {
+		t.Fatalf("facts %+v", d)
+	}
+	if got := n.DisconnectToken("no-such-token", ""); got != 0 {
+		t.Fatalf("unknown token: %d", got)
+	}
+
+	// Drain lets a request in flight finish, then disconnects.
+	a3 := e.startAgent("tun-llm", slow)
+	s3 := e.waitHeld("tun-llm", s1.SessionID)
+	if v := metricValue(t, e, "tunnelplane_node_agents_connected"); v != 1 {
+		t.Fatalf("agents_connected %v", v)
+	}
+	started := make(chan struct{})
+	streamDone := make(chan string, 1)
+	go func() {
+		req := e.request("POST", "/t/llm/api/generate", strings.NewReader(`{"prompt":"x","options":{"num_predict":4}}`), e.alice)
+		resp, err := e.client.Do(req)
+		if err != nil {
+			close(started)
+			streamDone <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		first, _ := br.ReadString('\n')
+		close(started)
+		rest, _ := io.ReadAll(br)
+		streamDone <- first + string(rest)
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got := n.Drain(ctx); got != 1 {
+		t.Fatalf("Drain: %d", got)
+	}
+	if body := <-streamDone; strings.Count(body, "\n") != 5 {
+		t.Fatalf("the request in flight was cut: %q", body)
+	}
+	if d := e.sink.disconnectsFor(s3.SessionID); len(d) != 1 || d[0].Reason != "node draining" {
+		t.Fatalf("facts %+v", d)
+	}
+	eventually(t, 5*time.Second, "agent told", func() bool { return a3.states.has("node draining") })
+	if v := metricValue(t, e, "tunnelplane_node_agents_connected"); v != 0 {
+		t.Fatalf("agents_connected after drain %v", v)
+	}
+	// A draining node takes no agents.
+	a4 := e.startAgent("tun-llm", nil)
+	eventually(t, 5*time.Second, "refused while draining", func() bool { return a4.states.has("HTTP 503") })
+	if len(n.Sessions()) != 0 {
+		t.Fatalf("sessions while draining: %+v", n.Sessions())
+	}
+}
+
+// metricValue sums a metric's samples in the node's registry.
+func metricValue(t *testing.T, e *env, name string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Gauge != nil:
+				v += m.GetGauge().GetValue()
+			case m.Counter != nil:
+				v += m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				v += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return v
+}
+
+func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.UsageWindow = 300 * time.Millisecond }))
+	e.startAgent("tun-llm", nil)
+	e.waitHeld("tun-llm")
+	bob := e.userToken("bob", time.Hour)
+	for range 10 {
+		if status, _, _ := e.do(e.request("POST", "/t/llm/echo", strings.NewReader("0123456789"), e.alice)); status != 200 {
+			t.Fatal(status)
+		}
+	}
+	for range 3 {
+		e.do(e.request("GET", "/t/llm/echo", nil, bob))
+	}
+	e.do(e.request("GET", "/t/offline/", nil, e.alice))
+
+	sum := func(tunnel string) (req, in, out, buckets int64, errs map[string]int64, n int) {
+		errs = map[string]int64{}
+		_, _, usage := e.sink.snapshot()
+		for _, u := range usage {
+			if u.TunnelID != tunnel {
+				continue
+			}
+			n++
+			req += u.Requests
+			in += u.BytesIn
+			out += u.BytesOut
+			for _, c := range u.LatencyBuckets {
+				buckets += c
+			}
+			for k, v := range u.Errors {
+				errs[k] += v
+			}
+			if u.NodeID != "node-test" || u.OrgID != "org-1" || !u.WindowEnd.After(u.WindowStart) {
+				t.Fatalf("usage %+v", u)
+			}
+		}
+		return
+	}
+	eventually(t, 5*time.Second, "usage for both tunnels", func() bool {
+		r1, _, _, _, _, _ := sum("tun-llm")
+		r2, _, _, _, _, _ := sum("tun-offline")
+		return r1 == 13 && r2 == 1
+	})
+	req, in, out, buckets, errs, windows := sum("tun-llm")
+	if in != 100 || out != 100 || buckets != req || errs["forbidden"] != 3 || len(errs) != 1 {
+		t.Fatalf("tun-llm: requests %d in %d out %d buckets %d errors %v", req, in, out, buckets, errs)
+	}
+	if windows > 2 {
+		t.Fatalf("%d windows for a burst shorter than one window: want one fact per tunnel per window", windows)
+	}
+	if _, _, _, _, errs, _ := sum("tun-offline"); errs["agent_absent"] != 1 {
+		t.Fatalf("offline errors %v", errs)
+	}
+	// Idle windows produce nothing: while another tunnel's windows close twice, tun-llm is quiet.
+	for i := range 2 {
+		e.do(e.request("GET", "/t/offline/", nil, e.alice))
+		eventually(t, 5*time.Second, "the offline tunnel's next window", func() bool {
+			r, _, _, _, _, _ := sum("tun-offline")
+			return r == int64(2+i)
+		})
+	}
+	if r, _, _, _, _, n := sum("tun-llm"); r != 13 || n != windows {
+		t.Fatalf("idle windows produced facts: %d requests in %d windows (was %d)", r, n, windows)
+	}
+	if v := metricValue(t, e, "tunnelplane_node_ingress_errors_total"); v != 6 {
+		t.Fatalf("ingress_errors_total %v, want 3 forbidden + 3 agent_absent", v)
+	}
+}
+
+func TestConfigValidationNamesEveryProblem(t *testing.T) {
+	err := node.Config{UsageWindow: -1, MaxRequestBody: -5, BaseDomain: "http://x"}.Validate()
+	if !errors.Is(err, node.ErrInvalidConfig) {
+		t.Fatalf("%v", err)
+	}
+	for _, want := range []string{"NodeID", "HostKey", "Authenticator", "Router", "Authorizer", "UsageWindow", "MaxRequestBody", "BaseDomain"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("validation does not mention %s: %v", want, err)
+		}
+	}
+	aerr := agent.Config{NodeURL: "ftp://x", Upstream: "gopher://y", Protocols: []string{"v9"}}.Validate()
+	for _, want := range []string{"NodeURL", "Token", "Upstream", "HostKeyFingerprint", "v9"} {
+		if aerr == nil || !strings.Contains(aerr.Error(), want) {
+			t.Errorf("agent validation does not mention %s: %v", want, aerr)
+		}
+	}
+	if err := agent.Run(context.Background(), agent.Config{}); !errors.Is(err, agent.ErrInvalidConfig) {
+		t.Fatalf("Run with a bad config: %v", err)
+	}
+}

@@ -1,0 +1,105 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Error classes of ingress requests, shared by the metrics and the usage windows.
+const (
+	ClassAgentAbsent     = "agent_absent"    // no agent holds the tunnel on this node
+	ClassUpstream        = "upstream"        // the agent, its upstream or the tunnel failed
+	ClassTimeout         = "timeout"         // the upstream did not answer in time
+	ClassLimit           = "limit"           // request body too large
+	ClassUnauthenticated = "unauthenticated" // no or invalid user token
+	ClassForbidden       = "forbidden"       // valid token, tunnel not allowed
+	ClassAuthUnavailable = "auth_unavailable"
+	ClassCanceled        = "canceled" // the caller went away first
+	ClassStatus5xx       = "status_5xx"
+)
+
+type metrics struct {
+	agents          prometheus.Gauge
+	handshakeFails  *prometheus.CounterVec
+	disconnects     prometheus.Counter
+	requests        *prometheus.CounterVec
+	errors          *prometheus.CounterVec
+	duration        prometheus.Histogram
+	ingressBytesIn  prometheus.Counter
+	ingressBytesOut prometheus.Counter
+	live            prometheus.Collector
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{
+		agents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tunnelplane_node_agents_connected", Help: "Agents holding a tunnel on this node.",
+		}),
+		handshakeFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_agent_handshake_failures_total", Help: "Agent connections refused before holding a tunnel, by reason.",
+		}, []string{"reason"}),
+		disconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_agent_disconnects_total", Help: "Agent sessions that ended.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_ingress_requests_total", Help: "Ingress requests routed to a tunnel, by status class.",
+		}, []string{"code"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_ingress_errors_total", Help: "Failed ingress requests by error class.",
+		}, []string{"class"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tunnelplane_node_ingress_request_duration_seconds",
+			Help:    "Time from request to response headers (streams last longer; this is time to first byte).",
+			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		ingressBytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_ingress_bytes_total", Help: "Body bytes through the ingress.", ConstLabels: prometheus.Labels{"direction": "request"},
+		}),
+		ingressBytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_ingress_bytes_total", Help: "Body bytes through the ingress.", ConstLabels: prometheus.Labels{"direction": "response"},
+		}),
+	}
+	m.live = &liveBytes{n: n, desc: prometheus.NewDesc("tunnelplane_node_agent_bytes_total",
+		"WebSocket payload bytes exchanged with agents.", []string{"direction"}, nil)}
+	return m
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	if r == nil {
+		return nil
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.agents, m.handshakeFails, m.disconnects, m.requests, m.errors, m.duration,
+		m.ingressBytesIn, m.ingressBytesOut, m.live} {
+		if err := r.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	return nil
+}
+
+// liveBytes reports agent bytes as the closed sessions' total plus the live sessions' counters,
+// which the WebSocket connections keep anyway: nothing is added per message.
+type liveBytes struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (l *liveBytes) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
+
+func (l *liveBytes) Collect(ch chan<- prometheus.Metric) {
+	in, out := l.n.closedBytesIn.Load(), l.n.closedBytesOut.Load()
+	l.n.mu.RLock()
+	for s := range l.n.sessions {
+		in += s.conn.BytesRead()
+		out += s.conn.BytesWritten()
+	}
+	l.n.mu.RUnlock()
+	ch <- prometheus.MustNewConstMetric(l.desc, prometheus.CounterValue, float64(in), "from_agent")
+	ch <- prometheus.MustNewConstMetric(l.desc, prometheus.CounterValue, float64(out), "to_agent")
+}

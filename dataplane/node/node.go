@@ -1,0 +1,290 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
+	"github.com/tunnelplane/tunnelplane/domain"
+)
+
+// Node is a data-plane node. Create it with New; it serves through AgentHandler and
+// IngressHandler, mounted on whatever HTTP servers the caller runs.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	sshCfg    *ssh.ServerConfig
+	upgrader  websocket.Upgrader
+	transport *transport
+	metrics   *metrics
+	usage     *usage
+	auth      *authCache
+
+	mu       sync.RWMutex
+	sessions map[*session]struct{}     // every authenticated session
+	pending  map[*wsconn.Conn]struct{} // connections still in the SSH handshake
+	tunnels  map[string]*session       // tunnel id → the session holding it
+	draining bool
+	stopped  bool
+
+	wg             sync.WaitGroup // session goroutines
+	closedBytesIn  atomic.Int64
+	closedBytesOut atomic.Int64
+
+	stopOnce  sync.Once
+	stopUsage chan struct{}
+	usageDone chan struct{}
+}
+
+// SessionInfo describes one agent session.
+type SessionInfo struct {
+	SessionID, OrgID, TunnelID, TokenID string
+	Protocol, AgentVersion, RemoteAddr  string
+	KeyExchange, Cipher, HostKeyAlgo    string
+	ConnectedAt                         time.Time
+	HoldsTunnel                         bool // false until the agent asked for its tunnel, or after it was replaced
+	BytesIn, BytesOut                   int64
+}
+
+// New validates cfg, applies defaults and returns a running node (its usage windows tick).
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.applyDefaults()
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("node_id", cfg.NodeID),
+		sessions:  map[*session]struct{}{},
+		pending:   map[*wsconn.Conn]struct{}{},
+		tunnels:   map[string]*session{},
+		usage:     newUsage(cfg.Now()),
+		auth:      newAuthCache(cfg.AuthCacheTTL),
+		stopUsage: make(chan struct{}),
+		usageDone: make(chan struct{}),
+	}
+	n.metrics = newMetrics(n)
+	if err := n.metrics.register(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("new node: %w", err)
+	}
+	n.sshCfg = n.newSSHConfig()
+	n.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   wsconn.ReadBufferSize,
+		WriteBufferPool:  wsconn.WriteBufferPool,
+		Subprotocols:     SupportedProtocols,
+		// Agents are not browsers; serveAgent refuses requests that carry an Origin.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	n.transport = &transport{n: n}
+	go n.usageLoop()
+	return n, nil
+}
+
+// NewHTTPServer returns a server for h with the node's header-time and header-size limits.
+func (n *Node) NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: n.cfg.HeaderTimeout,
+		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.New(slogWriter{n.log}, "", 0),
+	}
+}
+
+// Sessions lists the current agent sessions.
+func (n *Node) Sessions() []SessionInfo {
+	n.mu.RLock()
+	list := make([]*session, 0, len(n.sessions))
+	for s := range n.sessions {
+		list = append(list, s)
+	}
+	holders := make(map[*session]bool, len(n.tunnels))
+	for _, s := range n.tunnels {
+		holders[s] = true
+	}
+	n.mu.RUnlock()
+	out := make([]SessionInfo, 0, len(list))
+	for _, s := range list {
+		out = append(out, s.info(holders[s]))
+	}
+	return out
+}
+
+// DisconnectTunnel ends every session of the tunnel with reason and returns how many there were.
+// It returns once their AgentDisconnected facts have been emitted.
+func (n *Node) DisconnectTunnel(tunnelID, reason string) int {
+	return n.disconnectWhere(func(s *session) bool { return s.ident.TunnelID == tunnelID }, reason)
+}
+
+// DisconnectToken ends every session authenticated with the token (a revocation).
+func (n *Node) DisconnectToken(tokenID, reason string) int {
+	return n.disconnectWhere(func(s *session) bool { return s.ident.TokenID == tokenID }, reason)
+}
+
+func (n *Node) disconnectWhere(match func(*session) bool, reason string) int {
+	if reason == "" {
+		reason = "disconnected by the control plane"
+	}
+	var list []*session
+	n.mu.RLock()
+	for s := range n.sessions {
+		if match(s) {
+			list = append(list, s)
+		}
+	}
+	n.mu.RUnlock()
+	closeAll(list, reason)
+	return len(list)
+}
+
+// closeAll closes sessions concurrently (each may wait briefly for a slow peer) and waits for
+// their cleanup.
+func closeAll(list []*session, reason string) {
+	var wg sync.WaitGroup
+	for _, s := range list {
+		wg.Go(func() {
+			s.close(reason)
+			<-s.done
+		})
+	}
+	wg.Wait()
+}
+
+// Drain refuses new agents, stops routing requests to the current ones, tells them to go, lets
+// their requests in flight finish (until ctx ends), then disconnects them with reason
+// "node draining". It returns how many sessions it ended.
+func (n *Node) Drain(ctx context.Context) int {
+	const reason = "node draining"
+	n.mu.Lock()
+	n.draining = true
+	list := make([]*session, 0, len(n.sessions))
+	for s := range n.sessions {
+		list = append(list, s)
+	}
+	clear(n.tunnels)
+	n.metrics.agents.Set(0)
+	n.mu.Unlock()
+	n.log.Info("draining", "sessions", len(list))
+	for _, s := range list {
+		s.notify(reason) // the agent may connect elsewhere while requests here finish
+	}
+	for _, s := range list {
+		s.waitIdle(ctx)
+	}
+	closeAll(list, reason)
+	return len(list)
+}
+
+// Stop disconnects every agent, refuses new ones, stops the usage windows after emitting the
+// last one and waits for the node's goroutines. Calling it again does nothing.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		n.mu.Lock()
+		n.stopped = true
+		list := make([]*session, 0, len(n.sessions))
+		for s := range n.sessions {
+			list = append(list, s)
+		}
+		for c := range n.pending {
+			go c.CloseWithReason(CloseCodeNode, "node stopping")
+		}
+		n.mu.Unlock()
+		closeAll(list, "node stopping")
+		n.wg.Wait()
+		close(n.stopUsage)
+		<-n.usageDone
+	})
+}
+
+func (n *Node) usageLoop() {
+	defer close(n.usageDone)
+	w := n.cfg.UsageWindow
+	t := time.NewTimer(untilNextWindow(n.cfg.Now(), w))
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopUsage:
+			n.emitUsage()
+			return
+		case <-t.C:
+			n.emitUsage()
+			n.pruneIdle()
+			t.Reset(untilNextWindow(n.cfg.Now(), w))
+		}
+	}
+}
+
+// untilNextWindow aligns windows to multiples of w, so that windows of different nodes line up.
+func untilNextWindow(now time.Time, w time.Duration) time.Duration {
+	d := now.Truncate(w).Add(w).Sub(now)
+	if d <= 0 {
+		d = w
+	}
+	return d
+}
+
+func (n *Node) emitUsage() {
+	for _, u := range n.usage.flush(n.cfg.NodeID, n.cfg.Now()) {
+		if n.cfg.Sink != nil {
+			n.cfg.Sink.UsageRecorded(u)
+		}
+	}
+}
+
+func (n *Node) pruneIdle() {
+	n.mu.RLock()
+	list := make([]*session, 0, len(n.tunnels))
+	for _, s := range n.tunnels {
+		list = append(list, s)
+	}
+	n.mu.RUnlock()
+	now := n.cfg.Now()
+	for _, s := range list {
+		s.pruneIdle(now)
+	}
+}
+
+func (n *Node) emitConnected(e domain.AgentConnected) {
+	if n.cfg.Sink != nil {
+		n.cfg.Sink.AgentConnected(e)
+	}
+}
+
+func (n *Node) emitDisconnected(e domain.AgentDisconnected) {
+	if n.cfg.Sink != nil {
+		n.cfg.Sink.AgentDisconnected(e)
+	}
+}
+
+// tunnelSession is the session holding tunnelID, or nil.
+func (n *Node) tunnelSession(tunnelID string) *session {
+	n.mu.RLock()
+	s := n.tunnels[tunnelID]
+	n.mu.RUnlock()
+	return s
+}
+
+// slogWriter adapts the standard logger net/http wants.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	if len(p) > 0 && p[len(p)-1] == '\n' {
+		return p[:len(p)-1]
+	}
+	return p
+}

@@ -1,0 +1,80 @@
+package node
+
+import "golang.org/x/crypto/ssh"
+
+// The node–agent wire protocol. The agent package speaks it too; change both together and keep
+// older agents working (a new protocol version, never a changed meaning of an old name).
+const (
+	// ProtocolV1 is the plain tunnel: SSH over WebSocket, one reverse forward, keepalives.
+	ProtocolV1 = "tunnelplane.v1"
+	// ProtocolV2 adds the agent-info request (agent version, the Host header its upstream
+	// expects). Later features (failover, pooling, agent forwarding) negotiate here.
+	ProtocolV2 = "tunnelplane.v2"
+
+	// AgentUser is the SSH user name an agent logs in with; its password is its agent token,
+	// sent only after the agent has checked the node's host key.
+	AgentUser = "agent"
+
+	// RequestForward asks for the agent's tunnel (RFC 4254 tcpip-forward; the bind address and
+	// port are echoed back in every forwarded channel, the tunnel comes from the token).
+	RequestForward = "tcpip-forward"
+	// RequestCancelForward releases the tunnel; the node then ends the session.
+	RequestCancelForward = "cancel-tcpip-forward"
+	// RequestAgentInfo (v2) carries an AgentInfo as JSON before RequestForward.
+	RequestAgentInfo = "agent-info@tunnelplane.dev"
+	// RequestKeepalive is sent by both sides with want-reply; any reply proves liveness.
+	RequestKeepalive = "keepalive@tunnelplane.dev"
+	// RequestDisconnect carries a DisconnectNotice just before the sender closes the connection,
+	// so the other side can say why.
+	RequestDisconnect = "disconnect@tunnelplane.dev"
+	// ChannelForwarded is the channel type the node opens for each ingress connection.
+	ChannelForwarded = "forwarded-tcpip"
+
+	// CloseCodeNode is the WebSocket close code the node uses when it ends a session on purpose;
+	// the close text is the reason.
+	CloseCodeNode = 4000
+)
+
+// SupportedProtocols lists the subprotocols a node accepts, most preferred first.
+var SupportedProtocols = []string{ProtocolV2, ProtocolV1}
+
+// SSH algorithms. In SSH the client's order decides, so the agent lists them in this order and
+// the node accepts any of them. AES-GCM comes first: x/crypto has assembly for it on amd64 and
+// arm64 but not for chacha20-poly1305, which runs at about half the speed there.
+var (
+	KeyExchanges = []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519}
+	Ciphers      = []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305}
+	// MACs only matter if a non-AEAD cipher were ever negotiated; none of Ciphers is one.
+	MACs = []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM}
+)
+
+// ForwardRequest is the payload of RequestForward.
+type ForwardRequest struct {
+	BindAddr string
+	BindPort uint32
+}
+
+// ForwardedChannel is the payload of a ChannelForwarded open: the forward it belongs to and the
+// caller's address.
+type ForwardedChannel struct {
+	Addr       string
+	Port       uint32
+	OriginAddr string
+	OriginPort uint32
+}
+
+// AgentInfo is what a v2 agent says about itself (JSON inside a JSONPayload).
+type AgentInfo struct {
+	Version string `json:"version"`
+	// UpstreamScheme is "http" or "tcp".
+	UpstreamScheme string `json:"upstream_scheme,omitempty"`
+	// HostHeader, when set, replaces the caller's Host header on requests to the upstream
+	// (local servers such as Ollama refuse Host names they do not know).
+	HostHeader string `json:"host_header,omitempty"`
+}
+
+// JSONPayload wraps a JSON document as an SSH string.
+type JSONPayload struct{ JSON string }
+
+// DisconnectNotice is the payload of RequestDisconnect.
+type DisconnectNotice struct{ Reason string }

@@ -1,0 +1,346 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
+	"github.com/tunnelplane/tunnelplane/domain"
+)
+
+// session is one authenticated agent connection.
+type session struct {
+	n     *Node
+	id    string
+	conn  *wsconn.Conn
+	sc    *ssh.ServerConn
+	ident AgentIdentity
+	meta  connMeta
+	algs  ssh.NegotiatedAlgorithms
+	log   *slog.Logger
+	done  chan struct{} // closed when cleanup is over and the facts are out
+
+	mu           sync.Mutex
+	agentVersion string
+	hostHeader   string          // v2: Host header the upstream wants; "" keeps the caller's
+	forward      *ForwardRequest // nil until the agent asked for its tunnel
+	connectedAt  time.Time       // when it took its tunnel (AgentConnected emitted)
+	idle         []*tunnelConn   // pooled channels, most recently used last
+	inflight     int
+	idleWait     chan struct{} // closed when inflight drops to zero, while someone waits
+	closing      bool
+	reason       string
+	peerReason   string // what the agent said in a RequestDisconnect
+
+	kaTimer, expTimer, fwdTimer *time.Timer
+}
+
+func (s *session) start() {
+	cfg := s.n.cfg
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kaTimer = time.AfterFunc(cfg.KeepaliveInterval, s.keepalive)
+	s.fwdTimer = time.AfterFunc(cfg.HandshakeTimeout, func() {
+		s.mu.Lock()
+		fwd := s.forward
+		s.mu.Unlock()
+		if fwd == nil {
+			s.close("no tunnel requested within " + cfg.HandshakeTimeout.String())
+		}
+	})
+	if !s.ident.ExpiresAt.IsZero() {
+		s.expTimer = time.AfterFunc(s.ident.ExpiresAt.Sub(cfg.Now()), func() { s.close("agent token expired") })
+	}
+}
+
+// serve answers the agent's global requests and refuses its channel opens until the
+// connection ends. It is the session's one long-lived goroutine of its own.
+func (s *session) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	for chans != nil || reqs != nil {
+		select {
+		case nc, ok := <-chans:
+			if !ok {
+				chans = nil
+				continue
+			}
+			_ = nc.Reject(ssh.Prohibited, "agents may not open channels")
+		case r, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			s.handleRequest(r)
+		}
+	}
+}
+
+func (s *session) handleRequest(r *ssh.Request) {
+	reply := func(ok bool, payload []byte) {
+		if r.WantReply {
+			_ = r.Reply(ok, payload)
+		}
+	}
+	switch r.Type {
+	case RequestKeepalive, "keepalive@openssh.com":
+		reply(true, nil)
+	case RequestAgentInfo:
+		var p JSONPayload
+		var info AgentInfo
+		if s.meta.protocol != ProtocolV2 || ssh.Unmarshal(r.Payload, &p) != nil || json.Unmarshal([]byte(p.JSON), &info) != nil {
+			reply(false, nil)
+			return
+		}
+		s.mu.Lock()
+		if info.Version != "" {
+			s.agentVersion = info.Version
+		}
+		s.hostHeader = info.HostHeader
+		s.mu.Unlock()
+		reply(true, nil)
+	case RequestForward:
+		var fr ForwardRequest
+		if err := ssh.Unmarshal(r.Payload, &fr); err != nil {
+			reply(false, nil)
+			return
+		}
+		if err := s.n.claim(s, fr); err != nil {
+			s.log.Info("tunnel refused", "error", err)
+			reply(false, nil)
+			s.close(err.Error())
+			return
+		}
+		reply(true, nil)
+	case RequestCancelForward:
+		reply(true, nil)
+		s.close("agent released the tunnel")
+	case RequestDisconnect:
+		var d DisconnectNotice
+		if ssh.Unmarshal(r.Payload, &d) == nil {
+			s.mu.Lock()
+			s.peerReason = "agent: " + d.Reason
+			s.mu.Unlock()
+		}
+		reply(true, nil)
+	default:
+		reply(false, nil)
+	}
+}
+
+// claim makes s the holder of its tunnel. A previous holder is replaced: the newest agent wins,
+// so an agent that reconnects after a network change never waits for its old session to time out.
+func (n *Node) claim(s *session, fr ForwardRequest) error {
+	n.mu.Lock()
+	if n.draining || n.stopped {
+		n.mu.Unlock()
+		return errors.New("node draining")
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		n.mu.Unlock()
+		return errors.New("session closing")
+	}
+	first := s.forward == nil
+	s.forward = &fr
+	if first {
+		s.connectedAt = n.cfg.Now()
+	}
+	s.mu.Unlock()
+	old := n.tunnels[s.ident.TunnelID]
+	n.tunnels[s.ident.TunnelID] = s
+	n.metrics.agents.Set(float64(len(n.tunnels)))
+	n.mu.Unlock()
+	if !first {
+		return nil
+	}
+	if old != nil && old != s {
+		old.log.Info("agent replaced by a newer connection", "new_session_id", s.id)
+		go old.close("replaced")
+	}
+	s.fwdTimer.Stop()
+	s.mu.Lock()
+	version := s.agentVersion
+	s.mu.Unlock()
+	s.log.Info("agent connected", "protocol", s.meta.protocol, "agent_version", version, "remote_addr", s.meta.remote,
+		"kex", s.algs.KeyExchange, "cipher", s.algs.Write.Cipher)
+	n.emitConnected(domain.AgentConnected{
+		NodeID: n.cfg.NodeID, SessionID: s.id, OrgID: s.ident.OrgID, TunnelID: s.ident.TunnelID, TokenID: s.ident.TokenID,
+		AgentVersion: version, ProtocolVersion: s.meta.protocol, RemoteAddr: s.meta.remote,
+		KeyExchange: s.algs.KeyExchange, Cipher: s.algs.Write.Cipher, HostKeyAlgo: s.algs.HostKey,
+	})
+	return nil
+}
+
+// keepalive runs on a timer goroutine that exists only while a probe is out.
+func (s *session) keepalive() {
+	timeout := s.n.cfg.KeepaliveTimeout
+	t := time.AfterFunc(timeout, func() {
+		s.close(fmt.Sprintf("keepalive timeout: the agent did not answer within %v", timeout))
+	})
+	_, _, err := s.sc.SendRequest(RequestKeepalive, true, nil)
+	t.Stop()
+	if err != nil {
+		return // the connection is gone; serve returns and finish cleans up
+	}
+	s.mu.Lock()
+	if !s.closing {
+		s.kaTimer.Reset(s.n.cfg.KeepaliveInterval)
+	}
+	s.mu.Unlock()
+}
+
+// notify tells the agent why it is about to be disconnected.
+func (s *session) notify(reason string) {
+	_, _, _ = s.sc.SendRequest(RequestDisconnect, false, ssh.Marshal(DisconnectNotice{Reason: reason}))
+}
+
+// close ends the session with reason (the first reason given wins). It does not wait for cleanup.
+func (s *session) close(reason string) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	s.reason = reason
+	s.mu.Unlock()
+	s.n.unroute(s)
+	// Bound the goodbye: a peer that stopped reading must not hold us.
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.notify(reason)
+	_ = s.conn.CloseWithReason(CloseCodeNode, reason)
+}
+
+// unroute stops new requests from reaching s.
+func (n *Node) unroute(s *session) {
+	n.mu.Lock()
+	if n.tunnels[s.ident.TunnelID] == s {
+		delete(n.tunnels, s.ident.TunnelID)
+		n.metrics.agents.Set(float64(len(n.tunnels)))
+	}
+	n.mu.Unlock()
+}
+
+// finish runs when the connection has ended: it forgets the session and emits AgentDisconnected.
+func (s *session) finish(waitErr error) {
+	n := s.n
+	n.mu.Lock()
+	delete(n.sessions, s)
+	n.mu.Unlock()
+	n.unroute(s)
+	s.mu.Lock()
+	for _, t := range []*time.Timer{s.kaTimer, s.expTimer, s.fwdTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	idle := s.idle
+	s.idle = nil
+	reason := s.reason
+	if reason == "" {
+		reason = s.peerReason
+	}
+	if reason == "" {
+		reason = lostReason(waitErr)
+	}
+	s.reason = reason
+	connectedAt := s.connectedAt
+	if s.idleWait != nil {
+		close(s.idleWait)
+		s.idleWait = nil
+	}
+	s.mu.Unlock()
+	for _, tc := range idle {
+		_ = tc.ch.Close()
+	}
+	_ = s.conn.Close()
+	in, out := s.conn.BytesRead(), s.conn.BytesWritten()
+	n.closedBytesIn.Add(in)
+	n.closedBytesOut.Add(out)
+	n.metrics.disconnects.Inc()
+	if !connectedAt.IsZero() {
+		dur := n.cfg.Now().Sub(connectedAt)
+		s.log.Info("agent disconnected", "reason", reason, "duration_ms", dur.Milliseconds(), "bytes_in", in, "bytes_out", out)
+		n.emitDisconnected(domain.AgentDisconnected{
+			NodeID: n.cfg.NodeID, SessionID: s.id, OrgID: s.ident.OrgID, TunnelID: s.ident.TunnelID, TokenID: s.ident.TokenID,
+			BytesIn: in, BytesOut: out, DurationMS: dur.Milliseconds(), Reason: reason,
+		})
+	} else {
+		s.log.Info("agent left before holding its tunnel", "reason", reason)
+	}
+	close(s.done)
+}
+
+func lostReason(err error) string {
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+		return "agent closed the connection"
+	default:
+		msg := err.Error()
+		if i := strings.Index(msg, "closed by peer: "); i >= 0 {
+			return "agent closed the connection: " + msg[i+len("closed by peer: "):]
+		}
+		return "connection lost: " + msg
+	}
+}
+
+// acquire counts a request in flight; it fails once the session is closing.
+func (s *session) acquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.inflight++
+	return true
+}
+
+func (s *session) release() {
+	s.mu.Lock()
+	s.inflight--
+	if s.inflight == 0 && s.idleWait != nil {
+		close(s.idleWait)
+		s.idleWait = nil
+	}
+	s.mu.Unlock()
+}
+
+// waitIdle waits until no request is in flight, the session ends or ctx ends.
+func (s *session) waitIdle(ctx context.Context) {
+	s.mu.Lock()
+	if s.inflight == 0 || s.closing {
+		s.mu.Unlock()
+		return
+	}
+	if s.idleWait == nil {
+		s.idleWait = make(chan struct{})
+	}
+	ch := s.idleWait
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-s.done:
+	}
+}
+
+func (s *session) info(holds bool) SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SessionInfo{
+		SessionID: s.id, OrgID: s.ident.OrgID, TunnelID: s.ident.TunnelID, TokenID: s.ident.TokenID,
+		Protocol: s.meta.protocol, AgentVersion: s.agentVersion, RemoteAddr: s.meta.remote,
+		KeyExchange: s.algs.KeyExchange, Cipher: s.algs.Write.Cipher, HostKeyAlgo: s.algs.HostKey,
+		ConnectedAt: s.meta.started, HoldsTunnel: holds,
+		BytesIn: s.conn.BytesRead(), BytesOut: s.conn.BytesWritten(),
+	}
+}

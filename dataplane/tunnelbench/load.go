@@ -1,0 +1,291 @@
+package tunnelbench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// smallBody is what /small answers: about the size of a short JSON API reply.
+var smallBody = bytes.Repeat([]byte("x"), 128)
+
+// originHandler is the upstream every measurement reaches.
+func originHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /small", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(smallBody)))
+		w.Write(smallBody)
+	})
+	mux.HandleFunc("GET /bulk", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		// 32 KiB writes, as io.Copy and most handlers make: the baseline is an ordinary Go origin.
+		buf := make([]byte, 32<<10)
+		for i := range buf {
+			buf[i] = byte(i * 7)
+		}
+		for n > 0 {
+			m := min(n, int64(len(buf)))
+			if _, err := w.Write(buf[:m]); err != nil {
+				return
+			}
+			n -= m
+		}
+	})
+	// /stream sends n NDJSON lines spaced by interval, each stamped with its send time.
+	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		interval, _ := time.ParseDuration(r.URL.Query().Get("interval"))
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		rc := http.NewResponseController(w)
+		t := time.NewTimer(0)
+		<-t.C
+		for i := range n {
+			if i > 0 {
+				t.Reset(interval)
+				<-t.C
+			}
+			fmt.Fprintf(w, `{"i":%d,"sent_ns":%d,"response":"token"}`+"\n", i, time.Now().UnixNano())
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	})
+	return mux
+}
+
+type loadSpec struct {
+	Mode        string        `json:"mode"` // bulk, rps, stream, touch
+	URL         string        `json:"url"`
+	URLs        []string      `json:"urls,omitempty"`
+	Token       string        `json:"token,omitempty"`
+	Concurrency int           `json:"concurrency,omitempty"`
+	Duration    time.Duration `json:"duration,omitempty"`
+	Streams     int           `json:"streams,omitempty"`
+}
+
+type loadResult struct {
+	Bytes      int64     `json:"bytes,omitempty"`
+	Seconds    float64   `json:"seconds"`
+	Requests   int       `json:"requests,omitempty"`
+	Errors     int       `json:"errors,omitempty"`
+	LatencyUS  []float64 `json:"latency_us,omitempty"`     // rps: sorted sample (all, up to a cap)
+	TTFBUS     []float64 `json:"ttfb_us,omitempty"`        // stream: per stream
+	ChunkDelay []float64 `json:"chunk_delay_us,omitempty"` // stream: per chunk, send → receive
+	// CPU seconds node and agent spent during a tunnel run (filled by Run).
+	NodeCPU, AgentCPU, NodeAgentCPU float64 `json:"-"`
+}
+
+func newClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: conns, MaxIdleConns: conns, DisableCompression: true, ForceAttemptHTTP2: false,
+	}}
+}
+
+func runLoad(ctx context.Context, s loadSpec) (*loadResult, error) {
+	switch s.Mode {
+	case "bulk":
+		return loadBulk(ctx, s)
+	case "rps":
+		return loadRPS(ctx, s)
+	case "stream":
+		return loadStream(ctx, s)
+	case "touch":
+		return loadTouch(ctx, s)
+	}
+	return nil, fmt.Errorf("unknown load mode %q", s.Mode)
+}
+
+func get(ctx context.Context, url, tok string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return req, nil
+}
+
+func loadBulk(ctx context.Context, s loadSpec) (*loadResult, error) {
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	req, err := get(ctx, s.URL, s.Token)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("bulk: %d %s", resp.StatusCode, b)
+	}
+	// io.Copy's 32 KiB, as an ordinary client reads.
+	buf := make([]byte, 32<<10)
+	n, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, resp.Body, buf)
+	if err != nil {
+		return nil, fmt.Errorf("bulk after %d bytes: %w", n, err)
+	}
+	return &loadResult{Bytes: n, Seconds: time.Since(start).Seconds()}, nil
+}
+
+// loadRPS runs Concurrency clients in closed loops for Duration (after a short warm-up that is
+// not counted).
+func loadRPS(ctx context.Context, s loadSpec) (*loadResult, error) {
+	c := newClient(s.Concurrency)
+	defer c.CloseIdleConnections()
+	warm := min(s.Duration/5, 500*time.Millisecond)
+	begin := time.Now()
+	start, end := begin.Add(warm), begin.Add(warm+s.Duration)
+	var mu sync.Mutex
+	var lat []float64
+	var errs, reqs int
+	var firstErr error
+	var wg sync.WaitGroup
+	for range s.Concurrency {
+		wg.Go(func() {
+			local := make([]float64, 0, 4096)
+			buf := make([]byte, 4096)
+			var nerr int
+			var ferr error
+			for {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					break
+				}
+				req, _ := get(ctx, s.URL, s.Token)
+				resp, err := c.Do(req)
+				if err == nil {
+					_, err = io.CopyBuffer(io.Discard, resp.Body, buf)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if t0.Before(start) {
+					continue
+				}
+				if err != nil {
+					nerr++
+					if ferr == nil {
+						ferr = err
+					}
+					continue
+				}
+				local = append(local, float64(time.Since(t0).Nanoseconds())/1000)
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			errs += nerr
+			reqs += len(local)
+			if firstErr == nil {
+				firstErr = ferr
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	if reqs == 0 {
+		return nil, fmt.Errorf("rps: no request succeeded: %v", firstErr)
+	}
+	if errs > reqs/100 {
+		return nil, fmt.Errorf("rps: %d of %d requests failed: %v", errs, reqs+errs, firstErr)
+	}
+	slices.Sort(lat)
+	return &loadResult{Requests: reqs, Errors: errs, Seconds: secs, LatencyUS: sample(lat, 20000)}, nil
+}
+
+// sample thins a sorted slice evenly to at most n values, keeping the extremes.
+func sample(sorted []float64, n int) []float64 {
+	if len(sorted) <= n {
+		return sorted
+	}
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = sorted[i*(len(sorted)-1)/(n-1)]
+	}
+	return out
+}
+
+func loadStream(ctx context.Context, s loadSpec) (*loadResult, error) {
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	res := &loadResult{}
+	start := time.Now()
+	for range s.Streams {
+		req, _ := get(ctx, s.URL, s.Token)
+		t0 := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != 200 {
+			resp.Body.Close()
+			return nil, fmt.Errorf("stream: status %d", resp.StatusCode)
+		}
+		br := bufio.NewReader(resp.Body)
+		first := true
+		for {
+			line, err := br.ReadBytes('\n')
+			now := time.Now()
+			if len(line) > 0 {
+				if first {
+					res.TTFBUS = append(res.TTFBUS, float64(now.Sub(t0).Nanoseconds())/1000)
+					first = false
+				}
+				var m struct {
+					SentNS int64 `json:"sent_ns"`
+				}
+				if json.Unmarshal(line, &m) == nil {
+					res.ChunkDelay = append(res.ChunkDelay, float64(now.UnixNano()-m.SentNS)/1000)
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				resp.Body.Close()
+				return nil, err
+			}
+		}
+		resp.Body.Close()
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// loadTouch sends one small request to each URL, one after another.
+func loadTouch(ctx context.Context, s loadSpec) (*loadResult, error) {
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	start := time.Now()
+	for _, u := range s.URLs {
+		req, _ := get(ctx, u, s.Token)
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return nil, errors.New("touch " + u + ": " + resp.Status)
+		}
+	}
+	return &loadResult{Requests: len(s.URLs), Seconds: time.Since(start).Seconds()}, nil
+}

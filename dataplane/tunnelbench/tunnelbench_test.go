@@ -1,0 +1,76 @@
+package tunnelbench
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// The test binary doubles as the bench's child: Run re-executes it with this variable set and
+// the role as the last argument.
+const childEnv = "TUNNELBENCH_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		if err := RunChild(context.Background(), os.Args[len(os.Args)-1], os.Stdin, os.Stdout); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// A tiny run through every phase: separate processes, real tunnel, every key filled in.
+func TestBenchRunsEveryPhase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a dozen processes")
+	}
+	t.Setenv(childEnv, "1")
+	var progress strings.Builder
+	res, err := Run(context.Background(), Options{
+		Duration: 150 * time.Millisecond, Rounds: 1, BulkBytes: 4 << 20, IdleAgents: 3,
+		Streams: 1, StreamChunks: 3, StreamInterval: 5 * time.Millisecond,
+		Exe: os.Args[0], ExeArgs: []string{}, Progress: &progress,
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	for name, v := range map[string]float64{
+		"bulk_ratio": res.BulkRatio, "rps_c1_ratio": res.RPSC1Ratio, "rps_c64_ratio": res.RPSC64Ratio,
+		"p50_c1_tunnel_us": res.P50C1TunnelUS, "chunk_tunnel_us_p50": res.ChunkTunnelUS,
+		"connect_ms_p95": res.ConnectMSP95, "idle_heap_kib_per_agent": res.IdleHeapKiBPerAgent,
+	} {
+		if !(v > 0) {
+			t.Errorf("%s = %v", name, v)
+		}
+	}
+	t.Log(progress.String())
+	if len(res.Targets) != 6 || res.IdleGoroutinesPerAgent < 1 {
+		t.Fatalf("targets %v, goroutines per agent %v", res.Targets, res.IdleGoroutinesPerAgent)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	err := Options{Duration: time.Millisecond, Rounds: -1}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "duration") || !strings.Contains(err.Error(), "rounds") {
+		t.Fatalf("validate: %v", err)
+	}
+	if err := (Options{}).Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+}
+
+func TestQuantiles(t *testing.T) {
+	s := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if quantile(s, .5) != 6 || quantile(s, 0) != 1 || quantile(s, 1) != 10 || quantile(nil, .5) != 0 {
+		t.Fatalf("quantiles of %v", s)
+	}
+	if got := sample([]float64{1, 2, 3, 4, 5}, 3); len(got) != 3 || got[0] != 1 || got[2] != 5 {
+		t.Fatalf("sample %v", got)
+	}
+}

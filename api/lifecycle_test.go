@@ -283,14 +283,19 @@ func TestNodeLifecycle(t *testing.T) {
 	if k := keyState(t, e, root, eventKey.ID()); k.State != "active" || k.Purpose != eventstore.PurposeNode || k.Owner != enroll.NodeID {
 		t.Fatalf("node key: %+v", k)
 	}
-	// The same node id again (with a fresh event key) is a conflict; the same event key again is
-	// refused as invalid (the log already holds it).
+	// The same node id again with a fresh event key is a conflict; the same enrollment again (a
+	// node restarting) is accepted and changes nothing.
 	again, _ := newNodeEnrollment(t, e.store, "node-1")
 	againKey, _ := eventstore.GenerateSigningKey()
 	origin, _ := e.store.Origin(context.Background())
 	again.NodeID, again.EventKey = enroll.NodeID, eventstore.NewKeyAdded(origin, eventstore.PurposeNode, enroll.NodeID, againKey)
 	e.must(409, "POST", "/api/v1/nodes", root, again).problem(t)
-	e.must(422, "POST", "/api/v1/nodes", root, enroll).problem(t)
+	headBefore := head(t, e.store)
+	var same commands.Result
+	e.must(200, "POST", "/api/v1/nodes", root, enroll).decode(t, &same)
+	if !same.Noop || same.ID != enroll.NodeID || head(t, e.store) != headBefore {
+		t.Fatalf("re-enrollment: %+v (head %d → %d)", same, headBefore, head(t, e.store))
+	}
 
 	drained := e.write(200, "POST", "/api/v1/nodes/"+enroll.NodeID+"/drain", root, nil)
 	e.must(409, "POST", "/api/v1/nodes/"+enroll.NodeID+"/drain", root, nil).problem(t)

@@ -55,6 +55,10 @@ func (s *Server) enrollNode(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/nodes/"+res.ID)
+	if res.Noop {
+		// A node enrolls at every start; the same node with the same keys is already enrolled.
+		return s.written(c, http.StatusOK, res)
+	}
 	return s.written(c, http.StatusCreated, res)
 }
 

@@ -71,7 +71,7 @@ var operations = []operation{
 	{method: "DELETE", path: "/api/v1/tokens/{id}", id: "revokeToken", summary: "Revoke an agent token", tag: "tokens",
 		params: []string{"path:id", "query:org", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
 
-	{method: "POST", path: "/api/v1/nodes", id: "enrollNode", summary: "Enroll a data-plane node with its host key and event key (superadmins)", tag: "nodes",
+	{method: "POST", path: "/api/v1/nodes", id: "enrollNode", summary: "Enroll a data-plane node with its host key and event key (superadmins); 200 when it is already enrolled with the same keys", tag: "nodes",
 		params: []string{"header:Idempotency-Key"}, body: "EnrollNode", status: 201, resp: "WriteResult", errs: []int{400, 403, 409, 413, 415, 422}},
 	{method: "GET", path: "/api/v1/nodes", id: "listNodes", summary: "Data-plane nodes (superadmins)", tag: "nodes",
 		params: withList("query:node_state", "query:name"), status: 200, resp: "List:Node", errs: []int{400, 403}},

@@ -374,6 +374,11 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		TLSClientConfig:  a.cfg.TLSConfig,
 	}
 	ws, resp, err := d.DialContext(ctx, a.url.String(), http.Header{"User-Agent": {"tunnelplane-agent/" + a.cfg.Version}})
+	// From here on the WebSocket's own stop (below) closes the socket, after saying goodbye.
+	if !stopRaw() && err == nil {
+		ws.Close()
+		return nil, fmt.Errorf("dial %s: %w", a.url.Redacted(), ctx.Err())
+	}
 	if err != nil {
 		if resp != nil {
 			return nil, refusal(resp)
@@ -385,7 +390,20 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("%w: it selected protocol %q, offered %v", ErrRefused, ws.Subprotocol(), a.cfg.Protocols)
 	}
 	wc := wsconn.New(ws, wsconn.Options{Client: true})
-	stop := context.AfterFunc(ctx, func() { wc.Close() })
+	// Once SSH is up, a stop mid-setup still says goodbye, so the node records why (it may have
+	// granted the tunnel already).
+	var scMu sync.Mutex
+	var established ssh.Conn
+	stop := context.AfterFunc(ctx, func() {
+		scMu.Lock()
+		sc := established
+		scMu.Unlock()
+		if sc != nil {
+			_ = wc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _, _ = sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
+		}
+		wc.Close()
+	})
 	defer stop()
 	_ = wc.SetDeadline(time.Now().Add(a.cfg.DialTimeout))
 
@@ -425,6 +443,9 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		}
 		return nil, fmt.Errorf("ssh handshake with %s: %w", a.url.Redacted(), err)
 	}
+	scMu.Lock()
+	established = sc
+	scMu.Unlock()
 	c := &conn{a: a, ws: wc, sc: sc, chans: chans, reqs: reqs, protocol: ws.Subprotocol(),
 		algs: sc.(ssh.AlgorithmsConnMetadata).Algorithms(), reqsDone: make(chan struct{})}
 	// Global requests must be answered while we wait for the forward reply.

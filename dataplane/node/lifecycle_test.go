@@ -144,6 +144,9 @@ func TestVanishedAgentIsDetectedByKeepalivesOnBothSides(t *testing.T) {
 		c.KeepaliveInterval, c.KeepaliveTimeout = 100*time.Millisecond, 300*time.Millisecond
 	})
 	s1 := e.waitHeld("tun-llm")
+	// The node holds the tunnel once it granted it; the agent runs keepalives only once it has
+	// the grant (before that its dial timeout applies), so stall only then.
+	eventually(t, 5*time.Second, "agent connected", func() bool { return a.states.has("connected to") })
 	bh.stall()
 	eventually(t, 5*time.Second, "node released the tunnel", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
 	if d := e.sink.disconnectsFor(s1.SessionID)[0]; !strings.Contains(d.Reason, "keepalive timeout") {

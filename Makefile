@@ -25,10 +25,15 @@ run: build ## tunnelplane serve --demo: NATS, control plane, a node and a demo t
 .PHONY: test
 test: lint ## Run the whole suite against a real PostgreSQL (found or started)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@# The race detector makes a 256 MiB transfer too slow, so that test shrinks under -race;
+	@# run it again at full size without.
+	$(GO) test -count=1 -run 'TestLargeBodyArrivesIntactAndStreams' ./dataplane/node
 
 .PHONY: bench
 bench: build ## Benchmarks against their baselines in the same run (scratch databases)
 	$(BIN) bench store --duration $(BENCH_DURATION) --data-dir $(DATA_DIR)
+	$(BIN) bench api --data-dir $(DATA_DIR)
+	$(BIN) bench tunnel --log-level warn
 
 .PHONY: fuzz
 fuzz: ## Fuzz the canonical decoders for FUZZTIME each

@@ -28,6 +28,31 @@ type Node struct {
 	UpdatedAt          time.Time `json:"updated_at" db:"updated_at"`
 	Version            int64     `json:"version" db:"version"`
 	Position           int64     `json:"position" db:"position"`
+	// Live and LastHeartbeat come from the node registry (NATS), when the control plane has one.
+	Live          *bool      `json:"live,omitempty" db:"-"`
+	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty" db:"-"`
+}
+
+// LiveNodes reports the nodes heartbeating now and when each was last heard from.
+type LiveNodes func() map[string]time.Time
+
+// SetLiveNodes makes node reads show liveness from the node registry (set once it runs).
+func (s *Server) SetLiveNodes(f LiveNodes) { s.live.Store(&f) }
+
+func (s *Server) withLiveness(nodes []Node) {
+	f := s.live.Load()
+	if f == nil {
+		return
+	}
+	live := (*f)()
+	for i := range nodes {
+		at, ok := live[nodes[i].ID]
+		nodes[i].Live = &ok
+		if ok {
+			at := at
+			nodes[i].LastHeartbeat = &at
+		}
+	}
 }
 
 const nodeColumns = `SELECT node_id::text AS node_id, name, state, lost, host_key, host_key_fingerprint, event_key_id, agent_url, ingress_url,
@@ -103,6 +128,7 @@ func (s *Server) listNodes(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.withLiveness(rows)
 	return c.JSON(http.StatusOK, listOf(p, rows, func(n Node) []any { return []any{n.Name, n.ID} }))
 }
 
@@ -124,8 +150,10 @@ func (s *Server) getNode(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	one := []Node{n}
+	s.withLiveness(one)
 	c.Response().Header().Set(headerETag, etag(n.Version))
-	return c.JSON(http.StatusOK, n)
+	return c.JSON(http.StatusOK, one[0])
 }
 
 func (s *Server) drainNode(c echo.Context) error {

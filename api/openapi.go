@@ -205,6 +205,8 @@ var schemas = map[string]schema{
 		"id": strf("uuid", ""), "name": str(""), "state": schema{"type": "string", "enum": []string{"joined", "draining", "left"}}, "lost": schema{"type": "boolean"},
 		"host_key": str(""), "host_key_fingerprint": str(""), "event_key_id": str(""), "agent_url": str(""), "ingress_url": str(""),
 		"enrolled_at": strf("date-time", ""), "updated_at": strf("date-time", ""), "version": integer(""), "position": integer(""),
+		"live":           schema{"type": "boolean", "description": "heartbeating now (when the control plane runs the node registry)"},
+		"last_heartbeat": strf("date-time", "when the node was last heard from"),
 	}),
 	"RoleInput": object([]string{"user_id", "role"}, schema{"org": str("organization name or id; \"*\" or absent for superadmin"), "user_id": str(""),
 		"role": schema{"type": "string", "enum": []string{"owner", "admin", "operator", "viewer", "auditor", "superadmin"}}}),

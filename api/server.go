@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,6 +31,8 @@ type Server struct {
 	routes map[string]bool // registered route templates, to label metrics without unbounded paths
 	orgIDs sync.Map        // org name or id → org id; organizations are never renamed or deleted
 	doc    []byte          // the OpenAPI document, rendered once
+
+	live atomic.Pointer[LiveNodes]
 
 	lifeMu  sync.Mutex
 	started bool

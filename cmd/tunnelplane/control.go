@@ -81,6 +81,7 @@ Bootstrap a fresh install with a superadmin token:
 					return err
 				}
 				defer cb.Stop()
+				cp.API.SetLiveNodes(cb.Live)
 				fmt.Fprintf(g.stdout, "nats: %s (ingesting node events, relaying the log, sending node commands)\n", natsURL)
 			}
 			select {

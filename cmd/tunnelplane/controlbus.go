@@ -92,8 +92,14 @@ func startControlBus(ctx context.Context, log *slog.Logger, store *eventstore.St
 	return cb, nil
 }
 
-// Live lists the nodes heartbeating now.
-func (cb *controlBus) Live() []bus.Heartbeat { return cb.watcher.Live() }
+// Live lists the nodes heartbeating now, with when each was last heard from.
+func (cb *controlBus) Live() map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, h := range cb.watcher.Live() {
+		out[h.NodeID] = h.SentAt
+	}
+	return out
+}
 
 // Stop ends every part. Safe to call twice.
 func (cb *controlBus) Stop() {

@@ -138,6 +138,7 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (_ *served, err
 		return nil, err
 	}
 	sv.stop = append(sv.stop, sv.Bus.Stop)
+	sv.CP.API.SetLiveNodes(sv.Bus.Live)
 
 	sys := commands.WithActor(ctx, commands.Actor{ID: serveActor})
 	if _, err := sv.CP.Service.GrantDirect(sys, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: serveActor, Role: domain.RoleSuperadmin}); err != nil {

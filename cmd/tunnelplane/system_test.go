@@ -159,3 +159,57 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 		t.Fatalf("verify: %v %v", err, rep.Failure)
 	}
 }
+
+// Revoking the agent's token disconnects it within a second, the node reports why, and the
+// control plane's node list shows the node as live from its heartbeats.
+func TestSystemTokenRevocationAndLiveNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system")
+	}
+	t.Parallel()
+	sv, g := startTestServe(t)
+	d := sv.Demo
+	root := lastLine(tp(t, "admin", "token", "create", "--user", "root", "--role", "superadmin", "--database-url", g.databaseURL, "--data-dir", g.dataDir).stdout)
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	var nodes struct {
+		Items []struct {
+			ID   string `json:"id"`
+			Live *bool  `json:"live"`
+		} `json:"items"`
+	}
+	eventually(t, 10*time.Second, "the node listed as live", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, sv.CP.URL+"/api/v1/nodes?wait_for=latest", nil)
+		req.Header.Set("Authorization", "Bearer "+root)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if json.NewDecoder(resp.Body).Decode(&nodes) != nil || len(nodes.Items) != 1 {
+			return false
+		}
+		return nodes.Items[0].ID == sv.Node.ID.ID && nodes.Items[0].Live != nil && *nodes.Items[0].Live
+	})
+
+	var tokenID string
+	if err := sv.CP.Log.Pool.QueryRow(context.Background(), `SELECT token_id::text FROM agent_tokens WHERE tunnel_id = $1`, d.TunnelID).Scan(&tokenID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sv.CP.Service.Handlers.RevokeAgentToken.Handle(commands.WithActor(context.Background(), commands.Actor{ID: "demo"}),
+		commands.RevokeAgentToken{OrgID: d.OrgID, TokenID: tokenID, Reason: "leaked"}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, time.Second, "agent disconnected within a second of the revocation", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
+	t.Logf("disconnected %s after the revocation", time.Since(start))
+	eventually(t, 10*time.Second, "AgentDisconnected (revoked) stored", func() bool {
+		for _, r := range nodeFacts(t, sv) {
+			var p domain.AgentDisconnected
+			if r.Type == domain.TypeAgentDisconnected && json.Unmarshal(r.Payload, &p) == nil && strings.Contains(p.Reason, "revoked") {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -168,6 +168,18 @@ func (s *Service) loadTunnel(ctx context.Context, orgID, tunnelID string) (*doma
 	return t, err
 }
 
+// loadTunnelAt loads a tunnel and, when the caller pinned a version (If-Match), checks it.
+func (s *Service) loadTunnelAt(ctx context.Context, orgID, tunnelID string, expected *uint64) (*domain.Tunnel, error) {
+	t, err := s.loadTunnel(ctx, orgID, tunnelID)
+	if err != nil {
+		return nil, err
+	}
+	if expected != nil && *expected != t.Version() {
+		return nil, &eventstore.WrongExpectedVersionError{StreamID: domain.TunnelStream(t.ID()), Expected: eventstore.Exact(*expected), Actual: t.Version()}
+	}
+	return t, nil
+}
+
 // UpdateTunnel changes a tunnel. ExpectedVersion, when set (If-Match), must be the tunnel's
 // current version: a concurrent change then fails with a conflict instead of being retried.
 type UpdateTunnel struct {
@@ -188,12 +200,9 @@ func (s *Service) updateTunnel(ctx context.Context, c UpdateTunnel) (Result, err
 	g := newIDGen(ctx, c.CommandName())
 	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
 	return s.retryConflicts(ctx, c.ExpectedVersion != nil, func() (Result, error) {
-		t, err := s.loadTunnel(ctx, c.OrgID, c.TunnelID)
+		t, err := s.loadTunnelAt(ctx, c.OrgID, c.TunnelID, c.ExpectedVersion)
 		if err != nil {
 			return Result{}, err
-		}
-		if c.ExpectedVersion != nil && *c.ExpectedVersion != t.Version() {
-			return Result{}, &eventstore.WrongExpectedVersionError{StreamID: domain.TunnelStream(t.ID()), Expected: eventstore.Exact(*c.ExpectedVersion), Actual: t.Version()}
 		}
 		oldName := t.Name()
 		ev, err := t.Update(domain.TunnelChanges{Name: c.Name, Upstream: c.Upstream, Protocol: c.Protocol})
@@ -288,12 +297,9 @@ func (s *Service) deleteTunnel(ctx context.Context, c DeleteTunnel) (Result, err
 	g := newIDGen(ctx, c.CommandName())
 	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
 	return s.retryConflicts(ctx, c.ExpectedVersion != nil, func() (Result, error) {
-		t, err := s.loadTunnel(ctx, c.OrgID, c.TunnelID)
+		t, err := s.loadTunnelAt(ctx, c.OrgID, c.TunnelID, c.ExpectedVersion)
 		if err != nil {
 			return Result{}, err
-		}
-		if c.ExpectedVersion != nil && *c.ExpectedVersion != t.Version() {
-			return Result{}, &eventstore.WrongExpectedVersionError{StreamID: domain.TunnelStream(t.ID()), Expected: eventstore.Exact(*c.ExpectedVersion), Actual: t.Version()}
 		}
 		ev, err := t.Delete(c.Reason)
 		if err != nil {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"container/heap"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime/pprof"
 	"sort"
@@ -21,12 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore/storebench"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -128,44 +125,12 @@ called in-process as the baseline.`,
 	return cmd
 }
 
-// scratchDatabase creates an empty database next to adminURL's and returns its URL and a drop.
-func scratchDatabase(ctx context.Context, adminURL string) (string, func(), error) {
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	name := "tunnelplane_benchapi_" + hex.EncodeToString(suffix)
-	admin, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return "", nil, fmt.Errorf("bench api: connect: %w", err)
-	}
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	admin.Close(ctx)
-	if err != nil {
-		return "", nil, fmt.Errorf("bench api: create scratch database: %w", err)
-	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		admin, err := pgx.Connect(ctx, adminURL)
-		if err != nil {
-			return
-		}
-		defer admin.Close(ctx)
-		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	}
-	return u.String(), drop, nil
-}
-
 func runBenchAPI(ctx context.Context, g *globals, opts benchAPIOptions) (*benchAPIResult, error) {
 	srv, err := g.resolveDatabase(ctx)
 	if err != nil {
 		return nil, err
 	}
-	dbURL, drop, err := scratchDatabase(ctx, srv.AdminURL)
+	dbURL, drop, err := storebench.ScratchDatabase(ctx, srv.AdminURL, "tunnelplane_benchapi")
 	if err != nil {
 		return nil, err
 	}

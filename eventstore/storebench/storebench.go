@@ -96,7 +96,7 @@ type Result struct {
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	opts.defaults()
 	started := time.Now()
-	dbURL, drop, err := scratchDatabase(ctx, opts.AdminURL)
+	dbURL, drop, err := ScratchDatabase(ctx, opts.AdminURL, "tunnelplane_bench")
 	if err != nil {
 		return nil, err
 	}
@@ -292,10 +292,12 @@ func median(xs []float64) float64 {
 
 func round2(x float64) float64 { return float64(int64(x*100+0.5)) / 100 }
 
-func scratchDatabase(ctx context.Context, adminURL string) (string, func(), error) {
+// ScratchDatabase creates a database named <prefix>_<random> on the server of adminURL and returns
+// its URL and a function that drops it.
+func ScratchDatabase(ctx context.Context, adminURL, prefix string) (string, func(), error) {
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
-	name := "tunnelplane_bench_" + hex.EncodeToString(suffix)
+	name := prefix + "_" + hex.EncodeToString(suffix)
 	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return "", nil, fmt.Errorf("bench: connect: %w", err)

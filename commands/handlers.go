@@ -86,7 +86,7 @@ func (s *Service) createOrganization(ctx context.Context, c CreateOrganization) 
 		}
 		appends = append(appends, eventstore.StreamAppend{StreamID: domain.RoleStream(orgID, c.Owner), Expected: eventstore.NoStream, Events: roleEvents})
 	}
-	res, err := s.store.AppendMulti(ctx, appends...)
+	res, err := s.appendMulti(ctx, appends...)
 	if err != nil {
 		var wrong *eventstore.WrongExpectedVersionError
 		if errors.As(err, &wrong) && wrong.StreamID == domain.OrgNameStream(c.Name) {
@@ -141,7 +141,7 @@ func (s *Service) createTunnel(ctx context.Context, c CreateTunnel) (Result, err
 		if err != nil {
 			return Result{}, err
 		}
-		res, err := s.store.AppendMulti(ctx,
+		res, err := s.appendMulti(ctx,
 			eventstore.StreamAppend{StreamID: domain.TunnelStream(tunnelID), Expected: eventstore.NoStream, Events: tEvents},
 			eventstore.StreamAppend{StreamID: domain.TunnelNameStream(c.OrgID, c.Name), Expected: eventstore.Exact(name.Version()), Events: nEvents},
 		)
@@ -173,6 +173,13 @@ func (s *Service) loadTunnelAt(ctx context.Context, orgID, tunnelID string, expe
 	t, err := s.loadTunnel(ctx, orgID, tunnelID)
 	if err != nil {
 		return nil, err
+	}
+	if expected != nil && *expected != t.Version() {
+		// The cached state may be the stale one: decide on a fresh read.
+		s.cache.forget(domain.TunnelStream(tunnelID))
+		if t, err = s.loadTunnel(ctx, orgID, tunnelID); err != nil {
+			return nil, err
+		}
 	}
 	if expected != nil && *expected != t.Version() {
 		return nil, &eventstore.WrongExpectedVersionError{StreamID: domain.TunnelStream(t.ID()), Expected: eventstore.Exact(*expected), Actual: t.Version()}
@@ -224,7 +231,7 @@ func (s *Service) updateTunnel(ctx context.Context, c UpdateTunnel) (Result, err
 			}
 			appends = append(appends, more...)
 		}
-		res, err := s.store.AppendMulti(ctx, appends...)
+		res, err := s.appendMulti(ctx, appends...)
 		if err != nil {
 			return Result{}, err
 		}
@@ -321,7 +328,7 @@ func (s *Service) deleteTunnel(ctx context.Context, c DeleteTunnel) (Result, err
 			}
 			appends = append(appends, eventstore.StreamAppend{StreamID: domain.TunnelNameStream(c.OrgID, t.Name()), Expected: eventstore.Exact(version), Events: relEvents})
 		}
-		res, err := s.store.AppendMulti(ctx, appends...)
+		res, err := s.appendMulti(ctx, appends...)
 		if err != nil {
 			return Result{}, err
 		}
@@ -377,6 +384,7 @@ func (s *Service) enrollNode(ctx context.Context, c EnrollNode) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
+	s.cache.forget(domain.NodeStream(c.NodeID))
 	res, err := s.store.AddPublicKey(ctx, c.EventKey, eventstore.StreamAppend{StreamID: domain.NodeStream(c.NodeID), Expected: eventstore.NoStream, Events: evs})
 	if err != nil {
 		if errors.Is(err, eventstore.ErrInvalidEvent) {
@@ -450,6 +458,7 @@ func (s *Service) removeNode(ctx context.Context, c RemoveNode) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
+	defer s.cache.forget(domain.NodeStream(n.ID()))
 	res, err := s.store.RevokeKeyWith(ctx, n.EventKeyID(), "node removed: "+c.Reason,
 		eventstore.StreamAppend{StreamID: domain.NodeStream(n.ID()), Expected: eventstore.Exact(n.Version()), Events: evs})
 	if err != nil {
@@ -500,10 +509,11 @@ func (s *Service) appendOne(ctx context.Context, g *idGen, meta []byte, stream, 
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := s.store.Append(ctx, stream, eventstore.Exact(version), evs...)
+	r, err := s.appendMulti(ctx, eventstore.StreamAppend{StreamID: stream, Expected: eventstore.Exact(version), Events: evs})
 	if err != nil {
 		return Result{}, err
 	}
+	res := r[0]
 	return Result{ID: id, Position: res.LastPosition, Version: res.StreamVersion}, nil
 }
 

@@ -85,6 +85,9 @@ type Config struct {
 	// MaxConflictRetries bounds reload-decide-append retries on a concurrent change when the
 	// caller did not pin a version. Default 3.
 	MaxConflictRetries int
+	// CacheStreams bounds how many aggregates' events are kept to decide without a read.
+	// Default 10000; -1 disables the cache.
+	CacheStreams int
 	// AuditFlushInterval is how often aggregated audit events (denials, failed logins) are
 	// written. Default 10s.
 	AuditFlushInterval time.Duration
@@ -121,6 +124,8 @@ type Service struct {
 	tokenMu  sync.RWMutex
 	tokenKey *eventstore.SigningKey
 
+	cache *streamCache
+
 	Handlers Handlers
 }
 
@@ -151,6 +156,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.AuditFlushInterval == 0 {
 		cfg.AuditFlushInterval = 10 * time.Second
 	}
+	if cfg.CacheStreams == 0 {
+		cfg.CacheStreams = 10_000
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -160,7 +168,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.TokenIssuer == "" {
 		cfg.TokenIssuer = "tunnelplane"
 	}
-	s := &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	s := &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, cache: newStreamCache(cfg.CacheStreams)}
 	s.Auditor = newAuditor(s)
 	s.authz = newAuthorizer(cfg.Pool, cfg.RBACPosition, cfg.WaitRBAC, cfg.Store, s.Auditor, cfg.Logger)
 	s.Handlers = Handlers{
@@ -235,8 +243,21 @@ func events(g *idGen, meta []byte, evs ...domain.Event) ([]eventstore.EventData,
 	return out, nil
 }
 
-// load reads a stream as domain records.
+// load returns a stream as domain records, from the cache when it holds the stream.
 func (s *Service) load(ctx context.Context, stream string) ([]domain.Recorded, error) {
+	if recs, ok := s.cache.get(stream); ok {
+		return recs, nil
+	}
+	recs, err := s.read(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.put(stream, recs)
+	return recs, nil
+}
+
+// read reads a stream from the store.
+func (s *Service) read(ctx context.Context, stream string) ([]domain.Recorded, error) {
 	var out []domain.Recorded
 	from := uint64(1)
 	for {
@@ -258,6 +279,7 @@ func (s *Service) load(ctx context.Context, stream string) ([]domain.Recorded, e
 func (s *Service) retryConflicts(ctx context.Context, pinned bool, fn func() (Result, error)) (Result, error) {
 	for attempt := 0; ; attempt++ {
 		res, err := fn()
+		s.forgetStale(err)
 		if err == nil || pinned || attempt >= s.cfg.MaxConflictRetries || !errors.Is(err, eventstore.ErrWrongExpectedVersion) {
 			return res, conflict(err)
 		}

@@ -378,3 +378,48 @@ func dump(t *testing.T, h *harness, sql string) []string {
 	}
 	return out
 }
+
+// Two control planes (two processes with their own caches) change the same tunnel: a stale
+// cache never loses a write or fakes a conflict.
+func TestStaleCacheAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	org := h.bootstrap(t)
+	other, err := commands.New(commands.Config{Store: h.store, Pool: h.store.Pool(), LogKeys: "", TokenKeys: ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := as("alice")
+	res, err := h.svc.Handlers.CreateTunnel.Handle(alice, commands.CreateTunnel{OrgID: org, Name: "shared", Upstream: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := func(svc *commands.Service, port int, pin *uint64) (commands.Result, error) {
+		return svc.Handlers.UpdateTunnel.Handle(alice, commands.UpdateTunnel{OrgID: org, TunnelID: res.ID, Upstream: ptr(fmt.Sprintf("http://127.0.0.1:%d", port)), ExpectedVersion: pin})
+	}
+	if _, err := up(h.svc, 2, nil); err != nil { // h.svc now caches version 2
+		t.Fatal(err)
+	}
+	if _, err := up(other, 3, nil); err != nil { // another process writes version 3
+		t.Fatal(err)
+	}
+	r, err := up(h.svc, 4, nil) // stale cache: retried on a fresh read
+	if err != nil || r.Version != 4 {
+		t.Fatalf("unpinned update on a stale cache: %+v %v", r, err)
+	}
+	if _, err := up(other, 5, nil); err != nil { // version 5 elsewhere again
+		t.Fatal(err)
+	}
+	v := uint64(5)
+	if r, err := up(h.svc, 6, &v); err != nil || r.Version != 6 { // pinned to the true version
+		t.Fatalf("If-Match with the current version on a stale cache: %+v %v", r, err)
+	}
+	old := uint64(4)
+	if _, err := up(h.svc, 7, &old); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("If-Match with an old version: %v", err)
+	}
+	recs, err := h.store.ReadStream(context.Background(), domain.TunnelStream(res.ID), 1, 100)
+	if err != nil || len(recs) != 6 {
+		t.Fatalf("tunnel stream has %d events, want 6 (%v)", len(recs), err)
+	}
+}

@@ -91,6 +91,7 @@ tunnels read model shows its position (p50, p99), medians over the rounds, and t
 called in-process as the baseline.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			tuneGC()
 			if err := opts.Validate(); err != nil {
 				return err
 			}

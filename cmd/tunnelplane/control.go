@@ -65,6 +65,7 @@ Bootstrap a fresh install with a superadmin token:
   TOKEN=$(tunnelplane admin token create --user root --role superadmin | tail -1)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			tuneGC()
 			if len(envErrs) > 0 {
 				return envErrs[0]
 			}

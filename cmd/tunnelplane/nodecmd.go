@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelplane/tunnelplane/commands"
-	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
 )
 
@@ -44,7 +43,7 @@ commands and heartbeats into the node registry. It holds no database credentials
 			if len(errs) > 0 {
 				return errors.Join(errs...)
 			}
-			node.TuneGC() // the node's SSH path allocates per packet; see node.TuneGC
+			tuneGC()
 			api := &restClient{base: strings.TrimRight(controlURL, "/"), token: adminToken, client: &http.Client{Timeout: 30 * time.Second}}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

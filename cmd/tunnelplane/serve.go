@@ -18,7 +18,6 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/bus"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
-	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
@@ -54,7 +53,7 @@ user token and curl commands that work as printed. Ctrl-C stops everything clean
 			if len(envErrs) > 0 {
 				return errors.Join(envErrs...)
 			}
-			node.TuneGC() // the node's SSH path allocates per packet; see node.TuneGC
+			tuneGC()
 			return runServe(cmd.Context(), g, o)
 		},
 	}

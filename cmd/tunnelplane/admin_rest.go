@@ -169,11 +169,16 @@ func (a *adminClient) nodesCommand() *cobra.Command {
 			}
 			rows := make([][]string, len(items))
 			for i, n := range items {
-				lost := ""
-				if n.Lost {
-					lost = "lost"
+				health := ""
+				switch {
+				case n.Live != nil && *n.Live:
+					health = "live"
+				case n.Lost:
+					health = "lost"
+				case n.Live != nil:
+					health = "silent"
 				}
-				rows[i] = []string{n.Name, n.ID, n.State, lost, n.HostKeyFingerprint, n.AgentURL}
+				rows[i] = []string{n.Name, n.ID, n.State, health, n.HostKeyFingerprint, n.AgentURL}
 			}
 			return a.table(items, "NAME\tID\tSTATE\tHEALTH\tHOST KEY\tAGENT URL", rows)
 		},

@@ -56,7 +56,13 @@ func (c *streamCache) appended(stream string, version uint64, evs []eventstore.E
 	defer c.mu.Unlock()
 	recs, ok := c.m[stream]
 	if !ok {
-		return
+		if version != uint64(len(evs)) || c.max < 0 {
+			return
+		}
+		// A new stream: these events are all of it.
+		if len(c.m) >= c.max {
+			clear(c.m)
+		}
 	}
 	if uint64(len(recs)) != version-uint64(len(evs)) || (len(recs) > 0 && recs[len(recs)-1].StreamVersion != version-uint64(len(evs))) {
 		delete(c.m, stream)

@@ -664,12 +664,15 @@ type AssignRole struct {
 	Role   domain.Role `json:"role"`
 }
 
-func (AssignRole) CommandName() string { return "AssignRole" }
-func (c AssignRole) Permission() Permission {
-	if c.Role == domain.RoleOwner || c.Role == domain.RoleSuperadmin {
-		return Permission{Org: c.OrgID, Object: ObjRoles, Action: ActAssignOwner}
+func (AssignRole) CommandName() string      { return "AssignRole" }
+func (c AssignRole) Permission() Permission { return rolePermission(c.OrgID, c.Role, ActAssign) }
+
+// rolePermission: granting or withdrawing owner (or superadmin) needs more than other roles.
+func rolePermission(org string, role domain.Role, act string) Permission {
+	if role == domain.RoleOwner || role == domain.RoleSuperadmin {
+		return Permission{Org: org, Object: ObjRoles, Action: ActAssignOwner}
 	}
-	return Permission{Org: c.OrgID, Object: ObjRoles, Action: ActAssign}
+	return Permission{Org: org, Object: ObjRoles, Action: act}
 }
 
 func (s *Service) assignRole(ctx context.Context, c AssignRole) (Result, error) {
@@ -680,24 +683,36 @@ func (s *Service) assignRole(ctx context.Context, c AssignRole) (Result, error) 
 			return Result{}, err
 		}
 	}
-	stream := domain.RoleStream(c.OrgID, c.UserID)
+	return s.changeRoles(ctx, c.OrgID, c.UserID, func(ra *domain.RoleAssignment) (domain.Event, error) {
+		ev, err := ra.Assign(c.Role)
+		if ev == nil {
+			return nil, err // nil event and nil error: already held
+		}
+		return ev, err
+	}, g, meta)
+}
+
+// changeRoles loads a user's roles in an org, lets decide choose the event (nil: nothing to do)
+// and appends it, retrying on a concurrent change.
+func (s *Service) changeRoles(ctx context.Context, orgID, userID string, decide func(*domain.RoleAssignment) (domain.Event, error), g *idGen, meta []byte) (Result, error) {
+	stream := domain.RoleStream(orgID, userID)
 	return s.retryConflicts(ctx, false, func() (Result, error) {
 		recs, err := s.load(ctx, stream)
 		if err != nil {
 			return Result{}, err
 		}
-		ra, err := domain.RehydrateRoleAssignment(c.OrgID, c.UserID, recs)
+		ra, err := domain.RehydrateRoleAssignment(orgID, userID, recs)
 		if err != nil {
 			return Result{}, err
 		}
-		ev, err := ra.Assign(c.Role)
+		ev, err := decide(ra)
 		if err != nil {
 			return Result{}, err
 		}
 		if ev == nil {
-			return Result{ID: c.UserID, Version: ra.Version(), Noop: true}, nil
+			return Result{ID: userID, Version: ra.Version(), Noop: true}, nil
 		}
-		return s.appendOne(ctx, g, meta, stream, c.UserID, ra.Version(), ev)
+		return s.appendOne(ctx, g, meta, stream, userID, ra.Version(), ev)
 	})
 }
 
@@ -708,33 +723,15 @@ type UnassignRole struct {
 	Role   domain.Role `json:"role"`
 }
 
-func (UnassignRole) CommandName() string { return "UnassignRole" }
-func (c UnassignRole) Permission() Permission {
-	if c.Role == domain.RoleOwner || c.Role == domain.RoleSuperadmin {
-		return Permission{Org: c.OrgID, Object: ObjRoles, Action: ActAssignOwner}
-	}
-	return Permission{Org: c.OrgID, Object: ObjRoles, Action: ActUnassign}
-}
+func (UnassignRole) CommandName() string      { return "UnassignRole" }
+func (c UnassignRole) Permission() Permission { return rolePermission(c.OrgID, c.Role, ActUnassign) }
 
 func (s *Service) unassignRole(ctx context.Context, c UnassignRole) (Result, error) {
 	g := newIDGen(ctx, c.CommandName())
 	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
-	stream := domain.RoleStream(c.OrgID, c.UserID)
-	return s.retryConflicts(ctx, false, func() (Result, error) {
-		recs, err := s.load(ctx, stream)
-		if err != nil {
-			return Result{}, err
-		}
-		ra, err := domain.RehydrateRoleAssignment(c.OrgID, c.UserID, recs)
-		if err != nil {
-			return Result{}, err
-		}
-		ev, err := ra.Unassign(c.Role)
-		if err != nil {
-			return Result{}, err
-		}
-		return s.appendOne(ctx, g, meta, stream, c.UserID, ra.Version(), ev)
-	})
+	return s.changeRoles(ctx, c.OrgID, c.UserID, func(ra *domain.RoleAssignment) (domain.Event, error) {
+		return ra.Unassign(c.Role)
+	}, g, meta)
 }
 
 // requireOrg fails with ErrNotFound unless the organization exists.

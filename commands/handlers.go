@@ -253,38 +253,34 @@ func (s *Service) renameAppends(ctx context.Context, g *idGen, meta []byte, orgI
 	if err != nil {
 		return nil, err
 	}
-	release, version, err := s.releaseName(ctx, orgID, oldName, tunnelID)
-	if err != nil {
-		return nil, err
-	}
 	rEvents, err := events(g, meta, reserved)
 	if err != nil {
 		return nil, err
 	}
 	out := []eventstore.StreamAppend{{StreamID: domain.TunnelNameStream(orgID, newName), Expected: eventstore.Exact(name.Version()), Events: rEvents}}
-	if release != nil {
-		relEvents, err := events(g, meta, release)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, eventstore.StreamAppend{StreamID: domain.TunnelNameStream(orgID, oldName), Expected: eventstore.Exact(version), Events: relEvents})
-	}
-	return out, nil
+	return s.releaseName(ctx, g, meta, orgID, oldName, tunnelID, out)
 }
 
-func (s *Service) releaseName(ctx context.Context, orgID, name, tunnelID string) (*domain.TunnelNameReleased, uint64, error) {
-	recs, err := s.load(ctx, domain.TunnelNameStream(orgID, name))
+// releaseName adds to appends the release of name if tunnelID holds it (at the name stream's
+// current version); a name held by no one or another tunnel is left alone.
+func (s *Service) releaseName(ctx context.Context, g *idGen, meta []byte, orgID, name, tunnelID string, appends []eventstore.StreamAppend) ([]eventstore.StreamAppend, error) {
+	stream := domain.TunnelNameStream(orgID, name)
+	recs, err := s.load(ctx, stream)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	n, err := domain.RehydrateTunnelName(recs)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if n.Holder() != tunnelID {
-		return nil, n.Version(), nil
+		return appends, nil
 	}
-	return &domain.TunnelNameReleased{OrgID: orgID, Name: name, TunnelID: tunnelID}, n.Version(), nil
+	evs, err := events(g, meta, domain.TunnelNameReleased{OrgID: orgID, Name: name, TunnelID: tunnelID})
+	if err != nil {
+		return nil, err
+	}
+	return append(appends, eventstore.StreamAppend{StreamID: stream, Expected: eventstore.Exact(n.Version()), Events: evs}), nil
 }
 
 // DeleteTunnel ends a tunnel and frees its name.
@@ -316,17 +312,10 @@ func (s *Service) deleteTunnel(ctx context.Context, c DeleteTunnel) (Result, err
 		if err != nil {
 			return Result{}, err
 		}
-		appends := []eventstore.StreamAppend{{StreamID: domain.TunnelStream(t.ID()), Expected: eventstore.Exact(t.Version()), Events: tEvents}}
-		release, version, err := s.releaseName(ctx, c.OrgID, t.Name(), t.ID())
+		appends, err := s.releaseName(ctx, g, meta, c.OrgID, t.Name(), t.ID(),
+			[]eventstore.StreamAppend{{StreamID: domain.TunnelStream(t.ID()), Expected: eventstore.Exact(t.Version()), Events: tEvents}})
 		if err != nil {
 			return Result{}, err
-		}
-		if release != nil {
-			relEvents, err := events(g, meta, release)
-			if err != nil {
-				return Result{}, err
-			}
-			appends = append(appends, eventstore.StreamAppend{StreamID: domain.TunnelNameStream(c.OrgID, t.Name()), Expected: eventstore.Exact(version), Events: relEvents})
 		}
 		res, err := s.appendMulti(ctx, appends...)
 		if err != nil {

@@ -120,8 +120,10 @@ func (s *Service) createTunnel(ctx context.Context, c CreateTunnel) (Result, err
 		return Result{}, err
 	}
 	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
+	attempts := 0
 	return s.retryConflicts(ctx, false, func() (Result, error) {
-		nameRecs, err := s.load(ctx, domain.TunnelNameStream(c.OrgID, c.Name))
+		attempts++
+		nameRecs, err := s.loadName(ctx, domain.TunnelNameStream(c.OrgID, c.Name), attempts > 1)
 		if err != nil {
 			return Result{}, err
 		}
@@ -150,6 +152,17 @@ func (s *Service) createTunnel(ctx context.Context, c CreateTunnel) (Result, err
 		}
 		return Result{ID: tunnelID, Position: res[1].LastPosition, Version: res[0].StreamVersion}, nil
 	})
+}
+
+// loadName loads a tunnel-name stream in order to reserve the name. Most names are new, so
+// unless fresh is set a name the cache does not hold is taken to be unused without reading:
+// the reservation is appended expecting an empty stream, so if the name was ever used the
+// append fails with a conflict and the retry (fresh) reads it.
+func (s *Service) loadName(ctx context.Context, stream string, fresh bool) ([]domain.Recorded, error) {
+	if recs, ok := s.cache.get(stream); ok || !fresh {
+		return recs, nil
+	}
+	return s.load(ctx, stream)
 }
 
 // loadTunnel loads a tunnel of org; a tunnel of another org is "not found".

@@ -423,3 +423,48 @@ func TestStaleCacheAcrossProcesses(t *testing.T) {
 		t.Fatalf("tunnel stream has %d events, want 6 (%v)", len(recs), err)
 	}
 }
+
+// A process that has never seen a name assumes it is new; when another process used it, the
+// reservation conflicts and is decided again on a fresh read: a held name stays taken, a
+// released one can be reused.
+func TestNamesAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	org := h.bootstrap(t)
+	alice := as("alice")
+	fresh := func() *commands.Service {
+		svc, err := commands.New(commands.Config{Store: h.store, Pool: h.store.Pool()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	create := func(svc *commands.Service, name string) (commands.Result, error) {
+		return svc.Handlers.CreateTunnel.Handle(alice, commands.CreateTunnel{OrgID: org, Name: name, Upstream: "http://127.0.0.1:1"})
+	}
+	held, err := create(h.svc, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := create(fresh(), "held"); !errors.Is(err, domain.ErrConflict) || errors.Is(err, eventstore.ErrWrongExpectedVersion) {
+		t.Fatalf("a name another process holds: %v, want the name-taken conflict", err)
+	}
+	gone, err := create(h.svc, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Handlers.DeleteTunnel.Handle(alice, commands.DeleteTunnel{OrgID: org, TunnelID: gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := create(fresh(), "gone")
+	if err != nil {
+		t.Fatalf("reuse a name another process released: %v", err)
+	}
+	recs, err := h.store.ReadStream(context.Background(), domain.TunnelNameStream(org, "gone"), 1, 100)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("name stream has %d events, want reserve, release, reserve (%v)", len(recs), err)
+	}
+	if again.ID == held.ID || again.ID == gone.ID {
+		t.Fatalf("ids reused: %s", again.ID)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -47,6 +48,7 @@ func newBenchTunnelCommand(g *globals) *cobra.Command {
 	f.IntVar(&o.Rounds, "rounds", 3, "rounds of every direct/tunnel pair (medians are reported)")
 	f.Int64Var(&o.BulkBytes, "bulk-bytes", 1<<30, "size of the bulk download")
 	f.IntVar(&o.IdleAgents, "idle-agents", 300, "agents connected for the idle-memory and connect-time measurement")
+	f.StringSliceVar(&o.Phases, "only", nil, "run only these phases (comma-separated: "+strings.Join(tunnelbench.AllPhases, ", ")+")")
 	f.StringVar(&o.ProfileDir, "profile-dir", "", "write CPU profiles of node and agent for each phase of the first round here")
 	f.BoolVar(&asJSON, "json", false, "print JSON (keys bulk_ratio, rps_c64_ratio, p50_c1_added_us, chunk_added_us_p50, idle_kib_per_agent, connect_ms_p95 …)")
 	return cmd
@@ -69,16 +71,29 @@ func newBenchChildCommand(g *globals) *cobra.Command {
 func printTunnelBench(g *globals, r *tunnelbench.Result) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "measure\tdirect\ttunnel\ttunnel/direct\t")
-	fmt.Fprintf(tw, "bulk %d MiB (MB/s)\t%.0f\t%.0f\t%.2f\t\n", r.BulkBytes>>20, r.BulkDirectMBps, r.BulkTunnelMBps, r.BulkRatio)
-	fmt.Fprintf(tw, "requests/s c=1\t%.0f\t%.0f\t%.2f\t\n", r.RPSC1Direct, r.RPSC1Tunnel, r.RPSC1Ratio)
-	fmt.Fprintf(tw, "p50 / p99 µs c=1\t%.0f / %.0f\t%.0f / %.0f\t+%.0f µs\t\n", r.P50C1DirectUS, r.P99C1DirectUS, r.P50C1TunnelUS, r.P99C1TunnelUS, r.P50C1AddedUS)
-	fmt.Fprintf(tw, "requests/s c=64\t%.0f\t%.0f\t%.2f\t\n", r.RPSC64Direct, r.RPSC64Tunnel, r.RPSC64Ratio)
-	fmt.Fprintf(tw, "p50 / p99 µs c=64\t%.0f / %.0f\t%.0f / %.0f\t\t\n", r.P50C64DirectUS, r.P99C64DirectUS, r.P50C64TunnelUS, r.P99C64TunnelUS)
-	fmt.Fprintf(tw, "stream TTFB µs\t%.0f\t%.0f\t+%.0f µs\t\n", r.TTFBDirectUS, r.TTFBTunnelUS, r.TTFBAddedUS)
-	fmt.Fprintf(tw, "chunk delay p50 µs\t%.0f\t%.0f\t+%.0f µs (p99 +%.0f)\t\n", r.ChunkDirectUS, r.ChunkTunnelUS, r.ChunkAddedUSP50, r.ChunkAddedUSP99)
+	has := func(k string) bool { _, ok := r.Targets[k]; return ok }
+	if has("bulk_ratio") {
+		fmt.Fprintf(tw, "bulk %d MiB (MB/s)\t%.0f\t%.0f\t%.2f\t\n", r.BulkBytes>>20, r.BulkDirectMBps, r.BulkTunnelMBps, r.BulkRatio)
+	}
+	if has("p50_c1_added_us") {
+		fmt.Fprintf(tw, "requests/s c=1\t%.0f\t%.0f\t%.2f\t\n", r.RPSC1Direct, r.RPSC1Tunnel, r.RPSC1Ratio)
+		fmt.Fprintf(tw, "p50 / p99 µs c=1\t%.0f / %.0f\t%.0f / %.0f\t+%.0f µs\t\n", r.P50C1DirectUS, r.P99C1DirectUS, r.P50C1TunnelUS, r.P99C1TunnelUS, r.P50C1AddedUS)
+	}
+	if has("rps_c64_ratio") {
+		fmt.Fprintf(tw, "requests/s c=64\t%.0f\t%.0f\t%.2f\t\n", r.RPSC64Direct, r.RPSC64Tunnel, r.RPSC64Ratio)
+		fmt.Fprintf(tw, "p50 / p99 µs c=64\t%.0f / %.0f\t%.0f / %.0f\t\t\n", r.P50C64DirectUS, r.P99C64DirectUS, r.P50C64TunnelUS, r.P99C64TunnelUS)
+		fmt.Fprintf(tw, "  two bare relays c=64\t\t%.0f\t%.2f\t\n", r.RPSC64Relay, r.RPSC64RelayRatio)
+	}
+	if has("chunk_added_us_p50") {
+		fmt.Fprintf(tw, "stream TTFB µs\t%.0f\t%.0f\t+%.0f µs\t\n", r.TTFBDirectUS, r.TTFBTunnelUS, r.TTFBAddedUS)
+		fmt.Fprintf(tw, "chunk delay p50 µs\t%.0f\t%.0f\t+%.0f µs (p99 +%.0f)\t\n", r.ChunkDirectUS, r.ChunkTunnelUS, r.ChunkAddedUSP50, r.ChunkAddedUSP99)
+		fmt.Fprintf(tw, "  two bare relays\t\t%.0f\t+%.0f µs\t\n", r.ChunkRelayUS, r.ChunkRelayAdded)
+	}
 	tw.Flush()
-	fmt.Fprintf(g.stdout, "idle agents: %d, node memory %.1f KiB RSS (%.1f KiB heap+stacks, %.1f goroutines) per agent; connect p50 %.1f ms, p95 %.1f ms\n",
-		r.IdleAgents, r.IdleKiBPerAgent, r.IdleHeapKiBPerAgent, r.IdleGoroutinesPerAgent, r.ConnectMSP50, r.ConnectMSP95)
+	if has("idle_kib_per_agent") {
+		fmt.Fprintf(g.stdout, "idle agents: %d, node memory %.1f KiB RSS (%.1f KiB heap+stacks, %.1f goroutines) per agent; connect p50 %.1f ms, p95 %.1f ms\n",
+			r.IdleAgents, r.IdleKiBPerAgent, r.IdleHeapKiBPerAgent, r.IdleGoroutinesPerAgent, r.ConnectMSP50, r.ConnectMSP95)
+	}
 	names := make([]string, 0, len(r.Targets))
 	for k := range r.Targets {
 		names = append(names, k)

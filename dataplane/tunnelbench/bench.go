@@ -48,6 +48,9 @@ type Options struct {
 	ExeArgs []string
 	// ProfileDir, when set, receives CPU profiles of the node and the agent for each phase.
 	ProfileDir string
+	// Phases limits the run to some of Phases (nil: all). Values of skipped phases are zero and
+	// their targets are left out of the result.
+	Phases []string
 	// Progress receives a line per phase (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -89,10 +92,22 @@ func (o *Options) applyDefaults() {
 	}
 }
 
+// AllPhases are the measurements a run can take, in the order it takes them.
+var AllPhases = []string{"bulk", "c1", "c64", "stream", "idle"}
+
+func (o *Options) runs(phase string) bool {
+	return len(o.Phases) == 0 || slices.Contains(o.Phases, phase)
+}
+
 // Validate reports every bad option; zero values count as their defaults.
 func (o Options) Validate() error {
 	o.applyDefaults()
 	var errs []error
+	for _, p := range o.Phases {
+		if !slices.Contains(AllPhases, p) {
+			errs = append(errs, fmt.Errorf("%w: unknown phase %q (phases: %v)", ErrInvalidOptions, p, AllPhases))
+		}
+	}
 	if o.Duration < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("%w: duration %v is below 100ms", ErrInvalidOptions, o.Duration))
 	}
@@ -115,32 +130,38 @@ type Result struct {
 	KEX      string `json:"kex"`
 	CPUs     int    `json:"cpus"`
 
-	BulkBytes       int64   `json:"bulk_bytes"`
-	BulkDirectMBps  float64 `json:"bulk_direct_mbps"`
-	BulkTunnelMBps  float64 `json:"bulk_tunnel_mbps"`
-	BulkRatio       float64 `json:"bulk_ratio"`
-	RPSC1Direct     float64 `json:"rps_c1_direct"`
-	RPSC1Tunnel     float64 `json:"rps_c1_tunnel"`
-	RPSC1Ratio      float64 `json:"rps_c1_ratio"`
-	P50C1DirectUS   float64 `json:"p50_c1_direct_us"`
-	P50C1TunnelUS   float64 `json:"p50_c1_tunnel_us"`
-	P50C1AddedUS    float64 `json:"p50_c1_added_us"`
-	P99C1DirectUS   float64 `json:"p99_c1_direct_us"`
-	P99C1TunnelUS   float64 `json:"p99_c1_tunnel_us"`
-	RPSC64Direct    float64 `json:"rps_c64_direct"`
-	RPSC64Tunnel    float64 `json:"rps_c64_tunnel"`
-	RPSC64Ratio     float64 `json:"rps_c64_ratio"`
-	P50C64DirectUS  float64 `json:"p50_c64_direct_us"`
-	P50C64TunnelUS  float64 `json:"p50_c64_tunnel_us"`
-	P99C64DirectUS  float64 `json:"p99_c64_direct_us"`
-	P99C64TunnelUS  float64 `json:"p99_c64_tunnel_us"`
-	TTFBDirectUS    float64 `json:"ttfb_direct_us"`
-	TTFBTunnelUS    float64 `json:"ttfb_tunnel_us"`
-	TTFBAddedUS     float64 `json:"ttfb_added_us"`
-	ChunkDirectUS   float64 `json:"chunk_direct_us_p50"`
-	ChunkTunnelUS   float64 `json:"chunk_tunnel_us_p50"`
-	ChunkAddedUSP50 float64 `json:"chunk_added_us_p50"`
-	ChunkAddedUSP99 float64 `json:"chunk_added_us_p99"`
+	BulkBytes      int64   `json:"bulk_bytes"`
+	BulkDirectMBps float64 `json:"bulk_direct_mbps"`
+	BulkTunnelMBps float64 `json:"bulk_tunnel_mbps"`
+	BulkRatio      float64 `json:"bulk_ratio"`
+	RPSC1Direct    float64 `json:"rps_c1_direct"`
+	RPSC1Tunnel    float64 `json:"rps_c1_tunnel"`
+	RPSC1Ratio     float64 `json:"rps_c1_ratio"`
+	P50C1DirectUS  float64 `json:"p50_c1_direct_us"`
+	P50C1TunnelUS  float64 `json:"p50_c1_tunnel_us"`
+	P50C1AddedUS   float64 `json:"p50_c1_added_us"`
+	P99C1DirectUS  float64 `json:"p99_c1_direct_us"`
+	P99C1TunnelUS  float64 `json:"p99_c1_tunnel_us"`
+	RPSC64Direct   float64 `json:"rps_c64_direct"`
+	RPSC64Tunnel   float64 `json:"rps_c64_tunnel"`
+	RPSC64Ratio    float64 `json:"rps_c64_ratio"`
+	P50C64DirectUS float64 `json:"p50_c64_direct_us"`
+	P50C64TunnelUS float64 `json:"p50_c64_tunnel_us"`
+	P99C64DirectUS float64 `json:"p99_c64_direct_us"`
+	P99C64TunnelUS float64 `json:"p99_c64_tunnel_us"`
+	// The reference: the same load through two bare TCP relay processes (io.Copy), the floor
+	// of any design that puts two processes between caller and origin.
+	RPSC64Relay      float64 `json:"rps_c64_relay"`
+	RPSC64RelayRatio float64 `json:"rps_c64_relay_ratio"`
+	TTFBDirectUS     float64 `json:"ttfb_direct_us"`
+	TTFBTunnelUS     float64 `json:"ttfb_tunnel_us"`
+	TTFBAddedUS      float64 `json:"ttfb_added_us"`
+	ChunkDirectUS    float64 `json:"chunk_direct_us_p50"`
+	ChunkTunnelUS    float64 `json:"chunk_tunnel_us_p50"`
+	ChunkAddedUSP50  float64 `json:"chunk_added_us_p50"`
+	ChunkAddedUSP99  float64 `json:"chunk_added_us_p99"`
+	ChunkRelayUS     float64 `json:"chunk_relay_us_p50"`
+	ChunkRelayAdded  float64 `json:"chunk_relay_added_us_p50"`
 
 	IdleAgents             int     `json:"idle_agents"`
 	IdleKiBPerAgent        float64 `json:"idle_kib_per_agent"`
@@ -320,7 +341,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	progress("origin %s, node %s, agent connected", originAddr, nodeAddr)
 
+	// Two bare relays in a row, agent-like next to the origin and node-like next to the caller.
+	_, relayA, err := startServer(RoleRelay, spec{Target: originAddr})
+	if err != nil {
+		return nil, err
+	}
+	_, relayB, err := startServer(RoleRelay, spec{Target: relayA})
+	if err != nil {
+		return nil, err
+	}
+
 	direct := "http://" + originAddr
+	relayed := "http://" + relayB
 	tunnel := "http://" + nodeAddr + "/t/bench"
 	load := func(s loadSpec) (*loadResult, error) {
 		c, err := o.start(ctx, RoleLoad, spec{Load: &s})
@@ -361,6 +393,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	var bulkD, bulkT, c1D, c1T, c64D, c64T []*loadResult
 	var streamD, streamT []*loadResult
+	var c64R, streamR []*loadResult // through the two bare relays
 	for r := range o.Rounds {
 		progress("round %d/%d", r+1, o.Rounds)
 		for _, m := range []struct {
@@ -375,9 +408,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			{"c1", loadSpec{Mode: "rps", URL: tunnel + "/small", Token: userTok, Concurrency: 1, Duration: o.Duration}, &c1T, true},
 			{"c64", loadSpec{Mode: "rps", URL: direct + "/small", Concurrency: 64, Duration: o.Duration}, &c64D, false},
 			{"c64", loadSpec{Mode: "rps", URL: tunnel + "/small", Token: userTok, Concurrency: 64, Duration: o.Duration}, &c64T, true},
+			{"c64", loadSpec{Mode: "rps", URL: relayed + "/small", Concurrency: 64, Duration: o.Duration}, &c64R, false},
 			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", direct, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, &streamD, false},
 			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", tunnel, o.StreamChunks, o.StreamInterval), Token: userTok, Streams: o.Streams}, &streamT, true},
+			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", relayed, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, &streamR, false},
 		} {
+			if !o.runs(m.name) {
+				continue
+			}
 			var res *loadResult
 			run := func() error {
 				var err error
@@ -401,13 +439,29 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			*m.dst = append(*m.dst, res)
 		}
 		last := func(s []*loadResult) *loadResult { return s[len(s)-1] }
-		b := last(bulkT)
-		progress("  bulk %.0f / %.0f MB/s, c1 %.0f / %.0f rps, c64 %.0f / %.0f rps (direct / tunnel)",
-			mbps(last(bulkD)), mbps(b), rps(last(c1D)), rps(last(c1T)), rps(last(c64D)), rps(last(c64T)))
-		progress("  CPU node / agent: bulk %.2f / %.2f ns/B, c1 %.0f / %.0f µs/req, c64 %.0f / %.0f µs/req",
-			b.NodeCPU/float64(b.Bytes)*1e9, b.AgentCPU/float64(b.Bytes)*1e9,
-			perReq(last(c1T), last(c1T).NodeCPU), perReq(last(c1T), last(c1T).AgentCPU),
-			perReq(last(c64T), last(c64T).NodeCPU), perReq(last(c64T), last(c64T).AgentCPU))
+		if len(bulkT) > 0 {
+			b := last(bulkT)
+			progress("  bulk %.0f / %.0f MB/s (direct / tunnel); CPU node / agent %.2f / %.2f ns/B",
+				mbps(last(bulkD)), mbps(b), b.NodeCPU/float64(b.Bytes)*1e9, b.AgentCPU/float64(b.Bytes)*1e9)
+		}
+		for _, c := range []struct {
+			name string
+			d, t []*loadResult
+		}{{"c1", c1D, c1T}, {"c64", c64D, c64T}} {
+			if len(c.t) > 0 {
+				t := last(c.t)
+				progress("  %s %.0f / %.0f rps (direct / tunnel); CPU node / agent %.0f / %.0f µs/req",
+					c.name, rps(last(c.d)), rps(t), perReq(t, t.NodeCPU), perReq(t, t.AgentCPU))
+			}
+		}
+		if len(c64R) > 0 {
+			progress("  c64 through two bare relays %.0f rps", rps(last(c64R)))
+		}
+		if len(streamT) > 0 {
+			d, t, r := last(streamD), last(streamT), last(streamR)
+			progress("  stream chunk delay p50 %.0f / %.0f / %.0f µs (direct / tunnel / two bare relays)",
+				quantile(sorted(d.ChunkDelay), .5), quantile(sorted(t.ChunkDelay), .5), quantile(sorted(r.ChunkDelay), .5))
+		}
 	}
 
 	res := &Result{Rounds: o.Rounds, Duration: o.Duration.String(), BulkBytes: o.BulkBytes, CPUs: runtimeCPUs(),
@@ -437,6 +491,27 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.ChunkDirectUS, res.ChunkTunnelUS = medianOf(streamD, chunk(.5)), medianOf(streamT, chunk(.5))
 	res.ChunkAddedUSP50 = medianDiff(streamT, streamD, chunk(.5))
 	res.ChunkAddedUSP99 = medianDiff(streamT, streamD, chunk(.99))
+	res.RPSC64Relay = medianOf(c64R, rps)
+	res.RPSC64RelayRatio = medianRatio(c64R, c64D, rps)
+	res.ChunkRelayUS = medianOf(streamR, chunk(.5))
+	res.ChunkRelayAdded = medianDiff(streamR, streamD, chunk(.5))
+
+	res.Targets = map[string]Target{}
+	if len(bulkT) > 0 {
+		res.Targets["bulk_ratio"] = target(res.BulkRatio, 0.15, false)
+	}
+	if len(c64T) > 0 {
+		res.Targets["rps_c64_ratio"] = target(res.RPSC64Ratio, 0.40, false)
+	}
+	if len(c1T) > 0 {
+		res.Targets["p50_c1_added_us"] = target(res.P50C1AddedUS, 400, true)
+	}
+	if len(streamT) > 0 {
+		res.Targets["chunk_added_us_p50"] = target(res.ChunkAddedUSP50, 200, true)
+	}
+	if !o.runs("idle") {
+		return res, nil
+	}
 
 	// Idle agents: node memory before and after N agents connect and each carries a request.
 	progress("connecting %d idle agents", o.IdleAgents)
@@ -477,14 +552,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.IdleHeapKiBPerAgent = (float64(after.Mem.HeapInuse+after.Mem.StackInuse) - float64(before.Mem.HeapInuse+before.Mem.StackInuse)) / n / 1024
 	res.IdleGoroutinesPerAgent = float64(after.Mem.Goroutines-before.Mem.Goroutines) / n
 
-	res.Targets = map[string]Target{
-		"bulk_ratio":         target(res.BulkRatio, 0.15, false),
-		"rps_c64_ratio":      target(res.RPSC64Ratio, 0.40, false),
-		"p50_c1_added_us":    target(res.P50C1AddedUS, 400, true),
-		"chunk_added_us_p50": target(res.ChunkAddedUSP50, 200, true),
-		"idle_kib_per_agent": target(res.IdleKiBPerAgent, 96, true),
-		"connect_ms_p95":     target(res.ConnectMSP95, 30, true),
-	}
+	res.Targets["idle_kib_per_agent"] = target(res.IdleKiBPerAgent, 96, true)
+	res.Targets["connect_ms_p95"] = target(res.ConnectMSP95, 30, true)
 	return res, nil
 }
 

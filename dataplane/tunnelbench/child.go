@@ -34,6 +34,10 @@ const (
 	RoleNode   = "node"
 	RoleAgents = "agents"
 	RoleLoad   = "load"
+	// RoleRelay forwards TCP connections to spec.Target with io.Copy both ways: two of them in a
+	// row are the floor any two-process tunnel pays on this machine (the reference the bench
+	// reports next to the tunnel).
+	RoleRelay = "relay"
 )
 
 // ErrUnknownRole is returned by RunChild for a role it does not know.
@@ -53,6 +57,8 @@ type spec struct {
 	Tokens      []string `json:"tokens,omitempty"`
 	// load
 	Load *loadSpec `json:"load,omitempty"`
+	// relay
+	Target string `json:"target,omitempty"`
 }
 
 // message is one line a child writes on stdout.
@@ -94,6 +100,8 @@ func RunChild(ctx context.Context, role string, stdin io.Reader, stdout io.Write
 		return runNode(ctx, sp, in, out)
 	case RoleAgents:
 		return runAgents(ctx, sp, in, out)
+	case RoleRelay:
+		return runRelay(ctx, sp.Target, in, out)
 	case RoleLoad:
 		res, err := runLoad(ctx, *sp.Load)
 		if err != nil {
@@ -326,6 +334,48 @@ func runAgents(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter)
 	}
 	commands(ctx, in, out)
 	return nil
+}
+
+// runRelay accepts loopback connections and joins each to a new connection to target, copying
+// both ways with io.Copy (splice between the two TCP sockets), until stdin closes.
+func runRelay(ctx context.Context, target string, in *bufio.Scanner, out *lineWriter) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go relay(c, target)
+		}
+	}()
+	if err := out.send(message{Addr: ln.Addr().String()}); err != nil {
+		return err
+	}
+	commands(ctx, in, out)
+	return nil
+}
+
+func relay(c net.Conn, target string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(u, c)
+		u.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, u)
+	c.(*net.TCPConn).CloseWrite()
+	<-done
 }
 
 // cpuSeconds is the process's user and system CPU time.

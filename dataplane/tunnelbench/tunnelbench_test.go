@@ -44,6 +44,7 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 		"bulk_ratio": res.BulkRatio, "rps_c1_ratio": res.RPSC1Ratio, "rps_c64_ratio": res.RPSC64Ratio,
 		"p50_c1_tunnel_us": res.P50C1TunnelUS, "chunk_tunnel_us_p50": res.ChunkTunnelUS,
 		"connect_ms_p95": res.ConnectMSP95, "idle_heap_kib_per_agent": res.IdleHeapKiBPerAgent,
+		"rps_c64_relay_ratio": res.RPSC64RelayRatio, "chunk_relay_us_p50": res.ChunkRelayUS,
 	} {
 		if !(v > 0) {
 			t.Errorf("%s = %v", name, v)
@@ -55,9 +56,27 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 	}
 }
 
+// --only runs the named phases and reports only their targets.
+func TestBenchRunsOnlyChosenPhases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts several processes")
+	}
+	t.Setenv(childEnv, "1")
+	res, err := Run(context.Background(), Options{
+		Duration: 150 * time.Millisecond, Rounds: 1, Streams: 1, StreamChunks: 3, StreamInterval: 5 * time.Millisecond,
+		Exe: os.Args[0], ExeArgs: []string{}, Phases: []string{"stream"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.Targets["chunk_added_us_p50"]; len(res.Targets) != 1 || !ok || !(res.ChunkTunnelUS > 0) || res.BulkRatio != 0 || res.IdleAgents != 0 {
+		t.Fatalf("targets %v, chunk %v, bulk %v, idle agents %d", res.Targets, res.ChunkTunnelUS, res.BulkRatio, res.IdleAgents)
+	}
+}
+
 func TestOptionsValidate(t *testing.T) {
-	err := Options{Duration: time.Millisecond, Rounds: -1}.Validate()
-	if err == nil || !strings.Contains(err.Error(), "duration") || !strings.Contains(err.Error(), "rounds") {
+	err := Options{Duration: time.Millisecond, Rounds: -1, Phases: []string{"c64", "warp"}}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "duration") || !strings.Contains(err.Error(), "rounds") || !strings.Contains(err.Error(), `"warp"`) {
 		t.Fatalf("validate: %v", err)
 	}
 	if err := (Options{}).Validate(); err != nil {

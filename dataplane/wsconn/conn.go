@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -366,6 +367,10 @@ func (c *Conn) writeErrLocked() error {
 func (c *Conn) flush(done chan struct{}) {
 	var batch []*chunk
 	for {
+		// Let the goroutines that are ready to run go first: under load some of them are about
+		// to write too, and their packets then share this frame and its syscall. With nothing
+		// else runnable this returns at once, so a lone write is not delayed.
+		c.yield()
 		c.mu.Lock()
 		if len(c.pending) == 0 || c.werr != nil {
 			c.flushDone = nil
@@ -406,6 +411,24 @@ func (c *Conn) flush(done chan struct{}) {
 			}
 			c.mu.Unlock()
 		}
+	}
+}
+
+// yield lets the other runnable goroutines go first, as long as they keep adding to the queue
+// (a few rounds at most).
+func (c *Conn) yield() {
+	c.mu.Lock()
+	n := c.pendBytes
+	c.mu.Unlock()
+	for range 4 {
+		runtime.Gosched()
+		c.mu.Lock()
+		m := c.pendBytes
+		c.mu.Unlock()
+		if m == n || m >= c.maxPending/2 {
+			return
+		}
+		n = m
 	}
 }
 

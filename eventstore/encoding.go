@@ -24,8 +24,9 @@ import (
 //	           payload         u32 len ‖ bytes
 //	           metadata        u32 len ‖ bytes
 //
-// A producer signs all the envelopes it submits together (one append call, n ≥ 1 envelopes) with
-// one Ed25519 signature over the RFC 6962 Merkle root of those envelopes:
+// A producer signs a batch of envelopes (the Store: all local requests it commits in one
+// transaction; a node: one presigned submission; n ≥ 1) with one Ed25519 signature over the
+// RFC 6962 Merkle root of those envelopes:
 //
 //	batch_root = MTH(envelope_0 … envelope_n-1)          (leaf hash = SHA-256(0x00 ‖ envelope))
 //	signature  = Ed25519(producer key, SignatureContext ‖ u32 n ‖ batch_root)

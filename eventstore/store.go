@@ -236,7 +236,7 @@ func (s *Store) append(ctx context.Context, streamID string, expected ExpectedVe
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("append to %s: %w", streamID, err)
 	}
-	signAll(key, pending)
+	encodeAll(key, pending)
 	req := &appendRequest{ctx: ctx, groups: []streamGroup{{stream: streamID, expected: expected, n: len(pending)}},
 		events: pending, keyID: key.ID(), done: make(chan appendOutcome, 1)}
 	res, err := s.submit(ctx, req, streamID)
@@ -289,7 +289,7 @@ func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]App
 	if len(req.events) > MaxEventsPerCall {
 		return nil, fmt.Errorf("append: %w: %d events in one append, at most %d", ErrTooLarge, len(req.events), MaxEventsPerCall)
 	}
-	signAll(key, req.events)
+	encodeAll(key, req.events)
 	return s.submit(ctx, req, strings.Join(names, ", "))
 }
 
@@ -337,8 +337,9 @@ type appendRequest struct {
 	ctx       context.Context
 	groups    []streamGroup // consecutive runs of events per stream; nil for presigned requests
 	events    []pendingEvent
-	keyID     string
-	presigned bool // signed by its producer, each event naming its stream; never re-signed here
+	keyID     string // the key named in the envelopes
+	signed    bool   // sig and proof are set (the appender signs requests of a batch together)
+	presigned bool   // signed by its producer, each event naming its stream; never re-signed here
 	done      chan appendOutcome
 }
 
@@ -354,19 +355,60 @@ type appendOutcome struct {
 	err error
 }
 
-// signAll encodes every event and signs them as one batch.
-func signAll(key *SigningKey, events []pendingEvent) {
-	envelopes := make([][]byte, len(events))
+// encodeAll encodes every event's envelope naming key.
+func encodeAll(key *SigningKey, events []pendingEvent) {
 	for i := range events {
 		e := &events[i]
 		e.env.KeyID = key.ID()
 		e.envelope = AppendEnvelope(make([]byte, 0, EnvelopeSize(&e.env)), &e.env)
-		envelopes[i] = e.envelope
+	}
+}
+
+// signAll encodes every event and signs them as one batch.
+func signAll(key *SigningKey, events []pendingEvent) {
+	encodeAll(key, events)
+	envelopes := make([][]byte, len(events))
+	for i := range events {
+		envelopes[i] = events[i].envelope
 	}
 	signed := SignEnvelopes(key, envelopes)
 	for i := range events {
 		events[i].sig = signed.Signature
 		events[i].proof = signed.Proofs[i]
+	}
+}
+
+// signTogether signs the encoded events of all unsigned requests with one signature over their
+// Merkle root; each event gets its inclusion proof. One Ed25519 signature per batch instead of
+// one per request: a record verifies on its own either way, and a request that then fails its
+// version check only leaves an unused leaf under the signed root.
+func (s *Store) signTogether(reqs []*appendRequest) {
+	byKey := map[string][]*appendRequest{}
+	for _, r := range reqs {
+		if !r.presigned && !r.signed {
+			byKey[r.keyID] = append(byKey[r.keyID], r)
+		}
+	}
+	for id, group := range byKey {
+		key := s.knownKey(id)
+		if key == nil {
+			continue // cannot happen (keyID came from a key this store holds); tryCommit re-signs
+		}
+		var envelopes [][]byte
+		for _, r := range group {
+			for i := range r.events {
+				envelopes = append(envelopes, r.events[i].envelope)
+			}
+		}
+		signed := SignEnvelopes(key, envelopes)
+		k := 0
+		for _, r := range group {
+			for i := range r.events {
+				r.events[i].sig, r.events[i].proof = signed.Signature, signed.Proofs[k]
+				k++
+			}
+			r.signed = true
+		}
 	}
 }
 
@@ -422,6 +464,7 @@ func (s *Store) commit(batch []*appendRequest) {
 	if len(live) == 0 {
 		return
 	}
+	s.signTogether(live)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BatchTimeout)
 	defer cancel()
 	results, accepted, err := s.tryCommit(ctx, live)
@@ -534,9 +577,9 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([][]Appen
 		return nil, reqs, err
 	}
 	for _, r := range reqs {
-		if !r.presigned && r.keyID != key.ID() {
+		if !r.presigned && (r.keyID != key.ID() || !r.signed) {
 			signAll(key, r.events)
-			r.keyID = key.ID()
+			r.keyID, r.signed = key.ID(), true
 		}
 	}
 	var ring *keyRing

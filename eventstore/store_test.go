@@ -378,3 +378,58 @@ func TestVerifyWhileAppending(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// Requests that reach the appender together share one signature over the Merkle root of all
+// their envelopes; each record still verifies alone, also when a request of the batch failed its
+// version check and so left an unused leaf under the signed root.
+func TestBatchSharesOneSignature(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	pool := pgtest.Pool(t, e.url)
+	if _, err := e.store.Append(ctx, "taken", eventstore.NoStream, note(0)); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the head lock so that the appender blocks on its first request while the others queue.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM log_head FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			stream, expected := fmt.Sprintf("batched-%d", i), eventstore.NoStream
+			if i == n-1 {
+				stream = "taken" // fails its version check inside the batch
+			}
+			_, errs[i] = e.store.AppendMulti(ctx, eventstore.StreamAppend{StreamID: stream, Expected: expected, Events: []eventstore.EventData{note(i), note(i + 100)}})
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == n-1 {
+			if !errors.Is(err, eventstore.ErrWrongExpectedVersion) {
+				t.Fatalf("append to a taken stream: %v", err)
+			}
+		} else if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	var records, signatures int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT signature) FROM events WHERE stream_id LIKE 'batched-%'`).Scan(&records, &signatures); err != nil {
+		t.Fatal(err)
+	}
+	if records != 2*(n-1) || signatures > 2 {
+		t.Fatalf("%d records with %d distinct signatures; want %d records under at most 2 (the first request may go alone)", records, signatures, 2*(n-1))
+	}
+	verifyOK(t, e.url)
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -185,7 +186,7 @@ func (auditProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec event
 	}
 	b.Queue(`INSERT INTO rm_audit (generation, position, recorded_at, event_id, type, stream_id, actor, org_id, correlation_id,
 		causation_id, request_id, client_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		gen, int64(rec.Position), rec.RecordedAt, rec.EventID, rec.Type, rec.StreamID, nullable(actor), nullable(org), nullable(m.CorrelationID),
+		gen, int64(rec.Position), rec.RecordedAt, pgtype.UUID{Bytes: rec.EventID, Valid: true}, rec.Type, rec.StreamID, nullable(actor), nullable(org), nullable(m.CorrelationID),
 		nullable(m.CausationID), nullable(m.RequestID), nullable(m.ClientIP), nullable(m.UserAgent))
 	return nil
 }

@@ -173,6 +173,9 @@ type Result struct {
 	Targets map[string]Target `json:"targets"`
 }
 
+// mixSlice is the turn length of the interleaved request-rate measurements.
+const mixSlice = 250 * time.Millisecond
+
 // Target is one required bound and whether the run met it.
 type Target struct {
 	Value float64 `json:"value"`
@@ -396,22 +399,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var c64R, streamR []*loadResult // through the two bare relays
 	for r := range o.Rounds {
 		progress("round %d/%d", r+1, o.Rounds)
+		small := func(conc int, targets ...mixTarget) loadSpec {
+			return loadSpec{Mode: "mix", Mix: targets, Concurrency: conc, Duration: o.Duration, Slice: mixSlice}
+		}
 		for _, m := range []struct {
-			name     string
-			spec     loadSpec
-			dst      *[]*loadResult
-			tunneled bool
+			name   string
+			spec   loadSpec
+			dsts   []*[]*loadResult // one per target of a mix, else one
+			tunnel int              // index in dsts of the tunnel's result (node and agent CPU), -1: none
 		}{
-			{"bulk", loadSpec{Mode: "bulk", URL: fmt.Sprintf("%s/bulk?n=%d", direct, o.BulkBytes)}, &bulkD, false},
-			{"bulk", loadSpec{Mode: "bulk", URL: fmt.Sprintf("%s/bulk?n=%d", tunnel, o.BulkBytes), Token: userTok}, &bulkT, true},
-			{"c1", loadSpec{Mode: "rps", URL: direct + "/small", Concurrency: 1, Duration: o.Duration}, &c1D, false},
-			{"c1", loadSpec{Mode: "rps", URL: tunnel + "/small", Token: userTok, Concurrency: 1, Duration: o.Duration}, &c1T, true},
-			{"c64", loadSpec{Mode: "rps", URL: direct + "/small", Concurrency: 64, Duration: o.Duration}, &c64D, false},
-			{"c64", loadSpec{Mode: "rps", URL: tunnel + "/small", Token: userTok, Concurrency: 64, Duration: o.Duration}, &c64T, true},
-			{"c64", loadSpec{Mode: "rps", URL: relayed + "/small", Concurrency: 64, Duration: o.Duration}, &c64R, false},
-			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", direct, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, &streamD, false},
-			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", tunnel, o.StreamChunks, o.StreamInterval), Token: userTok, Streams: o.Streams}, &streamT, true},
-			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", relayed, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, &streamR, false},
+			{"bulk", loadSpec{Mode: "bulk", URL: fmt.Sprintf("%s/bulk?n=%d", direct, o.BulkBytes)}, []*[]*loadResult{&bulkD}, -1},
+			{"bulk", loadSpec{Mode: "bulk", URL: fmt.Sprintf("%s/bulk?n=%d", tunnel, o.BulkBytes), Token: userTok}, []*[]*loadResult{&bulkT}, 0},
+			{"c1", small(1, mixTarget{URL: direct + "/small"}, mixTarget{URL: tunnel + "/small", Token: userTok}), []*[]*loadResult{&c1D, &c1T}, 1},
+			{"c64", small(64, mixTarget{URL: direct + "/small"}, mixTarget{URL: tunnel + "/small", Token: userTok}, mixTarget{URL: relayed + "/small"}),
+				[]*[]*loadResult{&c64D, &c64T, &c64R}, 1},
+			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", direct, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, []*[]*loadResult{&streamD}, -1},
+			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", tunnel, o.StreamChunks, o.StreamInterval), Token: userTok, Streams: o.Streams}, []*[]*loadResult{&streamT}, 0},
+			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", relayed, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, []*[]*loadResult{&streamR}, -1},
 		} {
 			if !o.runs(m.name) {
 				continue
@@ -424,7 +428,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			var err error
 			n0, a0 := cpuOf(nodeChild), cpuOf(agentChild)
-			if m.tunneled && r == 0 {
+			if m.tunnel >= 0 && r == 0 {
 				err = profiled(m.name, run)
 			} else {
 				err = run()
@@ -432,11 +436,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s (%s): %w", m.name, m.spec.URL, err)
 			}
-			if m.tunneled {
-				res.NodeCPU, res.AgentCPU = cpuOf(nodeChild)-n0, cpuOf(agentChild)-a0
-				res.NodeAgentCPU = res.NodeCPU + res.AgentCPU
+			parts := []*loadResult{res}
+			if m.spec.Mode == "mix" {
+				parts = res.Parts
 			}
-			*m.dst = append(*m.dst, res)
+			if len(parts) != len(m.dsts) {
+				return nil, fmt.Errorf("%s: %d results for %d targets", m.name, len(parts), len(m.dsts))
+			}
+			if m.tunnel >= 0 {
+				t := parts[m.tunnel]
+				t.NodeCPU, t.AgentCPU = cpuOf(nodeChild)-n0, cpuOf(agentChild)-a0
+				t.NodeAgentCPU = t.NodeCPU + t.AgentCPU
+			}
+			for i, d := range m.dsts {
+				*d = append(*d, parts[i])
+			}
 		}
 		last := func(s []*loadResult) *loadResult { return s[len(s)-1] }
 		if len(bulkT) > 0 {
@@ -465,7 +479,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	res := &Result{Rounds: o.Rounds, Duration: o.Duration.String(), BulkBytes: o.BulkBytes, CPUs: runtimeCPUs(),
-		Baseline: "the same load generator straight to the same origin, interleaved with the tunnel runs",
+		Baseline: "the same load generator straight to the same origin: request rates in turns of 250ms with the tunnel (and the two bare relays) in one run, bulk and streams in back-to-back runs",
 		Cipher:   "aes128-gcm@openssh.com", KEX: "mlkem768x25519-sha256"}
 	res.BulkDirectMBps = medianOf(bulkD, mbps)
 	res.BulkTunnelMBps = medianOf(bulkT, mbps)

@@ -66,23 +66,32 @@ func originHandler() http.Handler {
 }
 
 type loadSpec struct {
-	Mode        string        `json:"mode"` // bulk, rps, stream, touch
+	Mode        string        `json:"mode"` // bulk, rps, mix, stream, touch
 	URL         string        `json:"url"`
 	URLs        []string      `json:"urls,omitempty"`
+	Mix         []mixTarget   `json:"mix,omitempty"`   // mix: the targets, taking turns
+	Slice       time.Duration `json:"slice,omitempty"` // mix: how long each turn lasts
 	Token       string        `json:"token,omitempty"`
 	Concurrency int           `json:"concurrency,omitempty"`
 	Duration    time.Duration `json:"duration,omitempty"`
 	Streams     int           `json:"streams,omitempty"`
 }
 
+// mixTarget is one destination of a mix load.
+type mixTarget struct {
+	URL   string `json:"url"`
+	Token string `json:"token,omitempty"`
+}
+
 type loadResult struct {
-	Bytes      int64     `json:"bytes,omitempty"`
-	Seconds    float64   `json:"seconds"`
-	Requests   int       `json:"requests,omitempty"`
-	Errors     int       `json:"errors,omitempty"`
-	LatencyUS  []float64 `json:"latency_us,omitempty"`     // rps: sorted sample (all, up to a cap)
-	TTFBUS     []float64 `json:"ttfb_us,omitempty"`        // stream: per stream
-	ChunkDelay []float64 `json:"chunk_delay_us,omitempty"` // stream: per chunk, send → receive
+	Parts      []*loadResult `json:"parts,omitempty"` // mix: one result per target
+	Bytes      int64         `json:"bytes,omitempty"`
+	Seconds    float64       `json:"seconds"`
+	Requests   int           `json:"requests,omitempty"`
+	Errors     int           `json:"errors,omitempty"`
+	LatencyUS  []float64     `json:"latency_us,omitempty"`     // rps: sorted sample (all, up to a cap)
+	TTFBUS     []float64     `json:"ttfb_us,omitempty"`        // stream: per stream
+	ChunkDelay []float64     `json:"chunk_delay_us,omitempty"` // stream: per chunk, send → receive
 	// CPU seconds node and agent spent during a tunnel run (filled by Run).
 	NodeCPU, AgentCPU, NodeAgentCPU float64 `json:"-"`
 }
@@ -99,6 +108,8 @@ func runLoad(ctx context.Context, s loadSpec) (*loadResult, error) {
 		return loadBulk(ctx, s)
 	case "rps":
 		return loadRPS(ctx, s)
+	case "mix":
+		return loadMix(ctx, s)
 	case "stream":
 		return loadStream(ctx, s)
 	case "touch":
@@ -209,6 +220,133 @@ func loadRPS(ctx context.Context, s loadSpec) (*loadResult, error) {
 	}
 	slices.Sort(lat)
 	return &loadResult{Requests: reqs, Errors: errs, Seconds: secs, LatencyUS: sample(lat, 20000)}, nil
+}
+
+// mixSettle is the start of every turn of a mix load that is not counted: requests of the
+// previous target are still completing and the new target's pipeline fills.
+const mixSettle = 25 * time.Millisecond
+
+// loadMix runs Concurrency clients in closed loops against the targets in turns of Slice each
+// (in order, round robin) until every target had Duration of turns, so that all targets are
+// measured over the same stretch of time: a machine whose speed drifts (other tenants, CPU
+// boost) then tilts the comparison far less than back-to-back runs of seconds each. Each
+// target keeps its own connections. A request counts for a turn when it starts after the
+// turn's settle time and ends within the turn.
+func loadMix(ctx context.Context, s loadSpec) (*loadResult, error) {
+	n := len(s.Mix)
+	if n == 0 || s.Slice <= mixSettle || s.Concurrency < 1 {
+		return nil, fmt.Errorf("mix: need targets, a slice over %v and a concurrency", mixSettle)
+	}
+	clients := make([]*http.Client, n)
+	for i := range clients {
+		clients[i] = newClient(s.Concurrency)
+		defer clients[i].CloseIdleConnections()
+	}
+	turns := int((s.Duration + s.Slice - 1) / s.Slice)
+	warm := min(s.Duration/5, 500*time.Millisecond)
+	// Warm-up: every target once, uncounted, so connections exist before the first turn.
+	for i := range n {
+		if err := mixTurn(ctx, clients[i], s.Mix[i], s.Concurrency, time.Now(), time.Now().Add(warm/time.Duration(n)), nil); err != nil {
+			return nil, fmt.Errorf("mix warm-up %s: %w", s.Mix[i].URL, err)
+		}
+	}
+	type acc struct {
+		lat       []float64
+		errs      int
+		firstErr  error
+		measuredS float64
+	}
+	accs := make([]acc, n)
+	for t := range turns * n {
+		i := t % n
+		start := time.Now()
+		end := start.Add(s.Slice)
+		var tr turnResult
+		if err := mixTurn(ctx, clients[i], s.Mix[i], s.Concurrency, start.Add(mixSettle), end, &tr); err != nil {
+			return nil, err
+		}
+		a := &accs[i]
+		a.lat = append(a.lat, tr.lat...)
+		a.errs += tr.errs
+		if a.firstErr == nil {
+			a.firstErr = tr.firstErr
+		}
+		a.measuredS += (s.Slice - mixSettle).Seconds()
+	}
+	out := &loadResult{}
+	for i, a := range accs {
+		reqs := len(a.lat)
+		if reqs == 0 {
+			return nil, fmt.Errorf("mix %s: no request succeeded: %v", s.Mix[i].URL, a.firstErr)
+		}
+		if a.errs > reqs/100 {
+			return nil, fmt.Errorf("mix %s: %d of %d requests failed: %v", s.Mix[i].URL, a.errs, reqs+a.errs, a.firstErr)
+		}
+		slices.Sort(a.lat)
+		out.Parts = append(out.Parts, &loadResult{Requests: reqs, Errors: a.errs, Seconds: a.measuredS, LatencyUS: sample(a.lat, 20000)})
+		out.Seconds += a.measuredS
+	}
+	return out, nil
+}
+
+type turnResult struct {
+	lat      []float64
+	errs     int
+	firstErr error
+}
+
+// mixTurn runs conc closed-loop clients against t until end; requests that start at or after
+// from and end by end are recorded in r (nil: none).
+func mixTurn(ctx context.Context, c *http.Client, t mixTarget, conc int, from, end time.Time, r *turnResult) error {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			var local []float64
+			buf := make([]byte, 4096)
+			var nerr int
+			var ferr error
+			for {
+				t0 := time.Now()
+				if !t0.Before(end) || ctx.Err() != nil {
+					break
+				}
+				req, _ := get(ctx, t.URL, t.Token)
+				resp, err := c.Do(req)
+				if err == nil {
+					_, err = io.CopyBuffer(io.Discard, resp.Body, buf)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				t1 := time.Now()
+				if r == nil || t0.Before(from) || t1.After(end) {
+					continue
+				}
+				if err != nil {
+					nerr++
+					if ferr == nil {
+						ferr = err
+					}
+					continue
+				}
+				local = append(local, float64(t1.Sub(t0).Nanoseconds())/1000)
+			}
+			if r == nil {
+				return
+			}
+			mu.Lock()
+			r.lat = append(r.lat, local...)
+			r.errs += nerr
+			if r.firstErr == nil {
+				r.firstErr = ferr
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
 }
 
 // sample thins a sorted slice evenly to at most n values, keeping the extremes.

@@ -196,6 +196,9 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		TunnelDeleted: func(id, reason string) {
 			rn.disconnect(func(n *node.Node) int { return n.DisconnectTunnel(id, reason) })
 		},
+		AccessWithdrawn: func() {
+			rn.disconnect(func(n *node.Node) int { n.ForgetAuthorizations(); return 0 })
+		},
 	})
 	if rn.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: rn.View, Router: rn.View, Authorizer: rn.View,
 		Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: log, Registerer: opts.Registerer}); err != nil {

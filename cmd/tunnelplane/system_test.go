@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
@@ -212,4 +213,43 @@ func TestSystemTokenRevocationAndLiveNodes(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// A user whose role is withdrawn loses access through the node within a second or two, even
+// though the node had cached the earlier authorization (for 5 s by default).
+func TestSystemWithdrawnRoleEndsTunnelAccess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system")
+	}
+	t.Parallel()
+	sv, _ := startTestServe(t)
+	d := sv.Demo
+	owner := commands.WithActor(context.Background(), commands.Actor{ID: "demo"})
+	if _, err := sv.CP.Service.Handlers.AssignRole.Handle(owner, commands.AssignRole{OrgID: d.OrgID, UserID: "carol", Role: domain.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	carol, err := token.MintUser(sv.CP.Service.TokenKey(), token.DefaultIssuer, "carol", "", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	status := func() int {
+		req, _ := http.NewRequest(http.MethodGet, sv.Node.URL+"/t/llm.demo/api/tags", nil)
+		req.Header.Set("Authorization", "Bearer "+carol)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	eventually(t, 10*time.Second, "the node lets an org admin through", func() bool { return status() == http.StatusOK })
+	if _, err := sv.CP.Service.Handlers.UnassignRole.Handle(owner, commands.UnassignRole{OrgID: d.OrgID, UserID: "carol", Role: domain.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, 3*time.Second, "the withdrawn admin is refused", func() bool { return status() == http.StatusForbidden })
+	t.Logf("refused %s after the role was withdrawn", time.Since(start))
 }

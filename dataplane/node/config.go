@@ -95,6 +95,7 @@ type Config struct {
 	MaxIdleConnsPerTunnel int
 	// AuthCacheTTL caches successful ingress authorizations per token and tunnel, so that a
 	// busy caller does not pay a signature check per request (default 5s; negative disables).
+	// Node.ForgetAuthorizations ends them early when access is withdrawn.
 	AuthCacheTTL time.Duration
 
 	Logger     *slog.Logger

@@ -3,6 +3,7 @@ package node_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -384,4 +385,43 @@ func TestSecondAgentReplacesTheFirst(t *testing.T) {
 func newUpstream(t *testing.T, body string) string {
 	srv := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }))
 	return srv
+}
+
+type authorizerFunc func(ctx context.Context, bearer string, r node.Route) (node.Principal, error)
+
+func (f authorizerFunc) AuthorizeIngress(ctx context.Context, bearer string, r node.Route) (node.Principal, error) {
+	return f(ctx, bearer, r)
+}
+
+// A withdrawn permission stops working once the node is told (ForgetAuthorizations), not when
+// the cached authorization would expire.
+func TestForgetAuthorizationsEndsCachedAccess(t *testing.T) {
+	var deny atomic.Bool
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		inner := c.Authorizer
+		c.AuthCacheTTL = time.Hour
+		c.Authorizer = authorizerFunc(func(ctx context.Context, bearer string, r node.Route) (node.Principal, error) {
+			if deny.Load() {
+				return node.Principal{}, fmt.Errorf("%w: withdrawn", node.ErrForbidden)
+			}
+			return inner.AuthorizeIngress(ctx, bearer, r)
+		})
+	}))
+	e.startAgent("tun-llm", nil)
+	e.waitHeld("tun-llm")
+	get := func() int {
+		status, _, _ := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice))
+		return status
+	}
+	if s := get(); s != http.StatusOK {
+		t.Fatalf("allowed caller: %d", s)
+	}
+	deny.Store(true)
+	if s := get(); s != http.StatusOK {
+		t.Fatalf("cached authorization: %d, want 200 until the node is told", s)
+	}
+	e.nodeNow().ForgetAuthorizations()
+	if s := get(); s != http.StatusForbidden {
+		t.Fatalf("after ForgetAuthorizations: %d, want 403", s)
+	}
 }

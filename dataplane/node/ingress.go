@@ -301,6 +301,17 @@ func newAuthCache(ttl time.Duration) *authCache {
 	return &authCache{ttl: ttl, m: map[[32]byte]authEntry{}}
 }
 
+// ForgetAuthorizations drops every cached ingress authorization, so the next request of each
+// caller is decided afresh. Call it when access may have been withdrawn (a role removed, a
+// tunnel deleted, a token key revoked): the withdrawal then takes effect at once instead of
+// when the cached entry expires.
+func (n *Node) ForgetAuthorizations() {
+	c := n.auth
+	c.mu.Lock()
+	clear(c.m)
+	c.mu.Unlock()
+}
+
 func (n *Node) authorize(ctx context.Context, bearer string, r Route) (Principal, error) {
 	c := n.auth
 	if c.ttl <= 0 {

@@ -27,6 +27,9 @@ type Event struct {
 type Hooks struct {
 	TokenRevoked  func(tokenID, reason string)
 	TunnelDeleted func(tunnelID, reason string)
+	// AccessWithdrawn: a decision AuthorizeIngress allowed before may now be a denial (a role
+	// removed, a tunnel deleted or given another owner, a token key revoked).
+	AccessWithdrawn func()
 }
 
 type tunnel struct {
@@ -106,6 +109,9 @@ func (v *View) Apply(e Event) error {
 }
 
 func (v *View) apply(e Event, after *[]func()) error {
+	if h := v.hooks.AccessWithdrawn; h != nil && withdrawsAccess(e) {
+		*after = append(*after, h)
+	}
 	if e.StreamID == eventstore.LogStream {
 		return v.applyKey(e)
 	}
@@ -170,6 +176,15 @@ func (v *View) apply(e Event, after *[]func()) error {
 		}
 	}
 	return nil
+}
+
+// withdrawsAccess tells the events after which an ingress authorization given earlier may no
+// longer hold. (TunnelUpdated cannot change the owner; renames change the route, not access.)
+func withdrawsAccess(e Event) bool {
+	if e.StreamID == eventstore.LogStream {
+		return e.Type == eventstore.TypeKeyRevoked
+	}
+	return e.Type == domain.TypeRoleUnassigned || e.Type == domain.TypeTunnelDeleted
 }
 
 func (v *View) names(org string) map[string]string {

@@ -146,3 +146,31 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// AccessWithdrawn fires for exactly the events after which an earlier ingress decision may no
+// longer hold, so the node can drop its cached authorizations.
+func TestAccessWithdrawnHook(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var fired []uint64
+	var f *feed
+	v := view.New(token.DefaultIssuer, view.Hooks{AccessWithdrawn: func() { mu.Lock(); fired = append(fired, f.pos); mu.Unlock() }})
+	f = &feed{t: t, v: v, pos: 1}
+	key, _ := eventstore.GenerateSigningKey()
+	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", key)) // 1
+	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})                                             // 2
+	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})                // 4
+	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Upstream: ptr("http://127.0.0.1:2")})    // 5
+	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})              // 6: fires
+	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})                            // 7: fires
+	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: key.ID(), Reason: "leaked"}) // 8: fires
+	mu.Lock()
+	defer mu.Unlock()
+	// The hook runs after Apply returns from the fold, before the feed moves its position on.
+	if len(fired) != 3 || fired[0] != 6 || fired[1] != 7 || fired[2] != 8 {
+		t.Fatalf("AccessWithdrawn fired at positions %v, want [6 7 8]", fired)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

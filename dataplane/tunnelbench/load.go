@@ -161,65 +161,12 @@ func loadRPS(ctx context.Context, s loadSpec) (*loadResult, error) {
 	c := newClient(s.Concurrency)
 	defer c.CloseIdleConnections()
 	warm := min(s.Duration/5, 500*time.Millisecond)
-	begin := time.Now()
-	start, end := begin.Add(warm), begin.Add(warm+s.Duration)
-	var mu sync.Mutex
-	var lat []float64
-	var errs, reqs int
-	var firstErr error
-	var wg sync.WaitGroup
-	for range s.Concurrency {
-		wg.Go(func() {
-			local := make([]float64, 0, 4096)
-			buf := make([]byte, 4096)
-			var nerr int
-			var ferr error
-			for {
-				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
-					break
-				}
-				req, _ := get(ctx, s.URL, s.Token)
-				resp, err := c.Do(req)
-				if err == nil {
-					_, err = io.CopyBuffer(io.Discard, resp.Body, buf)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if t0.Before(start) {
-					continue
-				}
-				if err != nil {
-					nerr++
-					if ferr == nil {
-						ferr = err
-					}
-					continue
-				}
-				local = append(local, float64(time.Since(t0).Nanoseconds())/1000)
-			}
-			mu.Lock()
-			lat = append(lat, local...)
-			errs += nerr
-			reqs += len(local)
-			if firstErr == nil {
-				firstErr = ferr
-			}
-			mu.Unlock()
-		})
+	from := time.Now().Add(warm)
+	var tr turnResult
+	if err := mixTurn(ctx, c, mixTarget{URL: s.URL, Token: s.Token}, s.Concurrency, from, from.Add(s.Duration), &tr); err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	secs := time.Since(start).Seconds()
-	if reqs == 0 {
-		return nil, fmt.Errorf("rps: no request succeeded: %v", firstErr)
-	}
-	if errs > reqs/100 {
-		return nil, fmt.Errorf("rps: %d of %d requests failed: %v", errs, reqs+errs, firstErr)
-	}
-	slices.Sort(lat)
-	return &loadResult{Requests: reqs, Errors: errs, Seconds: secs, LatencyUS: sample(lat, 20000)}, nil
+	return tr.result(s.URL, s.Duration)
 }
 
 // mixSettle is the start of every turn of a mix load that is not counted: requests of the
@@ -250,13 +197,8 @@ func loadMix(ctx context.Context, s loadSpec) (*loadResult, error) {
 			return nil, fmt.Errorf("mix warm-up %s: %w", s.Mix[i].URL, err)
 		}
 	}
-	type acc struct {
-		lat       []float64
-		errs      int
-		firstErr  error
-		measuredS float64
-	}
-	accs := make([]acc, n)
+	accs := make([]turnResult, n)
+	measured := time.Duration(turns) * (s.Slice - mixSettle)
 	for t := range turns * n {
 		i := t % n
 		start := time.Now()
@@ -271,28 +213,37 @@ func loadMix(ctx context.Context, s loadSpec) (*loadResult, error) {
 		if a.firstErr == nil {
 			a.firstErr = tr.firstErr
 		}
-		a.measuredS += (s.Slice - mixSettle).Seconds()
 	}
 	out := &loadResult{}
-	for i, a := range accs {
-		reqs := len(a.lat)
-		if reqs == 0 {
-			return nil, fmt.Errorf("mix %s: no request succeeded: %v", s.Mix[i].URL, a.firstErr)
+	for i := range accs {
+		part, err := accs[i].result(s.Mix[i].URL, measured)
+		if err != nil {
+			return nil, err
 		}
-		if a.errs > reqs/100 {
-			return nil, fmt.Errorf("mix %s: %d of %d requests failed: %v", s.Mix[i].URL, a.errs, reqs+a.errs, a.firstErr)
-		}
-		slices.Sort(a.lat)
-		out.Parts = append(out.Parts, &loadResult{Requests: reqs, Errors: a.errs, Seconds: a.measuredS, LatencyUS: sample(a.lat, 20000)})
-		out.Seconds += a.measuredS
+		out.Parts = append(out.Parts, part)
+		out.Seconds += part.Seconds
 	}
 	return out, nil
 }
 
+// turnResult gathers the requests of one target.
 type turnResult struct {
 	lat      []float64
 	errs     int
 	firstErr error
+}
+
+// result is the rate and latencies over measured time; too many failures are an error.
+func (r *turnResult) result(url string, measured time.Duration) (*loadResult, error) {
+	reqs := len(r.lat)
+	if reqs == 0 {
+		return nil, fmt.Errorf("%s: no request succeeded: %v", url, r.firstErr)
+	}
+	if r.errs > reqs/100 {
+		return nil, fmt.Errorf("%s: %d of %d requests failed: %v", url, r.errs, reqs+r.errs, r.firstErr)
+	}
+	slices.Sort(r.lat)
+	return &loadResult{Requests: reqs, Errors: r.errs, Seconds: measured.Seconds(), LatencyUS: sample(r.lat, 20000)}, nil
 }
 
 // mixTurn runs conc closed-loop clients against t until end; requests that start at or after

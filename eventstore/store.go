@@ -367,21 +367,31 @@ func encodeAll(key *SigningKey, events []pendingEvent) {
 // signAll encodes every event and signs them as one batch.
 func signAll(key *SigningKey, events []pendingEvent) {
 	encodeAll(key, events)
-	envelopes := make([][]byte, len(events))
-	for i := range events {
-		envelopes[i] = events[i].envelope
+	signGroups(key, events)
+}
+
+// signGroups signs the encoded events of all groups with one signature over the Merkle root of
+// their envelopes, in order; each event gets its inclusion proof.
+func signGroups(key *SigningKey, groups ...[]pendingEvent) {
+	var envelopes [][]byte
+	for _, g := range groups {
+		for i := range g {
+			envelopes = append(envelopes, g[i].envelope)
+		}
 	}
 	signed := SignEnvelopes(key, envelopes)
-	for i := range events {
-		events[i].sig = signed.Signature
-		events[i].proof = signed.Proofs[i]
+	k := 0
+	for _, g := range groups {
+		for i := range g {
+			g[i].sig, g[i].proof = signed.Signature, signed.Proofs[k]
+			k++
+		}
 	}
 }
 
-// signTogether signs the encoded events of all unsigned requests with one signature over their
-// Merkle root; each event gets its inclusion proof. One Ed25519 signature per batch instead of
-// one per request: a record verifies on its own either way, and a request that then fails its
-// version check only leaves an unused leaf under the signed root.
+// signTogether signs the events of all unsigned requests of a batch with one signature (per
+// key; there is one unless the key rotated meanwhile). A record verifies on its own either way,
+// and a request that then fails its version check only leaves an unused leaf under the root.
 func (s *Store) signTogether(reqs []*appendRequest) {
 	byKey := map[string][]*appendRequest{}
 	for _, r := range reqs {
@@ -389,26 +399,17 @@ func (s *Store) signTogether(reqs []*appendRequest) {
 			byKey[r.keyID] = append(byKey[r.keyID], r)
 		}
 	}
-	for id, group := range byKey {
+	for id, rs := range byKey {
 		key := s.knownKey(id)
 		if key == nil {
-			continue // cannot happen (keyID came from a key this store holds); tryCommit re-signs
+			continue // cannot happen (keyID came from a key this store holds); tryCommit signs
 		}
-		var envelopes [][]byte
-		for _, r := range group {
-			for i := range r.events {
-				envelopes = append(envelopes, r.events[i].envelope)
-			}
-		}
-		signed := SignEnvelopes(key, envelopes)
-		k := 0
-		for _, r := range group {
-			for i := range r.events {
-				r.events[i].sig, r.events[i].proof = signed.Signature, signed.Proofs[k]
-				k++
-			}
+		groups := make([][]pendingEvent, len(rs))
+		for i, r := range rs {
+			groups[i] = r.events
 			r.signed = true
 		}
+		signGroups(key, groups...)
 	}
 }
 

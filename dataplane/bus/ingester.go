@@ -121,11 +121,7 @@ type Ingester struct {
 	log   *slog.Logger
 	keys  *keyOwners
 
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	life lifecycle
 
 	ingested prometheus.Counter
 	batches  *prometheus.CounterVec
@@ -171,17 +167,20 @@ func NewIngester(cfg IngesterConfig) (*Ingester, error) {
 // Start creates (or updates) the durable consumer and begins consuming. NATS must be reachable;
 // a failed Start may be retried.
 func (in *Ingester) Start(ctx context.Context) error {
-	in.lifeMu.Lock()
-	defer in.lifeMu.Unlock()
-	if in.stopped {
-		return fmt.Errorf("start ingester: %w", ErrClosed)
-	}
-	if in.started {
-		return nil
-	}
+	return in.life.start(ctx, "ingester", func(lctx context.Context) (func(), error) {
+		it, err := in.consume(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return func() { in.run(lctx, it) }, nil
+	})
+}
+
+// consume creates (or updates) the durable consumer and opens its message iterator.
+func (in *Ingester) consume(ctx context.Context) (jetstream.MessagesContext, error) {
 	js, err := jetstream.New(in.cfg.Conn)
 	if err != nil {
-		return fmt.Errorf("start ingester: %w", err)
+		return nil, fmt.Errorf("start ingester: %w", err)
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, NodeFactsStream, jetstream.ConsumerConfig{
 		Durable:       in.cfg.Durable,
@@ -194,40 +193,21 @@ func (in *Ingester) Start(ctx context.Context) error {
 		MaxAckPending: in.cfg.MaxAckPending,
 	})
 	if err != nil {
-		return fmt.Errorf("start ingester: consumer %s: %w", in.cfg.Durable, err)
+		return nil, fmt.Errorf("start ingester: consumer %s: %w", in.cfg.Durable, err)
 	}
 	// Prefetch little: batches waiting in the client count against AckWait.
 	it, err := cons.Messages(jetstream.PullMaxMessages(min(in.cfg.MaxAckPending, 32)))
 	if err != nil {
-		return fmt.Errorf("start ingester: %w", err)
+		return nil, fmt.Errorf("start ingester: %w", err)
 	}
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	in.cancel = cancel
-	in.done = make(chan struct{})
-	in.started = true
-	go in.run(lctx, it)
-	return nil
+	return it, nil
 }
 
 // Stop ends consumption after the batch in hand (its outcome is settled or left for
 // redelivery). Safe to call twice, and before Start.
-func (in *Ingester) Stop() {
-	in.lifeMu.Lock()
-	if in.stopped {
-		in.lifeMu.Unlock()
-		return
-	}
-	in.stopped = true
-	started := in.started
-	in.lifeMu.Unlock()
-	if started {
-		in.cancel()
-		<-in.done
-	}
-}
+func (in *Ingester) Stop() { in.life.stop() }
 
 func (in *Ingester) run(ctx context.Context, it jetstream.MessagesContext) {
-	defer close(in.done)
 	defer it.Stop()
 	failing := false
 	for {

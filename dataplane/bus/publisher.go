@@ -140,11 +140,7 @@ type Publisher struct {
 
 	kick chan struct{}
 
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	life lifecycle
 
 	depth     prometheus.Gauge
 	spooled   prometheus.Counter
@@ -205,37 +201,17 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 
 // Start launches the loop that resends spooled batches. Stop ends it.
 func (p *Publisher) Start(ctx context.Context) error {
-	p.lifeMu.Lock()
-	defer p.lifeMu.Unlock()
-	if p.stopped {
-		return fmt.Errorf("start publisher: %w", ErrClosed)
-	}
-	if p.started {
-		return nil
-	}
-	p.started = true
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	p.cancel = cancel
-	p.done = make(chan struct{})
-	go p.resendLoop(lctx)
-	p.poke()
-	return nil
+	return p.life.start(ctx, "publisher", func(lctx context.Context) (func(), error) {
+		p.poke() // resend what an earlier process left in the spool
+		return func() { p.resendLoop(lctx) }, nil
+	})
 }
 
 // Stop ends the resend loop and closes the spool; spooled batches stay on disk for the next
 // process. Publish fails with ErrClosed afterwards. Safe to call twice, and before Start.
 func (p *Publisher) Stop() {
-	p.lifeMu.Lock()
-	if p.stopped {
-		p.lifeMu.Unlock()
+	if !p.life.stop() {
 		return
-	}
-	p.stopped = true
-	started := p.started
-	p.lifeMu.Unlock()
-	if started {
-		p.cancel()
-		<-p.done
 	}
 	p.mu.Lock()
 	p.closed = true
@@ -378,7 +354,6 @@ func (p *Publisher) send(ctx context.Context, body []byte, msgID string) error {
 
 // resendLoop sends spooled batches oldest first, backing off while NATS is away.
 func (p *Publisher) resendLoop(ctx context.Context) {
-	defer close(p.done)
 	backoff := p.cfg.RetryMin
 	for {
 		p.mu.Lock()

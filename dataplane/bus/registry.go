@@ -70,11 +70,7 @@ type Heartbeater struct {
 	cfg HeartbeaterConfig
 	log *slog.Logger
 
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	life lifecycle
 }
 
 // NewHeartbeater prepares a heartbeater; Start begins beating.
@@ -97,42 +93,21 @@ func NewHeartbeater(cfg HeartbeaterConfig) (*Heartbeater, error) {
 // Start launches the beat loop; the first beat goes out at once. Failures (NATS away) are logged
 // and the loop keeps beating.
 func (h *Heartbeater) Start(ctx context.Context) error {
-	h.lifeMu.Lock()
-	defer h.lifeMu.Unlock()
-	if h.stopped {
-		return fmt.Errorf("start heartbeater: %w", ErrClosed)
-	}
-	if h.started {
-		return nil
-	}
-	js, err := jetstream.New(h.cfg.Conn)
-	if err != nil {
-		return fmt.Errorf("start heartbeater: %w", err)
-	}
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	h.cancel, h.done, h.started = cancel, make(chan struct{}), true
-	go h.run(lctx, js)
-	return nil
+	return h.life.start(ctx, "heartbeater", func(lctx context.Context) (func(), error) {
+		js, err := jetstream.New(h.cfg.Conn)
+		if err != nil {
+			return nil, fmt.Errorf("start heartbeater: %w", err)
+		}
+		return func() { h.run(lctx, js) }, nil
+	})
 }
 
 // Stop ends the beats. Safe to call twice, and before Start.
 func (h *Heartbeater) Stop() {
-	h.lifeMu.Lock()
-	if h.stopped {
-		h.lifeMu.Unlock()
-		return
-	}
-	h.stopped = true
-	started := h.started
-	h.lifeMu.Unlock()
-	if started {
-		h.cancel()
-		<-h.done
-	}
+	h.life.stop()
 }
 
 func (h *Heartbeater) run(ctx context.Context, js jetstream.JetStream) {
-	defer close(h.done)
 	var kv jetstream.KeyValue
 	failing := false
 	for {
@@ -223,11 +198,7 @@ type RegistryWatcher struct {
 	mu    sync.Mutex
 	nodes map[string]*nodeState
 
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	life lifecycle
 }
 
 // NewRegistryWatcher prepares a watcher; Start begins watching.
@@ -247,76 +218,61 @@ func NewRegistryWatcher(cfg RegistryWatcherConfig) (*RegistryWatcher, error) {
 // Start opens the bucket (it must exist: EnsureStreams) and starts watching. It returns once the
 // current entries are loaded, so Live is complete right after.
 func (w *RegistryWatcher) Start(ctx context.Context) error {
-	w.lifeMu.Lock()
-	defer w.lifeMu.Unlock()
-	if w.stopped {
-		return fmt.Errorf("start registry watcher: %w", ErrClosed)
-	}
-	if w.started {
-		return nil
-	}
+	return w.life.start(ctx, "registry watcher", func(lctx context.Context) (func(), error) {
+		watcher, err := w.watch(ctx, lctx)
+		if err != nil {
+			return nil, err
+		}
+		return func() { w.run(lctx, watcher) }, nil
+	})
+}
+
+// watch opens the bucket and a watch on it that lasts as long as lctx, and loads the current
+// entries.
+func (w *RegistryWatcher) watch(ctx, lctx context.Context) (jetstream.KeyWatcher, error) {
 	js, err := jetstream.New(w.cfg.Conn)
 	if err != nil {
-		return fmt.Errorf("start registry watcher: %w", err)
+		return nil, fmt.Errorf("start registry watcher: %w", err)
 	}
 	kv, err := js.KeyValue(ctx, NodesBucket)
 	if err != nil {
-		return fmt.Errorf("start registry watcher: bucket %s: %w", NodesBucket, err)
+		return nil, fmt.Errorf("start registry watcher: bucket %s: %w", NodesBucket, err)
 	}
 	if w.cfg.TTL == 0 {
 		st, err := kv.Status(ctx)
 		if err != nil {
-			return fmt.Errorf("start registry watcher: %w", err)
+			return nil, fmt.Errorf("start registry watcher: %w", err)
 		}
 		w.cfg.TTL = st.TTL()
 	}
 	if w.cfg.TTL <= 0 {
-		return fmt.Errorf("start registry watcher: %w: bucket %s has no TTL, so silent nodes would never expire", ErrInvalidConfig, NodesBucket)
+		return nil, fmt.Errorf("start registry watcher: %w: bucket %s has no TTL, so silent nodes would never expire", ErrInvalidConfig, NodesBucket)
 	}
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	watcher, err := kv.WatchAll(lctx)
 	if err != nil {
-		cancel()
-		return fmt.Errorf("start registry watcher: %w", err)
+		return nil, fmt.Errorf("start registry watcher: %w", err)
 	}
 	// Load what is there before returning; a nil entry marks the end of the current values.
-initial:
 	for {
 		select {
 		case e, ok := <-watcher.Updates():
 			if !ok {
-				cancel()
-				return fmt.Errorf("start registry watcher: %w: watch ended", ErrClosed)
+				return nil, fmt.Errorf("start registry watcher: %w: watch ended", ErrClosed)
 			}
 			if e == nil {
-				break initial
+				return watcher, nil
 			}
 			w.apply(e, true)
 		case <-ctx.Done():
 			_ = watcher.Stop()
-			cancel()
-			return fmt.Errorf("start registry watcher: %w", ctx.Err())
+			return nil, fmt.Errorf("start registry watcher: %w", ctx.Err())
 		}
 	}
-	w.cancel, w.done, w.started = cancel, make(chan struct{}), true
-	go w.run(lctx, watcher)
-	return nil
 }
 
 // Stop ends watching. Safe to call twice, and before Start.
 func (w *RegistryWatcher) Stop() {
-	w.lifeMu.Lock()
-	if w.stopped {
-		w.lifeMu.Unlock()
-		return
-	}
-	w.stopped = true
-	started := w.started
-	w.lifeMu.Unlock()
-	if started {
-		w.cancel()
-		<-w.done
-	}
+	w.life.stop()
 }
 
 // Live returns the nodes with a current heartbeat, by node id.
@@ -334,7 +290,6 @@ func (w *RegistryWatcher) Live() []Heartbeat {
 }
 
 func (w *RegistryWatcher) run(ctx context.Context, watcher jetstream.KeyWatcher) {
-	defer close(w.done)
 	defer func() { _ = watcher.Stop() }()
 	tick := time.NewTicker(max(w.cfg.TTL/10, 100*time.Millisecond))
 	defer tick.Stop()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -155,11 +154,7 @@ type Relay struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	life lifecycle
 
 	position  prometheus.Gauge
 	published prometheus.Counter
@@ -199,41 +194,18 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 
 // Start launches the relay loop. It keeps retrying while NATS or the store is away.
 func (r *Relay) Start(ctx context.Context) error {
-	r.lifeMu.Lock()
-	defer r.lifeMu.Unlock()
-	if r.stopped {
-		return fmt.Errorf("start relay: %w", ErrClosed)
-	}
-	if r.started {
-		return nil
-	}
-	r.started = true
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r.cancel = cancel
-	r.done = make(chan struct{})
-	go r.run(lctx)
-	return nil
+	return r.life.start(ctx, "relay", func(lctx context.Context) (func(), error) {
+		return func() { r.run(lctx) }, nil
+	})
 }
 
 // Stop ends the relay; records published but not yet acknowledged are found in the stream (or
 // published again) by the next start. Safe to call twice, and before Start.
 func (r *Relay) Stop() {
-	r.lifeMu.Lock()
-	if r.stopped {
-		r.lifeMu.Unlock()
-		return
-	}
-	r.stopped = true
-	started := r.started
-	r.lifeMu.Unlock()
-	if started {
-		r.cancel()
-		<-r.done
-	}
+	r.life.stop()
 }
 
 func (r *Relay) run(ctx context.Context) {
-	defer close(r.done)
 	for {
 		next, lastSeq, err := r.resume(ctx)
 		if err == nil {

@@ -99,8 +99,8 @@ func (c IngesterConfig) Validate() error {
 	if c.MaxAckPending < 0 {
 		errs = append(errs, fmt.Errorf("%w: ingester: MaxAckPending %d is negative", ErrInvalidConfig, c.MaxAckPending))
 	}
-	if c.RetryMin < 0 || c.RetryMax < 0 || (c.RetryMin > 0 && c.RetryMax > 0 && c.RetryMin > c.RetryMax) {
-		errs = append(errs, fmt.Errorf("%w: ingester: RetryMin %s / RetryMax %s are not a valid range", ErrInvalidConfig, c.RetryMin, c.RetryMax))
+	if err := checkRetryRange("ingester", c.RetryMin, c.RetryMax); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

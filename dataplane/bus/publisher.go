@@ -117,8 +117,8 @@ func (c PublisherConfig) Validate() error {
 	if c.PublishTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%w: publisher: PublishTimeout %s is negative", ErrInvalidConfig, c.PublishTimeout))
 	}
-	if c.RetryMin < 0 || c.RetryMax < 0 || (c.RetryMin > 0 && c.RetryMax > 0 && c.RetryMin > c.RetryMax) {
-		errs = append(errs, fmt.Errorf("%w: publisher: RetryMin %s / RetryMax %s are not a valid range", ErrInvalidConfig, c.RetryMin, c.RetryMax))
+	if err := checkRetryRange("publisher", c.RetryMin, c.RetryMax); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,10 @@
 package bus
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Sentinel errors of the bus. Match them with errors.Is.
 var (
@@ -27,3 +31,11 @@ var (
 	// ErrServer: the embedded NATS server could not start.
 	ErrServer = errors.New("embedded NATS server")
 )
+
+// checkRetryRange validates a component's retry back-off bounds (zero: the default).
+func checkRetryRange(component string, lo, hi time.Duration) error {
+	if lo < 0 || hi < 0 || (lo > 0 && hi > 0 && lo > hi) {
+		return fmt.Errorf("%w: %s: RetryMin %s / RetryMax %s are not a valid range", ErrInvalidConfig, component, lo, hi)
+	}
+	return nil
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 )
 
 // lifecycle is the start-once, stop-once state of a component that runs one background loop
@@ -61,12 +60,4 @@ func (l *lifecycle) stop() bool {
 		<-l.done
 	}
 	return true
-}
-
-// checkRetryRange validates a component's retry back-off bounds (zero: the default).
-func checkRetryRange(component string, lo, hi time.Duration) error {
-	if lo < 0 || hi < 0 || (lo > 0 && hi > 0 && lo > hi) {
-		return fmt.Errorf("%w: %s: RetryMin %s / RetryMax %s are not a valid range", ErrInvalidConfig, component, lo, hi)
-	}
-	return nil
 }

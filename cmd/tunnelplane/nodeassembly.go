@@ -120,7 +120,7 @@ type runningNode struct {
 	sink      *factQueue
 	handlers  *bus.CommandHandlers
 	heartbeat *bus.Heartbeater
-	server    *http.Server
+	server    *node.Server
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
@@ -248,13 +248,11 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		return nil, err
 	}
 
-	mux := http.NewServeMux()
-	mux.Handle("/v1/agent", rn.Node.AgentHandler())
+	routes := map[string]http.Handler{"/v1/agent": rn.Node.AgentHandler()}
 	if opts.Gatherer != nil {
-		mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+		routes["/metrics"] = promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{})
 	}
-	mux.Handle("/", rn.Node.IngressHandler())
-	rn.server = rn.Node.NewHTTPServer(mux)
+	rn.server = rn.Node.NewServer(routes)
 	rn.wg.Add(1)
 	go func() {
 		defer rn.wg.Done()

@@ -74,12 +74,12 @@ func (n *Node) serveAgent(w http.ResponseWriter, r *http.Request) {
 	if draining || stopped {
 		w.Header().Set("Retry-After", "5")
 		n.metrics.handshakeFails.WithLabelValues("draining").Inc()
-		writeProblem(w, problem{Status: http.StatusServiceUnavailable, Slug: "node-draining",
+		writeHTTPProblem(w, problem{Status: http.StatusServiceUnavailable, Slug: "node-draining",
 			Title: "This node is not accepting agents", Detail: "the node is draining or stopping; connect to another node"})
 		return
 	}
 	if r.Header.Get("Origin") != "" {
-		writeProblem(w, problem{Status: http.StatusForbidden, Slug: "browser-origin",
+		writeHTTPProblem(w, problem{Status: http.StatusForbidden, Slug: "browser-origin",
 			Title: "Agents do not send Origin", Detail: "the agent endpoint refuses browser-originated WebSocket connections"})
 		return
 	}
@@ -93,7 +93,7 @@ func (n *Node) serveAgent(w http.ResponseWriter, r *http.Request) {
 		if !websocket.IsWebSocketUpgrade(r) {
 			detail = "not a WebSocket upgrade"
 		}
-		writeProblem(w, problem{Status: http.StatusBadRequest, Slug: "unsupported-protocol",
+		writeHTTPProblem(w, problem{Status: http.StatusBadRequest, Slug: "unsupported-protocol",
 			Title:     "Unsupported agent protocol version",
 			Detail:    detail + "; this node supports " + strings.Join(SupportedProtocols, ", "),
 			Supported: SupportedProtocols})

@@ -1,11 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -33,68 +34,57 @@ type reqState struct {
 	bytesOut atomic.Int64
 }
 
-// IngressHandler is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
+// serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
 // routing, the prefix is removed before forwarding). Callers present "Authorization: Bearer
 // <user token>"; it is checked by the Authorizer and never forwarded.
-func (n *Node) IngressHandler() http.Handler { return http.HandlerFunc(n.serveIngress) }
-
-func (n *Node) serveIngress(w http.ResponseWriter, r *http.Request) {
+func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	ref, prefix, ok := n.resolveRef(r)
+	ref, prefix, ok := n.resolveRef(ctx)
 	if !ok {
-		writeProblem(w, problem{Status: http.StatusNotFound, Slug: "no-tunnel",
+		writeProblem(ctx, problem{Status: http.StatusNotFound, Slug: "no-tunnel",
 			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>/"})
 		return
 	}
 	// No credential, no answer about which tunnels exist.
-	bearer, hasBearer := bearerToken(r)
+	bearer, hasBearer := bearerToken(ctx)
 	route, ok := n.cfg.Router.Resolve(ref)
 	if !ok && hasBearer {
-		writeProblem(w, problem{Status: http.StatusNotFound, Slug: "unknown-tunnel",
+		writeProblem(ctx, problem{Status: http.StatusNotFound, Slug: "unknown-tunnel",
 			Title: "Unknown tunnel", Detail: "no tunnel is called " + strconv.Quote(ref)})
 		return
 	}
-	rs := &reqState{route: route, prefix: prefix, remote: r.RemoteAddr, start: start}
+	rs := &reqState{route: route, prefix: prefix, remote: ctx.RemoteAddr().String(), start: start}
+	// The response body may still be streaming when this returns; then its end finishes the
+	// request (endRequest), else this does.
+	handedOff := false
 	defer func() {
-		rec := recover()
-		if rec != nil && rs.class == "" {
-			// forward aborts the handler when copying the response fails midway.
-			if r.Context().Err() != nil {
-				rs.class = ClassCanceled
-			} else {
-				rs.class = ClassUpstream
-			}
-		}
-		if ok {
-			n.finishRequest(rs)
-		}
-		if rec != nil {
-			panic(rec)
+		if ok && !handedOff {
+			n.endRequest(rs)
 		}
 	}()
 
 	if !hasBearer {
 		rs.class, rs.status = ClassUnauthenticated, http.StatusUnauthorized
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tunnelplane"`)
-		writeProblem(w, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="tunnelplane"`)
+		writeProblem(ctx, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
 			Title: "Authentication required", Detail: "send Authorization: Bearer <user token>", Tunnel: route.Name})
 		return
 	}
-	if _, err := n.authorize(r.Context(), bearer, route); err != nil {
+	if _, err := n.authorize(ctx, bearer, route); err != nil {
 		switch {
 		case errors.Is(err, ErrForbidden):
 			rs.class, rs.status = ClassForbidden, http.StatusForbidden
-			writeProblem(w, problem{Status: http.StatusForbidden, Slug: "forbidden",
+			writeProblem(ctx, problem{Status: http.StatusForbidden, Slug: "forbidden",
 				Title: "Not allowed to use this tunnel", Detail: err.Error(), Tunnel: route.Name})
 		case errors.Is(err, ErrUnauthenticated):
 			rs.class, rs.status = ClassUnauthenticated, http.StatusUnauthorized
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tunnelplane", error="invalid_token"`)
-			writeProblem(w, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
+			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="tunnelplane", error="invalid_token"`)
+			writeProblem(ctx, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
 				Title: "Invalid token", Detail: err.Error(), Tunnel: route.Name})
 		default:
 			rs.class, rs.status = ClassAuthUnavailable, http.StatusServiceUnavailable
 			n.log.Warn("ingress authorization failed", "tunnel_id", route.TunnelID, "error", err)
-			writeProblem(w, problem{Status: http.StatusServiceUnavailable, Slug: "authorization-unavailable",
+			writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "authorization-unavailable",
 				Title: "Authorization is unavailable", Detail: "try again shortly", Tunnel: route.Name})
 		}
 		return
@@ -103,28 +93,29 @@ func (n *Node) serveIngress(w http.ResponseWriter, r *http.Request) {
 	s := n.tunnelSession(route.TunnelID)
 	if s == nil || s.ident.OrgID != route.OrgID || !s.acquire() {
 		rs.class, rs.status = ClassAgentAbsent, http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", "2")
-		writeProblem(w, problem{Status: http.StatusServiceUnavailable, Slug: "agent-absent",
+		ctx.Response.Header.Set("Retry-After", "2")
+		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "agent-absent",
 			Title: "Tunnel offline", Detail: "no agent is connected for tunnel " + strconv.Quote(route.Name) + " on this node", Tunnel: route.Name})
 		return
 	}
-	defer s.release()
 	rs.sess = s
 
-	if r.ContentLength > n.cfg.MaxRequestBody {
+	if int64(ctx.Request.Header.ContentLength()) > n.cfg.MaxRequestBody {
 		rs.class, rs.status = ClassLimit, http.StatusRequestEntityTooLarge
-		writeProblem(w, problem{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
+		writeProblem(ctx, problem{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
 			Title: "Request body too large", Detail: "the limit is " + strconv.FormatInt(n.cfg.MaxRequestBody, 10) + " bytes", Tunnel: route.Name})
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{r: http.MaxBytesReader(w, r.Body, n.cfg.MaxRequestBody), n: &rs.bytesIn}
+	handedOff = n.forward(ctx, rs)
+}
+
+// endRequest ends what serveIngress began: the session's count of requests in flight, the
+// metrics and the usage window.
+func (n *Node) endRequest(rs *reqState) {
+	if rs.sess != nil {
+		rs.sess.release()
 	}
-	r.Header.Del("Authorization")
-	// Streams in both directions (an echo, a bidirectional API) need the request body readable
-	// after the response has started.
-	_ = http.NewResponseController(w).EnableFullDuplex()
-	n.forward(w, r, rs)
+	n.finishRequest(rs)
 }
 
 func (n *Node) baseDomainOr(s string) string {
@@ -136,9 +127,9 @@ func (n *Node) baseDomainOr(s string) string {
 
 // resolveRef finds the tunnel a request names: the host label under BaseDomain, else the first
 // path segment after /t/.
-func (n *Node) resolveRef(r *http.Request) (ref, prefix string, ok bool) {
+func (n *Node) resolveRef(ctx *fasthttp.RequestCtx) (ref, prefix string, ok bool) {
 	if n.cfg.BaseDomain != "" {
-		host := r.Host
+		host := string(ctx.Host())
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
@@ -147,45 +138,52 @@ func (n *Node) resolveRef(r *http.Request) (ref, prefix string, ok bool) {
 			return label, "", true
 		}
 	}
-	p := r.URL.EscapedPath()
-	rest, found := strings.CutPrefix(p, "/t/")
+	rest, found := bytes.CutPrefix(ctx.URI().PathOriginal(), []byte("/t/"))
 	if !found {
 		return "", "", false
 	}
 	seg := rest
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
+	if i := bytes.IndexByte(rest, '/'); i >= 0 {
 		seg = rest[:i]
 	}
-	ref, err := url.PathUnescape(seg)
+	ref, err := url.PathUnescape(string(seg))
 	if err != nil || ref == "" {
 		return "", "", false
 	}
-	return ref, "/t/" + seg, true
+	return ref, "/t/" + string(seg), true
 }
 
-func bearerToken(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, found := strings.Cut(h, " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
+func bearerToken(ctx *fasthttp.RequestCtx) (string, bool) {
+	scheme, tok, found := bytes.Cut(ctx.Request.Header.Peek("Authorization"), []byte(" "))
+	if !found || !bytes.EqualFold(scheme, []byte("Bearer")) {
 		return "", false
 	}
-	tok = strings.TrimSpace(tok)
-	return tok, tok != ""
+	tok = bytes.TrimSpace(tok)
+	return string(tok), len(tok) > 0
+}
+
+// errBodyTooLarge is a request body that grew past MaxRequestBody while it streamed.
+type errBodyTooLarge struct{ limit int64 }
+
+func (e *errBodyTooLarge) Error() string {
+	return "request body larger than " + strconv.FormatInt(e.limit, 10) + " bytes"
 }
 
 // proxyError answers a request the tunnel could not carry.
-func (n *Node) proxyError(w http.ResponseWriter, r *http.Request, rs *reqState, err error) {
+func (n *Node) proxyError(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 	name := rs.route.Name
-	var mbe *http.MaxBytesError
+	var tooLarge *errBodyTooLarge
 	var oce *ssh.OpenChannelError
 	p := problem{Tunnel: name}
 	switch {
-	case errors.As(err, &mbe):
+	case errors.As(err, &tooLarge) || errors.Is(err, fasthttp.ErrBodyTooLarge):
 		rs.class = ClassLimit
 		p.Status, p.Slug, p.Title = http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large"
-		p.Detail = "the limit is " + strconv.FormatInt(mbe.Limit, 10) + " bytes"
-	case r.Context().Err() != nil:
+		p.Detail = "the limit is " + strconv.FormatInt(n.cfg.MaxRequestBody, 10) + " bytes"
+		ctx.SetConnectionClose() // the rest of the body is not read
+	case errors.Is(err, errCallerGone):
 		rs.class, rs.status = ClassCanceled, 499 // the caller is gone: nobody reads an answer
+		ctx.SetConnectionClose()
 		return
 	case errors.Is(err, errHeaderTimeout):
 		rs.class = ClassTimeout
@@ -203,7 +201,7 @@ func (n *Node) proxyError(w http.ResponseWriter, r *http.Request, rs *reqState, 
 	}
 	rs.status = p.Status
 	n.log.Debug("ingress request failed", "tunnel_id", rs.route.TunnelID, "class", rs.class, "error", err)
-	writeProblem(w, p)
+	writeProblem(ctx, p)
 }
 
 func (n *Node) finishRequest(rs *reqState) {
@@ -241,19 +239,6 @@ func statusClass(code int) string {
 	return "5xx"
 }
 
-type countingBody struct {
-	r io.ReadCloser
-	n *atomic.Int64
-}
-
-func (c *countingBody) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-func (c *countingBody) Close() error { return c.r.Close() }
-
 // problem is an RFC 9457 problem document.
 type problem struct {
 	Status    int
@@ -264,7 +249,7 @@ type problem struct {
 	Supported []string
 }
 
-func writeProblem(w http.ResponseWriter, p problem) {
+func (p problem) body() []byte {
 	doc := struct {
 		Type      string   `json:"type"`
 		Title     string   `json:"title"`
@@ -273,13 +258,27 @@ func writeProblem(w http.ResponseWriter, p problem) {
 		Tunnel    string   `json:"tunnel,omitempty"`
 		Supported []string `json:"supported_protocols,omitempty"`
 	}{"https://tunnelplane.dev/problems/" + p.Slug, p.Title, p.Status, p.Detail, p.Tunnel, p.Supported}
-	body, _ := json.Marshal(doc)
+	b, _ := json.Marshal(doc)
+	return append(b, '\n')
+}
+
+// writeProblem answers an ingress request with p.
+func writeProblem(ctx *fasthttp.RequestCtx, p problem) {
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Response.Header.SetContentType("application/problem+json")
+	ctx.Response.SetStatusCode(p.Status)
+	ctx.Response.SetBody(p.body())
+}
+
+// writeHTTPProblem answers a net/http request (the agent endpoint) with p.
+func writeHTTPProblem(w http.ResponseWriter, p problem) {
+	body := p.body()
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(p.Status)
-	w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
 
 // authCache remembers successful authorizations for a short time, keyed by a hash of the token

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"log"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -17,17 +16,16 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 )
 
-// Node is a data-plane node. Create it with New; it serves through AgentHandler and
-// IngressHandler, mounted on whatever HTTP servers the caller runs.
+// Node is a data-plane node. Create it with New and serve it with NewServer: the ingress, plus
+// AgentHandler and any other net/http handlers at the paths the caller chooses.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	sshCfg    *ssh.ServerConfig
-	upgrader  websocket.Upgrader
-	transport *transport
-	metrics   *metrics
-	usage     *usage
-	auth      *authCache
+	cfg      Config
+	log      *slog.Logger
+	sshCfg   *ssh.ServerConfig
+	upgrader websocket.Upgrader
+	metrics  *metrics
+	usage    *usage
+	auth     *authCache
 
 	mu       sync.RWMutex
 	sessions map[*session]struct{}     // every authenticated session
@@ -85,20 +83,8 @@ func New(cfg Config) (*Node, error) {
 		// Agents are not browsers; serveAgent refuses requests that carry an Origin.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	n.transport = &transport{n: n}
 	go n.usageLoop()
 	return n, nil
-}
-
-// NewHTTPServer returns a server for h with the node's header-time and header-size limits.
-func (n *Node) NewHTTPServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: n.cfg.HeaderTimeout,
-		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.New(slogWriter{n.log}, "", 0),
-	}
 }
 
 // Sessions lists the current agent sessions.
@@ -272,19 +258,4 @@ func (n *Node) tunnelSession(tunnelID string) *session {
 	s := n.tunnels[tunnelID]
 	n.mu.RUnlock()
 	return s
-}
-
-// slogWriter adapts the standard logger net/http wants.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug(string(trimNewline(p)))
-	return len(p), nil
-}
-
-func trimNewline(p []byte) []byte {
-	if len(p) > 0 && p[len(p)-1] == '\n' {
-		return p[:len(p)-1]
-	}
-	return p
 }

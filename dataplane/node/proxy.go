@@ -1,24 +1,29 @@
 package node
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
-	"net/url"
-	"strings"
+	"net/http/httputil"
+	"strconv"
 	"sync"
+	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http/httpguts"
 )
 
 // The proxy is httputil.ReverseProxy's behaviour (hop-by-hop headers, X-Forwarded-*, upgrades,
-// trailers, flush per write, abort on a broken body) on a narrower path: it calls the tunnel
-// transport directly and copies with a buffer that grows from 32 KiB to 256 KiB once a read
-// fills it. Bulk transfers then cross the node in large writes (a loopback write costs about
-// half as much per byte at 256 KiB as at 32 KiB), while the many slow streams of a busy node
-// (model tokens) each keep only 32 KiB.
+// trailers, flush per chunk, abort on a broken body) written against fasthttp: the request is
+// written to the tunnel channel straight from the caller's parsed header, and the upstream's
+// response header is parsed once into the caller's response. Bodies stream both ways at once
+// and are never held whole; a response body is copied with a buffer that grows from 32 KiB to
+// 256 KiB once a read fills it, so bulk transfers cross the node in large writes while the many
+// slow streams of a busy node (model tokens) each keep only 32 KiB.
 
 // hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1, plus their old relatives.
 var hopHeaders = []string{
@@ -26,158 +31,495 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-func removeHopHeaders(h http.Header) {
-	for _, f := range h["Connection"] {
-		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				h.Del(sf)
+// Errors of the exchange; proxyError maps them to answers and error classes.
+var errCallerGone = errors.New("the caller went away")
+
+// syncBodyMax is the largest request body that is written together with the request head
+// (one SSH packet, no goroutine); larger ones stream from a goroutine while the response is read.
+const syncBodyMax = 16 << 10
+
+// connectionTokens returns the header names a Connection header lists (lower case); they are
+// hop-by-hop too.
+func connectionTokens(all func(yield func([]byte, []byte) bool)) [][]byte {
+	var toks [][]byte
+	all(func(k, v []byte) bool {
+		if string(k) == "Connection" {
+			for t := range bytes.SplitSeq(v, []byte(",")) {
+				if t = bytes.TrimSpace(t); len(t) > 0 {
+					toks = append(toks, bytes.ToLower(t))
+				}
 			}
 		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
+		return true
+	})
+	return toks
 }
 
-func upgradeType(h http.Header) string {
-	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
-		return ""
+func listed(toks [][]byte, k []byte) bool {
+	for _, t := range toks {
+		if bytes.EqualFold(t, k) {
+			return true
+		}
 	}
-	return h.Get("Upgrade")
+	return false
 }
 
-// outgoing builds the request the upstream sees.
-func (n *Node) outgoing(r *http.Request, rs *reqState) *http.Request {
-	out := new(http.Request)
-	*out = *r
-	out.Header = make(http.Header, len(r.Header)+4)
-	for k, v := range r.Header {
-		out.Header[k] = v
+// forwardedOmitted reports the caller's headers that do not go upstream: hop-by-hop ones, the
+// framing (written anew), the caller's credential (it is for the tunnel, never the upstream),
+// Expect (the body is sent at once anyway) and forwarding headers, which describe this hop only:
+// what the caller claimed is not trusted.
+func forwardedOmitted(k []byte) bool {
+	switch string(k) {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Proxy-Connection", "Keep-Alive",
+		"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade", "Authorization", "Expect",
+		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix":
+		return true
 	}
-	// Forwarding headers describe this hop only; what the caller claimed is not trusted.
-	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix"} {
-		out.Header.Del(k)
+	return false
+}
+
+// writeHead writes the request line and headers the upstream sees. bodyLen is the body's
+// length, -1 for a chunked one.
+func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqState, upgrade []byte, bodyLen int) error {
+	h := &ctx.Request.Header
+	bw.Write(h.Method())
+	bw.WriteByte(' ')
+	target := h.RequestURI()
+	if len(target) > 0 && target[0] != '/' && target[0] != '*' {
+		// Absolute form: the upstream gets the origin form.
+		u := ctx.URI()
+		target = u.PathOriginal()
+		if q := u.QueryString(); len(q) > 0 {
+			target = append(append(append([]byte(nil), target...), '?'), q...)
+		}
 	}
-	u := &url.URL{Scheme: "http", Host: rs.route.Name, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	if rs.prefix != "" {
-		raw := strings.TrimPrefix(r.URL.EscapedPath(), rs.prefix)
-		if !strings.HasPrefix(raw, "/") {
-			raw = "/" + raw
+		target = target[min(len(rs.prefix), len(target)):]
+		if len(target) == 0 || target[0] != '/' {
+			bw.WriteByte('/')
 		}
-		if p, err := url.PathUnescape(raw); err == nil {
-			u.Path, u.RawPath = p, ""
-			if u.EscapedPath() != raw {
-				u.RawPath = raw
-			}
-		}
-		out.Header.Set("X-Forwarded-Prefix", rs.prefix)
 	}
-	out.URL = u
-	out.RequestURI = ""
-	out.Close = false
-	if r.ContentLength == 0 {
-		out.Body = nil // no body: no "Transfer-Encoding: chunked" for an empty one
-	}
-
-	up := upgradeType(r.Header)
-	removeHopHeaders(out.Header)
-	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
-		out.Header.Set("Te", "trailers")
-	}
-	if up != "" {
-		out.Header.Set("Connection", "Upgrade")
-		out.Header.Set("Upgrade", up)
-	}
-	// The caller's credential is for the tunnel, never for the upstream.
-	out.Header.Del("Authorization")
-	// The body is sent at once anyway; an interim 100 Continue would only cost a round trip.
-	out.Header.Del("Expect")
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		out.Header.Set("X-Forwarded-For", host)
-	}
-	out.Header.Set("X-Forwarded-Host", r.Host)
-	if r.TLS != nil {
-		out.Header.Set("X-Forwarded-Proto", "https")
-	} else {
-		out.Header.Set("X-Forwarded-Proto", "http")
-	}
-	if _, ok := r.Header["User-Agent"]; !ok {
-		out.Header.Set("User-Agent", "") // no Go default User-Agent on the caller's behalf
-	}
-	out.Host = r.Host
+	bw.Write(target)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	rs.sess.mu.Lock()
-	if rs.sess.hostHeader != "" {
-		out.Host = rs.sess.hostHeader
-	}
+	host := rs.sess.hostHeader
 	rs.sess.mu.Unlock()
-	return out
+	if host != "" {
+		bw.WriteString(host)
+	} else {
+		bw.Write(h.Host())
+	}
+	bw.WriteString("\r\n")
+
+	toks := connectionTokens(h.All())
+	teTrailers := false
+	for k, v := range h.All() {
+		if forwardedOmitted(k) || listed(toks, k) {
+			if string(k) == "Te" && httpguts.HeaderValuesContainsToken([]string{string(v)}, "trailers") {
+				teTrailers = true
+			}
+			continue
+		}
+		if bytes.ContainsAny(v, "\r\n") { // fasthttp's parser never lets one through; never forward one
+			return fmt.Errorf("invalid value of header field %q", k)
+		}
+		bw.Write(k)
+		bw.WriteString(": ")
+		bw.Write(v)
+		bw.WriteString("\r\n")
+	}
+	if teTrailers {
+		bw.WriteString("Te: trailers\r\n")
+	}
+	if len(upgrade) > 0 {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.Write(upgrade)
+		bw.WriteString("\r\n")
+	}
+	if addr, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		bw.WriteString("X-Forwarded-For: ")
+		bw.WriteString(addr.IP.String())
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("X-Forwarded-Host: ")
+	bw.Write(h.Host())
+	if ctx.IsTLS() {
+		bw.WriteString("\r\nX-Forwarded-Proto: https\r\n")
+	} else {
+		bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+	}
+	if rs.prefix != "" {
+		bw.WriteString("X-Forwarded-Prefix: ")
+		bw.WriteString(rs.prefix)
+		bw.WriteString("\r\n")
+	}
+	switch {
+	case bodyLen > 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.Itoa(bodyLen))
+		bw.WriteString("\r\n")
+	case bodyLen < 0:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	default:
+		switch string(h.Method()) {
+		case "POST", "PUT", "PATCH":
+			bw.WriteString("Content-Length: 0\r\n")
+		}
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
 }
 
-// forward carries one request through the tunnel and streams the response back.
-func (n *Node) forward(w http.ResponseWriter, r *http.Request, rs *reqState) {
-	out := n.outgoing(r, rs)
-	resp, err := n.transport.roundTrip(out, rs)
-	if err != nil {
-		n.proxyError(w, r, rs, err)
-		return
+// forward carries one request through the tunnel. It reports whether the response body is
+// still streaming when it returns: the stream's end then ends the request.
+func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) {
+	h := &ctx.Request.Header
+	var upgrade []byte
+	if h.ConnectionUpgrade() {
+		upgrade = h.Peek("Upgrade")
 	}
-	rs.status = resp.StatusCode
-	if resp.StatusCode >= 500 {
+	// fasthttp: -1 is a chunked body, -2 none declared (no body, for a request).
+	bodyLen := h.ContentLength()
+	if bodyLen < -1 {
+		bodyLen = 0
+	}
+	var body io.Reader
+	var small []byte // a body of at most syncBodyMax, read before it is sent: it can be sent again
+	if bodyLen != 0 {
+		// fasthttp's read deadline covers the whole request; a body streams for as long as it takes.
+		clearReadDeadline(ctx)
+		body = ctx.RequestBodyStream()
+	}
+	if bodyLen > 0 && bodyLen <= syncBodyMax {
+		bp := smallBodies.Get().(*[]byte)
+		defer smallBodies.Put(bp)
+		small = (*bp)[:bodyLen]
+		if _, err := io.ReadFull(body, small); err != nil {
+			n.proxyError(ctx, rs, fmt.Errorf("%w: read request body: %w", errCallerGone, err))
+			return false
+		}
+		rs.bytesIn.Add(int64(bodyLen))
+		body = nil
+	}
+	isHead := h.IsHead()
+
+	for attempt := 0; ; attempt++ {
+		tc, reused, err := rs.sess.getConn(rs.remote)
+		if err != nil {
+			n.proxyError(ctx, rs, err)
+			return false
+		}
+		ex := &exchange{n: n, ctx: ctx, rs: rs, tc: tc}
+		resp, err := ex.roundTrip(upgrade, bodyLen, small, body, isHead)
+		if err == nil {
+			return ex.respond(resp, upgrade)
+		}
+		// A pooled channel may have been closed by the agent (its upstream dropped an idle
+		// keep-alive connection) just before we used it. Retry when nothing was sent, or when
+		// nothing came back and the request can be replayed.
+		var re *readError
+		retry := errors.Is(err, errHeadersNotSent) ||
+			(errors.As(err, &re) && re.nothingRead && body == nil && isReplayable(h.Method()))
+		if !reused || !retry || attempt >= 3 {
+			n.proxyError(ctx, rs, err)
+			return false
+		}
+	}
+}
+
+func isReplayable(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// exchange is one request and its response on one tunnel channel.
+type exchange struct {
+	n   *Node
+	ctx *fasthttp.RequestCtx
+	rs  *reqState
+	tc  *tunnelConn
+
+	resp     *fasthttp.Response
+	br       *bufio.Reader
+	bodyDone chan error // the request body's writer, when it runs on its own goroutine
+}
+
+// roundTrip sends the request and reads the response header.
+func (ex *exchange) roundTrip(upgrade []byte, bodyLen int, small []byte, body io.Reader, isHead bool) (*fasthttp.Response, error) {
+	tc := ex.tc
+	tc.startExchange()
+	bw := getWriter(tc)
+	err := ex.n.writeHead(bw, ex.ctx, ex.rs, upgrade, bodyLen)
+	if err == nil && len(small) > 0 {
+		_, err = bw.Write(small)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil || body == nil {
+		putWriter(bw)
+	}
+	if err != nil {
+		tc.hdrTimer.Stop()
+		_ = tc.ch.Close()
+		var tooLarge *errBodyTooLarge
+		if errors.As(err, &tooLarge) || errors.Is(err, errCallerGone) {
+			return nil, err
+		}
+		if tc.written.Load() == 0 {
+			return nil, fmt.Errorf("%w: %w", errHeadersNotSent, err)
+		}
+		return nil, fmt.Errorf("write request through the tunnel: %w", err)
+	}
+	if body != nil {
+		// Write the body while the response is read: an upstream may answer (or stream its
+		// answer) before it has read the whole body.
+		ex.bodyDone = make(chan error, 1)
+		go func() {
+			err := ex.copyBody(bw, body, bodyLen)
+			if err == nil {
+				err = bw.Flush()
+			}
+			putWriter(bw)
+			if err != nil {
+				_ = tc.ch.Close() // the upstream must not wait for the rest of a body that will not come
+			}
+			ex.bodyDone <- err
+		}()
+	}
+
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = true
+	resp.SkipBody = isHead
+	br := getReader(tc)
+	err = resp.Read(br)
+	tc.hdrTimer.Stop()
+	if err != nil {
+		_ = tc.ch.Close()
+		fasthttp.ReleaseResponse(resp)
+		putReader(br)
+		werr := ex.stopBody()
+		var tooLarge *errBodyTooLarge
+		switch {
+		case tc.timedOut.Load():
+			return nil, errHeaderTimeout
+		case werr != nil && (errors.As(werr, &tooLarge) || errors.Is(werr, errCallerGone)):
+			return nil, werr
+		case werr != nil:
+			return nil, fmt.Errorf("write request through the tunnel: %w", werr)
+		}
+		return nil, &readError{err: err, nothingRead: tc.read.Load() == 0}
+	}
+	ex.resp, ex.br = resp, br
+	ex.rs.ttfb.Store(int64(time.Since(ex.rs.start)))
+	return resp, nil
+}
+
+// copyBody writes the caller's body to the tunnel, chunked when its length is unknown, and
+// stops it at MaxRequestBody.
+func (ex *exchange) copyBody(bw *bufio.Writer, body io.Reader, bodyLen int) error {
+	limit := ex.n.cfg.MaxRequestBody
+	var w io.Writer = bw
+	var cw io.WriteCloser
+	if bodyLen < 0 {
+		cw = httputil.NewChunkedWriter(bw)
+		w = cw
+	}
+	bp := copySmall.Get().(*[]byte)
+	defer copySmall.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		nr, rerr := body.Read(buf)
+		if nr > 0 {
+			total += int64(nr)
+			ex.rs.bytesIn.Add(int64(nr))
+			if total > limit {
+				return &errBodyTooLarge{limit: limit}
+			}
+			if _, err := w.Write(buf[:nr]); err != nil {
+				return err
+			}
+			// A streamed body (an echo, a bidirectional API) moves as it arrives.
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if errors.Is(rerr, fasthttp.ErrBodyTooLarge) {
+				return &errBodyTooLarge{limit: limit}
+			}
+			return fmt.Errorf("%w: read request body: %w", errCallerGone, rerr)
+		}
+	}
+	if cw != nil {
+		if err := cw.Close(); err != nil {
+			return err
+		}
+		_, err := bw.WriteString("\r\n")
+		return err
+	}
+	return nil
+}
+
+// stopBody stops the request body's writer, if one runs, and returns its error. The writer
+// may be waiting for the caller, who may be waiting for the answer; its reads are cut short,
+// so the caller's connection closes after the answer.
+func (ex *exchange) stopBody() error {
+	if ex.bodyDone == nil {
+		return nil
+	}
+	var err error
+	select {
+	case err = <-ex.bodyDone:
+	default:
+		_ = ex.tc.ch.Close()
+		_ = ex.ctx.SetReadDeadline(time.Now())
+		ex.ctx.SetConnectionClose()
+		err = <-ex.bodyDone
+		if err == nil {
+			err = errors.New("the upstream answered before it read the whole request body")
+		}
+	}
+	ex.bodyDone = nil
+	return err
+}
+
+// respond answers the caller from the upstream's response header and attaches the body. It
+// reports whether the body is still streaming.
+func (ex *exchange) respond(resp *fasthttp.Response, upgrade []byte) bool {
+	ctx, rs := ex.ctx, ex.rs
+	code := resp.StatusCode()
+	rs.status = code
+	if code >= 500 {
 		rs.class = ClassStatus5xx
 	}
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		n.switchProtocols(w, r, out, resp, rs)
+	if code == http.StatusSwitchingProtocols {
+		return ex.switchProtocols(resp, upgrade)
+	}
+	out := &ctx.Response
+	out.SetStatusCode(code)
+	if msg := resp.Header.StatusMessage(); len(msg) > 0 {
+		out.Header.SetStatusMessage(msg)
+	}
+	copyResponseHeader(&out.Header, &resp.Header)
+	for k := range resp.Header.Trailers() {
+		_ = out.Header.AddTrailerBytes(k) // forbidden trailer names are dropped
+	}
+	cl := resp.Header.ContentLength()
+	if resp.BodyStream() == nil || ctx.IsHead() {
+		if ctx.IsHead() && cl >= 0 {
+			out.Header.SetContentLength(cl)
+			out.SkipBody = true
+		}
+		ex.finish(true)
+		return false
+	}
+	if cl < 0 {
+		cl = -1 // chunked to the caller, whatever the upstream framed it with
+	}
+	// A stream whose first bytes have not arrived (a model still thinking) shows the caller its
+	// header at once.
+	out.ImmediateHeaderFlush = ex.br.Buffered() == 0
+	out.SetBodyStream(&streamBody{ex: ex, r: resp.BodyStream()}, cl)
+	return true
+}
+
+// copyResponseHeader copies the upstream's header without its hop-by-hop fields and framing.
+func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
+	toks := connectionTokens(src.All())
+	for k, v := range src.All() {
+		switch string(k) {
+		case "Content-Length", "Transfer-Encoding", "Connection", "Proxy-Connection", "Keep-Alive",
+			"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade":
+			continue
+		case "Content-Type":
+			dst.SetContentTypeBytes(v)
+			continue
+		}
+		if listed(toks, k) {
+			continue
+		}
+		dst.AddBytesKV(k, v)
+	}
+}
+
+// finish ends the exchange: a clean end returns the channel to the pool.
+func (ex *exchange) finish(eof bool) {
+	tc, br := ex.tc, ex.br
+	reuse := eof && !ex.resp.ConnectionClose() && br.Buffered() == 0
+	if ex.stopBody() != nil {
+		reuse = false
+	}
+	fasthttp.ReleaseResponse(ex.resp)
+	ex.resp = nil
+	if reuse {
+		putReader(br)
+		tc.s.putIdle(tc)
 		return
 	}
-	removeHopHeaders(resp.Header)
-	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	if len(resp.Trailer) > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
-		for k := range resp.Trailer {
-			keys = append(keys, k)
-		}
-		h.Set("Trailer", strings.Join(keys, ", "))
-	}
-	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	if err := copyStreaming(w, rc, resp.Body); err != nil {
-		resp.Body.Close()
-		// Ending the handler normally would complete a chunked body: the caller would take a
-		// truncated answer for a whole one. Abort the connection instead.
-		panic(http.ErrAbortHandler)
-	}
-	resp.Body.Close()
-	if len(resp.Trailer) > 0 {
-		for k, v := range resp.Trailer {
-			h[k] = v
-		}
-	}
+	_ = tc.ch.Close()
 }
 
 var (
-	copySmall = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-	copyLarge = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+	smallBodies = sync.Pool{New: func() any { b := make([]byte, syncBodyMax); return &b }}
+	copySmall   = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	copyLarge   = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 )
 
-// copyStreaming writes every read at once (a token stream must not wait in a buffer) and grows
-// its buffer when reads fill it.
-func copyStreaming(w io.Writer, rc *http.ResponseController, body io.Reader) error {
+// streamBody is the response body as fasthttp writes it to the caller: each read goes out at
+// once (chunked responses flush per chunk), trailers are passed on at the end, and its Close,
+// which fasthttp calls when the response is written or abandoned, ends the exchange.
+type streamBody struct {
+	ex     *exchange
+	r      io.Reader
+	eof    bool
+	closed bool
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.ex.rs.bytesOut.Add(int64(n))
+	if err == io.EOF && !b.eof {
+		b.eof = true
+		resp, out := b.ex.resp, &b.ex.ctx.Response.Header
+		for k := range resp.Header.Trailers() {
+			if v := resp.Header.PeekBytes(k); len(v) > 0 {
+				out.SetBytesKV(k, v)
+			}
+		}
+	}
+	if err != nil && err != io.EOF && b.ex.rs.class == "" {
+		b.ex.rs.class = ClassUpstream
+	}
+	return n, err
+}
+
+func (b *streamBody) SupportsBodyWriteTo() bool { return true }
+
+// WriteTo copies with a buffer that grows when reads fill it.
+func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 	pool := &copySmall
 	bp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bp) }()
+	var total int64
 	for {
 		buf := *bp
-		n, rerr := body.Read(buf)
+		n, rerr := b.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
-				return fmt.Errorf("write response: %w", err)
+				if b.ex.rs.class == "" {
+					b.ex.rs.class = ClassCanceled
+				}
+				return total, fmt.Errorf("%w: %w", errCallerGone, err)
 			}
-			if err := rc.Flush(); err != nil {
-				return fmt.Errorf("flush response: %w", err)
-			}
+			total += int64(n)
 			if n == len(buf) && pool == &copySmall {
 				pool.Put(bp)
 				pool = &copyLarge
@@ -185,48 +527,80 @@ func copyStreaming(w io.Writer, rc *http.ResponseController, body io.Reader) err
 			}
 		}
 		if rerr == io.EOF {
-			return nil
+			return total, nil
 		}
 		if rerr != nil {
-			return fmt.Errorf("read response: %w", rerr)
+			return total, fmt.Errorf("read response through the tunnel: %w", rerr)
 		}
 	}
 }
 
-// switchProtocols completes an upgrade (WebSocket): the caller's connection and the tunnel
-// channel are joined and copied both ways until either side ends.
-func (n *Node) switchProtocols(w http.ResponseWriter, r *http.Request, out *http.Request, resp *http.Response, rs *reqState) {
-	back := resp.Body.(io.ReadWriteCloser)
-	defer back.Close()
-	want, got := upgradeType(out.Header), upgradeType(resp.Header)
-	if !strings.EqualFold(want, got) {
-		n.proxyError(w, r, rs, fmt.Errorf("upstream switched to protocol %q, the caller asked for %q", got, want))
-		return
+// Close before the end abandons the exchange: the channel closes, which makes the agent close
+// the upstream connection (a model stops generating for nobody).
+func (b *streamBody) Close() error {
+	if b.closed {
+		return nil
 	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		n.proxyError(w, r, rs, fmt.Errorf("hijack the caller's connection: %w", err))
-		return
+	b.closed = true
+	b.ex.finish(b.eof)
+	b.ex.n.endRequest(b.ex.rs)
+	return nil
+}
+
+// switchProtocols completes an upgrade (WebSocket): the 101 goes to the caller, then the
+// caller's connection and the tunnel channel are joined and copied both ways until either side
+// ends.
+func (ex *exchange) switchProtocols(resp *fasthttp.Response, upgrade []byte) bool {
+	ctx, rs, tc := ex.ctx, ex.rs, ex.tc
+	got := append([]byte(nil), resp.Header.Peek("Upgrade")...)
+	if len(upgrade) == 0 || !bytes.EqualFold(upgrade, got) {
+		ex.finish(false)
+		ex.n.proxyError(ctx, rs, fmt.Errorf("upstream switched to protocol %q, the caller asked for %q", got, upgrade))
+		return false
 	}
-	defer conn.Close()
-	removeHopHeaders(resp.Header)
-	resp.Header.Set("Connection", "Upgrade")
-	resp.Header.Set("Upgrade", got)
-	resp.Body = nil // only the status line and headers
-	if err := resp.Write(brw); err != nil {
-		return
-	}
-	if err := brw.Flush(); err != nil {
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// Bytes the caller sent after its upgrade request may already sit in brw.
-		_, _ = io.Copy(back, struct{ io.Reader }{brw.Reader})
-		_ = back.Close()
-	}()
-	_, _ = io.Copy(struct{ io.Writer }{conn}, struct{ io.Reader }{back})
-	_ = conn.Close()
-	<-done
+	var h fasthttp.ResponseHeader
+	h.SetStatusCode(http.StatusSwitchingProtocols)
+	h.SetNoDefaultContentType(true)
+	copyResponseHeader(&h, &resp.Header)
+	h.Set("Connection", "Upgrade")
+	h.SetBytesV("Upgrade", got)
+	head := h.Header()
+	fasthttp.ReleaseResponse(resp)
+	ex.resp = nil
+	br := ex.br
+	// The 101 is written by the hijack handler itself: fasthttp skips that handler when its own
+	// write fails, and the handler is where the request ends.
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer ex.n.endRequest(rs)
+		defer c.Close()
+		defer tc.ch.Close()
+		if _, err := c.Write(head); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// c holds any bytes the caller sent after its upgrade request.
+			_, _ = io.Copy(&countingWriter{w: tc, n: &rs.bytesIn}, struct{ io.Reader }{c})
+			_ = tc.ch.CloseWrite()
+		}()
+		// br may hold bytes the upstream sent right after its 101.
+		_, _ = io.Copy(&countingWriter{w: c, n: &rs.bytesOut}, br)
+		_ = c.Close()
+		_ = tc.ch.Close()
+		<-done
+	})
+	return true
+}
+
+type countingWriter struct {
+	w io.Writer
+	n interface{ Add(int64) int64 }
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }

@@ -137,3 +137,56 @@ func TestSlowUpstreamTimesOutWith504(t *testing.T) {
 		t.Fatalf("took %v", d)
 	}
 }
+
+// Responses without a body keep their framing: HEAD keeps the length the upstream announced,
+// 204 and 304 carry nothing, cookies and the status text pass, and the channel stays usable.
+func TestBodilessResponsesAndHeaderLimits(t *testing.T) {
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.MaxHeaderBytes = 8 << 10 }))
+	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "a", Value: "1"})
+		http.SetCookie(w, &http.Cookie{Name: "b", Value: "2"})
+		switch r.URL.Path {
+		case "/head":
+			w.Header().Set("Content-Length", "12345")
+			w.WriteHeader(200)
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/notmodified":
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			io.WriteString(w, r.Method+" "+r.URL.RequestURI())
+		}
+	}))
+	e.startAgent("tun-llm", func(c *agent.Config) { c.Upstream = up })
+	e.waitHeld("tun-llm")
+
+	resp, err := e.client.Do(e.request("HEAD", "/t/llm/head", nil, e.alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != 12345 || len(resp.Cookies()) != 2 {
+		t.Fatalf("HEAD: %d length %d cookies %v", resp.StatusCode, resp.ContentLength, resp.Cookies())
+	}
+	for _, c := range []struct {
+		path string
+		code int
+	}{{"/empty", 204}, {"/notmodified", 304}} {
+		status, _, body := e.do(e.request("GET", "/t/llm"+c.path, nil, e.alice))
+		if status != c.code || len(body) != 0 {
+			t.Fatalf("%s: %d %q", c.path, status, body)
+		}
+	}
+	// After all of that, the pooled channels still carry requests correctly.
+	for i := range 5 {
+		status, _, body := e.do(e.request("GET", fmt.Sprintf("/t/llm/after?i=%d", i), nil, e.alice))
+		if want := fmt.Sprintf("GET /after?i=%d", i); status != 200 || string(body) != want {
+			t.Fatalf("after: %d %q, want %q", status, body, want)
+		}
+	}
+	// Request headers beyond MaxHeaderBytes are refused with a problem, not forwarded.
+	req := e.request("GET", "/t/llm/big", nil, e.alice)
+	req.Header.Set("X-Big", strings.Repeat("x", 10<<10))
+	status, h, body := e.do(req)
+	mustProblem(t, status, h, body, http.StatusRequestHeaderFieldsTooLarge)
+}

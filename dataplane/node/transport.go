@@ -2,11 +2,9 @@ package node
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,34 +115,6 @@ func (s *session) pruneIdle(now time.Time) {
 	}
 }
 
-// transport is HTTP/1.1 over the session's channels. It is leaner than http.Transport over a
-// custom dialer: no reader and writer goroutine per pooled connection, no buffers held while
-// idle, and a request without a body is written and its response read on the caller's
-// goroutine.
-type transport struct{ n *Node }
-
-func (t *transport) roundTrip(req *http.Request, rs *reqState) (*http.Response, error) {
-	for attempt := 0; ; attempt++ {
-		tc, reused, err := rs.sess.getConn(rs.remote)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := tc.roundTrip(req, rs)
-		if err == nil {
-			return resp, nil
-		}
-		// A pooled channel may have been closed by the agent (its upstream dropped an idle
-		// keep-alive connection) just before we used it. Retry when nothing was sent, or when
-		// nothing came back and the request can be replayed.
-		var re *readError
-		retry := errors.Is(err, errHeadersNotSent) ||
-			(errors.As(err, &re) && re.nothingRead && isReplayable(req))
-		if !reused || !retry || attempt >= 3 {
-			return nil, err
-		}
-	}
-}
-
 // readError is a failure to read the response.
 type readError struct {
 	err         error
@@ -154,20 +124,10 @@ type readError struct {
 func (e *readError) Error() string { return "read response through the tunnel: " + e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
 
-func isReplayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody {
-		return false
-	}
-	switch req.Method {
-	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
-		return true
-	}
-	return false
-}
-
 var (
 	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	// The reader bounds the upstream's response header (fasthttp parses it in place).
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
 )
 
 func getWriter(w io.Writer) *bufio.Writer {
@@ -186,7 +146,8 @@ func getReader(r io.Reader) *bufio.Reader {
 
 func putReader(br *bufio.Reader) { br.Reset(nil); readerPool.Put(br) }
 
-func (tc *tunnelConn) roundTrip(req *http.Request, rs *reqState) (*http.Response, error) {
+// startExchange resets the channel's per-exchange state and arms the response-header timeout.
+func (tc *tunnelConn) startExchange() {
 	tc.written.Store(0)
 	tc.read.Store(0)
 	tc.timedOut.Store(false)
@@ -198,176 +159,4 @@ func (tc *tunnelConn) roundTrip(req *http.Request, rs *reqState) (*http.Response
 	} else {
 		tc.hdrTimer.Reset(tc.s.n.cfg.ResponseHeaderTimeout)
 	}
-	hdrTimer := tc.hdrTimer
-	// A caller that goes away aborts the exchange: the agent then closes the upstream connection,
-	// which stops a model generating for nobody.
-	stopCtx := context.AfterFunc(req.Context(), func() { _ = tc.ch.Close() })
-
-	bw := getWriter(tc)
-	var writeDone chan error
-	if req.Body == nil || req.Body == http.NoBody {
-		err := req.Write(bw)
-		if err == nil {
-			err = bw.Flush()
-		}
-		putWriter(bw)
-		if err != nil {
-			hdrTimer.Stop()
-			stopCtx()
-			_ = tc.ch.Close()
-			if tc.written.Load() == 0 {
-				return nil, fmt.Errorf("%w: %w", errHeadersNotSent, err)
-			}
-			return nil, fmt.Errorf("write request through the tunnel: %w", err)
-		}
-	} else {
-		// Write the body while the response is read: an upstream may answer (or stream its
-		// answer) before it has read the whole body.
-		// Request.Write flushes the headers before it reads a streamed body, so if nothing was
-		// written the body is untouched and the request may be retried on another channel.
-		writeDone = make(chan error, 1)
-		go func() {
-			err := req.Write(bw)
-			if err == nil {
-				err = bw.Flush()
-			}
-			putWriter(bw)
-			if err != nil {
-				_ = tc.ch.Close() // the upstream must not wait for the rest of a body that will not come
-				if tc.written.Load() == 0 {
-					err = fmt.Errorf("%w: %w", errHeadersNotSent, err)
-				}
-			}
-			writeDone <- err
-		}()
-	}
-
-	br := getReader(tc)
-	resp, err := readResponse(br, req)
-	hdrTimer.Stop()
-	if err != nil {
-		stopCtx()
-		_ = tc.ch.Close()
-		var werr error
-		if writeDone != nil {
-			werr = <-writeDone
-		}
-		putReader(br)
-		switch {
-		case tc.timedOut.Load():
-			return nil, errHeaderTimeout
-		case werr != nil && errors.Is(werr, errHeadersNotSent):
-			return nil, werr
-		case werr != nil && req.Context().Err() == nil:
-			return nil, fmt.Errorf("write request through the tunnel: %w", werr)
-		case req.Context().Err() != nil:
-			return nil, req.Context().Err()
-		}
-		return nil, &readError{err: err, nothingRead: tc.read.Load() == 0}
-	}
-	rs.ttfb.Store(int64(time.Since(rs.start)))
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		// The caller and the upstream now talk directly; switchProtocols copies both ways.
-		resp.Body = &upgradeBody{tc: tc, br: br, rs: rs, stop: stopCtx}
-		return resp, nil
-	}
-	b := &respBody{tc: tc, r: resp.Body, br: br, writeDone: writeDone, stop: stopCtx, rs: rs,
-		reusable: !resp.Close && !req.Close}
-	if resp.Body == http.NoBody {
-		b.finish(true)
-		return resp, nil
-	}
-	resp.Body = b
-	return resp, nil
-}
-
-// readResponse reads the final response, skipping informational ones (100 Continue, 103).
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-			continue
-		}
-		return resp, nil
-	}
-}
-
-// respBody streams a response body and returns the channel to the pool after a clean end.
-type respBody struct {
-	tc        *tunnelConn
-	r         io.ReadCloser
-	br        *bufio.Reader
-	writeDone chan error
-	stop      func() bool
-	rs        *reqState
-	reusable  bool
-	once      sync.Once
-}
-
-func (b *respBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.rs.bytesOut.Add(int64(n))
-	if err == io.EOF {
-		b.finish(true)
-	}
-	return n, err
-}
-
-// Close before the end abandons the exchange: the channel closes (the body's own Close would
-// try to read a possibly endless stream to its end).
-func (b *respBody) Close() error {
-	b.finish(false)
-	return nil
-}
-
-func (b *respBody) finish(eof bool) {
-	b.once.Do(func() {
-		reuse := b.stop() && eof && b.reusable && b.br.Buffered() == 0
-		if reuse && b.writeDone != nil {
-			select {
-			case err := <-b.writeDone:
-				reuse = err == nil
-			default:
-				reuse = false // the upstream answered without reading the whole body
-			}
-		}
-		if reuse {
-			putReader(b.br)
-			b.tc.s.putIdle(b.tc)
-			return
-		}
-		_ = b.tc.ch.Close()
-	})
-}
-
-// upgradeBody is the upstream side of an upgraded connection (WebSocket).
-type upgradeBody struct {
-	tc   *tunnelConn
-	br   *bufio.Reader // may hold bytes the upstream sent right after its 101
-	rs   *reqState
-	stop func() bool
-	once sync.Once
-}
-
-func (u *upgradeBody) Read(p []byte) (int, error) {
-	n, err := u.br.Read(p)
-	u.rs.bytesOut.Add(int64(n))
-	return n, err
-}
-
-func (u *upgradeBody) Write(p []byte) (int, error) {
-	n, err := u.tc.Write(p)
-	u.rs.bytesIn.Add(int64(n))
-	return n, err
-}
-
-func (u *upgradeBody) Close() error {
-	u.once.Do(func() {
-		u.stop()
-		_ = u.tc.ch.Close()
-	})
-	return nil
 }

@@ -275,14 +275,11 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/agent", n.AgentHandler())
-	mux.Handle("/", n.IngressHandler())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	srv := n.NewHTTPServer(mux)
+	srv := n.NewServer(map[string]http.Handler{"/v1/agent": n.AgentHandler()})
 	go srv.Serve(ln)
 	if err := out.send(message{Addr: ln.Addr().String()}); err != nil {
 		return err

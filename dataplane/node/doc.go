@@ -4,7 +4,8 @@
 //
 // It owns the wire protocol between node and agent (protocol.go: WebSocket subprotocols, SSH
 // algorithms, request and channel names), agent sessions (one per tunnel on this node, the newest
-// wins), keepalives, the ingress reverse proxy and its HTTP/1.1 transport over SSH channels,
+// wins), keepalives, the ingress server (fasthttp, server.go), its reverse proxy and HTTP/1.1
+// over SSH channels,
 // per-tunnel usage windows and the node's Prometheus metrics. It reports what it saw as domain
 // facts through a Sink and learns who may do what through Authenticator, Router and
 // IngressAuthorizer.

@@ -182,8 +182,12 @@ func (n *Node) proxyError(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 		p.Detail = "the limit is " + strconv.FormatInt(n.cfg.MaxRequestBody, 10) + " bytes"
 		ctx.SetConnectionClose() // the rest of the body is not read
 	case errors.Is(err, errCallerGone):
-		rs.class, rs.status = ClassCanceled, 499 // the caller is gone: nobody reads an answer
+		// Reading the caller's body failed: it left, or stalled past a limit. If it is still
+		// there it learns why; the metrics count it as canceled either way.
+		rs.class, rs.status = ClassCanceled, 499
 		ctx.SetConnectionClose()
+		writeProblem(ctx, problem{Status: http.StatusBadRequest, Slug: "request-body-incomplete",
+			Title: "The request body was not received whole", Detail: err.Error(), Tunnel: name})
 		return
 	case errors.Is(err, errHeaderTimeout):
 		rs.class = ClassTimeout

@@ -32,7 +32,7 @@ var hopHeaders = []string{
 }
 
 // Errors of the exchange; proxyError maps them to answers and error classes.
-var errCallerGone = errors.New("the caller went away")
+var errCallerGone = errors.New("the caller's connection failed")
 
 // syncBodyMax is the largest request body that is written together with the request head
 // (one SSH packet, no goroutine); larger ones stream from a goroutine while the response is read.

@@ -190,3 +190,46 @@ func TestBodilessResponsesAndHeaderLimits(t *testing.T) {
 	status, h, body := e.do(req)
 	mustProblem(t, status, h, body, http.StatusRequestHeaderFieldsTooLarge)
 }
+
+// The header-read limit bounds reading a request's header only: a response that streams longer,
+// and an upload slower than it, both complete, and the connection then carries the next request.
+func TestHeaderTimeoutBoundsOnlyTheHeader(t *testing.T) {
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.HeaderTimeout = 200 * time.Millisecond }))
+	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%d", len(b))
+			return
+		}
+		rc := http.NewResponseController(w)
+		for i := range 6 {
+			fmt.Fprintf(w, "token %d\n", i)
+			rc.Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	e.startAgent("tun-llm", func(c *agent.Config) { c.Upstream = up })
+	e.waitHeld("tun-llm")
+	status, _, body := e.do(e.request("GET", "/t/llm/stream", nil, e.alice))
+	if status != 200 || strings.Count(string(body), "token") != 6 {
+		t.Fatalf("stream: %d %q", status, body)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for range 5 {
+			pw.Write([]byte(strings.Repeat("u", 1000)))
+			time.Sleep(100 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	req := e.request("POST", "/t/llm/upload", pr, e.alice)
+	req.ContentLength = -1
+	status, _, body = e.do(req)
+	if status != 200 || string(body) != "5000" {
+		t.Fatalf("slow upload: %d %q", status, body)
+	}
+	status, _, body = e.do(e.request("GET", "/t/llm/stream", nil, e.alice))
+	if status != 200 || strings.Count(string(body), "token") != 6 {
+		t.Fatalf("next request: %d %q", status, body)
+	}
+}

@@ -25,10 +25,15 @@ import (
 // 256 KiB once a read fills it, so bulk transfers cross the node in large writes while the many
 // slow streams of a busy node (model tokens) each keep only 32 KiB.
 
-// hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1, plus their old relatives.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+// isHopHeader reports the hop-by-hop headers of RFC 9110 §7.6.1, their old relatives and the
+// message framing: each hop has its own (names as fasthttp normalises them).
+func isHopHeader(k []byte) bool {
+	switch string(k) {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length":
+		return true
+	}
+	return false
 }
 
 // Errors of the exchange; proxyError maps them to answers and error classes.
@@ -38,7 +43,7 @@ var errCallerGone = errors.New("the caller's connection failed")
 // (one SSH packet, no goroutine); larger ones stream from a goroutine while the response is read.
 const syncBodyMax = 16 << 10
 
-// connectionTokens returns the header names a Connection header lists (lower case); they are
+// connectionTokens returns (copies of) the header names a Connection header lists; they are
 // hop-by-hop too.
 func connectionTokens(all func(yield func([]byte, []byte) bool)) [][]byte {
 	var toks [][]byte
@@ -46,7 +51,7 @@ func connectionTokens(all func(yield func([]byte, []byte) bool)) [][]byte {
 		if string(k) == "Connection" {
 			for t := range bytes.SplitSeq(v, []byte(",")) {
 				if t = bytes.TrimSpace(t); len(t) > 0 {
-					toks = append(toks, bytes.ToLower(t))
+					toks = append(toks, bytes.Clone(t))
 				}
 			}
 		}
@@ -64,18 +69,17 @@ func listed(toks [][]byte, k []byte) bool {
 	return false
 }
 
-// forwardedOmitted reports the caller's headers that do not go upstream: hop-by-hop ones, the
-// framing (written anew), the caller's credential (it is for the tunnel, never the upstream),
-// Expect (the body is sent at once anyway) and forwarding headers, which describe this hop only:
-// what the caller claimed is not trusted.
+// forwardedOmitted reports the caller's headers that do not go upstream besides the hop-by-hop
+// ones: Host (written first), the caller's credential (it is for the tunnel, never the
+// upstream), Expect (the body is sent at once anyway) and forwarding headers, which describe
+// this hop only: what the caller claimed is not trusted.
 func forwardedOmitted(k []byte) bool {
 	switch string(k) {
-	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Proxy-Connection", "Keep-Alive",
-		"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade", "Authorization", "Expect",
+	case "Host", "Authorization", "Expect",
 		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix":
 		return true
 	}
-	return false
+	return isHopHeader(k)
 }
 
 // writeHead writes the request line and headers the upstream sees. bodyLen is the body's
@@ -435,18 +439,13 @@ func (ex *exchange) respond(resp *fasthttp.Response, upgrade []byte) bool {
 func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
 	toks := connectionTokens(src.All())
 	for k, v := range src.All() {
-		switch string(k) {
-		case "Content-Length", "Transfer-Encoding", "Connection", "Proxy-Connection", "Keep-Alive",
-			"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade":
-			continue
-		case "Content-Type":
+		switch {
+		case isHopHeader(k) || listed(toks, k):
+		case string(k) == "Content-Type":
 			dst.SetContentTypeBytes(v)
-			continue
+		default:
+			dst.AddBytesKV(k, v)
 		}
-		if listed(toks, k) {
-			continue
-		}
-		dst.AddBytesKV(k, v)
 	}
 }
 

@@ -413,9 +413,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			{"c1", small(1, mixTarget{URL: direct + "/small"}, mixTarget{URL: tunnel + "/small", Token: userTok}), []*[]*loadResult{&c1D, &c1T}, 1},
 			{"c64", small(64, mixTarget{URL: direct + "/small"}, mixTarget{URL: tunnel + "/small", Token: userTok}, mixTarget{URL: relayed + "/small"}),
 				[]*[]*loadResult{&c64D, &c64T, &c64R}, 1},
-			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", direct, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, []*[]*loadResult{&streamD}, -1},
-			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", tunnel, o.StreamChunks, o.StreamInterval), Token: userTok, Streams: o.Streams}, []*[]*loadResult{&streamT}, 0},
-			{"stream", loadSpec{Mode: "stream", URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", relayed, o.StreamChunks, o.StreamInterval), Streams: o.Streams}, []*[]*loadResult{&streamR}, -1},
+			{"stream", loadSpec{Mode: "stream", Streams: o.Streams, Mix: []mixTarget{
+				{URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", direct, o.StreamChunks, o.StreamInterval)},
+				{URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", tunnel, o.StreamChunks, o.StreamInterval), Token: userTok},
+				{URL: fmt.Sprintf("%s/stream?n=%d&interval=%v", relayed, o.StreamChunks, o.StreamInterval)},
+			}}, []*[]*loadResult{&streamD, &streamT, &streamR}, 1},
 		} {
 			if !o.runs(m.name) {
 				continue
@@ -434,10 +436,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				err = run()
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s (%s): %w", m.name, m.spec.URL, err)
+				if m.spec.URL != "" {
+					err = fmt.Errorf("%s: %w", m.spec.URL, err)
+				}
+				return nil, fmt.Errorf("%s: %w", m.name, err)
 			}
 			parts := []*loadResult{res}
-			if m.spec.Mode == "mix" {
+			if len(m.spec.Mix) > 0 {
 				parts = res.Parts
 			}
 			if len(parts) != len(m.dsts) {

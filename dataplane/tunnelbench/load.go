@@ -312,51 +312,75 @@ func sample(sorted []float64, n int) []float64 {
 	return out
 }
 
+// loadStream reads s.Streams streamed responses and times every chunk. With s.Mix the targets take
+// turns stream by stream (direct, tunnel, relays, direct, …), so all of them see the same minutes of
+// a machine whose speed drifts; the result then has one part per target.
 func loadStream(ctx context.Context, s loadSpec) (*loadResult, error) {
-	c := newClient(1)
-	defer c.CloseIdleConnections()
-	res := &loadResult{}
-	start := time.Now()
-	for range s.Streams {
-		req, _ := get(ctx, s.URL, s.Token)
-		t0 := time.Now()
-		resp, err := c.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != 200 {
-			resp.Body.Close()
-			return nil, fmt.Errorf("stream: status %d", resp.StatusCode)
-		}
-		br := bufio.NewReader(resp.Body)
-		first := true
-		for {
-			line, err := br.ReadBytes('\n')
-			now := time.Now()
-			if len(line) > 0 {
-				if first {
-					res.TTFBUS = append(res.TTFBUS, float64(now.Sub(t0).Nanoseconds())/1000)
-					first = false
-				}
-				var m struct {
-					SentNS int64 `json:"sent_ns"`
-				}
-				if json.Unmarshal(line, &m) == nil {
-					res.ChunkDelay = append(res.ChunkDelay, float64(now.UnixNano()-m.SentNS)/1000)
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				resp.Body.Close()
-				return nil, err
-			}
-		}
-		resp.Body.Close()
+	targets := s.Mix
+	if len(targets) == 0 {
+		targets = []mixTarget{{URL: s.URL, Token: s.Token}}
 	}
-	res.Seconds = time.Since(start).Seconds()
-	return res, nil
+	c := newClient(len(targets))
+	defer c.CloseIdleConnections()
+	parts := make([]*loadResult, len(targets))
+	for i := range parts {
+		parts[i] = &loadResult{}
+	}
+	for range s.Streams {
+		for i, t := range targets {
+			start := time.Now()
+			if err := readStream(ctx, c, t, parts[i]); err != nil {
+				return nil, fmt.Errorf("%s: %w", t.URL, err)
+			}
+			parts[i].Seconds += time.Since(start).Seconds()
+		}
+	}
+	if len(s.Mix) == 0 {
+		return parts[0], nil
+	}
+	return &loadResult{Parts: parts}, nil
+}
+
+// readStream reads one streamed response, adding its time to first byte and each chunk's delay
+// (the origin's send stamp to the line's arrival) to res.
+func readStream(ctx context.Context, c *http.Client, t mixTarget, res *loadResult) error {
+	req, err := get(ctx, t.URL, t.Token)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("stream: status %d", resp.StatusCode)
+	}
+	br := bufio.NewReader(resp.Body)
+	first := true
+	for {
+		line, err := br.ReadBytes('\n')
+		now := time.Now()
+		if len(line) > 0 {
+			if first {
+				res.TTFBUS = append(res.TTFBUS, float64(now.Sub(t0).Nanoseconds())/1000)
+				first = false
+			}
+			var m struct {
+				SentNS int64 `json:"sent_ns"`
+			}
+			if json.Unmarshal(line, &m) == nil {
+				res.ChunkDelay = append(res.ChunkDelay, float64(now.UnixNano()-m.SentNS)/1000)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // loadTouch sends one small request to each URL, one after another.

@@ -77,7 +77,7 @@ Bootstrap a fresh install with a superadmin token:
 			defer cp.Stop()
 			fmt.Fprintf(g.stdout, "api: %s\n", cp.URL)
 			if natsURL != "" {
-				cb, err := startControlBus(ctx, g.log, cp.Log.Store, cp.Service, natsURL, cp.Registry)
+				cb, err := startControlBus(ctx, g.log, cp.Log.Store, cp.Service, natsURL, false, cp.Registry)
 				if err != nil {
 					return err
 				}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -32,7 +33,11 @@ type controlBus struct {
 	stopOnce sync.Once
 }
 
-func startControlBus(ctx context.Context, log *slog.Logger, store *eventstore.Store, svc *commands.Service, natsURL string, reg prometheus.Registerer) (_ *controlBus, err error) {
+// startControlBus connects the control plane to NATS: streams, ingester, relay, command sender,
+// node registry. ownsNATS says the NATS server is this installation's own (serve's embedded
+// one): TP_EVENTS found holding another log's events is then reset and relayed anew; on a
+// shared server that is an error for the operator to resolve.
+func startControlBus(ctx context.Context, log *slog.Logger, store *eventstore.Store, svc *commands.Service, natsURL string, ownsNATS bool, reg prometheus.Registerer) (_ *controlBus, err error) {
 	cb := &controlBus{}
 	defer func() {
 		if err != nil {
@@ -50,6 +55,16 @@ func startControlBus(ctx context.Context, log *slog.Logger, store *eventstore.St
 	defer cancel()
 	if err = bus.EnsureStreams(sctx, js, bus.StreamsConfig{}); err != nil {
 		return nil, fmt.Errorf("control bus: streams: %w", err)
+	}
+	if err = bus.CheckEventsStream(sctx, js, store); errors.Is(err, bus.ErrForeignEvents) && ownsNATS {
+		log.Warn("the embedded NATS holds another database's events; relaying this log anew", "error", err)
+		err = bus.ResetEventsStream(sctx, js, bus.StreamsConfig{})
+	}
+	if errors.Is(err, bus.ErrForeignEvents) {
+		return nil, fmt.Errorf("control bus: %w; it was filled from another database or by another control plane: delete it (nats stream rm %s) or use another NATS server", err, bus.EventsStream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("control bus: %w", err)
 	}
 	if cb.ingester, err = bus.NewIngester(bus.IngesterConfig{Store: store, Conn: cb.nc, Registerer: reg, Logger: log}); err != nil {
 		return nil, err

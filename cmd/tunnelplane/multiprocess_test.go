@@ -38,7 +38,7 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cp.Stop)
-	cb, err := startControlBus(ctx, quiet, cp.Log.Store, cp.Service, nats.ClientURL(), cp.Registry)
+	cb, err := startControlBus(ctx, quiet, cp.Log.Store, cp.Service, nats.ClientURL(), false, cp.Registry)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,6 +125,13 @@ type runningNode struct {
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
 	log       *slog.Logger
+
+	issuer       string     // of control-plane tokens
+	origin       string     // the log's origin, which the view's snapshot names
+	snapshotPath string     // <data-dir>/node/view.json
+	saveMu       sync.Mutex // one snapshot write at a time
+	savedAt      int64      // position of the last snapshot written or loaded (-1: none)
+	restoredAt   int64      // position the view was restored at (-1: it replayed from the start)
 }
 
 func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNode, err error) {
@@ -142,7 +149,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		return nil, err
 	}
 	log := g.log.With("node_id", id.ID)
-	rn := &runningNode{ID: id, Fingerprint: id.Fingerprint(), log: log}
+	rn := &runningNode{ID: id, Fingerprint: id.Fingerprint(), log: log, savedAt: -1, restoredAt: -1}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	rn.cancel = cancel
 	defer func() {
@@ -189,36 +196,27 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	}
 	rn.sink = newFactQueue(runCtx, rn.publisher, log)
 
-	rn.View = view.New(opts.Issuer, view.Hooks{
-		TokenRevoked: func(id, reason string) {
-			rn.disconnect(func(n *node.Node) int { return n.DisconnectToken(id, reason) })
-		},
-		TunnelDeleted: func(id, reason string) {
-			rn.disconnect(func(n *node.Node) int { return n.DisconnectTunnel(id, reason) })
-		},
-		AccessWithdrawn: func() {
-			rn.disconnect(func(n *node.Node) int { n.ForgetAuthorizations(); return 0 })
-		},
-	})
-	if rn.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: rn.View, Router: rn.View, Authorizer: rn.View,
-		Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: log, Registerer: opts.Registerer}); err != nil {
+	rn.issuer = opts.Issuer
+	rn.View = rn.newView()
+	// The view starts from its last snapshot (or empty) and replays the relayed log from there.
+	// Until it holds what the log holds now, a revocation or deletion may still be ahead, so
+	// agents and callers are answered 503.
+	rn.origin, rn.snapshotPath = origin, filepath.Join(g.dataDir, "node", "view.json")
+	if err := rn.restoreView(ctx, js); err != nil {
 		return nil, err
 	}
-	rn.wg.Add(1)
-	go func() {
-		defer rn.wg.Done()
-		err := bus.SubscribeEvents(runCtx, js, bus.SubscribeEventsOptions{Logger: log}, func(_ context.Context, ev bus.RelayedEvent) error {
-			if err := rn.View.Apply(view.Event{Position: ev.Position, StreamID: ev.StreamID, Type: ev.Type, Payload: ev.Payload}); err != nil {
-				// The view cannot fold an event in: keep serving with what it has, loudly.
-				log.Error("node view: event not applied", "position", ev.Position, "type", ev.Type, "error", err)
-			}
-			return nil
-		})
-		if err != nil && runCtx.Err() == nil {
-			log.Error("node view: event subscription ended", "error", err)
-		}
-	}()
-
+	target, err := bus.LastRelayedPosition(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	rn.View.ReadyAt(target)
+	if rn.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: rn.View, Router: rn.View, Authorizer: rn.View,
+		Ready: rn.View.Ready, Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: log, Registerer: opts.Registerer}); err != nil {
+		return nil, err
+	}
+	rn.wg.Add(2)
+	go rn.followEvents(runCtx, js)
+	go rn.snapshotLoop(runCtx)
 	if rn.handlers, err = bus.NewCommandHandlers(bus.CommandHandlersConfig{NodeID: id.ID, URL: opts.NATSURL, Publisher: rn.publisher,
 		DisconnectAgent: func(_ context.Context, c bus.DisconnectAgent) error {
 			if c.TunnelID != "" {
@@ -260,8 +258,165 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 			log.Error("node listener failed", "error", err)
 		}
 	}()
+	rn.awaitView(ctx, runCtx, target, viewWait)
 	log.Info("node running", "url", rn.URL, "host_key_fingerprint", rn.Fingerprint)
 	return rn, nil
+}
+
+// viewWait is how long startNode waits for the view to catch up before it returns anyway (the
+// node then answers 503 until the view has).
+const viewWait = 5 * time.Second
+
+// awaitView waits up to wait for the view to reach target, the log's last position at start; the
+// replay is logged every 2 s until it has.
+func (rn *runningNode) awaitView(ctx, runCtx context.Context, target int64, wait time.Duration) {
+	start := time.Now()
+	done := make(chan struct{})
+	rn.wg.Add(1)
+	go func() {
+		defer rn.wg.Done()
+		defer close(done)
+		for target >= 0 {
+			wctx, cancel := context.WithTimeout(runCtx, 2*time.Second)
+			err := rn.View.WaitFor(wctx, uint64(target))
+			cancel()
+			if err == nil {
+				break
+			}
+			if runCtx.Err() != nil {
+				return
+			}
+			rn.log.Info("node view catching up", "applied", rn.View.Position()+1, "events", target+1)
+		}
+		rn.log.Info("node view caught up", "events", target+1, "took", time.Since(start).Round(time.Millisecond))
+		rn.saveView()
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		rn.log.Warn("node view still catching up; agents and callers get 503 until it has", "applied", rn.View.Position()+1, "events", target+1)
+	case <-ctx.Done():
+	}
+}
+
+// newView is an empty view whose hooks act on the node.
+func (rn *runningNode) newView() *view.View {
+	return view.New(rn.issuer, view.Hooks{
+		TokenRevoked: func(id, reason string) {
+			rn.disconnect(func(n *node.Node) int { return n.DisconnectToken(id, reason) })
+		},
+		TunnelDeleted: func(id, reason string) {
+			rn.disconnect(func(n *node.Node) int { return n.DisconnectTunnel(id, reason) })
+		},
+		AccessWithdrawn: func() {
+			rn.disconnect(func(n *node.Node) int { n.ForgetAuthorizations(); return 0 })
+		},
+	})
+}
+
+// restoreView loads the view's snapshot, if there is one that fits this log: taken of the same
+// log origin and, where TP_EVENTS still holds the snapshot's last event, naming the same event
+// there (a log restored from a backup reuses positions). Otherwise the view stays empty and the
+// log is replayed from its start.
+func (rn *runningNode) restoreView(ctx context.Context, js jetstream.JetStream) error {
+	err := rn.View.LoadFile(rn.snapshotPath, rn.origin)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		pos, id := rn.View.Last()
+		if pos < 0 {
+			return nil
+		}
+		relayed, ok, lerr := bus.RelayedEventID(ctx, js, uint64(pos))
+		if lerr != nil {
+			return fmt.Errorf("node: %w", lerr)
+		}
+		if !ok || relayed == id {
+			rn.savedAt, rn.restoredAt = pos, pos
+			rn.log.Info("node view restored from its snapshot", "position", pos)
+			return nil
+		}
+		err = fmt.Errorf("%w: the log holds event %s at position %d, the snapshot %s", view.ErrSnapshotMismatch, relayed, pos, id)
+		rn.View = rn.newView() // start over from an empty view
+	}
+	rn.log.Warn("node view snapshot not used; replaying the log from its start", "path", rn.snapshotPath, "error", err)
+	return nil
+}
+
+// snapshotEvery is how often the node saves its view when it has changed.
+const snapshotEvery = time.Minute
+
+// snapshotLoop saves the view every snapshotEvery while it changes, so a restarted node replays
+// at most that much of the log (Stop saves it once more).
+func (rn *runningNode) snapshotLoop(ctx context.Context) {
+	defer rn.wg.Done()
+	t := time.NewTicker(snapshotEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			rn.saveView()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// saveView writes the view's snapshot if the view moved since the last one.
+func (rn *runningNode) saveView() {
+	if rn.View == nil || rn.snapshotPath == "" {
+		return
+	}
+	rn.saveMu.Lock()
+	defer rn.saveMu.Unlock()
+	if rn.View.Position() <= rn.savedAt {
+		return
+	}
+	start := time.Now()
+	pos, err := rn.View.SaveFile(rn.snapshotPath, rn.origin)
+	if err != nil {
+		rn.log.Error("node view snapshot not saved", "error", err)
+		return
+	}
+	rn.savedAt = pos
+	rn.log.Debug("node view snapshot saved", "position", pos, "took", time.Since(start).Round(time.Microsecond))
+}
+
+// followEvents folds the relayed log into the view for the node's life. A subscription that
+// ends (a gap, an unreadable record, the consumer lost) is logged and started again where the
+// view stands, with a backoff of 1 s doubling to 30 s.
+func (rn *runningNode) followEvents(ctx context.Context, js jetstream.JetStream) {
+	defer rn.wg.Done()
+	apply := func(_ context.Context, ev bus.RelayedEvent) error {
+		if err := rn.View.Apply(view.Event{Position: ev.Position, EventID: ev.EventID.String(), StreamID: ev.StreamID, Type: ev.Type, Payload: ev.Payload}); err != nil {
+			// The view cannot fold an event in: keep serving with what it has, loudly.
+			rn.log.Error("node view: event not applied", "position", ev.Position, "type", ev.Type, "error", err)
+		}
+		return nil
+	}
+	delay := time.Second
+	for {
+		started := time.Now()
+		err := bus.SubscribeEvents(ctx, js, bus.SubscribeEventsOptions{Logger: rn.log, FromPosition: uint64(rn.View.Position() + 1)}, apply)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > time.Minute {
+			delay = time.Second
+		}
+		rn.log.Error("node view: event subscription ended; subscribing again", "error", err, "position", rn.View.Position(), "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
 }
 
 func (rn *runningNode) disconnect(f func(*node.Node) int) {
@@ -298,6 +453,7 @@ func (rn *runningNode) Stop() {
 			rn.cancel()
 		}
 		rn.wg.Wait()
+		rn.saveView()
 		if rn.nc != nil {
 			rn.nc.Close()
 		}

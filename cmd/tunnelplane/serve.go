@@ -133,7 +133,7 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (_ *served, err
 		return nil, err
 	}
 	sv.stop = append(sv.stop, sv.CP.Stop)
-	if sv.Bus, err = startControlBus(ctx, g.log, sv.CP.Log.Store, sv.CP.Service, sv.NATS.ClientURL(), sv.CP.Registry); err != nil {
+	if sv.Bus, err = startControlBus(ctx, g.log, sv.CP.Log.Store, sv.CP.Service, sv.NATS.ClientURL(), true, sv.CP.Registry); err != nil {
 		return nil, err
 	}
 	sv.stop = append(sv.stop, sv.Bus.Stop)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +47,19 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 	t.Parallel()
 	sv, g := startTestServe(t)
 	nodeID, tunnelID := sv.Node.ID.ID, sv.Demo.TunnelID
+	if sv.Node.restoredAt != -1 {
+		t.Fatalf("a first start restored its view at %d", sv.Node.restoredAt)
+	}
 	sv.Stop()
+	// Stopping saved the node's view; the next start begins from it and replays only the rest.
+	snap, err := os.ReadFile(filepath.Join(g.dataDir, "node", "view.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved struct{ Position int64 }
+	if err := json.Unmarshal(snap, &saved); err != nil || saved.Position < 1 {
+		t.Fatalf("view snapshot: %v, position %d", err, saved.Position)
+	}
 	sv2, err := startServe(context.Background(), g, testServeOptions())
 	if err != nil {
 		t.Fatalf("second start: %v", err)
@@ -54,18 +68,68 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 	if sv2.Node.ID.ID != nodeID || sv2.Demo.TunnelID != tunnelID {
 		t.Fatalf("node %s→%s, tunnel %s→%s", nodeID, sv2.Node.ID.ID, tunnelID, sv2.Demo.TunnelID)
 	}
+	if sv2.Node.restoredAt != saved.Position {
+		t.Fatalf("second start restored its view at %d, the snapshot holds %d", sv2.Node.restoredAt, saved.Position)
+	}
+	generate(t, sv2, "again")
+	sv2.Stop()
+
+	// A snapshot whose last event is not the one the log has at that position (a database
+	// restored from a backup reuses positions) is not used either.
+	path := filepath.Join(g.dataDir, "node", "view.json")
+	snap, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(snap, &doc); err != nil || doc["event_id"] == "" {
+		t.Fatalf("view snapshot: %v, event id %v", err, doc["event_id"])
+	}
+	doc["event_id"] = "01a21bd8-0000-7000-8000-000000000000"
+	snap, _ = json.Marshal(doc)
+	if err := os.WriteFile(path, snap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sv2, err = startServe(context.Background(), g, testServeOptions())
+	if err != nil {
+		t.Fatalf("third start: %v", err)
+	}
+	t.Cleanup(sv2.Stop)
+	if sv2.Node.restoredAt != -1 {
+		t.Fatalf("a snapshot naming another event was used (position %d)", sv2.Node.restoredAt)
+	}
+	generate(t, sv2, "replayed")
+	sv2.Stop()
+
+	// The same data dir against another database (another log): the snapshot must not be used,
+	// or the node would skip the new log's first events and know neither keys nor tunnels.
+	g.databaseURL = pgtest.NewEmptyDatabase(t)
+	sv3, err := startServe(context.Background(), g, testServeOptions())
+	if err != nil {
+		t.Fatalf("start on another database: %v", err)
+	}
+	t.Cleanup(sv3.Stop)
+	if sv3.Node.restoredAt != -1 {
+		t.Fatalf("the snapshot of another log was used (position %d)", sv3.Node.restoredAt)
+	}
+	generate(t, sv3, "fresh")
+}
+
+// generate asks the demo LLM through the node and expects the prompt back.
+func generate(t *testing.T, sv *served, prompt string) {
+	t.Helper()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
-	req, _ := http.NewRequest(http.MethodPost, sv2.Node.URL+"/t/llm.demo/api/generate", strings.NewReader(`{"prompt":"again"}`))
-	req.Header.Set("Authorization", "Bearer "+sv2.Demo.UserToken)
+	req, _ := http.NewRequest(http.MethodPost, sv.Node.URL+"/t/llm.demo/api/generate", strings.NewReader(`{"prompt":"`+prompt+`"}`))
+	req.Header.Set("Authorization", "Bearer "+sv.Demo.UserToken)
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "again") {
-		t.Fatalf("after the restart: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), prompt) {
+		t.Fatalf("%q: %d %s", prompt, resp.StatusCode, body)
 	}
 }
 

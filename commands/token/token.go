@@ -13,6 +13,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -84,6 +85,13 @@ func (s *KeySet) PublicKey(kid string) (crypto.PublicKey, bool) {
 	defer s.mu.RUnlock()
 	k, ok := s.keys[kid]
 	return k, ok
+}
+
+// All is a copy of the set: key id → public key.
+func (s *KeySet) All() map[string]crypto.PublicKey {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return maps.Clone(s.keys)
 }
 
 // Len is the number of keys.

@@ -34,6 +34,9 @@ var (
 	ErrAuthFailed = errors.New("authentication failed")
 	// ErrRefused: the node refused the WebSocket connection (version, draining; reason follows).
 	ErrRefused = errors.New("node refused the connection")
+	// ErrUnavailable comes with ErrRefused when the refusal is temporary (HTTP 503: the node is
+	// starting or draining); the agent retries without alarm.
+	ErrUnavailable = errors.New("node unavailable")
 	// ErrTunnelRefused: the node refused to give the agent its tunnel.
 	ErrTunnelRefused = errors.New("node refused the tunnel")
 )
@@ -286,7 +289,9 @@ func (a *agent) run(ctx context.Context) {
 				a.state(StateStopped, "stopped")
 				return
 			}
-			if errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrRefused) {
+			if errors.Is(err, ErrUnavailable) {
+				a.log.Warn("node unavailable", "error", err)
+			} else if errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrRefused) {
 				a.log.Error("connection refused", "error", err)
 			} else {
 				a.log.Warn("connection failed", "error", err)
@@ -694,6 +699,9 @@ func refusal(resp *http.Response) error {
 	}
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return fmt.Errorf("%w (%w): HTTP %d: %s", ErrRefused, ErrUnavailable, resp.StatusCode, msg)
 	}
 	return fmt.Errorf("%w: HTTP %d: %s", ErrRefused, resp.StatusCode, msg)
 }

@@ -14,6 +14,8 @@ var (
 	// ErrMalformed: bytes from the network or from the spool are not a valid message of the
 	// documented format.
 	ErrMalformed = errors.New("malformed bus message")
+	// ErrForeignEvents: TP_EVENTS holds records of another log (see CheckEventsStream).
+	ErrForeignEvents = errors.New("TP_EVENTS holds another log's events")
 	// ErrInvalidFact: a fact handed to Publisher.Publish cannot become an event.
 	ErrInvalidFact = errors.New("invalid fact")
 	// ErrTooLarge: a batch exceeds the largest message NATS accepts; publish fewer facts at once.

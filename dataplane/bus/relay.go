@@ -308,6 +308,91 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 	return nil
 }
 
+// CheckEventsStream makes sure TP_EVENTS holds this log: its last message must carry the event
+// the log has at that position. An empty or absent stream passes. Otherwise the error wraps
+// ErrForeignEvents: the stream was filled from another database (or by another control plane
+// sharing the NATS server), and relaying this log after it would mix two logs, so nodes would
+// fold records that are not this control plane's.
+func CheckEventsStream(ctx context.Context, js jetstream.JetStream, store *eventstore.Store) error {
+	st, err := js.Stream(ctx, EventsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check %s: %w", EventsStream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", EventsStream, err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	msg, err := st.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		return fmt.Errorf("check %s: message %d: %w", EventsStream, info.State.LastSeq, err)
+	}
+	held := msg.Header.Get(jetstream.MsgIDHeader)
+	pos, err := strconv.ParseUint(msg.Header.Get(HeaderPosition), 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: message %d has no position header", ErrForeignEvents, info.State.LastSeq)
+	}
+	recs, err := store.ReadAll(ctx, pos, 1)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", EventsStream, err)
+	}
+	if len(recs) == 0 || recs[0].Position != pos {
+		return fmt.Errorf("%w: it holds position %d (event %s), this log ends before it", ErrForeignEvents, pos, held)
+	}
+	if recs[0].EventID.String() != held {
+		return fmt.Errorf("%w: at position %d it holds event %s, this log %s", ErrForeignEvents, pos, held, recs[0].EventID)
+	}
+	return nil
+}
+
+// ResetEventsStream deletes TP_EVENTS and creates it empty (cfg as for EnsureStreams); the relay
+// then publishes the log from its start. For a stream that CheckEventsStream found foreign.
+func ResetEventsStream(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	if err := js.DeleteStream(ctx, EventsStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("reset %s: %w", EventsStream, err)
+	}
+	return EnsureStreams(ctx, js, cfg)
+}
+
+// LastRelayedPosition is the position of the last event TP_EVENTS holds: -1 when it holds none
+// or does not exist yet.
+func LastRelayedPosition(ctx context.Context, js jetstream.JetStream) (int64, error) {
+	st, err := js.Stream(ctx, EventsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", EventsStream, err)
+	}
+	// Stream sequence = position + 1 (see RelayedEvent).
+	return int64(st.CachedInfo().State.LastSeq) - 1, nil
+}
+
+// RelayedEventID is the id of the event TP_EVENTS holds at pos; ok is false when it holds none
+// there (not relayed yet, or no longer kept).
+func RelayedEventID(ctx context.Context, js jetstream.JetStream, pos uint64) (id string, ok bool, err error) {
+	st, err := js.Stream(ctx, EventsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("%s: %w", EventsStream, err)
+	}
+	msg, err := st.GetMsg(ctx, pos+1)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("%s: position %d: %w", EventsStream, pos, err)
+	}
+	return msg.Header.Get(jetstream.MsgIDHeader), true, nil
+}
+
 // SubscribeEventsOptions selects how SubscribeEvents reads TP_EVENTS.
 type SubscribeEventsOptions struct {
 	// Durable names a durable consumer that remembers what was handled across restarts; a

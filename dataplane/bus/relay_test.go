@@ -94,6 +94,9 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 	s := newStore(t)
 	j := js(t, connect(t, n.url()))
 	appendNodeLost(t, s, 40)
+	if last, err := bus.LastRelayedPosition(ctxT(t), j); err != nil || last != -1 {
+		t.Fatalf("last relayed position of an empty TP_EVENTS: %d, %v", last, err)
+	}
 
 	reg := prometheus.NewRegistry()
 	first := startRelay(t, s, n.url(), reg)
@@ -117,6 +120,9 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 	}
 	if info.State.Msgs != head || info.State.LastSeq != head {
 		t.Fatalf("TP_EVENTS holds %d messages up to sequence %d; the log has %d records", info.State.Msgs, info.State.LastSeq, head)
+	}
+	if last, err := bus.LastRelayedPosition(ctxT(t), j); err != nil || last != int64(head)-1 {
+		t.Fatalf("last relayed position %d, %v; want %d", last, err, head-1)
 	}
 
 	got := collect(t, j, bus.SubscribeEventsOptions{Logger: testLogger()}, int(head))
@@ -200,5 +206,61 @@ func TestSubscribeEventsDurable(t *testing.T) {
 	rest := collect(t, j, opts, 5)
 	if rest[0].Position != 10 || rest[4].Position != 14 {
 		t.Errorf("after restart the durable consumer read %d..%d, want 10..14", rest[0].Position, rest[4].Position)
+	}
+}
+
+// TP_EVENTS filled from one database is foreign to another: the check says so (relaying the second
+// log after the first would mix them), and after a reset the second log relays from its start.
+func TestForeignEventsStreamIsDetectedAndReset(t *testing.T) {
+	t.Parallel()
+	n := startNATS(t, bus.StreamsConfig{})
+	j := js(t, connect(t, n.url()))
+	a, b := newStore(t), newStore(t)
+	if err := bus.CheckEventsStream(ctxT(t), j, b.store); err != nil {
+		t.Fatalf("empty stream: %v", err)
+	}
+	appendNodeLost(t, a, 5)
+	appendNodeLost(t, b, 9)
+	ra := startRelay(t, a, n.url(), nil)
+	waitRelayed(t, j, a)
+	ra.Stop()
+	if err := bus.CheckEventsStream(ctxT(t), j, a.store); err != nil {
+		t.Fatalf("own log: %v", err)
+	}
+	err := bus.CheckEventsStream(ctxT(t), j, b.store)
+	if !errors.Is(err, bus.ErrForeignEvents) {
+		t.Fatalf("another log's stream: %v", err)
+	}
+	short := newStore(t) // a log that ends before the stream does
+	if err := bus.CheckEventsStream(ctxT(t), j, short.store); !errors.Is(err, bus.ErrForeignEvents) {
+		t.Fatalf("a stream longer than the log: %v", err)
+	}
+
+	if err := bus.ResetEventsStream(ctxT(t), j, bus.StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if last, err := bus.LastRelayedPosition(ctxT(t), j); err != nil || last != -1 {
+		t.Fatalf("after the reset: last position %d, %v", last, err)
+	}
+	startRelay(t, b, n.url(), nil)
+	head := waitRelayed(t, j, b)
+	got := collect(t, j, bus.SubscribeEventsOptions{Logger: testLogger()}, int(head))
+	recs, err := b.store.ReadAll(ctxT(t), 0, int(head))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ev := range got {
+		if ev.Position != uint64(i) || ev.EventID != recs[i].EventID {
+			t.Fatalf("after the reset, relayed %d is %d/%s, the log has %s", i, ev.Position, ev.EventID, recs[i].EventID)
+		}
+	}
+	if err := bus.CheckEventsStream(ctxT(t), j, b.store); err != nil {
+		t.Fatalf("after the reset and relay: %v", err)
+	}
+	if id, ok, err := bus.RelayedEventID(ctxT(t), j, 3); err != nil || !ok || id != recs[3].EventID.String() {
+		t.Fatalf("relayed event id at 3: %q %v %v", id, ok, err)
+	}
+	if _, ok, err := bus.RelayedEventID(ctxT(t), j, head+5); err != nil || ok {
+		t.Fatalf("relayed event id past the end: %v %v", ok, err)
 	}
 }

@@ -78,6 +78,12 @@ func (n *Node) serveAgent(w http.ResponseWriter, r *http.Request) {
 			Title: "This node is not accepting agents", Detail: "the node is draining or stopping; connect to another node"})
 		return
 	}
+	if err := n.notReady(); err != nil {
+		w.Header().Set("Retry-After", "1")
+		n.metrics.handshakeFails.WithLabelValues("starting").Inc()
+		writeHTTPProblem(w, startingProblem(err))
+		return
+	}
 	if r.Header.Get("Origin") != "" {
 		writeHTTPProblem(w, problem{Status: http.StatusForbidden, Slug: "browser-origin",
 			Title: "Agents do not send Origin", Detail: "the agent endpoint refuses browser-originated WebSocket connections"})

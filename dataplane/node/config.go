@@ -76,6 +76,10 @@ type Config struct {
 	Sink       Sink // nil: facts are dropped
 	// BaseDomain enables host routing: <ref>.<BaseDomain>. Empty: path routing only (/t/<ref>/).
 	BaseDomain string
+	// Ready, when set, is asked before an agent is admitted or an ingress request is routed; an
+	// error is answered 503 with its text and Retry-After: 1 (the assembly refuses while the
+	// node's view of the control plane is still replaying the event log after a start).
+	Ready func() error
 
 	UsageWindow       time.Duration // one UsageRecorded per tunnel per window (default 10s)
 	KeepaliveInterval time.Duration // how often the node pings each agent (default 15s)

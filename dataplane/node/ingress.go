@@ -39,6 +39,11 @@ type reqState struct {
 // <user token>"; it is checked by the Authorizer and never forwarded.
 func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	if err := n.notReady(); err != nil {
+		ctx.Response.Header.Set("Retry-After", "1")
+		writeProblem(ctx, startingProblem(err))
+		return
+	}
 	ref, prefix, ok := n.resolveRef(ctx)
 	if !ok {
 		writeProblem(ctx, problem{Status: http.StatusNotFound, Slug: "no-tunnel",

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,5 +347,35 @@ func TestConfigValidationNamesEveryProblem(t *testing.T) {
 	}
 	if err := agent.Run(context.Background(), agent.Config{}); !errors.Is(err, agent.ErrInvalidConfig) {
 		t.Fatalf("Run with a bad config: %v", err)
+	}
+}
+
+// A node whose Ready says no (its view still replaying the log) judges nobody: agents and callers
+// get 503 with the reason and Retry-After, and both get through once it says yes.
+func TestNotReadyRefusesAgentsAndCallers(t *testing.T) {
+	t.Parallel()
+	var ready atomic.Bool
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		c.Ready = func() error {
+			if ready.Load() {
+				return nil
+			}
+			return errors.New("catching up (3 of 9 events applied)")
+		}
+	}))
+	status, h, body := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice))
+	p := mustProblem(t, status, h, body, http.StatusServiceUnavailable)
+	if !strings.HasSuffix(p.Type, "/node-starting") || !strings.Contains(p.Detail, "3 of 9 events") || h.Get("Retry-After") != "1" {
+		t.Fatalf("problem %+v, Retry-After %q", p, h.Get("Retry-After"))
+	}
+	a := e.startAgent("tun-llm", nil)
+	eventually(t, 5*time.Second, "agent refused while not ready", func() bool { return a.states.has("This node is starting") })
+	if len(e.nodeNow().Sessions()) != 0 || metricValue(t, e, "tunnelplane_node_agent_handshake_failures_total") < 1 {
+		t.Fatalf("sessions %+v while not ready", e.nodeNow().Sessions())
+	}
+	ready.Store(true)
+	e.waitHeld("tun-llm")
+	if status, _, body := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice)); status != http.StatusOK {
+		t.Fatalf("after ready: %d %s", status, body)
 	}
 }

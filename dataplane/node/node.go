@@ -43,6 +43,19 @@ type Node struct {
 	usageDone chan struct{}
 }
 
+// notReady is Config.Ready's answer (nil without one).
+func (n *Node) notReady() error {
+	if n.cfg.Ready == nil {
+		return nil
+	}
+	return n.cfg.Ready()
+}
+
+// startingProblem answers agents and callers while the node is not ready.
+func startingProblem(err error) problem {
+	return problem{Status: http.StatusServiceUnavailable, Slug: "node-starting", Title: "This node is starting", Detail: err.Error() + "; retry shortly"}
+}
+
 // SessionInfo describes one agent session.
 type SessionInfo struct {
 	SessionID, OrgID, TunnelID, TokenID string

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
@@ -18,6 +20,7 @@ import (
 // Event is one relayed log record, as much of it as the view needs.
 type Event struct {
 	Position uint64
+	EventID  string // kept for the snapshot: it tells a log that was rewritten under it
 	StreamID string
 	Type     string
 	Payload  []byte
@@ -48,18 +51,54 @@ type View struct {
 	roles     map[string]map[domain.Role]bool // org|user → roles
 	revoked   map[string]bool                 // agent token ids
 	position  int64
+	lastID    string // EventID at position
 	hooks     Hooks
 	issuer    string
 	now       func() time.Time
 
 	changed chan struct{}
+
+	target int64       // ReadyAt's position (under mu); -2 until ReadyAt is called
+	ready  atomic.Bool // position >= target
 }
 
 // New returns an empty view. issuer is the iss of control-plane tokens.
 func New(issuer string, hooks Hooks) *View {
 	return &View{keys: token.NewKeySet(), tunnels: map[string]*tunnel{}, byName: map[string]map[string]string{}, orgs: map[string]string{},
 		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, position: -1,
-		hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{})}
+		hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{}), target: -2}
+}
+
+// ReadyAt sets the position the view must have applied before Ready reports it ready: the last
+// position the relayed log held when the node started (-1 for an empty log). Until then a
+// revocation, a deletion or a removed role may still be ahead in the replay, and deciding on the
+// partial view could let in what the control plane has shut out.
+func (v *View) ReadyAt(target int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.target = target
+	v.ready.Store(target >= -1 && v.position >= target)
+}
+
+// Ready is nil once the view has applied ReadyAt's position; before, an error saying how far
+// the replay is.
+func (v *View) Ready() error {
+	if v.ready.Load() {
+		return nil
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.target < -1 {
+		return errors.New("the node has not yet looked at the control plane's event log")
+	}
+	return fmt.Errorf("the node is catching up with the control plane's event log (%d of %d events applied)", v.position+1, v.target+1)
+}
+
+// Last is the last applied log position (-1 before any) and its event id.
+func (v *View) Last() (int64, string) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.position, v.lastID
 }
 
 // Position is the last applied log position (-1 before any).
@@ -95,7 +134,10 @@ func (v *View) Apply(e Event) error {
 		return nil
 	}
 	err := v.apply(e, &after)
-	v.position = int64(e.Position)
+	v.position, v.lastID = int64(e.Position), e.EventID
+	if v.target >= -1 && v.position >= v.target && !v.ready.Load() {
+		v.ready.Store(true)
+	}
 	close(v.changed)
 	v.changed = make(chan struct{})
 	v.mu.Unlock()

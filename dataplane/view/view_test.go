@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,7 +39,7 @@ func (f *feed) domain(e domain.Event) {
 
 func (f *feed) apply(stream, typ string, payload []byte) {
 	f.t.Helper()
-	if err := f.v.Apply(view.Event{Position: f.pos, StreamID: stream, Type: typ, Payload: payload}); err != nil {
+	if err := f.v.Apply(view.Event{Position: f.pos, EventID: fmt.Sprint("ev-", f.pos), StreamID: stream, Type: typ, Payload: payload}); err != nil {
 		f.t.Fatal(err)
 	}
 	f.pos++
@@ -174,3 +176,38 @@ func TestAccessWithdrawnHook(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The view is ready once it has applied the log's last position at start, not before; an empty
+// log is ready at once; a view never told the target is not ready.
+func TestReadyOnceCaughtUp(t *testing.T) {
+	t.Parallel()
+	v := view.New(token.DefaultIssuer, view.Hooks{})
+	if err := v.Ready(); err == nil {
+		t.Fatal("ready before ReadyAt")
+	}
+	v.ReadyAt(2)
+	f := &feed{t: t, v: v}
+	for i := range 3 {
+		err := v.Ready()
+		if err == nil {
+			t.Fatalf("ready after %d of 3 events", i)
+		}
+		if want := fmt.Sprintf("(%d of 3 events applied)", i); !strings.Contains(err.Error(), want) {
+			t.Fatalf("%v, want %q", err, want)
+		}
+		f.domain(&domain.OrganizationCreated{OrgID: org, Name: fmt.Sprintf("acme%d", i)})
+	}
+	if err := v.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	f.domain(&domain.OrganizationCreated{OrgID: org2, Name: "later"})
+	if err := v.Ready(); err != nil {
+		t.Fatal(err)
+	}
+
+	empty := view.New(token.DefaultIssuer, view.Hooks{})
+	empty.ReadyAt(-1)
+	if err := empty.Ready(); err != nil {
+		t.Fatal(err)
+	}
+}

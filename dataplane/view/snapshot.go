@@ -1,0 +1,172 @@
+package view
+
+import (
+	"cmp"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+)
+
+// snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
+// snapshot of another format is not used and the node replays the log from its start instead.
+const snapshotFormat = 1
+
+// ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
+// format; it must not be used (replay from the start instead).
+var ErrSnapshotMismatch = errors.New("view snapshot does not fit")
+
+type snapshot struct {
+	Format    int                          `json:"format"`
+	Origin    string                       `json:"origin"` // the log's origin
+	Issuer    string                       `json:"issuer"`
+	Position  int64                        `json:"position"`
+	EventID   string                       `json:"event_id"` // the event at Position
+	Keys      map[string][]byte            `json:"keys"`     // token key id → Ed25519 public key
+	Tunnels   []snapshotTunnel             `json:"tunnels"`
+	ByName    map[string]map[string]string `json:"by_name"`
+	Orgs      map[string]string            `json:"orgs"`
+	OrgByName map[string]string            `json:"org_by_name"`
+	Roles     map[string][]domain.Role     `json:"roles"`
+	Revoked   []string                     `json:"revoked"`
+}
+
+type snapshotTunnel struct {
+	ID       string `json:"id"`
+	OrgID    string `json:"org_id"`
+	Name     string `json:"name"`
+	Owner    string `json:"owner"`
+	Upstream string `json:"upstream"`
+	Protocol string `json:"protocol"`
+	Deleted  bool   `json:"deleted,omitempty"`
+}
+
+// Snapshot is the view's state as of Position, for the log whose origin is given. Restore
+// rebuilds an equal view from it, so that a restarted node replays only what came after.
+func (v *View) Snapshot(origin string) ([]byte, int64, error) {
+	v.mu.RLock()
+	s := snapshot{Format: snapshotFormat, Origin: origin, Issuer: v.issuer, Position: v.position, EventID: v.lastID,
+		Keys: map[string][]byte{}, ByName: map[string]map[string]string{}, Orgs: maps.Clone(v.orgs),
+		OrgByName: maps.Clone(v.orgByName), Roles: map[string][]domain.Role{}, Revoked: slices.Sorted(maps.Keys(v.revoked))}
+	for _, t := range v.tunnels {
+		s.Tunnels = append(s.Tunnels, snapshotTunnel{ID: t.id, OrgID: t.orgID, Name: t.name, Owner: t.owner, Upstream: t.upstream, Protocol: t.protocol, Deleted: t.deleted})
+	}
+	for org, names := range v.byName {
+		s.ByName[org] = maps.Clone(names)
+	}
+	for k, roles := range v.roles {
+		if len(roles) > 0 {
+			s.Roles[k] = slices.Sorted(maps.Keys(roles))
+		}
+	}
+	v.mu.RUnlock()
+	for id, pub := range v.keys.All() {
+		k, ok := pub.(ed25519.PublicKey)
+		if !ok {
+			return nil, 0, fmt.Errorf("view snapshot: token key %s is a %T, not Ed25519", id, pub)
+		}
+		s.Keys[id] = k
+	}
+	slices.SortFunc(s.Tunnels, func(a, b snapshotTunnel) int { return cmp.Compare(a.ID, b.ID) })
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, 0, fmt.Errorf("view snapshot: %w", err)
+	}
+	return b, s.Position, nil
+}
+
+// Restore loads a snapshot into a view that has applied nothing yet. A snapshot of another log
+// origin, issuer or format is refused with ErrSnapshotMismatch and leaves the view empty.
+func (v *View) Restore(b []byte, origin string) error {
+	var s snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("view snapshot: %w", err)
+	}
+	switch {
+	case s.Format != snapshotFormat:
+		return fmt.Errorf("%w: format %d, this node reads %d", ErrSnapshotMismatch, s.Format, snapshotFormat)
+	case s.Origin != origin:
+		return fmt.Errorf("%w: taken of the log %q, the control plane's is %q", ErrSnapshotMismatch, s.Origin, origin)
+	case s.Issuer != v.issuer:
+		return fmt.Errorf("%w: issuer %q, this node's is %q", ErrSnapshotMismatch, s.Issuer, v.issuer)
+	case s.Position < -1:
+		return fmt.Errorf("view snapshot: position %d", s.Position)
+	}
+	for id, k := range s.Keys {
+		if len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("view snapshot: token key %s: %d bytes", id, len(k))
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.position != -1 {
+		return errors.New("view snapshot: the view has applied events already")
+	}
+	for id, k := range s.Keys {
+		v.keys.Put(id, ed25519.PublicKey(k))
+	}
+	for _, t := range s.Tunnels {
+		v.tunnels[t.ID] = &tunnel{id: t.ID, orgID: t.OrgID, name: t.Name, owner: t.Owner, upstream: t.Upstream, protocol: t.Protocol, deleted: t.Deleted}
+	}
+	for org, names := range s.ByName {
+		v.byName[org] = maps.Clone(names)
+	}
+	maps.Copy(v.orgs, s.Orgs)
+	maps.Copy(v.orgByName, s.OrgByName)
+	for k, roles := range s.Roles {
+		v.roles[k] = map[domain.Role]bool{}
+		for _, r := range roles {
+			v.roles[k][r] = true
+		}
+	}
+	for _, id := range s.Revoked {
+		v.revoked[id] = true
+	}
+	v.position, v.lastID = s.Position, s.EventID
+	v.ready.Store(v.target >= -1 && v.position >= v.target)
+	close(v.changed)
+	v.changed = make(chan struct{})
+	return nil
+}
+
+// SaveFile writes Snapshot to path atomically (a temporary file, synced, then renamed), so a
+// crash leaves the old snapshot or the new one, never a torn one. It returns the position saved.
+func (v *View) SaveFile(path, origin string) (int64, error) {
+	b, pos, err := v.Snapshot(origin)
+	if err != nil {
+		return 0, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return 0, fmt.Errorf("view snapshot: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename, nothing is there any more
+	if _, err = tmp.Write(b); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("view snapshot: %w", err)
+	}
+	return pos, nil
+}
+
+// LoadFile restores the snapshot at path (see Restore). A missing file is fs.ErrNotExist.
+func (v *View) LoadFile(path, origin string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return v.Restore(b, origin)
+}

@@ -1,0 +1,161 @@
+package view_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/view"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// decisions is what a view answers to a fixed set of questions: routes, ingress decisions for
+// several users, agent tokens, as one comparable text.
+func decisions(t *testing.T, v *view.View, tokens map[string]string, users map[string]string) string {
+	t.Helper()
+	var b strings.Builder
+	pos, id := v.Last()
+	fmt.Fprintf(&b, "position %d %s\nkeys %d\n", pos, id, v.Keys().Len())
+	refs := []string{tun, tun2, tun3, "llm.acme", "llm.globex", "llm", "chat.acme", "chat", "gone.acme", "nope"}
+	for _, ref := range refs {
+		r, ok := v.Resolve(ref)
+		fmt.Fprintf(&b, "resolve %s → %+v %v\n", ref, r, ok)
+		if !ok {
+			continue
+		}
+		for _, u := range []string{"alice", "carol", "vic", "zed", "dave"} {
+			_, err := v.AuthorizeIngress(context.Background(), users[u], r)
+			fmt.Fprintf(&b, "  %s: %v\n", u, err)
+		}
+	}
+	for _, name := range []string{"revoked", "valid", "deleted", "oldkey", "revokedkey"} {
+		a, err := v.AuthenticateAgent(context.Background(), tokens[name])
+		fmt.Fprintf(&b, "agent %s: %+v %v\n", name, a, err)
+	}
+	return b.String()
+}
+
+const tun3 = "0193f2a4-7c1e-7d3a-9b2e-000000000006"
+
+// A view restored from a snapshot answers every question as the view it was taken of, and both
+// go on alike as further events arrive; a snapshot of another log, issuer or format is refused.
+func TestSnapshotRestoresTheSameView(t *testing.T) {
+	t.Parallel()
+	v := view.New(token.DefaultIssuer, view.Hooks{})
+	f := &feed{t: t, v: v}
+	k1, _ := eventstore.GenerateSigningKey()
+	k2, _ := eventstore.GenerateSigningKey()
+	k3, _ := eventstore.GenerateSigningKey()
+	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", k1))
+	f.log(eventstore.TypeKeyRotated, eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", k1, k2))
+	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "extra", k3))
+	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: k3.ID(), Reason: "leaked"})
+	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})
+	f.domain(domain.OrganizationCreated{OrgID: org2, Name: "globex"})
+	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	f.domain(domain.TunnelCreated{TunnelID: tun2, OrgID: org2, Owner: "zed", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	f.domain(domain.TunnelCreated{TunnelID: tun3, OrgID: org, Owner: "alice", Name: "gone", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Name: ptr("chat"), Upstream: ptr("http://127.0.0.1:2")})
+	f.domain(domain.TunnelDeleted{TunnelID: tun3, OrgID: org, Name: "gone"})
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "vic", Role: domain.RoleAdmin})
+	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "vic", Role: domain.RoleAdmin})
+	f.domain(domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "dave", Role: domain.RoleSuperadmin})
+	f.domain(domain.AgentTokenRevoked{TokenID: tokID, OrgID: org, TunnelID: tun})
+
+	now := time.Now()
+	users := map[string]string{}
+	for _, u := range []string{"alice", "carol", "vic", "zed", "dave"} {
+		users[u], _ = token.MintUser(k2, token.DefaultIssuer, u, "", time.Hour, now)
+	}
+	mintAgent := func(k *eventstore.SigningKey, jti, tunnel string) string {
+		s, err := token.MintAgent(k, token.DefaultIssuer, jti, org, tunnel, now.Add(time.Hour), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	tokens := map[string]string{
+		"revoked":    mintAgent(k2, tokID, tun),
+		"valid":      mintAgent(k2, "0193f2a4-7c1e-7d3a-9b2e-000000000007", tun),
+		"deleted":    mintAgent(k2, "0193f2a4-7c1e-7d3a-9b2e-000000000008", tun3),
+		"oldkey":     mintAgent(k1, "0193f2a4-7c1e-7d3a-9b2e-00000000000a", tun),
+		"revokedkey": mintAgent(k3, "0193f2a4-7c1e-7d3a-9b2e-00000000000b", tun),
+	}
+	want := decisions(t, v, tokens, users)
+	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "was revoked", "does not exist", "resolve chat.acme → {OrgID"} {
+		if !strings.Contains(want, must) {
+			t.Fatalf("the history did not produce the decisions the test needs (%q):\n%s", must, want)
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "view.json")
+	pos, err := v.SaveFile(path, "origin-1")
+	if err != nil || pos != int64(f.pos)-1 {
+		t.Fatalf("SaveFile: %d, %v", pos, err)
+	}
+	r := view.New(token.DefaultIssuer, view.Hooks{})
+	r.ReadyAt(pos)
+	if r.Ready() == nil {
+		t.Fatal("ready before restore")
+	}
+	if err := r.LoadFile(path, "origin-1"); err != nil {
+		t.Fatal(err)
+	}
+	if r.Ready() != nil {
+		t.Fatalf("not ready at the snapshot's position: %v", r.Ready())
+	}
+	if got := decisions(t, r, tokens, users); got != want {
+		t.Fatalf("restored view decides otherwise:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Both go on alike.
+	g := &feed{t: t, v: r, pos: f.pos}
+	for _, ff := range []*feed{f, g} {
+		ff.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "chat"})
+		ff.domain(domain.RoleUnassigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})
+	}
+	if got, want := decisions(t, r, tokens, users), decisions(t, v, tokens, users); got != want {
+		t.Fatalf("after more events the restored view decides otherwise:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Refusals leave the view empty.
+	b, _ := os.ReadFile(path)
+	var doc map[string]any
+	_ = json.Unmarshal(b, &doc)
+	doc["format"] = 99
+	otherFormat, _ := json.Marshal(doc)
+	for name, c := range map[string]struct {
+		v      *view.View
+		b      []byte
+		origin string
+	}{
+		"other log":    {view.New(token.DefaultIssuer, view.Hooks{}), b, "origin-2"},
+		"other issuer": {view.New("someone-else", view.Hooks{}), b, "origin-1"},
+		"other format": {view.New(token.DefaultIssuer, view.Hooks{}), otherFormat, "origin-1"},
+	} {
+		if err := c.v.Restore(c.b, c.origin); !errors.Is(err, view.ErrSnapshotMismatch) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if c.v.Position() != -1 || c.v.Keys().Len() != 0 {
+			t.Errorf("%s: the view changed", name)
+		}
+	}
+	if err := v.Restore(b, "origin-1"); err == nil {
+		t.Error("restored into a view that has applied events")
+	}
+	if err := view.New(token.DefaultIssuer, view.Hooks{}).Restore([]byte("{torn"), "origin-1"); err == nil {
+		t.Error("a torn snapshot restored")
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Errorf("SaveFile left %d files", len(entries))
+	}
+}

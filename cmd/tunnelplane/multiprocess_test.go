@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -119,6 +120,23 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	})
 	if !strings.Contains(body, `"done":true`) {
 		t.Fatalf("%d %s", status, body)
+	}
+
+	// A second control plane with another database on the same NATS server would relay its log
+	// after this one's, and nodes would fold both: it refuses to start and says what to do.
+	other := &globals{databaseURL: pgtest.NewEmptyDatabase(t), dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
+	cp2, err := startControlPlane(ctx, other, controlPlaneOptions{APIAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp2.Stop)
+	cb2, err := startControlBus(ctx, quiet, cp2.Log.Store, cp2.Service, nats.ClientURL(), false, cp2.Registry)
+	if err == nil {
+		cb2.Stop()
+		t.Fatal("a control plane with another log started on a NATS server holding this one's")
+	}
+	if !errors.Is(err, bus.ErrForeignEvents) || !strings.Contains(err.Error(), "nats stream rm TP_EVENTS") {
+		t.Fatalf("refusal: %v", err)
 	}
 }
 

@@ -60,16 +60,9 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 	if err := json.Unmarshal(snap, &saved); err != nil || saved.Position < 1 {
 		t.Fatalf("view snapshot: %v, position %d", err, saved.Position)
 	}
-	sv2, err := startServe(context.Background(), g, testServeOptions())
-	if err != nil {
-		t.Fatalf("second start: %v", err)
-	}
-	t.Cleanup(sv2.Stop)
+	sv2 := restartServe(t, g, "second start", saved.Position)
 	if sv2.Node.ID.ID != nodeID || sv2.Demo.TunnelID != tunnelID {
 		t.Fatalf("node %s→%s, tunnel %s→%s", nodeID, sv2.Node.ID.ID, tunnelID, sv2.Demo.TunnelID)
-	}
-	if sv2.Node.restoredAt != saved.Position {
-		t.Fatalf("second start restored its view at %d, the snapshot holds %d", sv2.Node.restoredAt, saved.Position)
 	}
 	generate(t, sv2, "again")
 	sv2.Stop()
@@ -90,29 +83,29 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 	if err := os.WriteFile(path, snap, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sv2, err = startServe(context.Background(), g, testServeOptions())
-	if err != nil {
-		t.Fatalf("third start: %v", err)
-	}
-	t.Cleanup(sv2.Stop)
-	if sv2.Node.restoredAt != -1 {
-		t.Fatalf("a snapshot naming another event was used (position %d)", sv2.Node.restoredAt)
-	}
+	sv2 = restartServe(t, g, "a snapshot naming another event", -1)
 	generate(t, sv2, "replayed")
 	sv2.Stop()
 
 	// The same data dir against another database (another log): the snapshot must not be used,
 	// or the node would skip the new log's first events and know neither keys nor tunnels.
 	g.databaseURL = pgtest.NewEmptyDatabase(t)
-	sv3, err := startServe(context.Background(), g, testServeOptions())
+	generate(t, restartServe(t, g, "another database", -1), "fresh")
+}
+
+// restartServe starts serve again on g and checks the position its node's view was restored at
+// (-1: the snapshot was not used).
+func restartServe(t *testing.T, g *globals, what string, restoredAt int64) *served {
+	t.Helper()
+	sv, err := startServe(context.Background(), g, testServeOptions())
 	if err != nil {
-		t.Fatalf("start on another database: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	t.Cleanup(sv3.Stop)
-	if sv3.Node.restoredAt != -1 {
-		t.Fatalf("the snapshot of another log was used (position %d)", sv3.Node.restoredAt)
+	t.Cleanup(sv.Stop)
+	if sv.Node.restoredAt != restoredAt {
+		t.Fatalf("%s: the view was restored at %d, want %d", what, sv.Node.restoredAt, restoredAt)
 	}
-	generate(t, sv3, "fresh")
+	return sv
 }
 
 // generate asks the demo LLM through the node and expects the prompt back.

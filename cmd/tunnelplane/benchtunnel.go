@@ -50,6 +50,7 @@ func newBenchTunnelCommand(g *globals) *cobra.Command {
 	f.IntVar(&o.IdleAgents, "idle-agents", 300, "agents connected for the idle-memory and connect-time measurement")
 	f.StringSliceVar(&o.Phases, "only", nil, "run only these phases (comma-separated: "+strings.Join(tunnelbench.AllPhases, ", ")+")")
 	f.StringVar(&o.ProfileDir, "profile-dir", "", "write CPU profiles of node and agent for each phase of the first round here")
+	f.StringVar(&o.SchedTraceDir, "sched-trace", "", "record the scheduler with perf (root) during the first stream phase into this dir and report, per process on a chunk's way, its wake-up and run time")
 	f.BoolVar(&asJSON, "json", false, "print JSON (keys bulk_ratio, rps_c64_ratio, p50_c1_added_us, chunk_added_us_p50, idle_kib_per_agent, connect_ms_p95 …)")
 	return cmd
 }

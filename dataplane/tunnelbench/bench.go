@@ -48,6 +48,11 @@ type Options struct {
 	ExeArgs []string
 	// ProfileDir, when set, receives CPU profiles of the node and the agent for each phase.
 	ProfileDir string
+	// SchedTraceDir, when set, receives a `perf record` of the scheduler (sched_switch,
+	// sched_waking on every CPU) during the first round's stream phase, and the result gets
+	// Hops: per process on a chunk's way, how long it waited to run and how long it ran.
+	// Needs perf (Debian: linux-perf) and the right to trace (root).
+	SchedTraceDir string
 	// Phases limits the run to some of Phases (nil: all). Values of skipped phases are zero and
 	// their targets are left out of the result.
 	Phases []string
@@ -117,6 +122,14 @@ func (o Options) Validate() error {
 	if o.Exe == "" {
 		errs = append(errs, fmt.Errorf("%w: cannot find the executable to start children with", ErrInvalidOptions))
 	}
+	if o.SchedTraceDir != "" {
+		if _, err := exec.LookPath("perf"); err != nil {
+			errs = append(errs, fmt.Errorf("%w: a scheduler trace needs perf (Debian package linux-perf): %w", ErrInvalidOptions, err))
+		}
+		if !o.runs("stream") {
+			errs = append(errs, fmt.Errorf("%w: a scheduler trace is taken in the stream phase, which this run leaves out", ErrInvalidOptions))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -169,6 +182,10 @@ type Result struct {
 	IdleGoroutinesPerAgent float64 `json:"idle_goroutines_per_agent"`
 	ConnectMSP50           float64 `json:"connect_ms_p50"`
 	ConnectMSP95           float64 `json:"connect_ms_p95"`
+
+	// Hops (with SchedTraceDir): for "direct", "tunnel" and "relays", each process after the
+	// origin on a chunk's way.
+	Hops map[string][]Hop `json:"hops,omitempty"`
 
 	Targets map[string]Target `json:"targets"`
 }
@@ -320,7 +337,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		m, err := c.next()
 		return c, m.Addr, err
 	}
-	_, originAddr, err := startServer(RoleOrigin, spec{})
+	originChild, originAddr, err := startServer(RoleOrigin, spec{})
 	if err != nil {
 		return nil, err
 	}
@@ -345,11 +362,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	progress("origin %s, node %s, agent connected", originAddr, nodeAddr)
 
 	// Two bare relays in a row, agent-like next to the origin and node-like next to the caller.
-	_, relayA, err := startServer(RoleRelay, spec{Target: originAddr})
+	relayAChild, relayA, err := startServer(RoleRelay, spec{Target: originAddr})
 	if err != nil {
 		return nil, err
 	}
-	_, relayB, err := startServer(RoleRelay, spec{Target: relayA})
+	relayBChild, relayB, err := startServer(RoleRelay, spec{Target: relayA})
 	if err != nil {
 		return nil, err
 	}
@@ -357,11 +374,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	direct := "http://" + originAddr
 	relayed := "http://" + relayB
 	tunnel := "http://" + nodeAddr + "/t/bench"
+	var loadPid int // of the last load generator started
 	load := func(s loadSpec) (*loadResult, error) {
 		c, err := o.start(ctx, RoleLoad, spec{Load: &s})
 		if err != nil {
 			return nil, err
 		}
+		loadPid = c.cmd.Process.Pid
 		defer c.stop()
 		m, err := c.next()
 		if err != nil {
@@ -397,6 +416,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var bulkD, bulkT, c1D, c1T, c64D, c64T []*loadResult
 	var streamD, streamT []*loadResult
 	var c64R, streamR []*loadResult // through the two bare relays
+	var hops map[string][]Hop
 	for r := range o.Rounds {
 		progress("round %d/%d", r+1, o.Rounds)
 		small := func(conc int, targets ...mixTarget) loadSpec {
@@ -430,9 +450,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			var err error
 			n0, a0 := cpuOf(nodeChild), cpuOf(agentChild)
-			if m.tunnel >= 0 && r == 0 {
+			switch {
+			case m.name == "stream" && r == 0 && o.SchedTraceDir != "":
+				hops, err = schedTraced(o.SchedTraceDir, func() error { return profiled(m.name, run) }, func() map[string]hopPath {
+					pid := func(c *child) int { return c.cmd.Process.Pid }
+					return map[string]hopPath{
+						"direct": {[]int{pid(originChild), loadPid}, []string{"caller"}},
+						"tunnel": {[]int{pid(originChild), pid(agentChild), pid(nodeChild), loadPid}, []string{"agent", "node", "caller"}},
+						"relays": {[]int{pid(originChild), pid(relayAChild), pid(relayBChild), loadPid}, []string{"relay 1", "relay 2", "caller"}},
+					}
+				})
+			case m.tunnel >= 0 && r == 0:
 				err = profiled(m.name, run)
-			} else {
+			default:
 				err = run()
 			}
 			if err != nil {
@@ -481,10 +511,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			progress("  stream chunk delay p50 %.0f / %.0f / %.0f µs (direct / tunnel / two bare relays)",
 				quantile(sorted(d.ChunkDelay), .5), quantile(sorted(t.ChunkDelay), .5), quantile(sorted(r.ChunkDelay), .5))
 		}
+		if hops != nil && r == 0 {
+			for _, k := range []string{"direct", "tunnel", "relays"} {
+				progress("  scheduler, %s: %s", k, hopLine(hops[k]))
+			}
+		}
 	}
 
 	res := &Result{Rounds: o.Rounds, Duration: o.Duration.String(), BulkBytes: o.BulkBytes, CPUs: runtimeCPUs(),
-		Baseline: "the same load generator straight to the same origin: request rates in turns of 250ms with the tunnel (and the two bare relays) in one run, bulk and streams in back-to-back runs",
+		Baseline: "the same load generator straight to the same origin: request rates in turns of 250ms with the tunnel (and the two bare relays) in one run, streams taking turns stream by stream, bulk in back-to-back runs",
 		Cipher:   "aes128-gcm@openssh.com", KEX: "mlkem768x25519-sha256"}
 	res.BulkDirectMBps = medianOf(bulkD, mbps)
 	res.BulkTunnelMBps = medianOf(bulkT, mbps)
@@ -515,6 +550,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.ChunkRelayUS = medianOf(streamR, chunk(.5))
 	res.ChunkRelayAdded = medianDiff(streamR, streamD, chunk(.5))
 
+	res.Hops = hops
 	res.Targets = map[string]Target{}
 	if len(bulkT) > 0 {
 		res.Targets["bulk_ratio"] = target(res.BulkRatio, 0.15, false)

@@ -82,6 +82,9 @@ func TestOptionsValidate(t *testing.T) {
 	if err := (Options{}).Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
+	if err := (Options{SchedTraceDir: t.TempDir(), Phases: []string{"c64"}}).Validate(); err == nil || !strings.Contains(err.Error(), "stream phase") {
+		t.Fatalf("a scheduler trace without the stream phase: %v", err)
+	}
 }
 
 func TestQuantiles(t *testing.T) {

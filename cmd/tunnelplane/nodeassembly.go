@@ -210,6 +210,11 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	rn.View.ReadyAt(target)
+	if opts.Registerer != nil {
+		if err := rn.registerViewMetrics(opts.Registerer); err != nil {
+			return nil, fmt.Errorf("node: metrics: %w", err)
+		}
+	}
 	if rn.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: rn.View, Router: rn.View, Authorizer: rn.View,
 		Ready: rn.View.Ready, Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: log, Registerer: opts.Registerer}); err != nil {
 		return nil, err
@@ -343,6 +348,44 @@ func (rn *runningNode) restoreView(ctx context.Context, js jetstream.JetStream) 
 		rn.View = rn.newView() // start over from an empty view
 	}
 	rn.log.Warn("node view snapshot not used; replaying the log from its start", "path", rn.snapshotPath, "error", err)
+	return nil
+}
+
+// registerViewMetrics exports how far the view is: SREs alert on a node that stays unready or
+// whose position lags the relay's (tunnelplane_relay_next_position - 1). A node started again in
+// the same process replaces the previous node's gauges.
+func (rn *runningNode) registerViewMetrics(reg prometheus.Registerer) error {
+	gauges := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tunnelplane_node_view_position",
+			Help: "The last log position the node's view has applied (-1: none)."},
+			func() float64 { return float64(rn.View.Position()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tunnelplane_node_view_ready",
+			Help: "1 once the node's view holds what the relayed log held when the node started; until then agents and callers get 503."},
+			func() float64 {
+				if rn.View.Ready() == nil {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tunnelplane_node_view_snapshot_position",
+			Help: "The log position of the node's last saved or loaded view snapshot (-1: none)."},
+			func() float64 {
+				rn.saveMu.Lock()
+				defer rn.saveMu.Unlock()
+				return float64(rn.savedAt)
+			}),
+	}
+	for _, g := range gauges {
+		err := reg.Register(g)
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			reg.Unregister(are.ExistingCollector)
+			err = reg.Register(g)
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -65,6 +66,23 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 		t.Fatalf("node %s→%s, tunnel %s→%s", nodeID, sv2.Node.ID.ID, tunnelID, sv2.Demo.TunnelID)
 	}
 	generate(t, sv2, "again")
+	resp, err := http.Get(sv2.Node.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"tunnelplane_node_view_ready 1", fmt.Sprintf("tunnelplane_node_view_snapshot_position %d", saved.Position)} {
+		if !strings.Contains(string(metrics), want+"\n") {
+			t.Errorf("node metrics lack %q", want)
+		}
+	}
+	var pos int64
+	if i := strings.Index(string(metrics), "\ntunnelplane_node_view_position "); i < 0 {
+		t.Error("node metrics lack the view position")
+	} else if fmt.Sscan(string(metrics[i+len("\ntunnelplane_node_view_position "):]), &pos); pos < saved.Position || pos > sv2.Node.View.Position() {
+		t.Errorf("view position metric %d, snapshot %d, view now %d", pos, saved.Position, sv2.Node.View.Position())
+	}
 	sv2.Stop()
 
 	// A snapshot whose last event is not the one the log has at that position (a database

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/rawconn"
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 )
 
@@ -365,6 +366,7 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err == nil {
+				c = rawconn.Wrap(c)
 				rawMu.Lock()
 				raw = append(raw, c)
 				rawMu.Unlock()
@@ -599,6 +601,7 @@ func (c *conn) forward(nc ssh.NewChannel) {
 		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial upstream %s: %v", a.up.addr, errors.Unwrap(err)))
 		return
 	}
+	up = rawconn.Wrap(up)
 	if a.up.scheme == "https" {
 		host, _, _ := net.SplitHostPort(a.up.addr)
 		up = tls.Client(up, &tls.Config{ServerName: host})
@@ -655,7 +658,7 @@ func pipe(ch ssh.Channel, up net.Conn, closeOnEOF bool) {
 	go func() {
 		defer close(done)
 		_ = copyBuf(up, ch)
-		if tc, ok := up.(*net.TCPConn); ok && !closeOnEOF {
+		if tc, ok := up.(interface{ CloseWrite() error }); ok && !closeOnEOF {
 			_ = tc.CloseWrite()
 		} else {
 			_ = up.Close()

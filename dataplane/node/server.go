@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/rawconn"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
@@ -141,7 +143,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, s: l.s}
+	tc := &trackedConn{Conn: rawconn.Wrap(c), s: l.s}
 	l.s.mu.Lock()
 	l.s.conns[tc] = struct{}{}
 	l.s.mu.Unlock()

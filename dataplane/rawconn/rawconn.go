@@ -1,0 +1,113 @@
+// Package rawconn wraps TCP connections so that their reads and writes are made as raw system
+// calls (syscall.RawSyscall inside syscall.RawConn), waiting in the netpoller when the socket is
+// not ready, as net.Conn does, but without entering the Go scheduler's syscall state.
+//
+// Why: once every goroutine of a Go process has been idle for a while, its sysmon thread sleeps
+// deeply; the next ordinary system call (entersyscall) wakes it with a futex, and woken that way
+// sysmon polls every 20 µs for about a millisecond. On a tunnel, each streamed chunk after a pause
+// paid that in the agent and in the node: the wake-up on its path and the polling competing for
+// the CPU with the next process the chunk has to reach. Socket reads and writes here are
+// non-blocking and take microseconds, so there is nothing for sysmon to retake.
+package rawconn
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// Conn is a *net.TCPConn whose Read and Write are raw system calls. Everything else (deadlines,
+// Close, CloseWrite, addresses, options) is the TCPConn's own.
+type Conn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+}
+
+// Wrap returns c as a *Conn when it is a *net.TCPConn, else c unchanged.
+func Wrap(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	return &Conn{TCPConn: tc, rc: rc}
+}
+
+// Read implements net.Conn: one read(2) when data is there, else a wait in the netpoller
+// (honouring the read deadline) and another.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, c.opError("read", err)
+	case errno != 0:
+		return 0, c.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write implements net.Conn: write(2) until all of p is written, waiting in the netpoller
+// (honouring the write deadline) whenever the socket buffer is full.
+func (c *Conn) Write(p []byte) (int, error) {
+	done := 0
+	var errno syscall.Errno
+	err := c.rc.Write(func(fd uintptr) bool {
+		for done < len(p) {
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[done])), uintptr(len(p)-done))
+			switch e {
+			case 0:
+				done += int(r)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return done, c.opError("write", err)
+	case errno != 0:
+		return done, c.opError("write", os.NewSyscallError("write", errno))
+	}
+	return done, nil
+}
+
+// opError shapes err as net.Conn's own errors are: a *net.OpError, so that timeouts, closed
+// connections and resets are recognised the usual way. RawConn already returns an *OpError for
+// deadlines and closing; only its Op is replaced.
+func (c *Conn) opError(op string, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		e := *oe
+		e.Op = op
+		return &e
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}

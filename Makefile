@@ -41,10 +41,13 @@ fuzz: ## Fuzz the canonical decoders for FUZZTIME each
 	$(GO) test ./eventstore -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME)
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and the binary builds for the agent's other platforms
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tunnelplane/*'))"; \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	@# `tunnelplane connect` runs on developers' machines: keep macOS and Windows building.
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tunnelplane
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tunnelplane
 
 .PHONY: clean
 clean: ## Remove build output and stop a private PostgreSQL started under the data dir

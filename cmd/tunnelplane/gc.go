@@ -1,6 +1,10 @@
 package main
 
-import "github.com/tunnelplane/tunnelplane/dataplane/node"
+import (
+	"context"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
+)
 
 // tuneGC sets GOGC=400 (unless GOGC or GOMEMLIMIT is set) in the long-running processes. Both
 // planes allocate briskly with small live heaps — the node per SSH packet, the control plane per
@@ -8,3 +12,8 @@ import "github.com/tunnelplane/tunnelplane/dataplane/node"
 // a sixth of the control plane's (`bench api`: 1665 → 1970 commands/s). A heap five times the live
 // data is a few tens of MB here.
 func tuneGC() { node.TuneGC() }
+
+// governProcs runs the process on one P while it uses little CPU and on all of them under load
+// (node.GovernProcs), in the processes that run a node: a second P only adds scheduler
+// wake-ups to each streamed chunk while one P has work enough.
+func governProcs(ctx context.Context) { node.GovernProcs(ctx) }

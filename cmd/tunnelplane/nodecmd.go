@@ -44,6 +44,7 @@ commands and heartbeats into the node registry. It holds no database credentials
 				return errors.Join(errs...)
 			}
 			tuneGC()
+			governProcs(ctx)
 			api := &restClient{base: strings.TrimRight(controlURL, "/"), token: adminToken, client: &http.Client{Timeout: 30 * time.Second}}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -54,6 +54,7 @@ user token and curl commands that work as printed. Ctrl-C stops everything clean
 				return errors.Join(envErrs...)
 			}
 			tuneGC()
+			governProcs(cmd.Context())
 			return runServe(cmd.Context(), g, o)
 		},
 	}

@@ -255,8 +255,9 @@ func (a benchAuthorizer) AuthorizeIngress(_ context.Context, bearer string, r no
 const benchUser = "bench"
 
 func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) error {
-	// As `tunnelplane node` and `serve` do (see node.TuneGC).
+	// As `tunnelplane node` and `serve` do (see node.TuneGC, node.GovernProcs).
 	node.TuneGC()
+	node.GovernProcs(ctx)
 	hk, err := ssh.NewSignerFromKey(ed25519.NewKeyFromSeed(sp.HostKeySeed))
 	if err != nil {
 		return fmt.Errorf("node host key: %w", err)

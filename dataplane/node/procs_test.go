@@ -1,0 +1,86 @@
+package node
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// The decision: all Ps at once when one P is more than half busy; back to one P only after a
+// whole calm second; a short lull or a single busy tick in between changes nothing.
+func TestProcsGovernorDecides(t *testing.T) {
+	g := procsGovernor{full: 4, procs: 4}
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	steps := []struct {
+		ms    int
+		cores float64
+		want  int
+	}{
+		{0, 0.9, 4}, {100, 0.05, 4}, {500, 0.05, 4}, // calm for 500 ms: stays
+		{600, 0.3, 4},                  // busy again: the calm second starts over
+		{1500, 0.1, 4}, {1600, 0.1, 1}, // a full second below procsLower: one P
+		{1700, 0.45, 1}, // busy but not past procsRaise: stays
+		{1800, 0.7, 4},  // past procsRaise: all Ps
+		{2700, 0.0, 4}, {2800, 0.0, 1},
+	}
+	for _, s := range steps {
+		got := g.next(at(s.ms), s.cores)
+		if got != s.want {
+			t.Fatalf("at %d ms with %.2f cores: %d Ps, want %d", s.ms, s.cores, got, s.want)
+		}
+		g.procs = got
+	}
+}
+
+// The real thing: a busy loop raises GOMAXPROCS within a few ticks, idleness lowers it, and the
+// end of ctx restores it. (Not parallel: it changes a process-wide setting.)
+func TestGovernProcsFollowsLoad(t *testing.T) {
+	full := runtime.GOMAXPROCS(0)
+	if full < 2 {
+		t.Skip("needs at least 2 CPUs")
+	}
+	if _, ok := processCPU(); !ok {
+		t.Skip("process CPU time cannot be read here")
+	}
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		t.Skip("GOMAXPROCS is set: the governor leaves it alone")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		waitProcs(t, full, 2*time.Second)
+	}()
+	GovernProcs(ctx)
+	waitProcs(t, 1, procsCalm+time.Second) // a test binary at rest uses almost no CPU
+
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				for i := 0; i < 1e5; i++ {
+					_ = i * i
+				}
+			}
+		}
+	}()
+	waitProcs(t, full, 2*time.Second)
+	close(stop)
+	waitProcs(t, 1, procsCalm+time.Second)
+}
+
+func waitProcs(t *testing.T, want int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for runtime.GOMAXPROCS(0) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOMAXPROCS %d, want %d within %v", runtime.GOMAXPROCS(0), want, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

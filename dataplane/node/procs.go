@@ -31,7 +31,7 @@ func GovernProcs(ctx context.Context) {
 	if _, set := os.LookupEnv("GOMAXPROCS"); set || full == 1 {
 		return
 	}
-	if _, ok := processCPU(); !ok {
+	if _, ok := ProcessCPU(); !ok {
 		return
 	}
 	go func() {
@@ -39,14 +39,14 @@ func GovernProcs(ctx context.Context) {
 		t := time.NewTicker(procsTick)
 		defer t.Stop()
 		g := procsGovernor{full: full, procs: full}
-		lastCPU, _ := processCPU()
+		lastCPU, _ := ProcessCPU()
 		last := time.Now()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
-				cpu, _ := processCPU()
+				cpu, _ := ProcessCPU()
 				if n := g.next(now, (cpu-lastCPU)/now.Sub(last).Seconds()); n != g.procs {
 					runtime.GOMAXPROCS(n)
 					g.procs = n

@@ -42,7 +42,7 @@ func TestGovernProcsFollowsLoad(t *testing.T) {
 	if full < 2 {
 		t.Skip("needs at least 2 CPUs")
 	}
-	if _, ok := processCPU(); !ok {
+	if _, ok := ProcessCPU(); !ok {
 		t.Skip("process CPU time cannot be read here")
 	}
 	if _, set := os.LookupEnv("GOMAXPROCS"); set {

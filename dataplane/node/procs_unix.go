@@ -4,8 +4,8 @@ package node
 
 import "syscall"
 
-// processCPU is the process's user and system CPU time in seconds.
-func processCPU() (float64, bool) {
+// ProcessCPU is the process's user and system CPU time in seconds (false where it cannot be read).
+func ProcessCPU() (float64, bool) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0, false

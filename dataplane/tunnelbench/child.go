@@ -176,7 +176,8 @@ func commands(ctx context.Context, in *bufio.Scanner, out *lineWriter) {
 				m := readMem()
 				out.send(message{Mem: &m})
 			case "cpu":
-				out.send(message{CPU: cpuSeconds()})
+				cpu, _ := node.ProcessCPU()
+				out.send(message{CPU: cpu})
 			case "profile":
 				f, err := os.Create(arg)
 				if err == nil {

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,7 +41,8 @@ func TestMakeRunPrintsCurlCommandsThatWork(t *testing.T) {
 	dbURL := pgtest.NewEmptyDatabase(t)
 	dataDir := t.TempDir()
 	cmd := exec.Command("make", "-C", root, "--no-print-directory", "run", "DATA_DIR="+dataDir)
-	cmd.Env = append(os.Environ(), "TUNNELPLANE_DATABASE_URL="+dbURL, "TUNNELPLANE_API_ADDR="+freeAddr(t),
+	apiAddr := freeAddr(t)
+	cmd.Env = append(os.Environ(), "TUNNELPLANE_DATABASE_URL="+dbURL, "TUNNELPLANE_API_ADDR="+apiAddr,
 		"TUNNELPLANE_NODE_ADDR="+freeAddr(t), "TUNNELPLANE_NATS_ADDR=127.0.0.1:0", "TUNNELPLANE_LOG_LEVEL=warn")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
@@ -109,6 +113,25 @@ func TestMakeRunPrintsCurlCommandsThatWork(t *testing.T) {
 	}
 	if err := json.Unmarshal(res, &list); err != nil || len(list.Items) != 1 || list.Items[0].Name != "llm" || list.Items[0].State != "active" {
 		t.Fatalf("tunnels: %v\n%s", err, res)
+	}
+	// Idle, serve runs on one P (node.GovernProcs), unless the machine has one CPU or the
+	// environment sets GOMAXPROCS.
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && runtime.NumCPU() > 1 {
+		var procs string
+		deadline := time.Now().Add(10 * time.Second)
+		for procs != "1" && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			if resp, err := http.Get("http://" + apiAddr + "/metrics"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if _, rest, ok := strings.Cut(string(b), "\ngo_sched_gomaxprocs_threads "); ok {
+					procs, _, _ = strings.Cut(rest, "\n")
+				}
+			}
+		}
+		if procs != "1" {
+			t.Errorf("idle serve runs with go_sched_gomaxprocs_threads %q, want 1", procs)
+		}
 	}
 	// Ctrl-C stops everything cleanly.
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {

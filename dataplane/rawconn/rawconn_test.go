@@ -111,11 +111,25 @@ func TestDeadlinesCloseAndErrors(t *testing.T) {
 	}
 	c.SetReadDeadline(time.Time{})
 
-	// The peer reads nothing: writes fill the buffers and then time out.
-	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	// The peer reads nothing: writes fill the buffers and then time out. The count returned is
+	// what went out: the peer then reads exactly that many bytes.
+	c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
 	n, err := c.Write(make([]byte, 64<<20))
-	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &oe) || oe.Op != "write" || n <= 0 || n >= 64<<20 {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &oe) || oe.Op != "write" || n >= 64<<20 {
 		t.Fatalf("write past the deadline: %d, %v", n, err)
+	}
+	got := 0
+	buf := make([]byte, 1<<20)
+	for {
+		s.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		m, err := s.Read(buf)
+		got += m
+		if err != nil {
+			break
+		}
+	}
+	if got != n {
+		t.Fatalf("the write reported %d bytes, the peer received %d", n, got)
 	}
 
 	// A Read blocked when Close comes returns net.ErrClosed.

@@ -308,29 +308,36 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 	return nil
 }
 
+// eventsStream looks TP_EVENTS up (with its info as of now); nil without an error when it does not
+// exist yet.
+func eventsStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, EventsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", EventsStream, err)
+	}
+	return st, nil
+}
+
 // CheckEventsStream makes sure TP_EVENTS holds this log: its last message must carry the event
 // the log has at that position. An empty or absent stream passes. Otherwise the error wraps
 // ErrForeignEvents: the stream was filled from another database (or by another control plane
 // sharing the NATS server), and relaying this log after it would mix two logs, so nodes would
 // fold records that are not this control plane's.
 func CheckEventsStream(ctx context.Context, js jetstream.JetStream, store *eventstore.Store) error {
-	st, err := js.Stream(ctx, EventsStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil
+	st, err := eventsStream(ctx, js)
+	if err != nil || st == nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("check %s: %w", EventsStream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("check %s: %w", EventsStream, err)
-	}
+	info := st.CachedInfo() // as of the lookup just made
 	if info.State.Msgs == 0 {
 		return nil
 	}
 	msg, err := st.GetMsg(ctx, info.State.LastSeq)
 	if err != nil {
-		return fmt.Errorf("check %s: message %d: %w", EventsStream, info.State.LastSeq, err)
+		return fmt.Errorf("%s: message %d: %w", EventsStream, info.State.LastSeq, err)
 	}
 	held := msg.Header.Get(jetstream.MsgIDHeader)
 	pos, err := strconv.ParseUint(msg.Header.Get(HeaderPosition), 10, 64)
@@ -339,7 +346,7 @@ func CheckEventsStream(ctx context.Context, js jetstream.JetStream, store *event
 	}
 	recs, err := store.ReadAll(ctx, pos, 1)
 	if err != nil {
-		return fmt.Errorf("check %s: %w", EventsStream, err)
+		return fmt.Errorf("%s against the log: %w", EventsStream, err)
 	}
 	if len(recs) == 0 || recs[0].Position != pos {
 		return fmt.Errorf("%w: it holds position %d (event %s), this log ends before it", ErrForeignEvents, pos, held)
@@ -362,12 +369,9 @@ func ResetEventsStream(ctx context.Context, js jetstream.JetStream, cfg StreamsC
 // LastRelayedPosition is the position of the last event TP_EVENTS holds: -1 when it holds none
 // or does not exist yet.
 func LastRelayedPosition(ctx context.Context, js jetstream.JetStream) (int64, error) {
-	st, err := js.Stream(ctx, EventsStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return -1, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", EventsStream, err)
+	st, err := eventsStream(ctx, js)
+	if err != nil || st == nil {
+		return -1, err
 	}
 	// Stream sequence = position + 1 (see RelayedEvent).
 	return int64(st.CachedInfo().State.LastSeq) - 1, nil
@@ -376,12 +380,9 @@ func LastRelayedPosition(ctx context.Context, js jetstream.JetStream) (int64, er
 // RelayedEventID is the id of the event TP_EVENTS holds at pos; ok is false when it holds none
 // there (not relayed yet, or no longer kept).
 func RelayedEventID(ctx context.Context, js jetstream.JetStream, pos uint64) (id string, ok bool, err error) {
-	st, err := js.Stream(ctx, EventsStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("%s: %w", EventsStream, err)
+	st, err := eventsStream(ctx, js)
+	if err != nil || st == nil {
+		return "", false, err
 	}
 	msg, err := st.GetMsg(ctx, pos+1)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -3,6 +3,7 @@ package tunnelbench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -80,15 +81,7 @@ func parsePerfSched(r io.Reader) (evs []schedEvent, pidOf map[int]int, err error
 	if len(evs) == 0 {
 		return nil, nil, errors.New("perf script: no sched_waking or sched_switch records")
 	}
-	slices.SortStableFunc(evs, func(a, b schedEvent) int {
-		switch {
-		case a.at < b.at:
-			return -1
-		case a.at > b.at:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(evs, func(a, b schedEvent) int { return cmp.Compare(a.at, b.at) })
 	return evs, pidOf, nil
 }
 
@@ -162,6 +155,7 @@ type schedRecorder struct {
 	cmd    *exec.Cmd
 	data   string
 	stderr bytes.Buffer
+	done   chan error // Wait's result; stderr may be read once it has come
 }
 
 // perfSetup is how long perf is given to start recording before the traced phase begins.
@@ -171,15 +165,17 @@ func startSchedRecord(dir string) (*schedRecorder, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	r := &schedRecorder{data: filepath.Join(dir, "sched.data")}
+	r := &schedRecorder{data: filepath.Join(dir, "sched.data"), done: make(chan error, 1)}
 	r.cmd = exec.Command("perf", "record", "-a", "-q", "-e", "sched:sched_switch", "-e", "sched:sched_waking", "-o", r.data)
 	r.cmd.Stderr = &r.stderr
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("sched trace: %w (perf is in Debian's linux-perf)", err)
 	}
-	time.Sleep(perfSetup)
-	if r.cmd.ProcessState != nil {
-		return nil, fmt.Errorf("sched trace: perf record ended: %s", strings.TrimSpace(r.stderr.String()))
+	go func() { r.done <- r.cmd.Wait() }()
+	select {
+	case err := <-r.done: // it could not record (no permission, no tracepoints)
+		return nil, fmt.Errorf("sched trace: perf record ended at once (%v): %s", err, strings.TrimSpace(r.stderr.String()))
+	case <-time.After(perfSetup):
 	}
 	return r, nil
 }
@@ -187,7 +183,8 @@ func startSchedRecord(dir string) (*schedRecorder, error) {
 // stop ends the recording and reads it back.
 func (r *schedRecorder) stop() ([]schedEvent, map[int]int, error) {
 	_ = r.cmd.Process.Signal(os.Interrupt)
-	if err := r.cmd.Wait(); err != nil && r.cmd.ProcessState.ExitCode() != 0 && !strings.Contains(err.Error(), "interrupt") {
+	// perf writes its data and then ends by the SIGINT it was sent.
+	if err := <-r.done; err != nil && r.cmd.ProcessState.String() != "signal: interrupt" {
 		return nil, nil, fmt.Errorf("sched trace: perf record: %w: %s", err, strings.TrimSpace(r.stderr.String()))
 	}
 	script := exec.Command("perf", "script", "-i", r.data, "-F", "pid,tid,cpu,time,event,trace")

@@ -47,9 +47,8 @@ func GovernProcs(ctx context.Context) {
 				return
 			case now := <-t.C:
 				cpu, _ := ProcessCPU()
-				if n := g.next(now, (cpu-lastCPU)/now.Sub(last).Seconds()); n != g.procs {
-					runtime.GOMAXPROCS(n)
-					g.procs = n
+				if before := g.procs; g.next(now, (cpu-lastCPU)/now.Sub(last).Seconds()) != before {
+					runtime.GOMAXPROCS(g.procs)
 				}
 				lastCPU, last = cpu, now
 			}
@@ -63,16 +62,16 @@ type procsGovernor struct {
 	busySince   time.Time // last tick at which the node used procsLower or more
 }
 
-// next is the P count after a tick in which the process used cores CPU.
+// next moves to (and returns) the P count after a tick in which the process used cores CPU.
 func (g *procsGovernor) next(now time.Time, cores float64) int {
 	if cores >= procsLower || g.busySince.IsZero() {
 		g.busySince = now
 	}
 	switch {
 	case g.procs == 1 && cores > procsRaise:
-		return g.full
+		g.procs = g.full
 	case g.procs > 1 && now.Sub(g.busySince) >= procsCalm:
-		return 1
+		g.procs = 1
 	}
 	return g.procs
 }

@@ -129,7 +129,7 @@ func (v *View) Restore(b []byte, origin string) error {
 		v.revoked[id] = true
 	}
 	v.position, v.lastID = s.Position, s.EventID
-	v.ready.Store(v.target >= -1 && v.position >= v.target)
+	v.settleReady()
 	close(v.changed)
 	v.changed = make(chan struct{})
 	return nil

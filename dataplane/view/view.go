@@ -77,8 +77,11 @@ func (v *View) ReadyAt(target int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.target = target
-	v.ready.Store(target >= -1 && v.position >= target)
+	v.settleReady()
 }
+
+// settleReady sets ready from position and target; v.mu is held.
+func (v *View) settleReady() { v.ready.Store(v.target >= -1 && v.position >= v.target) }
 
 // Ready is nil once the view has applied ReadyAt's position; before, an error saying how far
 // the replay is.
@@ -135,9 +138,7 @@ func (v *View) Apply(e Event) error {
 	}
 	err := v.apply(e, &after)
 	v.position, v.lastID = int64(e.Position), e.EventID
-	if v.target >= -1 && v.position >= v.target && !v.ready.Load() {
-		v.ready.Store(true)
-	}
+	v.settleReady()
 	close(v.changed)
 	v.changed = make(chan struct{})
 	v.mu.Unlock()

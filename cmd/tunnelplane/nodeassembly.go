@@ -216,7 +216,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		}
 	}
 	if rn.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: rn.View, Router: rn.View, Authorizer: rn.View,
-		Ready: rn.View.Ready, Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: log, Registerer: opts.Registerer}); err != nil {
+		Ready: rn.View.Ready, Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: g.log, Registerer: opts.Registerer}); err != nil {
 		return nil, err
 	}
 	rn.wg.Add(2)

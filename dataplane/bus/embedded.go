@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -112,7 +113,8 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start embedded NATS: %w: %w", ErrServer, err)
 	}
-	srv.SetLoggerV2(&serverLogger{log: c.Logger.With("component", "nats-server")}, c.Debug, false, false)
+	logger := &serverLogger{log: c.Logger.With("component", "nats-server")}
+	srv.SetLoggerV2(logger, c.Debug, false, false)
 	srv.Start()
 	wait := c.ReadyTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
@@ -131,6 +133,8 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("start embedded NATS: %w: JetStream did not start (is %s writable?)", ErrServer, c.Dir)
 	}
+	logger.started.Store(true)
+	c.Logger.Info("embedded NATS ready", "url", srv.ClientURL(), "store", c.Dir)
 	return &Embedded{srv: srv}, nil
 }
 
@@ -160,12 +164,23 @@ func (e *Embedded) Shutdown() {
 	})
 }
 
-// serverLogger adapts slog to the server's printf-style logger.
-type serverLogger struct{ log *slog.Logger }
+// serverLogger adapts slog to the server's printf-style logger. The server's start-up notices
+// (a banner of some 25 lines) are debug output; once it is ready, its notices are info again
+// (slow consumers, shutdown).
+type serverLogger struct {
+	log     *slog.Logger
+	started atomic.Bool
+}
 
-func (l *serverLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Noticef(format string, v ...any) {
+	level := slog.LevelDebug
+	if l.started.Load() {
+		level = slog.LevelInfo
+	}
+	l.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+}
+func (l *serverLogger) Warnf(format string, v ...any)  { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Fatalf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }

@@ -52,7 +52,8 @@ type Principal struct{ UserID string }
 
 // IngressAuthorizer decides whether the bearer of a user token may call a tunnel. It returns an
 // error wrapping ErrUnauthenticated (no valid token: 401) or ErrForbidden (403); any other error
-// is answered 503.
+// is answered 503. For a tunnel the Router does not know it is called with a Route holding only
+// the Name: then only ErrUnauthenticated matters (401; anything else: 404 unknown tunnel).
 type IngressAuthorizer interface {
 	AuthorizeIngress(ctx context.Context, bearer string, r Route) (Principal, error)
 }

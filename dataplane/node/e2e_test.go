@@ -261,9 +261,16 @@ func TestAgentAbsentIsAnsweredAtOnce(t *testing.T) {
 		t.Fatalf("upstream down: %+v", p)
 	}
 
-	// Unknown tunnels and requests naming none are 404s.
+	// Unknown tunnels and requests naming none are 404s, to callers with a valid token; a missing
+	// or invalid one learns nothing about which tunnels exist.
 	status, h, body = e.do(e.request("GET", "/t/nope/", nil, e.alice))
 	mustProblem(t, status, h, body, http.StatusNotFound)
+	for _, bearer := range []string{"", "not-a-jwt", e.userToken("alice", -time.Hour)} {
+		for _, path := range []string{"/t/nope/", "/t/second/"} {
+			status, h, body = e.do(e.request("GET", path, nil, bearer))
+			mustProblem(t, status, h, body, http.StatusUnauthorized)
+		}
+	}
 	status, h, body = e.do(e.request("GET", "/elsewhere", nil, e.alice))
 	mustProblem(t, status, h, body, http.StatusNotFound)
 }

@@ -50,10 +50,15 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>/"})
 		return
 	}
-	// No credential, no answer about which tunnels exist.
+	// No valid credential, no answer about which tunnels exist: a missing or invalid token gets
+	// the same 401 for a tunnel that does not exist as for one that does.
 	bearer, hasBearer := bearerToken(ctx)
 	route, ok := n.cfg.Router.Resolve(ref)
 	if !ok && hasBearer {
+		if _, err := n.authorize(ctx, bearer, Route{Name: ref}); errors.Is(err, ErrUnauthenticated) {
+			writeInvalidToken(ctx, err, "")
+			return
+		}
 		writeProblem(ctx, problem{Status: http.StatusNotFound, Slug: "unknown-tunnel",
 			Title: "Unknown tunnel", Detail: "no tunnel is called " + strconv.Quote(ref)})
 		return
@@ -83,9 +88,7 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 				Title: "Not allowed to use this tunnel", Detail: err.Error(), Tunnel: route.Name})
 		case errors.Is(err, ErrUnauthenticated):
 			rs.class, rs.status = ClassUnauthenticated, http.StatusUnauthorized
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="tunnelplane", error="invalid_token"`)
-			writeProblem(ctx, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
-				Title: "Invalid token", Detail: err.Error(), Tunnel: route.Name})
+			writeInvalidToken(ctx, err, route.Name)
 		default:
 			rs.class, rs.status = ClassAuthUnavailable, http.StatusServiceUnavailable
 			n.log.Warn("ingress authorization failed", "tunnel_id", route.TunnelID, "error", err)
@@ -112,6 +115,13 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	handedOff = n.forward(ctx, rs)
+}
+
+// writeInvalidToken answers a bearer token the authorizer did not accept.
+func writeInvalidToken(ctx *fasthttp.RequestCtx, err error, tunnel string) {
+	ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="tunnelplane", error="invalid_token"`)
+	writeProblem(ctx, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
+		Title: "Invalid token", Detail: err.Error(), Tunnel: tunnel})
 }
 
 // endRequest ends what serveIngress began: the session's count of requests in flight, the

@@ -38,7 +38,7 @@ type Options struct {
 	BulkBytes int64
 	// IdleAgents connect for the memory and connect-time measurement (default 300).
 	IdleAgents int
-	// Streams and StreamChunks, StreamInterval shape the streaming measurement (default 5
+	// Streams and StreamChunks, StreamInterval shape the streaming measurement (default 10
 	// streams of 20 chunks 10ms apart).
 	Streams, StreamChunks int
 	StreamInterval        time.Duration
@@ -75,7 +75,7 @@ func (o *Options) applyDefaults() {
 		o.IdleAgents = 300
 	}
 	if o.Streams == 0 {
-		o.Streams = 5
+		o.Streams = 10
 	}
 	if o.StreamChunks == 0 {
 		o.StreamChunks = 20

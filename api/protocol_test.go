@@ -26,6 +26,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/projections"
 )
 
 // TestProblemShapes: every error is application/problem+json with the right status, and a refused
@@ -345,7 +346,7 @@ func TestReadYourWritesAndOps(t *testing.T) {
 	e.must(200, "GET", "/healthz", "", nil).decode(t, &health)
 	var ready api.Readiness
 	e.must(200, "GET", "/readyz", "", nil).decode(t, &ready)
-	if !ready.Ready || len(ready.Projections) != 6 {
+	if !ready.Ready || len(ready.Projections) != len(projections.All()) {
 		t.Fatalf("readyz: %+v", ready)
 	}
 	metrics := string(e.must(200, "GET", "/metrics", "", nil).body)

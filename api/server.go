@@ -149,6 +149,7 @@ func (s *Server) register() {
 	s.route(http.MethodDelete, "/api/v1/tunnels/:id", s.deleteTunnel, true)
 	s.route(http.MethodPost, "/api/v1/tunnels/:id/tokens", s.issueToken, true)
 
+	s.route(http.MethodGet, "/api/v1/sessions", s.listSessions, true)
 	s.route(http.MethodGet, "/api/v1/tokens", s.listTokens, true)
 	s.route(http.MethodGet, "/api/v1/tokens/:id", s.getToken, true)
 	s.route(http.MethodDelete, "/api/v1/tokens/:id", s.revokeToken, true)

@@ -27,10 +27,12 @@ type Tunnel struct {
 	CreatedAt time.Time `json:"created_at" db:"created_at"`
 	UpdatedAt time.Time `json:"updated_at" db:"updated_at"`
 	Position  int64     `json:"position" db:"position"`
+	// AgentsConnected counts the tunnel's agent sessions its nodes report connected now.
+	AgentsConnected int64 `json:"agents_connected" db:"agents_connected"`
 }
 
 const tunnelColumns = `SELECT tunnel_id::text AS tunnel_id, org_id::text AS org_id, name, owner, upstream, protocol, state, version,
-	created_at, updated_at, position FROM tunnels`
+	created_at, updated_at, position, ` + agentsConnected + ` AS agents_connected FROM tunnels`
 
 // TunnelInput is the body of POST /tunnels.
 type TunnelInput struct {

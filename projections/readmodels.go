@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,11 +22,13 @@ const (
 	AgentTokens     = "agent_tokens"
 	RoleAssignments = "role_assignments"
 	Audit           = "audit"
+	AgentSessions   = "agent_sessions"
 )
 
 // All returns the built-in projections.
 func All() []Projection {
-	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{}}
+	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
+		sessionsProjection{}}
 }
 
 // decode parses a domain event; events of other packages (the store's "$log" stream) are nil.
@@ -188,6 +191,69 @@ func (auditProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec event
 		causation_id, request_id, client_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		gen, int64(rec.Position), rec.RecordedAt, pgtype.UUID{Bytes: rec.EventID, Valid: true}, rec.Type, rec.StreamID, nullable(actor), nullable(org), nullable(m.CorrelationID),
 		nullable(m.CausationID), nullable(m.RequestID), nullable(m.ClientIP), nullable(m.UserAgent))
+	return nil
+}
+
+// sessionsProjection keeps every agent session a node reported. A node holds at most one session
+// per tunnel, and its reports arrive in order, so a new session of a tunnel on a node whose
+// previous session is still open means the node ended that one without reporting it (it was
+// killed, or crashed): that session is closed then, with a reason that says so.
+type sessionsProjection struct{}
+
+// ReasonSuperseded is the end reason of a session its node never reported ended.
+const ReasonSuperseded = "not reported: the node reported a newer session of this tunnel (it restarted or crashed)"
+
+func (sessionsProjection) Name() string     { return AgentSessions }
+func (sessionsProjection) Tables() []string { return []string{"rm_agent_sessions"} }
+func (sessionsProjection) Handles(t string) bool {
+	return t == domain.TypeAgentConnected || t == domain.TypeAgentDisconnected
+}
+func (sessionsProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
+	e, err := decode(rec)
+	if err != nil {
+		return err
+	}
+	at := occurredAt(rec)
+	switch ev := e.(type) {
+	case *domain.AgentConnected:
+		if err := validIDs(rec, ev.SessionID, ev.NodeID, ev.OrgID, ev.TunnelID, ev.TokenID); err != nil {
+			return err
+		}
+		b.Queue(`UPDATE rm_agent_sessions SET ended_at = greatest($4, connected_at), end_reason = $5
+			WHERE generation = $1 AND node_id = $2 AND tunnel_id = $3 AND ended_at IS NULL`,
+			gen, ev.NodeID, ev.TunnelID, at, ReasonSuperseded)
+		queue(b, rec, `INSERT INTO rm_agent_sessions (generation, session_id, node_id, org_id, tunnel_id, token_id, agent_version, protocol,
+			remote_addr, kex, cipher, connected_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			gen, ev.SessionID, ev.NodeID, ev.OrgID, ev.TunnelID, ev.TokenID, ev.AgentVersion, ev.ProtocolVersion, ev.RemoteAddr,
+			ev.KeyExchange, ev.Cipher, at, int64(rec.Position))
+	case *domain.AgentDisconnected:
+		if err := validIDs(rec, ev.SessionID); err != nil {
+			return err
+		}
+		// The node's own report wins over a ReasonSuperseded guess (it can only come later if
+		// the node's spool held it across a restart).
+		queue(b, rec, `UPDATE rm_agent_sessions SET ended_at = greatest($3, connected_at), end_reason = $4, bytes_in = $5, bytes_out = $6,
+			duration_ms = $7, position = $8 WHERE generation = $1 AND session_id = $2`,
+			gen, ev.SessionID, at, ev.Reason, ev.BytesIn, ev.BytesOut, ev.DurationMS, int64(rec.Position))
+	}
+	return nil
+}
+
+// occurredAt is when the event happened where it happened (a node's clock), else when it was
+// recorded.
+func occurredAt(rec eventstore.Record) time.Time {
+	if m := metadata(rec); !m.OccurredAt.IsZero() {
+		return m.OccurredAt
+	}
+	return rec.RecordedAt
+}
+
+func validIDs(rec eventstore.Record, ids ...string) error {
+	for _, id := range ids {
+		if !domain.ValidID(id) {
+			return fmt.Errorf("%s at position %d: %q is not an id", rec.Type, rec.Position, id)
+		}
+	}
 	return nil
 }
 

@@ -88,9 +88,9 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 			}
 			rows := make([][]string, len(items))
 			for i, t := range items {
-				rows[i] = []string{t.Name, t.ID, t.Protocol, t.Upstream, t.State, fmt.Sprint(t.Version), t.Owner}
+				rows[i] = []string{t.Name, t.ID, t.Protocol, t.Upstream, t.State, fmt.Sprint(t.AgentsConnected), fmt.Sprint(t.Version), t.Owner}
 			}
-			return a.table(items, "NAME\tID\tPROTOCOL\tUPSTREAM\tSTATE\tVERSION\tOWNER", rows)
+			return a.table(items, "NAME\tID\tPROTOCOL\tUPSTREAM\tSTATE\tAGENTS\tVERSION\tOWNER", rows)
 		},
 	}
 	list.Flags().StringVar(&state, "state", "", "active (default), deleted or all")
@@ -149,7 +149,65 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 		},
 	}
 	del.Flags().StringVar(&reason, "reason", "", "recorded in the event")
-	cmd.AddCommand(list, create, update, del)
+	var sessionState string
+	var sessionLimit int
+	sessions := &cobra.Command{
+		Use: "sessions [ID|NAME]", Short: "Agent sessions, newest first: which agents are connected on which node, how earlier ones ended", Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := orgQuery(org)
+			if len(args) == 1 {
+				id, err := a.tunnelID(cmd.Context(), org, args[0])
+				if err != nil {
+					return err
+				}
+				q.Set("tunnel_id", id)
+			}
+			if sessionState != "" {
+				q.Set("state", sessionState)
+			}
+			if sessionLimit < 0 {
+				return fmt.Errorf("--limit %d: give a count, or 0 for all", sessionLimit)
+			}
+			items, err := listAll[api.AgentSession](cmd.Context(), a, "/api/v1/sessions", q, sessionLimit)
+			if err != nil {
+				return err
+			}
+			names := map[string]string{}
+			if len(items) > 0 {
+				tq := orgQuery(org)
+				tq.Set("state", "all")
+				tunnels, err := listAll[api.Tunnel](cmd.Context(), a, "/api/v1/tunnels", tq, 0)
+				if err != nil {
+					return err
+				}
+				for _, t := range tunnels {
+					names[t.ID] = t.Name
+				}
+			}
+			rows := make([][]string, len(items))
+			for i, s := range items {
+				ended, reason, traffic := "", "", ""
+				if s.EndedAt != nil {
+					ended = short(*s.EndedAt)
+				}
+				if s.EndReason != nil {
+					reason = *s.EndReason
+				}
+				if s.BytesIn != nil && s.BytesOut != nil {
+					traffic = fmt.Sprintf("%d / %d", *s.BytesIn, *s.BytesOut)
+				}
+				tunnel := names[s.TunnelID]
+				if tunnel == "" {
+					tunnel = s.TunnelID
+				}
+				rows[i] = []string{tunnel, s.State, s.NodeID, s.RemoteAddr, s.AgentVersion, s.Protocol, short(s.ConnectedAt), ended, traffic, reason}
+			}
+			return a.table(items, "TUNNEL\tSTATE\tNODE\tREMOTE\tAGENT\tPROTOCOL\tCONNECTED\tENDED\tBYTES IN / OUT\tEND REASON", rows)
+		},
+	}
+	sessions.Flags().StringVar(&sessionState, "state", "", "connected, ended, unknown or all (default)")
+	sessions.Flags().IntVar(&sessionLimit, "limit", 50, "at most this many (0: all)")
+	cmd.AddCommand(list, create, update, del, sessions)
 	return cmd
 }
 

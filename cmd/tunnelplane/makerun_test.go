@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -113,6 +114,21 @@ func TestMakeRunPrintsCurlCommandsThatWork(t *testing.T) {
 	}
 	if err := json.Unmarshal(res, &list); err != nil || len(list.Items) != 1 || list.Items[0].Name != "llm" || list.Items[0].State != "active" {
 		t.Fatalf("tunnels: %v\n%s", err, res)
+	}
+	// The admin CLI shows the demo agent's session, as the node reported it.
+	_, bearer, _ := strings.Cut(curls[1], "Bearer ")
+	bearer, _, _ = strings.Cut(bearer, `"`)
+	var sessions string
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(sessions, "connected") && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		b, err := exec.Command(filepath.Join(root, "bin", "tunnelplane"), "admin", "tunnels", "sessions", "llm", "--org", "demo",
+			"--api-url", "http://"+apiAddr, "--token", bearer).CombinedOutput()
+		if err != nil {
+			t.Fatalf("admin tunnels sessions: %v\n%s", err, b)
+		}
+		sessions = string(b)
+	}
+	if !strings.HasPrefix(sessions, "TUNNEL ") || !strings.Contains(sessions, "llm ") || !strings.Contains(sessions, " connected ") {
+		t.Fatalf("admin tunnels sessions:\n%s", sessions)
 	}
 	// Idle, serve runs on one P (node.GovernProcs), unless the machine has one CPU or the
 	// environment sets GOMAXPROCS.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -204,6 +205,17 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 		return false
 	})
 
+	// The control plane shows the session the node reported, and the tunnel as having an agent.
+	var live []api.AgentSession
+	eventually(t, 10*time.Second, "the session listed as connected", func() bool {
+		live = apiSessions(t, client, sv, d.UserToken)
+		return len(live) == 1 && live[0].State == "connected"
+	})
+	if s := live[0]; s.NodeID != sv.Node.ID.ID || s.TunnelID != d.TunnelID || s.KEX != "mlkem768x25519-sha256" || s.Cipher != "aes128-gcm@openssh.com" ||
+		s.Protocol != "tunnelplane.v2" || s.EndedAt != nil {
+		t.Fatalf("connected session: %+v", s)
+	}
+
 	del, err := sv.CP.Service.Handlers.DeleteTunnel.Handle(commands.WithActor(context.Background(), commands.Actor{ID: "demo"}),
 		commands.DeleteTunnel{OrgID: d.OrgID, TunnelID: d.TunnelID, Reason: "test"})
 	if err != nil {
@@ -227,6 +239,14 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 	if !strings.Contains(reason, "deleted") {
 		t.Fatalf("disconnect reason %q", reason)
 	}
+	var ended []api.AgentSession
+	eventually(t, 10*time.Second, "the session listed as ended", func() bool {
+		ended = apiSessions(t, client, sv, d.UserToken)
+		return len(ended) == 1 && ended[0].State == "ended"
+	})
+	if s := ended[0]; s.ID != live[0].ID || s.EndReason == nil || *s.EndReason != reason || s.BytesIn == nil || *s.BytesIn == 0 || *s.BytesOut == 0 {
+		t.Fatalf("ended session: %+v", s)
+	}
 	// The deleted tunnel no longer answers; its agent cannot come back.
 	req, _ = http.NewRequest(http.MethodGet, sv.Node.URL+"/t/llm.demo/healthz", nil)
 	req.Header.Set("Authorization", "Bearer "+d.UserToken)
@@ -242,6 +262,23 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify: %v %v", err, rep.Failure)
 	}
+}
+
+// apiSessions lists the demo organization's agent sessions through the admin API.
+func apiSessions(t *testing.T, client *http.Client, sv *served, token string) []api.AgentSession {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, sv.CP.URL+"/api/v1/sessions?org=demo&wait_for=latest", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l api.List[api.AgentSession]
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&l) != nil {
+		t.Fatalf("list sessions: %d", resp.StatusCode)
+	}
+	return l.Items
 }
 
 // Revoking the agent's token disconnects it within a second, the node reports why, and the

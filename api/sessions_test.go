@@ -49,8 +49,9 @@ func sessionStates(ss []api.AgentSession) string {
 }
 
 // Agent sessions as nodes report them: connected, ended with the node's reason and traffic, a
-// session the node never reported ended closed by its next session of the tunnel, and sessions
-// on a lost node shown as unknown; the tunnel's agents_connected follows.
+// session the node never reported ended closed by its next session of the tunnel or by its next
+// start, sessions on a lost node shown as unknown, and no node speaking for another; the
+// tunnel's agents_connected follows.
 func TestAgentSessions(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -129,6 +130,20 @@ func TestAgentSessions(t *testing.T) {
 		t.Fatalf("tunnel on a lost node: %+v", tl)
 	}
 
+	// Another node's report about this node's session changes nothing.
+	e.nodeFact(domain.NodeFactsStream(uuid.NewString()), time.Now(), &domain.AgentDisconnected{NodeID: node, SessionID: c, OrgID: org, TunnelID: tun, Reason: "forged"})
+	// The node's next process reports its start: what the previous one held has ended.
+	started := e.nodeFact(facts, t0.Add(5*time.Minute), &domain.NodeStarted{NodeID: node, Version: "1.0.1"})
+	all = e.sessions(alice, fmt.Sprintf("wait_for=%d", started))
+	if got, want := sessionStates(all), fmt.Sprintf("%s:ended %s:ended %s:ended %s:ended ", d[32:], c[32:], b[32:], a[32:]); got != want {
+		t.Fatalf("after the node restarted: %s, want %s", got, want)
+	}
+	for _, s := range all[:2] {
+		if s.EndReason == nil || *s.EndReason != projections.ReasonNodeRestarted || !s.EndedAt.Equal(t0.Add(5*time.Minute)) {
+			t.Fatalf("session ended by the restart: %+v", s)
+		}
+	}
+
 	// Bad input and other organizations.
 	e.must(400, "GET", "/api/v1/sessions?tunnel_id=nope", alice, nil).problem(t)
 	e.must(400, "GET", "/api/v1/sessions?state=open", alice, nil).problem(t)
@@ -138,4 +153,26 @@ func TestAgentSessions(t *testing.T) {
 		t.Fatalf("another organization's owner sees %s", sessionStates(got))
 	}
 	e.must(403, "GET", "/api/v1/sessions?org=acme", e.token("mallory"), nil).problem(t)
+}
+
+// A role grant in a node's facts stream (written around the ingester, which refuses it) reaches
+// no read model: the RBAC view ignores it, the audit index lists it.
+func TestNodeFactsCannotGrantRoles(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	root := e.superadmin()
+	mallory := e.token("mallory")
+	forged := e.nodeFact(domain.NodeFactsStream(uuid.NewString()), time.Now(),
+		&domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "mallory", Role: domain.RoleSuperadmin})
+	var audit api.List[api.AuditEntry]
+	e.must(200, "GET", fmt.Sprintf("/api/v1/audit?org=*&type=%s&wait_for=%d", domain.TypeRoleAssigned, forged), root, nil).decode(t, &audit)
+	if len(audit.Items) != 2 {
+		t.Fatalf("audit index: %+v", audit.Items)
+	}
+	e.must(403, "GET", fmt.Sprintf("/api/v1/nodes?wait_for=%d", forged), mallory, nil).problem(t)
+	var roles api.List[api.RoleAssignment]
+	e.must(200, "GET", "/api/v1/role-assignments?org=*", root, nil).decode(t, &roles)
+	if len(roles.Items) != 1 || roles.Items[0].UserID != "root" {
+		t.Fatalf("platform roles: %+v", roles.Items)
+	}
 }

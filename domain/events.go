@@ -24,6 +24,7 @@ const (
 	TypeNodeLost            = "node.lost"
 	TypeNodeRecovered       = "node.recovered"
 	TypeNodeCommandExecuted = "node.command_executed"
+	TypeNodeStarted         = "node.started"
 
 	TypeAgentTokenIssued  = "agent_token.issued"
 	TypeAgentTokenRevoked = "agent_token.revoked"
@@ -40,6 +41,17 @@ const (
 	TypeUsageRecorded     = "usage.recorded"
 )
 
+// NodeReportable tells whether a node may report events of a type (in its own facts stream).
+// Everything else is the control plane's to record: a role grant or a tunnel deletion a node
+// wrote would otherwise reach the read models and every node's view.
+func NodeReportable(eventType string) bool {
+	switch eventType {
+	case TypeAgentConnected, TypeAgentDisconnected, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted:
+		return true
+	}
+	return false
+}
+
 // EventType names a type and its current schema version.
 type EventType struct {
 	Name          string
@@ -51,7 +63,7 @@ func EventTypes() []EventType {
 	names := []string{
 		TypeOrganizationCreated, TypeOrgNameReserved,
 		TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted, TypeTunnelNameReserved, TypeTunnelNameReleased,
-		TypeNodeEnrolled, TypeNodeDrainRequested, TypeNodeDrained, TypeNodeRemoved, TypeNodeLost, TypeNodeRecovered, TypeNodeCommandExecuted,
+		TypeNodeEnrolled, TypeNodeDrainRequested, TypeNodeDrained, TypeNodeRemoved, TypeNodeLost, TypeNodeRecovered, TypeNodeCommandExecuted, TypeNodeStarted,
 		TypeAgentTokenIssued, TypeAgentTokenRevoked,
 		TypeRoleAssigned, TypeRoleUnassigned,
 		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected,
@@ -109,6 +121,8 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &NodeRecovered{}
 	case TypeNodeCommandExecuted:
 		e = &NodeCommandExecuted{}
+	case TypeNodeStarted:
+		e = &NodeStarted{}
 	case TypeAgentTokenIssued:
 		e = &AgentTokenIssued{}
 	case TypeAgentTokenRevoked:
@@ -218,6 +232,13 @@ type NodeDrainRequested struct {
 type NodeDrained struct {
 	NodeID             string `json:"node_id"`
 	AgentsDisconnected int    `json:"agents_disconnected"`
+}
+
+// NodeStarted is a node's report that a process of it started: sessions it reported before are
+// gone (a process that was killed could not report their ends).
+type NodeStarted struct {
+	NodeID  string `json:"node_id"`
+	Version string `json:"version"`
 }
 
 // NodeRemoved takes a node out of the cluster for good; its event key is revoked.
@@ -373,6 +394,7 @@ func (NodeRemoved) EventType() string         { return TypeNodeRemoved }
 func (NodeLost) EventType() string            { return TypeNodeLost }
 func (NodeRecovered) EventType() string       { return TypeNodeRecovered }
 func (NodeCommandExecuted) EventType() string { return TypeNodeCommandExecuted }
+func (NodeStarted) EventType() string         { return TypeNodeStarted }
 func (AgentTokenIssued) EventType() string    { return TypeAgentTokenIssued }
 func (AgentTokenRevoked) EventType() string   { return TypeAgentTokenRevoked }
 func (RoleAssigned) EventType() string        { return TypeRoleAssigned }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,6 +30,16 @@ const (
 func All() []Projection {
 	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
 		sessionsProjection{}}
+}
+
+// folds tells whether p applies rec. A node's facts stream holds only what a node may report (the
+// ingester refuses the rest); another type found there was written around that check, and no
+// read model takes it, except the audit index, which lists everything the log holds.
+func folds(p Projection, rec eventstore.Record) bool {
+	if !p.Handles(rec.Type) {
+		return false
+	}
+	return p.Name() == Audit || !strings.HasPrefix(rec.StreamID, domain.NodeFactsStream("")) || domain.NodeReportable(rec.Type)
 }
 
 // decode parses a domain event; events of other packages (the store's "$log" stream) are nil.
@@ -194,47 +205,66 @@ func (auditProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec event
 	return nil
 }
 
-// sessionsProjection keeps every agent session a node reported. A node holds at most one session
-// per tunnel, and its reports arrive in order, so a new session of a tunnel on a node whose
-// previous session is still open means the node ended that one without reporting it (it was
-// killed, or crashed): that session is closed then, with a reason that says so.
+// sessionsProjection keeps every agent session a node reported. A node's reports arrive in order,
+// and it reports its start before any session of the new process, so the start closes what the
+// previous process never reported ended (it was killed, or crashed). A node holds at most one
+// session per tunnel, so a new session of a tunnel on a node also closes an open one there.
 type sessionsProjection struct{}
 
-// ReasonSuperseded is the end reason of a session its node never reported ended.
-const ReasonSuperseded = "not reported: the node reported a newer session of this tunnel (it restarted or crashed)"
+// End reasons of sessions their node never reported ended: its next process said it started
+// (the previous one was killed or crashed), or, from a node that does not report its starts, it
+// reported a newer session of the same tunnel.
+const (
+	ReasonNodeRestarted = "not reported: the node restarted"
+	ReasonSuperseded    = "not reported: the node reported a newer session of this tunnel (it restarted or crashed)"
+)
 
 func (sessionsProjection) Name() string     { return AgentSessions }
 func (sessionsProjection) Tables() []string { return []string{"rm_agent_sessions"} }
 func (sessionsProjection) Handles(t string) bool {
-	return t == domain.TypeAgentConnected || t == domain.TypeAgentDisconnected
+	return t == domain.TypeAgentConnected || t == domain.TypeAgentDisconnected || t == domain.TypeNodeStarted
 }
 func (sessionsProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	e, err := decode(rec)
 	if err != nil {
 		return err
 	}
+	// What a node says is taken about itself only: the node is the one whose stream holds it
+	// (the ingester lets a node write only its own), whatever the payload names.
+	node, ok := strings.CutPrefix(rec.StreamID, domain.NodeFactsStream(""))
+	if !ok {
+		return fmt.Errorf("%s at position %d is in stream %q, not a node's facts stream", rec.Type, rec.Position, rec.StreamID)
+	}
 	at := occurredAt(rec)
 	switch ev := e.(type) {
+	case *domain.NodeStarted:
+		if err := validIDs(rec, node); err != nil {
+			return err
+		}
+		b.Queue(`UPDATE rm_agent_sessions SET ended_at = greatest($3, connected_at), end_reason = $4
+			WHERE generation = $1 AND node_id = $2 AND ended_at IS NULL`, gen, node, at, ReasonNodeRestarted)
 	case *domain.AgentConnected:
-		if err := validIDs(rec, ev.SessionID, ev.NodeID, ev.OrgID, ev.TunnelID, ev.TokenID); err != nil {
+		if err := validIDs(rec, ev.SessionID, node, ev.OrgID, ev.TunnelID, ev.TokenID); err != nil {
 			return err
 		}
 		b.Queue(`UPDATE rm_agent_sessions SET ended_at = greatest($4, connected_at), end_reason = $5
 			WHERE generation = $1 AND node_id = $2 AND tunnel_id = $3 AND ended_at IS NULL`,
-			gen, ev.NodeID, ev.TunnelID, at, ReasonSuperseded)
-		queue(b, rec, `INSERT INTO rm_agent_sessions (generation, session_id, node_id, org_id, tunnel_id, token_id, agent_version, protocol,
-			remote_addr, kex, cipher, connected_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-			gen, ev.SessionID, ev.NodeID, ev.OrgID, ev.TunnelID, ev.TokenID, ev.AgentVersion, ev.ProtocolVersion, ev.RemoteAddr,
+			gen, node, ev.TunnelID, at, ReasonSuperseded)
+		// A session id already taken (by another node's report) is not this node's to reuse.
+		b.Queue(`INSERT INTO rm_agent_sessions (generation, session_id, node_id, org_id, tunnel_id, token_id, agent_version, protocol,
+			remote_addr, kex, cipher, connected_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+			ON CONFLICT (generation, session_id) DO NOTHING`,
+			gen, ev.SessionID, node, ev.OrgID, ev.TunnelID, ev.TokenID, ev.AgentVersion, ev.ProtocolVersion, ev.RemoteAddr,
 			ev.KeyExchange, ev.Cipher, at, int64(rec.Position))
 	case *domain.AgentDisconnected:
-		if err := validIDs(rec, ev.SessionID); err != nil {
+		if err := validIDs(rec, ev.SessionID, node); err != nil {
 			return err
 		}
-		// The node's own report wins over a ReasonSuperseded guess (it can only come later if
-		// the node's spool held it across a restart).
-		queue(b, rec, `UPDATE rm_agent_sessions SET ended_at = greatest($3, connected_at), end_reason = $4, bytes_in = $5, bytes_out = $6,
-			duration_ms = $7, position = $8 WHERE generation = $1 AND session_id = $2`,
-			gen, ev.SessionID, at, ev.Reason, ev.BytesIn, ev.BytesOut, ev.DurationMS, int64(rec.Position))
+		// The node's own report wins over a guessed end. A report about a session this node did
+		// not report connected changes nothing.
+		b.Queue(`UPDATE rm_agent_sessions SET ended_at = greatest($4, connected_at), end_reason = $5, bytes_in = $6, bytes_out = $7,
+			duration_ms = $8, position = $9 WHERE generation = $1 AND session_id = $2 AND node_id = $3`,
+			gen, ev.SessionID, node, at, ev.Reason, ev.BytesIn, ev.BytesOut, ev.DurationMS, int64(rec.Position))
 	}
 	return nil
 }

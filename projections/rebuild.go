@@ -160,7 +160,7 @@ func deleteGeneration(ctx context.Context, r *Runner, p Projection, gen int) err
 // queueAll queues the statements of the records p handles.
 func queueAll(ctx context.Context, p Projection, b *pgx.Batch, gen int, recs []eventstore.Record) error {
 	for _, rec := range recs {
-		if !p.Handles(rec.Type) {
+		if !folds(p, rec) {
 			continue
 		}
 		if err := p.Apply(ctx, b, gen, rec); err != nil {

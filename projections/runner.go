@@ -315,7 +315,7 @@ func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore
 	}
 	relevant := false
 	for _, rec := range recs {
-		if int64(rec.Position) > pos && p.Handles(rec.Type) {
+		if int64(rec.Position) > pos && folds(p, rec) {
 			relevant = true
 			break
 		}
@@ -338,7 +338,7 @@ func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore
 	b := &pgx.Batch{}
 	changed := int64(-1)
 	for _, rec := range recs {
-		if int64(rec.Position) <= max(dbPos, pos) || !p.Handles(rec.Type) {
+		if int64(rec.Position) <= max(dbPos, pos) || !folds(p, rec) {
 			continue // applied by another instance or a rebuild swap, or not this projection's
 		}
 		if err := p.Apply(ctx, b, gen, rec); err != nil {

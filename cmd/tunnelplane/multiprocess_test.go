@@ -15,6 +15,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/bus"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 )
 
@@ -65,6 +66,20 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	if rn.ID.ID != id {
 		t.Fatalf("node id changed across a restart: %s → %s", id, rn.ID.ID)
 	}
+	// Each process reported its start, signed with the node's key.
+	eventually(t, 10*time.Second, "two node.started stored", func() bool {
+		recs, err := cp.Log.Store.ReadStream(ctx, domain.NodeFactsStream(id), 1, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range recs {
+			if r.Type == domain.TypeNodeStarted && r.KeyID == rn.ID.EventKey.ID() {
+				n++
+			}
+		}
+		return n == 2
+	})
 
 	// An org, a tunnel to an upstream and an agent token, through the control plane.
 	sys := commands.WithActor(ctx, commands.Actor{ID: "root"})

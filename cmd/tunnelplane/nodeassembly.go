@@ -194,6 +194,11 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	if err = rn.publisher.Start(runCtx); err != nil {
 		return nil, err
 	}
+	// Sessions this node reported before belong to its previous process (which may have been
+	// killed before it could report their ends): say so before any session of this one.
+	if err := rn.publisher.Publish(ctx, bus.Fact{Event: domain.NodeStarted{NodeID: id.ID, Version: opts.Version}}); err != nil {
+		return nil, fmt.Errorf("node: report the start: %w", err)
+	}
 	rn.sink = newFactQueue(runCtx, rn.publisher, log)
 
 	rn.issuer = opts.Issuer

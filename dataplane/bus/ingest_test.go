@@ -186,6 +186,17 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 	if _, err := js(t, nc).Publish(ctx, bus.NodeFactsSubject(otherNode), []byte("TPB1 not really")); err != nil {
 		t.Fatal(err)
 	}
+	// An enrolled node, with its own key, in its own stream, reporting what only the control
+	// plane may record: a role grant would otherwise reach the RBAC view.
+	rogue, rogueKey := s.enrollNode(t)
+	cases = append(cases, struct {
+		name, nodeID, reason string
+		key                  *eventstore.SigningKey
+	}{"a type nodes may not report", rogue, bus.RejectForbiddenType, rogueKey})
+	if err := newPublisher(t, rogue, rogueKey, nc, t.TempDir(), nil).Publish(ctx, bus.Fact{Event: usage(rogue, 1)},
+		bus.Fact{Event: domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "mallory", Role: domain.RoleSuperadmin}}); err != nil {
+		t.Fatal(err)
+	}
 
 	var audits []domain.IngestRejected
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -200,8 +211,8 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 			}
 			audits = append(audits, ev)
 		}
-		if len(audits) != 3 {
-			return errorsf("%d rejections audited, want 3", len(audits))
+		if len(audits) != 4 {
+			return errorsf("%d rejections audited, want 4", len(audits))
 		}
 		return nil
 	})
@@ -237,7 +248,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 3 || info.NumRedelivered != 0 {
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 4 || info.NumRedelivered != 0 {
 			return errorsf("consumer: ack pending %d, pending %d, delivered %d, redelivered %d",
 				info.NumAckPending, info.NumPending, info.Delivered.Consumer, info.NumRedelivered)
 		}

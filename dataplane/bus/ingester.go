@@ -29,6 +29,7 @@ const (
 	RejectNotNodeKey       = "not_node_key"       // signed by a key that is not this node's event key
 	RejectBadSignature     = "bad_signature"      // signature does not verify, or the key is unknown or not in force
 	RejectUnknownType      = "unknown_type"       // an event type this control plane does not know
+	RejectForbiddenType    = "forbidden_type"     // a type only the control plane records (domain.NodeReportable)
 	RejectInvalidEvent     = "invalid_event"      // bad JSON, schema version, size …
 	RejectDuplicateInBatch = "duplicate_in_batch" // one event id twice in a batch
 )
@@ -344,6 +345,10 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 		}
 		if env.StreamID != want {
 			return nil, &rejection{reason: RejectWrongStream, detail: fmt.Sprintf("event %d is for stream %q, node %s may only write %q", i, env.StreamID, nodeID, want),
+				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
+		}
+		if !domain.NodeReportable(env.Type) {
+			return nil, &rejection{reason: RejectForbiddenType, detail: fmt.Sprintf("event %d is a %s: nodes may not report that", i, env.Type),
 				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
 		}
 		if env.KeyID != keyID {

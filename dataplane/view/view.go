@@ -152,6 +152,9 @@ func (v *View) Apply(e Event) error {
 }
 
 func (v *View) apply(e Event, after *[]func()) error {
+	if strings.HasPrefix(e.StreamID, domain.NodeFactsStream("")) && !domain.NodeReportable(e.Type) {
+		return nil // written around the ingester's check; only the control plane records these
+	}
 	if h := v.hooks.AccessWithdrawn; h != nil && withdrawsAccess(e) {
 		*after = append(*after, h)
 	}

@@ -211,3 +211,22 @@ func TestReadyOnceCaughtUp(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A node's facts stream holds only what nodes may report; a control-plane event found there (a
+// node writing around the ingester) changes nothing, while the same event in its own stream does.
+func TestNodeFactsCannotChangeTheView(t *testing.T) {
+	t.Parallel()
+	v := view.New(token.DefaultIssuer, view.Hooks{})
+	f := &feed{t: t, v: v, pos: 1}
+	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})
+	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	deleted, _ := json.Marshal(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})
+	f.apply(domain.NodeFactsStream("0193f2a4-7c1e-7d3a-9b2e-0000000000aa"), domain.TypeTunnelDeleted, deleted)
+	if _, ok := v.Resolve("llm.acme"); !ok {
+		t.Fatal("a tunnel.deleted in a node's facts stream deleted the tunnel")
+	}
+	f.apply(domain.TunnelStream(tun), domain.TypeTunnelDeleted, deleted)
+	if _, ok := v.Resolve("llm.acme"); ok {
+		t.Fatal("the tunnel survived its deletion")
+	}
+}

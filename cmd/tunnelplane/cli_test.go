@@ -145,3 +145,34 @@ func TestBenchStoreSmoke(t *testing.T) {
 		}
 	}
 }
+
+// connect reports every problem with its flags at once, before it looks anything up.
+func TestConnectBadFlags(t *testing.T) {
+	t.Parallel()
+	r := tp(t, "connect", "--node", "ftp://x", "--token", "t", "--to", "127.0.0.1:1", "--control-url", "http://127.0.0.1:1", "--fingerprint", "md5:x")
+	if r.code == 0 || !strings.Contains(r.stderr, `NodeURL: "ftp://x"`) || !strings.Contains(r.stderr, `HostKeyFingerprint "md5:x"`) ||
+		strings.Contains(r.stderr, "Upstream") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	r = tp(t, "connect", "--node", "ws://127.0.0.1:1/v1/agent", "--token", "t", "--to", "http://[::1")
+	if r.code == 0 || !strings.Contains(r.stderr, "pin the node's host key") || !strings.Contains(r.stderr, "Upstream") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+func TestUpstreamURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"11434":                  "http://127.0.0.1:11434",
+		"localhost:8080":         "http://localhost:8080",
+		"[::1]:8080":             "http://[::1]:8080",
+		"http://127.0.0.1:11434": "http://127.0.0.1:11434",
+		"tcp://db:5432":          "tcp://db:5432",
+		"99999":                  "99999",
+		"nonsense":               "nonsense",
+	} {
+		if got := upstreamURL(in); got != want {
+			t.Errorf("upstreamURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,10 +47,21 @@ token allowed to list nodes): the node whose agent URL matches --node.`,
 			if len(errs) > 0 {
 				return errors.Join(errs...)
 			}
-			if cfg.HostKeyFingerprint == "" && !cfg.InsecureSkipPin {
-				if controlURL == "" {
-					return errors.New("pin the node's host key: --fingerprint SHA256:… or --control-url to look it up (or --insecure-skip-pin)")
-				}
+			cfg.Upstream = upstreamURL(cfg.Upstream)
+			unpinned := cfg.HostKeyFingerprint == "" && !cfg.InsecureSkipPin
+			if unpinned && controlURL == "" {
+				errs = append(errs, errors.New("pin the node's host key: --fingerprint SHA256:… or --control-url to look it up (or --insecure-skip-pin)"))
+			}
+			// Every other problem now, not after a fingerprint lookup.
+			rest := cfg
+			rest.InsecureSkipPin = rest.InsecureSkipPin || unpinned
+			if err := rest.Validate(); err != nil {
+				errs = append(errs, err)
+			}
+			if len(errs) > 0 {
+				return errors.Join(errs...)
+			}
+			if unpinned {
 				fp, err := lookupFingerprint(ctx, controlURL, userToken, cfg.NodeURL)
 				if err != nil {
 					return err
@@ -57,8 +70,8 @@ token allowed to list nodes): the node whose agent URL matches --node.`,
 			}
 			cfg.Version = version
 			cfg.Logger = g.log
-			cfg.OnState = func(s agent.State, detail string) {
-				fmt.Fprintf(g.stderr, "%s  %s: %s\n", time.Now().Format("15:04:05"), s, detail)
+			cfg.OnState = func(_ agent.State, detail string) {
+				fmt.Fprintf(g.stderr, "%s  %s\n", time.Now().Format("15:04:05"), detail) // the detail starts with the state
 			}
 			if err := agent.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 				return err
@@ -69,7 +82,7 @@ token allowed to list nodes): the node whose agent URL matches --node.`,
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.NodeURL, "node", envDefault("NODE_URL", ""), "the node's agent endpoint, ws(s)://host:port/v1/agent (env TUNNELPLANE_NODE_URL)")
 	fs.StringVar(&cfg.Token, "token", envDefault("AGENT_TOKEN", ""), "agent token for the tunnel (env TUNNELPLANE_AGENT_TOKEN)")
-	fs.StringVar(&cfg.Upstream, "to", envDefault("UPSTREAM", ""), "local upstream, http://127.0.0.1:PORT or tcp://host:port (env TUNNELPLANE_UPSTREAM)")
+	fs.StringVar(&cfg.Upstream, "to", envDefault("UPSTREAM", ""), "local upstream: http://127.0.0.1:PORT, tcp://host:port, or host:port or PORT for http (env TUNNELPLANE_UPSTREAM)")
 	fs.StringVar(&cfg.HostKeyFingerprint, "fingerprint", envDefault("NODE_FINGERPRINT", ""), "the node's SSH host key fingerprint SHA256:… (env TUNNELPLANE_NODE_FINGERPRINT)")
 	fs.BoolVar(&cfg.InsecureSkipPin, "insecure-skip-pin", false, "do not check the node's host key (testing only)")
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane URL to look the fingerprint up (env TUNNELPLANE_API_URL)")
@@ -109,4 +122,19 @@ func lookupFingerprint(ctx context.Context, controlURL, userToken, nodeURL strin
 		}
 	}
 	return "", fmt.Errorf("no joined node has the agent URL %s; pass --fingerprint", nodeURL)
+}
+
+// upstreamURL takes what people type for a local service: a URL as it is, "host:port" or a bare
+// port as http (a port alone on 127.0.0.1).
+func upstreamURL(to string) string {
+	if strings.Contains(to, "://") {
+		return to
+	}
+	if _, err := strconv.ParseUint(to, 10, 16); err == nil {
+		return "http://127.0.0.1:" + to
+	}
+	if _, _, err := net.SplitHostPort(to); err == nil {
+		return "http://" + to
+	}
+	return to
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+
+	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // Headers the API reads or writes besides the standard ones.
@@ -244,6 +246,15 @@ func (p page) cursorInt(i int) (int64, error) {
 		return 0, badRequest("cursor", "is not a cursor of this list")
 	}
 	return v, nil
+}
+
+// cursorID is the cursor's i-th key, which must be an id (a UUID).
+func (p page) cursorID(i int) (string, error) {
+	id, err := p.cursorString(i)
+	if err != nil || !domain.ValidID(id) {
+		return "", badRequest("cursor", "is not a cursor of this list")
+	}
+	return id, nil
 }
 
 func (p page) cursorTime(i int) (time.Time, error) {

@@ -130,9 +130,9 @@ func (s *Server) listTokens(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		id, err := p.cursorString(1)
-		if err != nil || !domain.ValidID(id) {
-			return badRequest("cursor", "is not a cursor of this list")
+		id, err := p.cursorID(1)
+		if err != nil {
+			return err
 		}
 		w.add("(issued_at, token_id) > (?, ?::uuid)", at, id)
 	}

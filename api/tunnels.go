@@ -123,9 +123,9 @@ func (s *Server) listTunnels(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		id, err := p.cursorString(1)
-		if err != nil || !domain.ValidID(id) {
-			return badRequest("cursor", "is not a cursor of this list")
+		id, err := p.cursorID(1)
+		if err != nil {
+			return err
 		}
 		w.add("(name, tunnel_id) > (?, ?::uuid)", name, id)
 	}

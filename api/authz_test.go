@@ -227,3 +227,19 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	_ = projections.Audit
 }
+
+// A user whose id is a role's name holds nothing without a grant (casbin links a name to itself).
+func TestUserNamedLikeARoleHoldsNoRole(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	root := e.superadmin()
+	e.createOrg(root, "acme", "alice")
+	e.must(403, "GET", "/api/v1/nodes", e.token("superadmin"), nil).problem(t)
+	e.must(403, "GET", "/api/v1/role-assignments?org=*", e.token("superadmin"), nil).problem(t)
+	owner := e.token("owner")
+	e.must(403, "POST", "/api/v1/tunnels?org=acme", owner, api.TunnelInput{Name: "pwn", Upstream: "http://127.0.0.1:1"}).problem(t)
+	e.must(403, "POST", "/api/v1/role-assignments", owner, map[string]string{"org": "acme", "user_id": "mallory", "role": "owner"}).problem(t)
+	// Granted, the same names work as any user's.
+	e.grant(domain.PlatformOrg, "superadmin", domain.RoleSuperadmin)
+	e.must(200, "GET", "/api/v1/nodes", e.token("superadmin"), nil)
+}

@@ -61,6 +61,11 @@ var rolePermissions = map[domain.Role][][2]string{
 	},
 }
 
+// casbinUser names a user in the policy apart from the roles: casbin's role links hold between a
+// name and itself, so a user whose id was a role's name ("superadmin", "owner") would otherwise
+// hold that role everywhere without a grant.
+func casbinUser(id string) string { return "user:" + id }
+
 // ErrPolicyReadOnly: the policy changes only through role events.
 var ErrPolicyReadOnly = errors.New("the authorization policy is read-only: it changes only through role events")
 
@@ -89,7 +94,7 @@ func (a viewAdapter) LoadPolicy(m model.Model) error {
 		if err := rows.Scan(&user, &role, &org); err != nil {
 			return err
 		}
-		if err := persist.LoadPolicyArray([]string{"g", user, role, org}, m); err != nil {
+		if err := persist.LoadPolicyArray([]string{"g", casbinUser(user), role, org}, m); err != nil {
 			return err
 		}
 	}
@@ -134,7 +139,7 @@ func (a *Authorizer) enforce(sub string, p Permission) (bool, error) {
 	if hit {
 		return ok, nil
 	}
-	ok, err := a.enforcer.Enforce(sub, p.Org, p.Object, p.Action)
+	ok, err := a.enforcer.Enforce(casbinUser(sub), p.Org, p.Object, p.Action)
 	if err != nil {
 		return false, err
 	}
@@ -240,7 +245,7 @@ func (a *Authorizer) OrgsOf(user string) ([]string, error) {
 	}
 	seen := map[string]bool{}
 	var out []string
-	rules, err := a.enforcer.GetFilteredGroupingPolicy(0, user)
+	rules, err := a.enforcer.GetFilteredGroupingPolicy(0, casbinUser(user))
 	if err != nil {
 		return nil, err
 	}

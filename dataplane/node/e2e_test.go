@@ -66,6 +66,18 @@ func TestGetAndPostThroughTheTunnel(t *testing.T) {
 	if status != 200 || h.Get("X-Echo-URI") != "/echo?via=host" {
 		t.Fatalf("host routing: %d %v", status, h)
 	}
+	// … and <tunnel>.<org>.<base domain>, any case, with a port; deeper names are no tunnel's.
+	req = e.request("GET", "/echo?via=org-host", nil, e.alice)
+	req.Host = "LLM.One.tunnels.test:8443"
+	status, h, _ = e.do(req)
+	if status != 200 || h.Get("X-Echo-URI") != "/echo?via=org-host" {
+		t.Fatalf("host routing with the org: %d %v", status, h)
+	}
+	req = e.request("GET", "/echo", nil, e.alice)
+	req.Host = "x.llm.one.tunnels.test"
+	if status, _, _ = e.do(req); status != http.StatusNotFound {
+		t.Fatalf("three labels under the base domain: %d", status)
+	}
 }
 
 func TestStreamedTokensKeepTheirSpacing(t *testing.T) {

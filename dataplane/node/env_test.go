@@ -44,6 +44,7 @@ const issuer = token.DefaultIssuer
 // The tunnels every test environment knows. alice owns them all; bob owns none.
 var routes = map[string]node.Route{
 	"llm":     {OrgID: "org-1", TunnelID: "tun-llm", Name: "llm"},
+	"llm.one": {OrgID: "org-1", TunnelID: "tun-llm", Name: "llm"},
 	"second":  {OrgID: "org-1", TunnelID: "tun-2", Name: "second"},
 	"offline": {OrgID: "org-1", TunnelID: "tun-offline", Name: "offline"},
 }

@@ -149,7 +149,8 @@ func (n *Node) resolveRef(ctx *fasthttp.RequestCtx) (ref, prefix string, ok bool
 			host = h
 		}
 		host = strings.ToLower(strings.TrimSuffix(host, "."))
-		if label, found := strings.CutSuffix(host, "."+strings.ToLower(n.cfg.BaseDomain)); found && label != "" && !strings.Contains(label, ".") {
+		// <tunnel>.<org>.<base domain> or <tunnel>.<base domain>.
+		if label, found := strings.CutSuffix(host, "."+strings.ToLower(n.cfg.BaseDomain)); found && label != "" && strings.Count(label, ".") <= 1 {
 			return label, "", true
 		}
 	}

@@ -328,7 +328,8 @@ func (v *View) Resolve(ref string) (node.Route, bool) {
 }
 
 // AuthorizeIngress implements node.IngressAuthorizer: the caller must hold a valid user token and
-// be the tunnel's owner, an owner or admin of its organization, or a superadmin.
+// be the tunnel's owner (while holding any role in its organization), an owner or admin of its
+// organization, or a superadmin.
 func (v *View) AuthorizeIngress(_ context.Context, bearer string, r node.Route) (node.Principal, error) {
 	if bearer == "" {
 		return node.Principal{}, fmt.Errorf("%w: a bearer token is required", node.ErrUnauthenticated)
@@ -340,11 +341,11 @@ func (v *View) AuthorizeIngress(_ context.Context, bearer string, r node.Route) 
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	p := node.Principal{UserID: c.Subject}
-	t := v.tunnels[r.TunnelID]
-	if t != nil && t.owner == c.Subject {
+	roles := v.roles[r.OrgID+"|"+c.Subject]
+	// The tunnel's owner, while still a member of its organization (any role).
+	if t := v.tunnels[r.TunnelID]; t != nil && t.owner == c.Subject && len(roles) > 0 {
 		return p, nil
 	}
-	roles := v.roles[r.OrgID+"|"+c.Subject]
 	if roles[domain.RoleOwner] || roles[domain.RoleAdmin] || v.roles[domain.PlatformOrg+"|"+c.Subject][domain.RoleSuperadmin] {
 		return p, nil
 	}

@@ -68,6 +68,8 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 	f.domain(domain.TunnelCreated{TunnelID: tun2, OrgID: org2, Owner: "zed", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "vic", Role: domain.RoleViewer})
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "alice", Role: domain.RoleOperator})
+	f.domain(domain.RoleAssigned{OrgID: org2, UserID: "zed", Role: domain.RoleOperator})
 
 	// Routing: by id, by name.org, by a name only when unique.
 	if r, ok := v.Resolve("llm.acme"); !ok || r.TunnelID != tun {
@@ -98,6 +100,15 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 	}
 	if _, err := v.AuthorizeIngress(context.Background(), "", route); !errors.Is(err, node.ErrUnauthenticated) {
 		t.Errorf("no token: %v", err)
+	}
+	// An owner who left the organization no longer may.
+	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "alice", Role: domain.RoleOperator})
+	if _, err := v.AuthorizeIngress(context.Background(), user("alice"), route); !errors.Is(err, node.ErrForbidden) {
+		t.Errorf("owner without a role: %v", err)
+	}
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "alice", Role: domain.RoleViewer})
+	if _, err := v.AuthorizeIngress(context.Background(), user("alice"), route); err != nil {
+		t.Errorf("owner back as a viewer: %v", err)
 	}
 
 	// Agents: a token for the tunnel works until it is revoked or the tunnel deleted.

@@ -197,6 +197,32 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		bus.Fact{Event: domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "mallory", Role: domain.RoleSuperadmin}}); err != nil {
 		t.Fatal(err)
 	}
+	// Metadata speaking for a user of an organization, from a client address.
+	forger, forgerKey := s.enrollNode(t)
+	cases = append(cases, struct {
+		name, nodeID, reason string
+		key                  *eventstore.SigningKey
+	}{"metadata speaking for someone else", forger, bus.RejectBadMetadata, forgerKey})
+	forged := forgeBatch(t, forger, forgerKey,
+		domain.Metadata{Actor: "node:" + forger, NodeID: forger},
+		domain.Metadata{Actor: "alice", NodeID: forger, OrgID: uuid.NewString(), ClientIP: "203.0.113.9"})
+	if _, err := js(t, nc).Publish(ctx, bus.NodeFactsSubject(forger), forged); err != nil {
+		t.Fatal(err)
+	}
+	// An event id the log holds in another stream (here the genesis record's).
+	squatter, squatterKey := s.enrollNode(t)
+	cases = append(cases, struct {
+		name, nodeID, reason string
+		key                  *eventstore.SigningKey
+	}{"an event id of another stream", squatter, bus.RejectIDTaken, squatterKey})
+	genesis, err := s.store.ReadAll(ctx, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := newPublisher(t, squatter, squatterKey, nc, t.TempDir(), nil).Publish(ctx, bus.Fact{Event: usage(squatter, 1)},
+		bus.Fact{ID: genesis[0].EventID, Event: usage(squatter, 2)}); err != nil {
+		t.Fatal(err)
+	}
 
 	var audits []domain.IngestRejected
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -211,8 +237,8 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 			}
 			audits = append(audits, ev)
 		}
-		if len(audits) != 4 {
-			return errorsf("%d rejections audited, want 4", len(audits))
+		if len(audits) != 6 {
+			return errorsf("%d rejections audited, want 6", len(audits))
 		}
 		return nil
 	})
@@ -229,8 +255,14 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		if !strings.HasPrefix(a.Reason, tc.reason) || a.Events != 2 || a.KeyID != tc.key.ID() || a.Subject != bus.NodeFactsSubject(tc.nodeID) {
 			t.Errorf("%s: audit %+v, want reason %s, 2 events, key %s", tc.name, a, tc.reason, tc.key.ID())
 		}
-		if recs := s.streamRecords(t, domain.NodeFactsStream(tc.nodeID)); len(recs) != 0 {
-			t.Errorf("%s: %d events stored from a rejected batch", tc.name, len(recs))
+		// A batch is refused whole, but one that partly duplicates the log is stored event by
+		// event: the squatter's first event went in before its second was found taken.
+		want := 0
+		if tc.reason == bus.RejectIDTaken {
+			want = 1
+		}
+		if recs := s.streamRecords(t, domain.NodeFactsStream(tc.nodeID)); len(recs) != want {
+			t.Errorf("%s: %d events stored from a rejected batch, want %d", tc.name, len(recs), want)
 		}
 	}
 	if a := byNode[otherNode]; !strings.HasPrefix(a.Reason, bus.RejectMalformed) {
@@ -248,7 +280,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 4 || info.NumRedelivered != 0 {
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 6 || info.NumRedelivered != 0 {
 			return errorsf("consumer: ack pending %d, pending %d, delivered %d, redelivered %d",
 				info.NumAckPending, info.NumPending, info.Delivered.Consumer, info.NumRedelivered)
 		}
@@ -258,4 +290,19 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		t.Errorf("bad signature rejections = %v, want 1", got)
 	}
 	s.verifyOK(t)
+}
+
+// forgeBatch signs a batch of usage events with the given metadata, bypassing the Publisher.
+func forgeBatch(t *testing.T, nodeID string, key *eventstore.SigningKey, metas ...domain.Metadata) []byte {
+	t.Helper()
+	envelopes := make([][]byte, len(metas))
+	for i, m := range metas {
+		payload, _ := json.Marshal(usage(nodeID, i+1))
+		meta, _ := json.Marshal(m)
+		env := eventstore.Envelope{EventID: uuid.Must(uuid.NewV7()), StreamID: domain.NodeFactsStream(nodeID), Type: domain.TypeUsageRecorded,
+			SchemaVersion: 1, KeyID: key.ID(), Payload: payload, Metadata: meta}
+		envelopes[i] = eventstore.AppendEnvelope(nil, &env)
+	}
+	signed := eventstore.SignEnvelopes(key, envelopes)
+	return bus.EncodeBatch(signed.Signature, envelopes, signed.Proofs)
 }

@@ -30,6 +30,8 @@ const (
 	RejectBadSignature     = "bad_signature"      // signature does not verify, or the key is unknown or not in force
 	RejectUnknownType      = "unknown_type"       // an event type this control plane does not know
 	RejectForbiddenType    = "forbidden_type"     // a type only the control plane records (domain.NodeReportable)
+	RejectBadMetadata      = "bad_metadata"       // metadata speaking for someone else (actor, org, client) or not JSON
+	RejectIDTaken          = "id_taken"           // an event id the log holds in another stream
 	RejectInvalidEvent     = "invalid_event"      // bad JSON, schema version, size …
 	RejectDuplicateInBatch = "duplicate_in_batch" // one event id twice in a batch
 )
@@ -266,7 +268,7 @@ func (in *Ingester) handle(ctx context.Context, msg jetstream.Msg) {
 		in.reject(ctx, msg, meta, log, rej)
 		return
 	}
-	stored, err := in.appendBatch(ctx, events)
+	stored, err := in.appendBatch(ctx, domain.NodeFactsStream(mustNodeID(msg.Subject())), events)
 	in.ingested.Add(float64(stored))
 	switch {
 	case err == nil && stored > 0:
@@ -289,16 +291,16 @@ func (in *Ingester) handle(ctx context.Context, msg jetstream.Msg) {
 // redelivered batch, or a fact re-reported under its deterministic id next to new ones), it
 // appends the others one by one: every event carries its own inclusion proof, so each verifies
 // alone. It returns how many events it stored.
-func (in *Ingester) appendBatch(ctx context.Context, events []eventstore.PresignedEvent) (int, error) {
+//
+// An event counts as in the log only when the log holds its id in the same stream: a node that
+// knows another node's deterministic outcome id must not suppress that node's report with it.
+func (in *Ingester) appendBatch(ctx context.Context, stream string, events []eventstore.PresignedEvent) (int, error) {
 	_, err := in.store.AppendPresigned(ctx, events)
 	if err == nil {
 		return len(events), nil
 	}
 	if !errors.Is(err, eventstore.ErrDuplicateEventID) {
 		return 0, err
-	}
-	if len(events) == 1 {
-		return 0, nil
 	}
 	stored := 0
 	for i := range events {
@@ -307,11 +309,30 @@ func (in *Ingester) appendBatch(ctx context.Context, events []eventstore.Presign
 		case err == nil:
 			stored++
 		case errors.Is(err, eventstore.ErrDuplicateEventID):
+			if err := in.sameStream(ctx, events[i], stream); err != nil {
+				return stored, err
+			}
 		default:
 			return stored, err
 		}
 	}
 	return stored, nil
+}
+
+// sameStream checks that the log holds e's id in stream.
+func (in *Ingester) sameStream(ctx context.Context, e eventstore.PresignedEvent, stream string) error {
+	env, err := eventstore.DecodeEnvelope(e.Envelope)
+	if err != nil {
+		return fmt.Errorf("%w: %w", eventstore.ErrMalformed, err)
+	}
+	var held string
+	if err := in.store.Pool().QueryRow(ctx, `SELECT stream_id FROM events WHERE event_id = $1`, env.EventID).Scan(&held); err != nil {
+		return fmt.Errorf("%w: look up event %s: %w", eventstore.ErrUnavailable, env.EventID, err)
+	}
+	if held != stream {
+		return fmt.Errorf("%w: %s is an event of stream %q, not of %q", errIDTaken, env.EventID, held, stream)
+	}
+	return nil
 }
 
 // check decodes a batch and enforces that a node writes only its own stream with its own key.
@@ -347,6 +368,10 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 			return nil, &rejection{reason: RejectWrongStream, detail: fmt.Sprintf("event %d is for stream %q, node %s may only write %q", i, env.StreamID, nodeID, want),
 				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
 		}
+		if detail := nodeMetadataProblem(env.Metadata, nodeID); detail != "" {
+			return nil, &rejection{reason: RejectBadMetadata, detail: fmt.Sprintf("event %d: %s", i, detail),
+				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
+		}
 		if !domain.NodeReportable(env.Type) {
 			return nil, &rejection{reason: RejectForbiddenType, detail: fmt.Sprintf("event %d is a %s: nodes may not report that", i, env.Type),
 				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
@@ -368,9 +393,31 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 	return events, nil, nil
 }
 
+// nodeMetadataProblem says what is wrong with a node's event metadata ("" nothing): it must name
+// the node as actor and node_id, and may not speak for an organization, a user's request or a
+// client (the audit index shows those).
+func nodeMetadataProblem(raw []byte, nodeID string) string {
+	var m domain.Metadata
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return "metadata is not a JSON object: " + err.Error()
+	}
+	switch {
+	case m.Actor != "node:"+nodeID || m.NodeID != nodeID:
+		return fmt.Sprintf("metadata names actor %q and node %q, not node:%s", m.Actor, m.NodeID, nodeID)
+	case m.OrgID != "" || m.ClientIP != "" || m.UserAgent != "" || m.RequestID != "" || m.Command != "":
+		return "metadata may carry only actor, node_id, occurred_at, correlation_id and causation_id"
+	}
+	return ""
+}
+
+// errIDTaken: a node's event reuses the id of an event the log holds in another stream.
+var errIDTaken = errors.New("event id taken")
+
 // permanentStoreError names the rejection reason of a store error that retrying cannot cure.
 func permanentStoreError(err error) string {
 	switch {
+	case errors.Is(err, errIDTaken):
+		return RejectIDTaken
 	case errors.Is(err, eventstore.ErrBadSignature):
 		return RejectBadSignature
 	case errors.Is(err, eventstore.ErrUnknownEventType):

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -126,12 +127,14 @@ type runningNode struct {
 	stopOnce  sync.Once
 	log       *slog.Logger
 
-	issuer       string     // of control-plane tokens
-	origin       string     // the log's origin, which the view's snapshot names
-	snapshotPath string     // <data-dir>/node/view.json
-	saveMu       sync.Mutex // one snapshot write at a time
-	savedAt      int64      // position of the last snapshot written or loaded (-1: none)
-	restoredAt   int64      // position the view was restored at (-1: it replayed from the start)
+	issuer       string       // of control-plane tokens
+	origin       string       // the log's origin, which the view's snapshot names
+	snapshotPath string       // <data-dir>/node/view.json
+	saveMu       sync.Mutex   // one snapshot write at a time
+	savedAt      int64        // position of the last snapshot written or loaded (-1: none)
+	restoredAt   int64        // position the view was restored at (-1: it replayed from the start)
+	skipped      atomic.Int64 // relayed messages that did not verify
+	skipLogged   atomic.Int64 // when skippedEvent last logged (Unix ns)
 }
 
 func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNode, err error) {
@@ -188,7 +191,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	}
 
 	if rn.publisher, err = bus.NewPublisher(bus.PublisherConfig{NodeID: id.ID, Key: id.EventKey, Conn: rn.nc,
-		SpoolDir: filepath.Join(g.dataDir, "node", "spool"), Registerer: opts.Registerer, Logger: log}); err != nil {
+		SpoolDir: filepath.Join(g.dataDir, "node", "spool"), Registerer: opts.Registerer, Logger: g.log}); err != nil { // it names the node itself
 		return nil, err
 	}
 	if err = rn.publisher.Start(runCtx); err != nil {
@@ -202,11 +205,11 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	rn.sink = newFactQueue(runCtx, rn.publisher, log)
 
 	rn.issuer = opts.Issuer
+	rn.origin, rn.snapshotPath = origin, filepath.Join(g.dataDir, "node", "view.json")
 	rn.View = rn.newView()
 	// The view starts from its last snapshot (or empty) and replays the relayed log from there.
 	// Until it holds what the log holds now, a revocation or deletion may still be ahead, so
 	// agents and callers are answered 503.
-	rn.origin, rn.snapshotPath = origin, filepath.Join(g.dataDir, "node", "view.json")
 	if err := rn.restoreView(ctx, js); err != nil {
 		return nil, err
 	}
@@ -228,6 +231,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	go rn.followEvents(runCtx, js)
 	go rn.snapshotLoop(runCtx)
 	if rn.handlers, err = bus.NewCommandHandlers(bus.CommandHandlersConfig{NodeID: id.ID, URL: opts.NATSURL, Publisher: rn.publisher,
+		Resolve: rn.resolveCommand,
 		DisconnectAgent: func(_ context.Context, c bus.DisconnectAgent) error {
 			if c.TunnelID != "" {
 				rn.Node.DisconnectTunnel(c.TunnelID, reasonOr(c.Reason, "disconnected by the control plane"))
@@ -241,7 +245,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 			n := rn.Node.Drain(ctx)
 			return rn.publisher.Publish(ctx, bus.Fact{Event: domain.NodeDrained{NodeID: id.ID, AgentsDisconnected: n}, CausationID: c.CommandID})
 		},
-		Logger: log}); err != nil {
+		Logger: g.log}); err != nil { // the handlers name the node themselves
 		return nil, err
 	}
 	if err = rn.handlers.Start(runCtx); err != nil {
@@ -312,8 +316,10 @@ func (rn *runningNode) awaitView(ctx, runCtx context.Context, target int64, wait
 }
 
 // newView is an empty view whose hooks act on the node.
+// newView is an empty view of the log rn.origin names; it takes only records that log's keys
+// signed, in the log's order.
 func (rn *runningNode) newView() *view.View {
-	return view.New(rn.issuer, view.Hooks{
+	return view.NewVerified(rn.issuer, rn.origin, view.Hooks{
 		TokenRevoked: func(id, reason string) {
 			rn.disconnect(func(n *node.Node) int { return n.DisconnectToken(id, reason) })
 		},
@@ -379,6 +385,9 @@ func (rn *runningNode) registerViewMetrics(reg prometheus.Registerer) error {
 				defer rn.saveMu.Unlock()
 				return float64(rn.savedAt)
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnelplane_node_relayed_skipped_total",
+			Help: "Relayed messages the node's view skipped because they do not verify against the log (someone else published them, or they were changed)."},
+			func() float64 { return float64(rn.skipped.Load()) }),
 	}
 	for _, g := range gauges {
 		err := reg.Register(g)
@@ -439,16 +448,28 @@ func (rn *runningNode) saveView() {
 func (rn *runningNode) followEvents(ctx context.Context, js jetstream.JetStream) {
 	defer rn.wg.Done()
 	apply := func(_ context.Context, ev bus.RelayedEvent) error {
-		if err := rn.View.Apply(view.Event{Position: ev.Position, EventID: ev.EventID.String(), StreamID: ev.StreamID, Type: ev.Type, Payload: ev.Payload}); err != nil {
+		rec, err := ev.Record()
+		if err == nil {
+			err = rn.View.Apply(view.Event{Position: ev.Position, Record: &rec})
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, eventstore.ErrUnverified), errors.Is(err, bus.ErrMalformed):
+			// Not the log's (someone else published it), or not as the log signed it: skipped;
+			// the genuine record for this position may still follow.
+			rn.skippedEvent(ev.Position, err)
+			return bus.ErrSkipEvent
+		default:
 			// The view cannot fold an event in: keep serving with what it has, loudly.
 			rn.log.Error("node view: event not applied", "position", ev.Position, "type", ev.Type, "error", err)
 		}
 		return nil
 	}
+	skipBad := func(seq uint64, err error) { rn.skippedEvent(int64(seq)-1, err) }
 	delay := time.Second
 	for {
 		started := time.Now()
-		err := bus.SubscribeEvents(ctx, js, bus.SubscribeEventsOptions{Logger: rn.log, FromPosition: uint64(rn.View.Position() + 1)}, apply)
+		err := bus.SubscribeEvents(ctx, js, bus.SubscribeEventsOptions{Logger: rn.log, FromPosition: uint64(rn.View.Position() + 1), SkipBad: skipBad}, apply)
 		if ctx.Err() != nil {
 			return
 		}
@@ -465,6 +486,19 @@ func (rn *runningNode) followEvents(ctx context.Context, js jetstream.JetStream)
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// skippedEvent counts a relayed message the view did not take, and says so (at most every 10 s,
+// with how many since: whoever floods TP_EVENTS must not flood the log too).
+func (rn *runningNode) skippedEvent(pos any, err error) {
+	rn.skipped.Add(1)
+	now := time.Now().UnixNano()
+	last := rn.skipLogged.Load()
+	if now-last < int64(10*time.Second) || !rn.skipLogged.CompareAndSwap(last, now) {
+		return
+	}
+	rn.log.Error("node view: a relayed message does not verify against the log and was skipped (someone other than the control plane can publish on events.>?)",
+		"position", pos, "error", err, "skipped_so_far", rn.skipped.Load())
 }
 
 func (rn *runningNode) disconnect(f func(*node.Node) int) {
@@ -586,4 +620,35 @@ func reasonOr(reason, def string) string {
 		return def
 	}
 	return reason
+}
+
+// commandDecisionWait bounds how long a command waits for the decision it names to reach the
+// view (the command and the relayed log travel separately).
+const commandDecisionWait = 15 * time.Second
+
+// resolveCommand returns the command to run for one that came over NATS: the one the log's
+// decision under its id implies (the control plane's reactor sends one command per decision,
+// with the decision's event id), whatever else the message says. A command whose id names no
+// decision for this kind of command, or for another node, is refused.
+func (rn *runningNode) resolveCommand(ctx context.Context, cmd bus.Command) (bus.Command, error) {
+	ctx, cancel := context.WithTimeout(ctx, commandDecisionWait)
+	defer cancel()
+	d, err := rn.View.Decided(ctx, cmd.ID())
+	if err != nil {
+		return nil, err
+	}
+	switch cmd.(type) {
+	case bus.DisconnectAgent:
+		switch d.Type {
+		case domain.TypeTunnelDeleted:
+			return bus.DisconnectAgent{CommandID: cmd.ID(), TunnelID: d.TunnelID, Reason: "tunnel deleted"}, nil
+		case domain.TypeAgentTokenRevoked:
+			return bus.DisconnectAgent{CommandID: cmd.ID(), TokenID: d.TokenID, Reason: "agent token revoked"}, nil
+		}
+	case bus.DrainNode:
+		if d.Type == domain.TypeNodeDrainRequested && d.NodeID == rn.ID.ID {
+			return bus.DrainNode{CommandID: cmd.ID(), NodeID: d.NodeID}, nil
+		}
+	}
+	return nil, fmt.Errorf("the log's decision %s is a %s (%+v), not what %s carries out", cmd.ID(), d.Type, d, cmd.CommandName())
 }

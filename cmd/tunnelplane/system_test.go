@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,9 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/bus"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
@@ -26,6 +33,9 @@ func startTestServe(t *testing.T) (*served, *globals) {
 	t.Helper()
 	g := &globals{databaseURL: pgtest.NewEmptyDatabase(t), dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if os.Getenv("TP_DEBUG") != "" {
+		g.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	sv, err := startServe(context.Background(), g, testServeOptions())
 	if err != nil {
 		t.Fatalf("serve: %v", err)
@@ -372,4 +382,138 @@ func TestSystemWithdrawnRoleEndsTunnelAccess(t *testing.T) {
 	start := time.Now()
 	eventually(t, 3*time.Second, "the withdrawn admin is refused", func() bool { return status() == http.StatusForbidden })
 	t.Logf("refused %s after the role was withdrawn", time.Since(start))
+}
+
+// Whoever can publish on the cluster's NATS changes nothing a node decides: a token key and a
+// superadmin grant published into TP_EVENTS are skipped (they are not the log's records), the
+// node goes on with the genuine log after them, commands that name no decision of the log are
+// refused, and the genuine drain command (the API's decision, relayed and sent) still runs.
+func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	sv, _ := startTestServe(t)
+	d := sv.Demo
+	nc, err := nats.Connect(sv.NATS.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := bus.LastRelayedPosition(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin, err := sv.CP.Log.Store.Origin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedKey, _ := eventstore.GenerateSigningKey()
+	forge := func(pos int64, stream, typ string, payload any) {
+		t.Helper()
+		p, _ := json.Marshal(payload)
+		body, _ := json.Marshal(bus.RelayedEvent{Position: uint64(pos), StreamID: stream, StreamVersion: 99, EventID: uuid.Must(uuid.NewV7()),
+			Type: typ, SchemaVersion: 1, RecordedAt: time.Now().UTC(), KeyID: forgedKey.ID(), Payload: p, Metadata: []byte(`{}`)})
+		msg := &nats.Msg{Subject: bus.EventSubject(typ), Data: body, Header: nats.Header{}}
+		msg.Header.Set(bus.HeaderPosition, fmt.Sprint(pos))
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forge(last+1, eventstore.LogStream, eventstore.TypeKeyAdded, eventstore.NewKeyAdded(origin, eventstore.PurposeToken, "control-plane", forgedKey))
+	forge(last+2, domain.RoleStream(domain.PlatformOrg, "mallory"), domain.TypeRoleAssigned,
+		domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "mallory", Role: domain.RoleSuperadmin})
+	forge(1_000_000, "x", domain.TypeTunnelDeleted, domain.TunnelDeleted{TunnelID: d.TunnelID, OrgID: d.OrgID})
+	if _, err := js.Publish(ctx, bus.EventSubject("junk"), []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The genuine log goes on after them: the relay resumes after its own last message, the node
+	// takes the next genuine record.
+	root := commands.WithActor(ctx, commands.Actor{ID: "root"})
+	if _, err := sv.CP.Service.GrantDirect(root, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: "root", Role: domain.RoleSuperadmin}); err != nil {
+		t.Fatal(err)
+	}
+	org, err := sv.CP.Service.Handlers.CreateOrganization.Handle(root,
+		commands.CreateOrganization{Name: "after", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := sv.Node.View.WaitFor(wctx, org.Position); err != nil {
+		t.Fatalf("the node did not go on with the genuine log after the forged messages: %v", err)
+	}
+	if sv.Node.skipped.Load() < 3 {
+		t.Fatalf("skipped %d relayed messages, want at least 3", sv.Node.skipped.Load())
+	}
+	if metrics := scrape(t, sv.CP.URL+"/metrics"); !strings.Contains(metrics, "tunnelplane_node_relayed_skipped_total "+fmt.Sprint(sv.Node.skipped.Load())) {
+		t.Fatalf("skipped messages not in the metrics")
+	}
+	mallory, err := token.MintUser(forgedKey, token.DefaultIssuer, "mallory", "", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	route, ok := sv.Node.View.Resolve("llm.demo")
+	if !ok {
+		t.Fatal("the forged deletion removed the demo tunnel")
+	}
+	if _, err := sv.Node.View.AuthorizeIngress(ctx, mallory, route); !errors.Is(err, node.ErrUnauthenticated) {
+		t.Fatalf("a token signed with a forged key: %v", err)
+	}
+
+	// Commands: one naming no decision of the log is refused; one whose id names a decision of
+	// another kind too; one naming a genuine decision runs that decision, whatever it says.
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	if _, err := sv.Node.resolveCommand(short, bus.DisconnectAgent{CommandID: uuid.NewString(), TunnelID: d.TunnelID}); err == nil {
+		t.Fatal("a command naming no decision was accepted")
+	}
+	drain, err := sv.CP.Service.Handlers.DrainNode.Handle(root, commands.DrainNode{NodeID: sv.Node.ID.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := sv.CP.Log.Store.ReadAll(ctx, drain.Position, 1)
+	if err != nil || len(recs) != 1 {
+		t.Fatal(err)
+	}
+	drainID := recs[0].EventID.String()
+	if _, err := sv.Node.resolveCommand(ctx, bus.DisconnectAgent{CommandID: drainID, TunnelID: d.TunnelID}); err == nil {
+		t.Fatal("a drain decision was taken for a disconnect")
+	}
+	if run, err := sv.Node.resolveCommand(ctx, bus.DrainNode{CommandID: drainID, NodeID: uuid.NewString()}); err != nil ||
+		run != (bus.DrainNode{CommandID: drainID, NodeID: sv.Node.ID.ID}) {
+		t.Fatalf("a drain naming the decision but another node resolved to %+v, %v", run, err)
+	}
+	// The reactor sends the genuine drain: the node lets its agent go.
+	eventually(t, 15*time.Second, "the node drained", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
+	eventually(t, 10*time.Second, "node.drained reported", func() bool {
+		for _, r := range nodeFacts(t, sv) {
+			if r.Type == domain.TypeNodeDrained {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

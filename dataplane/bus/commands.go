@@ -215,6 +215,12 @@ type CommandHandlersConfig struct {
 	// reported as result "error" with its text; the command is not retried.
 	DisconnectAgent func(ctx context.Context, cmd DisconnectAgent) error
 	DrainNode       func(ctx context.Context, cmd DrainNode) error
+	// Resolve stands between NATS and the commands (NATS lets whoever may publish on commands.*
+	// send one): it returns the command to run in the place of cmd, built from the decision of
+	// the log cmd's id names, so that what runs is what the control plane decided whatever the
+	// message said; an error refuses cmd, which is logged and dropped, with no outcome and not
+	// remembered. Nil runs every valid command as it came.
+	Resolve func(ctx context.Context, cmd Command) (Command, error)
 	// RememberCommands bounds the command ids remembered for idempotency. Default 10 000.
 	RememberCommands int
 	// AckWait is how long a command may take before JetStream redelivers it. Default 30s.
@@ -334,7 +340,13 @@ func (h *CommandHandlers) Start(ctx context.Context) (err error) {
 			if cmd.NodeID != "" && cmd.NodeID != h.cfg.NodeID {
 				return nil
 			}
-			return h.handle(ctx, cmd, func(ctx context.Context) error { return h.cfg.DisconnectAgent(ctx, *cmd) })
+			return h.handle(ctx, *cmd, func(ctx context.Context, run Command) error {
+				c, ok := run.(DisconnectAgent)
+				if !ok {
+					return fmt.Errorf("%s resolved to a %T", CommandDisconnectAgent, run)
+				}
+				return h.cfg.DisconnectAgent(ctx, c)
+			})
 		}))
 	}
 	if h.cfg.DrainNode != nil {
@@ -343,7 +355,13 @@ func (h *CommandHandlers) Start(ctx context.Context) (err error) {
 			if cmd.NodeID != h.cfg.NodeID {
 				return nil
 			}
-			return h.handle(ctx, cmd, func(ctx context.Context) error { return h.cfg.DrainNode(ctx, *cmd) })
+			return h.handle(ctx, *cmd, func(ctx context.Context, run Command) error {
+				c, ok := run.(DrainNode)
+				if !ok {
+					return fmt.Errorf("%s resolved to a %T", CommandDrainNode, run)
+				}
+				return h.cfg.DrainNode(ctx, c)
+			})
 		}))
 	}
 
@@ -491,7 +509,7 @@ func (h *CommandHandlers) closeConns() {
 
 // handle runs a command once per command id and reports its outcome. An error return makes
 // watermill negatively acknowledge the message, so the outcome is reported on redelivery.
-func (h *CommandHandlers) handle(ctx context.Context, cmd Command, exec func(ctx context.Context) error) error {
+func (h *CommandHandlers) handle(ctx context.Context, cmd Command, exec func(ctx context.Context, run Command) error) error {
 	id := cmd.ID()
 	log := h.log.With("command", cmd.CommandName(), "correlation_id", id)
 	if id == "" {
@@ -507,12 +525,21 @@ func (h *CommandHandlers) handle(ctx context.Context, cmd Command, exec func(ctx
 		log.Debug("command already executed; redelivery ignored")
 		return nil
 	}
+	run := cmd
+	if !seen && h.cfg.Resolve != nil && cmd.Validate() == nil {
+		resolved, err := h.cfg.Resolve(ctx, cmd)
+		if err != nil {
+			log.Error("command refused: the control plane did not send it", "error", err)
+			return nil
+		}
+		run = resolved
+	}
 	if !seen {
 		out = &outcome{result: "ok"}
 		if err := cmd.Validate(); err != nil {
 			out.result, out.detail = "error", err.Error()
 			log.Warn("invalid command not executed", "error", err)
-		} else if err := runCommand(ctx, exec); err != nil {
+		} else if err := runCommand(ctx, func(ctx context.Context) error { return exec(ctx, run) }); err != nil {
 			out.result, out.detail = "error", err.Error()
 			log.Warn("command failed", "error", err)
 		} else {

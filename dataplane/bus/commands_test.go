@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,5 +248,90 @@ func TestCommandsSurviveNATSRestart(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a command sent after the NATS restart never ran")
+	}
+}
+
+// With Resolve, what runs is the command it returns; a command it refuses runs not, reports no
+// outcome and is not remembered, so the genuine command with that id still runs after it.
+func TestResolvedAndRefusedCommands(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	nodeID, nodeKey := s.enrollNode(t)
+	startIngester(t, s, connect(t, n.url()), nil)
+	pub := newPublisher(t, nodeID, nodeKey, connect(t, n.url()), t.TempDir(), nil)
+	if err := pub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ran []bus.DisconnectAgent
+	var decided atomic.Bool
+	handlers, err := bus.NewCommandHandlers(bus.CommandHandlersConfig{
+		NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
+		DisconnectAgent: func(_ context.Context, cmd bus.DisconnectAgent) error {
+			mu.Lock()
+			defer mu.Unlock()
+			ran = append(ran, cmd)
+			return nil
+		},
+		Resolve: func(_ context.Context, cmd bus.Command) (bus.Command, error) {
+			if !decided.Load() {
+				return nil, errors.New("no such decision")
+			}
+			return bus.DisconnectAgent{CommandID: cmd.ID(), TunnelID: "the decided tunnel", Reason: "decided"}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handlers.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(handlers.Stop)
+	j := js(t, connect(t, n.url()))
+	send := func(msgID string, cmd bus.DisconnectAgent) {
+		body, _ := json.Marshal(cmd)
+		msg := &nats.Msg{Subject: bus.CommandTopic(bus.CommandDisconnectAgent), Data: body, Header: nats.Header{}}
+		msg.Header.Set("name", bus.CommandDisconnectAgent)
+		msg.Header.Set("_watermill_message_uuid", msgID)
+		msg.Header.Set(nats.MsgIdHdr, msgID)
+		if _, err := j.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := uuid.NewString()
+	send("forged", bus.DisconnectAgent{CommandID: id, TunnelID: "a victim's tunnel"})
+	cons, err := j.PushConsumer(ctx, bus.CommandsStream, "tp_node_"+nodeID+"_"+bus.CommandDisconnectAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Consumer != 1 {
+			return errorsf("ack floor %d", info.AckFloor.Consumer)
+		}
+		return nil
+	})
+	decided.Store(true)
+	send("genuine", bus.DisconnectAgent{CommandID: id, TunnelID: "what the message claims"})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, r := range s.streamRecords(t, domain.NodeFactsStream(nodeID)) {
+			if r.Type == domain.TypeNodeCommandExecuted {
+				return nil
+			}
+		}
+		return errorsf("no outcome yet")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ran) != 1 || ran[0] != (bus.DisconnectAgent{CommandID: id, TunnelID: "the decided tunnel", Reason: "decided"}) {
+		t.Fatalf("ran %+v; want the resolved command once", ran)
+	}
+	if n := len(s.streamRecords(t, domain.NodeFactsStream(nodeID))); n != 1 {
+		t.Fatalf("%d facts stored, want the one outcome", n)
 	}
 }

@@ -14,6 +14,9 @@ var (
 	// ErrMalformed: bytes from the network or from the spool are not a valid message of the
 	// documented format.
 	ErrMalformed = errors.New("malformed bus message")
+	// ErrSkipEvent: a SubscribeEvents handler returns it for an event it did not take (it did not
+	// verify); the subscription goes on without moving past the event's position.
+	ErrSkipEvent = errors.New("relayed event skipped")
 	// ErrForeignEvents: TP_EVENTS holds records of another log (see CheckEventsStream).
 	ErrForeignEvents = errors.New("TP_EVENTS holds another log's events")
 	// ErrInvalidFact: a fact handed to Publisher.Publish cannot become an event.

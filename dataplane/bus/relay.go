@@ -38,6 +38,33 @@ type RelayedEvent struct {
 	KeyID         string          `json:"key_id"`
 	Payload       json.RawMessage `json:"payload"`
 	Metadata      json.RawMessage `json:"metadata"`
+	// The record's proof, for whoever reads the relayed log to check that the log's keys signed
+	// it, in this place (Record, eventstore.ChainVerifier): the exact bytes hashed and signed
+	// (payload and metadata above are re-encoded JSON), the producer's batch signature, the
+	// record's place in that batch, and the hash chain.
+	Envelope       []byte `json:"envelope,omitempty"`
+	Signature      []byte `json:"signature,omitempty"`
+	SignatureProof []byte `json:"signature_proof,omitempty"`
+	PrevHash       []byte `json:"prev_hash,omitempty"`
+	Hash           []byte `json:"hash,omitempty"`
+}
+
+// Record rebuilds the log record the event carries from its envelope (the exact bytes the log
+// hashed and signed), with what eventstore.ChainVerifier checks. Payload is the payload as stored
+// (SchemaVersion its stored version), and every field a reader acts on comes from the envelope,
+// not from the message's JSON.
+func (ev RelayedEvent) Record() (eventstore.Record, error) {
+	if len(ev.Envelope) == 0 {
+		return eventstore.Record{}, fmt.Errorf("%w: position %d carries no envelope (relayed by an older control plane?)", ErrMalformed, ev.Position)
+	}
+	env, err := eventstore.DecodeEnvelope(ev.Envelope)
+	if err != nil {
+		return eventstore.Record{}, fmt.Errorf("%w: position %d: %w", ErrMalformed, ev.Position, err)
+	}
+	return eventstore.Record{Position: ev.Position, StreamID: env.StreamID, StreamVersion: ev.StreamVersion, EventID: env.EventID,
+		Type: env.Type, SchemaVersion: env.SchemaVersion, Payload: env.Payload, Metadata: env.Metadata, RecordedAt: ev.RecordedAt,
+		KeyID: env.KeyID, Signature: ev.Signature, SignatureProof: ev.SignatureProof, PrevHash: ev.PrevHash, Hash: ev.Hash,
+		StoredSchemaVersion: env.SchemaVersion, StoredPayload: env.Payload}, nil
 }
 
 // DecodeRelayedEvent parses and checks a relayed event body.
@@ -72,10 +99,14 @@ func DecodeRelayedEvent(data []byte) (RelayedEvent, error) {
 }
 
 func relayMessage(rec *eventstore.Record) (*nats.Msg, error) {
+	env := eventstore.Envelope{EventID: rec.EventID, StreamID: rec.StreamID, Type: rec.Type, SchemaVersion: rec.StoredSchemaVersion,
+		KeyID: rec.KeyID, Payload: rec.StoredPayload, Metadata: rec.Metadata}
 	body, err := json.Marshal(RelayedEvent{
 		Position: rec.Position, StreamID: rec.StreamID, StreamVersion: rec.StreamVersion, EventID: rec.EventID,
 		Type: rec.Type, SchemaVersion: rec.SchemaVersion, RecordedAt: rec.RecordedAt.UTC(), KeyID: rec.KeyID,
 		Payload: rec.Payload, Metadata: rec.Metadata,
+		Envelope: eventstore.AppendEnvelope(make([]byte, 0, eventstore.EnvelopeSize(&env)), &env), Signature: rec.Signature,
+		SignatureProof: rec.SignatureProof, PrevHash: rec.PrevHash, Hash: rec.Hash,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode position %d: %w", rec.Position, err)
@@ -230,8 +261,10 @@ func (r *Relay) run(ctx context.Context) {
 	}
 }
 
-// resume reads the stream's last message: the next position to publish and the sequence the next
-// publish expects as the stream's last.
+// resume finds where to go on: after the last message of TP_EVENTS that this log's relay
+// published (next position), expecting the stream's last sequence as it is now. Messages after
+// it were published by someone else (whoever may publish on events.> can); nodes verify every
+// record and skip them.
 func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 	stream, err := r.js.Stream(ctx, EventsStream)
 	if err != nil {
@@ -245,21 +278,71 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 	if lastSeq == 0 {
 		return 0, 0, nil
 	}
-	msg, err := stream.GetMsg(ctx, lastSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		// The stream was purged. Positions and sequences move in step from an empty stream on,
-		// so the last sequence still tells where the relay was.
-		r.log.Warn("the last relayed message is gone (stream purged?); resuming by sequence", "stream_seq", lastSeq)
+	t, err := lastGenuine(ctx, stream, r.cfg.Store, lastSeq)
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("resume relay: %w", err)
+	case t.found:
+		if t.seq != lastSeq {
+			r.log.Error("TP_EVENTS holds messages this relay did not publish after its last one; nodes skip them (restrict who may publish on events.>)",
+				"last_relayed_seq", t.seq, "stream_seq", lastSeq)
+		}
+		return t.pos + 1, lastSeq, nil
+	case t.present == 0:
+		// The stream was purged. Positions and sequences move in step from an empty stream on
+		// (unless someone else published), so the last sequence still tells where the relay was.
+		r.log.Warn("the last relayed messages are gone (stream purged?); resuming by sequence", "stream_seq", lastSeq)
 		return lastSeq, lastSeq, nil
 	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("resume relay: read message %d: %w", lastSeq, err)
+	return 0, 0, fmt.Errorf("resume relay: %w: none of the last %d messages was relayed from this log", ErrForeignEvents, t.present)
+}
+
+// tail is what lastGenuine found.
+type tail struct {
+	found    bool
+	pos, seq uint64 // of the last genuine message
+	id       string
+	present  int // messages looked at (not deleted)
+	oldStyle bool
+}
+
+// genuineLookback bounds how far lastGenuine walks back over messages someone else published.
+const genuineLookback = 1024
+
+// lastGenuine walks TP_EVENTS back from lastSeq to the last message this log's relay published:
+// one whose Nats-Msg-Id is the event id the log holds at the position it names. oldStyle: that
+// message carries no record proof (relayed by an older version; nodes cannot verify it).
+func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Store, lastSeq uint64) (tail, error) {
+	var t tail
+	for seq := lastSeq; seq >= 1 && lastSeq-seq < genuineLookback; seq-- {
+		msg, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return t, fmt.Errorf("%s: message %d: %w", EventsStream, seq, err)
+		}
+		t.present++
+		pos, err := strconv.ParseUint(msg.Header.Get(HeaderPosition), 10, 64)
+		if err != nil {
+			continue
+		}
+		recs, err := store.ReadAll(ctx, pos, 1)
+		if err != nil {
+			return t, fmt.Errorf("%s against the log: %w", EventsStream, err)
+		}
+		if len(recs) == 1 && recs[0].Position == pos && recs[0].EventID.String() == msg.Header.Get(jetstream.MsgIDHeader) {
+			var ev struct {
+				Envelope []byte `json:"envelope"`
+			}
+			_ = json.Unmarshal(msg.Data, &ev)
+			return tail{found: true, pos: pos, seq: seq, id: recs[0].EventID.String(), present: t.present, oldStyle: len(ev.Envelope) == 0}, nil
+		}
+		if t.seq == 0 {
+			t.seq, t.pos, t.id = seq, pos, msg.Header.Get(jetstream.MsgIDHeader) // the last one, for the error
+		}
 	}
-	pos, err := strconv.ParseUint(msg.Header.Get(HeaderPosition), 10, 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("resume relay: message %d: %w: header %s is %q", lastSeq, ErrMalformed, HeaderPosition, msg.Header.Get(HeaderPosition))
-	}
-	return pos + 1, lastSeq, nil
+	return t, nil
 }
 
 // publish sends records pipelined, each expecting its predecessor as the stream's last message,
@@ -335,26 +418,20 @@ func CheckEventsStream(ctx context.Context, js jetstream.JetStream, store *event
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	msg, err := st.GetMsg(ctx, info.State.LastSeq)
-	if err != nil {
-		return fmt.Errorf("%s: message %d: %w", EventsStream, info.State.LastSeq, err)
+	t, err := lastGenuine(ctx, st, store, info.State.LastSeq)
+	switch {
+	case err != nil:
+		return err
+	case t.found && t.oldStyle:
+		return fmt.Errorf("%w: it was relayed by an older version, without the record proofs nodes now check", ErrForeignEvents)
+	case t.found:
+		return nil
+	case t.present == 0:
+		return nil // purged: the relay resumes by sequence
+	case t.seq == 0:
+		return fmt.Errorf("%w: its last %d messages carry no position", ErrForeignEvents, t.present)
 	}
-	held := msg.Header.Get(jetstream.MsgIDHeader)
-	pos, err := strconv.ParseUint(msg.Header.Get(HeaderPosition), 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: message %d has no position header", ErrForeignEvents, info.State.LastSeq)
-	}
-	recs, err := store.ReadAll(ctx, pos, 1)
-	if err != nil {
-		return fmt.Errorf("%s against the log: %w", EventsStream, err)
-	}
-	if len(recs) == 0 || recs[0].Position != pos {
-		return fmt.Errorf("%w: it holds position %d (event %s), this log ends before it", ErrForeignEvents, pos, held)
-	}
-	if recs[0].EventID.String() != held {
-		return fmt.Errorf("%w: at position %d it holds event %s, this log %s", ErrForeignEvents, pos, held, recs[0].EventID)
-	}
-	return nil
+	return fmt.Errorf("%w: at position %d it holds event %s, which this log does not hold there", ErrForeignEvents, t.pos, t.id)
 }
 
 // ResetEventsStream deletes TP_EVENTS and creates it empty (cfg as for EnsureStreams); the relay
@@ -373,8 +450,23 @@ func LastRelayedPosition(ctx context.Context, js jetstream.JetStream) (int64, er
 	if err != nil || st == nil {
 		return -1, err
 	}
-	// Stream sequence = position + 1 (see RelayedEvent).
-	return int64(st.CachedInfo().State.LastSeq) - 1, nil
+	last := st.CachedInfo().State.LastSeq
+	// Stream sequence = position + 1 (see RelayedEvent), unless someone else published on
+	// events.>: then the last message whose position header fits its place (a relayed record
+	// is never at a sequence below its position + 1) tells.
+	for seq := last; seq >= 1 && last-seq < genuineLookback; seq-- {
+		msg, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return -1, fmt.Errorf("%s: message %d: %w", EventsStream, seq, err)
+		}
+		if pos, err := strconv.ParseUint(msg.Header.Get(HeaderPosition), 10, 64); err == nil && pos < seq {
+			return int64(pos), nil
+		}
+	}
+	return int64(last) - 1, nil
 }
 
 // RelayedEventID is the id of the event TP_EVENTS holds at pos; ok is false when it holds none
@@ -384,14 +476,21 @@ func RelayedEventID(ctx context.Context, js jetstream.JetStream, pos uint64) (id
 	if err != nil || st == nil {
 		return "", false, err
 	}
-	msg, err := st.GetMsg(ctx, pos+1)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return "", false, nil
+	// At sequence pos + 1, or later when someone else published on events.> before it.
+	last := st.CachedInfo().State.LastSeq
+	for seq := pos + 1; seq <= last && seq-pos <= genuineLookback; seq++ {
+		msg, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("%s: position %d: %w", EventsStream, pos, err)
+		}
+		if msg.Header.Get(HeaderPosition) == strconv.FormatUint(pos, 10) {
+			return msg.Header.Get(jetstream.MsgIDHeader), true, nil
+		}
 	}
-	if err != nil {
-		return "", false, fmt.Errorf("%s: position %d: %w", EventsStream, pos, err)
-	}
-	return msg.Header.Get(jetstream.MsgIDHeader), true, nil
+	return "", false, nil
 }
 
 // SubscribeEventsOptions selects how SubscribeEvents reads TP_EVENTS.
@@ -408,8 +507,20 @@ type SubscribeEventsOptions struct {
 	FilterSubjects []string
 	// RetryDelay is the redelivery delay after a handler error (durable only). Default 1s.
 	RetryDelay time.Duration
+	// SkipBad, when set, is told of messages that do not decode or jump ahead of the next
+	// position, and they are skipped instead of ending the subscription: a reader that verifies
+	// every record (eventstore.ChainVerifier) must not stall on what someone else published.
+	SkipBad func(seq uint64, err error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// seqOf is a message's stream sequence (0 when it has no JetStream metadata).
+func seqOf(msg jetstream.Msg) uint64 {
+	if m, err := msg.Metadata(); err == nil {
+		return m.Sequence.Stream
+	}
+	return 0
 }
 
 // SubscribeEvents hands every relayed event to handle, in position order, until ctx ends (then it
@@ -470,6 +581,11 @@ func SubscribeEvents(ctx context.Context, js jetstream.JetStream, opts Subscribe
 		}
 		ev, err := DecodeRelayedEvent(msg.Data())
 		if err != nil {
+			if opts.SkipBad != nil {
+				opts.SkipBad(seqOf(msg), fmt.Errorf("%s: %w", msg.Subject(), err))
+				_ = msg.Ack()
+				continue
+			}
 			return fmt.Errorf("subscribe events: %s: %w", msg.Subject(), err)
 		}
 		if haveNext && ev.Position < next {
@@ -477,9 +593,20 @@ func SubscribeEvents(ctx context.Context, js jetstream.JetStream, opts Subscribe
 			continue
 		}
 		if haveNext && gapCheck && ev.Position > next {
-			return fmt.Errorf("subscribe events: %w: expected position %d, got %d", ErrGap, next, ev.Position)
+			err := fmt.Errorf("%w: expected position %d, got %d", ErrGap, next, ev.Position)
+			if opts.SkipBad != nil {
+				opts.SkipBad(seqOf(msg), err)
+				_ = msg.Ack()
+				continue
+			}
+			return fmt.Errorf("subscribe events: %w", err)
 		}
 		if err := handle(ctx, ev); err != nil {
+			if errors.Is(err, ErrSkipEvent) {
+				// Not taken (it did not verify): the genuine event for this position may follow.
+				_ = msg.Ack()
+				continue
+			}
 			if opts.Durable == "" {
 				return fmt.Errorf("subscribe events: position %d: %w", ev.Position, err)
 			}

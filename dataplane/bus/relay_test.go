@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -265,6 +266,25 @@ func TestForeignEventsStreamIsDetectedAndReset(t *testing.T) {
 	if err := bus.CheckEventsStream(ctxT(t), j, b.store); err != nil {
 		t.Fatalf("after the reset and relay: %v", err)
 	}
+	// Messages someone else published after the relay's last do not make the stream foreign,
+	// and the relay goes on after its own last message.
+	for _, pos := range []string{"999999", strconv.FormatUint(head, 10), "x"} {
+		forged := &nats.Msg{Subject: bus.EventSubject("tunnel.deleted"), Data: []byte(`{"position":1}`), Header: nats.Header{}}
+		forged.Header.Set(bus.HeaderPosition, pos)
+		if _, err := j.PublishMsg(ctxT(t), forged); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bus.CheckEventsStream(ctxT(t), j, b.store); err != nil {
+		t.Fatalf("with forged messages after the relay's: %v", err)
+	}
+	appendNodeLost(t, b, 2)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if last, err := bus.LastRelayedPosition(ctxT(t), j); err != nil || last != int64(head)+1 {
+			return errorsf("last relayed position %d (%v), want %d", last, err, head+1)
+		}
+		return nil
+	})
 	if id, ok, err := bus.RelayedEventID(ctxT(t), j, 3); err != nil || !ok || id != recs[3].EventID.String() {
 		t.Fatalf("relayed event id at 3: %q %v %v", id, ok, err)
 	}

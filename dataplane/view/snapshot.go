@@ -12,11 +12,12 @@ import (
 	"slices"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
 // snapshot of another format is not used and the node replays the log from its start instead.
-const snapshotFormat = 1
+const snapshotFormat = 2
 
 // ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
 // format; it must not be used (replay from the start instead).
@@ -35,6 +36,9 @@ type snapshot struct {
 	OrgByName map[string]string            `json:"org_by_name"`
 	Roles     map[string][]domain.Role     `json:"roles"`
 	Revoked   []string                     `json:"revoked"`
+	Decisions map[string]Decision          `json:"decisions,omitempty"`
+	// Chain is the record verifier's state at Position (views made by NewVerified).
+	Chain json.RawMessage `json:"chain,omitempty"`
 }
 
 type snapshotTunnel struct {
@@ -53,7 +57,16 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 	v.mu.RLock()
 	s := snapshot{Format: snapshotFormat, Origin: origin, Issuer: v.issuer, Position: v.position, EventID: v.lastID,
 		Keys: map[string][]byte{}, ByName: map[string]map[string]string{}, Orgs: maps.Clone(v.orgs),
-		OrgByName: maps.Clone(v.orgByName), Roles: map[string][]domain.Role{}, Revoked: slices.Sorted(maps.Keys(v.revoked))}
+		OrgByName: maps.Clone(v.orgByName), Roles: map[string][]domain.Role{}, Revoked: slices.Sorted(maps.Keys(v.revoked)),
+		Decisions: maps.Clone(v.decisions)}
+	if v.chain != nil {
+		chain, err := json.Marshal(v.chain)
+		if err != nil {
+			v.mu.RUnlock()
+			return nil, 0, fmt.Errorf("view snapshot: %w", err)
+		}
+		s.Chain = chain
+	}
 	for _, t := range v.tunnels {
 		s.Tunnels = append(s.Tunnels, snapshotTunnel{ID: t.id, OrgID: t.orgID, Name: t.name, Owner: t.owner, Upstream: t.upstream, Protocol: t.protocol, Deleted: t.deleted})
 	}
@@ -103,11 +116,28 @@ func (v *View) Restore(b []byte, origin string) error {
 			return fmt.Errorf("view snapshot: token key %s: %d bytes", id, len(k))
 		}
 	}
+	var chain *eventstore.ChainVerifier
+	if v.chain != nil {
+		chain = new(eventstore.ChainVerifier)
+		if len(s.Chain) == 0 {
+			return fmt.Errorf("%w: it holds no record verifier state", ErrSnapshotMismatch)
+		}
+		if err := json.Unmarshal(s.Chain, chain); err != nil {
+			return fmt.Errorf("view snapshot: %w", err)
+		}
+		if chain.Origin() != origin || int64(chain.Next()) != s.Position+1 {
+			return fmt.Errorf("%w: its record verifier is for %q at %d, the view at %d", ErrSnapshotMismatch, chain.Origin(), chain.Next(), s.Position+1)
+		}
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.position != -1 {
 		return errors.New("view snapshot: the view has applied events already")
 	}
+	if chain != nil {
+		v.chain = chain
+	}
+	maps.Copy(v.decisions, s.Decisions)
 	for id, k := range s.Keys {
 		v.keys.Put(id, ed25519.PublicKey(k))
 	}

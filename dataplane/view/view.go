@@ -17,13 +17,25 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
-// Event is one relayed log record, as much of it as the view needs.
+// Event is one relayed log record, as much of it as the view needs. A view made by NewVerified
+// takes everything from Record, after checking it continues the log as the log's keys signed it.
 type Event struct {
 	Position uint64
 	EventID  string // kept for the snapshot: it tells a log that was rewritten under it
 	StreamID string
 	Type     string
 	Payload  []byte
+	Record   *eventstore.Record
+}
+
+// Decision is a decision of the control plane recorded in the log that a node acts on when a
+// command names it (the command's id is the event's id): a deleted tunnel or revoked token
+// (disconnect its agents), a drain request (drain the node).
+type Decision struct {
+	Type     string `json:"type"`
+	TunnelID string `json:"tunnel_id,omitempty"`
+	TokenID  string `json:"token_id,omitempty"`
+	NodeID   string `json:"node_id,omitempty"`
 }
 
 // Hooks are called (outside the view's lock) when something the node must act on at once changes.
@@ -50,6 +62,8 @@ type View struct {
 	orgByName map[string]string               // name → org id
 	roles     map[string]map[domain.Role]bool // org|user → roles
 	revoked   map[string]bool                 // agent token ids
+	decisions map[string]Decision             // by event id
+	chain     *eventstore.ChainVerifier       // nil: events are taken as they come (tests)
 	position  int64
 	lastID    string // EventID at position
 	hooks     Hooks
@@ -62,11 +76,23 @@ type View struct {
 	ready  atomic.Bool // position >= target
 }
 
-// New returns an empty view. issuer is the iss of control-plane tokens.
+// New returns an empty view that takes events as they come. issuer is the iss of control-plane
+// tokens. Nodes use NewVerified.
 func New(issuer string, hooks Hooks) *View {
 	return &View{keys: token.NewKeySet(), tunnels: map[string]*tunnel{}, byName: map[string]map[string]string{}, orgs: map[string]string{},
-		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, position: -1,
-		hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{}), target: -2}
+		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, decisions: map[string]Decision{},
+		position: -1, hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{}), target: -2}
+}
+
+// NewVerified returns an empty view that takes only what the log named origin holds: each event
+// must carry its Record, which must be the next record of that log, hash-chained to the one
+// before and signed by a key of the log's key history in force at its position
+// (eventstore.ChainVerifier). Anyone else who can publish on NATS cannot change what the node
+// decides; Apply refuses their messages with an error wrapping eventstore.ErrUnverified.
+func NewVerified(issuer, origin string, hooks Hooks) *View {
+	v := New(issuer, hooks)
+	v.chain = eventstore.NewChainVerifier(origin)
+	return v
 }
 
 // ReadyAt sets the position the view must have applied before Ready reports it ready: the last
@@ -136,6 +162,18 @@ func (v *View) Apply(e Event) error {
 		v.mu.Unlock()
 		return nil
 	}
+	if v.chain != nil {
+		r := e.Record
+		if r == nil || r.Position != e.Position {
+			v.mu.Unlock()
+			return fmt.Errorf("%w: position %d comes without its record", eventstore.ErrUnverified, e.Position)
+		}
+		if err := v.chain.Check(r); err != nil {
+			v.mu.Unlock()
+			return err
+		}
+		e = Event{Position: r.Position, EventID: r.EventID.String(), StreamID: r.StreamID, Type: r.Type, Payload: r.Payload}
+	}
 	err := v.apply(e, &after)
 	v.position, v.lastID = int64(e.Position), e.EventID
 	v.settleReady()
@@ -163,7 +201,7 @@ func (v *View) apply(e Event, after *[]func()) error {
 	}
 	switch e.Type {
 	case domain.TypeOrganizationCreated, domain.TypeTunnelCreated, domain.TypeTunnelUpdated, domain.TypeTunnelDeleted,
-		domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeAgentTokenRevoked:
+		domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeAgentTokenRevoked, domain.TypeNodeDrainRequested:
 	default:
 		return nil // the view does not need the rest
 	}
@@ -202,6 +240,7 @@ func (v *View) apply(e Event, after *[]func()) error {
 		}
 		t.deleted = true
 		delete(v.names(t.orgID), t.name)
+		v.decisions[e.EventID] = Decision{Type: e.Type, TunnelID: x.TunnelID}
 		if h := v.hooks.TunnelDeleted; h != nil {
 			id, reason := t.id, "tunnel deleted"
 			*after = append(*after, func() { h(id, reason) })
@@ -214,14 +253,37 @@ func (v *View) apply(e Event, after *[]func()) error {
 		v.roles[k][x.Role] = true
 	case *domain.RoleUnassigned:
 		delete(v.roles[x.OrgID+"|"+x.UserID], x.Role)
+	case *domain.NodeDrainRequested:
+		v.decisions[e.EventID] = Decision{Type: e.Type, NodeID: x.NodeID}
 	case *domain.AgentTokenRevoked:
 		v.revoked[x.TokenID] = true
+		v.decisions[e.EventID] = Decision{Type: e.Type, TokenID: x.TokenID}
 		if h := v.hooks.TokenRevoked; h != nil {
 			id, reason := x.TokenID, "token revoked"
 			*after = append(*after, func() { h(id, reason) })
 		}
 	}
 	return nil
+}
+
+// Decided waits until the view holds the decision recorded as event id (or ctx ends): a command
+// derived from it may run. A command whose id names no such event was not sent by the control
+// plane.
+func (v *View) Decided(ctx context.Context, id string) (Decision, error) {
+	for {
+		v.mu.RLock()
+		d, ok := v.decisions[id]
+		ch := v.changed
+		v.mu.RUnlock()
+		if ok {
+			return d, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Decision{}, fmt.Errorf("the log holds no decision %s (as far as this node has read it): %w", id, ctx.Err())
+		}
+	}
 }
 
 // withdrawsAccess tells the events after which an ingress authorization given earlier may no

@@ -57,7 +57,7 @@ func startControlBus(ctx context.Context, log *slog.Logger, store *eventstore.St
 		return nil, fmt.Errorf("control bus: streams: %w", err)
 	}
 	if err = bus.CheckEventsStream(sctx, js, store); errors.Is(err, bus.ErrForeignEvents) && ownsNATS {
-		log.Warn("the embedded NATS holds another database's events; relaying this log anew", "error", err)
+		log.Warn("TP_EVENTS in the embedded NATS does not fit this log (see error); relaying this log anew", "error", err)
 		err = bus.ResetEventsStream(sctx, js, bus.StreamsConfig{})
 	}
 	if errors.Is(err, bus.ErrForeignEvents) {

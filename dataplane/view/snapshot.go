@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -37,6 +38,7 @@ type snapshot struct {
 	Roles     map[string][]domain.Role     `json:"roles"`
 	Revoked   []string                     `json:"revoked"`
 	Decisions map[string]Decision          `json:"decisions,omitempty"`
+	Rotated   map[string]time.Time         `json:"rotated,omitempty"` // token key id → rotated out at
 	// Chain is the record verifier's state at Position (views made by NewVerified).
 	Chain json.RawMessage `json:"chain,omitempty"`
 }
@@ -58,7 +60,7 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 	s := snapshot{Format: snapshotFormat, Origin: origin, Issuer: v.issuer, Position: v.position, EventID: v.lastID,
 		Keys: map[string][]byte{}, ByName: map[string]map[string]string{}, Orgs: maps.Clone(v.orgs),
 		OrgByName: maps.Clone(v.orgByName), Roles: map[string][]domain.Role{}, Revoked: slices.Sorted(maps.Keys(v.revoked)),
-		Decisions: maps.Clone(v.decisions)}
+		Decisions: maps.Clone(v.decisions), Rotated: maps.Clone(v.rotated)}
 	if v.chain != nil {
 		chain, err := json.Marshal(v.chain)
 		if err != nil {
@@ -138,6 +140,7 @@ func (v *View) Restore(b []byte, origin string) error {
 		v.chain = chain
 	}
 	maps.Copy(v.decisions, s.Decisions)
+	maps.Copy(v.rotated, s.Rotated)
 	for id, k := range s.Keys {
 		v.keys.Put(id, ed25519.PublicKey(k))
 	}

@@ -2,6 +2,7 @@ package view
 
 import (
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -25,8 +26,15 @@ type Event struct {
 	StreamID string
 	Type     string
 	Payload  []byte
-	Record   *eventstore.Record
+	// RecordedAt is when the log recorded it (from Record in a verified view; zero: now).
+	RecordedAt time.Time
+	Record     *eventstore.Record
 }
+
+// RotatedUserKeyGrace is how long user tokens signed by a rotated token key still pass the
+// ingress, as the admin API's default (api.DefaultRotatedTokenKeyGrace). Agent tokens, which live
+// for weeks, pass until they expire or their key is revoked.
+const RotatedUserKeyGrace = 24 * time.Hour
 
 // Decision is a decision of the control plane recorded in the log that a node acts on when a
 // command names it (the command's id is the event's id): a deleted tunnel or revoked token
@@ -63,6 +71,7 @@ type View struct {
 	roles     map[string]map[domain.Role]bool // org|user → roles
 	revoked   map[string]bool                 // agent token ids
 	decisions map[string]Decision             // by event id
+	rotated   map[string]time.Time            // token key id → when it was rotated out
 	chain     *eventstore.ChainVerifier       // nil: events are taken as they come (tests)
 	position  int64
 	lastID    string // EventID at position
@@ -81,6 +90,7 @@ type View struct {
 func New(issuer string, hooks Hooks) *View {
 	return &View{keys: token.NewKeySet(), tunnels: map[string]*tunnel{}, byName: map[string]map[string]string{}, orgs: map[string]string{},
 		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, decisions: map[string]Decision{},
+		rotated:  map[string]time.Time{},
 		position: -1, hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{}), target: -2}
 }
 
@@ -172,7 +182,7 @@ func (v *View) Apply(e Event) error {
 			v.mu.Unlock()
 			return err
 		}
-		e = Event{Position: r.Position, EventID: r.EventID.String(), StreamID: r.StreamID, Type: r.Type, Payload: r.Payload}
+		e = Event{Position: r.Position, EventID: r.EventID.String(), StreamID: r.StreamID, Type: r.Type, Payload: r.Payload, RecordedAt: r.RecordedAt}
 	}
 	err := v.apply(e, &after)
 	v.position, v.lastID = int64(e.Position), e.EventID
@@ -323,6 +333,11 @@ func (v *View) applyKey(e Event) error {
 		}
 		if p.Purpose == eventstore.PurposeToken {
 			v.keys.Put(p.NewKeyID, ed25519.PublicKey(p.PublicKey))
+			at := e.RecordedAt
+			if at.IsZero() {
+				at = v.now()
+			}
+			v.rotated[p.OldKeyID] = at
 		}
 	case eventstore.TypeKeyRevoked:
 		var p eventstore.KeyRevokedPayload
@@ -339,6 +354,21 @@ func (v *View) Keys() *token.KeySet { return v.keys }
 
 func (v *View) verifier() *token.Verifier {
 	return &token.Verifier{Keys: v.keys, Issuer: v.issuer, Leeway: 30 * time.Second, Now: v.now}
+}
+
+// userKeys are the token keys user tokens may be signed with: a key rotated out more than
+// RotatedUserKeyGrace ago no longer counts (user tokens live for hours; a rotation after a leak
+// must shut out what the old key signs, as the admin API does).
+type userKeys struct{ v *View }
+
+func (u userKeys) PublicKey(kid string) (crypto.PublicKey, bool) {
+	u.v.mu.RLock()
+	at, rotated := u.v.rotated[kid]
+	u.v.mu.RUnlock()
+	if rotated && !u.v.now().Before(at.Add(RotatedUserKeyGrace)) {
+		return nil, false
+	}
+	return u.v.keys.PublicKey(kid)
 }
 
 // AuthenticateAgent implements node.Authenticator.
@@ -396,7 +426,7 @@ func (v *View) AuthorizeIngress(_ context.Context, bearer string, r node.Route) 
 	if bearer == "" {
 		return node.Principal{}, fmt.Errorf("%w: a bearer token is required", node.ErrUnauthenticated)
 	}
-	c, err := v.verifier().VerifyUser(bearer)
+	c, err := (&token.Verifier{Keys: userKeys{v}, Issuer: v.issuer, Leeway: 30 * time.Second, Now: v.now}).VerifyUser(bearer)
 	if err != nil {
 		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
 	}

@@ -138,11 +138,31 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 	}
 	mu.Unlock()
 
-	// A rotated token key keeps verifying its tokens; a revoked one stops at once.
+	// A rotated token key keeps verifying user tokens for a day and agent tokens until they
+	// expire; a revoked one stops at once.
 	next, _ := eventstore.GenerateSigningKey()
+	zedRoute := node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}
+	zedAgent, _ := token.MintAgent(key, token.DefaultIssuer, "0193f2a4-7c1e-7d3a-9b2e-000000000006", org2, tun2, now.Add(30*24*time.Hour), now)
 	f.log(eventstore.TypeKeyRotated, eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", key, next))
-	if _, err := v.AuthorizeIngress(context.Background(), user("zed"), node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}); err != nil {
+	if _, err := v.AuthorizeIngress(context.Background(), user("zed"), zedRoute); err != nil {
 		t.Fatalf("old key after rotation: %v", err)
+	}
+	// (the same view, had the rotation been recorded 25 hours ago)
+	g := &feed{t: t, v: view.New(token.DefaultIssuer, view.Hooks{})}
+	g.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", key))
+	g.domain(domain.OrganizationCreated{OrgID: org2, Name: "globex"})
+	g.domain(domain.TunnelCreated{TunnelID: tun2, OrgID: org2, Owner: "zed", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	g.domain(domain.RoleAssigned{OrgID: org2, UserID: "zed", Role: domain.RoleOperator})
+	rotation, _ := json.Marshal(eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", key, next))
+	if err := g.v.Apply(view.Event{Position: g.pos, EventID: "rot", StreamID: eventstore.LogStream, Type: eventstore.TypeKeyRotated,
+		Payload: rotation, RecordedAt: time.Now().Add(-25 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.v.AuthorizeIngress(context.Background(), user("zed"), zedRoute); !errors.Is(err, node.ErrUnauthenticated) {
+		t.Fatalf("a user token of a key rotated out 25 hours ago: %v", err)
+	}
+	if _, err := g.v.AuthenticateAgent(context.Background(), zedAgent); err != nil {
+		t.Fatalf("an agent token of a key rotated out 25 hours ago: %v", err)
 	}
 	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: key.ID()})
 	if _, err := v.AuthorizeIngress(context.Background(), user("zed"), node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}); !errors.Is(err, node.ErrUnauthenticated) {

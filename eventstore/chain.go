@@ -59,13 +59,9 @@ func (v *ChainVerifier) Check(rec *Record) error {
 	if !bytes.Equal(rec.PrevHash, prev) {
 		return fail("prev_hash %x is not the hash of the record before (%x)", rec.PrevHash, prev)
 	}
-	env := Envelope{EventID: rec.EventID, StreamID: rec.StreamID, Type: rec.Type, SchemaVersion: rec.StoredSchemaVersion,
-		KeyID: rec.KeyID, Payload: rec.StoredPayload, Metadata: rec.Metadata}
-	envelope := AppendEnvelope(make([]byte, 0, EnvelopeSize(&env)), &env)
-	leaf := AppendLeaf(make([]byte, 0, LeafSize(len(envelope), len(rec.Signature), len(rec.SignatureProof))), &Leaf{
-		Position: rec.Position, StreamVersion: rec.StreamVersion, RecordedAt: rec.RecordedAt.UnixMicro(),
-		Envelope: envelope, Signature: rec.Signature, Proof: rec.SignatureProof,
-	})
+	envelope, leaf := recordLeaf(rec.Position, rec.StreamVersion, rec.RecordedAt, &Envelope{EventID: rec.EventID, StreamID: rec.StreamID,
+		Type: rec.Type, SchemaVersion: rec.StoredSchemaVersion, KeyID: rec.KeyID, Payload: rec.StoredPayload, Metadata: rec.Metadata},
+		rec.Signature, rec.SignatureProof)
 	if computed := ChainHash(prev, leaf); !bytes.Equal(computed[:], rec.Hash) {
 		return fail("its bytes hash to %x, not to the hash it carries", computed)
 	}

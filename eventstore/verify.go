@@ -439,13 +439,8 @@ func verifyChunkWork(c *verifyChunk) {
 	for i := range c.recs {
 		r := &c.recs[i]
 		slot[i] = -1
-		env := Envelope{EventID: r.eventID, StreamID: r.streamID, Type: r.typ, SchemaVersion: r.schemaVersion,
-			KeyID: r.keyID, Payload: r.payload, Metadata: r.metadata}
-		envelope := AppendEnvelope(make([]byte, 0, EnvelopeSize(&env)), &env)
-		leaf := AppendLeaf(make([]byte, 0, LeafSize(len(envelope), len(r.sig), len(r.proof))), &Leaf{
-			Position: r.pos, StreamVersion: r.streamVersion, RecordedAt: r.recordedAt.UnixMicro(),
-			Envelope: envelope, Signature: r.sig, Proof: r.proof,
-		})
+		envelope, leaf := recordLeaf(r.pos, r.streamVersion, r.recordedAt, &Envelope{EventID: r.eventID, StreamID: r.streamID,
+			Type: r.typ, SchemaVersion: r.schemaVersion, KeyID: r.keyID, Payload: r.payload, Metadata: r.metadata}, r.sig, r.proof)
 		r.computed = ChainHash(r.prevHash, leaf)
 		r.leafHash = rfc6962.DefaultHasher.HashLeaf(leaf)
 		if r.signer != nil {
@@ -486,6 +481,16 @@ func verifyChunkWork(c *verifyChunk) {
 			c.recs[i].sigOK = valid[slot[i]]
 		}
 	}
+}
+
+// recordLeaf is a record's envelope and its leaf: what the hash chain and the Merkle tree hash.
+func recordLeaf(pos, streamVersion uint64, recordedAt time.Time, env *Envelope, sig, proof []byte) (envelope, leaf []byte) {
+	envelope = AppendEnvelope(make([]byte, 0, EnvelopeSize(env)), env)
+	leaf = AppendLeaf(make([]byte, 0, LeafSize(len(envelope), len(sig), len(proof))), &Leaf{
+		Position: pos, StreamVersion: streamVersion, RecordedAt: recordedAt.UnixMicro(),
+		Envelope: envelope, Signature: sig, Proof: proof,
+	})
+	return envelope, leaf
 }
 
 // sequencer checks, in position order, everything that depends on the previous record.

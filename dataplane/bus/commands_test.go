@@ -19,18 +19,24 @@ import (
 
 // A DisconnectAgent delivered twice runs once on the node, and its outcome travels back through
 // the node's publisher and the ingester into the log.
-func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t)
+// nodeOnBus is NATS, a log with an ingester, and an enrolled node's started publisher.
+func nodeOnBus(t *testing.T) (*natsEnv, *storeEnv, string, *bus.Publisher) {
+	t.Helper()
 	n := startNATS(t, bus.StreamsConfig{})
 	s := newStore(t)
 	nodeID, nodeKey := s.enrollNode(t)
 	startIngester(t, s, connect(t, n.url()), nil)
-	nodeConn := connect(t, n.url())
-	pub := newPublisher(t, nodeID, nodeKey, nodeConn, t.TempDir(), nil)
-	if err := pub.Start(ctx); err != nil {
+	pub := newPublisher(t, nodeID, nodeKey, connect(t, n.url()), t.TempDir(), nil)
+	if err := pub.Start(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
+	return n, s, nodeID, pub
+}
+
+func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n, s, nodeID, pub := nodeOnBus(t)
 
 	var mu sync.Mutex
 	var disconnects []bus.DisconnectAgent
@@ -256,14 +262,7 @@ func TestCommandsSurviveNATSRestart(t *testing.T) {
 func TestResolvedAndRefusedCommands(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	n := startNATS(t, bus.StreamsConfig{})
-	s := newStore(t)
-	nodeID, nodeKey := s.enrollNode(t)
-	startIngester(t, s, connect(t, n.url()), nil)
-	pub := newPublisher(t, nodeID, nodeKey, connect(t, n.url()), t.TempDir(), nil)
-	if err := pub.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n, s, nodeID, pub := nodeOnBus(t)
 	var mu sync.Mutex
 	var ran []bus.DisconnectAgent
 	var decided atomic.Bool

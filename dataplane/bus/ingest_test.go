@@ -169,10 +169,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 
 	strangerKey, _ := eventstore.GenerateSigningKey()
 	impostor := uuid.NewString()
-	cases := []struct {
-		name, nodeID, reason string
-		key                  *eventstore.SigningKey
-	}{
+	cases := []rejectCase{
 		{"key unknown to the log", uuid.NewString(), bus.RejectBadSignature, strangerKey},
 		{"another node's key", impostor, bus.RejectNotNodeKey, otherKey},
 	}
@@ -189,20 +186,14 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 	// An enrolled node, with its own key, in its own stream, reporting what only the control
 	// plane may record: a role grant would otherwise reach the RBAC view.
 	rogue, rogueKey := s.enrollNode(t)
-	cases = append(cases, struct {
-		name, nodeID, reason string
-		key                  *eventstore.SigningKey
-	}{"a type nodes may not report", rogue, bus.RejectForbiddenType, rogueKey})
+	cases = append(cases, rejectCase{"a type nodes may not report", rogue, bus.RejectForbiddenType, rogueKey})
 	if err := newPublisher(t, rogue, rogueKey, nc, t.TempDir(), nil).Publish(ctx, bus.Fact{Event: usage(rogue, 1)},
 		bus.Fact{Event: domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "mallory", Role: domain.RoleSuperadmin}}); err != nil {
 		t.Fatal(err)
 	}
 	// Metadata speaking for a user of an organization, from a client address.
 	forger, forgerKey := s.enrollNode(t)
-	cases = append(cases, struct {
-		name, nodeID, reason string
-		key                  *eventstore.SigningKey
-	}{"metadata speaking for someone else", forger, bus.RejectBadMetadata, forgerKey})
+	cases = append(cases, rejectCase{"metadata speaking for someone else", forger, bus.RejectBadMetadata, forgerKey})
 	forged := forgeBatch(t, forger, forgerKey,
 		domain.Metadata{Actor: "node:" + forger, NodeID: forger},
 		domain.Metadata{Actor: "alice", NodeID: forger, OrgID: uuid.NewString(), ClientIP: "203.0.113.9"})
@@ -211,10 +202,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 	}
 	// An event id the log holds in another stream (here the genesis record's).
 	squatter, squatterKey := s.enrollNode(t)
-	cases = append(cases, struct {
-		name, nodeID, reason string
-		key                  *eventstore.SigningKey
-	}{"an event id of another stream", squatter, bus.RejectIDTaken, squatterKey})
+	cases = append(cases, rejectCase{"an event id of another stream", squatter, bus.RejectIDTaken, squatterKey})
 	genesis, err := s.store.ReadAll(ctx, 0, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -290,6 +278,11 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		t.Errorf("bad signature rejections = %v, want 1", got)
 	}
 	s.verifyOK(t)
+}
+
+type rejectCase struct {
+	name, nodeID, reason string
+	key                  *eventstore.SigningKey
 }
 
 // forgeBatch signs a batch of usage events with the given metadata, bypassing the Publisher.

@@ -24,8 +24,9 @@ var ErrUnverified = errors.New("record does not verify")
 // The trust anchor is the genesis record: it must name the expected origin. A ChainVerifier is
 // not safe for concurrent use.
 type ChainVerifier struct {
-	origin   string // expected origin
-	next     uint64
+	origin         string // expected origin
+	producerStream func(owner string) string
+	next           uint64
 	lastHash []byte
 	ring     *keyRing
 	// The last batch signature that verified: the records of one batch share it, and checking
@@ -35,8 +36,11 @@ type ChainVerifier struct {
 }
 
 // NewChainVerifier expects the log's genesis record (position 0) of the log named origin.
-func NewChainVerifier(origin string) *ChainVerifier {
-	return &ChainVerifier{origin: origin, ring: &keyRing{keys: map[string]*ringKey{}}}
+// producerStream names the one stream a producer key (a node's) may sign, by the key's owner;
+// every other stream takes only the log key. (The store's ingester enforces it when it writes;
+// a reader must not take a producer's record anywhere else.)
+func NewChainVerifier(origin string, producerStream func(owner string) string) *ChainVerifier {
+	return &ChainVerifier{origin: origin, producerStream: producerStream, ring: &keyRing{keys: map[string]*ringKey{}}}
 }
 
 // Next is the position Check expects.
@@ -84,6 +88,9 @@ func (v *ChainVerifier) Check(rec *Record) error {
 	signer, _, detail := ring.signerAt(rec.KeyID, rec.Position)
 	if signer == nil {
 		return fail("%s", detail)
+	}
+	if signer.purpose != PurposeLog && (v.producerStream == nil || rec.StreamID != v.producerStream(signer.owner)) {
+		return fail("key %s is a %s key of %q: it may not sign a record of stream %q", rec.KeyID, signer.purpose, signer.owner, rec.StreamID)
 	}
 	root, count, err := BatchRoot(envelope, rec.SignatureProof)
 	if err != nil {
@@ -135,7 +142,8 @@ func (v *ChainVerifier) MarshalJSON() ([]byte, error) {
 	return json.Marshal(s)
 }
 
-// UnmarshalJSON restores a state MarshalJSON saved.
+// UnmarshalJSON restores a state MarshalJSON saved (into a verifier made by NewChainVerifier,
+// whose producerStream it keeps).
 func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 	var s chainState
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -159,7 +167,7 @@ func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 	if s.Next > 0 && (len(s.LastHash) != HashSize || ring.keys[s.LogKey] == nil) {
 		return errors.New("chain state: no hash or no log key after the genesis")
 	}
-	*v = ChainVerifier{origin: s.Origin, next: s.Next, lastHash: s.LastHash, ring: ring}
+	*v = ChainVerifier{origin: s.Origin, producerStream: v.producerStream, next: s.Next, lastHash: s.LastHash, ring: ring}
 	return nil
 }
 

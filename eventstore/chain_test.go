@@ -52,10 +52,10 @@ func TestChainVerifier(t *testing.T) {
 			t.Fatalf("%s: the verifier moved on to %d", what, v.Next())
 		}
 	}
-	other := eventstore.NewChainVerifier("another-log")
+	other := eventstore.NewChainVerifier("another-log", producerStream)
 	mustFail(other, recs[0], "the genesis of another origin")
 
-	v := eventstore.NewChainVerifier(origin)
+	v := eventstore.NewChainVerifier(origin, producerStream)
 	mustFail(v, recs[1], "a record before the genesis")
 	var saved []byte
 	for i, r := range recs {
@@ -79,8 +79,8 @@ func TestChainVerifier(t *testing.T) {
 	}
 
 	// From the saved state, the rest verifies the same way.
-	var restored eventstore.ChainVerifier
-	if err := json.Unmarshal(saved, &restored); err != nil {
+	restored := eventstore.NewChainVerifier(origin, producerStream)
+	if err := json.Unmarshal(saved, restored); err != nil {
 		t.Fatal(err)
 	}
 	if restored.Next() != 5 {
@@ -103,7 +103,32 @@ func TestChainVerifier(t *testing.T) {
 	forged.StoredPayload, forged.Metadata, forged.Signature, forged.SignatureProof = envl.Payload, envl.Metadata, batch[0].Signature, batch[0].Proof
 	forged.Hash = chainHash(&forged)
 	mustFail(v, forged, "a record signed by a revoked node key")
+
+	// A node key in force signs only its own stream.
+	n2, _ := eventstore.GenerateSigningKey()
+	if _, err := e.store.AddKey(ctx, eventstore.PurposeNode, "n2", n2); err != nil {
+		t.Fatal(err)
+	}
+	added, err := e.store.ReadAll(ctx, head.Position+1, 1)
+	if err != nil || len(added) != 1 {
+		t.Fatal(err)
+	}
+	if err := v.Check(&added[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []string{"a", eventstore.LogStream, "node-n1"} {
+		b := nodeBatch(n2, stream)
+		env, _ := eventstore.DecodeEnvelope(b[0].Envelope)
+		r := eventstore.Record{Position: added[0].Position + 1, PrevHash: added[0].Hash, StreamVersion: 1, RecordedAt: added[0].RecordedAt,
+			EventID: env.EventID, StreamID: env.StreamID, Type: env.Type, StoredSchemaVersion: env.SchemaVersion, KeyID: env.KeyID,
+			StoredPayload: env.Payload, Metadata: env.Metadata, Signature: b[0].Signature, SignatureProof: b[0].Proof}
+		r.Hash = chainHash(&r)
+		mustFail(v, r, "node n2's key signing stream "+stream)
+	}
 }
+
+// producerStream: in these tests a producer key of owner n1 signs the stream node-n1.
+func producerStream(owner string) string { return "node-" + owner }
 
 // chainHash is the hash a record carries: its leaf chained to prev_hash.
 func chainHash(r *eventstore.Record) []byte {
@@ -147,7 +172,7 @@ func BenchmarkChainVerifier(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
 				b.StopTimer()
-				v := eventstore.NewChainVerifier(origin)
+				v := eventstore.NewChainVerifier(origin, producerStream)
 				for i := range c.from {
 					if err := v.Check(&recs[i]); err != nil {
 						b.Fatal(err)

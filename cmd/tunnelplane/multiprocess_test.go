@@ -51,14 +51,14 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	nodeG := &globals{dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
 	api := &restClient{base: cp.URL, token: root, client: &http.Client{Timeout: 10 * time.Second}}
 	t.Cleanup(api.client.CloseIdleConnections)
-	rn, err := startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Origin: api.origin, Enroll: api.enroll})
+	rn, err := startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Log: api.logInfo, Enroll: api.enroll})
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
 	// A restart enrolls again, which is accepted, and keeps the node's identity.
 	id := rn.ID.ID
 	rn.Stop()
-	rn, err = startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Origin: api.origin, Enroll: api.enroll})
+	rn, err = startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Log: api.logInfo, Enroll: api.enroll})
 	if err != nil {
 		t.Fatalf("node restart: %v", err)
 	}

@@ -103,8 +103,10 @@ type nodeOptions struct {
 	Gatherer   prometheus.Gatherer
 	// Enroll registers the node (EnrollNode) if it is not yet; ErrConflict means already done.
 	Enroll func(ctx context.Context, cmd commands.EnrollNode) error
-	// Origin returns the log origin (for the enrollment proof).
-	Origin  func(ctx context.Context) (string, error)
+	// Log returns the log's origin (for the enrollment proof and the view) and its size now,
+	// from the control plane: the view must hold that much before the node serves. (Not from
+	// TP_EVENTS, where anyone who may publish could name any position.)
+	Log     func(ctx context.Context) (origin string, size uint64, err error)
 	Version string
 }
 
@@ -181,7 +183,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		return nil, fmt.Errorf("node: jetstream: %w", err)
 	}
 
-	origin, err := opts.Origin(ctx)
+	origin, logSize, err := opts.Log(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node: log origin: %w", err)
 	}
@@ -213,11 +215,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	if err := rn.restoreView(ctx, js); err != nil {
 		return nil, err
 	}
-	target, err := bus.LastRelayedPosition(ctx, js)
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	rn.View.ReadyAt(target)
+	rn.View.ReadyAt(int64(logSize) - 1)
 	if opts.Registerer != nil {
 		if err := rn.registerViewMetrics(opts.Registerer); err != nil {
 			return nil, fmt.Errorf("node: metrics: %w", err)
@@ -272,7 +270,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 			log.Error("node listener failed", "error", err)
 		}
 	}()
-	rn.awaitView(ctx, runCtx, target, viewWait)
+	rn.awaitView(ctx, runCtx, int64(logSize)-1, viewWait)
 	log.Info("node running", "url", rn.URL, "host_key_fingerprint", rn.Fingerprint)
 	return rn, nil
 }

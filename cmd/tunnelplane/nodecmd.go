@@ -49,7 +49,7 @@ commands and heartbeats into the node registry. It holds no database credentials
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			o.Registerer, o.Gatherer, o.Version = reg, reg, version
-			o.Origin = api.origin
+			o.Log = api.logInfo
 			o.Enroll = api.enroll
 			rn, err := startNode(ctx, g, o)
 			if err != nil {
@@ -119,17 +119,19 @@ func (c *restClient) do(ctx context.Context, method, path string, body any, out 
 	return resp.StatusCode, nil
 }
 
-func (c *restClient) origin(ctx context.Context) (string, error) {
+// logInfo is the log's origin and size as the control plane says (an authenticated call).
+func (c *restClient) logInfo(ctx context.Context) (string, uint64, error) {
 	var info struct {
 		Origin string `json:"origin"`
+		Size   uint64 `json:"size"`
 	}
 	if _, err := c.do(ctx, http.MethodGet, "/api/v1/log", nil, &info); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	if info.Origin == "" {
-		return "", errors.New("the control plane did not say its log origin")
+		return "", 0, errors.New("the control plane did not say its log origin")
 	}
-	return info.Origin, nil
+	return info.Origin, info.Size, nil
 }
 
 func (c *restClient) enroll(ctx context.Context, cmd commands.EnrollNode) error {

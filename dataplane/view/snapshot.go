@@ -120,7 +120,7 @@ func (v *View) Restore(b []byte, origin string) error {
 	}
 	var chain *eventstore.ChainVerifier
 	if v.chain != nil {
-		chain = new(eventstore.ChainVerifier)
+		chain = eventstore.NewChainVerifier(origin, domain.NodeFactsStream)
 		if len(s.Chain) == 0 {
 			return fmt.Errorf("%w: it holds no record verifier state", ErrSnapshotMismatch)
 		}

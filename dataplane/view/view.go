@@ -101,7 +101,7 @@ func New(issuer string, hooks Hooks) *View {
 // decides; Apply refuses their messages with an error wrapping eventstore.ErrUnverified.
 func NewVerified(issuer, origin string, hooks Hooks) *View {
 	v := New(issuer, hooks)
-	v.chain = eventstore.NewChainVerifier(origin)
+	v.chain = eventstore.NewChainVerifier(origin, domain.NodeFactsStream)
 	return v
 }
 

@@ -225,6 +225,12 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		Ready: rn.View.Ready, Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: g.log, Registerer: opts.Registerer}); err != nil {
 		return nil, err
 	}
+	// Drained once, a node stays draining (the control plane's state for it), across restarts:
+	// replaying an old drain command changes nothing.
+	if rn.View.DrainRequested(id.ID) {
+		log.Warn("the control plane asked this node to drain; it takes no agents")
+		rn.Node.Drain(ctx)
+	}
 	rn.wg.Add(2)
 	go rn.followEvents(runCtx, js)
 	go rn.snapshotLoop(runCtx)
@@ -326,6 +332,11 @@ func (rn *runningNode) newView() *view.View {
 		},
 		AccessWithdrawn: func() {
 			rn.disconnect(func(n *node.Node) int { n.ForgetAuthorizations(); return 0 })
+		},
+		DrainRequested: func(nodeID string) {
+			if rn.ID != nil && nodeID == rn.ID.ID {
+				go rn.disconnect(func(n *node.Node) int { return n.Drain(context.Background()) }) // waits for requests in flight
+			}
 		},
 	})
 }

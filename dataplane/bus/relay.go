@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -189,6 +190,13 @@ type Relay struct {
 
 	position  prometheus.Gauge
 	published prometheus.Counter
+
+	// last is the last record this relay published and saw acknowledged (run's goroutine only):
+	// where it resumes within the process, whatever others published after it.
+	last struct {
+		pos, seq uint64
+		ok       bool
+	}
 }
 
 // NewRelay prepares a relay; Start runs it.
@@ -278,6 +286,13 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 	if lastSeq == 0 {
 		return 0, 0, nil
 	}
+	if r.last.ok && r.last.seq <= lastSeq {
+		if lastSeq != r.last.seq {
+			r.log.Error("TP_EVENTS holds messages this relay did not publish after its last one; nodes skip them (restrict who may publish on events.>)",
+				"last_relayed_seq", r.last.seq, "stream_seq", lastSeq)
+		}
+		return r.last.pos + 1, lastSeq, nil
+	}
 	t, err := lastGenuine(ctx, stream, r.cfg.Store, lastSeq)
 	switch {
 	case err != nil:
@@ -331,12 +346,19 @@ func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Sto
 		if err != nil {
 			return t, fmt.Errorf("%s against the log: %w", EventsStream, err)
 		}
+		// Headers anyone could copy: the body must carry the record's hash as the log has it.
+		var ev struct {
+			Envelope []byte `json:"envelope"`
+			Hash     []byte `json:"hash"`
+		}
+		_ = json.Unmarshal(msg.Data, &ev)
 		if len(recs) == 1 && recs[0].Position == pos && recs[0].EventID.String() == msg.Header.Get(jetstream.MsgIDHeader) {
-			var ev struct {
-				Envelope []byte `json:"envelope"`
+			if len(ev.Envelope) == 0 {
+				return tail{found: true, pos: pos, seq: seq, id: recs[0].EventID.String(), present: t.present, oldStyle: true}, nil
 			}
-			_ = json.Unmarshal(msg.Data, &ev)
-			return tail{found: true, pos: pos, seq: seq, id: recs[0].EventID.String(), present: t.present, oldStyle: len(ev.Envelope) == 0}, nil
+			if bytes.Equal(ev.Hash, recs[0].Hash) {
+				return tail{found: true, pos: pos, seq: seq, id: recs[0].EventID.String(), present: t.present}, nil
+			}
 		}
 		if t.seq == 0 {
 			t.seq, t.pos, t.id = seq, pos, msg.Header.Get(jetstream.MsgIDHeader) // the last one, for the error
@@ -374,6 +396,7 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 					return fmt.Errorf("relay position %d: JetStream already holds event %s (another relay?)", chunk[i].Position, chunk[i].EventID)
 				}
 				*lastSeq = ack.Sequence
+				r.last.pos, r.last.seq, r.last.ok = chunk[i].Position, ack.Sequence, true
 				r.published.Inc()
 				r.position.Set(float64(chunk[i].Position + 1))
 			case err := <-f.Err():

@@ -53,6 +53,8 @@ type Hooks struct {
 	// AccessWithdrawn: a decision AuthorizeIngress allowed before may now be a denial (a role
 	// removed, a tunnel deleted or given another owner, a token key revoked).
 	AccessWithdrawn func()
+	// DrainRequested: the control plane asked a node to drain (it stays draining).
+	DrainRequested func(nodeID string)
 }
 
 type tunnel struct {
@@ -265,6 +267,10 @@ func (v *View) apply(e Event, after *[]func()) error {
 		delete(v.roles[x.OrgID+"|"+x.UserID], x.Role)
 	case *domain.NodeDrainRequested:
 		v.decisions[e.EventID] = Decision{Type: e.Type, NodeID: x.NodeID}
+		if h := v.hooks.DrainRequested; h != nil {
+			id := x.NodeID
+			*after = append(*after, func() { h(id) })
+		}
 	case *domain.AgentTokenRevoked:
 		v.revoked[x.TokenID] = true
 		v.decisions[e.EventID] = Decision{Type: e.Type, TokenID: x.TokenID}
@@ -274,6 +280,18 @@ func (v *View) apply(e Event, after *[]func()) error {
 		}
 	}
 	return nil
+}
+
+// DrainRequested tells whether the log asks node nodeID to drain.
+func (v *View) DrainRequested(nodeID string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, d := range v.decisions {
+		if d.Type == domain.TypeNodeDrainRequested && d.NodeID == nodeID {
+			return true
+		}
+	}
+	return false
 }
 
 // Decided waits until the view holds the decision recorded as event id (or ctx ends): a command

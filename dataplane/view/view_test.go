@@ -261,3 +261,31 @@ func TestNodeFactsCannotChangeTheView(t *testing.T) {
 		t.Fatal("the tunnel survived its deletion")
 	}
 }
+
+// A drain request is a decision a command may name, and the node's lasting state.
+func TestDrainRequested(t *testing.T) {
+	t.Parallel()
+	const nodeID = "0193f2a4-7c1e-7d3a-9b2e-0000000000bb"
+	var hooked []string
+	v := view.New(token.DefaultIssuer, view.Hooks{DrainRequested: func(id string) { hooked = append(hooked, id) }})
+	f := &feed{t: t, v: v}
+	if v.DrainRequested(nodeID) {
+		t.Fatal("drain requested before any event")
+	}
+	f.domain(domain.NodeDrainRequested{NodeID: nodeID})
+	if !v.DrainRequested(nodeID) || v.DrainRequested("another") || len(hooked) != 1 || hooked[0] != nodeID {
+		t.Fatalf("after the request: %v, hooked %v", v.DrainRequested(nodeID), hooked)
+	}
+	d, err := v.Decided(context.Background(), "ev-0")
+	if err != nil || d != (view.Decision{Type: domain.TypeNodeDrainRequested, NodeID: nodeID}) {
+		t.Fatalf("decision: %+v %v", d, err)
+	}
+	b, _, err := v.Snapshot("o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := view.New(token.DefaultIssuer, view.Hooks{})
+	if err := w.Restore(b, "o"); err != nil || !w.DrainRequested(nodeID) {
+		t.Fatalf("restored: %v %v", w.DrainRequested(nodeID), err)
+	}
+}

@@ -2,24 +2,43 @@ package eventstore
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
 )
 
 // ErrUnverified: a record does not continue the log as its keys signed it (see ChainVerifier).
 var ErrUnverified = errors.New("record does not verify")
 
-// ChainVerifier checks records one at a time, in position order, as Verify checks the stored log:
-// each record is the next position, extends the hash chain (its prev_hash is the hash of the
-// record before it, and its hash is recomputed from its bytes), and is signed, in the batch its
-// producer signed, by a key of the log's key history that is in force at its position; "$log"
-// records move that history on. Whoever holds only copies of the log (a node reading the relayed
-// log from NATS) takes exactly the records the log's keys signed, in the log's order, and nothing
-// anyone else wrote there.
+// ErrTooManyPending: more records wait for a checkpoint than a ChainVerifier holds; it dropped
+// them all (read them again from where it stands).
+var ErrTooManyPending = errors.New("too many records wait for a checkpoint")
+
+// MaxPendingRecords bounds the records a ChainVerifier holds while they wait for a checkpoint.
+const MaxPendingRecords = 100_000
+
+// ChainVerifier takes copies of a log's records (as a node reads the relayed log from NATS,
+// where anyone who may publish can add messages) and lets through exactly the log: the records,
+// in order, that a checkpoint the log key signed covers.
+//
+// Every append batch ends with a checkpoint: a C2SP signed note of the log's size and the RFC
+// 6962 Merkle root of all leaves, a leaf binding a record's position, stream version, time,
+// envelope, producer signature and proof. Records are held (by their chain hash) until a record
+// arrives with the checkpoint of its batch; the verifier then follows prev_hash back from it to
+// what it has verified, checks that path as Verify checks the stored log (the hash chain, each
+// record signed in its producer's batch by a key of the log's key history in force at its
+// position, a producer key signing only its own stream, "$log" records moving that history on)
+// and that the checkpoint, signed by the log key in force after the path, has the path's size
+// and Merkle root. Only then are the path's records released. Copies placed elsewhere, re-chained
+// or changed do not hash to a signed root; they stay held and are dropped once passed.
 //
 // The trust anchor is the genesis record: it must name the expected origin. A ChainVerifier is
 // not safe for concurrent use.
@@ -27,8 +46,11 @@ type ChainVerifier struct {
 	origin         string // expected origin
 	producerStream func(owner string) string
 	next           uint64
-	lastHash []byte
-	ring     *keyRing
+	lastHash       []byte
+	ring           *keyRing
+	rng            *compact.Range                    // the Merkle tree's frontier over the first next leaves
+	pending        map[[HashSize]byte]*pendingRecord // held records by chain hash
+	closers        map[[HashSize]byte]*pendingRecord // those of them that came with a checkpoint
 	// The last batch signature that verified: the records of one batch share it, and checking
 	// it again is most of the cost of a record.
 	lastKey          string
@@ -40,81 +62,213 @@ type ChainVerifier struct {
 // every other stream takes only the log key. (The store's ingester enforces it when it writes;
 // a reader must not take a producer's record anywhere else.)
 func NewChainVerifier(origin string, producerStream func(owner string) string) *ChainVerifier {
-	return &ChainVerifier{origin: origin, producerStream: producerStream, ring: &keyRing{keys: map[string]*ringKey{}}}
+	return &ChainVerifier{origin: origin, producerStream: producerStream, ring: &keyRing{keys: map[string]*ringKey{}},
+		rng:     rangeFactory.NewEmptyRange(0),
+		pending: map[[HashSize]byte]*pendingRecord{}, closers: map[[HashSize]byte]*pendingRecord{}}
 }
 
-// Next is the position Check expects.
+// Next is the position of the first record not verified yet.
 func (v *ChainVerifier) Next() uint64 { return v.next }
 
-// Check verifies rec as the next record of the log and, when it does, takes it in. rec must carry
-// what was hashed and signed: StoredSchemaVersion, StoredPayload, Signature, SignatureProof,
-// PrevHash and Hash. An error wraps ErrUnverified and leaves the verifier as it was.
-func (v *ChainVerifier) Check(rec *Record) error {
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%w: position %d: %s", ErrUnverified, rec.Position, fmt.Sprintf(format, args...))
+// Offer takes a copy of a record, and the checkpoint note that came with it ("" none). It returns
+// the records now verified, in position order (none while records wait for their batch's
+// checkpoint). A record behind Next, one that does not hash as it says, or a checkpoint that
+// does not verify over the records it closes is refused with an error wrapping ErrUnverified;
+// what was verified stays as it was. rec must carry what was hashed and signed:
+// StoredSchemaVersion, StoredPayload, Signature, SignatureProof, PrevHash and Hash.
+func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) {
+	fail := func(format string, args ...any) ([]Record, error) {
+		return nil, fmt.Errorf("%w: position %d: %s", ErrUnverified, rec.Position, fmt.Sprintf(format, args...))
 	}
-	if rec.Position != v.next {
-		return fail("the log continues at position %d", v.next)
+	if rec.Position < v.next {
+		return fail("the log is verified up to %d", v.next)
+	}
+	if rec.Position-v.next >= MaxPendingRecords {
+		return fail("too far ahead of position %d", v.next)
+	}
+	if len(rec.PrevHash) != HashSize || len(rec.Hash) != HashSize {
+		return fail("prev_hash and hash must have %d bytes", HashSize)
+	}
+	_, leaf := recordLeaf(rec.Position, rec.StreamVersion, rec.RecordedAt, envelopeOf(rec), rec.Signature, rec.SignatureProof)
+	computed := ChainHash(rec.PrevHash, leaf)
+	if !bytes.Equal(computed[:], rec.Hash) {
+		return fail("its bytes hash to %x, not to the hash it carries", computed)
+	}
+	p, held := v.pending[computed]
+	if !held {
+		if len(v.pending) >= MaxPendingRecords {
+			clear(v.pending)
+			clear(v.closers)
+			return nil, fmt.Errorf("%w (%d); verified up to %d", ErrTooManyPending, MaxPendingRecords, v.next)
+		}
+		p = &pendingRecord{rec: *rec}
+		v.pending[computed] = p
+	}
+	if checkpoint != "" && p.checkpoint == "" {
+		p.checkpoint = checkpoint
+		v.closers[computed] = p
+	}
+	// Close every path a held checkpoint can close now, lowest first.
+	var out []Record
+	var offeredErr error
+	for {
+		closers := slices.SortedFunc(maps.Values(v.closers), func(a, b *pendingRecord) int { return cmp.Compare(a.rec.Position, b.rec.Position) })
+		progressed := false
+		for _, q := range closers {
+			path := v.pathTo(q)
+			if path == nil {
+				continue // its predecessors have not all arrived (or it is not the log's)
+			}
+			ring, rng, lastHash, err := v.verifyPath(path)
+			if err == nil {
+				err = v.verifyCheckpoint(q.checkpoint, ring, rng, q.rec.Position+1)
+			}
+			if err != nil {
+				q.checkpoint = "" // that note does not close this path; the records stay held
+				delete(v.closers, [HashSize]byte(q.rec.Hash))
+				if q == p {
+					offeredErr = fmt.Errorf("%w: position %d: %w", ErrUnverified, q.rec.Position, err)
+				}
+				continue
+			}
+			for _, r := range path {
+				out = append(out, *r)
+			}
+			v.ring, v.rng, v.lastHash, v.next = ring, rng, lastHash, q.rec.Position+1
+			for h, r := range v.pending {
+				if r.rec.Position < v.next {
+					delete(v.pending, h)
+					delete(v.closers, h)
+				}
+			}
+			progressed = true
+			break
+		}
+		if !progressed {
+			break
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	return nil, offeredErr
+}
+
+// pendingRecord is a record held until a checkpoint covers it.
+type pendingRecord struct {
+	rec        Record
+	checkpoint string // the note that came with it, if any
+}
+
+// pathTo follows prev_hash back from q to what is verified: the records from Next to q, or nil
+// when one is missing.
+func (v *ChainVerifier) pathTo(q *pendingRecord) []*Record {
+	path := []*Record{&q.rec}
+	for cur := &q.rec; cur.Position > v.next; {
+		prev, ok := v.pending[[HashSize]byte(cur.PrevHash)]
+		if !ok || prev.rec.Position != cur.Position-1 {
+			return nil
+		}
+		path = append(path, &prev.rec)
+		cur = &prev.rec
+	}
+	slices.Reverse(path)
+	return path
+}
+
+func envelopeOf(rec *Record) *Envelope {
+	return &Envelope{EventID: rec.EventID, StreamID: rec.StreamID, Type: rec.Type, SchemaVersion: rec.StoredSchemaVersion,
+		KeyID: rec.KeyID, Payload: rec.StoredPayload, Metadata: rec.Metadata}
+}
+
+// verifyPath checks records that continue the verified log, in order, and returns the key
+// history, Merkle range and chain hash after them. It changes nothing in v.
+func (v *ChainVerifier) verifyPath(path []*Record) (*keyRing, *compact.Range, []byte, error) {
+	ring := v.ring
+	rng, err := rangeFactory.NewRange(0, v.next, slices.Clone(v.rng.Hashes()))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("merkle range: %w", err)
 	}
 	prev := v.lastHash
 	if prev == nil {
 		prev = make([]byte, HashSize)
 	}
-	if !bytes.Equal(rec.PrevHash, prev) {
-		return fail("prev_hash %x is not the hash of the record before (%x)", rec.PrevHash, prev)
-	}
-	envelope, leaf := recordLeaf(rec.Position, rec.StreamVersion, rec.RecordedAt, &Envelope{EventID: rec.EventID, StreamID: rec.StreamID,
-		Type: rec.Type, SchemaVersion: rec.StoredSchemaVersion, KeyID: rec.KeyID, Payload: rec.StoredPayload, Metadata: rec.Metadata},
-		rec.Signature, rec.SignatureProof)
-	if computed := ChainHash(prev, leaf); !bytes.Equal(computed[:], rec.Hash) {
-		return fail("its bytes hash to %x, not to the hash it carries", computed)
-	}
-	// A record is signed under the key history as it stood before it, except the genesis, which
-	// is signed by the key it introduces; a "$log" record moves the history on after it.
-	ring, after := v.ring, v.ring
-	if rec.StreamID == LogStream {
-		next, err := ring.apply(rec.Position, rec.Type, rec.StoredPayload)
-		if err != nil {
-			return fail("%v", err)
+	for _, rec := range path {
+		if !bytes.Equal(rec.PrevHash, prev) {
+			return nil, nil, nil, fmt.Errorf("position %d: prev_hash %x is not the hash of the record before (%x)", rec.Position, rec.PrevHash, prev)
 		}
-		if rec.Position == 0 {
-			if next.origin != v.origin {
-				return fail("the genesis names the log %q, not %q", next.origin, v.origin)
+		envelope, leaf := recordLeaf(rec.Position, rec.StreamVersion, rec.RecordedAt, envelopeOf(rec), rec.Signature, rec.SignatureProof)
+		// A record is signed under the key history as it stood before it, except the genesis,
+		// which is signed by the key it introduces; a "$log" record moves the history on.
+		signing, after := ring, ring
+		if rec.StreamID == LogStream {
+			next, err := ring.apply(rec.Position, rec.Type, rec.StoredPayload)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("position %d: %w", rec.Position, err)
 			}
-			ring = next
+			if rec.Position == 0 {
+				if next.origin != v.origin {
+					return nil, nil, nil, fmt.Errorf("the genesis names the log %q, not %q", next.origin, v.origin)
+				}
+				signing = next
+			}
+			after = next
 		}
-		after = next
+		signer, _, detail := signing.signerAt(rec.KeyID, rec.Position)
+		if signer == nil {
+			return nil, nil, nil, fmt.Errorf("position %d: %s", rec.Position, detail)
+		}
+		if signer.purpose != PurposeLog && (v.producerStream == nil || rec.StreamID != v.producerStream(signer.owner)) {
+			return nil, nil, nil, fmt.Errorf("position %d: key %s is a %s key of %q: it may not sign a record of stream %q",
+				rec.Position, rec.KeyID, signer.purpose, signer.owner, rec.StreamID)
+		}
+		root, count, err := BatchRoot(envelope, rec.SignatureProof)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("position %d: the signature proof is malformed: %w", rec.Position, err)
+		}
+		msg := SignedMessage(count, root)
+		if rec.KeyID != v.lastKey || !bytes.Equal(rec.Signature, v.lastSig) || !bytes.Equal(msg, v.lastMsg) {
+			if !signer.verify(msg, rec.Signature) {
+				return nil, nil, nil, fmt.Errorf("position %d: the signature does not verify with key %s", rec.Position, rec.KeyID)
+			}
+			v.lastKey, v.lastSig, v.lastMsg = rec.KeyID, slices.Clone(rec.Signature), msg
+		}
+		if err := rng.Append(rfc6962.DefaultHasher.HashLeaf(leaf), nil); err != nil {
+			return nil, nil, nil, fmt.Errorf("merkle append: %w", err)
+		}
+		ring, prev = after, rec.Hash
 	}
-	signer, _, detail := ring.signerAt(rec.KeyID, rec.Position)
-	if signer == nil {
-		return fail("%s", detail)
+	return ring, rng, slices.Clone(prev), nil
+}
+
+// verifyCheckpoint checks a checkpoint note against the log key in force after the records
+// (ring) and the Merkle root of the first size leaves (rng).
+func (v *ChainVerifier) verifyCheckpoint(text string, ring *keyRing, rng *compact.Range, size uint64) error {
+	k := ring.keys[ring.logKey]
+	if k == nil {
+		return errors.New("no log key is in force")
 	}
-	if signer.purpose != PurposeLog && (v.producerStream == nil || rec.StreamID != v.producerStream(signer.owner)) {
-		return fail("key %s is a %s key of %q: it may not sign a record of stream %q", rec.KeyID, signer.purpose, signer.owner, rec.StreamID)
-	}
-	root, count, err := BatchRoot(envelope, rec.SignatureProof)
+	signed, err := openCheckpoint(text, v.origin, k.verifyingKey)
 	if err != nil {
-		return fail("the signature proof is malformed: %v", err)
+		return err
 	}
-	msg := SignedMessage(count, root)
-	if rec.KeyID != v.lastKey || !bytes.Equal(rec.Signature, v.lastSig) || !bytes.Equal(msg, v.lastMsg) {
-		if !signer.verify(msg, rec.Signature) {
-			return fail("the signature does not verify with key %s", rec.KeyID)
-		}
-		v.lastKey, v.lastSig, v.lastMsg = rec.KeyID, slices.Clone(rec.Signature), msg
+	root, err := rng.GetRootHash(nil)
+	if err != nil {
+		return fmt.Errorf("merkle root: %w", err)
 	}
-	v.lastHash = slices.Clone(rec.Hash)
-	v.ring = after
-	v.next++
+	if signed.Size != size || !bytes.Equal(signed.Root, root) {
+		return fmt.Errorf("the checkpoint signs size %d, root %x; the records up to %d hash to %x", signed.Size, signed.Root, size, root)
+	}
 	return nil
 }
 
-// A ChainVerifier's state, for a node's snapshot: the position it expects, the hash before it and
-// the key history.
+// A ChainVerifier's state, for a node's snapshot: the position it expects, the hash before it,
+// the Merkle frontier and the key history.
 type chainState struct {
 	Origin   string          `json:"origin"`
 	Next     uint64          `json:"next"`
 	LastHash []byte          `json:"last_hash,omitempty"`
+	Frontier [][]byte        `json:"frontier,omitempty"`
 	LogKey   string          `json:"log_key,omitempty"`
 	Keys     []chainStateKey `json:"keys"`
 }
@@ -127,9 +281,10 @@ type chainStateKey struct {
 	Until     *uint64    `json:"until,omitempty"` // absent while in force
 }
 
-// MarshalJSON saves the verifier's state.
+// MarshalJSON saves the verified state (records held for a checkpoint are not saved: they are
+// read again).
 func (v *ChainVerifier) MarshalJSON() ([]byte, error) {
-	s := chainState{Origin: v.origin, Next: v.next, LastHash: v.lastHash, LogKey: v.ring.logKey, Keys: []chainStateKey{}}
+	s := chainState{Origin: v.origin, Next: v.next, LastHash: v.lastHash, Frontier: v.rng.Hashes(), LogKey: v.ring.logKey, Keys: []chainStateKey{}}
 	for _, k := range v.ring.keys {
 		sk := chainStateKey{PublicKey: k.pub, Purpose: k.purpose, Owner: k.owner, From: k.from}
 		if k.until != math.MaxUint64 {
@@ -167,7 +322,12 @@ func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 	if s.Next > 0 && (len(s.LastHash) != HashSize || ring.keys[s.LogKey] == nil) {
 		return errors.New("chain state: no hash or no log key after the genesis")
 	}
-	*v = ChainVerifier{origin: s.Origin, producerStream: v.producerStream, next: s.Next, lastHash: s.LastHash, ring: ring}
+	rng, err := rangeFactory.NewRange(0, s.Next, s.Frontier)
+	if err != nil {
+		return fmt.Errorf("chain state: merkle frontier: %w", err)
+	}
+	*v = ChainVerifier{origin: s.Origin, producerStream: v.producerStream, next: s.Next, lastHash: s.LastHash, ring: ring,
+		rng: rng, pending: map[[HashSize]byte]*pendingRecord{}, closers: map[[HashSize]byte]*pendingRecord{}}
 	return nil
 }
 

@@ -9,124 +9,6 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
-// The chain verifier takes a log's records in order, through key rotations, added, presigned and
-// revoked keys, and from a saved state; it refuses anything changed, out of place, signed by a
-// key not in force, or of another log, and stays where it was when it refuses.
-func TestChainVerifier(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	ctx := ctxT(t)
-	if _, err := e.store.Append(ctx, "a", eventstore.NoStream, note(1), note(2)); err != nil {
-		t.Fatal(err)
-	}
-	nodeKey, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.AddKey(ctx, eventstore.PurposeNode, "n1", nodeKey); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.store.AppendPresigned(ctx, nodeBatch(nodeKey, "node-n1", "node-n1")); err != nil {
-		t.Fatal(err)
-	}
-	next, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.RotateLogKey(ctx, next); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.store.Append(ctx, "a", eventstore.Exact(2), note(3)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.store.RevokeKey(ctx, nodeKey.ID(), "removed"); err != nil {
-		t.Fatal(err)
-	}
-	recs, err := e.store.ReadAll(ctx, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	origin, _ := e.store.Origin(ctx)
-
-	mustFail := func(v *eventstore.ChainVerifier, r eventstore.Record, what string) {
-		t.Helper()
-		before := v.Next()
-		if err := v.Check(&r); !errors.Is(err, eventstore.ErrUnverified) {
-			t.Fatalf("%s: err = %v, want ErrUnverified", what, err)
-		}
-		if v.Next() != before {
-			t.Fatalf("%s: the verifier moved on to %d", what, v.Next())
-		}
-	}
-	other := eventstore.NewChainVerifier("another-log", producerStream)
-	mustFail(other, recs[0], "the genesis of another origin")
-
-	v := eventstore.NewChainVerifier(origin, producerStream)
-	mustFail(v, recs[1], "a record before the genesis")
-	var saved []byte
-	for i, r := range recs {
-		changed := r
-		changed.StoredPayload = []byte(`{"n":99}`)
-		mustFail(v, changed, "a changed payload")
-		if i > 0 {
-			mustFail(v, recs[i-1], "a record again")
-		}
-		if err := v.Check(&r); err != nil {
-			t.Fatalf("record %d (%s): %v", r.Position, r.Type, err)
-		}
-		if i == 4 {
-			if saved, err = json.Marshal(v); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if v.Next() != uint64(len(recs)) || !slices.Equal(v.LogKey(), next.Public()) {
-		t.Fatalf("after the log: next %d, log key %x", v.Next(), v.LogKey())
-	}
-
-	// From the saved state, the rest verifies the same way.
-	restored := eventstore.NewChainVerifier(origin, producerStream)
-	if err := json.Unmarshal(saved, restored); err != nil {
-		t.Fatal(err)
-	}
-	if restored.Next() != 5 {
-		t.Fatalf("restored at %d", restored.Next())
-	}
-	for _, r := range recs[5:] {
-		if err := restored.Check(&r); err != nil {
-			t.Fatalf("restored, record %d: %v", r.Position, err)
-		}
-	}
-
-	// What a key not in force signs does not verify, even correctly chained: a node record after
-	// its key's revocation, a record signed with the retired log key.
-	head := recs[len(recs)-1]
-	forged := recs[len(recs)-1]
-	forged.Position, forged.PrevHash = head.Position+1, head.Hash
-	batch := nodeBatch(nodeKey, "node-n1")
-	envl, _ := eventstore.DecodeEnvelope(batch[0].Envelope)
-	forged.EventID, forged.StreamID, forged.Type, forged.StoredSchemaVersion, forged.KeyID = envl.EventID, envl.StreamID, envl.Type, envl.SchemaVersion, envl.KeyID
-	forged.StoredPayload, forged.Metadata, forged.Signature, forged.SignatureProof = envl.Payload, envl.Metadata, batch[0].Signature, batch[0].Proof
-	forged.Hash = chainHash(&forged)
-	mustFail(v, forged, "a record signed by a revoked node key")
-
-	// A node key in force signs only its own stream.
-	n2, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.AddKey(ctx, eventstore.PurposeNode, "n2", n2); err != nil {
-		t.Fatal(err)
-	}
-	added, err := e.store.ReadAll(ctx, head.Position+1, 1)
-	if err != nil || len(added) != 1 {
-		t.Fatal(err)
-	}
-	if err := v.Check(&added[0]); err != nil {
-		t.Fatal(err)
-	}
-	for _, stream := range []string{"a", eventstore.LogStream, "node-n1"} {
-		b := nodeBatch(n2, stream)
-		env, _ := eventstore.DecodeEnvelope(b[0].Envelope)
-		r := eventstore.Record{Position: added[0].Position + 1, PrevHash: added[0].Hash, StreamVersion: 1, RecordedAt: added[0].RecordedAt,
-			EventID: env.EventID, StreamID: env.StreamID, Type: env.Type, StoredSchemaVersion: env.SchemaVersion, KeyID: env.KeyID,
-			StoredPayload: env.Payload, Metadata: env.Metadata, Signature: b[0].Signature, SignatureProof: b[0].Proof}
-		r.Hash = chainHash(&r)
-		mustFail(v, r, "node n2's key signing stream "+stream)
-	}
-}
-
 // producerStream: in these tests a producer key of owner n1 signs the stream node-n1.
 func producerStream(owner string) string { return "node-" + owner }
 
@@ -140,8 +22,145 @@ func chainHash(r *eventstore.Record) []byte {
 	return h[:]
 }
 
+func positions(recs []eventstore.Record) []uint64 {
+	out := make([]uint64, len(recs))
+	for i, r := range recs {
+		out[i] = r.Position
+	}
+	return out
+}
+
+// The chain verifier lets through exactly the log, batch by batch as checkpoints close them,
+// through key rotations, added, presigned and revoked keys, and from a saved state; what it is
+// offered changed, re-chained (a genuine envelope placed elsewhere), under another checkpoint, of
+// another log, or signed by a producer key outside its stream never comes out.
+func TestChainVerifier(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	if _, err := e.store.Append(ctx, "a", eventstore.NoStream, note(1), note(2), note(3)); err != nil {
+		t.Fatal(err)
+	}
+	nodeKey, _ := eventstore.GenerateSigningKey()
+	if _, err := e.store.AddKey(ctx, eventstore.PurposeNode, "n1", nodeKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.AppendPresigned(ctx, nodeBatch(nodeKey, "node-n1", "node-n1")); err != nil {
+		t.Fatal(err)
+	}
+	next, _ := eventstore.GenerateSigningKey()
+	if _, err := e.store.RotateLogKey(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Append(ctx, "a", eventstore.Exact(3), note(4)); err != nil {
+		t.Fatal(err)
+	}
+	// The store takes a node's batch for any stream; only the ingester keeps nodes to their own.
+	if _, err := e.store.AppendPresigned(ctx, nodeBatch(nodeKey, "tunnel-x")); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := e.store.ReadAll(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps, err := e.store.Checkpoints(ctx, 0, uint64(len(recs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin, _ := e.store.Origin(ctx)
+	misplaced := recs[len(recs)-1] // the node's record in tunnel-x
+	recs = recs[:len(recs)-1]
+
+	offer := func(v *eventstore.ChainVerifier, r eventstore.Record, cp string) ([]eventstore.Record, error) {
+		t.Helper()
+		before := v.Next()
+		out, err := v.Offer(&r, cp)
+		if err != nil && v.Next() != before {
+			t.Fatalf("a refused offer moved the verifier from %d to %d", before, v.Next())
+		}
+		return out, err
+	}
+	if _, err := offer(eventstore.NewChainVerifier("another-log", producerStream), recs[0], cps[1]); !errors.Is(err, eventstore.ErrUnverified) {
+		t.Fatalf("the genesis of another origin: %v", err)
+	}
+
+	v := eventstore.NewChainVerifier(origin, producerStream)
+	var got []eventstore.Record
+	var saved []byte
+	for i, r := range recs {
+		changed := r
+		changed.StoredPayload = []byte(`{"n":99}`)
+		if _, err := offer(v, changed, cps[r.Position+1]); !errors.Is(err, eventstore.ErrUnverified) {
+			t.Fatalf("record %d changed: %v", r.Position, err)
+		}
+		out, err := offer(v, r, cps[r.Position+1])
+		if err != nil {
+			t.Fatalf("record %d (%s): %v", r.Position, r.Type, err)
+		}
+		got = append(got, out...)
+		if _, ok := cps[r.Position+1]; ok != (len(out) > 0) {
+			t.Fatalf("record %d: released %v with checkpoint %v", r.Position, positions(out), ok)
+		}
+		if i == 4 {
+			if saved, err = json.Marshal(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !slices.Equal(positions(got), positions(recs)) || !slices.Equal(v.LogKey(), next.Public()) {
+		t.Fatalf("released %v of %d records; log key %x", positions(got), len(recs), v.LogKey())
+	}
+
+	// A genuine envelope re-chained after the head, with any checkpoint there is, stays out:
+	// the head's own (signed by the log key in force there, so only the checkpoint tells) and an
+	// early one (whose key is no longer in force).
+	head := recs[len(recs)-1]
+	for _, r := range []eventstore.Record{head, recs[2]} {
+		for _, cp := range []string{"", cps[head.Position+1], cps[3]} {
+			moved := r
+			moved.Position, moved.PrevHash = head.Position+1, head.Hash
+			moved.Hash = chainHash(&moved)
+			if out, _ := offer(v, moved, cp); len(out) != 0 || v.Next() != head.Position+1 {
+				t.Fatalf("a re-chained record came out: %v", positions(out))
+			}
+		}
+	}
+	// A node's record outside its stream does not verify, even under the log's checkpoint.
+	if out, err := offer(v, misplaced, cps[misplaced.Position+1]); !errors.Is(err, eventstore.ErrUnverified) || len(out) != 0 {
+		t.Fatalf("a node's record in tunnel-x: %v %v", positions(out), err)
+	}
+
+	// From the saved state (position 5), the rest verifies the same way; records offered out
+	// of order within a batch come out once the batch is complete.
+	restored := eventstore.NewChainVerifier(origin, producerStream)
+	if err := json.Unmarshal(saved, restored); err != nil {
+		t.Fatal(err)
+	}
+	from := restored.Next()
+	if from == 0 || from > 5 {
+		t.Fatalf("restored at %d", from)
+	}
+	var rest []eventstore.Record
+	for _, r := range backward(recs[from:]) {
+		out, err := offer(restored, r, cps[r.Position+1])
+		if err != nil {
+			t.Fatalf("restored, record %d: %v", r.Position, err)
+		}
+		rest = append(rest, out...)
+	}
+	if !slices.Equal(positions(rest), positions(recs[from:])) {
+		t.Fatalf("restored, offered backwards: released %v", positions(rest))
+	}
+}
+
+func backward(recs []eventstore.Record) []eventstore.Record {
+	out := slices.Clone(recs)
+	slices.Reverse(out)
+	return out
+}
+
 // BenchmarkChainVerifier: what a node spends per relayed record, for records appended one per
-// batch (a signature each) and 100 per batch (one signature for all).
+// batch (a signature and a checkpoint each) and 100 per batch (one of each for all).
 func BenchmarkChainVerifier(b *testing.B) {
 	e := newEnv(b)
 	ctx := ctxT(b)
@@ -163,6 +182,10 @@ func BenchmarkChainVerifier(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cps, err := e.store.Checkpoints(ctx, 0, uint64(len(recs)))
+	if err != nil {
+		b.Fatal(err)
+	}
 	origin, _ := e.store.Origin(ctx)
 	for _, c := range []struct {
 		name     string
@@ -174,13 +197,13 @@ func BenchmarkChainVerifier(b *testing.B) {
 				b.StopTimer()
 				v := eventstore.NewChainVerifier(origin, producerStream)
 				for i := range c.from {
-					if err := v.Check(&recs[i]); err != nil {
+					if _, err := v.Offer(&recs[i], cps[recs[i].Position+1]); err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.StartTimer()
 				for i := c.from; i < c.to; i++ {
-					if err := v.Check(&recs[i]); err != nil {
+					if _, err := v.Offer(&recs[i], cps[recs[i].Position+1]); err != nil {
 						b.Fatal(err)
 					}
 				}

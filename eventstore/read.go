@@ -266,6 +266,29 @@ func (s *Store) listenOnce(ctx context.Context) error {
 // notifications), without a database round trip.
 func (s *Store) KnownHead() uint64 { return s.notifier.known() }
 
+// Checkpoints returns the signed checkpoint notes of the sizes in (after, upTo], by size: one
+// ends every append batch, so the relay can send each with the batch's last record.
+func (s *Store) Checkpoints(ctx context.Context, after, upTo uint64) (map[uint64]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT size, note FROM checkpoints WHERE size > $1 AND size <= $2`, int64(after), int64(upTo))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", classify(err))
+	}
+	defer rows.Close()
+	out := map[uint64]string{}
+	for rows.Next() {
+		var size int64
+		var note string
+		if err := rows.Scan(&size, &note); err != nil {
+			return nil, fmt.Errorf("checkpoints: %w", classify(err))
+		}
+		out[uint64(size)] = note
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", classify(err))
+	}
+	return out, nil
+}
+
 // LatestCheckpoint returns the newest signed checkpoint (size and C2SP note), for publishing to
 // witnesses.
 func (s *Store) LatestCheckpoint(ctx context.Context) (uint64, string, error) {

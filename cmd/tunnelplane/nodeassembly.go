@@ -459,10 +459,12 @@ func (rn *runningNode) followEvents(ctx context.Context, js jetstream.JetStream)
 	apply := func(_ context.Context, ev bus.RelayedEvent) error {
 		rec, err := ev.Record()
 		if err == nil {
-			err = rn.View.Apply(view.Event{Position: ev.Position, Record: &rec})
+			err = rn.View.Apply(view.Event{Position: ev.Position, Record: &rec, Checkpoint: ev.Checkpoint})
 		}
 		switch {
 		case err == nil:
+		case errors.Is(err, eventstore.ErrTooManyPending):
+			return err // read again from where the view stands
 		case errors.Is(err, eventstore.ErrUnverified), errors.Is(err, bus.ErrMalformed):
 			// Not the log's (someone else published it), or not as the log signed it: skipped;
 			// the genuine record for this position may still follow.
@@ -478,7 +480,8 @@ func (rn *runningNode) followEvents(ctx context.Context, js jetstream.JetStream)
 	delay := time.Second
 	for {
 		started := time.Now()
-		err := bus.SubscribeEvents(ctx, js, bus.SubscribeEventsOptions{Logger: rn.log, FromPosition: uint64(rn.View.Position() + 1), SkipBad: skipBad}, apply)
+		err := bus.SubscribeEvents(ctx, js, bus.SubscribeEventsOptions{Logger: rn.log, FromPosition: rn.View.Next(), SkipBad: skipBad,
+			Next: rn.View.Next}, apply)
 		if ctx.Err() != nil {
 			return
 		}

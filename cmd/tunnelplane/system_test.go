@@ -455,6 +455,66 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	if metrics := scrape(t, sv.CP.URL+"/metrics"); !strings.Contains(metrics, "tunnelplane_node_relayed_skipped_total "+fmt.Sprint(sv.Node.skipped.Load())) {
 		t.Fatalf("skipped messages not in the metrics")
 	}
+	// A genuine record copied and re-chained after the head (a withdrawn role granted again):
+	// its envelope is signed, its chain hash recomputed, the head's checkpoint attached; it is
+	// not the log's record there, and the node goes on with the log.
+	demo := commands.WithActor(ctx, commands.Actor{ID: "demo"})
+	grant, err := sv.CP.Service.Handlers.AssignRole.Handle(demo, commands.AssignRole{OrgID: d.OrgID, UserID: "carol", Role: domain.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withdrawn, err := sv.CP.Service.Handlers.UnassignRole.Handle(demo, commands.UnassignRole{OrgID: d.OrgID, UserID: "carol", Role: domain.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sv.Node.View.WaitFor(wctx, withdrawn.Position); err != nil {
+		t.Fatal(err)
+	}
+	carol, err := token.MintUser(sv.CP.Service.TokenKey(), token.DefaultIssuer, "carol", "", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sv.Node.View.AuthorizeIngress(ctx, carol, route0(t, sv)); !errors.Is(err, node.ErrForbidden) {
+		t.Fatalf("carol after the withdrawal: %v", err)
+	}
+	recs, err := sv.CP.Log.Store.ReadAll(ctx, grant.Position, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	headPos, _ := sv.CP.Log.Store.Head(ctx)
+	prevRec, err := sv.CP.Log.Store.ReadAll(ctx, headPos-1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, note, err := sv.CP.Log.Store.LatestCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := recs[0]
+	replay.Position, replay.PrevHash = headPos, prevRec[0].Hash
+	replay.Hash = recordChainHash(&replay)
+	env := eventstore.Envelope{EventID: replay.EventID, StreamID: replay.StreamID, Type: replay.Type, SchemaVersion: replay.StoredSchemaVersion,
+		KeyID: replay.KeyID, Payload: replay.StoredPayload, Metadata: replay.Metadata}
+	body, _ := json.Marshal(bus.RelayedEvent{Position: replay.Position, StreamID: replay.StreamID, StreamVersion: replay.StreamVersion,
+		EventID: replay.EventID, Type: replay.Type, SchemaVersion: replay.SchemaVersion, RecordedAt: replay.RecordedAt, KeyID: replay.KeyID,
+		Payload: replay.Payload, Metadata: replay.Metadata, Envelope: eventstore.AppendEnvelope(nil, &env), Signature: replay.Signature,
+		SignatureProof: replay.SignatureProof, PrevHash: replay.PrevHash, Hash: replay.Hash, Checkpoint: note})
+	msg := &nats.Msg{Subject: bus.EventSubject(replay.Type), Data: body, Header: nats.Header{}}
+	msg.Header.Set(bus.HeaderPosition, fmt.Sprint(replay.Position))
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	org2, err := sv.CP.Service.Handlers.CreateOrganization.Handle(root, commands.CreateOrganization{Name: "later", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sv.Node.View.WaitFor(wctx, org2.Position); err != nil {
+		t.Fatalf("the node did not go on with the genuine log after the re-chained record: %v", err)
+	}
+	if _, err := sv.Node.View.AuthorizeIngress(ctx, carol, route0(t, sv)); !errors.Is(err, node.ErrForbidden) {
+		t.Fatalf("carol after the re-chained grant: %v", err)
+	}
+
 	mallory, err := token.MintUser(forgedKey, token.DefaultIssuer, "mallory", "", time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -478,7 +538,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := sv.CP.Log.Store.ReadAll(ctx, drain.Position, 1)
+	recs, err = sv.CP.Log.Store.ReadAll(ctx, drain.Position, 1)
 	if err != nil || len(recs) != 1 {
 		t.Fatal(err)
 	}
@@ -516,4 +576,24 @@ func scrape(t *testing.T, url string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// route0 is the demo tunnel's route in the node's view.
+func route0(t *testing.T, sv *served) node.Route {
+	t.Helper()
+	r, ok := sv.Node.View.Resolve("llm.demo")
+	if !ok {
+		t.Fatal("the demo tunnel does not resolve")
+	}
+	return r
+}
+
+// recordChainHash is the hash a record carries: its leaf chained to prev_hash.
+func recordChainHash(r *eventstore.Record) []byte {
+	env := eventstore.Envelope{EventID: r.EventID, StreamID: r.StreamID, Type: r.Type, SchemaVersion: r.StoredSchemaVersion,
+		KeyID: r.KeyID, Payload: r.StoredPayload, Metadata: r.Metadata}
+	leaf := eventstore.AppendLeaf(nil, &eventstore.Leaf{Position: r.Position, StreamVersion: r.StreamVersion,
+		RecordedAt: r.RecordedAt.UnixMicro(), Envelope: eventstore.AppendEnvelope(nil, &env), Signature: r.Signature, Proof: r.SignatureProof})
+	h := eventstore.ChainHash(r.PrevHash, leaf)
+	return h[:]
 }

@@ -114,7 +114,7 @@ func realRelayed(t testing.TB) [][]byte {
 	}
 	var out [][]byte
 	for i := range recs {
-		msg, err := relayMessage(&recs[i])
+		msg, err := relayMessage(&recs[i], "")
 		if err != nil {
 			t.Fatal(err)
 		}

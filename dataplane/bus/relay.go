@@ -48,6 +48,10 @@ type RelayedEvent struct {
 	SignatureProof []byte `json:"signature_proof,omitempty"`
 	PrevHash       []byte `json:"prev_hash,omitempty"`
 	Hash           []byte `json:"hash,omitempty"`
+	// Checkpoint is the signed checkpoint note of the log's size after this record, on the last
+	// record of each append batch: what lets a reader take the batch as the log's
+	// (eventstore.ChainVerifier).
+	Checkpoint string `json:"checkpoint,omitempty"`
 }
 
 // Record rebuilds the log record the event carries from its envelope (the exact bytes the log
@@ -99,7 +103,7 @@ func DecodeRelayedEvent(data []byte) (RelayedEvent, error) {
 	return ev, nil
 }
 
-func relayMessage(rec *eventstore.Record) (*nats.Msg, error) {
+func relayMessage(rec *eventstore.Record, checkpoint string) (*nats.Msg, error) {
 	env := eventstore.Envelope{EventID: rec.EventID, StreamID: rec.StreamID, Type: rec.Type, SchemaVersion: rec.StoredSchemaVersion,
 		KeyID: rec.KeyID, Payload: rec.StoredPayload, Metadata: rec.Metadata}
 	body, err := json.Marshal(RelayedEvent{
@@ -107,7 +111,7 @@ func relayMessage(rec *eventstore.Record) (*nats.Msg, error) {
 		Type: rec.Type, SchemaVersion: rec.SchemaVersion, RecordedAt: rec.RecordedAt.UTC(), KeyID: rec.KeyID,
 		Payload: rec.Payload, Metadata: rec.Metadata,
 		Envelope: eventstore.AppendEnvelope(make([]byte, 0, eventstore.EnvelopeSize(&env)), &env), Signature: rec.Signature,
-		SignatureProof: rec.SignatureProof, PrevHash: rec.PrevHash, Hash: rec.Hash,
+		SignatureProof: rec.SignatureProof, PrevHash: rec.PrevHash, Hash: rec.Hash, Checkpoint: checkpoint,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode position %d: %w", rec.Position, err)
@@ -372,9 +376,13 @@ func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Sto
 func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *uint64) error {
 	for start := 0; start < len(recs); start += r.cfg.BatchSize {
 		chunk := recs[start:min(start+r.cfg.BatchSize, len(recs))]
+		cps, err := r.cfg.Store.Checkpoints(ctx, chunk[0].Position, chunk[len(chunk)-1].Position+1)
+		if err != nil {
+			return fmt.Errorf("relay position %d: %w", chunk[0].Position, err)
+		}
 		futures := make([]jetstream.PubAckFuture, 0, len(chunk))
 		for i := range chunk {
-			msg, err := relayMessage(&chunk[i])
+			msg, err := relayMessage(&chunk[i], cps[chunk[i].Position+1])
 			if err != nil {
 				return err
 			}
@@ -392,8 +400,13 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 			select {
 			case ack := <-f.Ok():
 				if ack.Duplicate {
-					timer.Stop()
-					return fmt.Errorf("relay position %d: JetStream already holds event %s (another relay?)", chunk[i].Position, chunk[i].EventID)
+					// Already in the stream: published before a publish ahead of it failed (a
+					// message someone else published came between), or by a second relay. Readers
+					// take records in any order until a checkpoint closes them; go on after it.
+					r.log.Debug("already relayed", "position", chunk[i].Position, "stream_seq", ack.Sequence)
+					r.last.pos, r.last.ok = chunk[i].Position, true
+					r.position.Set(float64(chunk[i].Position + 1))
+					continue
 				}
 				*lastSeq = ack.Sequence
 				r.last.pos, r.last.seq, r.last.ok = chunk[i].Position, ack.Sequence, true
@@ -534,6 +547,10 @@ type SubscribeEventsOptions struct {
 	// position, and they are skipped instead of ending the subscription: a reader that verifies
 	// every record (eventstore.ChainVerifier) must not stall on what someone else published.
 	SkipBad func(seq uint64, err error)
+	// Next, when set, is asked before each message for the first position the reader still
+	// wants: earlier ones are skipped, all others go to handle, in stream order, with no gap
+	// check (a reader that holds records until a checkpoint verifies them decides itself).
+	Next func() uint64
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -610,6 +627,9 @@ func SubscribeEvents(ctx context.Context, js jetstream.JetStream, opts Subscribe
 				continue
 			}
 			return fmt.Errorf("subscribe events: %s: %w", msg.Subject(), err)
+		}
+		if opts.Next != nil {
+			next, haveNext, gapCheck = opts.Next(), true, false
 		}
 		if haveNext && ev.Position < next {
 			_ = msg.Ack()

@@ -28,7 +28,10 @@ type Event struct {
 	Payload  []byte
 	// RecordedAt is when the log recorded it (from Record in a verified view; zero: now).
 	RecordedAt time.Time
+	// Record and Checkpoint (the signed checkpoint that came with it, if any) are what a
+	// verified view checks.
 	Record     *eventstore.Record
+	Checkpoint string
 }
 
 // RotatedUserKeyGrace is how long user tokens signed by a rotated token key still pass the
@@ -174,20 +177,35 @@ func (v *View) Apply(e Event) error {
 		v.mu.Unlock()
 		return nil
 	}
+	events := []Event{e}
 	if v.chain != nil {
 		r := e.Record
 		if r == nil || r.Position != e.Position {
 			v.mu.Unlock()
 			return fmt.Errorf("%w: position %d comes without its record", eventstore.ErrUnverified, e.Position)
 		}
-		if err := v.chain.Check(r); err != nil {
+		recs, err := v.chain.Offer(r, e.Checkpoint)
+		if err != nil {
 			v.mu.Unlock()
 			return err
 		}
-		e = Event{Position: r.Position, EventID: r.EventID.String(), StreamID: r.StreamID, Type: r.Type, Payload: r.Payload, RecordedAt: r.RecordedAt}
+		events = events[:0]
+		for _, r := range recs {
+			events = append(events, Event{Position: r.Position, EventID: r.EventID.String(), StreamID: r.StreamID, Type: r.Type,
+				Payload: r.Payload, RecordedAt: r.RecordedAt})
+		}
+		if len(events) == 0 {
+			v.mu.Unlock()
+			return nil // held until its batch's checkpoint arrives
+		}
 	}
-	err := v.apply(e, &after)
-	v.position, v.lastID = int64(e.Position), e.EventID
+	var errs []error
+	for _, e := range events {
+		if err := v.apply(e, &after); err != nil {
+			errs = append(errs, fmt.Errorf("view at position %d (%s): %w", e.Position, e.Type, err))
+		}
+		v.position, v.lastID = int64(e.Position), e.EventID
+	}
 	v.settleReady()
 	close(v.changed)
 	v.changed = make(chan struct{})
@@ -195,10 +213,14 @@ func (v *View) Apply(e Event) error {
 	for _, f := range after {
 		f()
 	}
-	if err != nil {
-		return fmt.Errorf("view at position %d (%s): %w", e.Position, e.Type, err)
-	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// Next is the first position the view has not taken (verified and applied).
+func (v *View) Next() uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return uint64(v.position + 1)
 }
 
 func (v *View) apply(e Event, after *[]func()) error {

@@ -80,8 +80,9 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 			s.Roles[k] = slices.Sorted(maps.Keys(roles))
 		}
 	}
+	keys := v.keys.All() // changed only under v.mu, so as of Position too
 	v.mu.RUnlock()
-	for id, pub := range v.keys.All() {
+	for id, pub := range keys {
 		k, ok := pub.(ed25519.PublicKey)
 		if !ok {
 			return nil, 0, fmt.Errorf("view snapshot: token key %s is a %T, not Ed25519", id, pub)

@@ -89,8 +89,7 @@ func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) 
 	if len(rec.PrevHash) != HashSize || len(rec.Hash) != HashSize {
 		return fail("prev_hash and hash must have %d bytes", HashSize)
 	}
-	_, leaf := recordLeaf(rec.Position, rec.StreamVersion, rec.RecordedAt, envelopeOf(rec), rec.Signature, rec.SignatureProof)
-	computed := ChainHash(rec.PrevHash, leaf)
+	computed := rec.ChainHash()
 	if !bytes.Equal(computed[:], rec.Hash) {
 		return fail("its bytes hash to %x, not to the hash it carries", computed)
 	}
@@ -174,6 +173,13 @@ func (v *ChainVerifier) pathTo(q *pendingRecord) []*Record {
 	}
 	slices.Reverse(path)
 	return path
+}
+
+// ChainHash is the hash the record's bytes give chained to its PrevHash (what Hash must be),
+// from what was stored: StoredSchemaVersion, StoredPayload, Signature and SignatureProof.
+func (rec *Record) ChainHash() [HashSize]byte {
+	_, leaf := recordLeaf(rec.Position, rec.StreamVersion, rec.RecordedAt, envelopeOf(rec), rec.Signature, rec.SignatureProof)
+	return ChainHash(rec.PrevHash, leaf)
 }
 
 func envelopeOf(rec *Record) *Envelope {

@@ -12,16 +12,6 @@ import (
 // producerStream: in these tests a producer key of owner n1 signs the stream node-n1.
 func producerStream(owner string) string { return "node-" + owner }
 
-// chainHash is the hash a record carries: its leaf chained to prev_hash.
-func chainHash(r *eventstore.Record) []byte {
-	env := eventstore.Envelope{EventID: r.EventID, StreamID: r.StreamID, Type: r.Type, SchemaVersion: r.StoredSchemaVersion,
-		KeyID: r.KeyID, Payload: r.StoredPayload, Metadata: r.Metadata}
-	leaf := eventstore.AppendLeaf(nil, &eventstore.Leaf{Position: r.Position, StreamVersion: r.StreamVersion,
-		RecordedAt: r.RecordedAt.UnixMicro(), Envelope: eventstore.AppendEnvelope(nil, &env), Signature: r.Signature, Proof: r.SignatureProof})
-	h := eventstore.ChainHash(r.PrevHash, leaf)
-	return h[:]
-}
-
 func positions(recs []eventstore.Record) []uint64 {
 	out := make([]uint64, len(recs))
 	for i, r := range recs {
@@ -119,7 +109,8 @@ func TestChainVerifier(t *testing.T) {
 		for _, cp := range []string{"", cps[head.Position+1], cps[3]} {
 			moved := r
 			moved.Position, moved.PrevHash = head.Position+1, head.Hash
-			moved.Hash = chainHash(&moved)
+			h := moved.ChainHash()
+			moved.Hash = h[:]
 			if out, _ := offer(v, moved, cp); len(out) != 0 || v.Next() != head.Position+1 {
 				t.Fatalf("a re-chained record came out: %v", positions(out))
 			}

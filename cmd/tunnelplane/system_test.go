@@ -492,7 +492,8 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	}
 	replay := recs[0]
 	replay.Position, replay.PrevHash = headPos, prevRec[0].Hash
-	replay.Hash = recordChainHash(&replay)
+	h := replay.ChainHash()
+	replay.Hash = h[:]
 	env := eventstore.Envelope{EventID: replay.EventID, StreamID: replay.StreamID, Type: replay.Type, SchemaVersion: replay.StoredSchemaVersion,
 		KeyID: replay.KeyID, Payload: replay.StoredPayload, Metadata: replay.Metadata}
 	body, _ := json.Marshal(bus.RelayedEvent{Position: replay.Position, StreamID: replay.StreamID, StreamVersion: replay.StreamVersion,
@@ -586,14 +587,4 @@ func route0(t *testing.T, sv *served) node.Route {
 		t.Fatal("the demo tunnel does not resolve")
 	}
 	return r
-}
-
-// recordChainHash is the hash a record carries: its leaf chained to prev_hash.
-func recordChainHash(r *eventstore.Record) []byte {
-	env := eventstore.Envelope{EventID: r.EventID, StreamID: r.StreamID, Type: r.Type, SchemaVersion: r.StoredSchemaVersion,
-		KeyID: r.KeyID, Payload: r.StoredPayload, Metadata: r.Metadata}
-	leaf := eventstore.AppendLeaf(nil, &eventstore.Leaf{Position: r.Position, StreamVersion: r.StreamVersion,
-		RecordedAt: r.RecordedAt.UnixMicro(), Envelope: eventstore.AppendEnvelope(nil, &env), Signature: r.Signature, Proof: r.SignatureProof})
-	h := eventstore.ChainHash(r.PrevHash, leaf)
-	return h[:]
 }

@@ -199,6 +199,7 @@ type Relay struct {
 	// where it resumes within the process, whatever others published after it.
 	last struct {
 		pos, seq uint64
+		maxSeq   uint64 // the highest sequence acknowledged to it (duplicates too)
 		ok       bool
 	}
 }
@@ -291,7 +292,7 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 		return 0, 0, nil
 	}
 	if r.last.ok && r.last.seq <= lastSeq {
-		if lastSeq != r.last.seq {
+		if lastSeq > r.last.maxSeq {
 			r.log.Error("TP_EVENTS holds messages this relay did not publish after its last one; nodes skip them (restrict who may publish on events.>)",
 				"last_relayed_seq", r.last.seq, "stream_seq", lastSeq)
 		}
@@ -309,8 +310,10 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 		return t.pos + 1, lastSeq, nil
 	case t.present == 0:
 		// The stream was purged. Positions and sequences move in step from an empty stream on
-		// (unless someone else published), so the last sequence still tells where the relay was.
-		r.log.Warn("the last relayed messages are gone (stream purged?); resuming by sequence", "stream_seq", lastSeq)
+		// (unless someone else published), so the last sequence tells where the relay was. (It
+		// cannot publish the log again: JetStream drops repeated event ids for DuplicateWindow.)
+		r.log.Warn("the relayed messages are gone (stream purged?); resuming by sequence; nodes without a snapshot cannot start from this stream",
+			"stream_seq", lastSeq)
 		return lastSeq, lastSeq, nil
 	}
 	return 0, 0, fmt.Errorf("resume relay: %w: none of the last %d messages was relayed from this log", ErrForeignEvents, t.present)
@@ -404,12 +407,12 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 					// message someone else published came between), or by a second relay. Readers
 					// take records in any order until a checkpoint closes them; go on after it.
 					r.log.Debug("already relayed", "position", chunk[i].Position, "stream_seq", ack.Sequence)
-					r.last.pos, r.last.ok = chunk[i].Position, true
+					r.last.pos, r.last.ok, r.last.maxSeq = chunk[i].Position, true, max(r.last.maxSeq, ack.Sequence)
 					r.position.Set(float64(chunk[i].Position + 1))
 					continue
 				}
 				*lastSeq = ack.Sequence
-				r.last.pos, r.last.seq, r.last.ok = chunk[i].Position, ack.Sequence, true
+				r.last.pos, r.last.seq, r.last.ok, r.last.maxSeq = chunk[i].Position, ack.Sequence, true, max(r.last.maxSeq, ack.Sequence)
 				r.published.Inc()
 				r.position.Set(float64(chunk[i].Position + 1))
 			case err := <-f.Err():

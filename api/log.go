@@ -13,6 +13,9 @@ type LogInfo struct {
 	Origin     string `json:"origin"`
 	Size       uint64 `json:"size"`
 	Checkpoint string `json:"checkpoint"`
+	// GenesisHash is the hash of the log's first record, which names its first key: whoever reads
+	// copies of the log (a node, from NATS) checks the genesis it is given against it.
+	GenesisHash []byte `json:"genesis_hash"`
 }
 
 // logInfo serves any authenticated caller: nothing in it is secret, and it is what a witness or
@@ -30,5 +33,9 @@ func (s *Server) logInfo(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, LogInfo{Origin: origin, Size: size, Checkpoint: note})
+	genesis, err := s.cfg.Store.GenesisHash(ctx)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, LogInfo{Origin: origin, Size: size, Checkpoint: note, GenesisHash: genesis})
 }

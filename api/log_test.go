@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -39,6 +40,9 @@ func TestLogInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub = g.PublicKey
+	if !bytes.Equal(info.GenesisHash, recs[0].Hash) || len(info.GenesisHash) != eventstore.HashSize {
+		t.Fatalf("genesis_hash %x, the log's first record %x", info.GenesisHash, recs[0].Hash)
+	}
 	if g.KeyID != logKey.KeyID {
 		t.Fatalf("genesis key %s, key in force %s", g.KeyID, logKey.KeyID)
 	}

@@ -44,6 +44,7 @@ const MaxPendingRecords = 100_000
 // not safe for concurrent use.
 type ChainVerifier struct {
 	origin         string // expected origin
+	genesis        []byte // expected hash of the first record
 	producerStream func(owner string) string
 	next           uint64
 	lastHash       []byte
@@ -57,12 +58,13 @@ type ChainVerifier struct {
 	lastSig, lastMsg []byte
 }
 
-// NewChainVerifier expects the log's genesis record (position 0) of the log named origin.
+// NewChainVerifier expects the log named origin whose first record hashes to genesis (the trust
+// anchor: taken from the log's owner, e.g. the control plane's API, never from the copies).
 // producerStream names the one stream a producer key (a node's) may sign, by the key's owner;
 // every other stream takes only the log key. (The store's ingester enforces it when it writes;
 // a reader must not take a producer's record anywhere else.)
-func NewChainVerifier(origin string, producerStream func(owner string) string) *ChainVerifier {
-	return &ChainVerifier{origin: origin, producerStream: producerStream, ring: &keyRing{keys: map[string]*ringKey{}},
+func NewChainVerifier(origin string, genesis []byte, producerStream func(owner string) string) *ChainVerifier {
+	return &ChainVerifier{origin: origin, genesis: slices.Clone(genesis), producerStream: producerStream, ring: &keyRing{keys: map[string]*ringKey{}},
 		rng:     rangeFactory.NewEmptyRange(0),
 		pending: map[[HashSize]byte]*pendingRecord{}, closers: map[[HashSize]byte]*pendingRecord{}}
 }
@@ -216,6 +218,9 @@ func (v *ChainVerifier) verifyPath(path []*Record) (*keyRing, *compact.Range, []
 				if next.origin != v.origin {
 					return nil, nil, nil, fmt.Errorf("the genesis names the log %q, not %q", next.origin, v.origin)
 				}
+				if !bytes.Equal(rec.Hash, v.genesis) {
+					return nil, nil, nil, fmt.Errorf("the genesis hashes to %x, the log's to %x", rec.Hash, v.genesis)
+				}
 				signing = next
 			}
 			after = next
@@ -272,6 +277,7 @@ func (v *ChainVerifier) verifyCheckpoint(text string, ring *keyRing, rng *compac
 // the Merkle frontier and the key history.
 type chainState struct {
 	Origin   string          `json:"origin"`
+	Genesis  []byte          `json:"genesis"`
 	Next     uint64          `json:"next"`
 	LastHash []byte          `json:"last_hash,omitempty"`
 	Frontier [][]byte        `json:"frontier,omitempty"`
@@ -290,7 +296,7 @@ type chainStateKey struct {
 // MarshalJSON saves the verified state (records held for a checkpoint are not saved: they are
 // read again).
 func (v *ChainVerifier) MarshalJSON() ([]byte, error) {
-	s := chainState{Origin: v.origin, Next: v.next, LastHash: v.lastHash, Frontier: v.rng.Hashes(), LogKey: v.ring.logKey, Keys: []chainStateKey{}}
+	s := chainState{Origin: v.origin, Genesis: v.genesis, Next: v.next, LastHash: v.lastHash, Frontier: v.rng.Hashes(), LogKey: v.ring.logKey, Keys: []chainStateKey{}}
 	for _, k := range v.ring.keys {
 		sk := chainStateKey{PublicKey: k.pub, Purpose: k.purpose, Owner: k.owner, From: k.from}
 		if k.until != math.MaxUint64 {
@@ -304,7 +310,7 @@ func (v *ChainVerifier) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON restores a state MarshalJSON saved (into a verifier made by NewChainVerifier,
-// whose producerStream it keeps).
+// whose genesis it must match and whose producerStream it keeps).
 func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 	var s chainState
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -328,14 +334,20 @@ func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 	if s.Next > 0 && (len(s.LastHash) != HashSize || ring.keys[s.LogKey] == nil) {
 		return errors.New("chain state: no hash or no log key after the genesis")
 	}
+	if !bytes.Equal(s.Genesis, v.genesis) {
+		return fmt.Errorf("chain state: of the log whose genesis hashes to %x, not %x", s.Genesis, v.genesis)
+	}
 	rng, err := rangeFactory.NewRange(0, s.Next, s.Frontier)
 	if err != nil {
 		return fmt.Errorf("chain state: merkle frontier: %w", err)
 	}
-	*v = ChainVerifier{origin: s.Origin, producerStream: v.producerStream, next: s.Next, lastHash: s.LastHash, ring: ring,
+	*v = ChainVerifier{origin: s.Origin, genesis: v.genesis, producerStream: v.producerStream, next: s.Next, lastHash: s.LastHash, ring: ring,
 		rng: rng, pending: map[[HashSize]byte]*pendingRecord{}, closers: map[[HashSize]byte]*pendingRecord{}}
 	return nil
 }
+
+// Genesis is the hash of the first record of the log the verifier expects.
+func (v *ChainVerifier) Genesis() []byte { return v.genesis }
 
 // Origin is the origin of the log the verifier expects.
 func (v *ChainVerifier) Origin() string { return v.origin }

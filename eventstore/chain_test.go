@@ -70,11 +70,17 @@ func TestChainVerifier(t *testing.T) {
 		}
 		return out, err
 	}
-	if _, err := offer(eventstore.NewChainVerifier("another-log", producerStream), recs[0], cps[1]); !errors.Is(err, eventstore.ErrUnverified) {
+	if _, err := offer(eventstore.NewChainVerifier("another-log", recs[0].Hash, producerStream), recs[0], cps[1]); !errors.Is(err, eventstore.ErrUnverified) {
 		t.Fatalf("the genesis of another origin: %v", err)
 	}
 
-	v := eventstore.NewChainVerifier(origin, producerStream)
+	// A genesis naming the right origin but not the one the control plane vouches for (an
+	// attacker's own log under the origin anyone can read) is not the log.
+	if _, err := offer(eventstore.NewChainVerifier(origin, make([]byte, 32), producerStream), recs[0], cps[1]); !errors.Is(err, eventstore.ErrUnverified) {
+		t.Fatalf("a genesis other than the pinned one: %v", err)
+	}
+
+	v := eventstore.NewChainVerifier(origin, recs[0].Hash, producerStream)
 	var got []eventstore.Record
 	var saved []byte
 	for i, r := range recs {
@@ -123,7 +129,7 @@ func TestChainVerifier(t *testing.T) {
 
 	// From the saved state (position 5), the rest verifies the same way; records offered out
 	// of order within a batch come out once the batch is complete.
-	restored := eventstore.NewChainVerifier(origin, producerStream)
+	restored := eventstore.NewChainVerifier(origin, recs[0].Hash, producerStream)
 	if err := json.Unmarshal(saved, restored); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +192,7 @@ func BenchmarkChainVerifier(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
 				b.StopTimer()
-				v := eventstore.NewChainVerifier(origin, producerStream)
+				v := eventstore.NewChainVerifier(origin, recs[0].Hash, producerStream)
 				for i := range c.from {
 					if _, err := v.Offer(&recs[i], cps[recs[i].Position+1]); err != nil {
 						b.Fatal(err)

@@ -289,6 +289,16 @@ func (s *Store) Checkpoints(ctx context.Context, after, upTo uint64) (map[uint64
 	return out, nil
 }
 
+// GenesisHash is the hash of the log's first record: the trust anchor of copies of the log
+// (ChainVerifier).
+func (s *Store) GenesisHash(ctx context.Context) ([]byte, error) {
+	var h []byte
+	if err := s.pool.QueryRow(ctx, `SELECT hash FROM events WHERE global_position = 0`).Scan(&h); err != nil {
+		return nil, fmt.Errorf("genesis hash: %w", classify(err))
+	}
+	return h, nil
+}
+
 // LatestCheckpoint returns the newest signed checkpoint (size and C2SP note), for publishing to
 // witnesses.
 func (s *Store) LatestCheckpoint(ctx context.Context) (uint64, string, error) {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/dataplane/bus"
@@ -103,12 +104,15 @@ type nodeOptions struct {
 	Gatherer   prometheus.Gatherer
 	// Enroll registers the node (EnrollNode) if it is not yet; ErrConflict means already done.
 	Enroll func(ctx context.Context, cmd commands.EnrollNode) error
-	// Log returns the log's origin (for the enrollment proof and the view) and its size now,
-	// from the control plane: the view must hold that much before the node serves. (Not from
-	// TP_EVENTS, where anyone who may publish could name any position.)
-	Log     func(ctx context.Context) (origin string, size uint64, err error)
+	// Log returns, from the control plane, the log's origin (for the enrollment proof and the
+	// view), its genesis hash (the view's trust anchor) and its size now (the view must hold that
+	// much before the node serves). Never from TP_EVENTS, where anyone who may publish can write.
+	Log     func(ctx context.Context) (LogInfo, error)
 	Version string
 }
+
+// LogInfo is what a node learns of the log from the control plane (GET /api/v1/log).
+type LogInfo = api.LogInfo
 
 // runningNode is a data-plane node with its view, event publisher, command handlers and heartbeat.
 type runningNode struct {
@@ -131,6 +135,7 @@ type runningNode struct {
 
 	issuer       string       // of control-plane tokens
 	origin       string       // the log's origin, which the view's snapshot names
+	genesis      []byte       // the hash of the log's first record, from the control plane
 	snapshotPath string       // <data-dir>/node/view.json
 	saveMu       sync.Mutex   // one snapshot write at a time
 	savedAt      int64        // position of the last snapshot written or loaded (-1: none)
@@ -183,7 +188,8 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		return nil, fmt.Errorf("node: jetstream: %w", err)
 	}
 
-	origin, logSize, err := opts.Log(ctx)
+	logInfo, err := opts.Log(ctx)
+	origin, logSize := logInfo.Origin, logInfo.Size
 	if err != nil {
 		return nil, fmt.Errorf("node: log origin: %w", err)
 	}
@@ -207,7 +213,7 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	rn.sink = newFactQueue(runCtx, rn.publisher, log)
 
 	rn.issuer = opts.Issuer
-	rn.origin, rn.snapshotPath = origin, filepath.Join(g.dataDir, "node", "view.json")
+	rn.origin, rn.genesis, rn.snapshotPath = origin, logInfo.GenesisHash, filepath.Join(g.dataDir, "node", "view.json")
 	rn.View = rn.newView()
 	// The view starts from its last snapshot (or empty) and replays the relayed log from there.
 	// Until it holds what the log holds now, a revocation or deletion may still be ahead, so
@@ -323,7 +329,7 @@ func (rn *runningNode) awaitView(ctx, runCtx context.Context, target int64, wait
 // newView is an empty view of the log rn.origin names; it takes only records that log's keys
 // signed, in the log's order.
 func (rn *runningNode) newView() *view.View {
-	return view.NewVerified(rn.issuer, rn.origin, view.Hooks{
+	return view.NewVerified(rn.issuer, rn.origin, rn.genesis, view.Hooks{
 		TokenRevoked: func(id, reason string) {
 			rn.disconnect(func(n *node.Node) int { return n.DisconnectToken(id, reason) })
 		},

@@ -119,19 +119,17 @@ func (c *restClient) do(ctx context.Context, method, path string, body any, out 
 	return resp.StatusCode, nil
 }
 
-// logInfo is the log's origin and size as the control plane says (an authenticated call).
-func (c *restClient) logInfo(ctx context.Context) (string, uint64, error) {
-	var info struct {
-		Origin string `json:"origin"`
-		Size   uint64 `json:"size"`
-	}
+// logInfo is the log's origin, genesis hash and size as the control plane says (an authenticated
+// call).
+func (c *restClient) logInfo(ctx context.Context) (LogInfo, error) {
+	var info LogInfo
 	if _, err := c.do(ctx, http.MethodGet, "/api/v1/log", nil, &info); err != nil {
-		return "", 0, err
+		return LogInfo{}, err
 	}
-	if info.Origin == "" {
-		return "", 0, errors.New("the control plane did not say its log origin")
+	if info.Origin == "" || len(info.GenesisHash) == 0 {
+		return LogInfo{}, errors.New("the control plane did not say its log's origin and genesis hash")
 	}
-	return info.Origin, info.Size, nil
+	return info, nil
 }
 
 func (c *restClient) enroll(ctx context.Context, cmd commands.EnrollNode) error {

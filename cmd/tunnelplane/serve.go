@@ -148,13 +148,17 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (_ *served, err
 	if sv.Node, err = startNode(ctx, g, nodeOptions{
 		Name: o.nodeName, ListenAddr: o.nodeAddr, BaseDomain: o.baseDomain, NATSURL: sv.NATS.ClientURL(),
 		Registerer: cp.Registry, Gatherer: cp.Registry, Version: version,
-		Log: func(ctx context.Context) (string, uint64, error) {
-			origin, err := cp.Log.Store.Origin(ctx)
-			if err != nil {
-				return "", 0, err
+		Log: func(ctx context.Context) (LogInfo, error) {
+			var info LogInfo
+			var err error
+			if info.Origin, err = cp.Log.Store.Origin(ctx); err != nil {
+				return info, err
 			}
-			size, err := cp.Log.Store.Head(ctx)
-			return origin, size, err
+			if info.GenesisHash, err = cp.Log.Store.GenesisHash(ctx); err != nil {
+				return info, err
+			}
+			info.Size, err = cp.Log.Store.Head(ctx)
+			return info, err
 		},
 		Enroll: func(ctx context.Context, c commands.EnrollNode) error {
 			_, err := cp.Service.Handlers.EnrollNode.Handle(commands.WithActor(ctx, commands.Actor{ID: serveActor}), c)

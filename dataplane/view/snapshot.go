@@ -121,7 +121,7 @@ func (v *View) Restore(b []byte, origin string) error {
 	}
 	var chain *eventstore.ChainVerifier
 	if v.chain != nil {
-		chain = eventstore.NewChainVerifier(origin, domain.NodeFactsStream)
+		chain = eventstore.NewChainVerifier(origin, v.chain.Genesis(), domain.NodeFactsStream)
 		if len(s.Chain) == 0 {
 			return fmt.Errorf("%w: it holds no record verifier state", ErrSnapshotMismatch)
 		}

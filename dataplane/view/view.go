@@ -99,14 +99,15 @@ func New(issuer string, hooks Hooks) *View {
 		position: -1, hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{}), target: -2}
 }
 
-// NewVerified returns an empty view that takes only what the log named origin holds: each event
+// NewVerified returns an empty view that takes only what the log named origin, whose first record
+// hashes to genesis (from the control plane, not from NATS), holds: each event
 // must carry its Record, which must be the next record of that log, hash-chained to the one
 // before and signed by a key of the log's key history in force at its position
 // (eventstore.ChainVerifier). Anyone else who can publish on NATS cannot change what the node
 // decides; Apply refuses their messages with an error wrapping eventstore.ErrUnverified.
-func NewVerified(issuer, origin string, hooks Hooks) *View {
+func NewVerified(issuer, origin string, genesis []byte, hooks Hooks) *View {
 	v := New(issuer, hooks)
-	v.chain = eventstore.NewChainVerifier(origin, domain.NodeFactsStream)
+	v.chain = eventstore.NewChainVerifier(origin, genesis, domain.NodeFactsStream)
 	return v
 }
 

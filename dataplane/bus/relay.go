@@ -3,11 +3,13 @@ package bus
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,7 +27,7 @@ import (
 //	 "key_id":"ed25519:…","payload":{…},"metadata":{…}}
 //
 // payload and metadata are the record's JSON as is (payload upcast to the type's current schema
-// version, which schema_version names). Headers: Nats-Msg-Id = event_id, Tp-Position = position
+// version, which schema_version names). Headers: Nats-Msg-Id = event_id.<first 8 bytes of hash, hex>, Tp-Position = position
 // (decimal), Tp-Type = type, Tp-Stream-Id = stream_id. Messages are in position order with no
 // gaps and no repeats; the relay keeps stream sequence = position + 1 from an empty stream on.
 type RelayedEvent struct {
@@ -101,6 +103,20 @@ func DecodeRelayedEvent(data []byte) (RelayedEvent, error) {
 		return RelayedEvent{}, fmt.Errorf("decode relayed event: %w: missing %v", ErrMalformed, missing)
 	}
 	return ev, nil
+}
+
+// relayMsgID is a relayed record's Nats-Msg-Id: its event id and the start of its hash. JetStream
+// drops a message whose id it has seen within DuplicateWindow, so the id must not be one that
+// anyone could publish first: an event id can be known before the record is stored (a node
+// chooses its facts' ids), its hash cannot.
+func relayMsgID(rec *eventstore.Record) string {
+	return rec.EventID.String() + "." + hex.EncodeToString(rec.Hash[:min(8, len(rec.Hash))])
+}
+
+// relayedEventID is the event id a relayed message's Nats-Msg-Id names.
+func relayedEventID(h nats.Header) string {
+	id, _, _ := strings.Cut(h.Get(jetstream.MsgIDHeader), ".")
+	return id
 }
 
 func relayMessage(rec *eventstore.Record, checkpoint string) (*nats.Msg, error) {
@@ -359,7 +375,7 @@ func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Sto
 			Hash     []byte `json:"hash"`
 		}
 		_ = json.Unmarshal(msg.Data, &ev)
-		if len(recs) == 1 && recs[0].Position == pos && recs[0].EventID.String() == msg.Header.Get(jetstream.MsgIDHeader) {
+		if len(recs) == 1 && recs[0].Position == pos && recs[0].EventID.String() == relayedEventID(msg.Header) {
 			if len(ev.Envelope) == 0 {
 				return tail{found: true, pos: pos, seq: seq, id: recs[0].EventID.String(), present: t.present, oldStyle: true}, nil
 			}
@@ -368,7 +384,7 @@ func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Sto
 			}
 		}
 		if t.seq == 0 {
-			t.seq, t.pos, t.id = seq, pos, msg.Header.Get(jetstream.MsgIDHeader) // the last one, for the error
+			t.seq, t.pos, t.id = seq, pos, relayedEventID(msg.Header) // the last one, for the error
 		}
 	}
 	return t, nil
@@ -390,7 +406,7 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 				return err
 			}
 			f, err := r.js.PublishMsgAsync(msg,
-				jetstream.WithMsgID(chunk[i].EventID.String()),
+				jetstream.WithMsgID(relayMsgID(&chunk[i])),
 				jetstream.WithExpectStream(EventsStream),
 				jetstream.WithExpectLastSequence(*lastSeq+uint64(i)))
 			if err != nil {
@@ -526,7 +542,7 @@ func RelayedEventID(ctx context.Context, js jetstream.JetStream, pos uint64) (id
 			return "", false, fmt.Errorf("%s: position %d: %w", EventsStream, pos, err)
 		}
 		if msg.Header.Get(HeaderPosition) == strconv.FormatUint(pos, 10) {
-			return msg.Header.Get(jetstream.MsgIDHeader), true, nil
+			return relayedEventID(msg.Header), true, nil
 		}
 	}
 	return "", false, nil

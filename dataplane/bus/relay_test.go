@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,7 +156,7 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	if msg.Subject != bus.EventSubject(recs[4].Type) || msg.Header.Get(bus.HeaderPosition) != "4" ||
-		msg.Header.Get(jetstream.MsgIDHeader) != recs[4].EventID.String() {
+		!strings.HasPrefix(msg.Header.Get(jetstream.MsgIDHeader), recs[4].EventID.String()+".") {
 		t.Errorf("message 5: subject %s, headers %v", msg.Subject, msg.Header)
 	}
 	if got := metric(t, reg, "tunnelplane_relay_published_total"); got != 41 {
@@ -291,4 +292,35 @@ func TestForeignEventsStreamIsDetectedAndReset(t *testing.T) {
 	if _, ok, err := bus.RelayedEventID(ctxT(t), j, head+5); err != nil || ok {
 		t.Fatalf("relayed event id past the end: %v %v", ok, err)
 	}
+}
+
+// A message published ahead with a coming record's event id as its Nats-Msg-Id (a node chooses
+// its facts' ids) does not keep that record out of TP_EVENTS.
+func TestRelayedRecordCannotBeSquatted(t *testing.T) {
+	t.Parallel()
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	j := js(t, connect(t, n.url()))
+	startRelay(t, s, n.url(), nil)
+	appendNodeLost(t, s, 2)
+	waitRelayed(t, j, s)
+	id := uuid.Must(uuid.NewV7())
+	squat := &nats.Msg{Subject: bus.EventSubject(domain.TypeNodeLost), Data: []byte(`{}`), Header: nats.Header{}}
+	squat.Header.Set(nats.MsgIdHdr, id.String())
+	if _, err := j.PublishMsg(ctxT(t), squat); err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(domain.NodeLost{NodeID: uuid.NewString(), LastSeen: time.Now().UTC()})
+	res, err := s.store.Append(ctxT(t), domain.NodeStream(uuid.NewString()), eventstore.AnyVersion,
+		eventstore.EventData{ID: id, Type: domain.TypeNodeLost, Payload: payload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		got, ok, err := bus.RelayedEventID(ctxT(t), j, res.LastPosition)
+		if err != nil || !ok || got != id.String() {
+			return errorsf("position %d relayed as %q (%v, %v)", res.LastPosition, got, ok, err)
+		}
+		return nil
+	})
 }

@@ -300,7 +300,7 @@ func TestIdempotencyAndConcurrency(t *testing.T) {
 // OpenAPI document.
 func TestReadYourWritesAndOps(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(c *api.Config) { c.MaxWait = 300 * time.Millisecond })
+	e := newEnv(t, func(c *api.Config) { c.MaxWait = 2 * time.Second }) // short, yet not a race with a loaded CI machine
 	root := e.superadmin()
 	e.createOrg(root, "acme", "alice")
 	alice := e.token("alice")

@@ -237,9 +237,10 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		log.Warn("the control plane asked this node to drain; it takes no agents")
 		rn.Node.Drain(ctx)
 	}
-	rn.wg.Add(2)
+	rn.wg.Add(3)
 	go rn.followEvents(runCtx, js)
 	go rn.snapshotLoop(runCtx)
+	go rn.watchLag(runCtx, opts.Log, lagSample, staleAfter)
 	if rn.handlers, err = bus.NewCommandHandlers(bus.CommandHandlersConfig{NodeID: id.ID, URL: opts.NATSURL, Publisher: rn.publisher,
 		Resolve: rn.resolveCommand,
 		DisconnectAgent: func(_ context.Context, c bus.DisconnectAgent) error {
@@ -669,4 +670,61 @@ func (rn *runningNode) resolveCommand(ctx context.Context, cmd bus.Command) (bus
 		}
 	}
 	return nil, fmt.Errorf("the log's decision %s is a %s (%+v), not what %s carries out", cmd.ID(), d.Type, d, cmd.CommandName())
+}
+
+// A node whose view has not taken in what the control plane's log held staleAfter ago stops
+// deciding on it (503 node-starting, as while it starts): a relay that stopped, a NATS that
+// stalls delivery or someone flooding TP_EVENTS must not leave a node admitting agents and
+// callers a revocation or deletion since then shuts out. lagSample is how often it asks.
+const (
+	staleAfter = 30 * time.Second
+	lagSample  = 5 * time.Second
+)
+
+// watchLag asks the control plane for the log's size every sample and raises the view's
+// readiness target to the size it heard at least staleAfter ago. While the control plane cannot
+// be asked, the target stays (the node goes on with what it has).
+func (rn *runningNode) watchLag(ctx context.Context, logInfo func(context.Context) (LogInfo, error), sample, stale time.Duration) {
+	defer rn.wg.Done()
+	type seen struct {
+		at   time.Time
+		size uint64
+	}
+	var samples []seen
+	t := time.NewTicker(sample)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, sample)
+		info, err := logInfo(actx)
+		cancel()
+		if err != nil {
+			rn.log.Debug("node view: the control plane's log size is unknown", "error", err)
+			continue
+		}
+		now := time.Now()
+		samples = append(samples, seen{now, info.Size})
+		due := -1
+		for i, sm := range samples {
+			if now.Sub(sm.at) >= stale {
+				due = i
+			}
+		}
+		if due < 0 {
+			continue
+		}
+		target := int64(samples[due].size) - 1
+		samples = samples[due+1:]
+		if target > rn.View.Target() {
+			rn.View.ReadyAt(target)
+			if rn.View.Ready() != nil {
+				rn.log.Error("node view: behind the control plane's log for longer than allowed; refusing agents and callers until it catches up",
+					"view_next", rn.View.Next(), "log_size_then", target+1, "allowed", stale)
+			}
+		}
+	}
 }

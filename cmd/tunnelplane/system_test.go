@@ -588,3 +588,65 @@ func route0(t *testing.T, sv *served) node.Route {
 	}
 	return r
 }
+
+// A node whose view stays behind what the control plane's log held a while ago (here: the relay
+// stopped) refuses agents and callers until it catches up, instead of deciding on a view a
+// revocation may have overtaken.
+func TestSystemStaleViewRefusesUntilCaughtUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	sv, _ := startTestServe(t)
+	sv.Bus.relay.Stop()
+	root := commands.WithActor(ctx, commands.Actor{ID: "root"})
+	if _, err := sv.CP.Service.GrantDirect(root, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: "root", Role: domain.RoleSuperadmin}); err != nil {
+		t.Fatal(err)
+	}
+	org, err := sv.CP.Service.Handlers.CreateOrganization.Handle(root, commands.CreateOrganization{Name: "unrelayed", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sv.Node.wg.Add(1)
+	logInfo := func(ctx context.Context) (LogInfo, error) {
+		size, err := sv.CP.Log.Store.Head(ctx)
+		return LogInfo{Size: size}, err
+	}
+	go sv.Node.watchLag(wctx, logInfo, 20*time.Millisecond, 200*time.Millisecond)
+	eventually(t, 5*time.Second, "the node refuses on a stale view", func() bool { return sv.Node.View.Ready() != nil })
+	req, _ := http.NewRequest(http.MethodGet, sv.Node.URL+"/t/llm.demo/healthz", nil)
+	req.Header.Set("Authorization", "Bearer "+sv.Demo.UserToken)
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a call through a node with a stale view: %d", resp.StatusCode)
+	}
+	// A relay again: the node catches up and serves.
+	nc, err := nats.Connect(sv.NATS.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	relay, err := bus.NewRelay(bus.RelayConfig{Store: sv.CP.Log.Store, Conn: nc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(relay.Stop)
+	wc, cancelWait := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelWait()
+	if err := sv.Node.View.WaitFor(wc, org.Position); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the node serves again", func() bool { return sv.Node.View.Ready() == nil })
+}

@@ -122,6 +122,13 @@ func (v *View) ReadyAt(target int64) {
 	v.settleReady()
 }
 
+// Target is the position ReadyAt last set (-2 before).
+func (v *View) Target() int64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.target
+}
+
 // settleReady sets ready from position and target; v.mu is held.
 func (v *View) settleReady() { v.ready.Store(v.target >= -1 && v.position >= v.target) }
 

@@ -200,6 +200,13 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 	if _, err := js(t, nc).Publish(ctx, bus.NodeFactsSubject(forger), forged); err != nil {
 		t.Fatal(err)
 	}
+	// A fact too large to relay.
+	hoarder, hoarderKey := s.enrollNode(t)
+	cases = append(cases, rejectCase{"a fact too large to relay", hoarder, bus.RejectInvalidEvent, hoarderKey})
+	if err := newPublisher(t, hoarder, hoarderKey, nc, t.TempDir(), nil).Publish(ctx, bus.Fact{Event: usage(hoarder, 1)},
+		bus.Fact{Event: domain.NodeStarted{NodeID: hoarder, Version: strings.Repeat("v", bus.MaxNodeFactBytes)}}); err != nil {
+		t.Fatal(err)
+	}
 	// An event id the log holds in another stream (here the genesis record's).
 	squatter, squatterKey := s.enrollNode(t)
 	cases = append(cases, rejectCase{"an event id of another stream", squatter, bus.RejectIDTaken, squatterKey})
@@ -225,8 +232,8 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 			}
 			audits = append(audits, ev)
 		}
-		if len(audits) != 6 {
-			return errorsf("%d rejections audited, want 6", len(audits))
+		if len(audits) != 7 {
+			return errorsf("%d rejections audited, want 7", len(audits))
 		}
 		return nil
 	})
@@ -268,7 +275,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 6 || info.NumRedelivered != 0 {
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 7 || info.NumRedelivered != 0 {
 			return errorsf("consumer: ack pending %d, pending %d, delivered %d, redelivered %d",
 				info.NumAckPending, info.NumPending, info.Delivered.Consumer, info.NumRedelivered)
 		}

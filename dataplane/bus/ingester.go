@@ -368,6 +368,10 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 			return nil, &rejection{reason: RejectWrongStream, detail: fmt.Sprintf("event %d is for stream %q, node %s may only write %q", i, env.StreamID, nodeID, want),
 				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
 		}
+		if n := len(env.Payload) + len(env.Metadata); n > MaxNodeFactBytes {
+			return nil, &rejection{reason: RejectInvalidEvent, detail: fmt.Sprintf("event %d has %d bytes of payload and metadata, at most %d", i, n, MaxNodeFactBytes),
+				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
+		}
 		if detail := nodeMetadataProblem(env.Metadata, nodeID); detail != "" {
 			return nil, &rejection{reason: RejectBadMetadata, detail: fmt.Sprintf("event %d: %s", i, detail),
 				nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
@@ -392,6 +396,11 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 	}
 	return events, nil, nil
 }
+
+// MaxNodeFactBytes bounds a node's fact (payload and metadata): facts are small, and each is
+// relayed to every node inside one NATS message with its envelope (about twice its size), which
+// must stay well under NATS's max_payload (1 MiB by default) or the relay could not go on.
+const MaxNodeFactBytes = 64 << 10
 
 // nodeMetadataProblem says what is wrong with a node's event metadata ("" nothing): it must name
 // the node as actor and node_id, and may not speak for an organization, a user's request or a

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 
@@ -49,9 +48,10 @@ type ChainVerifier struct {
 	next           uint64
 	lastHash       []byte
 	ring           *keyRing
-	rng            *compact.Range                    // the Merkle tree's frontier over the first next leaves
-	pending        map[[HashSize]byte]*pendingRecord // held records by chain hash
-	closers        map[[HashSize]byte]*pendingRecord // those of them that came with a checkpoint
+	rng            *compact.Range                      // the Merkle tree's frontier over the first next leaves
+	pending        map[[HashSize]byte]*pendingRecord   // held records by chain hash
+	children       map[[HashSize]byte][]*pendingRecord // held records by their prev_hash
+	byPos          map[uint64][][HashSize]byte         // held records' hashes by position
 	// The last batch signature that verified: the records of one batch share it, and checking
 	// it again is most of the cost of a record.
 	lastKey          string
@@ -66,7 +66,7 @@ type ChainVerifier struct {
 func NewChainVerifier(origin string, genesis []byte, producerStream func(owner string) string) *ChainVerifier {
 	return &ChainVerifier{origin: origin, genesis: slices.Clone(genesis), producerStream: producerStream, ring: &keyRing{keys: map[string]*ringKey{}},
 		rng:     rangeFactory.NewEmptyRange(0),
-		pending: map[[HashSize]byte]*pendingRecord{}, closers: map[[HashSize]byte]*pendingRecord{}}
+		pending: map[[HashSize]byte]*pendingRecord{}, children: map[[HashSize]byte][]*pendingRecord{}, byPos: map[uint64][][HashSize]byte{}}
 }
 
 // Next is the position of the first record not verified yet.
@@ -99,60 +99,92 @@ func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) 
 	if !held {
 		if len(v.pending) >= MaxPendingRecords {
 			clear(v.pending)
-			clear(v.closers)
+			clear(v.children)
+			clear(v.byPos)
 			return nil, fmt.Errorf("%w (%d); verified up to %d", ErrTooManyPending, MaxPendingRecords, v.next)
 		}
 		p = &pendingRecord{rec: *rec}
 		v.pending[computed] = p
+		prev := [HashSize]byte(rec.PrevHash)
+		v.children[prev] = append(v.children[prev], p)
+		v.byPos[rec.Position] = append(v.byPos[rec.Position], computed)
 	}
 	if checkpoint != "" && p.checkpoint == "" {
 		p.checkpoint = checkpoint
-		v.closers[computed] = p
 	}
-	// Close every path a held checkpoint can close now, lowest first.
+	// The checkpoints this record can complete: its own, and those of records held after it
+	// whose path it may fill. (Nothing else changed, so no other held checkpoint can.)
 	var out []Record
 	var offeredErr error
-	for {
-		closers := slices.SortedFunc(maps.Values(v.closers), func(a, b *pendingRecord) int { return cmp.Compare(a.rec.Position, b.rec.Position) })
-		progressed := false
-		for _, q := range closers {
-			path := v.pathTo(q)
-			if path == nil {
-				continue // its predecessors have not all arrived (or it is not the log's)
-			}
-			ring, rng, lastHash, err := v.verifyPath(path)
-			if err == nil {
-				err = v.verifyCheckpoint(q.checkpoint, ring, rng, q.rec.Position+1)
-			}
-			if err != nil {
-				q.checkpoint = "" // that note does not close this path; the records stay held
-				delete(v.closers, [HashSize]byte(q.rec.Hash))
-				if q == p {
-					offeredErr = fmt.Errorf("%w: position %d: %w", ErrUnverified, q.rec.Position, err)
-				}
-				continue
-			}
-			for _, r := range path {
-				out = append(out, *r)
-			}
-			v.ring, v.rng, v.lastHash, v.next = ring, rng, lastHash, q.rec.Position+1
-			for h, r := range v.pending {
-				if r.rec.Position < v.next {
-					delete(v.pending, h)
-					delete(v.closers, h)
-				}
-			}
-			progressed = true
-			break
+	for _, q := range v.closersFrom(p) {
+		if q.rec.Position < v.next {
+			continue // taken in by a checkpoint further up
 		}
-		if !progressed {
-			break
+		path := v.pathTo(q)
+		if path == nil {
+			continue // its predecessors have not all arrived (or it is not the log's)
 		}
+		ring, rng, lastHash, err := v.verifyPath(path)
+		if err == nil {
+			err = v.verifyCheckpoint(q.checkpoint, ring, rng, q.rec.Position+1)
+		}
+		if err != nil {
+			q.checkpoint = "" // that note does not close this path; the records stay held
+			if q == p {
+				offeredErr = fmt.Errorf("%w: position %d: %w", ErrUnverified, q.rec.Position, err)
+			}
+			continue
+		}
+		for _, r := range path {
+			out = append(out, *r)
+		}
+		from := v.next
+		v.ring, v.rng, v.lastHash, v.next = ring, rng, lastHash, q.rec.Position+1
+		v.prune(from)
 	}
 	if len(out) > 0 {
 		return out, nil
 	}
 	return nil, offeredErr
+}
+
+// maxExplore bounds how many held records one Offer looks through for checkpoints.
+const maxExplore = 4096
+
+// closersFrom lists p and the records held after it (by prev_hash) that came with a checkpoint,
+// lowest position first.
+func (v *ChainVerifier) closersFrom(p *pendingRecord) []*pendingRecord {
+	var out []*pendingRecord
+	stack := []*pendingRecord{p}
+	for seen := 0; len(stack) > 0 && seen < maxExplore; seen++ {
+		q := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if q.checkpoint != "" {
+			out = append(out, q)
+		}
+		stack = append(stack, v.children[[HashSize]byte(q.rec.Hash)]...)
+	}
+	slices.SortFunc(out, func(a, b *pendingRecord) int { return cmp.Compare(a.rec.Position, b.rec.Position) })
+	return out
+}
+
+// prune drops what is held for the positions from..Next (verified now, or not the log's).
+func (v *ChainVerifier) prune(from uint64) {
+	for pos := from; pos < v.next; pos++ {
+		for _, h := range v.byPos[pos] {
+			r := v.pending[h]
+			delete(v.pending, h)
+			if r == nil {
+				continue
+			}
+			prev := [HashSize]byte(r.rec.PrevHash)
+			v.children[prev] = slices.DeleteFunc(v.children[prev], func(k *pendingRecord) bool { return k == r })
+			if len(v.children[prev]) == 0 {
+				delete(v.children, prev)
+			}
+		}
+		delete(v.byPos, pos)
+	}
 }
 
 // pendingRecord is a record held until a checkpoint covers it.
@@ -342,7 +374,8 @@ func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("chain state: merkle frontier: %w", err)
 	}
 	*v = ChainVerifier{origin: s.Origin, genesis: v.genesis, producerStream: v.producerStream, next: s.Next, lastHash: s.LastHash, ring: ring,
-		rng: rng, pending: map[[HashSize]byte]*pendingRecord{}, closers: map[[HashSize]byte]*pendingRecord{}}
+		rng: rng, pending: map[[HashSize]byte]*pendingRecord{}, children: map[[HashSize]byte][]*pendingRecord{},
+		byPos: map[uint64][][HashSize]byte{}}
 	return nil
 }
 

@@ -109,8 +109,8 @@ func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) 
 		v.children[prev] = append(v.children[prev], p)
 		v.byPos[rec.Position] = append(v.byPos[rec.Position], computed)
 	}
-	if checkpoint != "" && p.checkpoint == "" {
-		p.checkpoint = checkpoint
+	if checkpoint != "" && !slices.Contains(p.checkpoints, checkpoint) && len(p.checkpoints) < maxNotesPerRecord {
+		p.checkpoints = append(p.checkpoints, checkpoint) // a copy may have come with another note first
 	}
 	// The checkpoints this record can complete: its own, and those of records held after it
 	// whose path it may fill. (Nothing else changed, so no other held checkpoint can.)
@@ -126,10 +126,24 @@ func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) 
 		}
 		ring, rng, lastHash, err := v.verifyPath(path)
 		if err == nil {
-			err = v.verifyCheckpoint(q.checkpoint, ring, rng, q.rec.Position+1)
+			// The notes that do not close this path go; the records stay held.
+			var closed bool
+			q.checkpoints = slices.DeleteFunc(q.checkpoints, func(note string) bool {
+				if closed {
+					return false
+				}
+				if cerr := v.verifyCheckpoint(note, ring, rng, q.rec.Position+1); cerr != nil {
+					err = cerr
+					return true
+				}
+				closed = true
+				return false
+			})
+			if closed {
+				err = nil
+			}
 		}
 		if err != nil {
-			q.checkpoint = "" // that note does not close this path; the records stay held
 			if q == p {
 				offeredErr = fmt.Errorf("%w: position %d: %w", ErrUnverified, q.rec.Position, err)
 			}
@@ -148,23 +162,32 @@ func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) 
 	return nil, offeredErr
 }
 
-// maxExplore bounds how many held records one Offer looks through for checkpoints.
-const maxExplore = 4096
+// maxExplore bounds how many held records one Offer looks through for checkpoints;
+// maxNotesPerRecord how many different checkpoint notes a held record keeps.
+const (
+	maxExplore        = 4096
+	maxNotesPerRecord = 4
+)
 
-// closersFrom lists p and the records held after it (by prev_hash) that came with a checkpoint,
-// lowest position first.
+// closersFrom lists p and the records held after it (by prev_hash, the next position only,
+// breadth first and first arrived first, so that copies published later do not hide the
+// genuine one) that came with a checkpoint, lowest position first.
 func (v *ChainVerifier) closersFrom(p *pendingRecord) []*pendingRecord {
 	var out []*pendingRecord
-	stack := []*pendingRecord{p}
-	for seen := 0; len(stack) > 0 && seen < maxExplore; seen++ {
-		q := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if q.checkpoint != "" {
+	queue := []*pendingRecord{p}
+	for seen := 0; len(queue) > 0 && seen < maxExplore; seen++ {
+		q := queue[0]
+		queue = queue[1:]
+		if len(q.checkpoints) > 0 {
 			out = append(out, q)
 		}
-		stack = append(stack, v.children[[HashSize]byte(q.rec.Hash)]...)
+		for _, c := range v.children[[HashSize]byte(q.rec.Hash)] {
+			if c.rec.Position == q.rec.Position+1 {
+				queue = append(queue, c)
+			}
+		}
 	}
-	slices.SortFunc(out, func(a, b *pendingRecord) int { return cmp.Compare(a.rec.Position, b.rec.Position) })
+	slices.SortStableFunc(out, func(a, b *pendingRecord) int { return cmp.Compare(a.rec.Position, b.rec.Position) })
 	return out
 }
 
@@ -189,8 +212,8 @@ func (v *ChainVerifier) prune(from uint64) {
 
 // pendingRecord is a record held until a checkpoint covers it.
 type pendingRecord struct {
-	rec        Record
-	checkpoint string // the note that came with it, if any
+	rec         Record
+	checkpoints []string // the notes that came with it (or with copies of it), not yet found wrong
 }
 
 // pathTo follows prev_hash back from q to what is verified: the records from Next to q, or nil

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -125,6 +126,33 @@ func TestChainVerifier(t *testing.T) {
 	// A node's record outside its stream does not verify, even under the log's checkpoint.
 	if out, err := offer(v, misplaced, cps[misplaced.Position+1]); !errors.Is(err, eventstore.ErrUnverified) || len(out) != 0 {
 		t.Fatalf("a node's record in tunnel-x: %v %v", positions(out), err)
+	}
+
+	// A copy of a batch's last record that came first with a wrong note does not keep the right
+	// note out; copies of a record published after it do not hide it.
+	w := eventstore.NewChainVerifier(origin, recs[0].Hash, producerStream)
+	if out, err := offer(w, recs[0], cps[1]); err != nil || len(out) != 1 {
+		t.Fatalf("genesis: %v %v", positions(out), err)
+	}
+	offer(w, recs[3], "junk")
+	offer(w, recs[3], cps[4])
+	offer(w, recs[1], "")
+	if out, err := offer(w, recs[2], ""); err != nil || !slices.Equal(positions(out), []uint64{1, 2, 3}) {
+		t.Fatalf("a batch whose closer came first with a wrong note: %v %v", positions(out), err)
+	}
+	w = eventstore.NewChainVerifier(origin, recs[0].Hash, producerStream)
+	offer(w, recs[0], cps[1])
+	offer(w, recs[2], "")
+	offer(w, recs[3], cps[4])
+	for i := range 4200 {
+		copied := recs[3]
+		copied.StoredPayload = []byte(`{"copy":` + strconv.Itoa(i) + `}`)
+		h := copied.ChainHash()
+		copied.Hash = h[:]
+		offer(w, copied, cps[4])
+	}
+	if out, err := offer(w, recs[1], ""); err != nil || !slices.Equal(positions(out), []uint64{1, 2, 3}) {
+		t.Fatalf("a batch whose closer 4,200 copies came after: %v %v", positions(out), err)
 	}
 
 	// From the saved state (position 5), the rest verifies the same way; records offered out

@@ -3,11 +3,13 @@ package bus
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -113,6 +115,33 @@ func relayMsgID(rec *eventstore.Record) string {
 	return rec.EventID.String() + "." + hex.EncodeToString(rec.Hash[:min(8, len(rec.Hash))])
 }
 
+// msgID is relayMsgID, with a random suffix for a record whose id someone else took.
+func (r *Relay) msgID(rec *eventstore.Record) string {
+	if !r.fresh[rec.Position] {
+		return relayMsgID(rec)
+	}
+	return relayMsgID(rec) + "." + hex.EncodeToString(binary.BigEndian.AppendUint64(nil, rand.Uint64()))
+}
+
+// holds tells whether the message at seq is rec as relayed (its body carries rec's hash).
+func (r *Relay) holds(ctx context.Context, seq uint64, rec *eventstore.Record) (bool, error) {
+	st, err := r.js.Stream(ctx, EventsStream)
+	if err != nil {
+		return false, err
+	}
+	msg, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s: message %d: %w", EventsStream, seq, err)
+	}
+	var body struct {
+		Hash []byte `json:"hash"`
+	}
+	return json.Unmarshal(msg.Data, &body) == nil && bytes.Equal(body.Hash, rec.Hash), nil
+}
+
 // relayedEventID is the event id a relayed message's Nats-Msg-Id names.
 func relayedEventID(h nats.Header) string {
 	id, _, _ := strings.Cut(h.Get(jetstream.MsgIDHeader), ".")
@@ -211,6 +240,9 @@ type Relay struct {
 	position  prometheus.Gauge
 	published prometheus.Counter
 
+	// fresh holds the positions whose message id someone else took (run's goroutine only).
+	fresh map[uint64]bool
+
 	// last is the last record this relay published and saw acknowledged (run's goroutine only):
 	// where it resumes within the process, whatever others published after it.
 	last struct {
@@ -231,7 +263,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, fmt.Errorf("new relay: %w", err)
 	}
 	r := &Relay{
-		cfg: c, js: js, log: c.Logger.With("component", "bus.relay"),
+		cfg: c, js: js, log: c.Logger.With("component", "bus.relay"), fresh: map[uint64]bool{},
 		position: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tunnelplane_relay_next_position",
 			Help: "The next log position the relay will publish to TP_EVENTS (records relayed so far).",
@@ -332,7 +364,12 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 			"stream_seq", lastSeq)
 		return lastSeq, lastSeq, nil
 	}
-	return 0, 0, fmt.Errorf("resume relay: %w: none of the last %d messages was relayed from this log", ErrForeignEvents, t.present)
+	// Nothing of this log's among the last messages: someone else's flood, or a stream of another
+	// log (which the control plane refuses at its start, CheckEventsStream). Relay the log from
+	// its start: readers skip what they hold, JetStream drops ids it has seen lately.
+	r.log.Error("none of the last messages in TP_EVENTS was relayed from this log; relaying the log from its start (restrict who may publish on events.>)",
+		"looked_at", t.present, "stream_seq", lastSeq)
+	return 0, lastSeq, nil
 }
 
 // tail is what lastGenuine found.
@@ -406,7 +443,7 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 				return err
 			}
 			f, err := r.js.PublishMsgAsync(msg,
-				jetstream.WithMsgID(relayMsgID(&chunk[i])),
+				jetstream.WithMsgID(r.msgID(&chunk[i])),
 				jetstream.WithExpectStream(EventsStream),
 				jetstream.WithExpectLastSequence(*lastSeq+uint64(i)))
 			if err != nil {
@@ -419,9 +456,23 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 			select {
 			case ack := <-f.Ok():
 				if ack.Duplicate {
-					// Already in the stream: published before a publish ahead of it failed (a
-					// message someone else published came between), or by a second relay. Readers
-					// take records in any order until a checkpoint closes them; go on after it.
+					// The id is in the stream: this record, published before a publish ahead of
+					// it failed (a message someone else published came between) or by a second
+					// relay, and readers take records in any order until a checkpoint closes
+					// them; or someone else's message under the id they saw in flight, and the
+					// record goes again under a fresh id.
+					ours, err := r.holds(ctx, ack.Sequence, &chunk[i])
+					if err != nil {
+						timer.Stop()
+						return fmt.Errorf("relay position %d: %w", chunk[i].Position, err)
+					}
+					if !ours {
+						timer.Stop()
+						r.fresh[chunk[i].Position] = true
+						r.log.Error("a message someone else published holds a record's id; relaying the record under a fresh id (restrict who may publish on events.>)",
+							"position", chunk[i].Position, "stream_seq", ack.Sequence)
+						return fmt.Errorf("relay position %d: its message id was taken by another publisher", chunk[i].Position)
+					}
 					r.log.Debug("already relayed", "position", chunk[i].Position, "stream_seq", ack.Sequence)
 					r.last.pos, r.last.ok, r.last.maxSeq = chunk[i].Position, true, max(r.last.maxSeq, ack.Sequence)
 					r.position.Set(float64(chunk[i].Position + 1))
@@ -429,6 +480,7 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 				}
 				*lastSeq = ack.Sequence
 				r.last.pos, r.last.seq, r.last.ok, r.last.maxSeq = chunk[i].Position, ack.Sequence, true, max(r.last.maxSeq, ack.Sequence)
+				delete(r.fresh, chunk[i].Position)
 				r.published.Inc()
 				r.position.Set(float64(chunk[i].Position + 1))
 			case err := <-f.Err():

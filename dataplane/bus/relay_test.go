@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -320,6 +321,33 @@ func TestRelayedRecordCannotBeSquatted(t *testing.T) {
 		got, ok, err := bus.RelayedEventID(ctxT(t), j, res.LastPosition)
 		if err != nil || !ok || got != id.String() {
 			return errorsf("position %d relayed as %q (%v, %v)", res.LastPosition, got, ok, err)
+		}
+		return nil
+	})
+}
+
+// A message published under a stored record's exact message id (seen in flight) before the relay
+// publishes it makes the relay publish the record under a fresh id, not skip it.
+func TestRelayRepublishesASquattedRecord(t *testing.T) {
+	t.Parallel()
+	n := startNATS(t, bus.StreamsConfig{})
+	s := newStore(t)
+	j := js(t, connect(t, n.url()))
+	appendNodeLost(t, s, 1)
+	recs, err := s.store.ReadAll(ctxT(t), 1, 1)
+	if err != nil || len(recs) != 1 {
+		t.Fatal(err)
+	}
+	squat := &nats.Msg{Subject: bus.EventSubject(domain.TypeNodeLost), Data: []byte(`{}`), Header: nats.Header{}}
+	squat.Header.Set(nats.MsgIdHdr, recs[0].EventID.String()+"."+hex.EncodeToString(recs[0].Hash[:8]))
+	if _, err := j.PublishMsg(ctxT(t), squat); err != nil {
+		t.Fatal(err)
+	}
+	startRelay(t, s, n.url(), nil)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		got, ok, err := bus.RelayedEventID(ctxT(t), j, 1)
+		if err != nil || !ok || got != recs[0].EventID.String() {
+			return errorsf("position 1 relayed as %q (%v, %v)", got, ok, err)
 		}
 		return nil
 	})

@@ -189,10 +189,10 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 	}
 
 	logInfo, err := opts.Log(ctx)
-	origin, logSize := logInfo.Origin, logInfo.Size
 	if err != nil {
 		return nil, fmt.Errorf("node: log origin: %w", err)
 	}
+	origin, logSize := logInfo.Origin, logInfo.Size
 	agentURL := strings.Replace(public, "http", "ws", 1) + "/v1/agent"
 	if err := opts.Enroll(ctx, id.enrollment(origin, opts.Name, agentURL, public)); err != nil && !errors.Is(err, domain.ErrConflict) {
 		return nil, fmt.Errorf("node: enroll: %w", err)

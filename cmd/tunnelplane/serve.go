@@ -19,6 +19,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/bus"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -148,18 +149,7 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (_ *served, err
 	if sv.Node, err = startNode(ctx, g, nodeOptions{
 		Name: o.nodeName, ListenAddr: o.nodeAddr, BaseDomain: o.baseDomain, NATSURL: sv.NATS.ClientURL(),
 		Registerer: cp.Registry, Gatherer: cp.Registry, Version: version,
-		Log: func(ctx context.Context) (LogInfo, error) {
-			var info LogInfo
-			var err error
-			if info.Origin, err = cp.Log.Store.Origin(ctx); err != nil {
-				return info, err
-			}
-			if info.GenesisHash, err = cp.Log.Store.GenesisHash(ctx); err != nil {
-				return info, err
-			}
-			info.Size, err = cp.Log.Store.Head(ctx)
-			return info, err
-		},
+		Log: storeLogInfo(cp.Log.Store),
 		Enroll: func(ctx context.Context, c commands.EnrollNode) error {
 			_, err := cp.Service.Handlers.EnrollNode.Handle(commands.WithActor(ctx, commands.Actor{ID: serveActor}), c)
 			return err
@@ -331,4 +321,27 @@ func mustHead(ctx context.Context, cp *controlPlane) uint64 {
 		return 1
 	}
 	return h
+}
+
+// storeLogInfo is what a node in this process learns of the log: origin and genesis hash (fixed
+// for a log, read once) and the size now (the node asks every few seconds).
+func storeLogInfo(st *eventstore.Store) func(context.Context) (LogInfo, error) {
+	var fixed LogInfo
+	return func(ctx context.Context) (LogInfo, error) {
+		if fixed.Origin == "" {
+			origin, err := st.Origin(ctx)
+			if err != nil {
+				return LogInfo{}, err
+			}
+			genesis, err := st.GenesisHash(ctx)
+			if err != nil {
+				return LogInfo{}, err
+			}
+			fixed = LogInfo{Origin: origin, GenesisHash: genesis}
+		}
+		info := fixed
+		var err error
+		info.Size, err = st.Head(ctx)
+		return info, err
+	}
 }

@@ -315,15 +315,13 @@ func peekKID(raw string) string {
 }
 
 // claimedSubject is the unverified sub of a token that failed verification, for login monitoring.
+// Anyone can put anything there (NUL included), so it is cut to the audit log's bounds.
 func claimedSubject(raw string) string {
 	var c jwt.RegisteredClaims
 	if _, _, err := jwt.NewParser().ParseUnverified(raw, &c); err != nil {
 		return ""
 	}
-	if len(c.Subject) > 256 {
-		return c.Subject[:256]
-	}
-	return c.Subject
+	return commands.Bounded(c.Subject, commands.MaxNameBytes)
 }
 
 // authenticate is the middleware of /api/v1: it verifies the bearer token and puts the actor
@@ -332,7 +330,9 @@ func claimedSubject(raw string) string {
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		ip, ua := c.RealIP(), req.UserAgent()
+		// Cut to the audit log's bounds before they enter an actor or an audit event: a 17 KB
+		// User-Agent would exceed the store's metadata limit and fail the event (and a command).
+		ip, ua := commands.Bounded(c.RealIP(), commands.MaxAddrBytes), commands.Bounded(req.UserAgent(), commands.MaxUserAgentBytes)
 		authz := req.Header.Get(echo.HeaderAuthorization)
 		scheme, raw, _ := strings.Cut(authz, " ")
 		raw = strings.TrimSpace(raw)
@@ -346,18 +346,20 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		subject, err := s.auth.verify(req.Context(), raw)
 		if err != nil {
-			reason := "invalid_token"
+			// The detail names the kind of failure only: the verifier's error can quote the
+			// token's own fields (an unknown kid), and nothing a caller sent is echoed.
+			reason, detail := "invalid_token", "invalid token: its format, signature, issuer or audience does not verify"
 			switch {
 			case errors.Is(err, token.ErrExpired):
-				reason = "expired_token"
+				reason, detail = "expired_token", "invalid token: it has expired"
 			case errors.Is(err, token.ErrUnknownKey):
-				reason = "unknown_key"
+				reason, detail = "unknown_key", "invalid token: it is signed by a key this control plane does not trust (rotated out, or another issuer's)"
 			}
 			s.auth.auditor.AuthFailed(reason, claimedSubject(raw), ip, ua)
-			return &authError{code: "invalid_token", detail: err.Error()}
+			return &authError{code: "invalid_token", detail: detail}
 		}
 		ids := requestIDsFrom(c)
-		actor := commands.Actor{ID: subject, ClientIP: ip, UserAgent: ua, RequestID: ids.request, CorrelationID: ids.correlation}
+		actor := commands.Actor{ID: subject, ClientIP: ip, UserAgent: ua, RequestID: ids.request, CorrelationID: ids.correlation}.Bounded()
 		c.Set(actorKey, actor)
 		ctx := commands.WithActor(req.Context(), actor)
 		if key := req.Header.Get(HeaderIdempotencyKey); key != "" {

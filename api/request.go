@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
 )
 
@@ -46,9 +47,10 @@ func requestIDsFrom(c echo.Context) requestIDs {
 }
 
 // clientID accepts a caller's id header when it is short and printable; otherwise a fresh id is
-// used (a hostile header must not end up in logs or the audit log verbatim).
+// used (a hostile header must not end up in logs or the audit log verbatim). The bound is the
+// audit log's, so an accepted id is stored as sent.
 func clientID(v string) string {
-	if v == "" || len(v) > 128 || strings.IndexFunc(v, func(r rune) bool { return r > unicode.MaxASCII || !unicode.IsPrint(r) || r == ' ' }) >= 0 {
+	if v == "" || len(v) > commands.MaxIDBytes || strings.IndexFunc(v, func(r rune) bool { return r > unicode.MaxASCII || !unicode.IsPrint(r) || r == ' ' }) >= 0 {
 		return uuid.Must(uuid.NewV7()).String()
 	}
 	return v

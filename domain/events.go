@@ -32,12 +32,14 @@ const (
 	TypeRoleAssigned   = "role.assigned"
 	TypeRoleUnassigned = "role.unassigned"
 
-	TypeAccessDenied   = "audit.access_denied"
-	TypeAuthFailed     = "audit.auth_failed"
-	TypeIngestRejected = "audit.ingest_rejected"
+	TypeAccessDenied    = "audit.access_denied"
+	TypeAuthFailed      = "audit.auth_failed"
+	TypeIngestRejected  = "audit.ingest_rejected"
+	TypeAuditOverflowed = "audit.overflowed"
 
 	TypeAgentConnected    = "agent.connected"
 	TypeAgentDisconnected = "agent.disconnected"
+	TypeAgentReplaced     = "agent.replaced"
 	TypeUsageRecorded     = "usage.recorded"
 )
 
@@ -46,7 +48,7 @@ const (
 // wrote would otherwise reach the read models and every node's view.
 func NodeReportable(eventType string) bool {
 	switch eventType {
-	case TypeAgentConnected, TypeAgentDisconnected, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted:
+	case TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted:
 		return true
 	}
 	return false
@@ -66,8 +68,8 @@ func EventTypes() []EventType {
 		TypeNodeEnrolled, TypeNodeDrainRequested, TypeNodeDrained, TypeNodeRemoved, TypeNodeLost, TypeNodeRecovered, TypeNodeCommandExecuted, TypeNodeStarted,
 		TypeAgentTokenIssued, TypeAgentTokenRevoked,
 		TypeRoleAssigned, TypeRoleUnassigned,
-		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected,
-		TypeAgentConnected, TypeAgentDisconnected, TypeUsageRecorded,
+		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected, TypeAuditOverflowed,
+		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -137,10 +139,14 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &AuthFailed{}
 	case TypeIngestRejected:
 		e = &IngestRejected{}
+	case TypeAuditOverflowed:
+		e = &AuditOverflowed{}
 	case TypeAgentConnected:
 		e = &AgentConnected{}
 	case TypeAgentDisconnected:
 		e = &AgentDisconnected{}
+	case TypeAgentReplaced:
+		e = &AgentReplaced{}
 	case TypeUsageRecorded:
 		e = &UsageRecorded{}
 	default:
@@ -335,6 +341,35 @@ type IngestRejected struct {
 	Events  int    `json:"events"`
 }
 
+// Reasons the auditor counts in AuditOverflowed. Stored in events: never rename one.
+const (
+	// OverflowKeyCap: the window already held as many distinct actors (or subjects and addresses)
+	// as the auditor keeps; the request was counted, not recorded in an event of its own.
+	OverflowKeyCap = "key_cap"
+	// OverflowTooLarge, OverflowInvalid, OverflowUnknownType: the store refused the event for good
+	// (ErrTooLarge, ErrInvalidEvent, ErrUnknownEventType), even reduced to its bounded fields.
+	OverflowTooLarge    = "too_large"
+	OverflowInvalid     = "invalid"
+	OverflowUnknownType = "unknown_type"
+)
+
+// AuditOverflowed counts what the auditor did not record one by one over a window: requests
+// beyond its bound on distinct keys, and events the store refused for good. A flood shows in the
+// log as this count instead of growing memory or blocking later events. The maps are by reason
+// (the Overflow* constants).
+type AuditOverflowed struct {
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+	// DroppedDenials and DroppedAuthFailures count refused requests and failed authentications
+	// that are in no access_denied or auth_failed event.
+	DroppedDenials      map[string]int `json:"dropped_denials,omitempty"`
+	DroppedAuthFailures map[string]int `json:"dropped_auth_failures,omitempty"`
+	// DroppedEvents counts audit events not written.
+	DroppedEvents map[string]int `json:"dropped_events,omitempty"`
+	// ReducedEvents counts events written only after their fields were cut further.
+	ReducedEvents int `json:"reduced_events,omitempty"`
+}
+
 // ---- data-plane facts (signed by the node that saw them) ----
 
 // AgentConnected: an agent authenticated and holds its tunnel on a node.
@@ -363,6 +398,19 @@ type AgentDisconnected struct {
 	BytesOut   int64  `json:"bytes_out"`
 	DurationMS int64  `json:"duration_ms"`
 	Reason     string `json:"reason"`
+}
+
+// AgentReplaced records that an agent took over a tunnel another agent, with another token, held
+// on the node: only on the new agent's explicit request (connect --replace). The old session then
+// ends with a reason naming the new one.
+type AgentReplaced struct {
+	NodeID       string `json:"node_id"`
+	OrgID        string `json:"org_id"`
+	TunnelID     string `json:"tunnel_id"`
+	OldSessionID string `json:"old_session_id"`
+	OldTokenID   string `json:"old_token_id"`
+	NewSessionID string `json:"new_session_id"`
+	NewTokenID   string `json:"new_token_id"`
 }
 
 // UsageRecorded is one tunnel's traffic over one window on one node.
@@ -402,8 +450,10 @@ func (RoleUnassigned) EventType() string      { return TypeRoleUnassigned }
 func (AccessDenied) EventType() string        { return TypeAccessDenied }
 func (AuthFailed) EventType() string          { return TypeAuthFailed }
 func (IngestRejected) EventType() string      { return TypeIngestRejected }
+func (AuditOverflowed) EventType() string     { return TypeAuditOverflowed }
 func (AgentConnected) EventType() string      { return TypeAgentConnected }
 func (AgentDisconnected) EventType() string   { return TypeAgentDisconnected }
+func (AgentReplaced) EventType() string       { return TypeAgentReplaced }
 func (UsageRecorded) EventType() string       { return TypeUsageRecorded }
 
 // Metadata travels with every appended event (the event store's metadata bytes, as JSON). Every

@@ -189,13 +189,19 @@ func (a *Authorizer) refresh(force bool) error {
 
 // Allowed reports whether actor may perform perm, with the freshest policy this process has.
 func (a *Authorizer) Allowed(ctx context.Context, actor string, perm Permission) (bool, error) {
+	return a.allowedBy(ctx, actor, func() (bool, error) { return a.enforce(actor, perm) })
+}
+
+// allowedBy evaluates decide on the loaded policy, the freshest this process has. A denial is
+// evaluated again once the RBAC view has caught up with the log.
+func (a *Authorizer) allowedBy(ctx context.Context, actor string, decide func() (bool, error)) (bool, error) {
 	if actor == "" {
 		return false, ErrUnauthenticated
 	}
 	if err := a.refresh(false); err != nil {
 		return false, err
 	}
-	ok, err := a.enforce(actor, perm)
+	ok, err := decide()
 	if err != nil || ok {
 		return ok, err
 	}
@@ -220,22 +226,49 @@ func (a *Authorizer) Allowed(ctx context.Context, actor string, perm Permission)
 	if err := a.refresh(a.position == nil); err != nil {
 		return false, err
 	}
-	return a.enforce(actor, perm)
+	return decide()
 }
 
 // Check returns nil when the actor in ctx may perform perm; otherwise ErrForbidden (recorded in
 // the audit log, aggregated per actor per window) or ErrUnauthenticated.
 func (a *Authorizer) Check(ctx context.Context, perm Permission) error {
+	return a.check(ctx, perm, perm.Action+" "+perm.Object, func(actor string) (bool, error) { return a.enforce(actor, perm) })
+}
+
+// CheckTunnelUse returns nil when the actor in ctx may use tunnel tunnelID of org, owned by
+// owner, by domain.MayUseTunnel: the rule a node applies to callers of the tunnel, here applied to
+// whoever issues or revokes its agent tokens. Otherwise ErrForbidden, recorded in the audit log
+// as a denied tunnels:use in org (the path of every denial), or ErrUnauthenticated.
+func (a *Authorizer) CheckTunnelUse(ctx context.Context, org, tunnelID, owner string) error {
+	perm := Permission{Org: org, Object: ObjTunnels, Action: ActUse}
+	return a.check(ctx, perm, "use tunnel "+tunnelID, func(actor string) (bool, error) {
+		superadmin := a.rolesIn(actor, domain.PlatformOrg)[domain.RoleSuperadmin]
+		return domain.MayUseTunnel(actor, owner, a.rolesIn(actor, org), superadmin), nil
+	})
+}
+
+// check is the one path of a denial: decided with the freshest policy, recorded in the audit log
+// as perm, answered with ErrForbidden naming what (never more than the request itself named).
+func (a *Authorizer) check(ctx context.Context, perm Permission, what string, decide func(actor string) (bool, error)) error {
 	actor := ActorFrom(ctx)
-	ok, err := a.Allowed(ctx, actor.ID, perm)
+	ok, err := a.allowedBy(ctx, actor.ID, func() (bool, error) { return decide(actor.ID) })
 	if err != nil {
 		return err
 	}
 	if !ok {
 		a.auditor.Denied(actor, perm)
-		return fmt.Errorf("%w: %s may not %s %s in %s", ErrForbidden, actor.ID, perm.Action, perm.Object, orgLabel(perm.Org))
+		return fmt.Errorf("%w: %s may not %s in %s", ErrForbidden, actor.ID, what, orgLabel(perm.Org))
 	}
 	return nil
+}
+
+// rolesIn returns the roles user holds in org by the loaded policy (PlatformOrg: superadmin).
+func (a *Authorizer) rolesIn(user, org string) map[domain.Role]bool {
+	out := map[domain.Role]bool{}
+	for _, r := range a.enforcer.GetRolesForUserInDomain(casbinUser(user), org) {
+		out[domain.Role(r)] = true
+	}
+	return out
 }
 
 // OrgsOf lists the organizations where user holds any role.

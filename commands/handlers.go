@@ -36,6 +36,10 @@ const (
 	ActRemove      = "remove"
 	ActRotate      = "rotate"
 	ActRebuild     = "rebuild"
+	// ActUse on ObjTunnels: call a tunnel or hold its agent credential. No role holds it in the
+	// policy; it is decided by domain.MayUseTunnel (Authorizer.CheckTunnelUse) and named in audit
+	// events of its denials.
+	ActUse = "use"
 )
 
 // ---- organizations ----
@@ -543,6 +547,11 @@ func (s *Service) issueAgentToken(ctx context.Context, c IssueAgentToken) (Resul
 	if err != nil {
 		return Result{}, err
 	}
+	// Whoever holds the agent token decides where the tunnel's callers' requests go: issuing one
+	// needs the right to use the tunnel, not only tokens:issue.
+	if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
+		return Result{}, err
+	}
 	tokenID := g.next().String()
 	now := s.cfg.Now()
 	ev, err := domain.IssueAgentToken(t, domain.NewAgentToken{TokenID: tokenID, OrgID: c.OrgID, TunnelID: c.TunnelID, KeyID: key.ID(),
@@ -592,6 +601,15 @@ func (s *Service) revokeAgentToken(ctx context.Context, c RevokeAgentToken) (Res
 	}
 	if a.OrgID() != c.OrgID {
 		return Result{}, fmt.Errorf("agent token %s: %w", c.TokenID, domain.ErrNotFound)
+	}
+	// Revoking disconnects the tunnel's agent: it needs the right to use the tunnel, as issuing
+	// does. Decided before the token's state, so a refusal tells nothing about it.
+	t, err := s.loadTunnel(ctx, c.OrgID, a.TunnelID())
+	if err != nil {
+		return Result{}, err
+	}
+	if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
+		return Result{}, err
 	}
 	ev, err := a.Revoke(c.Reason)
 	if err != nil {

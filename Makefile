@@ -7,6 +7,10 @@ PKGS  := ./...
 DATA_DIR ?= .tunnelplane
 BENCH_DURATION ?= 2s
 FUZZTIME ?= 30s
+DESYNC_ITERATIONS ?= 2000
+# Debian packages the tests run for real: uvicorn (with h11) and Node.js are upstreams of the
+# ingress desync harness.
+TEST_PACKAGES := python3-uvicorn nodejs
 
 .DEFAULT_GOAL := help
 
@@ -22,8 +26,17 @@ build: ## Build bin/tunnelplane
 run: build ## tunnelplane serve --demo: NATS, control plane, a node and a demo tunnel you can curl
 	$(BIN) serve --demo --data-dir $(DATA_DIR)
 
+.PHONY: deps
+deps: ## Install the Debian packages the tests use, only those missing (root; CI runs as root)
+	@command -v dpkg >/dev/null || { echo "deps: not a Debian system; install $(TEST_PACKAGES) yourself"; exit 0; }; \
+	missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "deps: missing Debian packages:$$missing; as root: apt-get install$$missing (tests that need them skip)"; exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null
+
 .PHONY: test
-test: lint ## Run the whole suite against a real PostgreSQL (found or started)
+test: deps lint ## Run the whole suite against a real PostgreSQL (found or started)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	@# The race detector makes a 256 MiB transfer too slow, so that test shrinks under -race;
 	@# run it again at full size without.
@@ -36,9 +49,13 @@ bench: build ## Benchmarks against their baselines in the same run (scratch data
 	$(BIN) bench tunnel --log-level warn
 
 .PHONY: fuzz
-fuzz: ## Fuzz the canonical decoders for FUZZTIME each
-	$(GO) test ./eventstore -run '^$$' -fuzz '^FuzzDecodeLeaf$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./eventstore -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME)
+fuzz: deps ## Every fuzz target for FUZZTIME each, then the ingress desync harness for DESYNC_ITERATIONS
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
+	TUNNELPLANE_DESYNC_ITERATIONS=$(DESYNC_ITERATIONS) $(GO) test -count=1 -timeout 60m -run 'TestIngressDesync' ./dataplane/node
 
 .PHONY: lint
 lint: ## gofmt, go vet, and the binary builds for the agent's other platforms

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/api"
@@ -109,6 +110,24 @@ type nodeOptions struct {
 	// much before the node serves). Never from TP_EVENTS, where anyone who may publish can write.
 	Log     func(ctx context.Context) (LogInfo, error)
 	Version string
+	Limits  nodeLimits
+}
+
+// nodeLimits bound what one tunnel, agent or client address may hold of a node (zero: the node's
+// defaults).
+type nodeLimits struct {
+	MaxCallsPerTunnel  int
+	ChannelOpenTimeout time.Duration
+	MaxConnsPerSource  int
+}
+
+func nodeLimitFlags(fs *pflag.FlagSet, l *nodeLimits, envErrs *[]error) {
+	fs.IntVar(&l.MaxCallsPerTunnel, "max-calls-per-tunnel", envInt("MAX_CALLS_PER_TUNNEL", 512, envErrs),
+		"calls in flight per tunnel on the node, streams and WebSockets included; beyond it callers get 503 (env TUNNELPLANE_MAX_CALLS_PER_TUNNEL)")
+	fs.DurationVar(&l.ChannelOpenTimeout, "channel-open-timeout", envDuration("CHANNEL_OPEN_TIMEOUT", 15*time.Second, envErrs),
+		"how long a call waits for the agent to accept its connection; then 504 (env TUNNELPLANE_CHANNEL_OPEN_TIMEOUT)")
+	fs.IntVar(&l.MaxConnsPerSource, "max-conns-per-source", envInt("MAX_CONNS_PER_SOURCE", 256, envErrs),
+		"open ingress connections per client IP address; beyond it 429 (env TUNNELPLANE_MAX_CONNS_PER_SOURCE)")
 }
 
 // LogInfo is what a node learns of the log from the control plane (GET /api/v1/log).
@@ -228,7 +247,9 @@ func startNode(ctx context.Context, g *globals, opts nodeOptions) (_ *runningNod
 		}
 	}
 	if rn.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: rn.View, Router: rn.View, Authorizer: rn.View,
-		Ready: rn.View.Ready, Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: g.log, Registerer: opts.Registerer}); err != nil {
+		Ready: rn.View.Ready, Sink: rn.sink, BaseDomain: opts.BaseDomain, Logger: g.log, Registerer: opts.Registerer,
+		MaxCallsPerTunnel: opts.Limits.MaxCallsPerTunnel, ChannelOpenTimeout: opts.Limits.ChannelOpenTimeout,
+		MaxConnsPerSource: opts.Limits.MaxConnsPerSource}); err != nil {
 		return nil, err
 	}
 	// Drained once, a node stays draining (the control plane's state for it), across restarts:
@@ -593,6 +614,7 @@ func (q *factQueue) push(e domain.Event) {
 
 func (q *factQueue) AgentConnected(e domain.AgentConnected)       { q.push(e) }
 func (q *factQueue) AgentDisconnected(e domain.AgentDisconnected) { q.push(e) }
+func (q *factQueue) AgentReplaced(e domain.AgentReplaced)         { q.push(e) }
 func (q *factQueue) UsageRecorded(e domain.UsageRecorded)         { q.push(e) }
 
 func (q *factQueue) run(ctx context.Context) {

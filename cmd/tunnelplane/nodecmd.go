@@ -22,6 +22,7 @@ import (
 func newNodeCommand(g *globals) *cobra.Command {
 	var o nodeOptions
 	var controlURL, adminToken string
+	var envErrs []error
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run a data-plane node: agents dial it, callers reach tunnels through it",
@@ -33,7 +34,7 @@ commands and heartbeats into the node registry. It holds no database credentials
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			var errs []error
+			errs := envErrs
 			if o.NATSURL == "" {
 				errs = append(errs, errors.New("--nats-url is required (env TUNNELPLANE_NATS_URL)"))
 			}
@@ -64,6 +65,7 @@ commands and heartbeats into the node registry. It holds no database credentials
 		},
 	}
 	fs := cmd.Flags()
+	nodeLimitFlags(fs, &o.Limits, &envErrs)
 	fs.StringVar(&o.Name, "name", envDefault("NODE_NAME", "node-1"), "node name (env TUNNELPLANE_NODE_NAME)")
 	fs.StringVar(&o.ListenAddr, "node-addr", envDefault("NODE_ADDR", "127.0.0.1:8081"), "listen address for agents and ingress (env TUNNELPLANE_NODE_ADDR)")
 	fs.StringVar(&o.PublicURL, "public-url", envDefault("NODE_PUBLIC_URL", ""), "how agents and callers reach this node (env TUNNELPLANE_NODE_PUBLIC_URL; default http://<node-addr>)")

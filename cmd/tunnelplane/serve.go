@@ -35,6 +35,7 @@ type serveOptions struct {
 	nodeName   string
 	demo       bool
 	demoDelay  time.Duration
+	limits     nodeLimits
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -65,6 +66,7 @@ user token and curl commands that work as printed. Ctrl-C stops everything clean
 	fs.StringVar(&o.natsAddr, "nats-addr", envDefault("NATS_ADDR", "127.0.0.1:14222"), "embedded NATS listen address (env TUNNELPLANE_NATS_ADDR)")
 	fs.StringVar(&o.baseDomain, "base-domain", envDefault("BASE_DOMAIN", "localhost"), "host routing: <tunnel>.<org>.<base-domain> (env TUNNELPLANE_BASE_DOMAIN)")
 	fs.StringVar(&o.nodeName, "node-name", envDefault("NODE_NAME", "node-1"), "name of the embedded node (env TUNNELPLANE_NODE_NAME)")
+	nodeLimitFlags(fs, &o.limits, &envErrs)
 	fs.BoolVar(&o.demo, "demo", false, "start a demo upstream, tunnel and agent, and print curl commands")
 	fs.DurationVar(&o.demoDelay, "demo-token-delay", 50*time.Millisecond, "delay between the demo upstream's streamed tokens")
 	return cmd
@@ -148,7 +150,7 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (_ *served, err
 	cp := sv.CP
 	if sv.Node, err = startNode(ctx, g, nodeOptions{
 		Name: o.nodeName, ListenAddr: o.nodeAddr, BaseDomain: o.baseDomain, NATSURL: sv.NATS.ClientURL(),
-		Registerer: cp.Registry, Gatherer: cp.Registry, Version: version,
+		Registerer: cp.Registry, Gatherer: cp.Registry, Version: version, Limits: o.limits,
 		Log: storeLogInfo(cp.Log.Store),
 		Enroll: func(ctx context.Context, c commands.EnrollNode) error {
 			_, err := cp.Service.Handlers.EnrollNode.Handle(commands.WithActor(ctx, commands.Actor{ID: serveActor}), c)

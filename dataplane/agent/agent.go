@@ -89,6 +89,10 @@ type Config struct {
 	// PreserveHost keeps the caller's Host header; by default HTTP upstreams get their own host
 	// (local servers such as Ollama refuse unknown Host names). Needs protocol v2.
 	PreserveHost bool
+	// Replace takes the tunnel over from an agent with another token that holds it on the node
+	// (the node records it as agent.replaced). Without it the node refuses this agent while the
+	// other is connected, and this one retries (a standby). Needs protocol v2.
+	Replace bool
 
 	MinBackoff, MaxBackoff time.Duration // default 500ms, 30s
 	// DialTimeout bounds one connection attempt: WebSocket, SSH, login and tunnel (default 15s).
@@ -469,7 +473,7 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 func (c *conn) requestTunnel() error {
 	a := c.a
 	if c.protocol == node.ProtocolV2 {
-		info := node.AgentInfo{Version: a.cfg.Version, UpstreamScheme: a.up.scheme}
+		info := node.AgentInfo{Version: a.cfg.Version, UpstreamScheme: a.up.scheme, Replace: a.cfg.Replace}
 		if !a.cfg.PreserveHost {
 			info.HostHeader = a.up.host
 		}

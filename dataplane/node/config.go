@@ -20,6 +20,9 @@ var (
 	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden: the credential is valid but does not allow this tunnel.
 	ErrForbidden = errors.New("forbidden")
+	// ErrUnknownTunnel: the caller may not learn that the tunnel exists (it holds no role in the
+	// tunnel's organization); answered as a tunnel that does not exist.
+	ErrUnknownTunnel = errors.New("unknown tunnel")
 	// ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
 	ErrInvalidConfig = errors.New("node: invalid config")
 	// ErrStopped: the node was stopped.
@@ -41,21 +44,27 @@ type Authenticator interface {
 // Route is a tunnel as the ingress addresses it.
 type Route struct{ OrgID, TunnelID, Name string }
 
-// Router resolves the tunnel a request names: ref is the host label of <ref>.<BaseDomain> or the
-// first path segment after /t/.
+// Router resolves the tunnel a request names for an authenticated caller: ref is the host label of
+// <ref>.<BaseDomain> or the first path segment after /t/. A bare tunnel name must resolve the
+// same way whatever other tenants create (e.g. only within the caller's own organizations).
 type Router interface {
-	Resolve(ref string) (Route, bool)
+	Resolve(ref string, caller Principal) (Route, bool)
 }
 
 // Principal is the caller a user token identifies.
 type Principal struct{ UserID string }
 
-// IngressAuthorizer decides whether the bearer of a user token may call a tunnel. It returns an
-// error wrapping ErrUnauthenticated (no valid token: 401) or ErrForbidden (403); any other error
-// is answered 503. For a tunnel the Router does not know it is called with a Route holding only
-// the Name: then only ErrUnauthenticated matters (401; anything else: 404 unknown tunnel).
+// IngressAuthorizer decides who calls the ingress and which tunnels they may call. The ingress
+// authenticates first, resolves the tunnel for the caller, then authorizes: nobody without a
+// valid credential learns which tunnels exist.
 type IngressAuthorizer interface {
-	AuthorizeIngress(ctx context.Context, bearer string, r Route) (Principal, error)
+	// AuthenticateCaller checks a bearer token. Errors wrap ErrUnauthenticated (401); any other
+	// error is answered 503. Successful results are cached for AuthCacheTTL.
+	AuthenticateCaller(ctx context.Context, bearer string) (Principal, error)
+	// AuthorizeIngress decides whether p may call r: nil, or an error wrapping ErrForbidden (403)
+	// or ErrUnknownTunnel (404, as for a tunnel that does not exist); any other error is 503.
+	// It is asked on every request (cheap lookups): a withdrawn role takes effect at once.
+	AuthorizeIngress(ctx context.Context, p Principal, r Route) error
 }
 
 // Sink receives the node's data-plane facts. It is called synchronously from the node's
@@ -63,6 +72,7 @@ type IngressAuthorizer interface {
 type Sink interface {
 	AgentConnected(domain.AgentConnected)
 	AgentDisconnected(domain.AgentDisconnected)
+	AgentReplaced(domain.AgentReplaced)
 	UsageRecorded(domain.UsageRecorded)
 }
 
@@ -98,9 +108,21 @@ type Config struct {
 	IdleConnTimeout time.Duration
 	// MaxIdleConnsPerTunnel bounds the pool of idle upstream connections per tunnel (default 64).
 	MaxIdleConnsPerTunnel int
-	// AuthCacheTTL caches successful ingress authorizations per token and tunnel, so that a
-	// busy caller does not pay a signature check per request (default 5s; negative disables).
-	// Node.ForgetAuthorizations ends them early when access is withdrawn.
+	// MaxCallsPerTunnel bounds the calls in flight per tunnel on this node: requests, streams,
+	// WebSockets and channel opens the agent has not answered yet (default 512). Beyond it
+	// callers get 503 with Retry-After; so a tunnel (or its agent) holds at most this many
+	// callers' connections and goroutines.
+	MaxCallsPerTunnel int
+	// ChannelOpenTimeout bounds the wait for the agent to accept a tunnel channel (default 15s;
+	// the agent dials its upstream first, for at most 10s by default). The caller gets 504.
+	ChannelOpenTimeout time.Duration
+	// MaxConnsPerSource bounds the open ingress connections of one client IP address (default
+	// 256; agents' connections are not counted once they hold their WebSocket). Connections
+	// beyond it are answered 429 and closed.
+	MaxConnsPerSource int
+	// AuthCacheTTL caches successful caller authentications per token, so that a busy caller
+	// does not pay a signature check per request (default 5s; negative disables).
+	// Node.ForgetAuthorizations ends them early when a token key is revoked.
 	AuthCacheTTL time.Duration
 
 	Logger     *slog.Logger
@@ -123,6 +145,13 @@ func (c *Config) applyDefaults() {
 	def(&c.ResponseHeaderTimeout, 5*time.Minute)
 	def(&c.IdleConnTimeout, 90*time.Second)
 	def(&c.AuthCacheTTL, 5*time.Second)
+	def(&c.ChannelOpenTimeout, 15*time.Second)
+	if c.MaxCallsPerTunnel == 0 {
+		c.MaxCallsPerTunnel = 512
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = 256
+	}
 	if c.MaxRequestBody == 0 {
 		c.MaxRequestBody = 1 << 30
 	}
@@ -174,6 +203,7 @@ func (c Config) Validate() error {
 		{"UsageWindow", c.UsageWindow}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout},
 		{"HandshakeTimeout", c.HandshakeTimeout}, {"HeaderTimeout", c.HeaderTimeout},
 		{"ResponseHeaderTimeout", c.ResponseHeaderTimeout}, {"IdleConnTimeout", c.IdleConnTimeout},
+		{"ChannelOpenTimeout", c.ChannelOpenTimeout},
 	} {
 		if d.v <= 0 {
 			bad("%s must be positive, got %v", d.name, d.v)
@@ -187,6 +217,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxIdleConnsPerTunnel < 0 {
 		bad("MaxIdleConnsPerTunnel must not be negative, got %d", c.MaxIdleConnsPerTunnel)
+	}
+	if c.MaxCallsPerTunnel < 0 {
+		bad("MaxCallsPerTunnel must be positive, got %d", c.MaxCallsPerTunnel)
+	}
+	if c.MaxConnsPerSource < 0 {
+		bad("MaxConnsPerSource must be positive, got %d", c.MaxConnsPerSource)
 	}
 	return errors.Join(errs...)
 }

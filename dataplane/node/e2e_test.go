@@ -406,25 +406,34 @@ func newUpstream(t *testing.T, body string) string {
 	return srv
 }
 
-type authorizerFunc func(ctx context.Context, bearer string, r node.Route) (node.Principal, error)
-
-func (f authorizerFunc) AuthorizeIngress(ctx context.Context, bearer string, r node.Route) (node.Principal, error) {
-	return f(ctx, bearer, r)
+// switchableAuthorizer wraps an authorizer: deny withdraws the permission, reject the credential.
+type switchableAuthorizer struct {
+	node.IngressAuthorizer
+	deny, reject *atomic.Bool
 }
 
-// A withdrawn permission stops working once the node is told (ForgetAuthorizations), not when
-// the cached authorization would expire.
-func TestForgetAuthorizationsEndsCachedAccess(t *testing.T) {
-	var deny atomic.Bool
+func (a switchableAuthorizer) AuthenticateCaller(ctx context.Context, bearer string) (node.Principal, error) {
+	if a.reject.Load() {
+		return node.Principal{}, fmt.Errorf("%w: key revoked", node.ErrUnauthenticated)
+	}
+	return a.IngressAuthorizer.AuthenticateCaller(ctx, bearer)
+}
+
+func (a switchableAuthorizer) AuthorizeIngress(ctx context.Context, p node.Principal, r node.Route) error {
+	if a.deny.Load() {
+		return fmt.Errorf("%w: withdrawn", node.ErrForbidden)
+	}
+	return a.IngressAuthorizer.AuthorizeIngress(ctx, p, r)
+}
+
+// A withdrawn permission stops working on the next request: authorization is decided per
+// request. A credential the node stops trusting (a revoked token key) stops working once the
+// node is told (ForgetAuthorizations), not when the cached authentication would expire.
+func TestWithdrawnAccessEndsAtOnceAndForgetAuthorizationsEndsCachedTokens(t *testing.T) {
+	var deny, reject atomic.Bool
 	e := newEnv(t, withNodeConfig(func(c *node.Config) {
-		inner := c.Authorizer
 		c.AuthCacheTTL = time.Hour
-		c.Authorizer = authorizerFunc(func(ctx context.Context, bearer string, r node.Route) (node.Principal, error) {
-			if deny.Load() {
-				return node.Principal{}, fmt.Errorf("%w: withdrawn", node.ErrForbidden)
-			}
-			return inner.AuthorizeIngress(ctx, bearer, r)
-		})
+		c.Authorizer = switchableAuthorizer{IngressAuthorizer: c.Authorizer, deny: &deny, reject: &reject}
 	}))
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
@@ -436,11 +445,16 @@ func TestForgetAuthorizationsEndsCachedAccess(t *testing.T) {
 		t.Fatalf("allowed caller: %d", s)
 	}
 	deny.Store(true)
+	if s := get(); s != http.StatusForbidden {
+		t.Fatalf("withdrawn permission: %d, want 403 at once", s)
+	}
+	deny.Store(false)
+	reject.Store(true)
 	if s := get(); s != http.StatusOK {
-		t.Fatalf("cached authorization: %d, want 200 until the node is told", s)
+		t.Fatalf("cached authentication: %d, want 200 until the node is told", s)
 	}
 	e.nodeNow().ForgetAuthorizations()
-	if s := get(); s != http.StatusForbidden {
-		t.Fatalf("after ForgetAuthorizations: %d, want 403", s)
+	if s := get(); s != http.StatusUnauthorized {
+		t.Fatalf("after ForgetAuthorizations: %d, want 401", s)
 	}
 }

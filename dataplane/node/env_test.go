@@ -51,7 +51,10 @@ var routes = map[string]node.Route{
 
 type staticRouter map[string]node.Route
 
-func (r staticRouter) Resolve(ref string) (node.Route, bool) { rt, ok := r[ref]; return rt, ok }
+func (r staticRouter) Resolve(ref string, _ node.Principal) (node.Route, bool) {
+	rt, ok := r[ref]
+	return rt, ok
+}
 
 // ownerAuthorizer is a real authorizer on commands/token: the user token must verify and its
 // subject must own the tunnel.
@@ -60,15 +63,19 @@ type ownerAuthorizer struct {
 	owners map[string]string // tunnel id → user id
 }
 
-func (a ownerAuthorizer) AuthorizeIngress(_ context.Context, bearer string, r node.Route) (node.Principal, error) {
+func (a ownerAuthorizer) AuthenticateCaller(_ context.Context, bearer string) (node.Principal, error) {
 	c, err := a.v.VerifyUser(bearer)
 	if err != nil {
 		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
 	}
-	if a.owners[r.TunnelID] != c.Subject {
-		return node.Principal{}, fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, c.Subject, r.Name)
-	}
 	return node.Principal{UserID: c.Subject}, nil
+}
+
+func (a ownerAuthorizer) AuthorizeIngress(_ context.Context, p node.Principal, r node.Route) error {
+	if a.owners[r.TunnelID] != p.UserID {
+		return fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, p.UserID, r.Name)
+	}
+	return nil
 }
 
 // countingAuthenticator counts the tokens that reached the node.
@@ -87,7 +94,20 @@ type sink struct {
 	mu           sync.Mutex
 	connected    []domain.AgentConnected
 	disconnected []domain.AgentDisconnected
+	replaced     []domain.AgentReplaced
 	usage        []domain.UsageRecorded
+}
+
+func (s *sink) AgentReplaced(e domain.AgentReplaced) {
+	s.mu.Lock()
+	s.replaced = append(s.replaced, e)
+	s.mu.Unlock()
+}
+
+func (s *sink) replacements() []domain.AgentReplaced {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]domain.AgentReplaced(nil), s.replaced...)
 }
 
 func (s *sink) AgentConnected(e domain.AgentConnected) {

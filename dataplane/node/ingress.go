@@ -17,6 +17,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/commands/token"
 )
 
 // reqState follows one ingress request through the proxy and its transport.
@@ -24,6 +26,7 @@ type reqState struct {
 	route  Route
 	sess   *session
 	prefix string // "/t/<ref>" for path routing, "" for host routing
+	host   []byte // the authority the request was routed by (Host, or an absolute-form target's)
 	remote string
 	start  time.Time
 
@@ -37,6 +40,12 @@ type reqState struct {
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
 // routing, the prefix is removed before forwarding). Callers present "Authorization: Bearer
 // <user token>"; it is checked by the Authorizer and never forwarded.
+//
+// The order matters: a malformed request is refused before anything else; then the caller is
+// authenticated before the tunnel is looked up, so that without a valid credential every answer
+// is the same 401 whether the tunnel exists or not (and such traffic is counted per node, not in
+// a tenant's usage); the tunnel is resolved for that caller, and one it may not learn about is
+// answered like one that does not exist.
 func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	if err := n.notReady(); err != nil {
@@ -44,62 +53,90 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		writeProblem(ctx, startingProblem(err))
 		return
 	}
+	if why, ok := checkRequest(&ctx.Request.Header); !ok {
+		n.metrics.refused.WithLabelValues("bad_request").Inc()
+		ctx.SetConnectionClose()
+		writeProblem(ctx, problem{Status: http.StatusBadRequest, Slug: "bad-request", Title: "Malformed request", Detail: string(why)})
+		return
+	}
 	ref, prefix, ok := n.resolveRef(ctx)
 	if !ok {
 		writeProblem(ctx, problem{Status: http.StatusNotFound, Slug: "no-tunnel",
-			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>/"})
+			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>.<org>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>.<org>/"})
 		return
 	}
-	// No valid credential, no answer about which tunnels exist: a missing or invalid token gets
-	// the same 401 for a tunnel that does not exist as for one that does.
 	bearer, hasBearer := bearerToken(ctx)
-	route, ok := n.cfg.Router.Resolve(ref)
-	if !ok && hasBearer {
-		if _, err := n.authorize(ctx, bearer, Route{Name: ref}); errors.Is(err, ErrUnauthenticated) {
-			writeInvalidToken(ctx, err, "")
-			return
-		}
-		writeProblem(ctx, problem{Status: http.StatusNotFound, Slug: "unknown-tunnel",
-			Title: "Unknown tunnel", Detail: "no tunnel is called " + strconv.Quote(ref)})
+	if !hasBearer {
+		n.refuseUnauthenticated(ctx, "missing", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
+			Title: "Authentication required", Detail: "send Authorization: Bearer <user token>"}, `Bearer realm="tunnelplane"`)
 		return
 	}
-	rs := &reqState{route: route, prefix: prefix, remote: ctx.RemoteAddr().String(), start: start}
+	caller, err := n.authenticate(ctx, bearer)
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		detail := "the token is not valid"
+		if errors.Is(err, token.ErrExpired) {
+			detail = "the token has expired"
+		}
+		n.refuseUnauthenticated(ctx, "invalid", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
+			Title: "Invalid token", Detail: detail}, `Bearer realm="tunnelplane", error="invalid_token"`)
+		return
+	case err != nil:
+		n.log.Warn("ingress authentication failed", "error", err)
+		n.metrics.refused.WithLabelValues("auth_unavailable").Inc()
+		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "authorization-unavailable",
+			Title: "Authorization is unavailable", Detail: "try again shortly"})
+		return
+	}
+	unknown := problem{Status: http.StatusNotFound, Slug: "unknown-tunnel", Title: "Unknown tunnel",
+		Detail: "no tunnel you may use has this name; name it as <tunnel>.<org>"}
+	route, found := n.cfg.Router.Resolve(ref, caller)
+	if !found {
+		n.metrics.refused.WithLabelValues("unknown_tunnel").Inc()
+		writeProblem(ctx, unknown)
+		return
+	}
+	err = n.cfg.Authorizer.AuthorizeIngress(ctx, caller, route)
+	if errors.Is(err, ErrUnknownTunnel) {
+		n.metrics.refused.WithLabelValues("unknown_tunnel").Inc()
+		writeProblem(ctx, unknown)
+		return
+	}
+	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start}
 	// The response body may still be streaming when this returns; then its end finishes the
 	// request (endRequest), else this does.
 	handedOff := false
 	defer func() {
-		if ok && !handedOff {
+		if !handedOff {
 			n.endRequest(rs)
 		}
 	}()
-
-	if !hasBearer {
-		rs.class, rs.status = ClassUnauthenticated, http.StatusUnauthorized
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="tunnelplane"`)
-		writeProblem(ctx, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
-			Title: "Authentication required", Detail: "send Authorization: Bearer <user token>", Tunnel: route.Name})
-		return
-	}
-	if _, err := n.authorize(ctx, bearer, route); err != nil {
-		switch {
-		case errors.Is(err, ErrForbidden):
+	if err != nil {
+		if errors.Is(err, ErrForbidden) {
 			rs.class, rs.status = ClassForbidden, http.StatusForbidden
 			writeProblem(ctx, problem{Status: http.StatusForbidden, Slug: "forbidden",
 				Title: "Not allowed to use this tunnel", Detail: err.Error(), Tunnel: route.Name})
-		case errors.Is(err, ErrUnauthenticated):
-			rs.class, rs.status = ClassUnauthenticated, http.StatusUnauthorized
-			writeInvalidToken(ctx, err, route.Name)
-		default:
-			rs.class, rs.status = ClassAuthUnavailable, http.StatusServiceUnavailable
-			n.log.Warn("ingress authorization failed", "tunnel_id", route.TunnelID, "error", err)
-			writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "authorization-unavailable",
-				Title: "Authorization is unavailable", Detail: "try again shortly", Tunnel: route.Name})
+			return
 		}
+		rs.class, rs.status = ClassAuthUnavailable, http.StatusServiceUnavailable
+		n.log.Warn("ingress authorization failed", "tunnel_id", route.TunnelID, "error", err)
+		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "authorization-unavailable",
+			Title: "Authorization is unavailable", Detail: "try again shortly", Tunnel: route.Name})
 		return
 	}
 
-	s := n.tunnelSession(route.TunnelID)
-	if s == nil || s.ident.OrgID != route.OrgID || !s.acquire() {
+	s, err := n.tunnelSession(route.TunnelID), errAgentGone
+	if s != nil && s.ident.OrgID == route.OrgID {
+		err = s.acquire()
+	}
+	switch {
+	case errors.Is(err, errTunnelBusy):
+		rs.class, rs.status = ClassLimit, http.StatusServiceUnavailable
+		ctx.Response.Header.Set("Retry-After", "1")
+		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "tunnel-busy", Title: "Tunnel busy",
+			Detail: "tunnel " + strconv.Quote(route.Name) + " has " + strconv.Itoa(n.cfg.MaxCallsPerTunnel) + " calls in flight on this node; retry shortly", Tunnel: route.Name})
+		return
+	case err != nil:
 		rs.class, rs.status = ClassAgentAbsent, http.StatusServiceUnavailable
 		ctx.Response.Header.Set("Retry-After", "2")
 		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "agent-absent",
@@ -117,11 +154,15 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	handedOff = n.forward(ctx, rs)
 }
 
-// writeInvalidToken answers a bearer token the authorizer did not accept.
-func writeInvalidToken(ctx *fasthttp.RequestCtx, err error, tunnel string) {
-	ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="tunnelplane", error="invalid_token"`)
-	writeProblem(ctx, problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
-		Title: "Invalid token", Detail: err.Error(), Tunnel: tunnel})
+// refuseUnauthenticated answers a caller without a valid credential. The answer depends on the
+// credential only, never on the tunnel named; the connection closes after it (an anonymous
+// client holds no idle connection, buffers or goroutine of the node's), and the refusal is
+// counted per node, not in the usage of the tenant whose tunnel was named.
+func (n *Node) refuseUnauthenticated(ctx *fasthttp.RequestCtx, reason string, p problem, challenge string) {
+	n.metrics.refused.WithLabelValues("unauthenticated_" + reason).Inc()
+	ctx.SetConnectionClose()
+	ctx.Response.Header.Set("WWW-Authenticate", challenge)
+	writeProblem(ctx, p)
 }
 
 // endRequest ends what serveIngress began: the session's count of requests in flight, the
@@ -140,19 +181,29 @@ func (n *Node) baseDomainOr(s string) string {
 	return s
 }
 
+// hostRef is the tunnel a host name addresses under BaseDomain: <tunnel>.<org>.<base domain> or
+// <tunnel>.<base domain>.
+func (n *Node) hostRef(host []byte) (string, bool) {
+	if n.cfg.BaseDomain == "" {
+		return "", false
+	}
+	h := string(host)
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		h = hh
+	}
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	label, found := strings.CutSuffix(h, "."+strings.ToLower(n.cfg.BaseDomain))
+	if !found || label == "" || strings.Count(label, ".") > 1 {
+		return "", false
+	}
+	return label, true
+}
+
 // resolveRef finds the tunnel a request names: the host label under BaseDomain, else the first
-// path segment after /t/.
+// path segment after /t/ (of the raw path: what routes is what is forwarded).
 func (n *Node) resolveRef(ctx *fasthttp.RequestCtx) (ref, prefix string, ok bool) {
-	if n.cfg.BaseDomain != "" {
-		host := string(ctx.Host())
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		host = strings.ToLower(strings.TrimSuffix(host, "."))
-		// <tunnel>.<org>.<base domain> or <tunnel>.<base domain>.
-		if label, found := strings.CutSuffix(host, "."+strings.ToLower(n.cfg.BaseDomain)); found && label != "" && strings.Count(label, ".") <= 1 {
-			return label, "", true
-		}
+	if ref, ok := n.hostRef(ctx.Host()); ok {
+		return ref, "", true
 	}
 	rest, found := bytes.CutPrefix(ctx.URI().PathOriginal(), []byte("/t/"))
 	if !found {
@@ -203,21 +254,33 @@ func (n *Node) proxyError(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 		rs.class, rs.status = ClassCanceled, 499
 		ctx.SetConnectionClose()
 		writeProblem(ctx, problem{Status: http.StatusBadRequest, Slug: "request-body-incomplete",
-			Title: "The request body was not received whole", Detail: err.Error(), Tunnel: name})
+			Title: "The request body was not received whole", Tunnel: name})
 		return
 	case errors.Is(err, errHeaderTimeout):
 		rs.class = ClassTimeout
-		p.Status, p.Slug, p.Title, p.Detail = http.StatusGatewayTimeout, "upstream-timeout", "The upstream did not answer in time", err.Error()
+		p.Status, p.Slug, p.Title, p.Detail = http.StatusGatewayTimeout, "upstream-timeout", "The upstream did not answer in time", errHeaderTimeout.Error()
+	case errors.Is(err, errOpenTimeout):
+		rs.class = ClassTimeout
+		p.Status, p.Slug, p.Title, p.Detail = http.StatusGatewayTimeout, "agent-timeout", "The agent did not answer in time",
+			"the agent did not accept the connection within "+n.cfg.ChannelOpenTimeout.String()
+	case errors.Is(err, errInvalidResponse):
+		rs.class = ClassUpstream
+		p.Status, p.Slug, p.Title, p.Detail = http.StatusBadGateway, "upstream-invalid-response", "The upstream's response was malformed", errInvalidResponse.Error()
 	case errors.As(err, &oce):
 		rs.class = ClassUpstream
 		p.Status, p.Slug, p.Title = http.StatusBadGateway, "upstream-unreachable", "The agent could not reach its upstream"
 		p.Detail = oce.Message
+		if len(p.Detail) > 256 {
+			p.Detail = p.Detail[:256]
+		}
 	case errors.Is(err, errAgentGone):
 		rs.class = ClassAgentAbsent
 		p.Status, p.Slug, p.Title, p.Detail = http.StatusServiceUnavailable, "agent-absent", "Tunnel offline", "the agent disconnected"
 	default:
+		// The error may quote what the upstream sent (fasthttp's parse errors do): logged, not
+		// shown.
 		rs.class = ClassUpstream
-		p.Status, p.Slug, p.Title, p.Detail = http.StatusBadGateway, "tunnel-failed", "The tunnel failed", err.Error()
+		p.Status, p.Slug, p.Title, p.Detail = http.StatusBadGateway, "tunnel-failed", "The tunnel failed", "the upstream's response could not be read whole"
 	}
 	rs.status = p.Status
 	n.log.Debug("ingress request failed", "tunnel_id", rs.route.TunnelID, "class", rs.class, "error", err)
@@ -301,8 +364,8 @@ func writeHTTPProblem(w http.ResponseWriter, p problem) {
 	_, _ = w.Write(body)
 }
 
-// authCache remembers successful authorizations for a short time, keyed by a hash of the token
-// and the tunnel. Denials are not cached: a fixed permission works on the next request.
+// authCache remembers successful caller authentications for a short time, keyed by a hash of
+// the token. Failures are not cached.
 type authCache struct {
 	ttl time.Duration
 	mu  sync.Mutex
@@ -320,10 +383,9 @@ func newAuthCache(ttl time.Duration) *authCache {
 	return &authCache{ttl: ttl, m: map[[32]byte]authEntry{}}
 }
 
-// ForgetAuthorizations drops every cached ingress authorization, so the next request of each
-// caller is decided afresh. Call it when access may have been withdrawn (a role removed, a
-// tunnel deleted, a token key revoked): the withdrawal then takes effect at once instead of
-// when the cached entry expires.
+// ForgetAuthorizations drops every cached caller authentication, so the next request of each
+// caller is checked afresh. Call it when a token key is revoked. (Authorization itself is decided
+// on every request, so a withdrawn role or deleted tunnel needs nothing.)
 func (n *Node) ForgetAuthorizations() {
 	c := n.auth
 	c.mu.Lock()
@@ -331,19 +393,12 @@ func (n *Node) ForgetAuthorizations() {
 	c.mu.Unlock()
 }
 
-func (n *Node) authorize(ctx context.Context, bearer string, r Route) (Principal, error) {
+func (n *Node) authenticate(ctx context.Context, bearer string) (Principal, error) {
 	c := n.auth
 	if c.ttl <= 0 {
-		return n.cfg.Authorizer.AuthorizeIngress(ctx, bearer, r)
+		return n.cfg.Authorizer.AuthenticateCaller(ctx, bearer)
 	}
-	h := sha256.New()
-	h.Write([]byte(r.OrgID))
-	h.Write([]byte{0})
-	h.Write([]byte(r.TunnelID))
-	h.Write([]byte{0})
-	h.Write([]byte(bearer))
-	var key [32]byte
-	h.Sum(key[:0])
+	key := sha256.Sum256([]byte(bearer))
 	now := time.Now()
 	c.mu.Lock()
 	e, ok := c.m[key]
@@ -351,7 +406,7 @@ func (n *Node) authorize(ctx context.Context, bearer string, r Route) (Principal
 	if ok && now.Before(e.exp) {
 		return e.p, nil
 	}
-	p, err := n.cfg.Authorizer.AuthorizeIngress(ctx, bearer, r)
+	p, err := n.cfg.Authorizer.AuthenticateCaller(ctx, bearer)
 	if err != nil {
 		return p, err
 	}

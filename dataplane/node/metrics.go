@@ -29,6 +29,8 @@ type metrics struct {
 	duration        prometheus.Histogram
 	ingressBytesIn  prometheus.Counter
 	ingressBytesOut prometheus.Counter
+	refused         *prometheus.CounterVec
+	unsolicited     prometheus.Counter
 	live            prometheus.Collector
 }
 
@@ -60,6 +62,14 @@ func newMetrics(n *Node) *metrics {
 		ingressBytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tunnelplane_node_ingress_bytes_total", Help: "Body bytes through the ingress.", ConstLabels: prometheus.Labels{"direction": "response"},
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_ingress_refused_total",
+			Help: "Ingress requests and connections refused before reaching a tenant's tunnel (not in any tenant's usage), by reason.",
+		}, []string{"reason"}),
+		unsolicited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_unsolicited_upstream_bytes_total",
+			Help: "Idle pooled tunnel connections retired because the upstream sent bytes nobody asked for.",
+		}),
 	}
 	m.live = &liveBytes{n: n, desc: prometheus.NewDesc("tunnelplane_node_agent_bytes_total",
 		"WebSocket payload bytes exchanged with agents.", []string{"direction"}, nil)}
@@ -72,7 +82,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.agents, m.handshakeFails, m.disconnects, m.requests, m.errors, m.duration,
-		m.ingressBytesIn, m.ingressBytesOut, m.live} {
+		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.live} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}

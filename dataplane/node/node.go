@@ -259,6 +259,12 @@ func (n *Node) emitConnected(e domain.AgentConnected) {
 	}
 }
 
+func (n *Node) emitReplaced(e domain.AgentReplaced) {
+	if n.cfg.Sink != nil {
+		n.cfg.Sink.AgentReplaced(e)
+	}
+}
+
 func (n *Node) emitDisconnected(e domain.AgentDisconnected) {
 	if n.cfg.Sink != nil {
 		n.cfg.Sink.AgentDisconnected(e)

@@ -71,6 +71,10 @@ type AgentInfo struct {
 	// HostHeader, when set, replaces the caller's Host header on requests to the upstream
 	// (local servers such as Ollama refuse Host names they do not know).
 	HostHeader string `json:"host_header,omitempty"`
+	// Replace asks to take the tunnel over from an agent with another token that holds it on the
+	// node (connect --replace); without it such an agent is refused. An agent reconnecting with
+	// the token of the session that holds the tunnel replaces that session either way.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // JSONPayload wraps a JSON document as an SSH string.

@@ -37,7 +37,10 @@ func isHopHeader(k []byte) bool {
 }
 
 // Errors of the exchange; proxyError maps them to answers and error classes.
-var errCallerGone = errors.New("the caller's connection failed")
+var (
+	errCallerGone      = errors.New("the caller's connection failed")
+	errInvalidResponse = errors.New("the upstream's response header holds an invalid field")
+)
 
 // syncBodyMax is the largest request body that is written together with the request head
 // (one SSH packet, no goroutine); larger ones stream from a goroutine while the response is read.
@@ -70,20 +73,23 @@ func listed(toks [][]byte, k []byte) bool {
 }
 
 // forwardedOmitted reports the caller's headers that do not go upstream besides the hop-by-hop
-// ones: Host (written first), the caller's credential (it is for the tunnel, never the
-// upstream), Expect (the body is sent at once anyway) and forwarding headers, which describe
-// this hop only: what the caller claimed is not trusted.
+// ones: Host and the framing (the node writes its own, first), the caller's credential (it is
+// for the tunnel, never the upstream), Expect (the body is sent at once anyway), headers that
+// claim who the client is or what it asked for (clientIdentityHeader: the node states them
+// itself), and names with an underscore, which CGI-style servers (WSGI, PHP, Rack) read as the
+// dashed name: X_Forwarded_For would otherwise pass for X-Forwarded-For.
 func forwardedOmitted(k []byte) bool {
 	switch string(k) {
-	case "Host", "Authorization", "Expect",
-		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix":
+	case "Host", "Authorization", "Expect":
 		return true
 	}
-	return isHopHeader(k)
+	return isHopHeader(k) || clientIdentityHeader(k) || bytes.IndexByte(k, '_') >= 0
 }
 
 // writeHead writes the request line and headers the upstream sees. bodyLen is the body's
-// length, -1 for a chunked one.
+// length, -1 for a chunked one. Everything written was parsed and checked (checkRequest); the
+// Host and the framing are the node's own and come before the caller's headers, so no upstream
+// parser can take the message's length from anything the caller wrote.
 func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqState, upgrade []byte, bodyLen int) error {
 	h := &ctx.Request.Header
 	bw.Write(h.Method())
@@ -99,11 +105,11 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 	}
 	if rs.prefix != "" {
 		target = target[min(len(rs.prefix), len(target)):]
-		if len(target) == 0 || target[0] != '/' {
-			bw.WriteByte('/')
-		}
 	}
-	bw.Write(target)
+	if len(target) == 0 || (target[0] != '/' && target[0] != '*') {
+		bw.WriteByte('/')
+	}
+	writeTarget(bw, target)
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	rs.sess.mu.Lock()
 	host := rs.sess.hostHeader
@@ -111,52 +117,9 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 	if host != "" {
 		bw.WriteString(host)
 	} else {
-		bw.Write(h.Host())
+		bw.Write(rs.host)
 	}
 	bw.WriteString("\r\n")
-
-	toks := connectionTokens(h.All())
-	teTrailers := false
-	for k, v := range h.All() {
-		if forwardedOmitted(k) || listed(toks, k) {
-			if string(k) == "Te" && httpguts.HeaderValuesContainsToken([]string{string(v)}, "trailers") {
-				teTrailers = true
-			}
-			continue
-		}
-		if bytes.ContainsAny(v, "\r\n") { // fasthttp's parser never lets one through; never forward one
-			return fmt.Errorf("invalid value of header field %q", k)
-		}
-		bw.Write(k)
-		bw.WriteString(": ")
-		bw.Write(v)
-		bw.WriteString("\r\n")
-	}
-	if teTrailers {
-		bw.WriteString("Te: trailers\r\n")
-	}
-	if len(upgrade) > 0 {
-		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		bw.Write(upgrade)
-		bw.WriteString("\r\n")
-	}
-	if addr, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		bw.WriteString("X-Forwarded-For: ")
-		bw.WriteString(addr.IP.String())
-		bw.WriteString("\r\n")
-	}
-	bw.WriteString("X-Forwarded-Host: ")
-	bw.Write(h.Host())
-	if ctx.IsTLS() {
-		bw.WriteString("\r\nX-Forwarded-Proto: https\r\n")
-	} else {
-		bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
-	}
-	if rs.prefix != "" {
-		bw.WriteString("X-Forwarded-Prefix: ")
-		bw.WriteString(rs.prefix)
-		bw.WriteString("\r\n")
-	}
 	switch {
 	case bodyLen > 0:
 		bw.WriteString("Content-Length: ")
@@ -170,6 +133,54 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 			bw.WriteString("Content-Length: 0\r\n")
 		}
 	}
+	if len(upgrade) > 0 {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.Write(upgrade)
+		bw.WriteString("\r\n")
+	}
+	if addr, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		ip := addr.IP.String()
+		bw.WriteString("X-Forwarded-For: ")
+		bw.WriteString(ip)
+		bw.WriteString("\r\nX-Real-Ip: ")
+		bw.WriteString(ip)
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("X-Forwarded-Host: ")
+	bw.Write(rs.host)
+	if ctx.IsTLS() {
+		bw.WriteString("\r\nX-Forwarded-Proto: https\r\n")
+	} else {
+		bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+	}
+	if addr, ok := ctx.LocalAddr().(*net.TCPAddr); ok {
+		bw.WriteString("X-Forwarded-Port: ")
+		bw.WriteString(strconv.Itoa(addr.Port))
+		bw.WriteString("\r\n")
+	}
+	if rs.prefix != "" {
+		bw.WriteString("X-Forwarded-Prefix: ")
+		bw.WriteString(rs.prefix)
+		bw.WriteString("\r\n")
+	}
+
+	toks := connectionTokens(h.All())
+	teTrailers := false
+	for k, v := range h.All() {
+		if forwardedOmitted(k) || listed(toks, k) {
+			if string(k) == "Te" && httpguts.HeaderValuesContainsToken([]string{string(v)}, "trailers") {
+				teTrailers = true
+			}
+			continue
+		}
+		bw.Write(k)
+		bw.WriteString(": ")
+		bw.Write(v)
+		bw.WriteString("\r\n")
+	}
+	if teTrailers {
+		bw.WriteString("Te: trailers\r\n")
+	}
 	_, err := bw.WriteString("\r\n")
 	return err
 }
@@ -178,8 +189,11 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 // still streaming when it returns: the stream's end then ends the request.
 func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) {
 	h := &ctx.Request.Header
+	// Only a WebSocket upgrade is carried: another protocol (h2c) would hand the caller a raw
+	// connection to the upstream in a framing the node never checks. Others are ignored, as a
+	// server may (RFC 9110 §7.8): the request goes on as a plain one.
 	var upgrade []byte
-	if h.ConnectionUpgrade() {
+	if h.ConnectionUpgrade() && bytes.EqualFold(bytes.TrimSpace(h.Peek("Upgrade")), []byte("websocket")) {
 		upgrade = h.Peek("Upgrade")
 	}
 	// fasthttp: -1 is a chunked body, -2 none declared (no body, for a request).
@@ -208,7 +222,7 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 	isHead := h.IsHead()
 
 	for attempt := 0; ; attempt++ {
-		tc, reused, err := rs.sess.getConn(rs.remote)
+		tc, reused, err := rs.sess.getConn(rs.remote, func() bool { return callerGone(ctx) })
 		if err != nil {
 			n.proxyError(ctx, rs, err)
 			return false
@@ -404,6 +418,12 @@ func (ex *exchange) respond(resp *fasthttp.Response, upgrade []byte) bool {
 	if code >= 500 {
 		rs.class = ClassStatus5xx
 	}
+	if !checkResponseHeader(&resp.Header) {
+		// Nothing of it reaches the caller, and the channel, whose framing is now in doubt, closes.
+		ex.finish(false)
+		ex.n.proxyError(ctx, rs, errInvalidResponse)
+		return false
+	}
 	if code == http.StatusSwitchingProtocols {
 		return ex.switchProtocols(resp, upgrade)
 	}
@@ -412,7 +432,7 @@ func (ex *exchange) respond(resp *fasthttp.Response, upgrade []byte) bool {
 	if msg := resp.Header.StatusMessage(); len(msg) > 0 {
 		out.Header.SetStatusMessage(msg)
 	}
-	copyResponseHeader(&out.Header, &resp.Header)
+	copyResponseHeader(&out.Header, &resp.Header, rs.prefix)
 	for k := range resp.Header.Trailers() {
 		_ = out.Header.AddTrailerBytes(k) // forbidden trailer names are dropped
 	}
@@ -435,14 +455,17 @@ func (ex *exchange) respond(resp *fasthttp.Response, upgrade []byte) bool {
 	return true
 }
 
-// copyResponseHeader copies the upstream's header without its hop-by-hop fields and framing.
-func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
+// copyResponseHeader copies the upstream's header without its hop-by-hop fields and framing,
+// with its cookies kept to the tunnel (scopeCookie; prefix is rs.prefix).
+func copyResponseHeader(dst, src *fasthttp.ResponseHeader, prefix string) {
 	toks := connectionTokens(src.All())
 	for k, v := range src.All() {
 		switch {
 		case isHopHeader(k) || listed(toks, k):
 		case string(k) == "Content-Type":
 			dst.SetContentTypeBytes(v)
+		case string(k) == "Set-Cookie":
+			dst.AddBytesKV(k, scopeCookie(v, prefix))
 		default:
 			dst.AddBytesKV(k, v)
 		}
@@ -560,7 +583,7 @@ func (ex *exchange) switchProtocols(resp *fasthttp.Response, upgrade []byte) boo
 	var h fasthttp.ResponseHeader
 	h.SetStatusCode(http.StatusSwitchingProtocols)
 	h.SetNoDefaultContentType(true)
-	copyResponseHeader(&h, &resp.Header)
+	copyResponseHeader(&h, &resp.Header, rs.prefix)
 	h.Set("Connection", "Upgrade")
 	h.SetBytesV("Upgrade", got)
 	head := h.Header()

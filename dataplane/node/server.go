@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -32,6 +33,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	perIP  map[string]int // open, not taken-over connections by source address
 	lns    []net.Listener
 	closed bool
 }
@@ -39,7 +41,8 @@ type Server struct {
 // NewServer returns the node's server. routes maps exact paths to net/http handlers, e.g.
 // "/v1/agent" to AgentHandler(); every other path is the ingress.
 func (n *Node) NewServer(routes map[string]http.Handler) *Server {
-	s := &Server{n: n, routes: make(map[string]fasthttp.RequestHandler, len(routes)), upgrades: routes, conns: map[net.Conn]struct{}{}}
+	s := &Server{n: n, routes: make(map[string]fasthttp.RequestHandler, len(routes)), upgrades: routes, conns: map[net.Conn]struct{}{},
+		perIP: map[string]int{}}
 	for p, h := range routes {
 		s.routes[p] = fasthttpadaptor.NewFastHTTPHandler(h)
 	}
@@ -74,13 +77,23 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.n.log.Debug("ingress server", "message", fmt.Sprintf(format, args...))
 }
 
+// serve dispatches a request. The node's own endpoints answer only at their exact raw path (not
+// a normalised one: /t/web/../../metrics is a tunnel's path) and only on a host that is not a
+// tunnel's: on web.acme.<base domain>, /metrics and /v1/agent belong to the tunnel.
 func (s *Server) serve(ctx *fasthttp.RequestCtx) {
-	if h, ok := s.upgrades[string(ctx.Path())]; ok && ctx.Request.Header.ConnectionUpgrade() {
-		s.serveUpgrade(ctx, h)
-	} else if h, ok := s.routes[string(ctx.Path())]; ok {
-		h(ctx)
-	} else {
+	own := false
+	var path string
+	if _, tunnelHost := s.n.hostRef(ctx.Host()); !tunnelHost {
+		path = string(ctx.URI().PathOriginal())
+		_, own = s.routes[path]
+	}
+	switch {
+	case !own:
 		s.n.serveIngress(ctx)
+	case s.upgrades[path] != nil && ctx.Request.Header.ConnectionUpgrade():
+		s.serveUpgrade(ctx, s.upgrades[path])
+	default:
+		s.routes[path](ctx)
 	}
 	if ctx.Hijacked() {
 		// As with net/http, a connection taken over belongs to its new owner: the node ends
@@ -139,27 +152,58 @@ type trackingListener struct {
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := sourceIP(c)
+		s := l.s
+		s.mu.Lock()
+		if s.perIP[ip] >= s.n.cfg.MaxConnsPerSource {
+			s.mu.Unlock()
+			s.n.metrics.refused.WithLabelValues("too_many_connections").Inc()
+			go refuseConn(c)
+			continue
+		}
+		s.perIP[ip]++
+		tc := &trackedConn{Conn: rawconn.Wrap(c), s: s, ip: ip}
+		s.conns[tc] = struct{}{}
+		s.mu.Unlock()
+		return tc, nil
 	}
-	tc := &trackedConn{Conn: rawconn.Wrap(c), s: l.s}
-	l.s.mu.Lock()
-	l.s.conns[tc] = struct{}{}
-	l.s.mu.Unlock()
-	return tc, nil
+}
+
+// refuseConn answers a connection over its source's limit and closes it, without reading it.
+func refuseConn(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = io.WriteString(c, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 43\r\nRetry-After: 5\r\nConnection: close\r\n\r\ntoo many open connections from this address")
+	_ = c.Close()
+}
+
+func sourceIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
 }
 
 type trackedConn struct {
 	net.Conn
 	s    *Server
+	ip   string
 	once sync.Once
 }
 
+// untrack forgets the connection: it closed, or an upgrade took it over (an agent's, or a
+// caller's WebSocket, which its tunnel's call limit bounds).
 func (c *trackedConn) untrack() {
 	c.once.Do(func() {
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
+		if c.s.perIP[c.ip]--; c.s.perIP[c.ip] <= 0 {
+			delete(c.s.perIP, c.ip)
+		}
 		c.s.mu.Unlock()
 	})
 }
@@ -169,15 +213,26 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// callerGone reports whether the caller of ctx closed or reset its connection.
+func callerGone(ctx *fasthttp.RequestCtx) bool {
+	if tc, ok := ctx.Conn().(*trackedConn); ok {
+		return rawconn.PeerClosed(tc.Conn)
+	}
+	return false
+}
+
 func clearReadDeadline(ctx *fasthttp.RequestCtx) {
 	_ = ctx.SetReadDeadline(time.Time{})
 }
 
-// serveParseError answers a request fasthttp could not read.
+// serveParseError answers a request fasthttp could not read. Its error quotes the request's
+// bytes (credentials included), so only the kind of failure is told.
 func (n *Node) serveParseError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
-	p := problem{Status: http.StatusBadRequest, Slug: "bad-request", Title: "Malformed request", Detail: err.Error()}
+	n.metrics.refused.WithLabelValues("bad_request").Inc()
+	p := problem{Status: http.StatusBadRequest, Slug: "bad-request", Title: "Malformed request",
+		Detail: "the request line, a header or the body's framing is not valid HTTP/1.1"}
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		p = problem{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large", Title: "Request body too large",

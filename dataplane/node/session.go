@@ -32,6 +32,7 @@ type session struct {
 	mu           sync.Mutex
 	agentVersion string
 	hostHeader   string          // v2: Host header the upstream wants; "" keeps the caller's
+	replace      bool            // v2: take the tunnel over from another token's agent
 	forward      *ForwardRequest // nil until the agent asked for its tunnel
 	connectedAt  time.Time       // when it took its tunnel (AgentConnected emitted)
 	idle         []*tunnelConn   // pooled channels, most recently used last
@@ -99,11 +100,18 @@ func (s *session) handleRequest(r *ssh.Request) {
 			reply(false, nil)
 			return
 		}
+		// The Host header goes into every request to the upstream, the version into facts and
+		// logs: an agent's word is checked like a caller's.
+		if len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) || len(info.Version) > 64 || !isVisibleASCII(info.Version) {
+			reply(false, nil)
+			return
+		}
 		s.mu.Lock()
 		if info.Version != "" {
 			s.agentVersion = info.Version
 		}
 		s.hostHeader = info.HostHeader
+		s.replace = info.Replace
 		s.mu.Unlock()
 		reply(true, nil)
 	case RequestForward:
@@ -135,8 +143,11 @@ func (s *session) handleRequest(r *ssh.Request) {
 	}
 }
 
-// claim makes s the holder of its tunnel. A previous holder is replaced: the newest agent wins,
-// so an agent that reconnects after a network change never waits for its old session to time out.
+// claim makes s the holder of its tunnel. An agent with the token of the session holding the
+// tunnel replaces it (the same agent reconnecting after a network change must not wait for its
+// old session to time out). An agent with another token is refused, unless it asked to replace
+// the holder (connect --replace), which is then recorded as an AgentReplaced fact: whoever holds
+// a tunnel's agent receives its callers' requests, so taking it over is never silent.
 func (n *Node) claim(s *session, fr ForwardRequest) error {
 	n.mu.Lock()
 	if n.draining || n.stopped {
@@ -150,12 +161,19 @@ func (n *Node) claim(s *session, fr ForwardRequest) error {
 		return errors.New("session closing")
 	}
 	first := s.forward == nil
+	replace := s.replace
+	old := n.tunnels[s.ident.TunnelID]
+	takeover := first && old != nil && old != s && old.ident.TokenID != s.ident.TokenID
+	if takeover && !replace {
+		s.mu.Unlock()
+		n.mu.Unlock()
+		return fmt.Errorf("tunnel held by another agent (session %s, token %s); connect with --replace to take it over", old.id, old.ident.TokenID)
+	}
 	s.forward = &fr
 	if first {
 		s.connectedAt = n.cfg.Now()
 	}
 	s.mu.Unlock()
-	old := n.tunnels[s.ident.TunnelID]
 	n.tunnels[s.ident.TunnelID] = s
 	n.metrics.agents.Set(float64(len(n.tunnels)))
 	n.mu.Unlock()
@@ -163,8 +181,12 @@ func (n *Node) claim(s *session, fr ForwardRequest) error {
 		return nil
 	}
 	if old != nil && old != s {
-		old.log.Info("agent replaced by a newer connection", "new_session_id", s.id)
-		go old.close("replaced")
+		reason := "replaced"
+		if takeover {
+			reason = fmt.Sprintf("replaced by session %s (token %s, --replace)", s.id, s.ident.TokenID)
+		}
+		old.log.Info("agent replaced by a newer connection", "new_session_id", s.id, "new_token_id", s.ident.TokenID)
+		go old.close(reason)
 	}
 	s.fwdTimer.Stop()
 	s.mu.Lock()
@@ -172,12 +194,26 @@ func (n *Node) claim(s *session, fr ForwardRequest) error {
 	s.mu.Unlock()
 	s.log.Info("agent connected", "protocol", s.meta.protocol, "agent_version", version, "remote_addr", s.meta.remote,
 		"kex", s.algs.KeyExchange, "cipher", s.algs.Write.Cipher)
+	if takeover {
+		n.emitReplaced(domain.AgentReplaced{NodeID: n.cfg.NodeID, OrgID: s.ident.OrgID, TunnelID: s.ident.TunnelID,
+			OldSessionID: old.id, OldTokenID: old.ident.TokenID, NewSessionID: s.id, NewTokenID: s.ident.TokenID})
+	}
 	n.emitConnected(domain.AgentConnected{
 		NodeID: n.cfg.NodeID, SessionID: s.id, OrgID: s.ident.OrgID, TunnelID: s.ident.TunnelID, TokenID: s.ident.TokenID,
 		AgentVersion: version, ProtocolVersion: s.meta.protocol, RemoteAddr: s.meta.remote,
 		KeyExchange: s.algs.KeyExchange, Cipher: s.algs.Write.Cipher, HostKeyAlgo: s.algs.HostKey,
 	})
 	return nil
+}
+
+// isVisibleASCII reports a string of printable ASCII without spaces (or an empty one).
+func isVisibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // keepalive runs on a timer goroutine that exists only while a probe is out.
@@ -293,15 +329,27 @@ func lostReason(err error) string {
 	}
 }
 
-// acquire counts a request in flight; it fails once the session is closing.
-func (s *session) acquire() bool {
+// acquire counts a call in flight: errAgentGone once the session is closing, errTunnelBusy when
+// MaxCallsPerTunnel are in flight.
+func (s *session) acquire() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return false
+	switch {
+	case s.closing:
+		return errAgentGone
+	case s.inflight >= s.n.cfg.MaxCallsPerTunnel:
+		return errTunnelBusy
 	}
 	s.inflight++
-	return true
+	return nil
+}
+
+// holdSlot counts a call slot that outlives its caller (a channel open the agent has not
+// answered yet); release frees it.
+func (s *session) holdSlot() {
+	s.mu.Lock()
+	s.inflight++
+	s.mu.Unlock()
 }
 
 func (s *session) release() {

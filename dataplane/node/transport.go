@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,22 +18,47 @@ var (
 	errAgentGone      = errors.New("the agent disconnected")
 	errHeaderTimeout  = errors.New("timed out waiting for the upstream's response headers")
 	errHeadersNotSent = errors.New("the tunnel connection closed before the request was sent")
+	errOpenTimeout    = errors.New("the agent did not accept a tunnel connection in time")
+	errTunnelBusy     = errors.New("too many calls in flight on the tunnel")
 )
 
 // tunnelConn is one SSH channel carrying HTTP/1.1 to the agent's upstream. Idle ones are pooled
-// per session with no goroutine and no buffer of their own: an idle channel costs a few hundred
-// bytes on the node.
+// per session.
+//
+// A pooled channel is provably idle: while it sits in the pool a watcher goroutine reads it, and
+// a byte (or an end) arriving then retires the channel: a response nobody asked for (an upstream
+// that answered twice, or late) would otherwise be read as the answer to the next caller's
+// request, and shift every later caller by one response. The watcher hands a byte that arrives
+// after the channel was taken to the exchange that took it (the first byte of its answer).
 type tunnelConn struct {
 	s        *session
 	ch       ssh.Channel
 	idleAt   time.Time
+	pooled   bool         // in s.idle (under s.mu)
+	watched  chan watch   // the watcher's result, while one runs
 	written  atomic.Int64 // bytes sent in the current exchange
 	read     atomic.Int64 // bytes received in the current exchange
 	hdrTimer *time.Timer  // response-header timeout, reused by every exchange on this channel
 	timedOut atomic.Bool
 }
 
+// watch is what an idle channel's watcher read: one byte, or the error that ended its read.
+type watch struct {
+	b   byte
+	err error
+}
+
 func (tc *tunnelConn) Read(p []byte) (int, error) {
+	if tc.watched != nil && len(p) > 0 {
+		w := <-tc.watched
+		tc.watched = nil
+		if w.err != nil {
+			return 0, w.err
+		}
+		p[0] = w.b
+		tc.read.Add(1)
+		return 1, nil
+	}
 	n, err := tc.ch.Read(p)
 	tc.read.Add(int64(n))
 	return n, err
@@ -44,8 +70,10 @@ func (tc *tunnelConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// getConn takes the most recently used idle channel or opens a new one.
-func (s *session) getConn(origin string) (tc *tunnelConn, reused bool, err error) {
+// getConn takes the most recently used idle channel or opens a new one. gone reports whether the
+// caller has left; a caller that leaves while the agent has not accepted the channel yet stops
+// waiting for it.
+func (s *session) getConn(origin string, gone func() bool) (tc *tunnelConn, reused bool, err error) {
 	var stale []*tunnelConn
 	defer func() {
 		for _, c := range stale {
@@ -62,6 +90,7 @@ func (s *session) getConn(origin string) (tc *tunnelConn, reused bool, err error
 		c := s.idle[len(s.idle)-1]
 		s.idle[len(s.idle)-1] = nil
 		s.idle = s.idle[:len(s.idle)-1]
+		c.pooled = false
 		if now.Sub(c.idleAt) > s.n.cfg.IdleConnTimeout {
 			stale = append(stale, c)
 			continue
@@ -72,14 +101,12 @@ func (s *session) getConn(origin string) (tc *tunnelConn, reused bool, err error
 	fwd := *s.forward
 	s.mu.Unlock()
 	host, port := originOf(origin)
-	ch, _, err := s.sc.OpenChannel(ChannelForwarded, ssh.Marshal(ForwardedChannel{
+	ch, err := s.openChannel(ssh.Marshal(ForwardedChannel{
 		Addr: fwd.BindAddr, Port: fwd.BindPort, OriginAddr: host, OriginPort: port,
-	}))
-	// The agent sends no channel requests; x/crypto drops them once the channel closes, so no
-	// goroutine is spent draining them.
+	}), gone)
 	if err != nil {
 		var oce *ssh.OpenChannelError
-		if errors.As(err, &oce) {
+		if errors.As(err, &oce) || errors.Is(err, errOpenTimeout) || errors.Is(err, errCallerGone) {
 			return nil, false, fmt.Errorf("open tunnel channel: %w", err)
 		}
 		return nil, false, fmt.Errorf("open tunnel channel: %w: %w", errAgentGone, err)
@@ -87,7 +114,75 @@ func (s *session) getConn(origin string) (tc *tunnelConn, reused bool, err error
 	return &tunnelConn{s: s, ch: ch}, false, nil
 }
 
-// putIdle returns a channel whose exchange ended cleanly to the pool.
+// pendingOpen is a channel open the agent has not answered yet.
+type pendingOpen struct {
+	mu        sync.Mutex
+	ch        ssh.Channel
+	err       error
+	done      bool
+	abandoned bool
+	ready     chan struct{}
+}
+
+// openChannel asks the agent for a channel and waits at most ChannelOpenTimeout, or until the
+// caller leaves. x/crypto/ssh's OpenChannel cannot be cancelled, so it runs on its own goroutine:
+// a caller that stops waiting leaves it behind, holding one of the tunnel's call slots until the
+// agent answers (a channel that opens late joins the pool). An agent that never answers opens
+// thus fills its tunnel's slots and its callers are answered 503 at once, instead of piling up.
+func (s *session) openChannel(extra []byte, gone func() bool) (ssh.Channel, error) {
+	po := &pendingOpen{ready: make(chan struct{})}
+	go func() {
+		// The agent sends no channel requests; x/crypto drops them once the channel closes, so
+		// no goroutine is spent draining them.
+		ch, _, err := s.sc.OpenChannel(ChannelForwarded, extra)
+		po.mu.Lock()
+		if po.abandoned {
+			po.mu.Unlock()
+			if err == nil {
+				s.putIdle(&tunnelConn{s: s, ch: ch})
+			}
+			s.release()
+			return
+		}
+		po.ch, po.err, po.done = ch, err, true
+		po.mu.Unlock()
+		close(po.ready)
+	}()
+	timeout := time.NewTimer(s.n.cfg.ChannelOpenTimeout)
+	defer timeout.Stop()
+	poll := time.NewTicker(callerPollInterval)
+	defer poll.Stop()
+	var why error
+	for why == nil {
+		select {
+		case <-po.ready:
+			return po.ch, po.err
+		case <-timeout.C:
+			why = errOpenTimeout
+		case <-poll.C:
+			if gone != nil && gone() {
+				why = fmt.Errorf("%w: it left while the agent accepted the connection", errCallerGone)
+			}
+		}
+	}
+	po.mu.Lock()
+	if po.done {
+		po.mu.Unlock()
+		return po.ch, po.err
+	}
+	po.abandoned = true
+	po.mu.Unlock()
+	s.holdSlot()
+	if errors.Is(why, errOpenTimeout) {
+		s.log.Warn("the agent did not accept a tunnel connection in time", "timeout", s.n.cfg.ChannelOpenTimeout)
+	}
+	return nil, why
+}
+
+// callerPollInterval is how often a caller waiting for a channel open is checked for having left.
+const callerPollInterval = 100 * time.Millisecond
+
+// putIdle returns a channel whose exchange ended cleanly to the pool, watched.
 func (s *session) putIdle(tc *tunnelConn) {
 	s.mu.Lock()
 	if s.closing || len(s.idle) >= s.n.cfg.MaxIdleConnsPerTunnel {
@@ -96,8 +191,39 @@ func (s *session) putIdle(tc *tunnelConn) {
 		return
 	}
 	tc.idleAt = s.n.cfg.Now()
+	tc.pooled = true
+	w := make(chan watch, 1)
+	tc.watched = w
 	s.idle = append(s.idle, tc)
 	s.mu.Unlock()
+	go s.watchIdle(tc, w)
+}
+
+// watchIdle reads the first byte that arrives on a pooled channel. If the channel is still in
+// the pool then, nobody asked for it: the channel is retired. Otherwise the exchange that took
+// the channel gets it.
+func (s *session) watchIdle(tc *tunnelConn, w chan<- watch) {
+	var b [1]byte
+	n, err := tc.ch.Read(b[:])
+	if n == 0 && err == nil {
+		err = io.ErrNoProgress
+	}
+	s.mu.Lock()
+	if tc.pooled {
+		tc.pooled = false
+		if i := slices.Index(s.idle, tc); i >= 0 {
+			s.idle = slices.Delete(s.idle, i, i+1)
+		}
+		s.mu.Unlock()
+		_ = tc.ch.Close()
+		if err == nil {
+			s.n.metrics.unsolicited.Inc()
+			s.log.Debug("an idle tunnel connection received bytes nobody asked for; retired")
+		}
+		return
+	}
+	s.mu.Unlock()
+	w <- watch{b: b[0], err: err}
 }
 
 // pruneIdle closes channels idle longer than IdleConnTimeout (the oldest are first).
@@ -108,6 +234,9 @@ func (s *session) pruneIdle(now time.Time) {
 		i++
 	}
 	stale := append([]*tunnelConn(nil), s.idle[:i]...)
+	for _, c := range stale {
+		c.pooled = false
+	}
 	s.idle = append(s.idle[:0], s.idle[i:]...)
 	s.mu.Unlock()
 	for _, c := range stale {

@@ -103,3 +103,37 @@ func (c *Conn) opError(op string, err error) error {
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
+
+// PeerClosed reports, without blocking and without consuming anything, whether the peer of c has
+// closed its side of the connection or reset it: a waiting server can then give up on a caller
+// that left. False when it cannot tell (c is not a TCP connection).
+func PeerClosed(c net.Conn) bool {
+	sc, ok := c.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true // closed on our side already
+	}
+	closed := false
+	cerr := rc.Control(func(fd uintptr) {
+		var b [1]byte
+		for {
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+			case err != nil:
+				closed = true // reset, or another failure: nothing will be answered on it
+			case n == 0:
+				closed = true // orderly shutdown by the peer
+			}
+			return
+		}
+	})
+	return closed || cerr != nil
+}

@@ -229,7 +229,7 @@ func rss() uint64 {
 // benchRouter knows the bench tunnel and the idle ones.
 type benchRouter struct{ idle int }
 
-func (r benchRouter) Resolve(ref string) (node.Route, bool) {
+func (r benchRouter) Resolve(ref string, _ node.Principal) (node.Route, bool) {
 	if ref == "bench" {
 		return node.Route{OrgID: "org-bench", TunnelID: "tun-bench", Name: "bench"}, true
 	}
@@ -242,15 +242,19 @@ func (r benchRouter) Resolve(ref string) (node.Route, bool) {
 // benchAuthorizer verifies the user token for real and allows the bench user.
 type benchAuthorizer struct{ v *token.Verifier }
 
-func (a benchAuthorizer) AuthorizeIngress(_ context.Context, bearer string, r node.Route) (node.Principal, error) {
+func (a benchAuthorizer) AuthenticateCaller(_ context.Context, bearer string) (node.Principal, error) {
 	c, err := a.v.VerifyUser(bearer)
 	if err != nil {
 		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
 	}
-	if c.Subject != benchUser {
-		return node.Principal{}, fmt.Errorf("%w: %s", node.ErrForbidden, c.Subject)
-	}
 	return node.Principal{UserID: c.Subject}, nil
+}
+
+func (a benchAuthorizer) AuthorizeIngress(_ context.Context, p node.Principal, _ node.Route) error {
+	if p.UserID != benchUser {
+		return fmt.Errorf("%w: %s", node.ErrForbidden, p.UserID)
+	}
+	return nil
 }
 
 const benchUser = "bench"
@@ -271,7 +275,9 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 		Authenticator: node.TokenAuthenticator{Verifier: v},
 		Router:        benchRouter{idle: sp.IdleTunnels},
 		Authorizer:    benchAuthorizer{v: v},
-		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// Every load process of the bench connects from 127.0.0.1.
+		MaxConnsPerSource: 1 << 20,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return err

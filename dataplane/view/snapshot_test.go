@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -26,14 +27,12 @@ func decisions(t *testing.T, v *view.View, tokens map[string]string, users map[s
 	fmt.Fprintf(&b, "position %d %s\nkeys %d\n", pos, id, v.Keys().Len())
 	refs := []string{tun, tun2, tun3, "llm.acme", "llm.globex", "llm", "chat.acme", "chat", "gone.acme", "nope"}
 	for _, ref := range refs {
-		r, ok := v.Resolve(ref)
-		fmt.Fprintf(&b, "resolve %s → %+v %v\n", ref, r, ok)
-		if !ok {
-			continue
-		}
 		for _, u := range []string{"alice", "carol", "vic", "zed", "dave"} {
-			_, err := v.AuthorizeIngress(context.Background(), users[u], r)
-			fmt.Fprintf(&b, "  %s: %v\n", u, err)
+			r, ok := v.Resolve(ref, node.Principal{UserID: u})
+			fmt.Fprintf(&b, "resolve %s for %s → %+v %v\n", ref, u, r, ok)
+			if ok {
+				fmt.Fprintf(&b, "  %v\n", authorizeBearer(v, users[u], r))
+			}
 		}
 	}
 	for _, name := range []string{"revoked", "valid", "deleted", "oldkey", "revokedkey"} {
@@ -91,7 +90,7 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 		"revokedkey": mintAgent(k3, "0193f2a4-7c1e-7d3a-9b2e-00000000000b", tun),
 	}
 	want := decisions(t, v, tokens, users)
-	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "was revoked", "does not exist", "resolve chat.acme → {OrgID"} {
+	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "was revoked", "does not exist", "resolve chat.acme for alice → {OrgID"} {
 		if !strings.Contains(want, must) {
 			t.Fatalf("the history did not produce the decisions the test needs (%q):\n%s", must, want)
 		}

@@ -441,9 +441,11 @@ func (v *View) AuthenticateAgent(_ context.Context, raw string) (node.AgentIdent
 	return node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp}, nil
 }
 
-// Resolve implements node.Router. A ref is a tunnel id, "<name>.<org name>", or a name that is
-// unique across organizations.
-func (v *View) Resolve(ref string) (node.Route, bool) {
+// Resolve implements node.Router. A ref is a tunnel id, "<name>.<org name>", or a bare name. A
+// bare name resolves only among the organizations where the caller holds a role, and only when
+// exactly one of them has a tunnel of that name: what another tenant names its tunnels never
+// changes where a caller's requests go.
+func (v *View) Resolve(ref string, caller node.Principal) (node.Route, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if t := v.tunnels[ref]; t != nil && !t.deleted {
@@ -459,7 +461,7 @@ func (v *View) Resolve(ref string) (node.Route, bool) {
 	var found node.Route
 	n := 0
 	for orgID, names := range v.byName {
-		if id := names[ref]; id != "" {
+		if id := names[ref]; id != "" && len(v.roles[orgID+"|"+caller.UserID]) > 0 {
 			found = node.Route{OrgID: orgID, TunnelID: id, Name: ref}
 			n++
 		}
@@ -467,10 +469,9 @@ func (v *View) Resolve(ref string) (node.Route, bool) {
 	return found, n == 1
 }
 
-// AuthorizeIngress implements node.IngressAuthorizer: the caller must hold a valid user token and
-// be the tunnel's owner (while holding any role in its organization), an owner or admin of its
-// organization, or a superadmin.
-func (v *View) AuthorizeIngress(_ context.Context, bearer string, r node.Route) (node.Principal, error) {
+// AuthenticateCaller implements node.IngressAuthorizer: a user token signed by a token key of the
+// log (one rotated out less than RotatedUserKeyGrace ago included).
+func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Principal, error) {
 	if bearer == "" {
 		return node.Principal{}, fmt.Errorf("%w: a bearer token is required", node.ErrUnauthenticated)
 	}
@@ -478,16 +479,23 @@ func (v *View) AuthorizeIngress(_ context.Context, bearer string, r node.Route) 
 	if err != nil {
 		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
 	}
+	return node.Principal{UserID: c.Subject}, nil
+}
+
+// AuthorizeIngress implements node.IngressAuthorizer by domain.MayUseTunnel, the rule the control
+// plane also applies to issuing the tunnel's agent tokens.
+// A caller with no role in the tunnel's organization learns nothing of it (ErrUnknownTunnel).
+func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Route) error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	p := node.Principal{UserID: c.Subject}
-	roles := v.roles[r.OrgID+"|"+c.Subject]
-	// The tunnel's owner, while still a member of its organization (any role).
-	if t := v.tunnels[r.TunnelID]; t != nil && t.owner == c.Subject && len(roles) > 0 {
-		return p, nil
+	roles := v.roles[r.OrgID+"|"+p.UserID]
+	superadmin := v.roles[domain.PlatformOrg+"|"+p.UserID][domain.RoleSuperadmin]
+	t := v.tunnels[r.TunnelID]
+	if t == nil || t.deleted || (len(roles) == 0 && !superadmin) {
+		return fmt.Errorf("%w: %s", node.ErrUnknownTunnel, r.Name)
 	}
-	if roles[domain.RoleOwner] || roles[domain.RoleAdmin] || v.roles[domain.PlatformOrg+"|"+c.Subject][domain.RoleSuperadmin] {
-		return p, nil
+	if domain.MayUseTunnel(p.UserID, t.owner, roles, superadmin) {
+		return nil
 	}
-	return node.Principal{}, fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, c.Subject, r.Name)
+	return fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, p.UserID, r.Name)
 }

@@ -72,14 +72,34 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 	f.domain(domain.RoleAssigned{OrgID: org2, UserID: "zed", Role: domain.RoleOperator})
 
 	// Routing: by id, by name.org, by a name only when unique.
-	if r, ok := v.Resolve("llm.acme"); !ok || r.TunnelID != tun {
+	// Routing: by id, by name.org, and by a bare name only within the caller's organizations.
+	anyone := node.Principal{UserID: "nobody"}
+	if r, ok := v.Resolve("llm.acme", anyone); !ok || r.TunnelID != tun {
 		t.Fatalf("llm.acme → %+v %v", r, ok)
 	}
-	if r, ok := v.Resolve(tun2); !ok || r.OrgID != org2 {
+	if r, ok := v.Resolve(tun2, anyone); !ok || r.OrgID != org2 {
 		t.Fatalf("by id → %+v %v", r, ok)
 	}
-	if _, ok := v.Resolve("llm"); ok {
-		t.Fatal("an ambiguous name resolved")
+	if _, ok := v.Resolve("llm", anyone); ok {
+		t.Fatal("a bare name resolved for a caller with no organization")
+	}
+	if r, ok := v.Resolve("llm", node.Principal{UserID: "alice"}); !ok || r.TunnelID != tun {
+		t.Fatalf("alice's bare llm → %+v %v", r, ok)
+	}
+	if r, ok := v.Resolve("llm", node.Principal{UserID: "zed"}); !ok || r.TunnelID != tun2 {
+		t.Fatalf("zed's bare llm → %+v %v", r, ok)
+	}
+	// Another tenant naming a tunnel like acme's changes nothing for acme's callers.
+	f.domain(domain.OrganizationCreated{OrgID: "org-evil", Name: "evil"})
+	f.domain(domain.TunnelCreated{TunnelID: "tun-evil", OrgID: "org-evil", Owner: "mallory", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
+	f.domain(domain.RoleAssigned{OrgID: "org-evil", UserID: "mallory", Role: domain.RoleOperator})
+	if r, ok := v.Resolve("llm", node.Principal{UserID: "alice"}); !ok || r.TunnelID != tun {
+		t.Fatalf("alice's bare llm after another org made one → %+v %v", r, ok)
+	}
+	// A member of two organizations with the name must say which.
+	f.domain(domain.RoleAssigned{OrgID: "org-evil", UserID: "carol", Role: domain.RoleViewer})
+	if _, ok := v.Resolve("llm", node.Principal{UserID: "carol"}); ok {
+		t.Fatal("an ambiguous bare name resolved")
 	}
 
 	// Ingress: the owner and org admins may call; viewers and strangers may not.
@@ -91,23 +111,24 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 		}
 		return s
 	}
-	route, _ := v.Resolve("llm.acme")
-	for sub, want := range map[string]error{"alice": nil, "carol": nil, "vic": node.ErrForbidden, "zed": node.ErrForbidden} {
-		_, err := v.AuthorizeIngress(context.Background(), user(sub), route)
+	route, _ := v.Resolve("llm.acme", anyone)
+	// zed has no role in acme: the tunnel is unknown to him, not forbidden.
+	for sub, want := range map[string]error{"alice": nil, "carol": nil, "vic": node.ErrForbidden, "zed": node.ErrUnknownTunnel} {
+		err := authorizeBearer(v, user(sub), route)
 		if !errors.Is(err, want) && !(want == nil && err == nil) {
 			t.Errorf("%s: err = %v, want %v", sub, err, want)
 		}
 	}
-	if _, err := v.AuthorizeIngress(context.Background(), "", route); !errors.Is(err, node.ErrUnauthenticated) {
+	if err := authorizeBearer(v, "", route); !errors.Is(err, node.ErrUnauthenticated) {
 		t.Errorf("no token: %v", err)
 	}
 	// An owner who left the organization no longer may.
 	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "alice", Role: domain.RoleOperator})
-	if _, err := v.AuthorizeIngress(context.Background(), user("alice"), route); !errors.Is(err, node.ErrForbidden) {
+	if err := authorizeBearer(v, user("alice"), route); !errors.Is(err, node.ErrUnknownTunnel) {
 		t.Errorf("owner without a role: %v", err)
 	}
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "alice", Role: domain.RoleViewer})
-	if _, err := v.AuthorizeIngress(context.Background(), user("alice"), route); err != nil {
+	if err := authorizeBearer(v, user("alice"), route); err != nil {
 		t.Errorf("owner back as a viewer: %v", err)
 	}
 
@@ -126,11 +147,11 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 	if _, err := v.AuthenticateAgent(context.Background(), other); !errors.Is(err, node.ErrUnauthenticated) {
 		t.Fatalf("deleted tunnel: %v", err)
 	}
-	if _, ok := v.Resolve("llm.acme"); ok {
+	if _, ok := v.Resolve("llm.acme", anyone); ok {
 		t.Fatal("a deleted tunnel still routes")
 	}
-	if r, ok := v.Resolve("llm"); !ok || r.TunnelID != tun2 {
-		t.Fatal("the remaining llm tunnel is unique now and should resolve")
+	if _, ok := v.Resolve("llm", node.Principal{UserID: "alice"}); ok {
+		t.Fatal("alice's bare llm resolves to another organization's tunnel")
 	}
 	mu.Lock()
 	if len(revoked) != 1 || revoked[0] != tokID || len(deleted) != 1 || deleted[0] != tun {
@@ -144,7 +165,7 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 	zedRoute := node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}
 	zedAgent, _ := token.MintAgent(key, token.DefaultIssuer, "0193f2a4-7c1e-7d3a-9b2e-000000000006", org2, tun2, now.Add(30*24*time.Hour), now)
 	f.log(eventstore.TypeKeyRotated, eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", key, next))
-	if _, err := v.AuthorizeIngress(context.Background(), user("zed"), zedRoute); err != nil {
+	if err := authorizeBearer(v, user("zed"), zedRoute); err != nil {
 		t.Fatalf("old key after rotation: %v", err)
 	}
 	// (the same view, had the rotation been recorded 25 hours ago)
@@ -158,14 +179,14 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 		Payload: rotation, RecordedAt: time.Now().Add(-25 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.v.AuthorizeIngress(context.Background(), user("zed"), zedRoute); !errors.Is(err, node.ErrUnauthenticated) {
+	if err := authorizeBearer(g.v, user("zed"), zedRoute); !errors.Is(err, node.ErrUnauthenticated) {
 		t.Fatalf("a user token of a key rotated out 25 hours ago: %v", err)
 	}
 	if _, err := g.v.AuthenticateAgent(context.Background(), zedAgent); err != nil {
 		t.Fatalf("an agent token of a key rotated out 25 hours ago: %v", err)
 	}
 	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: key.ID()})
-	if _, err := v.AuthorizeIngress(context.Background(), user("zed"), node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}); !errors.Is(err, node.ErrUnauthenticated) {
+	if err := authorizeBearer(v, user("zed"), node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}); !errors.Is(err, node.ErrUnauthenticated) {
 		t.Fatalf("revoked key: %v", err)
 	}
 
@@ -253,11 +274,11 @@ func TestNodeFactsCannotChangeTheView(t *testing.T) {
 	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
 	deleted, _ := json.Marshal(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})
 	f.apply(domain.NodeFactsStream("0193f2a4-7c1e-7d3a-9b2e-0000000000aa"), domain.TypeTunnelDeleted, deleted)
-	if _, ok := v.Resolve("llm.acme"); !ok {
+	if _, ok := v.Resolve("llm.acme", node.Principal{}); !ok {
 		t.Fatal("a tunnel.deleted in a node's facts stream deleted the tunnel")
 	}
 	f.apply(domain.TunnelStream(tun), domain.TypeTunnelDeleted, deleted)
-	if _, ok := v.Resolve("llm.acme"); ok {
+	if _, ok := v.Resolve("llm.acme", node.Principal{}); ok {
 		t.Fatal("the tunnel survived its deletion")
 	}
 }
@@ -288,4 +309,14 @@ func TestDrainRequested(t *testing.T) {
 	if err := w.Restore(b, "o"); err != nil || !w.DrainRequested(nodeID) {
 		t.Fatalf("restored: %v %v", w.DrainRequested(nodeID), err)
 	}
+}
+
+// authorizeBearer is what the ingress asks the view for a request with bearer: authentication,
+// then authorization.
+func authorizeBearer(v *view.View, bearer string, r node.Route) error {
+	p, err := v.AuthenticateCaller(context.Background(), bearer)
+	if err != nil {
+		return err
+	}
+	return v.AuthorizeIngress(context.Background(), p, r)
 }

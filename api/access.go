@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -24,20 +22,11 @@ func (s *Server) lookupOrg(ctx context.Context, ref string) (string, error) {
 		return id.(string), nil
 	}
 	find := func() (string, error) {
-		var id string
-		var err error
-		if domain.ValidID(ref) {
-			err = s.cfg.Pool.QueryRow(ctx, `SELECT org_id::text FROM orgs WHERE org_id = $1::uuid`, ref).Scan(&id)
-		} else {
-			err = s.cfg.Pool.QueryRow(ctx, `SELECT org_id::text FROM orgs WHERE name = $1`, ref).Scan(&id)
-		}
-		if errors.Is(err, pgx.ErrNoRows) {
+		id, err := s.cfg.ReadModels.ResolveOrg(ctx, ref)
+		if errors.Is(err, domain.ErrNotFound) {
 			return "", errOrgUnknown
 		}
-		if err != nil {
-			return "", fmt.Errorf("look up organization: %w: %w", eventstore.ErrUnavailable, err)
-		}
-		return id, nil
+		return id, err
 	}
 	id, err := find()
 	if errors.Is(err, errOrgUnknown) {
@@ -61,7 +50,7 @@ func (s *Server) lookupOrg(ctx context.Context, ref string) (string, error) {
 func (s *Server) catchUp(ctx context.Context, names ...string) error {
 	// The head from the database, not the one this process knows of: the write that the lookup
 	// missed may come from another process (`admin token create`) whose notification is on its way.
-	head, err := s.cfg.Store.Head(ctx)
+	head, err := s.cfg.Log.Head(ctx)
 	if err != nil || head == 0 {
 		return err
 	}
@@ -153,7 +142,7 @@ func (s *Server) scope(c echo.Context, given, object, action string) (string, er
 func (s *Server) written(c echo.Context, status int, res commands.Result) error {
 	if res.Noop && res.Position == 0 {
 		// Nothing was written; everything this process knows of is a safe position to wait for.
-		if h := s.cfg.Store.KnownHead(); h > 0 {
+		if h := s.cfg.Log.KnownHead(); h > 0 {
 			res.Position = h - 1
 		}
 	}

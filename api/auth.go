@@ -87,7 +87,7 @@ type keyState struct {
 // readKeyHistory folds the log's own stream ("$log") into the state of every key. The store's
 // Keys() gives positions; this adds the public keys (to verify tokens) and whether a key that is
 // no longer in force was rotated or revoked.
-func readKeyHistory(ctx context.Context, st *eventstore.Store) (map[string]*keyState, error) {
+func readKeyHistory(ctx context.Context, st KeyHistory) (map[string]*keyState, error) {
 	out := map[string]*keyState{}
 	from := uint64(1)
 	for {
@@ -146,11 +146,6 @@ type authenticator struct {
 	log                     *slog.Logger
 	now                     func() time.Time
 
-	stopOnce sync.Once
-	cancel   context.CancelFunc
-	done     chan struct{}
-	started  atomic.Bool
-
 	// verified remembers tokens that passed verification, so a client's every request does not
 	// cost a signature check. An entry holds only while its key is still in its key set (a
 	// revoked or expired-grace key drops its tokens at the next refresh) and the token has not
@@ -171,10 +166,9 @@ const maxVerifiedTokens = 10000
 
 func newAuthenticator(s *Server) (*authenticator, error) {
 	cfg := s.cfg
-	a := &authenticator{auditor: cfg.Service.Auditor, refreshEvery: cfg.KeyRefresh, jwksEvery: cfg.JWKSRefresh, log: s.log, now: cfg.Now,
-		done: make(chan struct{})}
+	a := &authenticator{auditor: cfg.Service.Auditor, refreshEvery: cfg.KeyRefresh, jwksEvery: cfg.JWKSRefresh, log: s.log, now: cfg.Now}
 	a.internal = newRefreshingKeys("token", func(ctx context.Context) (keyMap, error) {
-		hist, err := readKeyHistory(ctx, cfg.Store)
+		hist, err := readKeyHistory(ctx, cfg.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +200,8 @@ func newAuthenticator(s *Server) (*authenticator, error) {
 
 // start loads the keys and keeps them fresh until stop. A JWKS file that cannot be read is an
 // error (configuration); an unreachable JWKS URL is retried.
-func (a *authenticator) start(ctx context.Context) error {
+// load reads the token keys (and the identity provider's JWKS) before the API serves.
+func (a *authenticator) load(ctx context.Context) error {
 	if err := a.internal.refresh(ctx, true); err != nil {
 		return err
 	}
@@ -218,44 +213,34 @@ func (a *authenticator) start(ctx context.Context) error {
 			a.log.Warn("JWKS not loaded yet; retrying", "error", err)
 		}
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	a.cancel = cancel
-	a.started.Store(true)
-	go func() {
-		defer close(a.done)
-		t := time.NewTicker(a.refreshEvery)
-		defer t.Stop()
-		var jwks <-chan time.Time
-		if a.jwksFromURL {
-			jt := time.NewTicker(a.jwksEvery)
-			defer jt.Stop()
-			jwks = jt.C
-		}
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case <-t.C:
-				if err := a.internal.refresh(runCtx, true); err != nil && runCtx.Err() == nil {
-					a.log.Warn("token keys not refreshed", "error", err)
-				}
-			case <-jwks:
-				if err := a.external.refresh(runCtx, true); err != nil && runCtx.Err() == nil {
-					a.log.Warn("JWKS not refreshed", "error", err)
-				}
-			}
-		}
-	}()
 	return nil
 }
 
-func (a *authenticator) stop() {
-	a.stopOnce.Do(func() {
-		if a.started.Load() {
-			a.cancel()
-			<-a.done
+// refreshLoop re-reads the token keys every refreshEvery (and a JWKS URL every jwksEvery) until
+// ctx ends.
+func (a *authenticator) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(a.refreshEvery)
+	defer t.Stop()
+	var jwks <-chan time.Time
+	if a.jwksFromURL {
+		jt := time.NewTicker(a.jwksEvery)
+		defer jt.Stop()
+		jwks = jt.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.internal.refresh(ctx, true); err != nil && ctx.Err() == nil {
+				a.log.Warn("token keys not refreshed", "error", err)
+			}
+		case <-jwks:
+			if err := a.external.refresh(ctx, true); err != nil && ctx.Err() == nil {
+				a.log.Warn("JWKS not refreshed", "error", err)
+			}
 		}
-	})
+	}
 }
 
 // verify checks a raw bearer token and returns its subject.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,13 +9,13 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
 // Defaults of Config.
@@ -27,13 +28,118 @@ const (
 	DefaultRotatedTokenKeyGrace = 24 * time.Hour
 )
 
+// What the API needs of the rest of the control plane, declared here (where it is used) and
+// kept small. An *eventstore.Store is an EventLog, a *readmodels.Queries is ReadModels and a
+// *projections.Runner is a ProjectionRunner.
+
+// LogPositions tells where the log's head is and waits for a position: read-your-writes
+// (wait_for) and the position a write that changed nothing answers.
+type LogPositions interface {
+	// Head is the position after the last record, from the database.
+	Head(ctx context.Context) (uint64, error)
+	// KnownHead is the head as far as this process knows, without a round trip.
+	KnownHead() uint64
+	// WaitForPosition blocks until the record at pos is in the log, or ctx ends.
+	WaitForPosition(ctx context.Context, pos uint64) error
+}
+
+// LogDescription is what GET /log shows: the origin, the newest signed checkpoint and the
+// genesis record's hash.
+type LogDescription interface {
+	Origin(ctx context.Context) (string, error)
+	LatestCheckpoint(ctx context.Context) (size uint64, note string, err error)
+	GenesisHash(ctx context.Context) ([]byte, error)
+}
+
+// KeyHistory is the log's key history: the keys with their validity, and the log's own stream
+// (eventstore.LogStream), folded into the keys' states and public keys.
+type KeyHistory interface {
+	Keys(ctx context.Context) ([]eventstore.KeyInfo, error)
+	ReadStream(ctx context.Context, streamID string, from uint64, limit int) ([]eventstore.Record, error)
+}
+
+// EventLog is everything the API reads of the event log. It never appends (commands do).
+type EventLog interface {
+	LogPositions
+	LogDescription
+	KeyHistory
+}
+
+// ProjectionRunner is the projections' runner: read-your-writes on the read models, their
+// statuses, and rebuilds.
+type ProjectionRunner interface {
+	WaitFor(ctx context.Context, pos uint64, names ...string) error
+	Statuses(ctx context.Context) ([]projections.Status, error)
+	Rebuild(ctx context.Context, name string, progress func(projections.RebuildProgress)) (projections.Status, error)
+}
+
+// OrgReader reads the organizations view.
+type OrgReader interface {
+	// ResolveOrg maps a name or an id to the id; domain.ErrNotFound when there is none.
+	ResolveOrg(ctx context.Context, ref string) (string, error)
+	ListOrgs(ctx context.Context, f readmodels.OrgFilter) ([]readmodels.Org, error)
+	GetOrg(ctx context.Context, id string) (readmodels.Org, error)
+}
+
+// TunnelReader reads the tunnels view.
+type TunnelReader interface {
+	ListTunnels(ctx context.Context, f readmodels.TunnelFilter) ([]readmodels.Tunnel, error)
+	GetTunnel(ctx context.Context, orgID, id string) (readmodels.Tunnel, error)
+}
+
+// NodeReader reads the nodes view.
+type NodeReader interface {
+	ListNodes(ctx context.Context, f readmodels.NodeFilter) ([]readmodels.Node, error)
+	GetNode(ctx context.Context, id string) (readmodels.Node, error)
+}
+
+// AgentTokenReader reads the agent tokens view.
+type AgentTokenReader interface {
+	ListAgentTokens(ctx context.Context, f readmodels.AgentTokenFilter) ([]readmodels.AgentToken, error)
+	GetAgentToken(ctx context.Context, orgID, id string) (readmodels.AgentToken, error)
+}
+
+// AgentSessionReader reads the agent sessions view.
+type AgentSessionReader interface {
+	ListAgentSessions(ctx context.Context, f readmodels.AgentSessionFilter) ([]readmodels.AgentSession, error)
+}
+
+// RoleAssignmentReader reads the role assignments view.
+type RoleAssignmentReader interface {
+	ListRoleAssignments(ctx context.Context, f readmodels.RoleAssignmentFilter) ([]readmodels.RoleAssignment, error)
+}
+
+// AuditReader searches the audit index.
+type AuditReader interface {
+	SearchAudit(ctx context.Context, f readmodels.AuditFilter) ([]readmodels.AuditEntry, error)
+}
+
+// Pinger tells whether the database answers (readiness).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// ReadModels is every read model the API serves.
+type ReadModels interface {
+	Pinger
+	OrgReader
+	TunnelReader
+	NodeReader
+	AgentTokenReader
+	AgentSessionReader
+	RoleAssignmentReader
+	AuditReader
+}
+
 // Config wires the API to the write side, the read models and the log.
 type Config struct {
 	Service *commands.Service
-	Store   *eventstore.Store
-	Runner  *projections.Runner
-	// Pool reads the views. Default Store.Pool().
-	Pool *pgxpool.Pool
+	// Log is the event log (an *eventstore.Store): positions, description, key history.
+	Log EventLog
+	// Runner is the projections' runner (a *projections.Runner).
+	Runner ProjectionRunner
+	// ReadModels reads the projections' views (readmodels.New(pool)).
+	ReadModels ReadModels
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.
@@ -73,11 +179,14 @@ func (c Config) Validate() error {
 	if c.Service == nil {
 		errs = append(errs, errors.New("api config: Service is required"))
 	}
-	if c.Store == nil {
-		errs = append(errs, errors.New("api config: Store is required"))
+	if c.Log == nil {
+		errs = append(errs, errors.New("api config: Log is required"))
 	}
 	if c.Runner == nil {
 		errs = append(errs, errors.New("api config: Runner is required"))
+	}
+	if c.ReadModels == nil {
+		errs = append(errs, errors.New("api config: ReadModels is required"))
 	}
 	if c.JWKSURL != "" && c.JWKSFile != "" {
 		errs = append(errs, errors.New("api config: set JWKSURL or JWKSFile, not both"))
@@ -106,9 +215,6 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Pool == nil && c.Store != nil {
-		c.Pool = c.Store.Pool()
-	}
 	if c.TokenIssuer == "" {
 		c.TokenIssuer = token.DefaultIssuer
 	}

@@ -5,8 +5,11 @@
 // application/problem+json responses (problem.go).
 //
 // Every change goes through a command of package commands; every read comes from a read model
-// (the views of package projections) or from the log's key history. The API must not append
-// events itself, decide domain rules, or write read models.
+// (through the query surface of package projections/readmodels) or from the log's key history.
+// The API writes no SQL: it reaches the log, the projections' runner and the read models through
+// the small interfaces it declares in config.go (EventLog, ProjectionRunner, ReadModels), and
+// keeps to HTTP: parsing, authorization scoping, paging cursors, response shapes and problems.
+// It must not append events itself, decide domain rules, or write read models.
 //
 // Access policy, consistently: authorization is decided on the organization a request names (or
 // the caller's only organization). A request about an organization the caller may not act in is

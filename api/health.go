@@ -31,7 +31,7 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	r := Readiness{Ready: true, Database: "ok"}
-	if err := s.cfg.Pool.Ping(ctx); err != nil {
+	if err := s.cfg.ReadModels.Ping(ctx); err != nil {
 		r.Ready, r.Database = false, "unreachable"
 		r.Problems = append(r.Problems, "database: "+err.Error())
 	} else if sts, err := s.cfg.Runner.Statuses(ctx); err != nil {

@@ -43,11 +43,11 @@ func (s *Server) listKeys(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	infos, err := s.cfg.Store.Keys(ctx)
+	infos, err := s.cfg.Log.Keys(ctx)
 	if err != nil {
 		return err
 	}
-	hist, err := readKeyHistory(ctx, s.cfg.Store)
+	hist, err := readKeyHistory(ctx, s.cfg.Log)
 	if err != nil {
 		return err
 	}

@@ -25,15 +25,15 @@ func (s *Server) logInfo(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	origin, err := s.cfg.Store.Origin(ctx)
+	origin, err := s.cfg.Log.Origin(ctx)
 	if err != nil {
 		return err
 	}
-	size, note, err := s.cfg.Store.LatestCheckpoint(ctx)
+	size, note, err := s.cfg.Log.LatestCheckpoint(ctx)
 	if err != nil {
 		return err
 	}
-	genesis, err := s.cfg.Store.GenesisHash(ctx)
+	genesis, err := s.cfg.Log.GenesisHash(ctx)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
 func TestMain(m *testing.M) {
@@ -97,7 +98,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	}
 	svc.Start(ctx)
 	t.Cleanup(svc.Stop)
-	cfg := api.Config{Service: svc, Store: st, Runner: runner, Registry: metrics, Logger: quiet}
+	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), Registry: metrics, Logger: quiet}
 	for _, f := range tweak {
 		f(&cfg)
 	}

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 
@@ -9,28 +8,34 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/commands"
-	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
 // Node is a data-plane node as the nodes view holds it.
 type Node struct {
-	ID                 string    `json:"id" db:"node_id"`
-	Name               string    `json:"name" db:"name"`
-	State              string    `json:"state" db:"state"`
-	Lost               bool      `json:"lost" db:"lost"`
-	HostKey            string    `json:"host_key" db:"host_key"`
-	HostKeyFingerprint string    `json:"host_key_fingerprint" db:"host_key_fingerprint"`
-	EventKeyID         string    `json:"event_key_id" db:"event_key_id"`
-	AgentURL           string    `json:"agent_url,omitempty" db:"agent_url"`
-	IngressURL         string    `json:"ingress_url,omitempty" db:"ingress_url"`
-	EnrolledAt         time.Time `json:"enrolled_at" db:"enrolled_at"`
-	UpdatedAt          time.Time `json:"updated_at" db:"updated_at"`
-	Version            int64     `json:"version" db:"version"`
-	Position           int64     `json:"position" db:"position"`
+	ID                 string    `json:"id"`
+	Name               string    `json:"name"`
+	State              string    `json:"state"`
+	Lost               bool      `json:"lost"`
+	HostKey            string    `json:"host_key"`
+	HostKeyFingerprint string    `json:"host_key_fingerprint"`
+	EventKeyID         string    `json:"event_key_id"`
+	AgentURL           string    `json:"agent_url,omitempty"`
+	IngressURL         string    `json:"ingress_url,omitempty"`
+	EnrolledAt         time.Time `json:"enrolled_at"`
+	UpdatedAt          time.Time `json:"updated_at"`
+	Version            int64     `json:"version"`
+	Position           int64     `json:"position"`
 	// Live and LastHeartbeat come from the node registry (NATS), when the control plane has one.
-	Live          *bool      `json:"live,omitempty" db:"-"`
-	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty" db:"-"`
+	Live          *bool      `json:"live,omitempty"`
+	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty"`
+}
+
+func nodeOf(n readmodels.Node) Node {
+	return Node{ID: n.ID, Name: n.Name, State: n.State, Lost: n.Lost, HostKey: n.HostKey, HostKeyFingerprint: n.HostKeyFingerprint,
+		EventKeyID: n.EventKeyID, AgentURL: n.AgentURL, IngressURL: n.IngressURL, EnrolledAt: n.EnrolledAt, UpdatedAt: n.UpdatedAt,
+		Version: n.Version, Position: n.Position}
 }
 
 // LiveNodes reports the nodes heartbeating now and when each was last heard from.
@@ -54,9 +59,6 @@ func (s *Server) withLiveness(nodes []Node) {
 		}
 	}
 }
-
-const nodeColumns = `SELECT node_id::text AS node_id, name, state, lost, host_key, host_key_fingerprint, event_key_id, agent_url, ingress_url,
-	enrolled_at, updated_at, version, position FROM nodes`
 
 // enrollNode registers a node: the body is commands.EnrollNode (the node's SSH host key and its
 // fingerprint, its id, and its event key with the proof of possession it signed).
@@ -106,13 +108,7 @@ func (s *Server) listNodes(c echo.Context) error {
 	if err := s.waitFor(c, projections.Nodes); err != nil {
 		return err
 	}
-	var w where
-	if state != "" {
-		w.add("state = ?", state)
-	}
-	if v := q.str("name"); v != "" {
-		w.add("name = ?", v)
-	}
+	f := readmodels.NodeFilter{State: state, Name: q.str("name"), Limit: p.limit + 1}
 	if p.cursor != nil {
 		name, err := p.cursorString(0)
 		if err != nil {
@@ -122,14 +118,15 @@ func (s *Server) listNodes(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		w.add("(name, node_id) > (?, ?::uuid)", name, id)
+		f.After = &readmodels.NodeKey{Name: name, ID: id}
 	}
-	rows, err := selectRows[Node](c.Request().Context(), s, "list nodes", nodeColumns+w.sql()+" ORDER BY name, node_id"+w.limit(p), w.args...)
+	rows, err := s.cfg.ReadModels.ListNodes(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
-	s.withLiveness(rows)
-	return c.JSON(http.StatusOK, listOf(p, rows, func(n Node) []any { return []any{n.Name, n.ID} }))
+	nodes := convert(rows, nodeOf)
+	s.withLiveness(nodes)
+	return c.JSON(http.StatusOK, listOf(p, nodes, func(n Node) []any { return []any{n.Name, n.ID} }))
 }
 
 func (s *Server) getNode(c echo.Context) error {
@@ -142,15 +139,11 @@ func (s *Server) getNode(c echo.Context) error {
 	if err := s.waitFor(c, projections.Nodes); err != nil {
 		return err
 	}
-	id := c.Param("id")
-	if !domain.ValidID(id) {
-		return fmt.Errorf("node %q: %w", id, domain.ErrNotFound)
-	}
-	n, err := selectOne[Node](c.Request().Context(), s, "get node", "node "+id, nodeColumns+" WHERE node_id = $1::uuid", id)
+	n, err := s.cfg.ReadModels.GetNode(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
-	one := []Node{n}
+	one := []Node{nodeOf(n)}
 	s.withLiveness(one)
 	c.Response().Header().Set(headerETag, etag(n.Version))
 	return c.JSON(http.StatusOK, one[0])

@@ -1,92 +1,24 @@
 package api
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/tunnelplane/tunnelplane/commands"
-	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
 // Org is an organization as the orgs view holds it.
 type Org struct {
-	ID        string    `json:"id" db:"org_id"`
-	Name      string    `json:"name" db:"name"`
-	CreatedBy string    `json:"created_by" db:"created_by"`
-	CreatedAt time.Time `json:"created_at" db:"created_at"`
-	Position  int64     `json:"position" db:"position"`
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	Position  int64     `json:"position"`
 }
-
-// where builds a SQL WHERE clause; each ? in a condition becomes the next $n.
-type where struct {
-	conds []string
-	args  []any
-}
-
-func (w *where) add(cond string, args ...any) {
-	for _, a := range args {
-		w.args = append(w.args, a)
-		cond = strings.Replace(cond, "?", "$"+strconv.Itoa(len(w.args)), 1)
-	}
-	w.conds = append(w.conds, cond)
-}
-
-func (w *where) sql() string {
-	if len(w.conds) == 0 {
-		return ""
-	}
-	return " WHERE " + strings.Join(w.conds, " AND ")
-}
-
-// limit appends LIMIT n+1 (one more than the page, to know whether there is a next page).
-func (w *where) limit(p page) string {
-	w.args = append(w.args, p.limit+1)
-	return " LIMIT $" + strconv.Itoa(len(w.args))
-}
-
-func dbErr(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return fmt.Errorf("%s: %w: %w", op, eventstore.ErrUnavailable, err)
-}
-
-func selectRows[T any](ctx context.Context, s *Server, op, sql string, args ...any) ([]T, error) {
-	rows, err := s.cfg.Pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, dbErr(op, err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[T])
-	if err != nil {
-		return nil, dbErr(op, err)
-	}
-	return out, nil
-}
-
-func selectOne[T any](ctx context.Context, s *Server, op, what, sql string, args ...any) (T, error) {
-	rows, err := selectRows[T](ctx, s, op, sql, args...)
-	if err != nil {
-		var zero T
-		return zero, err
-	}
-	if len(rows) == 0 {
-		var zero T
-		return zero, fmt.Errorf("%s: %w", what, domain.ErrNotFound)
-	}
-	return rows[0], nil
-}
-
-const orgColumns = `SELECT org_id::text AS org_id, name, created_by, created_at, position FROM orgs`
 
 // OrgInput is the body of POST /orgs.
 type OrgInput struct {
@@ -127,34 +59,28 @@ func (s *Server) listOrgs(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	var w where
-	all, err := s.isSuperadmin(c, commands.ObjOrgs)
-	if err != nil {
+	f := readmodels.OrgFilter{Name: q.str("name"), Limit: p.limit + 1}
+	if f.All, err = s.isSuperadmin(c, commands.ObjOrgs); err != nil {
 		return err
 	}
-	if !all {
+	if !f.All {
 		// Everyone may list; each sees the organizations where they hold a role.
-		orgs, err := s.cfg.Service.Authorizer().OrgsOf(commands.ActorFrom(ctx).ID)
-		if err != nil {
+		if f.IDs, err = s.cfg.Service.Authorizer().OrgsOf(commands.ActorFrom(ctx).ID); err != nil {
 			return err
 		}
-		w.add("org_id::text = ANY(?)", orgs)
-	}
-	if v := q.str("name"); v != "" {
-		w.add("name = ?", v)
 	}
 	if p.cursor != nil {
 		name, err := p.cursorString(0)
 		if err != nil {
 			return err
 		}
-		w.add("name > ?", name)
+		f.After = &readmodels.OrgKey{Name: name}
 	}
-	rows, err := selectRows[Org](ctx, s, "list organizations", orgColumns+w.sql()+" ORDER BY name"+w.limit(p), w.args...)
+	rows, err := s.cfg.ReadModels.ListOrgs(ctx, f)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(p, rows, func(o Org) []any { return []any{o.Name} }))
+	return c.JSON(http.StatusOK, listOf(p, convert(rows, func(o readmodels.Org) Org { return Org(o) }), func(o Org) []any { return []any{o.Name} }))
 }
 
 func (s *Server) getOrg(c echo.Context) error {
@@ -168,9 +94,9 @@ func (s *Server) getOrg(c echo.Context) error {
 	if err := s.waitFor(c, projections.Orgs); err != nil {
 		return err
 	}
-	o, err := selectOne[Org](c.Request().Context(), s, "get organization", "organization "+org, orgColumns+" WHERE org_id = $1::uuid", org)
+	o, err := s.cfg.ReadModels.GetOrg(c.Request().Context(), org)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, o)
+	return c.JSON(http.StatusOK, Org(o))
 }

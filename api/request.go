@@ -295,6 +295,18 @@ func listOf[T any](p page, rows []T, key func(T) []any) List[T] {
 	return out
 }
 
+// convert maps read-model rows onto the API's types.
+func convert[S, D any](rows []S, f func(S) D) []D {
+	if rows == nil {
+		return nil
+	}
+	out := make([]D, len(rows))
+	for i, r := range rows {
+		out[i] = f(r)
+	}
+	return out
+}
+
 // waitFor implements read-your-writes: with wait_for=<position> the read waits (bounded) until the
 // named projections have applied that position.
 func (s *Server) waitFor(c echo.Context, names ...string) error {
@@ -306,7 +318,7 @@ func (s *Server) waitFor(c echo.Context, names ...string) error {
 	var err error
 	if v == "latest" {
 		// Everything the log holds as the request arrives, whoever wrote it.
-		head, err := s.cfg.Store.Head(c.Request().Context())
+		head, err := s.cfg.Log.Head(c.Request().Context())
 		if err != nil {
 			return fmt.Errorf("wait_for latest: %w", err)
 		}
@@ -320,7 +332,7 @@ func (s *Server) waitFor(c echo.Context, names ...string) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.MaxWait)
 	defer cancel()
 	if len(names) == 0 {
-		err = s.cfg.Store.WaitForPosition(ctx, pos)
+		err = s.cfg.Log.WaitForPosition(ctx, pos)
 	} else {
 		err = s.cfg.Runner.WaitFor(ctx, pos, names...)
 	}

@@ -11,18 +11,17 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
 // RoleAssignment is one user's role in one organization ("*": the platform).
 type RoleAssignment struct {
-	OrgID      string    `json:"org_id" db:"org_id"`
-	UserID     string    `json:"user_id" db:"user_id"`
-	Role       string    `json:"role" db:"role"`
-	AssignedAt time.Time `json:"assigned_at" db:"assigned_at"`
-	Position   int64     `json:"position" db:"position"`
+	OrgID      string    `json:"org_id"`
+	UserID     string    `json:"user_id"`
+	Role       string    `json:"role"`
+	AssignedAt time.Time `json:"assigned_at"`
+	Position   int64     `json:"position"`
 }
-
-const roleColumns = `SELECT org_id, user_id, role, assigned_at, position FROM role_assignments`
 
 // RoleInput is the body of POST /role-assignments. The superadmin role is platform-wide: its org
 // is "*" (or left out).
@@ -110,14 +109,7 @@ func (s *Server) listRoles(c echo.Context) error {
 	if err := s.waitFor(c, projections.RoleAssignments); err != nil {
 		return err
 	}
-	var w where
-	w.add("org_id = ?", org)
-	if v := q.str("user_id"); v != "" {
-		w.add("user_id = ?", v)
-	}
-	if v := q.str("role"); v != "" {
-		w.add("role = ?", v)
-	}
+	f := readmodels.RoleAssignmentFilter{OrgID: org, UserID: q.str("user_id"), Role: q.str("role"), Limit: p.limit + 1}
 	if p.cursor != nil {
 		user, err := p.cursorString(0)
 		if err != nil {
@@ -127,13 +119,14 @@ func (s *Server) listRoles(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		w.add("(user_id, role) > (?, ?)", user, role)
+		f.After = &readmodels.RoleAssignmentKey{UserID: user, Role: role}
 	}
-	rows, err := selectRows[RoleAssignment](c.Request().Context(), s, "list role assignments", roleColumns+w.sql()+" ORDER BY user_id, role"+w.limit(p), w.args...)
+	rows, err := s.cfg.ReadModels.ListRoleAssignments(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(p, rows, func(r RoleAssignment) []any { return []any{r.UserID, r.Role} }))
+	return c.JSON(http.StatusOK, listOf(p, convert(rows, func(r readmodels.RoleAssignment) RoleAssignment { return RoleAssignment(r) }),
+		func(r RoleAssignment) []any { return []any{r.UserID, r.Role} }))
 }
 
 // roleChanged answers a role change only once the RBAC view has applied it, so the change is in

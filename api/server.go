@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
 // Server is the REST admin API. Serve its Handler with any http.Server; Start before serving and
@@ -34,8 +35,7 @@ type Server struct {
 
 	live atomic.Pointer[LiveNodes]
 
-	lifeMu  sync.Mutex
-	started bool
+	life lifecycle.Lifecycle
 }
 
 // New builds the API. It starts nothing; call Start.
@@ -81,20 +81,17 @@ func New(cfg Config) (*Server, error) {
 
 // Start loads the token keys (and a JWKS) and keeps them fresh until Stop.
 func (s *Server) Start(ctx context.Context) error {
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
-	if s.started {
+	return s.life.Start(ctx, "api", func(context.Context) error {
+		if err := s.auth.load(ctx); err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		s.life.Go(s.auth.refreshLoop)
 		return nil
-	}
-	if err := s.auth.start(ctx); err != nil {
-		return fmt.Errorf("api: %w", err)
-	}
-	s.started = true
-	return nil
+	})
 }
 
 // Stop ends the key refreshers. Safe to call twice.
-func (s *Server) Stop() { s.auth.stop() }
+func (s *Server) Stop() { s.life.Stop() }
 
 // Handler serves the API.
 func (s *Server) Handler() http.Handler { return s.e }

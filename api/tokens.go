@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
 // DefaultAgentTokenTTL is the lifetime of an agent token when the request names none.
@@ -19,23 +19,18 @@ const DefaultAgentTokenTTL = 30 * 24 * time.Hour
 
 // AgentToken is an issued agent token's record (never the token itself).
 type AgentToken struct {
-	ID           string     `json:"id" db:"token_id"`
-	OrgID        string     `json:"org_id" db:"org_id"`
-	TunnelID     string     `json:"tunnel_id" db:"tunnel_id"`
-	KeyID        string     `json:"key_id" db:"key_id"`
-	IssuedBy     string     `json:"issued_by" db:"issued_by"`
-	IssuedAt     time.Time  `json:"issued_at" db:"issued_at"`
-	ExpiresAt    time.Time  `json:"expires_at" db:"expires_at"`
-	RevokedAt    *time.Time `json:"revoked_at,omitempty" db:"revoked_at"`
-	RevokeReason *string    `json:"revoke_reason,omitempty" db:"revoke_reason"`
-	Position     int64      `json:"position" db:"position"`
-	State        string     `json:"state" db:"state"`
+	ID           string     `json:"id"`
+	OrgID        string     `json:"org_id"`
+	TunnelID     string     `json:"tunnel_id"`
+	KeyID        string     `json:"key_id"`
+	IssuedBy     string     `json:"issued_by"`
+	IssuedAt     time.Time  `json:"issued_at"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
+	RevokeReason *string    `json:"revoke_reason,omitempty"`
+	Position     int64      `json:"position"`
+	State        string     `json:"state"`
 }
-
-const tokenColumns = `SELECT token_id::text AS token_id, org_id::text AS org_id, tunnel_id::text AS tunnel_id, key_id, issued_by, issued_at,
-	expires_at, revoked_at, revoke_reason, position,
-	CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired' ELSE 'active' END AS state
-	FROM agent_tokens`
 
 // TokenInput is the (optional) body of POST /tunnels/{id}/tokens.
 type TokenInput struct {
@@ -109,21 +104,15 @@ func (s *Server) listTokens(c echo.Context) error {
 	if err := s.waitFor(c, projections.AgentTokens); err != nil {
 		return err
 	}
-	var w where
-	w.add("org_id = ?::uuid", org)
+	f := readmodels.AgentTokenFilter{OrgID: org, State: state, Limit: p.limit + 1}
+	if f.State == "all" {
+		f.State = ""
+	}
 	if v := q.str("tunnel_id"); v != "" {
 		if !domain.ValidID(v) {
 			return badRequest("tunnel_id", "must be a tunnel id (a UUID)")
 		}
-		w.add("tunnel_id = ?::uuid", v)
-	}
-	switch state {
-	case "active":
-		w.add("revoked_at IS NULL AND expires_at > now()")
-	case "revoked":
-		w.add("revoked_at IS NOT NULL")
-	case "expired":
-		w.add("revoked_at IS NULL AND expires_at <= now()")
+		f.TunnelID = v
 	}
 	if p.cursor != nil {
 		at, err := p.cursorTime(0)
@@ -134,13 +123,14 @@ func (s *Server) listTokens(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		w.add("(issued_at, token_id) > (?, ?::uuid)", at, id)
+		f.After = &readmodels.AgentTokenKey{IssuedAt: at, ID: id}
 	}
-	rows, err := selectRows[AgentToken](c.Request().Context(), s, "list agent tokens", tokenColumns+w.sql()+" ORDER BY issued_at, token_id"+w.limit(p), w.args...)
+	rows, err := s.cfg.ReadModels.ListAgentTokens(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(p, rows, func(t AgentToken) []any { return []any{t.IssuedAt.Format(time.RFC3339Nano), t.ID} }))
+	return c.JSON(http.StatusOK, listOf(p, convert(rows, func(t readmodels.AgentToken) AgentToken { return AgentToken(t) }),
+		func(t AgentToken) []any { return []any{t.IssuedAt.Format(time.RFC3339Nano), t.ID} }))
 }
 
 func (s *Server) getToken(c echo.Context) error {
@@ -155,15 +145,11 @@ func (s *Server) getToken(c echo.Context) error {
 	if err := s.waitFor(c, projections.AgentTokens); err != nil {
 		return err
 	}
-	id := c.Param("id")
-	if !domain.ValidID(id) {
-		return fmt.Errorf("agent token %q: %w", id, domain.ErrNotFound)
-	}
-	t, err := selectOne[AgentToken](c.Request().Context(), s, "get agent token", "agent token "+id, tokenColumns+" WHERE token_id = $1::uuid AND org_id = $2::uuid", id, org)
+	t, err := s.cfg.ReadModels.GetAgentToken(c.Request().Context(), org, c.Param("id"))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, t)
+	return c.JSON(http.StatusOK, AgentToken(t))
 }
 
 func (s *Server) revokeToken(c echo.Context) error {

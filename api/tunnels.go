@@ -12,27 +12,25 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
 // Tunnel is a tunnel as the tunnels view holds it.
 type Tunnel struct {
-	ID        string    `json:"id" db:"tunnel_id"`
-	OrgID     string    `json:"org_id" db:"org_id"`
-	Name      string    `json:"name" db:"name"`
-	Owner     string    `json:"owner" db:"owner"`
-	Upstream  string    `json:"upstream" db:"upstream"`
-	Protocol  string    `json:"protocol" db:"protocol"`
-	State     string    `json:"state" db:"state"`
-	Version   int64     `json:"version" db:"version"`
-	CreatedAt time.Time `json:"created_at" db:"created_at"`
-	UpdatedAt time.Time `json:"updated_at" db:"updated_at"`
-	Position  int64     `json:"position" db:"position"`
+	ID        string    `json:"id"`
+	OrgID     string    `json:"org_id"`
+	Name      string    `json:"name"`
+	Owner     string    `json:"owner"`
+	Upstream  string    `json:"upstream"`
+	Protocol  string    `json:"protocol"`
+	State     string    `json:"state"`
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Position  int64     `json:"position"`
 	// AgentsConnected counts the tunnel's agent sessions its nodes report connected now.
-	AgentsConnected int64 `json:"agents_connected" db:"agents_connected"`
+	AgentsConnected int64 `json:"agents_connected"`
 }
-
-const tunnelColumns = `SELECT tunnel_id::text AS tunnel_id, org_id::text AS org_id, name, owner, upstream, protocol, state, version,
-	created_at, updated_at, position, ` + agentsConnected + ` AS agents_connected FROM tunnels`
 
 // TunnelInput is the body of POST /tunnels.
 type TunnelInput struct {
@@ -107,16 +105,9 @@ func (s *Server) listTunnels(c echo.Context) error {
 	if err := s.waitFor(c, projections.Tunnels); err != nil {
 		return err
 	}
-	var w where
-	w.add("org_id = ?::uuid", org)
-	if state != "all" {
-		w.add("state = ?", state)
-	}
-	if v := q.str("name"); v != "" {
-		w.add("name = ?", v)
-	}
-	if v := q.str("owner"); v != "" {
-		w.add("owner = ?", v)
+	f := readmodels.TunnelFilter{OrgID: org, State: state, Name: q.str("name"), Owner: q.str("owner"), Limit: p.limit + 1}
+	if state == "all" {
+		f.State = ""
 	}
 	if p.cursor != nil {
 		name, err := p.cursorString(0)
@@ -127,13 +118,13 @@ func (s *Server) listTunnels(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		w.add("(name, tunnel_id) > (?, ?::uuid)", name, id)
+		f.After = &readmodels.TunnelKey{Name: name, ID: id}
 	}
-	rows, err := selectRows[Tunnel](c.Request().Context(), s, "list tunnels", tunnelColumns+w.sql()+" ORDER BY name, tunnel_id"+w.limit(p), w.args...)
+	rows, err := s.cfg.ReadModels.ListTunnels(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(p, rows, func(t Tunnel) []any { return []any{t.Name, t.ID} }))
+	return c.JSON(http.StatusOK, listOf(p, convert(rows, func(t readmodels.Tunnel) Tunnel { return Tunnel(t) }), func(t Tunnel) []any { return []any{t.Name, t.ID} }))
 }
 
 func (s *Server) getTunnel(c echo.Context) error {
@@ -148,16 +139,13 @@ func (s *Server) getTunnel(c echo.Context) error {
 	if err := s.waitFor(c, projections.Tunnels); err != nil {
 		return err
 	}
-	id := c.Param("id")
-	if !domain.ValidID(id) {
-		return fmt.Errorf("tunnel %q: %w", id, domain.ErrNotFound)
-	}
-	t, err := selectOne[Tunnel](c.Request().Context(), s, "get tunnel", "tunnel "+id, tunnelColumns+" WHERE tunnel_id = $1::uuid AND org_id = $2::uuid", id, org)
+	// An id that is not a UUID is not found either (GetTunnel says so), like an unknown one.
+	t, err := s.cfg.ReadModels.GetTunnel(c.Request().Context(), org, c.Param("id"))
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set(headerETag, etag(t.Version))
-	return c.JSON(http.StatusOK, t)
+	return c.JSON(http.StatusOK, Tunnel(t))
 }
 
 // preconditionFailed turns the tunnel's version conflict under an If-Match into 412; other

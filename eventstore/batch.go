@@ -11,11 +11,10 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 )
 
-var rangeFactory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
-
 // insertEvents writes a batch from column arrays in one statement; the jsonb query copies are made
 // by the server from the hashed bytes, so the payload crosses the wire once.
 const insertEvents = `INSERT INTO events (global_position, stream_id, stream_version, event_id, type, schema_version,
+
 	recorded_at, payload, metadata, payload_json, metadata_json, prev_hash, hash, key_id, signature, signature_proof)
 SELECT p, s, v, id, t, sv, $14, pl, md, convert_from(pl, 'UTF8')::jsonb, convert_from(md, 'UTF8')::jsonb, ph, h, k, sig, pr
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::bytea[], $8::bytea[],
@@ -86,7 +85,7 @@ func (b *batchBuilder) queue(batch *pgx.Batch, key *SigningKey, origin string) e
 		return fmt.Errorf("eventstore: merkle root: %w", err)
 	}
 	frontier := encodeFrontier(rng.Hashes())
-	note, err := signCheckpoint(key, origin, b.next, root)
+	note, err := SignCheckpoint(key, origin, b.next, root)
 	if err != nil {
 		return err
 	}
@@ -117,7 +116,7 @@ func rangeFromFrontier(size uint64, frontier []byte) (*compact.Range, error) {
 	for i := 0; i < len(frontier); i += HashSize {
 		hashes = append(hashes, frontier[i:i+HashSize])
 	}
-	return rangeFactory.NewRange(0, size, hashes)
+	return RangeFactory.NewRange(0, size, hashes)
 }
 
 func encodeFrontier(hashes [][]byte) []byte {

@@ -40,14 +40,14 @@ func Init(ctx context.Context, pool *pgxpool.Pool, key *SigningKey, now time.Tim
 		if err != nil {
 			return InitResult{}, fmt.Errorf("init: %w", err)
 		}
-		res := InitResult{LogID: genesis.LogID, Origin: ring.origin, KeyID: ring.logKey, Fingerprint: Fingerprint(ring.keys[ring.logKey].pub)}
-		if key.ID() != ring.logKey {
-			if k, ok := ring.keys[key.ID()]; ok {
+		res := InitResult{LogID: genesis.LogID, Origin: ring.Origin(), KeyID: ring.LogKeyID(), Fingerprint: Fingerprint(ring.LogKey().PublicKey())}
+		if key.ID() != ring.LogKeyID() {
+			if k := ring.Key(key.ID()); k != nil {
 				return res, fmt.Errorf("init: %w: key %s was retired at position %d; the log key in force is %s",
-					ErrKeyMismatch, key.ID(), k.until-1, ring.logKey)
+					ErrKeyMismatch, key.ID(), k.Until()-1, ring.LogKeyID())
 			}
 			return res, fmt.Errorf("init: %w: this log was created with another key; its log key in force is %s (%s), the key offered is %s",
-				ErrKeyMismatch, ring.logKey, res.Fingerprint, key.ID())
+				ErrKeyMismatch, ring.LogKeyID(), res.Fingerprint, key.ID())
 		}
 		return res, nil
 	}
@@ -92,7 +92,7 @@ func appendLogRecord(ctx context.Context, tx pgx.Tx, h head, now time.Time, typ 
 		if err := tx.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, x.stream).Scan(&cur); err != nil {
 			return AppendResult{}, classify(err)
 		}
-		if !x.expected.matches(uint64(cur)) {
+		if !x.expected.Matches(uint64(cur)) {
 			return AppendResult{}, &WrongExpectedVersionError{StreamID: x.stream, Expected: x.expected, Actual: uint64(cur)}
 		}
 		signAll(recordKey, x.events)
@@ -131,7 +131,7 @@ func (s *Store) prepareAppends(also []StreamAppend) ([]preparedAppend, error) {
 
 // logTx runs fn with the head locked and the key ring current, then commits and advances
 // subscribers. It is the write path of the "$log" stream.
-func (s *Store) logTx(ctx context.Context, fn func(tx pgx.Tx, h head, ring *keyRing, key *SigningKey) (AppendResult, error)) (AppendResult, error) {
+func (s *Store) logTx(ctx context.Context, fn func(tx pgx.Tx, h head, ring *KeyRing, key *SigningKey) (AppendResult, error)) (AppendResult, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return AppendResult{}, classify(err)
@@ -173,8 +173,8 @@ func (s *Store) RotateLogKey(ctx context.Context, next *SigningKey) (AppendResul
 	s.keyMu.Lock()
 	s.keys[next.ID()] = next
 	s.keyMu.Unlock()
-	res, err := s.logTx(ctx, func(tx pgx.Tx, h head, ring *keyRing, key *SigningKey) (AppendResult, error) {
-		if _, dup := ring.keys[next.ID()]; dup {
+	res, err := s.logTx(ctx, func(tx pgx.Tx, h head, ring *KeyRing, key *SigningKey) (AppendResult, error) {
+		if ring.Key(next.ID()) != nil {
 			return AppendResult{}, fmt.Errorf("%w: key %s is already in the log's history", ErrKeyMismatch, next.ID())
 		}
 		p := NewKeyRotation(h.origin, PurposeLog, "", key, next)
@@ -189,7 +189,7 @@ func (s *Store) RotateLogKey(ctx context.Context, next *SigningKey) (AppendResul
 
 // AddKey registers a key of another purpose (a node's event key, a token key) in the log.
 func (s *Store) AddKey(ctx context.Context, purpose KeyPurpose, owner string, key *SigningKey) (AppendResult, error) {
-	if !purpose.valid() || purpose == PurposeLog {
+	if !purpose.Valid() || purpose == PurposeLog {
 		return AppendResult{}, fmt.Errorf("add key: %w: purpose %q (log keys change only by rotation)", ErrInvalidEvent, purpose)
 	}
 	return s.addPublicKey(ctx, TypeKeyAdded, func(origin string) any { return NewKeyAdded(origin, purpose, owner, key) })
@@ -210,7 +210,7 @@ func (s *Store) Origin(ctx context.Context) (string, error) {
 // AddPublicKey registers a key whose holder built the payload (a remote node proving possession
 // of its event key with NewKeyAdded), atomically with the given appends (its enrollment).
 func (s *Store) AddPublicKey(ctx context.Context, p KeyAddedPayload, also ...StreamAppend) (AppendResult, error) {
-	if !p.Purpose.valid() || p.Purpose == PurposeLog {
+	if !p.Purpose.Valid() || p.Purpose == PurposeLog {
 		return AppendResult{}, fmt.Errorf("add key: %w: purpose %q (log keys change only by rotation)", ErrInvalidEvent, p.Purpose)
 	}
 	return s.addPublicKey(ctx, TypeKeyAdded, func(string) any { return p }, also...)
@@ -223,7 +223,7 @@ func (s *Store) RevokeKeyWith(ctx context.Context, keyID, reason string, also ..
 
 // RotateKey replaces a non-log key by next, cross-signed by both.
 func (s *Store) RotateKey(ctx context.Context, purpose KeyPurpose, owner string, old, next *SigningKey) (AppendResult, error) {
-	if !purpose.valid() || purpose == PurposeLog {
+	if !purpose.Valid() || purpose == PurposeLog {
 		return AppendResult{}, fmt.Errorf("rotate key: %w: purpose %q (use RotateLogKey)", ErrInvalidEvent, purpose)
 	}
 	return s.addPublicKey(ctx, TypeKeyRotated, func(origin string) any { return NewKeyRotation(origin, purpose, owner, old, next) })
@@ -242,14 +242,14 @@ func (s *Store) addPublicKey(ctx context.Context, typ string, build func(origin 
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, err)
 	}
-	res, err := s.logTx(ctx, func(tx pgx.Tx, h head, ring *keyRing, key *SigningKey) (AppendResult, error) {
+	res, err := s.logTx(ctx, func(tx pgx.Tx, h head, ring *KeyRing, key *SigningKey) (AppendResult, error) {
 		payload := build(h.origin)
 		body, err := json.Marshal(payload)
 		if err != nil {
 			return AppendResult{}, err
 		}
 		// Refuse what a verifier would reject, before it is signed into the log.
-		if _, err := ring.apply(h.next, typ, body); err != nil {
+		if _, err := ring.Apply(h.next, typ, body); err != nil {
 			return AppendResult{}, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 		}
 		return appendLogRecord(ctx, tx, h, s.cfg.Now(), typ, payload, key, key, h.origin, extra...)
@@ -264,20 +264,20 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func loadKeyRing(ctx context.Context, pool *pgxpool.Pool, before uint64) (*keyRing, GenesisPayload, error) {
+func loadKeyRing(ctx context.Context, pool *pgxpool.Pool, before uint64) (*KeyRing, GenesisPayload, error) {
 	return loadKeyRingTx(ctx, pool, before)
 }
 
 // loadKeyRingTx folds the "$log" records below position before into a key ring. It trusts the
 // stored records; Verify checks them.
-func loadKeyRingTx(ctx context.Context, q querier, before uint64) (*keyRing, GenesisPayload, error) {
+func loadKeyRingTx(ctx context.Context, q querier, before uint64) (*KeyRing, GenesisPayload, error) {
 	rows, err := q.Query(ctx, `SELECT global_position, type, payload FROM events
 		WHERE stream_id = $1 AND global_position < $2 ORDER BY global_position`, LogStream, int64(before))
 	if err != nil {
 		return nil, GenesisPayload{}, fmt.Errorf("key history: %w", classify(err))
 	}
 	defer rows.Close()
-	ring := &keyRing{keys: map[string]*ringKey{}}
+	ring := NewKeyRing()
 	var genesis GenesisPayload
 	for rows.Next() {
 		var pos int64
@@ -286,7 +286,7 @@ func loadKeyRingTx(ctx context.Context, q querier, before uint64) (*keyRing, Gen
 		if err := rows.Scan(&pos, &typ, &payload); err != nil {
 			return nil, GenesisPayload{}, fmt.Errorf("key history: %w", classify(err))
 		}
-		next, err := ring.apply(uint64(pos), typ, payload)
+		next, err := ring.Apply(uint64(pos), typ, payload)
 		if err != nil {
 			return nil, GenesisPayload{}, fmt.Errorf("key history at position %d: %w", pos, err)
 		}
@@ -298,7 +298,7 @@ func loadKeyRingTx(ctx context.Context, q querier, before uint64) (*keyRing, Gen
 	if err := rows.Err(); err != nil {
 		return nil, GenesisPayload{}, fmt.Errorf("key history: %w", classify(err))
 	}
-	if ring.origin == "" {
+	if ring.Origin() == "" {
 		return nil, GenesisPayload{}, errors.Join(ErrNotInitialized, errors.New("no genesis record"))
 	}
 	return ring, genesis, nil
@@ -314,7 +314,7 @@ func (s *Store) Keys(ctx context.Context) ([]KeyInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ring.infos(), nil
+	return ring.Infos(), nil
 }
 
 // LogKeyID returns the id of the log key in force, or "" for a log without a genesis record.

@@ -2,24 +2,11 @@ package eventstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// ErrBadSignature: a presigned event's signature does not verify, or its key is unknown or not
-// in force. Nothing of that append is written.
-var ErrBadSignature = errors.New("bad producer signature")
-
-// PresignedEvent is an event its producer (a data-plane node) encoded and signed itself: the
-// canonical envelope, the producer's batch signature and the event's inclusion proof.
-type PresignedEvent struct {
-	Envelope  []byte
-	Signature []byte
-	Proof     []byte
-}
 
 // AppendPresigned appends events signed by their producer. Each envelope names its stream and is
 // appended at whatever version the stream has (producer facts are not subject to optimistic
@@ -100,18 +87,18 @@ func (s *Store) validatePresigned(env *Envelope) error {
 }
 
 // verifyPresigned checks every signature against the ring's keys (not yet their validity window).
-func verifyPresigned(ring *keyRing, events []pendingEvent) error {
+func verifyPresigned(ring *KeyRing, events []pendingEvent) error {
 	for i := range events {
 		e := &events[i]
-		k, ok := ring.keys[e.env.KeyID]
-		if !ok || !k.purpose.signsRecords() {
+		k := ring.Key(e.env.KeyID)
+		if k == nil || !k.Purpose().SignsRecords() {
 			return fmt.Errorf("%w: event %d: key %q is not a registered producer key", ErrBadSignature, i, e.env.KeyID)
 		}
 		root, count, err := BatchRoot(e.envelope, e.proof)
 		if err != nil {
 			return fmt.Errorf("%w: event %d: %w", ErrBadSignature, i, err)
 		}
-		if !k.verify(SignedMessage(count, root), e.sig) {
+		if !k.Verify(SignedMessage(count, root), e.sig) {
 			return fmt.Errorf("%w: event %d: signature does not verify with key %s", ErrBadSignature, i, e.env.KeyID)
 		}
 	}
@@ -120,9 +107,9 @@ func verifyPresigned(ring *keyRing, events []pendingEvent) error {
 
 // checkPresignedKeys checks, under the head lock, that every key is in force at the position its
 // record will get.
-func checkPresignedKeys(ring *keyRing, events []pendingEvent, firstPos uint64) error {
+func checkPresignedKeys(ring *KeyRing, events []pendingEvent, firstPos uint64) error {
 	for i := range events {
-		if _, kind, detail := ring.signerAt(events[i].env.KeyID, firstPos+uint64(i)); kind != "" {
+		if _, kind, detail := ring.SignerAt(events[i].env.KeyID, firstPos+uint64(i)); kind != "" {
 			return fmt.Errorf("%w: event %d: %s", ErrBadSignature, i, detail)
 		}
 	}
@@ -131,13 +118,13 @@ func checkPresignedKeys(ring *keyRing, events []pendingEvent, firstPos uint64) e
 
 // cachedRing is the key history as of a "$log" stream version.
 type cachedRing struct {
-	ring       *keyRing
+	ring       *KeyRing
 	logVersion uint64
 }
 
 // ringAt returns the key ring; when logVersion is non-zero and differs from the cached one (a key
 // changed since), it reloads through q (inside the appender's transaction).
-func (s *Store) ringAt(ctx context.Context, q querier, next, logVersion uint64) (*keyRing, error) {
+func (s *Store) ringAt(ctx context.Context, q querier, next, logVersion uint64) (*KeyRing, error) {
 	s.ringMu.Lock()
 	c := s.ring
 	s.ringMu.Unlock()
@@ -157,7 +144,7 @@ func (s *Store) ringAt(ctx context.Context, q querier, next, logVersion uint64) 
 	return ring, nil
 }
 
-func (s *Store) reloadRing(ctx context.Context) (*keyRing, error) {
+func (s *Store) reloadRing(ctx context.Context) (*KeyRing, error) {
 	next, err := s.headPosition(ctx)
 	if err != nil {
 		return nil, err
@@ -172,7 +159,7 @@ func (s *Store) reloadRing(ctx context.Context) (*keyRing, error) {
 	return ring, nil
 }
 
-func loadRingWithVersion(ctx context.Context, q querier, next uint64) (*keyRing, uint64, error) {
+func loadRingWithVersion(ctx context.Context, q querier, next uint64) (*KeyRing, uint64, error) {
 	ring, _, err := loadKeyRingTx(ctx, q, next)
 	if err != nil {
 		return nil, 0, err

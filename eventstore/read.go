@@ -210,14 +210,7 @@ func (n *notifier) wait(ctx context.Context, from uint64, timeout time.Duration,
 // listenLoop holds one LISTEN connection for the whole process and feeds the notifier. It
 // reconnects with backoff; after a reconnect it wakes every waiter, as notifications sent while
 // it was away are lost.
-func (s *Store) listenLoop() {
-	defer s.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-s.stop
-		cancel()
-	}()
+func (s *Store) listenLoop(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx)

@@ -10,36 +10,6 @@ import (
 	"github.com/google/uuid"
 )
 
-// ExpectedVersion is the optimistic-concurrency condition of an append. Stream versions count
-// events: a stream with N events is at version N, and a stream that does not exist is at 0.
-type ExpectedVersion struct {
-	exact bool
-	v     uint64
-}
-
-var (
-	// AnyVersion appends whatever the stream's version.
-	AnyVersion = ExpectedVersion{}
-	// NoStream appends only when the stream has no events yet.
-	NoStream = ExpectedVersion{exact: true, v: 0}
-)
-
-// Exact appends only when the stream is at version v.
-func Exact(v uint64) ExpectedVersion { return ExpectedVersion{exact: true, v: v} }
-
-func (e ExpectedVersion) matches(actual uint64) bool { return !e.exact || e.v == actual }
-
-func (e ExpectedVersion) String() string {
-	switch {
-	case !e.exact:
-		return "any version"
-	case e.v == 0:
-		return "no stream"
-	default:
-		return fmt.Sprintf("version %d", e.v)
-	}
-}
-
 // EventData is an event to append.
 type EventData struct {
 	// ID identifies the event for idempotency; a zero ID gets a fresh UUIDv7.
@@ -58,29 +28,6 @@ type AppendResult struct {
 	FirstPosition uint64
 	LastPosition  uint64
 	RecordedAt    time.Time
-}
-
-// Record is one stored event as readers see it.
-type Record struct {
-	Position      uint64
-	StreamID      string
-	StreamVersion uint64
-	EventID       uuid.UUID
-	Type          string
-	// SchemaVersion and Payload are upcast to the type's current version.
-	SchemaVersion uint32
-	Payload       []byte
-	Metadata      []byte
-	RecordedAt    time.Time
-	KeyID         string
-	Signature     []byte
-	// SignatureProof places the record in the batch its producer signed (see encoding.go).
-	SignatureProof []byte
-	PrevHash       []byte
-	Hash           []byte
-	// StoredSchemaVersion and StoredPayload are exactly what was hashed.
-	StoredSchemaVersion uint32
-	StoredPayload       []byte
 }
 
 var emptyObject = []byte("{}")

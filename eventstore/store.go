@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
 // AppRole is the database role the services run as: INSERT and SELECT on the log, nothing more.
@@ -106,13 +108,17 @@ type Store struct {
 	reqs     chan *appendRequest
 	notifier *notifier
 
-	lifeMu  sync.Mutex
-	started atomic.Bool
-	stopped bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	life     lifecycle.Lifecycle
+	started  atomic.Bool
+	stop     chan struct{} // closed at Stop: appends and readers give up
+	stopOnce sync.Once
+	doneOnce sync.Once
 
 	appenderDone chan struct{} // closed when the appender has answered its last request
+
+	// queuedHook, when set (only by tests, before the store is shared), is called each time a
+	// request has entered the appender's queue.
+	queuedHook func()
 }
 
 // New builds a Store. Call Start before appending or subscribing.
@@ -149,39 +155,33 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Start launches the appender and the notification listener. They run until Stop. A failed
 // Start (database unreachable) may be retried.
 func (s *Store) Start(ctx context.Context) error {
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
-	if s.stopped {
-		return ErrClosed
-	}
-	if s.started.Load() {
+	err := s.life.Start(ctx, "event store", func(context.Context) error {
+		next, err := s.headPosition(ctx)
+		if err != nil {
+			return err
+		}
+		s.notifier.advance(next)
+		s.started.Store(true)
+		s.life.Go(func(context.Context) { s.appendLoop() })
+		s.life.Go(s.listenLoop)
 		return nil
+	})
+	if errors.Is(err, lifecycle.ErrStopped) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
-	next, err := s.headPosition(ctx)
-	if err != nil {
-		return err
-	}
-	s.notifier.advance(next)
-	s.started.Store(true)
-	s.wg.Add(2)
-	go s.appendLoop()
-	go s.listenLoop()
-	return nil
+	return err
 }
 
 // Stop ends the appender (pending appends fail with ErrClosed) and the listener. Safe to call
 // twice, and before Start.
 func (s *Store) Stop() {
-	s.lifeMu.Lock()
-	if !s.stopped {
-		s.stopped = true
-		close(s.stop)
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.life.Stop() // waits for a Start in progress, and for the loops
+	s.doneOnce.Do(func() {
 		if !s.started.Load() {
-			close(s.appenderDone) // nothing will ever answer
+			close(s.appenderDone) // never started: nothing will ever answer
 		}
-	}
-	s.lifeMu.Unlock()
-	s.wg.Wait()
+	})
 }
 
 func (s *Store) headPosition(ctx context.Context) (uint64, error) {
@@ -302,6 +302,9 @@ func (s *Store) submit(ctx context.Context, req *appendRequest, what string) ([]
 	}
 	select {
 	case s.reqs <- req:
+		if s.queuedHook != nil {
+			s.queuedHook()
+		}
 	case <-ctx.Done():
 		return nil, fmt.Errorf("append: %w", ctx.Err())
 	case <-s.stop:
@@ -414,7 +417,6 @@ func (s *Store) signTogether(reqs []*appendRequest) {
 }
 
 func (s *Store) appendLoop() {
-	defer s.wg.Done()
 	defer close(s.appenderDone)
 	for {
 		var first *appendRequest
@@ -500,8 +502,7 @@ type head struct {
 func lockHead(ctx context.Context, tx pgx.Tx) (head, error) {
 	var h head
 	var next int64
-	err := tx.QueryRow(ctx, `SELECT next_position, head_hash, frontier, key_id, origin FROM log_head FOR UPDATE`).
-		Scan(&next, &h.hash, &h.frontier, &h.keyID, &h.origin)
+	err := tx.QueryRow(ctx, lockHeadSQL).Scan(&next, &h.hash, &h.frontier, &h.keyID, &h.origin)
 	h.next = uint64(next)
 	return h, err
 }
@@ -513,65 +514,26 @@ const lockHeadSQL = `SELECT next_position, head_hash, frontier, key_id, origin F
 const versionsSQL = `SELECT s.id, (SELECT e.stream_version FROM events e WHERE e.stream_id = s.id
 	ORDER BY e.stream_version DESC LIMIT 1) FROM unnest($1::text[]) AS s(id)`
 
-// tryCommit answers requests that fail their version check itself and returns the accepted ones
-// with their results, which are valid only when err is nil. It takes two round trips: BEGIN, the
-// head lock and the stream versions in one pipeline; the rows, checkpoint, head, NOTIFY and COMMIT
-// in another.
+// tryCommit answers requests that fail their checks itself and returns the accepted ones with
+// their results, which are valid only when err is nil. It takes two round trips: BEGIN, the head
+// lock and the stream versions in one pipeline (beginBatch); the rows, checkpoint, head, NOTIFY
+// and COMMIT in another (writeBatch). What is written is decided in between by planBatch.
 func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([][]AppendResult, []*appendRequest, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, reqs, classify(err)
 	}
 	defer conn.Release()
-	open := true // a transaction may be open on conn until COMMIT succeeds
+	committed := false // a transaction may be open on conn until then
 	defer func() {
-		if open {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if _, err := conn.Exec(rctx, "ROLLBACK"); err != nil {
-				conn.Conn().Close(rctx) // the pool drops a closed connection
-			}
+		if !committed {
+			rollback(ctx, conn)
 		}
 	}()
 
-	ids := make([]string, 0, len(reqs))
-	versions := make(map[string]uint64, len(reqs))
-	addStream := func(id string) {
-		if _, ok := versions[id]; !ok {
-			versions[id] = 0
-			ids = append(ids, id)
-		}
-	}
-	presigned := false
-	for _, r := range reqs {
-		if r.presigned {
-			presigned = true
-			for i := range r.events {
-				addStream(r.events[i].env.StreamID)
-			}
-			continue
-		}
-		for _, g := range r.groups {
-			addStream(g.stream)
-		}
-	}
-	if presigned {
-		addStream(LogStream) // to tell whether the key history moved since the ring was loaded
-	}
-	first := &pgx.Batch{}
-	first.Queue("BEGIN")
-	first.Queue(lockHeadSQL)
-	first.Queue(versionsSQL, ids)
-	br := conn.SendBatch(ctx, first)
-	h, err := readHeadAndVersions(br, versions)
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	h, versions, err := beginBatch(ctx, conn, batchStreams(reqs))
 	if err != nil {
-		return nil, reqs, classify(err)
-	}
-	if h.origin == "" {
-		return nil, reqs, ErrNotInitialized
+		return nil, reqs, err
 	}
 	key, err := s.keyFor(ctx, h.keyID)
 	if err != nil {
@@ -583,90 +545,88 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([][]Appen
 			r.keyID, r.signed = key.ID(), true
 		}
 	}
-	var ring *keyRing
-	if presigned {
+	var ring *KeyRing
+	if slices.ContainsFunc(reqs, func(r *appendRequest) bool { return r.presigned }) {
 		if ring, err = s.ringAt(ctx, conn, h.next, versions[LogStream]); err != nil {
 			return nil, reqs, err
 		}
 	}
 
-	now := s.cfg.Now().UTC().Truncate(time.Microsecond)
-	b := newBatchBuilder(h, now)
-	accepted := reqs[:0:0]
-	var results [][]AppendResult
-	for _, r := range reqs {
-		if r.presigned {
-			if err := checkPresignedKeys(ring, r.events, b.next); err != nil {
-				r.done <- appendOutcome{err: err}
-				continue
-			}
-			firstPos := b.next
-			var v uint64
-			for i := range r.events {
-				id := r.events[i].env.StreamID
-				versions[id]++
-				v = versions[id]
-				b.add(&r.events[i], v)
-			}
-			accepted = append(accepted, r)
-			results = append(results, []AppendResult{{StreamVersion: v, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now}})
-			continue
-		}
-		var conflict error
-		for _, g := range r.groups {
-			if cur := versions[g.stream]; !g.expected.matches(cur) {
-				conflict = &WrongExpectedVersionError{StreamID: g.stream, Expected: g.expected, Actual: cur}
-				break
-			}
-		}
-		if conflict != nil {
-			r.done <- appendOutcome{err: conflict}
-			continue
-		}
-		res := make([]AppendResult, 0, len(r.groups))
-		i := 0
-		for _, g := range r.groups {
-			cur := versions[g.stream]
-			firstPos := b.next
-			for range g.n {
-				cur++
-				b.add(&r.events[i], cur)
-				i++
-			}
-			versions[g.stream] = cur
-			res = append(res, AppendResult{StreamVersion: cur, FirstPosition: firstPos, LastPosition: b.next - 1, RecordedAt: now})
-		}
-		accepted = append(accepted, r)
-		results = append(results, res)
+	p := planBatch(reqs, versions, h, s.cfg.Now().UTC().Truncate(time.Microsecond), ring)
+	for _, r := range p.rejected {
+		r.req.done <- appendOutcome{err: r.err}
 	}
-	if len(accepted) == 0 {
+	if len(p.accepted) == 0 {
 		return nil, nil, nil
 	}
-	second := &pgx.Batch{}
-	if err := b.queue(second, key, h.origin); err != nil {
-		return nil, accepted, err
+	if err := s.writeBatch(ctx, conn, p, key, h.origin); err != nil {
+		return nil, p.accepted, err
 	}
-	second.Queue("COMMIT")
-	err = conn.SendBatch(ctx, second).Close()
+	committed = true
+	s.notifier.advance(p.rows.next)
+	return p.results, p.accepted, nil
+}
+
+// beginBatch opens a transaction on conn, locks the head and reads the current version of each
+// stream (0 for one without events), in one round trip.
+func beginBatch(ctx context.Context, conn *pgxpool.Conn, streams []string) (head, map[string]uint64, error) {
+	versions := make(map[string]uint64, len(streams))
+	for _, id := range streams {
+		versions[id] = 0
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(lockHeadSQL)
+	b.Queue(versionsSQL, streams)
+	br := conn.SendBatch(ctx, b)
+	h, err := readHeadAndVersions(br, versions)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return head{}, nil, classify(err)
+	}
+	if h.origin == "" {
+		return head{}, nil, ErrNotInitialized
+	}
+	return h, versions, nil
+}
+
+// writeBatch writes the planned rows, the checkpoint signed by key and the new head, notifies
+// and commits. When the acknowledgement of COMMIT is lost it asks, on another connection,
+// whether the batch landed. A nil error means the batch is committed.
+func (s *Store) writeBatch(ctx context.Context, conn *pgxpool.Conn, p batchPlan, key *SigningKey, origin string) error {
+	b := &pgx.Batch{}
+	if err := p.rows.queue(b, key, origin); err != nil {
+		return err
+	}
+	b.Queue("COMMIT")
+	err := conn.SendBatch(ctx, b).Close()
 	if err == nil {
-		open = false
-		s.notifier.advance(b.next)
-		return results, accepted, nil
+		return nil
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return nil, accepted, classify(err) // the server answered: nothing committed
+		return classify(err) // the server answered: nothing committed
 	}
 	// No answer: the COMMIT may or may not have happened.
-	if landed, perr := s.landed(ctx, accepted[0].events[0].env.EventID); perr != nil {
-		return nil, accepted, fmt.Errorf("%w: commit: %w (and the check failed: %w)", ErrOutcomeUnknown, err, perr)
+	if landed, perr := s.landed(ctx, p.accepted[0].events[0].env.EventID); perr != nil {
+		return fmt.Errorf("%w: commit: %w (and the check failed: %w)", ErrOutcomeUnknown, err, perr)
 	} else if landed {
-		open = false
 		s.log.Warn("commit acknowledgement lost but the batch is in the log", "error", err)
-		s.notifier.advance(b.next)
-		return results, accepted, nil
+		return nil
 	}
-	return nil, accepted, fmt.Errorf("%w: commit: %w", ErrUnavailable, err)
+	return fmt.Errorf("%w: commit: %w", ErrUnavailable, err)
+}
+
+// rollback ends whatever transaction is open on conn; a connection that cannot is closed, and the
+// pool drops it.
+func rollback(ctx context.Context, conn *pgxpool.Conn) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := conn.Exec(rctx, "ROLLBACK"); err != nil {
+		conn.Conn().Close(rctx)
+	}
 }
 
 func readHeadAndVersions(br pgx.BatchResults, versions map[string]uint64) (head, error) {

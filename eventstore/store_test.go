@@ -399,6 +399,8 @@ func TestBatchSharesOneSignature(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 12
+	queued := make(chan struct{}, n)
+	eventstore.SetQueuedHook(e.store, func() { queued <- struct{}{} })
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -410,7 +412,15 @@ func TestBatchSharesOneSignature(t *testing.T) {
 			_, errs[i] = e.store.AppendMulti(ctx, eventstore.StreamAppend{StreamID: stream, Expected: expected, Events: []eventstore.EventData{note(i), note(i + 100)}})
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Release the head once every request is queued: the appender's first batch (waiting for the
+	// lock) holds the requests it took, the next one all the others.
+	for range n {
+		select {
+		case <-queued:
+		case <-ctx.Done():
+			t.Fatal("the appends were not all queued")
+		}
+	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -19,36 +19,6 @@ import (
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
 
-// FailureKind names what is wrong at a position.
-type FailureKind string
-
-// Every way verification can fail.
-const (
-	FailGap                 FailureKind = "gap"                      // a position is missing
-	FailChainBreak          FailureKind = "chain_break"              // prev_hash is not the previous record's hash
-	FailHashMismatch        FailureKind = "hash_mismatch"            // the stored hash is not the hash of the record
-	FailBadSignature        FailureKind = "bad_signature"            // the signature does not verify
-	FailUnknownKey          FailureKind = "unknown_key"              // the signing key is not in the key history
-	FailKeyNotInForce       FailureKind = "key_not_in_force"         // the key exists but was not valid at this position
-	FailKeyEvent            FailureKind = "invalid_key_event"        // a "$log" key record is invalid
-	FailStreamVersion       FailureKind = "stream_version"           // a stream's versions are not 1, 2, 3 …
-	FailCheckpointMismatch  FailureKind = "checkpoint_mismatch"      // a signed root differs from the records
-	FailCheckpointSignature FailureKind = "checkpoint_bad_signature" // a checkpoint is not signed by the log key in force
-	FailTruncated           FailureKind = "truncated"                // records the head or a checkpoint vouches for are gone
-	FailHeadMismatch        FailureKind = "head_mismatch"            // the head row disagrees with the records
-)
-
-// Failure is the first problem verification found.
-type Failure struct {
-	Position uint64      `json:"position"`
-	Kind     FailureKind `json:"kind"`
-	Detail   string      `json:"detail"`
-}
-
-func (f *Failure) Error() string {
-	return fmt.Sprintf("position %d: %s: %s", f.Position, f.Kind, f.Detail)
-}
-
 // VerifyOptions selects what to verify.
 type VerifyOptions struct {
 	// From is the first position to verify. Verification starts at the newest checkpoint at or
@@ -110,12 +80,12 @@ type verifyRecord struct {
 	sig, proof         []byte
 
 	// Set by the reader, which walks the key history in order.
-	signer      *ringKey
+	signer      *RingKey
 	keyFail     FailureKind
 	keyDetail   string
 	keyEventErr error
 	checkpoint  *verifyCheckpoint
-	cpKey       *verifyingKey
+	cpKey       *VerifyingKey
 	origin      string
 
 	// Set by a worker.
@@ -137,84 +107,150 @@ type verifyChunk struct {
 // an error only when it cannot run; a damaged log yields a report with Failure set.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opts VerifyOptions) (VerifyReport, error) {
 	started := time.Now()
-	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
-	}
-	if opts.PageSize <= 0 {
-		opts.PageSize = 4096
-	}
-	if opts.ProgressEvery <= 0 {
-		opts.ProgressEvery = time.Second
-	}
+	opts = opts.withDefaults()
 	var headNext int64
 	var headHash []byte
 	if err := pool.QueryRow(ctx, `SELECT next_position, head_hash FROM log_head`).Scan(&headNext, &headHash); err != nil {
 		return VerifyReport{}, fmt.Errorf("verify: read head: %w", classify(err))
 	}
 	rep := VerifyReport{From: opts.From}
-	if headNext == 0 {
-		return rep, fmt.Errorf("verify: %w", ErrNotInitialized)
-	}
-	to := uint64(headNext) - 1
-	toHead := true
-	if opts.To != nil {
-		if *opts.To < to {
-			to, toHead = *opts.To, false
-		}
-	}
-	if opts.From > to {
-		return rep, fmt.Errorf("verify: --from %d is past the last position %d", opts.From, to)
+	to, toHead, err := verifyBounds(headNext, opts.From, opts.To)
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
 	}
 	rep.To = to
+	st, f, err := startFrom(ctx, pool, opts.From)
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
+	if f != nil {
+		rep.Failure = f
+		return finish(rep, started), nil
+	}
+	rep.From = st.pos
 
-	// Start state: the empty log, or the newest checkpoint at or before From.
-	start := uint64(0)
-	ring := &keyRing{keys: map[string]*ringKey{}}
-	rng := rangeFactory.NewEmptyRange(0)
-	if opts.From > 0 {
-		cp, err := checkpointAtOrBefore(ctx, pool, opts.From)
+	seq, f, err := verifyRecords(ctx, pool, opts, st, to, started)
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
+	rep.Failure = f
+	rep.Count = seq.expected - st.pos
+	rep.Checkpoints = seq.checkpoints
+	rep.HeadHash = hex.EncodeToString(seq.lastHash)
+	if seq.ring != nil {
+		rep.Origin = seq.ring.Origin()
+		rep.Keys = seq.ring.Infos()
+	}
+	if rep.Failure == nil {
+		rep.Failure = checkEnd(seq.expected, to, toHead, headNext)
+	}
+	if rep.Failure == nil && toHead {
+		tail, err := readTail(ctx, pool, seq.expected)
 		if err != nil {
 			return rep, fmt.Errorf("verify: %w", err)
 		}
-		if cp != nil {
-			ring, _, err = loadKeyRing(ctx, pool, cp.size)
-			if err != nil {
-				return rep, fmt.Errorf("verify: %w", err)
-			}
-			rng, err = rangeFromFrontier(cp.size, cp.frontier)
-			if err != nil {
-				return rep, fmt.Errorf("verify: checkpoint %d frontier: %w", cp.size, err)
-			}
-			root, _ := rng.GetRootHash(nil)
-			signed, err := openCheckpoint(cp.note, ring.origin, ring.keys[ring.logKey].verifyingKey)
-			switch {
-			case err != nil:
-				rep.Failure = &Failure{Position: cp.size - 1, Kind: FailCheckpointSignature, Detail: err.Error()}
-			case !bytes.Equal(signed.Root, root) || signed.Size != cp.size:
-				rep.Failure = &Failure{Position: cp.size - 1, Kind: FailCheckpointMismatch,
-					Detail: fmt.Sprintf("the stored frontier of checkpoint %d does not hash to its signed root", cp.size)}
-			}
-			if rep.Failure != nil {
-				return finish(rep, started), nil
-			}
-			start = cp.size
-		}
+		rep.Failure = checkTail(seq.expected, seq.lastHash, headHash, tail)
 	}
-	rep.From = start
+	return finish(rep, started), nil
+}
 
+func (o VerifyOptions) withDefaults() VerifyOptions {
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 4096
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = time.Second
+	}
+	return o
+}
+
+// verifyBounds returns the last position to verify, and whether that is the head's last record,
+// for a log whose head says it holds headNext records.
+func verifyBounds(headNext int64, from uint64, to *uint64) (last uint64, toHead bool, err error) {
+	if headNext == 0 {
+		return 0, false, ErrNotInitialized
+	}
+	last, toHead = uint64(headNext)-1, true
+	if to != nil && *to < last {
+		last, toHead = *to, false
+	}
+	if from > last {
+		return 0, false, fmt.Errorf("--from %d is past the last position %d", from, last)
+	}
+	return last, toHead, nil
+}
+
+// verifyStart is where verification begins: position 0, or a checkpoint whose signed root
+// authenticates every record before it.
+type verifyStart struct {
+	pos  uint64
+	ring *KeyRing       // the key history before pos
+	rng  *compact.Range // the Merkle tree's frontier over the leaves before pos
+}
+
+// startFrom finds the start for verifying from position from: the newest checkpoint at or before
+// it, checked by checkStart, or the empty log.
+func startFrom(ctx context.Context, pool *pgxpool.Pool, from uint64) (verifyStart, *Failure, error) {
+	empty := verifyStart{ring: NewKeyRing(), rng: RangeFactory.NewEmptyRange(0)}
+	if from == 0 {
+		return empty, nil, nil
+	}
+	cp, err := checkpointAtOrBefore(ctx, pool, from)
+	if err != nil || cp == nil {
+		return empty, nil, err
+	}
+	ring, _, err := loadKeyRing(ctx, pool, cp.size)
+	if err != nil {
+		return empty, nil, err
+	}
+	rng, f, err := checkStart(cp, ring)
+	if err != nil || f != nil {
+		return empty, f, err
+	}
+	return verifyStart{pos: cp.size, ring: ring, rng: rng}, nil, nil
+}
+
+// checkStart checks a checkpoint verification starts from: signed by the log key in force at its
+// size (ring is the key history before it), and its stored frontier hashes to the signed root.
+// It returns that frontier. An error means the frontier cannot even be decoded.
+func checkStart(cp *verifyCheckpoint, ring *KeyRing) (*compact.Range, *Failure, error) {
+	rng, err := rangeFromFrontier(cp.size, cp.frontier)
+	if err != nil {
+		return nil, nil, fmt.Errorf("checkpoint %d frontier: %w", cp.size, err)
+	}
+	root, _ := rng.GetRootHash(nil)
+	signed, err := OpenCheckpointWith(cp.note, ring.Origin(), ring.LogKey().VerifyingKey)
+	switch {
+	case err != nil:
+		return nil, &Failure{Position: cp.size - 1, Kind: FailCheckpointSignature, Detail: err.Error()}, nil
+	case !bytes.Equal(signed.Root, root) || signed.Size != cp.size:
+		return nil, &Failure{Position: cp.size - 1, Kind: FailCheckpointMismatch,
+			Detail: fmt.Sprintf("the stored frontier of checkpoint %d does not hash to its signed root", cp.size)}, nil
+	}
+	return rng, nil, nil
+}
+
+// verifyRecords reads the records from st.pos to to (one reader), hashes them and checks their
+// signatures (opts.Workers workers), and checks them in position order (sequencer.check). It
+// returns the sequencer as it stopped, with the key history the reader reached, and the first
+// failure.
+func verifyRecords(ctx context.Context, pool *pgxpool.Pool, opts VerifyOptions, st verifyStart, to uint64, started time.Time) (*sequencer, *Failure, error) {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan *verifyChunk, opts.Workers*2)
 	order := make(chan *verifyChunk, opts.Workers*4)
 	type readResult struct {
-		ring *keyRing
+		ring *KeyRing
 		err  error
 	}
 	readDone := make(chan readResult, 1)
 	go func() {
 		defer close(work)
 		defer close(order)
-		r, err := readForVerify(pctx, pool, start, to, opts.PageSize, ring, work, order)
+		r, err := readForVerify(pctx, pool, st.pos, to, opts.PageSize, st.ring, work, order)
 		readDone <- readResult{r, err}
 	}()
 	for range opts.Workers {
@@ -226,53 +262,46 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opts VerifyOptions) (Verify
 		}()
 	}
 
-	seq := sequencer{expected: start, rng: rng, versions: map[string]uint64{}, strictVersions: start == 0}
+	seq := &sequencer{expected: st.pos, rng: st.rng, versions: map[string]uint64{}, strictVersions: st.pos == 0}
+	var failure *Failure
 	lastProgress := time.Now()
 	for c := range order {
 		select {
 		case <-c.done:
 		case <-pctx.Done():
-			return rep, fmt.Errorf("verify: %w", ctx.Err())
+			return nil, nil, ctx.Err()
 		}
-		if f := seq.check(c.recs); f != nil {
-			rep.Failure = f
+		if failure = seq.check(c.recs); failure != nil {
 			break
 		}
 		if opts.Progress != nil && time.Since(lastProgress) >= opts.ProgressEvery {
 			lastProgress = time.Now()
-			opts.Progress(VerifyProgress{Verified: seq.expected - start, Total: to - start + 1, Elapsed: time.Since(started)})
+			opts.Progress(VerifyProgress{Verified: seq.expected - st.pos, Total: to - st.pos + 1, Elapsed: time.Since(started)})
 		}
 	}
 	cancel()
 	for range order { //nolint:revive // drain so the reader can exit
 	}
 	rr := <-readDone
-	if rr.err != nil && rep.Failure == nil && !errors.Is(rr.err, context.Canceled) {
-		return rep, fmt.Errorf("verify: %w", rr.err)
+	if rr.err != nil && failure == nil && !errors.Is(rr.err, context.Canceled) {
+		return nil, nil, rr.err
 	}
 	seq.ring = rr.ring
-	rep.Count = seq.expected - start
-	rep.Checkpoints = seq.checkpoints
-	rep.HeadHash = hex.EncodeToString(seq.lastHash)
-	if seq.ring != nil {
-		rep.Origin = seq.ring.origin
-		rep.Keys = seq.ring.infos()
+	return seq, failure, nil
+}
+
+// checkEnd reports records missing at the end: the records verified stop at next, before the
+// last position to verify.
+func checkEnd(next, to uint64, toHead bool, headNext int64) *Failure {
+	if next > to {
+		return nil
 	}
-	if rep.Failure == nil && seq.expected <= to {
-		kind, detail := FailGap, fmt.Sprintf("the log ends at position %d but verification was asked to reach %d", seq.expected, to)
-		if toHead {
-			kind, detail = FailTruncated, fmt.Sprintf("records from position %d are missing: the head says the log has %d records", seq.expected, headNext)
-		}
-		rep.Failure = &Failure{Position: seq.expected, Kind: kind, Detail: detail}
+	if toHead {
+		return &Failure{Position: next, Kind: FailTruncated,
+			Detail: fmt.Sprintf("records from position %d are missing: the head says the log has %d records", next, headNext)}
 	}
-	if rep.Failure == nil && toHead {
-		f, err := checkTail(ctx, pool, seq.expected, seq.lastHash, headHash)
-		if err != nil {
-			return rep, fmt.Errorf("verify: %w", err)
-		}
-		rep.Failure = f
-	}
-	return finish(rep, started), nil
+	return &Failure{Position: next, Kind: FailGap,
+		Detail: fmt.Sprintf("the log ends at position %d but verification was asked to reach %d", next, to)}
 }
 
 func finish(rep VerifyReport, started time.Time) VerifyReport {
@@ -284,30 +313,50 @@ func finish(rep VerifyReport, started time.Time) VerifyReport {
 	return rep
 }
 
-// checkTail compares the end of the verified records with the head row and the newest checkpoint.
-func checkTail(ctx context.Context, pool *pgxpool.Pool, count uint64, lastHash, headHash []byte) (*Failure, error) {
+// logTail is what the log holds past the verified records: the size of its newest checkpoint
+// (0 without one) and, when that is larger than the verified count, how many of the records
+// between them exist.
+type logTail struct {
+	checkpointSize int64 // as stored
+	present        uint64
+}
+
+// readTail reads the log's tail past the first count records.
+func readTail(ctx context.Context, pool *pgxpool.Pool, count uint64) (logTail, error) {
+	var t logTail
 	var maxSize *int64
 	if err := pool.QueryRow(ctx, `SELECT max(size) FROM checkpoints`).Scan(&maxSize); err != nil {
-		return nil, classify(err)
+		return t, classify(err)
 	}
-	if maxSize != nil && uint64(*maxSize) > count {
-		// A checkpoint beyond what was verified is fine if the records it covers exist: the log
-		// grew while verify ran. Missing ones mean the tail was cut.
+	if maxSize == nil {
+		return t, nil
+	}
+	t.checkpointSize = *maxSize
+	if uint64(*maxSize) > count {
 		var present int64
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE global_position >= $1 AND global_position < $2`,
 			int64(count), *maxSize).Scan(&present); err != nil {
-			return nil, classify(err)
+			return t, classify(err)
 		}
-		if uint64(present) != uint64(*maxSize)-count {
-			return &Failure{Position: count, Kind: FailTruncated,
-				Detail: fmt.Sprintf("a signed checkpoint vouches for %d records but the log has %d", *maxSize, count+uint64(present))}, nil
-		}
+		t.present = uint64(present)
+	}
+	return t, nil
+}
+
+// checkTail compares the end of the count verified records with the head row and the newest
+// checkpoint.
+func checkTail(count uint64, lastHash, headHash []byte, tail logTail) *Failure {
+	// A checkpoint beyond what was verified is fine if the records it covers exist: the log grew
+	// while verify ran. Missing ones mean the tail was cut.
+	if size := uint64(tail.checkpointSize); size > count && tail.present != size-count {
+		return &Failure{Position: count, Kind: FailTruncated,
+			Detail: fmt.Sprintf("a signed checkpoint vouches for %d records but the log has %d", tail.checkpointSize, count+tail.present)}
 	}
 	if !bytes.Equal(lastHash, headHash) {
 		return &Failure{Position: count - 1, Kind: FailHeadMismatch,
-			Detail: fmt.Sprintf("the head hash %x is not the hash of the last record %x", headHash, lastHash)}, nil
+			Detail: fmt.Sprintf("the head hash %x is not the hash of the last record %x", headHash, lastHash)}
 	}
-	return nil, nil
+	return nil
 }
 
 func checkpointAtOrBefore(ctx context.Context, pool *pgxpool.Pool, pos uint64) (*verifyCheckpoint, error) {
@@ -327,7 +376,7 @@ func checkpointAtOrBefore(ctx context.Context, pool *pgxpool.Pool, pos uint64) (
 
 // readForVerify streams records in position order, resolving each record's key against the key
 // history as it stood just before it, and attaching the checkpoint that ends at it.
-func readForVerify(ctx context.Context, pool *pgxpool.Pool, start, to uint64, pageSize int, ring *keyRing, work, order chan<- *verifyChunk) (*keyRing, error) {
+func readForVerify(ctx context.Context, pool *pgxpool.Pool, start, to uint64, pageSize int, ring *KeyRing, work, order chan<- *verifyChunk) (*KeyRing, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return ring, classify(err)
@@ -369,26 +418,26 @@ func readForVerify(ctx context.Context, pool *pgxpool.Pool, start, to uint64, pa
 		}
 		for i := range c.recs {
 			r := &c.recs[i]
-			r.origin = ring.origin
-			r.signer, r.keyFail, r.keyDetail = ring.signerAt(r.keyID, r.pos)
+			r.origin = ring.Origin()
+			r.signer, r.keyFail, r.keyDetail = ring.SignerAt(r.keyID, r.pos)
 			if r.streamID == LogStream {
-				if next, err := ring.apply(r.pos, r.typ, r.payload); err != nil {
+				if next, err := ring.Apply(r.pos, r.typ, r.payload); err != nil {
 					r.keyEventErr = err
 				} else {
 					ring = next
 				}
 				if r.pos == 0 && r.keyEventErr == nil {
 					// The genesis record is signed by the key it introduces.
-					r.origin = ring.origin
-					r.signer, r.keyFail, r.keyDetail = ring.signerAt(r.keyID, r.pos)
+					r.origin = ring.Origin()
+					r.signer, r.keyFail, r.keyDetail = ring.SignerAt(r.keyID, r.pos)
 				}
 			}
 			if cp, ok := cps[r.pos+1]; ok {
 				r.checkpoint = cp
-				if lk, ok := ring.keys[ring.logKey]; ok {
-					r.cpKey = lk.verifyingKey
+				if lk := ring.LogKey(); lk != nil {
+					r.cpKey = lk.VerifyingKey
 				}
-				r.origin = ring.origin
+				r.origin = ring.Origin()
 			}
 		}
 		select {
@@ -439,7 +488,7 @@ func verifyChunkWork(c *verifyChunk) {
 	for i := range c.recs {
 		r := &c.recs[i]
 		slot[i] = -1
-		envelope, leaf := recordLeaf(r.pos, r.streamVersion, r.recordedAt, &Envelope{EventID: r.eventID, StreamID: r.streamID,
+		envelope, leaf := RecordLeaf(r.pos, r.streamVersion, r.recordedAt, &Envelope{EventID: r.eventID, StreamID: r.streamID,
 			Type: r.typ, SchemaVersion: r.schemaVersion, KeyID: r.keyID, Payload: r.payload, Metadata: r.metadata}, r.sig, r.proof)
 		r.computed = ChainHash(r.prevHash, leaf)
 		r.leafHash = rfc6962.DefaultHasher.HashLeaf(leaf)
@@ -455,7 +504,7 @@ func verifyChunkWork(c *verifyChunk) {
 					j = n
 					n++
 					seen[k] = j
-					bv.AddExpandedWithOptions(r.signer.expanded, msg, r.sig, verifyOptions)
+					bv.AddExpandedWithOptions(r.signer.Expanded(), msg, r.sig, Ed25519VerifyOptions)
 				}
 				slot[i] = j
 			}
@@ -463,7 +512,7 @@ func verifyChunkWork(c *verifyChunk) {
 		if r.checkpoint != nil {
 			if r.cpKey == nil {
 				r.cpErr = fmt.Errorf("no log key is in force")
-			} else if signed, err := openCheckpoint(r.checkpoint.note, r.origin, r.cpKey); err != nil {
+			} else if signed, err := OpenCheckpointWith(r.checkpoint.note, r.origin, r.cpKey); err != nil {
 				r.cpErr = err
 			} else if signed.Size != r.checkpoint.size {
 				r.cpErr = fmt.Errorf("the note says size %d but is stored as checkpoint %d", signed.Size, r.checkpoint.size)
@@ -483,16 +532,6 @@ func verifyChunkWork(c *verifyChunk) {
 	}
 }
 
-// recordLeaf is a record's envelope and its leaf: what the hash chain and the Merkle tree hash.
-func recordLeaf(pos, streamVersion uint64, recordedAt time.Time, env *Envelope, sig, proof []byte) (envelope, leaf []byte) {
-	envelope = AppendEnvelope(make([]byte, 0, EnvelopeSize(env)), env)
-	leaf = AppendLeaf(make([]byte, 0, LeafSize(len(envelope), len(sig), len(proof))), &Leaf{
-		Position: pos, StreamVersion: streamVersion, RecordedAt: recordedAt.UnixMicro(),
-		Envelope: envelope, Signature: sig, Proof: proof,
-	})
-	return envelope, leaf
-}
-
 // sequencer checks, in position order, everything that depends on the previous record.
 type sequencer struct {
 	expected       uint64
@@ -501,7 +540,7 @@ type sequencer struct {
 	versions       map[string]uint64
 	strictVersions bool
 	checkpoints    int
-	ring           *keyRing
+	ring           *KeyRing
 }
 
 func (s *sequencer) check(recs []verifyRecord) *Failure {

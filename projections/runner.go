@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
 // ErrUnknownProjection: no projection has that name.
@@ -97,9 +98,7 @@ type Runner struct {
 	lag      *prometheus.GaugeVec
 	failures *prometheus.CounterVec
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	stopMu sync.Mutex
+	life lifecycle.Lifecycle
 }
 
 type runState struct {
@@ -150,41 +149,31 @@ func New(cfg Config) (*Runner, error) {
 
 // Start creates missing state rows, loads the cursors and runs the projections until Stop.
 func (r *Runner) Start(ctx context.Context) error {
-	for name := range r.byName {
-		if _, err := r.pool.Exec(ctx, `INSERT INTO projection_state (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, name); err != nil {
-			return fmt.Errorf("projections: init %s: %w", name, err)
+	return r.life.Start(ctx, "projections", func(runCtx context.Context) error {
+		for name := range r.byName {
+			if _, err := r.pool.Exec(ctx, `INSERT INTO projection_state (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, name); err != nil {
+				return fmt.Errorf("projections: init %s: %w", name, err)
+			}
+			var pos int64
+			var gen int
+			if err := r.pool.QueryRow(ctx, `SELECT position, generation FROM projection_state WHERE name = $1`, name).Scan(&pos, &gen); err != nil {
+				return fmt.Errorf("projections: cursor of %s: %w", name, err)
+			}
+			r.setState(name, func(s *runState) {
+				s.position, s.saved, s.generation, s.running = pos, pos, gen, true
+				s.lastChange = pos // unknown: assume the newest state might be recent
+			})
+			// Every projection shows in the metrics from the start, not once it applies something.
+			r.position.WithLabelValues(name).Set(float64(pos))
 		}
-		var pos int64
-		var gen int
-		if err := r.pool.QueryRow(ctx, `SELECT position, generation FROM projection_state WHERE name = $1`, name).Scan(&pos, &gen); err != nil {
-			return fmt.Errorf("projections: cursor of %s: %w", name, err)
-		}
-		r.setState(name, func(s *runState) {
-			s.position, s.saved, s.generation, s.running = pos, pos, gen, true
-			s.lastChange = pos // unknown: assume the newest state might be recent
-		})
-	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r.stopMu.Lock()
-	r.cancel = cancel
-	r.stopMu.Unlock()
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.feed(runCtx)
-	}()
-	return nil
+		r.life.Go(r.feed)
+		return nil
+	})
 }
 
-// Stop ends the projections, saving their cursors. Safe to call twice.
-func (r *Runner) Stop() {
-	r.stopMu.Lock()
-	if r.cancel != nil {
-		r.cancel()
-	}
-	r.stopMu.Unlock()
-	r.wg.Wait()
-}
+// Stop ends the projections, saving their cursors. Safe to call twice; a stopped runner does not
+// start again.
+func (r *Runner) Stop() { r.life.Stop() }
 
 func (r *Runner) setState(name string, f func(s *runState)) {
 	r.mu.Lock()

@@ -23,6 +23,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // Junk of the probe's kinds, and more, sent to every route of the admin API and to the node's
@@ -152,7 +153,7 @@ func TestAuditJunkDoesNotStopTheAuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	search := sv.CP.URL + "/api/v1/audit?org=*&type=" + domain.TypeAccessDenied + "&actor=" + victim
-	eventually(t, flushWindow+margin, "the denial in the audit log", func() bool {
+	poll.Until(t, flushWindow+margin, "the denial in the audit log", func() bool {
 		req, _ := http.NewRequest(http.MethodGet, search, nil)
 		req.Header.Set("Authorization", "Bearer "+root)
 		resp, err := client.Do(req)

@@ -8,7 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tunnelplane/tunnelplane/eventstore/storebench"
+	storebench "github.com/tunnelplane/tunnelplane/bench/store"
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
 
 func newBenchCommand(g *globals) *cobra.Command {
@@ -25,7 +26,7 @@ func newBenchCommand(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			srv, err := g.resolveDatabase(ctx)
+			srv, err := g.resolveDatabase(ctx, devdb.PrivateStart, true)
 			if err != nil {
 				return err
 			}
@@ -34,21 +35,9 @@ func newBenchCommand(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return printJSON(g, res)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "batch\twriters\traw insert ev/s\tsigned append ev/s\tratio\t")
-			for _, c := range res.Configs {
-				fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.0f\t%.2f\t\n", c.Batch, c.Writers, c.RawEPS, c.AppendEPS, c.Ratio)
-			}
-			tw.Flush()
-			fmt.Fprintf(g.stdout, "best append: %.0f ev/s (batch %d, %d writers), %.2f× the raw insert at the same batch size; lowest ratio %.2f\n",
-				res.AppendEPS, res.BestBatch, res.BestWriters, res.Ratio, res.MinRatio)
-			fmt.Fprintf(g.stdout, "read: %.0f ev/s   verify (signatures checked): %.0f ev/s over %d records, %d checkpoints\n",
-				res.ReadEPS, res.VerifyEPS, res.LogEvents, res.Checkpoints)
-			fmt.Fprintf(g.stdout, "medians of %d rounds; baseline: %s\n", res.Rounds, res.Baseline)
+			printStoreBench(g, res)
 			return nil
 		},
 	}
@@ -57,4 +46,25 @@ func newBenchCommand(g *globals) *cobra.Command {
 	store.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys raw_insert_eps, append_eps, ratio, read_eps, verify_eps …)")
 	cmd.AddCommand(store)
 	return cmd
+}
+
+// printJSON prints a bench result as indented JSON.
+func printJSON(g *globals, res any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(res)
+}
+
+func printStoreBench(g *globals, res *storebench.Result) {
+	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "batch\twriters\traw insert ev/s\tsigned append ev/s\tratio\t")
+	for _, c := range res.Configs {
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.0f\t%.2f\t\n", c.Batch, c.Writers, c.RawEPS, c.AppendEPS, c.Ratio)
+	}
+	tw.Flush()
+	fmt.Fprintf(g.stdout, "best append: %.0f ev/s (batch %d, %d writers), %.2f× the raw insert at the same batch size; lowest ratio %.2f\n",
+		res.AppendEPS, res.BestBatch, res.BestWriters, res.Ratio, res.MinRatio)
+	fmt.Fprintf(g.stdout, "read: %.0f ev/s   verify (signatures checked): %.0f ev/s over %d records, %d checkpoints\n",
+		res.ReadEPS, res.VerifyEPS, res.LogEvents, res.Checkpoints)
+	fmt.Fprintf(g.stdout, "medians of %d rounds; baseline: %s\n", res.Rounds, res.Baseline)
 }

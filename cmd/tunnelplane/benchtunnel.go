@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tunnelplane/tunnelplane/dataplane/tunnelbench"
+	tunnelbench "github.com/tunnelplane/tunnelplane/bench/tunnel"
 )
 
 // benchChildName is the hidden subcommand the bench re-executes this binary with.
@@ -35,9 +34,7 @@ func newBenchTunnelCommand(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return printJSON(g, res)
 			}
 			printTunnelBench(g, res)
 			return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
 
 // envInt returns TUNNELPLANE_<NAME> as a number, def when unset; a value that is not a number is
@@ -40,20 +43,46 @@ func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
 }
 
 // controlFlags registers the control plane's flags (each with its env twin) on fs.
-func controlFlags(fs *pflag.FlagSet, o *controlPlaneOptions, envErrs *[]error) {
-	fs.StringVar(&o.APIAddr, "api-addr", envDefault("API_ADDR", defaultAPIAddr), "admin API listen address (env TUNNELPLANE_API_ADDR)")
+func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
+	fs.StringVar(&o.APIAddr, "api-addr", envDefault("API_ADDR", controlapp.DefaultAPIAddr), "admin API listen address (env TUNNELPLANE_API_ADDR)")
 	fs.StringVar(&o.JWKSURL, "jwks-url", envDefault("JWKS_URL", ""), "identity provider JWKS URL for user tokens (env TUNNELPLANE_JWKS_URL)")
 	fs.StringVar(&o.JWKSFile, "jwks-file", envDefault("JWKS_FILE", ""), "identity provider JWKS file (env TUNNELPLANE_JWKS_FILE)")
 	fs.StringVar(&o.JWTIssuer, "jwt-issuer", envDefault("JWT_ISSUER", ""), "iss of the identity provider's tokens (env TUNNELPLANE_JWT_ISSUER)")
-	fs.IntVar(&o.DBMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", defaultDBMaxConns, envErrs), "database connection pool size (env TUNNELPLANE_DB_MAX_CONNS)")
+	fs.IntVar(&o.DBMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", controlapp.DefaultDBMaxConns, envErrs), "database connection pool size (env TUNNELPLANE_DB_MAX_CONNS)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second, envErrs),
 		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
 }
 
+// controlPlaneOptions is the control plane's configuration as commands fill it in.
+type controlPlaneOptions = controlapp.Config
+
+// startControlPlane runs a control plane on the process's database, data dir and logger.
+func startControlPlane(ctx context.Context, g *globals, cfg controlapp.Config) (*controlapp.App, error) {
+	// Bad flags are reported before the database is looked for.
+	probe := cfg
+	probe.DatabaseURL, probe.DataDir = "postgres://", g.dataDir
+	if err := probe.Validate(); err != nil {
+		return nil, err
+	}
+	srv, err := g.resolveDatabase(ctx, devdb.PrivateNever, false)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DatabaseURL, cfg.DataDir, cfg.Logger = srv.URL, g.dataDir, g.log
+	cp, err := controlapp.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := cp.Start(ctx); err != nil {
+		cp.Stop(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return cp, nil
+}
+
 func newControlCommand(g *globals) *cobra.Command {
-	var opts controlPlaneOptions
+	var opts controlapp.Config
 	var envErrs []error
-	var natsURL string
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the control plane: admin API, projections and the command service",
@@ -74,16 +103,10 @@ Bootstrap a fresh install with a superadmin token:
 			if err != nil {
 				return err
 			}
-			defer cp.Stop()
+			defer cp.Stop(context.WithoutCancel(ctx))
 			fmt.Fprintf(g.stdout, "api: %s\n", cp.URL)
-			if natsURL != "" {
-				cb, err := startControlBus(ctx, g.log, cp.Log.Store, cp.Service, natsURL, false, cp.Registry)
-				if err != nil {
-					return err
-				}
-				defer cb.Stop()
-				cp.API.SetLiveNodes(cb.Live)
-				fmt.Fprintf(g.stdout, "nats: %s (ingesting node events, relaying the log, sending node commands)\n", natsURL)
+			if opts.NATSURL != "" {
+				fmt.Fprintf(g.stdout, "nats: %s (ingesting node events, relaying the log, sending node commands)\n", opts.NATSURL)
 			}
 			select {
 			case <-ctx.Done():
@@ -95,7 +118,7 @@ Bootstrap a fresh install with a superadmin token:
 		},
 	}
 	controlFlags(cmd.Flags(), &opts, &envErrs)
-	cmd.Flags().StringVar(&natsURL, "nats-url", envDefault("NATS_URL", ""),
+	cmd.Flags().StringVar(&opts.NATSURL, "nats-url", envDefault("NATS_URL", ""),
 		"NATS server of the cluster; with it the control plane talks to nodes (env TUNNELPLANE_NATS_URL)")
 	return cmd
 }

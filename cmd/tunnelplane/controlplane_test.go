@@ -19,6 +19,8 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -37,7 +39,7 @@ func lastLine(s string) string {
 }
 
 // startTestControlPlane runs a control plane in-process on loopback over database u and data dir.
-func startTestControlPlane(t *testing.T, u, dir string) *controlPlane {
+func startTestControlPlane(t *testing.T, u, dir string) *controlapp.App {
 	t.Helper()
 	g := &globals{databaseURL: u, dataDir: dir, stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -49,7 +51,7 @@ func startTestControlPlane(t *testing.T, u, dir string) *controlPlane {
 		ln.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(cp.Stop)
+	t.Cleanup(cp.Close)
 	return cp
 }
 
@@ -314,16 +316,9 @@ func TestControlCommand(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("healthz: %d", code)
 	}
-	ready := false
-	for deadline := time.Now().Add(10 * time.Second); !ready && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		code, _ := get("/readyz")
-		ready = code == 200
-	}
-	if !ready {
-		t.Error("never ready")
-	}
+	poll.Until(t, 10*time.Second, "/readyz answers 200", func() bool { code, _ := get("/readyz"); return code == 200 })
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "tunnelplane_projection_position") || !strings.Contains(body, "go_goroutines") {
-		t.Errorf("metrics: %d", code)
+		t.Errorf("metrics: %d\n%s", code, body)
 	}
 	if code, body := get("/api/v1/tunnels"); code != 401 || !strings.Contains(body, "unauthenticated") {
 		t.Errorf("unauthenticated API call: %d %s", code, body)

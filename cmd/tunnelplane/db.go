@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tunnelplane/tunnelplane/eventstore/pglocal"
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
 
 func newDBCommand(g *globals) *cobra.Command {
@@ -19,7 +19,7 @@ func newDBCommand(g *globals) *cobra.Command {
 		Short: "Print the database URL tunnelplane resolves (env, local server or private cluster)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			srv, err := g.resolveDatabase(cmd.Context())
+			srv, err := g.resolveDatabase(cmd.Context(), devdb.PrivateReuse, false)
 			if err != nil {
 				return err
 			}
@@ -31,7 +31,7 @@ func newDBCommand(g *globals) *cobra.Command {
 		Short: "Stop the private PostgreSQL cluster under the data dir, if one runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return pglocal.StopPrivate(cmd.Context(), filepath.Join(g.dataDir, "postgres"))
+			return devdb.StopPrivate(cmd.Context(), filepath.Join(g.dataDir, "postgres"))
 		},
 	})
 	return cmd

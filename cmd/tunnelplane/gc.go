@@ -16,4 +16,8 @@ func tuneGC() { node.TuneGC() }
 // governProcs runs the process on one P while it uses little CPU and on all of them under load
 // (node.GovernProcs), in the processes that run a node: a second P only adds scheduler
 // wake-ups to each streamed chunk while one P has work enough.
-func governProcs(ctx context.Context) { node.GovernProcs(ctx) }
+func governProcs(ctx context.Context) (stop func()) {
+	gov := &node.ProcsGovernor{}
+	_ = gov.Start(ctx) // it starts nothing where it cannot govern
+	return gov.Stop
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 	"github.com/tunnelplane/tunnelplane/migrations"
 )
 
@@ -24,7 +25,7 @@ func newMigrateCommand(g *globals) *cobra.Command {
 			if !schemaOnly {
 				return initLog(cmd.Context(), g, true)
 			}
-			srv, err := g.resolveDatabase(cmd.Context())
+			srv, err := g.resolveDatabase(cmd.Context(), devdb.PrivateNever, true)
 			if err != nil {
 				return err
 			}
@@ -49,7 +50,7 @@ func newMigrateCommand(g *globals) *cobra.Command {
 				}
 				steps = n
 			}
-			srv, err := g.resolveDatabase(cmd.Context())
+			srv, err := g.resolveDatabase(cmd.Context(), devdb.PrivateNever, false)
 			if err != nil {
 				return err
 			}
@@ -65,7 +66,7 @@ func newMigrateCommand(g *globals) *cobra.Command {
 		Short: "Print the schema version of the database",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			srv, err := g.resolveDatabase(cmd.Context())
+			srv, err := g.resolveDatabase(cmd.Context(), devdb.PrivateNever, false)
 			if err != nil {
 				return err
 			}

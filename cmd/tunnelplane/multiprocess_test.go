@@ -11,12 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelplane/tunnelplane/bus/controlbus"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
-	"github.com/tunnelplane/tunnelplane/dataplane/bus"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/nodeapp"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // A node started on its own (as `tunnelplane node` does) enrolls through the control plane's API
@@ -28,7 +31,7 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nats, err := bus.StartEmbedded(ctx, bus.EmbeddedConfig{Dir: t.TempDir(), Host: "127.0.0.1", Port: -1, Logger: quiet})
+	nats, err := controlbus.StartEmbedded(ctx, controlbus.EmbeddedConfig{Dir: t.TempDir(), Host: "127.0.0.1", Port: -1, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +42,8 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cp.Stop)
-	cb, err := startControlBus(ctx, quiet, cp.Log.Store, cp.Service, nats.ClientURL(), false, cp.Registry)
+	t.Cleanup(cp.Close)
+	cb, err := controlapp.StartBus(ctx, controlapp.BusConfig{NATSURL: nats.ClientURL(), Store: cp.Log.Store, Service: cp.Service, Registerer: cp.Registry, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,25 +52,24 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 
 	// The node has its own data dir and no database.
 	nodeG := &globals{dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
-	api := &restClient{base: cp.URL, token: root, client: &http.Client{Timeout: 10 * time.Second}}
-	t.Cleanup(api.client.CloseIdleConnections)
-	rn, err := startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Log: api.logInfo, Enroll: api.enroll})
+	api := nodeapp.NewRESTControlPlane(cp.URL, root)
+	rn, err := startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), ControlPlane: api})
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
 	// A restart enrolls again, which is accepted, and keeps the node's identity.
 	id := rn.ID.ID
-	rn.Stop()
-	rn, err = startNode(ctx, nodeG, nodeOptions{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), Log: api.logInfo, Enroll: api.enroll})
+	rn.Close()
+	rn, err = startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), ControlPlane: api})
 	if err != nil {
 		t.Fatalf("node restart: %v", err)
 	}
-	t.Cleanup(rn.Stop)
+	t.Cleanup(rn.Close)
 	if rn.ID.ID != id {
 		t.Fatalf("node id changed across a restart: %s → %s", id, rn.ID.ID)
 	}
 	// Each process reported its start, signed with the node's key.
-	eventually(t, 10*time.Second, "two node.started stored", func() bool {
+	poll.Until(t, 10*time.Second, "two node.started stored", func() bool {
 		recs, err := cp.Log.Store.ReadStream(ctx, domain.NodeFactsStream(id), 1, 100)
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +115,7 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 		_ = agent.Run(actx, agent.Config{NodeURL: rn.URL + "/v1/agent", Token: tok.Token, Upstream: upstream, HostKeyFingerprint: rn.Fingerprint, Logger: quiet})
 	}()
 	t.Cleanup(func() { stop(); <-done })
-	eventually(t, 10*time.Second, "agent connected", func() bool { return len(rn.Node.Sessions()) == 1 })
+	poll.Until(t, 10*time.Second, "agent connected", func() bool { return len(rn.Node.Sessions()) == 1 })
 
 	user := lastLine(tp(t, "admin", "token", "create", "--org", "acme", "--user", "alice", "--role", "owner", "--database-url", dbURL, "--data-dir", control.dataDir).stdout)
 	// The user token's key reaches the node through the relayed log, like the tunnel did.
@@ -121,7 +123,7 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	t.Cleanup(client.CloseIdleConnections)
 	var status int
 	var body string
-	eventually(t, 10*time.Second, "request through the standalone node", func() bool {
+	poll.Until(t, 10*time.Second, "request through the standalone node", func() bool {
 		req, _ := http.NewRequest(http.MethodPost, rn.URL+"/t/llm.acme/api/generate", strings.NewReader(`{"prompt":"one two three"}`))
 		req.Header.Set("Authorization", "Bearer "+user)
 		resp, err := client.Do(req)
@@ -144,13 +146,13 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cp2.Stop)
-	cb2, err := startControlBus(ctx, quiet, cp2.Log.Store, cp2.Service, nats.ClientURL(), false, cp2.Registry)
+	t.Cleanup(cp2.Close)
+	cb2, err := controlapp.StartBus(ctx, controlapp.BusConfig{NATSURL: nats.ClientURL(), Store: cp2.Log.Store, Service: cp2.Service, Logger: quiet})
 	if err == nil {
 		cb2.Stop()
 		t.Fatal("a control plane with another log started on a NATS server holding this one's")
 	}
-	if !errors.Is(err, bus.ErrForeignEvents) || !strings.Contains(err.Error(), "nats stream rm TP_EVENTS") {
+	if !errors.Is(err, controlbus.ErrForeignEvents) || !strings.Contains(err.Error(), "nats stream rm TP_EVENTS") {
 		t.Fatalf("refusal: %v", err)
 	}
 }

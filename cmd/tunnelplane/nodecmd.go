@@ -1,26 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
-	"github.com/tunnelplane/tunnelplane/commands"
-	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/nodeapp"
 )
 
 func newNodeCommand(g *globals) *cobra.Command {
-	var o nodeOptions
+	var o nodeapp.Config
 	var controlURL, adminToken string
 	var envErrs []error
 	cmd := &cobra.Command{
@@ -45,18 +41,16 @@ commands and heartbeats into the node registry. It holds no database credentials
 				return errors.Join(errs...)
 			}
 			tuneGC()
-			governProcs(ctx)
-			api := &restClient{base: strings.TrimRight(controlURL, "/"), token: adminToken, client: &http.Client{Timeout: 30 * time.Second}}
+			defer governProcs(ctx)()
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			o.Registerer, o.Gatherer, o.Version = reg, reg, version
-			o.Log = api.logInfo
-			o.Enroll = api.enroll
+			o.ControlPlane = nodeapp.NewRESTControlPlane(controlURL, adminToken)
 			rn, err := startNode(ctx, g, o)
 			if err != nil {
 				return err
 			}
-			defer rn.Stop()
+			defer rn.Stop(context.WithoutCancel(ctx))
 			fmt.Fprintf(g.stdout, "node %s running at %s\n  agents: %s/v1/agent\n  host key: %s\n", rn.ID.ID, rn.URL,
 				strings.Replace(rn.URL, "http", "ws", 1), rn.Fingerprint)
 			<-ctx.Done()
@@ -76,68 +70,33 @@ commands and heartbeats into the node registry. It holds no database credentials
 	return cmd
 }
 
-// restClient is the little of the admin API a node needs.
-type restClient struct {
-	base, token string
-	client      *http.Client
-}
-
-func (c *restClient) do(ctx context.Context, method, path string, body any, out any) (int, error) {
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+// startNode runs a node with the process's data dir and logger.
+func startNode(ctx context.Context, g *globals, cfg nodeapp.Config) (*nodeapp.App, error) {
+	cfg.DataDir, cfg.Logger = g.dataDir, g.log
+	rn, err := nodeapp.New(cfg)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if err := rn.Start(ctx); err != nil {
+		rn.Stop(context.WithoutCancel(ctx))
+		return nil, err
 	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode >= 300 {
-		var p struct {
-			Title  string `json:"title"`
-			Detail string `json:"detail"`
-		}
-		_ = json.Unmarshal(raw, &p)
-		return resp.StatusCode, fmt.Errorf("%s %s: %s: %s %s", method, path, resp.Status, p.Title, p.Detail)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return rn, nil
 }
 
-// logInfo is the log's origin, genesis hash and size as the control plane says (an authenticated
-// call).
-func (c *restClient) logInfo(ctx context.Context) (LogInfo, error) {
-	var info LogInfo
-	if _, err := c.do(ctx, http.MethodGet, "/api/v1/log", nil, &info); err != nil {
-		return LogInfo{}, err
-	}
-	if info.Origin == "" || len(info.GenesisHash) == 0 {
-		return LogInfo{}, errors.New("the control plane did not say its log's origin and genesis hash")
-	}
-	return info, nil
+// nodeLimits are the node's limits as commands fill them in.
+type nodeLimits = nodeapp.Limits
+
+// nodeConfig is a node's configuration from serve's flags.
+func nodeConfig(name, addr, baseDomain string, limits nodeLimits, maxViewLag, lagSample time.Duration) nodeapp.Config {
+	return nodeapp.Config{Name: name, ListenAddr: addr, BaseDomain: baseDomain, Limits: limits, MaxViewLag: maxViewLag, LagSample: lagSample}
 }
 
-func (c *restClient) enroll(ctx context.Context, cmd commands.EnrollNode) error {
-	status, err := c.do(ctx, http.MethodPost, "/api/v1/nodes", cmd, nil)
-	if status == http.StatusConflict {
-		return fmt.Errorf("%w: %w", domain.ErrConflict, err) // enrolled before
-	}
-	return err
+func nodeLimitFlags(fs *pflag.FlagSet, l *nodeapp.Limits, envErrs *[]error) {
+	fs.IntVar(&l.MaxCallsPerTunnel, "max-calls-per-tunnel", envInt("MAX_CALLS_PER_TUNNEL", 512, envErrs),
+		"calls in flight per tunnel on the node, streams and WebSockets included; beyond it callers get 503 (env TUNNELPLANE_MAX_CALLS_PER_TUNNEL)")
+	fs.DurationVar(&l.ChannelOpenTimeout, "channel-open-timeout", envDuration("CHANNEL_OPEN_TIMEOUT", 15*time.Second, envErrs),
+		"how long a call waits for the agent to accept its connection; then 504 (env TUNNELPLANE_CHANNEL_OPEN_TIMEOUT)")
+	fs.IntVar(&l.MaxConnsPerSource, "max-conns-per-source", envInt("MAX_CONNS_PER_SOURCE", 256, envErrs),
+		"open ingress connections per client IP address; beyond it 429 (env TUNNELPLANE_MAX_CONNS_PER_SOURCE)")
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 	"github.com/tunnelplane/tunnelplane/migrations"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
@@ -38,7 +40,7 @@ func newProjectionsCommand(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			srv, err := g.resolveDatabase(ctx)
+			srv, err := g.resolveDatabase(ctx, devdb.PrivateNever, false)
 			if err != nil {
 				return err
 			}
@@ -105,7 +107,7 @@ nodes, agent_tokens, role_assignments, audit.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			srv, err := g.resolveDatabase(ctx)
+			srv, err := g.resolveDatabase(ctx, devdb.PrivateNever, false)
 			if err != nil {
 				return err
 			}
@@ -117,7 +119,7 @@ nodes, agent_tokens, role_assignments, audit.`,
 				return err
 			}
 			defer pool.Close()
-			reg, err := domainRegistry()
+			reg, err := controlapp.DomainRegistry()
 			if err != nil {
 				return err
 			}

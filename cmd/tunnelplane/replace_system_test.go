@@ -12,6 +12,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // An agent with another token takes the demo tunnel over only with --replace, and the takeover
@@ -27,7 +28,7 @@ func TestSystemAgentReplacementIsRecorded(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	var old []api.AgentSession
-	eventually(t, 10*time.Second, "the demo agent's session listed", func() bool {
+	poll.Until(t, 10*time.Second, "the demo agent's session listed", func() bool {
 		old = apiSessions(t, client, sv, d.UserToken)
 		return len(old) == 1 && old[0].State == "connected"
 	})
@@ -52,7 +53,7 @@ func TestSystemAgentReplacementIsRecorded(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	var sessions []api.AgentSession
-	eventually(t, 15*time.Second, "the old session ended as replaced, the new one connected", func() bool {
+	poll.Until(t, 15*time.Second, "the old session ended as replaced, the new one connected", func() bool {
 		sessions = apiSessions(t, client, sv, d.UserToken)
 		var ended, live bool
 		for _, s := range sessions {

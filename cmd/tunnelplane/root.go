@@ -13,7 +13,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pglocal"
+	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -101,21 +102,27 @@ func (g *globals) setup() error {
 }
 
 // logKeys is where the control plane's log keys live.
-func (g *globals) logKeys() eventstore.KeyDir {
-	return eventstore.KeyDir(filepath.Join(g.dataDir, "keys", "log"))
-}
+func (g *globals) logKeys() eventstore.KeyDir { return controlapp.LogKeys(g.dataDir) }
 
-// resolveDatabase finds (or starts) PostgreSQL as pglocal describes.
-func (g *globals) resolveDatabase(ctx context.Context) (*pglocal.Server, error) {
-	srv, err := pglocal.Resolve(ctx, pglocal.Config{
-		URL:    g.databaseURL,
-		Dir:    filepath.Join(g.dataDir, "postgres"),
-		Logger: g.log,
-	})
+// openLog opens the log of the process's database and data dir (offline tools).
+func openLog(ctx context.Context, g *globals, maxConns int) (*controlapp.Log, error) {
+	srv, err := g.resolveDatabase(ctx, devdb.PrivateReuse, false)
 	if err != nil {
 		return nil, err
 	}
-	return srv, nil
+	return controlapp.OpenLog(ctx, srv.URL, g.dataDir, maxConns, g.log)
+}
+
+// resolveDatabase finds PostgreSQL as internal/devdb describes, for a command that may go as far as
+// private with a private development cluster and may or may not create the database.
+func (g *globals) resolveDatabase(ctx context.Context, private devdb.Private, create bool) (*devdb.Server, error) {
+	return devdb.Resolve(ctx, devdb.Config{
+		URL:            g.databaseURL,
+		Dir:            filepath.Join(g.dataDir, "postgres"),
+		Private:        private,
+		CreateDatabase: create,
+		Logger:         g.log,
+	})
 }
 
 // flagChanged reports whether the user set a flag on the command line.

@@ -19,17 +19,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelplane/tunnelplane/api"
+	"github.com/tunnelplane/tunnelplane/bus/controlbus"
+	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
-	"github.com/tunnelplane/tunnelplane/dataplane/bus"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
+	"github.com/tunnelplane/tunnelplane/internal/serveapp"
 )
 
 // startTestServe runs the all-in-one server in-process with the demo, on free ports.
-func startTestServe(t *testing.T) (*served, *globals) {
+func startTestServe(t *testing.T) (*serveapp.App, *globals) {
 	t.Helper()
 	g := &globals{databaseURL: pgtest.NewEmptyDatabase(t), dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -40,7 +43,7 @@ func startTestServe(t *testing.T) (*served, *globals) {
 	if err != nil {
 		t.Fatalf("serve: %v", err)
 	}
-	t.Cleanup(sv.Stop)
+	t.Cleanup(sv.Close)
 	return sv, g
 }
 
@@ -59,10 +62,10 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 	t.Parallel()
 	sv, g := startTestServe(t)
 	nodeID, tunnelID := sv.Node.ID.ID, sv.Demo.TunnelID
-	if sv.Node.restoredAt != -1 {
-		t.Fatalf("a first start restored its view at %d", sv.Node.restoredAt)
+	if sv.Node.RestoredAt() != -1 {
+		t.Fatalf("a first start restored its view at %d", sv.Node.RestoredAt())
 	}
-	sv.Stop()
+	sv.Close()
 	// Stopping saved the node's view; the next start begins from it and replays only the rest.
 	snap, err := os.ReadFile(filepath.Join(g.dataDir, "node", "view.json"))
 	if err != nil {
@@ -91,7 +94,7 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 			t.Errorf("%s = %d (found %v), want %d to %d", name, v, ok, want[0], want[1])
 		}
 	}
-	sv2.Stop()
+	sv2.Close()
 
 	// A snapshot whose last event is not the one the log has at that position (a database
 	// restored from a backup reuses positions) is not used either.
@@ -111,7 +114,7 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 	}
 	sv2 = restartServe(t, g, "a snapshot naming another event", -1)
 	generate(t, sv2, "replayed")
-	sv2.Stop()
+	sv2.Close()
 
 	// The same data dir against another database (another log): the snapshot must not be used,
 	// or the node would skip the new log's first events and know neither keys nor tunnels.
@@ -121,15 +124,15 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 
 // restartServe starts serve again on g and checks the position its node's view was restored at
 // (-1: the snapshot was not used).
-func restartServe(t *testing.T, g *globals, what string, restoredAt int64) *served {
+func restartServe(t *testing.T, g *globals, what string, restoredAt int64) *serveapp.App {
 	t.Helper()
 	sv, err := startServe(context.Background(), g, testServeOptions())
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-	t.Cleanup(sv.Stop)
-	if sv.Node.restoredAt != restoredAt {
-		t.Fatalf("%s: the view was restored at %d, want %d", what, sv.Node.restoredAt, restoredAt)
+	t.Cleanup(sv.Close)
+	if sv.Node.RestoredAt() != restoredAt {
+		t.Fatalf("%s: the view was restored at %d, want %d", what, sv.Node.RestoredAt(), restoredAt)
 	}
 	return sv
 }
@@ -146,7 +149,7 @@ func gauge(metrics, name string) (int64, bool) {
 }
 
 // generate asks the demo LLM through the node and expects the prompt back.
-func generate(t *testing.T, sv *served, prompt string) {
+func generate(t *testing.T, sv *serveapp.App, prompt string) {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
@@ -163,19 +166,8 @@ func generate(t *testing.T, sv *served, prompt string) {
 	}
 }
 
-func eventually(t *testing.T, within time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // nodeFacts reads the node's signed facts from the log.
-func nodeFacts(t *testing.T, sv *served) []eventstore.Record {
+func nodeFacts(t *testing.T, sv *serveapp.App) []eventstore.Record {
 	t.Helper()
 	recs, err := sv.CP.Log.Store.ReadStream(context.Background(), domain.NodeFactsStream(sv.Node.ID.ID), 1, 10000)
 	if err != nil {
@@ -206,7 +198,7 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"done":true`) {
 		t.Fatalf("through the tunnel: %d %s", resp.StatusCode, body)
 	}
-	eventually(t, 10*time.Second, "AgentConnected stored", func() bool {
+	poll.Until(t, 10*time.Second, "AgentConnected stored", func() bool {
 		for _, r := range nodeFacts(t, sv) {
 			if r.Type == domain.TypeAgentConnected && r.KeyID == sv.Node.ID.EventKey.ID() {
 				return true
@@ -217,7 +209,7 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 
 	// The control plane shows the session the node reported, and the tunnel as having an agent.
 	var live []api.AgentSession
-	eventually(t, 10*time.Second, "the session listed as connected", func() bool {
+	poll.Until(t, 10*time.Second, "the session listed as connected", func() bool {
 		live = apiSessions(t, client, sv, d.UserToken)
 		return len(live) == 1 && live[0].State == "connected"
 	})
@@ -232,10 +224,10 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	eventually(t, 5*time.Second, "agent disconnected after the tunnel was deleted", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
+	poll.Until(t, 5*time.Second, "agent disconnected after the tunnel was deleted", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
 	t.Logf("agent disconnected %s after the deletion (position %d)", time.Since(start), del.Position)
 	var reason string
-	eventually(t, 10*time.Second, "AgentDisconnected stored", func() bool {
+	poll.Until(t, 10*time.Second, "AgentDisconnected stored", func() bool {
 		for _, r := range nodeFacts(t, sv) {
 			if r.Type == domain.TypeAgentDisconnected {
 				var p domain.AgentDisconnected
@@ -250,7 +242,7 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 		t.Fatalf("disconnect reason %q", reason)
 	}
 	var ended []api.AgentSession
-	eventually(t, 10*time.Second, "the session listed as ended", func() bool {
+	poll.Until(t, 10*time.Second, "the session listed as ended", func() bool {
 		ended = apiSessions(t, client, sv, d.UserToken)
 		return len(ended) == 1 && ended[0].State == "ended"
 	})
@@ -275,7 +267,7 @@ func TestSystemTunnelDeletionDisconnectsTheAgent(t *testing.T) {
 }
 
 // apiSessions lists the demo organization's agent sessions through the admin API.
-func apiSessions(t *testing.T, client *http.Client, sv *served, token string) []api.AgentSession {
+func apiSessions(t *testing.T, client *http.Client, sv *serveapp.App, token string) []api.AgentSession {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, sv.CP.URL+"/api/v1/sessions?org=demo&wait_for=latest", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -309,7 +301,7 @@ func TestSystemTokenRevocationAndLiveNodes(t *testing.T) {
 			Live *bool  `json:"live"`
 		} `json:"items"`
 	}
-	eventually(t, 10*time.Second, "the node listed as live", func() bool {
+	poll.Until(t, 10*time.Second, "the node listed as live", func() bool {
 		req, _ := http.NewRequest(http.MethodGet, sv.CP.URL+"/api/v1/nodes?wait_for=latest", nil)
 		req.Header.Set("Authorization", "Bearer "+root)
 		resp, err := client.Do(req)
@@ -332,9 +324,9 @@ func TestSystemTokenRevocationAndLiveNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	eventually(t, time.Second, "agent disconnected within a second of the revocation", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
+	poll.Until(t, time.Second, "agent disconnected within a second of the revocation", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
 	t.Logf("disconnected %s after the revocation", time.Since(start))
-	eventually(t, 10*time.Second, "AgentDisconnected (revoked) stored", func() bool {
+	poll.Until(t, 10*time.Second, "AgentDisconnected (revoked) stored", func() bool {
 		for _, r := range nodeFacts(t, sv) {
 			var p domain.AgentDisconnected
 			if r.Type == domain.TypeAgentDisconnected && json.Unmarshal(r.Payload, &p) == nil && strings.Contains(p.Reason, "revoked") {
@@ -375,14 +367,14 @@ func TestSystemWithdrawnRoleEndsTunnelAccess(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	eventually(t, 10*time.Second, "the node lets an org admin through", func() bool { return status() == http.StatusOK })
+	poll.Until(t, 10*time.Second, "the node lets an org admin through", func() bool { return status() == http.StatusOK })
 	if _, err := sv.CP.Service.Handlers.UnassignRole.Handle(owner, commands.UnassignRole{OrgID: d.OrgID, UserID: "carol", Role: domain.RoleAdmin}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	// Carol holds no role in the organization any more: its tunnels are unknown to her (404), as
 	// to any outsider.
-	eventually(t, 3*time.Second, "the withdrawn admin is refused", func() bool { return status() == http.StatusNotFound })
+	poll.Until(t, 3*time.Second, "the withdrawn admin is refused", func() bool { return status() == http.StatusNotFound })
 	t.Logf("refused %s after the role was withdrawn", time.Since(start))
 }
 
@@ -407,7 +399,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := bus.LastRelayedPosition(ctx, js)
+	last, err := controlbus.LastRelayedPosition(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,10 +411,10 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	forge := func(pos int64, stream, typ string, payload any) {
 		t.Helper()
 		p, _ := json.Marshal(payload)
-		body, _ := json.Marshal(bus.RelayedEvent{Position: uint64(pos), StreamID: stream, StreamVersion: 99, EventID: uuid.Must(uuid.NewV7()),
+		body, _ := json.Marshal(wire.RelayedEvent{Position: uint64(pos), StreamID: stream, StreamVersion: 99, EventID: uuid.Must(uuid.NewV7()),
 			Type: typ, SchemaVersion: 1, RecordedAt: time.Now().UTC(), KeyID: forgedKey.ID(), Payload: p, Metadata: []byte(`{}`)})
-		msg := &nats.Msg{Subject: bus.EventSubject(typ), Data: body, Header: nats.Header{}}
-		msg.Header.Set(bus.HeaderPosition, fmt.Sprint(pos))
+		msg := &nats.Msg{Subject: wire.EventSubject(typ), Data: body, Header: nats.Header{}}
+		msg.Header.Set(wire.HeaderPosition, fmt.Sprint(pos))
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
@@ -431,7 +423,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	forge(last+2, domain.RoleStream(domain.PlatformOrg, "mallory"), domain.TypeRoleAssigned,
 		domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "mallory", Role: domain.RoleSuperadmin})
 	forge(1_000_000, "x", domain.TypeTunnelDeleted, domain.TunnelDeleted{TunnelID: d.TunnelID, OrgID: d.OrgID})
-	if _, err := js.Publish(ctx, bus.EventSubject("junk"), []byte("not json")); err != nil {
+	if _, err := js.Publish(ctx, wire.EventSubject("junk"), []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -451,10 +443,10 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	if err := sv.Node.View.WaitFor(wctx, org.Position); err != nil {
 		t.Fatalf("the node did not go on with the genuine log after the forged messages: %v", err)
 	}
-	if sv.Node.skipped.Load() < 3 {
-		t.Fatalf("skipped %d relayed messages, want at least 3", sv.Node.skipped.Load())
+	if sv.Node.SkippedRelayed() < 3 {
+		t.Fatalf("skipped %d relayed messages, want at least 3", sv.Node.SkippedRelayed())
 	}
-	if metrics := scrape(t, sv.CP.URL+"/metrics"); !strings.Contains(metrics, "tunnelplane_node_relayed_skipped_total "+fmt.Sprint(sv.Node.skipped.Load())) {
+	if metrics := scrape(t, sv.CP.URL+"/metrics"); !strings.Contains(metrics, "tunnelplane_node_relayed_skipped_total "+fmt.Sprint(sv.Node.SkippedRelayed())) {
 		t.Fatalf("skipped messages not in the metrics")
 	}
 	// A genuine record copied and re-chained after the head (a withdrawn role granted again):
@@ -498,12 +490,12 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	replay.Hash = h[:]
 	env := eventstore.Envelope{EventID: replay.EventID, StreamID: replay.StreamID, Type: replay.Type, SchemaVersion: replay.StoredSchemaVersion,
 		KeyID: replay.KeyID, Payload: replay.StoredPayload, Metadata: replay.Metadata}
-	body, _ := json.Marshal(bus.RelayedEvent{Position: replay.Position, StreamID: replay.StreamID, StreamVersion: replay.StreamVersion,
+	body, _ := json.Marshal(wire.RelayedEvent{Position: replay.Position, StreamID: replay.StreamID, StreamVersion: replay.StreamVersion,
 		EventID: replay.EventID, Type: replay.Type, SchemaVersion: replay.SchemaVersion, RecordedAt: replay.RecordedAt, KeyID: replay.KeyID,
 		Payload: replay.Payload, Metadata: replay.Metadata, Envelope: eventstore.AppendEnvelope(nil, &env), Signature: replay.Signature,
 		SignatureProof: replay.SignatureProof, PrevHash: replay.PrevHash, Hash: replay.Hash, Checkpoint: note})
-	msg := &nats.Msg{Subject: bus.EventSubject(replay.Type), Data: body, Header: nats.Header{}}
-	msg.Header.Set(bus.HeaderPosition, fmt.Sprint(replay.Position))
+	msg := &nats.Msg{Subject: wire.EventSubject(replay.Type), Data: body, Header: nats.Header{}}
+	msg.Header.Set(wire.HeaderPosition, fmt.Sprint(replay.Position))
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
@@ -534,7 +526,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	// another kind too; one naming a genuine decision runs that decision, whatever it says.
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancelShort()
-	if _, err := sv.Node.resolveCommand(short, bus.DisconnectAgent{CommandID: uuid.NewString(), TunnelID: d.TunnelID}); err == nil {
+	if _, err := sv.Node.Resolve(short, wire.DisconnectAgent{CommandID: uuid.NewString(), TunnelID: d.TunnelID}); err == nil {
 		t.Fatal("a command naming no decision was accepted")
 	}
 	drain, err := sv.CP.Service.Handlers.DrainNode.Handle(root, commands.DrainNode{NodeID: sv.Node.ID.ID})
@@ -546,16 +538,16 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	drainID := recs[0].EventID.String()
-	if _, err := sv.Node.resolveCommand(ctx, bus.DisconnectAgent{CommandID: drainID, TunnelID: d.TunnelID}); err == nil {
+	if _, err := sv.Node.Resolve(ctx, wire.DisconnectAgent{CommandID: drainID, TunnelID: d.TunnelID}); err == nil {
 		t.Fatal("a drain decision was taken for a disconnect")
 	}
-	if run, err := sv.Node.resolveCommand(ctx, bus.DrainNode{CommandID: drainID, NodeID: uuid.NewString()}); err != nil ||
-		run != (bus.DrainNode{CommandID: drainID, NodeID: sv.Node.ID.ID}) {
+	if run, err := sv.Node.Resolve(ctx, wire.DrainNode{CommandID: drainID, NodeID: uuid.NewString()}); err != nil ||
+		run != (wire.DrainNode{CommandID: drainID, NodeID: sv.Node.ID.ID}) {
 		t.Fatalf("a drain naming the decision but another node resolved to %+v, %v", run, err)
 	}
 	// The reactor sends the genuine drain: the node lets its agent go.
-	eventually(t, 15*time.Second, "the node drained", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
-	eventually(t, 10*time.Second, "node.drained reported", func() bool {
+	poll.Until(t, 15*time.Second, "the node drained", func() bool { return len(sv.Node.Node.Sessions()) == 0 })
+	poll.Until(t, 10*time.Second, "node.drained reported", func() bool {
 		for _, r := range nodeFacts(t, sv) {
 			if r.Type == domain.TypeNodeDrained {
 				return true
@@ -582,7 +574,7 @@ func scrape(t *testing.T, url string) string {
 }
 
 // viewAuthorize is what the node's ingress asks its view for a request with bearer.
-func viewAuthorize(sv *served, bearer string, r node.Route) error {
+func viewAuthorize(sv *serveapp.App, bearer string, r node.Route) error {
 	p, err := sv.Node.View.AuthenticateCaller(context.Background(), bearer)
 	if err != nil {
 		return err
@@ -597,7 +589,7 @@ func refused(err error) bool {
 }
 
 // route0 is the demo tunnel's route in the node's view.
-func route0(t *testing.T, sv *served) node.Route {
+func route0(t *testing.T, sv *serveapp.App) node.Route {
 	t.Helper()
 	r, ok := sv.Node.View.Resolve("llm.demo", node.Principal{})
 	if !ok {
@@ -615,8 +607,16 @@ func TestSystemStaleViewRefusesUntilCaughtUp(t *testing.T) {
 	}
 	t.Parallel()
 	ctx := context.Background()
-	sv, _ := startTestServe(t)
-	sv.Bus.relay.Stop()
+	g := &globals{databaseURL: pgtest.NewEmptyDatabase(t), dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	o := testServeOptions()
+	o.maxViewLag, o.lagSample = 200*time.Millisecond, 20*time.Millisecond
+	sv, err := startServe(ctx, g, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sv.Close)
+	sv.CP.Bus.Relay.Stop()
 	root := commands.WithActor(ctx, commands.Actor{ID: "root"})
 	if _, err := sv.CP.Service.GrantDirect(root, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: "root", Role: domain.RoleSuperadmin}); err != nil {
 		t.Fatal(err)
@@ -625,15 +625,7 @@ func TestSystemStaleViewRefusesUntilCaughtUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sv.Node.wg.Add(1)
-	logInfo := func(ctx context.Context) (LogInfo, error) {
-		size, err := sv.CP.Log.Store.Head(ctx)
-		return LogInfo{Size: size}, err
-	}
-	go sv.Node.watchLag(wctx, logInfo, 20*time.Millisecond, 200*time.Millisecond)
-	eventually(t, 5*time.Second, "the node refuses on a stale view", func() bool { return sv.Node.View.Ready() != nil })
+	poll.Until(t, 5*time.Second, "the node refuses on a stale view", func() bool { return sv.Node.View.Ready() != nil })
 	req, _ := http.NewRequest(http.MethodGet, sv.Node.URL+"/t/llm.demo/healthz", nil)
 	req.Header.Set("Authorization", "Bearer "+sv.Demo.UserToken)
 	client := &http.Client{Transport: &http.Transport{}}
@@ -652,7 +644,7 @@ func TestSystemStaleViewRefusesUntilCaughtUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	relay, err := bus.NewRelay(bus.RelayConfig{Store: sv.CP.Log.Store, Conn: nc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	relay, err := controlbus.NewRelay(controlbus.RelayConfig{Store: sv.CP.Log.Store, Conn: nc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -665,5 +657,5 @@ func TestSystemStaleViewRefusesUntilCaughtUp(t *testing.T) {
 	if err := sv.Node.View.WaitFor(wc, org.Position); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the node serves again", func() bool { return sv.Node.View.Ready() == nil })
+	poll.Until(t, 5*time.Second, "the node serves again", func() bool { return sv.Node.View.Ready() == nil })
 }

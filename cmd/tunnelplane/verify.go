@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
 
 func newVerifyCommand(g *globals) *cobra.Command {
@@ -22,7 +23,7 @@ Merkle root. Exit status: 0 intact, 1 damaged (the first bad position is named),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			srv, err := g.resolveDatabase(ctx)
+			srv, err := g.resolveDatabase(ctx, devdb.PrivateNever, false)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}

@@ -20,7 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 // Audiences separate what a token may be used for.
@@ -102,7 +102,7 @@ func (s *KeySet) Len() int {
 }
 
 // MintUser signs a user token valid for ttl.
-func MintUser(key *eventstore.SigningKey, issuer, subject, name string, ttl time.Duration, now time.Time) (string, error) {
+func MintUser(key *ledger.SigningKey, issuer, subject, name string, ttl time.Duration, now time.Time) (string, error) {
 	if subject == "" {
 		return "", fmt.Errorf("mint user token: %w: empty subject", ErrInvalid)
 	}
@@ -112,7 +112,7 @@ func MintUser(key *eventstore.SigningKey, issuer, subject, name string, ttl time
 
 // MintAgent signs an agent token for one tunnel; jti is the token id the control plane records
 // (and revokes by).
-func MintAgent(key *eventstore.SigningKey, issuer, jti, org, tunnel string, expires, now time.Time) (string, error) {
+func MintAgent(key *ledger.SigningKey, issuer, jti, org, tunnel string, expires, now time.Time) (string, error) {
 	if org == "" || tunnel == "" || jti == "" {
 		return "", fmt.Errorf("mint agent token: %w: org, tunnel and id are required", ErrInvalid)
 	}
@@ -131,7 +131,7 @@ func registered(issuer, subject, audience string, ttl time.Duration, now time.Ti
 	}
 }
 
-func sign(key *eventstore.SigningKey, claims jwt.Claims) (string, error) {
+func sign(key *ledger.SigningKey, claims jwt.Claims) (string, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	t.Header["kid"] = key.ID()
 	s, err := t.SignedString(key.CryptoSigner())

@@ -11,13 +11,13 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 func TestTokens(t *testing.T) {
 	t.Parallel()
-	key, _ := eventstore.GenerateSigningKey()
-	other, _ := eventstore.GenerateSigningKey()
+	key, _ := ledger.GenerateSigningKey()
+	other, _ := ledger.GenerateSigningKey()
 	keys := token.NewKeySet()
 	keys.Put(key.ID(), key.Public())
 	now := time.Now()

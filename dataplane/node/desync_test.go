@@ -50,6 +50,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 const (
@@ -1762,7 +1763,7 @@ func TestIngressDropsUnsolicitedUpstreamBytes(t *testing.T) {
 				if v.mode == "late" {
 					// Only bytes that arrived before a request was written can be told apart from
 					// its answer: wait until the node has read them from the agent.
-					eventually(t, 10*time.Second, "the stray response reached the node", func() bool {
+					poll.Until(t, 10*time.Second, "the stray response reached the node", func() bool {
 						return tunnelBytesIn(e) >= b0.Load()+int64(len(desyncStray))
 					})
 				}

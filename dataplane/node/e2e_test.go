@@ -21,6 +21,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 func TestGetAndPostThroughTheTunnel(t *testing.T) {
@@ -355,7 +356,7 @@ func TestHostKeyMismatchIsRefusedBeforeTheTokenIsSent(t *testing.T) {
 	e := newEnv(t)
 	const wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	a := e.startAgent("tun-llm", func(c *agent.Config) { c.HostKeyFingerprint = wrong })
-	eventually(t, 10*time.Second, "two refused attempts", func() bool { return a.states.count("host key mismatch") >= 2 })
+	poll.Until(t, 10*time.Second, "two refused attempts", func() bool { return a.states.count("host key mismatch") >= 2 })
 	if !a.states.has("expected "+wrong+", got "+e.fp) || !a.states.has("retrying in") {
 		t.Fatalf("states:\n%s", a.states)
 	}
@@ -372,7 +373,7 @@ func TestExpiredAgentTokenIsRefusedWithTheReason(t *testing.T) {
 	a := e.startAgent("tun-llm", func(c *agent.Config) {
 		c.Token = e.agentToken("tun-llm", "old", time.Now().Add(-time.Minute))
 	})
-	eventually(t, 10*time.Second, "auth failure reported", func() bool { return a.states.has("authentication failed") })
+	poll.Until(t, 10*time.Second, "auth failure reported", func() bool { return a.states.has("authentication failed") })
 	if !a.states.has("expired") {
 		t.Fatalf("the agent should say the token expired:\n%s", a.states)
 	}
@@ -387,11 +388,11 @@ func TestSecondAgentReplacesTheFirst(t *testing.T) {
 	e.startAgent("tun-llm", func(c *agent.Config) { c.Upstream = other })
 	s2 := e.waitHeld("tun-llm", s1.SessionID)
 
-	eventually(t, 5*time.Second, "first session's AgentDisconnected", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
+	poll.Until(t, 5*time.Second, "first session's AgentDisconnected", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
 	if d := e.sink.disconnectsFor(s1.SessionID)[0]; d.Reason != "replaced" || d.TunnelID != "tun-llm" {
 		t.Fatalf("fact %+v", d)
 	}
-	eventually(t, 5*time.Second, "first agent told why", func() bool { return first.states.has("disconnected: replaced") })
+	poll.Until(t, 5*time.Second, "first agent told why", func() bool { return first.states.has("disconnected: replaced") })
 	status, _, body := e.do(e.request("GET", "/t/llm/", nil, e.alice))
 	if status != 200 || string(body) != "second upstream" {
 		t.Fatalf("requests should reach the second agent: %d %q", status, body)

@@ -26,7 +26,8 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -148,7 +149,7 @@ func (s *sink) disconnectsFor(sessionID string) []domain.AgentDisconnected {
 
 type env struct {
 	t        *testing.T
-	key      *eventstore.SigningKey
+	key      *ledger.SigningKey
 	verifier *token.Verifier
 	hostKey  ssh.Signer
 	fp       string
@@ -174,7 +175,7 @@ func withNodeConfig(f func(*node.Config)) envOption { return func(e *env) { e.cf
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	key, err := eventstore.GenerateSigningKey()
+	key, err := ledger.GenerateSigningKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,7 @@ func (e *env) startAgent(tunnel string, mod func(*agent.Config)) *runningAgent {
 func (e *env) waitHeld(tunnel string, not ...string) node.SessionInfo {
 	e.t.Helper()
 	var got node.SessionInfo
-	eventually(e.t, 10*time.Second, "tunnel "+tunnel+" held", func() bool {
+	poll.Until(e.t, 10*time.Second, "tunnel "+tunnel+" held", func() bool {
 		n := e.nodeNow()
 		if n == nil {
 			return false
@@ -403,20 +404,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", d, what)
-		}
-		<-tick.C
-	}
 }
 
 func (e *env) request(method, path string, body io.Reader, bearer string) *http.Request {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 func newTestServer(t *testing.T, h http.Handler) string {
@@ -34,7 +35,7 @@ func TestAgentRestartReconnects(t *testing.T) {
 	if !a.states.has("stopped") {
 		t.Fatalf("states:\n%s", a.states)
 	}
-	eventually(t, 5*time.Second, "AgentDisconnected", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
+	poll.Until(t, 5*time.Second, "AgentDisconnected", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
 	if d := e.sink.disconnectsFor(s1.SessionID)[0]; d.Reason != "agent: agent stopping" || d.BytesIn == 0 || d.BytesOut == 0 {
 		t.Fatalf("fact %+v", d)
 	}
@@ -53,7 +54,7 @@ func TestNodeRestartAgentReconnects(t *testing.T) {
 	a := e.startAgent("tun-llm", nil)
 	s1 := e.waitHeld("tun-llm")
 	e.stopNode()
-	eventually(t, 5*time.Second, "agent noticed", func() bool { return a.states.has("disconnected: ") })
+	poll.Until(t, 5*time.Second, "agent noticed", func() bool { return a.states.has("disconnected: ") })
 	if !a.states.has("node stopping") {
 		t.Fatalf("the agent should say why:\n%s", a.states)
 	}
@@ -147,13 +148,13 @@ func TestVanishedAgentIsDetectedByKeepalivesOnBothSides(t *testing.T) {
 	s1 := e.waitHeld("tun-llm")
 	// The node holds the tunnel once it granted it; the agent runs keepalives only once it has
 	// the grant (before that its dial timeout applies), so stall only then.
-	eventually(t, 5*time.Second, "agent connected", func() bool { return a.states.has("connected to") })
+	poll.Until(t, 5*time.Second, "agent connected", func() bool { return a.states.has("connected to") })
 	bh.stall()
-	eventually(t, 5*time.Second, "node released the tunnel", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
+	poll.Until(t, 5*time.Second, "node released the tunnel", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
 	if d := e.sink.disconnectsFor(s1.SessionID)[0]; !strings.Contains(d.Reason, "keepalive timeout") {
 		t.Fatalf("reason %q", d.Reason)
 	}
-	eventually(t, 5*time.Second, "agent gave up too", func() bool { return a.states.has("keepalive timeout") })
+	poll.Until(t, 5*time.Second, "agent gave up too", func() bool { return a.states.has("keepalive timeout") })
 	// A reconnect (here straight to the node) takes the tunnel at once.
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm", s1.SessionID)
@@ -173,7 +174,7 @@ func TestDisconnectTunnelTokenAndDrain(t *testing.T) {
 	if d := e.sink.disconnectsFor(s1.SessionID); len(d) != 1 || d[0].Reason != "tunnel deleted" || d[0].DurationMS < 0 {
 		t.Fatalf("facts %+v", d)
 	}
-	eventually(t, 5*time.Second, "agent told", func() bool { return a1.states.has("disconnected: tunnel deleted") })
+	poll.Until(t, 5*time.Second, "agent told", func() bool { return a1.states.has("disconnected: tunnel deleted") })
 
 	e.startAgent("tun-2", slow)
 	s2 := e.waitHeld("tun-2")
@@ -222,13 +223,13 @@ func TestDisconnectTunnelTokenAndDrain(t *testing.T) {
 	if d := e.sink.disconnectsFor(s3.SessionID); len(d) != 1 || d[0].Reason != "node draining" {
 		t.Fatalf("facts %+v", d)
 	}
-	eventually(t, 5*time.Second, "agent told", func() bool { return a3.states.has("node draining") })
+	poll.Until(t, 5*time.Second, "agent told", func() bool { return a3.states.has("node draining") })
 	if v := metricValue(t, e, "tunnelplane_node_agents_connected"); v != 0 {
 		t.Fatalf("agents_connected after drain %v", v)
 	}
 	// A draining node takes no agents.
 	a4 := e.startAgent("tun-llm", nil)
-	eventually(t, 5*time.Second, "refused while draining", func() bool { return a4.states.has("HTTP 503") })
+	poll.Until(t, 5*time.Second, "refused while draining", func() bool { return a4.states.has("HTTP 503") })
 	if len(n.Sessions()) != 0 {
 		t.Fatalf("sessions while draining: %+v", n.Sessions())
 	}
@@ -298,7 +299,7 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 		}
 		return
 	}
-	eventually(t, 5*time.Second, "usage for both tunnels", func() bool {
+	poll.Until(t, 5*time.Second, "usage for both tunnels", func() bool {
 		r1, _, _, _, _, _ := sum("tun-llm")
 		r2, _, _, _, _, _ := sum("tun-offline")
 		return r1 == 13 && r2 == 1
@@ -316,7 +317,7 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 	// Idle windows produce nothing: while another tunnel's windows close twice, tun-llm is quiet.
 	for i := range 2 {
 		e.do(e.request("GET", "/t/offline/", nil, e.alice))
-		eventually(t, 5*time.Second, "the offline tunnel's next window", func() bool {
+		poll.Until(t, 5*time.Second, "the offline tunnel's next window", func() bool {
 			r, _, _, _, _, _ := sum("tun-offline")
 			return r == int64(2+i)
 		})
@@ -369,7 +370,7 @@ func TestNotReadyRefusesAgentsAndCallers(t *testing.T) {
 		t.Fatalf("problem %+v, Retry-After %q", p, h.Get("Retry-After"))
 	}
 	a := e.startAgent("tun-llm", nil)
-	eventually(t, 5*time.Second, "agent refused while not ready", func() bool { return a.states.has("This node is starting") })
+	poll.Until(t, 5*time.Second, "agent refused while not ready", func() bool { return a.states.has("This node is starting") })
 	if len(e.nodeNow().Sessions()) != 0 || metricValue(t, e, "tunnelplane_node_agent_handshake_failures_total") < 1 {
 		t.Fatalf("sessions %+v while not ready", e.nodeNow().Sessions())
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
 // Node is a data-plane node. Create it with New and serve it with NewServer: the ingress, plus
@@ -38,9 +39,8 @@ type Node struct {
 	closedBytesIn  atomic.Int64
 	closedBytesOut atomic.Int64
 
-	stopOnce  sync.Once
-	stopUsage chan struct{}
-	usageDone chan struct{}
+	stopOnce sync.Once
+	life     lifecycle.Lifecycle // the usage windows' goroutine
 }
 
 // notReady is Config.Ready's answer (nil without one).
@@ -73,15 +73,13 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.applyDefaults()
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger.With("node_id", cfg.NodeID),
-		sessions:  map[*session]struct{}{},
-		pending:   map[*wsconn.Conn]struct{}{},
-		tunnels:   map[string]*session{},
-		usage:     newUsage(cfg.Now()),
-		auth:      newAuthCache(cfg.AuthCacheTTL),
-		stopUsage: make(chan struct{}),
-		usageDone: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With("node_id", cfg.NodeID),
+		sessions: map[*session]struct{}{},
+		pending:  map[*wsconn.Conn]struct{}{},
+		tunnels:  map[string]*session{},
+		usage:    newUsage(cfg.Now()),
+		auth:     newAuthCache(cfg.AuthCacheTTL),
 	}
 	n.metrics = newMetrics(n)
 	if err := n.metrics.register(cfg.Registerer); err != nil {
@@ -96,7 +94,12 @@ func New(cfg Config) (*Node, error) {
 		// Agents are not browsers; serveAgent refuses requests that carry an Origin.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	go n.usageLoop()
+	if err := n.life.Start(context.Background(), "node", func(context.Context) error {
+		n.life.Go(n.usageLoop)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -200,19 +203,17 @@ func (n *Node) Stop() {
 		n.mu.Unlock()
 		closeAll(list, "node stopping")
 		n.wg.Wait()
-		close(n.stopUsage)
-		<-n.usageDone
+		n.life.Stop() // the last usage window goes out
 	})
 }
 
-func (n *Node) usageLoop() {
-	defer close(n.usageDone)
+func (n *Node) usageLoop(ctx context.Context) {
 	w := n.cfg.UsageWindow
 	t := time.NewTimer(untilNextWindow(n.cfg.Now(), w))
 	defer t.Stop()
 	for {
 		select {
-		case <-n.stopUsage:
+		case <-ctx.Done():
 			n.emitUsage()
 			return
 		case <-t.C:

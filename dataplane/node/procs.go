@@ -5,6 +5,8 @@ import (
 	"os"
 	"runtime"
 	"time"
+
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
 // Procs governor: a second P only helps a node that has more work than one P can do. Below
@@ -22,38 +24,49 @@ const (
 	procsCalm  = time.Second
 )
 
-// GovernProcs runs the governor until ctx ends, then restores the process's GOMAXPROCS. It does
-// nothing when GOMAXPROCS is 1 already or the operator set it (environment GOMAXPROCS), or where
-// the process's CPU time cannot be read. Like TuneGC it changes a process-wide setting: the
-// process that runs a node calls it (tunnelplane node and serve), never a library.
-func GovernProcs(ctx context.Context) {
+// ProcsGovernor runs the governor from Start to Stop, then restores the process's GOMAXPROCS. It
+// does nothing when GOMAXPROCS is 1 already or the operator set it (environment GOMAXPROCS), or
+// where the process's CPU time cannot be read. Like TuneGC it changes a process-wide setting: the
+// process that runs a node starts it (tunnelplane node and serve), never a library.
+type ProcsGovernor struct{ life lifecycle.Lifecycle }
+
+// Start starts governing (once).
+func (p *ProcsGovernor) Start(ctx context.Context) error {
 	full := runtime.GOMAXPROCS(0)
 	if _, set := os.LookupEnv("GOMAXPROCS"); set || full == 1 {
-		return
+		return nil
 	}
 	if _, ok := ProcessCPU(); !ok {
-		return
+		return nil
 	}
-	go func() {
-		defer runtime.GOMAXPROCS(full)
-		t := time.NewTicker(procsTick)
-		defer t.Stop()
-		g := procsGovernor{full: full, procs: full}
-		lastCPU, _ := ProcessCPU()
-		last := time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				cpu, _ := ProcessCPU()
-				if before := g.procs; g.next(now, (cpu-lastCPU)/now.Sub(last).Seconds()) != before {
-					runtime.GOMAXPROCS(g.procs)
-				}
-				lastCPU, last = cpu, now
+	return p.life.Start(ctx, "procs governor", func(context.Context) error {
+		p.life.Go(func(ctx context.Context) { govern(ctx, full) })
+		return nil
+	})
+}
+
+// Stop stops governing and restores GOMAXPROCS. Safe to call twice.
+func (p *ProcsGovernor) Stop() { p.life.Stop() }
+
+func govern(ctx context.Context, full int) {
+	defer runtime.GOMAXPROCS(full)
+	t := time.NewTicker(procsTick)
+	defer t.Stop()
+	g := procsGovernor{full: full, procs: full}
+	lastCPU, _ := ProcessCPU()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			cpu, _ := ProcessCPU()
+			if before := g.procs; g.next(now, (cpu-lastCPU)/now.Sub(last).Seconds()) != before {
+				runtime.GOMAXPROCS(g.procs)
 			}
+			lastCPU, last = cpu, now
 		}
-	}()
+	}
 }
 
 // procsGovernor decides; it is separate from the clock and the runtime so that tests can drive it.

@@ -2,10 +2,13 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // The decision: all Ps at once when one P is more than half busy; back to one P only after a
@@ -34,8 +37,8 @@ func TestProcsGovernorDecides(t *testing.T) {
 	}
 }
 
-// The real thing: a busy loop raises GOMAXPROCS within a few ticks, idleness lowers it, and the
-// end of ctx restores it. (Not parallel: it changes a process-wide setting.)
+// The real thing: a busy loop raises GOMAXPROCS within a few ticks, idleness lowers it, and Stop
+// restores it (Stop returns once it has). (Not parallel: it changes a process-wide setting.)
 func TestGovernProcsFollowsLoad(t *testing.T) {
 	full := runtime.GOMAXPROCS(0)
 	if full < 2 {
@@ -47,12 +50,19 @@ func TestGovernProcsFollowsLoad(t *testing.T) {
 	if _, set := os.LookupEnv("GOMAXPROCS"); set {
 		t.Skip("GOMAXPROCS is set: the governor leaves it alone")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	var gov ProcsGovernor
+	if err := gov.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
-		cancel()
-		waitProcs(t, full, 2*time.Second)
+		gov.Stop()
+		if n := runtime.GOMAXPROCS(0); n != full {
+			t.Errorf("GOMAXPROCS %d after Stop, want %d", n, full)
+		}
 	}()
-	GovernProcs(ctx)
+	if err := gov.Start(context.Background()); err != nil {
+		t.Fatalf("second Start: %v", err)
+	}
 	waitProcs(t, 1, procsCalm+time.Second) // a test binary at rest uses almost no CPU
 
 	stop := make(chan struct{})
@@ -75,11 +85,5 @@ func TestGovernProcsFollowsLoad(t *testing.T) {
 
 func waitProcs(t *testing.T, want int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for runtime.GOMAXPROCS(0) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOMAXPROCS %d, want %d within %v", runtime.GOMAXPROCS(0), want, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, within, fmt.Sprintf("GOMAXPROCS %d", want), func() bool { return runtime.GOMAXPROCS(0) == want })
 }

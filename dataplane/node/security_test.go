@@ -21,6 +21,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // Regression tests of the ingress's security findings (docs/security.md names each).
@@ -211,7 +212,7 @@ func TestUnauthenticatedAnswersAreIdenticalAndUncounted(t *testing.T) {
 	if status, _, _ := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice)); status != 200 {
 		t.Fatal(status)
 	}
-	eventually(t, 5*time.Second, "a usage window", func() bool { _, _, u := e.sink.snapshot(); return len(u) > 0 })
+	poll.Until(t, 5*time.Second, "a usage window", func() bool { _, _, u := e.sink.snapshot(); return len(u) > 0 })
 	time.Sleep(100 * time.Millisecond) // the window the anonymous requests fell in has closed too
 	_, _, usage := e.sink.snapshot()
 	var requests int64
@@ -365,7 +366,7 @@ func TestAnonymousConnectionsCloseAndSourcesAreCapped(t *testing.T) {
 		held = append(held, c)
 	}
 	// The listener may not have accepted every held connection yet: poll until one is refused.
-	eventually(t, 5*time.Second, "a connection beyond the limit refused with 429", func() bool {
+	poll.Until(t, 5*time.Second, "a connection beyond the limit refused with 429", func() bool {
 		c, err := net.Dial("tcp", e.addr)
 		if err != nil {
 			return false
@@ -379,7 +380,7 @@ func TestAnonymousConnectionsCloseAndSourcesAreCapped(t *testing.T) {
 		c.Close()
 	}
 	held = nil
-	eventually(t, 5*time.Second, "connections accepted again once the others closed", func() bool {
+	poll.Until(t, 5*time.Second, "connections accepted again once the others closed", func() bool {
 		status, _, _ := e.do(e.request("GET", "/t/llm/", nil, e.alice))
 		return status != http.StatusTooManyRequests
 	})
@@ -512,7 +513,7 @@ func TestHostileAgentCannotHoldTheNode(t *testing.T) {
 	}
 	wg.Wait()
 	_, port, _ := net.SplitHostPort(e.addr)
-	eventually(t, 5*time.Second, "no caller socket left in CLOSE_WAIT", func() bool { return closeWaits(t, port) == 0 })
+	poll.Until(t, 5*time.Second, "no caller socket left in CLOSE_WAIT", func() bool { return closeWaits(t, port) == 0 })
 
 	// The tunnel's slots are held by opens the agent never answered: more calls get 503 at once.
 	start = time.Now()
@@ -527,7 +528,7 @@ func TestHostileAgentCannotHoldTheNode(t *testing.T) {
 		t.Fatalf("the agent was asked for %d channels, want at most %d (+1 timed out)", n, limit)
 	}
 	// (fasthttp keeps idle workers for 10 s; they serve any caller and hold nothing.)
-	eventually(t, 5*time.Second, "goroutines back near where they were", func() bool {
+	poll.Until(t, 5*time.Second, "goroutines back near where they were", func() bool {
 		return busyGoroutines() <= before+limit+8
 	})
 
@@ -553,7 +554,7 @@ func TestAnotherTokensAgentTakesATunnelOnlyWithReplace(t *testing.T) {
 	second := newUpstream(t, "second")
 	other := e.agentToken("tun-llm", "other-token", time.Now().Add(time.Hour))
 	standby := e.startAgent("tun-llm", func(c *agent.Config) { c.Upstream = second; c.Token = other })
-	eventually(t, 5*time.Second, "the second agent refused", func() bool { return standby.states.has("held by another agent") })
+	poll.Until(t, 5*time.Second, "the second agent refused", func() bool { return standby.states.has("held by another agent") })
 	if status, _, body := e.do(e.request("GET", "/t/llm/", nil, e.alice)); status != 200 || string(body) != "first" {
 		t.Fatalf("the tunnel moved without --replace: %d %q", status, body)
 	}
@@ -572,7 +573,7 @@ func TestAnotherTokensAgentTakesATunnelOnlyWithReplace(t *testing.T) {
 		r[0].NewTokenID != "other-token" || r[0].TunnelID != "tun-llm" || r[0].NodeID != "node-test" {
 		t.Fatalf("replacements %+v (sessions %s → %s)", r, s1.SessionID, s2.SessionID)
 	}
-	eventually(t, 5*time.Second, "the first session ended", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
+	poll.Until(t, 5*time.Second, "the first session ended", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
 	if d := e.sink.disconnectsFor(s1.SessionID)[0]; !strings.Contains(d.Reason, "replaced by session "+s2.SessionID) {
 		t.Fatalf("first session's end: %q", d.Reason)
 	}

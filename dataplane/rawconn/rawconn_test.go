@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -137,11 +139,8 @@ func TestDeadlinesCloseAndErrors(t *testing.T) {
 	s.Close()
 	c2, _ := pair(t)
 	done := make(chan error, 1)
-	go func() {
-		_, err := c2.Read(make([]byte, 1))
-		done <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
+	go readOnce(c2, done)
+	waitInIOWait(t, "rawconn_test.readOnce(", done)
 	c2.Close()
 	select {
 	case err := <-done:
@@ -150,6 +149,39 @@ func TestDeadlinesCloseAndErrors(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not end a blocked Read")
+	}
+}
+
+// readOnce reads one byte from c and sends the error; its name marks the goroutine for
+// waitInIOWait.
+func readOnce(c net.Conn, done chan<- error) {
+	_, err := c.Read(make([]byte, 1))
+	done <- err
+}
+
+// waitInIOWait waits until the goroutine running fn is parked in the netpoller, waiting for its
+// socket, so that what the test does next happens to a blocked call rather than before it
+// began. A call that returns first (its result arrives on done) fails the test.
+func waitInIOWait(t *testing.T, fn string, done <-chan error) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	buf := make([]byte, 1<<20)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
+				return
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s returned before it blocked: %v", fn, err)
+		case <-deadline:
+			t.Fatalf("%s did not block in the netpoller within 5s", fn)
+		case <-tick.C:
+		}
 	}
 }
 

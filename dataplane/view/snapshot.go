@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
@@ -119,9 +119,9 @@ func (v *View) Restore(b []byte, origin string) error {
 			return fmt.Errorf("view snapshot: token key %s: %d bytes", id, len(k))
 		}
 	}
-	var chain *eventstore.ChainVerifier
+	var chain *ledger.ChainVerifier
 	if v.chain != nil {
-		chain = eventstore.NewChainVerifier(origin, v.chain.Genesis(), domain.NodeFactsStream)
+		chain = ledger.NewChainVerifier(origin, v.chain.Genesis(), domain.NodeFactsStream)
 		if len(s.Chain) == 0 {
 			return fmt.Errorf("%w: it holds no record verifier state", ErrSnapshotMismatch)
 		}

@@ -15,7 +15,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 // decisions is what a view answers to a fixed set of questions: routes, ingress decisions for
@@ -50,13 +50,13 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	t.Parallel()
 	v := view.New(token.DefaultIssuer, view.Hooks{})
 	f := &feed{t: t, v: v}
-	k1, _ := eventstore.GenerateSigningKey()
-	k2, _ := eventstore.GenerateSigningKey()
-	k3, _ := eventstore.GenerateSigningKey()
-	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", k1))
-	f.log(eventstore.TypeKeyRotated, eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", k1, k2))
-	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "extra", k3))
-	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: k3.ID(), Reason: "leaked"})
+	k1, _ := ledger.GenerateSigningKey()
+	k2, _ := ledger.GenerateSigningKey()
+	k3, _ := ledger.GenerateSigningKey()
+	f.log(ledger.TypeKeyAdded, ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", k1))
+	f.log(ledger.TypeKeyRotated, ledger.NewKeyRotation("o", ledger.PurposeToken, "control-plane", k1, k2))
+	f.log(ledger.TypeKeyAdded, ledger.NewKeyAdded("o", ledger.PurposeToken, "extra", k3))
+	f.log(ledger.TypeKeyRevoked, ledger.KeyRevokedPayload{KeyID: k3.ID(), Reason: "leaked"})
 	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})
 	f.domain(domain.OrganizationCreated{OrgID: org2, Name: "globex"})
 	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
@@ -75,7 +75,7 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	for _, u := range []string{"alice", "carol", "vic", "zed", "dave"} {
 		users[u], _ = token.MintUser(k2, token.DefaultIssuer, u, "", time.Hour, now)
 	}
-	mintAgent := func(k *eventstore.SigningKey, jti, tunnel string) string {
+	mintAgent := func(k *ledger.SigningKey, jti, tunnel string) string {
 		s, err := token.MintAgent(k, token.DefaultIssuer, jti, org, tunnel, now.Add(time.Hour), now)
 		if err != nil {
 			t.Fatal(err)

@@ -12,10 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 // Event is one relayed log record, as much of it as the view needs. A view made by NewVerified
@@ -30,7 +31,7 @@ type Event struct {
 	RecordedAt time.Time
 	// Record and Checkpoint (the signed checkpoint that came with it, if any) are what a
 	// verified view checks.
-	Record     *eventstore.Record
+	Record     *ledger.Record
 	Checkpoint string
 }
 
@@ -40,14 +41,8 @@ type Event struct {
 const RotatedUserKeyGrace = 24 * time.Hour
 
 // Decision is a decision of the control plane recorded in the log that a node acts on when a
-// command names it (the command's id is the event's id): a deleted tunnel or revoked token
-// (disconnect its agents), a drain request (drain the node).
-type Decision struct {
-	Type     string `json:"type"`
-	TunnelID string `json:"tunnel_id,omitempty"`
-	TokenID  string `json:"token_id,omitempty"`
-	NodeID   string `json:"node_id,omitempty"`
-}
+// command names it (the command's id is the event's id); wire.Decision.Command says what runs.
+type Decision = wire.Decision
 
 // Hooks are called (outside the view's lock) when something the node must act on at once changes.
 type Hooks struct {
@@ -77,7 +72,7 @@ type View struct {
 	revoked   map[string]bool                 // agent token ids
 	decisions map[string]Decision             // by event id
 	rotated   map[string]time.Time            // token key id → when it was rotated out
-	chain     *eventstore.ChainVerifier       // nil: events are taken as they come (tests)
+	chain     *ledger.ChainVerifier           // nil: events are taken as they come (tests)
 	position  int64
 	lastID    string // EventID at position
 	hooks     Hooks
@@ -103,11 +98,11 @@ func New(issuer string, hooks Hooks) *View {
 // hashes to genesis (from the control plane, not from NATS), holds: each event
 // must carry its Record, which must be the next record of that log, hash-chained to the one
 // before and signed by a key of the log's key history in force at its position
-// (eventstore.ChainVerifier). Anyone else who can publish on NATS cannot change what the node
-// decides; Apply refuses their messages with an error wrapping eventstore.ErrUnverified.
+// (ledger.ChainVerifier). Anyone else who can publish on NATS cannot change what the node
+// decides; Apply refuses their messages with an error wrapping ledger.ErrUnverified.
 func NewVerified(issuer, origin string, genesis []byte, hooks Hooks) *View {
 	v := New(issuer, hooks)
-	v.chain = eventstore.NewChainVerifier(origin, genesis, domain.NodeFactsStream)
+	v.chain = ledger.NewChainVerifier(origin, genesis, domain.NodeFactsStream)
 	return v
 }
 
@@ -190,7 +185,7 @@ func (v *View) Apply(e Event) error {
 		r := e.Record
 		if r == nil || r.Position != e.Position {
 			v.mu.Unlock()
-			return fmt.Errorf("%w: position %d comes without its record", eventstore.ErrUnverified, e.Position)
+			return fmt.Errorf("%w: position %d comes without its record", ledger.ErrUnverified, e.Position)
 		}
 		recs, err := v.chain.Offer(r, e.Checkpoint)
 		if err != nil {
@@ -238,7 +233,7 @@ func (v *View) apply(e Event, after *[]func()) error {
 	if h := v.hooks.AccessWithdrawn; h != nil && withdrawsAccess(e) {
 		*after = append(*after, h)
 	}
-	if e.StreamID == eventstore.LogStream {
+	if e.StreamID == ledger.LogStream {
 		return v.applyKey(e)
 	}
 	switch e.Type {
@@ -282,7 +277,7 @@ func (v *View) apply(e Event, after *[]func()) error {
 		}
 		t.deleted = true
 		delete(v.names(t.orgID), t.name)
-		v.decisions[e.EventID] = Decision{Type: e.Type, TunnelID: x.TunnelID}
+		v.decide(e.EventID, x)
 		if h := v.hooks.TunnelDeleted; h != nil {
 			id, reason := t.id, "tunnel deleted"
 			*after = append(*after, func() { h(id, reason) })
@@ -296,14 +291,14 @@ func (v *View) apply(e Event, after *[]func()) error {
 	case *domain.RoleUnassigned:
 		delete(v.roles[x.OrgID+"|"+x.UserID], x.Role)
 	case *domain.NodeDrainRequested:
-		v.decisions[e.EventID] = Decision{Type: e.Type, NodeID: x.NodeID}
+		v.decide(e.EventID, x)
 		if h := v.hooks.DrainRequested; h != nil {
 			id := x.NodeID
 			*after = append(*after, func() { h(id) })
 		}
 	case *domain.AgentTokenRevoked:
 		v.revoked[x.TokenID] = true
-		v.decisions[e.EventID] = Decision{Type: e.Type, TokenID: x.TokenID}
+		v.decide(e.EventID, x)
 		if h := v.hooks.TokenRevoked; h != nil {
 			id, reason := x.TokenID, "token revoked"
 			*after = append(*after, func() { h(id, reason) })
@@ -322,6 +317,13 @@ func (v *View) DrainRequested(nodeID string) bool {
 		}
 	}
 	return false
+}
+
+// decide remembers the decision event id records (under v.mu).
+func (v *View) decide(id string, e domain.Event) {
+	if d, ok := wire.DecisionOf(e); ok {
+		v.decisions[id] = d
+	}
 }
 
 // Decided waits until the view holds the decision recorded as event id (or ctx ends): a command
@@ -347,8 +349,8 @@ func (v *View) Decided(ctx context.Context, id string) (Decision, error) {
 // withdrawsAccess tells the events after which an ingress authorization given earlier may no
 // longer hold. (TunnelUpdated cannot change the owner; renames change the route, not access.)
 func withdrawsAccess(e Event) bool {
-	if e.StreamID == eventstore.LogStream {
-		return e.Type == eventstore.TypeKeyRevoked
+	if e.StreamID == ledger.LogStream {
+		return e.Type == ledger.TypeKeyRevoked
 	}
 	return e.Type == domain.TypeRoleUnassigned || e.Type == domain.TypeTunnelDeleted
 }
@@ -366,20 +368,20 @@ func (v *View) names(org string) map[string]string {
 // expire; a revoked one stops at once.
 func (v *View) applyKey(e Event) error {
 	switch e.Type {
-	case eventstore.TypeKeyAdded:
-		var p eventstore.KeyAddedPayload
+	case ledger.TypeKeyAdded:
+		var p ledger.KeyAddedPayload
 		if err := json.Unmarshal(e.Payload, &p); err != nil {
 			return err
 		}
-		if p.Purpose == eventstore.PurposeToken {
+		if p.Purpose == ledger.PurposeToken {
 			v.keys.Put(p.KeyID, ed25519.PublicKey(p.PublicKey))
 		}
-	case eventstore.TypeKeyRotated:
-		var p eventstore.KeyRotatedPayload
+	case ledger.TypeKeyRotated:
+		var p ledger.KeyRotatedPayload
 		if err := json.Unmarshal(e.Payload, &p); err != nil {
 			return err
 		}
-		if p.Purpose == eventstore.PurposeToken {
+		if p.Purpose == ledger.PurposeToken {
 			v.keys.Put(p.NewKeyID, ed25519.PublicKey(p.PublicKey))
 			at := e.RecordedAt
 			if at.IsZero() {
@@ -387,8 +389,8 @@ func (v *View) applyKey(e Event) error {
 			}
 			v.rotated[p.OldKeyID] = at
 		}
-	case eventstore.TypeKeyRevoked:
-		var p eventstore.KeyRevokedPayload
+	case ledger.TypeKeyRevoked:
+		var p ledger.KeyRevokedPayload
 		if err := json.Unmarshal(e.Payload, &p); err != nil {
 			return err
 		}

@@ -14,7 +14,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 const (
@@ -48,7 +48,7 @@ func (f *feed) apply(stream, typ string, payload []byte) {
 func (f *feed) log(typ string, p any) {
 	f.t.Helper()
 	b, _ := json.Marshal(p)
-	f.apply(eventstore.LogStream, typ, b)
+	f.apply(ledger.LogStream, typ, b)
 }
 
 func TestViewDecidesLikeTheControlPlane(t *testing.T) {
@@ -60,8 +60,8 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 		TunnelDeleted: func(id, _ string) { mu.Lock(); deleted = append(deleted, id); mu.Unlock() },
 	})
 	f := &feed{t: t, v: v}
-	key, _ := eventstore.GenerateSigningKey()
-	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", key))
+	key, _ := ledger.GenerateSigningKey()
+	f.log(ledger.TypeKeyAdded, ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", key))
 	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})
 	f.domain(domain.OrganizationCreated{OrgID: org2, Name: "globex"})
 	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
@@ -161,21 +161,21 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 
 	// A rotated token key keeps verifying user tokens for a day and agent tokens until they
 	// expire; a revoked one stops at once.
-	next, _ := eventstore.GenerateSigningKey()
+	next, _ := ledger.GenerateSigningKey()
 	zedRoute := node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}
 	zedAgent, _ := token.MintAgent(key, token.DefaultIssuer, "0193f2a4-7c1e-7d3a-9b2e-000000000006", org2, tun2, now.Add(30*24*time.Hour), now)
-	f.log(eventstore.TypeKeyRotated, eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", key, next))
+	f.log(ledger.TypeKeyRotated, ledger.NewKeyRotation("o", ledger.PurposeToken, "control-plane", key, next))
 	if err := authorizeBearer(v, user("zed"), zedRoute); err != nil {
 		t.Fatalf("old key after rotation: %v", err)
 	}
 	// (the same view, had the rotation been recorded 25 hours ago)
 	g := &feed{t: t, v: view.New(token.DefaultIssuer, view.Hooks{})}
-	g.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", key))
+	g.log(ledger.TypeKeyAdded, ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", key))
 	g.domain(domain.OrganizationCreated{OrgID: org2, Name: "globex"})
 	g.domain(domain.TunnelCreated{TunnelID: tun2, OrgID: org2, Owner: "zed", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
 	g.domain(domain.RoleAssigned{OrgID: org2, UserID: "zed", Role: domain.RoleOperator})
-	rotation, _ := json.Marshal(eventstore.NewKeyRotation("o", eventstore.PurposeToken, "control-plane", key, next))
-	if err := g.v.Apply(view.Event{Position: g.pos, EventID: "rot", StreamID: eventstore.LogStream, Type: eventstore.TypeKeyRotated,
+	rotation, _ := json.Marshal(ledger.NewKeyRotation("o", ledger.PurposeToken, "control-plane", key, next))
+	if err := g.v.Apply(view.Event{Position: g.pos, EventID: "rot", StreamID: ledger.LogStream, Type: ledger.TypeKeyRotated,
 		Payload: rotation, RecordedAt: time.Now().Add(-25 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 	if _, err := g.v.AuthenticateAgent(context.Background(), zedAgent); err != nil {
 		t.Fatalf("an agent token of a key rotated out 25 hours ago: %v", err)
 	}
-	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: key.ID()})
+	f.log(ledger.TypeKeyRevoked, ledger.KeyRevokedPayload{KeyID: key.ID()})
 	if err := authorizeBearer(v, user("zed"), node.Route{OrgID: org2, TunnelID: tun2, Name: "llm"}); !errors.Is(err, node.ErrUnauthenticated) {
 		t.Fatalf("revoked key: %v", err)
 	}
@@ -210,15 +210,15 @@ func TestAccessWithdrawnHook(t *testing.T) {
 	var f *feed
 	v := view.New(token.DefaultIssuer, view.Hooks{AccessWithdrawn: func() { mu.Lock(); fired = append(fired, f.pos); mu.Unlock() }})
 	f = &feed{t: t, v: v, pos: 1}
-	key, _ := eventstore.GenerateSigningKey()
-	f.log(eventstore.TypeKeyAdded, eventstore.NewKeyAdded("o", eventstore.PurposeToken, "control-plane", key)) // 1
-	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})                                             // 2
+	key, _ := ledger.GenerateSigningKey()
+	f.log(ledger.TypeKeyAdded, ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", key)) // 1
+	f.domain(domain.OrganizationCreated{OrgID: org, Name: "acme"})                                 // 2
 	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
-	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})                // 4
-	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Upstream: ptr("http://127.0.0.1:2")})    // 5
-	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})              // 6: fires
-	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})                            // 7: fires
-	f.log(eventstore.TypeKeyRevoked, eventstore.KeyRevokedPayload{KeyID: key.ID(), Reason: "leaked"}) // 8: fires
+	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})             // 4
+	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Upstream: ptr("http://127.0.0.1:2")}) // 5
+	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})           // 6: fires
+	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})                         // 7: fires
+	f.log(ledger.TypeKeyRevoked, ledger.KeyRevokedPayload{KeyID: key.ID(), Reason: "leaked"})      // 8: fires
 	mu.Lock()
 	defer mu.Unlock()
 	// The hook runs after Apply returns from the fold, before the feed moves its position on.

@@ -2,7 +2,6 @@ package wsconn
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"go.uber.org/goleak"
 )
 
@@ -168,7 +168,7 @@ func TestBlockedWriteEndsAtDeadlineAndOnClose(t *testing.T) {
 				}
 			}()
 			// Wait until the writer is blocked on back-pressure (the queue is full).
-			waitFor(t, 5*time.Second, func() bool {
+			poll.Until(t, 5*time.Second, "the condition", func() bool {
 				client.mu.Lock()
 				defer client.mu.Unlock()
 				return client.waiters > 0
@@ -340,18 +340,5 @@ func waitErr(t *testing.T, c <-chan error) error {
 	case <-time.After(10 * time.Second):
 		t.Fatal("timed out")
 		return nil
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatal("condition not met in time")
-		case <-time.After(time.Millisecond):
-		}
 	}
 }

@@ -1,7 +1,14 @@
 // Package pgtest gives each test its own freshly migrated PostgreSQL database and drops it when
 // the test ends, so tests run in parallel against the real server and leave nothing behind.
 //
-// The server comes from TUNNELPLANE_TEST_DATABASE_URL when set; otherwise from pglocal (the local
+// A migrated database is a copy (CREATE DATABASE … TEMPLATE) of a template database that holds
+// the embedded migrations: copying takes a fraction of the time of running every migration. The
+// template is named after a hash of the migration files (tptmpl_<hash>), built once per server
+// and schema, and kept for later runs; processes that build it at the same time serialize on an
+// advisory lock. Templates of other schemas are dropped once they are two hours old, as are test
+// databases (tptest_*) left behind by killed runs.
+//
+// The server comes from TUNNELPLANE_TEST_DATABASE_URL when set; otherwise from internal/devdb (the local
 // server at 127.0.0.1:5432, or a private cluster under <repo>/.tunnelplane/postgres).
 package pgtest
 
@@ -23,8 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pglocal"
-	"github.com/tunnelplane/tunnelplane/migrations"
+	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
 
 // EnvURL names the variable that points tests at a server.
@@ -34,20 +40,21 @@ const dbPrefix = "tptest_"
 
 var (
 	serverOnce sync.Once
-	server     *pglocal.Server
+	server     *devdb.Server
 	serverErr  error
 )
 
 // Server returns the PostgreSQL server the tests use, resolving it once per process.
-func Server(t testing.TB) *pglocal.Server {
+func Server(t testing.TB) *devdb.Server {
 	t.Helper()
 	serverOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		server, serverErr = pglocal.Resolve(ctx, pglocal.Config{
+		server, serverErr = devdb.Resolve(ctx, devdb.Config{
 			URL:      os.Getenv(EnvURL),
 			Dir:      filepath.Join(RepoRoot(), ".tunnelplane", "postgres"),
 			Database: "postgres",
+			Private:  devdb.PrivateStart, CreateDatabase: true,
 		})
 		if serverErr == nil {
 			sweep(ctx, server.AdminURL)
@@ -79,17 +86,46 @@ func RepoRoot() string {
 // login role). It is dropped when the test ends.
 func NewEmptyDatabase(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, false)
+}
+
+// NewDatabase creates a migrated database for the test and returns its URL. It is dropped when
+// the test ends.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	return newDatabase(t, true)
+}
+
+// newDatabase creates a database for the test, a copy of the migrated template when migrated is
+// set, and drops it when the test ends.
+func newDatabase(t testing.TB, migrated bool) string {
+	t.Helper()
 	srv := Server(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	name := dbPrefix + strconv.FormatInt(time.Now().Unix(), 10) + "_" + randomSuffix()
+	var tmpl string
+	if migrated {
+		var err error
+		if tmpl, err = templates.get(ctx, srv.AdminURL); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+	}
+	name := newName()
 	admin, err := pgx.Connect(ctx, srv.AdminURL)
 	if err != nil {
 		t.Fatalf("pgtest: connect admin: %v", err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+	err = createDatabase(ctx, admin, name, tmpl)
+	if tmpl != "" && isMissingDatabase(err) {
+		// Another process swept the template (it had other migrations): build it again.
+		templates.forget(srv.AdminURL)
+		if tmpl, err = templates.get(ctx, srv.AdminURL); err == nil {
+			err = createDatabase(ctx, admin, name, tmpl)
+		}
+	}
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -100,23 +136,11 @@ func NewEmptyDatabase(t testing.TB) string {
 			return
 		}
 		defer admin.Close(ctx)
-		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
 			t.Errorf("pgtest: drop database %s: %v", name, err)
 		}
 	})
 	return withDatabase(t, srv.AdminURL, name)
-}
-
-// NewDatabase creates a migrated database for the test and returns its URL.
-func NewDatabase(t testing.TB) string {
-	t.Helper()
-	u := NewEmptyDatabase(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := migrations.Up(ctx, u); err != nil {
-		t.Fatalf("pgtest: migrate: %v", err)
-	}
-	return u
 }
 
 // Pool opens a pool to u running as the app role; it is closed when the test ends.
@@ -145,12 +169,25 @@ func pool(t testing.TB, u, role string) *pgxpool.Pool {
 
 func withDatabase(t testing.TB, raw, name string) string {
 	t.Helper()
+	u, err := databaseURL(raw, name)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return u
+}
+
+func databaseURL(raw, name string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		t.Fatalf("pgtest: parse %q: %v", raw, err)
+		return "", fmt.Errorf("parse %q: %w", raw, err)
 	}
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), nil
+}
+
+// newName names a test database: the prefix, the creation time (for sweep) and a random part.
+func newName() string {
+	return dbPrefix + strconv.FormatInt(time.Now().Unix(), 10) + "_" + randomSuffix()
 }
 
 func randomSuffix() string {
@@ -159,7 +196,8 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// sweep drops test databases left by killed test runs (older than two hours).
+// sweep drops test databases left by killed test runs, and templates of other schemas, once they
+// are two hours old.
 func sweep(ctx context.Context, adminURL string) {
 	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
@@ -178,7 +216,10 @@ func sweep(ctx context.Context, adminURL string) {
 		if err != nil || ts >= cutoff {
 			continue
 		}
-		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)")
+		dropDatabase(ctx, admin, n)
+	}
+	if current, err := templateName(); err == nil {
+		sweepTemplates(ctx, admin, current, cutoff)
 	}
 }
 
@@ -198,4 +239,4 @@ func Exec(t testing.TB, u, sql string, args ...any) {
 }
 
 // Describe returns a short description of the server for logs.
-func Describe(s *pglocal.Server) string { return fmt.Sprintf("%s (%s)", s.AdminURL, s.Source) }
+func Describe(s *devdb.Server) string { return fmt.Sprintf("%s (%s)", s.AdminURL, s.Source) }

@@ -1,0 +1,64 @@
+package commands
+
+import (
+	"context"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// RotateSigningKey replaces the log key or the token key by a fresh one.
+type RotateSigningKey struct {
+	Purpose string `json:"purpose"`
+}
+
+func (RotateSigningKey) CommandName() string { return "RotateSigningKey" }
+func (RotateSigningKey) Permission() Permission {
+	return Permission{Org: domain.PlatformOrg, Object: ObjKeys, Action: ActRotate}
+}
+
+// rotateSigningKey is not a decideAndAppend: keys have no aggregate stream of ours; a rotation is
+// a record of the log's own "$log" stream, which the store writes and checks itself.
+func (s *Service) rotateSigningKey(ctx context.Context, c RotateSigningKey) (Result, error) {
+	purpose, err := domain.ParseKeyPurpose(c.Purpose)
+	if err != nil {
+		return Result{}, err
+	}
+	switch purpose {
+	case domain.KeyPurposeLog:
+		current, err := eventstore.LogKeyID(ctx, s.cfg.Pool)
+		if err != nil {
+			return Result{}, err
+		}
+		next, err := s.cfg.LogKeys.Create()
+		if err != nil {
+			return Result{}, err
+		}
+		if err := domain.CheckRotation(purpose, current, next.ID()); err != nil {
+			return Result{}, err
+		}
+		res, err := s.store.RotateLogKey(ctx, next)
+		if err != nil {
+			return Result{}, conflict(err)
+		}
+		return Result{ID: next.ID(), Position: res.LastPosition}, nil
+	default:
+		old := s.TokenKey()
+		if old == nil {
+			return Result{}, ErrNoTokenKey
+		}
+		next, err := s.cfg.TokenKeys.Create()
+		if err != nil {
+			return Result{}, err
+		}
+		if err := domain.CheckRotation(purpose, old.ID(), next.ID()); err != nil {
+			return Result{}, err
+		}
+		res, err := s.store.RotateKey(ctx, eventstore.PurposeToken, TokenKeyOwner, old, next)
+		if err != nil {
+			return Result{}, conflict(err)
+		}
+		s.setTokenKey(next)
+		return Result{ID: next.ID(), Position: res.LastPosition}, nil
+	}
+}

@@ -1,0 +1,32 @@
+package commands
+
+// Objects and actions of the authorization model.
+const (
+	ObjOrgs        = "orgs"
+	ObjTunnels     = "tunnels"
+	ObjTokens      = "tokens"
+	ObjRoles       = "roles"
+	ObjNodes       = "nodes"
+	ObjKeys        = "keys"
+	ObjAudit       = "audit"
+	ObjProjections = "projections"
+
+	ActCreate      = "create"
+	ActRead        = "read"
+	ActUpdate      = "update"
+	ActDelete      = "delete"
+	ActIssue       = "issue"
+	ActRevoke      = "revoke"
+	ActAssign      = "assign"
+	ActAssignOwner = "assign_owner"
+	ActUnassign    = "unassign"
+	ActEnroll      = "enroll"
+	ActDrain       = "drain"
+	ActRemove      = "remove"
+	ActRotate      = "rotate"
+	ActRebuild     = "rebuild"
+	// ActUse on ObjTunnels: call a tunnel or hold its agent credential. No role holds it in the
+	// policy; it is decided by domain.MayUseTunnel (Authorizer.CheckTunnelUse) and named in audit
+	// events of its denials.
+	ActUse = "use"
+)

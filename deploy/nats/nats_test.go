@@ -1,0 +1,539 @@
+package natsdeploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelplane/tunnelplane/bus/controlbus"
+	"github.com/tunnelplane/tunnelplane/bus/nodebus"
+	"github.com/tunnelplane/tunnelplane/bus/wire"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+func newNodeID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// relayed is the message the relay publishes for a record at pos (controlbus's relayMessage is
+// unexported; this builds the same subject, headers and body with wire's exported encoder).
+func relayed(t testing.TB, pos uint64, typ string) (*nats.Msg, uuid.UUID) {
+	t.Helper()
+	id := uuid.Must(uuid.NewV7())
+	payload := json.RawMessage(`{"tunnel_id":"` + uuid.NewString() + `"}`)
+	rec := &eventstore.Record{Position: pos, StreamID: "tunnel-" + uuid.NewString(), StreamVersion: 1, EventID: id, Type: typ,
+		SchemaVersion: 1, StoredSchemaVersion: 1, Payload: payload, StoredPayload: payload, Metadata: json.RawMessage(`{}`),
+		RecordedAt: time.Now()}
+	body, err := wire.EncodeRelayedEvent(rec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := nats.Header{}
+	h.Set(wire.HeaderPosition, strconv.FormatUint(pos, 10))
+	h.Set(wire.HeaderType, typ)
+	h.Set(wire.HeaderStreamID, rec.StreamID)
+	h.Set(jetstream.MsgIDHeader, id.String()+".0011223344556677")
+	return &nats.Msg{Subject: wire.EventSubject(typ), Data: body, Header: h}, id
+}
+
+// A node's credential publishes its own facts and heartbeat and nothing the control plane sends
+// or another node owns; each refusal is a permission violation the server reports, and leaves
+// JetStream as it was.
+func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	self, other := newNodeID(), newNodeID()
+	d := deploy(t, self, other)
+	control := d.dialControl(t)
+	node := d.dialNode(t, self)
+
+	// Its own facts land in TP_NODEFACTS (as the Publisher sends them: JetStream publish,
+	// Nats-Msg-Id, expected stream).
+	facts := &nats.Msg{Subject: wire.NodeFactsSubject(self), Data: []byte("batch"), Header: nats.Header{}}
+	ack, err := node.js.PublishMsg(ctx, facts, jetstream.WithMsgID(uuid.NewString()), jetstream.WithExpectStream(wire.NodeFactsStream))
+	if err != nil {
+		t.Fatalf("node publishing its own facts: %v", err)
+	}
+	if ack.Stream != wire.NodeFactsStream {
+		t.Fatalf("own facts acknowledged by stream %q, want %s", ack.Stream, wire.NodeFactsStream)
+	}
+	if n := subjectCount(ctx, t, control.js, wire.NodeFactsStream, wire.NodeFactsSubject(self)); n != 1 {
+		t.Fatalf("TP_NODEFACTS holds %d messages on %s, want 1", n, wire.NodeFactsSubject(self))
+	}
+	// Its own heartbeat key (the Heartbeater's kv.Put).
+	kv, err := node.js.KeyValue(ctx, wire.NodesBucket)
+	if err != nil {
+		t.Fatalf("node opening %s: %v", wire.NodesBucket, err)
+	}
+	if _, err := kv.Put(ctx, self, []byte(`{"node_id":"`+self+`"}`)); err != nil {
+		t.Fatalf("node putting its own heartbeat: %v", err)
+	}
+	node.noViolations(t)
+
+	refusedPublishes := []struct {
+		name    string
+		subject string
+		header  map[string]string
+	}{
+		// Flow 1: only the relay publishes the log.
+		{"a relayed event", wire.EventSubject(domain.TypeRoleAssigned),
+			map[string]string{wire.HeaderPosition: "0", wire.HeaderType: domain.TypeRoleAssigned, jetstream.MsgIDHeader: uuid.NewString()}},
+		{"a relayed key event", wire.EventSubject(eventstore.TypeKeyAdded), nil},
+		// Flow 3: only the control plane commands.
+		{"a disconnect command", wire.CommandTopic(wire.CommandDisconnectAgent), map[string]string{"name": wire.CommandDisconnectAgent}},
+		{"a drain command", wire.CommandTopic(wire.CommandDrainNode), map[string]string{"name": wire.CommandDrainNode}},
+		{"an unknown command", wire.CommandTopic("grant_superadmin"), nil},
+		// Another node's facts and heartbeat.
+		{"another node's facts", wire.NodeFactsSubject(other), map[string]string{jetstream.MsgIDHeader: uuid.NewString()}},
+		{"another node's heartbeat", "$KV." + wire.NodesBucket + "." + other, nil},
+		{"a heartbeat under a made-up key", "$KV." + wire.NodesBucket + ".not-a-node", nil},
+		// Stream management and other nodes' consumers.
+		{"deleting TP_EVENTS", "$JS.API.STREAM.DELETE." + wire.EventsStream, nil},
+		{"purging TP_NODEFACTS", "$JS.API.STREAM.PURGE." + wire.NodeFactsStream, nil},
+		{"changing TP_COMMANDS", "$JS.API.STREAM.UPDATE." + wire.CommandsStream, nil},
+		{"reading TP_NODEFACTS", "$JS.API.STREAM.MSG.GET." + wire.NodeFactsStream, nil},
+		{"deleting a heartbeat", "$JS.API.STREAM.MSG.DELETE.KV_" + wire.NodesBucket, nil},
+		{"a consumer on TP_NODEFACTS", "$JS.API.CONSUMER.CREATE." + wire.NodeFactsStream + ".spy", nil},
+		{"another node's command consumer",
+			"$JS.API.CONSUMER.CREATE." + wire.CommandsStream + ".tp_node_" + other + "_drain_node." + wire.CommandTopic(wire.CommandDrainNode), nil},
+		{"deleting another node's command consumer", "$JS.API.CONSUMER.DELETE." + wire.CommandsStream + ".tp_node_" + other + "_drain_node", nil},
+		{"acknowledging another node's command", "$JS.ACK." + wire.CommandsStream + ".tp_node_" + other + "_drain_node.1.1.1.1700000000000000000.0", nil},
+	}
+	for _, tc := range refusedPublishes {
+		t.Run("publish/"+tc.name, func(t *testing.T) {
+			before := jetStreamState(ctx, t, control.js)
+			msg := &nats.Msg{Subject: tc.subject, Reply: node.nc.NewRespInbox(), Data: []byte(`{}`), Header: nats.Header{}}
+			for k, v := range tc.header {
+				msg.Header.Set(k, v)
+			}
+			if err := node.nc.PublishMsg(msg); err != nil {
+				t.Fatal(err)
+			}
+			node.refusedTo(t, "Publish", tc.subject)
+			if after := jetStreamState(ctx, t, control.js); after != before {
+				t.Errorf("JetStream changed although the publish was refused:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+
+	// The ordered consumer's delete on reset is allowed (no violation) but reaches nothing: a
+	// node cannot delete another node's consumer on TP_EVENTS.
+	t.Run("delete another node's TP_EVENTS consumer", func(t *testing.T) {
+		if _, err := control.js.CreateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{Name: "another_nodes_view",
+			FilterSubject: wire.EventsSubjectPrefix + ">", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		before, seen := jetStreamState(ctx, t, control.js), len(node.rec.all())
+		if _, err := node.nc.Request("$JS.API.CONSUMER.DELETE."+wire.EventsStream+".another_nodes_view", nil, time.Second); !errors.Is(err, nats.ErrNoResponders) {
+			t.Errorf("delete of another node's consumer: err = %v, want no responders", err)
+		}
+		if after := jetStreamState(ctx, t, control.js); after != before {
+			t.Errorf("JetStream changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		if err := node.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if v := node.rec.all(); len(v) != seen {
+			t.Errorf("the delete drew a permission violation: %q", v[seen:])
+		}
+	})
+
+	refusedSubscriptions := []struct{ name, subject string }{
+		{"every node's facts", wire.NodeFactsSubjectPrefix + ">"},
+		{"another node's facts", wire.NodeFactsSubject(other)},
+		{"another node's command deliveries", "_tp.cmd." + other + ".>"},
+		{"heartbeats as they are put", "$KV." + wire.NodesBucket + ".>"},
+		{"everything", ">"},
+	}
+	for _, tc := range refusedSubscriptions {
+		t.Run("subscribe/"+tc.name, func(t *testing.T) {
+			sub, err := node.nc.SubscribeSync(tc.subject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+			node.refusedTo(t, "Subscription", tc.subject)
+		})
+	}
+
+	// What was refused changed nothing; what was allowed is there.
+	if n := subjectCount(ctx, t, control.js, wire.NodeFactsStream, wire.NodeFactsSubject(other)); n != 0 {
+		t.Errorf("TP_NODEFACTS holds %d messages on the other node's subject", n)
+	}
+	ckv, err := control.js.KeyValue(ctx, wire.NodesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ckv.Get(ctx, other); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the other node's heartbeat key: err = %v, want ErrKeyNotFound", err)
+	}
+	if e, err := ckv.Get(ctx, self); err != nil || !strings.Contains(string(e.Value()), self) {
+		t.Errorf("own heartbeat: %v", err)
+	}
+	control.noViolations(t)
+}
+
+// The control plane's credential relays the log, sends commands and reads facts, but speaks for
+// no node.
+func TestControlCredentialRelaysAndCommandsButSpeaksForNoNode(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	nodeID := newNodeID()
+	d := deploy(t, nodeID)
+	control := d.dialControl(t)
+
+	// The relay's publish: JetStream, Nats-Msg-Id, expected stream and last sequence.
+	msg, _ := relayed(t, 0, domain.TypeTunnelCreated)
+	ack, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(0))
+	if err != nil {
+		t.Fatalf("relay publish with the control credential: %v", err)
+	}
+	if ack.Stream != wire.EventsStream || ack.Sequence != 1 {
+		t.Fatalf("relayed record acknowledged as %s #%d, want %s #1", ack.Stream, ack.Sequence, wire.EventsStream)
+	}
+	control.noViolations(t)
+
+	for _, subject := range []string{wire.NodeFactsSubject(nodeID), "$KV." + wire.NodesBucket + "." + nodeID} {
+		before := jetStreamState(ctx, t, control.js)
+		if err := control.nc.Publish(subject, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		control.refusedTo(t, "Publish", subject)
+		if after := jetStreamState(ctx, t, control.js); after != before {
+			t.Errorf("JetStream changed although %s was refused:\nbefore:\n%s\nafter:\n%s", subject, before, after)
+		}
+	}
+	// Facts reach it through JetStream only, not by listening on the subjects.
+	sub, err := control.nc.SubscribeSync(wire.NodeFactsSubjectPrefix + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	control.refusedTo(t, "Subscription", wire.NodeFactsSubjectPrefix+">")
+}
+
+// The product's node components run under a node credential, and the control plane's under the
+// control credential, without a single permission violation: the allow lists are enough for what
+// each side does (heartbeat → registry watcher, facts → TP_NODEFACTS, relayed log → node view,
+// command → node handler → outcome).
+func TestProductRunsUnderItsCredentials(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	nodeID := newNodeID()
+	d := deploy(t, nodeID)
+	control := d.dialControl(t)
+	node := d.dialNode(t, nodeID)
+	log := testLogger()
+
+	// Registry: the node's Heartbeater, the control plane's RegistryWatcher.
+	watcher, err := controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Conn: control.nc, Logger: log,
+		OnLost: func(string, time.Time) {}, OnRecovered: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watcher.Start(ctx); err != nil {
+		t.Fatalf("registry watcher with the control credential: %v", err)
+	}
+	t.Cleanup(watcher.Stop)
+	// The watch is flow-controlled: past 1 MiB delivered the server asks the watcher to confirm,
+	// and past 2 MiB unconfirmed it stops delivering. Big heartbeats (put the Heartbeater's way,
+	// under the node's own key) take it past both before the real ones follow.
+	nkv, err := node.js.KeyValue(ctx, wire.NodesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		big, _ := json.Marshal(wire.Heartbeat{NodeID: nodeID, Name: strings.Repeat("x", 900<<10)})
+		if _, err := nkv.Put(ctx, nodeID, big); err != nil {
+			t.Fatalf("a big heartbeat: %v", err)
+		}
+	}
+	hb, err := nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Conn: node.nc, Logger: log, Interval: 200 * time.Millisecond,
+		Info: wire.Heartbeat{NodeID: nodeID, Name: "edge-1", StartedAt: time.Now().UTC()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hb.Stop)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if live := watcher.Live(); len(live) != 1 || live[0].NodeID != nodeID || live[0].Name != "edge-1" {
+			return fmt.Errorf("%d live nodes, want %s as edge-1", len(live), nodeID)
+		}
+		return nil
+	})
+
+	// Facts: the node's Publisher, read back the way the ingester reads them.
+	key, err := eventstore.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: nodeID, Key: key, Conn: node.nc, SpoolDir: t.TempDir(),
+		PublishTimeout: 2 * time.Second, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Stop)
+	if err := pub.Publish(ctx, nodebus.Fact{Event: domain.NodeStarted{NodeID: nodeID, Version: "test"}}); err != nil {
+		t.Fatalf("publish a fact: %v", err)
+	}
+	// Publish also returns nil when it spooled the batch: it must have gone to JetStream.
+	if n := pub.SpoolDepth(); n != 0 {
+		t.Fatalf("the fact was spooled (%d batches), not acknowledged by JetStream", n)
+	}
+	// The ingester's consumer (controlbus.Ingester needs a database; its consumer settings are
+	// unexported, so this is the same kind: durable pull, nodefacts.*, explicit acks).
+	ingest, err := control.js.CreateOrUpdateConsumer(ctx, wire.NodeFactsStream, jetstream.ConsumerConfig{Durable: "tp_ingester",
+		FilterSubject: wire.NodeFactsSubjectPrefix + "*", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("ingester consumer with the control credential: %v", err)
+	}
+	nextBatch := func() (string, []eventstore.PresignedEvent) {
+		t.Helper()
+		batch, err := ingest.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			events, err := wire.DecodeBatch(m.Data())
+			if err != nil {
+				t.Fatalf("batch on %s: %v", m.Subject(), err)
+			}
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatalf("ingester ack with the control credential: %v", err)
+			}
+			return m.Subject(), events
+		}
+		t.Fatalf("no batch in TP_NODEFACTS: %v", batch.Error())
+		return "", nil
+	}
+	subject, events := nextBatch()
+	if subject != wire.NodeFactsSubject(nodeID) || len(events) != 1 {
+		t.Fatalf("batch on %s with %d events, want one on %s", subject, len(events), wire.NodeFactsSubject(nodeID))
+	}
+	if env, err := eventstore.DecodeEnvelope(events[0].Envelope); err != nil || env.Type != domain.TypeNodeStarted {
+		t.Fatalf("fact: %+v, %v", env, err)
+	}
+
+	// The relayed log: published with the control credential, read by the node's SubscribeEvents
+	// (an ordered consumer) and RelayedEventID (single message reads). Junk someone slipped in
+	// is skipped and acknowledged, which the node must be allowed to do too.
+	msg, eventID := relayed(t, 0, domain.TypeTunnelCreated)
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := control.js.Publish(ctx, wire.EventSubject("junk"), []byte("not a relayed event")); err != nil {
+		t.Fatal(err)
+	}
+	subCtx, stopSub := context.WithCancel(ctx)
+	var mu sync.Mutex
+	var got []wire.RelayedEvent
+	var skipped []uint64
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- nodebus.SubscribeEvents(subCtx, node.js, nodebus.SubscribeEventsOptions{Logger: log,
+			SkipBad: func(seq uint64, _ error) { mu.Lock(); skipped = append(skipped, seq); mu.Unlock() }},
+			func(_ context.Context, ev wire.RelayedEvent) error {
+				mu.Lock()
+				got = append(got, ev)
+				mu.Unlock()
+				return nil
+			})
+	}()
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != 1 || got[0].EventID != eventID || !slices.Equal(skipped, []uint64{2}) {
+			return fmt.Errorf("node read %d events, skipped %v; want event %s and skipped [2]", len(got), skipped, eventID)
+		}
+		return nil
+	})
+	// nats.go resets an ordered consumer the server lost: it deletes the old one and creates a
+	// new one from where it was. Lose it from under the node, then relay the next record.
+	evStream, err := control.js.Stream(ctx, wire.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var consumers []string
+	lister := evStream.ConsumerNames(ctx)
+	for name := range lister.Name() {
+		consumers = append(consumers, name)
+	}
+	if len(consumers) != 1 || lister.Err() != nil {
+		t.Fatalf("consumers on TP_EVENTS: %v, %v; want the node's one", consumers, lister.Err())
+	}
+	if err := control.js.DeleteConsumer(ctx, wire.EventsStream, consumers[0]); err != nil {
+		t.Fatal(err)
+	}
+	msg, nextID := relayed(t, 1, domain.TypeTunnelDeleted)
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(2)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != 2 || got[1].EventID != nextID {
+			return fmt.Errorf("node read %d events after losing its consumer; want the next one, %s", len(got), nextID)
+		}
+		return nil
+	})
+	stopSub()
+	if err := <-subDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("SubscribeEvents ended with %v", err)
+	}
+	if id, ok, err := nodebus.RelayedEventID(ctx, node.js, 0); err != nil || !ok || id != eventID.String() {
+		t.Fatalf("RelayedEventID(0) = %q, %v, %v; want %s", id, ok, err, eventID)
+	}
+
+	// Commands: the control plane's CommandSender, the node's CommandHandlers (which dial their
+	// own connections with the same URL), the outcome reported as a fact.
+	ran := make(chan wire.Command, 2)
+	handlers, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{NodeID: nodeID, URL: d.nodeURL(t, nodeID),
+		NATSOptions: []nats.Option{node.rec.option()}, Publisher: pub, Logger: log,
+		DisconnectAgent: func(_ context.Context, c wire.DisconnectAgent) error { ran <- c; return nil },
+		DrainNode:       func(_ context.Context, c wire.DrainNode) error { ran <- c; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handlers.Start(ctx); err != nil {
+		t.Fatalf("command handlers with the node credential: %v", err)
+	}
+	t.Cleanup(handlers.Stop)
+	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Conn: control.nc, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commands := []wire.Command{
+		wire.DrainNode{CommandID: uuid.NewString(), NodeID: nodeID},
+		wire.DisconnectAgent{CommandID: uuid.NewString(), TunnelID: uuid.NewString(), Reason: "tunnel deleted"},
+	}
+	for _, cmd := range commands {
+		if err := sender.Send(ctx, cmd); err != nil {
+			t.Fatalf("send %s with the control credential: %v", cmd.CommandName(), err)
+		}
+		select {
+		case c := <-ran:
+			if c.ID() != cmd.ID() {
+				t.Fatalf("ran %+v, want %+v", c, cmd)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the node did not run %s", cmd.CommandName())
+		}
+		subject, events := nextBatch()
+		if subject != wire.NodeFactsSubject(nodeID) || len(events) != 1 {
+			t.Fatalf("outcome batch on %s with %d events", subject, len(events))
+		}
+		env, err := eventstore.DecodeEnvelope(events[0].Envelope)
+		if err != nil || env.Type != domain.TypeNodeCommandExecuted {
+			t.Fatalf("outcome of %s: %+v, %v", cmd.CommandName(), env, err)
+		}
+		// The node acknowledged the command on its own consumer.
+		cons, err := control.js.PushConsumer(ctx, wire.CommandsStream, "tp_node_"+nodeID+"_"+cmd.CommandName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.AckFloor.Consumer != 1 || info.NumAckPending != 0 {
+				return fmt.Errorf("%s: ack floor %d, %d pending", cmd.CommandName(), info.AckFloor.Consumer, info.NumAckPending)
+			}
+			return nil
+		})
+	}
+
+	node.noViolations(t)
+	control.noViolations(t)
+}
+
+// JetStream answers a pull request on whatever reply subject the requester names, and NATS checks
+// no reply subject against permissions. A node must be able to pull from TP_EVENTS, so it could
+// name commands.*, another node's facts or heartbeat subject, or another node's command
+// deliveries as the reply and have the server deliver the relayed record there. Each node has an
+// account of its own for this: the reply resolves in the node's account, where nothing listens.
+// (With every credential in one account, the record went to each of these replies and the other
+// node received it on its command subscription.)
+func TestNodeCannotRedirectJetStreamDeliveries(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	self, other := newNodeID(), newNodeID()
+	d := deploy(t, self, other)
+	control := d.dialControl(t)
+	node := d.dialNode(t, self)
+	victim := d.dialNode(t, other)
+	// The victim's command subscription as CommandHandlers makes it (a literal subject).
+	victimCommands, err := victim.nc.SubscribeSync("_tp.cmd." + other + "." + wire.CommandDrainNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := victim.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Published as the relay publishes it; the stored copy keeps its Nats-Expected-Stream and
+	// Nats-Expected-Last-Sequence headers, which would make other streams refuse a redirected
+	// copy anyway, but a plain subscriber such as the other node's command subscription takes it.
+	msg, _ := relayed(t, 0, domain.TypeTunnelCreated)
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(0)); err != nil {
+		t.Fatal(err)
+	}
+
+	targets := []string{
+		wire.CommandTopic(wire.CommandDrainNode),
+		wire.NodeFactsSubject(other),
+		"$KV." + wire.NodesBucket + "." + other,
+		"_tp.cmd." + other + "." + wire.CommandDrainNode,
+	}
+	// One consumer per target, made the way SubscribeEvents makes its own (what the node may do).
+	var consumers []string
+	for i := range targets {
+		name := fmt.Sprintf("redirect_%d", i)
+		if _, err := node.js.CreateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{Name: name,
+			FilterSubject: wire.EventsSubjectPrefix + ">", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
+			t.Fatalf("node creating a consumer on TP_EVENTS: %v", err)
+		}
+		consumers = append(consumers, name)
+	}
+	before := jetStreamState(ctx, t, control.js)
+	for i, target := range targets {
+		next := "$JS.API.CONSUMER.MSG.NEXT." + wire.EventsStream + "." + consumers[i]
+		if err := node.nc.PublishMsg(&nats.Msg{Subject: next, Reply: target, Data: []byte(`{"batch":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+		// The consumer holds one record and serves pull requests in order: the node's own request
+		// after the redirected one gets the record only if the redirected one did not.
+		expires := fmt.Sprintf(`{"batch":1,"expires":%d}`, (2 * time.Second).Nanoseconds())
+		got, err := node.nc.Request(next, []byte(expires), 5*time.Second)
+		if err != nil {
+			t.Fatalf("pull with the node's own reply: %v", err)
+		}
+		if got.Header.Get("Status") != "" || got.Subject != msg.Subject {
+			t.Errorf("the record went to the reply %q named (the node's own pull got status %q %q)", target,
+				got.Header.Get("Status"), got.Header.Get("Description"))
+		}
+	}
+	// Nothing reached a stream or the other node.
+	if after := jetStreamState(ctx, t, control.js); after != before {
+		t.Errorf("a node's pull replies changed JetStream:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if m, err := victimCommands.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("the other node received %q on its command subscription", m.Data)
+	}
+	node.noViolations(t)
+	victim.noViolations(t)
+}

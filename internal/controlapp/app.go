@@ -1,0 +1,173 @@
+package controlapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tunnelplane/tunnelplane/api"
+	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
+	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
+)
+
+// App is a running control plane: the log, the projections, the write side (with its audit
+// flusher), the admin API on a listener and, with a NATS URL, the control side of the bus.
+type App struct {
+	Log      *Log
+	Runner   *projections.Runner
+	Service  *commands.Service
+	API      *api.Server
+	Bus      *Bus // nil without Config.NATSURL
+	Registry *prometheus.Registry
+	// URL is the API's base URL (http://host:port).
+	URL string
+
+	cfg      Config
+	log      *slog.Logger
+	life     lifecycle.Lifecycle
+	http     *http.Server
+	serveErr chan error
+	stopOnce sync.Once
+}
+
+// New validates cfg.
+func New(cfg Config) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.applyDefaults()
+	return &App{cfg: cfg, log: cfg.Logger, Registry: cfg.Registry, serveErr: make(chan error, 1)}, nil
+}
+
+// Start assembles and starts the control plane: migrate → store (log key from <data-dir>/keys/log,
+// domain event types) → projections → commands (token key from <data-dir>/keys/token) → API →
+// the bus, if configured. On an error everything started so far is stopped.
+func (a *App) Start(ctx context.Context) error {
+	return a.life.Start(ctx, "control plane", func(runCtx context.Context) error {
+		if err := a.start(ctx, runCtx); err != nil {
+			a.stopParts(context.WithoutCancel(ctx))
+			return err
+		}
+		return nil
+	})
+}
+
+func (a *App) start(ctx, runCtx context.Context) (err error) {
+	cfg := a.cfg
+	if a.Log, err = OpenLog(ctx, cfg.DatabaseURL, cfg.DataDir, cfg.DBMaxConns, a.log); err != nil {
+		return err
+	}
+	if a.Runner, err = projections.New(projections.Config{Store: a.Log.Store, Projections: projections.All(), Logger: a.log, Registerer: cfg.Registry}); err != nil {
+		return err
+	}
+	if err = a.Runner.Start(runCtx); err != nil {
+		return err
+	}
+	if a.Service, err = NewService(a.Log, cfg.DataDir, a.Runner, cfg.AuditFlushInterval, a.log); err != nil {
+		return err
+	}
+	if _, err = a.Service.EnsureTokenKey(ctx); err != nil {
+		return err
+	}
+	a.Service.Start(runCtx)
+	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: readmodels.New(a.Log.Pool),
+		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, Registry: cfg.Registry, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	if err = a.API.Start(runCtx); err != nil {
+		return err
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+			return fmt.Errorf("api: listen on %s: %w", cfg.APIAddr, err)
+		}
+	}
+	a.URL = "http://" + ln.Addr().String()
+	a.http = &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	srv := a.http
+	a.life.Go(func(context.Context) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.serveErr <- fmt.Errorf("api: serve: %w", err)
+		}
+	})
+	if cfg.NATSURL != "" {
+		if a.Bus, err = StartBus(runCtx, BusConfig{NATSURL: cfg.NATSURL, OwnsNATS: cfg.OwnsNATS, Store: a.Log.Store, Service: a.Service,
+			Registerer: cfg.Registry, Logger: a.log}); err != nil {
+			return err
+		}
+		a.API.SetLiveNodes(a.Bus.Live)
+	}
+	a.log.Info("control plane started", "api_url", a.URL, "pid", os.Getpid())
+	return nil
+}
+
+// NewService builds the write side over a log. Without a runner (offline tools) the RBAC policy
+// is reloaded on every denial.
+func NewService(h *Log, dataDir string, runner *projections.Runner, auditFlush time.Duration, log *slog.Logger) (*commands.Service, error) {
+	cfg := commands.Config{Store: h.Store, Pool: h.Pool, LogKeys: LogKeys(dataDir), TokenKeys: TokenKeys(dataDir), Logger: log, AuditFlushInterval: auditFlush}
+	if runner != nil {
+		// The policy is reloaded only when a role event was applied, not on every log event.
+		cfg.RBACPosition = func() int64 { p, _ := runner.LastChange(projections.RoleAssignments); return p }
+		cfg.WaitRBAC = func(ctx context.Context, pos uint64) error {
+			return runner.WaitFor(ctx, pos, projections.RoleAssignments)
+		}
+	}
+	return commands.New(cfg)
+}
+
+// Done reports a failure of the API server (nothing after a clean Stop).
+func (a *App) Done() <-chan error { return a.serveErr }
+
+// Stop ends in-flight requests gracefully (bounded by the shutdown timeout and ctx), then the
+// bus, the API, the write side (flushing pending audit events), the projections and the log.
+// Safe to call twice, and after a Start that failed.
+func (a *App) Stop(ctx context.Context) {
+	a.stopOnce.Do(func() {
+		start := time.Now()
+		a.stopParts(ctx)
+		a.life.Stop()
+		a.log.Info("control plane stopped", "duration_ms", time.Since(start).Milliseconds())
+	})
+}
+
+func (a *App) stopParts(ctx context.Context) {
+	if a.Bus != nil {
+		a.Bus.Stop()
+	}
+	if a.http != nil {
+		sctx, cancel := context.WithTimeout(ctx, a.cfg.ShutdownTimeout)
+		if err := a.http.Shutdown(sctx); err != nil {
+			a.log.Warn("api: requests still running at shutdown were cut off", "error", err)
+			_ = a.http.Close()
+		}
+		cancel()
+	}
+	if a.API != nil {
+		a.API.Stop()
+	}
+	if a.Service != nil {
+		a.Service.Stop()
+	}
+	if a.Runner != nil {
+		a.Runner.Stop()
+	}
+	if a.Log != nil {
+		a.Log.Close()
+	}
+}
+
+// Close is Stop without a deadline of the caller's.
+func (a *App) Close() { a.Stop(context.Background()) }

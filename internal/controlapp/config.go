@@ -1,0 +1,108 @@
+package controlapp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
+var ErrInvalidConfig = errors.New("control plane: invalid config")
+
+// Defaults of Config.
+const (
+	DefaultAPIAddr    = "127.0.0.1:8080"
+	DefaultDBMaxConns = 20
+)
+
+// Config configures a control plane. Zero values take the defaults.
+type Config struct {
+	// DatabaseURL is the PostgreSQL server holding the log (required; the caller resolves it).
+	DatabaseURL string
+	// DataDir holds the log and token signing keys (<DataDir>/keys/log, keys/token).
+	DataDir string
+	// APIAddr is where the admin API listens (host:port; port 0 picks one). Ignored when
+	// Listener is set.
+	APIAddr string
+	// Listener serves the API instead of listening on APIAddr (tests, benchmarks).
+	Listener net.Listener
+	// JWKSURL / JWKSFile add an external identity provider; JWTIssuer is its iss.
+	JWKSURL, JWKSFile, JWTIssuer string
+	// DBMaxConns caps the database pool. Default 20.
+	DBMaxConns int
+	// ShutdownTimeout bounds the graceful end of in-flight requests. Default 10s.
+	ShutdownTimeout time.Duration
+	// AuditFlushInterval is how often aggregated audit events are written. Default 10s.
+	AuditFlushInterval time.Duration
+	// NATSURL, when set, runs the control side of the bus there; OwnsNATS says the server is
+	// this installation's own (see BusConfig).
+	NATSURL  string
+	OwnsNATS bool
+	// Registry collects the metrics served at /metrics. Default: a fresh one with Go and process
+	// collectors.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if c.DatabaseURL == "" {
+		bad("a database URL is required")
+	}
+	if c.DataDir == "" {
+		bad("a data dir is required")
+	}
+	if c.Listener == nil {
+		addr := c.APIAddr
+		if addr == "" {
+			addr = DefaultAPIAddr
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad("--api-addr %q: want host:port: %v", addr, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("--api-addr %q: bad port", addr)
+		}
+	}
+	if c.DBMaxConns < 0 || c.DBMaxConns > 10000 {
+		bad("--db-max-conns %d: want 1 to 10000", c.DBMaxConns)
+	}
+	if c.ShutdownTimeout < 0 || c.AuditFlushInterval < 0 {
+		bad("negative duration")
+	}
+	if c.JWKSURL != "" && c.JWKSFile != "" {
+		bad("--jwks-url and --jwks-file: give one")
+	}
+	if (c.JWKSURL != "" || c.JWKSFile != "") && c.JWTIssuer == "" {
+		bad("--jwt-issuer is required with --jwks-url or --jwks-file")
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) applyDefaults() {
+	if c.APIAddr == "" {
+		c.APIAddr = DefaultAPIAddr
+	}
+	if c.DBMaxConns == 0 {
+		c.DBMaxConns = DefaultDBMaxConns
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+		c.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}

@@ -1,0 +1,140 @@
+package nodeapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
+)
+
+// ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
+var ErrInvalidConfig = errors.New("node: invalid config")
+
+// Config configures a node process.
+type Config struct {
+	// DataDir holds <DataDir>/node: the node's id, host and event keys, spool and view snapshot.
+	DataDir string
+	// Name is the node's name in the registry (default node-1).
+	Name string
+	// ListenAddr is where agents and callers connect (one listener); Listener, if set, is used
+	// instead.
+	ListenAddr string
+	Listener   net.Listener
+	// PublicURL is how agents and callers reach the node (default http://<listen address>).
+	PublicURL string
+	// BaseDomain enables host routing: <tunnel>.<org>.<BaseDomain>.
+	BaseDomain string
+	// NATSURL is the cluster's NATS.
+	NATSURL string
+	// Issuer is the iss of control-plane tokens (default token.DefaultIssuer).
+	Issuer  string
+	Version string
+	Limits  Limits
+	// MaxViewLag is how far behind the control plane's log the view may fall before the node
+	// refuses agents and callers (default 30s); LagSample how often it asks the log's size
+	// (default 5s).
+	MaxViewLag, LagSample time.Duration
+	// ControlPlane is how the node learns the log and enrolls.
+	ControlPlane ControlPlane
+	// Registerer and Gatherer serve /metrics on the node's listener (nil: no metrics endpoint).
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	Logger     *slog.Logger
+}
+
+// Limits bound what one tunnel, agent or client address may hold of the node (zero: the node's
+// defaults; see node.Config).
+type Limits struct {
+	MaxCallsPerTunnel  int
+	ChannelOpenTimeout time.Duration
+	MaxConnsPerSource  int
+}
+
+// ControlPlane is what a node asks the control plane, never NATS: whoever may publish on NATS
+// could otherwise choose what the node trusts.
+type ControlPlane interface {
+	// Log returns the log's origin (for the enrollment proof and the view), its genesis hash
+	// (the view's trust anchor) and its size now (the view must hold that much before the node
+	// serves).
+	Log(ctx context.Context) (LogInfo, error)
+	// Enroll registers the node if it is not yet; an error wrapping domain.ErrConflict means it
+	// was enrolled before.
+	Enroll(ctx context.Context, e Enrollment) error
+}
+
+// LogInfo is what a node learns of the log from the control plane (GET /api/v1/log).
+type LogInfo struct {
+	Origin      string `json:"origin"`
+	Size        uint64 `json:"size"`
+	GenesisHash []byte `json:"genesis_hash"`
+}
+
+// Enrollment is the node's registration: its id and keys, each with one purpose (the SSH host key
+// agents pin, the event key that signs its facts, with a proof of possession naming the log), and
+// where agents and callers reach it. Its JSON is the body of POST /api/v1/nodes.
+type Enrollment struct {
+	NodeID             string                 `json:"node_id"`
+	Name               string                 `json:"name"`
+	HostKey            string                 `json:"host_key"`
+	HostKeyFingerprint string                 `json:"host_key_fingerprint"`
+	EventKey           ledger.KeyAddedPayload `json:"event_key"`
+	AgentURL           string                 `json:"agent_url,omitempty"`
+	IngressURL         string                 `json:"ingress_url,omitempty"`
+}
+
+func (c *Config) applyDefaults() {
+	if c.Name == "" {
+		c.Name = "node-1"
+	}
+	if c.Issuer == "" {
+		c.Issuer = token.DefaultIssuer
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxViewLag == 0 {
+		c.MaxViewLag = staleAfter
+	}
+	if c.LagSample == 0 {
+		c.LagSample = lagSample
+	}
+}
+
+// Validate reports every problem at once; zero values count as their defaults.
+func (c Config) Validate() error {
+	c.applyDefaults()
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if c.DataDir == "" {
+		bad("DataDir is required")
+	}
+	if !domain.ValidName(c.Name) {
+		bad("node name %q: use lower-case letters, digits and inner hyphens", c.Name)
+	}
+	if c.Listener == nil && c.ListenAddr == "" {
+		bad("ListenAddr (or a Listener) is required")
+	}
+	if c.NATSURL == "" {
+		bad("NATSURL is required")
+	}
+	if c.ControlPlane == nil {
+		bad("ControlPlane is required")
+	}
+	if c.MaxViewLag < 0 || c.LagSample < 0 {
+		bad("MaxViewLag and LagSample must be positive")
+	}
+	if c.Limits.MaxCallsPerTunnel < 0 || c.Limits.MaxConnsPerSource < 0 || c.Limits.ChannelOpenTimeout < 0 {
+		bad("limits must not be negative: %+v", c.Limits)
+	}
+	return errors.Join(errs...)
+}

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/bus/controlbus"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 	"github.com/tunnelplane/tunnelplane/internal/nodeapp"
 )
 
@@ -44,9 +44,9 @@ type App struct {
 	Node *nodeapp.App
 	Demo *Demo // with Config.Demo
 
-	cfg      Config
-	stop     []func(context.Context)
-	stopOnce sync.Once
+	cfg  Config
+	life lifecycle.Lifecycle
+	stop []func(context.Context) // in order of start
 }
 
 // New checks cfg; Start runs it.
@@ -74,13 +74,18 @@ func New(cfg Config) (*App, error) {
 }
 
 // Start starts the embedded NATS server, the control plane, the node and the demo, in that order.
-// On an error what started is stopped.
-func (a *App) Start(ctx context.Context) (err error) {
-	defer func() {
-		if err != nil {
-			a.Stop(context.WithoutCancel(ctx))
+// On an error what started is stopped. A second Start does nothing; after Stop it fails.
+func (a *App) Start(ctx context.Context) error {
+	return a.life.Start(ctx, "serve", func(context.Context) error {
+		if err := a.start(ctx); err != nil {
+			a.stopAll(context.WithoutCancel(ctx))
+			return err
 		}
-	}()
+		return nil
+	})
+}
+
+func (a *App) start(ctx context.Context) (err error) {
 	cfg := a.cfg
 	if _, err := controlapp.InitLog(ctx, cfg.Control.DatabaseURL, cfg.Control.DataDir); err != nil {
 		return err
@@ -128,11 +133,16 @@ func (a *App) Start(ctx context.Context) (err error) {
 
 // Stop stops everything in reverse order of start. Safe to call twice.
 func (a *App) Stop(ctx context.Context) {
-	a.stopOnce.Do(func() {
-		for i := len(a.stop) - 1; i >= 0; i-- {
-			a.stop[i](ctx)
-		}
-	})
+	if a.life.Stop() {
+		a.stopAll(ctx)
+	}
+}
+
+func (a *App) stopAll(ctx context.Context) {
+	for i := len(a.stop) - 1; i >= 0; i-- {
+		a.stop[i](ctx)
+	}
+	a.stop = nil
 }
 
 // Close is Stop without a deadline of the caller's (tests' cleanups).

@@ -11,6 +11,10 @@ DESYNC_ITERATIONS ?= 2000
 # Debian packages the tests run for real: uvicorn (with h11) and Node.js are upstreams of the
 # ingress desync harness.
 TEST_PACKAGES := python3-uvicorn nodejs
+# The external NATS server the bus and system tests also run against (this machine's, the Debian
+# package, 2.9.x); `make nats` starts one when nothing answers there.
+TEST_NATS_HOST := 127.0.0.1
+TEST_NATS_PORT := 4222
 
 .DEFAULT_GOAL := help
 
@@ -27,7 +31,8 @@ run: build ## tunnelplane serve --demo: NATS, control plane, a node and a demo t
 	$(BIN) serve --demo --data-dir $(DATA_DIR)
 
 .PHONY: deps
-deps: ## Install the Debian packages the tests use, only those missing (root; CI runs as root)
+deps: ## Download the modules (every platform's) and install the Debian packages the tests use, only those missing (root)
+	$(GO) mod download
 	@command -v dpkg >/dev/null || { echo "deps: not a Debian system; install $(TEST_PACKAGES) yourself"; exit 0; }; \
 	missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -35,9 +40,23 @@ deps: ## Install the Debian packages the tests use, only those missing (root; CI
 	echo "deps: installing$$missing"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null
 
+.PHONY: nats
+nats: ## Make sure a NATS server with JetStream answers at 127.0.0.1:4222 (installed and started if not)
+	@if (exec 3<>/dev/tcp/$(TEST_NATS_HOST)/$(TEST_NATS_PORT)) 2>/dev/null; then exit 0; fi; \
+	if ! command -v nats-server >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then echo "nats: no server at $(TEST_NATS_HOST):$(TEST_NATS_PORT) and nats-server is not installed"; exit 1; fi; \
+	  echo "nats: installing nats-server"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nats-server >/dev/null; \
+	fi; \
+	dir=$$(mktemp -d /tmp/tunnelplane-nats.XXXXXX); echo "nats: starting nats-server -js on $(TEST_NATS_HOST):$(TEST_NATS_PORT) (store $$dir)"; \
+	nohup $$(command -v nats-server) -a $(TEST_NATS_HOST) -p $(TEST_NATS_PORT) -js -sd $$dir >$$dir/nats.log 2>&1 </dev/null & \
+	for i in $$(seq 100); do (exec 3<>/dev/tcp/$(TEST_NATS_HOST)/$(TEST_NATS_PORT)) 2>/dev/null && exit 0; sleep 0.1; done; \
+	echo "nats: the server did not start; see $$dir/nats.log"; exit 1
+
 .PHONY: test
-test: deps lint ## Run the whole suite against a real PostgreSQL (found or started)
+test: deps nats lint ## Run the whole suite against a real PostgreSQL (found or started) and NATS (embedded and this machine's)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@# The bus tests again, against this machine's NATS server (2.9.x) under cluster names of their own.
+	TUNNELPLANE_TEST_NATS_URL=nats://$(TEST_NATS_HOST):$(TEST_NATS_PORT) $(GO) test -race -count=1 -timeout 10m ./bus/bustest
 	@# The race detector makes a 256 MiB transfer too slow, so that test shrinks under -race;
 	@# run it again at full size without.
 	$(GO) test -count=1 -run 'TestLargeBodyArrivesIntactAndStreams' ./dataplane/node

@@ -44,7 +44,7 @@ func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
 	var mu sync.Mutex
 	var disconnects []wire.DisconnectAgent
 	var drains int
-	handlers, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{
+	handlers, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{Names: nm(t),
 		NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(), RetryDelay: 50 * time.Millisecond,
 		DisconnectAgent: func(_ context.Context, cmd wire.DisconnectAgent) error {
 			mu.Lock()
@@ -68,7 +68,7 @@ func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
 	t.Cleanup(handlers.Stop)
 
 	control := connect(t, n.url())
-	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Conn: control, Logger: testLogger()})
+	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Names: nm(t), Conn: control, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
 	}
 	// Delivered again past the duplicate window (a resend long after, another message id).
 	body, _ := json.Marshal(cmd)
-	again := &nats.Msg{Subject: wire.CommandTopic(wire.CommandDisconnectAgent), Data: body, Header: nats.Header{}}
+	again := &nats.Msg{Subject: nm(t).CommandTopic(wire.CommandDisconnectAgent), Data: body, Header: nats.Header{}}
 	again.Header.Set("name", wire.CommandDisconnectAgent)
 	again.Header.Set("_watermill_message_uuid", "resend-"+cmd.CommandID)
 	again.Header.Set(nats.MsgIdHdr, "resend-"+cmd.CommandID)
@@ -104,7 +104,7 @@ func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
 	}
 
 	// Every command message has been handled and acknowledged by the node's consumers.
-	cst, err := j.Stream(ctx, wire.CommandsStream)
+	cst, err := j.Stream(ctx, nm(t).CommandsStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestCommandsRunOnceAndReportOutcome(t *testing.T) {
 		t.Fatalf("TP_COMMANDS holds %d messages, want 4 (the repeat within the window is dropped)", info.State.Msgs)
 	}
 	for name, want := range map[string]uint64{wire.CommandDisconnectAgent: 3, wire.CommandDrainNode: 1} {
-		cons, err := j.PushConsumer(ctx, wire.CommandsStream, "tp_node_"+nodeID+"_"+name)
+		cons, err := j.PushConsumer(ctx, nm(t).CommandsStream(), nm(t).CommandConsumer(nodeID, name))
 		if err != nil {
 			t.Fatalf("consumer for %s: %v", name, err)
 		}
@@ -181,7 +181,7 @@ func TestCommandsWaitForAnAbsentNode(t *testing.T) {
 		pub := newPublisher(t, nodeID, key, connect(t, n.url()), t.TempDir(), nil)
 		// A short ack wait: the server may still count the stopped node's subscription as interest
 		// for a moment and deliver to it; that delivery is then redelivered after the ack wait.
-		h, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
+		h, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{Names: nm(t), NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
 			AckWait:         time.Second,
 			DisconnectAgent: func(_ context.Context, cmd wire.DisconnectAgent) error { runs <- cmd; return nil }})
 		if err != nil {
@@ -196,7 +196,7 @@ func TestCommandsWaitForAnAbsentNode(t *testing.T) {
 	h.Stop()
 	h.Stop() // safe twice
 
-	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Conn: connect(t, n.url())})
+	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Names: nm(t), Conn: connect(t, n.url())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestCommandsWaitForAnAbsentNode(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the command sent while the node was away never ran")
 	}
-	c, err := js(t, connect(t, n.url())).PushConsumer(ctx, wire.CommandsStream, "tp_node_"+nodeID+"_"+wire.CommandDisconnectAgent)
+	c, err := js(t, connect(t, n.url())).PushConsumer(ctx, nm(t).CommandsStream(), nm(t).CommandConsumer(nodeID, wire.CommandDisconnectAgent))
 	if err != nil {
 		t.Fatalf("the node's durable consumer is gone after its subscription closed: %v", err)
 	}
@@ -225,13 +225,14 @@ func TestCommandsWaitForAnAbsentNode(t *testing.T) {
 
 // A node keeps receiving commands after NATS restarts underneath it.
 func TestCommandsSurviveNATSRestart(t *testing.T) {
+	embeddedOnly(t)
 	t.Parallel()
 	ctx := ctxT(t)
 	n := startNATS(t, controlbus.StreamsConfig{})
 	nodeID := uuid.NewString()
 	runs := make(chan wire.DrainNode, 4)
 	pub := newPublisher(t, nodeID, mustKey(t), connect(t, n.url()), t.TempDir(), nil)
-	h, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
+	h, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{Names: nm(t), NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
 		NATSOptions: []nats.Option{nats.ReconnectWait(50 * time.Millisecond)},
 		DrainNode:   func(_ context.Context, cmd wire.DrainNode) error { runs <- cmd; return nil }})
 	if err != nil {
@@ -244,7 +245,7 @@ func TestCommandsSurviveNATSRestart(t *testing.T) {
 
 	n.srv.Shutdown()
 	n.restart()
-	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Conn: connect(t, n.url())})
+	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Names: nm(t), Conn: connect(t, n.url())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +270,7 @@ func TestResolvedAndRefusedCommands(t *testing.T) {
 	var mu sync.Mutex
 	var ran []wire.DisconnectAgent
 	var decided atomic.Bool
-	handlers, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{
+	handlers, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{Names: nm(t),
 		NodeID: nodeID, URL: n.url(), Publisher: pub, Logger: testLogger(),
 		DisconnectAgent: func(_ context.Context, cmd wire.DisconnectAgent) error {
 			mu.Lock()
@@ -294,7 +295,7 @@ func TestResolvedAndRefusedCommands(t *testing.T) {
 	j := js(t, connect(t, n.url()))
 	send := func(msgID string, cmd wire.DisconnectAgent) {
 		body, _ := json.Marshal(cmd)
-		msg := &nats.Msg{Subject: wire.CommandTopic(wire.CommandDisconnectAgent), Data: body, Header: nats.Header{}}
+		msg := &nats.Msg{Subject: nm(t).CommandTopic(wire.CommandDisconnectAgent), Data: body, Header: nats.Header{}}
 		msg.Header.Set("name", wire.CommandDisconnectAgent)
 		msg.Header.Set("_watermill_message_uuid", msgID)
 		msg.Header.Set(nats.MsgIdHdr, msgID)
@@ -304,7 +305,7 @@ func TestResolvedAndRefusedCommands(t *testing.T) {
 	}
 	id := uuid.NewString()
 	send("forged", wire.DisconnectAgent{CommandID: id, TunnelID: "a victim's tunnel"})
-	cons, err := j.PushConsumer(ctx, wire.CommandsStream, "tp_node_"+nodeID+"_"+wire.CommandDisconnectAgent)
+	cons, err := j.PushConsumer(ctx, nm(t).CommandsStream(), nm(t).CommandConsumer(nodeID, wire.CommandDisconnectAgent))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,7 +95,7 @@ func TestRedeliveredBatchIsStoredOnce(t *testing.T) {
 
 	// Capture the batch exactly as it travels.
 	captured := make(chan *nats.Msg, 4)
-	tap, err := nc.ChanSubscribe(wire.NodeFactsSubject(nodeID), captured)
+	tap, err := nc.ChanSubscribe(nm(t).NodeFactsSubject(nodeID), captured)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		}
 	}
 	// Garbage on a node subject.
-	if _, err := js(t, nc).Publish(ctx, wire.NodeFactsSubject(otherNode), []byte("TPB1 not really")); err != nil {
+	if _, err := js(t, nc).Publish(ctx, nm(t).NodeFactsSubject(otherNode), []byte("TPB1 not really")); err != nil {
 		t.Fatal(err)
 	}
 	// An enrolled node, with its own key, in its own stream, reporting what only the control
@@ -200,7 +200,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 	forged := forgeBatch(t, forger, forgerKey,
 		domain.Metadata{Actor: "node:" + forger, NodeID: forger},
 		domain.Metadata{Actor: "alice", NodeID: forger, OrgID: uuid.NewString(), ClientIP: "203.0.113.9"})
-	if _, err := js(t, nc).Publish(ctx, wire.NodeFactsSubject(forger), forged); err != nil {
+	if _, err := js(t, nc).Publish(ctx, nm(t).NodeFactsSubject(forger), forged); err != nil {
 		t.Fatal(err)
 	}
 	// A fact too large to relay.
@@ -250,7 +250,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 			t.Errorf("%s: no audit event for node %s", tc.name, tc.nodeID)
 			continue
 		}
-		if !strings.HasPrefix(a.Reason, tc.reason) || a.Events != 2 || a.KeyID != tc.key.ID() || a.Subject != wire.NodeFactsSubject(tc.nodeID) {
+		if !strings.HasPrefix(a.Reason, tc.reason) || a.Events != 2 || a.KeyID != tc.key.ID() || a.Subject != nm(t).NodeFactsSubject(tc.nodeID) {
 			t.Errorf("%s: audit %+v, want reason %s, 2 events, key %s", tc.name, a, tc.reason, tc.key.ID())
 		}
 		// A batch is refused whole, but one that partly duplicates the log is stored event by
@@ -269,7 +269,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 
 	// Not retried: the consumer has nothing pending, each message was delivered exactly once,
 	// and the work queue is empty.
-	cons, err := js(t, nc).Consumer(ctx, wire.NodeFactsStream, "tp_ingester")
+	cons, err := js(t, nc).Consumer(ctx, nm(t).NodeFactsStream(), nm(t).IngesterConsumer())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,14 +28,14 @@ func TestBusComponentsStartStopStress(t *testing.T) {
 		make func(t *testing.T) lifecycletest.Component
 	}{
 		{"publisher", func(t *testing.T) lifecycletest.Component {
-			p, err := nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: nodeID, Key: key, Conn: nc, SpoolDir: t.TempDir(), Logger: testLogger()})
+			p, err := nodebus.NewPublisher(nodebus.PublisherConfig{Names: nm(t), NodeID: nodeID, Key: key, Conn: nc, SpoolDir: t.TempDir(), Logger: testLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return lifecycletest.Component{Start: p.Start, Stop: p.Stop}
 		}},
 		{"heartbeater", func(t *testing.T) lifecycletest.Component {
-			h, err := nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Conn: nc, Info: wire.Heartbeat{NodeID: nodeID, Name: "n"},
+			h, err := nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Names: nm(t), Conn: nc, Info: wire.Heartbeat{NodeID: nodeID, Name: "n"},
 				Interval: 50 * time.Millisecond, Logger: testLogger()})
 			if err != nil {
 				t.Fatal(err)
@@ -43,12 +43,12 @@ func TestBusComponentsStartStopStress(t *testing.T) {
 			return lifecycletest.Component{Start: h.Start, Stop: h.Stop}
 		}},
 		{"command handlers", func(t *testing.T) lifecycletest.Component {
-			p, err := nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: nodeID, Key: key, Conn: nc, SpoolDir: t.TempDir(), Logger: testLogger()})
+			p, err := nodebus.NewPublisher(nodebus.PublisherConfig{Names: nm(t), NodeID: nodeID, Key: key, Conn: nc, SpoolDir: t.TempDir(), Logger: testLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(p.Stop)
-			h, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{NodeID: uuid.NewString(), URL: env.url(), Publisher: p,
+			h, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{Names: nm(t), NodeID: uuid.NewString(), URL: env.url(), Publisher: p,
 				DrainNode: func(context.Context, wire.DrainNode) error { return nil }, Logger: testLogger()})
 			if err != nil {
 				t.Fatal(err)
@@ -56,21 +56,21 @@ func TestBusComponentsStartStopStress(t *testing.T) {
 			return lifecycletest.Component{Start: h.Start, Stop: h.Stop}
 		}},
 		{"ingester", func(t *testing.T) lifecycletest.Component {
-			in, err := controlbus.NewIngester(controlbus.IngesterConfig{Store: s.store, Conn: nc, Logger: testLogger()})
+			in, err := controlbus.NewIngester(controlbus.IngesterConfig{Names: nm(t), Store: s.store, Conn: nc, Logger: testLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return lifecycletest.Component{Start: in.Start, Stop: in.Stop}
 		}},
 		{"relay", func(t *testing.T) lifecycletest.Component {
-			r, err := controlbus.NewRelay(controlbus.RelayConfig{Store: s.store, Conn: nc, Logger: testLogger()})
+			r, err := controlbus.NewRelay(controlbus.RelayConfig{Names: nm(t), Store: s.store, Conn: nc, Logger: testLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return lifecycletest.Component{Start: r.Start, Stop: r.Stop}
 		}},
 		{"registry watcher", func(t *testing.T) lifecycletest.Component {
-			w, err := controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Conn: nc, Logger: testLogger(),
+			w, err := controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Names: nm(t), Conn: nc, Logger: testLogger(),
 				OnLost: func(string, time.Time) {}, OnRecovered: func(string) {}})
 			if err != nil {
 				t.Fatal(err)

@@ -2,9 +2,12 @@ package bustest_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/natstest"
 )
 
 func TestMain(m *testing.M) {
@@ -46,7 +50,40 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
-// natsEnv is an embedded NATS server with the streams in place.
+// externalNATS, when set (TUNNELPLANE_TEST_NATS_URL), is the server the tests run against instead
+// of an embedded one: make test runs this package a second time against this machine's NATS
+// (the Debian package, 2.9.x). Each test then has its own cluster name (nm), so its streams never
+// meet another test's or another installation's, and they are deleted when it ends.
+var externalNATS = os.Getenv("TUNNELPLANE_TEST_NATS_URL")
+
+// runID makes this run's cluster names unique on a shared server.
+var runID = uuid.NewString()
+
+// nm is the test's NATS names: the default installation's on an embedded server, a cluster name
+// of its own (from its top-level name) on the external one.
+func nm(t testing.TB) wire.Names {
+	if externalNATS == "" {
+		return wire.Names{}
+	}
+	top, _, _ := strings.Cut(t.Name(), "/")
+	sum := sha256.Sum256([]byte(runID + top))
+	n, err := wire.NewNames("t" + hex.EncodeToString(sum[:6]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// embeddedOnly skips a test that stops or restarts the NATS server when the tests run against the
+// shared external one.
+func embeddedOnly(t testing.TB) {
+	t.Helper()
+	if externalNATS != "" {
+		t.Skip("stops the NATS server: runs against the embedded one only")
+	}
+}
+
+// natsEnv is a NATS server with the test's streams in place: embedded, or the external one.
 type natsEnv struct {
 	t    testing.TB
 	dir  string
@@ -57,8 +94,18 @@ type natsEnv struct {
 func startNATS(t testing.TB, sc controlbus.StreamsConfig) *natsEnv {
 	t.Helper()
 	e := &natsEnv{t: t, dir: t.TempDir()}
-	e.start(-1)
+	if externalNATS == "" {
+		e.start(-1)
+	}
 	nc := connect(t, e.url())
+	if externalNATS != "" {
+		t.Cleanup(func() {
+			if err := natstest.RemoveStreams(nc, nm(t)); err != nil {
+				t.Errorf("clean up NATS: %v", err)
+			}
+		})
+	}
+	sc.Names = nm(t)
 	if err := controlbus.EnsureStreams(ctxT(t), js(t, nc), sc); err != nil {
 		t.Fatalf("ensure streams: %v", err)
 	}
@@ -81,7 +128,12 @@ func (e *natsEnv) restart() {
 	e.start(e.port)
 }
 
-func (e *natsEnv) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", e.port) }
+func (e *natsEnv) url() string {
+	if externalNATS != "" {
+		return externalNATS
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", e.port)
+}
 
 func connect(t testing.TB, url string) *nats.Conn {
 	t.Helper()
@@ -191,7 +243,7 @@ func (s *storeEnv) streamRecords(t testing.TB, stream string) []eventstore.Recor
 
 func startIngester(t testing.TB, s *storeEnv, nc *nats.Conn, reg prometheus.Registerer) *controlbus.Ingester {
 	t.Helper()
-	in, err := controlbus.NewIngester(controlbus.IngesterConfig{Store: s.store, Conn: nc, Registerer: reg, Logger: testLogger(),
+	in, err := controlbus.NewIngester(controlbus.IngesterConfig{Names: nm(t), Store: s.store, Conn: nc, Registerer: reg, Logger: testLogger(),
 		RetryMin: 100 * time.Millisecond, RetryMax: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +257,7 @@ func startIngester(t testing.TB, s *storeEnv, nc *nats.Conn, reg prometheus.Regi
 
 func newPublisher(t testing.TB, nodeID string, key *eventstore.SigningKey, nc *nats.Conn, dir string, reg prometheus.Registerer) *nodebus.Publisher {
 	t.Helper()
-	p, err := nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: nodeID, Key: key, Conn: nc, SpoolDir: dir, Registerer: reg,
+	p, err := nodebus.NewPublisher(nodebus.PublisherConfig{Names: nm(t), NodeID: nodeID, Key: key, Conn: nc, SpoolDir: dir, Registerer: reg,
 		Logger: testLogger(), PublishTimeout: 2 * time.Second, RetryMax: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

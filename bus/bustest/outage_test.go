@@ -22,6 +22,7 @@ import (
 // NATS goes away for 10 s while a node keeps reporting: the node spools, and once NATS is back
 // every event reaches the log exactly once, in a log that still verifies.
 func TestNATSOutageSpoolsAndLosesNothing(t *testing.T) {
+	embeddedOnly(t)
 	t.Parallel()
 	ctx := ctxT(t)
 	n := startNATS(t, controlbus.StreamsConfig{})
@@ -142,6 +143,7 @@ func TestNATSOutageSpoolsAndLosesNothing(t *testing.T) {
 // The spool outlives the process: a new Publisher on the same directory sends what the old one
 // spooled, after dropping a record torn by a crash mid-write.
 func TestSpoolSurvivesRestartAndTornTail(t *testing.T) {
+	embeddedOnly(t)
 	t.Parallel()
 	ctx := ctxT(t)
 	n := startNATS(t, controlbus.StreamsConfig{})
@@ -237,13 +239,14 @@ func TestSpoolSurvivesRestartAndTornTail(t *testing.T) {
 
 // What Publish cannot keep it refuses, instead of accepting and dropping it later.
 func TestPublishRefusesWhatItCannotKeep(t *testing.T) {
+	embeddedOnly(t)
 	t.Parallel()
 	ctx := ctxT(t)
 	n := startNATS(t, controlbus.StreamsConfig{})
 	url := n.url()
 	n.srv.Shutdown()
 	nodeID := uuid.NewString()
-	pub, err := nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: nodeID, Key: mustKey(t), Conn: connect(t, url), SpoolDir: t.TempDir(),
+	pub, err := nodebus.NewPublisher(nodebus.PublisherConfig{Names: nm(t), NodeID: nodeID, Key: mustKey(t), Conn: connect(t, url), SpoolDir: t.TempDir(),
 		MaxSpoolBytes: 4 << 10, MaxMessageBytes: 2 << 10, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)

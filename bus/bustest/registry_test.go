@@ -29,7 +29,7 @@ func TestRegistryReportsLostAndRecoveredNodes(t *testing.T) {
 
 	lost := make(chan lostEvent, 4)
 	recovered := make(chan string, 4)
-	w, err := controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{
+	w, err := controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Names: nm(t),
 		Conn:        connect(t, n.url()),
 		OnLost:      func(id string, lastSeen time.Time) { lost <- lostEvent{id, lastSeen, time.Now()} },
 		OnRecovered: func(id string) { recovered <- id },
@@ -46,7 +46,7 @@ func TestRegistryReportsLostAndRecoveredNodes(t *testing.T) {
 	var agents atomic.Int64
 	agents.Store(3)
 	beat := func(id string) *nodebus.Heartbeater {
-		h, err := nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{
+		h, err := nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Names: nm(t),
 			Conn:     connect(t, n.url()),
 			Info:     wire.Heartbeat{NodeID: id, Name: "edge-" + id[:4], AgentURL: "wss://edge.example/agent", Version: "test", StartedAt: time.Now().UTC()},
 			Agents:   func() int { return int(agents.Load()) },

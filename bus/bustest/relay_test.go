@@ -38,7 +38,7 @@ func appendNodeLost(t testing.TB, s *storeEnv, n int) {
 
 func startRelay(t testing.TB, s *storeEnv, url string, reg prometheus.Registerer) *controlbus.Relay {
 	t.Helper()
-	r, err := controlbus.NewRelay(controlbus.RelayConfig{Store: s.store, Conn: connect(t, url), BatchSize: 16, Registerer: reg,
+	r, err := controlbus.NewRelay(controlbus.RelayConfig{Names: nm(t), Store: s.store, Conn: connect(t, url), BatchSize: 16, Registerer: reg,
 		RetryInterval: 100 * time.Millisecond, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func waitRelayed(t testing.TB, j jetstream.JetStream, s *storeEnv) uint64 {
 		t.Fatal(err)
 	}
 	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
-		st, err := j.Stream(ctxT(t), wire.EventsStream)
+		st, err := j.Stream(ctxT(t), nm(t).EventsStream())
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 	s := newStore(t)
 	j := js(t, connect(t, n.url()))
 	appendNodeLost(t, s, 40)
-	if last, err := controlbus.LastRelayedPosition(ctxT(t), j); err != nil || last != -1 {
+	if last, err := controlbus.LastRelayedPosition(ctxT(t), j, nm(t)); err != nil || last != -1 {
 		t.Fatalf("last relayed position of an empty TP_EVENTS: %d, %v", last, err)
 	}
 
@@ -124,7 +124,7 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 	appendNodeLost(t, s, 30)
 	head := waitRelayed(t, j, s)
 
-	st, err := j.Stream(ctxT(t), wire.EventsStream)
+	st, err := j.Stream(ctxT(t), nm(t).EventsStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,11 +135,11 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 	if info.State.Msgs != head || info.State.LastSeq != head {
 		t.Fatalf("TP_EVENTS holds %d messages up to sequence %d; the log has %d records", info.State.Msgs, info.State.LastSeq, head)
 	}
-	if last, err := controlbus.LastRelayedPosition(ctxT(t), j); err != nil || last != int64(head)-1 {
+	if last, err := controlbus.LastRelayedPosition(ctxT(t), j, nm(t)); err != nil || last != int64(head)-1 {
 		t.Fatalf("last relayed position %d, %v; want %d", last, err, head-1)
 	}
 
-	got := collect(t, j, nodebus.SubscribeEventsOptions{Logger: testLogger()}, int(head))
+	got := collect(t, j, nodebus.SubscribeEventsOptions{Names: nm(t), Logger: testLogger()}, int(head))
 	recs, err := s.store.ReadAll(ctxT(t), 0, int(head))
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg.Subject != wire.EventSubject(recs[4].Type) || msg.Header.Get(wire.HeaderPosition) != "4" ||
+	if msg.Subject != nm(t).EventSubject(recs[4].Type) || msg.Header.Get(wire.HeaderPosition) != "4" ||
 		!strings.HasPrefix(msg.Header.Get(jetstream.MsgIDHeader), recs[4].EventID.String()+".") {
 		t.Errorf("message 5: subject %s, headers %v", msg.Subject, msg.Header)
 	}
@@ -168,7 +168,7 @@ func TestRelayResumesWithoutSkipsOrRepeats(t *testing.T) {
 	}
 
 	// A node that rebuilt up to position 50 (a snapshot) reads on from there.
-	tail := collect(t, j, nodebus.SubscribeEventsOptions{FromPosition: 50}, int(head)-50)
+	tail := collect(t, j, nodebus.SubscribeEventsOptions{Names: nm(t), FromPosition: 50}, int(head)-50)
 	if tail[0].Position != 50 || tail[len(tail)-1].Position != head-1 {
 		t.Errorf("from position 50: got %d..%d", tail[0].Position, tail[len(tail)-1].Position)
 	}
@@ -184,7 +184,7 @@ func TestSubscribeEventsDurable(t *testing.T) {
 	startRelay(t, s, n.url(), nil)
 	waitRelayed(t, j, s) // positions 0..9
 
-	opts := nodebus.SubscribeEventsOptions{Durable: "node_view_test", RetryDelay: 50 * time.Millisecond, Logger: testLogger()}
+	opts := nodebus.SubscribeEventsOptions{Names: nm(t), Durable: "node_view_test", RetryDelay: 50 * time.Millisecond, Logger: testLogger()}
 	var mu sync.Mutex
 	attempts := map[uint64]int{}
 	ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
@@ -230,7 +230,7 @@ func TestForeignEventsStreamIsDetectedAndReset(t *testing.T) {
 	n := startNATS(t, controlbus.StreamsConfig{})
 	j := js(t, connect(t, n.url()))
 	a, b := newStore(t), newStore(t)
-	if err := controlbus.CheckEventsStream(ctxT(t), j, b.store); err != nil {
+	if err := controlbus.CheckEventsStream(ctxT(t), j, nm(t), b.store); err != nil {
 		t.Fatalf("empty stream: %v", err)
 	}
 	appendNodeLost(t, a, 5)
@@ -238,27 +238,27 @@ func TestForeignEventsStreamIsDetectedAndReset(t *testing.T) {
 	ra := startRelay(t, a, n.url(), nil)
 	waitRelayed(t, j, a)
 	ra.Stop()
-	if err := controlbus.CheckEventsStream(ctxT(t), j, a.store); err != nil {
+	if err := controlbus.CheckEventsStream(ctxT(t), j, nm(t), a.store); err != nil {
 		t.Fatalf("own log: %v", err)
 	}
-	err := controlbus.CheckEventsStream(ctxT(t), j, b.store)
+	err := controlbus.CheckEventsStream(ctxT(t), j, nm(t), b.store)
 	if !errors.Is(err, controlbus.ErrForeignEvents) {
 		t.Fatalf("another log's stream: %v", err)
 	}
 	short := newStore(t) // a log that ends before the stream does
-	if err := controlbus.CheckEventsStream(ctxT(t), j, short.store); !errors.Is(err, controlbus.ErrForeignEvents) {
+	if err := controlbus.CheckEventsStream(ctxT(t), j, nm(t), short.store); !errors.Is(err, controlbus.ErrForeignEvents) {
 		t.Fatalf("a stream longer than the log: %v", err)
 	}
 
-	if err := controlbus.ResetEventsStream(ctxT(t), j, controlbus.StreamsConfig{}); err != nil {
+	if err := controlbus.ResetEventsStream(ctxT(t), j, controlbus.StreamsConfig{Names: nm(t)}); err != nil {
 		t.Fatal(err)
 	}
-	if last, err := controlbus.LastRelayedPosition(ctxT(t), j); err != nil || last != -1 {
+	if last, err := controlbus.LastRelayedPosition(ctxT(t), j, nm(t)); err != nil || last != -1 {
 		t.Fatalf("after the reset: last position %d, %v", last, err)
 	}
 	startRelay(t, b, n.url(), nil)
 	head := waitRelayed(t, j, b)
-	got := collect(t, j, nodebus.SubscribeEventsOptions{Logger: testLogger()}, int(head))
+	got := collect(t, j, nodebus.SubscribeEventsOptions{Names: nm(t), Logger: testLogger()}, int(head))
 	recs, err := b.store.ReadAll(ctxT(t), 0, int(head))
 	if err != nil {
 		t.Fatal(err)
@@ -268,32 +268,32 @@ func TestForeignEventsStreamIsDetectedAndReset(t *testing.T) {
 			t.Fatalf("after the reset, relayed %d is %d/%s, the log has %s", i, ev.Position, ev.EventID, recs[i].EventID)
 		}
 	}
-	if err := controlbus.CheckEventsStream(ctxT(t), j, b.store); err != nil {
+	if err := controlbus.CheckEventsStream(ctxT(t), j, nm(t), b.store); err != nil {
 		t.Fatalf("after the reset and relay: %v", err)
 	}
 	// Messages someone else published after the relay's last do not make the stream foreign,
 	// and the relay goes on after its own last message.
 	for _, pos := range []string{"999999", strconv.FormatUint(head, 10), "x"} {
-		forged := &nats.Msg{Subject: wire.EventSubject("tunnel.deleted"), Data: []byte(`{"position":1}`), Header: nats.Header{}}
+		forged := &nats.Msg{Subject: nm(t).EventSubject("tunnel.deleted"), Data: []byte(`{"position":1}`), Header: nats.Header{}}
 		forged.Header.Set(wire.HeaderPosition, pos)
 		if _, err := j.PublishMsg(ctxT(t), forged); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := controlbus.CheckEventsStream(ctxT(t), j, b.store); err != nil {
+	if err := controlbus.CheckEventsStream(ctxT(t), j, nm(t), b.store); err != nil {
 		t.Fatalf("with forged messages after the relay's: %v", err)
 	}
 	appendNodeLost(t, b, 2)
 	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if last, err := controlbus.LastRelayedPosition(ctxT(t), j); err != nil || last != int64(head)+1 {
+		if last, err := controlbus.LastRelayedPosition(ctxT(t), j, nm(t)); err != nil || last != int64(head)+1 {
 			return errorsf("last relayed position %d (%v), want %d", last, err, head+1)
 		}
 		return nil
 	})
-	if id, ok, err := nodebus.RelayedEventID(ctxT(t), j, 3); err != nil || !ok || id != recs[3].EventID.String() {
+	if id, ok, err := nodebus.RelayedEventID(ctxT(t), j, nm(t), 3); err != nil || !ok || id != recs[3].EventID.String() {
 		t.Fatalf("relayed event id at 3: %q %v %v", id, ok, err)
 	}
-	if _, ok, err := nodebus.RelayedEventID(ctxT(t), j, head+5); err != nil || ok {
+	if _, ok, err := nodebus.RelayedEventID(ctxT(t), j, nm(t), head+5); err != nil || ok {
 		t.Fatalf("relayed event id past the end: %v %v", ok, err)
 	}
 }
@@ -309,7 +309,7 @@ func TestRelayedRecordCannotBeSquatted(t *testing.T) {
 	appendNodeLost(t, s, 2)
 	waitRelayed(t, j, s)
 	id := uuid.Must(uuid.NewV7())
-	squat := &nats.Msg{Subject: wire.EventSubject(domain.TypeNodeLost), Data: []byte(`{}`), Header: nats.Header{}}
+	squat := &nats.Msg{Subject: nm(t).EventSubject(domain.TypeNodeLost), Data: []byte(`{}`), Header: nats.Header{}}
 	squat.Header.Set(nats.MsgIdHdr, id.String())
 	if _, err := j.PublishMsg(ctxT(t), squat); err != nil {
 		t.Fatal(err)
@@ -321,7 +321,7 @@ func TestRelayedRecordCannotBeSquatted(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
-		got, ok, err := nodebus.RelayedEventID(ctxT(t), j, res.LastPosition)
+		got, ok, err := nodebus.RelayedEventID(ctxT(t), j, nm(t), res.LastPosition)
 		if err != nil || !ok || got != id.String() {
 			return errorsf("position %d relayed as %q (%v, %v)", res.LastPosition, got, ok, err)
 		}
@@ -341,14 +341,14 @@ func TestRelayRepublishesASquattedRecord(t *testing.T) {
 	if err != nil || len(recs) != 1 {
 		t.Fatal(err)
 	}
-	squat := &nats.Msg{Subject: wire.EventSubject(domain.TypeNodeLost), Data: []byte(`{}`), Header: nats.Header{}}
+	squat := &nats.Msg{Subject: nm(t).EventSubject(domain.TypeNodeLost), Data: []byte(`{}`), Header: nats.Header{}}
 	squat.Header.Set(nats.MsgIdHdr, recs[0].EventID.String()+"."+hex.EncodeToString(recs[0].Hash[:8]))
 	if _, err := j.PublishMsg(ctxT(t), squat); err != nil {
 		t.Fatal(err)
 	}
 	startRelay(t, s, n.url(), nil)
 	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
-		got, ok, err := nodebus.RelayedEventID(ctxT(t), j, 1)
+		got, ok, err := nodebus.RelayedEventID(ctxT(t), j, nm(t), 1)
 		if err != nil || !ok || got != recs[0].EventID.String() {
 			return errorsf("position 1 relayed as %q (%v, %v)", got, ok, err)
 		}

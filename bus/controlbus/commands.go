@@ -23,6 +23,8 @@ func watermillLogger(log *slog.Logger) watermill.LoggerAdapter {
 type CommandSenderConfig struct {
 	// Conn is the control plane's NATS connection; the sender never closes it.
 	Conn *nats.Conn
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
 	// Timeout bounds waiting for JetStream to store a command. Default 5s.
 	Timeout time.Duration
 	// Logger defaults to slog.Default().
@@ -65,7 +67,7 @@ func NewCommandSender(cfg CommandSenderConfig) (*CommandSender, error) {
 		SubjectCalculator: wmnats.DefaultSubjectCalculator,
 		JetStream: wmnats.JetStreamConfig{
 			ConnectOptions: []nats.JSOpt{nats.MaxWait(cfg.Timeout)},
-			PublishOptions: []nats.PubOpt{nats.ExpectStream(wire.CommandsStream)},
+			PublishOptions: []nats.PubOpt{nats.ExpectStream(cfg.Names.CommandsStream())},
 			TrackMsgId:     true, // Nats-Msg-Id = watermill UUID = command id
 		},
 	}, wlog)
@@ -77,7 +79,7 @@ func NewCommandSender(cfg CommandSenderConfig) (*CommandSender, error) {
 			if p.CommandName == "" {
 				return "", fmt.Errorf("%w: %T has no command name", wire.ErrInvalidCommand, p.Command)
 			}
-			return wire.CommandTopic(p.CommandName), nil
+			return cfg.Names.CommandTopic(p.CommandName), nil
 		},
 		OnSend: func(p cqrs.CommandBusOnSendParams) error {
 			p.Message.UUID = p.Command.(wire.Command).ID()

@@ -13,8 +13,12 @@ var (
 	// ErrInvalidConfig: a component's configuration is incomplete or out of range. Validate
 	// joins every problem.
 	ErrInvalidConfig = errors.New("invalid bus configuration")
-	// ErrForeignEvents: TP_EVENTS holds records of another log (see CheckEventsStream).
-	ErrForeignEvents = errors.New("TP_EVENTS holds another log's events")
+	// ErrForeignEvents: the events stream holds records of another log (see CheckEventsStream).
+	ErrForeignEvents = errors.New("the events stream holds another log's events")
+	// ErrForeignStreams: a stream or the bucket was created for another log (see EnsureStreams).
+	ErrForeignStreams = errors.New("NATS streams of another log")
+	// ErrServerVersion: the NATS server is older than MinServerVersion or has no JetStream.
+	ErrServerVersion = errors.New("unsupported NATS server")
 	// ErrClosed: the component was stopped (it is lifecycle.ErrStopped: a stopped component
 	// does not start again).
 	ErrClosed = lifecycle.ErrStopped

@@ -49,7 +49,10 @@ type IngesterConfig struct {
 	Store *eventstore.Store
 	// Conn is the control plane's NATS connection; the ingester never closes it.
 	Conn *nats.Conn
-	// Durable names the durable consumer on TP_NODEFACTS. Default "tp_ingester". Every control
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
+	// Durable names the durable consumer on the node-facts stream. Default
+	// Names.IngesterConsumer(). Every control
 	// plane replica uses the same one, so each batch goes to one of them.
 	Durable string
 	// AckWait is how long a batch may take before JetStream redelivers it. Default 30s.
@@ -67,7 +70,7 @@ type IngesterConfig struct {
 
 func (c IngesterConfig) withDefaults() IngesterConfig {
 	if c.Durable == "" {
-		c.Durable = "tp_ingester"
+		c.Durable = c.Names.IngesterConsumer()
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
@@ -188,10 +191,10 @@ func (in *Ingester) consume(ctx context.Context) (jetstream.MessagesContext, err
 	if err != nil {
 		return nil, fmt.Errorf("start ingester: %w", err)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, wire.NodeFactsStream, jetstream.ConsumerConfig{
+	cons, err := js.CreateOrUpdateConsumer(ctx, in.cfg.Names.NodeFactsStream(), jetstream.ConsumerConfig{
 		Durable:       in.cfg.Durable,
 		Description:   "tunnelplane ingester: node batches into the event store",
-		FilterSubject: wire.NodeFactsSubjectPrefix + "*",
+		FilterSubject: in.cfg.Names.NodeFactsSubjects(),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       in.cfg.AckWait,
@@ -271,7 +274,7 @@ func (in *Ingester) handle(ctx context.Context, msg jetstream.Msg) {
 		in.reject(ctx, msg, meta, log, rej)
 		return
 	}
-	stored, err := in.appendBatch(ctx, domain.NodeFactsStream(mustNodeID(msg.Subject())), events)
+	stored, err := in.appendBatch(ctx, domain.NodeFactsStream(in.mustNodeID(msg.Subject())), events)
 	in.ingested.Add(float64(stored))
 	switch {
 	case err == nil && stored > 0:
@@ -282,7 +285,7 @@ func (in *Ingester) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Debug("node batch already stored")
 		in.settle(ctx, msg, log)
 	case permanentStoreError(err) != "":
-		rej := &rejection{reason: permanentStoreError(err), detail: err.Error(), nodeID: mustNodeID(msg.Subject()), events: len(events)}
+		rej := &rejection{reason: permanentStoreError(err), detail: err.Error(), nodeID: in.mustNodeID(msg.Subject()), events: len(events)}
 		rej.keyID = firstKeyID(events)
 		in.reject(ctx, msg, meta, log, rej)
 	default:
@@ -341,7 +344,7 @@ func (in *Ingester) sameStream(ctx context.Context, e eventstore.PresignedEvent,
 // check decodes a batch and enforces that a node writes only its own stream with its own key.
 // A non-nil error is transient (the key list could not be read).
 func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.PresignedEvent, *rejection, error) {
-	nodeID, ok := wire.NodeIDFromSubject(msg.Subject())
+	nodeID, ok := in.cfg.Names.NodeIDFromSubject(msg.Subject())
 	if !ok {
 		return nil, &rejection{reason: RejectBadSubject, detail: "subject is not nodefacts.<node-id>"}, nil
 	}
@@ -490,7 +493,11 @@ func (in *Ingester) reject(ctx context.Context, msg jetstream.Msg, meta *jetstre
 	in.batches.WithLabelValues("rejected").Inc()
 	in.rejected.WithLabelValues(rej.reason).Inc()
 	log.Warn("node batch rejected", "reason", reason, "node_id", rej.nodeID, "key_id", rej.keyID, "events", rej.events)
-	if err := msg.TermWithReason(rej.reason); err != nil {
+	term := msg.Term
+	if versionAtLeast(in.cfg.Conn.ConnectedServerVersion(), "2.10.0") { // a reason in "+TERM" is new in 2.10
+		term = func() error { return msg.TermWithReason(rej.reason) }
+	}
+	if err := term(); err != nil {
 		log.Warn("terminating a rejected node batch failed; a redelivery is audited once and terminated again", "error", err)
 	}
 }
@@ -504,8 +511,8 @@ func auditID(msg jetstream.Msg, meta *jetstream.MsgMetadata) uuid.UUID {
 	return uuid.NewSHA1(ingestNamespace, h.Sum(nil))
 }
 
-func mustNodeID(subject string) string {
-	id, _ := wire.NodeIDFromSubject(subject)
+func (in *Ingester) mustNodeID(subject string) string {
+	id, _ := in.cfg.Names.NodeIDFromSubject(subject)
 	return id
 }
 

@@ -21,6 +21,8 @@ import (
 type RegistryWatcherConfig struct {
 	// Conn is the control plane's NATS connection; the watcher never closes it.
 	Conn *nats.Conn
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
 	// OnLost is called when a node's heartbeat expires or is deleted, with the time of its last
 	// heartbeat as the server recorded it. Required.
 	OnLost func(nodeID string, lastSeen time.Time)
@@ -106,9 +108,9 @@ func (w *RegistryWatcher) watch(ctx, lctx context.Context) (jetstream.KeyWatcher
 	if err != nil {
 		return nil, fmt.Errorf("start registry watcher: %w", err)
 	}
-	kv, err := js.KeyValue(ctx, wire.NodesBucket)
+	kv, err := js.KeyValue(ctx, w.cfg.Names.NodesBucket())
 	if err != nil {
-		return nil, fmt.Errorf("start registry watcher: bucket %s: %w", wire.NodesBucket, err)
+		return nil, fmt.Errorf("start registry watcher: bucket %s: %w", w.cfg.Names.NodesBucket(), err)
 	}
 	if w.cfg.TTL == 0 {
 		st, err := kv.Status(ctx)
@@ -118,7 +120,7 @@ func (w *RegistryWatcher) watch(ctx, lctx context.Context) (jetstream.KeyWatcher
 		w.cfg.TTL = st.TTL()
 	}
 	if w.cfg.TTL <= 0 {
-		return nil, fmt.Errorf("start registry watcher: %w: bucket %s has no TTL, so silent nodes would never expire", ErrInvalidConfig, wire.NodesBucket)
+		return nil, fmt.Errorf("start registry watcher: %w: bucket %s has no TTL, so silent nodes would never expire", ErrInvalidConfig, w.cfg.Names.NodesBucket())
 	}
 	watcher, err := kv.WatchAll(lctx)
 	if err != nil {

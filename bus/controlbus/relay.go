@@ -40,7 +40,7 @@ func (r *Relay) msgID(rec *eventstore.Record) string {
 
 // holds tells whether the message at seq is rec as relayed (its body carries rec's hash).
 func (r *Relay) holds(ctx context.Context, seq uint64, rec *eventstore.Record) (bool, error) {
-	st, err := r.js.Stream(ctx, wire.EventsStream)
+	st, err := r.js.Stream(ctx, r.cfg.Names.EventsStream())
 	if err != nil {
 		return false, err
 	}
@@ -49,7 +49,7 @@ func (r *Relay) holds(ctx context.Context, seq uint64, rec *eventstore.Record) (
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("%s: message %d: %w", wire.EventsStream, seq, err)
+		return false, fmt.Errorf("%s: message %d: %w", r.cfg.Names.EventsStream(), seq, err)
 	}
 	var body struct {
 		Hash []byte `json:"hash"`
@@ -57,7 +57,7 @@ func (r *Relay) holds(ctx context.Context, seq uint64, rec *eventstore.Record) (
 	return json.Unmarshal(msg.Data, &body) == nil && bytes.Equal(body.Hash, rec.Hash), nil
 }
 
-func relayMessage(rec *eventstore.Record, checkpoint string) (*nats.Msg, error) {
+func relayMessage(names wire.Names, rec *eventstore.Record, checkpoint string) (*nats.Msg, error) {
 	body, err := wire.EncodeRelayedEvent(rec, checkpoint)
 	if err != nil {
 		return nil, err
@@ -66,7 +66,7 @@ func relayMessage(rec *eventstore.Record, checkpoint string) (*nats.Msg, error) 
 	h.Set(wire.HeaderPosition, strconv.FormatUint(rec.Position, 10))
 	h.Set(wire.HeaderType, rec.Type)
 	h.Set(wire.HeaderStreamID, rec.StreamID)
-	return &nats.Msg{Subject: wire.EventSubject(rec.Type), Data: body, Header: h}, nil
+	return &nats.Msg{Subject: names.EventSubject(rec.Type), Data: body, Header: h}, nil
 }
 
 // RelayConfig configures the control plane's Relay.
@@ -75,6 +75,8 @@ type RelayConfig struct {
 	Store *eventstore.Store
 	// Conn is the control plane's NATS connection; the relay never closes it.
 	Conn *nats.Conn
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
 	// BatchSize is the most records published before waiting for their acknowledgements.
 	// Default 256.
 	BatchSize int
@@ -229,7 +231,7 @@ func (r *Relay) run(ctx context.Context) {
 // it were published by someone else (whoever may publish on events.> can); nodes verify every
 // record and skip them.
 func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
-	stream, err := r.js.Stream(ctx, wire.EventsStream)
+	stream, err := r.js.Stream(ctx, r.cfg.Names.EventsStream())
 	if err != nil {
 		return 0, 0, fmt.Errorf("resume relay: %w", err)
 	}
@@ -243,8 +245,8 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 	}
 	if r.last.ok && r.last.seq <= lastSeq {
 		if lastSeq > r.last.maxSeq {
-			r.log.Error("TP_EVENTS holds messages this relay did not publish after its last one; nodes skip them (restrict who may publish on events.>)",
-				"last_relayed_seq", r.last.seq, "stream_seq", lastSeq)
+			r.log.Error("the events stream holds messages this relay did not publish after its last one; nodes skip them (restrict who may publish on its subjects)",
+				"stream", r.cfg.Names.EventsStream(), "last_relayed_seq", r.last.seq, "stream_seq", lastSeq)
 		}
 		return r.last.pos + 1, lastSeq, nil
 	}
@@ -254,8 +256,8 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 		return 0, 0, fmt.Errorf("resume relay: %w", err)
 	case t.found:
 		if t.seq != lastSeq {
-			r.log.Error("TP_EVENTS holds messages this relay did not publish after its last one; nodes skip them (restrict who may publish on events.>)",
-				"last_relayed_seq", t.seq, "stream_seq", lastSeq)
+			r.log.Error("the events stream holds messages this relay did not publish after its last one; nodes skip them (restrict who may publish on its subjects)",
+				"stream", r.cfg.Names.EventsStream(), "last_relayed_seq", t.seq, "stream_seq", lastSeq)
 		}
 		return t.pos + 1, lastSeq, nil
 	case t.present == 0:
@@ -269,7 +271,7 @@ func (r *Relay) resume(ctx context.Context) (next, lastSeq uint64, err error) {
 	// Nothing of this log's among the last messages: someone else's flood, or a stream of another
 	// log (which the control plane refuses at its start, CheckEventsStream). Relay the log from
 	// its start: readers skip what they hold, JetStream drops ids it has seen lately.
-	r.log.Error("none of the last messages in TP_EVENTS was relayed from this log; relaying the log from its start (restrict who may publish on events.>)",
+	r.log.Error("none of the last messages in the events stream was relayed from this log; relaying the log from its start (restrict who may publish on its subjects)", "stream", r.cfg.Names.EventsStream(),
 		"looked_at", t.present, "stream_seq", lastSeq)
 	return 0, lastSeq, nil
 }
@@ -294,7 +296,7 @@ func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Sto
 			continue
 		}
 		if err != nil {
-			return t, fmt.Errorf("%s: message %d: %w", wire.EventsStream, seq, err)
+			return t, fmt.Errorf("%s: message %d: %w", st.CachedInfo().Config.Name, seq, err)
 		}
 		t.present++
 		pos, err := strconv.ParseUint(msg.Header.Get(wire.HeaderPosition), 10, 64)
@@ -303,7 +305,7 @@ func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Sto
 		}
 		recs, err := store.ReadAll(ctx, pos, 1)
 		if err != nil {
-			return t, fmt.Errorf("%s against the log: %w", wire.EventsStream, err)
+			return t, fmt.Errorf("%s against the log: %w", st.CachedInfo().Config.Name, err)
 		}
 		// Headers anyone could copy: the body must carry the record's hash as the log has it.
 		var ev struct {
@@ -337,13 +339,13 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 		}
 		futures := make([]jetstream.PubAckFuture, 0, len(chunk))
 		for i := range chunk {
-			msg, err := relayMessage(&chunk[i], cps[chunk[i].Position+1])
+			msg, err := relayMessage(r.cfg.Names, &chunk[i], cps[chunk[i].Position+1])
 			if err != nil {
 				return err
 			}
 			f, err := r.js.PublishMsgAsync(msg,
 				jetstream.WithMsgID(r.msgID(&chunk[i])),
-				jetstream.WithExpectStream(wire.EventsStream),
+				jetstream.WithExpectStream(r.cfg.Names.EventsStream()),
 				jetstream.WithExpectLastSequence(*lastSeq+uint64(i)))
 			if err != nil {
 				return fmt.Errorf("relay position %d: %w", chunk[i].Position, err)
@@ -402,8 +404,8 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 // ErrForeignEvents: the stream was filled from another database (or by another control plane
 // sharing the NATS server), and relaying this log after it would mix two logs, so nodes would
 // fold records that are not this control plane's.
-func CheckEventsStream(ctx context.Context, js jetstream.JetStream, store *eventstore.Store) error {
-	st, err := wire.LookupEventsStream(ctx, js)
+func CheckEventsStream(ctx context.Context, js jetstream.JetStream, names wire.Names, store *eventstore.Store) error {
+	st, err := wire.LookupEventsStream(ctx, js, names)
 	if err != nil || st == nil {
 		return err
 	}
@@ -430,16 +432,16 @@ func CheckEventsStream(ctx context.Context, js jetstream.JetStream, store *event
 // ResetEventsStream deletes TP_EVENTS and creates it empty (cfg as for EnsureStreams); the relay
 // then publishes the log from its start. For a stream that CheckEventsStream found foreign.
 func ResetEventsStream(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
-	if err := js.DeleteStream(ctx, wire.EventsStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("reset %s: %w", wire.EventsStream, err)
+	if err := js.DeleteStream(ctx, cfg.Names.EventsStream()); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("reset %s: %w", cfg.Names.EventsStream(), err)
 	}
 	return EnsureStreams(ctx, js, cfg)
 }
 
 // LastRelayedPosition is the position of the last event TP_EVENTS holds: -1 when it holds none
 // or does not exist yet.
-func LastRelayedPosition(ctx context.Context, js jetstream.JetStream) (int64, error) {
-	st, err := wire.LookupEventsStream(ctx, js)
+func LastRelayedPosition(ctx context.Context, js jetstream.JetStream, names wire.Names) (int64, error) {
+	st, err := wire.LookupEventsStream(ctx, js, names)
 	if err != nil || st == nil {
 		return -1, err
 	}
@@ -453,7 +455,7 @@ func LastRelayedPosition(ctx context.Context, js jetstream.JetStream) (int64, er
 			continue
 		}
 		if err != nil {
-			return -1, fmt.Errorf("%s: message %d: %w", wire.EventsStream, seq, err)
+			return -1, fmt.Errorf("%s: message %d: %w", names.EventsStream(), seq, err)
 		}
 		if pos, err := strconv.ParseUint(msg.Header.Get(wire.HeaderPosition), 10, 64); err == nil && pos < seq {
 			return int64(pos), nil

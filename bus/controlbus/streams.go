@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +33,14 @@ type StreamsConfig struct {
 	HeartbeatTTL time.Duration
 	// Storage of the streams. Default file storage.
 	Storage jetstream.StorageType
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
+	// Origin is the log's origin (eventstore: Store.Origin). When set, EnsureStreams stamps the
+	// streams with it and refuses streams stamped by another log.
+	Origin string
+	// ReplaceForeign deletes streams stamped by another log instead of refusing them: for a NATS
+	// server that is this installation's own (serve's embedded one).
+	ReplaceForeign bool
 }
 
 func (c StreamsConfig) withDefaults() StreamsConfig {
@@ -79,18 +89,76 @@ func (c StreamsConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// EnsureStreams creates or updates TP_EVENTS, TP_NODEFACTS, TP_COMMANDS and the tp_nodes bucket.
-// The control plane calls it at start; it is idempotent.
+// MinServerVersion is the oldest NATS server the bus runs on (Debian 12's package is 2.9.x). Expiry
+// markers for node heartbeats are used from MarkerServerVersion on; older servers age heartbeat
+// keys out with the bucket's max age, and the registry watcher's own TTL verdict notices them.
+const (
+	MinServerVersion    = "2.9.0"
+	MarkerServerVersion = "2.11.0"
+)
+
+// CheckServer fails with ErrServerVersion, naming the server's version and the minimum, when the
+// connected server is older than MinServerVersion or has JetStream off. It creates nothing.
+func CheckServer(ctx context.Context, js jetstream.JetStream) error {
+	v := js.Conn().ConnectedServerVersion()
+	if v == "" {
+		return fmt.Errorf("%w: not connected to a NATS server (is it running at %s?)", ErrServerVersion, js.Conn().ConnectedUrlRedacted())
+	}
+	if !versionAtLeast(v, MinServerVersion) {
+		return fmt.Errorf("%w: the NATS server is version %s; tunnelplane needs %s or later", ErrServerVersion, v, MinServerVersion)
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("%w: the NATS server (version %s) has JetStream off for this account; start it with -js", ErrServerVersion, v)
+		}
+		return fmt.Errorf("NATS JetStream: %w", err)
+	}
+	return nil
+}
+
+// versionAtLeast compares dotted server versions ("2.9.10", "2.11.0-RC.1").
+func versionAtLeast(have, want string) bool {
+	h, w := versionParts(have), versionParts(want)
+	for i := range 3 {
+		if h[i] != w[i] {
+			return h[i] > w[i]
+		}
+	}
+	return true
+}
+
+func versionParts(v string) [3]int {
+	var out [3]int
+	v, _, _ = strings.Cut(strings.TrimPrefix(v, "v"), "-")
+	for i, p := range strings.SplitN(v, ".", 3) {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			break
+		}
+		out[i] = n
+	}
+	return out
+}
+
+// EnsureStreams checks the server (CheckServer), then creates or updates the events, node-facts
+// and commands streams and the nodes bucket of cfg.Names. It is idempotent. With cfg.Origin set,
+// every stream is stamped with the log's origin, and streams stamped by another log fail with
+// ErrForeignStreams before anything is created or changed, unless cfg.ReplaceForeign (then they
+// are deleted and created anew).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if err := CheckServer(ctx, js); err != nil {
+		return err
+	}
 	c := cfg.withDefaults()
+	n := c.Names
 	streams := []jetstream.StreamConfig{
 		{
-			Name:        wire.EventsStream,
-			Description: "tunnelplane event log, relayed in position order",
-			Subjects:    []string{wire.EventsSubjectPrefix + ">"},
+			Name:        n.EventsStream(),
+			Description: wire.StampedDescription("tunnelplane event log, relayed in position order", c.Origin),
+			Subjects:    []string{n.EventsSubjects()},
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardNew,
 			MaxBytes:    c.EventsMaxBytes,
@@ -99,9 +167,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 			Duplicates:  c.DuplicateWindow,
 		},
 		{
-			Name:        wire.NodeFactsStream,
-			Description: "node-signed event batches awaiting ingestion",
-			Subjects:    []string{wire.NodeFactsSubjectPrefix + "*"},
+			Name:        n.NodeFactsStream(),
+			Description: wire.StampedDescription("node-signed event batches awaiting ingestion", c.Origin),
+			Subjects:    []string{n.NodeFactsSubjects()},
 			Retention:   jetstream.WorkQueuePolicy,
 			Discard:     jetstream.DiscardNew,
 			MaxBytes:    c.NodeFactsMaxBytes,
@@ -110,9 +178,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 			Duplicates:  c.DuplicateWindow,
 		},
 		{
-			Name:        wire.CommandsStream,
-			Description: "control plane to node commands",
-			Subjects:    []string{wire.CommandsSubjectPrefix + ">"},
+			Name:        n.CommandsStream(),
+			Description: wire.StampedDescription("control plane to node commands", c.Origin),
+			Subjects:    []string{n.CommandsSubjects()},
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardOld,
 			MaxAge:      c.CommandsMaxAge,
@@ -121,24 +189,74 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 			Duplicates:  min(c.DuplicateWindow, c.CommandsMaxAge),
 		},
 	}
-	for _, sc := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
-		}
-	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      wire.NodesBucket,
-		Description: "data-plane node heartbeats",
+	bucket := jetstream.KeyValueConfig{
+		Bucket:      n.NodesBucket(),
+		Description: wire.StampedDescription("data-plane node heartbeats", c.Origin),
 		History:     1,
 		TTL:         c.HeartbeatTTL,
+		Storage:     c.Storage,
+		Replicas:    c.Replicas,
+	}
+	if versionAtLeast(js.Conn().ConnectedServerVersion(), MarkerServerVersion) {
 		// Markers make the server tell watchers when a key expires, so a silent node is noticed
 		// as soon as its heartbeat ages out.
-		LimitMarkerTTL: c.HeartbeatTTL,
-		Storage:        c.Storage,
-		Replicas:       c.Replicas,
-	})
+		bucket.LimitMarkerTTL = c.HeartbeatTTL
+	}
+	names := []string{n.EventsStream(), n.NodeFactsStream(), n.CommandsStream(), "KV_" + n.NodesBucket()}
+	keep, err := checkStamps(ctx, js, names, c.Origin, c.ReplaceForeign)
 	if err != nil {
-		return fmt.Errorf("ensure bucket %s: %w", wire.NodesBucket, err)
+		return err
+	}
+	for i := range streams {
+		if c.Origin == "" && keep[i] != "" {
+			streams[i].Description = keep[i]
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, streams[i]); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", streams[i].Name, err)
+		}
+	}
+	if c.Origin == "" && keep[3] != "" {
+		bucket.Description = keep[3]
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, bucket); err != nil {
+		return fmt.Errorf("ensure bucket %s: %w", bucket.Bucket, err)
 	}
 	return nil
+}
+
+// checkStamps looks the streams up: any stamped with another log than origin fails (or, with
+// replace, is deleted). It returns the descriptions found, so a caller without an origin keeps
+// the stamps there are.
+func checkStamps(ctx context.Context, js jetstream.JetStream, names []string, origin string, replace bool) ([]string, error) {
+	found := make([]string, len(names))
+	var foreign []string
+	for i, name := range names {
+		st, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("look up stream %s: %w", name, err)
+		}
+		found[i] = st.CachedInfo().Config.Description
+		if other := wire.DescriptionStamp(found[i]); origin != "" && other != "" && other != origin {
+			foreign = append(foreign, fmt.Sprintf("%s belongs to %s", name, other))
+		}
+	}
+	if len(foreign) == 0 {
+		return found, nil
+	}
+	if !replace {
+		return nil, fmt.Errorf("%w: %s, not to %s: another installation uses this NATS server under the same cluster name; give this one its own --cluster, or remove them (nats stream rm)",
+			ErrForeignStreams, strings.Join(foreign, ", "), origin)
+	}
+	for i, name := range names {
+		if other := wire.DescriptionStamp(found[i]); other != "" && other != origin {
+			if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, fmt.Errorf("replace stream %s: %w", name, err)
+			}
+			found[i] = ""
+		}
+	}
+	return found, nil
 }

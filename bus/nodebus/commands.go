@@ -35,6 +35,8 @@ var commandNamespace = uuid.MustParse("0b7f4d0e-3c55-4c8e-9a2e-7f1d62b4a0c3")
 type CommandHandlersConfig struct {
 	// NodeID is this node's id; commands for other nodes are acknowledged and ignored.
 	NodeID string
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
 	// URL and NATSOptions dial the connections the handlers consume on. They are separate from
 	// the node's main connection because watermill's subscriber drains its connection on close.
 	URL         string
@@ -140,7 +142,7 @@ func NewCommandHandlers(cfg CommandHandlersConfig) (*CommandHandlers, error) {
 
 // durableName is the node's consumer of one command's subject.
 func (h *CommandHandlers) durableName(command string) string {
-	return "tp_node_" + h.cfg.NodeID + "_" + command
+	return h.cfg.Names.CommandConsumer(h.cfg.NodeID, command)
 }
 
 // Start creates the node's durable consumers (a node away for less than InactiveThreshold gets
@@ -200,11 +202,11 @@ func (h *CommandHandlers) start(ctx, runCtx context.Context) (err error) {
 	// The consumers exist before watermill subscribes: nats.go deletes a durable consumer it
 	// created itself when the subscription ends, which would forget the node's place.
 	for _, name := range names {
-		_, err := js.CreateOrUpdatePushConsumer(ctx, wire.CommandsStream, jetstream.ConsumerConfig{
+		_, err := js.CreateOrUpdatePushConsumer(ctx, h.cfg.Names.CommandsStream(), jetstream.ConsumerConfig{
 			Durable:           h.durableName(name),
 			Description:       "tunnelplane node " + h.cfg.NodeID + " " + name + " commands",
-			DeliverSubject:    "_tp.cmd." + h.cfg.NodeID + "." + name,
-			FilterSubject:     wire.CommandTopic(name),
+			DeliverSubject:    h.cfg.Names.CommandDeliverSubject(h.cfg.NodeID, name),
+			FilterSubject:     h.cfg.Names.CommandTopic(name),
 			DeliverPolicy:     jetstream.DeliverNewPolicy,
 			AckPolicy:         jetstream.AckExplicitPolicy,
 			AckWait:           h.cfg.AckWait,
@@ -225,7 +227,7 @@ func (h *CommandHandlers) start(ctx, runCtx context.Context) (err error) {
 	router.AddMiddleware(recoverer)
 	processor, err := cqrs.NewCommandProcessorWithConfig(router, cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
-			return wire.CommandTopic(p.CommandName), nil
+			return h.cfg.Names.CommandTopic(p.CommandName), nil
 		},
 		SubscriberConstructor: func(p cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
 			conn, err := h.connect(p.CommandName)
@@ -241,7 +243,7 @@ func (h *CommandHandlers) start(ctx, runCtx context.Context) (err error) {
 				JetStream: wmnats.JetStreamConfig{
 					// Bind to the consumer created above (found by its durable name) and ack only
 					// what the handler finished.
-					SubscribeOptions:  []nats.SubOpt{nats.BindStream(wire.CommandsStream), nats.ManualAck(), nats.AckExplicit()},
+					SubscribeOptions:  []nats.SubOpt{nats.BindStream(h.cfg.Names.CommandsStream()), nats.ManualAck(), nats.AckExplicit()},
 					DurableCalculator: func(string, string) string { return durable },
 				},
 			}, wlog)

@@ -20,6 +20,8 @@ import (
 type HeartbeaterConfig struct {
 	// Conn is the node's NATS connection; the heartbeater never closes it.
 	Conn *nats.Conn
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
 	// Info is the node's static entry (NodeID required); Agents and SentAt are filled per beat.
 	Info wire.Heartbeat
 	// Agents reports the number of connected agents at each beat. Optional.
@@ -101,7 +103,7 @@ func (h *Heartbeater) run(ctx context.Context, js jetstream.JetStream) {
 			defer cancel()
 			if kv == nil {
 				var err error
-				if kv, err = js.KeyValue(bctx, wire.NodesBucket); err != nil {
+				if kv, err = js.KeyValue(bctx, h.cfg.Names.NodesBucket()); err != nil {
 					return err
 				}
 			}

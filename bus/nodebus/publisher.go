@@ -38,8 +38,10 @@ type Fact struct {
 // PublisherConfig configures a node's Publisher.
 type PublisherConfig struct {
 	// NodeID is the node's id (a UUID); facts go to stream domain.NodeFactsStream(NodeID) and
-	// subject "nodefacts.<NodeID>".
+	// subject Names.NodeFactsSubject(NodeID).
 	NodeID string
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
 	// Key is the node's event key, registered in the log for NodeID (PurposeNode).
 	Key *ledger.SigningKey
 	// Conn is the node's NATS connection. It should reconnect forever (see wire.Connect); the
@@ -164,7 +166,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		cfg:     c,
 		js:      js,
 		stream:  domain.NodeFactsStream(c.NodeID),
-		subject: wire.NodeFactsSubject(c.NodeID),
+		subject: c.Names.NodeFactsSubject(c.NodeID),
 		log:     c.Logger.With("component", "bus.publisher", "node_id", c.NodeID),
 		kick:    make(chan struct{}, 1),
 		depth: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -347,7 +349,7 @@ func (p *Publisher) send(ctx context.Context, body []byte, msgID string) error {
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
 	defer cancel()
 	msg := &nats.Msg{Subject: p.subject, Data: body, Header: nats.Header{}}
-	_, err := p.js.PublishMsg(sctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(wire.NodeFactsStream))
+	_, err := p.js.PublishMsg(sctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(p.cfg.Names.NodeFactsStream()))
 	if err != nil {
 		return err
 	}

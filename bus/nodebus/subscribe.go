@@ -13,10 +13,10 @@ import (
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
-// RelayedEventID is the id of the event TP_EVENTS holds at pos; ok is false when it holds none
-// there (not relayed yet, or no longer kept).
-func RelayedEventID(ctx context.Context, js jetstream.JetStream, pos uint64) (id string, ok bool, err error) {
-	st, err := wire.LookupEventsStream(ctx, js)
+// RelayedEventID is the id of the event the events stream of names holds at pos; ok is false when
+// it holds none there (not relayed yet, or no longer kept).
+func RelayedEventID(ctx context.Context, js jetstream.JetStream, names wire.Names, pos uint64) (id string, ok bool, err error) {
+	st, err := wire.LookupEventsStream(ctx, js, names)
 	if err != nil || st == nil {
 		return "", false, err
 	}
@@ -28,7 +28,7 @@ func RelayedEventID(ctx context.Context, js jetstream.JetStream, pos uint64) (id
 			continue
 		}
 		if err != nil {
-			return "", false, fmt.Errorf("%s: position %d: %w", wire.EventsStream, pos, err)
+			return "", false, fmt.Errorf("%s: position %d: %w", names.EventsStream(), pos, err)
 		}
 		if msg.Header.Get(wire.HeaderPosition) == strconv.FormatUint(pos, 10) {
 			return wire.EventIDFromHeader(msg.Header), true, nil
@@ -39,6 +39,8 @@ func RelayedEventID(ctx context.Context, js jetstream.JetStream, pos uint64) (id
 
 // SubscribeEventsOptions selects how SubscribeEvents reads TP_EVENTS.
 type SubscribeEventsOptions struct {
+	// Names are the installation's NATS names (its cluster name); the zero value is the default.
+	Names wire.Names
 	// Durable names a durable consumer that remembers what was handled across restarts; a
 	// handler error is retried (redelivered) after RetryDelay. Empty: an ordered ephemeral
 	// consumer reading from FromPosition, for a node that rebuilds its view from scratch; a
@@ -46,7 +48,8 @@ type SubscribeEventsOptions struct {
 	Durable string
 	// FromPosition is the first position wanted (ephemeral consumers only). Default 0.
 	FromPosition uint64
-	// FilterSubjects narrows the types read, e.g. "events.agent_token.>". Default every event.
+	// FilterSubjects narrows the types read, e.g. Names.EventTypeSubjects("agent_token."). Default
+	// every event. More than one filter needs NATS 2.10.
 	// With a filter, positions are not contiguous, so gap detection is off.
 	FilterSubjects []string
 	// RetryDelay is the redelivery delay after a handler error (durable only). Default 1s.
@@ -84,7 +87,7 @@ func SubscribeEvents(ctx context.Context, js jetstream.JetStream, opts Subscribe
 	}
 	filters := opts.FilterSubjects
 	if len(filters) == 0 {
-		filters = []string{wire.EventsSubjectPrefix + ">"}
+		filters = []string{opts.Names.EventsSubjects()}
 	}
 	var cons jetstream.Consumer
 	var err error
@@ -94,13 +97,17 @@ func SubscribeEvents(ctx context.Context, js jetstream.JetStream, opts Subscribe
 			// Stream sequence = position + 1 (see wire.RelayedEvent).
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, opts.FromPosition+1
 		}
-		cons, err = js.OrderedConsumer(ctx, wire.EventsStream, cfg)
+		cons, err = js.OrderedConsumer(ctx, opts.Names.EventsStream(), cfg)
 	} else {
-		cons, err = js.CreateOrUpdateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{
+		cc := jetstream.ConsumerConfig{
 			Durable: opts.Durable, FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy,
 			AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1,
 			MaxAckPending: 1, // strict order: the next event only after this one is handled
-		})
+		}
+		if len(filters) == 1 { // NATS before 2.10 knows one filter only
+			cc.FilterSubject, cc.FilterSubjects = filters[0], nil
+		}
+		cons, err = js.CreateOrUpdateConsumer(ctx, opts.Names.EventsStream(), cc)
 	}
 	if err != nil {
 		return fmt.Errorf("subscribe events: %w", err)

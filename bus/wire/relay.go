@@ -127,15 +127,15 @@ func EventIDFromHeader(h nats.Header) string {
 // GenuineLookback bounds how far lastGenuine walks back over messages someone else published.
 const GenuineLookback = 1024
 
-// LookupEventsStream looks TP_EVENTS up (with its info as of now); nil without an error when it does not
-// exist yet.
-func LookupEventsStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	st, err := js.Stream(ctx, EventsStream)
+// LookupEventsStream looks the events stream up (with its info as of now); nil without an error
+// when it does not exist yet.
+func LookupEventsStream(ctx context.Context, js jetstream.JetStream, names Names) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, names.EventsStream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", EventsStream, err)
+		return nil, fmt.Errorf("%s: %w", names.EventsStream(), err)
 	}
 	return st, nil
 }

@@ -120,6 +120,7 @@ Bootstrap a fresh install with a superadmin token:
 	controlFlags(cmd.Flags(), &opts, &envErrs)
 	cmd.Flags().StringVar(&opts.NATSURL, "nats-url", envDefault("NATS_URL", ""),
 		"NATS server of the cluster; with it the control plane talks to nodes (env TUNNELPLANE_NATS_URL)")
+	cmd.Flags().StringVar(&opts.Cluster, "cluster", envDefault("CLUSTER", ""), clusterHelp)
 	return cmd
 }
 

@@ -18,24 +18,40 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/natstest"
 	"github.com/tunnelplane/tunnelplane/internal/nodeapp"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // A node started on its own (as `tunnelplane node` does) enrolls through the control plane's API
 // with a superadmin token, learns tunnels from NATS, and carries an agent's tunnel.
+// It runs against an embedded NATS server and against this machine's (the Debian package,
+// 2.9.x), under a cluster name of its own.
 func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole system")
 	}
 	t.Parallel()
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		nats, err := controlbus.StartEmbedded(context.Background(), controlbus.EmbeddedConfig{Dir: t.TempDir(), Host: "127.0.0.1", Port: -1, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nats.Shutdown)
+		standaloneNode(t, nats.ClientURL(), "")
+	})
+	t.Run("external", func(t *testing.T) {
+		t.Parallel()
+		url, names := natstest.External(t)
+		standaloneNode(t, url, names.Cluster())
+	})
+}
+
+func standaloneNode(t *testing.T, natsURL, cluster string) {
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nats, err := controlbus.StartEmbedded(ctx, controlbus.EmbeddedConfig{Dir: t.TempDir(), Host: "127.0.0.1", Port: -1, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nats.Shutdown)
 	dbURL := pgtest.NewEmptyDatabase(t)
 	control := &globals{databaseURL: dbURL, dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
 	cp, err := startControlPlane(ctx, control, controlPlaneOptions{APIAddr: "127.0.0.1:0"})
@@ -43,7 +59,7 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cp.Close)
-	cb, err := controlapp.StartBus(ctx, controlapp.BusConfig{NATSURL: nats.ClientURL(), Store: cp.Log.Store, Service: cp.Service, Registerer: cp.Registry, Logger: quiet})
+	cb, err := controlapp.StartBus(ctx, controlapp.BusConfig{NATSURL: natsURL, Cluster: cluster, Store: cp.Log.Store, Service: cp.Service, Registerer: cp.Registry, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,14 +69,14 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 	// The node has its own data dir and no database.
 	nodeG := &globals{dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
 	api := nodeapp.NewRESTControlPlane(cp.URL, root)
-	rn, err := startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), ControlPlane: api})
+	rn, err := startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: natsURL, Cluster: cluster, ControlPlane: api})
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
 	// A restart enrolls again, which is accepted, and keeps the node's identity.
 	id := rn.ID.ID
 	rn.Close()
-	rn, err = startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: nats.ClientURL(), ControlPlane: api})
+	rn, err = startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: natsURL, Cluster: cluster, ControlPlane: api})
 	if err != nil {
 		t.Fatalf("node restart: %v", err)
 	}
@@ -147,13 +163,23 @@ func TestStandaloneNodeEnrollsThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cp2.Close)
-	cb2, err := controlapp.StartBus(ctx, controlapp.BusConfig{NATSURL: nats.ClientURL(), Store: cp2.Log.Store, Service: cp2.Service, Logger: quiet})
+	cb2, err := controlapp.StartBus(ctx, controlapp.BusConfig{NATSURL: natsURL, Cluster: cluster, Store: cp2.Log.Store, Service: cp2.Service, Logger: quiet})
 	if err == nil {
 		cb2.Stop()
 		t.Fatal("a control plane with another log started on a NATS server holding this one's")
 	}
-	if !errors.Is(err, controlbus.ErrForeignEvents) || !strings.Contains(err.Error(), "nats stream rm TP_EVENTS") {
+	if !errors.Is(err, controlbus.ErrForeignStreams) || !strings.Contains(err.Error(), "--cluster") {
 		t.Fatalf("refusal: %v", err)
+	}
+	// A node pointed at this installation's streams by another control plane's log refuses too.
+	otherAPI := nodeapp.NewRESTControlPlane(cp2.URL, lastLine(tp(t, "admin", "token", "create", "--user", "root", "--role", "superadmin",
+		"--database-url", other.databaseURL, "--data-dir", other.dataDir).stdout))
+	if rn2, err := startNode(ctx, &globals{dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet},
+		nodeapp.Config{Name: "edge-2", ListenAddr: "127.0.0.1:0", NATSURL: natsURL, Cluster: cluster, ControlPlane: otherAPI}); err == nil {
+		rn2.Close()
+		t.Fatal("a node of another log started on this installation's streams")
+	} else if !strings.Contains(err.Error(), "belongs to log") {
+		t.Fatalf("node refusal: %v", err)
 	}
 }
 

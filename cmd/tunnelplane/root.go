@@ -32,6 +32,9 @@ type globals struct {
 }
 
 // envDefault returns the value of TUNNELPLANE_<NAME> or def.
+// clusterHelp describes --cluster of control and node.
+const clusterHelp = "installation name on NATS: prefixes every stream, bucket and subject, so installations can share a NATS server; control plane and nodes must agree (env TUNNELPLANE_CLUSTER; default: none, the names TP_EVENTS, TP_COMMANDS, TP_NODEFACTS, tp_nodes)"
+
 func envDefault(name, def string) string {
 	if v, ok := os.LookupEnv("TUNNELPLANE_" + name); ok {
 		return v

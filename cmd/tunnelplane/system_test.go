@@ -399,7 +399,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := controlbus.LastRelayedPosition(ctx, js)
+	last, err := controlbus.LastRelayedPosition(ctx, js, wire.Names{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 		p, _ := json.Marshal(payload)
 		body, _ := json.Marshal(wire.RelayedEvent{Position: uint64(pos), StreamID: stream, StreamVersion: 99, EventID: uuid.Must(uuid.NewV7()),
 			Type: typ, SchemaVersion: 1, RecordedAt: time.Now().UTC(), KeyID: forgedKey.ID(), Payload: p, Metadata: []byte(`{}`)})
-		msg := &nats.Msg{Subject: wire.EventSubject(typ), Data: body, Header: nats.Header{}}
+		msg := &nats.Msg{Subject: wire.Names{}.EventSubject(typ), Data: body, Header: nats.Header{}}
 		msg.Header.Set(wire.HeaderPosition, fmt.Sprint(pos))
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
@@ -423,7 +423,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 	forge(last+2, domain.RoleStream(domain.PlatformOrg, "mallory"), domain.TypeRoleAssigned,
 		domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "mallory", Role: domain.RoleSuperadmin})
 	forge(1_000_000, "x", domain.TypeTunnelDeleted, domain.TunnelDeleted{TunnelID: d.TunnelID, OrgID: d.OrgID})
-	if _, err := js.Publish(ctx, wire.EventSubject("junk"), []byte("not json")); err != nil {
+	if _, err := js.Publish(ctx, wire.Names{}.EventSubject("junk"), []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -494,7 +494,7 @@ func TestSystemForgedMessagesOnNATSChangeNothing(t *testing.T) {
 		EventID: replay.EventID, Type: replay.Type, SchemaVersion: replay.SchemaVersion, RecordedAt: replay.RecordedAt, KeyID: replay.KeyID,
 		Payload: replay.Payload, Metadata: replay.Metadata, Envelope: eventstore.AppendEnvelope(nil, &env), Signature: replay.Signature,
 		SignatureProof: replay.SignatureProof, PrevHash: replay.PrevHash, Hash: replay.Hash, Checkpoint: note})
-	msg := &nats.Msg{Subject: wire.EventSubject(replay.Type), Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: wire.Names{}.EventSubject(replay.Type), Data: body, Header: nats.Header{}}
 	msg.Header.Set(wire.HeaderPosition, fmt.Sprint(replay.Position))
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)

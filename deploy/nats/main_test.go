@@ -319,7 +319,7 @@ func (c *client) noViolations(t testing.TB) {
 func jetStreamState(ctx context.Context, t testing.TB, js jetstream.JetStream) string {
 	t.Helper()
 	var b strings.Builder
-	for _, name := range []string{wire.EventsStream, wire.NodeFactsStream, wire.CommandsStream, "KV_" + wire.NodesBucket} {
+	for _, name := range []string{def.EventsStream(), def.NodeFactsStream(), def.CommandsStream(), "KV_" + def.NodesBucket()} {
 		st, err := js.Stream(ctx, name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			fmt.Fprintf(&b, "%s: missing\n", name)
@@ -364,3 +364,6 @@ func subjectCount(ctx context.Context, t testing.TB, js jetstream.JetStream, str
 	}
 	return info.State.Subjects[subject]
 }
+
+// def is the default installation's NATS names, the ones the account templates grant.
+var def wire.Names

@@ -43,7 +43,7 @@ func relayed(t testing.TB, pos uint64, typ string) (*nats.Msg, uuid.UUID) {
 	h.Set(wire.HeaderType, typ)
 	h.Set(wire.HeaderStreamID, rec.StreamID)
 	h.Set(jetstream.MsgIDHeader, id.String()+".0011223344556677")
-	return &nats.Msg{Subject: wire.EventSubject(typ), Data: body, Header: h}, id
+	return &nats.Msg{Subject: def.EventSubject(typ), Data: body, Header: h}, id
 }
 
 // A node's credential publishes its own facts and heartbeat and nothing the control plane sends
@@ -59,21 +59,21 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 
 	// Its own facts land in TP_NODEFACTS (as the Publisher sends them: JetStream publish,
 	// Nats-Msg-Id, expected stream).
-	facts := &nats.Msg{Subject: wire.NodeFactsSubject(self), Data: []byte("batch"), Header: nats.Header{}}
-	ack, err := node.js.PublishMsg(ctx, facts, jetstream.WithMsgID(uuid.NewString()), jetstream.WithExpectStream(wire.NodeFactsStream))
+	facts := &nats.Msg{Subject: def.NodeFactsSubject(self), Data: []byte("batch"), Header: nats.Header{}}
+	ack, err := node.js.PublishMsg(ctx, facts, jetstream.WithMsgID(uuid.NewString()), jetstream.WithExpectStream(def.NodeFactsStream()))
 	if err != nil {
 		t.Fatalf("node publishing its own facts: %v", err)
 	}
-	if ack.Stream != wire.NodeFactsStream {
-		t.Fatalf("own facts acknowledged by stream %q, want %s", ack.Stream, wire.NodeFactsStream)
+	if ack.Stream != def.NodeFactsStream() {
+		t.Fatalf("own facts acknowledged by stream %q, want %s", ack.Stream, def.NodeFactsStream())
 	}
-	if n := subjectCount(ctx, t, control.js, wire.NodeFactsStream, wire.NodeFactsSubject(self)); n != 1 {
-		t.Fatalf("TP_NODEFACTS holds %d messages on %s, want 1", n, wire.NodeFactsSubject(self))
+	if n := subjectCount(ctx, t, control.js, def.NodeFactsStream(), def.NodeFactsSubject(self)); n != 1 {
+		t.Fatalf("TP_NODEFACTS holds %d messages on %s, want 1", n, def.NodeFactsSubject(self))
 	}
 	// Its own heartbeat key (the Heartbeater's kv.Put).
-	kv, err := node.js.KeyValue(ctx, wire.NodesBucket)
+	kv, err := node.js.KeyValue(ctx, def.NodesBucket())
 	if err != nil {
-		t.Fatalf("node opening %s: %v", wire.NodesBucket, err)
+		t.Fatalf("node opening %s: %v", def.NodesBucket(), err)
 	}
 	if _, err := kv.Put(ctx, self, []byte(`{"node_id":"`+self+`"}`)); err != nil {
 		t.Fatalf("node putting its own heartbeat: %v", err)
@@ -86,28 +86,28 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 		header  map[string]string
 	}{
 		// Flow 1: only the relay publishes the log.
-		{"a relayed event", wire.EventSubject(domain.TypeRoleAssigned),
+		{"a relayed event", def.EventSubject(domain.TypeRoleAssigned),
 			map[string]string{wire.HeaderPosition: "0", wire.HeaderType: domain.TypeRoleAssigned, jetstream.MsgIDHeader: uuid.NewString()}},
-		{"a relayed key event", wire.EventSubject(eventstore.TypeKeyAdded), nil},
+		{"a relayed key event", def.EventSubject(eventstore.TypeKeyAdded), nil},
 		// Flow 3: only the control plane commands.
-		{"a disconnect command", wire.CommandTopic(wire.CommandDisconnectAgent), map[string]string{"name": wire.CommandDisconnectAgent}},
-		{"a drain command", wire.CommandTopic(wire.CommandDrainNode), map[string]string{"name": wire.CommandDrainNode}},
-		{"an unknown command", wire.CommandTopic("grant_superadmin"), nil},
+		{"a disconnect command", def.CommandTopic(wire.CommandDisconnectAgent), map[string]string{"name": wire.CommandDisconnectAgent}},
+		{"a drain command", def.CommandTopic(wire.CommandDrainNode), map[string]string{"name": wire.CommandDrainNode}},
+		{"an unknown command", def.CommandTopic("grant_superadmin"), nil},
 		// Another node's facts and heartbeat.
-		{"another node's facts", wire.NodeFactsSubject(other), map[string]string{jetstream.MsgIDHeader: uuid.NewString()}},
-		{"another node's heartbeat", "$KV." + wire.NodesBucket + "." + other, nil},
-		{"a heartbeat under a made-up key", "$KV." + wire.NodesBucket + ".not-a-node", nil},
+		{"another node's facts", def.NodeFactsSubject(other), map[string]string{jetstream.MsgIDHeader: uuid.NewString()}},
+		{"another node's heartbeat", "$KV." + def.NodesBucket() + "." + other, nil},
+		{"a heartbeat under a made-up key", "$KV." + def.NodesBucket() + ".not-a-node", nil},
 		// Stream management and other nodes' consumers.
-		{"deleting TP_EVENTS", "$JS.API.STREAM.DELETE." + wire.EventsStream, nil},
-		{"purging TP_NODEFACTS", "$JS.API.STREAM.PURGE." + wire.NodeFactsStream, nil},
-		{"changing TP_COMMANDS", "$JS.API.STREAM.UPDATE." + wire.CommandsStream, nil},
-		{"reading TP_NODEFACTS", "$JS.API.STREAM.MSG.GET." + wire.NodeFactsStream, nil},
-		{"deleting a heartbeat", "$JS.API.STREAM.MSG.DELETE.KV_" + wire.NodesBucket, nil},
-		{"a consumer on TP_NODEFACTS", "$JS.API.CONSUMER.CREATE." + wire.NodeFactsStream + ".spy", nil},
+		{"deleting TP_EVENTS", "$JS.API.STREAM.DELETE." + def.EventsStream(), nil},
+		{"purging TP_NODEFACTS", "$JS.API.STREAM.PURGE." + def.NodeFactsStream(), nil},
+		{"changing TP_COMMANDS", "$JS.API.STREAM.UPDATE." + def.CommandsStream(), nil},
+		{"reading TP_NODEFACTS", "$JS.API.STREAM.MSG.GET." + def.NodeFactsStream(), nil},
+		{"deleting a heartbeat", "$JS.API.STREAM.MSG.DELETE.KV_" + def.NodesBucket(), nil},
+		{"a consumer on TP_NODEFACTS", "$JS.API.CONSUMER.CREATE." + def.NodeFactsStream() + ".spy", nil},
 		{"another node's command consumer",
-			"$JS.API.CONSUMER.CREATE." + wire.CommandsStream + ".tp_node_" + other + "_drain_node." + wire.CommandTopic(wire.CommandDrainNode), nil},
-		{"deleting another node's command consumer", "$JS.API.CONSUMER.DELETE." + wire.CommandsStream + ".tp_node_" + other + "_drain_node", nil},
-		{"acknowledging another node's command", "$JS.ACK." + wire.CommandsStream + ".tp_node_" + other + "_drain_node.1.1.1.1700000000000000000.0", nil},
+			"$JS.API.CONSUMER.CREATE." + def.CommandsStream() + ".tp_node_" + other + "_drain_node." + def.CommandTopic(wire.CommandDrainNode), nil},
+		{"deleting another node's command consumer", "$JS.API.CONSUMER.DELETE." + def.CommandsStream() + ".tp_node_" + other + "_drain_node", nil},
+		{"acknowledging another node's command", "$JS.ACK." + def.CommandsStream() + ".tp_node_" + other + "_drain_node.1.1.1.1700000000000000000.0", nil},
 	}
 	for _, tc := range refusedPublishes {
 		t.Run("publish/"+tc.name, func(t *testing.T) {
@@ -129,12 +129,12 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	// The ordered consumer's delete on reset is allowed (no violation) but reaches nothing: a
 	// node cannot delete another node's consumer on TP_EVENTS.
 	t.Run("delete another node's TP_EVENTS consumer", func(t *testing.T) {
-		if _, err := control.js.CreateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{Name: "another_nodes_view",
-			FilterSubject: wire.EventsSubjectPrefix + ">", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
+		if _, err := control.js.CreateConsumer(ctx, def.EventsStream(), jetstream.ConsumerConfig{Name: "another_nodes_view",
+			FilterSubject: def.EventsSubjects(), AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 		before, seen := jetStreamState(ctx, t, control.js), len(node.rec.all())
-		if _, err := node.nc.Request("$JS.API.CONSUMER.DELETE."+wire.EventsStream+".another_nodes_view", nil, time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		if _, err := node.nc.Request("$JS.API.CONSUMER.DELETE."+def.EventsStream()+".another_nodes_view", nil, time.Second); !errors.Is(err, nats.ErrNoResponders) {
 			t.Errorf("delete of another node's consumer: err = %v, want no responders", err)
 		}
 		if after := jetStreamState(ctx, t, control.js); after != before {
@@ -149,10 +149,10 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	})
 
 	refusedSubscriptions := []struct{ name, subject string }{
-		{"every node's facts", wire.NodeFactsSubjectPrefix + ">"},
-		{"another node's facts", wire.NodeFactsSubject(other)},
+		{"every node's facts", "nodefacts.>"},
+		{"another node's facts", def.NodeFactsSubject(other)},
 		{"another node's command deliveries", "_tp.cmd." + other + ".>"},
-		{"heartbeats as they are put", "$KV." + wire.NodesBucket + ".>"},
+		{"heartbeats as they are put", "$KV." + def.NodesBucket() + ".>"},
 		{"everything", ">"},
 	}
 	for _, tc := range refusedSubscriptions {
@@ -167,10 +167,10 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	}
 
 	// What was refused changed nothing; what was allowed is there.
-	if n := subjectCount(ctx, t, control.js, wire.NodeFactsStream, wire.NodeFactsSubject(other)); n != 0 {
+	if n := subjectCount(ctx, t, control.js, def.NodeFactsStream(), def.NodeFactsSubject(other)); n != 0 {
 		t.Errorf("TP_NODEFACTS holds %d messages on the other node's subject", n)
 	}
-	ckv, err := control.js.KeyValue(ctx, wire.NodesBucket)
+	ckv, err := control.js.KeyValue(ctx, def.NodesBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,16 +194,16 @@ func TestControlCredentialRelaysAndCommandsButSpeaksForNoNode(t *testing.T) {
 
 	// The relay's publish: JetStream, Nats-Msg-Id, expected stream and last sequence.
 	msg, _ := relayed(t, 0, domain.TypeTunnelCreated)
-	ack, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(0))
+	ack, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(0))
 	if err != nil {
 		t.Fatalf("relay publish with the control credential: %v", err)
 	}
-	if ack.Stream != wire.EventsStream || ack.Sequence != 1 {
-		t.Fatalf("relayed record acknowledged as %s #%d, want %s #1", ack.Stream, ack.Sequence, wire.EventsStream)
+	if ack.Stream != def.EventsStream() || ack.Sequence != 1 {
+		t.Fatalf("relayed record acknowledged as %s #%d, want %s #1", ack.Stream, ack.Sequence, def.EventsStream())
 	}
 	control.noViolations(t)
 
-	for _, subject := range []string{wire.NodeFactsSubject(nodeID), "$KV." + wire.NodesBucket + "." + nodeID} {
+	for _, subject := range []string{def.NodeFactsSubject(nodeID), "$KV." + def.NodesBucket() + "." + nodeID} {
 		before := jetStreamState(ctx, t, control.js)
 		if err := control.nc.Publish(subject, []byte(`{}`)); err != nil {
 			t.Fatal(err)
@@ -214,12 +214,12 @@ func TestControlCredentialRelaysAndCommandsButSpeaksForNoNode(t *testing.T) {
 		}
 	}
 	// Facts reach it through JetStream only, not by listening on the subjects.
-	sub, err := control.nc.SubscribeSync(wire.NodeFactsSubjectPrefix + ">")
+	sub, err := control.nc.SubscribeSync("nodefacts.>")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	control.refusedTo(t, "Subscription", wire.NodeFactsSubjectPrefix+">")
+	control.refusedTo(t, "Subscription", "nodefacts.>")
 }
 
 // The product's node components run under a node credential, and the control plane's under the
@@ -248,7 +248,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	// The watch is flow-controlled: past 1 MiB delivered the server asks the watcher to confirm,
 	// and past 2 MiB unconfirmed it stops delivering. Big heartbeats (put the Heartbeater's way,
 	// under the node's own key) take it past both before the real ones follow.
-	nkv, err := node.js.KeyValue(ctx, wire.NodesBucket)
+	nkv, err := node.js.KeyValue(ctx, def.NodesBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,8 +297,8 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	}
 	// The ingester's consumer (controlbus.Ingester needs a database; its consumer settings are
 	// unexported, so this is the same kind: durable pull, nodefacts.*, explicit acks).
-	ingest, err := control.js.CreateOrUpdateConsumer(ctx, wire.NodeFactsStream, jetstream.ConsumerConfig{Durable: "tp_ingester",
-		FilterSubject: wire.NodeFactsSubjectPrefix + "*", AckPolicy: jetstream.AckExplicitPolicy})
+	ingest, err := control.js.CreateOrUpdateConsumer(ctx, def.NodeFactsStream(), jetstream.ConsumerConfig{Durable: def.IngesterConsumer(),
+		FilterSubject: def.NodeFactsSubjects(), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatalf("ingester consumer with the control credential: %v", err)
 	}
@@ -322,8 +322,8 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 		return "", nil
 	}
 	subject, events := nextBatch()
-	if subject != wire.NodeFactsSubject(nodeID) || len(events) != 1 {
-		t.Fatalf("batch on %s with %d events, want one on %s", subject, len(events), wire.NodeFactsSubject(nodeID))
+	if subject != def.NodeFactsSubject(nodeID) || len(events) != 1 {
+		t.Fatalf("batch on %s with %d events, want one on %s", subject, len(events), def.NodeFactsSubject(nodeID))
 	}
 	if env, err := eventstore.DecodeEnvelope(events[0].Envelope); err != nil || env.Type != domain.TypeNodeStarted {
 		t.Fatalf("fact: %+v, %v", env, err)
@@ -333,10 +333,10 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	// (an ordered consumer) and RelayedEventID (single message reads). Junk someone slipped in
 	// is skipped and acknowledged, which the node must be allowed to do too.
 	msg, eventID := relayed(t, 0, domain.TypeTunnelCreated)
-	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(0)); err != nil {
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(0)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := control.js.Publish(ctx, wire.EventSubject("junk"), []byte("not a relayed event")); err != nil {
+	if _, err := control.js.Publish(ctx, def.EventSubject("junk"), []byte("not a relayed event")); err != nil {
 		t.Fatal(err)
 	}
 	subCtx, stopSub := context.WithCancel(ctx)
@@ -364,7 +364,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	})
 	// nats.go resets an ordered consumer the server lost: it deletes the old one and creates a
 	// new one from where it was. Lose it from under the node, then relay the next record.
-	evStream, err := control.js.Stream(ctx, wire.EventsStream)
+	evStream, err := control.js.Stream(ctx, def.EventsStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,11 +376,11 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	if len(consumers) != 1 || lister.Err() != nil {
 		t.Fatalf("consumers on TP_EVENTS: %v, %v; want the node's one", consumers, lister.Err())
 	}
-	if err := control.js.DeleteConsumer(ctx, wire.EventsStream, consumers[0]); err != nil {
+	if err := control.js.DeleteConsumer(ctx, def.EventsStream(), consumers[0]); err != nil {
 		t.Fatal(err)
 	}
 	msg, nextID := relayed(t, 1, domain.TypeTunnelDeleted)
-	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(2)); err != nil {
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(2)); err != nil {
 		t.Fatal(err)
 	}
 	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
@@ -395,7 +395,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	if err := <-subDone; !errors.Is(err, context.Canceled) {
 		t.Fatalf("SubscribeEvents ended with %v", err)
 	}
-	if id, ok, err := nodebus.RelayedEventID(ctx, node.js, 0); err != nil || !ok || id != eventID.String() {
+	if id, ok, err := nodebus.RelayedEventID(ctx, node.js, def, 0); err != nil || !ok || id != eventID.String() {
 		t.Fatalf("RelayedEventID(0) = %q, %v, %v; want %s", id, ok, err, eventID)
 	}
 
@@ -434,7 +434,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 			t.Fatalf("the node did not run %s", cmd.CommandName())
 		}
 		subject, events := nextBatch()
-		if subject != wire.NodeFactsSubject(nodeID) || len(events) != 1 {
+		if subject != def.NodeFactsSubject(nodeID) || len(events) != 1 {
 			t.Fatalf("outcome batch on %s with %d events", subject, len(events))
 		}
 		env, err := eventstore.DecodeEnvelope(events[0].Envelope)
@@ -442,7 +442,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 			t.Fatalf("outcome of %s: %+v, %v", cmd.CommandName(), env, err)
 		}
 		// The node acknowledged the command on its own consumer.
-		cons, err := control.js.PushConsumer(ctx, wire.CommandsStream, "tp_node_"+nodeID+"_"+cmd.CommandName())
+		cons, err := control.js.PushConsumer(ctx, def.CommandsStream(), "tp_node_"+nodeID+"_"+cmd.CommandName())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -489,29 +489,29 @@ func TestNodeCannotRedirectJetStreamDeliveries(t *testing.T) {
 	// Nats-Expected-Last-Sequence headers, which would make other streams refuse a redirected
 	// copy anyway, but a plain subscriber such as the other node's command subscription takes it.
 	msg, _ := relayed(t, 0, domain.TypeTunnelCreated)
-	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.EventsStream), jetstream.WithExpectLastSequence(0)); err != nil {
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(0)); err != nil {
 		t.Fatal(err)
 	}
 
 	targets := []string{
-		wire.CommandTopic(wire.CommandDrainNode),
-		wire.NodeFactsSubject(other),
-		"$KV." + wire.NodesBucket + "." + other,
+		def.CommandTopic(wire.CommandDrainNode),
+		def.NodeFactsSubject(other),
+		"$KV." + def.NodesBucket() + "." + other,
 		"_tp.cmd." + other + "." + wire.CommandDrainNode,
 	}
 	// One consumer per target, made the way SubscribeEvents makes its own (what the node may do).
 	var consumers []string
 	for i := range targets {
 		name := fmt.Sprintf("redirect_%d", i)
-		if _, err := node.js.CreateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{Name: name,
-			FilterSubject: wire.EventsSubjectPrefix + ">", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
+		if _, err := node.js.CreateConsumer(ctx, def.EventsStream(), jetstream.ConsumerConfig{Name: name,
+			FilterSubject: def.EventsSubjects(), AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
 			t.Fatalf("node creating a consumer on TP_EVENTS: %v", err)
 		}
 		consumers = append(consumers, name)
 	}
 	before := jetStreamState(ctx, t, control.js)
 	for i, target := range targets {
-		next := "$JS.API.CONSUMER.MSG.NEXT." + wire.EventsStream + "." + consumers[i]
+		next := "$JS.API.CONSUMER.MSG.NEXT." + def.EventsStream() + "." + consumers[i]
 		if err := node.nc.PublishMsg(&nats.Msg{Subject: next, Reply: target, Data: []byte(`{"batch":1}`)}); err != nil {
 			t.Fatal(err)
 		}

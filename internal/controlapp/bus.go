@@ -24,8 +24,10 @@ import (
 // BusConfig configures the control side of the bus.
 type BusConfig struct {
 	NATSURL string
-	// OwnsNATS says the NATS server is this installation's own (serve's embedded one): TP_EVENTS
-	// found holding another log's events is then reset and relayed anew; on a shared server that
+	// Cluster names the installation on NATS (wire.NewNames).
+	Cluster string
+	// OwnsNATS says the NATS server is this installation's own (serve's embedded one): streams
+	// found holding another log's events are then reset and relayed anew; on a shared server that
 	// is an error for the operator to resolve.
 	OwnsNATS   bool
 	Store      *eventstore.Store
@@ -67,34 +69,46 @@ func StartBus(ctx context.Context, cfg BusConfig) (_ *Bus, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control bus: %w", err)
 	}
+	names, err := wire.NewNames(cfg.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("control bus: %w", err)
+	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err = controlbus.EnsureStreams(sctx, js, controlbus.StreamsConfig{}); err != nil {
-		return nil, fmt.Errorf("control bus: streams: %w", err)
+	origin, err := cfg.Store.Origin(sctx)
+	if err != nil {
+		return nil, fmt.Errorf("control bus: %w", err)
 	}
-	if err = controlbus.CheckEventsStream(sctx, js, cfg.Store); errors.Is(err, controlbus.ErrForeignEvents) && cfg.OwnsNATS {
-		log.Warn("TP_EVENTS in the embedded NATS does not fit this log (see error); relaying this log anew", "error", err)
-		err = controlbus.ResetEventsStream(sctx, js, controlbus.StreamsConfig{})
+	if err = waitConnected(sctx, b.nc); err != nil {
+		return nil, fmt.Errorf("control bus: %w", err)
+	}
+	sc := controlbus.StreamsConfig{Names: names, Origin: origin, ReplaceForeign: cfg.OwnsNATS}
+	if err = controlbus.EnsureStreams(sctx, js, sc); err != nil {
+		return nil, fmt.Errorf("control bus: %w", err)
+	}
+	if err = controlbus.CheckEventsStream(sctx, js, names, cfg.Store); errors.Is(err, controlbus.ErrForeignEvents) && cfg.OwnsNATS {
+		log.Warn("the events stream in the embedded NATS does not fit this log (see error); relaying this log anew", "stream", names.EventsStream(), "error", err)
+		err = controlbus.ResetEventsStream(sctx, js, sc)
 	}
 	if errors.Is(err, controlbus.ErrForeignEvents) {
-		return nil, fmt.Errorf("control bus: %w; it was filled from another database or by another control plane: delete it (nats stream rm %s) or use another NATS server", err, wire.EventsStream)
+		return nil, fmt.Errorf("control bus: %w; it was filled from another database or by another control plane: delete it (nats stream rm %s) or use another NATS server or --cluster", err, names.EventsStream())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("control bus: %w", err)
 	}
-	if b.ingester, err = controlbus.NewIngester(controlbus.IngesterConfig{Store: cfg.Store, Conn: b.nc, Registerer: cfg.Registerer, Logger: log}); err != nil {
+	if b.ingester, err = controlbus.NewIngester(controlbus.IngesterConfig{Store: cfg.Store, Conn: b.nc, Names: names, Registerer: cfg.Registerer, Logger: log}); err != nil {
 		return nil, err
 	}
 	if err = b.ingester.Start(ctx); err != nil {
 		return nil, err
 	}
-	if b.Relay, err = controlbus.NewRelay(controlbus.RelayConfig{Store: cfg.Store, Conn: b.nc, Registerer: cfg.Registerer, Logger: log}); err != nil {
+	if b.Relay, err = controlbus.NewRelay(controlbus.RelayConfig{Store: cfg.Store, Conn: b.nc, Names: names, Registerer: cfg.Registerer, Logger: log}); err != nil {
 		return nil, err
 	}
 	if err = b.Relay.Start(ctx); err != nil {
 		return nil, err
 	}
-	if b.Sender, err = controlbus.NewCommandSender(controlbus.CommandSenderConfig{Conn: b.nc, Logger: log}); err != nil {
+	if b.Sender, err = controlbus.NewCommandSender(controlbus.CommandSenderConfig{Conn: b.nc, Names: names, Logger: log}); err != nil {
 		return nil, err
 	}
 	if b.reactor, err = projections.New(projections.Config{Store: cfg.Store, Projections: []projections.Projection{nodeCommandReactor{b.Sender}}, Logger: log}); err != nil {
@@ -105,7 +119,7 @@ func StartBus(ctx context.Context, cfg BusConfig) (_ *Bus, err error) {
 	}
 	bg := context.WithoutCancel(ctx)
 	svc := cfg.Service
-	if b.watcher, err = controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Conn: b.nc, Logger: log,
+	if b.watcher, err = controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Conn: b.nc, Names: names, Logger: log,
 		OnLost: func(nodeID string, lastSeen time.Time) {
 			if _, err := svc.MarkNodeLost(bg, nodeID, lastSeen); err != nil {
 				log.Warn("node lost, but the event was not recorded", "node_id", nodeID, "error", err)
@@ -185,6 +199,22 @@ func (r nodeCommandReactor) Apply(ctx context.Context, _ *pgx.Batch, _ int, rec 
 	if err := r.sender.Send(sctx, cmd); err != nil {
 		// Retried with backoff by the runner: NATS may be back in a moment.
 		return fmt.Errorf("%w: send %s for position %d: %w", eventstore.ErrUnavailable, cmd.CommandName(), rec.Position, err)
+	}
+	return nil
+}
+
+// waitConnected waits for the first connection to NATS (wire.Connect returns before it, so a
+// component can start while the server is away); the control plane checks the server's version
+// before it creates anything, and that needs a server.
+func waitConnected(ctx context.Context, nc *nats.Conn) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no NATS server at %s: %w", nc.Opts.Servers, ctx.Err())
+		case <-t.C:
+		}
 	}
 	return nil
 }

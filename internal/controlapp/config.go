@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tunnelplane/tunnelplane/bus/wire"
 )
 
 // ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
@@ -44,6 +46,9 @@ type Config struct {
 	// this installation's own (see BusConfig).
 	NATSURL  string
 	OwnsNATS bool
+	// Cluster names the installation on NATS: it prefixes every stream, bucket and subject
+	// (wire.Names). Default "": the names of the default installation.
+	Cluster string
 	// Registry collects the metrics served at /metrics. Default: a fresh one with Go and process
 	// collectors.
 	Registry *prometheus.Registry
@@ -72,6 +77,9 @@ func (c Config) Validate() error {
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			bad("--api-addr %q: bad port", addr)
 		}
+	}
+	if _, err := wire.NewNames(c.Cluster); err != nil {
+		bad("--cluster: %v", err)
 	}
 	if c.DBMaxConns < 0 || c.DBMaxConns > 10000 {
 		bad("--db-max-conns %d: want 1 to 10000", c.DBMaxConns)

@@ -41,6 +41,7 @@ type App struct {
 	ln       net.Listener
 
 	nc        *nats.Conn
+	names     wire.Names
 	publisher *nodebus.Publisher
 	sink      *factQueue
 	handlers  *nodebus.CommandHandlers
@@ -102,12 +103,18 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("node: log origin: %w", err)
 	}
+	if a.names, err = wire.NewNames(cfg.Cluster); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := a.checkStreams(ctx, js, logInfo.Origin); err != nil {
+		return err
+	}
 	agentURL := strings.Replace(public, "http", "ws", 1) + "/v1/agent"
 	if err := cfg.ControlPlane.Enroll(ctx, id.Enrollment(logInfo.Origin, cfg.Name, agentURL, public)); err != nil && !errors.Is(err, domain.ErrConflict) {
 		return fmt.Errorf("node: enroll: %w", err)
 	}
 
-	if a.publisher, err = nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: id.ID, Key: id.EventKey, Conn: a.nc,
+	if a.publisher, err = nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: id.ID, Names: a.names, Key: id.EventKey, Conn: a.nc,
 		SpoolDir: filepath.Join(cfg.DataDir, "node", "spool"), Registerer: cfg.Registerer, Logger: cfg.Logger}); err != nil { // it names the node itself
 		return err
 	}
@@ -130,7 +137,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	a.snaps = &snapshots{path: filepath.Join(cfg.DataDir, "node", "view.json"), origin: logInfo.Origin, log: log, savedAt: -1, restoredAt: -1}
 	a.View = a.newView(logInfo)
 	restored, err := a.snaps.restore(ctx, a.View, func(ctx context.Context, pos uint64) (string, bool, error) {
-		return nodebus.RelayedEventID(ctx, js, pos)
+		return nodebus.RelayedEventID(ctx, js, a.names, pos)
 	})
 	if err != nil {
 		return err
@@ -160,7 +167,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	a.life.Go(func(ctx context.Context) { a.snaps.loop(ctx, func() *view.View { return a.View }) })
 	lag := &lagWatch{view: a.View, stale: cfg.MaxViewLag, log: log}
 	a.life.Go(func(ctx context.Context) { lag.run(ctx, cfg.ControlPlane, cfg.LagSample) })
-	if a.handlers, err = nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{NodeID: id.ID, URL: cfg.NATSURL, Publisher: a.publisher,
+	if a.handlers, err = nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{NodeID: id.ID, Names: a.names, URL: cfg.NATSURL, Publisher: a.publisher,
 		Resolve: func(ctx context.Context, cmd wire.Command) (wire.Command, error) {
 			return resolveCommand(ctx, a.View, id.ID, cmd)
 		},
@@ -183,7 +190,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err = a.handlers.Start(runCtx); err != nil {
 		return err
 	}
-	if a.heartbeat, err = nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Conn: a.nc, Logger: log,
+	if a.heartbeat, err = nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Conn: a.nc, Names: a.names, Logger: log,
 		Info:   wire.Heartbeat{NodeID: id.ID, Name: cfg.Name, AgentURL: agentURL, IngressURL: public, Version: cfg.Version, StartedAt: time.Now().UTC()},
 		Agents: func() int { return len(a.Node.Sessions()) }}); err != nil {
 		return err
@@ -304,3 +311,22 @@ func (a *App) SkippedRelayed() int64 { return a.skipped.Load() }
 
 // Close is Stop without a deadline of the caller's.
 func (a *App) Close() { a.Stop(context.Background()) }
+
+// checkStreams refuses a NATS whose streams under this cluster name belong to another log (the
+// control plane stamps them with its log's origin): the node would follow, and report into,
+// another installation. When NATS does not answer within a few seconds the node starts anyway
+// (its facts wait in the spool) and the check is skipped, with a warning.
+func (a *App) checkStreams(ctx context.Context, js jetstream.JetStream, origin string) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	other, err := wire.EventsStreamOrigin(cctx, js, a.names)
+	if err != nil {
+		a.log.Warn("could not check the NATS streams belong to this log; starting anyway", "stream", a.names.EventsStream(), "error", err)
+		return nil
+	}
+	if other != "" && other != origin {
+		return fmt.Errorf("node: %w: NATS stream %s belongs to log %s, not to this control plane's %s: give the node the control plane's --cluster",
+			ErrInvalidConfig, a.names.EventsStream(), other, origin)
+	}
+	return nil
+}

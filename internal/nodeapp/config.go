@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
@@ -34,6 +35,9 @@ type Config struct {
 	BaseDomain string
 	// NATSURL is the cluster's NATS.
 	NATSURL string
+	// Cluster names the installation on NATS: it prefixes every stream, bucket and subject
+	// (wire.Names); the control plane's must be the same. Default "".
+	Cluster string
 	// Issuer is the iss of control-plane tokens (default token.DefaultIssuer).
 	Issuer  string
 	Version string
@@ -126,6 +130,9 @@ func (c Config) Validate() error {
 	}
 	if c.NATSURL == "" {
 		bad("NATSURL is required")
+	}
+	if _, err := wire.NewNames(c.Cluster); err != nil {
+		bad("--cluster: %v", err)
 	}
 	if c.ControlPlane == nil {
 		bad("ControlPlane is required")

@@ -41,7 +41,7 @@ func (a *App) followEvents(ctx context.Context, js jetstream.JetStream) {
 	delay := time.Second
 	for {
 		started := time.Now()
-		err := nodebus.SubscribeEvents(ctx, js, nodebus.SubscribeEventsOptions{Logger: a.log, FromPosition: a.View.Next(), SkipBad: skipBad,
+		err := nodebus.SubscribeEvents(ctx, js, nodebus.SubscribeEventsOptions{Names: a.names, Logger: a.log, FromPosition: a.View.Next(), SkipBad: skipBad,
 			Next: a.View.Next}, apply)
 		if ctx.Err() != nil {
 			return

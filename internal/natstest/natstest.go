@@ -1,0 +1,93 @@
+// Package natstest gives tests this machine's NATS server (the external one at 127.0.0.1:4222, the
+// Debian package, 2.9.x) with a cluster name of their own, so their streams never meet those of
+// another test or another installation on the shared server, and removes them afterwards.
+package natstest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelplane/tunnelplane/bus/wire"
+)
+
+// DefaultURL is where the machine's NATS server listens; TUNNELPLANE_TEST_NATS_URL overrides it.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// URL is the external server's URL.
+func URL() string {
+	if u := os.Getenv("TUNNELPLANE_TEST_NATS_URL"); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// UniqueNames is a cluster name no other test (of this or another run) uses.
+func UniqueNames(t testing.TB) wire.Names {
+	t.Helper()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	n, err := wire.NewNames("t" + hex.EncodeToString(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// External returns the external server's URL and a unique cluster name whose streams are removed
+// when the test ends. Without a reachable server the test fails under CI (make test starts one)
+// and is skipped elsewhere.
+func External(t testing.TB) (string, wire.Names) {
+	t.Helper()
+	url := URL()
+	nc, err := nats.Connect(url, nats.Timeout(3*time.Second))
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("no NATS server at %s (make test starts one): %v", url, err)
+		}
+		t.Skipf("no NATS server at %s: %v", url, err)
+	}
+	names := UniqueNames(t)
+	t.Cleanup(func() {
+		defer nc.Close()
+		if err := RemoveStreams(nc, names); err != nil {
+			t.Errorf("clean up NATS: %v", err)
+		}
+	})
+	return url, names
+}
+
+// RemoveStreams deletes every stream (and bucket) of a cluster name.
+func RemoveStreams(nc *nats.Conn, names wire.Names) error {
+	if names.Cluster() == "" {
+		return errors.New("refusing to remove the default installation's streams")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	var mine []string
+	list := js.StreamNames(ctx)
+	for name := range list.Name() {
+		if strings.HasPrefix(name, names.Cluster()+"_") || strings.HasPrefix(name, "KV_"+names.Cluster()+"_") {
+			mine = append(mine, name)
+		}
+	}
+	errs := []error{list.Err()}
+	for _, name := range mine {
+		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -184,7 +184,7 @@ func newAuthenticator(s *Server) (*authenticator, error) {
 		}
 		return m, nil
 	})
-	a.internalV = &token.Verifier{Keys: a.internal, Issuer: cfg.TokenIssuer, Leeway: 30 * time.Second, Now: cfg.Now}
+	a.internalV = &token.Verifier{Keys: a.internal, Issuer: cfg.TokenIssuer, Leeway: cfg.TokenLeeway, Now: cfg.Now}
 	switch {
 	case cfg.JWKSFile != "":
 		a.external = newRefreshingKeys("jwks", func(context.Context) (keyMap, error) { return loadJWKSFile(cfg.JWKSFile) })
@@ -193,7 +193,7 @@ func newAuthenticator(s *Server) (*authenticator, error) {
 		a.external = newRefreshingKeys("jwks", func(ctx context.Context) (keyMap, error) { return fetchJWKS(ctx, cfg.HTTPClient, cfg.JWKSURL) })
 	}
 	if a.external != nil {
-		a.externalV = &token.Verifier{Keys: a.external, Issuer: cfg.JWTIssuer, Leeway: 30 * time.Second, Now: cfg.Now}
+		a.externalV = &token.Verifier{Keys: a.external, Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, Now: cfg.Now}
 	}
 	return a, nil
 }
@@ -331,14 +331,14 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		subject, err := s.auth.verify(req.Context(), raw)
 		if err != nil {
-			// The detail names the kind of failure only: the verifier's error can quote the
-			// token's own fields (an unknown kid), and nothing a caller sent is echoed.
-			reason, detail := "invalid_token", "invalid token: its format, signature, issuer or audience does not verify"
+			// token.Reason says what went wrong in the user's words and never quotes the token's
+			// own fields (an unknown kid): nothing a caller sent is echoed.
+			reason, detail := "invalid_token", token.Reason(err)
 			switch {
 			case errors.Is(err, token.ErrExpired):
-				reason, detail = "expired_token", "invalid token: it has expired"
+				reason = "expired_token"
 			case errors.Is(err, token.ErrUnknownKey):
-				reason, detail = "unknown_key", "invalid token: it is signed by a key this control plane does not trust (rotated out, or another issuer's)"
+				reason = "unknown_key"
 			}
 			s.auth.auditor.AuthFailed(reason, claimedSubject(raw), ip, ua)
 			return &authError{code: "invalid_token", detail: detail}

@@ -144,6 +144,9 @@ type Config struct {
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.
 	TokenIssuer string
+	// TokenLeeway is how far past expiry a token is still accepted (clock skew). Default
+	// token.DefaultLeeway; at most token.MaxLeeway.
+	TokenLeeway time.Duration
 	// JWKSURL or JWKSFile adds an external identity provider's keys (RS256 or EdDSA); its tokens
 	// must carry JWTIssuer as iss and token.AudienceAPI as aud.
 	JWKSURL, JWKSFile string
@@ -208,6 +211,9 @@ func (c Config) Validate() error {
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("api config: MaxBodyBytes %d is negative", c.MaxBodyBytes))
 	}
+	if c.TokenLeeway < 0 || c.TokenLeeway > token.MaxLeeway {
+		errs = append(errs, fmt.Errorf("api config: TokenLeeway %s is not within 0..%s", c.TokenLeeway, token.MaxLeeway))
+	}
 	if c.ReadyMaxLag < 0 {
 		errs = append(errs, fmt.Errorf("api config: ReadyMaxLag %d is negative", c.ReadyMaxLag))
 	}
@@ -217,6 +223,9 @@ func (c Config) Validate() error {
 func (c Config) withDefaults() Config {
 	if c.TokenIssuer == "" {
 		c.TokenIssuer = token.DefaultIssuer
+	}
+	if c.TokenLeeway == 0 {
+		c.TokenLeeway = token.DefaultLeeway
 	}
 	if c.JWKSRefresh == 0 {
 		c.JWKSRefresh = DefaultJWKSRefresh

@@ -209,6 +209,8 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		switch {
 		case route == "/healthz" || route == "/readyz" || route == "/metrics":
 			level = slog.LevelDebug
+		case route == "/api/v1/log" && req.Method == http.MethodGet && status < 400:
+			level = slog.LevelDebug // every node asks every few seconds how large the log is
 		case status >= 500:
 			level = slog.LevelWarn
 		}

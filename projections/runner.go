@@ -385,6 +385,9 @@ func (r *Runner) maybeSave(ctx context.Context, name string) {
 func (r *Runner) saveCursor(ctx context.Context, name string, pos int64) {
 	// greatest(): never move a cursor back (another instance may be ahead).
 	if _, err := r.pool.Exec(ctx, `UPDATE projection_state SET position = greatest(position, $2), updated_at = now() WHERE name = $1`, name, pos); err != nil {
+		if ctx.Err() != nil {
+			return // stopping: Stop saves every cursor once more, without the cancelled context
+		}
 		r.log.Warn("projection cursor not saved; it will be re-read after a restart", "projection", name, "error", err)
 		return
 	}

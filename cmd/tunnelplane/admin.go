@@ -31,7 +31,7 @@ detail when the API refuses.`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&a.baseURL, "api-url", envDefault("API_URL", "http://"+controlapp.DefaultAPIAddr), "admin API base URL (env TUNNELPLANE_API_URL)")
-	pf.StringVar(&a.token, "token", envDefault("TOKEN", ""), "bearer token (env TUNNELPLANE_TOKEN)")
+	secretFlag(pf, &a.token, "token", "TOKEN", "bearer token")
 	pf.BoolVar(&a.asJSON, "json", false, "print the API's JSON")
 	pf.StringVar(&a.idemKey, "idempotency-key", "", "Idempotency-Key for a command: a retry with the same key does not repeat it")
 	cmd.AddCommand(newAdminTokenCommand(g), a.orgsCommand(), a.tunnelsCommand(), a.nodesCommand(), a.tokensCommand(), a.rolesCommand(),

@@ -98,9 +98,13 @@ func (a *adminClient) tokensCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			names, err := a.tunnelNames(cmd.Context(), org, len(items))
+			if err != nil {
+				return err
+			}
 			rows := make([][]string, len(items))
 			for i, t := range items {
-				rows[i] = []string{t.ID, t.TunnelID, t.State, short(t.IssuedAt), short(t.ExpiresAt), t.IssuedBy}
+				rows[i] = []string{t.ID, names.of(t.TunnelID), t.State, short(t.IssuedAt), short(t.ExpiresAt), t.IssuedBy}
 			}
 			return a.table(items, "ID\tTUNNEL\tSTATE\tISSUED\tEXPIRES\tISSUED BY", rows)
 		},

@@ -36,7 +36,10 @@ func (e *problemError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d %s: %s", e.p.Status, e.p.Title, e.p.Detail)
 	for _, f := range e.p.Errors {
-		fmt.Fprintf(&b, "\n  %s: %s", f.Field, f.Message)
+		line := f.Field + ": " + f.Message
+		if !strings.Contains(e.p.Detail, line) { // the detail names a single problem itself
+			fmt.Fprintf(&b, "\n  %s", line)
+		}
 	}
 	if e.p.RequestID != "" {
 		fmt.Fprintf(&b, "\n  (request id %s)", e.p.RequestID)

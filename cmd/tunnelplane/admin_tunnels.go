@@ -172,17 +172,9 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			names := map[string]string{}
-			if len(items) > 0 {
-				tq := orgQuery(org)
-				tq.Set("state", "all")
-				tunnels, err := listAll[api.Tunnel](cmd.Context(), a, "/api/v1/tunnels", tq, 0)
-				if err != nil {
-					return err
-				}
-				for _, t := range tunnels {
-					names[t.ID] = t.Name
-				}
+			names, err := a.tunnelNames(cmd.Context(), org, len(items))
+			if err != nil {
+				return err
 			}
 			rows := make([][]string, len(items))
 			for i, s := range items {
@@ -196,11 +188,7 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 				if s.BytesIn != nil && s.BytesOut != nil {
 					traffic = fmt.Sprintf("%d / %d", *s.BytesIn, *s.BytesOut)
 				}
-				tunnel := names[s.TunnelID]
-				if tunnel == "" {
-					tunnel = s.TunnelID
-				}
-				rows[i] = []string{tunnel, s.State, s.NodeID, s.RemoteAddr, s.AgentVersion, s.Protocol, short(s.ConnectedAt), ended, traffic, reason}
+				rows[i] = []string{names.of(s.TunnelID), s.State, s.NodeID, s.RemoteAddr, s.AgentVersion, s.Protocol, short(s.ConnectedAt), ended, traffic, reason}
 			}
 			return a.table(items, "TUNNEL\tSTATE\tNODE\tREMOTE\tAGENT\tPROTOCOL\tCONNECTED\tENDED\tBYTES IN / OUT\tEND REASON", rows)
 		},
@@ -209,4 +197,32 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 	sessions.Flags().IntVar(&sessionLimit, "limit", 50, "at most this many (0: all)")
 	cmd.AddCommand(list, create, update, del, sessions)
 	return cmd
+}
+
+// tunnelNames maps tunnel ids to names for a table (no lookup when the table is empty).
+type tunnelNames map[string]string
+
+func (a *adminClient) tunnelNames(ctx context.Context, org string, rows int) (tunnelNames, error) {
+	names := tunnelNames{}
+	if rows == 0 {
+		return names, nil
+	}
+	q := orgQuery(org)
+	q.Set("state", "all")
+	tunnels, err := listAll[api.Tunnel](ctx, a, "/api/v1/tunnels", q, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tunnels {
+		names[t.ID] = t.Name
+	}
+	return names, nil
+}
+
+// of is the tunnel's name, or its id when it is unknown.
+func (n tunnelNames) of(id string) string {
+	if name := n[id]; name != "" {
+		return name
+	}
+	return id
 }

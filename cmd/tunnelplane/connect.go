@@ -81,13 +81,13 @@ token allowed to list nodes): the node whose agent URL matches --node.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.NodeURL, "node", envDefault("NODE_URL", ""), "the node's agent endpoint, ws(s)://host:port/v1/agent (env TUNNELPLANE_NODE_URL)")
-	fs.StringVar(&cfg.Token, "token", envDefault("AGENT_TOKEN", ""), "agent token for the tunnel (env TUNNELPLANE_AGENT_TOKEN)")
+	secretFlag(fs, &cfg.Token, "token", "AGENT_TOKEN", "agent token for the tunnel")
 	fs.StringVar(&cfg.Upstream, "to", envDefault("UPSTREAM", ""), "local upstream: http://127.0.0.1:PORT, tcp://host:port, or host:port or PORT for http (env TUNNELPLANE_UPSTREAM)")
 	fs.StringVar(&cfg.HostKeyFingerprint, "fingerprint", envDefault("NODE_FINGERPRINT", ""), "the node's SSH host key fingerprint SHA256:… (env TUNNELPLANE_NODE_FINGERPRINT)")
 	fs.BoolVar(&cfg.InsecureSkipPin, "insecure-skip-pin", false, "do not check the node's host key (testing only)")
 	fs.BoolVar(&cfg.Replace, "replace", false, "take the tunnel over from an agent with another token connected to the node (recorded as agent.replaced); without it such an agent keeps the tunnel")
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane URL to look the fingerprint up (env TUNNELPLANE_API_URL)")
-	fs.StringVar(&userToken, "user-token", envDefault("TOKEN", ""), "user token for --control-url (env TUNNELPLANE_TOKEN)")
+	secretFlag(fs, &userToken, "user-token", "TOKEN", "user token for --control-url")
 	fs.DurationVar(&cfg.MaxBackoff, "max-backoff", 30*time.Second, "longest wait between reconnection attempts")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
@@ -51,6 +52,13 @@ func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
 	fs.IntVar(&o.DBMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", controlapp.DefaultDBMaxConns, envErrs), "database connection pool size (env TUNNELPLANE_DB_MAX_CONNS)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second, envErrs),
 		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
+	tokenLeewayFlag(fs, &o.TokenLeeway, envErrs)
+}
+
+// tokenLeewayFlag is --token-leeway of control, serve and node.
+func tokenLeewayFlag(fs *pflag.FlagSet, d *time.Duration, envErrs *[]error) {
+	fs.DurationVar(d, "token-leeway", envDuration("TOKEN_LEEWAY", token.DefaultLeeway, envErrs),
+		"how long past its expiry a token is still accepted, for clocks that disagree; at most 5m (env TUNNELPLANE_TOKEN_LEEWAY)")
 }
 
 // controlPlaneOptions is the control plane's configuration as commands fill it in.
@@ -118,8 +126,7 @@ Bootstrap a fresh install with a superadmin token:
 		},
 	}
 	controlFlags(cmd.Flags(), &opts, &envErrs)
-	cmd.Flags().StringVar(&opts.NATSURL, "nats-url", envDefault("NATS_URL", ""),
-		"NATS server of the cluster; with it the control plane talks to nodes (env TUNNELPLANE_NATS_URL)")
+	urlFlag(cmd.Flags(), &opts.NATSURL, "nats-url", "NATS_URL", "", "NATS server of the cluster; with it the control plane talks to nodes")
 	cmd.Flags().StringVar(&opts.Cluster, "cluster", envDefault("CLUSTER", ""), clusterHelp)
 	return cmd
 }

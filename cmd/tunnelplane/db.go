@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"strings"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -12,8 +14,41 @@ import (
 func newDBCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "db",
-		Short: "The PostgreSQL server tunnelplane uses (url, stop)",
+		Short: "The PostgreSQL server tunnelplane uses (url, stop, reset)",
 	}
+	var yes bool
+	reset := &cobra.Command{
+		Use:   "reset",
+		Short: "Drop the log's database, to start over with `tunnelplane init` (asks first)",
+		Long: `reset drops the database tunnelplane resolves (--database-url, or the local server's), with every
+record of its log, after you type the database name (or with --yes). The keys in the data dir
+stay; ` + "`tunnelplane init`" + ` then starts a new log. Nothing can bring the old log back: export what you need first.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			srv, err := g.resolveDatabase(cmd.Context(), devdb.PrivateReuse, false)
+			if err != nil {
+				return err
+			}
+			name, err := srv.Database()
+			if err != nil {
+				return err
+			}
+			if !yes {
+				fmt.Fprintf(g.stderr, "This drops database %q (%s) and every record of its log.\nType the database name to confirm: ", name, redactURL(srv.URL))
+				line, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				if strings.TrimSpace(line) != name {
+					return fmt.Errorf("not confirmed: nothing dropped (type %q, or pass --yes)", name)
+				}
+			}
+			if err := srv.DropDatabase(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "dropped database %q; run `tunnelplane init` to start a new log\n", name)
+			return nil
+		},
+	}
+	reset.Flags().BoolVar(&yes, "yes", false, "do not ask")
+	cmd.AddCommand(reset)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "url",
 		Short: "Print the database URL tunnelplane resolves (env, local server or private cluster)",

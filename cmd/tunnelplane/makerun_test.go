@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,6 +119,16 @@ func TestMakeRunPrintsCurlCommandsThatWork(t *testing.T) {
 	// The admin CLI shows the demo agent's session, as the node reported it.
 	_, bearer, _ := strings.Cut(curls[1], "Bearer ")
 	bearer, _, _ = strings.Cut(bearer, `"`)
+	if !slices.Contains(strings.Split(out.String(), "\n"), bearer) {
+		t.Fatalf("the user token is not on a line of its own:\n%s", out.String())
+	}
+	// A second serve on the data dir says at once that this one uses it.
+	start := time.Now()
+	second, err := exec.Command(filepath.Join(root, "bin", "tunnelplane"), "serve", "--data-dir", dataDir, "--database-url", dbURL,
+		"--api-addr", freeAddr(t), "--node-addr", freeAddr(t), "--nats-addr", "127.0.0.1:0").CombinedOutput()
+	if err == nil || !strings.Contains(string(second), "another tunnelplane serve is using "+dataDir+" (pid ") || time.Since(start) > 5*time.Second {
+		t.Fatalf("a second serve on the data dir (after %v): %v\n%s", time.Since(start), err, second)
+	}
 	var sessions string
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(sessions, "connected") && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		b, err := exec.Command(filepath.Join(root, "bin", "tunnelplane"), "admin", "tunnels", "sessions", "llm", "--org", "demo",

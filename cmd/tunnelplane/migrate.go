@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -88,13 +87,4 @@ func printVersion(cmd *cobra.Command, g *globals, dbURL string) error {
 	}
 	fmt.Fprintf(g.stdout, "schema version %d of %d%s\n", st.Version, st.Latest, dirty)
 	return nil
-}
-
-// redactURL hides a password in a database URL before it is printed.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable url)"
-	}
-	return u.Redacted()
 }

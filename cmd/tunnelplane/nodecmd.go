@@ -60,14 +60,15 @@ commands and heartbeats into the node registry. It holds no database credentials
 	}
 	fs := cmd.Flags()
 	nodeLimitFlags(fs, &o.Limits, &envErrs)
+	tokenLeewayFlag(fs, &o.TokenLeeway, &envErrs)
 	fs.StringVar(&o.Name, "name", envDefault("NODE_NAME", "node-1"), "node name (env TUNNELPLANE_NODE_NAME)")
 	fs.StringVar(&o.ListenAddr, "node-addr", envDefault("NODE_ADDR", "127.0.0.1:8081"), "listen address for agents and ingress (env TUNNELPLANE_NODE_ADDR)")
 	fs.StringVar(&o.PublicURL, "public-url", envDefault("NODE_PUBLIC_URL", ""), "how agents and callers reach this node (env TUNNELPLANE_NODE_PUBLIC_URL; default http://<node-addr>)")
 	fs.StringVar(&o.BaseDomain, "base-domain", envDefault("BASE_DOMAIN", ""), "host routing: <tunnel>.<org>.<base-domain> (env TUNNELPLANE_BASE_DOMAIN)")
-	fs.StringVar(&o.NATSURL, "nats-url", envDefault("NATS_URL", ""), "NATS server of the cluster (env TUNNELPLANE_NATS_URL)")
+	urlFlag(fs, &o.NATSURL, "nats-url", "NATS_URL", "", "NATS server of the cluster")
 	fs.StringVar(&o.Cluster, "cluster", envDefault("CLUSTER", ""), clusterHelp)
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane API, for enrollment (env TUNNELPLANE_API_URL)")
-	fs.StringVar(&adminToken, "token", envDefault("TOKEN", ""), "superadmin token, needed for the first enrollment (env TUNNELPLANE_TOKEN)")
+	secretFlag(fs, &adminToken, "token", "TOKEN", "superadmin token, needed for the first enrollment")
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,32 @@ type globals struct {
 // clusterHelp describes --cluster of control and node.
 const clusterHelp = "installation name on NATS: prefixes every stream, bucket and subject, so installations can share a NATS server; control plane and nodes must agree (env TUNNELPLANE_CLUSTER; default: none, the names TP_EVENTS, TP_COMMANDS, TP_NODEFACTS, tp_nodes)"
 
+// secretFlag registers a string flag whose value may come from TUNNELPLANE_<env>, without ever
+// showing that value: --help says "(set)" when the environment holds one.
+func secretFlag(fs *pflag.FlagSet, p *string, name, env, usage string) {
+	fs.StringVar(p, name, "", usage+" (env TUNNELPLANE_"+env+")")
+	if v := envDefault(env, ""); v != "" {
+		*p = v
+		fs.Lookup(name).DefValue = "(set)"
+	}
+}
+
+// urlFlag registers a URL flag whose default may come from TUNNELPLANE_<env>: --help shows it with
+// any password replaced.
+func urlFlag(fs *pflag.FlagSet, p *string, name, env, def, usage string) {
+	fs.StringVar(p, name, envDefault(env, def), usage+" (env TUNNELPLANE_"+env+")")
+	fs.Lookup(name).DefValue = redactURL(*p)
+}
+
+// redactURL hides a URL's password before it is printed.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable url)"
+	}
+	return u.Redacted()
+}
+
 func envDefault(name, def string) string {
 	if v, ok := os.LookupEnv("TUNNELPLANE_" + name); ok {
 		return v
@@ -57,8 +84,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.databaseURL, "database-url", envDefault("DATABASE_URL", ""),
-		"PostgreSQL URL (env TUNNELPLANE_DATABASE_URL); empty: the local server at 127.0.0.1:5432, else a private cluster in the data dir")
+	urlFlag(pf, &g.databaseURL, "database-url", "DATABASE_URL", "",
+		"PostgreSQL URL; empty: the local server at 127.0.0.1:5432, else a private cluster in the data dir")
 	pf.StringVar(&g.dataDir, "data-dir", envDefault("DATA_DIR", ".tunnelplane"),
 		"directory for keys and local state (env TUNNELPLANE_DATA_DIR)")
 	pf.StringVar(&g.logLevel, "log-level", envDefault("LOG_LEVEL", "info"), "debug, info, warn or error (env TUNNELPLANE_LOG_LEVEL)")

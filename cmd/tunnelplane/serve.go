@@ -96,8 +96,9 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (*serveapp.App,
 	}
 	cc := o.cp
 	cc.DatabaseURL, cc.DataDir = srv.URL, g.dataDir
-	sv, err := serveapp.New(serveapp.Config{Control: cc, NATSHost: host, NATSPort: port,
-		Node: nodeConfig(o.nodeName, o.nodeAddr, o.baseDomain, o.limits, o.maxViewLag, o.lagSample),
+	nc := nodeConfig(o.nodeName, o.nodeAddr, o.baseDomain, o.limits, o.maxViewLag, o.lagSample)
+	nc.TokenLeeway = cc.TokenLeeway
+	sv, err := serveapp.New(serveapp.Config{Control: cc, NATSHost: host, NATSPort: port, Node: nc,
 		Demo: o.demo, DemoDelay: o.demoDelay, Version: version, Logger: g.log})
 	if err != nil {
 		return nil, err
@@ -109,15 +110,19 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (*serveapp.App,
 		sv.CP.URL, sv.Node.URL, strings.Replace(sv.Node.URL, "http", "ws", 1), sv.Node.Fingerprint, sv.NATS.ClientURL())
 	if d := sv.Demo; d != nil {
 		fmt.Fprintf(g.stdout, `
-Demo: tunnel "llm" of organization "demo" → %s (a demo LLM that streams NDJSON tokens)
-Try (the token is valid for 24h; it belongs to user "demo", the owner of the organization):
+Demo: tunnel "llm" of organization "demo" → %s (a demo model that streams NDJSON tokens)
+
+User token (user "demo", owner of organization "demo"; valid 24h):
+%s
+
+Try:
 
   curl -sN -H "Authorization: Bearer %s" %s/api/generate -d '{"prompt":"why is the sky blue","options":{"num_predict":16}}'
 
   curl -s -H "Authorization: Bearer %s" "%s/api/v1/tunnels?org=demo"
 
 Stop with Ctrl-C.
-`, d.UpstreamURL, d.UserToken, d.TunnelURL, d.UserToken, sv.CP.URL)
+`, d.UpstreamURL, d.UserToken, d.UserToken, d.TunnelURL, d.UserToken, sv.CP.URL)
 	} else {
 		fmt.Fprintf(g.stdout, "  bootstrap:  TOKEN=$(tunnelplane admin token create --user root --role superadmin --data-dir %s | tail -1)\n", g.dataDir)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/demo"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
@@ -80,6 +81,11 @@ func TestServeRestartsOnTheSameDataDir(t *testing.T) {
 		t.Fatalf("node %s→%s, tunnel %s→%s", nodeID, sv2.Node.ID.ID, tunnelID, sv2.Demo.TunnelID)
 	}
 	generate(t, sv2, "again")
+	// The first run's demo agent token was revoked when the second issued its own.
+	tokens := demoTokenStates(t, sv2)
+	if tokens[sv.Demo.AgentTokenID] != "revoked" || tokens[sv2.Demo.AgentTokenID] != "active" {
+		t.Fatalf("demo agent tokens after a restart: %v (first %s, second %s)", tokens, sv.Demo.AgentTokenID, sv2.Demo.AgentTokenID)
+	}
 	resp, err := http.Get(sv2.Node.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +154,7 @@ func gauge(metrics, name string) (int64, bool) {
 	return v, err == nil
 }
 
-// generate asks the demo LLM through the node and expects the prompt back.
+// generate asks the demo model through the node and expects its answer to the prompt.
 func generate(t *testing.T, sv *serveapp.App, prompt string) {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{}}
@@ -161,9 +167,33 @@ func generate(t *testing.T, sv *serveapp.App, prompt string) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), prompt) {
+	first := strings.Fields(demo.CannedAnswer(prompt))[0]
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"response":"`+first+` "`) {
 		t.Fatalf("%q: %d %s", prompt, resp.StatusCode, body)
 	}
+}
+
+// demoTokenStates lists the demo tunnel's agent tokens, id → state, through the API.
+func demoTokenStates(t *testing.T, sv *serveapp.App) map[string]string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, sv.CP.URL+"/api/v1/tokens?org=demo&state=all&wait_for=latest", nil)
+	req.Header.Set("Authorization", "Bearer "+sv.Demo.UserToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Items []struct{ ID, State string } `json:"items"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("tokens: %d %v", resp.StatusCode, err)
+	}
+	out := map[string]string{}
+	for _, it := range list.Items {
+		out[it.ID] = it.State
+	}
+	return out
 }
 
 // nodeFacts reads the node's signed facts from the log.

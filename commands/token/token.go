@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,11 @@ const (
 	AudienceAgent = "tunnelplane-agent" // agents: connecting to a node for one tunnel
 	// DefaultIssuer is the iss of tokens minted by the control plane.
 	DefaultIssuer = "tunnelplane"
+	// DefaultLeeway is how far past its expiry (or before its start) a token is still accepted,
+	// for clocks that disagree a little. Verifier.Leeway, --token-leeway.
+	DefaultLeeway = 30 * time.Second
+	// MaxLeeway bounds --token-leeway: more would keep expired and revoked-by-expiry tokens alive.
+	MaxLeeway = 5 * time.Minute
 )
 
 // Sentinel errors; match with errors.Is.
@@ -187,22 +193,84 @@ func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
 	return k, nil
 }
 
-func classify(err error) error {
+// classify turns a parse failure into one of the sentinel errors with a reason in the user's
+// words. It never quotes what the token says (kid, issuer, subject): callers may show it.
+func (v *Verifier) classify(err error, rc *jwt.RegisteredClaims, want string) error {
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	kind := map[string]string{AudienceAPI: "user", AudienceAgent: "agent"}
 	switch {
 	case errors.Is(err, ErrUnknownKey):
-		return err
+		return fmt.Errorf("%w: it is signed by a key this installation does not trust (rotated out, or another installation's)", ErrUnknownKey)
+	case errors.Is(err, ErrInvalid): // from keyFunc
+		return fmt.Errorf("%w: its algorithm does not match its key", ErrInvalid)
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return fmt.Errorf("%w: not a tunnelplane token (not a JWT)", ErrInvalid)
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return fmt.Errorf("%w: its signature does not verify", ErrInvalid)
+	case errors.Is(err, jwt.ErrTokenExpired) && rc.ExpiresAt != nil:
+		return fmt.Errorf("%w %s ago", ErrExpired, ago(now().Sub(rc.ExpiresAt.Time)))
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return fmt.Errorf("%w: %w", ErrExpired, err)
-	default:
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return ErrExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return fmt.Errorf("%w: it is not valid yet (is a clock wrong?)", ErrInvalid)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		for _, aud := range rc.Audience {
+			if k := kind[aud]; k != "" && aud != want {
+				return fmt.Errorf("%w: this is %s token, not %s token", ErrInvalid, article(k), article(kind[want]))
+			}
+		}
+		return fmt.Errorf("%w: not a tunnelplane %s token", ErrInvalid, kind[want])
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return fmt.Errorf("%w: it was issued by someone else than %q", ErrInvalid, v.Issuer)
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return fmt.Errorf("%w: it has no expiry", ErrInvalid)
 	}
+	return fmt.Errorf("%w: not a tunnelplane token", ErrInvalid)
+}
+
+func article(kind string) string {
+	if kind == "agent" {
+		return "an agent"
+	}
+	return "a " + kind
+}
+
+// ago says a duration the way people do: "40s", "3m", "2h5m", "3 days".
+func ago(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	}
+	return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+}
+
+// Reason is what went wrong with a token in the user's words ("token expired 3m ago", "invalid
+// token: not a tunnelplane token"), safe to show the caller: the errors of this package never quote
+// the token. Other errors give "invalid token".
+func Reason(err error) string {
+	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrExpired) || errors.Is(err, ErrUnknownKey) {
+		for e := err; e != nil; e = errors.Unwrap(e) {
+			if strings.HasPrefix(e.Error(), ErrInvalid.Error()) || strings.HasPrefix(e.Error(), ErrExpired.Error()) ||
+				strings.HasPrefix(e.Error(), ErrUnknownKey.Error()) {
+				return e.Error()
+			}
+		}
+	}
+	return ErrInvalid.Error()
 }
 
 // VerifyUser checks a user token and returns its claims.
 func (v *Verifier) VerifyUser(raw string) (*UserClaims, error) {
 	var c UserClaims
 	if _, err := v.parser(AudienceAPI).ParseWithClaims(raw, &c, v.keyFunc); err != nil {
-		return nil, classify(err)
+		return nil, v.classify(err, &c.RegisteredClaims, AudienceAPI)
 	}
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: no subject", ErrInvalid)
@@ -214,7 +282,7 @@ func (v *Verifier) VerifyUser(raw string) (*UserClaims, error) {
 func (v *Verifier) VerifyAgent(raw string) (*AgentClaims, error) {
 	var c AgentClaims
 	if _, err := v.parser(AudienceAgent).ParseWithClaims(raw, &c, v.keyFunc); err != nil {
-		return nil, classify(err)
+		return nil, v.classify(err, &c.RegisteredClaims, AudienceAgent)
 	}
 	if c.Org == "" || c.Tunnel == "" || c.ID == "" {
 		return nil, fmt.Errorf("%w: agent token without org, tunnel or id", ErrInvalid)

@@ -96,3 +96,66 @@ func TestRS256FromAnIdentityProvider(t *testing.T) {
 		t.Fatalf("HS256: %v", err)
 	}
 }
+
+// A refusal says what happened in the user's words, never in the JWT library's, and never quotes
+// the token; the leeway past expiry is what the verifier is given.
+func TestRefusalsInTheUsersWords(t *testing.T) {
+	t.Parallel()
+	key, _ := ledger.GenerateSigningKey()
+	other, _ := ledger.GenerateSigningKey()
+	keys := token.NewKeySet()
+	keys.Put(key.ID(), key.Public())
+	now := time.Now()
+	v := &token.Verifier{Keys: keys, Issuer: token.DefaultIssuer, Leeway: token.DefaultLeeway, Now: func() time.Time { return now }}
+	mint := func(k *ledger.SigningKey, iss string, ttl time.Duration, at time.Time) string {
+		s, err := token.MintUser(k, iss, "alice", "", ttl, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	agent, _ := token.MintAgent(key, token.DefaultIssuer, "tok-1", "org-1", "tun-1", now.Add(time.Hour), now)
+	cases := []struct {
+		name, raw, want string
+	}{
+		{"expired", mint(key, token.DefaultIssuer, time.Minute, now.Add(-4*time.Minute)), "token expired 3m ago"},
+		{"expired long ago", mint(key, token.DefaultIssuer, time.Hour, now.Add(-74*time.Hour)), "token expired 3 days ago"},
+		{"garbage", "hello", "invalid token: not a tunnelplane token (not a JWT)"},
+		{"an agent token", agent, "invalid token: this is an agent token, not a user token"},
+		{"another installation's", mint(other, token.DefaultIssuer, time.Hour, now), "it is signed by a key this installation does not trust"},
+		{"another issuer's", mint(key, "evil-issuer", time.Hour, now), `issued by someone else than "tunnelplane"`},
+		{"tampered", tamper(mint(key, token.DefaultIssuer, time.Hour, now)), "invalid token: its signature does not verify"},
+	}
+	for _, tc := range cases {
+		_, err := v.VerifyUser(tc.raw)
+		reason := token.Reason(err)
+		if err == nil || !strings.Contains(reason, tc.want) {
+			t.Errorf("%s: reason %q (error %v), want %q", tc.name, reason, err, tc.want)
+		}
+		for _, jargon := range []string{"keyfunc", "malformed", "could not", "evil-issuer", other.ID()} {
+			if strings.Contains(reason, jargon) {
+				t.Errorf("%s: reason %q says %q", tc.name, reason, jargon)
+			}
+		}
+	}
+	// The leeway: 20s past expiry passes with 30s, not with 10s.
+	late := mint(key, token.DefaultIssuer, time.Minute, now.Add(-80*time.Second))
+	if _, err := v.VerifyUser(late); err != nil {
+		t.Fatalf("20s past expiry with a 30s leeway: %v", err)
+	}
+	strict := *v
+	strict.Leeway = 10 * time.Second
+	if _, err := strict.VerifyUser(late); !errors.Is(err, token.ErrExpired) || !strings.HasPrefix(token.Reason(err), "token expired 2") {
+		t.Fatalf("20s past expiry with a 10s leeway: %v", err)
+	}
+}
+
+// tamper flips a character in the middle of the signature.
+func tamper(jwt string) string {
+	i := strings.LastIndex(jwt, ".") + 10
+	c := byte('A')
+	if jwt[i] == 'A' {
+		c = 'B'
+	}
+	return jwt[:i] + string(c) + jwt[i+1:]
+}

@@ -24,7 +24,10 @@ type Config struct {
 	// MaxTokens caps one response (default 256).
 	MaxTokens int
 	// Model is the name the responses carry (default "demo").
-	Model  string
+	Model string
+	// Answer makes /api/generate answer like a model: one of a few canned answers, chosen by the
+	// prompt's hash, instead of the prompt's words repeated (which tests check arrived intact).
+	Answer bool
 	Logger *slog.Logger
 }
 
@@ -77,7 +80,8 @@ type GenerateChunk struct {
 
 // Handler serves:
 //
-//	POST /api/generate   NDJSON token stream (the prompt's words, repeated up to options.num_predict)
+//	POST /api/generate   NDJSON token stream (the prompt's words, repeated up to options.num_predict;
+//	                     with Config.Answer a canned answer)
 //	GET  /api/tags       the one model
 //	GET  /healthz        "ok"
 //	*    /echo           the request body streamed back; X-Echo-Method, X-Echo-URI, X-Echo-Host and
@@ -124,6 +128,9 @@ func (s *server) generate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	words := strings.Fields(req.Prompt)
+	if s.cfg.Answer {
+		words = strings.Fields(CannedAnswer(req.Prompt))
+	}
 	if len(words) == 0 {
 		words = []string{"hello"}
 	}

@@ -94,3 +94,36 @@ func TestValidateRejectsNegatives(t *testing.T) {
 		t.Fatalf("validate: %v", err)
 	}
 }
+
+// With Answer the model answers in sentences chosen by the prompt, not with the prompt's words.
+func TestAnswerReadsLikeAModel(t *testing.T) {
+	srv := httptest.NewServer(Handler(Config{Answer: true, TokenDelay: time.Millisecond}))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	ask := func(prompt string) string {
+		resp, err := srv.Client().Post(srv.URL+"/api/generate", "application/json", strings.NewReader(`{"prompt":"`+prompt+`","stream":false}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var c GenerateChunk
+		if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(c.Response)
+	}
+	a := ask("why is the sky blue")
+	if a != CannedAnswer("why is the sky blue") || strings.Contains(a, "why is the sky blue") || len(strings.Fields(a)) < 10 {
+		t.Fatalf("answer %q", a)
+	}
+	if ask("why is the sky blue") != a {
+		t.Fatal("the same prompt got another answer")
+	}
+	seen := map[string]bool{}
+	for i := range 40 {
+		seen[CannedAnswer(strings.Repeat("x", i))] = true
+	}
+	if len(seen) < 4 {
+		t.Fatalf("40 prompts got only %d different answers", len(seen))
+	}
+}

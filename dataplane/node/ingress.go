@@ -74,10 +74,7 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	caller, err := n.authenticate(ctx, bearer)
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
-		detail := "the token is not valid"
-		if errors.Is(err, token.ErrExpired) {
-			detail = "the token has expired"
-		}
+		detail := token.Reason(err) // the user's words, never what the token says
 		n.refuseUnauthenticated(ctx, "invalid", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
 			Title: "Invalid token", Detail: detail}, `Bearer realm="tunnelplane", error="invalid_token"`)
 		return

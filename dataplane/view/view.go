@@ -77,6 +77,7 @@ type View struct {
 	lastID    string // EventID at position
 	hooks     Hooks
 	issuer    string
+	leeway    time.Duration // token.DefaultLeeway unless SetTokenLeeway
 	now       func() time.Time
 
 	changed chan struct{}
@@ -91,8 +92,12 @@ func New(issuer string, hooks Hooks) *View {
 	return &View{keys: token.NewKeySet(), tunnels: map[string]*tunnel{}, byName: map[string]map[string]string{}, orgs: map[string]string{},
 		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, decisions: map[string]Decision{},
 		rotated:  map[string]time.Time{},
-		position: -1, hooks: hooks, issuer: issuer, now: time.Now, changed: make(chan struct{}), target: -2}
+		position: -1, hooks: hooks, issuer: issuer, leeway: token.DefaultLeeway, now: time.Now, changed: make(chan struct{}), target: -2}
 }
+
+// SetTokenLeeway sets how far past expiry tokens are still accepted; call it before the view is
+// used.
+func (v *View) SetTokenLeeway(d time.Duration) { v.leeway = d }
 
 // NewVerified returns an empty view that takes only what the log named origin, whose first record
 // hashes to genesis (from the control plane, not from NATS), holds: each event
@@ -403,7 +408,7 @@ func (v *View) applyKey(e Event) error {
 func (v *View) Keys() *token.KeySet { return v.keys }
 
 func (v *View) verifier() *token.Verifier {
-	return &token.Verifier{Keys: v.keys, Issuer: v.issuer, Leeway: 30 * time.Second, Now: v.now}
+	return &token.Verifier{Keys: v.keys, Issuer: v.issuer, Leeway: v.leeway, Now: v.now}
 }
 
 // userKeys are the token keys user tokens may be signed with: a key rotated out more than
@@ -477,7 +482,7 @@ func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Princi
 	if bearer == "" {
 		return node.Principal{}, fmt.Errorf("%w: a bearer token is required", node.ErrUnauthenticated)
 	}
-	c, err := (&token.Verifier{Keys: userKeys{v}, Issuer: v.issuer, Leeway: 30 * time.Second, Now: v.now}).VerifyUser(bearer)
+	c, err := (&token.Verifier{Keys: userKeys{v}, Issuer: v.issuer, Leeway: v.leeway, Now: v.now}).VerifyUser(bearer)
 	if err != nil {
 		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
 	}

@@ -81,7 +81,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	}
 	a.Service.Start(runCtx)
 	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: readmodels.New(a.Log.Pool),
-		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, Registry: cfg.Registry, Logger: a.log})
+		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tunnelplane/tunnelplane/bus/wire"
+	"github.com/tunnelplane/tunnelplane/commands/token"
 )
 
 // ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
@@ -46,6 +47,8 @@ type Config struct {
 	// this installation's own (see BusConfig).
 	NATSURL  string
 	OwnsNATS bool
+	// TokenLeeway is how far past expiry tokens are still accepted (default token.DefaultLeeway).
+	TokenLeeway time.Duration
 	// Cluster names the installation on NATS: it prefixes every stream, bucket and subject
 	// (wire.Names). Default "": the names of the default installation.
 	Cluster string
@@ -80,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := wire.NewNames(c.Cluster); err != nil {
 		bad("--cluster: %v", err)
+	}
+	if c.TokenLeeway < 0 || c.TokenLeeway > token.MaxLeeway {
+		bad("--token-leeway %s: want 0s to %s", c.TokenLeeway, token.MaxLeeway)
 	}
 	if c.DBMaxConns < 0 || c.DBMaxConns > 10000 {
 		bad("--db-max-conns %d: want 1 to 10000", c.DBMaxConns)

@@ -77,7 +77,8 @@ func LogKeyForInit(ctx context.Context, keys eventstore.KeyDir, pool *pgxpool.Po
 	if inForce != "" {
 		k, err := keys.Load(ctx, inForce)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: the log's key in force is %s but %s does not hold it (wrong --data-dir?)",
+			return nil, fmt.Errorf("%w: the log's key in force is %s but %s does not hold it: give the --data-dir this log was started with; "+
+				"to start over with a new log instead, drop this one with `tunnelplane db reset` (it asks first) or use another --database-url",
 				eventstore.ErrKeyMismatch, inForce, keys)
 		}
 		return k, err

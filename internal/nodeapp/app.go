@@ -22,6 +22,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/datadir"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
@@ -39,6 +40,7 @@ type App struct {
 	life     lifecycle.Lifecycle
 	stopOnce sync.Once
 	ln       net.Listener
+	lock     *datadir.Lock // on <DataDir>/node, from New to Stop
 
 	nc        *nats.Conn
 	names     wire.Names
@@ -59,13 +61,19 @@ func New(cfg Config) (*App, error) {
 		return nil, err
 	}
 	cfg.applyDefaults()
-	id, err := LoadIdentity(cfg.DataDir)
+	lock, err := datadir.Acquire(filepath.Join(cfg.DataDir, "node"), "node", "tunnelplane node")
 	if err != nil {
 		return nil, err
 	}
-	a := &App{ID: id, Fingerprint: id.Fingerprint(), cfg: cfg, log: cfg.Logger.With("node_id", id.ID), ln: cfg.Listener}
+	id, err := LoadIdentity(cfg.DataDir)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	a := &App{ID: id, Fingerprint: id.Fingerprint(), cfg: cfg, log: cfg.Logger.With("node_id", id.ID), ln: cfg.Listener, lock: lock}
 	if a.ln == nil {
 		if a.ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+			lock.Release()
 			return nil, fmt.Errorf("node listen %s: %w", cfg.ListenAddr, err)
 		}
 	}
@@ -218,7 +226,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 // newView is an empty view of the log info names; it takes only records that log's keys signed,
 // in the log's order, and its hooks act on the node.
 func (a *App) newView(info LogInfo) *view.View {
-	return view.NewVerified(a.cfg.Issuer, info.Origin, info.GenesisHash, view.Hooks{
+	v := view.NewVerified(a.cfg.Issuer, info.Origin, info.GenesisHash, view.Hooks{
 		TokenRevoked: func(id, reason string) {
 			a.onNode(func(n *node.Node) { n.DisconnectToken(id, reason) })
 		},
@@ -235,6 +243,10 @@ func (a *App) newView(info LogInfo) *view.View {
 			}
 		},
 	})
+	if a.cfg.TokenLeeway > 0 {
+		v.SetTokenLeeway(a.cfg.TokenLeeway)
+	}
+	return v
 }
 
 func (a *App) onNode(f func(*node.Node)) {
@@ -264,6 +276,7 @@ func (a *App) Stop(ctx context.Context) {
 		if a.server == nil && a.cfg.Listener == nil {
 			_ = a.ln.Close() // opened by New, never served
 		}
+		a.lock.Release()
 	})
 }
 

@@ -39,9 +39,11 @@ type Config struct {
 	// (wire.Names); the control plane's must be the same. Default "".
 	Cluster string
 	// Issuer is the iss of control-plane tokens (default token.DefaultIssuer).
-	Issuer  string
-	Version string
-	Limits  Limits
+	Issuer string
+	// TokenLeeway is how far past expiry tokens are still accepted (default token.DefaultLeeway).
+	TokenLeeway time.Duration
+	Version     string
+	Limits      Limits
 	// MaxViewLag is how far behind the control plane's log the view may fall before the node
 	// refuses agents and callers (default 30s); LagSample how often it asks the log's size
 	// (default 5s).
@@ -133,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := wire.NewNames(c.Cluster); err != nil {
 		bad("--cluster: %v", err)
+	}
+	if c.TokenLeeway < 0 || c.TokenLeeway > token.MaxLeeway {
+		bad("--token-leeway %s: want 0s to %s", c.TokenLeeway, token.MaxLeeway)
 	}
 	if c.ControlPlane == nil {
 		bad("ControlPlane is required")

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,6 +29,7 @@ type Demo struct {
 	UpstreamURL     string
 	UserToken       string
 	AgentToken      string
+	AgentTokenID    string
 	// TunnelURL is the tunnel under path routing on the node (…/t/llm.demo).
 	TunnelURL string
 
@@ -59,7 +63,7 @@ func startDemo(ctx context.Context, a *App, delay time.Duration) (_ *Demo, err e
 		if err != nil {
 			return err
 		}
-		h, err := demo.New(demo.Config{TokenDelay: delay, Logger: log})
+		h, err := demo.New(demo.Config{TokenDelay: delay, Answer: true, Logger: log})
 		if err != nil {
 			_ = ln.Close()
 			return err
@@ -94,11 +98,11 @@ func startDemo(ctx context.Context, a *App, delay time.Duration) (_ *Demo, err e
 				return err
 			}
 		}
-		issued, err := svc.Handlers.IssueAgentToken.Handle(sys, commands.IssueAgentToken{OrgID: d.OrgID, TunnelID: d.TunnelID, TTL: 24 * time.Hour})
+		issued, err := issueDemoAgentToken(sys, svc, d.OrgID, d.TunnelID, filepath.Join(a.cfg.Control.DataDir, "demo-agent-token-id"))
 		if err != nil {
 			return err
 		}
-		d.AgentToken = issued.Token
+		d.AgentToken, d.AgentTokenID = issued.Token, issued.ID
 		// Let the node's view learn the tunnel and the token before the agent dials.
 		head, err := cp.Log.Store.Head(ctx)
 		if err != nil {
@@ -168,4 +172,26 @@ func demoOrg(ctx, sys context.Context, cp *controlapp.App) (string, error) {
 		return "", err
 	}
 	return res.ID, nil
+}
+
+// issueDemoAgentToken issues the demo agent's token and revokes the one the previous run issued
+// (its id is kept in idFile; the token itself is never stored), so restarts do not pile up live
+// 24-hour tokens.
+func issueDemoAgentToken(sys context.Context, svc *commands.Service, orgID, tunnelID, idFile string) (commands.Result, error) {
+	if b, err := os.ReadFile(idFile); err == nil {
+		old := strings.TrimSpace(string(b))
+		_, err := svc.Handlers.RevokeAgentToken.Handle(sys, commands.RevokeAgentToken{OrgID: orgID, TokenID: old, Reason: "replaced by the next demo run's token"})
+		if err != nil && !errors.Is(err, domain.ErrNotFound) && !errors.Is(err, domain.ErrConflict) {
+			return commands.Result{}, fmt.Errorf("revoke the previous demo agent token %s: %w", old, err)
+		}
+	}
+	issued, err := svc.Handlers.IssueAgentToken.Handle(sys, commands.IssueAgentToken{OrgID: orgID, TunnelID: tunnelID, TTL: 24 * time.Hour})
+	if err != nil {
+		return commands.Result{}, err
+	}
+	tmp := idFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(issued.ID+"\n"), 0o600); err != nil {
+		return commands.Result{}, err
+	}
+	return issued, os.Rename(tmp, idFile)
 }

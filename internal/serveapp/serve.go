@@ -12,6 +12,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/datadir"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 	"github.com/tunnelplane/tunnelplane/internal/nodeapp"
 )
@@ -87,6 +88,12 @@ func (a *App) Start(ctx context.Context) error {
 
 func (a *App) start(ctx context.Context) (err error) {
 	cfg := a.cfg
+	// One serve per data dir: a second would share the embedded NATS store.
+	lock, err := datadir.Acquire(cfg.Control.DataDir, "serve", "tunnelplane serve")
+	if err != nil {
+		return err
+	}
+	a.stop = append(a.stop, func(context.Context) { lock.Release() })
 	if _, err := controlapp.InitLog(ctx, cfg.Control.DatabaseURL, cfg.Control.DataDir); err != nil {
 		return err
 	}

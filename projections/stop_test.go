@@ -1,0 +1,85 @@
+package projections_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/projections"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Stopping while events arrive (a Ctrl-C) warns about nothing: cursor writes cut short by the stop
+// are made again by Stop itself.
+func TestStopWhileBusyWarnsAboutNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	u := pgtest.NewDatabase(t)
+	pool := pgtest.Pool(t, u)
+	key, _ := eventstore.GenerateSigningKey()
+	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var types []eventstore.EventType
+	for _, et := range domain.EventTypes() {
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+	}
+	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, Registry: eventstore.MustRegistry(types...), PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Stop)
+	wctx, stopWriting := context.WithCancel(ctx)
+	var writer sync.WaitGroup
+	writer.Go(func() {
+		for wctx.Err() == nil {
+			org := uuid.Must(uuid.NewV7()).String()
+			_, _ = st.Append(wctx, domain.OrgStream(org), eventstore.NoStream, event(t, domain.OrganizationCreated{OrgID: org, Name: "o" + org[len(org)-8:], CreatedBy: "root"}))
+		}
+	})
+	defer func() { stopWriting(); writer.Wait() }()
+	var logs syncBuffer
+	for round := range 5 {
+		r, err := projections.New(projections.Config{Store: st, Projections: projections.All(), CursorEvery: time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(50+round*40) * time.Millisecond)
+		r.Stop()
+	}
+	if out := logs.String(); strings.Contains(out, "cursor not saved") {
+		t.Fatalf("stopping warned:\n%s", out)
+	}
+}

@@ -32,8 +32,8 @@ var (
 	ErrNotCaughtUp = errors.New("the read models have not caught up with the requested position yet")
 )
 
-// ProblemTypeBase prefixes the type URI of every problem the API returns.
-const ProblemTypeBase = "urn:tunnelplane:problem:"
+// ProblemTypeBase prefixes the type URI of every problem the API returns (and the node's ingress).
+const ProblemTypeBase = domain.ProblemTypeBase
 
 // Problem is an RFC 9457 problem details object, with the field errors of a validation failure
 // and the ids that tie the response to the server's logs and the audit log.

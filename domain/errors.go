@@ -55,3 +55,7 @@ func (p problems) err() error {
 	}
 	return &ValidationError{Fields: p}
 }
+
+// ProblemTypeBase prefixes the type URI of every RFC 9457 problem tunnelplane answers with, from
+// the admin API and from a node's ingress alike: urn:tunnelplane:problem:<slug>.
+const ProblemTypeBase = "urn:tunnelplane:problem:"

@@ -1,11 +1,8 @@
 package bustest_test
 
 import (
-	"bufio"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,60 +10,13 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/bus/controlbus"
 	"github.com/tunnelplane/tunnelplane/bus/wire"
+	"github.com/tunnelplane/tunnelplane/internal/natstest"
 )
-
-// oldServer speaks just enough of the NATS client protocol to pass for a server of the given
-// version (no such old server can run here): it answers PING and records every subject a client
-// publishes to, which would include any JetStream API call.
-func oldServer(t *testing.T, version string) (url string, published func() []string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	var mu sync.Mutex
-	var subjects []string
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = c.Write([]byte(`INFO {"server_id":"OLD","version":"` + version + `","proto":1,"headers":true,"jetstream":true,"max_payload":1048576}` + "\r\n"))
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					f := strings.Fields(line)
-					switch {
-					case len(f) == 0:
-					case f[0] == "PING":
-						_, _ = c.Write([]byte("PONG\r\n"))
-					case (f[0] == "PUB" || f[0] == "HPUB") && len(f) > 1:
-						mu.Lock()
-						subjects = append(subjects, f[1])
-						mu.Unlock()
-					}
-				}
-			}()
-		}
-	}()
-	return "nats://" + ln.Addr().String(), func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), subjects...)
-	}
-}
 
 // A server older than the minimum is named, with the minimum, before anything is created on it.
 func TestEnsureStreamsRefusesAnOldServerBeforeCreatingAnything(t *testing.T) {
 	t.Parallel()
-	url, published := oldServer(t, "2.8.4")
+	url, published := natstest.OldServer(t, "2.8.4")
 	nc := connect(t, url)
 	deadline := time.Now().Add(5 * time.Second)
 	for !nc.IsConnected() && time.Now().Before(deadline) {

@@ -50,6 +50,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
@@ -1099,7 +1100,7 @@ func (a desyncAnswer) nodeProblem() (string, bool) {
 	if json.Unmarshal(a.body, &p) != nil {
 		return "", false
 	}
-	slug, ok := strings.CutPrefix(p.Type, "https://tunnelplane.dev/problems/")
+	slug, ok := strings.CutPrefix(p.Type, domain.ProblemTypeBase)
 	return slug, ok
 }
 

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // reqState follows one ingress request through the proxy and its transport.
@@ -337,7 +338,7 @@ func (p problem) body() []byte {
 		Detail    string   `json:"detail,omitempty"`
 		Tunnel    string   `json:"tunnel,omitempty"`
 		Supported []string `json:"supported_protocols,omitempty"`
-	}{"https://tunnelplane.dev/problems/" + p.Slug, p.Title, p.Status, p.Detail, p.Tunnel, p.Supported}
+	}{domain.ProblemTypeBase + p.Slug, p.Title, p.Status, p.Detail, p.Tunnel, p.Supported}
 	b, _ := json.Marshal(doc)
 	return append(b, '\n')
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
@@ -366,7 +367,7 @@ func TestNotReadyRefusesAgentsAndCallers(t *testing.T) {
 	}))
 	status, h, body := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice))
 	p := mustProblem(t, status, h, body, http.StatusServiceUnavailable)
-	if !strings.HasSuffix(p.Type, "/node-starting") || !strings.Contains(p.Detail, "3 of 9 events") || h.Get("Retry-After") != "1" {
+	if p.Type != domain.ProblemTypeBase+"node-starting" || !strings.Contains(p.Detail, "3 of 9 events") || h.Get("Retry-After") != "1" {
 		t.Fatalf("problem %+v, Retry-After %q", p, h.Get("Retry-After"))
 	}
 	a := e.startAgent("tun-llm", nil)

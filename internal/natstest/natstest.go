@@ -4,12 +4,15 @@
 package natstest
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,4 +93,52 @@ func RemoveStreams(nc *nats.Conn, names wire.Names) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// OldServer speaks just enough of the NATS client protocol to pass for a server of the given
+// version (no such old server can run here): it answers PING and records every subject a client
+// publishes to, which would include any JetStream API call.
+func OldServer(t testing.TB, version string) (url string, published func() []string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var mu sync.Mutex
+	var subjects []string
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Write([]byte(`INFO {"server_id":"OLD","version":"` + version + `","proto":1,"headers":true,"jetstream":true,"max_payload":1048576}` + "\r\n"))
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					f := strings.Fields(line)
+					switch {
+					case len(f) == 0:
+					case f[0] == "PING":
+						_, _ = c.Write([]byte("PONG\r\n"))
+					case (f[0] == "PUB" || f[0] == "HPUB") && len(f) > 1:
+						mu.Lock()
+						subjects = append(subjects, f[1])
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	}()
+	return "nats://" + ln.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), subjects...)
+	}
 }

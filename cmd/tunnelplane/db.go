@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"strings"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 )
@@ -42,5 +44,26 @@ func TestDBResetStartsOverOnlyWhenConfirmed(t *testing.T) {
 	}
 	if r := reset("", "--yes"); r.code != 0 {
 		t.Fatalf("reset --yes: %d %s", r.code, r.stderr)
+	}
+}
+
+// Commands other than serve, init and migrate never create a database: a mistyped name is an
+// error that says so, and the database does not appear.
+func TestOnlyServeInitAndMigrateCreateADatabase(t *testing.T) {
+	t.Parallel()
+	u := pgtest.NewEmptyDatabase(t) // a server URL; the test's own database name is swapped below
+	base, _, _ := strings.Cut(u, "?")
+	base = base[:strings.LastIndex(base, "/")+1]
+	for _, args := range [][]string{
+		{"verify"}, {"projections", "status"}, {"control", "--api-addr", "127.0.0.1:0"}, {"migrate", "version"}, {"db", "url"},
+	} {
+		typo := base + "tptest_typo_" + strings.ReplaceAll(strings.Join(args[:1], ""), "-", "") + "_" + fmt.Sprint(time.Now().UnixNano()) + "?sslmode=disable"
+		r := tp(t, append(args, "--database-url", typo, "--data-dir", t.TempDir())...)
+		if r.code == 0 || !strings.Contains(r.stderr, "does not exist") {
+			t.Errorf("%v with a mistyped database: exit %d %s", args, r.code, r.stderr)
+		}
+		if r := tp(t, "db", "url", "--database-url", typo, "--data-dir", t.TempDir()); r.code == 0 {
+			t.Errorf("%v created the mistyped database", args)
+		}
 	}
 }

@@ -69,3 +69,17 @@ func TestProblemsPrintEachFieldOnce(t *testing.T) {
 		t.Fatalf("two field problems:\n%s", two)
 	}
 }
+
+// A word a command group does not know is an error, not its help with exit status 0.
+func TestUnknownSubcommandsAreErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"migrate", "status"}, {"admin", "tokenz"}, {"db", "drop"}, {"bogus"}} {
+		r := tp(t, args...)
+		if r.code == 0 || !strings.Contains(r.stderr, `unknown command "`+args[len(args)-1]+`"`) {
+			t.Errorf("%v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := tp(t, "admin"); r.code != 0 || !strings.Contains(r.stdout, "Available Commands") {
+		t.Errorf("admin alone: exit %d %s", r.code, r.stderr)
+	}
+}

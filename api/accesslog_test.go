@@ -1,39 +1,20 @@
 package api_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tunnelplane/tunnelplane/api"
+	"github.com/tunnelplane/tunnelplane/internal/logbuf"
 )
-
-// lockedBuffer is a log sink the server's goroutines may write to concurrently.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Every node asks for the log's size every few seconds: at info level those requests leave no
 // access-log line, other requests do, and a refused one still does.
 func TestNodePollsAreLoggedAtDebugOnly(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	e := newEnv(t, func(c *api.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})

@@ -1,7 +1,6 @@
 package projections_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -14,25 +13,9 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/logbuf"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Stopping while events arrive (a Ctrl-C) warns about nothing: cursor writes cut short by the stop
 // are made again by Stop itself.
@@ -66,7 +49,7 @@ func TestStopWhileBusyWarnsAboutNothing(t *testing.T) {
 		}
 	})
 	defer func() { stopWriting(); writer.Wait() }()
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	for round := range 5 {
 		r, err := projections.New(projections.Config{Store: st, Projections: projections.All(), CursorEvery: time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/logbuf"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
@@ -256,30 +256,12 @@ func TestProjectionsCLI(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestControlCommand: `tunnelplane control` serves health, readiness, metrics and the API, and
 // stops gracefully when its context ends (as on SIGINT/SIGTERM).
 func TestControlCommand(t *testing.T) {
 	t.Parallel()
 	u := pgtest.NewEmptyDatabase(t)
-	var out, errb syncBuffer
+	var out, errb logbuf.Buffer
 	root := newRootCommand(&out, &errb)
 	root.SetArgs([]string{"control", "--api-addr", "127.0.0.1:0", "--database-url", u, "--data-dir", t.TempDir(), "--log-format", "json"})
 	ctx, cancel := context.WithCancel(context.Background())

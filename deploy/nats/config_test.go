@@ -39,6 +39,12 @@ func TestRenderAccountsRefusesUnsafeInput(t *testing.T) {
 		{"no control credential", "node " + id + " " + h + "\n", "no control credential"},
 		{"an unknown kind", control + "admin " + h + "\n", "unknown kind"},
 		{"a node without a hash", control + "node " + id + "\n", "want: node <node-id> <bcrypt-hash>"},
+		{"a cluster name --cluster refuses", control + "cluster Prod_EU\n" + control, "not a cluster name"},
+		{"a cluster name that is a subject", control + "cluster a.>\n" + control, "not a cluster name"},
+		{"a cluster listed twice", "cluster eu\n" + control + "cluster eu\n" + control, "cluster eu: listed twice"},
+		{"a cluster without its control credential", control + "cluster eu\nnode " + id + " " + h + "\n", "no control credential for cluster eu"},
+		{"default nodes without a control credential", "node " + id + " " + h + "\ncluster eu\n" + control, "no control credential"},
+		{"a node in two clusters", control + "node " + id + " " + h + "\ncluster eu\n" + control + "node " + id + " " + h + "\n", "listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, stderr, ok := renderAccounts(t, dir, tc.list)

@@ -132,23 +132,51 @@ func hash(t testing.TB, password string) string {
 	return string(h)
 }
 
-// deployment is a real nats-server started from this directory's nats-server.conf (a copy, with
-// accounts.conf rendered by render-accounts.sh), its streams created by the product's
-// EnsureStreams over the control credential.
+// deployment is one installation on a real nats-server started from this directory's
+// nats-server.conf (a copy, with accounts.conf rendered by render-accounts.sh), its streams
+// created by the product's EnsureStreams over the installation's control credential.
 type deployment struct {
-	srv     *server.Server
-	port    int
-	control string            // the control credential's password
-	nodes   map[string]string // node id → password
+	srv         *server.Server
+	port        int
+	names       wire.Names        // the installation's NATS names (its cluster)
+	controlUser string            // "control", or "control-<cluster>"
+	control     string            // the control credential's password
+	nodes       map[string]string // node id → password
+}
+
+// installation is one section of the credentials list: a cluster name ("" for the default
+// installation) and its nodes.
+type installation struct {
+	cluster string
+	nodeIDs []string
 }
 
 func deploy(t testing.TB, nodeIDs ...string) *deployment {
 	t.Helper()
-	d := &deployment{control: secret(t), nodes: map[string]string{}}
-	creds := "# test credentials\ncontrol " + hash(t, d.control) + "\n"
-	for _, id := range nodeIDs {
-		d.nodes[id] = secret(t)
-		creds += "node " + id + " " + hash(t, d.nodes[id]) + "\n"
+	return deployAll(t, installation{nodeIDs: nodeIDs})[0]
+}
+
+// deployAll starts one server for several installations, rendered from one credentials list.
+func deployAll(t testing.TB, installs ...installation) []*deployment {
+	t.Helper()
+	creds := "# test credentials\n"
+	ds := make([]*deployment, len(installs))
+	for i, in := range installs {
+		names, err := wire.NewNames(in.cluster)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &deployment{names: names, controlUser: "control", control: secret(t), nodes: map[string]string{}}
+		if in.cluster != "" {
+			d.controlUser = "control-" + in.cluster
+			creds += "cluster " + in.cluster + "\n"
+		}
+		creds += "control " + hash(t, d.control) + "\n"
+		for _, id := range in.nodeIDs {
+			d.nodes[id] = secret(t)
+			creds += "node " + id + " " + hash(t, d.nodes[id]) + "\n"
+		}
+		ds[i] = d
 	}
 	dir := copyConfig(t)
 	accounts, stderr, ok := renderAccounts(t, dir, creds)
@@ -192,16 +220,17 @@ func deploy(t testing.TB, nodeIDs ...string) *deployment {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready within 10s")
 	}
-	d.srv, d.port = srv, srv.Addr().(*net.TCPAddr).Port
-
-	control := d.dialControl(t)
-	// The product's own stream setup, over the control credential: that it succeeds is the
-	// "manage the streams" permission.
-	if err := controlbus.EnsureStreams(ctxT(t), control.js, controlbus.StreamsConfig{}); err != nil {
-		t.Fatalf("EnsureStreams with the control credential: %v", err)
+	for _, d := range ds {
+		d.srv, d.port = srv, srv.Addr().(*net.TCPAddr).Port
+		control := d.dialControl(t)
+		// The product's own stream setup, over the control credential: that it succeeds is the
+		// "manage the streams" permission.
+		if err := controlbus.EnsureStreams(ctxT(t), control.js, controlbus.StreamsConfig{Names: d.names}); err != nil {
+			t.Fatalf("EnsureStreams with the control credential of %q: %v", d.names.Cluster(), err)
+		}
+		control.noViolations(t)
 	}
-	control.noViolations(t)
-	return d
+	return ds
 }
 
 // url is the --nats-url a holder of the credential passes to tunnelplane.
@@ -210,7 +239,7 @@ func (d *deployment) url(user, password string) string {
 	return u.String()
 }
 
-func (d *deployment) controlURL() string { return d.url("control", d.control) }
+func (d *deployment) controlURL() string { return d.url(d.controlUser, d.control) }
 
 func (d *deployment) nodeURL(t testing.TB, id string) string {
 	t.Helper()
@@ -221,7 +250,7 @@ func (d *deployment) nodeURL(t testing.TB, id string) string {
 	return d.url("node-"+id, pw)
 }
 
-func (d *deployment) dialControl(t testing.TB) *client { return dial(t, d.controlURL(), "control") }
+func (d *deployment) dialControl(t testing.TB) *client { return dial(t, d.controlURL(), d.controlUser) }
 
 func (d *deployment) dialNode(t testing.TB, id string) *client {
 	return dial(t, d.nodeURL(t, id), "node-"+id)

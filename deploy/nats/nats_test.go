@@ -27,7 +27,7 @@ func newNodeID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // relayed is the message the relay publishes for a record at pos (controlbus's relayMessage is
 // unexported; this builds the same subject, headers and body with wire's exported encoder).
-func relayed(t testing.TB, pos uint64, typ string) (*nats.Msg, uuid.UUID) {
+func relayed(t testing.TB, names wire.Names, pos uint64, typ string) (*nats.Msg, uuid.UUID) {
 	t.Helper()
 	id := uuid.Must(uuid.NewV7())
 	payload := json.RawMessage(`{"tunnel_id":"` + uuid.NewString() + `"}`)
@@ -43,7 +43,7 @@ func relayed(t testing.TB, pos uint64, typ string) (*nats.Msg, uuid.UUID) {
 	h.Set(wire.HeaderType, typ)
 	h.Set(wire.HeaderStreamID, rec.StreamID)
 	h.Set(jetstream.MsgIDHeader, id.String()+".0011223344556677")
-	return &nats.Msg{Subject: def.EventSubject(typ), Data: body, Header: h}, id
+	return &nats.Msg{Subject: names.EventSubject(typ), Data: body, Header: h}, id
 }
 
 // A node's credential publishes its own facts and heartbeat and nothing the control plane sends
@@ -193,7 +193,7 @@ func TestControlCredentialRelaysAndCommandsButSpeaksForNoNode(t *testing.T) {
 	control := d.dialControl(t)
 
 	// The relay's publish: JetStream, Nats-Msg-Id, expected stream and last sequence.
-	msg, _ := relayed(t, 0, domain.TypeTunnelCreated)
+	msg, _ := relayed(t, def, 0, domain.TypeTunnelCreated)
 	ack, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(0))
 	if err != nil {
 		t.Fatalf("relay publish with the control credential: %v", err)
@@ -228,15 +228,68 @@ func TestControlCredentialRelaysAndCommandsButSpeaksForNoNode(t *testing.T) {
 // command → node handler → outcome).
 func TestProductRunsUnderItsCredentials(t *testing.T) {
 	t.Parallel()
-	ctx := ctxT(t)
 	nodeID := newNodeID()
-	d := deploy(t, nodeID)
+	productRunsUnderItsCredentials(t, deploy(t, nodeID), nodeID)
+}
+
+// Two installations on one server, the default one and one run with --cluster prod-eu, rendered
+// from one credentials list: each runs under its own credentials, and neither sees or reaches
+// the other's streams or subjects.
+func TestInstallationsShareAServerWithoutSeeingEachOther(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	defNode, euNode := newNodeID(), newNodeID()
+	ds := deployAll(t, installation{nodeIDs: []string{defNode}}, installation{cluster: "prod-eu", nodeIDs: []string{euNode}})
+	dflt, eu := ds[0], ds[1]
+	if eu.names.EventsStream() != "prod-eu_TP_EVENTS" {
+		t.Fatalf("the prod-eu installation's events stream is %s", eu.names.EventsStream())
+	}
+	t.Run("default", func(t *testing.T) { productRunsUnderItsCredentials(t, dflt, defNode) })
+	t.Run("prod-eu", func(t *testing.T) { productRunsUnderItsCredentials(t, eu, euNode) })
+
+	// Each control credential sees only its own installation's streams (JetStream is per
+	// account) ...
+	for _, tc := range []struct {
+		d     *deployment
+		other wire.Names
+	}{{dflt, eu.names}, {eu, dflt.names}} {
+		c := tc.d.dialControl(t)
+		if _, err := c.js.Stream(ctx, tc.d.names.EventsStream()); err != nil {
+			t.Errorf("%s: own stream %s: %v", c.name, tc.d.names.EventsStream(), err)
+		}
+		if _, err := c.js.Stream(ctx, tc.other.EventsStream()); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("%s: the other installation's %s: %v, want not found", c.name, tc.other.EventsStream(), err)
+		}
+	}
+	// ... and a node may not publish into the other installation's subjects, under either name.
+	euClient := eu.dialNode(t, euNode)
+	for _, subject := range []string{dflt.names.NodeFactsSubject(defNode), dflt.names.NodeFactsSubject(euNode)} {
+		if err := euClient.nc.Publish(subject, []byte("batch")); err != nil {
+			t.Fatal(err)
+		}
+		euClient.refusedTo(t, "Publish", subject)
+	}
+	// The other installation's credentials do not log in as this one's.
+	if nc, err := nats.Connect(eu.url("control", eu.control), nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Error("the prod-eu control password logged in as the default control user")
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("the prod-eu control password as the default control user: %v, want an authorization violation", err)
+	}
+}
+
+// productRunsUnderItsCredentials runs every NATS part of the product, each with the credential
+// of its side (node nodeID or the control plane) of installation d, with no permission
+// violation.
+func productRunsUnderItsCredentials(t *testing.T, d *deployment, nodeID string) {
+	ctx := ctxT(t)
+	n := d.names
 	control := d.dialControl(t)
 	node := d.dialNode(t, nodeID)
 	log := testLogger()
 
 	// Registry: the node's Heartbeater, the control plane's RegistryWatcher.
-	watcher, err := controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Conn: control.nc, Logger: log,
+	watcher, err := controlbus.NewRegistryWatcher(controlbus.RegistryWatcherConfig{Names: n, Conn: control.nc, Logger: log,
 		OnLost: func(string, time.Time) {}, OnRecovered: func(string) {}})
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +301,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	// The watch is flow-controlled: past 1 MiB delivered the server asks the watcher to confirm,
 	// and past 2 MiB unconfirmed it stops delivering. Big heartbeats (put the Heartbeater's way,
 	// under the node's own key) take it past both before the real ones follow.
-	nkv, err := node.js.KeyValue(ctx, def.NodesBucket())
+	nkv, err := node.js.KeyValue(ctx, n.NodesBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +311,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 			t.Fatalf("a big heartbeat: %v", err)
 		}
 	}
-	hb, err := nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Conn: node.nc, Logger: log, Interval: 200 * time.Millisecond,
+	hb, err := nodebus.NewHeartbeater(nodebus.HeartbeaterConfig{Names: n, Conn: node.nc, Logger: log, Interval: 200 * time.Millisecond,
 		Info: wire.Heartbeat{NodeID: nodeID, Name: "edge-1", StartedAt: time.Now().UTC()}})
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +332,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: nodeID, Key: key, Conn: node.nc, SpoolDir: t.TempDir(),
+	pub, err := nodebus.NewPublisher(nodebus.PublisherConfig{Names: n, NodeID: nodeID, Key: key, Conn: node.nc, SpoolDir: t.TempDir(),
 		PublishTimeout: 2 * time.Second, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -297,8 +350,8 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	}
 	// The ingester's consumer (controlbus.Ingester needs a database; its consumer settings are
 	// unexported, so this is the same kind: durable pull, nodefacts.*, explicit acks).
-	ingest, err := control.js.CreateOrUpdateConsumer(ctx, def.NodeFactsStream(), jetstream.ConsumerConfig{Durable: def.IngesterConsumer(),
-		FilterSubject: def.NodeFactsSubjects(), AckPolicy: jetstream.AckExplicitPolicy})
+	ingest, err := control.js.CreateOrUpdateConsumer(ctx, n.NodeFactsStream(), jetstream.ConsumerConfig{Durable: n.IngesterConsumer(),
+		FilterSubject: n.NodeFactsSubjects(), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatalf("ingester consumer with the control credential: %v", err)
 	}
@@ -322,8 +375,8 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 		return "", nil
 	}
 	subject, events := nextBatch()
-	if subject != def.NodeFactsSubject(nodeID) || len(events) != 1 {
-		t.Fatalf("batch on %s with %d events, want one on %s", subject, len(events), def.NodeFactsSubject(nodeID))
+	if subject != n.NodeFactsSubject(nodeID) || len(events) != 1 {
+		t.Fatalf("batch on %s with %d events, want one on %s", subject, len(events), n.NodeFactsSubject(nodeID))
 	}
 	if env, err := eventstore.DecodeEnvelope(events[0].Envelope); err != nil || env.Type != domain.TypeNodeStarted {
 		t.Fatalf("fact: %+v, %v", env, err)
@@ -332,11 +385,11 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	// The relayed log: published with the control credential, read by the node's SubscribeEvents
 	// (an ordered consumer) and RelayedEventID (single message reads). Junk someone slipped in
 	// is skipped and acknowledged, which the node must be allowed to do too.
-	msg, eventID := relayed(t, 0, domain.TypeTunnelCreated)
-	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(0)); err != nil {
+	msg, eventID := relayed(t, n, 0, domain.TypeTunnelCreated)
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(n.EventsStream()), jetstream.WithExpectLastSequence(0)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := control.js.Publish(ctx, def.EventSubject("junk"), []byte("not a relayed event")); err != nil {
+	if _, err := control.js.Publish(ctx, n.EventSubject("junk"), []byte("not a relayed event")); err != nil {
 		t.Fatal(err)
 	}
 	subCtx, stopSub := context.WithCancel(ctx)
@@ -345,7 +398,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	var skipped []uint64
 	subDone := make(chan error, 1)
 	go func() {
-		subDone <- nodebus.SubscribeEvents(subCtx, node.js, nodebus.SubscribeEventsOptions{Logger: log,
+		subDone <- nodebus.SubscribeEvents(subCtx, node.js, nodebus.SubscribeEventsOptions{Names: n, Logger: log,
 			SkipBad: func(seq uint64, _ error) { mu.Lock(); skipped = append(skipped, seq); mu.Unlock() }},
 			func(_ context.Context, ev wire.RelayedEvent) error {
 				mu.Lock()
@@ -364,7 +417,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	})
 	// nats.go resets an ordered consumer the server lost: it deletes the old one and creates a
 	// new one from where it was. Lose it from under the node, then relay the next record.
-	evStream, err := control.js.Stream(ctx, def.EventsStream())
+	evStream, err := control.js.Stream(ctx, n.EventsStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,11 +429,11 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	if len(consumers) != 1 || lister.Err() != nil {
 		t.Fatalf("consumers on TP_EVENTS: %v, %v; want the node's one", consumers, lister.Err())
 	}
-	if err := control.js.DeleteConsumer(ctx, def.EventsStream(), consumers[0]); err != nil {
+	if err := control.js.DeleteConsumer(ctx, n.EventsStream(), consumers[0]); err != nil {
 		t.Fatal(err)
 	}
-	msg, nextID := relayed(t, 1, domain.TypeTunnelDeleted)
-	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(2)); err != nil {
+	msg, nextID := relayed(t, n, 1, domain.TypeTunnelDeleted)
+	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(n.EventsStream()), jetstream.WithExpectLastSequence(2)); err != nil {
 		t.Fatal(err)
 	}
 	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
@@ -395,14 +448,14 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 	if err := <-subDone; !errors.Is(err, context.Canceled) {
 		t.Fatalf("SubscribeEvents ended with %v", err)
 	}
-	if id, ok, err := nodebus.RelayedEventID(ctx, node.js, def, 0); err != nil || !ok || id != eventID.String() {
+	if id, ok, err := nodebus.RelayedEventID(ctx, node.js, n, 0); err != nil || !ok || id != eventID.String() {
 		t.Fatalf("RelayedEventID(0) = %q, %v, %v; want %s", id, ok, err, eventID)
 	}
 
 	// Commands: the control plane's CommandSender, the node's CommandHandlers (which dial their
 	// own connections with the same URL), the outcome reported as a fact.
 	ran := make(chan wire.Command, 2)
-	handlers, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{NodeID: nodeID, URL: d.nodeURL(t, nodeID),
+	handlers, err := nodebus.NewCommandHandlers(nodebus.CommandHandlersConfig{Names: n, NodeID: nodeID, URL: d.nodeURL(t, nodeID),
 		NATSOptions: []nats.Option{node.rec.option()}, Publisher: pub, Logger: log,
 		DisconnectAgent: func(_ context.Context, c wire.DisconnectAgent) error { ran <- c; return nil },
 		DrainNode:       func(_ context.Context, c wire.DrainNode) error { ran <- c; return nil }})
@@ -413,7 +466,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 		t.Fatalf("command handlers with the node credential: %v", err)
 	}
 	t.Cleanup(handlers.Stop)
-	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Conn: control.nc, Logger: log})
+	sender, err := controlbus.NewCommandSender(controlbus.CommandSenderConfig{Names: n, Conn: control.nc, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +487,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 			t.Fatalf("the node did not run %s", cmd.CommandName())
 		}
 		subject, events := nextBatch()
-		if subject != def.NodeFactsSubject(nodeID) || len(events) != 1 {
+		if subject != n.NodeFactsSubject(nodeID) || len(events) != 1 {
 			t.Fatalf("outcome batch on %s with %d events", subject, len(events))
 		}
 		env, err := eventstore.DecodeEnvelope(events[0].Envelope)
@@ -442,7 +495,7 @@ func TestProductRunsUnderItsCredentials(t *testing.T) {
 			t.Fatalf("outcome of %s: %+v, %v", cmd.CommandName(), env, err)
 		}
 		// The node acknowledged the command on its own consumer.
-		cons, err := control.js.PushConsumer(ctx, def.CommandsStream(), "tp_node_"+nodeID+"_"+cmd.CommandName())
+		cons, err := control.js.PushConsumer(ctx, n.CommandsStream(), n.CommandConsumer(nodeID, cmd.CommandName()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,7 +541,7 @@ func TestNodeCannotRedirectJetStreamDeliveries(t *testing.T) {
 	// Published as the relay publishes it; the stored copy keeps its Nats-Expected-Stream and
 	// Nats-Expected-Last-Sequence headers, which would make other streams refuse a redirected
 	// copy anyway, but a plain subscriber such as the other node's command subscription takes it.
-	msg, _ := relayed(t, 0, domain.TypeTunnelCreated)
+	msg, _ := relayed(t, def, 0, domain.TypeTunnelCreated)
 	if _, err := control.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(def.EventsStream()), jetstream.WithExpectLastSequence(0)); err != nil {
 		t.Fatal(err)
 	}

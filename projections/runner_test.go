@@ -13,7 +13,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -35,24 +35,8 @@ func event(t *testing.T, e domain.Event) eventstore.EventData {
 func TestUnapplicableEventStopsOnlyItsProjection(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	u := pgtest.NewDatabase(t)
-	pool := pgtest.Pool(t, u)
-	key, _ := eventstore.GenerateSigningKey()
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
-	}
-	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, Registry: eventstore.MustRegistry(types...), PollInterval: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Stop)
+	log := logtest.Start(t, 100*time.Millisecond)
+	st := log.Store
 	reg := prometheus.NewRegistry()
 	r, err := projections.New(projections.Config{Store: st, Projections: projections.All(), Registerer: reg})
 	if err != nil {
@@ -103,7 +87,7 @@ func TestUnapplicableEventStopsOnlyItsProjection(t *testing.T) {
 		t.Fatalf("failure metric = %v", n)
 	}
 	var lastErr *string
-	if err := pool.QueryRow(ctx, `SELECT last_error FROM projection_state WHERE name = 'tunnels'`).Scan(&lastErr); err != nil || lastErr == nil {
+	if err := log.Pool.QueryRow(ctx, `SELECT last_error FROM projection_state WHERE name = 'tunnels'`).Scan(&lastErr); err != nil || lastErr == nil {
 		t.Fatalf("the error is not recorded in projection_state: %v", err)
 	}
 }

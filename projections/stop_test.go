@@ -12,8 +12,8 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/logbuf"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -22,24 +22,8 @@ import (
 func TestStopWhileBusyWarnsAboutNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	u := pgtest.NewDatabase(t)
-	pool := pgtest.Pool(t, u)
-	key, _ := eventstore.GenerateSigningKey()
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
-	}
-	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, Registry: eventstore.MustRegistry(types...), PollInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Stop)
+	log := logtest.Start(t, 10*time.Millisecond)
+	st := log.Store
 	wctx, stopWriting := context.WithCancel(ctx)
 	var writer sync.WaitGroup
 	writer.Go(func() {

@@ -14,6 +14,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
@@ -36,27 +37,8 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	u := pgtest.NewDatabase(t)
-	pool := pgtest.Pool(t, u)
-	key, err := eventstore.GenerateSigningKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
-	}
-	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, Registry: eventstore.MustRegistry(types...), PollInterval: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Stop)
+	log := logtest.Start(t, 100*time.Millisecond)
+	st := log.Store
 	r, err := projections.New(projections.Config{Store: st, Projections: projections.All()})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +47,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Stop)
-	return &fixture{t: t, url: u, store: st, runner: r, q: readmodels.New(pool)}
+	return &fixture{t: t, url: log.URL, store: st, runner: r, q: readmodels.New(log.Pool)}
 }
 
 // append writes events to a stream with metadata m.

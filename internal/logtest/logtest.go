@@ -1,0 +1,55 @@
+// Package logtest starts a real log for tests: a fresh migrated database (eventstore/pgtest)
+// with its genesis record and a started store that knows every domain event type. It is for
+// tests only and owns nothing else.
+package logtest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+)
+
+// Log is a started store on a database of its own, stopped when the test ends.
+type Log struct {
+	URL   string // the database
+	Pool  *pgxpool.Pool
+	Key   *eventstore.SigningKey // the log key the genesis record is signed with
+	Store *eventstore.Store
+}
+
+// Start makes the database, writes the genesis record and starts a store that polls for new
+// records every pollInterval.
+func Start(t testing.TB, pollInterval time.Duration) *Log {
+	t.Helper()
+	ctx := context.Background()
+	l := &Log{URL: pgtest.NewDatabase(t)}
+	l.Pool = pgtest.Pool(t, l.URL)
+	key, err := eventstore.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Key = key
+	if _, err := eventstore.Init(ctx, l.Pool, key, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var types []eventstore.EventType
+	for _, et := range domain.EventTypes() {
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+	}
+	st, err := eventstore.New(eventstore.Config{Pool: l.Pool, Key: key, Registry: eventstore.MustRegistry(types...), PollInterval: pollInterval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Stop)
+	l.Store = st
+	return l
+}

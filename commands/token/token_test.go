@@ -14,12 +14,24 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
+// trustedAndUntrusted is a key in the returned key set and one that is not.
+func trustedAndUntrusted(t *testing.T) (trusted, untrusted *ledger.SigningKey, keys *token.KeySet) {
+	t.Helper()
+	trusted, err := ledger.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if untrusted, err = ledger.GenerateSigningKey(); err != nil {
+		t.Fatal(err)
+	}
+	keys = token.NewKeySet()
+	keys.Put(trusted.ID(), trusted.Public())
+	return trusted, untrusted, keys
+}
+
 func TestTokens(t *testing.T) {
 	t.Parallel()
-	key, _ := ledger.GenerateSigningKey()
-	other, _ := ledger.GenerateSigningKey()
-	keys := token.NewKeySet()
-	keys.Put(key.ID(), key.Public())
+	key, other, keys := trustedAndUntrusted(t)
 	now := time.Now()
 	v := &token.Verifier{Keys: keys, Issuer: token.DefaultIssuer}
 
@@ -101,10 +113,7 @@ func TestRS256FromAnIdentityProvider(t *testing.T) {
 // the token; the leeway past expiry is what the verifier is given.
 func TestRefusalsInTheUsersWords(t *testing.T) {
 	t.Parallel()
-	key, _ := ledger.GenerateSigningKey()
-	other, _ := ledger.GenerateSigningKey()
-	keys := token.NewKeySet()
-	keys.Put(key.ID(), key.Public())
+	key, other, keys := trustedAndUntrusted(t)
 	now := time.Now()
 	v := &token.Verifier{Keys: keys, Issuer: token.DefaultIssuer, Leeway: token.DefaultLeeway, Now: func() time.Time { return now }}
 	mint := func(k *ledger.SigningKey, iss string, ttl time.Duration, at time.Time) string {

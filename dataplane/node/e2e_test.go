@@ -25,6 +25,7 @@ import (
 )
 
 func TestGetAndPostThroughTheTunnel(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startAgent("tun-llm", nil)
 	sess := e.waitHeld("tun-llm")
@@ -131,6 +132,7 @@ func TestStreamedTokensKeepTheirSpacing(t *testing.T) {
 }
 
 func TestWebSocketThroughTheTunnel(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
@@ -289,6 +291,7 @@ func TestAgentAbsentIsAnsweredAtOnce(t *testing.T) {
 }
 
 func TestCallersMustBeAuthenticatedAndAllowed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
@@ -322,6 +325,7 @@ func TestCallersMustBeAuthenticatedAndAllowed(t *testing.T) {
 }
 
 func TestV1AgentWorksAndUnknownVersionsAreRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startAgent("tun-llm", func(c *agent.Config) { c.Protocols = []string{node.ProtocolV1} })
 	sess := e.waitHeld("tun-llm")
@@ -353,6 +357,7 @@ func TestV1AgentWorksAndUnknownVersionsAreRefused(t *testing.T) {
 }
 
 func TestHostKeyMismatchIsRefusedBeforeTheTokenIsSent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	a := e.startAgent("tun-llm", func(c *agent.Config) { c.HostKeyFingerprint = wrong })
@@ -369,6 +374,7 @@ func TestHostKeyMismatchIsRefusedBeforeTheTokenIsSent(t *testing.T) {
 }
 
 func TestExpiredAgentTokenIsRefusedWithTheReason(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a := e.startAgent("tun-llm", func(c *agent.Config) {
 		c.Token = e.agentToken("tun-llm", "old", time.Now().Add(-time.Minute))
@@ -380,6 +386,7 @@ func TestExpiredAgentTokenIsRefusedWithTheReason(t *testing.T) {
 }
 
 func TestSecondAgentReplacesTheFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	first := e.startAgent("tun-llm", func(c *agent.Config) { c.MaxBackoff = 30 * time.Second })
 	s1 := e.waitHeld("tun-llm")
@@ -431,6 +438,7 @@ func (a switchableAuthorizer) AuthorizeIngress(ctx context.Context, p node.Princ
 // request. A credential the node stops trusting (a revoked token key) stops working once the
 // node is told (ForgetAuthorizations), not when the cached authentication would expire.
 func TestWithdrawnAccessEndsAtOnceAndForgetAuthorizationsEndsCachedTokens(t *testing.T) {
+	t.Parallel()
 	var deny, reject atomic.Bool
 	e := newEnv(t, withNodeConfig(func(c *node.Config) {
 		c.AuthCacheTTL = time.Hour

@@ -27,6 +27,7 @@ func newTestServer(t *testing.T, h http.Handler) string {
 }
 
 func TestAgentRestartReconnects(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a := e.startAgent("tun-llm", nil)
 	s1 := e.waitHeld("tun-llm")
@@ -51,6 +52,7 @@ func TestAgentRestartReconnects(t *testing.T) {
 }
 
 func TestNodeRestartAgentReconnects(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a := e.startAgent("tun-llm", nil)
 	s1 := e.waitHeld("tun-llm")
@@ -162,6 +164,7 @@ func TestVanishedAgentIsDetectedByKeepalivesOnBothSides(t *testing.T) {
 }
 
 func TestDisconnectTunnelTokenAndDrain(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	n := e.nodeNow()
 	// Reconnecting agents would race the assertions below; these wait long between attempts.
@@ -263,6 +266,7 @@ func metricValue(t *testing.T, e *env, name string) float64 {
 }
 
 func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.UsageWindow = 300 * time.Millisecond }))
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
@@ -332,6 +336,7 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 }
 
 func TestConfigValidationNamesEveryProblem(t *testing.T) {
+	t.Parallel()
 	err := node.Config{UsageWindow: -1, MaxRequestBody: -5, BaseDomain: "http://x"}.Validate()
 	if !errors.Is(err, node.ErrInvalidConfig) {
 		t.Fatalf("%v", err)

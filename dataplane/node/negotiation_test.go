@@ -15,6 +15,7 @@ import (
 // A stock x/crypto client that offers only the fallback algorithms still gets its tunnel, and
 // the session (and its AgentConnected fact) names what was negotiated.
 func TestFallbackAlgorithmsAreNegotiatedAndReported(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := websocket.Dialer{Subprotocols: []string{node.ProtocolV1}, WriteBufferPool: wsconn.WriteBufferPool}
 	ws, _, err := d.Dial(e.agentURL(), nil)

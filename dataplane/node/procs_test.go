@@ -14,6 +14,7 @@ import (
 // The decision: all Ps at once when one P is more than half busy; back to one P only after a
 // whole calm second; a short lull or a single busy tick in between changes nothing.
 func TestProcsGovernorDecides(t *testing.T) {
+	t.Parallel()
 	g := procsGovernor{full: 4, procs: 4}
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }

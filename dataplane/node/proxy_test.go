@@ -17,6 +17,7 @@ import (
 // What the upstream sees and sends back through the proxy: hop-by-hop headers stay on their
 // hop, trailers arrive, forged forwarding headers are replaced.
 func TestProxyHeadersAndTrailers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	seen := make(chan http.Header, 1)
 	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -54,6 +55,7 @@ func TestProxyHeadersAndTrailers(t *testing.T) {
 }
 
 func TestBodyLimitIsEnforced(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.MaxRequestBody = 1000 }))
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
@@ -79,6 +81,7 @@ func TestBodyLimitIsEnforced(t *testing.T) {
 
 // A caller that hangs up mid-stream stops the upstream: a model does not generate for nobody.
 func TestCallerHangupStopsTheUpstream(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	stopped := make(chan struct{})
 	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -141,6 +144,7 @@ func TestSlowUpstreamTimesOutWith504(t *testing.T) {
 // Responses without a body keep their framing: HEAD keeps the length the upstream announced,
 // 204 and 304 carry nothing, cookies and the status text pass, and the channel stays usable.
 func TestBodilessResponsesAndHeaderLimits(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.MaxHeaderBytes = 8 << 10 }))
 	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.SetCookie(w, &http.Cookie{Name: "a", Value: "1"})

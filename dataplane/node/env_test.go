@@ -439,6 +439,12 @@ type problemDoc struct {
 	Status    int      `json:"status"`
 	Detail    string   `json:"detail"`
 	Supported []string `json:"supported_protocols"`
+	// What OpenAI client libraries read (they ignore the rest).
+	Error struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	} `json:"error"`
 }
 
 func mustProblem(t *testing.T, status int, h http.Header, body []byte, wantStatus int) problemDoc {
@@ -452,6 +458,15 @@ func mustProblem(t *testing.T, status int, h http.Header, body []byte, wantStatu
 	var p problemDoc
 	if err := json.Unmarshal(body, &p); err != nil || p.Status != wantStatus || p.Title == "" {
 		t.Fatalf("problem document %s: %v", body, err)
+	}
+	// An OpenAI client shows error.message: the detail, or the title when there is none.
+	msg := p.Detail
+	if msg == "" {
+		msg = p.Title
+	}
+	if p.Error.Message != msg || p.Error.Type == "" || p.Error.Code == "" || !strings.HasSuffix(p.Type, ":"+p.Error.Code) {
+		t.Fatalf("problem document %s: its error member is not what an OpenAI client reads (message %q, type %q, code %q)",
+			body, p.Error.Message, p.Error.Type, p.Error.Code)
 	}
 	return p
 }

@@ -330,15 +330,47 @@ type problem struct {
 	Supported []string
 }
 
+// openAIError is the "error" member of a problem document, in the shape of the OpenAI API's
+// errors: OpenAI client libraries show error.message and ignore every other member, so without
+// it a caller of a model behind a tunnel reads "401 status code (no body)".
+type openAIError struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+}
+
+// openAIErrorType is the OpenAI API's error type for a status.
+func openAIErrorType(status int) string {
+	switch {
+	case status == 401:
+		return "authentication_error"
+	case status == 403:
+		return "permission_error"
+	case status == 404:
+		return "not_found_error"
+	case status == 429:
+		return "rate_limit_error"
+	case status < 500:
+		return "invalid_request_error"
+	}
+	return "server_error"
+}
+
 func (p problem) body() []byte {
+	msg := p.Detail
+	if msg == "" {
+		msg = p.Title
+	}
 	doc := struct {
-		Type      string   `json:"type"`
-		Title     string   `json:"title"`
-		Status    int      `json:"status"`
-		Detail    string   `json:"detail,omitempty"`
-		Tunnel    string   `json:"tunnel,omitempty"`
-		Supported []string `json:"supported_protocols,omitempty"`
-	}{domain.ProblemTypeBase + p.Slug, p.Title, p.Status, p.Detail, p.Tunnel, p.Supported}
+		Type      string      `json:"type"`
+		Title     string      `json:"title"`
+		Status    int         `json:"status"`
+		Detail    string      `json:"detail,omitempty"`
+		Tunnel    string      `json:"tunnel,omitempty"`
+		Supported []string    `json:"supported_protocols,omitempty"`
+		Error     openAIError `json:"error"`
+	}{domain.ProblemTypeBase + p.Slug, p.Title, p.Status, p.Detail, p.Tunnel, p.Supported,
+		openAIError{Message: msg, Type: openAIErrorType(p.Status), Code: p.Slug}}
 	b, _ := json.Marshal(doc)
 	return append(b, '\n')
 }

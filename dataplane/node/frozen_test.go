@@ -120,6 +120,14 @@ func (f *freezer) thaw() {
 // rare, so the node probes as soon as a caller has waited a moment, and closes the session when
 // the probe goes unanswered for KeepaliveTimeout. Every waiting caller gets 503 then.
 func TestFrozenAgentsCallersAreAnsweredWithinTheKeepaliveTimeout(t *testing.T) {
+	t.Run("three callers opening channels", func(t *testing.T) { testFrozenAgent(t, 3, false) })
+	t.Run("a caller on a pooled channel", func(t *testing.T) { testFrozenAgent(t, 1, true) })
+}
+
+// testFrozenAgent freezes the agent and calls it. With pooled, a call made while the agent was
+// alive leaves a channel in the pool, and the (one) caller takes it: it waits for a response
+// header instead of a channel open.
+func testFrozenAgent(t *testing.T, callers int, pooled bool) {
 	const timeout = 2 * time.Second
 	e := newEnv(t, withNodeConfig(func(c *node.Config) {
 		c.KeepaliveTimeout = timeout // KeepaliveInterval stays 15s: the periodic probe comes too late
@@ -130,10 +138,10 @@ func TestFrozenAgentsCallersAreAnsweredWithinTheKeepaliveTimeout(t *testing.T) {
 	})
 	t.Cleanup(fz.thaw) // before the agent stops (cleanups run last first): SIGCONT, then stop
 	s1 := e.waitHeld("tun-llm")
-	// A call while the agent is alive leaves a pooled channel: one caller below takes it and
-	// waits for a response header instead of a channel open.
-	if status, _, body := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice)); status != http.StatusOK {
-		t.Fatalf("before the freeze: %d %s", status, body)
+	if pooled {
+		if status, _, body := e.do(e.request("GET", "/t/llm/healthz", nil, e.alice)); status != http.StatusOK {
+			t.Fatalf("before the freeze: %d %s", status, body)
+		}
 	}
 
 	fz.freeze()
@@ -144,7 +152,6 @@ func TestFrozenAgentsCallersAreAnsweredWithinTheKeepaliveTimeout(t *testing.T) {
 		took   time.Duration
 		err    error
 	}
-	const callers = 3
 	answers := make(chan answer, callers)
 	// Today's code answered after ChannelOpenTimeout (15s, 504) or the response-header timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)

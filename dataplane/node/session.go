@@ -223,8 +223,8 @@ func isVisibleASCII(s string) bool {
 
 // keepalive is the periodic probe; it runs on kaTimer's goroutine.
 func (s *session) keepalive() {
-	if s.claimProbe(0) {
-		s.probe()
+	if s.claimProbe(0) && s.probe() != nil {
+		return // the connection is gone; serve returns and finish cleans up
 	}
 	s.mu.Lock()
 	if !s.closing {
@@ -243,7 +243,7 @@ const probeAfter = 500 * time.Millisecond
 // within probeAfter. A caller calls it when it has waited probeAfter for the agent.
 func (s *session) probeSoon() {
 	if s.claimProbe(probeAfter) {
-		go s.probe()
+		go func() { _ = s.probe() }()
 	}
 }
 
@@ -261,8 +261,9 @@ func (s *session) claimProbe(fresh time.Duration) bool {
 
 // probe sends a keepalive and closes the session as unresponsive when it is not answered within
 // KeepaliveTimeout; closing the connection fails every channel open and exchange waiting on the
-// agent, so its callers are answered then. The caller must hold the claim (claimProbe).
-func (s *session) probe() {
+// agent, so its callers are answered then. The caller must hold the claim (claimProbe). The
+// error is the connection's: it ended before an answer came.
+func (s *session) probe() error {
 	timeout := s.n.cfg.KeepaliveTimeout
 	t := time.AfterFunc(timeout, func() {
 		s.end(fmt.Sprintf("agent unresponsive: no keepalive answer within %v", timeout), errAgentUnresponsive)
@@ -275,6 +276,10 @@ func (s *session) probe() {
 		s.answeredAt = time.Now()
 	}
 	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+	return nil
 }
 
 // notify tells the agent why it is about to be disconnected.

@@ -101,4 +101,6 @@ func nodeLimitFlags(fs *pflag.FlagSet, l *nodeapp.Limits, envErrs *[]error) {
 		"how long a call waits for the agent to accept its connection; then 504 (env TUNNELPLANE_CHANNEL_OPEN_TIMEOUT)")
 	fs.IntVar(&l.MaxConnsPerSource, "max-conns-per-source", envInt("MAX_CONNS_PER_SOURCE", 256, envErrs),
 		"open ingress connections per client IP address; beyond it 429 (env TUNNELPLANE_MAX_CONNS_PER_SOURCE)")
+	fs.DurationVar(&l.AgentKeepaliveTimeout, "agent-keepalive-timeout", envDuration("AGENT_KEEPALIVE_TIMEOUT", 5*time.Second, envErrs),
+		"how long the node waits for an agent's keepalive answer before it disconnects the agent; a call that waits 500ms for the agent sends one at once, so callers of a frozen agent get 503 agent-unresponsive within about this (env TUNNELPLANE_AGENT_KEEPALIVE_TIMEOUT)")
 }

@@ -94,8 +94,12 @@ type Config struct {
 
 	UsageWindow       time.Duration // one UsageRecorded per tunnel per window (default 10s)
 	KeepaliveInterval time.Duration // how often the node pings each agent (default 15s)
-	KeepaliveTimeout  time.Duration // how long it waits for the answer (default 10s)
-	HandshakeTimeout  time.Duration // WebSocket to tunnel held: SSH, auth and forward (default 10s)
+	// KeepaliveTimeout is how long the node waits for a keepalive's answer before it closes the
+	// session as unresponsive (default 5s). Besides the periodic ones, a probe goes out as soon
+	// as a caller has waited probeAfter for the agent, so callers of a frozen agent are answered
+	// 503 agent-unresponsive within about probeAfter + KeepaliveTimeout.
+	KeepaliveTimeout time.Duration
+	HandshakeTimeout time.Duration // WebSocket to tunnel held: SSH, auth and forward (default 10s)
 	// MaxRequestBody bounds one ingress request body (default 1 GiB; larger is answered 413).
 	MaxRequestBody int64
 	// HeaderTimeout bounds reading an ingress request's headers (servers from NewHTTPServer).
@@ -139,7 +143,7 @@ func (c *Config) applyDefaults() {
 	}
 	def(&c.UsageWindow, 10*time.Second)
 	def(&c.KeepaliveInterval, 15*time.Second)
-	def(&c.KeepaliveTimeout, 10*time.Second)
+	def(&c.KeepaliveTimeout, 5*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.HeaderTimeout, 10*time.Second)
 	def(&c.ResponseHeaderTimeout, 5*time.Minute)

@@ -254,6 +254,11 @@ func (n *Node) proxyError(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 		writeProblem(ctx, problem{Status: http.StatusBadRequest, Slug: "request-body-incomplete",
 			Title: "The request body was not received whole", Tunnel: name})
 		return
+	case errors.Is(err, errAgentUnresponsive):
+		rs.class = ClassAgentAbsent
+		ctx.Response.Header.Set("Retry-After", "5")
+		p.Status, p.Slug, p.Title = http.StatusServiceUnavailable, "agent-unresponsive", "The agent is not responding"
+		p.Detail = "the agent did not answer a keepalive within " + n.cfg.KeepaliveTimeout.String() + "; the node closed its connection"
 	case errors.Is(err, errHeaderTimeout):
 		rs.class = ClassTimeout
 		p.Status, p.Slug, p.Title, p.Detail = http.StatusGatewayTimeout, "upstream-timeout", "The upstream did not answer in time", errHeaderTimeout.Error()

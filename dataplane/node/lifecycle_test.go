@@ -154,7 +154,7 @@ func TestVanishedAgentIsDetectedByKeepalivesOnBothSides(t *testing.T) {
 	poll.Until(t, 5*time.Second, "agent connected", func() bool { return a.states.has("connected to") })
 	bh.stall()
 	poll.Until(t, 5*time.Second, "node released the tunnel", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
-	if d := e.sink.disconnectsFor(s1.SessionID)[0]; !strings.Contains(d.Reason, "keepalive timeout") {
+	if d := e.sink.disconnectsFor(s1.SessionID)[0]; !strings.Contains(d.Reason, "agent unresponsive: no keepalive answer within 300ms") {
 		t.Fatalf("reason %q", d.Reason)
 	}
 	poll.Until(t, 5*time.Second, "agent gave up too", func() bool { return a.states.has("keepalive timeout") })

@@ -239,6 +239,10 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 		retry := errors.Is(err, errHeadersNotSent) ||
 			(errors.As(err, &re) && re.nothingRead && body == nil && isReplayable(h.Method()))
 		if !reused || !retry || attempt >= 3 {
+			if errors.Is(rs.sess.gone(), errAgentUnresponsive) {
+				// The exchange failed because the node closed a frozen agent's connection.
+				err = fmt.Errorf("%w: %w", errAgentUnresponsive, err)
+			}
 			n.proxyError(ctx, rs, err)
 			return false
 		}
@@ -281,7 +285,7 @@ func (ex *exchange) roundTrip(upgrade []byte, bodyLen int, small []byte, body io
 		putWriter(bw)
 	}
 	if err != nil {
-		tc.hdrTimer.Stop()
+		tc.stopTimers()
 		_ = tc.ch.Close()
 		var tooLarge *errBodyTooLarge
 		if errors.As(err, &tooLarge) || errors.Is(err, errCallerGone) {
@@ -314,7 +318,7 @@ func (ex *exchange) roundTrip(upgrade []byte, bodyLen int, small []byte, body io
 	resp.SkipBody = isHead
 	br := getReader(tc)
 	err = resp.Read(br)
-	tc.hdrTimer.Stop()
+	tc.stopTimers()
 	if err != nil {
 		_ = tc.ch.Close()
 		fasthttp.ReleaseResponse(resp)

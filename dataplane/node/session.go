@@ -43,6 +43,11 @@ type session struct {
 	peerReason   string // what the agent said in a RequestDisconnect
 
 	kaTimer, expTimer, fwdTimer *time.Timer
+
+	// Liveness (under mu): one keepalive probe is out at a time, periodic or on demand.
+	probing    bool
+	answeredAt time.Time // when the agent last answered a probe
+	goneErr    error     // why calls fail once closing: errAgentGone or errAgentUnresponsive
 }
 
 func (s *session) start() {
@@ -216,15 +221,9 @@ func isVisibleASCII(s string) bool {
 	return true
 }
 
-// keepalive runs on a timer goroutine that exists only while a probe is out.
+// keepalive is the periodic probe; it runs on kaTimer's goroutine.
 func (s *session) keepalive() {
-	timeout := s.n.cfg.KeepaliveTimeout
-	t := time.AfterFunc(timeout, func() {
-		s.close(fmt.Sprintf("keepalive timeout: the agent did not answer within %v", timeout))
-	})
-	_, _, err := s.sc.SendRequest(RequestKeepalive, true, nil)
-	t.Stop()
-	if err != nil {
+	if s.claimProbe(0) && s.probe() != nil {
 		return // the connection is gone; serve returns and finish cleans up
 	}
 	s.mu.Lock()
@@ -234,13 +233,65 @@ func (s *session) keepalive() {
 	s.mu.Unlock()
 }
 
+// probeAfter is how long a caller waits for the agent (a channel open, a response header)
+// before the node asks the agent whether it is alive at all. A frozen agent keeps its TCP
+// connection open and answers nothing: without the probe its callers would wait for their own
+// timeouts, or for the next periodic keepalive to go unanswered.
+const probeAfter = 500 * time.Millisecond
+
+// probeSoon sends a keepalive probe now unless one is out already or the agent answered one
+// within probeAfter. A caller calls it when it has waited probeAfter for the agent.
+func (s *session) probeSoon() {
+	if s.claimProbe(probeAfter) {
+		go func() { _ = s.probe() }()
+	}
+}
+
+// claimProbe reserves the one probe in flight, unless the session is closing or the agent
+// answered a probe within fresh.
+func (s *session) claimProbe(fresh time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || s.probing || (fresh > 0 && !s.answeredAt.IsZero() && time.Since(s.answeredAt) < fresh) {
+		return false
+	}
+	s.probing = true
+	return true
+}
+
+// probe sends a keepalive and closes the session as unresponsive when it is not answered within
+// KeepaliveTimeout; closing the connection fails every channel open and exchange waiting on the
+// agent, so its callers are answered then. The caller must hold the claim (claimProbe). The
+// error is the connection's: it ended before an answer came.
+func (s *session) probe() error {
+	timeout := s.n.cfg.KeepaliveTimeout
+	t := time.AfterFunc(timeout, func() {
+		s.end(fmt.Sprintf("agent unresponsive: no keepalive answer within %v", timeout), errAgentUnresponsive)
+	})
+	_, _, err := s.sc.SendRequest(RequestKeepalive, true, nil)
+	t.Stop()
+	s.mu.Lock()
+	s.probing = false
+	if err == nil {
+		s.answeredAt = time.Now()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+	return nil
+}
+
 // notify tells the agent why it is about to be disconnected.
 func (s *session) notify(reason string) {
 	_, _, _ = s.sc.SendRequest(RequestDisconnect, false, ssh.Marshal(DisconnectNotice{Reason: reason}))
 }
 
 // close ends the session with reason (the first reason given wins). It does not wait for cleanup.
-func (s *session) close(reason string) {
+func (s *session) close(reason string) { s.end(reason, errAgentGone) }
+
+// end is close with the error that calls waiting on the agent fail with (goneErr).
+func (s *session) end(reason string, gone error) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -248,6 +299,7 @@ func (s *session) close(reason string) {
 	}
 	s.closing = true
 	s.reason = reason
+	s.goneErr = gone
 	s.mu.Unlock()
 	s.n.unroute(s)
 	// Bound the goodbye: a peer that stopped reading must not hold us.
@@ -327,6 +379,17 @@ func lostReason(err error) string {
 		}
 		return "connection lost: " + msg
 	}
+}
+
+// gone is the error for a call that failed because the connection to the agent ended:
+// errAgentUnresponsive when the node closed it for unanswered keepalives, else errAgentGone.
+func (s *session) gone() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.goneErr != nil {
+		return s.goneErr
+	}
+	return errAgentGone
 }
 
 // acquire counts a call in flight: errAgentGone once the session is closing, errTunnelBusy when

@@ -20,6 +20,10 @@ var (
 	errHeadersNotSent = errors.New("the tunnel connection closed before the request was sent")
 	errOpenTimeout    = errors.New("the agent did not accept a tunnel connection in time")
 	errTunnelBusy     = errors.New("too many calls in flight on the tunnel")
+
+	// errAgentUnresponsive: the node closed the session because the agent left a keepalive
+	// unanswered for KeepaliveTimeout (a frozen or stalled agent).
+	errAgentUnresponsive = errors.New("the agent stopped answering keepalives")
 )
 
 // tunnelConn is one SSH channel carrying HTTP/1.1 to the agent's upstream. Idle ones are pooled
@@ -39,6 +43,7 @@ type tunnelConn struct {
 	written  atomic.Int64 // bytes sent in the current exchange
 	read     atomic.Int64 // bytes received in the current exchange
 	hdrTimer *time.Timer  // response-header timeout, reused by every exchange on this channel
+	kaTimer  *time.Timer  // probes the agent when the response header is slow (probeAfter), reused
 	timedOut atomic.Bool
 }
 
@@ -83,7 +88,7 @@ func (s *session) getConn(origin string, gone func() bool) (tc *tunnelConn, reus
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return nil, false, errAgentGone
+		return nil, false, s.gone()
 	}
 	now := s.n.cfg.Now()
 	for len(s.idle) > 0 {
@@ -109,7 +114,7 @@ func (s *session) getConn(origin string, gone func() bool) (tc *tunnelConn, reus
 		if errors.As(err, &oce) || errors.Is(err, errOpenTimeout) || errors.Is(err, errCallerGone) {
 			return nil, false, fmt.Errorf("open tunnel channel: %w", err)
 		}
-		return nil, false, fmt.Errorf("open tunnel channel: %w: %w", errAgentGone, err)
+		return nil, false, fmt.Errorf("open tunnel channel: %w: %w", s.gone(), err)
 	}
 	return &tunnelConn{s: s, ch: ch}, false, nil
 }
@@ -152,6 +157,7 @@ func (s *session) openChannel(extra []byte, gone func() bool) (ssh.Channel, erro
 	defer timeout.Stop()
 	poll := time.NewTicker(callerPollInterval)
 	defer poll.Stop()
+	started := time.Now()
 	var why error
 	for why == nil {
 		select {
@@ -162,6 +168,8 @@ func (s *session) openChannel(extra []byte, gone func() bool) (ssh.Channel, erro
 		case <-poll.C:
 			if gone != nil && gone() {
 				why = fmt.Errorf("%w: it left while the agent accepted the connection", errCallerGone)
+			} else if time.Since(started) >= probeAfter {
+				s.probeSoon() // a frozen agent is closed within KeepaliveTimeout, failing this open
 			}
 		}
 	}
@@ -288,4 +296,15 @@ func (tc *tunnelConn) startExchange() {
 	} else {
 		tc.hdrTimer.Reset(tc.s.n.cfg.ResponseHeaderTimeout)
 	}
+	if tc.kaTimer == nil {
+		tc.kaTimer = time.AfterFunc(probeAfter, tc.s.probeSoon)
+	} else {
+		tc.kaTimer.Reset(probeAfter)
+	}
+}
+
+// stopTimers disarms the exchange's timers once the response header arrived or the exchange failed.
+func (tc *tunnelConn) stopTimers() {
+	tc.hdrTimer.Stop()
+	tc.kaTimer.Stop()
 }

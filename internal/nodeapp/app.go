@@ -159,10 +159,10 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 			return fmt.Errorf("node: metrics: %w", err)
 		}
 	}
-	if a.Node, err = node.New(node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: a.View, Router: a.View, Authorizer: a.View,
-		Ready: a.View.Ready, Sink: a.sink, BaseDomain: cfg.BaseDomain, Logger: cfg.Logger, Registerer: cfg.Registerer,
-		MaxCallsPerTunnel: cfg.Limits.MaxCallsPerTunnel, ChannelOpenTimeout: cfg.Limits.ChannelOpenTimeout,
-		MaxConnsPerSource: cfg.Limits.MaxConnsPerSource}); err != nil {
+	nc := node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: a.View, Router: a.View, Authorizer: a.View,
+		Ready: a.View.Ready, Sink: a.sink, BaseDomain: cfg.BaseDomain, Logger: cfg.Logger, Registerer: cfg.Registerer}
+	cfg.Limits.apply(&nc)
+	if a.Node, err = node.New(nc); err != nil {
 		return err
 	}
 	// Drained once, a node stays draining (the control plane's state for it), across restarts:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
@@ -62,6 +63,15 @@ type Limits struct {
 	MaxCallsPerTunnel  int
 	ChannelOpenTimeout time.Duration
 	MaxConnsPerSource  int
+	// AgentKeepaliveTimeout is node.Config.KeepaliveTimeout: an agent that leaves a keepalive
+	// unanswered this long is disconnected and its waiting callers get 503 (default 5s).
+	AgentKeepaliveTimeout time.Duration
+}
+
+// apply sets the limits on a node's configuration.
+func (l Limits) apply(c *node.Config) {
+	c.MaxCallsPerTunnel, c.ChannelOpenTimeout, c.MaxConnsPerSource = l.MaxCallsPerTunnel, l.ChannelOpenTimeout, l.MaxConnsPerSource
+	c.KeepaliveTimeout = l.AgentKeepaliveTimeout
 }
 
 // ControlPlane is what a node asks the control plane, never NATS: whoever may publish on NATS
@@ -145,7 +155,7 @@ func (c Config) Validate() error {
 	if c.MaxViewLag < 0 || c.LagSample < 0 {
 		bad("MaxViewLag and LagSample must be positive")
 	}
-	if c.Limits.MaxCallsPerTunnel < 0 || c.Limits.MaxConnsPerSource < 0 || c.Limits.ChannelOpenTimeout < 0 {
+	if c.Limits.MaxCallsPerTunnel < 0 || c.Limits.MaxConnsPerSource < 0 || c.Limits.ChannelOpenTimeout < 0 || c.Limits.AgentKeepaliveTimeout < 0 {
 		bad("limits must not be negative: %+v", c.Limits)
 	}
 	return errors.Join(errs...)

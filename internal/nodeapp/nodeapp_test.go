@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/bus/nodebus"
 	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle/lifecycletest"
@@ -246,4 +247,16 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+func TestLimitsReachTheNode(t *testing.T) {
+	t.Parallel()
+	var c node.Config
+	Limits{MaxCallsPerTunnel: 7, ChannelOpenTimeout: 3 * time.Second, MaxConnsPerSource: 9, AgentKeepaliveTimeout: 2 * time.Second}.apply(&c)
+	if c.MaxCallsPerTunnel != 7 || c.ChannelOpenTimeout != 3*time.Second || c.MaxConnsPerSource != 9 || c.KeepaliveTimeout != 2*time.Second {
+		t.Fatalf("node config %+v", c)
+	}
+	if err := (Config{Limits: Limits{AgentKeepaliveTimeout: -time.Second}}).Validate(); err == nil || !contains(err.Error(), "limits must not be negative") {
+		t.Fatalf("negative AgentKeepaliveTimeout: %v", err)
+	}
 }

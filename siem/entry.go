@@ -1,0 +1,83 @@
+package siem
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// ErrUnmapped: an event type the formats have no mapping for (a newer log than this build).
+var ErrUnmapped = errors.New("siem: event type has no mapping")
+
+// Entry is one record as a sink delivers it.
+type Entry struct {
+	Record *eventstore.Record
+	// Seq is the sink's own sequence number: 1, 2, 3 … over everything it delivered, so a
+	// receiver that sees a jump knows it missed messages, and one that sees a repeat (with the
+	// same event id) knows it got a duplicate.
+	Seq uint64
+}
+
+// Product names the software that produced the messages.
+type Product struct {
+	Name, Vendor, Version string
+}
+
+// DefaultProduct is tunnelplane's name in every format; Version is the build's.
+func DefaultProduct(version string) Product {
+	return Product{Name: "tunnelplane", Vendor: "tunnelplane", Version: version}
+}
+
+// decoded is an entry's record with its payload and metadata parsed.
+type decoded struct {
+	Entry
+	event domain.Event
+	md    domain.Metadata
+}
+
+func decode(e Entry) (decoded, error) {
+	if e.Record == nil {
+		return decoded{}, errors.New("siem: entry without a record")
+	}
+	ev, err := domain.Decode(e.Record.Type, e.Record.Payload)
+	if err != nil {
+		if errors.Is(err, domain.ErrUnknownEvent) {
+			return decoded{}, fmt.Errorf("%w: %s", ErrUnmapped, e.Record.Type)
+		}
+		return decoded{}, fmt.Errorf("siem: record %d: %w", e.Record.Position, err)
+	}
+	var md domain.Metadata
+	if len(e.Record.Metadata) > 0 {
+		if err := json.Unmarshal(e.Record.Metadata, &md); err != nil {
+			return decoded{}, fmt.Errorf("siem: record %d metadata: %w", e.Record.Position, err)
+		}
+	}
+	return decoded{Entry: e, event: ev, md: md}, nil
+}
+
+// when is the event's time: when it happened if the producer said, else when it was recorded.
+func (d decoded) when() time.Time {
+	if !d.md.OccurredAt.IsZero() {
+		return d.md.OccurredAt
+	}
+	return d.Record.RecordedAt
+}
+
+func (d decoded) hash() string { return hex.EncodeToString(d.Record.Hash) }
+
+// orgID is the tenant the event belongs to, if any.
+func (d decoded) orgID() string {
+	if d.md.OrgID != "" {
+		return d.md.OrgID
+	}
+	var probe struct {
+		OrgID string `json:"org_id"`
+	}
+	_ = json.Unmarshal(d.Record.Payload, &probe)
+	return probe.OrgID
+}

@@ -1,0 +1,271 @@
+package siem_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/siem"
+	"github.com/tunnelplane/tunnelplane/siem/internal/ocsfschema"
+)
+
+var (
+	schemaOnce sync.Once
+	schema     *ocsfschema.Schema
+	schemaErr  error
+)
+
+// ocsf is the OCSF schema at ../shared/ocsf-schema from the project root (or
+// TUNNELPLANE_OCSF_SCHEMA), read as published: uncompiled.
+func ocsf(t *testing.T) *ocsfschema.Schema {
+	t.Helper()
+	dir := os.Getenv("TUNNELPLANE_OCSF_SCHEMA")
+	if dir == "" {
+		dir = filepath.Join(repoRoot(t), "..", "shared", "ocsf-schema")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dictionary.json")); err != nil {
+		t.Skipf("no OCSF schema at %s (set TUNNELPLANE_OCSF_SCHEMA): %v", dir, err)
+	}
+	schemaOnce.Do(func() { schema, schemaErr = ocsfschema.Load(dir) })
+	if schemaErr != nil {
+		t.Fatal(schemaErr)
+	}
+	return schema
+}
+
+func repoRoot(t *testing.T) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := dir; filepath.Dir(d) != d; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	t.Fatal("no go.mod above " + dir)
+	return ""
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// samples holds one event of every domain type, filled the way the product fills them.
+func samples() map[string]domain.Event {
+	at := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	org, tun, node := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	return map[string]domain.Event{
+		domain.TypeOrganizationCreated: domain.OrganizationCreated{OrgID: org, Name: "acme", CreatedBy: "root"},
+		domain.TypeOrgNameReserved:     domain.OrgNameReserved{OrgID: org, Name: "acme"},
+		domain.TypeTunnelCreated:       domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:11434", Protocol: "http"},
+		domain.TypeTunnelUpdated:       domain.TunnelUpdated{TunnelID: tun, OrgID: org, Name: ptr("chat")},
+		domain.TypeTunnelDeleted:       domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "chat", Reason: "done"},
+		domain.TypeTunnelNameReserved:  domain.TunnelNameReserved{OrgID: org, Name: "llm", TunnelID: tun},
+		domain.TypeTunnelNameReleased:  domain.TunnelNameReleased{OrgID: org, Name: "llm", TunnelID: tun},
+		domain.TypeNodeEnrolled:        domain.NodeEnrolled{NodeID: node, Name: "edge-1", HostKey: "ssh-ed25519 AAAA", HostKeyFingerprint: "SHA256:x", EventKeyID: "k1"},
+		domain.TypeNodeDrainRequested:  domain.NodeDrainRequested{NodeID: node},
+		domain.TypeNodeDrained:         domain.NodeDrained{NodeID: node, AgentsDisconnected: 3},
+		domain.TypeNodeRemoved:         domain.NodeRemoved{NodeID: node, Reason: "retired"},
+		domain.TypeNodeLost:            domain.NodeLost{NodeID: node, LastSeen: at},
+		domain.TypeNodeRecovered:       domain.NodeRecovered{NodeID: node},
+		domain.TypeNodeCommandExecuted: domain.NodeCommandExecuted{CommandID: uuid.NewString(), Command: "drain_node", NodeID: node, Result: "error", Detail: "busy"},
+		domain.TypeNodeStarted:         domain.NodeStarted{NodeID: node, Version: "1.2.3"},
+		domain.TypeAgentTokenIssued:    domain.AgentTokenIssued{TokenID: uuid.NewString(), OrgID: org, TunnelID: tun, ExpiresAt: at.Add(time.Hour), KeyID: "k", IssuedBy: "alice"},
+		domain.TypeAgentTokenRevoked:   domain.AgentTokenRevoked{TokenID: uuid.NewString(), OrgID: org, TunnelID: tun, Reason: "leaked"},
+		domain.TypeRoleAssigned:        domain.RoleAssigned{OrgID: org, UserID: "bob", Role: "operator"},
+		domain.TypeRoleUnassigned:      domain.RoleUnassigned{OrgID: org, UserID: "bob", Role: "operator"},
+		domain.TypeAccessDenied:        domain.AccessDenied{ActorID: "mallory", OrgID: org, Action: "tunnels:delete", Resource: "tunnel/" + tun, Count: 4, WindowStart: at, WindowEnd: at.Add(time.Minute)},
+		domain.TypeAuthFailed:          domain.AuthFailed{Reason: "token expired 3m ago", Subject: "bob", RemoteAddr: "192.0.2.7:51234", UserAgent: "curl/8", Count: 2, At: at},
+		domain.TypeIngestRejected:      domain.IngestRejected{Subject: "nodefacts." + node, NodeID: node, KeyID: "k", Reason: "bad signature", Events: 5},
+		domain.TypeAuditOverflowed:     domain.AuditOverflowed{WindowStart: at, WindowEnd: at.Add(time.Minute), DroppedDenials: map[string]int{"mallory": 10}},
+		domain.TypeAgentConnected:      domain.AgentConnected{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", AgentVersion: "1", ProtocolVersion: "2", RemoteAddr: "[2001:db8::1]:40000", KeyExchange: "mlkem768x25519-sha256", Cipher: "aes128-gcm@openssh.com", HostKeyAlgo: "ssh-ed25519"},
+		domain.TypeAgentDisconnected:   domain.AgentDisconnected{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", BytesIn: 10, BytesOut: 20, DurationMS: 3000, Reason: "agent unresponsive"},
+		domain.TypeAgentReplaced:       domain.AgentReplaced{NodeID: node, OrgID: org, TunnelID: tun, OldSessionID: "a", OldTokenID: "b", NewSessionID: "c", NewTokenID: "d"},
+		domain.TypeUsageRecorded:       domain.UsageRecorded{NodeID: node, OrgID: org, TunnelID: tun, WindowStart: at, WindowEnd: at.Add(time.Minute), Requests: 7, BytesIn: 100, BytesOut: 2000},
+	}
+}
+
+// record is ev as the log holds it at pos, with metadata md.
+func record(t *testing.T, pos uint64, ev domain.Event, md domain.Metadata) *eventstore.Record {
+	t.Helper()
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := json.Marshal(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := make([]byte, 32)
+	hash[0], hash[31] = byte(pos), 0xab
+	return &eventstore.Record{Position: pos, StreamID: "s-" + ev.EventType(), StreamVersion: 1, EventID: uuid.Must(uuid.NewV7()),
+		Type: ev.EventType(), SchemaVersion: 1, StoredSchemaVersion: 1, Payload: payload, StoredPayload: payload, Metadata: meta,
+		RecordedAt: time.Date(2026, 12, 2, 6, 0, 1, 0, time.UTC), Hash: hash}
+}
+
+// Every domain event type maps to an OCSF class, and every event it writes holds to the OCSF
+// 1.8 schema: required attributes present, no attribute the class or object does not have,
+// types, enum values, class/category/type uids that agree.
+func TestEveryEventTypeIsValidOCSF(t *testing.T) {
+	t.Parallel()
+	s := ocsf(t)
+	all := samples()
+	for _, et := range domain.EventTypes() {
+		ev, ok := all[et.Name]
+		if !ok {
+			t.Errorf("no sample event of type %s: add one, and its OCSF mapping", et.Name)
+			continue
+		}
+		for _, md := range []domain.Metadata{
+			{},
+			{Actor: "alice", OrgID: "org-1", CorrelationID: uuid.NewString(), CausationID: uuid.NewString(), RequestID: "r-1", ClientIP: "198.51.100.9", UserAgent: "cli"},
+			{Actor: "node:" + uuid.NewString()},
+			{Actor: "system:audit"},
+		} {
+			rec := record(t, 42, ev, md)
+			out, err := siem.OCSF(siem.Entry{Record: rec, Seq: 7}, siem.DefaultProduct("1.2.3"))
+			if err != nil {
+				t.Fatalf("%s: %v", et.Name, err)
+			}
+			if err := s.Validate(out); err != nil {
+				t.Errorf("%s (actor %q): not valid OCSF %s:\n%v\n%s", et.Name, md.Actor, s.Version, err, out)
+				continue
+			}
+			var got struct {
+				ClassUID int `json:"class_uid"`
+				Metadata struct {
+					UID      string `json:"uid"`
+					Sequence uint64 `json:"sequence"`
+				} `json:"metadata"`
+				Unmapped struct {
+					TP struct {
+						Position   uint64 `json:"position"`
+						RecordHash string `json:"record_hash"`
+					} `json:"tunnelplane"`
+				} `json:"unmapped"`
+			}
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Metadata.UID != rec.EventID.String() || got.Metadata.Sequence != 7 || got.Unmapped.TP.Position != 42 ||
+				!strings.HasSuffix(got.Unmapped.TP.RecordHash, "ab") || s.ClassName(got.ClassUID) == "" {
+				t.Errorf("%s: event id, sequence, position or hash missing: %s", et.Name, out)
+			}
+		}
+	}
+}
+
+// The referee is not a pushover: events that break the schema in each way are refused.
+func TestTheSchemaCheckRefusesBrokenEvents(t *testing.T) {
+	t.Parallel()
+	s := ocsf(t)
+	rec := record(t, 1, samples()[domain.TypeAuthFailed], domain.Metadata{})
+	good, err := siem.OCSF(siem.Entry{Record: rec, Seq: 1}, siem.DefaultProduct("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(good); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		edit func(m map[string]any)
+		want string
+	}{
+		"a required attribute missing": {func(m map[string]any) { delete(m, "user") }, "required attribute user"},
+		"an unknown attribute":         {func(m map[string]any) { m["colour"] = "red" }, "not an attribute"},
+		"a value outside its enum":     {func(m map[string]any) { m["severity_id"] = 42 }, "severity_id: 42 is not one of"},
+		"a string for an integer":      {func(m map[string]any) { m["time"] = "yesterday" }, "want an integer"},
+		"a type_uid that disagrees":    {func(m map[string]any) { m["type_uid"] = 300299 }, "type_uid"},
+		"a class of another category":  {func(m map[string]any) { m["category_uid"] = 4 }, "category_uid"},
+		"an object missing its one-of": {func(m map[string]any) { m["user"] = map[string]any{"type": "User"} }, "at least one of"},
+		"a nested required attribute":  {func(m map[string]any) { delete(m["metadata"].(map[string]any), "product") }, "metadata: required attribute product"},
+		"a malformed IP":               {func(m map[string]any) { m["src_endpoint"] = map[string]any{"ip": "999.1.1.1"} }, "not a valid ip_t"},
+	} {
+		var m map[string]any
+		if err := json.Unmarshal(good, &m); err != nil {
+			t.Fatal(err)
+		}
+		tc.edit(m)
+		b, _ := json.Marshal(m)
+		err := s.Validate(b)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, tc.want)
+		}
+	}
+}
+
+// An event type this build does not know is an error to handle, never a silent skip.
+func TestUnknownEventTypesAreRefused(t *testing.T) {
+	t.Parallel()
+	rec := record(t, 1, samples()[domain.TypeNodeStarted], domain.Metadata{})
+	rec.Type = "future.thing"
+	if _, err := siem.OCSF(siem.Entry{Record: rec, Seq: 1}, siem.DefaultProduct("1")); !errors.Is(err, siem.ErrUnmapped) {
+		t.Fatalf("%v, want ErrUnmapped", err)
+	}
+}
+
+// The raw format carries the record exactly as hashed: the stored payload's bytes, untouched.
+func TestRawCarriesTheStoredBytes(t *testing.T) {
+	t.Parallel()
+	rec := record(t, 5, samples()[domain.TypeNodeStarted], domain.Metadata{Actor: "system:x"})
+	rec.StoredPayload = []byte(`{"node_id":"n",  "version":"odd spacing kept"}`)
+	b, err := siem.Raw(siem.Entry{Record: rec, Seq: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Position      uint64 `json:"position"`
+		SinkSeq       uint64 `json:"sink_seq"`
+		StoredPayload []byte `json:"stored_payload"`
+		Hash          string `json:"hash"`
+		EventID       string `json:"event_id"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Position != 5 || got.SinkSeq != 2 || string(got.StoredPayload) != string(rec.StoredPayload) || got.EventID != rec.EventID.String() || !strings.HasSuffix(got.Hash, "ab") {
+		t.Fatalf("%s", b)
+	}
+}
+
+// docs/siem.md's table is the mapping: one row per event type, class, activity and severity as
+// the code has them.
+func TestTheDocumentedMappingIsTheMapping(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "siem.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sev := map[int]string{1: "Informational", 2: "Low", 3: "Medium", 4: "High"}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(line, "| `") {
+			typ := strings.Trim(strings.Split(line, "|")[1], " `")
+			rows[typ] = line
+		}
+	}
+	for _, et := range domain.EventTypes() {
+		m, ok := siem.OCSFMapping(et.Name)
+		if !ok {
+			t.Errorf("%s has no OCSF mapping", et.Name)
+			continue
+		}
+		want := fmt.Sprintf("| `%s` | %s (%d) | %s (%d) | %s |", et.Name, m.ClassName, m.ClassUID, m.ActivityName, m.ActivityID, sev[m.SeverityID])
+		if rows[et.Name] != want {
+			t.Errorf("docs/siem.md says\n  %s\nthe code maps\n  %s", rows[et.Name], want)
+		}
+		delete(rows, et.Name)
+	}
+	for typ := range rows {
+		t.Errorf("docs/siem.md maps %s, which is no event type", typ)
+	}
+}

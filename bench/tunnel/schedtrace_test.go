@@ -67,6 +67,7 @@ func near(a, b float64) bool { return a-b < 0.01 && b-a < 0.01 }
 
 // A real recording, where perf can trace: the bench's stream phase reports every hop.
 func TestBenchSchedTrace(t *testing.T) {
+	skipUnderRace(t)
 	if testing.Short() {
 		t.Skip("starts several processes")
 	}

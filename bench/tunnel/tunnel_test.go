@@ -25,8 +25,19 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// skipUnderRace skips tests that run the bench's processes: they re-execute this test binary,
+// and with the race detector in it they burn several times the CPU for nothing the detector
+// could find in them. make test runs this package again without -race.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("runs the bench's processes; make test runs it without -race")
+	}
+}
+
 // A tiny run through every phase: separate processes, real tunnel, every key filled in.
 func TestBenchRunsEveryPhase(t *testing.T) {
+	skipUnderRace(t)
 	if testing.Short() {
 		t.Skip("starts a dozen processes")
 	}
@@ -59,6 +70,7 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 
 // --only runs the named phases and reports only their targets.
 func TestBenchRunsOnlyChosenPhases(t *testing.T) {
+	skipUnderRace(t)
 	if testing.Short() {
 		t.Skip("starts several processes")
 	}

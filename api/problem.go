@@ -131,6 +131,9 @@ func classify(err error) classified {
 	case errors.Is(err, projections.ErrStopped):
 		return classified{status: http.StatusServiceUnavailable, slug: "projection-stopped",
 			detail: "a read model this request needs has stopped on an error; an operator must fix or rebuild it", internal: true}
+	case errors.Is(err, eventstore.ErrRecordPastHead):
+		return classified{status: http.StatusServiceUnavailable, slug: "log-record-past-head",
+			detail: "the log has a record past its head, so no write can be appended; an operator must run `tunnelplane verify` and remove it", internal: true}
 	case errors.Is(err, eventstore.ErrUnavailable), errors.Is(err, eventstore.ErrClosed), errors.Is(err, eventstore.ErrOutcomeUnknown),
 		errors.Is(err, commands.ErrNoTokenKey), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return classified{status: http.StatusServiceUnavailable, slug: "unavailable",

@@ -560,7 +560,7 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([][]Appen
 		return nil, nil, nil
 	}
 	if err := s.writeBatch(ctx, conn, p, key, h.origin); err != nil {
-		return nil, p.accepted, err
+		return nil, p.accepted, pastHead(err, h.next)
 	}
 	committed = true
 	s.notifier.advance(p.rows.next)
@@ -713,6 +713,30 @@ func classify(err error) error {
 	}
 	// Anything else without a server answer is a broken connection.
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// ErrRecordPastHead: a record (or checkpoint) already occupies the position the head says is
+// next, written around the appender. Every append fails until an operator removes it; `tunnelplane
+// verify` names it.
+var ErrRecordPastHead = errors.New("the log has a record past its head")
+
+// pastHead turns the duplicate key an append meets on a position (or checkpoint size) past the
+// head into ErrRecordPastHead; other errors pass unchanged. The result is not a data error, so the
+// batch is not retried request by request: every request would meet the same row.
+func pastHead(err error, next uint64) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		return err
+	}
+	switch pgErr.ConstraintName {
+	case "events_pkey":
+		return fmt.Errorf("%w: a record lies at position %d, which the head says is the next free one; "+
+			"run `tunnelplane verify` (database: %s)", ErrRecordPastHead, next, pgErr.Detail)
+	case "checkpoints_pkey":
+		return fmt.Errorf("%w: a checkpoint for a size past the head's %d records already exists; "+
+			"run `tunnelplane verify` (database: %s)", ErrRecordPastHead, next, pgErr.Detail)
+	}
+	return err
 }
 
 func isDataError(err error) bool {

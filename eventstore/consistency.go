@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -186,4 +187,53 @@ func ParseCheckpoint(text string) (SignedCheckpoint, error) {
 		return SignedCheckpoint{}, fmt.Errorf("%w: body: %w", ErrCheckpoint, err)
 	}
 	return SignedCheckpoint{Origin: cp.Origin, Size: cp.Size, Root: cp.Hash, Note: text}, nil
+}
+
+// CheckCheckpoint checks a checkpoint note saved earlier (as GET /api/v1/log served it) against
+// the log in the database: it must name this log's origin and be signed by one of the log keys
+// in its key history (the note may predate a rotation), and the log must extend it
+// (CheckConsistency). A log truncated, rolled back or rewritten since fails even when every
+// record and checkpoint in the database was re-signed with the real key. A note that does not
+// verify is ErrCheckpoint, a log that does not extend it ErrInconsistent.
+func CheckCheckpoint(ctx context.Context, pool *pgxpool.Pool, note string) (SignedCheckpoint, Consistency, error) {
+	parsed, err := ParseCheckpoint(note)
+	if err != nil {
+		return SignedCheckpoint{}, Consistency{}, err
+	}
+	ring, _, err := loadKeyRing(ctx, pool, math.MaxInt64)
+	if err != nil {
+		return parsed, Consistency{}, fmt.Errorf("check checkpoint: %w", err)
+	}
+	if parsed.Origin != ring.Origin() {
+		return parsed, Consistency{}, fmt.Errorf("%w: the checkpoint of size %d is of log %s but the database holds log %s: the log was replaced",
+			ErrInconsistent, parsed.Size, parsed.Origin, ring.Origin())
+	}
+	var signed SignedCheckpoint
+	var tried []string
+	for _, k := range ring.Infos() {
+		if k.Purpose != PurposeLog {
+			continue
+		}
+		tried = append(tried, k.KeyID)
+		if signed, err = OpenCheckpointWith(note, ring.Origin(), ring.Key(k.KeyID).VerifyingKey); err == nil {
+			break
+		}
+	}
+	if err != nil || len(tried) == 0 {
+		return parsed, Consistency{}, fmt.Errorf("%w: the checkpoint of size %d is not signed by a log key of this log (tried %s)",
+			ErrCheckpoint, parsed.Size, strings.Join(tried, ", "))
+	}
+	c, err := CheckConsistency(ctx, pool, signed.Size, signed.Root)
+	return signed, c, err
+}
+
+// CurrentCheckpoint returns the signed checkpoint at the log's head: the note to save elsewhere
+// and check against later (CheckCheckpoint).
+func CurrentCheckpoint(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	var note string
+	err := pool.QueryRow(ctx, `SELECT c.note FROM checkpoints c, log_head h WHERE c.size = h.next_position`).Scan(&note)
+	if err != nil {
+		return "", fmt.Errorf("current checkpoint: %w", classify(err))
+	}
+	return note, nil
 }

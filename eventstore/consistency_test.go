@@ -126,3 +126,51 @@ func TestParseCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// A saved checkpoint is checked against every log key of the history (it may predate a
+// rotation); one signed by another key, or of another log, is refused before any proof.
+func TestCheckCheckpoint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	pool := pgtest.Pool(t, e.url)
+	if _, err := e.store.Append(ctx, "a", eventstore.NoStream, note(1)); err != nil {
+		t.Fatal(err)
+	}
+	before, err := eventstore.CurrentCheckpoint(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := eventstore.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.RotateLogKey(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Append(ctx, "a", eventstore.Exact(1), note(2)); err != nil {
+		t.Fatal(err)
+	}
+	signed, c, err := eventstore.CheckCheckpoint(ctx, pool, before)
+	if err != nil || signed.Size != 2 || c.HeadSize != 4 {
+		t.Fatalf("checkpoint signed by the retired key: %+v %+v %v", signed, c, err)
+	}
+	if _, _, err := eventstore.CheckCheckpoint(ctx, pool, strings.Replace(before, "\n2\n", "\n3\n", 1)); !errors.Is(err, eventstore.ErrCheckpoint) {
+		t.Fatalf("altered note: %v", err)
+	}
+	other, _ := eventstore.GenerateSigningKey()
+	forged, err := eventstore.SignCheckpoint(other, e.init.Origin, signed.Size, signed.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := eventstore.CheckCheckpoint(ctx, pool, forged); !errors.Is(err, eventstore.ErrCheckpoint) || !strings.Contains(err.Error(), "size 2") {
+		t.Fatalf("note by another key: %v", err)
+	}
+	foreign, err := eventstore.SignCheckpoint(e.key, "tunnelplane/log/another", signed.Size, signed.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := eventstore.CheckCheckpoint(ctx, pool, foreign); !errors.Is(err, eventstore.ErrInconsistent) || !strings.Contains(err.Error(), "another") {
+		t.Fatalf("note of another log: %v", err)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -171,6 +173,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 		h.Set(echo.HeaderWWWAuthenticate, v)
 	case http.StatusServiceUnavailable:
 		h.Set(echo.HeaderRetryAfter, "1")
+	}
+	var inProgress *commands.InProgressError
+	if errors.As(err, &inProgress) {
+		// Whole seconds, rounded up: a retry then finds the outcome or takes the claim over.
+		h.Set(echo.HeaderRetryAfter, strconv.FormatInt(max(1, int64(math.Ceil(inProgress.RetryAfter.Seconds()))), 10))
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(cl.status)

@@ -128,11 +128,13 @@ func idempotent[C Command](s *Service, next Handler[C]) Handler[C] {
 		stopRenewing()
 		cctx := context.WithoutCancel(ctx)
 		if err != nil {
+			// An attempt that held the claim before this one (its owner too slow to renew, not
+			// gone) may have succeeded meanwhile: its recorded result is the answer, whatever this
+			// run met (its own events in the log, or the state they made).
+			if st, ok := s.storedAnswer(cctx, actor, key, cmd); ok {
+				return st.res, st.err
+			}
 			if errors.Is(err, eventstore.ErrDuplicateEventID) {
-				// An earlier attempt's events are in the log: its recorded result is the answer.
-				if st, ok := s.storedAnswer(cctx, actor, key, cmd); ok {
-					return st.res, st.err
-				}
 				err = fmt.Errorf("%w: an earlier attempt with this idempotency key was interrupted after it was written; its events are in the log", domain.ErrConflict)
 			}
 			// Forget failures so that the client can fix the request and retry with the same key.

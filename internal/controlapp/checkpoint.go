@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,10 +33,11 @@ type checkpointMemory struct {
 	size uint64 // size of the checkpoint in the file; 0 for none
 }
 
-// checkRemembered refuses a log that does not extend the checkpoint the data dir remembers: an
-// empty log, another log, one with fewer records, or one whose first records hash differently.
-// Without a remembered checkpoint (a new data dir) there is nothing to check.
-func checkRemembered(ctx context.Context, pool *pgxpool.Pool, path string) (*checkpointMemory, error) {
+// checkRemembered refuses a log that does not extend the checkpoint the data dir remembers: one
+// with fewer records, or one whose first records hash differently. Without a remembered checkpoint
+// (a new data dir) there is nothing to check; another log (another origin: the data dir used
+// with a new database) is not compared either, and the file then follows that log.
+func checkRemembered(ctx context.Context, pool *pgxpool.Pool, path string, log *slog.Logger) (*checkpointMemory, error) {
 	m := &checkpointMemory{path: path}
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -53,14 +55,13 @@ func checkRemembered(ctx context.Context, pool *pgxpool.Pool, path string) (*che
 	if err := pool.QueryRow(ctx, `SELECT origin FROM log_head`).Scan(&origin); err != nil {
 		return nil, fmt.Errorf("remembered checkpoint: read the log's origin: %w", err)
 	}
-	switch origin {
-	case cp.Origin:
-	case "":
-		return nil, fmt.Errorf("%w: the log is empty but this data dir saw it hold %d records (checkpoint in %s): it was emptied; %s",
-			eventstore.ErrInconsistent, cp.Size, path, remedy)
-	default:
-		return nil, fmt.Errorf("%w: the database holds log %s but this data dir saw log %s hold %d records (checkpoint in %s): the log was replaced; %s",
-			eventstore.ErrInconsistent, origin, cp.Origin, cp.Size, path, remedy)
+	if origin != cp.Origin {
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("the data dir remembers a checkpoint of another log; it now follows this one", "remembered_origin", cp.Origin,
+			"remembered_size", cp.Size, "origin", origin, "file", path)
+		return m, nil
 	}
 	if _, err := eventstore.CheckConsistency(ctx, pool, cp.Size, cp.Root); err != nil {
 		if errors.Is(err, eventstore.ErrInconsistent) {

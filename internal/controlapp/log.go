@@ -130,8 +130,7 @@ func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.L
 	}
 	h := &Log{URL: url, Pool: pool}
 	keys := LogKeys(dataDir)
-	// Before Init: an emptied log must be refused, not started anew.
-	h.memory, err = checkRemembered(ctx, pool, CheckpointFile(dataDir))
+	h.memory, err = checkRemembered(ctx, pool, CheckpointFile(dataDir), log)
 	var key *eventstore.SigningKey
 	if err == nil {
 		key, err = LogKeyForInit(ctx, keys, pool)

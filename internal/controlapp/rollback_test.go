@@ -158,6 +158,25 @@ func TestRolledBackLogIsRefusedAtStart(t *testing.T) {
 		t.Fatalf("start on a log rewritten after a rollback: %v", err)
 	}
 	mustContain(t, err, fmt.Sprintf("first %d records hash to", last))
+
+	// The data dir with another database is another log: not compared, and remembered from now on.
+	other := pgtest.NewEmptyDatabase(t)
+	a = newApp(t, other, dir)
+	if err := a.Start(ctxT(t)); err != nil {
+		t.Fatalf("start on another database: %v", err)
+	}
+	origin, err := a.Log.Store.Origin(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	raw, err := os.ReadFile(controlapp.CheckpointFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, err := eventstore.ParseCheckpoint(string(raw)); err != nil || cp.Origin != origin {
+		t.Fatalf("remembered checkpoint after another log: %+v %v, want log %s", cp, err, origin)
+	}
 }
 
 // Without a remembered checkpoint (a data dir restored without it), the read models still tell:

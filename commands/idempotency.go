@@ -169,7 +169,9 @@ func (s *Service) claimOrAnswer(ctx context.Context, actor, key string, cmd Comm
 		err := s.cfg.Pool.QueryRow(ctx, claimSQL, actor, key, cmd.CommandName(), hash, s.owner, lease).Scan(&inserted)
 		if err == nil {
 			if !inserted {
-				s.log.Info("idempotency claim of a process that is gone taken over", "command", cmd.CommandName(), "actor", actor)
+				a := ActorFrom(ctx)
+				s.log.Info("idempotency claim of a process that is gone taken over", "command", cmd.CommandName(), "actor", actor,
+					"correlation_id", a.CorrelationID, "request_id", a.RequestID)
 			}
 			return false, Result{}, nil
 		}
@@ -224,7 +226,9 @@ func (s *Service) renewClaim(ctx context.Context, actor, key string) func() {
 					actor, key, s.owner)
 				cancel()
 				if err != nil {
-					s.log.Warn("idempotency claim not renewed; a retry may take it over", "error", err)
+					a := ActorFrom(ctx)
+					s.log.Warn("idempotency claim not renewed; a retry may take it over", "error", err,
+						"correlation_id", a.CorrelationID, "request_id", a.RequestID)
 				}
 			}
 		}

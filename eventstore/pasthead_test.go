@@ -32,3 +32,17 @@ func TestRecordPastTheHead(t *testing.T) {
 		}
 	}
 }
+
+// A checkpoint planted for the size the next append would reach stops appends the same way, and
+// verify names it.
+func TestCheckpointPastTheHead(t *testing.T) {
+	t.Parallel()
+	e, conn := tamperLog(t) // 61 records
+	mustExec(t, conn, `INSERT INTO checkpoints (size, root, note, key_id, frontier, created_at)
+		SELECT 62, root, note, key_id, frontier, created_at FROM checkpoints WHERE size = 61`)
+	expectFailure(t, e.url, 61, eventstore.FailTruncated)
+	_, err := e.store.Append(ctxT(t), "s-after", eventstore.AnyVersion, note(100))
+	if !errors.Is(err, eventstore.ErrRecordPastHead) || !strings.Contains(err.Error(), "61 records") {
+		t.Fatalf("append: %v; want ErrRecordPastHead naming the head", err)
+	}
+}

@@ -161,7 +161,7 @@ var parameters = map[string]schema{
 	"query:since":             {"name": "since", "in": "query", "schema": strf("date-time", "recorded at or after")},
 	"query:until":             {"name": "until", "in": "query", "schema": strf("date-time", "recorded before")},
 	"header:If-Match":         {"name": "If-Match", "in": "header", "schema": str("the version from ETag; a stale one is refused with 412")},
-	"header:Idempotency-Key":  {"name": "Idempotency-Key", "in": "header", "schema": schema{"type": "string", "maxLength": 255, "description": "a repeat with the same key and body returns the first response and writes nothing; another body is 422"}},
+	"header:Idempotency-Key":  {"name": "Idempotency-Key", "in": "header", "schema": schema{"type": "string", "maxLength": 255, "description": "a repeat with the same key and body returns the first response and writes nothing; another body is 422; while the first is still running, 409 in-progress with Retry-After (a few seconds at most, also after a crash)"}},
 	"header:X-Request-ID":     {"name": "X-Request-ID", "in": "header", "schema": str("echoed; generated when absent")},
 	"header:X-Correlation-ID": {"name": "X-Correlation-ID", "in": "header", "schema": str("recorded in the events the request writes; generated when absent")},
 }

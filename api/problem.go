@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -131,6 +133,9 @@ func classify(err error) classified {
 	case errors.Is(err, projections.ErrStopped):
 		return classified{status: http.StatusServiceUnavailable, slug: "projection-stopped",
 			detail: "a read model this request needs has stopped on an error; an operator must fix or rebuild it", internal: true}
+	case errors.Is(err, eventstore.ErrRecordPastHead):
+		return classified{status: http.StatusServiceUnavailable, slug: "log-record-past-head",
+			detail: "the log has a record past its head, so no write can be appended; an operator must run `tunnelplane verify` and remove it", internal: true}
 	case errors.Is(err, eventstore.ErrUnavailable), errors.Is(err, eventstore.ErrClosed), errors.Is(err, eventstore.ErrOutcomeUnknown),
 		errors.Is(err, commands.ErrNoTokenKey), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return classified{status: http.StatusServiceUnavailable, slug: "unavailable",
@@ -168,6 +173,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 		h.Set(echo.HeaderWWWAuthenticate, v)
 	case http.StatusServiceUnavailable:
 		h.Set(echo.HeaderRetryAfter, "1")
+	}
+	var inProgress *commands.InProgressError
+	if errors.As(err, &inProgress) {
+		// Whole seconds, rounded up: a retry then finds the outcome or takes the claim over.
+		h.Set(echo.HeaderRetryAfter, strconv.FormatInt(max(1, int64(math.Ceil(inProgress.RetryAfter.Seconds()))), 10))
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(cl.status)

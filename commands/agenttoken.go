@@ -46,7 +46,12 @@ func (s *Service) issueAgentToken(ctx context.Context, c IssueAgentToken) (Resul
 	// Decided once, before the append: the token's stream is new (never retried), and the
 	// decision's time is also the token's iat and the event's occurred_at.
 	meta := metadata(ctx, c.CommandName(), c.OrgID, now)
-	res, err := s.decideAndAppend(ctx, g, meta, failOnConflict, func() (decision, error) {
+	claims := func(res *Result) {
+		exp, iat := ev.ExpiresAt, now
+		res.ExpiresAt, res.IssuedAt, res.KeyID = &exp, &iat, key.ID()
+	}
+	// The result recorded with the event carries the claims, so a replay after a crash re-mints.
+	res, err := s.decideAndAppend(withResultDecoration(ctx, claims), g, meta, failOnConflict, func() (decision, error) {
 		return changed(tokenID, domain.AgentTokenStream(tokenID), 0, ev), nil
 	})
 	if err != nil {
@@ -56,8 +61,8 @@ func (s *Service) issueAgentToken(ctx context.Context, c IssueAgentToken) (Resul
 	if err != nil {
 		return Result{}, err
 	}
-	exp, iat := ev.ExpiresAt, now
-	res.Token, res.ExpiresAt, res.IssuedAt, res.KeyID = raw, &exp, &iat, key.ID()
+	claims(&res)
+	res.Token = raw
 	return res, nil
 }
 

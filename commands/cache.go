@@ -78,8 +78,8 @@ func (c *streamCache) appended(stream string, version uint64, evs []eventstore.E
 
 // appendMulti appends through the store and keeps the cache in step: written streams are
 // extended, a stream that turned out to be stale is forgotten.
-func (s *Service) appendMulti(ctx context.Context, appends ...eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
-	res, err := s.store.AppendMulti(ctx, appends...)
+func (s *Service) appendMulti(ctx context.Context, then func([]eventstore.AppendResult) eventstore.Statement, appends ...eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
+	res, err := s.store.AppendMultiThen(ctx, then, appends...)
 	if err != nil {
 		s.forgetStale(err)
 		for _, a := range appends {

@@ -104,10 +104,14 @@ func (s *Service) decideAndAppend(ctx context.Context, g *idGen, meta []byte, po
 			own := d.appends[0]
 			return Result{ID: d.id, Position: res.LastPosition, Version: own.version + uint64(len(own.events))}, nil
 		}
-		res, err := s.appendMulti(ctx, appends...)
+		result := func(res []eventstore.AppendResult) Result {
+			return Result{ID: d.id, Position: res[len(res)-1].LastPosition, Version: res[0].StreamVersion}
+		}
+		// With an idempotency claim, its result is recorded in the events' transaction.
+		res, err := s.appendMulti(ctx, recordWith(ctx, result), appends...)
 		if err != nil {
 			return Result{}, err
 		}
-		return Result{ID: d.id, Position: res[len(res)-1].LastPosition, Version: res[0].StreamVersion}, nil
+		return result(res), nil
 	})
 }

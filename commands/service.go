@@ -126,6 +126,12 @@ type Service struct {
 
 	cache *streamCache
 
+	// owner names this process in the idempotency claims it holds.
+	owner string
+	// crashHook, when set (only by tests), is asked at each stage of an idempotent command
+	// ("claimed", "handled") whether to stop there as a crashed process would.
+	crashHook func(stage string) bool
+
 	Handlers Handlers
 }
 
@@ -168,7 +174,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.TokenIssuer == "" {
 		cfg.TokenIssuer = "tunnelplane"
 	}
-	s := &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, cache: newStreamCache(cfg.CacheStreams)}
+	s := &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, cache: newStreamCache(cfg.CacheStreams), owner: uuid.NewString()}
 	s.Auditor = newAuditor(s)
 	s.authz = newAuthorizer(cfg.Pool, cfg.RBACPosition, cfg.WaitRBAC, cfg.Store, s.Auditor, cfg.Logger)
 	s.Handlers = Handlers{

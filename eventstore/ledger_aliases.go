@@ -45,6 +45,7 @@ const (
 	FailHashMismatch        = ledger.FailHashMismatch
 	FailHeadMismatch        = ledger.FailHeadMismatch
 	FailKeyEvent            = ledger.FailKeyEvent
+	FailPastHead            = ledger.FailPastHead
 	FailKeyNotInForce       = ledger.FailKeyNotInForce
 	FailStreamVersion       = ledger.FailStreamVersion
 	FailTruncated           = ledger.FailTruncated

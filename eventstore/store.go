@@ -246,6 +246,12 @@ func (s *Store) append(ctx context.Context, streamID string, expected ExpectedVe
 	return res[0], nil
 }
 
+// Statement is SQL run in the transaction that commits an append (Store.AppendMultiThen).
+type Statement struct {
+	SQL  string
+	Args []any
+}
+
 // StreamAppend is one stream's part of an AppendMulti.
 type StreamAppend struct {
 	StreamID string
@@ -257,6 +263,15 @@ type StreamAppend struct {
 // version and all events are written in one transaction, or nothing is. It is how a decision
 // that spans aggregates (a tunnel and the reservation of its name) stays consistent.
 func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
+	return s.AppendMultiThen(ctx, nil, appends...)
+}
+
+// AppendMultiThen is AppendMulti that also runs the statement then makes of the results in the
+// transaction that commits the events: both are written or neither, so a caller that crashes
+// after the commit has left its record of the outcome (the idempotency record of a command).
+// The statement shares its transaction with other appends of the batch: it must not fail (an
+// UPDATE of the caller's own row, say). then may be nil.
+func (s *Store) AppendMultiThen(ctx context.Context, then func([]AppendResult) Statement, appends ...StreamAppend) ([]AppendResult, error) {
 	key := s.currentKey()
 	if key == nil {
 		return nil, fmt.Errorf("append: %w", ErrReadOnly)
@@ -267,7 +282,7 @@ func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]App
 	if len(appends) == 0 {
 		return nil, fmt.Errorf("append: %w: nothing to append", ErrInvalidEvent)
 	}
-	req := &appendRequest{ctx: ctx, keyID: key.ID(), done: make(chan appendOutcome, 1)}
+	req := &appendRequest{ctx: ctx, keyID: key.ID(), then: then, done: make(chan appendOutcome, 1)}
 	seen := map[string]bool{}
 	var names []string
 	for _, a := range appends {
@@ -340,9 +355,10 @@ type appendRequest struct {
 	ctx       context.Context
 	groups    []streamGroup // consecutive runs of events per stream; nil for presigned requests
 	events    []pendingEvent
-	keyID     string // the key named in the envelopes
-	signed    bool   // sig and proof are set (the appender signs requests of a batch together)
-	presigned bool   // signed by its producer, each event naming its stream; never re-signed here
+	keyID     string                         // the key named in the envelopes
+	signed    bool                           // sig and proof are set (the appender signs requests of a batch together)
+	presigned bool                           // signed by its producer, each event naming its stream; never re-signed here
+	then      func([]AppendResult) Statement // run in the commit's transaction; may be nil
 	done      chan appendOutcome
 }
 
@@ -560,7 +576,7 @@ func (s *Store) tryCommit(ctx context.Context, reqs []*appendRequest) ([][]Appen
 		return nil, nil, nil
 	}
 	if err := s.writeBatch(ctx, conn, p, key, h.origin); err != nil {
-		return nil, p.accepted, err
+		return nil, p.accepted, pastHead(err, h.next)
 	}
 	committed = true
 	s.notifier.advance(p.rows.next)
@@ -599,6 +615,12 @@ func (s *Store) writeBatch(ctx context.Context, conn *pgxpool.Conn, p batchPlan,
 	b := &pgx.Batch{}
 	if err := p.rows.queue(b, key, origin); err != nil {
 		return err
+	}
+	for i, r := range p.accepted {
+		if r.then != nil {
+			st := r.then(p.results[i])
+			b.Queue(st.SQL, st.Args...)
+		}
 	}
 	b.Queue("COMMIT")
 	err := conn.SendBatch(ctx, b).Close()
@@ -713,6 +735,30 @@ func classify(err error) error {
 	}
 	// Anything else without a server answer is a broken connection.
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// ErrRecordPastHead: a record (or checkpoint) already occupies the position the head says is
+// next, written around the appender. Every append fails until an operator removes it; `tunnelplane
+// verify` names it.
+var ErrRecordPastHead = errors.New("the log has a record past its head")
+
+// pastHead turns the duplicate key an append meets on a position (or checkpoint size) past the
+// head into ErrRecordPastHead; other errors pass unchanged. The result is not a data error, so the
+// batch is not retried request by request: every request would meet the same row.
+func pastHead(err error, next uint64) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		return err
+	}
+	switch pgErr.ConstraintName {
+	case "events_pkey":
+		return fmt.Errorf("%w: a record lies at position %d, which the head says is the next free one; "+
+			"run `tunnelplane verify` (database: %s)", ErrRecordPastHead, next, pgErr.Detail)
+	case "checkpoints_pkey":
+		return fmt.Errorf("%w: a checkpoint for a size past the head's %d records already exists; "+
+			"run `tunnelplane verify` (database: %s)", ErrRecordPastHead, next, pgErr.Detail)
+	}
+	return err
 }
 
 func isDataError(err error) bool {

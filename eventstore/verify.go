@@ -151,7 +151,30 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opts VerifyOptions) (Verify
 		}
 		rep.Failure = checkTail(seq.expected, seq.lastHash, headHash, tail)
 	}
+	if rep.Failure == nil && toHead {
+		if rep.Failure, err = checkPastHead(ctx, pool); err != nil {
+			return rep, fmt.Errorf("verify: %w", err)
+		}
+	}
 	return finish(rep, started), nil
+}
+
+// checkPastHead reports a record at or beyond the head's next position: a row written around the
+// appender, which would take the position of the next append (every append then fails). Head and
+// rows are read in one statement, so a log growing meanwhile is not mistaken for one.
+func checkPastHead(ctx context.Context, pool *pgxpool.Pool) (*Failure, error) {
+	var pos, next int64
+	err := pool.QueryRow(ctx, `SELECT e.global_position, h.next_position FROM events e, log_head h
+		WHERE e.global_position >= h.next_position ORDER BY e.global_position LIMIT 1`).Scan(&pos, &next)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look past the head: %w", classify(err))
+	}
+	return &Failure{Position: uint64(pos), Kind: FailPastHead,
+		Detail: fmt.Sprintf("a record lies at position %d but the head says the log has %d records: it was written around the appender, "+
+			"and every append fails until it is removed", pos, next)}, nil
 }
 
 func (o VerifyOptions) withDefaults() VerifyOptions {

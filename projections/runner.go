@@ -22,6 +22,11 @@ var ErrUnknownProjection = errors.New("unknown projection")
 // ErrStopped: the projection stopped on an error and needs attention (fix and restart, or rebuild).
 var ErrStopped = errors.New("projection stopped")
 
+// ErrAheadOfLog: a projection has applied positions the log no longer holds. The log was
+// truncated or rolled back after the read models saw it; serving would show what the log lost
+// and drop what new writes reuse its positions for.
+var ErrAheadOfLog = errors.New("a read model is ahead of the log")
+
 // Projection turns events into rows of its tables.
 type Projection interface {
 	// Name is the stable name used for the cursor and the views.
@@ -150,6 +155,7 @@ func New(cfg Config) (*Runner, error) {
 // Start creates missing state rows, loads the cursors and runs the projections until Stop.
 func (r *Runner) Start(ctx context.Context) error {
 	return r.life.Start(ctx, "projections", func(runCtx context.Context) error {
+		cursors := map[string]int64{}
 		for name := range r.byName {
 			if _, err := r.pool.Exec(ctx, `INSERT INTO projection_state (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, name); err != nil {
 				return fmt.Errorf("projections: init %s: %w", name, err)
@@ -159,12 +165,26 @@ func (r *Runner) Start(ctx context.Context) error {
 			if err := r.pool.QueryRow(ctx, `SELECT position, generation FROM projection_state WHERE name = $1`, name).Scan(&pos, &gen); err != nil {
 				return fmt.Errorf("projections: cursor of %s: %w", name, err)
 			}
+			cursors[name] = pos
 			r.setState(name, func(s *runState) {
 				s.position, s.saved, s.generation, s.running = pos, pos, gen, true
 				s.lastChange = pos // unknown: assume the newest state might be recent
 			})
 			// Every projection shows in the metrics from the start, not once it applies something.
 			r.position.WithLabelValues(name).Set(float64(pos))
+		}
+		// The head is read after the cursors: another instance may move both meanwhile, but a
+		// cursor never passes the head it was written under.
+		head, err := r.cfg.Store.Head(ctx)
+		if err != nil {
+			return fmt.Errorf("projections: %w", err)
+		}
+		for _, p := range r.cfg.Projections {
+			if pos := cursors[p.Name()]; pos >= int64(head) {
+				return fmt.Errorf("projections: %w: %s has applied the log up to position %d but the log's head is at %d "+
+					"(it holds positions below %d): the log was truncated or rolled back after the read models saw it; "+
+					"restore the log, and do not serve it as it is", ErrAheadOfLog, p.Name(), pos, head, head)
+			}
 		}
 		r.life.Go(r.feed)
 		return nil

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
 
@@ -22,7 +26,7 @@ func newDBCommand(g *globals) *cobra.Command {
 		Short: "Drop the log's database, to start over with `tunnelplane init` (asks first)",
 		Long: `reset drops the database tunnelplane resolves (--database-url, or the local server's), with every
 record of its log, after you type the database name (or with --yes). The keys in the data dir
-stay; ` + "`tunnelplane init`" + ` then starts a new log. Nothing can bring the old log back: export what you need first.`,
+stay (the checkpoint it remembers of the dropped log goes); ` + "`tunnelplane init`" + ` then starts a new log. Nothing can bring the old log back: export what you need first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			srv, err := g.resolveDatabase(cmd.Context(), devdb.PrivateReuse, false)
@@ -42,6 +46,10 @@ stay; ` + "`tunnelplane init`" + ` then starts a new log. Nothing can bring the 
 			}
 			if err := srv.DropDatabase(cmd.Context()); err != nil {
 				return err
+			}
+			// The dropped log's newest checkpoint would make control refuse the new log.
+			if err := os.Remove(controlapp.CheckpointFile(g.dataDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("dropped database %q but kept its checkpoint: %w", name, err)
 			}
 			fmt.Fprintf(g.stdout, "dropped database %q; run `tunnelplane init` to start a new log\n", name)
 			return nil

@@ -91,6 +91,9 @@ func newProjectionsCommand(g *globals) *cobra.Command {
 				if s.LastError != nil {
 					lastErr = *s.LastError
 				}
+				if s.Lag < 0 {
+					lastErr = "AHEAD OF THE LOG: the log was rolled back after this read model saw it " + lastErr
+				}
 				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Generation, s.Position, s.Lag, rebuilding, short(s.UpdatedAt), lastErr)
 			}
 			return tw.Flush()

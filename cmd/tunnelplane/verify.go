@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -14,12 +19,19 @@ import (
 func newVerifyCommand(g *globals) *cobra.Command {
 	var from, to uint64
 	var asJSON bool
+	var checkpointFile string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the whole log: hashes, positions, signatures, key history and checkpoints",
 		Long: `verify recomputes every hash of the event log, checks that positions are contiguous,
 checks every signature against the key in force at its position and every signed checkpoint's
-Merkle root. Exit status: 0 intact, 1 damaged (the first bad position is named), 2 could not run.`,
+Merkle root, and that no record lies past the head. It prints the log's current checkpoint (a
+signed note): save it somewhere the database's administrators cannot write, and later run
+verify --checkpoint FILE, which checks the note's signature and that the log still extends it
+(an RFC 6962 consistency proof from its size to the head, computed from the records): a log
+truncated, rolled back or rewritten since fails even if it was re-signed with the real key.
+Exit status: 0 intact, 1 damaged (the first bad position is named) or inconsistent with the
+checkpoint, 2 could not run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -40,15 +52,38 @@ Merkle root. Exit status: 0 intact, 1 damaged (the first bad position is named),
 			if flagChanged(cmd.Flags(), "to") {
 				opts.To = &to
 			}
+			var saved string
+			if checkpointFile != "" {
+				raw, err := os.ReadFile(checkpointFile)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--checkpoint: %w", err)}
+				}
+				saved = string(raw)
+			}
 			rep, err := eventstore.Verify(ctx, pool, opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			var cc *checkpointCheck
+			if saved != "" && rep.OK() {
+				if cc, err = checkSavedCheckpoint(ctx, pool, checkpointFile, saved); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
+			current := ""
+			if rep.OK() && opts.To == nil { // the head was verified: its checkpoint is worth keeping
+				if current, err = eventstore.CurrentCheckpoint(ctx, pool); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
+			failed := !rep.OK() || (cc != nil && !cc.OK)
 			if asJSON {
 				out := struct {
 					OK bool `json:"ok"`
 					eventstore.VerifyReport
-				}{rep.OK(), rep}
+					SavedCheckpoint *checkpointCheck `json:"saved_checkpoint,omitempty"`
+					Checkpoint      string           `json:"checkpoint,omitempty"`
+				}{!failed, rep, cc, current}
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(out); err != nil {
@@ -62,7 +97,17 @@ Merkle root. Exit status: 0 intact, 1 damaged (the first bad position is named),
 				fmt.Fprintf(g.stdout, "FAILED at position %d: %s: %s\n", rep.Failure.Position, rep.Failure.Kind, rep.Failure.Detail)
 				fmt.Fprintf(g.stdout, "records %d..%d verified before the failure\n", rep.From, rep.From+rep.Count)
 			}
-			if !rep.OK() {
+			if !asJSON && cc != nil {
+				if cc.OK {
+					fmt.Fprintf(g.stdout, "ok: the log extends the checkpoint in %s (size %d → %d)\n", checkpointFile, cc.Size, cc.HeadSize)
+				} else {
+					fmt.Fprintf(g.stdout, "FAILED: the checkpoint in %s (size %d): %s\n", checkpointFile, cc.Size, cc.Problem)
+				}
+			}
+			if !asJSON && current != "" && !failed {
+				fmt.Fprintf(g.stdout, "checkpoint (save it elsewhere; check later with verify --checkpoint FILE):\n%s", current)
+			}
+			if failed {
 				return &exitError{code: 1}
 			}
 			return nil
@@ -71,5 +116,36 @@ Merkle root. Exit status: 0 intact, 1 damaged (the first bad position is named),
 	cmd.Flags().Uint64Var(&from, "from", 0, "first position to verify (starts at the newest checkpoint at or before it)")
 	cmd.Flags().Uint64Var(&to, "to", 0, "last position to verify (default: the head)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().StringVar(&checkpointFile, "checkpoint", "", "a checkpoint note saved earlier (verify's output or GET /api/v1/log): check that the log still extends it")
 	return cmd
+}
+
+// checkpointCheck is the outcome of verify --checkpoint.
+type checkpointCheck struct {
+	File     string `json:"file"`
+	OK       bool   `json:"ok"`
+	Size     uint64 `json:"size"`
+	HeadSize uint64 `json:"head_size,omitempty"`
+	// Proof is the RFC 6962 consistency proof from Size to HeadSize (hex hashes).
+	Proof   []string `json:"proof,omitempty"`
+	Problem string   `json:"problem,omitempty"`
+}
+
+// checkSavedCheckpoint runs eventstore.CheckCheckpoint; a note that does not verify or a log that
+// does not extend it is a failed check, anything else an error.
+func checkSavedCheckpoint(ctx context.Context, pool *pgxpool.Pool, file, note string) (*checkpointCheck, error) {
+	signed, c, err := eventstore.CheckCheckpoint(ctx, pool, note)
+	cc := &checkpointCheck{File: file, Size: signed.Size}
+	switch {
+	case err == nil:
+		cc.OK, cc.HeadSize = true, c.HeadSize
+		for _, h := range c.Proof {
+			cc.Proof = append(cc.Proof, hex.EncodeToString(h))
+		}
+	case errors.Is(err, eventstore.ErrInconsistent), errors.Is(err, eventstore.ErrCheckpoint):
+		cc.Problem = err.Error()
+	default:
+		return nil, err
+	}
+	return cc, nil
 }

@@ -22,6 +22,7 @@ const (
 	FailCheckpointSignature FailureKind = "checkpoint_bad_signature" // a checkpoint is not signed by the log key in force
 	FailTruncated           FailureKind = "truncated"                // records the head or a checkpoint vouches for are gone
 	FailHeadMismatch        FailureKind = "head_mismatch"            // the head row disagrees with the records
+	FailPastHead            FailureKind = "past_head"                // a record lies at or beyond the head's next position
 )
 
 // Failure is the first problem verification found.

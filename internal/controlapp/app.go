@@ -38,6 +38,8 @@ type App struct {
 	http     *http.Server
 	serveErr chan error
 	stopOnce sync.Once
+
+	remembering bool // the log passed the start checks: keep its newest checkpoint in the data dir
 }
 
 // New validates cfg.
@@ -110,8 +112,28 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		}
 		a.API.SetLiveNodes(a.Bus.Live)
 	}
+	if err = a.Log.RememberCheckpoint(ctx); err != nil {
+		return err
+	}
+	a.remembering = true // only a log this process accepted is remembered
+	a.life.Go(a.rememberCheckpoints)
 	a.log.Info("control plane started", "api_url", a.URL, "pid", os.Getpid())
 	return nil
+}
+
+// rememberCheckpoints keeps the data dir's copy of the newest checkpoint current while the log
+// grows (CheckpointFile).
+func (a *App) rememberCheckpoints(ctx context.Context) {
+	known := a.Log.Store.KnownHead()
+	for lifecycle.Sleep(ctx, rememberEvery) {
+		if head := a.Log.Store.KnownHead(); head != known {
+			if err := a.Log.RememberCheckpoint(ctx); err != nil {
+				a.log.Warn("newest checkpoint not saved in the data dir", "error", err)
+				continue
+			}
+			known = head
+		}
+	}
 }
 
 // NewService builds the write side over a log. Without a runner (offline tools) the RBAC policy
@@ -165,6 +187,13 @@ func (a *App) stopParts(ctx context.Context) {
 		a.Runner.Stop()
 	}
 	if a.Log != nil {
+		if a.remembering {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := a.Log.RememberCheckpoint(rctx); err != nil {
+				a.log.Warn("newest checkpoint not saved in the data dir", "error", err)
+			}
+			cancel()
+		}
 		a.Log.Close()
 	}
 }

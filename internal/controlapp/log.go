@@ -103,6 +103,8 @@ type Log struct {
 	URL   string
 	Pool  *pgxpool.Pool
 	Store *eventstore.Store
+
+	memory *checkpointMemory // the newest checkpoint the data dir saw
 }
 
 // Close stops the store and closes the pool.
@@ -115,8 +117,9 @@ func (h *Log) Close() {
 	}
 }
 
-// OpenLog applies migrations to the database at url, makes sure the log has its genesis record
-// (as InitLog does) and starts a store that signs with the log key of dataDir.
+// OpenLog applies migrations to the database at url, refuses a log that does not extend the
+// checkpoint dataDir remembers (CheckpointFile), makes sure the log has its genesis record (as
+// InitLog does) and starts a store that signs with the log key of dataDir.
 func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.Logger) (*Log, error) {
 	if err := migrations.Up(ctx, url); err != nil {
 		return nil, err
@@ -127,7 +130,11 @@ func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.L
 	}
 	h := &Log{URL: url, Pool: pool}
 	keys := LogKeys(dataDir)
-	key, err := LogKeyForInit(ctx, keys, pool)
+	h.memory, err = checkRemembered(ctx, pool, CheckpointFile(dataDir), log)
+	var key *eventstore.SigningKey
+	if err == nil {
+		key, err = LogKeyForInit(ctx, keys, pool)
+	}
 	if err == nil {
 		_, err = eventstore.Init(ctx, pool, key, time.Now())
 	}
@@ -147,3 +154,7 @@ func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.L
 	}
 	return h, nil
 }
+
+// RememberCheckpoint writes the log's newest checkpoint to the data dir (CheckpointFile) when it
+// is newer than the one there, so that the next OpenLog refuses a log rolled back below it.
+func (h *Log) RememberCheckpoint(ctx context.Context) error { return h.memory.remember(ctx, h.Pool) }

@@ -16,6 +16,9 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 )
 
+// exitPermanent is connect's exit status when the node's refusal cannot change by retrying.
+const exitPermanent = 3
+
 func newConnectCommand(g *globals) *cobra.Command {
 	var cfg agent.Config
 	var controlURL, userToken string
@@ -28,7 +31,16 @@ carries the node's requests to the local upstream. It reconnects with exponentia
 jitter (the first connection too) and stops cleanly on SIGINT or SIGTERM.
 
 The fingerprint comes from --fingerprint, or from the control plane (--control-url with a user
-token allowed to list nodes): the node whose agent URL matches --node.`,
+token allowed to list nodes): the node whose agent URL matches --node.
+
+It retries what a retry can mend (network errors, a node starting or draining, 5xx answers) and
+stops at once, saying why in one line, when the node's answer cannot change: the agent token was
+revoked or has expired, the tunnel was deleted, the node's host key is not the pinned one, or the
+node answered the connection with 4xx (a wrong URL or an unsupported version).
+
+Exit status: 0 stopped by SIGINT or SIGTERM; 1 usage or configuration error (or a failed
+fingerprint lookup); 3 permanent refusal (see above; a service manager should not restart it,
+e.g. systemd RestartPreventExitStatus=3).`,
 		Example: `  tunnelplane connect --node ws://127.0.0.1:8081/v1/agent --token "$AGENT_TOKEN" \
       --to http://127.0.0.1:11434 --fingerprint SHA256:…`,
 		Args: cobra.NoArgs,
@@ -73,7 +85,11 @@ token allowed to list nodes): the node whose agent URL matches --node.`,
 			cfg.OnState = func(_ agent.State, detail string) {
 				fmt.Fprintf(g.stderr, "%s  %s\n", time.Now().Format("15:04:05"), detail) // the detail starts with the state
 			}
-			if err := agent.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
+			err := agent.Run(ctx, cfg)
+			switch {
+			case errors.Is(err, agent.ErrPermanent):
+				return &exitError{code: exitPermanent, err: err}
+			case err != nil && !errors.Is(err, context.Canceled):
 				return err
 			}
 			return nil

@@ -28,12 +28,24 @@ import (
 // Sentinel errors; match with errors.Is.
 var (
 	ErrInvalidConfig = errors.New("agent: invalid config")
+	// ErrPermanent comes with every refusal a retry cannot change: Run returns it instead of
+	// retrying. It comes with the kind of refusal (ErrHostKeyMismatch, ErrAuthFailed or
+	// ErrRefused) and, for a login refusal, with its reason (ErrTokenRevoked, …).
+	ErrPermanent = errors.New("permanent refusal")
 	// ErrHostKeyMismatch: the node's host key is not the pinned one. The agent refuses to send
 	// its token to it.
 	ErrHostKeyMismatch = errors.New("host key mismatch")
 	// ErrAuthFailed: the node refused the agent token (the node's reason follows).
 	ErrAuthFailed = errors.New("authentication failed")
+	// ErrTokenRevoked, ErrTokenExpired, ErrTokenInvalid and ErrTunnelDeleted say why the node
+	// refused the token, when it said so (node.RefusalBanner); each comes with ErrPermanent.
+	ErrTokenRevoked  = errors.New("agent token revoked")
+	ErrTokenExpired  = errors.New("agent token expired")
+	ErrTokenInvalid  = errors.New("agent token invalid")
+	ErrTunnelDeleted = errors.New("tunnel deleted")
 	// ErrRefused: the node refused the WebSocket connection (version, draining; reason follows).
+	// A 4xx answer (other than 408 and 429) is permanent: the URL, the version or a proxy in
+	// between is wrong, and asking again will not change it.
 	ErrRefused = errors.New("node refused the connection")
 	// ErrUnavailable comes with ErrRefused when the refusal is temporary (HTTP 503: the node is
 	// starting or draining); the agent retries without alarm.
@@ -41,6 +53,28 @@ var (
 	// ErrTunnelRefused: the node refused to give the agent its tunnel.
 	ErrTunnelRefused = errors.New("node refused the tunnel")
 )
+
+// reasonErrs name the login refusals a retry cannot change (node.PermanentReason), by code.
+var reasonErrs = map[string]error{
+	node.ReasonTokenRevoked:  ErrTokenRevoked,
+	node.ReasonTokenExpired:  ErrTokenExpired,
+	node.ReasonTokenInvalid:  ErrTokenInvalid,
+	node.ReasonTunnelDeleted: ErrTunnelDeleted,
+}
+
+// permanentError is a refusal a retry cannot change. Its text is one line saying what happened,
+// without the sentinels' names.
+type permanentError struct {
+	msg  string
+	errs []error
+}
+
+func (e *permanentError) Error() string   { return e.msg }
+func (e *permanentError) Unwrap() []error { return e.errs }
+
+func permanent(msg string, kinds ...error) error {
+	return &permanentError{msg: msg, errs: append([]error{ErrPermanent}, kinds...)}
+}
 
 // State is where the agent is in its connection cycle.
 type State int
@@ -234,7 +268,10 @@ func parseUpstream(raw string) (upstream, error) {
 
 // Run connects and keeps the tunnel up, reconnecting with exponential backoff and jitter (the
 // first connection retries too), until ctx ends; then it closes cleanly and returns nil. It
-// returns an error only for an invalid config.
+// retries what a retry can mend (network errors, a node starting or draining, 5xx answers) and
+// returns an error wrapping ErrPermanent for what it cannot (a revoked or expired token, a
+// deleted tunnel, a host key that is not the pinned one, a 4xx answer), and ErrInvalidConfig
+// for an invalid config.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -243,8 +280,7 @@ func Run(ctx context.Context, cfg Config) error {
 	u, _ := nodeURL(cfg.NodeURL)
 	up, _ := parseUpstream(cfg.Upstream)
 	a := &agent{cfg: cfg, url: u, up: up, log: cfg.Logger.With("node_url", u.String())}
-	a.run(ctx)
-	return nil
+	return a.run(ctx)
 }
 
 type agent struct {
@@ -260,7 +296,17 @@ func (a *agent) state(s State, detail string) {
 	}
 }
 
-func (a *agent) run(ctx context.Context) {
+// report tells a state change to OnState, or, without one, to the log: not to both, so that a
+// command line printing the states prints each event once.
+func (a *agent) report(s State, detail string, level slog.Level, msg string, attrs ...any) {
+	if a.cfg.OnState != nil {
+		a.cfg.OnState(s, detail)
+		return
+	}
+	a.log.Log(context.Background(), level, msg, attrs...)
+}
+
+func (a *agent) run(ctx context.Context) error {
 	failures := 0
 	timer := time.NewTimer(0)
 	<-timer.C
@@ -272,17 +318,16 @@ func (a *agent) run(ctx context.Context) {
 		var delay time.Duration
 		if err == nil {
 			failures = 0
-			a.log.Info("connected", "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
+			a.report(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s)", a.url, time.Since(start).Round(time.Millisecond),
+				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher),
+				slog.LevelInfo, "connected", "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
 				"connect_ms", time.Since(start).Milliseconds())
-			a.state(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s)", a.url, time.Since(start).Round(time.Millisecond),
-				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher))
 			reason := c.serve(ctx)
 			if ctx.Err() != nil {
 				a.state(StateStopped, "stopped")
-				return
+				return nil
 			}
-			a.log.Warn("disconnected", "reason", reason)
-			a.state(StateDisconnected, "disconnected: "+reason)
+			a.report(StateDisconnected, "disconnected: "+reason, slog.LevelWarn, "disconnected", "reason", reason)
 			delay = a.backoff(0)
 			if reason == "replaced" {
 				// Another agent holds the tunnel now; reconnecting at once would only take it back
@@ -292,16 +337,14 @@ func (a *agent) run(ctx context.Context) {
 		} else {
 			if ctx.Err() != nil {
 				a.state(StateStopped, "stopped")
-				return
+				return nil
 			}
-			if errors.Is(err, ErrUnavailable) {
-				a.log.Warn("node unavailable", "error", err)
-			} else if errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrRefused) {
-				a.log.Error("connection refused", "error", err)
-			} else {
-				a.log.Warn("connection failed", "error", err)
+			if errors.Is(err, ErrPermanent) {
+				// Said once, by whoever receives the error.
+				a.state(StateStopped, "stopped: the node's refusal is permanent")
+				return err
 			}
-			a.state(StateDisconnected, "disconnected: "+err.Error())
+			a.report(StateDisconnected, "disconnected: "+err.Error(), slog.LevelWarn, "connection failed", "error", err)
 			delay = a.backoff(failures)
 			failures++
 		}
@@ -310,7 +353,7 @@ func (a *agent) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			a.state(StateStopped, "stopped")
-			return
+			return nil
 		case <-timer.C:
 		}
 	}
@@ -428,12 +471,12 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 			if a.cfg.InsecureSkipPin || got == a.cfg.HostKeyFingerprint {
 				return nil
 			}
-			return fmt.Errorf("%w: expected %s, got %s (the node's key changed, or this is not your node)",
-				ErrHostKeyMismatch, a.cfg.HostKeyFingerprint, got)
+			return permanent(fmt.Sprintf("node host key %s does not match the pinned %s (the node's key changed, or this is not your node)",
+				got, a.cfg.HostKeyFingerprint), ErrHostKeyMismatch)
 		},
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		BannerCallback: func(msg string) error {
-			banner = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), "tunnelplane:"))
+			banner = msg
 			return nil
 		},
 		ClientVersion: "SSH-2.0-tunnelplane_agent_" + sanitizeVersion(a.cfg.Version),
@@ -442,11 +485,16 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 	sc, chans, reqs, err := ssh.NewClientConn(wc, a.url.Host, sshCfg)
 	if err != nil {
 		wc.Close()
+		var pe *permanentError
 		switch {
-		case errors.Is(err, ErrHostKeyMismatch):
-			return nil, errors.Unwrap(err) // drop x/crypto's "ssh: handshake failed" prefix
+		case errors.As(err, &pe):
+			return nil, pe // without x/crypto's "ssh: handshake failed" prefix
 		case banner != "":
-			return nil, fmt.Errorf("%w: %s", ErrAuthFailed, banner)
+			code, msg := node.ParseRefusalBanner(banner)
+			if node.PermanentReason(code) {
+				return nil, permanent(msg, ErrAuthFailed, reasonErrs[code])
+			}
+			return nil, fmt.Errorf("%w: %s", ErrAuthFailed, msg)
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w: the node refused the agent token", ErrAuthFailed)
 		case ctx.Err() != nil:
@@ -707,8 +755,11 @@ func refusal(resp *http.Response) error {
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		return fmt.Errorf("%w (%w): HTTP %d: %s", ErrRefused, ErrUnavailable, resp.StatusCode, msg)
+	switch code := resp.StatusCode; {
+	case code == http.StatusServiceUnavailable:
+		return fmt.Errorf("%w (%w): HTTP %d: %s", ErrRefused, ErrUnavailable, code, msg)
+	case code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
+		return permanent(fmt.Sprintf("node refused the connection: HTTP %d: %s", code, msg), ErrRefused)
 	}
 	return fmt.Errorf("%w: HTTP %d: %s", ErrRefused, resp.StatusCode, msg)
 }

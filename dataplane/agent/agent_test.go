@@ -12,7 +12,15 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The tests against a real node (node_test.go) run its fasthttp ingress: its worker-pool
+	// cleaner notices a stopped server within its 10s idle period, and its clock goroutine serves
+	// the whole process. net/http lingers 500ms after refusing a request whose body it did not
+	// read; that goroutine ends by itself.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("net/http.(*conn).closeWriteAndWait"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"))
+}
 
 func TestNodeURLAndUpstreamParsing(t *testing.T) {
 	for in, want := range map[string]string{
@@ -74,6 +82,13 @@ func TestRefusalExplainsProblemDocuments(t *testing.T) {
 	err := refusal(resp)
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), "supports tunnelplane.v2") {
 		t.Fatalf("%v", err)
+	}
+	// A 4xx cannot change by asking again; 5xx, 408 and 429 may.
+	for code, permanent := range map[int]bool{400: true, 404: true, 403: true, 408: false, 429: false, 502: false, 503: false} {
+		err := refusal(&http.Response{StatusCode: code, Body: io.NopCloser(strings.NewReader(""))})
+		if errors.Is(err, ErrPermanent) != permanent || !errors.Is(err, ErrRefused) || errors.Is(err, ErrUnavailable) != (code == 503) {
+			t.Errorf("HTTP %d: %v (permanent: %v)", code, err, errors.Is(err, ErrPermanent))
+		}
 	}
 }
 

@@ -27,6 +27,11 @@ var (
 	ErrInvalidConfig = errors.New("node: invalid config")
 	// ErrStopped: the node was stopped.
 	ErrStopped = errors.New("node: stopped")
+	// ErrTokenRevoked and ErrTunnelDeleted come with ErrUnauthenticated from an Authenticator
+	// when the agent token was revoked or its tunnel deleted: the node then tells the agent that
+	// a retry cannot help (ReasonTokenRevoked, ReasonTunnelDeleted).
+	ErrTokenRevoked  = errors.New("agent token revoked")
+	ErrTunnelDeleted = errors.New("tunnel deleted")
 )
 
 // AgentIdentity is who an agent token says the agent is.
@@ -36,7 +41,8 @@ type AgentIdentity struct {
 }
 
 // Authenticator checks an agent token (offline, against the token keys and revocations).
-// Errors should wrap ErrUnauthenticated; their text is shown to the agent.
+// Errors should wrap ErrUnauthenticated (and ErrTokenRevoked or ErrTunnelDeleted when that is
+// why); their text is shown to the agent.
 type Authenticator interface {
 	AuthenticateAgent(ctx context.Context, token string) (AgentIdentity, error)
 }

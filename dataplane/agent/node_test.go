@@ -1,0 +1,295 @@
+package agent_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/dataplane/agent"
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/view"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
+	"github.com/tunnelplane/tunnelplane/internal/logbuf"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
+)
+
+const (
+	orgID    = "0193f2a4-7c1e-7d3a-9b2e-000000000001"
+	tunnelID = "0193f2a4-7c1e-7d3a-9b2e-000000000002"
+)
+
+// cluster is a real node in process whose agents and callers are decided by a real view of the
+// log, fed the events the control plane would relay: organization "acme" with tunnel "llm",
+// owned by alice.
+type cluster struct {
+	t       *testing.T
+	key     *ledger.SigningKey
+	view    *view.View
+	node    *node.Node
+	fp      string
+	addr    string
+	nodeLog *logbuf.Buffer
+	alice   string // user token
+
+	mu  sync.Mutex
+	pos uint64
+}
+
+func newCluster(t *testing.T, upstream string) *cluster {
+	t.Helper()
+	key, err := ledger.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	hk, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, key: key, fp: ssh.FingerprintSHA256(hk.PublicKey()), nodeLog: &logbuf.Buffer{}}
+	var n *node.Node
+	// As internal/nodeapp wires them: a revocation or deletion ends the sessions at once.
+	c.view = view.New(token.DefaultIssuer, view.Hooks{
+		TokenRevoked:  func(id, reason string) { n.DisconnectToken(id, reason) },
+		TunnelDeleted: func(id, reason string) { n.DisconnectTunnel(id, reason) },
+	})
+	c.view.Keys().Put(key.ID(), key.Public())
+	c.apply(domain.OrganizationCreated{OrgID: orgID, Name: "acme", CreatedBy: "alice"})
+	c.apply(domain.RoleAssigned{OrgID: orgID, UserID: "alice", Role: domain.RoleAdmin})
+	c.apply(domain.TunnelCreated{TunnelID: tunnelID, OrgID: orgID, Owner: "alice", Name: "llm", Upstream: upstream, Protocol: domain.ProtocolHTTP})
+	n, err = node.New(node.Config{NodeID: "node-test", HostKey: hk, Authenticator: c.view, Router: c.view, Authorizer: c.view,
+		Logger: slog.New(slog.NewTextHandler(c.nodeLog, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.node = n
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := n.NewServer(map[string]http.Handler{"/v1/agent": n.AgentHandler()})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln)
+	}()
+	c.addr = ln.Addr().String()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-served
+		n.Stop()
+	})
+	c.alice, err = token.MintUser(key, token.DefaultIssuer, "alice", "Alice", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// apply feeds one event to the view, as the relay would.
+func (c *cluster) apply(e domain.Event) {
+	c.t.Helper()
+	b, _ := json.Marshal(e)
+	c.mu.Lock()
+	pos := c.pos
+	c.pos++
+	c.mu.Unlock()
+	if err := c.view.Apply(view.Event{Position: pos, EventID: fmt.Sprint("ev-", pos), StreamID: "s", Type: e.EventType(), Payload: b}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) agentToken(jti string) string {
+	c.t.Helper()
+	tok, err := token.MintAgent(c.key, token.DefaultIssuer, jti, orgID, tunnelID, time.Now().Add(time.Hour), time.Now())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tok
+}
+
+func (c *cluster) agentURL() string { return "ws://" + c.addr + "/v1/agent" }
+
+// held reports whether an agent session holds the tunnel.
+func (c *cluster) held() bool {
+	for _, s := range c.node.Sessions() {
+		if s.TunnelID == tunnelID && s.HoldsTunnel {
+			return true
+		}
+	}
+	return false
+}
+
+// running is an agent.Run in progress.
+type running struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+	states *stateLog
+}
+
+type stateLog struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (s *stateLog) add(st agent.State, detail string) {
+	s.mu.Lock()
+	s.log = append(s.log, st.String()+"|"+detail)
+	s.mu.Unlock()
+}
+
+func (s *stateLog) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.log, "\n")
+}
+
+func (c *cluster) config(jti string) agent.Config {
+	return agent.Config{NodeURL: c.agentURL(), Token: c.agentToken(jti), HostKeyFingerprint: c.fp, Version: "test",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+}
+
+func (c *cluster) start(cfg agent.Config) *running {
+	c.t.Helper()
+	r := &running{done: make(chan struct{}), states: &stateLog{}}
+	cfg.OnState = r.states.add
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(context.Background())
+	go func() {
+		defer close(r.done)
+		r.err = agent.Run(ctx, cfg)
+	}()
+	c.t.Cleanup(func() {
+		r.cancel()
+		<-r.done
+	})
+	return r
+}
+
+// wait waits for Run to return and gives its error.
+func (r *running) wait(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(within):
+		t.Fatalf("Run did not return within %v; states:\n%s", within, r.states)
+		return nil
+	}
+}
+
+// call sends GET path through the node's ingress as alice.
+func (c *cluster) call(path string) (*http.Response, error) {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+c.addr+"/t/llm.acme"+path, nil)
+	req.Header.Set("Authorization", "Bearer "+c.alice)
+	return http.DefaultClient.Do(req)
+}
+
+func helloUpstream(t *testing.T, body string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// A refusal that a retry cannot change ends Run at once with ErrPermanent and one line saying
+// what happened: a revoked token and a deleted tunnel, both while connected (the node cuts the
+// session, the agent's next login is refused) and before the first connection, and a host key
+// that is not the pinned one.
+func TestPermanentRefusalsEndRun(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		connected bool // reach the tunnel first, then make the refusal happen
+		refuse    func(c *cluster, cfg *agent.Config)
+		sentinel  error
+		line      string
+	}{
+		{"revoked token while connected", true, func(c *cluster, _ *agent.Config) {
+			c.apply(domain.AgentTokenRevoked{TokenID: "jti-1", OrgID: orgID, TunnelID: tunnelID})
+		}, agent.ErrTokenRevoked, "agent token revoked (token jti-1)"},
+		{"revoked token", false, func(c *cluster, _ *agent.Config) {
+			c.apply(domain.AgentTokenRevoked{TokenID: "jti-1", OrgID: orgID, TunnelID: tunnelID})
+		}, agent.ErrTokenRevoked, "agent token revoked (token jti-1)"},
+		{"deleted tunnel while connected", true, func(c *cluster, _ *agent.Config) {
+			c.apply(domain.TunnelDeleted{TunnelID: tunnelID, OrgID: orgID, Name: "llm"})
+		}, agent.ErrTunnelDeleted, "tunnel deleted (tunnel " + tunnelID + ")"},
+		{"deleted tunnel", false, func(c *cluster, _ *agent.Config) {
+			c.apply(domain.TunnelDeleted{TunnelID: tunnelID, OrgID: orgID, Name: "llm"})
+		}, agent.ErrTunnelDeleted, "tunnel deleted (tunnel " + tunnelID + ")"},
+		{"host key mismatch", false, func(_ *cluster, cfg *agent.Config) {
+			cfg.HostKeyFingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+		}, agent.ErrHostKeyMismatch, "node host key SHA256:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := newCluster(t, helloUpstream(t, "hi"))
+			cfg := c.config("jti-1")
+			cfg.Upstream = helloUpstream(t, "hi")
+			if !tc.connected {
+				tc.refuse(c, &cfg)
+			}
+			a := c.start(cfg)
+			if tc.connected {
+				poll.Until(t, 10*time.Second, "tunnel held", c.held)
+				tc.refuse(c, &cfg)
+			}
+			err := a.wait(t, 5*time.Second)
+			if !errors.Is(err, agent.ErrPermanent) || !errors.Is(err, tc.sentinel) {
+				t.Fatalf("Run returned %v; want ErrPermanent and %v", err, tc.sentinel)
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, tc.line) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q: want one line starting %q", msg, tc.line)
+			}
+			if tc.sentinel == agent.ErrHostKeyMismatch && !strings.Contains(err.Error(), "does not match the pinned "+cfg.HostKeyFingerprint) {
+				t.Fatalf("error %q names not both keys", err)
+			}
+			if strings.Contains(a.states.String(), err.Error()) {
+				t.Fatalf("the reason went to OnState too (it would be printed twice):\n%s", a.states)
+			}
+		})
+	}
+}
+
+// A token the node does not know yet, or a node that is starting, is retried: Run keeps going.
+func TestTemporaryRefusalsAreRetried(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, helloUpstream(t, "hi"))
+	cfg := c.config("jti-1")
+	cfg.Upstream = helloUpstream(t, "hi")
+	// A token for a tunnel the node has not heard of (yet).
+	other, err := token.MintAgent(c.key, token.DefaultIssuer, "jti-2", orgID, "0193f2a4-7c1e-7d3a-9b2e-00000000000f", time.Now().Add(time.Hour), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Token = other
+	a := c.start(cfg)
+	poll.Until(t, 10*time.Second, "three refused attempts", func() bool {
+		return strings.Count(a.states.String(), "retrying in") >= 3
+	})
+	select {
+	case <-a.done:
+		t.Fatalf("Run returned %v on a refusal that may pass", a.err)
+	default:
+	}
+	if !strings.Contains(a.states.String(), "does not exist (as far as this node knows)") {
+		t.Fatalf("states:\n%s", a.states)
+	}
+}

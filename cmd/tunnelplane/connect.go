@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,7 +31,11 @@ func newConnectCommand(g *globals) *cobra.Command {
 		Long: `connect dials a node over WebSocket, runs SSH over it, checks the node's host key against the
 pinned fingerprint (a mismatch refuses to connect and says so), logs in with the agent token and
 carries the node's requests to the local upstream. It reconnects with exponential backoff and
-jitter (the first connection too) and stops cleanly on SIGINT or SIGTERM.
+jitter (the first connection too).
+
+On SIGINT or SIGTERM it stops gently: the node routes no new call to it (callers get 503, or
+reach another agent of the tunnel), the calls in flight (streamed generations too) finish for up
+to --shutdown-timeout, then it disconnects. A second signal ends it at once.
 
 The fingerprint comes from --fingerprint, or from the control plane (--control-url with a user
 token allowed to list nodes): the node whose agent URL matches --node.
@@ -85,6 +92,9 @@ e.g. systemd RestartPreventExitStatus=3).`,
 			cfg.OnState = func(_ agent.State, detail string) {
 				fmt.Fprintf(g.stderr, "%s  %s\n", time.Now().Format("15:04:05"), detail) // the detail starts with the state
 			}
+			// The first signal starts the gentle stop; the next one gets the default action.
+			stopSignals := context.AfterFunc(ctx, func() { signal.Reset(os.Interrupt, syscall.SIGTERM) })
+			defer stopSignals()
 			err := agent.Run(ctx, cfg)
 			switch {
 			case errors.Is(err, agent.ErrPermanent):
@@ -105,6 +115,7 @@ e.g. systemd RestartPreventExitStatus=3).`,
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane URL to look the fingerprint up (env TUNNELPLANE_API_URL)")
 	secretFlag(fs, &userToken, "user-token", "TOKEN", "user token for --control-url")
 	fs.DurationVar(&cfg.MaxBackoff, "max-backoff", 30*time.Second, "longest wait between reconnection attempts")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long calls in flight may take to finish before they are cut")
 	return cmd
 }
 

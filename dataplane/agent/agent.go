@@ -136,6 +136,11 @@ type Config struct {
 	KeepaliveInterval, KeepaliveTimeout time.Duration
 	// UpstreamDialTimeout bounds dialling the upstream for one forwarded connection (default 10s).
 	UpstreamDialTimeout time.Duration
+	// ShutdownTimeout bounds how long the agent, once ctx ends, lets the calls in flight finish
+	// (streamed generations included) before it closes the connection (default 30s). Meanwhile
+	// the node routes no new call to it (RequestDrain; with a node that does not know it, the
+	// agent refuses new channels itself and may wait for idle pooled ones until the timeout).
+	ShutdownTimeout time.Duration
 	// TLSConfig is used for wss:// node URLs (nil: system roots).
 	TLSConfig *tls.Config
 	Logger    *slog.Logger
@@ -156,6 +161,7 @@ func (c *Config) applyDefaults() {
 	def(&c.KeepaliveInterval, 15*time.Second)
 	def(&c.KeepaliveTimeout, 10*time.Second)
 	def(&c.UpstreamDialTimeout, 10*time.Second)
+	def(&c.ShutdownTimeout, 30*time.Second)
 	if len(c.Protocols) == 0 {
 		c.Protocols = []string{node.ProtocolV2, node.ProtocolV1}
 	}
@@ -200,7 +206,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}} {
+	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}} {
 		if d.v < 0 {
 			bad("%s must be positive, got %v", d.name, d.v)
 		}
@@ -267,7 +273,8 @@ func parseUpstream(raw string) (upstream, error) {
 }
 
 // Run connects and keeps the tunnel up, reconnecting with exponential backoff and jitter (the
-// first connection retries too), until ctx ends; then it closes cleanly and returns nil. It
+// first connection retries too), until ctx ends; then it lets the calls in flight finish (up to
+// ShutdownTimeout; the node sends it no new ones), closes cleanly and returns nil. It
 // retries what a retry can mend (network errors, a node starting or draining, 5xx answers) and
 // returns an error wrapping ErrPermanent for what it cannot (a revoked or expired token, a
 // deleted tunnel, a host key that is not the pinned one, a 4xx answer), and ErrInvalidConfig
@@ -389,6 +396,9 @@ type conn struct {
 	kaTimer    *time.Timer
 	closed     bool
 	wg         sync.WaitGroup // forwarded connections
+	active     int            // forwarded connections not finished yet
+	idle       chan struct{}  // closed when active drops to zero, while someone waits
+	refusing   bool           // stopping and the node does not drain: refuse new channels
 	reqsDone   chan struct{}
 }
 
@@ -578,27 +588,23 @@ func (c *conn) handleRequests() {
 	}
 }
 
-// serve carries forwarded connections until the connection ends and says why it ended.
+// serve carries forwarded connections until the connection ends and says why it ended. When ctx
+// ends first, it shuts the connection down gently (shutdown).
 func (c *conn) serve(ctx context.Context) string {
-	stop := context.AfterFunc(ctx, func() {
-		// Say goodbye so the node records why, then close.
-		_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _, _ = c.sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
-		_ = c.ws.Close()
-	})
 	c.mu.Lock()
 	c.kaTimer = time.AfterFunc(c.a.cfg.KeepaliveInterval, c.keepalive)
 	c.mu.Unlock()
-	for nc := range c.chans {
-		if nc.ChannelType() != node.ChannelForwarded {
-			_ = nc.Reject(ssh.UnknownChannelType, "agents accept only "+node.ChannelForwarded)
-			continue
-		}
-		c.wg.Add(1)
-		go c.forward(nc)
+	ended := make(chan struct{}) // the connection is gone: the node's channel opens have ended
+	go func() {
+		defer close(ended)
+		c.accept()
+	}()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		c.shutdown(ended)
 	}
 	err := c.sc.Wait()
-	stop()
 	c.mu.Lock()
 	c.closed = true
 	c.kaTimer.Stop()
@@ -620,6 +626,85 @@ func (c *conn) serve(ctx context.Context) string {
 		}
 	}
 	return reason
+}
+
+// accept starts a forward for each channel the node opens, until the connection ends.
+func (c *conn) accept() {
+	for nc := range c.chans {
+		if nc.ChannelType() != node.ChannelForwarded {
+			_ = nc.Reject(ssh.UnknownChannelType, "agents accept only "+node.ChannelForwarded)
+			continue
+		}
+		c.mu.Lock()
+		if c.refusing {
+			c.mu.Unlock()
+			_ = nc.Reject(ssh.ResourceShortage, "the agent is stopping")
+			continue
+		}
+		c.active++
+		c.wg.Add(1)
+		c.mu.Unlock()
+		go c.forward(nc)
+	}
+}
+
+// shutdown lets the calls in flight finish, at most ShutdownTimeout, then says goodbye and
+// closes; it returns when the connection has ended. A v2 node asked to drain routes no new call
+// here and ends the session itself once its calls are done; with any other node the agent
+// refuses new channels and waits until its forwards are done.
+func (c *conn) shutdown(ended <-chan struct{}) {
+	a := c.a
+	// Done stays closed once the time is up, for every select below.
+	deadline, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	nodeDrains := false
+	if c.protocol == node.ProtocolV2 {
+		replied := make(chan bool, 1)
+		go func() {
+			ok, _, err := c.sc.SendRequest(node.RequestDrain, true, nil)
+			replied <- ok && err == nil
+		}()
+		// A node that does not answer within KeepaliveTimeout is taken as one that does not drain.
+		wait := time.NewTimer(a.cfg.KeepaliveTimeout)
+		answered := false
+		select {
+		case nodeDrains = <-replied:
+			answered = true
+		case <-wait.C:
+		case <-deadline.Done():
+		}
+		wait.Stop()
+		if !answered {
+			// The request's goroutine ends once the node answers or the connection closes (below).
+			defer func() { <-replied }()
+		}
+	}
+	var idle chan struct{}
+	c.mu.Lock()
+	c.refusing = !nodeDrains
+	if !nodeDrains && c.active > 0 {
+		c.idle = make(chan struct{})
+		idle = c.idle
+	}
+	active := c.active
+	c.mu.Unlock()
+	if nodeDrains || idle != nil {
+		a.log.Info("stopping: letting calls in flight finish", "calls", active, "node_drains", nodeDrains, "timeout", a.cfg.ShutdownTimeout)
+		select {
+		case <-ended: // the node ended the session: its calls are done
+		case <-idle:
+		case <-deadline.Done():
+			c.mu.Lock()
+			left := c.active
+			c.mu.Unlock()
+			a.log.Warn("stopping: shutdown timeout, cutting the calls still in flight", "calls", left, "timeout", a.cfg.ShutdownTimeout)
+		}
+	}
+	// Say goodbye so the node records why, then close.
+	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _, _ = c.sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
+	_ = c.ws.Close()
+	<-ended
 }
 
 func (c *conn) keepalive() {
@@ -644,7 +729,16 @@ func (c *conn) keepalive() {
 
 // forward carries one ingress connection to the upstream.
 func (c *conn) forward(nc ssh.NewChannel) {
-	defer c.wg.Done()
+	defer func() {
+		c.mu.Lock()
+		c.active--
+		if c.active == 0 && c.idle != nil {
+			close(c.idle)
+			c.idle = nil
+		}
+		c.mu.Unlock()
+		c.wg.Done()
+	}()
 	a := c.a
 	d := net.Dialer{Timeout: a.cfg.UpstreamDialTimeout}
 	up, err := d.Dial("tcp", a.up.addr)

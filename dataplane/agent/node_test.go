@@ -138,10 +138,11 @@ func (c *cluster) held() bool {
 
 // running is an agent.Run in progress.
 type running struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
-	states *stateLog
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error
+	returned time.Time
+	states   *stateLog
 }
 
 type stateLog struct {
@@ -175,6 +176,7 @@ func (c *cluster) start(cfg agent.Config) *running {
 	go func() {
 		defer close(r.done)
 		r.err = agent.Run(ctx, cfg)
+		r.returned = time.Now()
 	}()
 	c.t.Cleanup(func() {
 		r.cancel()
@@ -291,5 +293,132 @@ func TestTemporaryRefusalsAreRetried(t *testing.T) {
 	}
 	if !strings.Contains(a.states.String(), "does not exist (as far as this node knows)") {
 		t.Fatalf("states:\n%s", a.states)
+	}
+}
+
+// streamer is an upstream that streams chunks like a model generating tokens.
+type streamer struct {
+	chunks   int
+	interval time.Duration
+	started  chan struct{} // closed once the first chunk is out
+	once     sync.Once
+
+	mu       sync.Mutex
+	finished time.Time // when the last chunk was written
+}
+
+func newStreamer(t *testing.T, chunks int, interval time.Duration) (*streamer, string) {
+	t.Helper()
+	s := &streamer{chunks: chunks, interval: interval, started: make(chan struct{})}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return s, srv.URL
+}
+
+func (s *streamer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tick := time.NewTicker(s.interval)
+	defer tick.Stop()
+	for i := range s.chunks {
+		fmt.Fprintf(w, "chunk %d\n", i)
+		w.(http.Flusher).Flush()
+		s.once.Do(func() { close(s.started) })
+		if i == s.chunks-1 {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	s.mu.Lock()
+	s.finished = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *streamer) want() string {
+	var b strings.Builder
+	for i := range s.chunks {
+		fmt.Fprintf(&b, "chunk %d\n", i)
+	}
+	return b.String()
+}
+
+// Stopping the agent (SIGTERM in connect) lets a streamed call in flight finish: the caller gets
+// the whole stream, new calls are answered 503 by the node meanwhile, and Run returns once the
+// stream is over.
+func TestStopLetsCallsInFlightFinish(t *testing.T) {
+	t.Parallel()
+	up, upURL := newStreamer(t, 20, 50*time.Millisecond) // about a second
+	c := newCluster(t, upURL)
+	cfg := c.config("jti-1")
+	cfg.Upstream = upURL
+	cfg.ShutdownTimeout = 20 * time.Second
+	a := c.start(cfg)
+	poll.Until(t, 10*time.Second, "tunnel held", c.held)
+
+	resp, err := c.call("/generate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-up.started
+	a.cancel() // mid-stream
+	// The node stops routing calls to the stopping agent.
+	poll.Until(t, 5*time.Second, "the session no longer holds the tunnel", func() bool { return !c.held() })
+	late, err := c.call("/generate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late.Body.Close()
+	if late.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a call while the agent stops: %d, want 503", late.StatusCode)
+	}
+
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != up.want() {
+		t.Fatalf("the caller got %d of %d bytes (%v):\n%s", len(body), len(up.want()), err, body)
+	}
+	if err := a.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	up.mu.Lock()
+	finished := up.finished
+	up.mu.Unlock()
+	if finished.IsZero() || a.returned.Before(finished) {
+		t.Fatalf("Run returned at %v, the stream ended at %v", a.returned, finished)
+	}
+	poll.Until(t, 5*time.Second, "the node logged why the session ended", func() bool {
+		return strings.Contains(c.nodeLog.String(), `reason="agent draining"`)
+	})
+}
+
+// A call that outlasts ShutdownTimeout is cut: Run returns after about the timeout.
+func TestStopCutsCallsAfterTheShutdownTimeout(t *testing.T) {
+	t.Parallel()
+	up, upURL := newStreamer(t, 1000, 20*time.Millisecond) // 20 s
+	c := newCluster(t, upURL)
+	cfg := c.config("jti-1")
+	cfg.Upstream = upURL
+	cfg.ShutdownTimeout = 500 * time.Millisecond
+	a := c.start(cfg)
+	poll.Until(t, 10*time.Second, "tunnel held", c.held)
+	resp, err := c.call("/generate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-up.started
+	start := time.Now()
+	a.cancel()
+	if err := a.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if took := time.Since(start); took < cfg.ShutdownTimeout || took > cfg.ShutdownTimeout+3*time.Second {
+		t.Fatalf("Run returned %v after the stop; the shutdown timeout is %v", took, cfg.ShutdownTimeout)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if len(body) == 0 || len(body) >= len(up.want()) {
+		t.Fatalf("the caller got %d of %d bytes: the stream should have been cut", len(body), len(up.want()))
 	}
 }

@@ -209,6 +209,18 @@ func drainChannels(chans <-chan ssh.NewChannel) {
 	}
 }
 
+// agentDraining: the agent is stopping (RequestDrain). No new call is routed to it; the calls in
+// flight finish (the agent bounds how long it waits), then the session ends.
+func (s *session) agentDraining() {
+	s.log.Info("agent draining")
+	s.n.unroute(s)
+	// The session goroutine holds a count of n.wg, so Add cannot race Stop's Wait.
+	s.n.wg.Go(func() {
+		s.waitIdle(context.Background()) // returns when the session ends too
+		s.close("agent draining")
+	})
+}
+
 // agentVersionFrom reads "SSH-2.0-tunnelplane_agent_<version>".
 func agentVersionFrom(v []byte) string {
 	const prefix = "SSH-2.0-tunnelplane_agent_"

@@ -31,6 +31,10 @@ const (
 	// RequestDisconnect carries a DisconnectNotice just before the sender closes the connection,
 	// so the other side can say why.
 	RequestDisconnect = "disconnect@tunnelplane.dev"
+	// RequestDrain (v2, want-reply) says the agent is stopping: the node stops routing new calls
+	// to it, lets the calls in flight finish and then ends the session ("agent draining"). A node
+	// that does not know it answers false; the agent then refuses new channels itself.
+	RequestDrain = "drain@tunnelplane.dev"
 	// ChannelForwarded is the channel type the node opens for each ingress connection.
 	ChannelForwarded = "forwarded-tcpip"
 

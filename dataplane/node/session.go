@@ -130,6 +130,13 @@ func (s *session) handleRequest(r *ssh.Request) {
 	case RequestCancelForward:
 		reply(true, nil)
 		s.close("agent released the tunnel")
+	case RequestDrain:
+		if s.meta.protocol != ProtocolV2 {
+			reply(false, nil)
+			return
+		}
+		reply(true, nil)
+		s.agentDraining()
 	case RequestDisconnect:
 		var d DisconnectNotice
 		if ssh.Unmarshal(r.Payload, &d) == nil {

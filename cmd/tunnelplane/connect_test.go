@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -32,6 +33,17 @@ type connectNode struct {
 	key     *ledger.SigningKey
 }
 
+// untold wraps the view as an Authenticator that does not know upstreams: the node then answers
+// agent-info as older nodes do, without one.
+type untold struct{ *view.View }
+
+func (u untold) AuthenticateAgent(ctx context.Context, raw string) (node.AgentIdentity, error) {
+	id, err := u.View.AuthenticateAgent(ctx, raw)
+	id.Upstream = ""
+	return id, err
+}
+
+// startConnectNode starts the node; an empty upstream makes it one that does not tell it.
 func startConnectNode(t *testing.T, upstream string, events ...domain.Event) connectNode {
 	t.Helper()
 	key, err := ledger.GenerateSigningKey()
@@ -44,6 +56,10 @@ func startConnectNode(t *testing.T, upstream string, events ...domain.Event) con
 		t.Fatal(err)
 	}
 	v := view.New(token.DefaultIssuer, view.Hooks{})
+	var auth node.Authenticator = v
+	if upstream == "" {
+		upstream, auth = "http://127.0.0.1:11434", untold{v}
+	}
 	v.Keys().Put(key.ID(), key.Public())
 	all := append([]domain.Event{
 		domain.OrganizationCreated{OrgID: connectOrg, Name: "acme", CreatedBy: "alice"},
@@ -55,7 +71,7 @@ func startConnectNode(t *testing.T, upstream string, events ...domain.Event) con
 			t.Fatal(err)
 		}
 	}
-	n, err := node.New(node.Config{NodeID: "node-test", HostKey: hk, Authenticator: v, Router: v, Authorizer: v})
+	n, err := node.New(node.Config{NodeID: "node-test", HostKey: hk, Authenticator: auth, Router: v, Authorizer: v})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,5 +136,29 @@ func TestConnectExitsOnPermanentRefusal(t *testing.T) {
 				t.Fatalf("stderr:\n%s", r.stderr)
 			}
 		})
+	}
+}
+
+// --to is optional: the tunnel's upstream is the default. A node that does not tell it (an
+// older one) gets a clear message, once, and exit status 1.
+func TestConnectWithoutToNeedsANodeThatTellsTheUpstream(t *testing.T) {
+	t.Parallel()
+	r := tp(t, "connect", "--node", "ws://127.0.0.1:1/v1/agent", "--token", "t")
+	if r.code != 1 || strings.Contains(r.stderr, "--to") || !strings.Contains(r.stderr, "pin the node's host key") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	n := startConnectNode(t, "")
+	done := make(chan result, 1)
+	go func() {
+		done <- tp(t, "connect", "--node", n.url, "--token", n.agentToken(t, "jti-1"), "--fingerprint", n.fp)
+	}()
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connect kept going without an upstream")
+	}
+	const msg = "this node does not tell the tunnel's upstream; pass --to"
+	if r.code != 1 || strings.Count(r.stderr, msg) != 1 {
+		t.Fatalf("exit %d, want 1 and %q once:\n%s", r.code, msg, r.stderr)
 	}
 }

@@ -52,6 +52,9 @@ var (
 	ErrUnavailable = errors.New("node unavailable")
 	// ErrTunnelRefused: the node refused to give the agent its tunnel.
 	ErrTunnelRefused = errors.New("node refused the tunnel")
+	// ErrNoUpstream: the agent was given no upstream and the node does not tell the tunnel's
+	// (an older node, or one that does not know it); Run returns it.
+	ErrNoUpstream = errors.New("this node does not tell the tunnel's upstream; pass --to (Config.Upstream)")
 )
 
 // reasonErrs name the login refusals a retry cannot change (node.PermanentReason), by code.
@@ -111,6 +114,9 @@ type Config struct {
 	// Token is the agent token; it is sent only after the host key checked out.
 	Token string
 	// Upstream is the local service: http://127.0.0.1:11434, https://…, or tcp://host:port.
+	// Empty: the tunnel's upstream, as the node tells it at each connection (so a changed tunnel
+	// is followed from the next connection on). Set, it overrides the tunnel's, and the node logs
+	// that it does.
 	Upstream string
 	// HostKeyFingerprint pins the node's SSH host key ("SHA256:…"). Required unless
 	// InsecureSkipPin.
@@ -186,8 +192,10 @@ func (c Config) Validate() error {
 	if c.Token == "" {
 		bad("Token is required")
 	}
-	if _, err := parseUpstream(c.Upstream); err != nil {
-		bad("Upstream: %v", err)
+	if c.Upstream != "" {
+		if _, err := parseUpstream(c.Upstream); err != nil {
+			bad("Upstream: %v", err)
+		}
 	}
 	switch {
 	case c.HostKeyFingerprint == "" && !c.InsecureSkipPin:
@@ -285,15 +293,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	cfg.applyDefaults()
 	u, _ := nodeURL(cfg.NodeURL)
-	up, _ := parseUpstream(cfg.Upstream)
-	a := &agent{cfg: cfg, url: u, up: up, log: cfg.Logger.With("node_url", u.String())}
+	a := &agent{cfg: cfg, url: u, log: cfg.Logger.With("node_url", u.String())}
+	if cfg.Upstream != "" {
+		a.up, _ = parseUpstream(cfg.Upstream)
+	}
 	return a.run(ctx)
 }
 
 type agent struct {
 	cfg Config
 	url *url.URL
-	up  upstream
+	up  upstream // Config.Upstream; zero: the tunnel's, per connection
 	log *slog.Logger
 }
 
@@ -325,9 +335,13 @@ func (a *agent) run(ctx context.Context) error {
 		var delay time.Duration
 		if err == nil {
 			failures = 0
-			a.report(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s)", a.url, time.Since(start).Round(time.Millisecond),
-				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher),
-				slog.LevelInfo, "connected", "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
+			from := "the tunnel's upstream"
+			if a.cfg.Upstream != "" {
+				from = "its own upstream"
+			}
+			a.report(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s), forwarding to %s (%s)", a.url, time.Since(start).Round(time.Millisecond),
+				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher, c.upURL, from),
+				slog.LevelInfo, "connected", "upstream", c.upURL, "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
 				"connect_ms", time.Since(start).Milliseconds())
 			reason := c.serve(ctx)
 			if ctx.Err() != nil {
@@ -346,9 +360,9 @@ func (a *agent) run(ctx context.Context) error {
 				a.state(StateStopped, "stopped")
 				return nil
 			}
-			if errors.Is(err, ErrPermanent) {
+			if errors.Is(err, ErrPermanent) || errors.Is(err, ErrNoUpstream) {
 				// Said once, by whoever receives the error.
-				a.state(StateStopped, "stopped: the node's refusal is permanent")
+				a.state(StateStopped, "stopped: not retrying")
 				return err
 			}
 			a.report(StateDisconnected, "disconnected: "+err.Error(), slog.LevelWarn, "connection failed", "error", err)
@@ -389,6 +403,8 @@ type conn struct {
 	reqs     <-chan *ssh.Request
 	protocol string
 	algs     ssh.NegotiatedAlgorithms
+	up       upstream // where this connection's forwards go
+	upURL    string
 
 	mu         sync.Mutex
 	nodeReason string // from the node's disconnect notice
@@ -464,7 +480,7 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		scMu.Unlock()
 		if sc != nil {
 			_ = wc.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _, _ = sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
+			_, _, _ = sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: stopReason}))
 		}
 		wc.Close()
 	})
@@ -530,15 +546,39 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 
 func (c *conn) requestTunnel() error {
 	a := c.a
+	c.up, c.upURL = a.up, a.cfg.Upstream
 	if c.protocol == node.ProtocolV2 {
-		info := node.AgentInfo{Version: a.cfg.Version, UpstreamScheme: a.up.scheme, Replace: a.cfg.Replace}
-		if !a.cfg.PreserveHost {
-			info.HostHeader = a.up.host
+		info := node.AgentInfo{Version: a.cfg.Version, Replace: a.cfg.Replace, UpstreamOverride: a.cfg.Upstream}
+		withUpstream := func(up upstream) {
+			info.UpstreamScheme = up.scheme // and the Host header it expects
+			if !a.cfg.PreserveHost {
+				info.HostHeader = up.host
+			}
 		}
-		js, _ := json.Marshal(info)
-		if _, _, err := c.sc.SendRequest(node.RequestAgentInfo, true, ssh.Marshal(node.JSONPayload{JSON: string(js)})); err != nil {
-			return fmt.Errorf("send agent info: %w", err)
+		if a.cfg.Upstream != "" {
+			withUpstream(c.up)
 		}
+		tunnelUp, err := c.sendInfo(info)
+		if err != nil {
+			return err
+		}
+		if a.cfg.Upstream == "" {
+			if tunnelUp == "" {
+				return ErrNoUpstream
+			}
+			up, err := parseUpstream(tunnelUp)
+			if err != nil {
+				return fmt.Errorf("%w: the tunnel's upstream: %w", ErrNoUpstream, err)
+			}
+			c.up, c.upURL = up, tunnelUp
+			// Now that the upstream is known, tell the node what it needs of it.
+			withUpstream(up)
+			if _, err := c.sendInfo(info); err != nil {
+				return err
+			}
+		}
+	} else if a.cfg.Upstream == "" {
+		return fmt.Errorf("%w (it speaks %s)", ErrNoUpstream, c.protocol)
 	}
 	ok, _, err := c.sc.SendRequest(node.RequestForward, true, ssh.Marshal(node.ForwardRequest{}))
 	if err != nil {
@@ -554,6 +594,22 @@ func (c *conn) requestTunnel() error {
 		return fmt.Errorf("%w: %s", ErrTunnelRefused, why)
 	}
 	return nil
+}
+
+// sendInfo sends an agent-info request and returns the tunnel's upstream from the node's answer
+// ("" when it tells none, as older nodes).
+func (c *conn) sendInfo(info node.AgentInfo) (string, error) {
+	js, _ := json.Marshal(info)
+	_, payload, err := c.sc.SendRequest(node.RequestAgentInfo, true, ssh.Marshal(node.JSONPayload{JSON: string(js)}))
+	if err != nil {
+		return "", fmt.Errorf("send agent info: %w", err)
+	}
+	var p node.JSONPayload
+	var r node.AgentInfoReply
+	if len(payload) == 0 || ssh.Unmarshal(payload, &p) != nil || json.Unmarshal([]byte(p.JSON), &r) != nil {
+		return "", nil
+	}
+	return r.Upstream, nil
 }
 
 // drain waits for the request handler after a failed setup, and refuses channels.
@@ -661,7 +717,7 @@ func (c *conn) shutdown(ended <-chan struct{}) {
 	if c.protocol == node.ProtocolV2 {
 		replied := make(chan bool, 1)
 		go func() {
-			ok, _, err := c.sc.SendRequest(node.RequestDrain, true, nil)
+			ok, _, err := c.sc.SendRequest(node.RequestDrain, true, ssh.Marshal(node.DisconnectNotice{Reason: stopReason}))
 			replied <- ok && err == nil
 		}()
 		// A node that does not answer within KeepaliveTimeout is taken as one that does not drain.
@@ -702,10 +758,13 @@ func (c *conn) shutdown(ended <-chan struct{}) {
 	}
 	// Say goodbye so the node records why, then close.
 	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _, _ = c.sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
+	_, _, _ = c.sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: stopReason}))
 	_ = c.ws.Close()
 	<-ended
 }
+
+// stopReason is what the agent tells the node when its context ends.
+const stopReason = "agent stopping"
 
 func (c *conn) keepalive() {
 	timeout := c.a.cfg.KeepaliveTimeout
@@ -741,15 +800,15 @@ func (c *conn) forward(nc ssh.NewChannel) {
 	}()
 	a := c.a
 	d := net.Dialer{Timeout: a.cfg.UpstreamDialTimeout}
-	up, err := d.Dial("tcp", a.up.addr)
+	up, err := d.Dial("tcp", c.up.addr)
 	if err != nil {
-		a.log.Warn("upstream unreachable", "upstream", a.up.addr, "error", err)
-		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial upstream %s: %v", a.up.addr, errors.Unwrap(err)))
+		a.log.Warn("upstream unreachable", "upstream", c.up.addr, "error", err)
+		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial upstream %s: %v", c.up.addr, errors.Unwrap(err)))
 		return
 	}
 	up = rawconn.Wrap(up)
-	if a.up.scheme == "https" {
-		host, _, _ := net.SplitHostPort(a.up.addr)
+	if c.up.scheme == "https" {
+		host, _, _ := net.SplitHostPort(c.up.addr)
 		up = tls.Client(up, &tls.Config{ServerName: host})
 	}
 	ch, _, err := nc.Accept()
@@ -758,7 +817,7 @@ func (c *conn) forward(nc ssh.NewChannel) {
 		return
 	}
 	// The node sends no channel requests; x/crypto drops them when the channel closes.
-	pipe(ch, up, a.up.scheme != "tcp")
+	pipe(ch, up, c.up.scheme != "tcp")
 }
 
 var (

@@ -51,7 +51,7 @@ type cluster struct {
 	pos uint64
 }
 
-func newCluster(t *testing.T, upstream string) *cluster {
+func newCluster(t *testing.T, upstream string, opts ...func(*node.Config)) *cluster {
 	t.Helper()
 	key, err := ledger.GenerateSigningKey()
 	if err != nil {
@@ -73,8 +73,12 @@ func newCluster(t *testing.T, upstream string) *cluster {
 	c.apply(domain.OrganizationCreated{OrgID: orgID, Name: "acme", CreatedBy: "alice"})
 	c.apply(domain.RoleAssigned{OrgID: orgID, UserID: "alice", Role: domain.RoleAdmin})
 	c.apply(domain.TunnelCreated{TunnelID: tunnelID, OrgID: orgID, Owner: "alice", Name: "llm", Upstream: upstream, Protocol: domain.ProtocolHTTP})
-	n, err = node.New(node.Config{NodeID: "node-test", HostKey: hk, Authenticator: c.view, Router: c.view, Authorizer: c.view,
-		Logger: slog.New(slog.NewTextHandler(c.nodeLog, nil))})
+	cfg := node.Config{NodeID: "node-test", HostKey: hk, Authenticator: c.view, Router: c.view, Authorizer: c.view,
+		Logger: slog.New(slog.NewTextHandler(c.nodeLog, nil))}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n, err = node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +393,7 @@ func TestStopLetsCallsInFlightFinish(t *testing.T) {
 		t.Fatalf("Run returned at %v, the stream ended at %v", a.returned, finished)
 	}
 	poll.Until(t, 5*time.Second, "the node logged why the session ended", func() bool {
-		return strings.Contains(c.nodeLog.String(), `reason="agent draining"`)
+		return strings.Contains(c.nodeLog.String(), `msg="agent disconnected" `) && strings.Contains(c.nodeLog.String(), `reason="agent: agent stopping"`)
 	})
 }
 
@@ -420,5 +424,100 @@ func TestStopCutsCallsAfterTheShutdownTimeout(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if len(body) == 0 || len(body) >= len(up.want()) {
 		t.Fatalf("the caller got %d of %d bytes: the stream should have been cut", len(body), len(up.want()))
+	}
+}
+
+// body calls path and returns the answer's status and body.
+func (c *cluster) body(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := c.call(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// Without an upstream of its own the agent forwards to the tunnel's, as the node tells it, and
+// follows a changed tunnel from its next connection on.
+func TestAgentForwardsToTheTunnelsUpstream(t *testing.T) {
+	t.Parallel()
+	first := helloUpstream(t, "the tunnel's upstream")
+	c := newCluster(t, first)
+	a := c.start(c.config("jti-1")) // no Upstream
+	poll.Until(t, 10*time.Second, "tunnel held", c.held)
+	if status, body := c.body(t, "/"); status != http.StatusOK || body != "the tunnel's upstream" {
+		t.Fatalf("%d %q", status, body)
+	}
+	if !strings.Contains(a.states.String(), "forwarding to "+first+" (the tunnel's upstream)") {
+		t.Fatalf("states:\n%s", a.states)
+	}
+	if strings.Contains(c.nodeLog.String(), "overrides") {
+		t.Fatalf("the node reported an override that is none:\n%s", c.nodeLog)
+	}
+
+	moved := helloUpstream(t, "the tunnel's new upstream")
+	c.apply(domain.TunnelUpdated{TunnelID: tunnelID, OrgID: orgID, Upstream: &moved})
+	c.node.DisconnectTunnel(tunnelID, "test: reconnect")
+	poll.Until(t, 10*time.Second, "the agent forwards to the new upstream", func() bool {
+		status, body := c.body(t, "/")
+		return status == http.StatusOK && body == "the tunnel's new upstream"
+	})
+}
+
+// An agent given its own upstream (connect --to) uses it, and the node says so.
+func TestAgentUpstreamOverrideIsReportedByTheNode(t *testing.T) {
+	t.Parallel()
+	tunnelUp := helloUpstream(t, "the tunnel's upstream")
+	c := newCluster(t, tunnelUp)
+	cfg := c.config("jti-1")
+	cfg.Upstream = helloUpstream(t, "the agent's own upstream")
+	a := c.start(cfg)
+	poll.Until(t, 10*time.Second, "tunnel held", c.held)
+	if status, body := c.body(t, "/"); status != http.StatusOK || body != "the agent's own upstream" {
+		t.Fatalf("%d %q", status, body)
+	}
+	const want = `msg="agent overrides the tunnel's upstream"`
+	poll.Until(t, 5*time.Second, "the node's warning", func() bool { return strings.Contains(c.nodeLog.String(), want) })
+	log := c.nodeLog.String()
+	if strings.Count(log, want) != 1 || !strings.Contains(log, "tunnel_upstream="+tunnelUp+" agent_upstream="+cfg.Upstream) {
+		t.Fatalf("node log:\n%s", log)
+	}
+	if !strings.Contains(a.states.String(), "forwarding to "+cfg.Upstream+" (its own upstream)") {
+		t.Fatalf("states:\n%s", a.states)
+	}
+}
+
+// upstreamUntold is an Authenticator that does not know tunnels' upstreams: the node then answers
+// agent-info as nodes before it did, with no payload.
+type upstreamUntold struct{ *view.View }
+
+func (u upstreamUntold) AuthenticateAgent(ctx context.Context, raw string) (node.AgentIdentity, error) {
+	id, err := u.View.AuthenticateAgent(ctx, raw)
+	id.Upstream = ""
+	return id, err
+}
+
+// A node that does not tell the tunnel's upstream, to an agent given none, ends Run with a clear
+// error instead of a tunnel that cannot forward.
+func TestAgentWithoutUpstreamNeedsANodeThatTellsIt(t *testing.T) {
+	t.Parallel()
+	var c *cluster
+	c = newCluster(t, helloUpstream(t, "hi"), func(cfg *node.Config) { cfg.Authenticator = upstreamUntold{cfg.Authenticator.(*view.View)} })
+	for _, proto := range []string{node.ProtocolV2, node.ProtocolV1} {
+		cfg := c.config("jti-" + proto)
+		cfg.Protocols = []string{proto}
+		a := c.start(cfg)
+		err := a.wait(t, 5*time.Second)
+		if !errors.Is(err, agent.ErrNoUpstream) || !strings.Contains(err.Error(), "this node does not tell the tunnel's upstream; pass --to") {
+			t.Fatalf("%s: Run returned %v", proto, err)
+		}
+	}
+	if c.held() {
+		t.Fatal("an agent without an upstream holds the tunnel")
 	}
 }

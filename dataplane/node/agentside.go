@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -209,15 +211,48 @@ func drainChannels(chans <-chan ssh.NewChannel) {
 	}
 }
 
+// maxUpstreamLen bounds the upstream URL an agent reports (it goes into the log).
+const maxUpstreamLen = 2048
+
+// agentInfoReply tells the agent its tunnel's upstream, and warns when the agent brought another
+// one (connect --to): callers of the tunnel then reach something the tunnel does not name. An
+// agent may answer RequestAgentInfo more than once; the warning comes once per session.
+func (s *session) agentInfoReply(info AgentInfo) []byte {
+	tunnel := s.ident.Upstream
+	if o := info.UpstreamOverride; o != "" && tunnel != "" && strings.TrimRight(o, "/") != strings.TrimRight(tunnel, "/") {
+		s.mu.Lock()
+		warned := s.overrideWarned
+		s.overrideWarned = true
+		s.mu.Unlock()
+		if !warned {
+			s.log.Warn("agent overrides the tunnel's upstream", "tunnel_upstream", redactedURL(tunnel), "agent_upstream", redactedURL(o))
+		}
+	}
+	if tunnel == "" {
+		return nil // as older nodes answer: the agent needs its own upstream
+	}
+	js, _ := json.Marshal(AgentInfoReply{Upstream: tunnel})
+	return ssh.Marshal(JSONPayload{JSON: string(js)})
+}
+
+// redactedURL is a URL fit for the log: without a password.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
 // agentDraining: the agent is stopping (RequestDrain). No new call is routed to it; the calls in
-// flight finish (the agent bounds how long it waits), then the session ends.
-func (s *session) agentDraining() {
-	s.log.Info("agent draining")
+// flight finish (the agent bounds how long it waits), then the session ends with reason.
+func (s *session) agentDraining(reason string) {
+	s.log.Info("agent draining", "reason", reason)
 	s.n.unroute(s)
 	// The session goroutine holds a count of n.wg, so Add cannot race Stop's Wait.
 	s.n.wg.Go(func() {
 		s.waitIdle(context.Background()) // returns when the session ends too
-		s.close("agent draining")
+		s.close(reason)
 	})
 }
 

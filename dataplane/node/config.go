@@ -38,6 +38,9 @@ var (
 type AgentIdentity struct {
 	OrgID, TunnelID, TokenID string
 	ExpiresAt                time.Time // zero: does not expire; else the session ends then
+	// Upstream is the tunnel's upstream as the log says when the agent logs in, told to the agent
+	// in the agent-info reply ("": unknown here; the agent then needs its own, connect --to).
+	Upstream string
 }
 
 // Authenticator checks an agent token (offline, against the token keys and revocations).

@@ -31,9 +31,10 @@ const (
 	// RequestDisconnect carries a DisconnectNotice just before the sender closes the connection,
 	// so the other side can say why.
 	RequestDisconnect = "disconnect@tunnelplane.dev"
-	// RequestDrain (v2, want-reply) says the agent is stopping: the node stops routing new calls
-	// to it, lets the calls in flight finish and then ends the session ("agent draining"). A node
-	// that does not know it answers false; the agent then refuses new channels itself.
+	// RequestDrain (v2, want-reply, a DisconnectNotice) says the agent is stopping: the node stops
+	// routing new calls to it, lets the calls in flight finish and then ends the session for the
+	// notice's reason, as if the agent had sent RequestDisconnect. A node that does not know it
+	// answers false; the agent then refuses new channels itself.
 	RequestDrain = "drain@tunnelplane.dev"
 	// ChannelForwarded is the channel type the node opens for each ingress connection.
 	ChannelForwarded = "forwarded-tcpip"
@@ -83,6 +84,17 @@ type AgentInfo struct {
 	// node (connect --replace); without it such an agent is refused. An agent reconnecting with
 	// the token of the session that holds the tunnel replaces that session either way.
 	Replace bool `json:"replace,omitempty"`
+	// UpstreamOverride is the upstream the agent was given itself (connect --to), when it was;
+	// the node warns when it is not the tunnel's.
+	UpstreamOverride string `json:"upstream_override,omitempty"`
+}
+
+// AgentInfoReply is the payload of the node's answer to RequestAgentInfo (JSON inside a
+// JSONPayload). Older nodes answer with no payload.
+type AgentInfoReply struct {
+	// Upstream is the tunnel's upstream (AgentIdentity.Upstream); the agent uses it unless it was
+	// given its own. Empty when the node does not know it.
+	Upstream string `json:"upstream,omitempty"`
 }
 
 // JSONPayload wraps a JSON document as an SSH string.

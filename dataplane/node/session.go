@@ -41,6 +41,8 @@ type session struct {
 	closing      bool
 	reason       string
 	peerReason   string // what the agent said in a RequestDisconnect
+	// overrideWarned: the agent's own upstream was logged (agentInfoReply)
+	overrideWarned bool
 
 	kaTimer, expTimer, fwdTimer *time.Timer
 }
@@ -102,7 +104,8 @@ func (s *session) handleRequest(r *ssh.Request) {
 		}
 		// The Host header goes into every request to the upstream, the version into facts and
 		// logs: an agent's word is checked like a caller's.
-		if len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) || len(info.Version) > 64 || !isVisibleASCII(info.Version) {
+		if len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) || len(info.Version) > 64 || !isVisibleASCII(info.Version) ||
+			len(info.UpstreamOverride) > maxUpstreamLen || !isVisibleASCII(info.UpstreamOverride) {
 			reply(false, nil)
 			return
 		}
@@ -113,7 +116,7 @@ func (s *session) handleRequest(r *ssh.Request) {
 		s.hostHeader = info.HostHeader
 		s.replace = info.Replace
 		s.mu.Unlock()
-		reply(true, nil)
+		reply(true, s.agentInfoReply(info))
 	case RequestForward:
 		var fr ForwardRequest
 		if err := ssh.Unmarshal(r.Payload, &fr); err != nil {
@@ -135,8 +138,13 @@ func (s *session) handleRequest(r *ssh.Request) {
 			reply(false, nil)
 			return
 		}
+		reason := "draining"
+		var d DisconnectNotice
+		if ssh.Unmarshal(r.Payload, &d) == nil && d.Reason != "" {
+			reason = d.Reason
+		}
 		reply(true, nil)
-		s.agentDraining()
+		s.agentDraining("agent: " + reason)
 	case RequestDisconnect:
 		var d DisconnectNotice
 		if ssh.Unmarshal(r.Payload, &d) == nil {

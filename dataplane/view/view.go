@@ -449,7 +449,7 @@ func (v *View) AuthenticateAgent(_ context.Context, raw string) (node.AgentIdent
 	if c.ExpiresAt != nil {
 		exp = c.ExpiresAt.Time
 	}
-	return node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp}, nil
+	return node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp, Upstream: t.upstream}, nil
 }
 
 // Resolve implements node.Router. A ref is a tunnel id, "<name>.<org name>", or a bare name. A

@@ -33,8 +33,9 @@ pinned fingerprint (a mismatch refuses to connect and says so), logs in with the
 carries the node's requests to the tunnel's upstream (admin tunnels create --upstream), which the
 node tells it at each connection: a tunnel whose upstream changes is followed from the agent's
 next connection on. --to overrides it with another local service; the node logs that as a
-warning ("agent overrides the tunnel's upstream"). With a node older than this agent --to is
-needed. It reconnects with exponential backoff and jitter (the first connection too).
+warning ("agent overrides the tunnel's upstream"), and the agent dials nothing a node names.
+With a node older than this agent --to is needed. It reconnects with exponential backoff and
+jitter (the first connection too).
 
 On SIGINT or SIGTERM it stops gently: the node routes no new call to it (callers get 503, or
 reach another agent of the tunnel), the calls in flight (streamed generations too) finish for up
@@ -48,9 +49,12 @@ stops at once, saying why in one line, when the node's answer cannot change: the
 revoked or has expired, the tunnel was deleted, the node's host key is not the pinned one, or the
 node answered the connection with 4xx (a wrong URL or an unsupported version).
 
-Exit status: 0 stopped by SIGINT or SIGTERM; 1 usage or configuration error (a failed
-fingerprint lookup, or no --to for a node that does not tell the upstream); 3 permanent refusal (see above; a service manager should not restart it,
-e.g. systemd RestartPreventExitStatus=3).`,
+Exit status:
+  0  stopped by SIGINT or SIGTERM
+  1  usage or configuration error (a failed fingerprint lookup, or no --to for a node that does
+     not tell the tunnel's upstream)
+  3  permanent refusal (see above): a service manager should not restart it, e.g. systemd
+     RestartPreventExitStatus=3`,
 		Example: `  tunnelplane connect --node ws://127.0.0.1:8081/v1/agent --token "$AGENT_TOKEN" --fingerprint SHA256:…
   tunnelplane connect --node ws://127.0.0.1:8081/v1/agent --token "$AGENT_TOKEN" --fingerprint SHA256:… \
       --to http://127.0.0.1:11435   # another local service than the tunnel's upstream`,

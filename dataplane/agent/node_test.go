@@ -521,3 +521,41 @@ func TestAgentWithoutUpstreamNeedsANodeThatTellsIt(t *testing.T) {
 		t.Fatal("an agent without an upstream holds the tunnel")
 	}
 }
+
+// With a node that does not drain on request (here a v1 session), the agent still lets the call
+// in flight finish and refuses new ones itself, and returns by the shutdown timeout (the node's
+// idle pooled channel holds it until then).
+func TestStopWithANodeThatDoesNotDrain(t *testing.T) {
+	t.Parallel()
+	up, upURL := newStreamer(t, 10, 50*time.Millisecond)
+	c := newCluster(t, upURL)
+	cfg := c.config("jti-1")
+	cfg.Upstream = upURL
+	cfg.Protocols = []string{node.ProtocolV1}
+	cfg.ShutdownTimeout = 2 * time.Second
+	a := c.start(cfg)
+	poll.Until(t, 10*time.Second, "tunnel held", c.held)
+	resp, err := c.call("/generate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-up.started
+	stopped := time.Now()
+	a.cancel()
+	// The node still routes to the agent, which refuses the new channel: the caller hears why.
+	poll.Until(t, 5*time.Second, "a new call refused by the stopping agent", func() bool {
+		status, body := c.body(t, "/late")
+		return status == http.StatusBadGateway && strings.Contains(body, "the agent is stopping")
+	})
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != up.want() {
+		t.Fatalf("the caller got %d of %d bytes (%v)", len(body), len(up.want()), err)
+	}
+	if err := a.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if took := a.returned.Sub(stopped); took > cfg.ShutdownTimeout+3*time.Second {
+		t.Fatalf("Run returned %v after the stop; the shutdown timeout is %v", took, cfg.ShutdownTimeout)
+	}
+}

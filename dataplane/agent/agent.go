@@ -404,7 +404,7 @@ type conn struct {
 	protocol string
 	algs     ssh.NegotiatedAlgorithms
 	up       upstream // where this connection's forwards go
-	upURL    string
+	upURL    string   // the same, for people: without a password
 
 	mu         sync.Mutex
 	nodeReason string // from the node's disconnect notice
@@ -546,7 +546,7 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 
 func (c *conn) requestTunnel() error {
 	a := c.a
-	c.up, c.upURL = a.up, a.cfg.Upstream
+	c.up, c.upURL = a.up, redacted(a.cfg.Upstream)
 	if c.protocol == node.ProtocolV2 {
 		info := node.AgentInfo{Version: a.cfg.Version, Replace: a.cfg.Replace, UpstreamOverride: a.cfg.Upstream}
 		withUpstream := func(up upstream) {
@@ -570,7 +570,7 @@ func (c *conn) requestTunnel() error {
 			if err != nil {
 				return fmt.Errorf("%w: the tunnel's upstream: %w", ErrNoUpstream, err)
 			}
-			c.up, c.upURL = up, tunnelUp
+			c.up, c.upURL = up, redacted(tunnelUp)
 			// Now that the upstream is known, tell the node what it needs of it.
 			withUpstream(up)
 			if _, err := c.sendInfo(info); err != nil {
@@ -594,6 +594,15 @@ func (c *conn) requestTunnel() error {
 		return fmt.Errorf("%w: %s", ErrTunnelRefused, why)
 	}
 	return nil
+}
+
+// redacted is an upstream URL fit for logs and the terminal.
+func redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
 }
 
 // sendInfo sends an agent-info request and returns the tunnel's upstream from the node's answer

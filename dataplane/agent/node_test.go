@@ -475,7 +475,8 @@ func TestAgentUpstreamOverrideIsReportedByTheNode(t *testing.T) {
 	tunnelUp := helloUpstream(t, "the tunnel's upstream")
 	c := newCluster(t, tunnelUp)
 	cfg := c.config("jti-1")
-	cfg.Upstream = helloUpstream(t, "the agent's own upstream")
+	own := helloUpstream(t, "the agent's own upstream")
+	cfg.Upstream = strings.Replace(own, "http://", "http://user:s3cret@", 1) // the password stays out of the node's log
 	a := c.start(cfg)
 	poll.Until(t, 10*time.Second, "tunnel held", c.held)
 	if status, body := c.body(t, "/"); status != http.StatusOK || body != "the agent's own upstream" {
@@ -484,10 +485,12 @@ func TestAgentUpstreamOverrideIsReportedByTheNode(t *testing.T) {
 	const want = `msg="agent overrides the tunnel's upstream"`
 	poll.Until(t, 5*time.Second, "the node's warning", func() bool { return strings.Contains(c.nodeLog.String(), want) })
 	log := c.nodeLog.String()
-	if strings.Count(log, want) != 1 || !strings.Contains(log, "tunnel_upstream="+tunnelUp+" agent_upstream="+cfg.Upstream) {
+	if strings.Count(log, want) != 1 || !strings.Contains(log, "tunnel_upstream="+tunnelUp+" agent_upstream="+strings.Replace(own, "http://", "http://user:xxxxx@", 1)) ||
+		strings.Contains(log, "s3cret") {
 		t.Fatalf("node log:\n%s", log)
 	}
-	if !strings.Contains(a.states.String(), "forwarding to "+cfg.Upstream+" (its own upstream)") {
+	if st := a.states.String(); !strings.Contains(st, "forwarding to "+strings.Replace(own, "http://", "http://user:xxxxx@", 1)+" (its own upstream)") ||
+		strings.Contains(st, "s3cret") {
 		t.Fatalf("states:\n%s", a.states)
 	}
 }

@@ -25,6 +25,7 @@ const exitPermanent = 3
 func newConnectCommand(g *globals) *cobra.Command {
 	var cfg agent.Config
 	var controlURL, userToken string
+	var envErrs []error
 	cmd := &cobra.Command{
 		Use:   "connect",
 		Short: "Run the tunnel agent: expose a local service through a node",
@@ -61,7 +62,7 @@ Exit status:
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			var errs []error
+			errs := envErrs
 			if cfg.NodeURL == "" {
 				errs = append(errs, errors.New("--node is required (env TUNNELPLANE_NODE_URL)"))
 			}
@@ -122,7 +123,8 @@ Exit status:
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane URL to look the fingerprint up (env TUNNELPLANE_API_URL)")
 	secretFlag(fs, &userToken, "user-token", "TOKEN", "user token for --control-url")
 	fs.DurationVar(&cfg.MaxBackoff, "max-backoff", 30*time.Second, "longest wait between reconnection attempts")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long calls in flight may take to finish before they are cut")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 30*time.Second, &envErrs),
+		"on SIGINT or SIGTERM, how long calls in flight may take to finish before they are cut (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
 	return cmd
 }
 

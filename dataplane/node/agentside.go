@@ -252,7 +252,11 @@ func (s *session) agentDraining(reason string) {
 	// The session goroutine holds a count of n.wg, so Add cannot race Stop's Wait.
 	s.n.wg.Go(func() {
 		s.waitIdle(context.Background()) // returns when the session ends too
-		s.close(reason)
+		select {
+		case <-s.done: // it ended first (the agent's shutdown timeout, the network)
+		default:
+			s.close(reason)
+		}
 	})
 }
 

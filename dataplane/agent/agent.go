@@ -613,12 +613,18 @@ func (c *conn) sendInfo(info node.AgentInfo) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("send agent info: %w", err)
 	}
+	return infoReplyUpstream(payload), nil
+}
+
+// infoReplyUpstream reads the tunnel's upstream from the node's answer to agent-info ("" for an
+// empty or unreadable one).
+func infoReplyUpstream(payload []byte) string {
 	var p node.JSONPayload
 	var r node.AgentInfoReply
 	if len(payload) == 0 || ssh.Unmarshal(payload, &p) != nil || json.Unmarshal([]byte(p.JSON), &r) != nil {
-		return "", nil
+		return ""
 	}
-	return r.Upstream, nil
+	return r.Upstream
 }
 
 // drain waits for the request handler after a failed setup, and refuses channels.

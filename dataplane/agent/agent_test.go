@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
 )
 
 func TestMain(m *testing.M) {
@@ -98,5 +102,36 @@ func TestCopyBufCopiesEverything(t *testing.T) {
 	var dst bytes.Buffer
 	if err := copyBuf(&dst, bytes.NewReader(src)); err != nil || !bytes.Equal(dst.Bytes(), src) {
 		t.Fatalf("copied %d of %d: %v", dst.Len(), len(src), err)
+	}
+}
+
+// The node's answer to agent-info comes from the network: fuzzed, seeded with what nodes send.
+func FuzzInfoReplyUpstream(f *testing.F) {
+	reply := func(js string) []byte { return ssh.Marshal(node.JSONPayload{JSON: js}) }
+	for _, seed := range [][]byte{
+		reply(`{"upstream":"http://127.0.0.1:11434"}`), reply(`{}`), reply(`not json`), nil, // older nodes: nothing
+		reply(`{"upstream":"http://127.0.0.1:11434"}`)[:7], // cut short
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		up := infoReplyUpstream(payload)
+		if up == "" {
+			return
+		}
+		// Only a whole SSH string holding a JSON document may give an upstream.
+		var p node.JSONPayload
+		if ssh.Unmarshal(payload, &p) != nil || !json.Valid([]byte(p.JSON)) {
+			t.Fatalf("upstream %q from %q", up, payload)
+		}
+	})
+}
+
+func TestInfoReplyUpstream(t *testing.T) {
+	if got := infoReplyUpstream(ssh.Marshal(node.JSONPayload{JSON: `{"upstream":"http://h:1"}`})); got != "http://h:1" {
+		t.Fatalf("%q", got)
+	}
+	if got := infoReplyUpstream(nil); got != "" {
+		t.Fatalf("an older node's empty answer gave %q", got)
 	}
 }

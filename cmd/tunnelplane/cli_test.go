@@ -158,6 +158,10 @@ func TestConnectBadFlags(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "pin the node's host key") || !strings.Contains(r.stderr, "Upstream") {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
+	r = tp(t, "connect", "--node", "ws://127.0.0.1:1/v1/agent", "--token", "t", "--shutdown-timeout", "-1s", "--insecure-skip-pin")
+	if r.code != 1 || !strings.Contains(r.stderr, "ShutdownTimeout must be positive") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
 }
 
 func TestUpstreamURL(t *testing.T) {

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,38 +19,62 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 )
 
+// exitPermanent is connect's exit status when the node's refusal cannot change by retrying.
+const exitPermanent = 3
+
 func newConnectCommand(g *globals) *cobra.Command {
 	var cfg agent.Config
 	var controlURL, userToken string
+	var envErrs []error
 	cmd := &cobra.Command{
 		Use:   "connect",
 		Short: "Run the tunnel agent: expose a local service through a node",
 		Long: `connect dials a node over WebSocket, runs SSH over it, checks the node's host key against the
 pinned fingerprint (a mismatch refuses to connect and says so), logs in with the agent token and
-carries the node's requests to the local upstream. It reconnects with exponential backoff and
-jitter (the first connection too) and stops cleanly on SIGINT or SIGTERM.
+carries the node's requests to the tunnel's upstream (admin tunnels create --upstream), which the
+node tells it at each connection: a tunnel whose upstream changes is followed from the agent's
+next connection on. --to overrides it with another local service; the node logs that as a
+warning ("agent overrides the tunnel's upstream"), and the agent dials nothing a node names.
+With a node older than this agent --to is needed. It reconnects with exponential backoff and
+jitter (the first connection too).
+
+On SIGINT or SIGTERM it stops gently: the node routes no new call to it (callers get 503, or
+reach another agent of the tunnel), the calls in flight (streamed generations too) finish for up
+to --shutdown-timeout, then it disconnects. A second signal ends it at once.
 
 The fingerprint comes from --fingerprint, or from the control plane (--control-url with a user
-token allowed to list nodes): the node whose agent URL matches --node.`,
-		Example: `  tunnelplane connect --node ws://127.0.0.1:8081/v1/agent --token "$AGENT_TOKEN" \
-      --to http://127.0.0.1:11434 --fingerprint SHA256:…`,
+token allowed to list nodes): the node whose agent URL matches --node.
+
+It retries what a retry can mend (network errors, a node starting or draining, 5xx answers) and
+stops at once, saying why in one line, when the node's answer cannot change: the agent token was
+revoked or has expired, the tunnel was deleted, the node's host key is not the pinned one, or the
+node answered the connection with 4xx (a wrong URL or an unsupported version).
+
+Exit status:
+  0  stopped by SIGINT or SIGTERM
+  1  usage or configuration error (a failed fingerprint lookup, or no --to for a node that does
+     not tell the tunnel's upstream)
+  3  permanent refusal (see above): a service manager should not restart it, e.g. systemd
+     RestartPreventExitStatus=3`,
+		Example: `  tunnelplane connect --node ws://127.0.0.1:8081/v1/agent --token "$AGENT_TOKEN" --fingerprint SHA256:…
+  tunnelplane connect --node ws://127.0.0.1:8081/v1/agent --token "$AGENT_TOKEN" --fingerprint SHA256:… \
+      --to http://127.0.0.1:11435   # another local service than the tunnel's upstream`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			var errs []error
+			errs := envErrs
 			if cfg.NodeURL == "" {
 				errs = append(errs, errors.New("--node is required (env TUNNELPLANE_NODE_URL)"))
 			}
 			if cfg.Token == "" {
 				errs = append(errs, errors.New("--token is required (env TUNNELPLANE_AGENT_TOKEN)"))
 			}
-			if cfg.Upstream == "" {
-				errs = append(errs, errors.New("--to is required: the local service, like http://127.0.0.1:11434"))
-			}
 			if len(errs) > 0 {
 				return errors.Join(errs...)
 			}
-			cfg.Upstream = upstreamURL(cfg.Upstream)
+			if cfg.Upstream != "" {
+				cfg.Upstream = upstreamURL(cfg.Upstream)
+			}
 			unpinned := cfg.HostKeyFingerprint == "" && !cfg.InsecureSkipPin
 			if unpinned && controlURL == "" {
 				errs = append(errs, errors.New("pin the node's host key: --fingerprint SHA256:… or --control-url to look it up (or --insecure-skip-pin)"))
@@ -73,7 +100,14 @@ token allowed to list nodes): the node whose agent URL matches --node.`,
 			cfg.OnState = func(_ agent.State, detail string) {
 				fmt.Fprintf(g.stderr, "%s  %s\n", time.Now().Format("15:04:05"), detail) // the detail starts with the state
 			}
-			if err := agent.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
+			// The first signal starts the gentle stop; the next one gets the default action.
+			stopSignals := context.AfterFunc(ctx, func() { signal.Reset(os.Interrupt, syscall.SIGTERM) })
+			defer stopSignals()
+			err := agent.Run(ctx, cfg)
+			switch {
+			case errors.Is(err, agent.ErrPermanent):
+				return &exitError{code: exitPermanent, err: err}
+			case err != nil && !errors.Is(err, context.Canceled):
 				return err
 			}
 			return nil
@@ -82,13 +116,15 @@ token allowed to list nodes): the node whose agent URL matches --node.`,
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.NodeURL, "node", envDefault("NODE_URL", ""), "the node's agent endpoint, ws(s)://host:port/v1/agent (env TUNNELPLANE_NODE_URL)")
 	secretFlag(fs, &cfg.Token, "token", "AGENT_TOKEN", "agent token for the tunnel")
-	fs.StringVar(&cfg.Upstream, "to", envDefault("UPSTREAM", ""), "local upstream: http://127.0.0.1:PORT, tcp://host:port, or host:port or PORT for http (env TUNNELPLANE_UPSTREAM)")
+	fs.StringVar(&cfg.Upstream, "to", envDefault("UPSTREAM", ""), "override the tunnel's upstream (default: the tunnel's, as the node tells it): http://127.0.0.1:PORT, tcp://host:port, or host:port or PORT for http (env TUNNELPLANE_UPSTREAM)")
 	fs.StringVar(&cfg.HostKeyFingerprint, "fingerprint", envDefault("NODE_FINGERPRINT", ""), "the node's SSH host key fingerprint SHA256:… (env TUNNELPLANE_NODE_FINGERPRINT)")
 	fs.BoolVar(&cfg.InsecureSkipPin, "insecure-skip-pin", false, "do not check the node's host key (testing only)")
 	fs.BoolVar(&cfg.Replace, "replace", false, "take the tunnel over from an agent with another token connected to the node (recorded as agent.replaced); without it such an agent keeps the tunnel")
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane URL to look the fingerprint up (env TUNNELPLANE_API_URL)")
 	secretFlag(fs, &userToken, "user-token", "TOKEN", "user token for --control-url")
 	fs.DurationVar(&cfg.MaxBackoff, "max-backoff", 30*time.Second, "longest wait between reconnection attempts")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 30*time.Second, &envErrs),
+		"on SIGINT or SIGTERM, how long calls in flight may take to finish before they are cut (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
 	return cmd
 }
 

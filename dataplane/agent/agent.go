@@ -28,19 +28,56 @@ import (
 // Sentinel errors; match with errors.Is.
 var (
 	ErrInvalidConfig = errors.New("agent: invalid config")
+	// ErrPermanent comes with every refusal a retry cannot change: Run returns it instead of
+	// retrying. It comes with the kind of refusal (ErrHostKeyMismatch, ErrAuthFailed or
+	// ErrRefused) and, for a login refusal, with its reason (ErrTokenRevoked, …).
+	ErrPermanent = errors.New("permanent refusal")
 	// ErrHostKeyMismatch: the node's host key is not the pinned one. The agent refuses to send
 	// its token to it.
 	ErrHostKeyMismatch = errors.New("host key mismatch")
 	// ErrAuthFailed: the node refused the agent token (the node's reason follows).
 	ErrAuthFailed = errors.New("authentication failed")
+	// ErrTokenRevoked, ErrTokenExpired, ErrTokenInvalid and ErrTunnelDeleted say why the node
+	// refused the token, when it said so (node.RefusalBanner); each comes with ErrPermanent.
+	ErrTokenRevoked  = errors.New("agent token revoked")
+	ErrTokenExpired  = errors.New("agent token expired")
+	ErrTokenInvalid  = errors.New("agent token invalid")
+	ErrTunnelDeleted = errors.New("tunnel deleted")
 	// ErrRefused: the node refused the WebSocket connection (version, draining; reason follows).
+	// A 4xx answer (other than 408 and 429) is permanent: the URL, the version or a proxy in
+	// between is wrong, and asking again will not change it.
 	ErrRefused = errors.New("node refused the connection")
 	// ErrUnavailable comes with ErrRefused when the refusal is temporary (HTTP 503: the node is
 	// starting or draining); the agent retries without alarm.
 	ErrUnavailable = errors.New("node unavailable")
 	// ErrTunnelRefused: the node refused to give the agent its tunnel.
 	ErrTunnelRefused = errors.New("node refused the tunnel")
+	// ErrNoUpstream: the agent was given no upstream and the node does not tell the tunnel's
+	// (an older node, or one that does not know it); Run returns it.
+	ErrNoUpstream = errors.New("this node does not tell the tunnel's upstream; pass --to (Config.Upstream)")
 )
+
+// reasonErrs name the login refusals a retry cannot change (node.PermanentReason), by code.
+var reasonErrs = map[string]error{
+	node.ReasonTokenRevoked:  ErrTokenRevoked,
+	node.ReasonTokenExpired:  ErrTokenExpired,
+	node.ReasonTokenInvalid:  ErrTokenInvalid,
+	node.ReasonTunnelDeleted: ErrTunnelDeleted,
+}
+
+// permanentError is a refusal a retry cannot change. Its text is one line saying what happened,
+// without the sentinels' names.
+type permanentError struct {
+	msg  string
+	errs []error
+}
+
+func (e *permanentError) Error() string   { return e.msg }
+func (e *permanentError) Unwrap() []error { return e.errs }
+
+func permanent(msg string, kinds ...error) error {
+	return &permanentError{msg: msg, errs: append([]error{ErrPermanent}, kinds...)}
+}
 
 // State is where the agent is in its connection cycle.
 type State int
@@ -77,6 +114,9 @@ type Config struct {
 	// Token is the agent token; it is sent only after the host key checked out.
 	Token string
 	// Upstream is the local service: http://127.0.0.1:11434, https://…, or tcp://host:port.
+	// Empty: the tunnel's upstream, as the node tells it at each connection (so a changed tunnel
+	// is followed from the next connection on). Set, it overrides the tunnel's, and the node logs
+	// that it does.
 	Upstream string
 	// HostKeyFingerprint pins the node's SSH host key ("SHA256:…"). Required unless
 	// InsecureSkipPin.
@@ -102,6 +142,11 @@ type Config struct {
 	KeepaliveInterval, KeepaliveTimeout time.Duration
 	// UpstreamDialTimeout bounds dialling the upstream for one forwarded connection (default 10s).
 	UpstreamDialTimeout time.Duration
+	// ShutdownTimeout bounds how long the agent, once ctx ends, lets the calls in flight finish
+	// (streamed generations included) before it closes the connection (default 30s). Meanwhile
+	// the node routes no new call to it (RequestDrain; with a node that does not know it, the
+	// agent refuses new channels itself and may wait for idle pooled ones until the timeout).
+	ShutdownTimeout time.Duration
 	// TLSConfig is used for wss:// node URLs (nil: system roots).
 	TLSConfig *tls.Config
 	Logger    *slog.Logger
@@ -122,6 +167,7 @@ func (c *Config) applyDefaults() {
 	def(&c.KeepaliveInterval, 15*time.Second)
 	def(&c.KeepaliveTimeout, 10*time.Second)
 	def(&c.UpstreamDialTimeout, 10*time.Second)
+	def(&c.ShutdownTimeout, 30*time.Second)
 	if len(c.Protocols) == 0 {
 		c.Protocols = []string{node.ProtocolV2, node.ProtocolV1}
 	}
@@ -146,8 +192,10 @@ func (c Config) Validate() error {
 	if c.Token == "" {
 		bad("Token is required")
 	}
-	if _, err := parseUpstream(c.Upstream); err != nil {
-		bad("Upstream: %v", err)
+	if c.Upstream != "" {
+		if _, err := parseUpstream(c.Upstream); err != nil {
+			bad("Upstream: %v", err)
+		}
 	}
 	switch {
 	case c.HostKeyFingerprint == "" && !c.InsecureSkipPin:
@@ -166,7 +214,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}} {
+	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}} {
 		if d.v < 0 {
 			bad("%s must be positive, got %v", d.name, d.v)
 		}
@@ -233,24 +281,29 @@ func parseUpstream(raw string) (upstream, error) {
 }
 
 // Run connects and keeps the tunnel up, reconnecting with exponential backoff and jitter (the
-// first connection retries too), until ctx ends; then it closes cleanly and returns nil. It
-// returns an error only for an invalid config.
+// first connection retries too), until ctx ends; then it lets the calls in flight finish (up to
+// ShutdownTimeout; the node sends it no new ones), closes cleanly and returns nil. It
+// retries what a retry can mend (network errors, a node starting or draining, 5xx answers) and
+// returns an error wrapping ErrPermanent for what it cannot (a revoked or expired token, a
+// deleted tunnel, a host key that is not the pinned one, a 4xx answer), and ErrInvalidConfig
+// for an invalid config.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	cfg.applyDefaults()
 	u, _ := nodeURL(cfg.NodeURL)
-	up, _ := parseUpstream(cfg.Upstream)
-	a := &agent{cfg: cfg, url: u, up: up, log: cfg.Logger.With("node_url", u.String())}
-	a.run(ctx)
-	return nil
+	a := &agent{cfg: cfg, url: u, log: cfg.Logger.With("node_url", u.String())}
+	if cfg.Upstream != "" {
+		a.up, _ = parseUpstream(cfg.Upstream)
+	}
+	return a.run(ctx)
 }
 
 type agent struct {
 	cfg Config
 	url *url.URL
-	up  upstream
+	up  upstream // Config.Upstream; zero: the tunnel's, per connection
 	log *slog.Logger
 }
 
@@ -260,7 +313,17 @@ func (a *agent) state(s State, detail string) {
 	}
 }
 
-func (a *agent) run(ctx context.Context) {
+// report tells a state change to OnState, or, without one, to the log: not to both, so that a
+// command line printing the states prints each event once.
+func (a *agent) report(s State, detail string, level slog.Level, msg string, attrs ...any) {
+	if a.cfg.OnState != nil {
+		a.cfg.OnState(s, detail)
+		return
+	}
+	a.log.Log(context.Background(), level, msg, attrs...)
+}
+
+func (a *agent) run(ctx context.Context) error {
 	failures := 0
 	timer := time.NewTimer(0)
 	<-timer.C
@@ -272,17 +335,20 @@ func (a *agent) run(ctx context.Context) {
 		var delay time.Duration
 		if err == nil {
 			failures = 0
-			a.log.Info("connected", "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
+			from := "the tunnel's upstream"
+			if a.cfg.Upstream != "" {
+				from = "its own upstream"
+			}
+			a.report(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s), forwarding to %s (%s)", a.url, time.Since(start).Round(time.Millisecond),
+				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher, c.upURL, from),
+				slog.LevelInfo, "connected", "upstream", c.upURL, "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
 				"connect_ms", time.Since(start).Milliseconds())
-			a.state(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s)", a.url, time.Since(start).Round(time.Millisecond),
-				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher))
 			reason := c.serve(ctx)
 			if ctx.Err() != nil {
 				a.state(StateStopped, "stopped")
-				return
+				return nil
 			}
-			a.log.Warn("disconnected", "reason", reason)
-			a.state(StateDisconnected, "disconnected: "+reason)
+			a.report(StateDisconnected, "disconnected: "+reason, slog.LevelWarn, "disconnected", "reason", reason)
 			delay = a.backoff(0)
 			if reason == "replaced" {
 				// Another agent holds the tunnel now; reconnecting at once would only take it back
@@ -292,16 +358,14 @@ func (a *agent) run(ctx context.Context) {
 		} else {
 			if ctx.Err() != nil {
 				a.state(StateStopped, "stopped")
-				return
+				return nil
 			}
-			if errors.Is(err, ErrUnavailable) {
-				a.log.Warn("node unavailable", "error", err)
-			} else if errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrRefused) {
-				a.log.Error("connection refused", "error", err)
-			} else {
-				a.log.Warn("connection failed", "error", err)
+			if errors.Is(err, ErrPermanent) || errors.Is(err, ErrNoUpstream) {
+				// Said once, by whoever receives the error.
+				a.state(StateStopped, "stopped: not retrying")
+				return err
 			}
-			a.state(StateDisconnected, "disconnected: "+err.Error())
+			a.report(StateDisconnected, "disconnected: "+err.Error(), slog.LevelWarn, "connection failed", "error", err)
 			delay = a.backoff(failures)
 			failures++
 		}
@@ -310,7 +374,7 @@ func (a *agent) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			a.state(StateStopped, "stopped")
-			return
+			return nil
 		case <-timer.C:
 		}
 	}
@@ -339,6 +403,8 @@ type conn struct {
 	reqs     <-chan *ssh.Request
 	protocol string
 	algs     ssh.NegotiatedAlgorithms
+	up       upstream // where this connection's forwards go
+	upURL    string   // the same, for people: without a password
 
 	mu         sync.Mutex
 	nodeReason string // from the node's disconnect notice
@@ -346,6 +412,9 @@ type conn struct {
 	kaTimer    *time.Timer
 	closed     bool
 	wg         sync.WaitGroup // forwarded connections
+	active     int            // forwarded connections not finished yet
+	idle       chan struct{}  // closed when active drops to zero, while someone waits
+	refusing   bool           // stopping and the node does not drain: refuse new channels
 	reqsDone   chan struct{}
 }
 
@@ -411,7 +480,7 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		scMu.Unlock()
 		if sc != nil {
 			_ = wc.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _, _ = sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
+			_, _, _ = sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: stopReason}))
 		}
 		wc.Close()
 	})
@@ -428,12 +497,12 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 			if a.cfg.InsecureSkipPin || got == a.cfg.HostKeyFingerprint {
 				return nil
 			}
-			return fmt.Errorf("%w: expected %s, got %s (the node's key changed, or this is not your node)",
-				ErrHostKeyMismatch, a.cfg.HostKeyFingerprint, got)
+			return permanent(fmt.Sprintf("node host key %s does not match the pinned %s (the node's key changed, or this is not your node)",
+				got, a.cfg.HostKeyFingerprint), ErrHostKeyMismatch)
 		},
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		BannerCallback: func(msg string) error {
-			banner = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), "tunnelplane:"))
+			banner = msg
 			return nil
 		},
 		ClientVersion: "SSH-2.0-tunnelplane_agent_" + sanitizeVersion(a.cfg.Version),
@@ -442,11 +511,16 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 	sc, chans, reqs, err := ssh.NewClientConn(wc, a.url.Host, sshCfg)
 	if err != nil {
 		wc.Close()
+		var pe *permanentError
 		switch {
-		case errors.Is(err, ErrHostKeyMismatch):
-			return nil, errors.Unwrap(err) // drop x/crypto's "ssh: handshake failed" prefix
+		case errors.As(err, &pe):
+			return nil, pe // without x/crypto's "ssh: handshake failed" prefix
 		case banner != "":
-			return nil, fmt.Errorf("%w: %s", ErrAuthFailed, banner)
+			code, msg := node.ParseRefusalBanner(banner)
+			if node.PermanentReason(code) {
+				return nil, permanent(msg, ErrAuthFailed, reasonErrs[code])
+			}
+			return nil, fmt.Errorf("%w: %s", ErrAuthFailed, msg)
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w: the node refused the agent token", ErrAuthFailed)
 		case ctx.Err() != nil:
@@ -472,15 +546,39 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 
 func (c *conn) requestTunnel() error {
 	a := c.a
+	c.up, c.upURL = a.up, redacted(a.cfg.Upstream)
 	if c.protocol == node.ProtocolV2 {
-		info := node.AgentInfo{Version: a.cfg.Version, UpstreamScheme: a.up.scheme, Replace: a.cfg.Replace}
-		if !a.cfg.PreserveHost {
-			info.HostHeader = a.up.host
+		info := node.AgentInfo{Version: a.cfg.Version, Replace: a.cfg.Replace, UpstreamOverride: a.cfg.Upstream}
+		withUpstream := func(up upstream) {
+			info.UpstreamScheme = up.scheme // and the Host header it expects
+			if !a.cfg.PreserveHost {
+				info.HostHeader = up.host
+			}
 		}
-		js, _ := json.Marshal(info)
-		if _, _, err := c.sc.SendRequest(node.RequestAgentInfo, true, ssh.Marshal(node.JSONPayload{JSON: string(js)})); err != nil {
-			return fmt.Errorf("send agent info: %w", err)
+		if a.cfg.Upstream != "" {
+			withUpstream(c.up)
 		}
+		tunnelUp, err := c.sendInfo(info)
+		if err != nil {
+			return err
+		}
+		if a.cfg.Upstream == "" {
+			if tunnelUp == "" {
+				return ErrNoUpstream
+			}
+			up, err := parseUpstream(tunnelUp)
+			if err != nil {
+				return fmt.Errorf("%w: the tunnel's upstream: %w", ErrNoUpstream, err)
+			}
+			c.up, c.upURL = up, redacted(tunnelUp)
+			// Now that the upstream is known, tell the node what it needs of it.
+			withUpstream(up)
+			if _, err := c.sendInfo(info); err != nil {
+				return err
+			}
+		}
+	} else if a.cfg.Upstream == "" {
+		return fmt.Errorf("%w (it speaks %s)", ErrNoUpstream, c.protocol)
 	}
 	ok, _, err := c.sc.SendRequest(node.RequestForward, true, ssh.Marshal(node.ForwardRequest{}))
 	if err != nil {
@@ -496,6 +594,37 @@ func (c *conn) requestTunnel() error {
 		return fmt.Errorf("%w: %s", ErrTunnelRefused, why)
 	}
 	return nil
+}
+
+// redacted is an upstream URL fit for logs and the terminal.
+func redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+// sendInfo sends an agent-info request and returns the tunnel's upstream from the node's answer
+// ("" when it tells none, as older nodes).
+func (c *conn) sendInfo(info node.AgentInfo) (string, error) {
+	js, _ := json.Marshal(info)
+	_, payload, err := c.sc.SendRequest(node.RequestAgentInfo, true, ssh.Marshal(node.JSONPayload{JSON: string(js)}))
+	if err != nil {
+		return "", fmt.Errorf("send agent info: %w", err)
+	}
+	return infoReplyUpstream(payload), nil
+}
+
+// infoReplyUpstream reads the tunnel's upstream from the node's answer to agent-info ("" for an
+// empty or unreadable one).
+func infoReplyUpstream(payload []byte) string {
+	var p node.JSONPayload
+	var r node.AgentInfoReply
+	if len(payload) == 0 || ssh.Unmarshal(payload, &p) != nil || json.Unmarshal([]byte(p.JSON), &r) != nil {
+		return ""
+	}
+	return r.Upstream
 }
 
 // drain waits for the request handler after a failed setup, and refuses channels.
@@ -530,27 +659,23 @@ func (c *conn) handleRequests() {
 	}
 }
 
-// serve carries forwarded connections until the connection ends and says why it ended.
+// serve carries forwarded connections until the connection ends and says why it ended. When ctx
+// ends first, it shuts the connection down gently (shutdown).
 func (c *conn) serve(ctx context.Context) string {
-	stop := context.AfterFunc(ctx, func() {
-		// Say goodbye so the node records why, then close.
-		_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _, _ = c.sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: "agent stopping"}))
-		_ = c.ws.Close()
-	})
 	c.mu.Lock()
 	c.kaTimer = time.AfterFunc(c.a.cfg.KeepaliveInterval, c.keepalive)
 	c.mu.Unlock()
-	for nc := range c.chans {
-		if nc.ChannelType() != node.ChannelForwarded {
-			_ = nc.Reject(ssh.UnknownChannelType, "agents accept only "+node.ChannelForwarded)
-			continue
-		}
-		c.wg.Add(1)
-		go c.forward(nc)
+	ended := make(chan struct{}) // the connection is gone: the node's channel opens have ended
+	go func() {
+		defer close(ended)
+		c.accept()
+	}()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		c.shutdown(ended)
 	}
 	err := c.sc.Wait()
-	stop()
 	c.mu.Lock()
 	c.closed = true
 	c.kaTimer.Stop()
@@ -574,6 +699,88 @@ func (c *conn) serve(ctx context.Context) string {
 	return reason
 }
 
+// accept starts a forward for each channel the node opens, until the connection ends.
+func (c *conn) accept() {
+	for nc := range c.chans {
+		if nc.ChannelType() != node.ChannelForwarded {
+			_ = nc.Reject(ssh.UnknownChannelType, "agents accept only "+node.ChannelForwarded)
+			continue
+		}
+		c.mu.Lock()
+		if c.refusing {
+			c.mu.Unlock()
+			_ = nc.Reject(ssh.ResourceShortage, "the agent is stopping")
+			continue
+		}
+		c.active++
+		c.wg.Add(1)
+		c.mu.Unlock()
+		go c.forward(nc)
+	}
+}
+
+// shutdown lets the calls in flight finish, at most ShutdownTimeout, then says goodbye and
+// closes; it returns when the connection has ended. A v2 node asked to drain routes no new call
+// here and ends the session itself once its calls are done; with any other node the agent
+// refuses new channels and waits until its forwards are done.
+func (c *conn) shutdown(ended <-chan struct{}) {
+	a := c.a
+	// Done stays closed once the time is up, for every select below.
+	deadline, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	nodeDrains := false
+	if c.protocol == node.ProtocolV2 {
+		replied := make(chan bool, 1)
+		go func() {
+			ok, _, err := c.sc.SendRequest(node.RequestDrain, true, ssh.Marshal(node.DisconnectNotice{Reason: stopReason}))
+			replied <- ok && err == nil
+		}()
+		// A node that does not answer within KeepaliveTimeout is taken as one that does not drain.
+		wait := time.NewTimer(a.cfg.KeepaliveTimeout)
+		answered := false
+		select {
+		case nodeDrains = <-replied:
+			answered = true
+		case <-wait.C:
+		case <-deadline.Done():
+		}
+		wait.Stop()
+		if !answered {
+			// The request's goroutine ends once the node answers or the connection closes (below).
+			defer func() { <-replied }()
+		}
+	}
+	var idle chan struct{}
+	c.mu.Lock()
+	c.refusing = !nodeDrains
+	if !nodeDrains && c.active > 0 {
+		c.idle = make(chan struct{})
+		idle = c.idle
+	}
+	active := c.active
+	c.mu.Unlock()
+	if nodeDrains || idle != nil {
+		a.log.Info("stopping: letting calls in flight finish", "calls", active, "node_drains", nodeDrains, "timeout", a.cfg.ShutdownTimeout)
+		select {
+		case <-ended: // the node ended the session: its calls are done
+		case <-idle:
+		case <-deadline.Done():
+			c.mu.Lock()
+			left := c.active
+			c.mu.Unlock()
+			a.log.Warn("stopping: shutdown timeout, cutting the calls still in flight", "calls", left, "timeout", a.cfg.ShutdownTimeout)
+		}
+	}
+	// Say goodbye so the node records why, then close.
+	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _, _ = c.sc.SendRequest(node.RequestDisconnect, false, ssh.Marshal(node.DisconnectNotice{Reason: stopReason}))
+	_ = c.ws.Close()
+	<-ended
+}
+
+// stopReason is what the agent tells the node when its context ends.
+const stopReason = "agent stopping"
+
 func (c *conn) keepalive() {
 	timeout := c.a.cfg.KeepaliveTimeout
 	t := time.AfterFunc(timeout, func() {
@@ -596,18 +803,27 @@ func (c *conn) keepalive() {
 
 // forward carries one ingress connection to the upstream.
 func (c *conn) forward(nc ssh.NewChannel) {
-	defer c.wg.Done()
+	defer func() {
+		c.mu.Lock()
+		c.active--
+		if c.active == 0 && c.idle != nil {
+			close(c.idle)
+			c.idle = nil
+		}
+		c.mu.Unlock()
+		c.wg.Done()
+	}()
 	a := c.a
 	d := net.Dialer{Timeout: a.cfg.UpstreamDialTimeout}
-	up, err := d.Dial("tcp", a.up.addr)
+	up, err := d.Dial("tcp", c.up.addr)
 	if err != nil {
-		a.log.Warn("upstream unreachable", "upstream", a.up.addr, "error", err)
-		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial upstream %s: %v", a.up.addr, errors.Unwrap(err)))
+		a.log.Warn("upstream unreachable", "upstream", c.up.addr, "error", err)
+		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial upstream %s: %v", c.up.addr, errors.Unwrap(err)))
 		return
 	}
 	up = rawconn.Wrap(up)
-	if a.up.scheme == "https" {
-		host, _, _ := net.SplitHostPort(a.up.addr)
+	if c.up.scheme == "https" {
+		host, _, _ := net.SplitHostPort(c.up.addr)
 		up = tls.Client(up, &tls.Config{ServerName: host})
 	}
 	ch, _, err := nc.Accept()
@@ -616,7 +832,7 @@ func (c *conn) forward(nc ssh.NewChannel) {
 		return
 	}
 	// The node sends no channel requests; x/crypto drops them when the channel closes.
-	pipe(ch, up, a.up.scheme != "tcp")
+	pipe(ch, up, c.up.scheme != "tcp")
 }
 
 var (
@@ -707,8 +923,11 @@ func refusal(resp *http.Response) error {
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		return fmt.Errorf("%w (%w): HTTP %d: %s", ErrRefused, ErrUnavailable, resp.StatusCode, msg)
+	switch code := resp.StatusCode; {
+	case code == http.StatusServiceUnavailable:
+		return fmt.Errorf("%w (%w): HTTP %d: %s", ErrRefused, ErrUnavailable, code, msg)
+	case code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
+		return permanent(fmt.Sprintf("node refused the connection: HTTP %d: %s", code, msg), ErrRefused)
 	}
 	return fmt.Errorf("%w: HTTP %d: %s", ErrRefused, resp.StatusCode, msg)
 }

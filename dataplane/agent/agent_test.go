@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,9 +11,20 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/dataplane/node"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The tests against a real node (node_test.go) run its fasthttp ingress: its worker-pool
+	// cleaner notices a stopped server within its 10s idle period, and its clock goroutine serves
+	// the whole process. net/http lingers 500ms after refusing a request whose body it did not
+	// read; that goroutine ends by itself.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("net/http.(*conn).closeWriteAndWait"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"))
+}
 
 func TestNodeURLAndUpstreamParsing(t *testing.T) {
 	for in, want := range map[string]string{
@@ -75,6 +87,13 @@ func TestRefusalExplainsProblemDocuments(t *testing.T) {
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), "supports tunnelplane.v2") {
 		t.Fatalf("%v", err)
 	}
+	// A 4xx cannot change by asking again; 5xx, 408 and 429 may.
+	for code, permanent := range map[int]bool{400: true, 404: true, 403: true, 408: false, 429: false, 502: false, 503: false} {
+		err := refusal(&http.Response{StatusCode: code, Body: io.NopCloser(strings.NewReader(""))})
+		if errors.Is(err, ErrPermanent) != permanent || !errors.Is(err, ErrRefused) || errors.Is(err, ErrUnavailable) != (code == 503) {
+			t.Errorf("HTTP %d: %v (permanent: %v)", code, err, errors.Is(err, ErrPermanent))
+		}
+	}
 }
 
 // copyBuf moves everything, switching to the large buffer once a read fills the small one.
@@ -83,5 +102,36 @@ func TestCopyBufCopiesEverything(t *testing.T) {
 	var dst bytes.Buffer
 	if err := copyBuf(&dst, bytes.NewReader(src)); err != nil || !bytes.Equal(dst.Bytes(), src) {
 		t.Fatalf("copied %d of %d: %v", dst.Len(), len(src), err)
+	}
+}
+
+// The node's answer to agent-info comes from the network: fuzzed, seeded with what nodes send.
+func FuzzInfoReplyUpstream(f *testing.F) {
+	reply := func(js string) []byte { return ssh.Marshal(node.JSONPayload{JSON: js}) }
+	for _, seed := range [][]byte{
+		reply(`{"upstream":"http://127.0.0.1:11434"}`), reply(`{}`), reply(`not json`), nil, // older nodes: nothing
+		reply(`{"upstream":"http://127.0.0.1:11434"}`)[:7], // cut short
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		up := infoReplyUpstream(payload)
+		if up == "" {
+			return
+		}
+		// Only a whole SSH string holding a JSON document may give an upstream.
+		var p node.JSONPayload
+		if ssh.Unmarshal(payload, &p) != nil || !json.Valid([]byte(p.JSON)) {
+			t.Fatalf("upstream %q from %q", up, payload)
+		}
+	})
+}
+
+func TestInfoReplyUpstream(t *testing.T) {
+	if got := infoReplyUpstream(ssh.Marshal(node.JSONPayload{JSON: `{"upstream":"http://h:1"}`})); got != "http://h:1" {
+		t.Fatalf("%q", got)
+	}
+	if got := infoReplyUpstream(nil); got != "" {
+		t.Fatalf("an older node's empty answer gave %q", got)
 	}
 }

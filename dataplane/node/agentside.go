@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 )
 
@@ -35,31 +38,55 @@ func (n *Node) newSSHConfig() *ssh.ServerConfig {
 }
 
 // authenticateAgent runs after key exchange, so the agent has already checked the host key
-// before it sends its token. Failures reach the agent as an SSH banner: the reason, plainly.
+// before it sends its token. Failures reach the agent as an SSH banner: the reason, plainly, and
+// its code (RefusalBanner), which tells the agent whether to retry.
 func (n *Node) authenticateAgent(cm ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {
-	reject := func(err error, msg string) (*ssh.Permissions, error) {
+	reject := func(err error, code, msg string) (*ssh.Permissions, error) {
 		n.metrics.handshakeFails.WithLabelValues("auth").Inc()
-		return nil, &ssh.BannerError{Err: err, Message: "tunnelplane: " + msg + "\n"}
+		return nil, &ssh.BannerError{Err: err, Message: RefusalBanner(code, msg)}
 	}
 	if cm.User() != AgentUser {
-		return reject(fmt.Errorf("authenticate agent: %w: user %q", ErrUnauthenticated, cm.User()),
+		return reject(fmt.Errorf("authenticate agent: %w: user %q", ErrUnauthenticated, cm.User()), ReasonTokenInvalid,
 			fmt.Sprintf("log in as user %q with an agent token", AgentUser))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HandshakeTimeout)
 	defer cancel()
 	id, err := n.cfg.Authenticator.AuthenticateAgent(ctx, string(password))
 	if err != nil {
-		return reject(fmt.Errorf("authenticate agent: %w", err), "agent token rejected: "+err.Error())
+		code, msg := refusalOf(err)
+		return reject(fmt.Errorf("authenticate agent: %w", err), code, msg)
 	}
 	if id.TunnelID == "" || id.OrgID == "" {
 		return reject(fmt.Errorf("authenticate agent: %w: identity without tunnel or organization", ErrUnauthenticated),
-			"agent token rejected: it names no tunnel")
+			ReasonTokenInvalid, "agent token rejected: it names no tunnel")
 	}
 	if !id.ExpiresAt.IsZero() && !n.cfg.Now().Before(id.ExpiresAt) {
-		return reject(fmt.Errorf("authenticate agent: %w: token expired at %s", ErrUnauthenticated, id.ExpiresAt.UTC().Format(time.RFC3339)),
-			"agent token rejected: token expired at "+id.ExpiresAt.UTC().Format(time.RFC3339))
+		at := id.ExpiresAt.UTC().Format(time.RFC3339)
+		return reject(fmt.Errorf("authenticate agent: %w: token expired at %s", ErrUnauthenticated, at),
+			ReasonTokenExpired, "agent token expired at "+at)
 	}
 	return &ssh.Permissions{ExtraData: map[any]any{identityKey{}: id}}, nil
+}
+
+// refusalOf turns an Authenticator's error into a refusal code and the line the agent shows.
+func refusalOf(err error) (code, msg string) {
+	detail := err.Error()
+	if i := strings.LastIndex(detail, ": "); i >= 0 {
+		detail = detail[i+2:] // the token or tunnel id the sentinels are followed by
+	}
+	switch {
+	case errors.Is(err, ErrTokenRevoked):
+		return ReasonTokenRevoked, "agent token revoked (" + detail + ")"
+	case errors.Is(err, ErrTunnelDeleted):
+		return ReasonTunnelDeleted, "tunnel deleted (" + detail + ")"
+	case errors.Is(err, token.ErrExpired):
+		return ReasonTokenExpired, "agent token rejected: " + err.Error()
+	case errors.Is(err, token.ErrUnknownKey):
+		return ReasonTokenUnknown, "agent token rejected: " + err.Error()
+	case errors.Is(err, token.ErrInvalid):
+		return ReasonTokenInvalid, "agent token rejected: " + err.Error()
+	}
+	return ReasonTokenUnknown, "agent token rejected: " + err.Error()
 }
 
 // AgentHandler is the WebSocket endpoint agents dial (mount it at /v1/agent). It answers 400
@@ -182,6 +209,55 @@ func drainChannels(chans <-chan ssh.NewChannel) {
 	for nc := range chans {
 		_ = nc.Reject(ssh.Prohibited, "node draining")
 	}
+}
+
+// maxUpstreamLen bounds the upstream URL an agent reports (it goes into the log).
+const maxUpstreamLen = 2048
+
+// agentInfoReply tells the agent its tunnel's upstream, and warns when the agent brought another
+// one (connect --to): callers of the tunnel then reach something the tunnel does not name. An
+// agent may answer RequestAgentInfo more than once; the warning comes once per session.
+func (s *session) agentInfoReply(info AgentInfo) []byte {
+	tunnel := s.ident.Upstream
+	if o := info.UpstreamOverride; o != "" && tunnel != "" && strings.TrimRight(o, "/") != strings.TrimRight(tunnel, "/") {
+		s.mu.Lock()
+		warned := s.overrideWarned
+		s.overrideWarned = true
+		s.mu.Unlock()
+		if !warned {
+			s.log.Warn("agent overrides the tunnel's upstream", "tunnel_upstream", redactedURL(tunnel), "agent_upstream", redactedURL(o))
+		}
+	}
+	if tunnel == "" {
+		return nil // as older nodes answer: the agent needs its own upstream
+	}
+	js, _ := json.Marshal(AgentInfoReply{Upstream: tunnel})
+	return ssh.Marshal(JSONPayload{JSON: string(js)})
+}
+
+// redactedURL is a URL fit for the log: without a password.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+// agentDraining: the agent is stopping (RequestDrain). No new call is routed to it; the calls in
+// flight finish (the agent bounds how long it waits), then the session ends with reason.
+func (s *session) agentDraining(reason string) {
+	s.log.Info("agent draining", "reason", reason)
+	s.n.unroute(s)
+	// The session goroutine holds a count of n.wg, so Add cannot race Stop's Wait.
+	s.n.wg.Go(func() {
+		s.waitIdle(context.Background()) // returns when the session ends too
+		select {
+		case <-s.done: // it ended first (the agent's shutdown timeout, the network)
+		default:
+			s.close(reason)
+		}
+	})
 }
 
 // agentVersionFrom reads "SSH-2.0-tunnelplane_agent_<version>".

@@ -27,16 +27,25 @@ var (
 	ErrInvalidConfig = errors.New("node: invalid config")
 	// ErrStopped: the node was stopped.
 	ErrStopped = errors.New("node: stopped")
+	// ErrTokenRevoked and ErrTunnelDeleted come with ErrUnauthenticated from an Authenticator
+	// when the agent token was revoked or its tunnel deleted: the node then tells the agent that
+	// a retry cannot help (ReasonTokenRevoked, ReasonTunnelDeleted).
+	ErrTokenRevoked  = errors.New("agent token revoked")
+	ErrTunnelDeleted = errors.New("tunnel deleted")
 )
 
 // AgentIdentity is who an agent token says the agent is.
 type AgentIdentity struct {
 	OrgID, TunnelID, TokenID string
 	ExpiresAt                time.Time // zero: does not expire; else the session ends then
+	// Upstream is the tunnel's upstream as the log says when the agent logs in, told to the agent
+	// in the agent-info reply ("": unknown here; the agent then needs its own, connect --to).
+	Upstream string
 }
 
 // Authenticator checks an agent token (offline, against the token keys and revocations).
-// Errors should wrap ErrUnauthenticated; their text is shown to the agent.
+// Errors should wrap ErrUnauthenticated (and ErrTokenRevoked or ErrTunnelDeleted when that is
+// why); their text is shown to the agent.
 type Authenticator interface {
 	AuthenticateAgent(ctx context.Context, token string) (AgentIdentity, error)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -361,12 +362,17 @@ func TestHostKeyMismatchIsRefusedBeforeTheTokenIsSent(t *testing.T) {
 	e := newEnv(t)
 	const wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	a := e.startAgent("tun-llm", func(c *agent.Config) { c.HostKeyFingerprint = wrong })
-	poll.Until(t, 10*time.Second, "two refused attempts", func() bool { return a.states.count("host key mismatch") >= 2 })
-	if !a.states.has("expected "+wrong+", got "+e.fp) || !a.states.has("retrying in") {
-		t.Fatalf("states:\n%s", a.states)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the agent kept retrying a host key mismatch:\n%s", a.states)
 	}
-	if a.states.has("connected to") {
-		t.Fatal("connected despite the wrong host key")
+	if !errors.Is(a.err, agent.ErrHostKeyMismatch) || !errors.Is(a.err, agent.ErrPermanent) ||
+		!strings.Contains(a.err.Error(), "node host key "+e.fp+" does not match the pinned "+wrong) {
+		t.Fatalf("Run: %v", a.err)
+	}
+	if a.states.has("connected to") || a.states.has("retrying in") {
+		t.Fatalf("states:\n%s", a.states)
 	}
 	if n := e.auth.calls.Load(); n != 0 {
 		t.Fatalf("the token reached the node %d times", n)
@@ -379,9 +385,13 @@ func TestExpiredAgentTokenIsRefusedWithTheReason(t *testing.T) {
 	a := e.startAgent("tun-llm", func(c *agent.Config) {
 		c.Token = e.agentToken("tun-llm", "old", time.Now().Add(-time.Minute))
 	})
-	poll.Until(t, 10*time.Second, "auth failure reported", func() bool { return a.states.has("authentication failed") })
-	if !a.states.has("expired") {
-		t.Fatalf("the agent should say the token expired:\n%s", a.states)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the agent kept retrying an expired token:\n%s", a.states)
+	}
+	if !errors.Is(a.err, agent.ErrTokenExpired) || !errors.Is(a.err, agent.ErrAuthFailed) || !strings.Contains(a.err.Error(), "expired") {
+		t.Fatalf("Run: %v", a.err)
 	}
 }
 

@@ -1,6 +1,10 @@
 package node
 
-import "golang.org/x/crypto/ssh"
+import (
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+)
 
 // The node–agent wire protocol. The agent package speaks it too; change both together and keep
 // older agents working (a new protocol version, never a changed meaning of an old name).
@@ -27,6 +31,11 @@ const (
 	// RequestDisconnect carries a DisconnectNotice just before the sender closes the connection,
 	// so the other side can say why.
 	RequestDisconnect = "disconnect@tunnelplane.dev"
+	// RequestDrain (v2, want-reply, a DisconnectNotice) says the agent is stopping: the node stops
+	// routing new calls to it, lets the calls in flight finish and then ends the session for the
+	// notice's reason, as if the agent had sent RequestDisconnect. A node that does not know it
+	// answers false; the agent then refuses new channels itself.
+	RequestDrain = "drain@tunnelplane.dev"
 	// ChannelForwarded is the channel type the node opens for each ingress connection.
 	ChannelForwarded = "forwarded-tcpip"
 
@@ -75,6 +84,17 @@ type AgentInfo struct {
 	// node (connect --replace); without it such an agent is refused. An agent reconnecting with
 	// the token of the session that holds the tunnel replaces that session either way.
 	Replace bool `json:"replace,omitempty"`
+	// UpstreamOverride is the upstream the agent was given itself (connect --to), when it was;
+	// the node warns when it is not the tunnel's.
+	UpstreamOverride string `json:"upstream_override,omitempty"`
+}
+
+// AgentInfoReply is the payload of the node's answer to RequestAgentInfo (JSON inside a
+// JSONPayload). Older nodes answer with no payload.
+type AgentInfoReply struct {
+	// Upstream is the tunnel's upstream (AgentIdentity.Upstream); the agent uses it unless it was
+	// given its own. Empty when the node does not know it.
+	Upstream string `json:"upstream,omitempty"`
 }
 
 // JSONPayload wraps a JSON document as an SSH string.
@@ -82,3 +102,51 @@ type JSONPayload struct{ JSON string }
 
 // DisconnectNotice is the payload of RequestDisconnect.
 type DisconnectNotice struct{ Reason string }
+
+// Why the node refused an agent's login. The reason goes at the end of the login banner, as
+// " [reason=<code>]", so that an agent can tell a refusal a retry cannot change from one it can;
+// older agents show the banner as it is. New codes may come: an agent treats a code it does not
+// know as temporary.
+const (
+	ReasonTokenRevoked  = "token-revoked"  // permanent
+	ReasonTokenExpired  = "token-expired"  // permanent
+	ReasonTokenInvalid  = "token-invalid"  // permanent: malformed, forged or another audience's
+	ReasonTunnelDeleted = "tunnel-deleted" // permanent
+	// ReasonTokenUnknown: the node does not know the token's key or tunnel yet (its view of the
+	// log may be a moment behind a rotation or a new tunnel); temporary.
+	ReasonTokenUnknown = "token-unknown"
+)
+
+// PermanentReason tells the codes after which the same token will never be accepted.
+func PermanentReason(code string) bool {
+	switch code {
+	case ReasonTokenRevoked, ReasonTokenExpired, ReasonTokenInvalid, ReasonTunnelDeleted:
+		return true
+	}
+	return false
+}
+
+const bannerPrefix, reasonOpen = "tunnelplane: ", " [reason="
+
+// RefusalBanner is the login banner of a refusal: one line saying why, and its code.
+func RefusalBanner(code, msg string) string {
+	msg = strings.Join(strings.Fields(msg), " ")
+	if code == "" {
+		return bannerPrefix + msg + "\n"
+	}
+	return bannerPrefix + msg + reasonOpen + code + "]\n"
+}
+
+// ParseRefusalBanner reads a banner from RefusalBanner (code "" when it carries none, as from
+// older nodes).
+func ParseRefusalBanner(banner string) (code, msg string) {
+	msg = strings.TrimSpace(banner)
+	msg = strings.TrimSpace(strings.TrimPrefix(msg, strings.TrimSpace(bannerPrefix)))
+	if i := strings.LastIndex(msg, reasonOpen); i >= 0 && strings.HasSuffix(msg, "]") {
+		c := msg[i+len(reasonOpen) : len(msg)-1]
+		if c != "" && !strings.ContainsAny(c, " []") {
+			return c, strings.TrimSpace(msg[:i])
+		}
+	}
+	return "", msg
+}

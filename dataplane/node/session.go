@@ -41,6 +41,8 @@ type session struct {
 	closing      bool
 	reason       string
 	peerReason   string // what the agent said in a RequestDisconnect
+	// overrideWarned: the agent's own upstream was logged (agentInfoReply)
+	overrideWarned bool
 
 	kaTimer, expTimer, fwdTimer *time.Timer
 
@@ -107,7 +109,8 @@ func (s *session) handleRequest(r *ssh.Request) {
 		}
 		// The Host header goes into every request to the upstream, the version into facts and
 		// logs: an agent's word is checked like a caller's.
-		if len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) || len(info.Version) > 64 || !isVisibleASCII(info.Version) {
+		if len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) || len(info.Version) > 64 || !isVisibleASCII(info.Version) ||
+			len(info.UpstreamOverride) > maxUpstreamLen || !isVisibleASCII(info.UpstreamOverride) {
 			reply(false, nil)
 			return
 		}
@@ -118,7 +121,7 @@ func (s *session) handleRequest(r *ssh.Request) {
 		s.hostHeader = info.HostHeader
 		s.replace = info.Replace
 		s.mu.Unlock()
-		reply(true, nil)
+		reply(true, s.agentInfoReply(info))
 	case RequestForward:
 		var fr ForwardRequest
 		if err := ssh.Unmarshal(r.Payload, &fr); err != nil {
@@ -135,6 +138,18 @@ func (s *session) handleRequest(r *ssh.Request) {
 	case RequestCancelForward:
 		reply(true, nil)
 		s.close("agent released the tunnel")
+	case RequestDrain:
+		if s.meta.protocol != ProtocolV2 {
+			reply(false, nil)
+			return
+		}
+		reason := "draining"
+		var d DisconnectNotice
+		if ssh.Unmarshal(r.Payload, &d) == nil && d.Reason != "" {
+			reason = d.Reason
+		}
+		reply(true, nil)
+		s.agentDraining("agent: " + reason)
 	case RequestDisconnect:
 		var d DisconnectNotice
 		if ssh.Unmarshal(r.Payload, &d) == nil {

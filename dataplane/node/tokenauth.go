@@ -22,7 +22,7 @@ func (a TokenAuthenticator) AuthenticateAgent(_ context.Context, raw string) (Ag
 		return AgentIdentity{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	if a.Revoked != nil && a.Revoked(c.ID) {
-		return AgentIdentity{}, fmt.Errorf("%w: token %s has been revoked", ErrUnauthenticated, c.ID)
+		return AgentIdentity{}, fmt.Errorf("%w: %w: token %s", ErrUnauthenticated, ErrTokenRevoked, c.ID)
 	}
 	id := AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID}
 	if c.ExpiresAt != nil {

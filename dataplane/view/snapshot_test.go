@@ -90,7 +90,7 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 		"revokedkey": mintAgent(k3, "0193f2a4-7c1e-7d3a-9b2e-00000000000b", tun),
 	}
 	want := decisions(t, v, tokens, users)
-	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "was revoked", "does not exist", "resolve chat.acme for alice → {OrgID"} {
+	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "agent token revoked", "tunnel deleted", "resolve chat.acme for alice → {OrgID"} {
 		if !strings.Contains(want, must) {
 			t.Fatalf("the history did not produce the decisions the test needs (%q):\n%s", must, want)
 		}

@@ -435,17 +435,21 @@ func (v *View) AuthenticateAgent(_ context.Context, raw string) (node.AgentIdent
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if v.revoked[c.ID] {
-		return node.AgentIdentity{}, fmt.Errorf("%w: agent token %s was revoked", node.ErrUnauthenticated, c.ID)
+		return node.AgentIdentity{}, fmt.Errorf("%w: %w: token %s", node.ErrUnauthenticated, node.ErrTokenRevoked, c.ID)
 	}
 	t := v.tunnels[c.Tunnel]
-	if t == nil || t.deleted || t.orgID != c.Org {
-		return node.AgentIdentity{}, fmt.Errorf("%w: tunnel %s does not exist (or was deleted)", node.ErrUnauthenticated, c.Tunnel)
+	if t != nil && t.deleted && t.orgID == c.Org {
+		return node.AgentIdentity{}, fmt.Errorf("%w: %w: tunnel %s", node.ErrUnauthenticated, node.ErrTunnelDeleted, c.Tunnel)
+	}
+	// An unknown tunnel may be one this node has not heard of yet (created a moment ago).
+	if t == nil || t.orgID != c.Org {
+		return node.AgentIdentity{}, fmt.Errorf("%w: tunnel %s does not exist (as far as this node knows)", node.ErrUnauthenticated, c.Tunnel)
 	}
 	var exp time.Time
 	if c.ExpiresAt != nil {
 		exp = c.ExpiresAt.Time
 	}
-	return node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp}, nil
+	return node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp, Upstream: t.upstream}, nil
 }
 
 // Resolve implements node.Router. A ref is a tunnel id, "<name>.<org name>", or a bare name. A

@@ -139,12 +139,12 @@ func TestViewDecidesLikeTheControlPlane(t *testing.T) {
 		t.Fatalf("agent: %+v %v", id, err)
 	}
 	f.domain(domain.AgentTokenRevoked{TokenID: tokID, OrgID: org, TunnelID: tun})
-	if _, err := v.AuthenticateAgent(context.Background(), agentTok); !errors.Is(err, node.ErrUnauthenticated) {
+	if _, err := v.AuthenticateAgent(context.Background(), agentTok); !errors.Is(err, node.ErrUnauthenticated) || !errors.Is(err, node.ErrTokenRevoked) {
 		t.Fatalf("revoked token: %v", err)
 	}
 	other, _ := token.MintAgent(key, token.DefaultIssuer, "0193f2a4-7c1e-7d3a-9b2e-000000000005", org, tun, now.Add(time.Hour), now)
 	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})
-	if _, err := v.AuthenticateAgent(context.Background(), other); !errors.Is(err, node.ErrUnauthenticated) {
+	if _, err := v.AuthenticateAgent(context.Background(), other); !errors.Is(err, node.ErrUnauthenticated) || !errors.Is(err, node.ErrTunnelDeleted) {
 		t.Fatalf("deleted tunnel: %v", err)
 	}
 	if _, ok := v.Resolve("llm.acme", anyone); ok {

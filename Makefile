@@ -9,8 +9,8 @@ BENCH_DURATION ?= 2s
 FUZZTIME ?= 30s
 DESYNC_ITERATIONS ?= 2000
 # Debian packages the tests run for real: uvicorn (with h11) and Node.js are upstreams of the
-# ingress desync harness.
-TEST_PACKAGES := python3-uvicorn nodejs
+# ingress desync harness; rsyslog with its TLS driver receives the SIEM syslog tests.
+TEST_PACKAGES := python3-uvicorn nodejs rsyslog rsyslog-gnutls
 # The external NATS server the bus and system tests also run against (this machine's, the Debian
 # package, 2.9.x); `make nats` starts one when nothing answers there.
 TEST_NATS_HOST := 127.0.0.1

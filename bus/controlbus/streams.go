@@ -211,17 +211,42 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 		if c.Origin == "" && keep[i] != "" {
 			streams[i].Description = keep[i]
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, streams[i]); err != nil {
+		if err := retryServerErrors(ctx, func() error {
+			_, err := js.CreateOrUpdateStream(ctx, streams[i])
+			return err
+		}); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", streams[i].Name, err)
 		}
 	}
 	if c.Origin == "" && keep[3] != "" {
 		bucket.Description = keep[3]
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, bucket); err != nil {
+	if err := retryServerErrors(ctx, func() error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, bucket)
+		return err
+	}); err != nil {
 		return fmt.Errorf("ensure bucket %s: %w", bucket.Bucket, err)
 	}
 	return nil
+}
+
+// retryServerErrors runs op again, up to three times in all, while JetStream answers with a
+// server-side error (5xx): a server that has just deleted an account's last stream can fail to
+// create the next one's storage for a moment ("error creating store for stream").
+func retryServerErrors(ctx context.Context, op func() error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = op()
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == 3 || !errors.As(err, &apiErr) || apiErr.Code < 500 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
 }
 
 // checkStamps looks the streams up: any stamped with another log than origin fails (or, with

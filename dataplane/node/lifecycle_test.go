@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,91 +66,22 @@ func TestNodeRestartAgentReconnects(t *testing.T) {
 	}
 }
 
-// blackhole is a TCP proxy that can stop forwarding without closing anything: the agent
-// vanishes as far as the node can tell.
-type blackhole struct {
-	ln      net.Listener
-	target  string
-	mu      sync.Mutex
-	stalled bool
-	conns   []net.Conn
-	wg      sync.WaitGroup
-}
-
-func newBlackhole(t *testing.T, target string) *blackhole {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackhole{ln: ln, target: target}
-	b.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			b.mu.Lock()
-			b.conns = append(b.conns, c, up)
-			b.mu.Unlock()
-			b.wg.Go(func() { b.copy(up, c) })
-			b.wg.Go(func() { b.copy(c, up) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
-	return b
-}
-
-func (b *blackhole) copy(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		b.mu.Lock()
-		stalled := b.stalled
-		b.mu.Unlock()
-		if err != nil {
-			if !stalled { // a vanished network delivers no close either
-				dst.Close()
-			}
-			return
-		}
-		if stalled {
-			continue // swallow: nothing arrives, nothing closes
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-func (b *blackhole) stall() { b.mu.Lock(); b.stalled = true; b.mu.Unlock() }
 
 func TestVanishedAgentIsDetectedByKeepalivesOnBothSides(t *testing.T) {
 	e := newEnv(t, withNodeConfig(func(c *node.Config) {
 		c.KeepaliveInterval, c.KeepaliveTimeout = 100*time.Millisecond, 300*time.Millisecond
 	}))
-	bh := newBlackhole(t, e.addr)
+	// The agent vanishes as far as the node can tell: nothing moves, nothing closes.
+	fz := newFreezer(t, e.addr)
 	a := e.startAgent("tun-llm", func(c *agent.Config) {
-		c.NodeURL = "ws://" + bh.ln.Addr().String() + "/v1/agent"
+		c.NodeURL = "ws://" + fz.addr() + "/v1/agent"
 		c.KeepaliveInterval, c.KeepaliveTimeout = 100*time.Millisecond, 300*time.Millisecond
 	})
 	s1 := e.waitHeld("tun-llm")
 	// The node holds the tunnel once it granted it; the agent runs keepalives only once it has
 	// the grant (before that its dial timeout applies), so stall only then.
 	poll.Until(t, 5*time.Second, "agent connected", func() bool { return a.states.has("connected to") })
-	bh.stall()
+	fz.freeze()
 	poll.Until(t, 5*time.Second, "node released the tunnel", func() bool { return len(e.sink.disconnectsFor(s1.SessionID)) == 1 })
 	if d := e.sink.disconnectsFor(s1.SessionID)[0]; !strings.Contains(d.Reason, "agent unresponsive: no keepalive answer within 300ms") {
 		t.Fatalf("reason %q", d.Reason)

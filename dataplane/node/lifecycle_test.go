@@ -66,7 +66,6 @@ func TestNodeRestartAgentReconnects(t *testing.T) {
 	}
 }
 
-
 func TestVanishedAgentIsDetectedByKeepalivesOnBothSides(t *testing.T) {
 	e := newEnv(t, withNodeConfig(func(c *node.Config) {
 		c.KeepaliveInterval, c.KeepaliveTimeout = 100*time.Millisecond, 300*time.Millisecond

@@ -36,7 +36,7 @@ func DefaultProduct(version string) Product {
 // decoded is an entry's record with its payload and metadata parsed.
 type decoded struct {
 	Entry
-	event domain.Event
+	event any // a domain event, or one of the log's own payloads (*eventstore.KeyRotatedPayload, …)
 	md    domain.Metadata
 }
 
@@ -44,7 +44,7 @@ func decode(e Entry) (decoded, error) {
 	if e.Record == nil {
 		return decoded{}, errors.New("siem: entry without a record")
 	}
-	ev, err := domain.Decode(e.Record.Type, e.Record.Payload)
+	ev, err := decodeEvent(e.Record.Type, e.Record.Payload)
 	if err != nil {
 		if errors.Is(err, domain.ErrUnknownEvent) {
 			return decoded{}, fmt.Errorf("%w: %s", ErrUnmapped, e.Record.Type)
@@ -58,6 +58,33 @@ func decode(e Entry) (decoded, error) {
 		}
 	}
 	return decoded{Entry: e, event: ev, md: md}, nil
+}
+
+// decodeEvent parses a payload: the log's own records (genesis and key history) or a domain
+// event.
+func decodeEvent(typ string, payload []byte) (any, error) {
+	var ev any
+	switch typ {
+	case eventstore.TypeGenesis:
+		ev = &eventstore.GenesisPayload{}
+	case eventstore.TypeKeyRotated:
+		ev = &eventstore.KeyRotatedPayload{}
+	case eventstore.TypeKeyAdded:
+		ev = &eventstore.KeyAddedPayload{}
+	case eventstore.TypeKeyRevoked:
+		ev = &eventstore.KeyRevokedPayload{}
+	default:
+		return domain.Decode(typ, payload)
+	}
+	if err := json.Unmarshal(payload, ev); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", typ, err)
+	}
+	return ev, nil
+}
+
+// LogEventTypes are the log's own record types, which the formats map besides the domain's.
+func LogEventTypes() []string {
+	return []string{eventstore.TypeGenesis, eventstore.TypeKeyRotated, eventstore.TypeKeyAdded, eventstore.TypeKeyRevoked}
 }
 
 // when is the event's time: when it happened if the producer said, else when it was recorded.

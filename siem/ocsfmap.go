@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
 // The OCSF 1.8 classes tunnelplane's events map to.
@@ -52,8 +53,24 @@ type ocsfMapping struct {
 	fill         func(d decoded, o ocsfEvent)
 }
 
-// ocsfMappings is the table docs/siem.md documents: every domain event type, no other.
+// ocsfMappings is the table docs/siem.md documents: every domain event type and the log's own
+// records (genesis, key history), no other.
 var ocsfMappings = map[string]ocsfMapping{
+	eventstore.TypeGenesis: entity(1, "Create", "Event log", func(d decoded) (string, string) {
+		g := d.event.(*eventstore.GenesisPayload)
+		return g.LogID, g.Origin
+	}),
+	eventstore.TypeKeyAdded: withSeverity(entity(1, "Create", "Signing key", func(d decoded) (string, string) {
+		k := d.event.(*eventstore.KeyAddedPayload)
+		return k.KeyID, string(k.Purpose) + " key" + owner(k.Owner)
+	}), sevLow),
+	eventstore.TypeKeyRotated: withSeverity(entity(3, "Update", "Signing key", func(d decoded) (string, string) {
+		k := d.event.(*eventstore.KeyRotatedPayload)
+		return k.NewKeyID, string(k.Purpose) + " key" + owner(k.Owner) + " replacing " + k.OldKeyID
+	}), sevLow),
+	eventstore.TypeKeyRevoked: withSeverity(entity(9, "Disable", "Signing key", func(d decoded) (string, string) {
+		return d.event.(*eventstore.KeyRevokedPayload).KeyID, ""
+	}), sevMedium),
 	domain.TypeOrganizationCreated: entity(1, "Create", "Organization", func(d decoded) (string, string) {
 		e := d.event.(*domain.OrganizationCreated)
 		return e.OrgID, e.Name
@@ -269,6 +286,13 @@ func entity(activity int, activityName, kind string, idName func(d decoded) (id,
 			}
 			o["entity"] = ent
 		}}
+}
+
+func owner(o string) string {
+	if o == "" {
+		return ""
+	}
+	return " of " + o
 }
 
 func withSeverity(m ocsfMapping, severity int) ocsfMapping {

@@ -195,10 +195,10 @@ func messages(t *testing.T, format func(siem.Entry) ([]byte, error), first uint6
 	t.Helper()
 	ids = map[uint64]string{}
 	all := samples()
-	types := domain.EventTypes()
+	types := allTypes()
 	for i := range n {
 		seq := first + uint64(i)
-		rec := record(t, seq, all[types[i%len(types)].Name], domain.Metadata{Actor: "alice"})
+		rec := record(t, seq, all[types[i%len(types)]], domain.Metadata{Actor: "alice"})
 		e := siem.Entry{Record: rec, Seq: seq}
 		body, err := format(e)
 		if err != nil {

@@ -66,10 +66,10 @@ func samples() map[string]any {
 	org, tun, node := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	key := make([]byte, 32)
 	return map[string]any{
-		eventstore.TypeGenesis:     eventstore.GenesisPayload{LogID: uuid.NewString(), Origin: "tunnelplane/log/abcd", Algorithm: "ed25519", KeyID: "ed25519:aa", PublicKey: key},
-		eventstore.TypeKeyAdded:    eventstore.KeyAddedPayload{Purpose: "node", Owner: node, KeyID: "ed25519:bb", Algorithm: "ed25519", PublicKey: key, Proof: []byte{1}},
-		eventstore.TypeKeyRotated:  eventstore.KeyRotatedPayload{Purpose: "log", OldKeyID: "ed25519:aa", NewKeyID: "ed25519:cc", Algorithm: "ed25519", PublicKey: key},
-		eventstore.TypeKeyRevoked:  eventstore.KeyRevokedPayload{KeyID: "ed25519:bb", Reason: "node removed"},
+		eventstore.TypeGenesis:         eventstore.GenesisPayload{LogID: uuid.NewString(), Origin: "tunnelplane/log/abcd", Algorithm: "ed25519", KeyID: "ed25519:aa", PublicKey: key},
+		eventstore.TypeKeyAdded:        eventstore.KeyAddedPayload{Purpose: "node", Owner: node, KeyID: "ed25519:bb", Algorithm: "ed25519", PublicKey: key, Proof: []byte{1}},
+		eventstore.TypeKeyRotated:      eventstore.KeyRotatedPayload{Purpose: "log", OldKeyID: "ed25519:aa", NewKeyID: "ed25519:cc", Algorithm: "ed25519", PublicKey: key},
+		eventstore.TypeKeyRevoked:      eventstore.KeyRevokedPayload{KeyID: "ed25519:bb", Reason: "node removed"},
 		domain.TypeOrganizationCreated: domain.OrganizationCreated{OrgID: org, Name: "acme", CreatedBy: "root"},
 		domain.TypeOrgNameReserved:     domain.OrgNameReserved{OrgID: org, Name: "acme"},
 		domain.TypeTunnelCreated:       domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:11434", Protocol: "http"},

@@ -32,6 +32,7 @@ import (
 // TLS on a free port, writing what it receives to a file, one line per message:
 // "MSGID STRUCTURED-DATA MSG".
 type rsyslog struct {
+	bin            string
 	dir, conf, out string
 	port           int
 	cmd            *exec.Cmd
@@ -55,25 +56,33 @@ func startRsyslog(t *testing.T) *rsyslog {
 	dir := t.TempDir()
 	r := &rsyslog{dir: dir, conf: filepath.Join(dir, "rsyslog.conf"), out: filepath.Join(dir, "out.log")}
 	r.pool = writeTestPKI(t, dir)
-	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="256k"
-  defaultNetstreamDriver="gtls"
-  defaultNetstreamDriverCAFile=%[2]q defaultNetstreamDriverCertFile=%[3]q defaultNetstreamDriverKeyFile=%[4]q)
-module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
-input(type="imtcp" port="0" listenPortFileName=%[5]q)
-template(name="line" type="string" string="%%msgid%% %%structured-data%% %%msg%%\n")
-action(type="omfile" file=%[6]q template="line")
-`, dir, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"), filepath.Join(dir, "port"), r.out)
-	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	r.bin = bin
 	r.start(t, bin)
 	t.Cleanup(func() { r.stop() })
 	return r
 }
 
+// writeConf configures rsyslog to listen on port (0: a free one, written to the port file).
+func (r *rsyslog) writeConf(t *testing.T, port int) {
+	t.Helper()
+	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="256k"
+  defaultNetstreamDriver="gtls"
+  defaultNetstreamDriverCAFile=%[2]q defaultNetstreamDriverCertFile=%[3]q defaultNetstreamDriverKeyFile=%[4]q)
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imtcp" port="%[7]d" listenPortFileName=%[5]q)
+template(name="line" type="string" string="%%msgid%% %%structured-data%% %%msg%%\n")
+action(type="omfile" file=%[6]q template="line")
+`, r.dir, filepath.Join(r.dir, "ca.pem"), filepath.Join(r.dir, "server.pem"), filepath.Join(r.dir, "server-key.pem"), filepath.Join(r.dir, "port"), r.out, port)
+	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start runs rsyslogd: on a free port the first time, on the same port after that.
 func (r *rsyslog) start(t *testing.T, bin string) {
 	t.Helper()
 	_ = os.Remove(filepath.Join(r.dir, "port"))
+	r.writeConf(t, r.port)
 	var stderr strings.Builder
 	r.cmd = exec.Command(bin, "-n", "-f", r.conf, "-i", filepath.Join(r.dir, "pid"))
 	r.cmd.Stdout, r.cmd.Stderr = &stderr, &stderr
@@ -86,6 +95,12 @@ func (r *rsyslog) start(t *testing.T, bin string) {
 		if p, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && p > 0 {
 			r.port = p
 			return
+		}
+		if r.port > 0 {
+			if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)), time.Second); err == nil {
+				c.Close()
+				return
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("rsyslogd did not listen within 15s: %s", stderr.String())

@@ -1,0 +1,130 @@
+package siem_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
+	"github.com/tunnelplane/tunnelplane/siem"
+)
+
+// appendOrgs writes n organization.created events to the log.
+func appendOrgs(t *testing.T, st *eventstore.Store, n int) {
+	t.Helper()
+	for range n {
+		org := uuid.NewString()
+		b, err := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: "o" + org[:8], CreatedBy: "root"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Append(context.Background(), domain.OrgStream(org), eventstore.NoStream,
+			eventstore.EventData{Type: domain.TypeOrganizationCreated, Payload: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The log reaches rsyslog over TLS at least once, through a receiver killed and restarted and a
+// forwarder stopped mid-stream and started again: every record arrives, a duplicate carries the
+// same event id under the same sequence number, and the sequence has no hole.
+func TestTheLogReachesRsyslogThroughRestarts(t *testing.T) {
+	t.Parallel()
+	r := startRsyslog(t)
+	log := logtest.Start(t, 10*time.Millisecond)
+	const total = 3000
+	appendOrgs(t, log.Store, total/3)
+
+	transport, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)),
+		TLS: &tls.Config{RootCAs: r.pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newForwarder := func() *siem.Forwarder {
+		f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "rsyslog-test", Store: log.Store, Pool: log.Pool, Transport: transport,
+			Format: siem.SyslogFormat(siem.SyslogConfig{Hostname: "cp-1"}, ocsfBody), BatchSize: 100,
+			MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	waitSeq := func(f *siem.Forwarder, atLeast uint64) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for f.Status().Seq < atLeast {
+			if time.Now().After(deadline) {
+				t.Fatalf("the sink delivered up to sequence %d within 60s, want %d (%+v)", f.Status().Seq, atLeast, f.Status())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	f := newForwarder()
+	waitSeq(f, 200)
+	// The receiver dies mid-stream while more is written, and comes back on the same port.
+	r.kill()
+	appendOrgs(t, log.Store, total/3)
+	deadline := time.Now().Add(10 * time.Second)
+	for f.Status().Retries == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed delivery while the receiver was down")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.start(t, r.bin)
+	waitSeq(f, 1200)
+	// The forwarder stops mid-stream (its cursor may lag what was delivered) and starts again.
+	f.Stop()
+	appendOrgs(t, log.Store, total/3)
+	f = newForwarder()
+	n, err := log.Store.Head(context.Background()) // the number of records, the genesis at 0 included
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSeq(f, n) // no filter: every record takes a number
+	f.Stop()
+
+	// rsyslog writes in order: wait until the last sequence number is in its file.
+	last := fmt.Sprintf(`seq="%d"`, n)
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(r.tail(t, 64<<10), last) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sequence %d is not in rsyslog's file within 30s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := r.received(t)
+	recs, err := log.Store.ReadAll(context.Background(), 0, int(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, rec := range recs {
+		seq := uint64(i) + 1 // no filter: the record at position p carries sequence p+1
+		ids := got[seq]
+		if len(ids) == 0 {
+			t.Fatalf("sequence %d (position %d) never reached rsyslog", seq, rec.Position)
+		}
+		for _, id := range ids {
+			if id != rec.EventID.String() {
+				t.Fatalf("sequence %d arrived as event %s, want %s: a number was reused for another event", seq, id, rec.EventID)
+			}
+		}
+	}
+	if uint64(len(got)) != n || uint64(len(recs)) != n {
+		t.Fatalf("rsyslog holds %d sequence numbers, the log %d records", len(got), n)
+	}
+}

@@ -83,6 +83,9 @@ type ForwarderStatus struct {
 	Delivered uint64 // messages delivered since start
 	Retries   uint64 // failed deliveries since start
 	LastError string
+	// Refused: the receiver refuses the current batch for good (ErrRefused); the sink retries
+	// it, and someone must act.
+	Refused bool
 }
 
 // Forwarder forwards the log to one sink, at least once: it reads from its cursor, delivers a
@@ -173,8 +176,13 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		f.mu.Lock()
 		f.status.Retries++
 		f.status.LastError = err.Error()
+		f.status.Refused = errors.Is(err, ErrRefused)
 		f.mu.Unlock()
-		f.cfg.Logger.Warn("siem delivery failed; retrying", "position", pos, "error", err, "retry_in", backoff)
+		if errors.Is(err, ErrRefused) {
+			f.cfg.Logger.Error("siem receiver refuses a batch; retrying it, never skipping it", "position", pos, "error", err, "retry_in", backoff)
+		} else {
+			f.cfg.Logger.Warn("siem delivery failed; retrying", "position", pos, "error", err, "retry_in", backoff)
+		}
 		// Full jitter over the upper half: sinks that failed together do not retry together.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(backoff*2, f.cfg.MaxBackoff)
@@ -243,7 +251,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		f.mu.Lock()
 		f.status.Position, f.status.Seq = pos, seq
 		f.status.Delivered += uint64(len(msgs))
-		f.status.LastError = ""
+		f.status.LastError, f.status.Refused = "", false
 		f.mu.Unlock()
 	}
 }

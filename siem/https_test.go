@@ -1,0 +1,223 @@
+package siem_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
+	"github.com/tunnelplane/tunnelplane/siem"
+)
+
+// hec is a receiver that answers as Splunk's HTTP Event Collector documents
+// (/services/collector/event): 401 "Token is required" (code 2), 403 "Invalid token" (4),
+// 400 "Invalid data format" (6), 503 "Server is busy" (9) while busy, 200 "Success" (0).
+type hec struct {
+	srv   *httptest.Server
+	token string
+
+	mu    sync.Mutex
+	busy  int                 // answer this many posts with 503 first
+	seqs  map[string][]string // seq field → event ids
+	posts int
+}
+
+func newHEC(t *testing.T, token string, busy int) *hec {
+	h := &hec{token: token, busy: busy, seqs: map[string][]string{}}
+	h.srv = httptest.NewTLSServer(http.HandlerFunc(h.serve))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func answer(w http.ResponseWriter, status int, text string, code int) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"text":%q,"code":%d}`, text, code)
+}
+
+func (h *hec) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/services/collector/event" || r.Method != http.MethodPost {
+		answer(w, http.StatusNotFound, "The requested URL was not found on this server.", 404)
+		return
+	}
+	auth := r.Header.Get("Authorization")
+	switch {
+	case auth == "":
+		answer(w, http.StatusUnauthorized, "Token is required", 2)
+		return
+	case auth != "Splunk "+h.token:
+		answer(w, http.StatusForbidden, "Invalid token", 4)
+		return
+	}
+	h.mu.Lock()
+	h.posts++
+	if h.busy > 0 {
+		h.busy--
+		h.mu.Unlock()
+		answer(w, http.StatusServiceUnavailable, "Server is busy", 9)
+		return
+	}
+	h.mu.Unlock()
+	dec := json.NewDecoder(r.Body)
+	var got [][2]string
+	for {
+		var ev struct {
+			Time   float64           `json:"time"`
+			Event  json.RawMessage   `json:"event"`
+			Fields map[string]string `json:"fields"`
+		}
+		err := dec.Decode(&ev)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil || len(ev.Event) == 0 || ev.Event[0] != '{' || ev.Time <= 0 || ev.Fields["seq"] == "" || ev.Fields["event_id"] == "" {
+			answer(w, http.StatusBadRequest, "Invalid data format", 6)
+			return
+		}
+		got = append(got, [2]string{ev.Fields["seq"], ev.Fields["event_id"]})
+	}
+	h.mu.Lock()
+	for _, g := range got {
+		h.seqs[g[0]] = append(h.seqs[g[0]], g[1])
+	}
+	h.mu.Unlock()
+	answer(w, http.StatusOK, "Success", 0)
+}
+
+func (h *hec) received() map[string][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string][]string, len(h.seqs))
+	for k, v := range h.seqs {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+func (h *hec) sink(t *testing.T, token string) *siem.HTTPS {
+	t.Helper()
+	s, err := siem.NewHTTPS(siem.HTTPSConfig{URL: h.srv.URL + "/services/collector/event", Profile: siem.ProfileHEC, Token: token,
+		TLS: h.srv.Client().Transport.(*http.Transport).TLSClientConfig, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Through a HEC that is busy at first, every record arrives once or more under its own sequence
+// number; a bad token is a refusal the sink reports and retries without moving on or printing
+// the token, and the right token then delivers everything.
+func TestTheLogReachesAnHTTPEventCollector(t *testing.T) {
+	t.Parallel()
+	h := newHEC(t, "right-token", 3)
+	log := logtest.Start(t, 10*time.Millisecond)
+	appendOrgs(t, log.Store, 600)
+	n, err := log.Store.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forward := func(token string) *siem.Forwarder {
+		f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "hec-test", Store: log.Store, Pool: log.Pool, Transport: h.sink(t, token),
+			Format: siem.HECFormat("cp-1", "ocsf", ocsfBody), BatchSize: 100, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(f.Stop)
+		return f
+	}
+
+	wrong := forward("wrong-token-x7")
+	deadline := time.Now().Add(10 * time.Second)
+	for !wrong.Status().Refused || wrong.Status().Retries < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a bad token was not reported as a refusal: %+v", wrong.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := wrong.Status()
+	if !strings.Contains(st.LastError, "Invalid token (code 4)") || strings.Contains(st.LastError, "wrong-token-x7") || st.Position != 0 || st.Delivered != 0 {
+		t.Fatalf("refused: %+v", st)
+	}
+	wrong.Stop()
+
+	right := forward("right-token")
+	deadline = time.Now().Add(30 * time.Second)
+	for right.Status().Seq < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered up to sequence %d of %d within 30s: %+v", right.Status().Seq, n, right.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if right.Status().Retries < 3 {
+		t.Fatalf("the busy collector's 503s were not retried: %+v", right.Status())
+	}
+	got := h.received()
+	recs, err := log.Store.ReadAll(context.Background(), 0, int(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, rec := range recs {
+		ids := got[fmt.Sprint(i+1)]
+		if len(ids) == 0 || ids[0] != rec.EventID.String() {
+			t.Fatalf("sequence %d: %q, want event %s", i+1, ids, rec.EventID)
+		}
+	}
+	if uint64(len(got)) != n {
+		t.Fatalf("the collector holds %d sequence numbers, the log %d records", len(got), n)
+	}
+}
+
+// The plain JSON profile posts one array per batch; a configuration that could leak or misroute
+// the token is refused up front.
+func TestJSONProfileAndHTTPSConfig(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var batches []int
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var arr []json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&arr); err != nil || r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		batches = append(batches, len(arr))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	s, err := siem.NewHTTPS(siem.HTTPSConfig{URL: srv.URL + "/ingest", Profile: siem.ProfileJSON, Token: "tok",
+		TLS: srv.Client().Transport.(*http.Transport).TLSClientConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := [][]byte{[]byte(`{"a":1}`), []byte(`{"b":2}`), []byte(`[3]`)}
+	if err := s.Deliver(context.Background(), docs); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(batches) != 1 || batches[0] != 3 {
+		t.Fatalf("batches %v, want one of 3", batches)
+	}
+	mu.Unlock()
+
+	err = siem.HTTPSConfig{URL: "http://user:pw@x/", Profile: "xml", Token: "a\nb"}.Validate()
+	for _, want := range []string{"https://", "profile", "one line"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("config error %v does not say %q", err, want)
+		}
+	}
+	if err := (siem.HTTPSConfig{URL: "https://x/", Profile: siem.ProfileHEC}).Validate(); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Errorf("a hec sink without a token: %v", err)
+	}
+}

@@ -41,6 +41,8 @@ type ForwarderConfig struct {
 	// with jitter (defaults 200ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
+	// Metrics, when set, receives the sink's delivered, failed, lag and refused figures.
+	Metrics *Metrics
 }
 
 // Validate reports every problem at once.
@@ -178,6 +180,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		f.status.LastError = err.Error()
 		f.status.Refused = errors.Is(err, ErrRefused)
 		f.mu.Unlock()
+		f.cfg.Metrics.failed(f.cfg.SinkID, err)
 		if errors.Is(err, ErrRefused) {
 			f.cfg.Logger.Error("siem receiver refuses a batch; retrying it, never skipping it", "position", pos, "error", err, "retry_in", backoff)
 		} else {
@@ -204,11 +207,14 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			continue
 		}
 		if len(recs) == 0 {
+			f.cfg.Metrics.lag(f.cfg.SinkID, 0, 0)
 			if err := f.cfg.Store.WaitForPosition(ctx, pos); err != nil {
 				return
 			}
 			continue
 		}
+		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), recs[len(recs)-1].Position+1)-pos,
+			max(time.Since(recs[0].RecordedAt).Seconds(), 0))
 		msgs := make([][]byte, 0, len(recs))
 		next, last := pos, seq
 		var ferr error
@@ -248,6 +254,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			continue
 		}
 		pos, seq, backoff = next, last, f.cfg.MinBackoff
+		f.cfg.Metrics.progress(f.cfg.SinkID, len(msgs))
 		f.mu.Lock()
 		f.status.Position, f.status.Seq = pos, seq
 		f.status.Delivered += uint64(len(msgs))

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tunnelplane/tunnelplane/internal/logtest"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"github.com/tunnelplane/tunnelplane/siem"
 )
 
@@ -124,8 +127,13 @@ func TestTheLogReachesAnHTTPEventCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
+	metrics, err := siem.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	forward := func(token string) *siem.Forwarder {
-		f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "hec-test", Store: log.Store, Pool: log.Pool, Transport: h.sink(t, token),
+		f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "hec-test", Store: log.Store, Pool: log.Pool, Transport: h.sink(t, token), Metrics: metrics,
 			Format: siem.HECFormat("cp-1", "ocsf", ocsfBody), BatchSize: 100, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -149,6 +157,12 @@ func TestTheLogReachesAnHTTPEventCollector(t *testing.T) {
 	if !strings.Contains(st.LastError, "Invalid token (code 4)") || strings.Contains(st.LastError, "wrong-token-x7") || st.Position != 0 || st.Delivered != 0 {
 		t.Fatalf("refused: %+v", st)
 	}
+	if v := metric(t, reg, "tunnelplane_siem_refused", "hec-test"); v != 1 {
+		t.Fatalf("tunnelplane_siem_refused = %v while refused, want 1 (the alert)", v)
+	}
+	if v := metric(t, reg, "tunnelplane_siem_lag_events", "hec-test"); v != float64(n) {
+		t.Fatalf("tunnelplane_siem_lag_events = %v, want %d", v, n)
+	}
 	wrong.Stop()
 
 	right := forward("right-token")
@@ -161,6 +175,12 @@ func TestTheLogReachesAnHTTPEventCollector(t *testing.T) {
 	}
 	if right.Status().Retries < 3 {
 		t.Fatalf("the busy collector's 503s were not retried: %+v", right.Status())
+	}
+	poll.Until(t, 5*time.Second, "lag back to 0", func() bool { return metric(t, reg, "tunnelplane_siem_lag_events", "hec-test") == 0 })
+	if metric(t, reg, "tunnelplane_siem_refused", "hec-test") != 0 || metric(t, reg, "tunnelplane_siem_delivered_total", "hec-test") < float64(n) ||
+		metric(t, reg, "tunnelplane_siem_delivery_failures_total", "hec-test") < 5 {
+		t.Fatalf("metrics after delivery: refused %v, delivered %v, failures %v", metric(t, reg, "tunnelplane_siem_refused", "hec-test"),
+			metric(t, reg, "tunnelplane_siem_delivered_total", "hec-test"), metric(t, reg, "tunnelplane_siem_delivery_failures_total", "hec-test"))
 	}
 	got := h.received()
 	recs, err := log.Store.ReadAll(context.Background(), 0, int(n))
@@ -176,6 +196,29 @@ func TestTheLogReachesAnHTTPEventCollector(t *testing.T) {
 	if uint64(len(got)) != n {
 		t.Fatalf("the collector holds %d sequence numbers, the log %d records", len(got), n)
 	}
+}
+
+// metric is the sum of name's samples for sink.
+func metric(t *testing.T, reg *prometheus.Registry, name, sink string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "sink_id" && l.GetValue() == sink {
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }
 
 // The plain JSON profile posts one array per batch; a configuration that could leak or misroute

@@ -49,7 +49,10 @@ func CEF(e Entry, p Product) (string, error) {
 	if actor := d.md.Actor; actor != "" {
 		ext = append(ext, [2]string{"suser", actor})
 	}
-	if d.md.ClientIP != "" {
+	switch {
+	case strings.HasPrefix(d.md.ClientIP, redactedPrefix):
+		ext = append(ext, [2]string{"cs4Label", "clientHash"}, [2]string{"cs4", d.md.ClientIP}) // not an address: src would be wrong
+	case d.md.ClientIP != "":
 		ext = append(ext, [2]string{"src", d.md.ClientIP})
 	}
 	if d.md.CorrelationID != "" {

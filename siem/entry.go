@@ -21,6 +21,9 @@ type Entry struct {
 	// receiver that sees a jump knows it missed messages, and one that sees a repeat (with the
 	// same event id) knows it got a duplicate.
 	Seq uint64
+	// Redact, when set, hashes client addresses in the message (not possible in the raw
+	// format, whose bytes are signed).
+	Redact *Redactor
 }
 
 // Product names the software that produced the messages.
@@ -57,7 +60,9 @@ func decode(e Entry) (decoded, error) {
 			return decoded{}, fmt.Errorf("siem: record %d metadata: %w", e.Record.Position, err)
 		}
 	}
-	return decoded{Entry: e, event: ev, md: md}, nil
+	d := decoded{Entry: e, event: ev, md: md}
+	e.Redact.redact(&d)
+	return d, nil
 }
 
 // decodeEvent parses a payload: the log's own records (genesis and key history) or a domain

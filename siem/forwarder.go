@@ -31,9 +31,11 @@ type ForwarderConfig struct {
 	Pool  *pgxpool.Pool
 	// Format turns an entry into the message the transport sends (see SyslogFormat).
 	Format func(Entry) ([]byte, error)
-	// Filter, when set, says which records the sink forwards; the others take no sequence
-	// number.
-	Filter    func(*eventstore.Record) bool
+	// Filter, when set, says which records the sink forwards (SinkFilter.Match); the others
+	// take no sequence number.
+	Filter func(*eventstore.Record) bool
+	// Redact, when set, hashes client addresses in every message.
+	Redact    *Redactor
 	Transport Transport
 	// BatchSize is the most records per delivery (default 500).
 	BatchSize int
@@ -221,7 +223,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		for i := range recs {
 			rec := &recs[i]
 			if f.cfg.Filter == nil || f.cfg.Filter(rec) {
-				m, err := f.cfg.Format(Entry{Record: rec, Seq: last + 1})
+				m, err := f.cfg.Format(Entry{Record: rec, Seq: last + 1, Redact: f.cfg.Redact})
 				if err != nil {
 					ferr = fmt.Errorf("format record %d: %w", rec.Position, err)
 					break

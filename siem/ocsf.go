@@ -80,13 +80,22 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 	}
 	m.fill(d, o)
 	o["severity"] = severityNames[o["severity_id"].(int)]
+	payload := json.RawMessage(d.Record.Payload)
+	if e.Redact != nil {
+		// The payload as recorded holds the addresses: give the redacted event instead.
+		b, err := json.Marshal(d.event)
+		if err != nil {
+			return nil, fmt.Errorf("siem: record %d: %w", d.Record.Position, err)
+		}
+		payload = b
+	}
 	o["unmapped"] = map[string]any{"tunnelplane": map[string]any{
 		"position":     d.Record.Position,
 		"event_type":   d.Record.Type,
 		"stream_id":    d.Record.StreamID,
 		"record_hash":  d.hash(),
 		"sink_seq":     e.Seq,
-		"payload":      json.RawMessage(d.Record.Payload),
+		"payload":      payload,
 		"request_id":   d.md.RequestID,
 		"causation_id": d.md.CausationID,
 	}}

@@ -309,6 +309,9 @@ func endpoint(addr string) map[string]any {
 	if err != nil {
 		host = addr
 	}
+	if strings.HasPrefix(host, redactedPrefix) {
+		return map[string]any{"uid": host} // hashed (Redactor): an identity, not an address
+	}
 	ep := map[string]any{}
 	if ip := net.ParseIP(host); ip != nil {
 		ep["ip"] = ip.String()

@@ -29,11 +29,17 @@ type rawRecord struct {
 	Hash                string `json:"hash"`
 }
 
+// ErrRawNotRedactable: the raw format carries signed bytes, which redaction would break.
+var ErrRawNotRedactable = errors.New("siem: the raw format cannot be redacted (its bytes are signed); use OCSF or CEF")
+
 // Raw is the entry's canonical record as JSON.
 func Raw(e Entry) ([]byte, error) {
 	r := e.Record
 	if r == nil {
 		return nil, errors.New("siem: entry without a record")
+	}
+	if e.Redact != nil {
+		return nil, ErrRawNotRedactable
 	}
 	b64 := base64.StdEncoding.EncodeToString
 	return json.Marshal(rawRecord{

@@ -2,11 +2,8 @@ package siem_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,8 +42,7 @@ func TestTheLogReachesRsyslogThroughRestarts(t *testing.T) {
 	const total = 3000
 	appendOrgs(t, log.Store, total/3)
 
-	transport, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)),
-		TLS: &tls.Config{RootCAs: r.pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}, DialTimeout: 2 * time.Second})
+	transport, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: r.Address(), TLS: r.TLSConfig(), DialTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +72,7 @@ func TestTheLogReachesRsyslogThroughRestarts(t *testing.T) {
 	f := newForwarder()
 	waitSeq(f, 200)
 	// The receiver dies mid-stream while more is written, and comes back on the same port.
-	r.kill()
+	r.Kill()
 	appendOrgs(t, log.Store, total/3)
 	deadline := time.Now().Add(10 * time.Second)
 	for f.Status().Retries == 0 {
@@ -85,7 +81,7 @@ func TestTheLogReachesRsyslogThroughRestarts(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	r.start(t, r.bin)
+	r.restart(t)
 	waitSeq(f, 1200)
 	// The forwarder stops mid-stream (its cursor may lag what was delivered) and starts again.
 	f.Stop()

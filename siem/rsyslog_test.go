@@ -3,139 +3,55 @@ package siem_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	rsyslogd "github.com/tunnelplane/tunnelplane/internal/rsyslog"
 	"github.com/tunnelplane/tunnelplane/siem"
 )
 
-// rsyslog is a real rsyslogd (Debian's rsyslog and rsyslog-gnutls) listening with imtcp over
-// TLS on a free port, writing what it receives to a file, one line per message:
-// "MSGID STRUCTURED-DATA MSG".
+// rsyslog is a real rsyslogd (internal/rsyslog) listening with imtcp over TLS, writing what it
+// receives to a file, one line per message: "MSGID STRUCTURED-DATA MSG".
 type rsyslog struct {
-	bin            string
-	dir, conf, out string
-	port           int
-	cmd            *exec.Cmd
-	pool           *x509.CertPool
+	*rsyslogd.Server
+	pool *x509.CertPool
 }
 
 func startRsyslog(t *testing.T) *rsyslog {
 	t.Helper()
-	bin, err := exec.LookPath("rsyslogd")
+	srv, err := rsyslogd.New(t.TempDir())
+	if errors.Is(err, rsyslogd.ErrNotInstalled) {
+		t.Skip(err)
+	}
 	if err != nil {
-		bin = "/usr/sbin/rsyslogd"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("rsyslogd is not installed (make deps installs rsyslog and rsyslog-gnutls)")
-	}
-	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"); err != nil {
-		if m, _ := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"); len(m) == 0 {
-			t.Skip("rsyslog-gnutls is not installed (make deps installs it)")
-		}
-	}
-	dir := t.TempDir()
-	r := &rsyslog{dir: dir, conf: filepath.Join(dir, "rsyslog.conf"), out: filepath.Join(dir, "out.log")}
-	r.pool = writeTestPKI(t, dir)
-	r.bin = bin
-	r.start(t, bin)
-	t.Cleanup(func() { r.stop() })
-	return r
-}
-
-// writeConf configures rsyslog to listen on port (0: a free one, written to the port file).
-func (r *rsyslog) writeConf(t *testing.T, port int) {
-	t.Helper()
-	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="256k"
-  defaultNetstreamDriver="gtls"
-  defaultNetstreamDriverCAFile=%[2]q defaultNetstreamDriverCertFile=%[3]q defaultNetstreamDriverKeyFile=%[4]q)
-module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
-input(type="imtcp" port="%[7]d" listenPortFileName=%[5]q)
-template(name="line" type="string" string="%%msgid%% %%structured-data%% %%msg%%\n")
-action(type="omfile" file=%[6]q template="line")
-`, r.dir, filepath.Join(r.dir, "ca.pem"), filepath.Join(r.dir, "server.pem"), filepath.Join(r.dir, "server-key.pem"), filepath.Join(r.dir, "port"), r.out, port)
-	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// start runs rsyslogd: on a free port the first time, on the same port after that.
-func (r *rsyslog) start(t *testing.T, bin string) {
-	t.Helper()
-	_ = os.Remove(filepath.Join(r.dir, "port"))
-	r.writeConf(t, r.port)
-	var stderr strings.Builder
-	r.cmd = exec.Command(bin, "-n", "-f", r.conf, "-i", filepath.Join(r.dir, "pid"))
-	r.cmd.Stdout, r.cmd.Stderr = &stderr, &stderr
-	if err := r.cmd.Start(); err != nil {
+	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		b, err := os.ReadFile(filepath.Join(r.dir, "port"))
-		if p, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && p > 0 {
-			r.port = p
-			return
-		}
-		if r.port > 0 {
-			if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)), time.Second); err == nil {
-				c.Close()
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rsyslogd did not listen within 15s: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	t.Cleanup(srv.Stop)
+	return &rsyslog{Server: srv, pool: srv.TLSConfig().RootCAs}
 }
 
-func (r *rsyslog) stop() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
+func (r *rsyslog) restart(t *testing.T) {
+	t.Helper()
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
 	}
-	_ = r.cmd.Process.Signal(syscall.SIGCONT) // a frozen one would not hear SIGTERM
-	_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = r.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-done
-	}
-	r.cmd = nil
-}
-
-func (r *rsyslog) kill() {
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
 }
 
 func (r *rsyslog) sender(t *testing.T, dial func(ctx context.Context, network, address string) (net.Conn, error)) *siem.SyslogTLS {
 	t.Helper()
-	s, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)),
-		TLS: &tls.Config{RootCAs: r.pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}, AckTimeout: 20 * time.Second, Dial: dial})
+	s, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: r.Address(), TLS: r.TLSConfig(), AckTimeout: 20 * time.Second, Dial: dial})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +61,7 @@ func (r *rsyslog) sender(t *testing.T, dial func(ctx context.Context, network, a
 // received is what rsyslog wrote: sink sequence → event ids seen with it.
 func (r *rsyslog) received(t *testing.T) map[uint64][]string {
 	t.Helper()
-	f, err := os.Open(r.out)
+	f, err := os.Open(r.Out)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -170,7 +86,7 @@ func (r *rsyslog) received(t *testing.T) map[uint64][]string {
 // tail is the last n bytes rsyslog wrote.
 func (r *rsyslog) tail(t *testing.T, n int64) string {
 	t.Helper()
-	f, err := os.Open(r.out)
+	f, err := os.Open(r.Out)
 	if errors.Is(err, os.ErrNotExist) {
 		return ""
 	}
@@ -263,7 +179,6 @@ func TestBatchesReachRsyslogOverTLS(t *testing.T) {
 func TestAnUnconfirmedBatchIsAnErrorAndItsRetryArrives(t *testing.T) {
 	t.Parallel()
 	r := startRsyslog(t)
-	bin := r.cmd.Path
 	// The sender's connection counts what it wrote, so the receiver can be stopped mid-batch.
 	var written atomic.Int64
 	s := r.sender(t, func(ctx context.Context, network, address string) (net.Conn, error) {
@@ -286,13 +201,13 @@ func TestAnUnconfirmedBatchIsAnErrorAndItsRetryArrives(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	_ = r.cmd.Process.Signal(syscall.SIGSTOP)
+	r.Freeze()
 	select {
 	case err := <-done:
 		t.Fatalf("the batch ended before the receiver was frozen (%v): the test proved nothing; make the batch larger", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	r.kill()
+	r.Kill()
 	if err := <-done; !errors.Is(err, siem.ErrNotAcknowledged) {
 		t.Fatalf("a batch cut by the receiver's death: %v, want ErrNotAcknowledged", err)
 	}
@@ -300,7 +215,7 @@ func TestAnUnconfirmedBatchIsAnErrorAndItsRetryArrives(t *testing.T) {
 		t.Fatalf("a batch to no receiver: %v, want ErrNotAcknowledged", err)
 	}
 	// The same port again, so the sender's address holds.
-	r.start(t, bin)
+	r.restart(t)
 	s = r.sender(t, nil)
 	if err := s.Deliver(context.Background(), msgs); err != nil {
 		t.Fatalf("the retry: %v", err)
@@ -342,48 +257,4 @@ func (c countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.n.Add(int64(n))
 	return n, err
-}
-
-// writeTestPKI writes ca.pem, server.pem and server-key.pem (for localhost and 127.0.0.1) to dir
-// and returns a pool trusting the CA.
-func writeTestPKI(t *testing.T, dir string) *x509.CertPool {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, block := range map[string]*pem.Block{
-		"ca.pem":         {Type: "CERTIFICATE", Bytes: caDER},
-		"server.pem":     {Type: "CERTIFICATE", Bytes: leafDER},
-		"server-key.pem": {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return pool
 }

@@ -67,6 +67,7 @@ bench: build ## Benchmarks against their baselines in the same run (scratch data
 	$(BIN) bench store --duration $(BENCH_DURATION) --data-dir $(DATA_DIR)
 	$(BIN) bench api --data-dir $(DATA_DIR)
 	$(BIN) bench tunnel --log-level warn
+	$(BIN) bench siem --log-level warn
 
 .PHONY: fuzz
 fuzz: deps ## Every fuzz target for FUZZTIME each, then the ingress desync harness for DESYNC_ITERATIONS

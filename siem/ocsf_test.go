@@ -125,7 +125,7 @@ func typeOf(ev any) string {
 }
 
 // record is ev as the log holds it at pos, with metadata md.
-func record(t *testing.T, pos uint64, ev any, md domain.Metadata) *eventstore.Record {
+func record(t testing.TB, pos uint64, ev any, md domain.Metadata) *eventstore.Record {
 	t.Helper()
 	payload, err := json.Marshal(ev)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	siembench "github.com/tunnelplane/tunnelplane/bench/siem"
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
@@ -45,6 +46,39 @@ func newBenchCommand(g *globals) *cobra.Command {
 	store.Flags().IntVar(&rounds, "rounds", 3, "rounds per configuration (medians are reported)")
 	store.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys raw_insert_eps, append_eps, ratio, read_eps, verify_eps …)")
 	cmd.AddCommand(store)
+
+	var records, batch int
+	siemCmd := &cobra.Command{
+		Use:   "siem",
+		Short: "Forwarding the log to a local rsyslog over TLS vs a plain TLS client writing the same messages (scratch database)",
+		Long: `siem fills a scratch log, starts a private rsyslogd with a TLS listener (Debian's rsyslog and
+rsyslog-gnutls), and per round forwards the whole log with a SIEM forwarder (OCSF in RFC 5424,
+batches acknowledged by the receiver, a cursor per batch) and, as the baseline, writes the same
+messages, formatted beforehand, over one TLS connection. It prints both rates and their ratio.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			srv, err := g.resolveDatabase(ctx, devdb.PrivateStart, true)
+			if err != nil {
+				return err
+			}
+			res, err := siembench.Run(ctx, siembench.Options{AdminURL: srv.AdminURL, Records: records, Batch: batch, Rounds: rounds, Progress: g.stderr, Logger: g.log})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g, res)
+			}
+			fmt.Fprintf(g.stdout, "forwarder %.0f ev/s, plain TLS client %.0f ev/s: siem_ratio %.2f (%d records, batches of %d, medians of %d rounds)\nbaseline: %s\n",
+				res.SiemEPS, res.BaselineEPS, res.Ratio, res.Records, res.Batch, res.Rounds, res.Baseline)
+			return nil
+		},
+	}
+	siemCmd.Flags().IntVar(&records, "records", 50000, "records in the scratch log")
+	siemCmd.Flags().IntVar(&batch, "batch", 2000, "the forwarder's batch size")
+	siemCmd.Flags().IntVar(&rounds, "rounds", 3, "rounds (medians are reported)")
+	siemCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys siem_eps, baseline_eps, siem_ratio …)")
+	cmd.AddCommand(siemCmd)
 	return cmd
 }
 

@@ -173,94 +173,152 @@ func (f *Forwarder) saveCursor(ctx context.Context, pos, seq uint64) error {
 	return nil
 }
 
-// run forwards from pos, the last sequence number delivered being seq.
+// batch is a run of formatted messages ready to deliver: the records up to (not including)
+// position next, the last sequence number among them being last.
+type batch struct {
+	msgs       [][]byte
+	next, last uint64
+	oldest     time.Time // when its first record was recorded
+}
+
+// backoff is a failure counter's wait: doubling from MinBackoff to MaxBackoff, with jitter.
+type backoff struct {
+	f    *Forwarder
+	wait time.Duration
+}
+
+// fail records err and waits; false when ctx ended meanwhile.
+func (b *backoff) fail(ctx context.Context, pos uint64, err error) bool {
+	f := b.f
+	if b.wait == 0 {
+		b.wait = f.cfg.MinBackoff
+	}
+	f.mu.Lock()
+	f.status.Retries++
+	f.status.LastError = err.Error()
+	f.status.Refused = errors.Is(err, ErrRefused)
+	f.mu.Unlock()
+	f.cfg.Metrics.failed(f.cfg.SinkID, err)
+	if errors.Is(err, ErrRefused) {
+		f.cfg.Logger.Error("siem receiver refuses a batch; retrying it, never skipping it", "position", pos, "error", err, "retry_in", b.wait)
+	} else {
+		f.cfg.Logger.Warn("siem delivery failed; retrying", "position", pos, "error", err, "retry_in", b.wait)
+	}
+	// Jitter over the upper half: sinks that failed together do not retry together.
+	wait := b.wait/2 + rand.N(b.wait/2+1)
+	b.wait = min(b.wait*2, f.cfg.MaxBackoff)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
+
+// run forwards from pos, the last sequence number delivered being seq. A producer reads and
+// formats the next batch while the previous one is delivered.
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
-	backoff := f.cfg.MinBackoff
-	fail := func(err error) bool {
-		f.mu.Lock()
-		f.status.Retries++
-		f.status.LastError = err.Error()
-		f.status.Refused = errors.Is(err, ErrRefused)
-		f.mu.Unlock()
-		f.cfg.Metrics.failed(f.cfg.SinkID, err)
-		if errors.Is(err, ErrRefused) {
-			f.cfg.Logger.Error("siem receiver refuses a batch; retrying it, never skipping it", "position", pos, "error", err, "retry_in", backoff)
-		} else {
-			f.cfg.Logger.Warn("siem delivery failed; retrying", "position", pos, "error", err, "retry_in", backoff)
-		}
-		// Full jitter over the upper half: sinks that failed together do not retry together.
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(backoff*2, f.cfg.MaxBackoff)
-		t := time.NewTimer(wait)
-		defer t.Stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan batch, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { f.produce(ctx, pos, seq, batches) })
+	defer wg.Wait()
+	defer cancel()
+	b := backoff{f: f}
+	for {
+		var bt batch
 		select {
 		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
+			return
+		case bt = <-batches:
 		}
+		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
+		for len(bt.msgs) > 0 {
+			err := f.cfg.Transport.Deliver(ctx, bt.msgs)
+			if err == nil {
+				break
+			}
+			if !b.fail(ctx, pos, err) {
+				return
+			}
+		}
+		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
+		for {
+			err := f.saveCursor(ctx, bt.next, bt.last)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || !b.fail(ctx, pos, err) {
+				return
+			}
+		}
+		b.reset()
+		pos = bt.next
+		f.cfg.Metrics.progress(f.cfg.SinkID, len(bt.msgs))
+		if f.cfg.Store.KnownHead() <= pos {
+			f.cfg.Metrics.lag(f.cfg.SinkID, 0, 0)
+		}
+		f.mu.Lock()
+		f.status.Position, f.status.Seq = bt.next, bt.last
+		f.status.Delivered += uint64(len(bt.msgs))
+		f.status.LastError, f.status.Refused = "", false
+		f.mu.Unlock()
 	}
+}
+
+// produce reads the log from pos and sends formatted batches, numbering from seq+1. A record it
+// cannot format ends a batch before it and is tried again after a backoff, never skipped.
+func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- batch) {
+	b := backoff{f: f}
 	for ctx.Err() == nil {
 		recs, err := f.cfg.Store.ReadAll(ctx, pos, f.cfg.BatchSize)
 		if err != nil {
-			if ctx.Err() != nil || !fail(fmt.Errorf("read the log: %w", err)) {
+			if ctx.Err() != nil || !b.fail(ctx, pos, fmt.Errorf("read the log: %w", err)) {
 				return
 			}
 			continue
 		}
 		if len(recs) == 0 {
-			f.cfg.Metrics.lag(f.cfg.SinkID, 0, 0)
 			if err := f.cfg.Store.WaitForPosition(ctx, pos); err != nil {
 				return
 			}
 			continue
 		}
-		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), recs[len(recs)-1].Position+1)-pos,
-			max(time.Since(recs[0].RecordedAt).Seconds(), 0))
-		msgs := make([][]byte, 0, len(recs))
-		next, last := pos, seq
+		bt := batch{msgs: make([][]byte, 0, len(recs)), next: pos, last: seq, oldest: recs[0].RecordedAt}
 		var ferr error
 		for i := range recs {
 			rec := &recs[i]
 			if f.cfg.Filter == nil || f.cfg.Filter(rec) {
-				m, err := f.cfg.Format(Entry{Record: rec, Seq: last + 1, Redact: f.cfg.Redact})
+				m, err := f.cfg.Format(Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact})
 				if err != nil {
 					ferr = fmt.Errorf("format record %d: %w", rec.Position, err)
 					break
 				}
-				msgs = append(msgs, m)
-				last++
+				bt.msgs = append(bt.msgs, m)
+				bt.last++
 			}
-			next = rec.Position + 1
+			bt.next = rec.Position + 1
 		}
-		if ferr != nil && len(msgs) == 0 {
+		if bt.next > pos {
+			select {
+			case out <- bt:
+			case <-ctx.Done():
+				return
+			}
+			pos, seq = bt.next, bt.last
+		}
+		if ferr != nil {
 			// Stuck on this record: never skipped; an operator (or a newer build) moves it on.
-			if !fail(ferr) {
+			if !b.fail(ctx, pos, ferr) {
 				return
 			}
 			continue
 		}
-		if len(msgs) > 0 {
-			if err := f.cfg.Transport.Deliver(ctx, msgs); err != nil {
-				if !fail(err) {
-					return
-				}
-				continue
-			}
-		}
-		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
-		if err := f.saveCursor(ctx, next, last); err != nil {
-			if ctx.Err() != nil || !fail(err) {
-				return
-			}
-			continue
-		}
-		pos, seq, backoff = next, last, f.cfg.MinBackoff
-		f.cfg.Metrics.progress(f.cfg.SinkID, len(msgs))
-		f.mu.Lock()
-		f.status.Position, f.status.Seq = pos, seq
-		f.status.Delivered += uint64(len(msgs))
-		f.status.LastError, f.status.Refused = "", false
-		f.mu.Unlock()
+		b.reset()
 	}
 }

@@ -38,9 +38,32 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	b, _, err := ocsfEncode(d, p)
+	return b, err
+}
+
+// SyslogOCSF is the Format of a syslog sink sending OCSF: SyslogFormat(c, OCSF) with the record
+// decoded once.
+func SyslogOCSF(c SyslogConfig, p Product) func(Entry) ([]byte, error) {
+	return func(e Entry) ([]byte, error) {
+		d, err := decode(e)
+		if err != nil {
+			return nil, err
+		}
+		body, sev, err := ocsfEncode(d, p)
+		if err != nil {
+			return nil, err
+		}
+		return Syslog(c, e, sev, body)
+	}
+}
+
+// ocsfEncode is the decoded entry as OCSF JSON, and its severity_id.
+func ocsfEncode(d decoded, p Product) ([]byte, int, error) {
+	e := d.Entry
 	m, ok := ocsfMappings[d.Record.Type]
 	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
+		return nil, 0, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
 	}
 	o := ocsfEvent{
 		"class_uid":     m.class.uid,
@@ -85,7 +108,7 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 		// The payload as recorded holds the addresses: give the redacted event instead.
 		b, err := json.Marshal(d.event)
 		if err != nil {
-			return nil, fmt.Errorf("siem: record %d: %w", d.Record.Position, err)
+			return nil, 0, fmt.Errorf("siem: record %d: %w", d.Record.Position, err)
 		}
 		payload = b
 	}
@@ -99,7 +122,8 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 		"request_id":   d.md.RequestID,
 		"causation_id": d.md.CausationID,
 	}}
-	return json.Marshal(o)
+	b, err := json.Marshal(o)
+	return b, o["severity_id"].(int), err
 }
 
 var severityNames = map[int]string{sevInformational: "Informational", sevLow: "Low", sevMedium: "Medium", sevHigh: "High"}

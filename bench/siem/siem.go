@@ -121,9 +121,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	fmt.Fprintf(o.Progress, "bench siem: %d records in the log\n", n)
 
-	format := siem.SyslogFormat(siem.SyslogConfig{Hostname: "bench"}, func(e siem.Entry) ([]byte, error) {
-		return siem.OCSF(e, siem.DefaultProduct("bench"))
-	})
+	format := siem.SyslogOCSF(siem.SyslogConfig{Hostname: "bench"}, siem.DefaultProduct("bench"))
 	transport, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: rs.Address(), TLS: rs.TLSConfig(), AckTimeout: 5 * time.Minute})
 	if err != nil {
 		return nil, err

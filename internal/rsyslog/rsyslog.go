@@ -118,7 +118,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	resume(s.cmd.Process) // a frozen one would not hear SIGTERM
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { _ = s.cmd.Wait(); close(done) }()
@@ -144,7 +144,7 @@ func (s *Server) Kill() {
 // Freeze stops rsyslogd (SIGSTOP): connections stay open and nothing is read.
 func (s *Server) Freeze() {
 	if s.cmd != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGSTOP)
+		freeze(s.cmd.Process)
 	}
 }
 

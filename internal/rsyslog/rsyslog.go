@@ -21,9 +21,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tunnelplane/tunnelplane/internal/logbuf"
 )
 
 // ErrNotInstalled: rsyslogd or its TLS driver is missing (make deps installs rsyslog and
@@ -39,7 +40,7 @@ type Server struct {
 	dir, bin, conf string
 	pool           *x509.CertPool
 	cmd            *exec.Cmd
-	stderr         *lockedBuffer
+	stderr         *logbuf.Buffer
 }
 
 // New prepares a server in dir (certificates, configuration); Start runs it.
@@ -85,7 +86,7 @@ action(type="omfile" file=%[6]q template="line")
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		return err
 	}
-	s.stderr = &lockedBuffer{}
+	s.stderr = &logbuf.Buffer{}
 	s.cmd = exec.Command(s.bin, "-n", "-f", s.conf, "-i", filepath.Join(s.dir, "pid"))
 	s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
 	if err := s.cmd.Start(); err != nil {
@@ -146,26 +147,6 @@ func (s *Server) Freeze() {
 	if s.cmd != nil {
 		freeze(s.cmd.Process)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 64<<10 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // writePKI writes ca.pem, server.pem and server-key.pem (for localhost and 127.0.0.1) to dir and

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
@@ -25,6 +26,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
@@ -469,4 +471,24 @@ func mustProblem(t *testing.T, status int, h http.Header, body []byte, wantStatu
 			body, p.Error.Message, p.Error.Type, p.Error.Code)
 	}
 	return p
+}
+
+// dialSSHAgent logs in as an agent of tunnel by hand (token id tokenID), below the agent
+// package, for tests whose agent misbehaves in ways the real one cannot.
+func (e *env) dialSSHAgent(tokenID, tunnel string) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request) {
+	e.t.Helper()
+	d := websocket.Dialer{Subprotocols: node.SupportedProtocols, ReadBufferSize: wsconn.ReadBufferSize}
+	ws, _, err := d.Dial(e.agentURL(), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	wc := wsconn.New(ws, wsconn.Options{Client: true})
+	sc, chans, reqs, err := ssh.NewClientConn(wc, e.addr, &ssh.ClientConfig{
+		User: node.AgentUser, Auth: []ssh.AuthMethod{ssh.Password(e.agentToken(tunnel, tokenID, time.Now().Add(time.Hour)))},
+		HostKeyCallback: ssh.FixedHostKey(e.hostKey.PublicKey()),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return sc, chans, reqs
 }

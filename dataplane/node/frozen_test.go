@@ -12,12 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
-	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
@@ -206,19 +204,7 @@ type slowAgent struct {
 
 func startSlowAgent(t *testing.T, e *env, tunnel string) *slowAgent {
 	t.Helper()
-	d := websocket.Dialer{Subprotocols: node.SupportedProtocols, ReadBufferSize: wsconn.ReadBufferSize}
-	ws, _, err := d.Dial(e.agentURL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc := wsconn.New(ws, wsconn.Options{Client: true})
-	sc, chans, reqs, err := ssh.NewClientConn(wc, e.addr, &ssh.ClientConfig{
-		User: node.AgentUser, Auth: []ssh.AuthMethod{ssh.Password(e.agentToken(tunnel, "slow-"+tunnel, time.Now().Add(time.Hour)))},
-		HostKeyCallback: ssh.FixedHostKey(e.hostKey.PublicKey()),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, chans, reqs := e.dialSSHAgent("slow-"+tunnel, tunnel)
 	a := &slowAgent{opens: make(chan ssh.NewChannel, 16)}
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -15,12 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
-	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
@@ -403,19 +401,7 @@ type hostileAgent struct {
 
 func startHostileAgent(t *testing.T, e *env, tunnel string) *hostileAgent {
 	t.Helper()
-	d := websocket.Dialer{Subprotocols: node.SupportedProtocols, ReadBufferSize: wsconn.ReadBufferSize}
-	ws, _, err := d.Dial(e.agentURL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc := wsconn.New(ws, wsconn.Options{Client: true})
-	sc, chans, reqs, err := ssh.NewClientConn(wc, e.addr, &ssh.ClientConfig{
-		User: node.AgentUser, Auth: []ssh.AuthMethod{ssh.Password(e.agentToken(tunnel, "hostile-"+tunnel, time.Now().Add(time.Hour)))},
-		HostKeyCallback: ssh.FixedHostKey(e.hostKey.PublicKey()),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, chans, reqs := e.dialSSHAgent("hostile-"+tunnel, tunnel)
 	h := &hostileAgent{sc: sc}
 	var wg sync.WaitGroup
 	wg.Go(func() {

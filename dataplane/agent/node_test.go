@@ -311,6 +311,26 @@ type streamer struct {
 	finished time.Time // when the last chunk was written
 }
 
+// streamingCall starts an agent (cfg adjusted by edit) forwarding to a streamer of chunks at
+// interval, and a call through it that has received its first chunk.
+func streamingCall(t *testing.T, chunks int, interval time.Duration, edit func(*agent.Config)) (*streamer, *cluster, *running, *http.Response) {
+	t.Helper()
+	up, upURL := newStreamer(t, chunks, interval)
+	c := newCluster(t, upURL)
+	cfg := c.config("jti-1")
+	cfg.Upstream = upURL
+	edit(&cfg)
+	a := c.start(cfg)
+	poll.Until(t, 10*time.Second, "tunnel held", c.held)
+	resp, err := c.call("/generate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	<-up.started
+	return up, c, a, resp
+}
+
 func newStreamer(t *testing.T, chunks int, interval time.Duration) (*streamer, string) {
 	t.Helper()
 	s := &streamer{chunks: chunks, interval: interval, started: make(chan struct{})}
@@ -353,20 +373,8 @@ func (s *streamer) want() string {
 // stream is over.
 func TestStopLetsCallsInFlightFinish(t *testing.T) {
 	t.Parallel()
-	up, upURL := newStreamer(t, 20, 50*time.Millisecond) // about a second
-	c := newCluster(t, upURL)
-	cfg := c.config("jti-1")
-	cfg.Upstream = upURL
-	cfg.ShutdownTimeout = 20 * time.Second
-	a := c.start(cfg)
-	poll.Until(t, 10*time.Second, "tunnel held", c.held)
-
-	resp, err := c.call("/generate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	<-up.started
+	// About a second of stream.
+	up, c, a, resp := streamingCall(t, 20, 50*time.Millisecond, func(cfg *agent.Config) { cfg.ShutdownTimeout = 20 * time.Second })
 	a.cancel() // mid-stream
 	// The node stops routing calls to the stopping agent.
 	poll.Until(t, 5*time.Second, "the session no longer holds the tunnel", func() bool { return !c.held() })
@@ -400,26 +408,16 @@ func TestStopLetsCallsInFlightFinish(t *testing.T) {
 // A call that outlasts ShutdownTimeout is cut: Run returns after about the timeout.
 func TestStopCutsCallsAfterTheShutdownTimeout(t *testing.T) {
 	t.Parallel()
-	up, upURL := newStreamer(t, 1000, 20*time.Millisecond) // 20 s
-	c := newCluster(t, upURL)
-	cfg := c.config("jti-1")
-	cfg.Upstream = upURL
-	cfg.ShutdownTimeout = 500 * time.Millisecond
-	a := c.start(cfg)
-	poll.Until(t, 10*time.Second, "tunnel held", c.held)
-	resp, err := c.call("/generate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	<-up.started
+	// 20 s of stream.
+	const shutdown = 500 * time.Millisecond
+	up, _, a, resp := streamingCall(t, 1000, 20*time.Millisecond, func(cfg *agent.Config) { cfg.ShutdownTimeout = shutdown })
 	start := time.Now()
 	a.cancel()
 	if err := a.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if took := time.Since(start); took < cfg.ShutdownTimeout || took > cfg.ShutdownTimeout+3*time.Second {
-		t.Fatalf("Run returned %v after the stop; the shutdown timeout is %v", took, cfg.ShutdownTimeout)
+	if took := time.Since(start); took < shutdown || took > shutdown+3*time.Second {
+		t.Fatalf("Run returned %v after the stop; the shutdown timeout is %v", took, shutdown)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	if len(body) == 0 || len(body) >= len(up.want()) {
@@ -530,20 +528,11 @@ func TestAgentWithoutUpstreamNeedsANodeThatTellsIt(t *testing.T) {
 // idle pooled channel holds it until then).
 func TestStopWithANodeThatDoesNotDrain(t *testing.T) {
 	t.Parallel()
-	up, upURL := newStreamer(t, 10, 50*time.Millisecond)
-	c := newCluster(t, upURL)
-	cfg := c.config("jti-1")
-	cfg.Upstream = upURL
-	cfg.Protocols = []string{node.ProtocolV1}
-	cfg.ShutdownTimeout = 2 * time.Second
-	a := c.start(cfg)
-	poll.Until(t, 10*time.Second, "tunnel held", c.held)
-	resp, err := c.call("/generate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	<-up.started
+	const shutdown = 2 * time.Second
+	up, c, a, resp := streamingCall(t, 10, 50*time.Millisecond, func(cfg *agent.Config) {
+		cfg.Protocols = []string{node.ProtocolV1}
+		cfg.ShutdownTimeout = shutdown
+	})
 	stopped := time.Now()
 	a.cancel()
 	// The node still routes to the agent, which refuses the new channel: the caller hears why.
@@ -558,7 +547,7 @@ func TestStopWithANodeThatDoesNotDrain(t *testing.T) {
 	if err := a.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if took := a.returned.Sub(stopped); took > cfg.ShutdownTimeout+3*time.Second {
-		t.Fatalf("Run returned %v after the stop; the shutdown timeout is %v", took, cfg.ShutdownTimeout)
+	if took := a.returned.Sub(stopped); took > shutdown+3*time.Second {
+		t.Fatalf("Run returned %v after the stop; the shutdown timeout is %v", took, shutdown)
 	}
 }

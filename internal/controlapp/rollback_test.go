@@ -100,21 +100,28 @@ func mustContain(t *testing.T, err error, parts ...string) {
 	}
 }
 
+// grownLog runs a control plane on a new database and data dir, creates 2n orgs, and stops it:
+// mid is the log's size after the first n, last after all of them.
+func grownLog(t *testing.T, n int) (db, dir string, mid, last uint64) {
+	t.Helper()
+	db, dir = pgtest.NewEmptyDatabase(t), t.TempDir()
+	a := newApp(t, db, dir)
+	if err := a.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	mid, _ = createOrgs(t, a, "a", n)
+	_, last = createOrgs(t, a, "b", n)
+	a.Close()
+	return db, dir, mid, last
+}
+
 // A log rolled back inside the database (rows, checkpoints and head rewound consistently, so
 // verify passes) is refused at start: the data dir remembers the newest checkpoint it saw, and
 // the error names both sizes. Written again at the reused positions (with the real key), it is
 // refused too, naming the size whose records now hash differently.
 func TestRolledBackLogIsRefusedAtStart(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewEmptyDatabase(t)
-	dir := t.TempDir()
-	a := newApp(t, db, dir)
-	if err := a.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	mid, _ := createOrgs(t, a, "a", 3)
-	_, last := createOrgs(t, a, "b", 3)
-	a.Close()
+	db, dir, mid, last := grownLog(t, 3)
 	if raw, err := os.ReadFile(controlapp.CheckpointFile(dir)); err != nil {
 		t.Fatalf("no checkpoint in the data dir: %v", err)
 	} else if cp, err := eventstore.ParseCheckpoint(string(raw)); err != nil || cp.Size != last {
@@ -161,7 +168,7 @@ func TestRolledBackLogIsRefusedAtStart(t *testing.T) {
 
 	// The data dir with another database is another log: not compared, and remembered from now on.
 	other := pgtest.NewEmptyDatabase(t)
-	a = newApp(t, other, dir)
+	a := newApp(t, other, dir)
 	if err := a.Start(ctxT(t)); err != nil {
 		t.Fatalf("start on another database: %v", err)
 	}
@@ -183,15 +190,7 @@ func TestRolledBackLogIsRefusedAtStart(t *testing.T) {
 // their cursors are past the rolled-back head, and start is refused naming both positions.
 func TestReadModelsAheadOfTheLogAreRefused(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewEmptyDatabase(t)
-	dir := t.TempDir()
-	a := newApp(t, db, dir)
-	if err := a.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	mid, _ := createOrgs(t, a, "a", 2)
-	_, last := createOrgs(t, a, "b", 2)
-	a.Close()
+	db, dir, mid, last := grownLog(t, 2)
 	rollBack(t, db, mid)
 	if err := os.Remove(controlapp.CheckpointFile(dir)); err != nil {
 		t.Fatal(err)

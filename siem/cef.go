@@ -1,7 +1,6 @@
 package siem
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 )
@@ -14,17 +13,10 @@ var cefSeverity = map[int]int{sevInformational: 1, sevLow: 3, sevMedium: 5, sevH
 // (externalId, the dedupe key), receipt time, the log position (cn1), the sink's sequence
 // (cn2), the record's hash (cs1), the org (cs2), actor, caller address and outcome.
 func CEF(e Entry, p Product) (string, error) {
-	d, err := decode(e)
+	d, m, o, err := classify(e)
 	if err != nil {
 		return "", err
 	}
-	m, ok := ocsfMappings[d.Record.Type]
-	if !ok {
-		return "", fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
-	}
-	o := ocsfEvent{"severity_id": m.severity}
-	o.status(statusSuccess, "")
-	m.fill(d, o)
 	var b strings.Builder
 	b.WriteString("CEF:0")
 	for _, f := range []string{p.Vendor, p.Name, p.Version, d.Record.Type, m.class.className + ": " + m.activityName,

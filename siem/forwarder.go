@@ -202,7 +202,7 @@ func (b *backoff) fail(ctx context.Context, pos uint64, err error) bool {
 	if errors.Is(err, ErrRefused) {
 		f.cfg.Logger.Error("siem receiver refuses a batch; retrying it, never skipping it", "position", pos, "error", err, "retry_in", b.wait)
 	} else {
-		f.cfg.Logger.Warn("siem delivery failed; retrying", "position", pos, "error", err, "retry_in", b.wait)
+		f.cfg.Logger.Warn("siem forwarding failed; retrying", "position", pos, "error", err, "retry_in", b.wait)
 	}
 	// Jitter over the upper half: sinks that failed together do not retry together.
 	wait := b.wait/2 + rand.N(b.wait/2+1)
@@ -223,7 +223,6 @@ func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
 // formats the next batch while the previous one is delivered.
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	batches := make(chan batch, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() { f.produce(ctx, pos, seq, batches) })

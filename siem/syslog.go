@@ -131,15 +131,26 @@ func appendSDValue(b []byte, v string) []byte {
 
 // SeverityID is the OCSF severity_id the formats give the entry's event (for Syslog).
 func SeverityID(e Entry) (int, error) {
-	d, err := decode(e)
+	_, _, o, err := classify(e)
 	if err != nil {
 		return 0, err
 	}
+	return o["severity_id"].(int), nil
+}
+
+// classify decodes e and applies its mapping's class attributes, which settle its status and
+// severity: what CEF and the syslog severity need of OCSF.
+func classify(e Entry) (decoded, ocsfMapping, ocsfEvent, error) {
+	d, err := decode(e)
+	if err != nil {
+		return decoded{}, ocsfMapping{}, nil, err
+	}
 	m, ok := ocsfMappings[d.Record.Type]
 	if !ok {
-		return 0, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
+		return decoded{}, ocsfMapping{}, nil, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
 	}
 	o := ocsfEvent{"severity_id": m.severity}
+	o.status(statusSuccess, "")
 	m.fill(d, o)
-	return o["severity_id"].(int), nil
+	return d, m, o, nil
 }

@@ -43,11 +43,13 @@ var rolePermissions = map[domain.Role][][2]string{
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
 		{ObjRoles, ActAssign}, {ObjRoles, ActAssignOwner}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
+		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
 	},
 	domain.RoleAdmin: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
 		{ObjRoles, ActAssign}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
+		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
 	},
 	domain.RoleOperator: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
@@ -57,7 +59,7 @@ var rolePermissions = map[domain.Role][][2]string{
 		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead},
 	},
 	domain.RoleAuditor: {
-		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
+		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjRoles, ActRead}, {ObjAudit, ActRead}, {ObjSIEM, ActRead},
 	},
 }
 

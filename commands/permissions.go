@@ -10,6 +10,7 @@ const (
 	ObjKeys        = "keys"
 	ObjAudit       = "audit"
 	ObjProjections = "projections"
+	ObjSIEM        = "siem"
 
 	ActCreate      = "create"
 	ActRead        = "read"
@@ -25,6 +26,8 @@ const (
 	ActRemove      = "remove"
 	ActRotate      = "rotate"
 	ActRebuild     = "rebuild"
+	// ActSkip on ObjSIEM: give up delivering one record to a sink.
+	ActSkip = "skip"
 	// ActUse on ObjTunnels: call a tunnel or hold its agent credential. No role holds it in the
 	// policy; it is decided by domain.MayUseTunnel (Authorizer.CheckTunnelUse) and named in audit
 	// events of its denials.

@@ -149,6 +149,10 @@ type Handlers struct {
 	RotateSigningKey   Handler[RotateSigningKey]
 	AssignRole         Handler[AssignRole]
 	UnassignRole       Handler[UnassignRole]
+	ConfigureSIEMSink  Handler[ConfigureSIEMSink]
+	UpdateSIEMSink     Handler[UpdateSIEMSink]
+	RemoveSIEMSink     Handler[RemoveSIEMSink]
+	SkipSIEMDelivery   Handler[SkipSIEMDelivery]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -190,6 +194,10 @@ func New(cfg Config) (*Service, error) {
 		RotateSigningKey:   decorate(s, HandlerFunc[RotateSigningKey](s.rotateSigningKey)),
 		AssignRole:         decorate(s, HandlerFunc[AssignRole](s.assignRole)),
 		UnassignRole:       decorate(s, HandlerFunc[UnassignRole](s.unassignRole)),
+		ConfigureSIEMSink:  decorate(s, HandlerFunc[ConfigureSIEMSink](s.configureSIEMSink)),
+		UpdateSIEMSink:     decorate(s, HandlerFunc[UpdateSIEMSink](s.updateSIEMSink)),
+		RemoveSIEMSink:     decorate(s, HandlerFunc[RemoveSIEMSink](s.removeSIEMSink)),
+		SkipSIEMDelivery:   decorate(s, HandlerFunc[SkipSIEMDelivery](s.skipSIEMDelivery)),
 	}
 	return s, nil
 }

@@ -41,6 +41,11 @@ const (
 	TypeAgentDisconnected = "agent.disconnected"
 	TypeAgentReplaced     = "agent.replaced"
 	TypeUsageRecorded     = "usage.recorded"
+
+	TypeSIEMSinkConfigured  = "siem.sink_configured"
+	TypeSIEMSinkUpdated     = "siem.sink_updated"
+	TypeSIEMSinkRemoved     = "siem.sink_removed"
+	TypeSIEMDeliverySkipped = "siem.delivery_skipped"
 )
 
 // NodeReportable tells whether a node may report events of a type (in its own facts stream).
@@ -70,6 +75,7 @@ func EventTypes() []EventType {
 		TypeRoleAssigned, TypeRoleUnassigned,
 		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected, TypeAuditOverflowed,
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
+		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -149,6 +155,14 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &AgentReplaced{}
 	case TypeUsageRecorded:
 		e = &UsageRecorded{}
+	case TypeSIEMSinkConfigured:
+		e = &SIEMSinkConfigured{}
+	case TypeSIEMSinkUpdated:
+		e = &SIEMSinkUpdated{}
+	case TypeSIEMSinkRemoved:
+		e = &SIEMSinkRemoved{}
+	case TypeSIEMDeliverySkipped:
+		e = &SIEMDeliverySkipped{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

@@ -97,6 +97,10 @@ func samples() map[string]any {
 		domain.TypeAgentDisconnected:   domain.AgentDisconnected{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", BytesIn: 10, BytesOut: 20, DurationMS: 3000, Reason: "agent unresponsive"},
 		domain.TypeAgentReplaced:       domain.AgentReplaced{NodeID: node, OrgID: org, TunnelID: tun, OldSessionID: "a", OldTokenID: "b", NewSessionID: "c", NewTokenID: "d"},
 		domain.TypeUsageRecorded:       domain.UsageRecorded{NodeID: node, OrgID: org, TunnelID: tun, WindowStart: at, WindowEnd: at.Add(time.Minute), Requests: 7, BytesIn: 100, BytesOut: 2000},
+		domain.TypeSIEMSinkConfigured:  domain.SIEMSinkConfigured{SinkID: uuid.NewString(), OrgID: org, SIEMSinkSpec: domain.SIEMSinkSpec{Name: "splunk", Transport: "https", URL: "https://splunk.example:8088/services/collector/event", Profile: "hec", Format: "ocsf", Token: "sealed:v1:abc"}},
+		domain.TypeSIEMSinkUpdated:     domain.SIEMSinkUpdated{SinkID: uuid.NewString(), SIEMSinkSpec: domain.SIEMSinkSpec{Name: "rsyslog", Transport: "syslog", Address: "siem.example:6514", Format: "cef"}},
+		domain.TypeSIEMSinkRemoved:     domain.SIEMSinkRemoved{SinkID: uuid.NewString(), OrgID: org, Reason: "moved to another SIEM"},
+		domain.TypeSIEMDeliverySkipped: domain.SIEMDeliverySkipped{SinkID: uuid.NewString(), Position: 41, Reason: "the receiver refuses it for good"},
 	}
 }
 

@@ -266,6 +266,22 @@ var ocsfMappings = map[string]ocsfMapping{
 			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
 			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
 		}},
+	domain.TypeSIEMSinkConfigured: entity(1, "Create", "SIEM sink", func(d decoded) (string, string) {
+		e := d.event.(*domain.SIEMSinkConfigured)
+		return e.SinkID, e.Name
+	}),
+	domain.TypeSIEMSinkUpdated: withSeverity(entity(3, "Update", "SIEM sink", func(d decoded) (string, string) {
+		e := d.event.(*domain.SIEMSinkUpdated)
+		return e.SinkID, e.Name
+	}), sevLow),
+	// Removing a sink, or skipping a record, is what someone hiding their tracks would do.
+	domain.TypeSIEMSinkRemoved: withSeverity(entity(4, "Delete", "SIEM sink", func(d decoded) (string, string) {
+		return d.event.(*domain.SIEMSinkRemoved).SinkID, ""
+	}), sevMedium),
+	domain.TypeSIEMDeliverySkipped: withSeverity(entity(activityOther, "Skip", "SIEM sink", func(d decoded) (string, string) {
+		e := d.event.(*domain.SIEMDeliverySkipped)
+		return e.SinkID, "record " + strconv.FormatUint(e.Position, 10) + " skipped"
+	}), sevMedium),
 }
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.

@@ -31,7 +31,7 @@ func TestSIEMSinkSpecRules(t *testing.T) {
 		{"url with credentials", "", with(hec, func(s *SIEMSinkSpec) { s.URL = "https://u:p@splunk.example/" }), []string{"url"}},
 		{"cef over https", "", with(hec, func(s *SIEMSinkSpec) { s.Format = SIEMFormatCEF }), []string{"format"}},
 		{"no port", "", with(syslog, func(s *SIEMSinkSpec) { s.Address = "siem.example" }), []string{"address"}},
-		{"redacted raw", "", with(syslog, func(s *SIEMSinkSpec) { s.Format, s.RedactKey = SIEMFormatRaw, SealedPrefix + "k" }), []string{"redact_key"}},
+		{"redacted raw", "", with(syslog, func(s *SIEMSinkSpec) { s.Format, s.RedactKey = SIEMFormatRaw, SealedPrefix+"k" }), []string{"redact_key"}},
 		{"cert without key", "", with(syslog, func(s *SIEMSinkSpec) { s.ClientCertPEM = "-----BEGIN CERTIFICATE-----\n" }), []string{"client_key"}},
 		{"bad type", "", with(syslog, func(s *SIEMSinkSpec) { s.Types = []string{"audit.", "Tunnel Created"} }), []string{"types"}},
 		{"severity", "", with(syslog, func(s *SIEMSinkSpec) { s.MinSeverity = 7 }), []string{"min_severity"}},

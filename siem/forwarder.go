@@ -80,16 +80,20 @@ func SyslogFormat(c SyslogConfig, body func(Entry) ([]byte, error)) func(Entry) 
 	}
 }
 
-// ForwarderStatus is what a sink has done.
+// ForwarderStatus is what a sink has done. The forwarder also records it beside its cursor
+// (siem_cursors), so that whoever reads the database sees it.
 type ForwarderStatus struct {
 	Position  uint64 // the next log position to forward
 	Seq       uint64 // the last sequence number delivered
-	Delivered uint64 // messages delivered since start
-	Retries   uint64 // failed deliveries since start
+	Delivered uint64 // messages delivered, over the sink's life
+	Retries   uint64 // failed deliveries, over the sink's life
 	LastError string
 	// Refused: the receiver refuses the current batch for good (ErrRefused); the sink retries
 	// it, and someone must act.
 	Refused bool
+	// StuckPosition, when not 0, is the one record the receiver refuses: the sink delivers
+	// every record before it, then retries it until it is accepted or an operator skips it.
+	StuckPosition uint64
 }
 
 // Forwarder forwards the log to one sink, at least once: it reads from its cursor, delivers a
@@ -100,8 +104,9 @@ type Forwarder struct {
 	cfg ForwarderConfig
 	lc  lifecycle.Lifecycle
 
-	mu     sync.Mutex
-	status ForwarderStatus
+	mu      sync.Mutex
+	status  ForwarderStatus
+	skipped map[uint64]bool
 }
 
 // NewForwarder checks cfg and fills in the defaults.
@@ -128,12 +133,13 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 // Start loads the cursor and starts forwarding.
 func (f *Forwarder) Start(ctx context.Context) error {
 	return f.lc.Start(ctx, "siem forwarder "+f.cfg.SinkID, func(runCtx context.Context) error {
-		pos, seq, err := f.loadCursor(ctx)
+		st, err := f.loadCursor(ctx)
 		if err != nil {
 			return err
 		}
+		pos, seq := st.Position, st.Seq
 		f.mu.Lock()
-		f.status.Position, f.status.Seq = pos, seq
+		f.status = st
 		f.mu.Unlock()
 		f.lc.Go(func(ctx context.Context) { f.run(ctx, pos, seq) })
 		return nil
@@ -151,32 +157,86 @@ func (f *Forwarder) Status() ForwarderStatus {
 	return f.status
 }
 
-func (f *Forwarder) loadCursor(ctx context.Context) (pos, seq uint64, err error) {
-	var p, s int64
-	err = f.cfg.Pool.QueryRow(ctx, `SELECT position, seq FROM siem_cursors WHERE sink_id = $1`, f.cfg.SinkID).Scan(&p, &s)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, 0, nil
+// Skip sets the positions an operator skipped (siem.delivery_skipped): the forwarder gives up
+// those records. Each keeps its sequence number, so the receiver sees the gap.
+func (f *Forwarder) Skip(positions []uint64) {
+	m := make(map[uint64]bool, len(positions))
+	for _, p := range positions {
+		m[p] = true
 	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("siem sink %s: load cursor: %w", f.cfg.SinkID, err)
-	}
-	return uint64(p), uint64(s), nil
+	f.mu.Lock()
+	f.skipped = m
+	f.mu.Unlock()
 }
 
-func (f *Forwarder) saveCursor(ctx context.Context, pos, seq uint64) error {
-	_, err := f.cfg.Pool.Exec(ctx, `INSERT INTO siem_cursors (sink_id, position, seq) VALUES ($1, $2, $3)
-		ON CONFLICT (sink_id) DO UPDATE SET position = excluded.position, seq = excluded.seq, updated_at = now()`,
-		f.cfg.SinkID, int64(pos), int64(seq))
+func (f *Forwarder) isSkipped(pos uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.skipped[pos]
+}
+
+func (f *Forwarder) loadCursor(ctx context.Context) (ForwarderStatus, error) {
+	var p, s, delivered, retries int64
+	var stuck *int64
+	var st ForwarderStatus
+	err := f.cfg.Pool.QueryRow(ctx, `SELECT position, seq, delivered, retries, COALESCE(last_error, ''), refused, stuck_position
+		FROM siem_cursors WHERE sink_id = $1`, f.cfg.SinkID).Scan(&p, &s, &delivered, &retries, &st.LastError, &st.Refused, &stuck)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ForwarderStatus{}, nil
+	}
+	if err != nil {
+		return ForwarderStatus{}, fmt.Errorf("siem sink %s: load cursor: %w", f.cfg.SinkID, err)
+	}
+	st.Position, st.Seq, st.Delivered, st.Retries = uint64(p), uint64(s), uint64(delivered), uint64(retries)
+	if stuck != nil {
+		st.StuckPosition = uint64(*stuck)
+	}
+	return st, nil
+}
+
+// saveCursor records that everything before pos was delivered, seq being the last sequence
+// number used, n messages more than before; the failure of the moment is over.
+func (f *Forwarder) saveCursor(ctx context.Context, pos, seq uint64, n int) error {
+	_, err := f.cfg.Pool.Exec(ctx, `INSERT INTO siem_cursors (sink_id, position, seq, delivered) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (sink_id) DO UPDATE SET position = excluded.position, seq = excluded.seq,
+			delivered = siem_cursors.delivered + excluded.delivered, refused = false, stuck_position = NULL, updated_at = now()`,
+		f.cfg.SinkID, int64(pos), int64(seq), int64(n))
 	if err != nil {
 		return fmt.Errorf("siem sink %s: save cursor: %w", f.cfg.SinkID, err)
 	}
+	f.cfg.Metrics.progress(f.cfg.SinkID, n)
+	f.mu.Lock()
+	f.status.Position, f.status.Seq = pos, seq
+	f.status.Delivered += uint64(n)
+	f.status.LastError, f.status.Refused, f.status.StuckPosition = "", false, 0
+	f.mu.Unlock()
 	return nil
 }
 
+// saveFailure records a failed delivery beside the cursor. Best effort: the database may be
+// what failed.
+func (f *Forwarder) saveFailure(ctx context.Context, st ForwarderStatus) {
+	var stuck *int64
+	if st.StuckPosition != 0 {
+		p := int64(st.StuckPosition)
+		stuck = &p
+	}
+	_, err := f.cfg.Pool.Exec(ctx, `INSERT INTO siem_cursors (sink_id, position, seq, retries, last_error, last_error_at, refused, stuck_position)
+		VALUES ($1, $2, $3, 1, $4, now(), $5, $6)
+		ON CONFLICT (sink_id) DO UPDATE SET retries = siem_cursors.retries + 1, last_error = excluded.last_error,
+			last_error_at = excluded.last_error_at, refused = excluded.refused, stuck_position = excluded.stuck_position`,
+		f.cfg.SinkID, int64(st.Position), int64(st.Seq), st.LastError, st.Refused, stuck)
+	if err != nil && ctx.Err() == nil {
+		f.cfg.Logger.Warn("siem sink: could not record the failure beside the cursor", "error", err)
+	}
+}
+
 // batch is a run of formatted messages ready to deliver: the records up to (not including)
-// position next, the last sequence number among them being last.
+// position next, the last sequence number among them being last. pos and seq are each
+// message's record position and sequence number.
 type batch struct {
 	msgs       [][]byte
+	pos, seq   []uint64
 	next, last uint64
 	oldest     time.Time // when its first record was recorded
 }
@@ -187,8 +247,9 @@ type backoff struct {
 	wait time.Duration
 }
 
-// fail records err and waits; false when ctx ended meanwhile.
-func (b *backoff) fail(ctx context.Context, pos uint64, err error) bool {
+// fail records err and waits; false when ctx ended meanwhile. stuck, when not 0, is the one
+// record the receiver refuses.
+func (b *backoff) fail(ctx context.Context, pos uint64, err error, stuck uint64) bool {
 	f := b.f
 	if b.wait == 0 {
 		b.wait = f.cfg.MinBackoff
@@ -197,7 +258,10 @@ func (b *backoff) fail(ctx context.Context, pos uint64, err error) bool {
 	f.status.Retries++
 	f.status.LastError = err.Error()
 	f.status.Refused = errors.Is(err, ErrRefused)
+	f.status.StuckPosition = stuck
+	st := f.status
 	f.mu.Unlock()
+	f.saveFailure(ctx, st)
 	f.cfg.Metrics.failed(f.cfg.SinkID, err)
 	if errors.Is(err, ErrRefused) {
 		f.cfg.Logger.Error("siem receiver refuses a batch; retrying it, never skipping it", "position", pos, "error", err, "retry_in", b.wait)
@@ -237,37 +301,81 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		case bt = <-batches:
 		}
 		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
+		delivered := len(bt.msgs)
 		for len(bt.msgs) > 0 {
 			err := f.cfg.Transport.Deliver(ctx, bt.msgs)
 			if err == nil {
 				break
 			}
-			if !b.fail(ctx, pos, err) {
+			if errors.Is(err, ErrRefused) {
+				// Which record does it refuse? One at a time from here.
+				if !f.deliverEach(ctx, &bt, &b) {
+					return
+				}
+				delivered = 0
+				break
+			}
+			if !b.fail(ctx, pos, err, 0) {
 				return
 			}
 		}
 		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
-		for {
-			err := f.saveCursor(ctx, bt.next, bt.last)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil || !b.fail(ctx, pos, err) {
-				return
-			}
+		if !f.save(ctx, &b, pos, bt.next, bt.last, delivered) {
+			return
 		}
 		b.reset()
 		pos = bt.next
-		f.cfg.Metrics.progress(f.cfg.SinkID, len(bt.msgs))
 		if f.cfg.Store.KnownHead() <= pos {
 			f.cfg.Metrics.lag(f.cfg.SinkID, 0, 0)
 		}
-		f.mu.Lock()
-		f.status.Position, f.status.Seq = bt.next, bt.last
-		f.status.Delivered += uint64(len(bt.msgs))
-		f.status.LastError, f.status.Refused = "", false
-		f.mu.Unlock()
 	}
+}
+
+// save records the cursor, retrying until it is stored; false when ctx ended.
+func (f *Forwarder) save(ctx context.Context, b *backoff, from, pos, seq uint64, n int) bool {
+	for {
+		err := f.saveCursor(ctx, pos, seq, n)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil || !b.fail(ctx, from, err, 0) {
+			return false
+		}
+	}
+}
+
+// deliverEach delivers a refused batch one message at a time, recording the cursor after each,
+// so that the record the receiver refuses is found and every record before it delivered. That
+// record is retried with backoff until the receiver takes it or an operator skips it
+// (SkipSIEMDelivery); it is never dropped otherwise. False when ctx ended.
+func (f *Forwarder) deliverEach(ctx context.Context, bt *batch, b *backoff) bool {
+	for i := range bt.msgs {
+		for {
+			if f.isSkipped(bt.pos[i]) {
+				f.cfg.Logger.Warn("siem sink skips a record, as an operator decided", "position", bt.pos[i], "seq", bt.seq[i])
+				if !f.save(ctx, b, bt.pos[i], bt.pos[i]+1, bt.seq[i], 0) {
+					return false
+				}
+				break
+			}
+			err := f.cfg.Transport.Deliver(ctx, bt.msgs[i:i+1])
+			if err == nil {
+				if !f.save(ctx, b, bt.pos[i], bt.pos[i]+1, bt.seq[i], 1) {
+					return false
+				}
+				b.reset()
+				break
+			}
+			stuck := uint64(0)
+			if errors.Is(err, ErrRefused) {
+				stuck = bt.pos[i]
+			}
+			if !b.fail(ctx, bt.pos[i], err, stuck) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // produce reads the log from pos and sends formatted batches, numbering from seq+1. A record it
@@ -277,7 +385,7 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- bat
 	for ctx.Err() == nil {
 		recs, err := f.cfg.Store.ReadAll(ctx, pos, f.cfg.BatchSize)
 		if err != nil {
-			if ctx.Err() != nil || !b.fail(ctx, pos, fmt.Errorf("read the log: %w", err)) {
+			if ctx.Err() != nil || !b.fail(ctx, pos, fmt.Errorf("read the log: %w", err), 0) {
 				return
 			}
 			continue
@@ -288,18 +396,25 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- bat
 			}
 			continue
 		}
-		bt := batch{msgs: make([][]byte, 0, len(recs)), next: pos, last: seq, oldest: recs[0].RecordedAt}
+		bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
+			next: pos, last: seq, oldest: recs[0].RecordedAt}
 		var ferr error
 		for i := range recs {
 			rec := &recs[i]
 			if f.cfg.Filter == nil || f.cfg.Filter(rec) {
+				if f.isSkipped(rec.Position) {
+					// An operator gave it up: it keeps its number, so the receiver sees the gap.
+					bt.last++
+					bt.next = rec.Position + 1
+					continue
+				}
 				m, err := f.cfg.Format(Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact})
 				if err != nil {
 					ferr = fmt.Errorf("format record %d: %w", rec.Position, err)
 					break
 				}
-				bt.msgs = append(bt.msgs, m)
 				bt.last++
+				bt.msgs, bt.pos, bt.seq = append(bt.msgs, m), append(bt.pos, rec.Position), append(bt.seq, bt.last)
 			}
 			bt.next = rec.Position + 1
 		}
@@ -313,7 +428,7 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- bat
 		}
 		if ferr != nil {
 			// Stuck on this record: never skipped; an operator (or a newer build) moves it on.
-			if !b.fail(ctx, pos, ferr) {
+			if !b.fail(ctx, pos, ferr, 0) {
 				return
 			}
 			continue

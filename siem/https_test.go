@@ -29,6 +29,7 @@ type hec struct {
 
 	mu    sync.Mutex
 	busy  int                 // answer this many posts with 503 first
+	bad   map[string]bool     // event ids whose batches it refuses as "Invalid data format"
 	seqs  map[string][]string // seq field → event ids
 	posts int
 }
@@ -87,6 +88,15 @@ func (h *hec) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		got = append(got, [2]string{ev.Fields["seq"], ev.Fields["event_id"]})
 	}
+	h.mu.Lock()
+	for _, g := range got {
+		if h.bad[g[1]] {
+			h.mu.Unlock()
+			answer(w, http.StatusBadRequest, "Invalid data format", 6)
+			return
+		}
+	}
+	h.mu.Unlock()
 	h.mu.Lock()
 	for _, g := range got {
 		h.seqs[g[0]] = append(h.seqs[g[0]], g[1])
@@ -262,5 +272,68 @@ func TestJSONProfileAndHTTPSConfig(t *testing.T) {
 	}
 	if err := (siem.HTTPSConfig{URL: "https://x/", Profile: siem.ProfileHEC}).Validate(); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Errorf("a hec sink without a token: %v", err)
+	}
+}
+
+// A record the receiver refuses for good holds the sink there: every record before it is
+// delivered (the refused batch is tried one message at a time to find it), the sink names it and
+// retries it, and it goes only when an operator skips it. The skipped record keeps its sequence
+// number, so the receiver sees the gap; what the sink did is recorded beside its cursor.
+func TestARefusedRecordIsFoundAndHeldUntilSkipped(t *testing.T) {
+	t.Parallel()
+	h := newHEC(t, "tok", 0)
+	log := logtest.Start(t, 10*time.Millisecond)
+	appendOrgs(t, log.Store, 300)
+	recs, err := log.Store.ReadAll(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := recs[149] // sequence 150
+	h.mu.Lock()
+	h.bad = map[string]bool{poison.EventID.String(): true}
+	h.mu.Unlock()
+	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "poison", Store: log.Store, Pool: log.Pool, Transport: h.sink(t, "tok"),
+		Format: siem.HECFormat("cp-1", "ocsf", ocsfBody), BatchSize: 100, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Stop)
+	poll.Until(t, 20*time.Second, "the refused record named", func() bool { return f.Status().StuckPosition == poison.Position })
+	st := f.Status()
+	if !st.Refused || st.Seq != 149 || st.Position != poison.Position {
+		t.Fatalf("stuck: %+v, want everything before sequence 150 delivered", st)
+	}
+	var stuck *int64
+	var refused bool
+	var retries int64
+	if err := log.Pool.QueryRow(context.Background(), `SELECT stuck_position, refused, retries FROM siem_cursors WHERE sink_id = 'poison'`).
+		Scan(&stuck, &refused, &retries); err != nil {
+		t.Fatal(err)
+	}
+	if stuck == nil || uint64(*stuck) != poison.Position || !refused || retries < 1 {
+		t.Fatalf("siem_cursors: stuck %v, refused %v, retries %d", stuck, refused, retries)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := f.Status(); got.Seq != 149 {
+		t.Fatalf("the sink moved past a refused record by itself: %+v", got)
+	}
+
+	f.Skip([]uint64{poison.Position})
+	poll.Until(t, 20*time.Second, "everything after the skipped record delivered", func() bool { return f.Status().Seq == uint64(len(recs)) })
+	got := h.received()
+	for i, rec := range recs {
+		ids := got[fmt.Sprint(i+1)]
+		switch {
+		case rec.Position == poison.Position && len(ids) != 0:
+			t.Fatalf("the skipped record arrived: %v", ids)
+		case rec.Position != poison.Position && (len(ids) == 0 || ids[0] != rec.EventID.String()):
+			t.Fatalf("sequence %d: %q, want event %s", i+1, ids, rec.EventID)
+		}
+	}
+	if st := f.Status(); st.Refused || st.StuckPosition != 0 || st.LastError != "" {
+		t.Fatalf("after the skip: %+v", st)
 	}
 }

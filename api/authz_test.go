@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tunnelplane/tunnelplane/api"
@@ -50,6 +51,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		return e.write(201, "POST", "/api/v1/tunnels/"+shared[org]+"/tokens?org="+org, root, nil).ID
 	}
 	sharedToken := map[string]string{"acme": agentToken("acme"), "globex": agentToken("globex")}
+	sink := func(org string) string {
+		return e.write(201, "POST", "/api/v1/siem/sinks?org="+org, root, siemSinkBody(fmt.Sprintf("s-%d", next()))).ID
+	}
+	sharedSink := map[string]string{"acme": sink("acme"), "globex": sink("globex"), "*": sink("*")}
 	all := roles
 	writers := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator}
 	roleAdmins := []domain.Role{domain.RoleOwner, domain.RoleAdmin}
@@ -95,6 +100,22 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}},
 		{"list roles", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/role-assignments?org=" + org, nil }},
 		{"search audit", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/audit?org=" + org, nil }},
+		{"create siem sink", roleAdmins, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/siem/sinks?org=" + org, siemSinkBody(fmt.Sprintf("s-%d", next()))
+		}},
+		{"list siem sinks", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/siem/sinks?org=" + org, nil }},
+		{"get siem sink", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/siem/sinks/" + sharedSink[org] + "?org=" + org, nil
+		}},
+		{"update siem sink", roleAdmins, 200, func(org string) (string, string, any) {
+			return "PUT", "/api/v1/siem/sinks/" + sharedSink[org] + "?org=" + org, siemSinkBody(fmt.Sprintf("s-%d", next()))
+		}},
+		{"skip for siem sink", roleAdmins, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/siem/sinks/" + sharedSink[org] + "/skips?org=" + org, map[string]any{"position": 1, "reason": "refused for good"}
+		}},
+		{"remove siem sink", roleAdmins, 200, func(org string) (string, string, any) {
+			return "DELETE", "/api/v1/siem/sinks/" + sink(org) + "?org=" + org, nil
+		}},
 	}
 	enrollment, _ := newNodeEnrollment(t, e.store, "node-m")
 	node := e.write(201, "POST", "/api/v1/nodes", root, enrollment).ID
@@ -127,6 +148,22 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"rebuild projection", nil, 200, func(string) (string, string, any) { return "POST", "/api/v1/projections/orgs/rebuild", nil }},
 		{"list platform roles", nil, 200, func(string) (string, string, any) { return "GET", "/api/v1/role-assignments?org=*", nil }},
 		{"search platform audit", nil, 200, func(string) (string, string, any) { return "GET", "/api/v1/audit?org=*", nil }},
+		{"create platform siem sink", nil, 201, func(string) (string, string, any) {
+			return "POST", "/api/v1/siem/sinks?org=*", siemSinkBody(fmt.Sprintf("s-%d", next()))
+		}},
+		{"list platform siem sinks", nil, 200, func(string) (string, string, any) { return "GET", "/api/v1/siem/sinks?org=*", nil }},
+		{"get platform siem sink", nil, 200, func(string) (string, string, any) {
+			return "GET", "/api/v1/siem/sinks/" + sharedSink["*"] + "?org=*", nil
+		}},
+		{"update platform siem sink", nil, 200, func(string) (string, string, any) {
+			return "PUT", "/api/v1/siem/sinks/" + sharedSink["*"] + "?org=*", siemSinkBody(fmt.Sprintf("s-%d", next()))
+		}},
+		{"skip for platform siem sink", nil, 201, func(string) (string, string, any) {
+			return "POST", "/api/v1/siem/sinks/" + sharedSink["*"] + "/skips?org=*", map[string]any{"position": 1, "reason": "refused for good"}
+		}},
+		{"remove platform siem sink", nil, 200, func(string) (string, string, any) {
+			return "DELETE", "/api/v1/siem/sinks/" + sink("*") + "?org=*", nil
+		}},
 		{"assign superadmin", nil, 201, func(string) (string, string, any) {
 			return "POST", "/api/v1/role-assignments", map[string]string{"user_id": fmt.Sprintf("s-%d", next()), "role": "superadmin"}
 		}},
@@ -200,10 +237,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 			{"POST", "/api/v1/tunnels/" + shared["globex"] + "/tokens?org=acme"},
 			{"GET", "/api/v1/tokens/" + sharedToken["globex"] + "?org=acme"},
 			{"DELETE", "/api/v1/tokens/" + sharedToken["globex"] + "?org=acme"},
+			{"GET", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
+			{"GET", "/api/v1/siem/sinks/" + sharedSink["*"] + "?org=acme"},
+			{"DELETE", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
 		} {
 			want := 404
-			if subject == "viewer" && req[0] != "GET" {
-				want = 403 // a viewer may not change anything in acme at all
+			if subject == "viewer" && (req[0] != "GET" || strings.Contains(req[1], "/siem/")) {
+				want = 403 // a viewer may not change anything in acme at all, nor see its sinks
 			}
 			var body any
 			if req[2] != "" {

@@ -129,6 +129,7 @@ type ReadModels interface {
 	AgentSessionReader
 	RoleAssignmentReader
 	AuditReader
+	SIEMSinkReader
 }
 
 // Config wires the API to the write side, the read models and the log.
@@ -140,6 +141,9 @@ type Config struct {
 	Runner ProjectionRunner
 	// ReadModels reads the projections' views (readmodels.New(pool)).
 	ReadModels ReadModels
+	// SIEMSecrets seals the secrets callers give SIEM sinks (a *siem.Secrets); without it only
+	// references are taken.
+	SIEMSecrets SecretSealer
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

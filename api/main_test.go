@@ -24,6 +24,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
+	"github.com/tunnelplane/tunnelplane/siem"
 )
 
 func TestMain(m *testing.M) {
@@ -98,7 +99,11 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	}
 	svc.Start(ctx)
 	t.Cleanup(svc.Stop)
-	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), Registry: metrics, Logger: quiet}
+	secrets, err := siem.NewSecrets(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), SIEMSecrets: secrets, Registry: metrics, Logger: quiet}
 	for _, f := range tweak {
 		f(&cfg)
 	}

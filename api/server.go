@@ -167,6 +167,13 @@ func (s *Server) register() {
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)
 
+	s.route(http.MethodPost, "/api/v1/siem/sinks", s.createSIEMSink, true)
+	s.route(http.MethodGet, "/api/v1/siem/sinks", s.listSIEMSinks, true)
+	s.route(http.MethodGet, "/api/v1/siem/sinks/:id", s.getSIEMSink, true)
+	s.route(http.MethodPut, "/api/v1/siem/sinks/:id", s.updateSIEMSink, true)
+	s.route(http.MethodDelete, "/api/v1/siem/sinks/:id", s.removeSIEMSink, true)
+	s.route(http.MethodPost, "/api/v1/siem/sinks/:id/skips", s.skipSIEMDelivery, true)
+
 	s.route(http.MethodGet, "/api/v1/projections", s.listProjections, true)
 	s.route(http.MethodPost, "/api/v1/projections/:name/rebuild", s.rebuildProjection, true)
 }

@@ -52,6 +52,9 @@ type UpdateSIEMSink struct {
 	SinkID          string              `json:"sink_id"`
 	Spec            domain.SIEMSinkSpec `json:"spec"`
 	ExpectedVersion *uint64             `json:"expected_version,omitempty"`
+	// RedactClientIPs keeps the sink's redaction key, or takes Spec.RedactKey (a new sealed one)
+	// when it has none; false ends redaction.
+	RedactClientIPs bool `json:"redact_client_ips,omitempty"`
 }
 
 func (UpdateSIEMSink) CommandName() string { return "UpdateSIEMSink" }
@@ -61,7 +64,14 @@ func (c UpdateSIEMSink) Permission() Permission {
 
 func (s *Service) updateSIEMSink(ctx context.Context, c UpdateSIEMSink) (Result, error) {
 	return s.onSIEMSink(ctx, c.CommandName(), c.OrgID, c.SinkID, c.ExpectedVersion, func(k *domain.SIEMSink) (domain.Event, error) {
-		ev, err := k.Update(c.Spec)
+		spec := c.Spec
+		switch {
+		case !c.RedactClientIPs:
+			spec.RedactKey = ""
+		case k.Spec().RedactKey != "":
+			spec.RedactKey = k.Spec().RedactKey
+		}
+		ev, err := k.Update(spec)
 		if ev == nil || err != nil {
 			return nil, err
 		}

@@ -155,7 +155,8 @@ func RehydrateSIEMSink(events []Recorded) (*SIEMSink, error) {
 	return s, nil
 }
 
-// Update decides a new spec; secrets left empty keep their current value. Nil: nothing changed.
+// Update decides a new spec; a token or client key left empty keeps its current value (the
+// redaction key does not: empty ends redaction). Nil: nothing changed.
 func (s *SIEMSink) Update(spec SIEMSinkSpec) (*SIEMSinkUpdated, error) {
 	if s.removed {
 		return nil, fmt.Errorf("update siem sink %s: %w", s.id, ErrNotFound)
@@ -165,9 +166,6 @@ func (s *SIEMSink) Update(spec SIEMSinkSpec) (*SIEMSinkUpdated, error) {
 	}
 	if spec.ClientKey == "" {
 		spec.ClientKey = s.spec.ClientKey
-	}
-	if spec.RedactKey == "" {
-		spec.RedactKey = s.spec.RedactKey
 	}
 	var p problems
 	checkSIEMSpec(&p, s.orgID, spec)

@@ -71,7 +71,7 @@ func TestSIEMSinkUpdateKeepsSecretsAndSkipNeedsAReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	same := spec
-	same.Token, same.RedactKey = "", ""
+	same.Token = ""
 	if ev, err := k.Update(same); ev != nil || err != nil {
 		t.Fatalf("update with secrets left out changed %v, %v", ev, err)
 	}

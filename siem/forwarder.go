@@ -436,3 +436,11 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- bat
 		b.reset()
 	}
 }
+
+// RecordSinkError records beside a sink's cursor why it is not forwarding (a sink that cannot
+// start: a secret that cannot be read, a certificate that does not parse).
+func RecordSinkError(ctx context.Context, pool *pgxpool.Pool, sinkID, msg string) error {
+	_, err := pool.Exec(ctx, `INSERT INTO siem_cursors (sink_id, position, seq, last_error, last_error_at) VALUES ($1, 0, 0, $2, now())
+		ON CONFLICT (sink_id) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at`, sinkID, msg)
+	return err
+}

@@ -52,6 +52,8 @@ func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
 	fs.IntVar(&o.DBMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", controlapp.DefaultDBMaxConns, envErrs), "database connection pool size (env TUNNELPLANE_DB_MAX_CONNS)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second, envErrs),
 		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&o.SIEMKeyFile, "siem-key-file", envDefault("SIEM_KEY_FILE", ""),
+		"key SIEM sinks' secrets are sealed with, the same on every instance; made when missing (default <data-dir>/siem.key; env TUNNELPLANE_SIEM_KEY_FILE)")
 	tokenLeewayFlag(fs, &o.TokenLeeway, envErrs)
 }
 
@@ -76,7 +78,7 @@ func startControlPlane(ctx context.Context, g *globals, cfg controlapp.Config) (
 	if err != nil {
 		return nil, err
 	}
-	cfg.DatabaseURL, cfg.DataDir, cfg.Logger = srv.URL, g.dataDir, g.log
+	cfg.DatabaseURL, cfg.DataDir, cfg.Logger, cfg.Version = srv.URL, g.dataDir, g.log, version
 	cp, err := controlapp.New(cfg)
 	if err != nil {
 		return nil, err

@@ -95,7 +95,7 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (*serveapp.App,
 		return nil, err
 	}
 	cc := o.cp
-	cc.DatabaseURL, cc.DataDir = srv.URL, g.dataDir
+	cc.DatabaseURL, cc.DataDir, cc.Version = srv.URL, g.dataDir, version
 	nc := nodeConfig(o.nodeName, o.nodeAddr, o.baseDomain, o.limits, o.maxViewLag, o.lagSample)
 	nc.TokenLeeway = cc.TokenLeeway
 	sv, err := serveapp.New(serveapp.Config{Control: cc, NATSHost: host, NATSPort: port, Node: nc,

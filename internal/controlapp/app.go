@@ -18,6 +18,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
+	"github.com/tunnelplane/tunnelplane/siem"
 )
 
 // App is a running control plane: the log, the projections, the write side (with its audit
@@ -28,6 +29,7 @@ type App struct {
 	Service  *commands.Service
 	API      *api.Server
 	Bus      *Bus // nil without Config.NATSURL
+	SIEM     *SIEMSinks
 	Registry *prometheus.Registry
 	// URL is the API's base URL (http://host:port).
 	URL string
@@ -82,7 +84,12 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	a.Service.Start(runCtx)
-	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: readmodels.New(a.Log.Pool),
+	secrets, err := siem.LoadSecrets(cfg.SIEMKeyFile)
+	if err != nil {
+		return err
+	}
+	queries := readmodels.New(a.Log.Pool)
+	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets,
 		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err
@@ -112,6 +119,9 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		}
 		a.API.SetLiveNodes(a.Bus.Live)
 	}
+	if err = a.startSIEM(runCtx, queries, secrets); err != nil {
+		return err
+	}
 	if err = a.Log.RememberCheckpoint(ctx); err != nil {
 		return err
 	}
@@ -119,6 +129,20 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	a.life.Go(a.rememberCheckpoints)
 	a.log.Info("control plane started", "api_url", a.URL, "pid", os.Getpid())
 	return nil
+}
+
+// startSIEM runs the SIEM sinks the log configured.
+func (a *App) startSIEM(ctx context.Context, queries *readmodels.Queries, secrets *siem.Secrets) error {
+	metrics, err := siem.NewMetrics(a.cfg.Registry)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	if a.SIEM, err = NewSIEMSinks(SIEMSinksConfig{Store: a.Log.Store, Pool: a.Log.Pool, Sinks: queries, Metrics: metrics, Poll: a.cfg.SIEMPoll,
+		Options: siem.SinkOptions{Hostname: host, Product: siem.DefaultProduct(a.cfg.Version), Secrets: secrets}, Logger: a.log}); err != nil {
+		return err
+	}
+	return a.SIEM.Start(ctx)
 }
 
 // rememberCheckpoints keeps the data dir's copy of the newest checkpoint current while the log
@@ -166,6 +190,9 @@ func (a *App) Stop(ctx context.Context) {
 }
 
 func (a *App) stopParts(ctx context.Context) {
+	if a.SIEM != nil {
+		a.SIEM.Stop()
+	}
 	if a.Bus != nil {
 		a.Bus.Stop()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -52,6 +53,13 @@ type Config struct {
 	// Cluster names the installation on NATS: it prefixes every stream, bucket and subject
 	// (wire.Names). Default "": the names of the default installation.
 	Cluster string
+	// SIEMKeyFile holds the key SIEM sinks' secrets are sealed with (64 hex digits; made when
+	// missing). Default <DataDir>/siem.key. Every instance of a cluster needs the same key.
+	SIEMKeyFile string
+	// Version is the build's, named in what the control plane sends SIEMs. Default "dev".
+	Version string
+	// SIEMPoll is how often the SIEM sinks are read again (default 1s).
+	SIEMPoll time.Duration
 	// Registry collects the metrics served at /metrics. Default: a fresh one with Go and process
 	// collectors.
 	Registry *prometheus.Registry
@@ -90,7 +98,7 @@ func (c Config) Validate() error {
 	if c.DBMaxConns < 0 || c.DBMaxConns > 10000 {
 		bad("--db-max-conns %d: want 1 to 10000", c.DBMaxConns)
 	}
-	if c.ShutdownTimeout < 0 || c.AuditFlushInterval < 0 {
+	if c.ShutdownTimeout < 0 || c.AuditFlushInterval < 0 || c.SIEMPoll < 0 {
 		bad("negative duration")
 	}
 	if c.JWKSURL != "" && c.JWKSFile != "" {
@@ -111,6 +119,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.SIEMKeyFile == "" {
+		c.SIEMKeyFile = filepath.Join(c.DataDir, "siem.key")
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()

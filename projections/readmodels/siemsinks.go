@@ -55,7 +55,7 @@ const siemSinkColumns = `SELECT s.sink_id::text AS sink_id, COALESCE(s.org_id::t
 	s.configured_at, s.updated_at, s.removed_at, s.version, s.position,
 	COALESCE(c.position, 0) AS next_position, COALESCE(c.seq, 0) AS seq, COALESCE(c.delivered, 0) AS delivered,
 	COALESCE(c.retries, 0) AS retries, COALESCE(c.last_error, '') AS last_error, c.last_error_at, COALESCE(c.refused, false) AS refused,
-	c.stuck_position, (SELECT e.recorded_at FROM events e WHERE e.position = COALESCE(c.position, 1)) AS oldest_pending_at,
+	c.stuck_position, (SELECT e.recorded_at FROM events e WHERE e.global_position = COALESCE(c.position, 0)) AS oldest_pending_at,
 	c.updated_at AS forwarded_at
 	FROM siem_sinks s LEFT JOIN siem_cursors c ON c.sink_id = s.sink_id::text`
 

@@ -36,6 +36,12 @@ type Server struct {
 	// Out is the file it writes; Port its TLS port (chosen at the first Start, kept after).
 	Out  string
 	Port int
+	// Direct makes rsyslogd write each message to Out before it reads further (a direct main
+	// queue), so that closing a connection after the sender's close_notify confirms that what was
+	// sent is in the file, even if rsyslogd is killed the moment after. Set it before Start. The
+	// default, an in-memory queue, is what rsyslog ships with: what it read but did not write yet
+	// dies with it.
+	Direct bool
 
 	dir, bin, conf string
 	pool           *x509.CertPool
@@ -75,7 +81,11 @@ func (s *Server) Address() string { return net.JoinHostPort("127.0.0.1", strconv
 func (s *Server) Start() error {
 	portFile := filepath.Join(s.dir, "port")
 	_ = os.Remove(portFile)
-	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="256k"
+	queue := ""
+	if s.Direct {
+		queue = `main_queue(queue.type="Direct")` + "\n"
+	}
+	conf := queue + fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="256k"
   defaultNetstreamDriver="gtls"
   defaultNetstreamDriverCAFile=%[2]q defaultNetstreamDriverCertFile=%[3]q defaultNetstreamDriverKeyFile=%[4]q)
 module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")

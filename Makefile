@@ -34,7 +34,9 @@ run: build ## tunnelplane serve --demo: NATS, control plane, a node and a demo t
 deps: ## Download the modules (every platform's) and install the Debian packages the tests use, only those missing (root)
 	$(GO) mod download
 	@command -v dpkg >/dev/null || { echo "deps: not a Debian system; install $(TEST_PACKAGES) yourself"; exit 0; }; \
-	missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	missing=""; for p in $(TEST_PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] || missing="$$missing $$p"; \
+	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then echo "deps: missing Debian packages:$$missing; as root: apt-get install$$missing (tests that need them skip)"; exit 0; fi; \
 	echo "deps: installing$$missing"; \

@@ -1,0 +1,6 @@
+// Package promdeploy holds no code. It is the Prometheus alerting rules of a tunnelplane
+// deployment (siem-alerts.yml; see README.md), and its tests show that the rules fire when they
+// should and stay quiet when they should (promtool test rules on siem-alerts_test.yml).
+//
+// It must not change the product.
+package promdeploy

@@ -9,8 +9,10 @@ BENCH_DURATION ?= 2s
 FUZZTIME ?= 30s
 DESYNC_ITERATIONS ?= 2000
 # Debian packages the tests run for real: uvicorn (with h11) and Node.js are upstreams of the
-# ingress desync harness; rsyslog with its TLS driver receives the SIEM syslog tests.
-TEST_PACKAGES := python3-uvicorn nodejs rsyslog rsyslog-gnutls
+# ingress desync harness; rsyslog with its TLS driver receives the SIEM syslog tests; prometheus
+# brings promtool, which tests the alert rules in deploy/prometheus (the tests want only the tool:
+# `make deps` stops and disables the server its install starts, see below).
+TEST_PACKAGES := python3-uvicorn nodejs rsyslog rsyslog-gnutls prometheus
 # The external NATS server the bus and system tests also run against (this machine's, the Debian
 # package, 2.9.x); `make nats` starts one when nothing answers there.
 TEST_NATS_HOST := 127.0.0.1
@@ -34,11 +36,19 @@ run: build ## tunnelplane serve --demo: NATS, control plane, a node and a demo t
 deps: ## Download the modules (every platform's) and install the Debian packages the tests use, only those missing (root)
 	$(GO) mod download
 	@command -v dpkg >/dev/null || { echo "deps: not a Debian system; install $(TEST_PACKAGES) yourself"; exit 0; }; \
-	missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	missing=""; for p in $(TEST_PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] || missing="$$missing $$p"; \
+	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then echo "deps: missing Debian packages:$$missing; as root: apt-get install$$missing (tests that need them skip)"; exit 0; fi; \
 	echo "deps: installing$$missing"; \
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null || exit 1; \
+	case " $$missing " in *" prometheus "*) \
+	  echo "deps: stopping and disabling the prometheus server its package started (the tests use only promtool)"; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus.service >/dev/null 2>&1; \
+	  else invoke-rc.d prometheus stop >/dev/null 2>&1; update-rc.d prometheus disable >/dev/null 2>&1; fi; \
+	  if pgrep -x prometheus >/dev/null; then echo "deps: a prometheus server still runs (port 9090)"; fi;; \
+	esac
 
 .PHONY: nats
 nats: ## Make sure a NATS server with JetStream answers at 127.0.0.1:4222 (installed and started if not)

@@ -300,16 +300,17 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			return
 		case bt = <-batches:
 		}
-		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
 		delivered := len(bt.msgs)
 		for len(bt.msgs) > 0 {
+			// Each try, so that a sink stuck retrying shows its lag growing.
+			f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
 			err := f.cfg.Transport.Deliver(ctx, bt.msgs)
 			if err == nil {
 				break
 			}
 			if errors.Is(err, ErrRefused) {
-				// Which record does it refuse? One at a time from here.
-				if !f.deliverEach(ctx, &bt, &b) {
+				// Which record does it refuse? One at a time from here, after the backoff.
+				if !b.fail(ctx, pos, err, 0) || !f.deliverEach(ctx, &bt, &b) {
 					return
 				}
 				delivered = 0

@@ -42,12 +42,25 @@ func (m *Metrics) failed(sink string, err error) {
 	if m == nil {
 		return
 	}
-	kind := "failed"
+	kind, refused := "failed", 0.0
 	if errors.Is(err, ErrRefused) {
-		kind = "refused"
-		m.refused.WithLabelValues(sink).Set(1)
+		kind, refused = "refused", 1
 	}
+	// As Status().Refused: a receiver that went down since is not known to refuse.
+	m.refused.WithLabelValues(sink).Set(refused)
 	m.failures.WithLabelValues(sink, kind).Inc()
+}
+
+// Forget drops a sink's series (a removed sink: its alerts end with it).
+func (m *Metrics) Forget(sink string) {
+	if m == nil {
+		return
+	}
+	for _, v := range []*prometheus.GaugeVec{m.lagEvents, m.lagSeconds, m.refused} {
+		v.DeleteLabelValues(sink)
+	}
+	m.delivered.DeleteLabelValues(sink)
+	m.failures.DeletePartialMatch(prometheus.Labels{"sink_id": sink})
 }
 
 // progress records a delivery of n messages, and the lag behind the log.

@@ -170,6 +170,7 @@ func (s *SIEMSinks) sync(ctx context.Context) {
 				r.f.Stop()
 			}
 			delete(s.running, id)
+			s.cfg.Metrics.Forget(id)
 			s.cfg.Logger.Info("siem: sink removed; stopped", "sink_id", id)
 		}
 	}

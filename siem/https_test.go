@@ -3,9 +3,7 @@ package siem_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,110 +13,26 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tunnelplane/tunnelplane/internal/hectest"
 	"github.com/tunnelplane/tunnelplane/internal/logtest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"github.com/tunnelplane/tunnelplane/siem"
 )
 
-// hec is a receiver that answers as Splunk's HTTP Event Collector documents
-// (/services/collector/event): 401 "Token is required" (code 2), 403 "Invalid token" (4),
-// 400 "Invalid data format" (6), 503 "Server is busy" (9) while busy, 200 "Success" (0).
-type hec struct {
-	srv   *httptest.Server
-	token string
-
-	mu    sync.Mutex
-	busy  int                 // answer this many posts with 503 first
-	bad   map[string]bool     // event ids whose batches it refuses as "Invalid data format"
-	seqs  map[string][]string // seq field → event ids
-	posts int
-}
+// hec is a HEC collector (internal/hectest) the tests deliver to.
+type hec struct{ *hectest.Server }
 
 func newHEC(t *testing.T, token string, busy int) *hec {
-	h := &hec{token: token, busy: busy, seqs: map[string][]string{}}
-	h.srv = httptest.NewTLSServer(http.HandlerFunc(h.serve))
-	t.Cleanup(h.srv.Close)
+	h := &hec{hectest.New(t, token)}
+	h.Busy(busy, 0)
 	return h
 }
 
-func answer(w http.ResponseWriter, status int, text string, code int) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"text":%q,"code":%d}`, text, code)
-}
-
-func (h *hec) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/services/collector/event" || r.Method != http.MethodPost {
-		answer(w, http.StatusNotFound, "The requested URL was not found on this server.", 404)
-		return
-	}
-	auth := r.Header.Get("Authorization")
-	switch {
-	case auth == "":
-		answer(w, http.StatusUnauthorized, "Token is required", 2)
-		return
-	case auth != "Splunk "+h.token:
-		answer(w, http.StatusForbidden, "Invalid token", 4)
-		return
-	}
-	h.mu.Lock()
-	h.posts++
-	if h.busy > 0 {
-		h.busy--
-		h.mu.Unlock()
-		answer(w, http.StatusServiceUnavailable, "Server is busy", 9)
-		return
-	}
-	h.mu.Unlock()
-	dec := json.NewDecoder(r.Body)
-	var got [][2]string
-	for {
-		var ev struct {
-			Time   float64           `json:"time"`
-			Event  json.RawMessage   `json:"event"`
-			Fields map[string]string `json:"fields"`
-		}
-		err := dec.Decode(&ev)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil || len(ev.Event) == 0 || ev.Event[0] != '{' || ev.Time <= 0 || ev.Fields["seq"] == "" || ev.Fields["event_id"] == "" {
-			answer(w, http.StatusBadRequest, "Invalid data format", 6)
-			return
-		}
-		got = append(got, [2]string{ev.Fields["seq"], ev.Fields["event_id"]})
-	}
-	h.mu.Lock()
-	for _, g := range got {
-		if h.bad[g[1]] {
-			h.mu.Unlock()
-			answer(w, http.StatusBadRequest, "Invalid data format", 6)
-			return
-		}
-	}
-	h.mu.Unlock()
-	h.mu.Lock()
-	for _, g := range got {
-		h.seqs[g[0]] = append(h.seqs[g[0]], g[1])
-	}
-	h.mu.Unlock()
-	answer(w, http.StatusOK, "Success", 0)
-}
-
-func (h *hec) received() map[string][]string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make(map[string][]string, len(h.seqs))
-	for k, v := range h.seqs {
-		out[k] = append([]string(nil), v...)
-	}
-	return out
-}
+func (h *hec) received() map[string][]string { return h.Received() }
 
 func (h *hec) sink(t *testing.T, token string) *siem.HTTPS {
 	t.Helper()
-	s, err := siem.NewHTTPS(siem.HTTPSConfig{URL: h.srv.URL + "/services/collector/event", Profile: siem.ProfileHEC, Token: token,
-		TLS: h.srv.Client().Transport.(*http.Transport).TLSClientConfig, Timeout: 5 * time.Second})
+	s, err := siem.NewHTTPS(siem.HTTPSConfig{URL: h.URL(), Profile: siem.ProfileHEC, Token: token, TLS: h.TLSConfig(), Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,9 +203,7 @@ func TestARefusedRecordIsFoundAndHeldUntilSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	poison := recs[149] // sequence 150
-	h.mu.Lock()
-	h.bad = map[string]bool{poison.EventID.String(): true}
-	h.mu.Unlock()
+	h.Refuse(poison.EventID.String())
 	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "poison", Store: log.Store, Pool: log.Pool, Transport: h.sink(t, "tok"),
 		Format: siem.HECFormat("cp-1", "ocsf", ocsfBody), BatchSize: 100, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	if err != nil {

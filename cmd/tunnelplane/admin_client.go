@@ -15,6 +15,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // adminClient calls the REST admin API.
@@ -110,13 +111,21 @@ func (a *adminClient) call(ctx context.Context, method, path string, q url.Value
 }
 
 // get decodes a GET. Reads wait for everything the log holds (wait_for=latest), so a command
-// run right after another sees its effect.
+// run right after another sees its effect; when the read models do not catch up in time (the API
+// waits at most 10s), it reads what they hold, with a warning.
 func (a *adminClient) get(ctx context.Context, path string, q url.Values, out any) ([]byte, error) {
 	if q == nil {
 		q = url.Values{}
 	}
 	q.Set("wait_for", "latest")
 	raw, err := a.call(ctx, http.MethodGet, path, q, nil)
+	var pe *problemError
+	if errors.As(err, &pe) && pe.p.Type == domain.ProblemTypeBase+"not-caught-up" {
+		// A burst of writes keeps the read models behind: show what they hold, and say so.
+		fmt.Fprintf(a.g.stderr, "warning: the read models are behind the log (%s); showing what they hold\n", pe.p.Detail)
+		q.Del("wait_for")
+		raw, err = a.call(ctx, http.MethodGet, path, q, nil)
+	}
 	if err != nil {
 		return nil, err
 	}

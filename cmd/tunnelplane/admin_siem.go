@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -30,7 +31,7 @@ func (a *adminClient) sinkID(ctx context.Context, q url.Values, ref string) (str
 	if domain.ValidID(ref) {
 		return ref, nil
 	}
-	items, err := listAll[api.SIEMSink](ctx, a, "/api/v1/siem/sinks", q, 0)
+	items, err := listAll[api.SIEMSink](ctx, a, "/api/v1/siem/sinks", maps.Clone(q), 0) // it sets limit and cursor
 	if err != nil {
 		return "", err
 	}
@@ -101,7 +102,7 @@ Configuring one is recorded in the log. docs/siem.md has the formats and the gua
 				return err
 			}
 			var k api.SIEMSink
-			raw, err := a.get(cmd.Context(), "/api/v1/siem/sinks/"+id, q, &k)
+			raw, err := a.get(cmd.Context(), "/api/v1/siem/sinks/"+id, maps.Clone(q), &k)
 			if err != nil {
 				return err
 			}
@@ -123,7 +124,7 @@ Configuring one is recorded in the log. docs/siem.md has the formats and the gua
 				return err
 			}
 			var k api.SIEMSink
-			if _, err := a.get(cmd.Context(), "/api/v1/siem/sinks/"+id, q, &k); err != nil {
+			if _, err := a.get(cmd.Context(), "/api/v1/siem/sinks/"+id, maps.Clone(q), &k); err != nil {
 				return err
 			}
 			in := api.SIEMSinkInput{Name: k.Name, Transport: k.Transport, Address: k.Address, URL: k.URL, Profile: k.Profile, Format: k.Format,

@@ -50,10 +50,7 @@ func TestReadmeOperatingPathRuns(t *testing.T) {
 	}
 	t.Parallel()
 	natsURL, names := natstest.External(t)
-	bin := filepath.Join(t.TempDir(), "tunnelplane")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

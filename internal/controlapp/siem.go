@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,6 +44,7 @@ type SIEMSinks struct {
 	life lifecycle.Lifecycle
 
 	lock    *pgx.Conn // holds siemLockKey while this instance forwards
+	leading atomic.Bool
 	running map[string]*runningSink
 }
 
@@ -74,6 +76,9 @@ func (s *SIEMSinks) Start(ctx context.Context) error {
 		return nil
 	})
 }
+
+// Leading reports whether this instance forwards to the sinks (it holds the lock).
+func (s *SIEMSinks) Leading() bool { return s.leading.Load() }
 
 // Stop stops every forwarder (what was delivered but not recorded goes again at the next start)
 // and lets go of the lock.
@@ -119,6 +124,7 @@ func (s *SIEMSinks) lead(ctx context.Context) bool {
 		return false
 	}
 	s.lock = conn
+	s.leading.Store(true)
 	s.cfg.Logger.Info("siem: this instance forwards to the SIEM sinks")
 	return true
 }
@@ -131,6 +137,7 @@ func (s *SIEMSinks) release() {
 		}
 		delete(s.running, id)
 	}
+	s.leading.Store(false)
 	if s.lock != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = s.lock.Close(ctx)

@@ -221,13 +221,14 @@ func TestARefusedRecordIsFoundAndHeldUntilSkipped(t *testing.T) {
 	var stuck *int64
 	var refused bool
 	var retries int64
-	if err := log.Pool.QueryRow(context.Background(), `SELECT stuck_position, refused, retries FROM siem_cursors WHERE sink_id = 'poison'`).
-		Scan(&stuck, &refused, &retries); err != nil {
-		t.Fatal(err)
-	}
-	if stuck == nil || uint64(*stuck) != poison.Position || !refused || retries < 1 {
-		t.Fatalf("siem_cursors: stuck %v, refused %v, retries %d", stuck, refused, retries)
-	}
+	// Recorded beside the cursor right after the status (best effort, so a moment later).
+	poll.Until(t, 10*time.Second, "the refused record recorded beside the cursor", func() bool {
+		if err := log.Pool.QueryRow(context.Background(), `SELECT stuck_position, refused, retries FROM siem_cursors WHERE sink_id = 'poison'`).
+			Scan(&stuck, &refused, &retries); err != nil {
+			t.Fatal(err)
+		}
+		return stuck != nil && uint64(*stuck) == poison.Position && refused && retries >= 1
+	})
 	time.Sleep(100 * time.Millisecond)
 	if got := f.Status(); got.Seq != 149 {
 		t.Fatalf("the sink moved past a refused record by itself: %+v", got)

@@ -191,24 +191,29 @@ func (s *Server) siemSpec(in SIEMSinkInput) (domain.SIEMSinkSpec, error) {
 	return spec, nil
 }
 
-func (s *Server) createSIEMSink(c echo.Context) error {
+// siemInput reads the body of a create or replace: the sink's scope (authorized for action) and
+// its spec, secrets sealed.
+func (s *Server) siemInput(c echo.Context, action string) (org string, in SIEMSinkInput, spec domain.SIEMSinkSpec, err error) {
 	q, err := newQuery(c, "org")
 	if err != nil {
-		return err
+		return "", in, spec, err
 	}
-	var in SIEMSinkInput
 	if err := decodeBody(c, &in); err != nil {
-		return err
+		return "", in, spec, err
 	}
 	given, err := orgParam(q, in.Org)
 	if err != nil {
-		return err
+		return "", in, spec, err
 	}
-	org, err := s.siemScope(c, given, commands.ActCreate)
-	if err != nil {
-		return err
+	if org, err = s.siemScope(c, given, action); err != nil {
+		return "", in, spec, err
 	}
-	spec, err := s.siemSpec(in)
+	spec, err = s.siemSpec(in)
+	return org, in, spec, err
+}
+
+func (s *Server) createSIEMSink(c echo.Context) error {
+	org, _, spec, err := s.siemInput(c, commands.ActCreate)
 	if err != nil {
 		return err
 	}
@@ -283,27 +288,11 @@ func (s *Server) getSIEMSink(c echo.Context) error {
 }
 
 func (s *Server) updateSIEMSink(c echo.Context) error {
-	q, err := newQuery(c, "org")
-	if err != nil {
-		return err
-	}
 	pinned, err := ifMatch(c)
 	if err != nil {
 		return err
 	}
-	var in SIEMSinkInput
-	if err := decodeBody(c, &in); err != nil {
-		return err
-	}
-	given, err := orgParam(q, in.Org)
-	if err != nil {
-		return err
-	}
-	org, err := s.siemScope(c, given, commands.ActUpdate)
-	if err != nil {
-		return err
-	}
-	spec, err := s.siemSpec(in)
+	org, in, spec, err := s.siemInput(c, commands.ActUpdate)
 	if err != nil {
 		return err
 	}

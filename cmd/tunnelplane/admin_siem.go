@@ -53,6 +53,15 @@ Configuring one is recorded in the log. docs/siem.md has the formats and the gua
 	var platform bool
 	cmd.PersistentFlags().StringVar(&org, "org", "", "organization name or id, or * for the platform (default: your only one)")
 	cmd.PersistentFlags().BoolVar(&platform, "platform", false, "a platform sink (every event; superadmins), same as --org '*'")
+	// target is the scope's query and the id of the sink ref names (an id or a name).
+	target := func(ctx context.Context, ref string) (url.Values, string, error) {
+		q, err := siemScope(org, platform)
+		if err != nil {
+			return nil, "", err
+		}
+		id, err := a.sinkID(ctx, q, ref)
+		return q, id, err
+	}
 	var f siemFlags
 	add := &cobra.Command{
 		Use: "add NAME", Short: "Configure a sink; forwarding starts within a second", Args: cobra.ExactArgs(1),
@@ -93,11 +102,7 @@ Configuring one is recorded in the log. docs/siem.md has the formats and the gua
 	show := &cobra.Command{
 		Use: "show ID|NAME", Short: "One sink: its configuration (secrets only as sealed or their reference) and delivery", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, err := siemScope(org, platform)
-			if err != nil {
-				return err
-			}
-			id, err := a.sinkID(cmd.Context(), q, args[0])
+			q, id, err := target(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -115,11 +120,7 @@ Configuring one is recorded in the log. docs/siem.md has the formats and the gua
 	update := &cobra.Command{
 		Use: "update ID|NAME", Short: "Change a sink (flags not given keep their value; secrets too)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, err := siemScope(org, platform)
-			if err != nil {
-				return err
-			}
-			id, err := a.sinkID(cmd.Context(), q, args[0])
+			q, id, err := target(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -155,11 +156,7 @@ Configuring one is recorded in the log. docs/siem.md has the formats and the gua
 	remove := &cobra.Command{
 		Use: "remove ID|NAME", Short: "Stop a sink for good", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, err := siemScope(org, platform)
-			if err != nil {
-				return err
-			}
-			id, err := a.sinkID(cmd.Context(), q, args[0])
+			q, id, err := target(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -175,11 +172,7 @@ Configuring one is recorded in the log. docs/siem.md has the formats and the gua
 	skip := &cobra.Command{
 		Use: "skip ID|NAME --position N --reason TEXT", Short: "Give up one record the sink's receiver refuses for good (recorded in the log)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, err := siemScope(org, platform)
-			if err != nil {
-				return err
-			}
-			id, err := a.sinkID(cmd.Context(), q, args[0])
+			q, id, err := target(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

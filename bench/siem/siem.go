@@ -359,7 +359,7 @@ func fill(ctx context.Context, store *eventstore.Store, n int) error {
 		appends := make([]eventstore.StreamAppend, k)
 		for i := range appends {
 			org := uuid.NewString()
-			b, err := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: "o" + org[:8], CreatedBy: "bench"})
+			b, err := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: fmt.Sprintf("o%d", done+i), CreatedBy: "bench"})
 			if err != nil {
 				return err
 			}

@@ -270,13 +270,14 @@ var ocsfMappings = map[string]ocsfMapping{
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.
 func entity(activity int, activityName, kind string, idName func(d decoded) (id, name string)) ocsfMapping {
+	done := strings.ToLower(activityName)
 	return ocsfMapping{class: classEntityManagement, activity: activity, activityName: activityName, severity: sevInformational,
 		message: func(d decoded) string {
 			id, name := idName(d)
 			if name != "" {
-				id = name + " (" + id + ")"
+				return kind + " " + name + " (" + id + "): " + done
 			}
-			return kind + " " + id + ": " + strings.ToLower(activityName)
+			return kind + " " + id + ": " + done
 		},
 		fill: func(d decoded, o *ocsfEvent) {
 			id, name := idName(d)

@@ -63,6 +63,7 @@ steady rate (bench api's workload): the lag is, per record, the time from its re
 the receiver acknowledged the batch holding it (p50, p99).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			tuneGC() // the forwarder and the API run in the control plane, which `control` tunes so
 			ctx := cmd.Context()
 			srv, err := g.resolveDatabase(ctx, devdb.PrivateStart, true)
 			if err != nil {

@@ -59,7 +59,7 @@ func decode(e Entry) (decoded, error) {
 	}
 	var md domain.Metadata
 	if len(e.Record.Metadata) > 0 {
-		if err := json.Unmarshal(e.Record.Metadata, &md); err != nil {
+		if err := decodeMetadata(e.Record.Metadata, &md); err != nil {
 			return decoded{}, fmt.Errorf("siem: record %d metadata: %w", e.Record.Position, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SyslogConfig names the sender in RFC 5424 headers.
@@ -84,7 +85,7 @@ func appendSyslogHeader(b []byte, c SyslogConfig, e Entry, severityID int) []byt
 	b = append(b, '<')
 	b = strconv.AppendInt(b, int64(c.Facility*8+syslogSeverity(severityID)), 10)
 	b = append(b, ">1 "...)
-	b = r.RecordedAt.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = appendTimestamp(b, r.RecordedAt)
 	b = append(b, ' ')
 	b = append(b, host...)
 	b = append(b, " tunnelplane - "...)
@@ -101,6 +102,47 @@ func appendSyslogHeader(b []byte, c SyslogConfig, e Entry, severityID int) []byt
 	b = append(b, `" hash="`...)
 	b = hex.AppendEncode(b, r.Hash)
 	return append(b, "\"] \xEF\xBB\xBF"...) // MSG is UTF-8, said with a BOM
+}
+
+// timestampLayout is RFC 5424's TIMESTAMP, to the microsecond.
+const timestampLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// appendTimestamp appends t in UTC as timestampLayout: what AppendFormat writes (fractions
+// truncated), digit by digit without parsing the layout.
+func appendTimestamp(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, timestampLayout)
+	}
+	hour, minute, sec := t.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond()/1000, 6)
+	return append(b, 'Z')
+}
+
+// appendDigits appends v (not negative, below 10^n) in exactly n decimal digits.
+func appendDigits(b []byte, v, n int) []byte {
+	start := len(b)
+	for range n {
+		b = append(b, '0')
+	}
+	for i := len(b) - 1; i >= start && v > 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return b
 }
 
 // Frame is msg in RFC 5425 (and RFC 6587) octet-counting framing: "MSG-LEN SP SYSLOG-MSG".

@@ -20,7 +20,7 @@ func CEF(e Entry, p Product) (string, error) {
 	var b strings.Builder
 	b.WriteString("CEF:0")
 	for _, f := range []string{p.Vendor, p.Name, p.Version, d.Record.Type, m.class.className + ": " + m.activityName,
-		strconv.Itoa(cefSeverity[o["severity_id"].(int)])} {
+		strconv.Itoa(cefSeverity[o.severity])} {
 		b.WriteByte('|')
 		b.WriteString(cefHeaderEscape(f))
 	}
@@ -32,7 +32,7 @@ func CEF(e Entry, p Product) (string, error) {
 		{"cn2Label", "sinkSequence"}, {"cn2", strconv.FormatUint(e.Seq, 10)},
 		{"cs1Label", "recordHash"}, {"cs1", d.hash()},
 		{"cat", m.class.className},
-		{"outcome", strings.ToLower(o["status"].(string))},
+		{"outcome", strings.ToLower(o.statusName())},
 		{"msg", m.message(d)},
 	}
 	if org := d.orgID(); org != "" {

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -56,7 +59,7 @@ func decode(e Entry) (decoded, error) {
 	}
 	var md domain.Metadata
 	if len(e.Record.Metadata) > 0 {
-		if err := json.Unmarshal(e.Record.Metadata, &md); err != nil {
+		if err := decodeMetadata(e.Record.Metadata, &md); err != nil {
 			return decoded{}, fmt.Errorf("siem: record %d metadata: %w", e.Record.Position, err)
 		}
 	}
@@ -102,14 +105,50 @@ func (d decoded) when() time.Time {
 
 func (d decoded) hash() string { return hex.EncodeToString(d.Record.Hash) }
 
-// orgID is the tenant the event belongs to, if any.
+// orgID is the tenant the event belongs to, if any: the metadata's, else the payload's
+// org_id. The decoded event holds that already when its type has the field; only other types
+// probe the payload.
 func (d decoded) orgID() string {
 	if d.md.OrgID != "" {
 		return d.md.OrgID
+	}
+	if v := reflect.ValueOf(d.event); v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
+		if i := orgField(v.Elem().Type()); i >= 0 {
+			return v.Elem().Field(i).String()
+		}
 	}
 	var probe struct {
 		OrgID string `json:"org_id"`
 	}
 	_ = json.Unmarshal(d.Record.Payload, &probe)
 	return probe.OrgID
+}
+
+var orgFields sync.Map // reflect.Type → int
+
+// orgField is the index of t's string field that json.Unmarshal fills from "org_id" (whose
+// name or tag is that, ignoring case, as Unmarshal matches), or -1: none, or more than one
+// candidate (then the probe decides).
+func orgField(t reflect.Type) int {
+	if i, ok := orgFields.Load(t); ok {
+		return i.(int)
+	}
+	found := -1
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		if !f.IsExported() || f.Anonymous || name == "-" || !strings.EqualFold(name, "org_id") {
+			continue
+		}
+		if found >= 0 || f.Type.Kind() != reflect.String {
+			found = -1
+			break
+		}
+		found = i
+	}
+	orgFields.Store(t, found)
+	return found
 }

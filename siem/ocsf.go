@@ -1,32 +1,141 @@
 package siem
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // OCSFVersion is the OCSF schema version of the OCSF format.
 const OCSFVersion = "1.8.0"
 
-// ocsfEvent is one OCSF event under construction.
-type ocsfEvent map[string]any
+// ocsfEvent is what a mapping decides of one OCSF event beyond the attributes every event has:
+// the class's own objects, and the status and severity when the event changes them. Each
+// optional attribute says whether it is present: a present attribute is written even when
+// empty, as encoding/json wrote the maps this replaced (TestOCSFIsTheMapBuiltReference).
+type ocsfEvent struct {
+	severity     int
+	statusID     int
+	statusDetail optString
 
-func (o ocsfEvent) status(id int, detail string) {
-	o["status_id"] = id
-	o["status"] = map[int]string{statusSuccess: "Success", statusFailure: "Failure"}[id]
-	if detail != "" {
-		o["status_detail"] = detail
+	actor  ocsfActor
+	srcEnd ocsfEndpoint
+	api    optString // api.operation
+	app    struct {
+		set          bool
+		uid, version string
+	}
+	count    optInt
+	dstUID   optString // dst_endpoint.uid
+	duration optInt
+	window   struct {
+		set        bool
+		start, end int64
+	} // start_time and end_time
+	entity struct {
+		set             bool
+		uid, kind, name string
+	}
+	privilege  optString // privileges, one
+	protocol   string    // protocol_name, when not empty
+	resource   optString // resources, one, by name
+	service    optString // service.name
+	sessionUID optString
+	traffic    struct {
+		set     bool
+		in, out int64
+	}
+	user struct {
+		kind userKind
+		v    string
 	}
 }
 
+type optString struct {
+	set bool
+	v   string
+}
+
+type optInt struct {
+	set bool
+	v   int64
+}
+
+func some(s string) optString { return optString{true, s} }
+
+func someInt[T int | int64](v T) optInt { return optInt{true, int64(v)} }
+
+type userKind uint8
+
+const (
+	userNone userKind = iota
+	userUID
+	userName
+)
+
+// ocsfActor is who acted: a user id, or an application by name (and id).
+type ocsfActor struct {
+	kind    actorKind
+	appName string
+	uid     string // the user's, or the application's
+}
+
+type actorKind uint8
+
+const (
+	actorNone actorKind = iota
+	actorUser
+	actorApp       // app_name only
+	actorAppWithID // app_name and app_uid
+)
+
+// ocsfEndpoint is a network endpoint: an address (ip or hostname, port when known), an
+// identity (uid), or a name.
+type ocsfEndpoint struct {
+	kind endpointKind
+	v    string
+	ip   netip.Addr // endpointIP's, unmapped
+	port int        // 0: none
+}
+
+type endpointKind uint8
+
+const (
+	endpointNone endpointKind = iota
+	endpointIP
+	endpointHostname
+	endpointUID
+	endpointName
+)
+
+func (o *ocsfEvent) status(id int, detail string) {
+	o.statusID = id
+	if detail != "" {
+		o.statusDetail = some(detail)
+	}
+}
+
+func (o *ocsfEvent) statusName() string {
+	switch o.statusID {
+	case statusSuccess:
+		return "Success"
+	case statusFailure:
+		return "Failure"
+	}
+	return ""
+}
+
 // srcEndpoint is the caller's address from the record's metadata, when it has one.
-func (o ocsfEvent) srcEndpoint(d decoded) {
-	if ep := endpoint(d.md.ClientIP); ep != nil {
-		o["src_endpoint"] = ep
+func (o *ocsfEvent) srcEndpoint(d decoded) {
+	if ep := endpoint(d.md.ClientIP); ep.kind != endpointNone {
+		o.srcEnd = ep
 		return
 	}
-	o["src_endpoint"] = map[string]any{"name": "unknown"}
+	o.srcEnd = ocsfEndpoint{kind: endpointName, v: "unknown"}
 }
 
 // OCSF is the entry as an OCSF 1.8 event (JSON): the class and activity of ocsfMappings, the
@@ -38,108 +147,315 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, _, err := ocsfEncode(d, p)
-	return b, err
+	m, o, err := classifyDecoded(d)
+	if err != nil {
+		return nil, err
+	}
+	return o.appendJSON(make([]byte, 0, 1024), d, m, p)
 }
 
 // SyslogOCSF is the Format of a syslog sink sending OCSF: SyslogFormat(c, OCSF) with the record
-// decoded once.
+// decoded once and the message written into one buffer.
 func SyslogOCSF(c SyslogConfig, p Product) func(Entry) ([]byte, error) {
+	c, cerr := c.withDefaults()
+	var size atomic.Int64 // the largest message yet: most are alike, so one allocation fits
+	size.Store(1024)
 	return func(e Entry) ([]byte, error) {
+		if cerr != nil {
+			return nil, cerr
+		}
 		d, err := decode(e)
 		if err != nil {
 			return nil, err
 		}
-		body, sev, err := ocsfEncode(d, p)
+		m, o, err := classifyDecoded(d)
 		if err != nil {
 			return nil, err
 		}
-		return Syslog(c, e, sev, body)
+		b := appendSyslogHeader(make([]byte, 0, size.Load()), c, e, o.severity)
+		if b, err = o.appendJSON(b, d, m, p); err != nil {
+			return nil, err
+		}
+		if n := int64(len(b)); n > size.Load() {
+			size.Store(n)
+		}
+		return b, nil
 	}
 }
 
-// ocsfEncode is the decoded entry as OCSF JSON, and its severity_id.
-func ocsfEncode(d decoded, p Product) ([]byte, int, error) {
-	e := d.Entry
+// classifyDecoded applies d's mapping: the class's attributes, status and severity.
+func classifyDecoded(d decoded) (ocsfMapping, *ocsfEvent, error) {
 	m, ok := ocsfMappings[d.Record.Type]
 	if !ok {
-		return nil, 0, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
+		return ocsfMapping{}, nil, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
 	}
-	o := ocsfEvent{
-		"class_uid":     m.class.uid,
-		"class_name":    m.class.className,
-		"category_uid":  m.class.category,
-		"category_name": m.class.categoryKey,
-		"activity_id":   m.activity,
-		"activity_name": m.activityName,
-		"type_uid":      m.class.uid*100 + m.activity,
-		"type_name":     m.class.className + ": " + m.activityName,
-		"severity_id":   m.severity,
-		"time":          d.when().UnixMilli(),
-		"message":       m.message(d),
-	}
-	o.status(statusSuccess, "")
-	md := map[string]any{
-		"version":     OCSFVersion,
-		"product":     map[string]any{"name": p.Name, "vendor_name": p.Vendor, "version": p.Version},
-		"uid":         d.Record.EventID.String(),
-		"sequence":    e.Seq,
-		"logged_time": d.Record.RecordedAt.UnixMilli(),
-		"log_name":    "tunnelplane event log",
-		"event_code":  d.Record.Type,
-	}
-	if d.md.CorrelationID != "" {
-		md["correlation_uid"] = d.md.CorrelationID
-	}
-	if org := d.orgID(); org != "" {
-		md["tenant_uid"] = org
-	}
-	o["metadata"] = md
-	if actor := ocsfActor(d.md.Actor); actor != nil {
-		o["actor"] = actor
-	}
+	o := &ocsfEvent{severity: m.severity, statusID: statusSuccess}
+	o.actor = actorOf(d.md.Actor)
 	if d.md.ClientIP != "" && !m.class.withoutSource {
 		o.srcEndpoint(d)
 	}
 	m.fill(d, o)
-	o["severity"] = severityNames[o["severity_id"].(int)]
-	payload := json.RawMessage(d.Record.Payload)
-	if e.Redact != nil {
-		// The payload as recorded holds the addresses: give the redacted event instead.
-		b, err := json.Marshal(d.event)
-		if err != nil {
-			return nil, 0, fmt.Errorf("siem: record %d: %w", d.Record.Position, err)
-		}
-		payload = b
-	}
-	o["unmapped"] = map[string]any{"tunnelplane": map[string]any{
-		"position":     d.Record.Position,
-		"event_type":   d.Record.Type,
-		"stream_id":    d.Record.StreamID,
-		"record_hash":  d.hash(),
-		"sink_seq":     e.Seq,
-		"payload":      payload,
-		"request_id":   d.md.RequestID,
-		"causation_id": d.md.CausationID,
-	}}
-	b, err := json.Marshal(o)
-	return b, o["severity_id"].(int), err
+	return m, o, nil
 }
 
-var severityNames = map[int]string{sevInformational: "Informational", sevLow: "Low", sevMedium: "Medium", sevHigh: "High"}
+// appendJSON appends the event as JSON: the keys in sorted order and strings escaped as
+// encoding/json does, so that the bytes are what json.Marshal wrote of the map-based event.
+func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([]byte, error) {
+	e, r := d.Entry, d.Record
+	b = append(b, `{"activity_id":`...)
+	b = strconv.AppendInt(b, int64(m.activity), 10)
+	b = append(b, `,"activity_name":`...)
+	b = appendJSONString(b, m.activityName)
+	switch o.actor.kind {
+	case actorUser:
+		b = append(b, `,"actor":{"user":{"uid":`...)
+		b = appendJSONString(b, o.actor.uid)
+		b = append(b, "}}"...)
+	case actorApp, actorAppWithID:
+		b = append(b, `,"actor":{"app_name":`...)
+		b = appendJSONString(b, o.actor.appName)
+		if o.actor.kind == actorAppWithID {
+			b = append(b, `,"app_uid":`...)
+			b = appendJSONString(b, o.actor.uid)
+		}
+		b = append(b, '}')
+	}
+	if o.api.set {
+		b = append(b, `,"api":{"operation":`...)
+		b = appendJSONString(b, o.api.v)
+		b = append(b, '}')
+	}
+	if o.app.set {
+		b = append(b, `,"app":{"name":"tunnelplane node","uid":`...)
+		b = appendJSONString(b, o.app.uid)
+		b = append(b, `,"vendor_name":"tunnelplane","version":`...)
+		b = appendJSONString(b, o.app.version)
+		b = append(b, '}')
+	}
+	b = append(b, `,"category_name":`...)
+	b = appendJSONString(b, m.class.categoryKey)
+	b = append(b, `,"category_uid":`...)
+	b = strconv.AppendInt(b, int64(m.class.category), 10)
+	b = append(b, `,"class_name":`...)
+	b = appendJSONString(b, m.class.className)
+	b = append(b, `,"class_uid":`...)
+	b = strconv.AppendInt(b, int64(m.class.uid), 10)
+	b = appendOptInt(b, `,"count":`, o.count)
+	if o.dstUID.set {
+		b = append(b, `,"dst_endpoint":{"uid":`...)
+		b = appendJSONString(b, o.dstUID.v)
+		b = append(b, '}')
+	}
+	b = appendOptInt(b, `,"duration":`, o.duration)
+	if o.window.set {
+		b = append(b, `,"end_time":`...)
+		b = strconv.AppendInt(b, o.window.end, 10)
+	}
+	if o.entity.set {
+		b = append(b, `,"entity":{`...)
+		if o.entity.name != "" {
+			b = append(b, `"name":`...)
+			b = appendJSONString(b, o.entity.name)
+			b = append(b, ',')
+		}
+		b = append(b, `"type":`...)
+		b = appendJSONString(b, o.entity.kind)
+		b = append(b, `,"uid":`...)
+		b = appendJSONString(b, o.entity.uid)
+		b = append(b, '}')
+	}
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, m.message(d))
 
-// ocsfActor is who acted, from the record's metadata actor: a user id, "node:<id>" or
+	b = append(b, `,"metadata":{`...)
+	if d.md.CorrelationID != "" {
+		b = append(b, `"correlation_uid":`...)
+		b = appendJSONString(b, d.md.CorrelationID)
+		b = append(b, ',')
+	}
+	b = append(b, `"event_code":`...)
+	b = appendJSONString(b, r.Type)
+	b = append(b, `,"log_name":"tunnelplane event log","logged_time":`...)
+	b = strconv.AppendInt(b, r.RecordedAt.UnixMilli(), 10)
+	b = append(b, `,"product":{"name":`...)
+	b = appendJSONString(b, p.Name)
+	b = append(b, `,"vendor_name":`...)
+	b = appendJSONString(b, p.Vendor)
+	b = append(b, `,"version":`...)
+	b = appendJSONString(b, p.Version)
+	b = append(b, `},"sequence":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	if org := d.orgID(); org != "" {
+		b = append(b, `,"tenant_uid":`...)
+		b = appendJSONString(b, org)
+	}
+	b = append(b, `,"uid":"`...)
+	b = appendUUID(b, r.EventID)
+	b = append(b, `","version":"`+OCSFVersion+`"}`...)
+
+	if o.privilege.set {
+		b = append(b, `,"privileges":[`...)
+		b = appendJSONString(b, o.privilege.v)
+		b = append(b, ']')
+	}
+	if o.protocol != "" {
+		b = append(b, `,"protocol_name":`...)
+		b = appendJSONString(b, o.protocol)
+	}
+	if o.resource.set {
+		b = append(b, `,"resources":[{"name":`...)
+		b = appendJSONString(b, o.resource.v)
+		b = append(b, "}]"...)
+	}
+	if o.service.set {
+		b = append(b, `,"service":{"name":`...)
+		b = appendJSONString(b, o.service.v)
+		b = append(b, '}')
+	}
+	if o.sessionUID.set {
+		b = append(b, `,"session":{"uid":`...)
+		b = appendJSONString(b, o.sessionUID.v)
+		b = append(b, '}')
+	}
+	b = append(b, `,"severity":`...)
+	b = appendJSONString(b, severityName(o.severity))
+	b = append(b, `,"severity_id":`...)
+	b = strconv.AppendInt(b, int64(o.severity), 10)
+	if o.srcEnd.kind != endpointNone {
+		b = append(b, `,"src_endpoint":`...)
+		b = o.srcEnd.appendJSON(b)
+	}
+	if o.window.set {
+		b = append(b, `,"start_time":`...)
+		b = strconv.AppendInt(b, o.window.start, 10)
+	}
+	b = append(b, `,"status":`...)
+	b = appendJSONString(b, o.statusName())
+	if o.statusDetail.set {
+		b = append(b, `,"status_detail":`...)
+		b = appendJSONString(b, o.statusDetail.v)
+	}
+	b = append(b, `,"status_id":`...)
+	b = strconv.AppendInt(b, int64(o.statusID), 10)
+	b = append(b, `,"time":`...)
+	b = strconv.AppendInt(b, d.when().UnixMilli(), 10)
+	if o.traffic.set {
+		b = append(b, `,"traffic":{"bytes":`...)
+		b = strconv.AppendInt(b, o.traffic.in+o.traffic.out, 10)
+		b = append(b, `,"bytes_in":`...)
+		b = strconv.AppendInt(b, o.traffic.in, 10)
+		b = append(b, `,"bytes_out":`...)
+		b = strconv.AppendInt(b, o.traffic.out, 10)
+		b = append(b, '}')
+	}
+	b = append(b, `,"type_name":"`...)
+	b = appendJSONStringBody(b, m.class.className)
+	b = append(b, ": "...)
+	b = appendJSONStringBody(b, m.activityName)
+	b = append(b, `","type_uid":`...)
+	b = strconv.AppendInt(b, int64(m.class.uid*100+m.activity), 10)
+
+	b = append(b, `,"unmapped":{"tunnelplane":{"causation_id":`...)
+	b = appendJSONString(b, d.md.CausationID)
+	b = append(b, `,"event_type":`...)
+	b = appendJSONString(b, r.Type)
+	b = append(b, `,"payload":`...)
+	payload := r.Payload
+	if e.Redact != nil {
+		// The payload as recorded holds the addresses: give the redacted event instead.
+		p, err := json.Marshal(d.event)
+		if err != nil {
+			return nil, fmt.Errorf("siem: record %d: %w", r.Position, err)
+		}
+		payload = p
+	}
+	b, err := appendJSONRaw(b, payload)
+	if err != nil {
+		return nil, fmt.Errorf("siem: record %d: %w", r.Position, err)
+	}
+	b = append(b, `,"position":`...)
+	b = strconv.AppendUint(b, r.Position, 10)
+	b = append(b, `,"record_hash":"`...)
+	b = hex.AppendEncode(b, r.Hash)
+	b = append(b, `","request_id":`...)
+	b = appendJSONString(b, d.md.RequestID)
+	b = append(b, `,"sink_seq":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, `,"stream_id":`...)
+	b = appendJSONString(b, r.StreamID)
+	b = append(b, "}}"...)
+
+	switch o.user.kind {
+	case userUID:
+		b = append(b, `,"user":{"uid":`...)
+		b = appendJSONString(b, o.user.v)
+		b = append(b, '}')
+	case userName:
+		b = append(b, `,"user":{"name":`...)
+		b = appendJSONString(b, o.user.v)
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
+func appendOptInt(b []byte, key string, v optInt) []byte {
+	if !v.set {
+		return b
+	}
+	b = append(b, key...)
+	return strconv.AppendInt(b, v.v, 10)
+}
+
+// appendJSON writes the endpoint's attributes in sorted order (hostname, ip, name, port, uid).
+func (ep ocsfEndpoint) appendJSON(b []byte) []byte {
+	switch ep.kind {
+	case endpointIP:
+		b = append(b, `{"ip":"`...)
+		b = ep.ip.AppendTo(b) // digits, hex, '.' and ':': nothing to escape
+		b = append(b, '"')
+	case endpointHostname:
+		b = append(b, `{"hostname":`...)
+		b = appendJSONString(b, ep.v)
+	case endpointName:
+		b = append(b, `{"name":`...)
+		b = appendJSONString(b, ep.v)
+	case endpointUID:
+		b = append(b, `{"uid":`...)
+		b = appendJSONString(b, ep.v)
+	}
+	if ep.port > 0 {
+		b = append(b, `,"port":`...)
+		b = strconv.AppendInt(b, int64(ep.port), 10)
+	}
+	return append(b, '}')
+}
+
+func severityName(id int) string {
+	switch id {
+	case sevInformational:
+		return "Informational"
+	case sevLow:
+		return "Low"
+	case sevMedium:
+		return "Medium"
+	case sevHigh:
+		return "High"
+	}
+	return ""
+}
+
+// actorOf is who acted, from the record's metadata actor: a user id, "node:<id>" or
 // "system:<component>".
-func ocsfActor(actor string) map[string]any {
+func actorOf(actor string) ocsfActor {
 	switch {
 	case actor == "":
-		return nil
+		return ocsfActor{}
 	case strings.HasPrefix(actor, "node:"):
-		return map[string]any{"app_name": "tunnelplane node", "app_uid": strings.TrimPrefix(actor, "node:")}
+		return ocsfActor{kind: actorAppWithID, appName: "tunnelplane node", uid: strings.TrimPrefix(actor, "node:")}
 	case strings.HasPrefix(actor, "system:"):
-		return map[string]any{"app_name": "tunnelplane " + strings.TrimPrefix(actor, "system:")}
+		return ocsfActor{kind: actorApp, appName: "tunnelplane " + strings.TrimPrefix(actor, "system:")}
 	}
-	return map[string]any{"user": map[string]any{"uid": actor}}
+	return ocsfActor{kind: actorUser, uid: actor}
 }
 
 // Mapping is where an event type lands in OCSF.

@@ -2,6 +2,7 @@ package siem
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -50,7 +51,7 @@ type ocsfMapping struct {
 	activityName string
 	severity     int
 	message      func(d decoded) string
-	fill         func(d decoded, o ocsfEvent)
+	fill         func(d decoded, o *ocsfEvent)
 }
 
 // ocsfMappings is the table docs/siem.md documents: every domain event type and the log's own
@@ -127,19 +128,19 @@ var ocsfMappings = map[string]ocsfMapping{
 			e := d.event.(*domain.NodeCommandExecuted)
 			return "node " + e.NodeID + " ran " + e.Command + ": " + e.Result
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.NodeCommandExecuted)
-			o["entity"] = map[string]any{"uid": e.NodeID, "type": "Node"}
+			o.entity.set, o.entity.uid, o.entity.kind = true, e.NodeID, "Node"
 			if e.Result != "ok" {
 				o.status(statusFailure, e.Detail)
-				o["severity_id"] = sevLow
+				o.severity = sevLow
 			}
 		}},
 	domain.TypeNodeStarted: {class: classAppLifecycle, activity: 3, activityName: "Start", severity: sevInformational,
 		message: func(d decoded) string { return "node " + d.event.(*domain.NodeStarted).NodeID + " started" },
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.NodeStarted)
-			o["app"] = map[string]any{"name": "tunnelplane node", "uid": e.NodeID, "version": e.Version, "vendor_name": "tunnelplane"}
+			o.app.set, o.app.uid, o.app.version = true, e.NodeID, e.Version
 		}},
 	domain.TypeAgentTokenIssued: entity(1, "Create", "Agent token", func(d decoded) (string, string) {
 		return d.event.(*domain.AgentTokenIssued).TokenID, ""
@@ -152,35 +153,34 @@ var ocsfMappings = map[string]ocsfMapping{
 			e := d.event.(*domain.RoleAssigned)
 			return "role " + string(e.Role) + " assigned to " + e.UserID
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.RoleAssigned)
-			o["user"] = map[string]any{"uid": e.UserID}
-			o["privileges"] = []any{string(e.Role)}
+			o.user.kind, o.user.v = userUID, e.UserID
+			o.privilege = some(string(e.Role))
 		}},
 	domain.TypeRoleUnassigned: {class: classUserAccess, activity: 2, activityName: "Revoke Privileges", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.RoleUnassigned)
 			return "role " + string(e.Role) + " withdrawn from " + e.UserID
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.RoleUnassigned)
-			o["user"] = map[string]any{"uid": e.UserID}
-			o["privileges"] = []any{string(e.Role)}
+			o.user.kind, o.user.v = userUID, e.UserID
+			o.privilege = some(string(e.Role))
 		}},
 	domain.TypeAuthFailed: {class: classAuthentication, activity: 1, activityName: "Logon", severity: sevMedium,
 		message: func(d decoded) string { return "authentication failed: " + d.event.(*domain.AuthFailed).Reason },
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.AuthFailed)
-			user := map[string]any{"name": "unknown"}
+			o.user.kind, o.user.v = userName, "unknown"
 			if e.Subject != "" {
-				user = map[string]any{"uid": e.Subject}
+				o.user.kind, o.user.v = userUID, e.Subject
 			}
-			o["user"] = user
-			o["service"] = map[string]any{"name": "tunnelplane"}
+			o.service = some("tunnelplane")
 			o.status(statusFailure, e.Reason)
-			o["count"] = e.Count
-			if ep := endpoint(e.RemoteAddr); ep != nil {
-				o["src_endpoint"] = ep
+			o.count = someInt(e.Count)
+			if ep := endpoint(e.RemoteAddr); ep.kind != endpointNone {
+				o.srcEnd = ep
 			}
 		}},
 	domain.TypeAccessDenied: {class: classAPIActivity, activity: activityOther, activityName: "Denied", severity: sevLow,
@@ -188,83 +188,83 @@ var ocsfMappings = map[string]ocsfMapping{
 			e := d.event.(*domain.AccessDenied)
 			return e.ActorID + " was denied " + e.Action + " on " + e.Resource
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.AccessDenied)
-			o["actor"] = map[string]any{"user": map[string]any{"uid": e.ActorID}}
-			o["api"] = map[string]any{"operation": e.Action}
-			o["resources"] = []any{map[string]any{"name": e.Resource}}
+			o.actor = ocsfActor{kind: actorUser, uid: e.ActorID}
+			o.api = some(e.Action)
+			o.resource = some(e.Resource)
 			o.srcEndpoint(d)
 			o.status(statusFailure, "access denied")
-			o["count"] = e.Count
-			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
+			o.count = someInt(e.Count)
+			o.window.set, o.window.start, o.window.end = true, e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
 		}},
 	domain.TypeIngestRejected: {class: classAPIActivity, activity: 1, activityName: "Create", severity: sevMedium,
 		message: func(d decoded) string { return "node facts refused: " + d.event.(*domain.IngestRejected).Reason },
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.IngestRejected)
-			o["actor"] = map[string]any{"app_name": "tunnelplane node", "app_uid": nonEmpty(e.NodeID, "unknown")}
-			o["api"] = map[string]any{"operation": "publish node facts"}
-			o["src_endpoint"] = map[string]any{"uid": nonEmpty(e.NodeID, e.Subject)}
+			o.actor = ocsfActor{kind: actorAppWithID, appName: "tunnelplane node", uid: nonEmpty(e.NodeID, "unknown")}
+			o.api = some("publish node facts")
+			o.srcEnd = ocsfEndpoint{kind: endpointUID, v: nonEmpty(e.NodeID, e.Subject)}
 			o.status(statusFailure, e.Reason)
-			o["count"] = e.Events
+			o.count = someInt(e.Events)
 		}},
 	domain.TypeAuditOverflowed: {class: classAppError, activity: activityOther, activityName: "Audit overflow", severity: sevHigh,
 		message: func(d decoded) string {
 			return "the audit writer dropped or reduced events between " + d.event.(*domain.AuditOverflowed).WindowStart.UTC().Format("15:04:05") +
 				" and " + d.event.(*domain.AuditOverflowed).WindowEnd.UTC().Format("15:04:05")
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.AuditOverflowed)
-			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
+			o.window.set, o.window.start, o.window.end = true, e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
 		}},
 	domain.TypeAgentConnected: {class: classTunnelActivity, activity: 1, activityName: "Open", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.AgentConnected)
 			return "agent connected to node " + e.NodeID + " for tunnel " + e.TunnelID
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.AgentConnected)
-			o["session"] = map[string]any{"uid": e.SessionID}
-			if ep := endpoint(e.RemoteAddr); ep != nil {
-				o["src_endpoint"] = ep
+			o.sessionUID = some(e.SessionID)
+			if ep := endpoint(e.RemoteAddr); ep.kind != endpointNone {
+				o.srcEnd = ep
 			}
-			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
-			o["protocol_name"] = "ssh"
+			o.dstUID = some(e.NodeID)
+			o.protocol = "ssh"
 		}},
 	domain.TypeAgentDisconnected: {class: classTunnelActivity, activity: 2, activityName: "Close", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.AgentDisconnected)
 			return "agent disconnected from node " + e.NodeID + ": " + e.Reason
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.AgentDisconnected)
-			o["session"] = map[string]any{"uid": e.SessionID}
-			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
-			o["traffic"] = map[string]any{"bytes_in": e.BytesIn, "bytes_out": e.BytesOut, "bytes": e.BytesIn + e.BytesOut}
-			o["duration"] = e.DurationMS
-			o["status_detail"] = e.Reason
+			o.sessionUID = some(e.SessionID)
+			o.dstUID = some(e.NodeID)
+			o.traffic.set, o.traffic.in, o.traffic.out = true, e.BytesIn, e.BytesOut
+			o.duration = someInt(e.DurationMS)
+			o.statusDetail = some(e.Reason)
 		}},
 	domain.TypeAgentReplaced: {class: classTunnelActivity, activity: activityOther, activityName: "Replace", severity: sevLow,
 		message: func(d decoded) string {
 			e := d.event.(*domain.AgentReplaced)
 			return "agent session " + e.OldSessionID + " replaced by " + e.NewSessionID + " on node " + e.NodeID
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.AgentReplaced)
-			o["session"] = map[string]any{"uid": e.NewSessionID}
-			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+			o.sessionUID = some(e.NewSessionID)
+			o.dstUID = some(e.NodeID)
 		}},
 	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.UsageRecorded)
 			return strconv.FormatInt(e.Requests, 10) + " calls through tunnel " + e.TunnelID + " on node " + e.NodeID
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.UsageRecorded)
-			o["traffic"] = map[string]any{"bytes_in": e.BytesIn, "bytes_out": e.BytesOut, "bytes": e.BytesIn + e.BytesOut}
-			o["count"] = e.Requests
-			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
-			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+			o.traffic.set, o.traffic.in, o.traffic.out = true, e.BytesIn, e.BytesOut
+			o.count = someInt(e.Requests)
+			o.window.set, o.window.start, o.window.end = true, e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
+			o.dstUID = some(e.NodeID)
 		}},
 	domain.TypeSIEMSinkConfigured: entity(1, "Create", "SIEM sink", func(d decoded) (string, string) {
 		e := d.event.(*domain.SIEMSinkConfigured)
@@ -286,21 +286,18 @@ var ocsfMappings = map[string]ocsfMapping{
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.
 func entity(activity int, activityName, kind string, idName func(d decoded) (id, name string)) ocsfMapping {
+	done := strings.ToLower(activityName)
 	return ocsfMapping{class: classEntityManagement, activity: activity, activityName: activityName, severity: sevInformational,
 		message: func(d decoded) string {
 			id, name := idName(d)
 			if name != "" {
-				id = name + " (" + id + ")"
+				return kind + " " + name + " (" + id + "): " + done
 			}
-			return kind + " " + id + ": " + strings.ToLower(activityName)
+			return kind + " " + id + ": " + done
 		},
-		fill: func(d decoded, o ocsfEvent) {
+		fill: func(d decoded, o *ocsfEvent) {
 			id, name := idName(d)
-			ent := map[string]any{"uid": id, "type": kind}
-			if name != "" {
-				ent["name"] = name
-			}
-			o["entity"] = ent
+			o.entity.set, o.entity.uid, o.entity.kind, o.entity.name = true, id, kind, name
 		}}
 }
 
@@ -316,26 +313,30 @@ func withSeverity(m ocsfMapping, severity int) ocsfMapping {
 	return m
 }
 
-// endpoint is a network endpoint from "host:port" or a bare address, or nil.
-func endpoint(addr string) map[string]any {
+// endpoint is a network endpoint from "host:port" or a bare address, or none.
+func endpoint(addr string) ocsfEndpoint {
 	if addr == "" {
-		return nil
+		return ocsfEndpoint{}
 	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
+	host, port := addr, ""
+	if strings.IndexByte(addr, ':') >= 0 { // without one, SplitHostPort fails: a bare host
+		var err error
+		if host, port, err = net.SplitHostPort(addr); err != nil {
+			host, port = addr, ""
+		}
 	}
 	if strings.HasPrefix(host, redactedPrefix) {
-		return map[string]any{"uid": host} // hashed (Redactor): an identity, not an address
+		return ocsfEndpoint{kind: endpointUID, v: host} // hashed (Redactor): an identity, not an address
 	}
-	ep := map[string]any{}
-	if ip := net.ParseIP(host); ip != nil {
-		ep["ip"] = ip.String()
-	} else {
-		ep["hostname"] = host
+	ep := ocsfEndpoint{kind: endpointHostname, v: host}
+	// net.ParseIP, then IP.String: no zone, and an IPv4-mapped address written as IPv4.
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() == "" {
+		ep = ocsfEndpoint{kind: endpointIP, ip: ip.Unmap()}
 	}
-	if p, err := strconv.Atoi(port); err == nil && p > 0 && p < 65536 {
-		ep["port"] = p
+	if port != "" {
+		if p, err := strconv.Atoi(port); err == nil && p > 0 && p < 65536 {
+			ep.port = p
+		}
 	}
 	return ep
 }

@@ -1,10 +1,12 @@
 package siem
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SyslogConfig names the sender in RFC 5424 headers.
@@ -34,7 +36,28 @@ func (c SyslogConfig) Validate() error {
 }
 
 // syslogSeverity is the RFC 5424 severity for an OCSF severity_id.
-var syslogSeverity = map[int]int{sevInformational: 6, sevLow: 5, sevMedium: 4, sevHigh: 3}
+func syslogSeverity(severityID int) int {
+	switch severityID {
+	case sevLow:
+		return 5
+	case sevMedium:
+		return 4
+	case sevHigh:
+		return 3
+	}
+	return 6 // informational, and anything unknown
+}
+
+// withDefaults fills in the facility and enterprise id, and validates.
+func (c SyslogConfig) withDefaults() (SyslogConfig, error) {
+	if c.Facility == 0 {
+		c.Facility = 13
+	}
+	if c.EnterpriseID == 0 {
+		c.EnterpriseID = 32473
+	}
+	return c, c.Validate()
+}
 
 // Syslog is one RFC 5424 message carrying body (the entry in a format: OCSF, CEF or raw) as
 // its MSG. APP-NAME is "tunnelplane", MSGID the event type, and the structured data element
@@ -44,51 +67,82 @@ func Syslog(c SyslogConfig, e Entry, severityID int, body []byte) ([]byte, error
 	if e.Record == nil {
 		return nil, errors.New("siem: entry without a record")
 	}
-	if c.Facility == 0 {
-		c.Facility = 13
-	}
-	if c.EnterpriseID == 0 {
-		c.EnterpriseID = 32473
-	}
-	if err := c.Validate(); err != nil {
+	c, err := c.withDefaults()
+	if err != nil {
 		return nil, err
 	}
-	sev, ok := syslogSeverity[severityID]
-	if !ok {
-		sev = 6
-	}
+	b := appendSyslogHeader(make([]byte, 0, 256+len(body)), c, e, severityID)
+	return append(b, body...), nil
+}
+
+// appendSyslogHeader appends the message up to MSG (after the BOM); c has its defaults.
+func appendSyslogHeader(b []byte, c SyslogConfig, e Entry, severityID int) []byte {
 	host := c.Hostname
 	if host == "" {
 		host = "-"
 	}
 	r := e.Record
-	msgID := headerToken(r.Type, 32)
-	b := make([]byte, 0, 256+len(body))
 	b = append(b, '<')
-	b = strconv.AppendInt(b, int64(c.Facility*8+sev), 10)
+	b = strconv.AppendInt(b, int64(c.Facility*8+syslogSeverity(severityID)), 10)
 	b = append(b, ">1 "...)
-	b = r.RecordedAt.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = appendTimestamp(b, r.RecordedAt)
 	b = append(b, ' ')
 	b = append(b, host...)
 	b = append(b, " tunnelplane - "...)
-	b = append(b, msgID...)
+	b = appendHeaderToken(b, r.Type, 32)
 	b = append(b, " [tunnelplane@"...)
 	b = strconv.AppendInt(b, int64(c.EnterpriseID), 10)
-	for _, p := range [][2]string{
-		{"eventId", r.EventID.String()},
-		{"position", strconv.FormatUint(r.Position, 10)},
-		{"seq", strconv.FormatUint(e.Seq, 10)},
-		{"hash", fmt.Sprintf("%x", r.Hash)},
-	} {
-		b = append(b, ' ')
-		b = append(b, p[0]...)
-		b = append(b, `="`...)
-		b = appendSDValue(b, p[1])
-		b = append(b, '"')
+	// The values need no escaping: a UUID, decimal numbers, hex.
+	b = append(b, ` eventId="`...)
+	b = appendUUID(b, r.EventID)
+	b = append(b, `" position="`...)
+	b = strconv.AppendUint(b, r.Position, 10)
+	b = append(b, `" seq="`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, `" hash="`...)
+	b = hex.AppendEncode(b, r.Hash)
+	return append(b, "\"] \xEF\xBB\xBF"...) // MSG is UTF-8, said with a BOM
+}
+
+// timestampLayout is RFC 5424's TIMESTAMP, to the microsecond.
+const timestampLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// appendTimestamp appends t in UTC as timestampLayout: what AppendFormat writes (fractions
+// truncated), digit by digit without parsing the layout.
+func appendTimestamp(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, timestampLayout)
 	}
-	b = append(b, "] \xEF\xBB\xBF"...) // MSG is UTF-8, said with a BOM
-	b = append(b, body...)
-	return b, nil
+	hour, minute, sec := t.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond()/1000, 6)
+	return append(b, 'Z')
+}
+
+// appendDigits appends v (not negative, below 10^n) in exactly n decimal digits.
+func appendDigits(b []byte, v, n int) []byte {
+	start := len(b)
+	for range n {
+		b = append(b, '0')
+	}
+	for i := len(b) - 1; i >= start && v > 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return b
 }
 
 // Frame is msg in RFC 5425 (and RFC 6587) octet-counting framing: "MSG-LEN SP SYSLOG-MSG".
@@ -99,22 +153,24 @@ func Frame(msg []byte) []byte {
 	return append(b, msg...)
 }
 
-// headerToken is s as an RFC 5424 header field: printable ASCII without spaces, at most n
-// characters, "-" when nothing is left.
-func headerToken(s string, n int) string {
-	out := strings.Map(func(r rune) rune {
-		if r < 33 || r > 126 {
-			return '_'
+// appendHeaderToken appends s as an RFC 5424 header field: printable ASCII without spaces
+// (anything else, each rune, becomes '_'), at most n bytes, "-" when nothing is left.
+func appendHeaderToken(b []byte, s string, n int) []byte {
+	if s == "" {
+		return append(b, '-')
+	}
+	k := 0
+	for _, r := range s {
+		if k == n {
+			break
 		}
-		return r
-	}, s)
-	if len(out) > n {
-		out = out[:n]
+		if r < 33 || r > 126 {
+			r = '_'
+		}
+		b = append(b, byte(r))
+		k++
 	}
-	if out == "" {
-		return "-"
-	}
-	return out
+	return b
 }
 
 // appendSDValue escapes a structured-data parameter value: '"', '\' and ']'.
@@ -135,22 +191,19 @@ func SeverityID(e Entry) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return o["severity_id"].(int), nil
+	return o.severity, nil
 }
 
 // classify decodes e and applies its mapping's class attributes, which settle its status and
 // severity: what CEF and the syslog severity need of OCSF.
-func classify(e Entry) (decoded, ocsfMapping, ocsfEvent, error) {
+func classify(e Entry) (decoded, ocsfMapping, *ocsfEvent, error) {
 	d, err := decode(e)
 	if err != nil {
 		return decoded{}, ocsfMapping{}, nil, err
 	}
-	m, ok := ocsfMappings[d.Record.Type]
-	if !ok {
-		return decoded{}, ocsfMapping{}, nil, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
+	m, o, err := classifyDecoded(d)
+	if err != nil {
+		return decoded{}, ocsfMapping{}, nil, err
 	}
-	o := ocsfEvent{"severity_id": m.severity}
-	o.status(statusSuccess, "")
-	m.fill(d, o)
 	return d, m, o, nil
 }

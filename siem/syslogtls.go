@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"time"
 )
 
@@ -105,8 +106,14 @@ func (s *SyslogTLS) Deliver(ctx context.Context, msgs [][]byte) error {
 	defer stop()
 
 	w := bufio.NewWriterSize(conn, 64<<10)
+	var prefix [24]byte
 	for _, m := range msgs {
-		if _, err := w.Write(Frame(m)); err != nil {
+		// Frame(m), written in two parts rather than copied into a new slice.
+		_, err := w.Write(append(strconv.AppendInt(prefix[:0], int64(len(m)), 10), ' '))
+		if err == nil {
+			_, err = w.Write(m)
+		}
+		if err != nil {
 			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
 		}
 	}

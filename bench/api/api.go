@@ -9,9 +9,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tunnelplane/tunnelplane/bench/stats"
 	"github.com/tunnelplane/tunnelplane/bench/store"
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -42,6 +45,10 @@ type System struct {
 	Service *commands.Service
 	// Runner tells when a write has reached the tunnels read model.
 	Runner *projections.Runner
+	// Store and Pool are the control plane's log and database pool, for benches that extend
+	// or read the log beside the API (bench siem).
+	Store *eventstore.Store
+	Pool  *pgxpool.Pool
 	// Stop stops the control plane.
 	Stop func()
 }

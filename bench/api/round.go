@@ -56,25 +56,11 @@ func (b *bench) round(ctx context.Context, round int) (*Result, error) {
 // clientLoop is one HTTP client's closed loop until deadline: it returns the round trip of each
 // successful write and sends the write's position to in.
 func (b *bench) clientLoop(ctx context.Context, round, c int, deadline time.Time, in chan<- pending, failed *failures) []time.Duration {
-	org := c % b.opts.Orgs
-	tok := b.tokens[org]
 	var mine []string
 	var writes []time.Duration
 	for n := 0; time.Now().Before(deadline) && ctx.Err() == nil; n++ {
-		var res commands.Result
 		sent := time.Now()
-		var err error
-		if creates(n, mine) {
-			err = b.do(ctx, tok, "POST", "/api/v1/tunnels?org="+b.orgs[org],
-				map[string]string{"name": fmt.Sprintf("r%d-c%d-t%d", round, c, n), "upstream": "http://127.0.0.1:11434"}, &res)
-			if err == nil {
-				mine = append(mine, res.ID)
-			}
-		} else {
-			id := mine[n%len(mine)]
-			err = b.do(ctx, tok, "PATCH", "/api/v1/tunnels/"+id+"?org="+b.orgs[org],
-				map[string]string{"upstream": updatedUpstream(n)}, &res)
-		}
+		res, err := b.command(ctx, fmt.Sprintf("r%d", round), c, n, &mine)
 		if err != nil {
 			failed.add(err)
 			continue
@@ -83,6 +69,26 @@ func (b *bench) clientLoop(ctx context.Context, round, c int, deadline time.Time
 		in <- pending{pos: res.Position, sent: sent}
 	}
 	return writes
+}
+
+// command is client c's n-th command of the workload through the API: it creates a tunnel
+// named after prefix, c and n (mine collects the client's tunnels), or updates one of mine.
+func (b *bench) command(ctx context.Context, prefix string, c, n int, mine *[]string) (commands.Result, error) {
+	org := c % b.opts.Orgs
+	tok := b.tokens[org]
+	var res commands.Result
+	if creates(n, *mine) {
+		err := b.do(ctx, tok, "POST", "/api/v1/tunnels?org="+b.orgs[org],
+			map[string]string{"name": fmt.Sprintf("%s-c%d-t%d", prefix, c, n), "upstream": "http://127.0.0.1:11434"}, &res)
+		if err == nil {
+			*mine = append(*mine, res.ID)
+		}
+		return res, err
+	}
+	id := (*mine)[n%len(*mine)]
+	err := b.do(ctx, tok, "PATCH", "/api/v1/tunnels/"+id+"?org="+b.orgs[org],
+		map[string]string{"upstream": updatedUpstream(n)}, &res)
+	return res, err
 }
 
 // checkRound fails a round in which not every write became visible, nothing succeeded or more

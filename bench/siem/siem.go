@@ -1,25 +1,32 @@
 // Package siem is `bench siem`: forwarding the log to a local rsyslog over TLS (reading,
 // formatting as OCSF in RFC 5424, batch deliveries each acknowledged, a cursor per batch)
-// against a plain TLS client writing the same messages to the same rsyslog on one connection.
+// against a plain TLS client writing the same messages to the same rsyslog on one connection;
+// then the forwarding lag while the admin API runs commands at a steady rate (bench api's
+// workload). It does not assemble the control plane: the caller's Options.Start does.
 package siem
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
+	apibench "github.com/tunnelplane/tunnelplane/bench/api"
 	"github.com/tunnelplane/tunnelplane/bench/stats"
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/rsyslog"
-	"github.com/tunnelplane/tunnelplane/migrations"
+	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/siem"
 )
 
@@ -27,10 +34,18 @@ import (
 type Options struct {
 	// AdminURL points at the server's maintenance database; the scratch database is made there.
 	AdminURL string
+	// Start starts the control plane on databaseURL with its keys in dataDir (both scratch), the
+	// API on loopback: its log is the one forwarded, its API takes the commands of the lag phase.
+	Start func(ctx context.Context, databaseURL, dataDir string) (*apibench.System, error)
 	// Records in the log (default 50,000); Batch is the forwarder's batch size (default 2,000).
 	Records, Batch int
 	// Rounds of each measurement; medians are reported (default 3).
 	Rounds int
+	// CommandRate is the API's commands per second during the lag phase (default 1,000), for
+	// LoadDuration (default 10s), sent by LoadClients HTTP clients (default 64).
+	CommandRate  float64
+	LoadDuration time.Duration
+	LoadClients  int
 	// Progress receives one line per measurement (nil: silent).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -44,7 +59,17 @@ type Result struct {
 	SiemEPS     float64 `json:"siem_eps"`
 	BaselineEPS float64 `json:"baseline_eps"`
 	Ratio       float64 `json:"siem_ratio"`
-	Baseline    string  `json:"baseline"`
+	// LagP50MS and LagP99MS: from a record's RecordedAt until the receiver acknowledged the
+	// batch holding it, over every record appended while the API ran CommandsPerS commands a
+	// second (CommandRate asked for); LagRecords is how many records that was.
+	LagP50MS     float64 `json:"lag_p50_ms"`
+	LagP99MS     float64 `json:"lag_p99_ms"`
+	LagRecords   int     `json:"lag_records"`
+	CommandRate  float64 `json:"command_rate"`
+	CommandsPerS float64 `json:"commands_per_s"`
+	Commands     int     `json:"commands"`
+	LoadS        float64 `json:"load_s"`
+	Baseline     string  `json:"baseline"`
 }
 
 const baseline = "the same messages, formatted beforehand, written by a plain TLS client to the same rsyslog on one connection, acknowledged the same way (close_notify, then the receiver's close)"
@@ -66,6 +91,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.CommandRate <= 0 {
+		o.CommandRate = 1000
+	}
+	if o.LoadDuration <= 0 {
+		o.LoadDuration = 10 * time.Second
+	}
+	if o.LoadClients <= 0 {
+		o.LoadClients = 64
+	}
+	if o.Start == nil {
+		return nil, errors.New("bench siem: no way to start the control plane (Options.Start)")
+	}
 	dir, err := os.MkdirTemp("", "tunnelplane-bench-siem-")
 	if err != nil {
 		return nil, err
@@ -85,38 +122,26 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer drop()
-	if err := migrations.Up(ctx, dbURL); err != nil {
-		return nil, fmt.Errorf("bench siem: %w", err)
-	}
-	pool, err := eventstore.Connect(ctx, dbURL, eventstore.ConnectOptions{Role: "-", MaxConns: 8, ApplicationName: "tunnelplane-bench-siem"})
-	if err != nil {
-		return nil, fmt.Errorf("bench siem: %w", err)
-	}
-	defer pool.Close()
-	key, err := eventstore.GenerateSigningKey()
-	if err != nil {
+	dataDir := filepath.Join(dir, "control")
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		return nil, fmt.Errorf("bench siem: %w", err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
-	}
-	store, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, Registry: eventstore.MustRegistry(types...), Logger: o.Logger})
+	sys, err := o.Start(ctx, dbURL, dataDir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bench siem: start the control plane: %w", err)
 	}
-	if err := store.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer store.Stop()
+	defer sys.Stop()
+	store, pool := sys.Store, sys.Pool
 	if err := fill(ctx, store, o.Records); err != nil {
 		return nil, err
 	}
 	n, err := store.Head(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// The read models catch up with the log before anything is measured: their work is not
+	// the forwarder's.
+	if err := caughtUp(ctx, sys.Runner, n); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(o.Progress, "bench siem: %d records in the log\n", n)
@@ -180,7 +205,151 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res := &Result{Records: int(n), Batch: o.Batch, Rounds: o.Rounds, SiemEPS: float64(int64(stats.Median(siemRates))),
 		BaselineEPS: float64(int64(stats.Median(baseRates))), Baseline: baseline}
 	res.Ratio = float64(int64(res.SiemEPS/res.BaselineEPS*100)) / 100
+
+	if err := measureLag(ctx, o, sys, transport, format, res); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Progress, "lag: %.0f commands/s (%.0f asked) for %.1fs: p50 %.0f ms, p99 %.0f ms over %d records\n",
+		res.CommandsPerS, res.CommandRate, res.LoadS, res.LagP50MS, res.LagP99MS, res.LagRecords)
 	return res, nil
+}
+
+// caughtUp waits until every projection of the control plane has applied the log up to head.
+func caughtUp(ctx context.Context, runner *projections.Runner, head uint64) error {
+	sts, err := runner.Statuses(ctx)
+	if err != nil {
+		return fmt.Errorf("bench siem: projections: %w", err)
+	}
+	names := make([]string, 0, len(sts))
+	for _, st := range sts {
+		names = append(names, st.Name)
+	}
+	if head == 0 {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := runner.WaitFor(wctx, head-1, names...); err != nil {
+		return fmt.Errorf("bench siem: projections catching up with the log: %w", err)
+	}
+	return nil
+}
+
+// measureLag starts a forwarder at the head of the log, runs the API's paced load and measures,
+// for every record appended meanwhile, the time from its RecordedAt until the receiver
+// acknowledged the batch holding it.
+func measureLag(ctx context.Context, o Options, sys *apibench.System, transport *siem.SyslogTLS, format func(siem.Entry) ([]byte, error), res *Result) error {
+	load, err := apibench.NewLoad(ctx, sys, o.LoadClients, min(4, o.LoadClients))
+	if err != nil {
+		return fmt.Errorf("bench siem: set up the API load: %w", err)
+	}
+	defer load.Close()
+	head, err := sys.Store.Head(ctx)
+	if err != nil {
+		return err
+	}
+	// A new sink starts at the head, as one configured "from now" would: the lag is that of
+	// what the API writes, not of the backlog.
+	sink := "bench-lag-" + uuid.NewString()
+	if _, err := sys.Pool.Exec(ctx, `INSERT INTO siem_cursors (sink_id, position, seq) VALUES ($1, $2, 0)`, sink, int64(head)); err != nil {
+		return fmt.Errorf("bench siem: sink cursor: %w", err)
+	}
+	acks := &ackTimes{next: transport}
+	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: sink, Store: sys.Store, Pool: sys.Pool, Transport: acks,
+		Format: format, BatchSize: o.Batch, Logger: o.Logger})
+	if err != nil {
+		return err
+	}
+	if err := f.Start(ctx); err != nil {
+		return err
+	}
+	defer f.Stop()
+	start := time.Now()
+	paced, err := load.Paced(ctx, o.CommandRate, o.LoadDuration)
+	if err != nil {
+		return err
+	}
+	res.LoadS = time.Since(start).Seconds()
+	last, err := sys.Store.Head(ctx)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for f.Status().Position < last {
+		if st := f.Status(); st.Retries > 0 {
+			return fmt.Errorf("bench siem: lag phase: a delivery failed: %s", st.LastError)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench siem: lag phase: the forwarder stood at %d of %d a minute after the load", f.Status().Position, last)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	lags, err := acks.lags()
+	if err != nil {
+		return err
+	}
+	if len(lags) == 0 {
+		return errors.New("bench siem: lag phase: nothing was forwarded")
+	}
+	sorted := stats.Sorted(lags)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	res.LagP50MS, res.LagP99MS = ms(stats.Percentile(sorted, 0.50)), ms(stats.Percentile(sorted, 0.99))
+	res.LagRecords = len(lags)
+	res.CommandRate, res.CommandsPerS, res.Commands = o.CommandRate, float64(int64(paced.CommandsPerS)), paced.Commands
+	res.LoadS = float64(int64(res.LoadS*10)) / 10
+	return nil
+}
+
+// ackTimes is a transport that notes, for every message of a batch the receiver acknowledged,
+// how long after its record was recorded the acknowledgement came. The RFC 5424 TIMESTAMP of
+// the message is the record's RecordedAt (to the microsecond).
+type ackTimes struct {
+	next siem.Transport
+
+	mu   sync.Mutex
+	lag  []time.Duration
+	errs []error
+}
+
+func (a *ackTimes) Deliver(ctx context.Context, msgs [][]byte) error {
+	if err := a.next.Deliver(ctx, msgs); err != nil {
+		return err
+	}
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, m := range msgs {
+		at, err := syslogTimestamp(m)
+		if err != nil {
+			a.errs = append(a.errs, err)
+			continue
+		}
+		a.lag = append(a.lag, now.Sub(at))
+	}
+	return nil
+}
+
+func (a *ackTimes) lags() ([]time.Duration, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]time.Duration(nil), a.lag...), errors.Join(a.errs...)
+}
+
+// syslogTimestamp is the TIMESTAMP of an RFC 5424 message: "<PRI>1 TIMESTAMP …".
+func syslogTimestamp(m []byte) (time.Time, error) {
+	_, rest, ok := bytes.Cut(m, []byte(">1 "))
+	if ok {
+		var ts []byte
+		if ts, _, ok = bytes.Cut(rest, []byte(" ")); ok {
+			if at, err := time.Parse(time.RFC3339Nano, string(ts)); err == nil {
+				return at, nil
+			}
+		}
+	}
+	return time.Time{}, fmt.Errorf("bench siem: no RFC 5424 timestamp in %.40q", m)
 }
 
 // fill appends n organization.created events, 500 streams per append.
@@ -190,7 +359,7 @@ func fill(ctx context.Context, store *eventstore.Store, n int) error {
 		appends := make([]eventstore.StreamAppend, k)
 		for i := range appends {
 			org := uuid.NewString()
-			b, err := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: "o" + org[:8], CreatedBy: "bench"})
+			b, err := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: fmt.Sprintf("o%d", done+i), CreatedBy: "bench"})
 			if err != nil {
 				return err
 			}

@@ -74,7 +74,7 @@ func benchControlPlane(g *globals) func(ctx context.Context, databaseURL, dataDi
 			ln.Close()
 			return nil, err
 		}
-		return &apibench.System{URL: cp.URL, Service: cp.Service, Runner: cp.Runner, Stop: cp.Close}, nil
+		return &apibench.System{URL: cp.URL, Service: cp.Service, Runner: cp.Runner, Store: cp.Log.Store, Pool: cp.Log.Pool, Stop: cp.Close}, nil
 	}
 }
 

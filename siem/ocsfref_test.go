@@ -1,0 +1,425 @@
+package siem
+
+// The OCSF builder as it was before the typed encoder: every event a map[string]any, marshalled
+// by encoding/json. Kept as the reference the encoder must match byte for byte
+// (TestOCSFIsTheMapBuiltReference); not used by the product.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// OCSFByMaps is OCSF as the map-based builder writes it.
+func OCSFByMaps(e Entry, p Product) ([]byte, error) {
+	d, err := decode(e)
+	if err != nil {
+		return nil, err
+	}
+	b, _, err := refEncode(d, p)
+	return b, err
+}
+
+// refOrgID is decoded.orgID as it was: the payload probed for org_id.
+func refOrgID(d decoded) string {
+	if d.md.OrgID != "" {
+		return d.md.OrgID
+	}
+	var probe struct {
+		OrgID string `json:"org_id"`
+	}
+	_ = json.Unmarshal(d.Record.Payload, &probe)
+	return probe.OrgID
+}
+
+// refEvent is one OCSF event under construction.
+type refEvent map[string]any
+
+func (o refEvent) status(id int, detail string) {
+	o["status_id"] = id
+	o["status"] = map[int]string{statusSuccess: "Success", statusFailure: "Failure"}[id]
+	if detail != "" {
+		o["status_detail"] = detail
+	}
+}
+
+// srcEndpoint is the caller's address from the record's metadata, when it has one.
+func (o refEvent) srcEndpoint(d decoded) {
+	if ep := refEndpoint(d.md.ClientIP); ep != nil {
+		o["src_endpoint"] = ep
+		return
+	}
+	o["src_endpoint"] = map[string]any{"name": "unknown"}
+}
+
+// refEncode is the decoded entry as OCSF JSON, and its severity_id.
+func refEncode(d decoded, p Product) ([]byte, int, error) {
+	e := d.Entry
+	m, ok := refMappings[d.Record.Type]
+	if !ok {
+		return nil, 0, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
+	}
+	o := refEvent{
+		"class_uid":     m.class.uid,
+		"class_name":    m.class.className,
+		"category_uid":  m.class.category,
+		"category_name": m.class.categoryKey,
+		"activity_id":   m.activity,
+		"activity_name": m.activityName,
+		"type_uid":      m.class.uid*100 + m.activity,
+		"type_name":     m.class.className + ": " + m.activityName,
+		"severity_id":   m.severity,
+		"time":          d.when().UnixMilli(),
+		"message":       m.message(d),
+	}
+	o.status(statusSuccess, "")
+	md := map[string]any{
+		"version":     OCSFVersion,
+		"product":     map[string]any{"name": p.Name, "vendor_name": p.Vendor, "version": p.Version},
+		"uid":         d.Record.EventID.String(),
+		"sequence":    e.Seq,
+		"logged_time": d.Record.RecordedAt.UnixMilli(),
+		"log_name":    "tunnelplane event log",
+		"event_code":  d.Record.Type,
+	}
+	if d.md.CorrelationID != "" {
+		md["correlation_uid"] = d.md.CorrelationID
+	}
+	if org := refOrgID(d); org != "" {
+		md["tenant_uid"] = org
+	}
+	o["metadata"] = md
+	if actor := refActor(d.md.Actor); actor != nil {
+		o["actor"] = actor
+	}
+	if d.md.ClientIP != "" && !m.class.withoutSource {
+		o.srcEndpoint(d)
+	}
+	m.fill(d, o)
+	o["severity"] = refSeverityNames[o["severity_id"].(int)]
+	payload := json.RawMessage(d.Record.Payload)
+	if e.Redact != nil {
+		// The payload as recorded holds the addresses: give the redacted event instead.
+		b, err := json.Marshal(d.event)
+		if err != nil {
+			return nil, 0, fmt.Errorf("siem: record %d: %w", d.Record.Position, err)
+		}
+		payload = b
+	}
+	o["unmapped"] = map[string]any{"tunnelplane": map[string]any{
+		"position":     d.Record.Position,
+		"event_type":   d.Record.Type,
+		"stream_id":    d.Record.StreamID,
+		"record_hash":  d.hash(),
+		"sink_seq":     e.Seq,
+		"payload":      payload,
+		"request_id":   d.md.RequestID,
+		"causation_id": d.md.CausationID,
+	}}
+	b, err := json.Marshal(o)
+	return b, o["severity_id"].(int), err
+}
+
+var refSeverityNames = map[int]string{sevInformational: "Informational", sevLow: "Low", sevMedium: "Medium", sevHigh: "High"}
+
+// refActor is who acted, from the record's metadata actor: a user id, "node:<id>" or
+// "system:<component>".
+func refActor(actor string) map[string]any {
+	switch {
+	case actor == "":
+		return nil
+	case strings.HasPrefix(actor, "node:"):
+		return map[string]any{"app_name": "tunnelplane node", "app_uid": strings.TrimPrefix(actor, "node:")}
+	case strings.HasPrefix(actor, "system:"):
+		return map[string]any{"app_name": "tunnelplane " + strings.TrimPrefix(actor, "system:")}
+	}
+	return map[string]any{"user": map[string]any{"uid": actor}}
+}
+
+// refMapping is how one event type becomes an OCSF event: its class, activity and severity,
+// and the class's own attributes (fill may also change status and severity).
+type refMapping struct {
+	class    ocsfClass
+	activity int
+	// activityName names the activity: the class's caption for it, or ours for activity 99.
+	activityName string
+	severity     int
+	message      func(d decoded) string
+	fill         func(d decoded, o refEvent)
+}
+
+// refMappings is the table docs/siem.md documents: every domain event type and the log's own
+// records (genesis, key history), no other.
+var refMappings = map[string]refMapping{
+	eventstore.TypeGenesis: refEntity(1, "Create", "Event log", func(d decoded) (string, string) {
+		g := d.event.(*eventstore.GenesisPayload)
+		return g.LogID, g.Origin
+	}),
+	eventstore.TypeKeyAdded: refWithSeverity(refEntity(1, "Create", "Signing key", func(d decoded) (string, string) {
+		k := d.event.(*eventstore.KeyAddedPayload)
+		return k.KeyID, string(k.Purpose) + " key" + refOwner(k.Owner)
+	}), sevLow),
+	eventstore.TypeKeyRotated: refWithSeverity(refEntity(3, "Update", "Signing key", func(d decoded) (string, string) {
+		k := d.event.(*eventstore.KeyRotatedPayload)
+		return k.NewKeyID, string(k.Purpose) + " key" + refOwner(k.Owner) + " replacing " + k.OldKeyID
+	}), sevLow),
+	eventstore.TypeKeyRevoked: refWithSeverity(refEntity(9, "Disable", "Signing key", func(d decoded) (string, string) {
+		return d.event.(*eventstore.KeyRevokedPayload).KeyID, ""
+	}), sevMedium),
+	domain.TypeOrganizationCreated: refEntity(1, "Create", "Organization", func(d decoded) (string, string) {
+		e := d.event.(*domain.OrganizationCreated)
+		return e.OrgID, e.Name
+	}),
+	domain.TypeOrgNameReserved: refEntity(1, "Create", "Organization name", func(d decoded) (string, string) {
+		e := d.event.(*domain.OrgNameReserved)
+		return e.OrgID, e.Name
+	}),
+	domain.TypeTunnelCreated: refEntity(1, "Create", "Tunnel", func(d decoded) (string, string) {
+		e := d.event.(*domain.TunnelCreated)
+		return e.TunnelID, e.Name
+	}),
+	domain.TypeTunnelUpdated: refEntity(3, "Update", "Tunnel", func(d decoded) (string, string) {
+		e := d.event.(*domain.TunnelUpdated)
+		name := ""
+		if e.Name != nil {
+			name = *e.Name
+		}
+		return e.TunnelID, name
+	}),
+	domain.TypeTunnelDeleted: refEntity(4, "Delete", "Tunnel", func(d decoded) (string, string) {
+		e := d.event.(*domain.TunnelDeleted)
+		return e.TunnelID, e.Name
+	}),
+	domain.TypeTunnelNameReserved: refEntity(1, "Create", "Tunnel name", func(d decoded) (string, string) {
+		e := d.event.(*domain.TunnelNameReserved)
+		return e.TunnelID, e.Name
+	}),
+	domain.TypeTunnelNameReleased: refEntity(4, "Delete", "Tunnel name", func(d decoded) (string, string) {
+		e := d.event.(*domain.TunnelNameReleased)
+		return e.TunnelID, e.Name
+	}),
+	domain.TypeNodeEnrolled: refEntity(6, "Enroll", "Node", func(d decoded) (string, string) {
+		e := d.event.(*domain.NodeEnrolled)
+		return e.NodeID, e.Name
+	}),
+	domain.TypeNodeDrainRequested: refEntity(11, "Deactivate", "Node", func(d decoded) (string, string) {
+		return d.event.(*domain.NodeDrainRequested).NodeID, ""
+	}),
+	domain.TypeNodeDrained: refEntity(12, "Suspend", "Node", func(d decoded) (string, string) {
+		return d.event.(*domain.NodeDrained).NodeID, ""
+	}),
+	domain.TypeNodeRemoved: refEntity(7, "Unenroll", "Node", func(d decoded) (string, string) {
+		return d.event.(*domain.NodeRemoved).NodeID, ""
+	}),
+	domain.TypeNodeLost: refWithSeverity(refEntity(activityOther, "Lost", "Node", func(d decoded) (string, string) {
+		return d.event.(*domain.NodeLost).NodeID, ""
+	}), sevMedium),
+	domain.TypeNodeRecovered: refEntity(13, "Resume", "Node", func(d decoded) (string, string) {
+		return d.event.(*domain.NodeRecovered).NodeID, ""
+	}),
+	domain.TypeNodeCommandExecuted: {class: classEntityManagement, activity: 3, activityName: "Update", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.NodeCommandExecuted)
+			return "node " + e.NodeID + " ran " + e.Command + ": " + e.Result
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.NodeCommandExecuted)
+			o["entity"] = map[string]any{"uid": e.NodeID, "type": "Node"}
+			if e.Result != "ok" {
+				o.status(statusFailure, e.Detail)
+				o["severity_id"] = sevLow
+			}
+		}},
+	domain.TypeNodeStarted: {class: classAppLifecycle, activity: 3, activityName: "Start", severity: sevInformational,
+		message: func(d decoded) string { return "node " + d.event.(*domain.NodeStarted).NodeID + " started" },
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.NodeStarted)
+			o["app"] = map[string]any{"name": "tunnelplane node", "uid": e.NodeID, "version": e.Version, "vendor_name": "tunnelplane"}
+		}},
+	domain.TypeAgentTokenIssued: refEntity(1, "Create", "Agent token", func(d decoded) (string, string) {
+		return d.event.(*domain.AgentTokenIssued).TokenID, ""
+	}),
+	domain.TypeAgentTokenRevoked: refEntity(9, "Disable", "Agent token", func(d decoded) (string, string) {
+		return d.event.(*domain.AgentTokenRevoked).TokenID, ""
+	}),
+	domain.TypeRoleAssigned: {class: classUserAccess, activity: 1, activityName: "Assign Privileges", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.RoleAssigned)
+			return "role " + string(e.Role) + " assigned to " + e.UserID
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.RoleAssigned)
+			o["user"] = map[string]any{"uid": e.UserID}
+			o["privileges"] = []any{string(e.Role)}
+		}},
+	domain.TypeRoleUnassigned: {class: classUserAccess, activity: 2, activityName: "Revoke Privileges", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.RoleUnassigned)
+			return "role " + string(e.Role) + " withdrawn from " + e.UserID
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.RoleUnassigned)
+			o["user"] = map[string]any{"uid": e.UserID}
+			o["privileges"] = []any{string(e.Role)}
+		}},
+	domain.TypeAuthFailed: {class: classAuthentication, activity: 1, activityName: "Logon", severity: sevMedium,
+		message: func(d decoded) string { return "authentication failed: " + d.event.(*domain.AuthFailed).Reason },
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.AuthFailed)
+			user := map[string]any{"name": "unknown"}
+			if e.Subject != "" {
+				user = map[string]any{"uid": e.Subject}
+			}
+			o["user"] = user
+			o["service"] = map[string]any{"name": "tunnelplane"}
+			o.status(statusFailure, e.Reason)
+			o["count"] = e.Count
+			if ep := refEndpoint(e.RemoteAddr); ep != nil {
+				o["src_endpoint"] = ep
+			}
+		}},
+	domain.TypeAccessDenied: {class: classAPIActivity, activity: activityOther, activityName: "Denied", severity: sevLow,
+		message: func(d decoded) string {
+			e := d.event.(*domain.AccessDenied)
+			return e.ActorID + " was denied " + e.Action + " on " + e.Resource
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.AccessDenied)
+			o["actor"] = map[string]any{"user": map[string]any{"uid": e.ActorID}}
+			o["api"] = map[string]any{"operation": e.Action}
+			o["resources"] = []any{map[string]any{"name": e.Resource}}
+			o.srcEndpoint(d)
+			o.status(statusFailure, "access denied")
+			o["count"] = e.Count
+			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
+		}},
+	domain.TypeIngestRejected: {class: classAPIActivity, activity: 1, activityName: "Create", severity: sevMedium,
+		message: func(d decoded) string { return "node facts refused: " + d.event.(*domain.IngestRejected).Reason },
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.IngestRejected)
+			o["actor"] = map[string]any{"app_name": "tunnelplane node", "app_uid": nonEmpty(e.NodeID, "unknown")}
+			o["api"] = map[string]any{"operation": "publish node facts"}
+			o["src_endpoint"] = map[string]any{"uid": nonEmpty(e.NodeID, e.Subject)}
+			o.status(statusFailure, e.Reason)
+			o["count"] = e.Events
+		}},
+	domain.TypeAuditOverflowed: {class: classAppError, activity: activityOther, activityName: "Audit overflow", severity: sevHigh,
+		message: func(d decoded) string {
+			return "the audit writer dropped or reduced events between " + d.event.(*domain.AuditOverflowed).WindowStart.UTC().Format("15:04:05") +
+				" and " + d.event.(*domain.AuditOverflowed).WindowEnd.UTC().Format("15:04:05")
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.AuditOverflowed)
+			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
+		}},
+	domain.TypeAgentConnected: {class: classTunnelActivity, activity: 1, activityName: "Open", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.AgentConnected)
+			return "agent connected to node " + e.NodeID + " for tunnel " + e.TunnelID
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.AgentConnected)
+			o["session"] = map[string]any{"uid": e.SessionID}
+			if ep := refEndpoint(e.RemoteAddr); ep != nil {
+				o["src_endpoint"] = ep
+			}
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+			o["protocol_name"] = "ssh"
+		}},
+	domain.TypeAgentDisconnected: {class: classTunnelActivity, activity: 2, activityName: "Close", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.AgentDisconnected)
+			return "agent disconnected from node " + e.NodeID + ": " + e.Reason
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.AgentDisconnected)
+			o["session"] = map[string]any{"uid": e.SessionID}
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+			o["traffic"] = map[string]any{"bytes_in": e.BytesIn, "bytes_out": e.BytesOut, "bytes": e.BytesIn + e.BytesOut}
+			o["duration"] = e.DurationMS
+			o["status_detail"] = e.Reason
+		}},
+	domain.TypeAgentReplaced: {class: classTunnelActivity, activity: activityOther, activityName: "Replace", severity: sevLow,
+		message: func(d decoded) string {
+			e := d.event.(*domain.AgentReplaced)
+			return "agent session " + e.OldSessionID + " replaced by " + e.NewSessionID + " on node " + e.NodeID
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.AgentReplaced)
+			o["session"] = map[string]any{"uid": e.NewSessionID}
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+		}},
+	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.UsageRecorded)
+			return strconv.FormatInt(e.Requests, 10) + " calls through tunnel " + e.TunnelID + " on node " + e.NodeID
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.UsageRecorded)
+			o["traffic"] = map[string]any{"bytes_in": e.BytesIn, "bytes_out": e.BytesOut, "bytes": e.BytesIn + e.BytesOut}
+			o["count"] = e.Requests
+			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+		}},
+}
+
+// entity maps an event to Entity Management: activity, the entity's kind, and its id and name.
+func refEntity(activity int, activityName, kind string, idName func(d decoded) (id, name string)) refMapping {
+	return refMapping{class: classEntityManagement, activity: activity, activityName: activityName, severity: sevInformational,
+		message: func(d decoded) string {
+			id, name := idName(d)
+			if name != "" {
+				id = name + " (" + id + ")"
+			}
+			return kind + " " + id + ": " + strings.ToLower(activityName)
+		},
+		fill: func(d decoded, o refEvent) {
+			id, name := idName(d)
+			ent := map[string]any{"uid": id, "type": kind}
+			if name != "" {
+				ent["name"] = name
+			}
+			o["entity"] = ent
+		}}
+}
+
+func refOwner(o string) string {
+	if o == "" {
+		return ""
+	}
+	return " of " + o
+}
+
+func refWithSeverity(m refMapping, severity int) refMapping {
+	m.severity = severity
+	return m
+}
+
+// endpoint is a network endpoint from "host:port" or a bare address, or nil.
+func refEndpoint(addr string) map[string]any {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if strings.HasPrefix(host, redactedPrefix) {
+		return map[string]any{"uid": host} // hashed (Redactor): an identity, not an address
+	}
+	ep := map[string]any{}
+	if ip := net.ParseIP(host); ip != nil {
+		ep["ip"] = ip.String()
+	} else {
+		ep["hostname"] = host
+	}
+	if p, err := strconv.Atoi(port); err == nil && p > 0 && p < 65536 {
+		ep["port"] = p
+	}
+	return ep
+}

@@ -15,17 +15,19 @@ import (
 )
 
 func newExportCommand(g *globals) *cobra.Command {
-	var from, to, out string
+	var from, to, out, org string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "export --from N|TIME --to M|TIME --out bundle.tar.zst",
+		Use:   "export --from N|TIME --to M|TIME [--org ORG_ID] --out bundle.tar.zst",
 		Short: "Write an evidence bundle of a window of the log, for checking offline with verify-export",
 		Long: `export writes the records of a window of the log (positions, or RFC 3339 times: the records
 recorded between them) with what an auditor needs to check them without the database: the signed
 checkpoint covering the window and the newest one, an inclusion proof per record, a consistency
 proof between the two checkpoints, the key history, the leaf hashes of the whole log and a
 manifest signed by the log key (docs/event-format.md). It appends export.created (who, window,
-bundle hash) to the log. Check the bundle with verify-export.`,
+bundle hash) to the log. With --org the bundle holds that organization's records in full and only
+the leaf hashes of the window's others, which still prove nothing of the organization was left
+out. Check the bundle with verify-export.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -39,6 +41,7 @@ bundle hash) to the log. Check the bundle with verify-export.`,
 			if w.To, w.ToTime, err = positionOrTime("--to", to); err != nil {
 				return err
 			}
+			w.OrgID = org
 			ctx := cmd.Context()
 			h, err := openLog(ctx, g, 4)
 			if err != nil {
@@ -68,6 +71,7 @@ bundle hash) to the log. Check the bundle with verify-export.`,
 	cmd.Flags().StringVar(&from, "from", "", "first position, or an RFC 3339 time (the first record recorded at or after it)")
 	cmd.Flags().StringVar(&to, "to", "", "last position, or an RFC 3339 time (the last record recorded at or before it)")
 	cmd.Flags().StringVar(&out, "out", "", "the bundle file to write (tar compressed with zstd)")
+	cmd.Flags().StringVar(&org, "org", "", "an organization's id: its records in full, the window's others only as leaf hashes")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }

@@ -48,6 +48,21 @@ type ExportConfig struct {
 type Window struct {
 	From, To         uint64
 	FromTime, ToTime *time.Time
+	// OrgID scopes the bundle to an organization: its records (payload or metadata org_id) in
+	// full, the window's others withheld (only their leaf hashes travel).
+	OrgID string
+}
+
+// belongsTo reports whether a record is the organization's: its payload or its metadata names it.
+func belongsTo(rec *ledger.Record, orgID string) bool {
+	var v struct {
+		OrgID string `json:"org_id"`
+	}
+	if json.Unmarshal(rec.StoredPayload, &v) == nil && v.OrgID == orgID {
+		return true
+	}
+	v.OrgID = ""
+	return json.Unmarshal(rec.Metadata, &v) == nil && v.OrgID == orgID
 }
 
 // ExportResult says what was written and where it was recorded.
@@ -138,6 +153,9 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("export: %w: the log is empty", ErrWindow)
 	}
+	if w.OrgID != "" && !domain.ValidID(w.OrgID) {
+		return nil, fmt.Errorf("export: %w: organization %q is not an id", ErrWindow, w.OrgID)
+	}
 	if err := resolveTimes(ctx, cfg.Pool, &w); err != nil {
 		return nil, err
 	}
@@ -154,6 +172,7 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 	}
 	leaves := make([][]byte, 0, size)
 	var records, keyHistory []Entry
+	var withheld []PositionRange
 	ring := ledger.NewKeyRing()
 	err = readRecords(ctx, cfg.Pool, size, func(pos uint64, rec *ledger.Record, leaf []byte) error {
 		leaves = append(leaves, rfc6962.DefaultHasher.HashLeaf(leaf))
@@ -167,6 +186,14 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 		}
 		e := Entry{Leaf: leaf, PrevHash: rec.PrevHash, Hash: rec.Hash}
 		switch {
+		case inWindow && w.OrgID != "" && rec.StreamID != ledger.LogStream && !belongsTo(rec, w.OrgID):
+			// Another tenant's record: only its leaf hash travels. (Key records are the log's own
+			// and always travel in full: every signature depends on them.)
+			if n := len(withheld); n > 0 && withheld[n-1].To+1 == pos {
+				withheld[n-1].To = pos
+			} else {
+				withheld = append(withheld, PositionRange{From: pos, To: pos})
+			}
 		case inWindow:
 			records = append(records, e)
 		case rec.StreamID == ledger.LogStream:
@@ -191,7 +218,8 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 		}
 	}
 	for i := range records {
-		if records[i].Proof, err = t.inclusion(w.From+uint64(i), window.Size); err != nil {
+		pos := binary.BigEndian.Uint64(records[i].Leaf[4:12])
+		if records[i].Proof, err = t.inclusion(pos, window.Size); err != nil {
 			return nil, fmt.Errorf("export: inclusion proof: %w", err)
 		}
 	}
@@ -218,7 +246,7 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 		FileConsistency:      consistency,
 	}
 	at := cfg.Now().UTC()
-	m := Manifest{Format: Format, Origin: origin, ExportID: uuid.Must(uuid.NewV7()).String(), From: w.From, To: w.To,
+	m := Manifest{Format: Format, Origin: origin, ExportID: uuid.Must(uuid.NewV7()).String(), OrgID: w.OrgID, Withheld: withheld, From: w.From, To: w.To,
 		WindowCheckpoint: window.Size, NewestCheckpoint: newest.Size, Records: uint64(len(records)), KeyRecords: uint64(len(keyHistory)),
 		CreatedAt: at.Format(time.RFC3339Nano), CreatedBy: cfg.Actor, LogKeyID: cfg.Key.ID(), Files: map[string]string{}}
 	for _, name := range hashedFiles {

@@ -51,8 +51,13 @@ type Manifest struct {
 	Origin string `json:"origin"`
 	// ExportID is the id of the export.created record of this bundle (appended after it).
 	ExportID string `json:"export_id"`
-	// OrgID is the organization the bundle is scoped to; "" for the whole log.
+	// OrgID is the organization the bundle is scoped to; "" for the whole log. A scoped bundle
+	// holds the organization's records of the window in full and withholds the others, whose
+	// leaf hashes (leaves.bin) still let every root be recomputed.
 	OrgID string `json:"org_id,omitempty"`
+	// Withheld lists the window's positions whose records the bundle does not hold (other
+	// organizations' records in a scoped bundle), as inclusive ranges in order.
+	Withheld []PositionRange `json:"withheld,omitempty"`
 	// From and To are the window's first and last positions (inclusive).
 	From uint64 `json:"from"`
 	To   uint64 `json:"to"`
@@ -68,6 +73,24 @@ type Manifest struct {
 	LogKeyID string `json:"log_key_id"`
 	// Files maps each other file to the hex SHA-256 of its bytes.
 	Files map[string]string `json:"files"`
+}
+
+// PositionRange is the positions From..To, inclusive.
+type PositionRange struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
+}
+
+// withheldSet expands ranges into a set, bounded by the window (a hostile manifest could name
+// more).
+func withheldSet(ranges []PositionRange, from, to uint64) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, r := range ranges {
+		for p := max(r.From, from); p <= min(r.To, to) && r.From <= r.To; p++ {
+			out[p] = true
+		}
+	}
+	return out
 }
 
 // ManifestSignature is manifest.sig.

@@ -239,6 +239,15 @@ func (v *verifier) checkCoverage(recs []*record) {
 	m := v.m
 	want := m.From
 	seen := map[uint64]bool{}
+	withheld := withheldSet(m.Withheld, m.From, m.To)
+	if m.OrgID == "" && len(m.Withheld) > 0 {
+		v.rep.add(nil, FileManifest, "bad_window", "a bundle of the whole log withholds records")
+	}
+	missing := func(pos uint64) {
+		if !withheld[pos] {
+			v.rep.add(at(pos), FileRecords, "missing", "the window %d..%d has no record at this position", m.From, m.To)
+		}
+	}
 	for _, r := range recs {
 		pos := r.leaf.Position
 		if seen[pos] {
@@ -260,13 +269,16 @@ func (v *verifier) checkCoverage(recs []*record) {
 			v.rep.add(at(pos), FileRecords, "outside_window", "the window is %d..%d", m.From, m.To)
 			continue
 		}
+		if withheld[pos] {
+			v.rep.add(at(pos), FileRecords, "withheld_present", "the manifest says this record is withheld, yet the bundle holds it")
+		}
 		for ; want < pos; want++ {
-			v.rep.add(at(want), FileRecords, "missing", "the window %d..%d has no record at this position", m.From, m.To)
+			missing(want)
 		}
 		want = pos + 1
 	}
 	for ; want <= m.To; want++ {
-		v.rep.add(at(want), FileRecords, "missing", "the window %d..%d has no record at this position", m.From, m.To)
+		missing(want)
 	}
 	if n := uint64(countWindow(recs)); n != m.Records {
 		v.rep.add(nil, FileRecords, "count_mismatch", "%d records, the manifest says %d", n, m.Records)

@@ -121,6 +121,10 @@ type verifier struct {
 	// rings[i] is the key history after the i-th "$log" record; logPos[i] its position.
 	rings  []*ledger.KeyRing
 	logPos []uint64
+	// The last batch signature that verified: the records of a batch share it, and checking it
+	// again would be most of the cost of a record.
+	lastKey          string
+	lastSig, lastMsg []byte
 }
 
 // record is a decoded bundle entry.
@@ -372,9 +376,15 @@ func (v *verifier) checkSignature(r *record, file string, ring *ledger.KeyRing) 
 		v.rep.add(at(pos), file, string(ledger.FailBadSignature), "the signature proof is malformed: %v", err)
 		return
 	}
-	if !signer.Verify(ledger.SignedMessage(count, root), r.leaf.Signature) {
-		v.rep.add(at(pos), file, string(ledger.FailBadSignature), "the signature does not verify with key %s", r.env.KeyID)
+	msg := ledger.SignedMessage(count, root)
+	if r.env.KeyID == v.lastKey && bytes.Equal(r.leaf.Signature, v.lastSig) && bytes.Equal(msg, v.lastMsg) {
+		return
 	}
+	if !signer.Verify(msg, r.leaf.Signature) {
+		v.rep.add(at(pos), file, string(ledger.FailBadSignature), "the signature does not verify with key %s", r.env.KeyID)
+		return
+	}
+	v.lastKey, v.lastSig, v.lastMsg = r.env.KeyID, r.leaf.Signature, msg
 }
 
 // ringAt is the key history in force after the records before size.

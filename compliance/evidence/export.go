@@ -266,7 +266,11 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 }
 
 func encodeEntries(es []Entry) []byte {
-	var out []byte
+	n := 0
+	for i := range es {
+		n += 4 + len(es[i].Leaf) + 2*ledger.HashSize + 4 + len(es[i].Proof)*ledger.HashSize
+	}
+	out := make([]byte, 0, n)
 	for i := range es {
 		out = appendEntry(out, &es[i])
 	}

@@ -205,7 +205,8 @@ func WriteBundle(w io.Writer, files map[string][]byte, at time.Time) error {
 // too large is an error (ErrBundle); which files are missing or unexpected is the verifier's
 // finding.
 func ReadBundle(r io.Reader) (map[string][]byte, error) {
-	zr, err := zstd.NewReader(r)
+	// One goroutine: a bundle is read once, front to back.
+	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBundle, err)
 	}

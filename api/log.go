@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
 // LogInfo describes the event log: its origin (the name its checkpoints are signed under, which a
@@ -16,6 +18,13 @@ type LogInfo struct {
 	// GenesisHash is the hash of the log's first record, which names its first key: whoever reads
 	// copies of the log (a node, from NATS) checks the genesis it is given against it.
 	GenesisHash []byte `json:"genesis_hash"`
+	// VerifierKey is the log key in force as a C2SP note verifier key
+	// ("<origin>+<hash>+<base64>"): golang.org/x/mod/sumdb/note and other signed-note tooling
+	// open Checkpoint with it.
+	VerifierKey string `json:"verifier_key"`
+	// LogKeys is the history of log keys: which one signed the records and checkpoints of which
+	// positions, so a checkpoint saved before a rotation can still be checked.
+	LogKeys []eventstore.KeyInfo `json:"log_keys"`
 }
 
 // logInfo serves any authenticated caller: nothing in it is secret, and it is what a witness or
@@ -37,5 +46,19 @@ func (s *Server) logInfo(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, LogInfo{Origin: origin, Size: size, Checkpoint: note, GenesisHash: genesis})
+	keys, err := s.cfg.Log.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	info := LogInfo{Origin: origin, Size: size, Checkpoint: note, GenesisHash: genesis, LogKeys: []eventstore.KeyInfo{}}
+	for _, k := range keys {
+		if k.Purpose != eventstore.PurposeLog {
+			continue
+		}
+		info.LogKeys = append(info.LogKeys, k)
+		if k.ValidUntil == nil {
+			info.VerifierKey = k.VerifierKey
+		}
+	}
+	return c.JSON(http.StatusOK, info)
 }

@@ -24,6 +24,9 @@ func (s *Service) rotateSigningKey(ctx context.Context, c RotateSigningKey) (Res
 	if err != nil {
 		return Result{}, err
 	}
+	// The "$log" record says who rotated, under which correlation and request ids, as every
+	// other record does.
+	meta := metadata(ctx, c.CommandName(), "", s.cfg.Now())
 	switch purpose {
 	case domain.KeyPurposeLog:
 		current, err := eventstore.LogKeyID(ctx, s.cfg.Pool)
@@ -37,7 +40,7 @@ func (s *Service) rotateSigningKey(ctx context.Context, c RotateSigningKey) (Res
 		if err := domain.CheckRotation(purpose, current, next.ID()); err != nil {
 			return Result{}, err
 		}
-		res, err := s.store.RotateLogKey(ctx, next)
+		res, err := s.store.RotateLogKey(ctx, meta, next)
 		if err != nil {
 			return Result{}, conflict(err)
 		}
@@ -54,7 +57,7 @@ func (s *Service) rotateSigningKey(ctx context.Context, c RotateSigningKey) (Res
 		if err := domain.CheckRotation(purpose, old.ID(), next.ID()); err != nil {
 			return Result{}, err
 		}
-		res, err := s.store.RotateKey(ctx, eventstore.PurposeToken, TokenKeyOwner, old, next)
+		res, err := s.store.RotateKey(ctx, meta, eventstore.PurposeToken, TokenKeyOwner, old, next)
 		if err != nil {
 			return Result{}, conflict(err)
 		}

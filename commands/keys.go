@@ -54,7 +54,8 @@ func (s *Service) EnsureTokenKey(ctx context.Context) (*eventstore.SigningKey, e
 	if err != nil {
 		return nil, fmt.Errorf("token key: %w", err)
 	}
-	if _, err := s.store.AddKey(ctx, eventstore.PurposeToken, TokenKeyOwner, key); err != nil {
+	meta := metadata(ctx, "EnsureTokenKey", "", s.cfg.Now())
+	if _, err := s.store.AddKey(ctx, meta, eventstore.PurposeToken, TokenKeyOwner, key); err != nil {
 		return nil, fmt.Errorf("token key: register: %w", err)
 	}
 	s.setTokenKey(key)

@@ -55,7 +55,7 @@ func (s *Service) enrollNode(ctx context.Context, c EnrollNode) (Result, error) 
 		}
 		d := changed(c.NodeID, domain.NodeStream(c.NodeID), 0, ev)
 		d.withKeyEvent = func(ctx context.Context, appends ...eventstore.StreamAppend) (eventstore.AppendResult, error) {
-			res, err := s.store.AddPublicKey(ctx, c.EventKey, appends...)
+			res, err := s.store.AddPublicKey(ctx, meta, c.EventKey, appends...)
 			if errors.Is(err, eventstore.ErrInvalidEvent) {
 				return res, &domain.ValidationError{Fields: []domain.FieldError{{Field: "event_key", Message: err.Error()}}}
 			}
@@ -127,7 +127,7 @@ func (s *Service) removeNode(ctx context.Context, c RemoveNode) (Result, error) 
 		}
 		d := changed(n.ID(), domain.NodeStream(n.ID()), n.Version(), ev)
 		d.withKeyEvent = func(ctx context.Context, appends ...eventstore.StreamAppend) (eventstore.AppendResult, error) {
-			return s.store.RevokeKeyWith(ctx, n.EventKeyID(), "node removed: "+c.Reason, appends...)
+			return s.store.RevokeKeyWith(ctx, meta, n.EventKeyID(), "node removed: "+c.Reason, appends...)
 		}
 		return d, nil
 	})

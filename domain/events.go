@@ -46,6 +46,8 @@ const (
 	TypeSIEMSinkUpdated     = "siem.sink_updated"
 	TypeSIEMSinkRemoved     = "siem.sink_removed"
 	TypeSIEMDeliverySkipped = "siem.delivery_skipped"
+
+	TypeExportCreated = "export.created"
 )
 
 // NodeReportable tells whether a node may report events of a type (in its own facts stream).
@@ -76,6 +78,7 @@ func EventTypes() []EventType {
 		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected, TypeAuditOverflowed,
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
 		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
+		TypeExportCreated,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -163,6 +166,8 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &SIEMSinkRemoved{}
 	case TypeSIEMDeliverySkipped:
 		e = &SIEMDeliverySkipped{}
+	case TypeExportCreated:
+		e = &ExportCreated{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

@@ -33,14 +33,14 @@ func TestChainVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodeKey, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.AddKey(ctx, eventstore.PurposeNode, "n1", nodeKey); err != nil {
+	if _, err := e.store.AddKey(ctx, nil, eventstore.PurposeNode, "n1", nodeKey); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.store.AppendPresigned(ctx, nodeBatch(nodeKey, "node-n1", "node-n1")); err != nil {
 		t.Fatal(err)
 	}
 	next, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.RotateLogKey(ctx, next); err != nil {
+	if _, err := e.store.RotateLogKey(ctx, nil, next); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.store.Append(ctx, "a", eventstore.Exact(3), note(4)); err != nil {

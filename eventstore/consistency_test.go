@@ -145,7 +145,7 @@ func TestCheckCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.store.RotateLogKey(ctx, next); err != nil {
+	if _, err := e.store.RotateLogKey(ctx, nil, next); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.store.Append(ctx, "a", eventstore.Exact(1), note(2)); err != nil {

@@ -31,7 +31,7 @@ func TestLogKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rot, err := e.store.RotateLogKey(ctx, next)
+	rot, err := e.store.RotateLogKey(ctx, nil, next)
 	if err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
@@ -56,7 +56,7 @@ func TestLogKeyRotation(t *testing.T) {
 		t.Fatalf("key history = %+v, want the first key valid until %d", rep.Keys, rot.LastPosition+1)
 	}
 	// Rotating to a key already in the history is refused.
-	if _, err := e.store.RotateLogKey(ctx, e.key); !errors.Is(err, eventstore.ErrKeyMismatch) {
+	if _, err := e.store.RotateLogKey(ctx, nil, e.key); !errors.Is(err, eventstore.ErrKeyMismatch) {
 		t.Fatalf("rotate back to a retired key: err = %v", err)
 	}
 	// init with the retired key says so.
@@ -71,7 +71,7 @@ func TestRetiredKeyRejectedAfterRotation(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	next, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.RotateLogKey(ctx, next); err != nil {
+	if _, err := e.store.RotateLogKey(ctx, nil, next); err != nil {
 		t.Fatal(err)
 	}
 	// A store that does not learn about the rotation and signs with the old key anyway: emulate by
@@ -89,26 +89,26 @@ func TestProducerKeys(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	nodeKey, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.AddKey(ctx, eventstore.PurposeNode, "node-1", nodeKey); err != nil {
+	if _, err := e.store.AddKey(ctx, nil, eventstore.PurposeNode, "node-1", nodeKey); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.store.AddKey(ctx, eventstore.PurposeNode, "node-1", nodeKey); !errors.Is(err, eventstore.ErrInvalidEvent) {
+	if _, err := e.store.AddKey(ctx, nil, eventstore.PurposeNode, "node-1", nodeKey); !errors.Is(err, eventstore.ErrInvalidEvent) {
 		t.Fatalf("adding a key twice: err = %v", err)
 	}
-	if _, err := e.store.AddKey(ctx, eventstore.PurposeLog, "", nodeKey); !errors.Is(err, eventstore.ErrInvalidEvent) {
+	if _, err := e.store.AddKey(ctx, nil, eventstore.PurposeLog, "", nodeKey); !errors.Is(err, eventstore.ErrInvalidEvent) {
 		t.Fatalf("adding a log key: err = %v", err)
 	}
 	rotated, _ := eventstore.GenerateSigningKey()
-	if _, err := e.store.RotateKey(ctx, eventstore.PurposeNode, "node-1", nodeKey, rotated); err != nil {
+	if _, err := e.store.RotateKey(ctx, nil, eventstore.PurposeNode, "node-1", nodeKey, rotated); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.store.RevokeKey(ctx, rotated.ID(), "node removed"); err != nil {
+	if _, err := e.store.RevokeKey(ctx, nil, rotated.ID(), "node removed"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.store.RevokeKey(ctx, rotated.ID(), "again"); !errors.Is(err, eventstore.ErrInvalidEvent) {
+	if _, err := e.store.RevokeKey(ctx, nil, rotated.ID(), "again"); !errors.Is(err, eventstore.ErrInvalidEvent) {
 		t.Fatalf("revoking twice: err = %v", err)
 	}
-	if _, err := e.store.RevokeKey(ctx, e.key.ID(), "no"); !errors.Is(err, eventstore.ErrInvalidEvent) {
+	if _, err := e.store.RevokeKey(ctx, nil, e.key.ID(), "no"); !errors.Is(err, eventstore.ErrInvalidEvent) {
 		t.Fatalf("revoking the log key: err = %v", err)
 	}
 	rep := verifyOK(t, e.url)
@@ -166,7 +166,7 @@ func TestAddPublicKeyWithAppends(t *testing.T) {
 	}
 	nodeKey, _ := eventstore.GenerateSigningKey()
 	p := eventstore.NewKeyAdded(origin, eventstore.PurposeNode, "node-7", nodeKey)
-	res, err := e.store.AddPublicKey(ctx, p, eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(1)}})
+	res, err := e.store.AddPublicKey(ctx, nil, p, eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestAddPublicKeyWithAppends(t *testing.T) {
 		t.Fatalf("result %+v, want the key record and the enrollment together", res)
 	}
 	other, _ := eventstore.GenerateSigningKey()
-	_, err = e.store.AddPublicKey(ctx, eventstore.NewKeyAdded(origin, eventstore.PurposeNode, "node-7", other),
+	_, err = e.store.AddPublicKey(ctx, nil, eventstore.NewKeyAdded(origin, eventstore.PurposeNode, "node-7", other),
 		eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.NoStream, Events: []eventstore.EventData{note(2)}})
 	if !errors.Is(err, eventstore.ErrWrongExpectedVersion) {
 		t.Fatalf("enrolling twice: err = %v", err)
@@ -185,10 +185,10 @@ func TestAddPublicKeyWithAppends(t *testing.T) {
 	}
 	bad := eventstore.NewKeyAdded(origin, eventstore.PurposeNode, "node-8", other)
 	bad.Proof[0] ^= 1
-	if _, err := e.store.AddPublicKey(ctx, bad); !errors.Is(err, eventstore.ErrInvalidEvent) {
+	if _, err := e.store.AddPublicKey(ctx, nil, bad); !errors.Is(err, eventstore.ErrInvalidEvent) {
 		t.Fatalf("bad proof: err = %v", err)
 	}
-	if _, err := e.store.RevokeKeyWith(ctx, nodeKey.ID(), "removed", eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.Exact(1), Events: []eventstore.EventData{note(3)}}); err != nil {
+	if _, err := e.store.RevokeKeyWith(ctx, nil, nodeKey.ID(), "removed", eventstore.StreamAppend{StreamID: "node-7", Expected: eventstore.Exact(1), Events: []eventstore.EventData{note(3)}}); err != nil {
 		t.Fatal(err)
 	}
 	verifyOK(t, e.url)

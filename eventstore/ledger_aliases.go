@@ -72,6 +72,7 @@ var (
 	NewKeyRing              = ledger.NewKeyRing
 	RangeFactory            = ledger.RangeFactory
 	OpenCheckpoint          = ledger.OpenCheckpoint
+	NoteVerifierKey         = ledger.NoteVerifierKey
 	Ed25519VerifyOptions    = ledger.Ed25519VerifyOptions
 	SignCheckpoint          = ledger.SignCheckpoint
 	RecordLeaf              = ledger.RecordLeaf

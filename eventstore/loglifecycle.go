@@ -56,7 +56,7 @@ func Init(ctx context.Context, pool *pgxpool.Pool, key *SigningKey, now time.Tim
 		return InitResult{}, fmt.Errorf("init: %w", err)
 	}
 	g := GenesisPayload{LogID: logID.String(), Origin: "tunnelplane/log/" + logID.String(), Algorithm: AlgorithmEd25519, KeyID: key.ID(), PublicKey: key.Public()}
-	if _, err := appendLogRecord(ctx, tx, h, now, TypeGenesis, g, key, key, g.Origin); err != nil {
+	if _, err := appendLogRecord(ctx, tx, h, now, TypeGenesis, g, emptyObject, key, key, g.Origin); err != nil {
 		return InitResult{}, fmt.Errorf("init: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -69,7 +69,7 @@ func Init(ctx context.Context, pool *pgxpool.Pool, key *SigningKey, now time.Tim
 // by checkpointKey (the log key in force after the record), followed in the same batch by the
 // extra stream appends (already validated, signed by recordKey here), whose expected versions are
 // checked against the database under the head lock.
-func appendLogRecord(ctx context.Context, tx pgx.Tx, h head, now time.Time, typ string, payload any, recordKey, checkpointKey *SigningKey, origin string, extra ...preparedAppend) (AppendResult, error) {
+func appendLogRecord(ctx context.Context, tx pgx.Tx, h head, now time.Time, typ string, payload any, meta []byte, recordKey, checkpointKey *SigningKey, origin string, extra ...preparedAppend) (AppendResult, error) {
 	body, err := json.Marshal(payload)
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("%s payload: %w", typ, err)
@@ -82,7 +82,7 @@ func appendLogRecord(ctx context.Context, tx pgx.Tx, h head, now time.Time, typ 
 	if err := tx.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, LogStream).Scan(&version); err != nil {
 		return AppendResult{}, classify(err)
 	}
-	ev := []pendingEvent{{env: Envelope{EventID: id, StreamID: LogStream, Type: typ, SchemaVersion: 1, Payload: body, Metadata: emptyObject}}}
+	ev := []pendingEvent{{env: Envelope{EventID: id, StreamID: LogStream, Type: typ, SchemaVersion: 1, Payload: body, Metadata: meta}}}
 	signAll(recordKey, ev)
 	now = now.UTC().Truncate(time.Microsecond)
 	b := newBatchBuilder(h, now)
@@ -164,10 +164,16 @@ func (s *Store) logTx(ctx context.Context, fn func(tx pgx.Tx, h head, ring *KeyR
 }
 
 // RotateLogKey replaces the log key by next. The rotation record is signed by the current key and
-// cross-signed by both; records after it, and its own checkpoint, are signed by next.
-func (s *Store) RotateLogKey(ctx context.Context, next *SigningKey) (AppendResult, error) {
+// cross-signed by both; records after it, and its own checkpoint, are signed by next. meta is the
+// record's metadata (who rotated, the correlation and request ids: a JSON object; nil means {}),
+// as for the key records below.
+func (s *Store) RotateLogKey(ctx context.Context, meta []byte, next *SigningKey) (AppendResult, error) {
 	if s.currentKey() == nil {
 		return AppendResult{}, fmt.Errorf("rotate log key: %w", ErrReadOnly)
+	}
+	meta, err := checkMetadata(meta)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("rotate log key: %w", err)
 	}
 	// Known before commit, so a concurrent batch that sees the new head key can sign with it.
 	s.keyMu.Lock()
@@ -178,7 +184,7 @@ func (s *Store) RotateLogKey(ctx context.Context, next *SigningKey) (AppendResul
 			return AppendResult{}, fmt.Errorf("%w: key %s is already in the log's history", ErrKeyMismatch, next.ID())
 		}
 		p := NewKeyRotation(h.origin, PurposeLog, "", key, next)
-		return appendLogRecord(ctx, tx, h, s.cfg.Now(), TypeKeyRotated, p, key, next, h.origin)
+		return appendLogRecord(ctx, tx, h, s.cfg.Now(), TypeKeyRotated, p, meta, key, next, h.origin)
 	})
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("rotate log key: %w", err)
@@ -188,11 +194,11 @@ func (s *Store) RotateLogKey(ctx context.Context, next *SigningKey) (AppendResul
 }
 
 // AddKey registers a key of another purpose (a node's event key, a token key) in the log.
-func (s *Store) AddKey(ctx context.Context, purpose KeyPurpose, owner string, key *SigningKey) (AppendResult, error) {
+func (s *Store) AddKey(ctx context.Context, meta []byte, purpose KeyPurpose, owner string, key *SigningKey) (AppendResult, error) {
 	if !purpose.Valid() || purpose == PurposeLog {
 		return AppendResult{}, fmt.Errorf("add key: %w: purpose %q (log keys change only by rotation)", ErrInvalidEvent, purpose)
 	}
-	return s.addPublicKey(ctx, TypeKeyAdded, func(origin string) any { return NewKeyAdded(origin, purpose, owner, key) })
+	return s.addPublicKey(ctx, meta, TypeKeyAdded, func(origin string) any { return NewKeyAdded(origin, purpose, owner, key) })
 }
 
 // Origin is the log's origin (the checkpoint note name), fixed by the genesis record.
@@ -209,34 +215,38 @@ func (s *Store) Origin(ctx context.Context) (string, error) {
 
 // AddPublicKey registers a key whose holder built the payload (a remote node proving possession
 // of its event key with NewKeyAdded), atomically with the given appends (its enrollment).
-func (s *Store) AddPublicKey(ctx context.Context, p KeyAddedPayload, also ...StreamAppend) (AppendResult, error) {
+func (s *Store) AddPublicKey(ctx context.Context, meta []byte, p KeyAddedPayload, also ...StreamAppend) (AppendResult, error) {
 	if !p.Purpose.Valid() || p.Purpose == PurposeLog {
 		return AppendResult{}, fmt.Errorf("add key: %w: purpose %q (log keys change only by rotation)", ErrInvalidEvent, p.Purpose)
 	}
-	return s.addPublicKey(ctx, TypeKeyAdded, func(string) any { return p }, also...)
+	return s.addPublicKey(ctx, meta, TypeKeyAdded, func(string) any { return p }, also...)
 }
 
 // RevokeKeyWith revokes a non-log key atomically with the given appends (a node's removal).
-func (s *Store) RevokeKeyWith(ctx context.Context, keyID, reason string, also ...StreamAppend) (AppendResult, error) {
-	return s.addPublicKey(ctx, TypeKeyRevoked, func(string) any { return KeyRevokedPayload{KeyID: keyID, Reason: reason} }, also...)
+func (s *Store) RevokeKeyWith(ctx context.Context, meta []byte, keyID, reason string, also ...StreamAppend) (AppendResult, error) {
+	return s.addPublicKey(ctx, meta, TypeKeyRevoked, func(string) any { return KeyRevokedPayload{KeyID: keyID, Reason: reason} }, also...)
 }
 
 // RotateKey replaces a non-log key by next, cross-signed by both.
-func (s *Store) RotateKey(ctx context.Context, purpose KeyPurpose, owner string, old, next *SigningKey) (AppendResult, error) {
+func (s *Store) RotateKey(ctx context.Context, meta []byte, purpose KeyPurpose, owner string, old, next *SigningKey) (AppendResult, error) {
 	if !purpose.Valid() || purpose == PurposeLog {
 		return AppendResult{}, fmt.Errorf("rotate key: %w: purpose %q (use RotateLogKey)", ErrInvalidEvent, purpose)
 	}
-	return s.addPublicKey(ctx, TypeKeyRotated, func(origin string) any { return NewKeyRotation(origin, purpose, owner, old, next) })
+	return s.addPublicKey(ctx, meta, TypeKeyRotated, func(origin string) any { return NewKeyRotation(origin, purpose, owner, old, next) })
 }
 
 // RevokeKey ends a non-log key's validity.
-func (s *Store) RevokeKey(ctx context.Context, keyID, reason string) (AppendResult, error) {
-	return s.addPublicKey(ctx, TypeKeyRevoked, func(string) any { return KeyRevokedPayload{KeyID: keyID, Reason: reason} })
+func (s *Store) RevokeKey(ctx context.Context, meta []byte, keyID, reason string) (AppendResult, error) {
+	return s.addPublicKey(ctx, meta, TypeKeyRevoked, func(string) any { return KeyRevokedPayload{KeyID: keyID, Reason: reason} })
 }
 
-func (s *Store) addPublicKey(ctx context.Context, typ string, build func(origin string) any, also ...StreamAppend) (AppendResult, error) {
+func (s *Store) addPublicKey(ctx context.Context, meta []byte, typ string, build func(origin string) any, also ...StreamAppend) (AppendResult, error) {
 	if s.currentKey() == nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, ErrReadOnly)
+	}
+	meta, err := checkMetadata(meta)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("%s: %w", typ, err)
 	}
 	extra, err := s.prepareAppends(also)
 	if err != nil {
@@ -252,7 +262,7 @@ func (s *Store) addPublicKey(ctx context.Context, typ string, build func(origin 
 		if _, err := ring.Apply(h.next, typ, body); err != nil {
 			return AppendResult{}, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 		}
-		return appendLogRecord(ctx, tx, h, s.cfg.Now(), typ, payload, key, key, h.origin, extra...)
+		return appendLogRecord(ctx, tx, h, s.cfg.Now(), typ, payload, meta, key, key, h.origin, extra...)
 	})
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, err)

@@ -37,7 +37,7 @@ func TestAppendPresigned(t *testing.T) {
 	}
 	// Another process registers the key; this store learns it on demand.
 	other := startStore(t, e.url, e.key, nil)
-	if _, err := other.AddKey(ctx, eventstore.PurposeNode, "n1", nodeKey); err != nil {
+	if _, err := other.AddKey(ctx, nil, eventstore.PurposeNode, "n1", nodeKey); err != nil {
 		t.Fatal(err)
 	}
 	batch := nodeBatch(nodeKey, "node-n1", "tunnel-a", "node-n1")
@@ -69,7 +69,7 @@ func TestAppendPresigned(t *testing.T) {
 		t.Fatalf("presigned into $log: err = %v", err)
 	}
 	// Revoked by another process after this store cached the key: refused under the head lock.
-	if _, err := other.RevokeKey(ctx, nodeKey.ID(), "node removed"); err != nil {
+	if _, err := other.RevokeKey(ctx, nil, nodeKey.ID(), "node removed"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.store.AppendPresigned(ctx, nodeBatch(nodeKey, "node-n1")); !errors.Is(err, eventstore.ErrBadSignature) {

@@ -46,6 +46,23 @@ func validJSON(b []byte) error {
 	return nil
 }
 
+// checkMetadata returns the metadata to store ({} for nil), or why it cannot be stored.
+func checkMetadata(meta []byte) ([]byte, error) {
+	if meta == nil {
+		return emptyObject, nil
+	}
+	if len(meta) > MaxMetadataBytes {
+		return nil, fmt.Errorf("%w: metadata has %d bytes, at most %d", ErrTooLarge, len(meta), MaxMetadataBytes)
+	}
+	if err := validJSON(meta); err != nil {
+		return nil, fmt.Errorf("%w: metadata %w", ErrInvalidEvent, err)
+	}
+	if trimmed := bytes.TrimSpace(meta); len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, fmt.Errorf("%w: metadata must be a JSON object", ErrInvalidEvent)
+	}
+	return meta, nil
+}
+
 func (s *Store) prepareEvents(streamID string, events []EventData) ([]pendingEvent, error) {
 	if len(events) == 0 {
 		return nil, fmt.Errorf("%w: no events to append", ErrInvalidEvent)
@@ -66,18 +83,9 @@ func (s *Store) prepareEvents(streamID string, events []EventData) ([]pendingEve
 		if err := validJSON(e.Payload); err != nil {
 			return nil, fmt.Errorf("event %d (%s): %w: payload %w", i, e.Type, ErrInvalidEvent, err)
 		}
-		meta := e.Metadata
-		if meta == nil {
-			meta = emptyObject
-		}
-		if len(meta) > MaxMetadataBytes {
-			return nil, fmt.Errorf("event %d (%s): %w: metadata has %d bytes, at most %d", i, e.Type, ErrTooLarge, len(meta), MaxMetadataBytes)
-		}
-		if err := validJSON(meta); err != nil {
-			return nil, fmt.Errorf("event %d (%s): %w: metadata %w", i, e.Type, ErrInvalidEvent, err)
-		}
-		if trimmed := bytes.TrimSpace(meta); len(trimmed) == 0 || trimmed[0] != '{' {
-			return nil, fmt.Errorf("event %d (%s): %w: metadata must be a JSON object", i, e.Type, ErrInvalidEvent)
+		meta, err := checkMetadata(e.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("event %d (%s): %w", i, e.Type, err)
 		}
 		id := e.ID
 		if id == uuid.Nil {

@@ -101,6 +101,7 @@ func samples() map[string]any {
 		domain.TypeSIEMSinkUpdated:     domain.SIEMSinkUpdated{SinkID: uuid.NewString(), SIEMSinkSpec: domain.SIEMSinkSpec{Name: "rsyslog", Transport: "syslog", Address: "siem.example:6514", Format: "cef"}},
 		domain.TypeSIEMSinkRemoved:     domain.SIEMSinkRemoved{SinkID: uuid.NewString(), OrgID: org, Reason: "moved to another SIEM"},
 		domain.TypeSIEMDeliverySkipped: domain.SIEMDeliverySkipped{SinkID: uuid.NewString(), Position: 41, Reason: "the receiver refuses it for good"},
+		domain.TypeExportCreated:       domain.ExportCreated{ExportID: uuid.NewString(), From: 10, To: 99, Records: 90, CheckpointSize: 120, BundleSHA256: "ab12"},
 	}
 }
 

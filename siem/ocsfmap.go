@@ -282,6 +282,11 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.SIEMDeliverySkipped)
 		return e.SinkID, "record " + strconv.FormatUint(e.Position, 10) + " skipped"
 	}), sevMedium),
+	// Evidence leaving the log is worth a look: who took which window.
+	domain.TypeExportCreated: withSeverity(entity(1, "Create", "Evidence bundle", func(d decoded) (string, string) {
+		e := d.event.(*domain.ExportCreated)
+		return e.ExportID, "positions " + strconv.FormatUint(e.From, 10) + ".." + strconv.FormatUint(e.To, 10)
+	}), sevLow),
 }
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.

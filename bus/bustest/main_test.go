@@ -206,7 +206,7 @@ func (s *storeEnv) enrollNode(t testing.TB) (string, *eventstore.SigningKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.store.AddKey(ctxT(t), eventstore.PurposeNode, nodeID, key); err != nil {
+	if _, err := s.store.AddKey(ctxT(t), nil, eventstore.PurposeNode, nodeID, key); err != nil {
 		t.Fatalf("add node key: %v", err)
 	}
 	return nodeID, key

@@ -98,6 +98,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newInitCommand(g),
 		newMigrateCommand(g),
 		newVerifyCommand(g),
+		newExportCommand(g),
+		newVerifyExportCommand(g),
 		bench,
 		newDBCommand(g),
 		newControlCommand(g),

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -93,6 +95,7 @@ checkpoint, 2 could not run.`,
 				fmt.Fprintf(g.stdout, "ok: %d records verified (positions %d..%d), %d checkpoints, %d keys, %.1fs (%.0f records/s)\n",
 					rep.Count, rep.From, rep.To, rep.Checkpoints, len(rep.Keys), rep.Seconds, rep.PerSecond)
 				fmt.Fprintf(g.stdout, "head hash: %s\n", rep.HeadHash)
+				printKeyHistory(g.stdout, rep.Keys)
 			} else {
 				fmt.Fprintf(g.stdout, "FAILED at position %d: %s: %s\n", rep.Failure.Position, rep.Failure.Kind, rep.Failure.Detail)
 				fmt.Fprintf(g.stdout, "records %d..%d verified before the failure\n", rep.From, rep.From+rep.Count)
@@ -118,6 +121,31 @@ checkpoint, 2 could not run.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().StringVar(&checkpointFile, "checkpoint", "", "a checkpoint note saved earlier (verify's output or GET /api/v1/log): check that the log still extends it")
 	return cmd
+}
+
+// printKeyHistory lists which key signed which positions; a log key with its C2SP note verifier
+// key, which standard tooling (golang.org/x/mod/sumdb/note) opens the checkpoints with.
+func printKeyHistory(w io.Writer, keys []eventstore.KeyInfo) {
+	fmt.Fprintln(w, "key history (positions each key may sign):")
+	for _, k := range keys {
+		until := "now"
+		if k.ValidUntil != nil {
+			until = strconv.FormatUint(*k.ValidUntil-1, 10)
+		}
+		fmt.Fprintf(w, "  %-5s %s  %d..%s", k.Purpose, k.KeyID, k.ValidFrom, until)
+		if k.Owner != "" {
+			fmt.Fprintf(w, "  owner %s", k.Owner)
+		}
+		fmt.Fprintln(w)
+		if k.VerifierKey != "" {
+			fmt.Fprintf(w, "        verifier key: %s\n", k.VerifierKey)
+		}
+	}
+	for _, k := range keys {
+		if k.Purpose == eventstore.PurposeLog && k.ValidUntil == nil {
+			fmt.Fprintf(w, "log key in force (C2SP note verifier key, opens the checkpoint below): %s\n", k.VerifierKey)
+		}
+	}
 }
 
 // checkpointCheck is the outcome of verify --checkpoint.

@@ -20,6 +20,17 @@ var ErrCheckpoint = errors.New("invalid checkpoint")
 //
 // so standard transparency-log tooling can read and verify them. The note key name is the origin.
 
+// NoteVerifierKey is the C2SP signed-note verifier key ("<origin>+<key hash hex>+<base64 of
+// 0x01 ‖ public key>") of a log key: given it, golang.org/x/mod/sumdb/note (note.NewVerifier,
+// note.Open) and other C2SP tooling verify the log's checkpoints without any of our code.
+func NoteVerifierKey(origin string, pub ed25519.PublicKey) (string, error) {
+	vkey, err := note.NewEd25519VerifierKey(origin, pub)
+	if err != nil {
+		return "", fmt.Errorf("%w: verifier key: %w", ErrCheckpoint, err)
+	}
+	return vkey, nil
+}
+
 // noteKeyHash computes the note key hash for an Ed25519 key under name, as golang.org/x/mod's
 // note package does, by building its verifier key string.
 func noteKeyHash(name string, pub ed25519.PublicKey) (uint32, error) {

@@ -133,6 +133,12 @@ type KeyInfo struct {
 	// (absent while the key is in force).
 	ValidFrom  uint64  `json:"valid_from"`
 	ValidUntil *uint64 `json:"valid_until,omitempty"`
+	// PublicKey is the Ed25519 public key (base64 in JSON).
+	PublicKey ed25519.PublicKey `json:"public_key"`
+	// VerifierKey is a log key as a C2SP note verifier key (NoteVerifierKey): what standard
+	// tooling (golang.org/x/mod/sumdb/note) opens the log's checkpoints with. Empty for the
+	// other purposes, which never sign checkpoints.
+	VerifierKey string `json:"verifier_key,omitempty"`
 }
 
 type RingKey struct {
@@ -206,7 +212,10 @@ func untilString(u uint64) string {
 func (r *KeyRing) Infos() []KeyInfo {
 	out := make([]KeyInfo, 0, len(r.keys))
 	for _, k := range r.keys {
-		ki := KeyInfo{KeyID: k.id, Purpose: k.purpose, Owner: k.owner, Fingerprint: Fingerprint(k.pub), ValidFrom: k.from}
+		ki := KeyInfo{KeyID: k.id, Purpose: k.purpose, Owner: k.owner, Fingerprint: Fingerprint(k.pub), ValidFrom: k.from, PublicKey: k.pub}
+		if k.purpose == PurposeLog {
+			ki.VerifierKey, _ = NoteVerifierKey(r.origin, k.pub) // the key and origin were checked when they entered the ring
+		}
 		if k.until != math.MaxUint64 {
 			u := k.until
 			ki.ValidUntil = &u

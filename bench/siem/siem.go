@@ -8,7 +8,6 @@ package siem
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,8 +22,6 @@ import (
 	apibench "github.com/tunnelplane/tunnelplane/bench/api"
 	"github.com/tunnelplane/tunnelplane/bench/stats"
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
-	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/rsyslog"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/siem"
@@ -132,7 +129,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer sys.Stop()
 	store, pool := sys.Store, sys.Pool
-	if err := fill(ctx, store, o.Records); err != nil {
+	if err := storebench.AppendOrgs(ctx, store, 0, o.Records); err != nil {
 		return nil, err
 	}
 	n, err := store.Head(ctx)
@@ -350,26 +347,4 @@ func syslogTimestamp(m []byte) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("bench siem: no RFC 5424 timestamp in %.40q", m)
-}
-
-// fill appends n organization.created events, 500 streams per append.
-func fill(ctx context.Context, store *eventstore.Store, n int) error {
-	for done := 0; done < n; {
-		k := min(500, n-done)
-		appends := make([]eventstore.StreamAppend, k)
-		for i := range appends {
-			org := uuid.NewString()
-			b, err := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: fmt.Sprintf("o%d", done+i), CreatedBy: "bench"})
-			if err != nil {
-				return err
-			}
-			appends[i] = eventstore.StreamAppend{StreamID: domain.OrgStream(org), Expected: eventstore.NoStream,
-				Events: []eventstore.EventData{{Type: domain.TypeOrganizationCreated, Payload: b}}}
-		}
-		if _, err := store.AppendMulti(ctx, appends...); err != nil {
-			return fmt.Errorf("bench siem: fill the log: %w", err)
-		}
-		done += k
-	}
-	return nil
 }

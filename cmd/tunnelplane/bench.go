@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	exportbench "github.com/tunnelplane/tunnelplane/bench/export"
 	siembench "github.com/tunnelplane/tunnelplane/bench/siem"
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
@@ -91,7 +92,38 @@ the receiver acknowledged the batch holding it (p50, p99).`,
 	siemCmd.Flags().DurationVar(&loadDur, "load-duration", 10*time.Second, "how long the API load runs while the lag is measured")
 	siemCmd.Flags().IntVar(&loadClients, "load-clients", 64, "HTTP clients sending the API load")
 	siemCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys siem_eps, baseline_eps, siem_ratio, lag_p50_ms, lag_p99_ms, commands_per_s …)")
-	cmd.AddCommand(siemCmd)
+	cmd.AddCommand(siemCmd, newBenchExportCommand(g))
+	return cmd
+}
+
+func newBenchExportCommand(g *globals) *cobra.Command {
+	var records, rounds int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Export and verify-export an evidence bundle of the whole log vs verify of the same log (scratch database)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			srv, err := g.resolveDatabase(ctx, devdb.PrivateStart, true)
+			if err != nil {
+				return err
+			}
+			res, err := exportbench.Run(ctx, exportbench.Options{AdminURL: srv.AdminURL, Records: records, Rounds: rounds, Progress: g.stderr, Logger: g.log})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g, res)
+			}
+			fmt.Fprintf(g.stdout, "export %.0f records/s (%.2f× verify), verify-export %.0f records/s (%.2f× verify), verify %.0f records/s\n%d records, bundle %d bytes, medians of %d rounds; baseline: %s\n",
+				res.ExportEPS, res.ExportRatio, res.VerifyExportEPS, res.VerifyExportRatio, res.VerifyEPS, res.Records, res.BundleBytes, res.Rounds, res.Baseline)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&records, "records", 1_000_000, "records in the scratch log")
+	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds (medians are reported)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys export_eps, verify_export_eps, verify_eps …)")
 	return cmd
 }
 

@@ -18,11 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/tunnelplane/tunnelplane/api"
-	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
+	storebench "github.com/tunnelplane/tunnelplane/bench/store"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/hectest"
@@ -242,7 +239,7 @@ func TestSIEMDeliveryThroughKillsAndRestarts(t *testing.T) {
 	const total = 100_000
 	var written sync.WaitGroup
 	writeErr := make(chan error, 1)
-	written.Go(func() { writeErr <- appendOrgsFast(log.Store, total) })
+	written.Go(func() { writeErr <- storebench.AppendOrgs(context.Background(), log.Store, 0, total) })
 	progress := func(what string, got func() int, atLeast int) {
 		t.Helper()
 		poll.Until(t, 120*time.Second, fmt.Sprintf("%s: %d events", what, atLeast), func() bool { return got() >= atLeast })
@@ -314,26 +311,4 @@ func TestSIEMDeliveryThroughKillsAndRestarts(t *testing.T) {
 		}
 		t.Logf("%s: %d records, each at least once, %d duplicates (same event id, same sequence number)", name, len(ids), dups)
 	}
-}
-
-// appendOrgsFast writes n organization.created events in batches of 500.
-func appendOrgsFast(st *eventstore.Store, n int) error {
-	for done := 0; done < n; {
-		k := min(500, n-done)
-		appends := make([]eventstore.StreamAppend, k)
-		for i := range appends {
-			org := uuid.NewString()
-			b, err := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: "o" + org[:8], CreatedBy: "siem-test"})
-			if err != nil {
-				return err
-			}
-			appends[i] = eventstore.StreamAppend{StreamID: domain.OrgStream(org), Expected: eventstore.NoStream,
-				Events: []eventstore.EventData{{Type: domain.TypeOrganizationCreated, Payload: b}}}
-		}
-		if _, err := st.AppendMulti(context.Background(), appends...); err != nil {
-			return err
-		}
-		done += k
-	}
-	return nil
 }

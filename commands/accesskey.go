@@ -48,7 +48,7 @@ func (s *Service) issueAccessKey(ctx context.Context, c IssueAccessKey) (Result,
 	}
 	now := s.cfg.Now()
 	ev, err := domain.IssueAccessKey(t, domain.NewAccessKey{KeyID: keyID, IssuedBy: ActorFrom(ctx).ID, SecretHash: domain.HashAccessKey(secret),
-		Now: now, TTL: c.TTL, CIDRs: c.CIDRs, RateTier: c.RateTier})
+		Now: now, TTL: c.TTL, CIDRs: c.CIDRs, RateTier: c.RateTier, DerivedFrom: key.ID()})
 	if err != nil {
 		return Result{}, err
 	}

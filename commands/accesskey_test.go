@@ -40,7 +40,7 @@ func TestAccessKeys(t *testing.T) {
 	e, _ := domain.Decode(recs[0].Type, recs[0].Payload)
 	ev := e.(*domain.AccessKeyIssued)
 	if ev.SecretHash != domain.HashAccessKey(k.Secret) || ev.TunnelID != tun.ID || ev.IssuedBy != "alice" || ev.RateTier != "free" ||
-		len(ev.CIDRs) != 1 || !ev.ExpiresAt.Equal(*k.ExpiresAt) {
+		len(ev.CIDRs) != 1 || !ev.ExpiresAt.Equal(*k.ExpiresAt) || ev.DerivedFrom != h.svc.TokenKey().ID() || ev.DerivedFrom != k.KeyID {
 		t.Fatalf("event %+v", ev)
 	}
 	// A replay (a client that lost the first answer) shows the same secret, and appends nothing.

@@ -49,6 +49,9 @@ type NewAccessKey struct {
 	CIDRs []string
 	// RateTier names a rate tier (kept for later; not enforced yet).
 	RateTier string
+	// DerivedFrom is the id of the token key the secret was derived from: whoever holds that
+	// key can derive the secret, so nodes refuse the access key once that key is revoked.
+	DerivedFrom string
 }
 
 // IssueAccessKey decides issuing an access key for an active tunnel.
@@ -66,6 +69,9 @@ func IssueAccessKey(t *Tunnel, in NewAccessKey) (AccessKeyIssued, error) {
 	if err != nil {
 		p.add("cidrs", "%s", err.Error())
 	}
+	if len(in.DerivedFrom) > 256 || strings.IndexFunc(in.DerivedFrom, unicode.IsControl) >= 0 {
+		p.add("derived_from", "must be a key id")
+	}
 	if in.RateTier != "" && !ValidName(in.RateTier) {
 		p.add("rate_tier", "must be 1-63 lower-case letters, digits or inner hyphens")
 	}
@@ -76,7 +82,7 @@ func IssueAccessKey(t *Tunnel, in NewAccessKey) (AccessKeyIssued, error) {
 		return AccessKeyIssued{}, fmt.Errorf("issue access key: %w: tunnel %s is %s", ErrInvalidState, t.ID(), t.State())
 	}
 	return AccessKeyIssued{KeyID: in.KeyID, OrgID: t.OrgID(), TunnelID: t.ID(), SecretHash: in.SecretHash,
-		ExpiresAt: in.Now.Add(in.TTL).UTC().Truncate(time.Second), CIDRs: cidrs, RateTier: in.RateTier, IssuedBy: in.IssuedBy}, nil
+		ExpiresAt: in.Now.Add(in.TTL).UTC().Truncate(time.Second), CIDRs: cidrs, RateTier: in.RateTier, DerivedFrom: in.DerivedFrom, IssuedBy: in.IssuedBy}, nil
 }
 
 // CanonicalCIDRs parses a source allow-list (prefixes like 10.0.0.0/8, or single addresses) into

@@ -40,6 +40,7 @@ func TestAccessKeys(t *testing.T) {
 		{"bad tier", func(n *NewAccessKey) { n.RateTier = "Gold Tier" }, "rate_tier"},
 		{"no issuer", func(n *NewAccessKey) { n.IssuedBy = "" }, "issued_by"},
 		{"bad id", func(n *NewAccessKey) { n.KeyID = "x" }, "key_id"},
+		{"control bytes in derived_from", func(n *NewAccessKey) { n.DerivedFrom = "ed25519:\x00" }, "derived_from"},
 	}
 	for _, c := range cases {
 		in := ok

@@ -328,7 +328,10 @@ type AccessKeyIssued struct {
 	// CIDRs are the only source prefixes the key is accepted from (canonical); none: any.
 	CIDRs    []string `json:"cidrs,omitempty"`
 	RateTier string   `json:"rate_tier,omitempty"`
-	IssuedBy string   `json:"issued_by"`
+	// DerivedFrom is the token key the secret was derived from (commands/token.AccessKeySecret):
+	// a node refuses the access key once that key is revoked.
+	DerivedFrom string `json:"derived_from,omitempty"`
+	IssuedBy    string `json:"issued_by"`
 }
 
 // AccessKeyRevoked makes an access key unusable at once, on every node.

@@ -88,7 +88,7 @@ func samples() map[string]any {
 		domain.TypeAgentTokenIssued:    domain.AgentTokenIssued{TokenID: uuid.NewString(), OrgID: org, TunnelID: tun, ExpiresAt: at.Add(time.Hour), KeyID: "k", IssuedBy: "alice"},
 		domain.TypeAgentTokenRevoked:   domain.AgentTokenRevoked{TokenID: uuid.NewString(), OrgID: org, TunnelID: tun, Reason: "leaked"},
 		domain.TypeAccessKeyIssued: domain.AccessKeyIssued{KeyID: uuid.NewString(), OrgID: org, TunnelID: tun, SecretHash: domain.HashAccessKey("tpk_x"),
-			ExpiresAt: at.Add(time.Hour), CIDRs: []string{"10.0.0.0/8"}, RateTier: "free", IssuedBy: "alice"},
+			ExpiresAt: at.Add(time.Hour), CIDRs: []string{"10.0.0.0/8"}, RateTier: "free", DerivedFrom: "ed25519:1", IssuedBy: "alice"},
 		domain.TypeAccessKeyRevoked:    domain.AccessKeyRevoked{KeyID: uuid.NewString(), OrgID: org, TunnelID: tun, Reason: "leaked"},
 		domain.TypeRoleAssigned:        domain.RoleAssigned{OrgID: org, UserID: "bob", Role: "operator"},
 		domain.TypeRoleUnassigned:      domain.RoleUnassigned{OrgID: org, UserID: "bob", Role: "operator"},

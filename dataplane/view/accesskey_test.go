@@ -12,6 +12,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 const (
@@ -19,6 +20,7 @@ const (
 	keyCIDR    = "0193f2a4-7c1e-7d3a-9b2e-0000000000a2"
 	keyExpired = "0193f2a4-7c1e-7d3a-9b2e-0000000000a3"
 	keyOther   = "0193f2a4-7c1e-7d3a-9b2e-0000000000a4"
+	keyDerived = "0193f2a4-7c1e-7d3a-9b2e-0000000000a5"
 )
 
 // secretOf is a test key's secret; the view only ever sees its hash.
@@ -110,6 +112,24 @@ func TestAccessKeysInTheView(t *testing.T) {
 	f.domain(domain.AccessKeyRevoked{KeyID: keyCIDR, OrgID: org2, TunnelID: tun, Reason: "forged"})
 	if err := callWithKey(v, secretOf(keyCIDR), "llm.acme", "10.0.0.1"); err != nil {
 		t.Fatalf("a revocation of another org counted: %v", err)
+	}
+	// A key derived from a token key works until that key is revoked (a rotation leaves it be):
+	// whoever holds the token key can derive its secret.
+	tk, _ := ledger.GenerateSigningKey()
+	tk2, _ := ledger.GenerateSigningKey()
+	f.log(ledger.TypeKeyAdded, ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", tk))
+	f.domain(domain.AccessKeyIssued{KeyID: keyDerived, OrgID: org, TunnelID: tun, SecretHash: domain.HashAccessKey(secretOf(keyDerived)),
+		ExpiresAt: later, DerivedFrom: tk.ID(), IssuedBy: "alice"})
+	if err := callWithKey(v, secretOf(keyDerived), "llm.acme", "10.0.0.1"); err != nil {
+		t.Fatalf("a derived key: %v", err)
+	}
+	f.log(ledger.TypeKeyRotated, ledger.NewKeyRotation("o", ledger.PurposeToken, "control-plane", tk, tk2))
+	if err := callWithKey(v, secretOf(keyDerived), "llm.acme", "10.0.0.1"); err != nil {
+		t.Fatalf("a derived key after its token key was rotated: %v", err)
+	}
+	f.log(ledger.TypeKeyRevoked, ledger.KeyRevokedPayload{KeyID: tk.ID(), Reason: "leaked"})
+	if err := callWithKey(v, secretOf(keyDerived), "llm.acme", "10.0.0.1"); !errors.Is(err, node.ErrUnauthenticated) || !strings.Contains(token.Reason(err), "token key") {
+		t.Fatalf("a key derived from a revoked token key: %v", err)
 	}
 	// The tunnel deleted: its keys call nothing.
 	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})

@@ -56,13 +56,14 @@ type snapshotTunnel struct {
 }
 
 type snapshotAccessKey struct {
-	ID         string    `json:"id"`
-	OrgID      string    `json:"org_id"`
-	TunnelID   string    `json:"tunnel_id"`
-	SecretHash string    `json:"secret_hash"`
-	ExpiresAt  time.Time `json:"expires_at"`
-	CIDRs      []string  `json:"cidrs,omitempty"`
-	Revoked    bool      `json:"revoked,omitempty"`
+	ID          string    `json:"id"`
+	OrgID       string    `json:"org_id"`
+	TunnelID    string    `json:"tunnel_id"`
+	SecretHash  string    `json:"secret_hash"`
+	DerivedFrom string    `json:"derived_from,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	CIDRs       []string  `json:"cidrs,omitempty"`
+	Revoked     bool      `json:"revoked,omitempty"`
 }
 
 // Snapshot is the view's state as of Position, for the log whose origin is given. Restore
@@ -88,7 +89,8 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 		s.ByName[org] = maps.Clone(names)
 	}
 	for _, k := range v.accessKeys {
-		sk := snapshotAccessKey{ID: k.id, OrgID: k.orgID, TunnelID: k.tunnelID, SecretHash: k.hash, ExpiresAt: k.expiresAt, Revoked: k.revoked}
+		sk := snapshotAccessKey{ID: k.id, OrgID: k.orgID, TunnelID: k.tunnelID, SecretHash: k.hash, DerivedFrom: k.derivedFrom, ExpiresAt: k.expiresAt,
+			Revoked: k.revoked}
 		for _, p := range k.cidrs {
 			sk.CIDRs = append(sk.CIDRs, p.String())
 		}
@@ -183,7 +185,7 @@ func (v *View) Restore(b []byte, origin string) error {
 		v.revoked[id] = true
 	}
 	for _, k := range s.AccessKeys {
-		if err := v.putAccessKey(k.ID, k.OrgID, k.TunnelID, k.SecretHash, k.ExpiresAt, k.CIDRs, k.Revoked); err != nil {
+		if err := v.putAccessKey(k.ID, k.OrgID, k.TunnelID, k.SecretHash, k.DerivedFrom, k.ExpiresAt, k.CIDRs, k.Revoked); err != nil {
 			return fmt.Errorf("view snapshot: %w", err)
 		}
 	}

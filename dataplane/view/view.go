@@ -59,6 +59,7 @@ type Hooks struct {
 // accessKey is a tunnel access key as the log issued it (and maybe revoked it).
 type accessKey struct {
 	id, orgID, tunnelID, hash string
+	derivedFrom               string // token key id ("" unknown)
 	expiresAt                 time.Time
 	cidrs                     []netip.Prefix
 	revoked                   bool
@@ -315,7 +316,7 @@ func (v *View) apply(e Event, after *[]func()) error {
 			*after = append(*after, func() { h(id) })
 		}
 	case *domain.AccessKeyIssued:
-		return v.putAccessKey(x.KeyID, x.OrgID, x.TunnelID, x.SecretHash, x.ExpiresAt, x.CIDRs, false)
+		return v.putAccessKey(x.KeyID, x.OrgID, x.TunnelID, x.SecretHash, x.DerivedFrom, x.ExpiresAt, x.CIDRs, false)
 	case *domain.AccessKeyRevoked:
 		// Nothing to forget: the ingress asks AuthorizeIngress on every request, which reads this.
 		if k := v.accessKeys[x.KeyID]; k != nil && k.orgID == x.OrgID {
@@ -334,8 +335,8 @@ func (v *View) apply(e Event, after *[]func()) error {
 
 // putAccessKey adds an access key (under v.mu). The hash is the key's lookup: one already held
 // by another key (which the control plane's derivation never makes) leaves the first one alone.
-func (v *View) putAccessKey(id, org, tunnelID, hash string, expires time.Time, cidrs []string, revoked bool) error {
-	k := &accessKey{id: id, orgID: org, tunnelID: tunnelID, hash: hash, expiresAt: expires, revoked: revoked}
+func (v *View) putAccessKey(id, org, tunnelID, hash, derivedFrom string, expires time.Time, cidrs []string, revoked bool) error {
+	k := &accessKey{id: id, orgID: org, tunnelID: tunnelID, hash: hash, derivedFrom: derivedFrom, expiresAt: expires, revoked: revoked}
 	for _, c := range cidrs {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
@@ -566,6 +567,13 @@ func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Princi
 func (v *View) keyUsable(k *accessKey) error {
 	if k.revoked {
 		return keyRefused(token.ErrInvalid, "the access key was revoked")
+	}
+	if k.derivedFrom != "" {
+		// Whoever holds a token key can derive the secrets of the keys issued under it: a revoked
+		// token key takes them along (a rotated one does not).
+		if _, ok := v.keys.PublicKey(k.derivedFrom); !ok {
+			return keyRefused(token.ErrInvalid, "the token key the access key was derived from was revoked; issue a new one")
+		}
 	}
 	if !v.now().Before(k.expiresAt) {
 		return keyRefused(token.ErrExpired, "the access key expired at "+k.expiresAt.UTC().Format(time.RFC3339))

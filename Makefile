@@ -50,6 +50,11 @@ deps: ## Download the modules (every platform's) and install the Debian packages
 	  else invoke-rc.d prometheus stop >/dev/null 2>&1; update-rc.d prometheus disable >/dev/null 2>&1; fi; \
 	  if pgrep -x prometheus >/dev/null; then echo "deps: a prometheus server still runs (port 9090)"; fi;; \
 	esac
+	@# The official OpenAI SDK for Node, a real client of the ingress (TestOpenAISDKThroughAnAccessKey skips without it).
+	@if command -v npm >/dev/null && [ ! -f dataplane/node/testdata/openai/node_modules/openai/package.json ]; then \
+	  echo "deps: npm install in dataplane/node/testdata/openai (the OpenAI SDK, the exact version package.json names)"; \
+	  timeout 180 npm install --prefix dataplane/node/testdata/openai --no-audit --no-fund --no-package-lock >/dev/null || echo "deps: npm install failed; the OpenAI SDK test skips"; \
+	fi
 
 .PHONY: nats
 nats: ## Make sure a NATS server with JetStream answers at 127.0.0.1:4222 (installed and started if not)

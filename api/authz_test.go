@@ -51,6 +51,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		return e.write(201, "POST", "/api/v1/tunnels/"+shared[org]+"/tokens?org="+org, root, nil).ID
 	}
 	sharedToken := map[string]string{"acme": agentToken("acme"), "globex": agentToken("globex")}
+	accessKey := func(org string) string {
+		return e.write(201, "POST", "/api/v1/tunnels/"+shared[org]+"/access-keys?org="+org, root, nil).ID
+	}
+	sharedKey := map[string]string{"acme": accessKey("acme"), "globex": accessKey("globex")}
 	sink := func(org string) string {
 		return e.write(201, "POST", "/api/v1/siem/sinks?org="+org, root, siemSinkBody(fmt.Sprintf("s-%d", next()))).ID
 	}
@@ -86,6 +90,20 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}},
 		{"revoke token", roleAdmins, 200, func(org string) (string, string, any) {
 			return "DELETE", "/api/v1/tokens/" + agentToken(org) + "?org=" + org, nil
+		}},
+		// Access keys call the tunnel: as for agent tokens, issuing or revoking one needs the right
+		// to use it, which operators lack on root's tunnel (commands TestAccessKeys has an operator with its own).
+		{"issue access key", roleAdmins, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/tunnels/" + shared[org] + "/access-keys?org=" + org, map[string]any{"ttl": "30d", "cidrs": []string{"10.0.0.0/8"}}
+		}},
+		{"list access keys", all, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/access-keys?org=" + org + "&tunnel_id=" + shared[org], nil
+		}},
+		{"get access key", all, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/access-keys/" + sharedKey[org] + "?org=" + org, nil
+		}},
+		{"revoke access key", roleAdmins, 200, func(org string) (string, string, any) {
+			return "DELETE", "/api/v1/access-keys/" + accessKey(org) + "?org=" + org, nil
 		}},
 		{"assign viewer", roleAdmins, 201, func(org string) (string, string, any) {
 			return "POST", "/api/v1/role-assignments", map[string]string{"org": org, "user_id": fmt.Sprintf("v-%d", next()), "role": "viewer"}
@@ -237,6 +255,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 			{"POST", "/api/v1/tunnels/" + shared["globex"] + "/tokens?org=acme"},
 			{"GET", "/api/v1/tokens/" + sharedToken["globex"] + "?org=acme"},
 			{"DELETE", "/api/v1/tokens/" + sharedToken["globex"] + "?org=acme"},
+			{"POST", "/api/v1/tunnels/" + shared["globex"] + "/access-keys?org=acme"},
+			{"GET", "/api/v1/access-keys/" + sharedKey["globex"] + "?org=acme"},
+			{"DELETE", "/api/v1/access-keys/" + sharedKey["globex"] + "?org=acme"},
 			{"GET", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
 			{"GET", "/api/v1/siem/sinks/" + sharedSink["*"] + "?org=acme"},
 			{"DELETE", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},

@@ -97,6 +97,8 @@ type NodeReader interface {
 type AgentTokenReader interface {
 	ListAgentTokens(ctx context.Context, f readmodels.AgentTokenFilter) ([]readmodels.AgentToken, error)
 	GetAgentToken(ctx context.Context, orgID, id string) (readmodels.AgentToken, error)
+	ListAccessKeys(ctx context.Context, f readmodels.AccessKeyFilter) ([]readmodels.AccessKey, error)
+	GetAccessKey(ctx context.Context, orgID, id string) (readmodels.AccessKey, error)
 }
 
 // AgentSessionReader reads the agent sessions view.

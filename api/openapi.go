@@ -74,6 +74,16 @@ var operations = []operation{
 	{method: "DELETE", path: "/api/v1/tokens/{id}", id: "revokeToken", summary: "Revoke an agent token", tag: "tokens",
 		params: []string{"path:id", "query:org", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
 
+	{method: "POST", path: "/api/v1/tunnels/{id}/access-keys", id: "issueAccessKey", summary: "Issue a tunnel access key: it calls this tunnel and nothing else (the secret is shown once)", tag: "access-keys",
+		params: []string{"path:id", "query:org", "header:Idempotency-Key"}, body: "AccessKeyInput", bodyOptional: true, status: 201, resp: "WriteResult",
+		errs: []int{400, 403, 404, 409, 413, 415, 422}},
+	{method: "GET", path: "/api/v1/access-keys", id: "listAccessKeys", summary: "Tunnel access keys of an organization (records, never the secrets)", tag: "access-keys",
+		params: withList("query:org", "query:tunnel_id", "query:token_state"), status: 200, resp: "List:AccessKey", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/access-keys/{id}", id: "getAccessKey", summary: "One access key's record", tag: "access-keys",
+		params: []string{"path:id", "query:org", "query:wait_for"}, status: 200, resp: "AccessKey", errs: []int{400, 403, 404, 422}},
+	{method: "DELETE", path: "/api/v1/access-keys/{id}", id: "revokeAccessKey", summary: "Revoke an access key (nodes refuse it as soon as the revocation reaches them)", tag: "access-keys",
+		params: []string{"path:id", "query:org", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
+
 	{method: "POST", path: "/api/v1/nodes", id: "enrollNode", summary: "Enroll a data-plane node with its host key and event key (superadmins); 200 when it is already enrolled with the same keys", tag: "nodes",
 		params: []string{"header:Idempotency-Key"}, body: "EnrollNode", status: 201, resp: "WriteResult", errs: []int{400, 403, 409, 413, 415, 422}},
 	{method: "GET", path: "/api/v1/nodes", id: "listNodes", summary: "Data-plane nodes (superadmins)", tag: "nodes",
@@ -194,6 +204,7 @@ var schemas = map[string]schema{
 	"WriteResult": object([]string{"position"}, schema{
 		"id": str("the aggregate created or changed"), "position": integer("pass as wait_for to read this write"),
 		"version": integer("the aggregate's version (ETag, If-Match)"), "token": str("an issued agent token; shown once"),
+		"secret":     str("an issued access key; shown once"),
 		"expires_at": strf("date-time", ""), "issued_at": strf("date-time", ""), "key_id": str(""), "noop": schema{"type": "boolean"},
 	}),
 	"OrgInput": object([]string{"name"}, schema{"name": str("DNS label"), "owner": str("user id of the first owner")}),
@@ -221,6 +232,16 @@ var schemas = map[string]schema{
 		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": strf("uuid", ""), "key_id": str(""), "issued_by": str(""),
 		"issued_at": strf("date-time", ""), "expires_at": strf("date-time", ""), "revoked_at": strf("date-time", ""), "revoke_reason": str(""),
 		"position": integer(""), "state": schema{"type": "string", "enum": []string{"active", "revoked", "expired"}},
+	}),
+	"AccessKeyInput": object(nil, schema{"ttl": str("Go duration or days (\"30d\"), default 30d, at most 365d"),
+		"cidrs":     schema{"type": "array", "items": str("source prefix like 10.0.0.0/8, or an address"), "maxItems": 32},
+		"rate_tier": str("name of a rate tier (recorded; not enforced yet)")}),
+	"AccessKey": object([]string{"id", "org_id", "tunnel_id", "cidrs", "issued_by", "issued_at", "expires_at", "position", "state"}, schema{
+		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": strf("uuid", ""),
+		"cidrs":     schema{"type": "array", "items": str(""), "description": "the only source prefixes it is accepted from; empty: any"},
+		"rate_tier": str(""), "issued_by": str(""), "issued_at": strf("date-time", ""), "expires_at": strf("date-time", ""),
+		"revoked_at": strf("date-time", ""), "revoke_reason": str(""), "position": integer(""),
+		"state": schema{"type": "string", "enum": []string{"active", "revoked", "expired"}},
 	}),
 	"KeyAdded": object([]string{"purpose", "owner", "key_id", "algorithm", "public_key", "proof"}, schema{
 		"purpose": schema{"type": "string", "const": "node"}, "owner": str("the node_id"), "key_id": str("ed25519:<hex>"),

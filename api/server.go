@@ -151,6 +151,11 @@ func (s *Server) register() {
 	s.route(http.MethodGet, "/api/v1/tokens/:id", s.getToken, true)
 	s.route(http.MethodDelete, "/api/v1/tokens/:id", s.revokeToken, true)
 
+	s.route(http.MethodPost, "/api/v1/tunnels/:id/access-keys", s.issueAccessKey, true)
+	s.route(http.MethodGet, "/api/v1/access-keys", s.listAccessKeys, true)
+	s.route(http.MethodGet, "/api/v1/access-keys/:id", s.getAccessKey, true)
+	s.route(http.MethodDelete, "/api/v1/access-keys/:id", s.revokeAccessKey, true)
+
 	s.route(http.MethodPost, "/api/v1/nodes", s.enrollNode, true)
 	s.route(http.MethodGet, "/api/v1/nodes", s.listNodes, true)
 	s.route(http.MethodGet, "/api/v1/nodes/:id", s.getNode, true)

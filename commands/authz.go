@@ -42,24 +42,27 @@ var rolePermissions = map[domain.Role][][2]string{
 	domain.RoleOwner: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
+		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
 		{ObjRoles, ActAssign}, {ObjRoles, ActAssignOwner}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
 	},
 	domain.RoleAdmin: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
+		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
 		{ObjRoles, ActAssign}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
 	},
 	domain.RoleOperator: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
+		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
 	},
 	domain.RoleViewer: {
-		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead},
+		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjAccessKeys, ActRead},
 	},
 	domain.RoleAuditor: {
-		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjRoles, ActRead}, {ObjAudit, ActRead}, {ObjSIEM, ActRead},
+		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjAccessKeys, ActRead}, {ObjRoles, ActRead}, {ObjAudit, ActRead}, {ObjSIEM, ActRead},
 	},
 }
 

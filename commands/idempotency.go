@@ -89,7 +89,7 @@ func recordWith(ctx context.Context, build func([]eventstore.AppendResult) Resul
 
 // storedResult is a result as recorded: a secret is never stored; a replay re-mints the token.
 func storedResult(res Result) []byte {
-	res.Token = ""
+	res.Token, res.Secret = "", ""
 	b, _ := json.Marshal(res)
 	return b
 }
@@ -262,6 +262,18 @@ func (s *Service) replayStored(cmd Command, response []byte) answer {
 // replay rebuilds a stored result; an agent token is minted again, byte for byte the same
 // (Ed25519 is deterministic and the claims are the stored ones).
 func (s *Service) replay(cmd Command, res Result) (Result, error) {
+	if _, ok := cmd.(IssueAccessKey); ok && res.ExpiresAt != nil {
+		key := s.tokenKeyByID(res.KeyID)
+		if key == nil {
+			return Result{}, fmt.Errorf("%w: the token key the first response's secret came from (%s) is gone; issue a new access key", ErrNoTokenKey, res.KeyID)
+		}
+		secret, err := token.AccessKeySecret(key, res.ID)
+		if err != nil {
+			return Result{}, err
+		}
+		res.Secret = secret
+		return res, nil
+	}
 	c, ok := cmd.(IssueAgentToken)
 	if !ok || res.ExpiresAt == nil || res.IssuedAt == nil {
 		return res, nil

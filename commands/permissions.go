@@ -5,6 +5,7 @@ const (
 	ObjOrgs        = "orgs"
 	ObjTunnels     = "tunnels"
 	ObjTokens      = "tokens"
+	ObjAccessKeys  = "access_keys"
 	ObjRoles       = "roles"
 	ObjNodes       = "nodes"
 	ObjKeys        = "keys"

@@ -41,6 +41,8 @@ type Result struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	IssuedAt  *time.Time `json:"issued_at,omitempty"`
 	KeyID     string     `json:"key_id,omitempty"`
+	// Secret is an issued tunnel access key. It is shown once and never stored.
+	Secret string `json:"secret,omitempty"`
 	// Noop says the command changed nothing (the state already was as asked).
 	Noop bool `json:"noop,omitempty"`
 }
@@ -146,6 +148,8 @@ type Handlers struct {
 	RemoveNode         Handler[RemoveNode]
 	IssueAgentToken    Handler[IssueAgentToken]
 	RevokeAgentToken   Handler[RevokeAgentToken]
+	IssueAccessKey     Handler[IssueAccessKey]
+	RevokeAccessKey    Handler[RevokeAccessKey]
 	RotateSigningKey   Handler[RotateSigningKey]
 	AssignRole         Handler[AssignRole]
 	UnassignRole       Handler[UnassignRole]
@@ -191,6 +195,8 @@ func New(cfg Config) (*Service, error) {
 		RemoveNode:         decorate(s, HandlerFunc[RemoveNode](s.removeNode)),
 		IssueAgentToken:    decorate(s, HandlerFunc[IssueAgentToken](s.issueAgentToken)),
 		RevokeAgentToken:   decorate(s, HandlerFunc[RevokeAgentToken](s.revokeAgentToken)),
+		IssueAccessKey:     decorate(s, HandlerFunc[IssueAccessKey](s.issueAccessKey)),
+		RevokeAccessKey:    decorate(s, HandlerFunc[RevokeAccessKey](s.revokeAccessKey)),
 		RotateSigningKey:   decorate(s, HandlerFunc[RotateSigningKey](s.rotateSigningKey)),
 		AssignRole:         decorate(s, HandlerFunc[AssignRole](s.assignRole)),
 		UnassignRole:       decorate(s, HandlerFunc[UnassignRole](s.unassignRole)),

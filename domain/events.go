@@ -29,6 +29,9 @@ const (
 	TypeAgentTokenIssued  = "agent_token.issued"
 	TypeAgentTokenRevoked = "agent_token.revoked"
 
+	TypeAccessKeyIssued  = "access_key.issued"
+	TypeAccessKeyRevoked = "access_key.revoked"
+
 	TypeRoleAssigned   = "role.assigned"
 	TypeRoleUnassigned = "role.unassigned"
 
@@ -74,6 +77,7 @@ func EventTypes() []EventType {
 		TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted, TypeTunnelNameReserved, TypeTunnelNameReleased,
 		TypeNodeEnrolled, TypeNodeDrainRequested, TypeNodeDrained, TypeNodeRemoved, TypeNodeLost, TypeNodeRecovered, TypeNodeCommandExecuted, TypeNodeStarted,
 		TypeAgentTokenIssued, TypeAgentTokenRevoked,
+		TypeAccessKeyIssued, TypeAccessKeyRevoked,
 		TypeRoleAssigned, TypeRoleUnassigned,
 		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected, TypeAuditOverflowed,
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
@@ -138,6 +142,10 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &AgentTokenIssued{}
 	case TypeAgentTokenRevoked:
 		e = &AgentTokenRevoked{}
+	case TypeAccessKeyIssued:
+		e = &AccessKeyIssued{}
+	case TypeAccessKeyRevoked:
+		e = &AccessKeyRevoked{}
 	case TypeRoleAssigned:
 		e = &RoleAssigned{}
 	case TypeRoleUnassigned:
@@ -312,6 +320,33 @@ type AgentTokenRevoked struct {
 	Reason   string `json:"reason,omitempty"`
 }
 
+// ---- tunnel access keys ----
+
+// AccessKeyIssued records a credential that calls one tunnel and nothing else. The log keeps the
+// SHA-256 of the secret (hex), never the secret, which its issuer was shown once.
+type AccessKeyIssued struct {
+	KeyID      string    `json:"key_id"`
+	OrgID      string    `json:"org_id"`
+	TunnelID   string    `json:"tunnel_id"`
+	SecretHash string    `json:"secret_hash"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	// CIDRs are the only source prefixes the key is accepted from (canonical); none: any.
+	CIDRs    []string `json:"cidrs,omitempty"`
+	RateTier string   `json:"rate_tier,omitempty"`
+	// DerivedFrom is the token key the secret was derived from (commands/token.AccessKeySecret):
+	// a node refuses the access key once that key is revoked.
+	DerivedFrom string `json:"derived_from,omitempty"`
+	IssuedBy    string `json:"issued_by"`
+}
+
+// AccessKeyRevoked makes an access key unusable at once, on every node.
+type AccessKeyRevoked struct {
+	KeyID    string `json:"key_id"`
+	OrgID    string `json:"org_id"`
+	TunnelID string `json:"tunnel_id"`
+	Reason   string `json:"reason,omitempty"`
+}
+
 // ---- roles ----
 
 // RoleAssigned grants a user a role in an organization (PlatformOrg for superadmin).
@@ -464,6 +499,8 @@ func (NodeCommandExecuted) EventType() string { return TypeNodeCommandExecuted }
 func (NodeStarted) EventType() string         { return TypeNodeStarted }
 func (AgentTokenIssued) EventType() string    { return TypeAgentTokenIssued }
 func (AgentTokenRevoked) EventType() string   { return TypeAgentTokenRevoked }
+func (AccessKeyIssued) EventType() string     { return TypeAccessKeyIssued }
+func (AccessKeyRevoked) EventType() string    { return TypeAccessKeyRevoked }
 func (RoleAssigned) EventType() string        { return TypeRoleAssigned }
 func (RoleUnassigned) EventType() string      { return TypeRoleUnassigned }
 func (AccessDenied) EventType() string        { return TypeAccessDenied }

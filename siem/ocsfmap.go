@@ -148,6 +148,12 @@ var ocsfMappings = map[string]ocsfMapping{
 	domain.TypeAgentTokenRevoked: entity(9, "Disable", "Agent token", func(d decoded) (string, string) {
 		return d.event.(*domain.AgentTokenRevoked).TokenID, ""
 	}),
+	domain.TypeAccessKeyIssued: entity(1, "Create", "Tunnel access key", func(d decoded) (string, string) {
+		return d.event.(*domain.AccessKeyIssued).KeyID, ""
+	}),
+	domain.TypeAccessKeyRevoked: entity(9, "Disable", "Tunnel access key", func(d decoded) (string, string) {
+		return d.event.(*domain.AccessKeyRevoked).KeyID, ""
+	}),
 	domain.TypeRoleAssigned: {class: classUserAccess, activity: 1, activityName: "Assign Privileges", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.RoleAssigned)

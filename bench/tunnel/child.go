@@ -25,6 +25,8 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/dataplane/view"
+	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // Roles a child process can play.
@@ -49,6 +51,8 @@ type spec struct {
 	TokenKeyID  string `json:"token_key_id,omitempty"`
 	TokenPub    []byte `json:"token_pub,omitempty"`
 	IdleTunnels int    `json:"idle_tunnels,omitempty"`
+	// AccessKeyHash is the hash of the bench tunnel's access key (domain.HashAccessKey).
+	AccessKeyHash string `json:"access_key_hash,omitempty"`
 	// agents
 	NodeURL     string   `json:"node_url,omitempty"`
 	Fingerprint string   `json:"fingerprint,omitempty"`
@@ -239,10 +243,38 @@ func (r benchRouter) Resolve(ref string, _ node.Principal) (node.Route, bool) {
 	return node.Route{}, false
 }
 
-// benchAuthorizer verifies the user token for real and allows the bench user.
-type benchAuthorizer struct{ v *token.Verifier }
+// benchAuthorizer verifies the user token for real and allows the bench user; an access key it
+// leaves to a node's view of a log that issued it for the bench tunnel (the production code).
+type benchAuthorizer struct {
+	v    *token.Verifier
+	keys *view.View
+}
 
-func (a benchAuthorizer) AuthenticateCaller(_ context.Context, bearer string) (node.Principal, error) {
+// newKeyView is a view of a log holding the bench tunnel and an access key for it.
+func newKeyView(hash string) (*view.View, error) {
+	v := view.New(token.DefaultIssuer, view.Hooks{})
+	evs := []domain.Event{
+		domain.OrganizationCreated{OrgID: "org-bench", Name: "bench-org", CreatedBy: benchUser},
+		domain.TunnelCreated{TunnelID: "tun-bench", OrgID: "org-bench", Owner: benchUser, Name: "bench", Upstream: "http://127.0.0.1:1", Protocol: "http"},
+		domain.AccessKeyIssued{KeyID: "key-bench", OrgID: "org-bench", TunnelID: "tun-bench", SecretHash: hash,
+			ExpiresAt: time.Now().Add(24 * time.Hour), IssuedBy: benchUser},
+	}
+	for i, e := range evs {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		if err := v.Apply(view.Event{Position: uint64(i), EventID: strconv.Itoa(i), StreamID: "bench", Type: e.EventType(), Payload: b}); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+func (a benchAuthorizer) AuthenticateCaller(ctx context.Context, bearer string) (node.Principal, error) {
+	if strings.HasPrefix(bearer, domain.AccessKeyPrefix) {
+		return a.keys.AuthenticateCaller(ctx, bearer)
+	}
 	c, err := a.v.VerifyUser(bearer)
 	if err != nil {
 		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
@@ -250,7 +282,10 @@ func (a benchAuthorizer) AuthenticateCaller(_ context.Context, bearer string) (n
 	return node.Principal{UserID: c.Subject}, nil
 }
 
-func (a benchAuthorizer) AuthorizeIngress(_ context.Context, p node.Principal, _ node.Route) error {
+func (a benchAuthorizer) AuthorizeIngress(ctx context.Context, p node.Principal, r node.Route) error {
+	if p.AccessKeyID != "" {
+		return a.keys.AuthorizeIngress(ctx, p, r)
+	}
 	if p.UserID != benchUser {
 		return fmt.Errorf("%w: %s", node.ErrForbidden, p.UserID)
 	}
@@ -274,11 +309,15 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 	keys := token.NewKeySet()
 	keys.Put(sp.TokenKeyID, ed25519.PublicKey(sp.TokenPub))
 	v := &token.Verifier{Keys: keys, Issuer: token.DefaultIssuer}
+	kv, err := newKeyView(sp.AccessKeyHash)
+	if err != nil {
+		return fmt.Errorf("node access keys: %w", err)
+	}
 	n, err := node.New(node.Config{
 		NodeID: "bench-node", HostKey: hk,
 		Authenticator: node.TokenAuthenticator{Verifier: v},
 		Router:        benchRouter{idle: sp.IdleTunnels},
-		Authorizer:    benchAuthorizer{v: v},
+		Authorizer:    benchAuthorizer{v: v, keys: kv},
 		// Every load process of the bench connects from 127.0.0.1.
 		MaxConnsPerSource: 1 << 20,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),

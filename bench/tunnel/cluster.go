@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,16 +14,18 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
 // credentials are the run's keys and tokens: the node's host key (from a seed the node child
-// gets), the token key, the bench user's token.
+// gets), the token key, the bench user's token and a tunnel access key for the bench tunnel.
 type credentials struct {
 	tokenKey    *eventstore.SigningKey
 	hostSeed    []byte
 	fingerprint string // of the node's host key, which agents pin
 	userToken   string
+	accessKey   string // the secret; the node gets its hash, as the log holds it
 }
 
 func newCredentials() (*credentials, error) {
@@ -40,7 +43,10 @@ func newCredentials() (*credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &credentials{tokenKey: tokenKey, hostSeed: seed, fingerprint: ssh.FingerprintSHA256(hostKey.PublicKey()), userToken: userTok}, nil
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	return &credentials{tokenKey: tokenKey, hostSeed: seed, fingerprint: ssh.FingerprintSHA256(hostKey.PublicKey()), userToken: userTok,
+		accessKey: domain.AccessKeyPrefix + base64.RawURLEncoding.EncodeToString(secret)}, nil
 }
 
 // agentToken is an agent token for tunnel.
@@ -75,6 +81,7 @@ func startCluster(ctx context.Context, o *Options, cr *credentials, progress pro
 	}
 	if c.node, c.nodeAddr, err = c.startServer(ctx, RoleNode, spec{
 		HostKeySeed: cr.hostSeed, TokenKeyID: cr.tokenKey.ID(), TokenPub: cr.tokenKey.Public(), IdleTunnels: o.IdleAgents,
+		AccessKeyHash: domain.HashAccessKey(cr.accessKey),
 	}); err != nil {
 		return nil, err
 	}
@@ -123,8 +130,9 @@ func (c *cluster) stop() {
 }
 
 // ways are the base URLs the phases measure.
-func (c *cluster) ways(userToken string) ways {
-	return ways{direct: "http://" + c.originAddr, tunnel: "http://" + c.nodeAddr + "/t/bench", relays: "http://" + c.relaysAddr, token: userToken}
+func (c *cluster) ways(cr *credentials) ways {
+	return ways{direct: "http://" + c.originAddr, tunnel: "http://" + c.nodeAddr + "/t/bench", relays: "http://" + c.relaysAddr, token: cr.userToken,
+		accessKey: cr.accessKey}
 }
 
 // load runs one load generator to its end.

@@ -42,19 +42,27 @@ func (o *Options) phases(w ways) []phase {
 			load: o.rateLoad(1), report: reportRate("c1"), summarize: summarizeC1},
 		{name: "c64", direct: w.toDirect("/small"), tunnel: w.toTunnel("/small"), relay: w.toRelays("/small"),
 			load: o.rateLoad(64), report: reportC64, summarize: summarizeC64},
+		// Callers with a tunnel access key against callers with a user token, both through the
+		// tunnel, in turns of mixSlice in one load generator: "direct" is the user-token way here.
+		{name: "c64key", direct: w.toTunnel("/small"), tunnel: w.toTunnelWithKey("/small"),
+			load: o.rateLoad(64), report: reportC64Key, summarize: summarizeC64Key},
 		{name: "stream", direct: w.toDirect(stream), tunnel: w.toTunnel(stream), relay: w.toRelays(stream),
 			load: o.streamLoad, schedTrace: true, report: reportStream, summarize: summarizeStream},
 	}
 }
 
-// ways are the base URLs of the three ways to the origin, and the token the tunnel wants.
+// ways are the base URLs of the three ways to the origin, and the credentials the tunnel takes:
+// a user token and an access key.
 type ways struct {
 	direct, tunnel, relays string
-	token                  string
+	token, accessKey       string
 }
 
 func (w ways) toDirect(path string) mixTarget { return mixTarget{URL: w.direct + path} }
 func (w ways) toTunnel(path string) mixTarget { return mixTarget{URL: w.tunnel + path, Token: w.token} }
+func (w ways) toTunnelWithKey(path string) mixTarget {
+	return mixTarget{URL: w.tunnel + path, Token: w.accessKey}
+}
 func (w ways) toRelays(path string) *mixTarget {
 	return &mixTarget{URL: w.relays + path}
 }
@@ -137,6 +145,12 @@ func reportRate(name string) func(progressFunc, samples) {
 func reportC64(progress progressFunc, s samples) {
 	reportRate("c64")(progress, s)
 	progress("  c64 through two bare relays %.0f rps", rps(last(s.relay)))
+}
+
+func reportC64Key(progress progressFunc, s samples) {
+	u, k := last(s.direct), last(s.tunnel)
+	progress("  c64 through the tunnel %.0f / %.0f rps (user token / access key); CPU node %.0f µs/req with the key",
+		rps(u), rps(k), perReq(k, k.NodeCPU))
 }
 
 func reportStream(progress progressFunc, s samples) {

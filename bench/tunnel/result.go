@@ -39,15 +39,20 @@ type Result struct {
 	// of any design that puts two processes between caller and origin.
 	RPSC64Relay      float64 `json:"rps_c64_relay"`
 	RPSC64RelayRatio float64 `json:"rps_c64_relay_ratio"`
-	TTFBDirectUS     float64 `json:"ttfb_direct_us"`
-	TTFBTunnelUS     float64 `json:"ttfb_tunnel_us"`
-	TTFBAddedUS      float64 `json:"ttfb_added_us"`
-	ChunkDirectUS    float64 `json:"chunk_direct_us_p50"`
-	ChunkTunnelUS    float64 `json:"chunk_tunnel_us_p50"`
-	ChunkAddedUSP50  float64 `json:"chunk_added_us_p50"`
-	ChunkAddedUSP99  float64 `json:"chunk_added_us_p99"`
-	ChunkRelayUS     float64 `json:"chunk_relay_us_p50"`
-	ChunkRelayAdded  float64 `json:"chunk_relay_added_us_p50"`
+	// c64key: the tunnel's c=64 request rate with callers presenting a tunnel access key, and
+	// with a user token, in turns in one run.
+	RPSC64UserToken float64 `json:"rps_c64_user_token"`
+	RPSC64AccessKey float64 `json:"rps_c64_access_key"`
+	RPSC64KeyRatio  float64 `json:"rps_c64_key_ratio"`
+	TTFBDirectUS    float64 `json:"ttfb_direct_us"`
+	TTFBTunnelUS    float64 `json:"ttfb_tunnel_us"`
+	TTFBAddedUS     float64 `json:"ttfb_added_us"`
+	ChunkDirectUS   float64 `json:"chunk_direct_us_p50"`
+	ChunkTunnelUS   float64 `json:"chunk_tunnel_us_p50"`
+	ChunkAddedUSP50 float64 `json:"chunk_added_us_p50"`
+	ChunkAddedUSP99 float64 `json:"chunk_added_us_p99"`
+	ChunkRelayUS    float64 `json:"chunk_relay_us_p50"`
+	ChunkRelayAdded float64 `json:"chunk_relay_added_us_p50"`
 
 	IdleAgents             int     `json:"idle_agents"`
 	IdleKiBPerAgent        float64 `json:"idle_kib_per_agent"`
@@ -106,6 +111,12 @@ func summarizeC1(res *Result, s samples) {
 	res.P50C1AddedUS = medianDiff(t, d, latency(.5))
 	res.P99C1DirectUS, res.P99C1TunnelUS = medianOf(d, latency(.99)), medianOf(t, latency(.99))
 	res.Targets["p50_c1_added_us"] = target(res.P50C1AddedUS, 400, true)
+}
+
+func summarizeC64Key(res *Result, s samples) {
+	res.RPSC64UserToken, res.RPSC64AccessKey = medianOf(s.direct, rps), medianOf(s.tunnel, rps)
+	res.RPSC64KeyRatio = medianRatio(s.tunnel, s.direct, rps)
+	res.Targets["rps_c64_key_ratio"] = target(res.RPSC64KeyRatio, 0.95, false)
 }
 
 func summarizeC64(res *Result, s samples) {

@@ -35,7 +35,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer c.stop()
-	w := c.ways(cr.userToken)
+	w := c.ways(cr)
 	if err := c.warmUp(ctx, w); err != nil {
 		return nil, err
 	}

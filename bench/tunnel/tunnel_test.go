@@ -57,13 +57,14 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 		"p50_c1_tunnel_us": res.P50C1TunnelUS, "chunk_tunnel_us_p50": res.ChunkTunnelUS,
 		"connect_ms_p95": res.ConnectMSP95, "idle_heap_kib_per_agent": res.IdleHeapKiBPerAgent,
 		"rps_c64_relay_ratio": res.RPSC64RelayRatio, "chunk_relay_us_p50": res.ChunkRelayUS,
+		"rps_c64_key_ratio": res.RPSC64KeyRatio, "rps_c64_access_key": res.RPSC64AccessKey,
 	} {
 		if !(v > 0) {
 			t.Errorf("%s = %v", name, v)
 		}
 	}
 	t.Log(progress.String())
-	if len(res.Targets) != 6 || res.IdleGoroutinesPerAgent < 1 {
+	if len(res.Targets) != 7 || res.IdleGoroutinesPerAgent < 1 {
 		t.Fatalf("targets %v, goroutines per agent %v", res.Targets, res.IdleGoroutinesPerAgent)
 	}
 }
@@ -116,7 +117,7 @@ func TestSampleKeepsTheExtremes(t *testing.T) {
 func TestPhasesTable(t *testing.T) {
 	o := Options{}
 	o.applyDefaults()
-	w := ways{direct: "http://d", tunnel: "http://n/t/bench", relays: "http://r", token: "tok"}
+	w := ways{direct: "http://d", tunnel: "http://n/t/bench", relays: "http://r", token: "tok", accessKey: "key"}
 	phases := o.phases(w)
 	var names []string
 	for _, p := range phases {
@@ -135,7 +136,12 @@ func TestPhasesTable(t *testing.T) {
 		if (len(jobs) > 1) != (p.name == "bulk") {
 			t.Errorf("%s: %d jobs", p.name, len(jobs))
 		}
-		if p.tunnel.Token != "tok" || p.direct.Token != "" || !strings.HasPrefix(p.tunnel.URL, "http://n/t/bench/") {
+		if p.name == "c64key" {
+			// Both ways through the tunnel: user token against access key.
+			if p.direct.Token != "tok" || p.tunnel.Token != "key" || p.direct.URL != p.tunnel.URL || !strings.HasPrefix(p.tunnel.URL, "http://n/t/bench/") {
+				t.Errorf("%s: user-token way %+v, access-key way %+v", p.name, p.direct, p.tunnel)
+			}
+		} else if p.tunnel.Token != "tok" || p.direct.Token != "" || !strings.HasPrefix(p.tunnel.URL, "http://n/t/bench/") {
 			t.Errorf("%s: direct %+v tunnel %+v", p.name, p.direct, p.tunnel)
 		}
 	}

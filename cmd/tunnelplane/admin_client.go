@@ -190,6 +190,10 @@ func (a *adminClient) write(ctx context.Context, what, method, path string, q ur
 		fmt.Fprintf(a.g.stdout, "expires: %s (the token is shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339))
 		fmt.Fprintln(a.g.stdout, res.Token)
 	}
+	if res.Secret != "" {
+		fmt.Fprintf(a.g.stdout, "expires: %s (the key is shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339))
+		fmt.Fprintln(a.g.stdout, res.Secret)
+	}
 	return res, nil
 }
 

@@ -82,6 +82,9 @@ func printTunnelBench(g *globals, r *tunnelbench.Result) {
 		fmt.Fprintf(tw, "p50 / p99 µs c=64\t%.0f / %.0f\t%.0f / %.0f\t\t\n", r.P50C64DirectUS, r.P99C64DirectUS, r.P50C64TunnelUS, r.P99C64TunnelUS)
 		fmt.Fprintf(tw, "  two bare relays c=64\t\t%.0f\t%.2f\t\n", r.RPSC64Relay, r.RPSC64RelayRatio)
 	}
+	if has("rps_c64_key_ratio") {
+		fmt.Fprintf(tw, "tunnel c=64: user token / access key\t%.0f\t%.0f\t%.2f\t\n", r.RPSC64UserToken, r.RPSC64AccessKey, r.RPSC64KeyRatio)
+	}
 	if has("chunk_added_us_p50") {
 		fmt.Fprintf(tw, "stream TTFB µs\t%.0f\t%.0f\t+%.0f µs\t\n", r.TTFBDirectUS, r.TTFBTunnelUS, r.TTFBAddedUS)
 		fmt.Fprintf(tw, "chunk delay p50 µs\t%.0f\t%.0f\t+%.0f µs (p99 +%.0f)\t\n", r.ChunkDirectUS, r.ChunkTunnelUS, r.ChunkAddedUSP50, r.ChunkAddedUSP99)

@@ -120,6 +120,27 @@ func TestAdminBootstrapAndREST(t *testing.T) {
 	if r := as(bobTok, "admin", "tokens", "list"); r.code != 0 || !strings.Contains(r.stdout, "active") || strings.Contains(r.stdout, lastLine(issued.stdout)) {
 		t.Fatalf("tokens list: %d %s", r.code, r.stdout)
 	}
+	// Access keys: created for a tunnel by name, shown once (the last line), listed without it,
+	// revoked.
+	key := as(bobTok, "admin", "access-keys", "create", "--tunnel", "llm", "--ttl", "30d", "--cidr", "10.0.0.0/8", "--cidr", "192.0.2.1")
+	secret := lastLine(key.stdout)
+	if key.code != 0 || !strings.HasPrefix(secret, "tpk_") || !strings.Contains(key.stdout, "the key is shown once") {
+		t.Fatalf("access-keys create: %d %s %s", key.code, key.stdout, key.stderr)
+	}
+	keyID := strings.Fields(key.stdout)[3]
+	r = as(bobTok, "admin", "access-keys", "list", "--tunnel", "llm")
+	if r.code != 0 || !strings.Contains(r.stdout, keyID) || !strings.Contains(r.stdout, "10.0.0.0/8,192.0.2.1/32") || strings.Contains(r.stdout, secret) {
+		t.Fatalf("access-keys list: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := as(bobTok, "admin", "access-keys", "revoke", keyID, "--reason", "test"); r.code != 0 || !strings.HasPrefix(r.stdout, "revoked access key "+keyID) {
+		t.Fatalf("access-keys revoke: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := as(bobTok, "admin", "access-keys", "list", "--state", "revoked"); r.code != 0 || !strings.Contains(r.stdout, keyID) {
+		t.Fatalf("access-keys list --state revoked: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := as(bobTok, "admin", "access-keys", "create", "--tunnel", "llm", "--ttl", "400d"); r.code == 0 || !strings.Contains(r.stderr, "ttl") {
+		t.Fatalf("access-keys create --ttl 400d: %d %s", r.code, r.stderr)
+	}
 	// Role changes through the API count at once, both ways.
 	if r := as(root, "admin", "roles", "unassign", "bob", "operator", "--org", "acme"); r.code != 0 {
 		t.Fatalf("roles unassign: %d %s", r.code, r.stderr)

@@ -11,6 +11,8 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -21,6 +23,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
@@ -288,4 +291,20 @@ func (v *Verifier) VerifyAgent(raw string) (*AgentClaims, error) {
 		return nil, fmt.Errorf("%w: agent token without org, tunnel or id", ErrInvalid)
 	}
 	return &c, nil
+}
+
+// accessKeyDomain separates the signatures access keys are derived from from every other
+// signature of the token key.
+const accessKeyDomain = "tunnelplane access key v1\x00"
+
+// AccessKeySecret derives the secret of access key keyID from the token key: a hash of the key's
+// Ed25519 signature over the id (deterministic), so a replayed issue shows the same secret again
+// while nobody without the token key can compute one. The log keeps only domain.HashAccessKey of
+// it.
+func AccessKeySecret(key *ledger.SigningKey, keyID string) (string, error) {
+	if keyID == "" {
+		return "", fmt.Errorf("access key secret: %w: empty key id", ErrInvalid)
+	}
+	sum := sha256.Sum256(key.Sign([]byte(accessKeyDomain + keyID)))
+	return domain.AccessKeyPrefix + base64.RawURLEncoding.EncodeToString(sum[:]), nil
 }

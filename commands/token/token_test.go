@@ -11,6 +11,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
@@ -167,4 +168,29 @@ func tamper(jwt string) string {
 		c = 'B'
 	}
 	return jwt[:i] + string(c) + jwt[i+1:]
+}
+
+func TestAccessKeySecret(t *testing.T) {
+	t.Parallel()
+	trusted, untrusted, _ := trustedAndUntrusted(t)
+	id := "0193f2a4-7c1e-7d3a-9b2e-000000000004"
+	a, err := token.AccessKeySecret(trusted, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := token.AccessKeySecret(trusted, id)
+	other, _ := token.AccessKeySecret(trusted, "0193f2a4-7c1e-7d3a-9b2e-000000000005")
+	foreign, _ := token.AccessKeySecret(untrusted, id)
+	if a != again {
+		t.Fatal("the same key and id derived two secrets: a replayed issue could not show the secret again")
+	}
+	if a == other || a == foreign {
+		t.Fatal("different ids or token keys derived the same secret")
+	}
+	if !strings.HasPrefix(a, domain.AccessKeyPrefix) || len(a) != len(domain.AccessKeyPrefix)+43 || strings.ContainsAny(a, ".=+/ ") {
+		t.Fatalf("secret %q: want %s and 43 base64url characters", a, domain.AccessKeyPrefix)
+	}
+	if _, err := token.AccessKeySecret(trusted, ""); !errors.Is(err, token.ErrInvalid) {
+		t.Fatalf("empty id: %v", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -60,8 +61,17 @@ type Router interface {
 	Resolve(ref string, caller Principal) (Route, bool)
 }
 
-// Principal is the caller a user token identifies.
-type Principal struct{ UserID string }
+// Principal is the caller a credential identifies: a user (a user token) or a tunnel access key.
+type Principal struct {
+	// UserID is the user a user token names ("" for an access key).
+	UserID string
+	// AccessKeyID is the tunnel access key presented ("" for a user token).
+	AccessKeyID string
+	// RemoteIP is the caller's address, set by the ingress on every request (authentication
+	// results are cached; the address is not part of them): an access key may be bound to
+	// source prefixes.
+	RemoteIP netip.Addr
+}
 
 // IngressAuthorizer decides who calls the ingress and which tunnels they may call. The ingress
 // authenticates first, resolves the tunnel for the caller, then authorizes: nobody without a
@@ -70,8 +80,10 @@ type IngressAuthorizer interface {
 	// AuthenticateCaller checks a bearer token. Errors wrap ErrUnauthenticated (401); any other
 	// error is answered 503. Successful results are cached for AuthCacheTTL.
 	AuthenticateCaller(ctx context.Context, bearer string) (Principal, error)
-	// AuthorizeIngress decides whether p may call r: nil, or an error wrapping ErrForbidden (403)
-	// or ErrUnknownTunnel (404, as for a tunnel that does not exist); any other error is 503.
+	// AuthorizeIngress decides whether p may call r: nil, or an error wrapping ErrForbidden (403),
+	// ErrUnknownTunnel (404, as for a tunnel that does not exist) or ErrUnauthenticated (401: the
+	// credential stopped being valid since it was authenticated, a revoked access key); any
+	// other error is 503.
 	// It is asked on every request (cheap lookups): a withdrawn role takes effect at once.
 	AuthorizeIngress(ctx context.Context, p Principal, r Route) error
 }

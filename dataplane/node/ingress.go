@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -30,6 +31,9 @@ type reqState struct {
 	host   []byte // the authority the request was routed by (Host, or an absolute-form target's)
 	remote string
 	start  time.Time
+	// passAuthorization: the caller's Authorization header goes upstream (the tunnel credential
+	// came in X-Tunnel-Key or Proxy-Authorization).
+	passAuthorization bool
 
 	status   int
 	class    string
@@ -39,8 +43,10 @@ type reqState struct {
 }
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
-// routing, the prefix is removed before forwarding). Callers present "Authorization: Bearer
-// <user token>"; it is checked by the Authorizer and never forwarded.
+// routing, the prefix is removed before forwarding). Callers present a user token or a tunnel
+// access key (callerCredential): in "X-Tunnel-Key", in "Proxy-Authorization: Bearer", or in
+// "Authorization: Bearer". It is checked by the Authorizer and never forwarded; when it did not
+// come in Authorization, the caller's Authorization header is the upstream's and passes through.
 //
 // The order matters: a malformed request is refused before anything else; then the caller is
 // authenticated before the tunnel is looked up, so that without a valid credential every answer
@@ -66,18 +72,17 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>.<org>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>.<org>/"})
 		return
 	}
-	bearer, hasBearer := bearerToken(ctx)
+	bearer, passAuthorization, hasBearer := callerCredential(ctx)
 	if !hasBearer {
 		n.refuseUnauthenticated(ctx, "missing", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
-			Title: "Authentication required", Detail: "send Authorization: Bearer <user token>"}, `Bearer realm="tunnelplane"`)
+			Title: "Authentication required", Detail: "send Authorization: Bearer <user token or access key>, or the access key in X-Tunnel-Key"},
+			`Bearer realm="tunnelplane"`)
 		return
 	}
 	caller, err := n.authenticate(ctx, bearer)
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
-		detail := token.Reason(err) // the user's words, never what the token says
-		n.refuseUnauthenticated(ctx, "invalid", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
-			Title: "Invalid token", Detail: detail}, `Bearer realm="tunnelplane", error="invalid_token"`)
+		n.refuseInvalid(ctx, err)
 		return
 	case err != nil:
 		n.log.Warn("ingress authentication failed", "error", err)
@@ -86,6 +91,7 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 			Title: "Authorization is unavailable", Detail: "try again shortly"})
 		return
 	}
+	caller.RemoteIP = remoteIP(ctx)
 	unknown := problem{Status: http.StatusNotFound, Slug: "unknown-tunnel", Title: "Unknown tunnel",
 		Detail: "no tunnel you may use has this name; name it as <tunnel>.<org>"}
 	route, found := n.cfg.Router.Resolve(ref, caller)
@@ -95,12 +101,17 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	err = n.cfg.Authorizer.AuthorizeIngress(ctx, caller, route)
+	if errors.Is(err, ErrUnauthenticated) {
+		// Valid when it was authenticated (and cached), no longer: a revoked or expired access key.
+		n.refuseInvalid(ctx, err)
+		return
+	}
 	if errors.Is(err, ErrUnknownTunnel) {
 		n.metrics.refused.WithLabelValues("unknown_tunnel").Inc()
 		writeProblem(ctx, unknown)
 		return
 	}
-	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start}
+	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start, passAuthorization: passAuthorization}
 	// The response body may still be streaming when this returns; then its end finishes the
 	// request (endRequest), else this does.
 	handedOff := false
@@ -163,6 +174,23 @@ func (n *Node) refuseUnauthenticated(ctx *fasthttp.RequestCtx, reason string, p 
 	writeProblem(ctx, p)
 }
 
+// refuseInvalid answers a credential the Authorizer refused (ErrUnauthenticated) with the
+// reason in the user's words, never what the credential says.
+func (n *Node) refuseInvalid(ctx *fasthttp.RequestCtx, err error) {
+	n.refuseUnauthenticated(ctx, "invalid", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
+		Title: "Invalid token", Detail: token.Reason(err)}, `Bearer realm="tunnelplane", error="invalid_token"`)
+}
+
+// remoteIP is the caller's address (the zero Addr when it is not a TCP peer).
+func remoteIP(ctx *fasthttp.RequestCtx) netip.Addr {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
 // endRequest ends what serveIngress began: the session's count of requests in flight, the
 // metrics and the usage window.
 func (n *Node) endRequest(rs *reqState) {
@@ -218,8 +246,27 @@ func (n *Node) resolveRef(ctx *fasthttp.RequestCtx) (ref, prefix string, ok bool
 	return ref, "/t/" + string(seg), true
 }
 
-func bearerToken(ctx *fasthttp.RequestCtx) (string, bool) {
-	scheme, tok, found := bytes.Cut(ctx.Request.Header.Peek("Authorization"), []byte(" "))
+// callerCredential is the tunnel credential a request presents: X-Tunnel-Key, else a bearer
+// Proxy-Authorization, else a bearer Authorization. passAuthorization tells that it did not
+// come in Authorization, whose value then belongs to the upstream (an OpenAI-compatible server's
+// own API key). A request that sends X-Tunnel-Key empty presents nothing: the credential is then
+// never taken from Authorization instead. A Proxy-Authorization in another scheme (Basic, for
+// some proxy on the way) is not the tunnel's: it is ignored (and, hop-by-hop, never forwarded).
+func callerCredential(ctx *fasthttp.RequestCtx) (cred string, passAuthorization, ok bool) {
+	h := &ctx.Request.Header
+	if v := h.Peek("X-Tunnel-Key"); v != nil {
+		v = bytes.TrimSpace(v)
+		return string(v), true, len(v) > 0
+	}
+	if tok, ok := bearerValue(h.Peek("Proxy-Authorization")); ok {
+		return tok, true, true
+	}
+	tok, ok := bearerValue(h.Peek("Authorization"))
+	return tok, false, ok
+}
+
+func bearerValue(v []byte) (string, bool) {
+	scheme, tok, found := bytes.Cut(v, []byte(" "))
 	if !found || !bytes.EqualFold(scheme, []byte("Bearer")) {
 		return "", false
 	}

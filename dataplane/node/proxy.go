@@ -73,15 +73,18 @@ func listed(toks [][]byte, k []byte) bool {
 }
 
 // forwardedOmitted reports the caller's headers that do not go upstream besides the hop-by-hop
-// ones: Host and the framing (the node writes its own, first), the caller's credential (it is
-// for the tunnel, never the upstream), Expect (the body is sent at once anyway), headers that
+// ones: Host and the framing (the node writes its own, first), the caller's tunnel credential
+// (X-Tunnel-Key always, Proxy-Authorization as a hop-by-hop header, Authorization unless the
+// tunnel credential came in one of the other two: then it is the upstream's own), Expect (the body is sent at once anyway), headers that
 // claim who the client is or what it asked for (clientIdentityHeader: the node states them
 // itself), and names with an underscore, which CGI-style servers (WSGI, PHP, Rack) read as the
 // dashed name: X_Forwarded_For would otherwise pass for X-Forwarded-For.
-func forwardedOmitted(k []byte) bool {
+func forwardedOmitted(k []byte, passAuthorization bool) bool {
 	switch string(k) {
-	case "Host", "Authorization", "Expect":
+	case "Host", "Expect", "X-Tunnel-Key":
 		return true
+	case "Authorization":
+		return !passAuthorization
 	}
 	return isHopHeader(k) || clientIdentityHeader(k) || bytes.IndexByte(k, '_') >= 0
 }
@@ -167,7 +170,7 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 	toks := connectionTokens(h.All())
 	teTrailers := false
 	for k, v := range h.All() {
-		if forwardedOmitted(k) || listed(toks, k) {
+		if forwardedOmitted(k, rs.passAuthorization) || listed(toks, k) {
 			if string(k) == "Te" && httpguts.HeaderValuesContainsToken([]string{string(v)}, "trailers") {
 				teTrailers = true
 			}

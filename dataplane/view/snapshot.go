@@ -18,7 +18,7 @@ import (
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
 // snapshot of another format is not used and the node replays the log from its start instead.
-const snapshotFormat = 2
+const snapshotFormat = 3
 
 // ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
 // format; it must not be used (replay from the start instead).
@@ -37,8 +37,10 @@ type snapshot struct {
 	OrgByName map[string]string            `json:"org_by_name"`
 	Roles     map[string][]domain.Role     `json:"roles"`
 	Revoked   []string                     `json:"revoked"`
-	Decisions map[string]Decision          `json:"decisions,omitempty"`
-	Rotated   map[string]time.Time         `json:"rotated,omitempty"` // token key id → rotated out at
+	// AccessKeys are the tunnel access keys the log issued (hashes of their secrets only).
+	AccessKeys []snapshotAccessKey  `json:"access_keys,omitempty"`
+	Decisions  map[string]Decision  `json:"decisions,omitempty"`
+	Rotated    map[string]time.Time `json:"rotated,omitempty"` // token key id → rotated out at
 	// Chain is the record verifier's state at Position (views made by NewVerified).
 	Chain json.RawMessage `json:"chain,omitempty"`
 }
@@ -51,6 +53,17 @@ type snapshotTunnel struct {
 	Upstream string `json:"upstream"`
 	Protocol string `json:"protocol"`
 	Deleted  bool   `json:"deleted,omitempty"`
+}
+
+type snapshotAccessKey struct {
+	ID          string    `json:"id"`
+	OrgID       string    `json:"org_id"`
+	TunnelID    string    `json:"tunnel_id"`
+	SecretHash  string    `json:"secret_hash"`
+	DerivedFrom string    `json:"derived_from,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	CIDRs       []string  `json:"cidrs,omitempty"`
+	Revoked     bool      `json:"revoked,omitempty"`
 }
 
 // Snapshot is the view's state as of Position, for the log whose origin is given. Restore
@@ -75,6 +88,14 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 	for org, names := range v.byName {
 		s.ByName[org] = maps.Clone(names)
 	}
+	for _, k := range v.accessKeys {
+		sk := snapshotAccessKey{ID: k.id, OrgID: k.orgID, TunnelID: k.tunnelID, SecretHash: k.hash, DerivedFrom: k.derivedFrom, ExpiresAt: k.expiresAt,
+			Revoked: k.revoked}
+		for _, p := range k.cidrs {
+			sk.CIDRs = append(sk.CIDRs, p.String())
+		}
+		s.AccessKeys = append(s.AccessKeys, sk)
+	}
 	for k, roles := range v.roles {
 		if len(roles) > 0 {
 			s.Roles[k] = slices.Sorted(maps.Keys(roles))
@@ -90,6 +111,7 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 		s.Keys[id] = k
 	}
 	slices.SortFunc(s.Tunnels, func(a, b snapshotTunnel) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(s.AccessKeys, func(a, b snapshotAccessKey) int { return cmp.Compare(a.ID, b.ID) })
 	b, err := json.Marshal(s)
 	if err != nil {
 		return nil, 0, fmt.Errorf("view snapshot: %w", err)
@@ -161,6 +183,11 @@ func (v *View) Restore(b []byte, origin string) error {
 	}
 	for _, id := range s.Revoked {
 		v.revoked[id] = true
+	}
+	for _, k := range s.AccessKeys {
+		if err := v.putAccessKey(k.ID, k.OrgID, k.TunnelID, k.SecretHash, k.DerivedFrom, k.ExpiresAt, k.CIDRs, k.Revoked); err != nil {
+			return fmt.Errorf("view snapshot: %w", err)
+		}
 	}
 	v.position, v.lastID = s.Position, s.EventID
 	v.settleReady()

@@ -39,6 +39,11 @@ func decisions(t *testing.T, v *view.View, tokens map[string]string, users map[s
 		a, err := v.AuthenticateAgent(context.Background(), tokens[name])
 		fmt.Fprintf(&b, "agent %s: %+v %v\n", name, a, err)
 	}
+	for _, id := range []string{keyValid, keyCIDR, keyExpired, keyOther} {
+		for _, addr := range []string{"10.0.0.1", "192.0.2.1"} {
+			fmt.Fprintf(&b, "access key %s from %s: %v\n", id, addr, callWithKey(v, secretOf(id), tun, addr))
+		}
+	}
 	return b.String()
 }
 
@@ -69,6 +74,11 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "vic", Role: domain.RoleAdmin})
 	f.domain(domain.RoleAssigned{OrgID: domain.PlatformOrg, UserID: "dave", Role: domain.RoleSuperadmin})
 	f.domain(domain.AgentTokenRevoked{TokenID: tokID, OrgID: org, TunnelID: tun})
+	issueKey(f, keyValid, org, tun, time.Now().Add(time.Hour))
+	issueKey(f, keyCIDR, org, tun, time.Now().Add(time.Hour), "10.0.0.0/8")
+	issueKey(f, keyExpired, org, tun, time.Now().Add(-time.Hour))
+	issueKey(f, keyOther, org, tun, time.Now().Add(time.Hour))
+	f.domain(domain.AccessKeyRevoked{KeyID: keyOther, OrgID: org, TunnelID: tun})
 
 	now := time.Now()
 	users := map[string]string{}
@@ -90,7 +100,9 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 		"revokedkey": mintAgent(k3, "0193f2a4-7c1e-7d3a-9b2e-00000000000b", tun),
 	}
 	want := decisions(t, v, tokens, users)
-	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "agent token revoked", "tunnel deleted", "resolve chat.acme for alice → {OrgID"} {
+	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "agent token revoked", "tunnel deleted", "resolve chat.acme for alice → {OrgID",
+		"access key " + keyValid + " from 192.0.2.1: <nil>", "access key " + keyCIDR + " from 10.0.0.1: <nil>", "access key " + keyCIDR + " from 192.0.2.1: forbidden",
+		"access key " + keyOther + " from 10.0.0.1: invalid token: the access key was revoked", "the access key expired"} {
 		if !strings.Contains(want, must) {
 			t.Fatalf("the history did not produce the decisions the test needs (%q):\n%s", must, want)
 		}

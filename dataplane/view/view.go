@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,15 @@ type Hooks struct {
 	DrainRequested func(nodeID string)
 }
 
+// accessKey is a tunnel access key as the log issued it (and maybe revoked it).
+type accessKey struct {
+	id, orgID, tunnelID, hash string
+	derivedFrom               string // token key id ("" unknown)
+	expiresAt                 time.Time
+	cidrs                     []netip.Prefix
+	revoked                   bool
+}
+
 type tunnel struct {
 	id, orgID, name, owner, upstream, protocol string
 	deleted                                    bool
@@ -62,23 +72,25 @@ type tunnel struct {
 
 // View is safe for concurrent use: Apply from one consumer, lookups from many requests.
 type View struct {
-	mu        sync.RWMutex
-	keys      *token.KeySet
-	tunnels   map[string]*tunnel              // by id
-	byName    map[string]map[string]string    // org id → name → tunnel id (active only)
-	orgs      map[string]string               // org id → name
-	orgByName map[string]string               // name → org id
-	roles     map[string]map[domain.Role]bool // org|user → roles
-	revoked   map[string]bool                 // agent token ids
-	decisions map[string]Decision             // by event id
-	rotated   map[string]time.Time            // token key id → when it was rotated out
-	chain     *ledger.ChainVerifier           // nil: events are taken as they come (tests)
-	position  int64
-	lastID    string // EventID at position
-	hooks     Hooks
-	issuer    string
-	leeway    time.Duration // token.DefaultLeeway unless SetTokenLeeway
-	now       func() time.Time
+	mu         sync.RWMutex
+	keys       *token.KeySet
+	tunnels    map[string]*tunnel              // by id
+	byName     map[string]map[string]string    // org id → name → tunnel id (active only)
+	orgs       map[string]string               // org id → name
+	orgByName  map[string]string               // name → org id
+	roles      map[string]map[domain.Role]bool // org|user → roles
+	revoked    map[string]bool                 // agent token ids
+	accessKeys map[string]*accessKey           // access keys by id
+	keyByHash  map[string]*accessKey           // access keys by domain.HashAccessKey of the secret
+	decisions  map[string]Decision             // by event id
+	rotated    map[string]time.Time            // token key id → when it was rotated out
+	chain      *ledger.ChainVerifier           // nil: events are taken as they come (tests)
+	position   int64
+	lastID     string // EventID at position
+	hooks      Hooks
+	issuer     string
+	leeway     time.Duration // token.DefaultLeeway unless SetTokenLeeway
+	now        func() time.Time
 
 	changed chan struct{}
 
@@ -91,6 +103,7 @@ type View struct {
 func New(issuer string, hooks Hooks) *View {
 	return &View{keys: token.NewKeySet(), tunnels: map[string]*tunnel{}, byName: map[string]map[string]string{}, orgs: map[string]string{},
 		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, decisions: map[string]Decision{},
+		accessKeys: map[string]*accessKey{}, keyByHash: map[string]*accessKey{},
 		rotated:  map[string]time.Time{},
 		position: -1, hooks: hooks, issuer: issuer, leeway: token.DefaultLeeway, now: time.Now, changed: make(chan struct{}), target: -2}
 }
@@ -243,7 +256,8 @@ func (v *View) apply(e Event, after *[]func()) error {
 	}
 	switch e.Type {
 	case domain.TypeOrganizationCreated, domain.TypeTunnelCreated, domain.TypeTunnelUpdated, domain.TypeTunnelDeleted,
-		domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeAgentTokenRevoked, domain.TypeNodeDrainRequested:
+		domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeAgentTokenRevoked, domain.TypeNodeDrainRequested,
+		domain.TypeAccessKeyIssued, domain.TypeAccessKeyRevoked:
 	default:
 		return nil // the view does not need the rest
 	}
@@ -301,6 +315,13 @@ func (v *View) apply(e Event, after *[]func()) error {
 			id := x.NodeID
 			*after = append(*after, func() { h(id) })
 		}
+	case *domain.AccessKeyIssued:
+		return v.putAccessKey(x.KeyID, x.OrgID, x.TunnelID, x.SecretHash, x.DerivedFrom, x.ExpiresAt, x.CIDRs, false)
+	case *domain.AccessKeyRevoked:
+		// Nothing to forget: the ingress asks AuthorizeIngress on every request, which reads this.
+		if k := v.accessKeys[x.KeyID]; k != nil && k.orgID == x.OrgID {
+			k.revoked = true
+		}
 	case *domain.AgentTokenRevoked:
 		v.revoked[x.TokenID] = true
 		v.decide(e.EventID, x)
@@ -309,6 +330,27 @@ func (v *View) apply(e Event, after *[]func()) error {
 			*after = append(*after, func() { h(id, reason) })
 		}
 	}
+	return nil
+}
+
+// putAccessKey adds an access key (under v.mu). The hash is the key's lookup: one already held
+// by another key (which the control plane's derivation never makes) leaves the first one alone.
+func (v *View) putAccessKey(id, org, tunnelID, hash, derivedFrom string, expires time.Time, cidrs []string, revoked bool) error {
+	k := &accessKey{id: id, orgID: org, tunnelID: tunnelID, hash: hash, derivedFrom: derivedFrom, expiresAt: expires, revoked: revoked}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			// Not a key anyone can use: refusing every source is the safe reading.
+			k.cidrs = []netip.Prefix{{}}
+			return fmt.Errorf("access key %s: cidr %q: %w", id, c, err)
+		}
+		k.cidrs = append(k.cidrs, p)
+	}
+	if _, taken := v.keyByHash[hash]; taken {
+		return fmt.Errorf("access key %s: its secret hash is another key's", id)
+	}
+	v.accessKeys[id] = k
+	v.keyByHash[hash] = k
 	return nil
 }
 
@@ -469,6 +511,15 @@ func (v *View) Resolve(ref string, caller node.Principal) (node.Route, bool) {
 		}
 		return node.Route{}, false
 	}
+	if caller.AccessKeyID != "" {
+		// An access key's caller holds no role: a bare name is its own tunnel's, or nothing.
+		if k := v.accessKeys[caller.AccessKeyID]; k != nil {
+			if t := v.tunnels[k.tunnelID]; t != nil && !t.deleted && t.name == ref {
+				return node.Route{OrgID: t.orgID, TunnelID: t.id, Name: t.name}, true
+			}
+		}
+		return node.Route{}, false
+	}
 	var found node.Route
 	n := 0
 	for orgID, names := range v.byName {
@@ -481,10 +532,28 @@ func (v *View) Resolve(ref string, caller node.Principal) (node.Route, bool) {
 }
 
 // AuthenticateCaller implements node.IngressAuthorizer: a user token signed by a token key of the
-// log (one rotated out less than RotatedUserKeyGrace ago included).
+// log (one rotated out less than RotatedUserKeyGrace ago included), or a tunnel access key the
+// log issued (told apart by domain.AccessKeyPrefix; found by the hash of the secret).
 func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Principal, error) {
 	if bearer == "" {
 		return node.Principal{}, fmt.Errorf("%w: a bearer token is required", node.ErrUnauthenticated)
+	}
+	if strings.HasPrefix(bearer, domain.AccessKeyPrefix) {
+		v.mu.RLock()
+		k := v.keyByHash[domain.HashAccessKey(bearer)]
+		var err error
+		if k != nil {
+			err = v.keyUsable(k)
+		}
+		v.mu.RUnlock()
+		switch {
+		case k == nil:
+			// Perhaps issued a moment ago and not yet here; the caller's words either way.
+			return node.Principal{}, keyRefused(token.ErrInvalid, "unknown access key")
+		case err != nil:
+			return node.Principal{}, err
+		}
+		return node.Principal{AccessKeyID: k.id}, nil
 	}
 	c, err := (&token.Verifier{Keys: userKeys{v}, Issuer: v.issuer, Leeway: v.leeway, Now: v.now}).VerifyUser(bearer)
 	if err != nil {
@@ -493,12 +562,68 @@ func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Princi
 	return node.Principal{UserID: c.Subject}, nil
 }
 
+// keyUsable is nil for an access key that is neither revoked nor expired (under v.mu), else an
+// ErrUnauthenticated in the caller's words (token.Reason).
+func (v *View) keyUsable(k *accessKey) error {
+	if k.revoked {
+		return keyRefused(token.ErrInvalid, "the access key was revoked")
+	}
+	if k.derivedFrom != "" {
+		// Whoever holds a token key can derive the secrets of the keys issued under it: a revoked
+		// token key takes them along (a rotated one does not).
+		if _, ok := v.keys.PublicKey(k.derivedFrom); !ok {
+			return keyRefused(token.ErrInvalid, "the token key the access key was derived from was revoked; issue a new one")
+		}
+	}
+	if !v.now().Before(k.expiresAt) {
+		return keyRefused(token.ErrExpired, "the access key expired at "+k.expiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// keyRefusal is an access key the view refuses: node.ErrUnauthenticated, and its text is the
+// reason in the caller's words (token.ErrInvalid or token.ErrExpired and why), which token.Reason
+// finds at the top of the chain.
+type keyRefusal struct{ reason error }
+
+func keyRefused(kind error, why string) error { return keyRefusal{fmt.Errorf("%w: %s", kind, why)} }
+
+func (e keyRefusal) Error() string        { return e.reason.Error() }
+func (e keyRefusal) Unwrap() error        { return e.reason }
+func (e keyRefusal) Is(target error) bool { return target == node.ErrUnauthenticated }
+
+// authorizeKey decides a call with an access key (under v.mu), on every request: revoked or
+// expired since it was authenticated, 401; another tunnel than its own, unknown (404, as for a
+// tunnel that does not exist: a key tells its holder nothing about other tunnels); a source
+// outside its prefixes, 403.
+func (v *View) authorizeKey(p node.Principal, r node.Route) error {
+	k := v.accessKeys[p.AccessKeyID]
+	if k == nil {
+		return keyRefused(token.ErrInvalid, "unknown access key")
+	}
+	if err := v.keyUsable(k); err != nil {
+		return err
+	}
+	t := v.tunnels[r.TunnelID]
+	if t == nil || t.deleted || k.tunnelID != t.id || k.orgID != t.orgID {
+		return fmt.Errorf("%w: %s", node.ErrUnknownTunnel, r.Name)
+	}
+	if !domain.AccessKeyAllows(k.cidrs, p.RemoteIP) {
+		return fmt.Errorf("%w: this access key is not accepted from %s", node.ErrForbidden, p.RemoteIP)
+	}
+	return nil
+}
+
 // AuthorizeIngress implements node.IngressAuthorizer by domain.MayUseTunnel, the rule the control
-// plane also applies to issuing the tunnel's agent tokens.
+// plane also applies to issuing the tunnel's agent tokens, or for an access key by its own
+// tunnel, expiry and source prefixes (authorizeKey).
 // A caller with no role in the tunnel's organization learns nothing of it (ErrUnknownTunnel).
 func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Route) error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	if p.AccessKeyID != "" {
+		return v.authorizeKey(p, r)
+	}
 	roles := v.roles[r.OrgID+"|"+p.UserID]
 	superadmin := v.roles[domain.PlatformOrg+"|"+p.UserID][domain.RoleSuperadmin]
 	t := v.tunnels[r.TunnelID]

@@ -1,0 +1,181 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
+)
+
+// DefaultAccessKeyTTL is the lifetime of an access key when the request names none.
+const DefaultAccessKeyTTL = 30 * 24 * time.Hour
+
+// AccessKey is an issued tunnel access key's record (never the secret, nor its hash).
+type AccessKey struct {
+	ID           string     `json:"id"`
+	OrgID        string     `json:"org_id"`
+	TunnelID     string     `json:"tunnel_id"`
+	CIDRs        []string   `json:"cidrs"`
+	RateTier     *string    `json:"rate_tier,omitempty"`
+	IssuedBy     string     `json:"issued_by"`
+	IssuedAt     time.Time  `json:"issued_at"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
+	RevokeReason *string    `json:"revoke_reason,omitempty"`
+	Position     int64      `json:"position"`
+	State        string     `json:"state"`
+}
+
+// AccessKeyInput is the (optional) body of POST /tunnels/{id}/access-keys.
+type AccessKeyInput struct {
+	// TTL is a Go duration like "720h" or a number of days like "30d"; default 30 days, at most
+	// 365 days.
+	TTL string `json:"ttl,omitempty"`
+	// CIDRs, when given, are the only source addresses the key is accepted from.
+	CIDRs    []string `json:"cidrs,omitempty"`
+	RateTier string   `json:"rate_tier,omitempty"`
+}
+
+// ParseTTL reads a lifetime as a Go duration ("720h") or a whole number of days ("30d").
+func ParseTTL(s string) (time.Duration, bool) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := time.ParseDuration(days + "h")
+		if err != nil || n <= 0 || strings.ContainsAny(days, ".-+") {
+			return 0, false
+		}
+		return n * 24, true
+	}
+	d, err := time.ParseDuration(s)
+	return d, err == nil
+}
+
+func (s *Server) issueAccessKey(c echo.Context) error {
+	q, err := newQuery(c, "org")
+	if err != nil {
+		return err
+	}
+	var in AccessKeyInput
+	if err := decodeOptionalBody(c, &in); err != nil {
+		return err
+	}
+	ttl := DefaultAccessKeyTTL
+	if in.TTL != "" {
+		d, ok := ParseTTL(in.TTL)
+		if !ok {
+			return invalid("ttl", "must be a duration like \"720h\" or \"30d\"")
+		}
+		ttl = d
+	}
+	org, err := s.orgFor(c, q.str("org"), commands.ObjAccessKeys, commands.ActIssue, false)
+	if err != nil {
+		return err
+	}
+	res, err := s.cfg.Service.Handlers.IssueAccessKey.Handle(c.Request().Context(),
+		commands.IssueAccessKey{OrgID: org, TunnelID: c.Param("id"), TTL: ttl, CIDRs: in.CIDRs, RateTier: in.RateTier})
+	if err != nil {
+		return err
+	}
+	// The secret is shown once: no cache may keep it.
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/access-keys/"+res.ID)
+	return s.written(c, http.StatusCreated, res)
+}
+
+func (s *Server) listAccessKeys(c echo.Context) error {
+	q, err := newQuery(c, "org", "tunnel_id", "state", "limit", "cursor", "wait_for")
+	if err != nil {
+		return err
+	}
+	p, err := q.page("access_keys")
+	if err != nil {
+		return err
+	}
+	state, err := q.oneOf("state", "all", "active", "revoked", "expired", "all")
+	if err != nil {
+		return err
+	}
+	org, err := s.orgFor(c, q.str("org"), commands.ObjAccessKeys, commands.ActRead, true)
+	if err != nil {
+		return err
+	}
+	if err := s.waitFor(c, projections.AccessKeys); err != nil {
+		return err
+	}
+	f := readmodels.AccessKeyFilter{OrgID: org, State: state, Limit: p.limit + 1}
+	if f.State == "all" {
+		f.State = ""
+	}
+	if v := q.str("tunnel_id"); v != "" {
+		if !domain.ValidID(v) {
+			return badRequest("tunnel_id", "must be a tunnel id (a UUID)")
+		}
+		f.TunnelID = v
+	}
+	if p.cursor != nil {
+		at, err := p.cursorTime(0)
+		if err != nil {
+			return err
+		}
+		id, err := p.cursorID(1)
+		if err != nil {
+			return err
+		}
+		f.After = &readmodels.AgentTokenKey{IssuedAt: at, ID: id}
+	}
+	rows, err := s.cfg.ReadModels.ListAccessKeys(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, listOf(p, convert(rows, accessKeyOf),
+		func(k AccessKey) []any { return []any{k.IssuedAt.Format(time.RFC3339Nano), k.ID} }))
+}
+
+func accessKeyOf(k readmodels.AccessKey) AccessKey {
+	out := AccessKey(k)
+	if out.CIDRs == nil {
+		out.CIDRs = []string{}
+	}
+	return out
+}
+
+func (s *Server) getAccessKey(c echo.Context) error {
+	q, err := newQuery(c, "org", "wait_for")
+	if err != nil {
+		return err
+	}
+	org, err := s.orgFor(c, q.str("org"), commands.ObjAccessKeys, commands.ActRead, true)
+	if err != nil {
+		return err
+	}
+	if err := s.waitFor(c, projections.AccessKeys); err != nil {
+		return err
+	}
+	k, err := s.cfg.ReadModels.GetAccessKey(c.Request().Context(), org, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, accessKeyOf(k))
+}
+
+func (s *Server) revokeAccessKey(c echo.Context) error {
+	q, err := newQuery(c, "org", "reason")
+	if err != nil {
+		return err
+	}
+	org, err := s.orgFor(c, q.str("org"), commands.ObjAccessKeys, commands.ActRevoke, false)
+	if err != nil {
+		return err
+	}
+	res, err := s.cfg.Service.Handlers.RevokeAccessKey.Handle(c.Request().Context(),
+		commands.RevokeAccessKey{OrgID: org, KeyID: c.Param("id"), Reason: q.str("reason")})
+	if err != nil {
+		return err
+	}
+	return s.written(c, http.StatusOK, res)
+}

@@ -1,0 +1,117 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/domain"
+)
+
+// IssueAccessKey issues a credential that calls one tunnel and nothing else. The secret is
+// returned once (Result.Secret); the log keeps its hash.
+type IssueAccessKey struct {
+	OrgID    string        `json:"org_id"`
+	TunnelID string        `json:"tunnel_id"`
+	TTL      time.Duration `json:"ttl"`
+	CIDRs    []string      `json:"cidrs,omitempty"`
+	RateTier string        `json:"rate_tier,omitempty"`
+}
+
+func (IssueAccessKey) CommandName() string { return "IssueAccessKey" }
+func (c IssueAccessKey) Permission() Permission {
+	return Permission{Org: c.OrgID, Object: ObjAccessKeys, Action: ActIssue}
+}
+
+func (s *Service) issueAccessKey(ctx context.Context, c IssueAccessKey) (Result, error) {
+	// The secret is derived from the token key (token.AccessKeySecret), so that a replay of the
+	// same Idempotency-Key shows it again without it ever being stored.
+	key := s.TokenKey()
+	if key == nil {
+		return Result{}, ErrNoTokenKey
+	}
+	g := newIDGen(ctx, c.CommandName())
+	t, err := s.loadTunnel(ctx, c.OrgID, c.TunnelID)
+	if err != nil {
+		return Result{}, err
+	}
+	// A key calls the tunnel: issuing one needs the right to call it, beside access_keys:issue,
+	// or an operator could hand out calls to tunnels it may not call itself.
+	if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
+		return Result{}, err
+	}
+	keyID := g.next().String()
+	secret, err := token.AccessKeySecret(key, keyID)
+	if err != nil {
+		return Result{}, err
+	}
+	now := s.cfg.Now()
+	ev, err := domain.IssueAccessKey(t, domain.NewAccessKey{KeyID: keyID, IssuedBy: ActorFrom(ctx).ID, SecretHash: domain.HashAccessKey(secret),
+		Now: now, TTL: c.TTL, CIDRs: c.CIDRs, RateTier: c.RateTier, DerivedFrom: key.ID()})
+	if err != nil {
+		return Result{}, err
+	}
+	meta := metadata(ctx, c.CommandName(), c.OrgID, now)
+	claims := func(res *Result) {
+		exp, iat := ev.ExpiresAt, now
+		res.ExpiresAt, res.IssuedAt, res.KeyID = &exp, &iat, key.ID()
+	}
+	res, err := s.decideAndAppend(withResultDecoration(ctx, claims), g, meta, failOnConflict, func() (decision, error) {
+		return changed(keyID, domain.AccessKeyStream(keyID), 0, ev), nil
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	claims(&res)
+	res.Secret = secret
+	return res, nil
+}
+
+// RevokeAccessKey makes an access key unusable; nodes refuse it as soon as the revocation
+// reaches their view.
+type RevokeAccessKey struct {
+	OrgID  string `json:"org_id"`
+	KeyID  string `json:"key_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (RevokeAccessKey) CommandName() string { return "RevokeAccessKey" }
+func (c RevokeAccessKey) Permission() Permission {
+	return Permission{Org: c.OrgID, Object: ObjAccessKeys, Action: ActRevoke}
+}
+
+func (s *Service) revokeAccessKey(ctx context.Context, c RevokeAccessKey) (Result, error) {
+	g := newIDGen(ctx, c.CommandName())
+	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
+	return s.decideAndAppend(ctx, g, meta, failOnConflict, func() (decision, error) {
+		if !domain.ValidID(c.KeyID) {
+			return decision{}, fmt.Errorf("access key %q: %w", c.KeyID, domain.ErrNotFound)
+		}
+		recs, err := s.load(ctx, domain.AccessKeyStream(c.KeyID))
+		if err != nil {
+			return decision{}, err
+		}
+		a, err := domain.RehydrateAccessKey(recs)
+		if err != nil {
+			return decision{}, err
+		}
+		if a.OrgID() != c.OrgID {
+			return decision{}, fmt.Errorf("access key %s: %w", c.KeyID, domain.ErrNotFound)
+		}
+		// The same right as issuing, decided before the key's state, so a refusal tells nothing
+		// about it. A deleted tunnel's keys need no revoking (they call nothing).
+		t, err := s.loadTunnel(ctx, c.OrgID, a.TunnelID())
+		if err != nil {
+			return decision{}, err
+		}
+		if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
+			return decision{}, err
+		}
+		ev, err := a.Revoke(c.Reason)
+		if err != nil {
+			return decision{}, err
+		}
+		return changed(c.KeyID, domain.AccessKeyStream(c.KeyID), a.Version(), ev), nil
+	})
+}

@@ -259,14 +259,34 @@ func ago(d time.Duration) string {
 // the token. Other errors give "invalid token".
 func Reason(err error) string {
 	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrExpired) || errors.Is(err, ErrUnknownKey) {
-		for e := err; e != nil; e = errors.Unwrap(e) {
-			if strings.HasPrefix(e.Error(), ErrInvalid.Error()) || strings.HasPrefix(e.Error(), ErrExpired.Error()) ||
-				strings.HasPrefix(e.Error(), ErrUnknownKey.Error()) {
-				return e.Error()
-			}
+		if r := reasonIn(err); r != "" {
+			return r
 		}
 	}
 	return ErrInvalid.Error()
+}
+
+// reasonIn finds the error of this package's making in err's tree (errors joined or wrapped with
+// several %w included: the ingress wraps a token's error beside its own).
+func reasonIn(e error) string {
+	if e == nil {
+		return ""
+	}
+	if strings.HasPrefix(e.Error(), ErrInvalid.Error()) || strings.HasPrefix(e.Error(), ErrExpired.Error()) ||
+		strings.HasPrefix(e.Error(), ErrUnknownKey.Error()) {
+		return e.Error()
+	}
+	switch u := e.(type) {
+	case interface{ Unwrap() error }:
+		return reasonIn(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, x := range u.Unwrap() {
+			if r := reasonIn(x); r != "" {
+				return r
+			}
+		}
+	}
+	return ""
 }
 
 // VerifyUser checks a user token and returns its claims.

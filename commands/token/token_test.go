@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -155,8 +156,14 @@ func TestRefusalsInTheUsersWords(t *testing.T) {
 	}
 	strict := *v
 	strict.Leeway = 10 * time.Second
-	if _, err := strict.VerifyUser(late); !errors.Is(err, token.ErrExpired) || !strings.HasPrefix(token.Reason(err), "token expired 2") {
+	_, err := strict.VerifyUser(late)
+	if !errors.Is(err, token.ErrExpired) || !strings.HasPrefix(token.Reason(err), "token expired 2") {
 		t.Fatalf("20s past expiry with a 10s leeway: %v", err)
+	}
+	// Wrapped beside another error (as the node's ingress wraps it), the reason is still found.
+	beside := fmt.Errorf("%w: %w", errors.New("unauthenticated"), err)
+	if r := token.Reason(beside); !strings.HasPrefix(r, "token expired 2") {
+		t.Fatalf("the reason of a token error wrapped beside another: %q", r)
 	}
 }
 

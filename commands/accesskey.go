@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
@@ -82,36 +81,7 @@ func (c RevokeAccessKey) Permission() Permission {
 }
 
 func (s *Service) revokeAccessKey(ctx context.Context, c RevokeAccessKey) (Result, error) {
-	g := newIDGen(ctx, c.CommandName())
-	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
-	return s.decideAndAppend(ctx, g, meta, failOnConflict, func() (decision, error) {
-		if !domain.ValidID(c.KeyID) {
-			return decision{}, fmt.Errorf("access key %q: %w", c.KeyID, domain.ErrNotFound)
-		}
-		recs, err := s.load(ctx, domain.AccessKeyStream(c.KeyID))
-		if err != nil {
-			return decision{}, err
-		}
-		a, err := domain.RehydrateAccessKey(recs)
-		if err != nil {
-			return decision{}, err
-		}
-		if a.OrgID() != c.OrgID {
-			return decision{}, fmt.Errorf("access key %s: %w", c.KeyID, domain.ErrNotFound)
-		}
-		// The same right as issuing, decided before the key's state, so a refusal tells nothing
-		// about it. A deleted tunnel's keys need no revoking (they call nothing).
-		t, err := s.loadTunnel(ctx, c.OrgID, a.TunnelID())
-		if err != nil {
-			return decision{}, err
-		}
-		if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
-			return decision{}, err
-		}
-		ev, err := a.Revoke(c.Reason)
-		if err != nil {
-			return decision{}, err
-		}
-		return changed(c.KeyID, domain.AccessKeyStream(c.KeyID), a.Version(), ev), nil
-	})
+	// The same right as issuing. A deleted tunnel's keys need no revoking (they call nothing).
+	return revokeTunnelCredential(s, ctx, c.CommandName(), "access key", c.OrgID, c.KeyID, domain.AccessKeyStream(c.KeyID),
+		domain.RehydrateAccessKey, func(a *domain.AccessKey) (domain.Event, error) { return a.Revoke(c.Reason) })
 }

@@ -79,36 +79,52 @@ func (c RevokeAgentToken) Permission() Permission {
 }
 
 func (s *Service) revokeAgentToken(ctx context.Context, c RevokeAgentToken) (Result, error) {
-	g := newIDGen(ctx, c.CommandName())
-	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
+	// Revoking disconnects the tunnel's agent: it needs the right to use the tunnel, as issuing does.
+	return revokeTunnelCredential(s, ctx, c.CommandName(), "agent token", c.OrgID, c.TokenID, domain.AgentTokenStream(c.TokenID),
+		domain.RehydrateAgentToken, func(a *domain.AgentToken) (domain.Event, error) { return a.Revoke(c.Reason) })
+}
+
+// tunnelCredential is what an agent token and an access key have in common: a revocable
+// credential of one tunnel of an organization.
+type tunnelCredential interface {
+	OrgID() string
+	TunnelID() string
+	Version() uint64
+}
+
+// revokeTunnelCredential revokes the credential id of orgID (what names its kind in errors),
+// which needs the right to use its tunnel, decided before the credential's state so that a
+// refusal tells nothing about it. A credential of another organization is not found.
+func revokeTunnelCredential[C tunnelCredential](s *Service, ctx context.Context, command, what, orgID, id, stream string,
+	rehydrate func([]domain.Recorded) (C, error), revoke func(C) (domain.Event, error)) (Result, error) {
+	g := newIDGen(ctx, command)
+	meta := metadata(ctx, command, orgID, s.cfg.Now())
 	return s.decideAndAppend(ctx, g, meta, failOnConflict, func() (decision, error) {
-		if !domain.ValidID(c.TokenID) {
-			return decision{}, fmt.Errorf("agent token %q: %w", c.TokenID, domain.ErrNotFound)
+		if !domain.ValidID(id) {
+			return decision{}, fmt.Errorf("%s %q: %w", what, id, domain.ErrNotFound)
 		}
-		recs, err := s.load(ctx, domain.AgentTokenStream(c.TokenID))
+		recs, err := s.load(ctx, stream)
 		if err != nil {
 			return decision{}, err
 		}
-		a, err := domain.RehydrateAgentToken(recs)
+		cred, err := rehydrate(recs)
 		if err != nil {
 			return decision{}, err
 		}
-		if a.OrgID() != c.OrgID {
-			return decision{}, fmt.Errorf("agent token %s: %w", c.TokenID, domain.ErrNotFound)
+		if cred.OrgID() != orgID {
+			return decision{}, fmt.Errorf("%s %s: %w", what, id, domain.ErrNotFound)
 		}
-		// Revoking disconnects the tunnel's agent: it needs the right to use the tunnel, as issuing
-		// does. Decided before the token's state, so a refusal tells nothing about it.
-		t, err := s.loadTunnel(ctx, c.OrgID, a.TunnelID())
+		t, err := s.loadTunnel(ctx, orgID, cred.TunnelID())
 		if err != nil {
 			return decision{}, err
 		}
-		if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
+		if err := s.authz.CheckTunnelUse(ctx, orgID, t.ID(), t.Owner()); err != nil {
 			return decision{}, err
 		}
-		ev, err := a.Revoke(c.Reason)
+		ev, err := revoke(cred)
 		if err != nil {
 			return decision{}, err
 		}
-		return changed(c.TokenID, domain.AgentTokenStream(c.TokenID), a.Version(), ev), nil
+		return changed(id, stream, cred.Version(), ev), nil
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tunnelplane/tunnelplane/commands"
-	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
@@ -88,46 +87,12 @@ func (s *Server) issueAccessKey(c echo.Context) error {
 }
 
 func (s *Server) listAccessKeys(c echo.Context) error {
-	q, err := newQuery(c, "org", "tunnel_id", "state", "limit", "cursor", "wait_for")
+	l, err := s.credentialListOf(c, "access_keys", commands.ObjAccessKeys, projections.AccessKeys)
 	if err != nil {
 		return err
 	}
-	p, err := q.page("access_keys")
-	if err != nil {
-		return err
-	}
-	state, err := q.oneOf("state", "all", "active", "revoked", "expired", "all")
-	if err != nil {
-		return err
-	}
-	org, err := s.orgFor(c, q.str("org"), commands.ObjAccessKeys, commands.ActRead, true)
-	if err != nil {
-		return err
-	}
-	if err := s.waitFor(c, projections.AccessKeys); err != nil {
-		return err
-	}
-	f := readmodels.AccessKeyFilter{OrgID: org, State: state, Limit: p.limit + 1}
-	if f.State == "all" {
-		f.State = ""
-	}
-	if v := q.str("tunnel_id"); v != "" {
-		if !domain.ValidID(v) {
-			return badRequest("tunnel_id", "must be a tunnel id (a UUID)")
-		}
-		f.TunnelID = v
-	}
-	if p.cursor != nil {
-		at, err := p.cursorTime(0)
-		if err != nil {
-			return err
-		}
-		id, err := p.cursorID(1)
-		if err != nil {
-			return err
-		}
-		f.After = &readmodels.AgentTokenKey{IssuedAt: at, ID: id}
-	}
+	p := l.p
+	f := readmodels.AccessKeyFilter{OrgID: l.org, State: l.state, TunnelID: l.tunnelID, After: l.after, Limit: p.limit + 1}
 	rows, err := s.cfg.ReadModels.ListAccessKeys(c.Request().Context(), f)
 	if err != nil {
 		return err

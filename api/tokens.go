@@ -84,47 +84,63 @@ func decodeOptionalBody(c echo.Context, dst any) error {
 	return decodeBody(c, dst)
 }
 
-func (s *Server) listTokens(c echo.Context) error {
+// credentialList is what a list of agent tokens or of access keys takes from its request.
+type credentialList struct {
+	p                    page
+	org, state, tunnelID string
+	after                *readmodels.AgentTokenKey
+}
+
+// credentialListOf reads a credential list's request: the page (cursor kind kind), the org the
+// caller may read object in, the state filter and the tunnel, once projection shows wait_for.
+func (s *Server) credentialListOf(c echo.Context, kind, object, projection string) (credentialList, error) {
+	var l credentialList
 	q, err := newQuery(c, "org", "tunnel_id", "state", "limit", "cursor", "wait_for")
 	if err != nil {
-		return err
+		return l, err
 	}
-	p, err := q.page("tokens")
-	if err != nil {
-		return err
+	if l.p, err = q.page(kind); err != nil {
+		return l, err
 	}
-	state, err := q.oneOf("state", "all", "active", "revoked", "expired", "all")
-	if err != nil {
-		return err
+	if l.state, err = q.oneOf("state", "all", "active", "revoked", "expired", "all"); err != nil {
+		return l, err
 	}
-	org, err := s.orgFor(c, q.str("org"), commands.ObjTokens, commands.ActRead, true)
-	if err != nil {
-		return err
+	if l.state == "all" {
+		l.state = ""
 	}
-	if err := s.waitFor(c, projections.AgentTokens); err != nil {
-		return err
+	if l.org, err = s.orgFor(c, q.str("org"), object, commands.ActRead, true); err != nil {
+		return l, err
 	}
-	f := readmodels.AgentTokenFilter{OrgID: org, State: state, Limit: p.limit + 1}
-	if f.State == "all" {
-		f.State = ""
+	if err := s.waitFor(c, projection); err != nil {
+		return l, err
 	}
 	if v := q.str("tunnel_id"); v != "" {
 		if !domain.ValidID(v) {
-			return badRequest("tunnel_id", "must be a tunnel id (a UUID)")
+			return l, badRequest("tunnel_id", "must be a tunnel id (a UUID)")
 		}
-		f.TunnelID = v
+		l.tunnelID = v
 	}
-	if p.cursor != nil {
-		at, err := p.cursorTime(0)
+	if l.p.cursor != nil {
+		at, err := l.p.cursorTime(0)
 		if err != nil {
-			return err
+			return l, err
 		}
-		id, err := p.cursorID(1)
+		id, err := l.p.cursorID(1)
 		if err != nil {
-			return err
+			return l, err
 		}
-		f.After = &readmodels.AgentTokenKey{IssuedAt: at, ID: id}
+		l.after = &readmodels.AgentTokenKey{IssuedAt: at, ID: id}
 	}
+	return l, nil
+}
+
+func (s *Server) listTokens(c echo.Context) error {
+	l, err := s.credentialListOf(c, "tokens", commands.ObjTokens, projections.AgentTokens)
+	if err != nil {
+		return err
+	}
+	p := l.p
+	f := readmodels.AgentTokenFilter{OrgID: l.org, State: l.state, TunnelID: l.tunnelID, After: l.after, Limit: p.limit + 1}
 	rows, err := s.cfg.ReadModels.ListAgentTokens(c.Request().Context(), f)
 	if err != nil {
 		return err

@@ -48,40 +48,9 @@ const accessKeyColumns = `SELECT key_id::text AS key_id, org_id::text AS org_id,
 // ListAccessKeys lists an organization's access keys by issue time.
 func (q *Queries) ListAccessKeys(ctx context.Context, f AccessKeyFilter) ([]AccessKey, error) {
 	const op = "list access keys"
-	if err := checkLimit(op, f.Limit); err != nil {
+	w, err := credentialWhere(op, "key_id", f.OrgID, f.TunnelID, f.State, f.After, f.Limit)
+	if err != nil {
 		return nil, err
-	}
-	if err := checkID(op, "org", f.OrgID); err != nil {
-		return nil, err
-	}
-	if f.TunnelID != "" {
-		if err := checkID(op, "tunnel", f.TunnelID); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkState(op, f.State, TokenActive, TokenRevoked, TokenExpired); err != nil {
-		return nil, err
-	}
-	if f.After != nil {
-		if err := checkID(op, "cursor", f.After.ID); err != nil {
-			return nil, err
-		}
-	}
-	var w where
-	w.add("org_id = ?::uuid", f.OrgID)
-	if f.TunnelID != "" {
-		w.add("tunnel_id = ?::uuid", f.TunnelID)
-	}
-	switch f.State {
-	case TokenActive:
-		w.add("revoked_at IS NULL AND expires_at > now()")
-	case TokenRevoked:
-		w.add("revoked_at IS NOT NULL")
-	case TokenExpired:
-		w.add("revoked_at IS NULL AND expires_at <= now()")
-	}
-	if f.After != nil {
-		w.add("(issued_at, key_id) > (?, ?::uuid)", f.After.IssuedAt, f.After.ID)
 	}
 	return selectRows[AccessKey](ctx, q, op, accessKeyColumns+w.sql()+" ORDER BY issued_at, key_id"+w.limit(f.Limit), w.args...)
 }

@@ -59,31 +59,42 @@ const tokenColumns = `SELECT token_id::text AS token_id, org_id::text AS org_id,
 // ListAgentTokens lists an organization's agent tokens by issue time.
 func (q *Queries) ListAgentTokens(ctx context.Context, f AgentTokenFilter) ([]AgentToken, error) {
 	const op = "list agent tokens"
-	if err := checkLimit(op, f.Limit); err != nil {
+	w, err := credentialWhere(op, "token_id", f.OrgID, f.TunnelID, f.State, f.After, f.Limit)
+	if err != nil {
 		return nil, err
 	}
-	if err := checkID(op, "org", f.OrgID); err != nil {
-		return nil, err
-	}
-	if f.TunnelID != "" {
-		if err := checkID(op, "tunnel", f.TunnelID); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkState(op, f.State, TokenActive, TokenRevoked, TokenExpired); err != nil {
-		return nil, err
-	}
-	if f.After != nil {
-		if err := checkID(op, "cursor", f.After.ID); err != nil {
-			return nil, err
-		}
-	}
+	return selectRows[AgentToken](ctx, q, op, tokenColumns+w.sql()+" ORDER BY issued_at, token_id"+w.limit(f.Limit), w.args...)
+}
+
+// credentialWhere checks a list of an organization's agent tokens or access keys (idColumn) and
+// builds its conditions: a tunnel, a state (TokenActive, TokenRevoked, TokenExpired or ""), a page
+// after the key.
+func credentialWhere(op, idColumn, orgID, tunnelID, state string, after *AgentTokenKey, limit int) (where, error) {
 	var w where
-	w.add("org_id = ?::uuid", f.OrgID)
-	if f.TunnelID != "" {
-		w.add("tunnel_id = ?::uuid", f.TunnelID)
+	if err := checkLimit(op, limit); err != nil {
+		return w, err
 	}
-	switch f.State {
+	if err := checkID(op, "org", orgID); err != nil {
+		return w, err
+	}
+	if tunnelID != "" {
+		if err := checkID(op, "tunnel", tunnelID); err != nil {
+			return w, err
+		}
+	}
+	if err := checkState(op, state, TokenActive, TokenRevoked, TokenExpired); err != nil {
+		return w, err
+	}
+	if after != nil {
+		if err := checkID(op, "cursor", after.ID); err != nil {
+			return w, err
+		}
+	}
+	w.add("org_id = ?::uuid", orgID)
+	if tunnelID != "" {
+		w.add("tunnel_id = ?::uuid", tunnelID)
+	}
+	switch state {
 	case TokenActive:
 		w.add("revoked_at IS NULL AND expires_at > now()")
 	case TokenRevoked:
@@ -91,10 +102,10 @@ func (q *Queries) ListAgentTokens(ctx context.Context, f AgentTokenFilter) ([]Ag
 	case TokenExpired:
 		w.add("revoked_at IS NULL AND expires_at <= now()")
 	}
-	if f.After != nil {
-		w.add("(issued_at, token_id) > (?, ?::uuid)", f.After.IssuedAt, f.After.ID)
+	if after != nil {
+		w.add("(issued_at, "+idColumn+") > (?, ?::uuid)", after.IssuedAt, after.ID)
 	}
-	return selectRows[AgentToken](ctx, q, op, tokenColumns+w.sql()+" ORDER BY issued_at, token_id"+w.limit(f.Limit), w.args...)
+	return w, nil
 }
 
 // GetAgentToken reads one agent token's record in an organization; a token of another

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -83,16 +84,9 @@ func (a *adminClient) tokensCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List agent tokens (records; never the tokens)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := orgQuery(org)
-			if tunnel != "" {
-				id, err := a.tunnelID(cmd.Context(), org, tunnel)
-				if err != nil {
-					return err
-				}
-				q.Set("tunnel_id", id)
-			}
-			if state != "" {
-				q.Set("state", state)
+			q, err := a.credentialQuery(cmd.Context(), org, tunnel, state)
+			if err != nil {
+				return err
 			}
 			items, err := listAll[api.AgentToken](cmd.Context(), a, "/api/v1/tokens", q, 0)
 			if err != nil {
@@ -257,4 +251,21 @@ func (a *adminClient) auditCommand() *cobra.Command {
 	f.IntVar(&limit, "limit", 50, "most events to show")
 	cmd.AddCommand(search)
 	return cmd
+}
+
+// credentialQuery is the query of a list of agent tokens or access keys: the org, the tunnel (an
+// id or a name) and the state, when given.
+func (a *adminClient) credentialQuery(ctx context.Context, org, tunnel, state string) (url.Values, error) {
+	q := orgQuery(org)
+	if tunnel != "" {
+		id, err := a.tunnelID(ctx, org, tunnel)
+		if err != nil {
+			return nil, err
+		}
+		q.Set("tunnel_id", id)
+	}
+	if state != "" {
+		q.Set("state", state)
+	}
+	return q, nil
 }

@@ -40,16 +40,9 @@ then their own Authorization header reaches the tunnel's upstream untouched.`,
 	list := &cobra.Command{
 		Use: "list", Short: "List access keys (records; never the keys)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := orgQuery(org)
-			if tunnel != "" {
-				id, err := a.tunnelID(cmd.Context(), org, tunnel)
-				if err != nil {
-					return err
-				}
-				q.Set("tunnel_id", id)
-			}
-			if state != "" {
-				q.Set("state", state)
+			q, err := a.credentialQuery(cmd.Context(), org, tunnel, state)
+			if err != nil {
+				return err
 			}
 			items, err := listAll[api.AccessKey](cmd.Context(), a, "/api/v1/access-keys", q, 0)
 			if err != nil {

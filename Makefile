@@ -74,9 +74,11 @@ test: deps nats lint ## Run the whole suite against a real PostgreSQL (found or 
 	@# The bus tests again, against this machine's NATS server (2.9.x) under cluster names of their own.
 	TUNNELPLANE_TEST_NATS_URL=nats://$(TEST_NATS_HOST):$(TEST_NATS_PORT) $(GO) test -race -count=1 -timeout 10m ./bus/bustest
 	@# The race detector makes a 256 MiB transfer too slow, so that test shrinks under -race, and
-	@# the bench's process tests skip under it: run them without.
+	@# the bench's process tests and the SIEM crash test skip under it: run them without.
 	$(GO) test -count=1 -run 'TestLargeBodyArrivesIntactAndStreams' ./dataplane/node
 	$(GO) test -count=1 ./bench/tunnel
+	@# The SIEM crash test's subject is the control process, built without the race detector.
+	$(GO) test -count=1 -run 'TestSIEMDeliveryThroughKillsAndRestarts' ./cmd/tunnelplane
 
 .PHONY: bench
 bench: build ## Benchmarks against their baselines in the same run (scratch databases)

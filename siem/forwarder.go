@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -104,9 +105,11 @@ type Forwarder struct {
 	cfg ForwarderConfig
 	lc  lifecycle.Lifecycle
 
-	mu      sync.Mutex
-	status  ForwarderStatus
-	skipped map[uint64]bool
+	mu     sync.Mutex
+	status ForwarderStatus
+	// skipped is replaced whole by Skip, never changed in place: read without the lock, as
+	// every record of every batch asks it.
+	skipped atomic.Pointer[map[uint64]bool]
 }
 
 // NewForwarder checks cfg and fills in the defaults.
@@ -164,15 +167,12 @@ func (f *Forwarder) Skip(positions []uint64) {
 	for _, p := range positions {
 		m[p] = true
 	}
-	f.mu.Lock()
-	f.skipped = m
-	f.mu.Unlock()
+	f.skipped.Store(&m)
 }
 
 func (f *Forwarder) isSkipped(pos uint64) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.skipped[pos]
+	m := f.skipped.Load()
+	return m != nil && (*m)[pos]
 }
 
 func (f *Forwarder) loadCursor(ctx context.Context) (ForwarderStatus, error) {

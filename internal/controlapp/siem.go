@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
@@ -50,6 +52,7 @@ type SIEMSinks struct {
 
 type runningSink struct {
 	f       *siem.Forwarder
+	spec    domain.SIEMSinkSpec
 	version int64
 	failed  string // why it could not start (retried at the next poll)
 }
@@ -159,11 +162,14 @@ func (s *SIEMSinks) sync(ctx context.Context) {
 	for _, k := range sinks {
 		seen[k.ID] = true
 		r := s.running[k.ID]
-		if r != nil && r.version == k.Version {
-			if r.f != nil {
+		if r != nil && r.f != nil && reflect.DeepEqual(r.spec, k.Spec) {
+			// Unchanged but for the records skipped (skips are events of the sink's stream too):
+			// the running forwarder takes them, no restart.
+			if r.version != k.Version {
 				r.f.Skip(positions(k.Skipped))
-				continue
+				r.version = k.Version
 			}
+			continue
 		}
 		if r != nil && r.f != nil {
 			r.f.Stop()
@@ -186,7 +192,7 @@ func (s *SIEMSinks) sync(ctx context.Context) {
 // start builds and starts a sink's forwarder; one that cannot start is recorded beside its
 // cursor (the API shows it) and tried again at the next poll.
 func (s *SIEMSinks) start(ctx context.Context, k readmodels.SIEMSink, before *runningSink) *runningSink {
-	r := &runningSink{version: k.Version}
+	r := &runningSink{spec: k.Spec, version: k.Version}
 	fail := func(err error) *runningSink {
 		r.failed = err.Error()
 		if before == nil || before.failed != r.failed {

@@ -170,3 +170,40 @@ func TestOneInstanceForwardsAndAnotherTakesOver(t *testing.T) {
 	}
 	t.Logf("posts before and after the takeover: %d, %d", posts, hec.Posts())
 }
+
+// A record the receiver refuses holds the sink until an operator's skip reaches the log: the
+// running forwarder takes the skip and delivers the rest; the skipped record's number stays unused.
+func TestASkipInTheLogMovesARefusingSinkOn(t *testing.T) {
+	t.Parallel()
+	r := newSIEMRig(t)
+	hec := hectest.New(t, "tok")
+	id := r.configure(t, "soc", hec.URL(), hec.CACertPEM(), "tok")
+	head := r.appendOrgs(t, 50)
+	recs, err := r.log.Store.ReadAll(context.Background(), 0, int(head))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := recs[len(recs)-10]
+	hec.Refuse(poison.EventID.String())
+	r.sinks(t, 10*time.Second)
+	poll.Until(t, 20*time.Second, "everything before the refused record delivered", func() bool { return len(hec.Received()) >= int(poison.Position) })
+	time.Sleep(200 * time.Millisecond)
+	if got := hec.Received()[strconv.Itoa(int(poison.Position)+1)]; len(got) != 0 {
+		t.Fatalf("the refused record arrived: %v", got)
+	}
+	b, _ := json.Marshal(domain.SIEMDeliverySkipped{SinkID: id, Position: poison.Position, Reason: "refused for good"})
+	res, err := r.log.Store.Append(context.Background(), domain.SIEMSinkStream(id), eventstore.Exact(1),
+		eventstore.EventData{Type: domain.TypeSIEMDeliverySkipped, Payload: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everything after it arrives, the skip event included (a platform sink forwards it too).
+	poll.Until(t, 20*time.Second, "the rest delivered after the skip", func() bool { return len(hec.Received()) >= int(res.LastPosition) })
+	got := hec.Received()
+	for pos := uint64(0); pos <= res.LastPosition; pos++ {
+		n := len(got[strconv.Itoa(int(pos)+1)])
+		if (pos == poison.Position) != (n == 0) {
+			t.Fatalf("position %d arrived %d times", pos, n)
+		}
+	}
+}

@@ -59,7 +59,8 @@ const (
 // wrote would otherwise reach the read models and every node's view.
 func NodeReportable(eventType string) bool {
 	switch eventType {
-	case TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted:
+	case TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted,
+		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted:
 		return true
 	}
 	return false
@@ -86,6 +87,7 @@ func EventTypes() []EventType {
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
 		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
 		TypeExportCreated,
+		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -190,6 +192,12 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &SIEMDeliverySkipped{}
 	case TypeExportCreated:
 		e = &ExportCreated{}
+	case TypeFailoverStarted:
+		e = &FailoverStarted{}
+	case TypeFailoverCompleted:
+		e = &FailoverCompleted{}
+	case TypeFailbackCompleted:
+		e = &FailbackCompleted{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

@@ -51,6 +51,10 @@ back to a preferred node once that has stayed reachable for --failback-delay; it
 move through a node it holds, which records it in the log (failover.started, failover.completed,
 failback.completed). Its state lines say which nodes it holds and why it moved.
 
+With --discover the agent asks the control plane (GET /api/v1/tunnels/{id}/nodes, with the agent
+token) which nodes to hold, in the tunnel's order, with their host keys, and asks again every
+minute: a node no longer listed is not taken again.
+
 The fingerprints come from --fingerprint (one per node, any order), or from the control plane
 (--control-url with a user token allowed to list nodes): the nodes whose agent URLs match --node.
 
@@ -75,8 +79,8 @@ Exit status:
 			ctx := cmd.Context()
 			errs := envErrs
 			cfg.NodeURLs, cfg.HostKeyFingerprints = nodes, pins
-			if len(nodes) == 0 {
-				errs = append(errs, errors.New("--node is required (env TUNNELPLANE_NODE_URL)"))
+			if len(nodes) == 0 && cfg.Discover == "" {
+				errs = append(errs, errors.New("--node or --discover is required (env TUNNELPLANE_NODE_URL, TUNNELPLANE_DISCOVER_URL)"))
 			}
 			if cfg.Token == "" {
 				errs = append(errs, errors.New("--token is required (env TUNNELPLANE_AGENT_TOKEN)"))
@@ -87,7 +91,7 @@ Exit status:
 			if cfg.Upstream != "" {
 				cfg.Upstream = upstreamURL(cfg.Upstream)
 			}
-			unpinned := len(pins) == 0 && !cfg.InsecureSkipPin
+			unpinned := len(pins) == 0 && len(nodes) > 0 && !cfg.InsecureSkipPin
 			if unpinned && controlURL == "" {
 				errs = append(errs, errors.New("pin the node's host key: --fingerprint SHA256:… or --control-url to look it up (or --insecure-skip-pin)"))
 			}
@@ -130,6 +134,7 @@ Exit status:
 	secretFlag(fs, &cfg.Token, "token", "AGENT_TOKEN", "agent token for the tunnel")
 	fs.StringVar(&cfg.Upstream, "to", envDefault("UPSTREAM", ""), "override the tunnel's upstream (default: the tunnel's, as the node tells it): http://127.0.0.1:PORT, tcp://host:port, or host:port or PORT for http (env TUNNELPLANE_UPSTREAM)")
 	fs.StringArrayVar(&pins, "fingerprint", envList("NODE_FINGERPRINT"), "a node's SSH host key fingerprint SHA256:…; repeat it for several nodes (env TUNNELPLANE_NODE_FINGERPRINT, comma-separated)")
+	fs.StringVar(&cfg.Discover, "discover", envDefault("DISCOVER_URL", ""), "the control plane's URL: ask it, with the agent token, which nodes to hold and their host keys (env TUNNELPLANE_DISCOVER_URL)")
 	fs.IntVar(&cfg.Connections, "connections", envInt("CONNECTIONS", 2, &envErrs), "how many of the nodes to hold at once, on distinct nodes (env TUNNELPLANE_CONNECTIONS)")
 	fs.DurationVar(&cfg.FailbackDelay, "failback-delay", envDuration("FAILBACK_DELAY", 30*time.Second, &envErrs),
 		"how long a preferred node must stay reachable before the agent moves back to it (env TUNNELPLANE_FAILBACK_DELAY)")

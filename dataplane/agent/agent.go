@@ -122,6 +122,12 @@ type Config struct {
 	// FailbackDelay is how long a preferred node must stay reachable before the agent moves back
 	// to it (default 30s).
 	FailbackDelay time.Duration
+	// Discover is the control plane's URL (https://control.example.com) or its node list for the
+	// tunnel (…/api/v1/tunnels/{id}/nodes): the agent asks it, with its agent token, which nodes
+	// to hold and their host keys, after the NodeURLs given, and asks again every
+	// DiscoverInterval (default 1m).
+	Discover         string
+	DiscoverInterval time.Duration
 	// Token is the agent token; it is sent only after the host key checked out.
 	Token string
 	// Upstream is the local service: http://127.0.0.1:11434, https://…, or tcp://host:port.
@@ -184,6 +190,7 @@ func (c *Config) applyDefaults() {
 	def(&c.UpstreamDialTimeout, 10*time.Second)
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.FailbackDelay, 30*time.Second)
+	def(&c.DiscoverInterval, time.Minute)
 	if c.Connections == 0 {
 		c.Connections = 2
 	}
@@ -205,8 +212,13 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
 	}
-	if _, err := c.nodeURLs(); err != nil {
+	if _, err := c.nodeURLs(); err != nil && (c.Discover == "" || c.NodeURL != "" || len(c.NodeURLs) > 0) {
 		bad("%v", err)
+	}
+	if c.Discover != "" {
+		if _, err := discoveryURL(c.Discover, c.Token); err != nil {
+			bad("Discover: %v", err)
+		}
 	}
 	if c.Connections < 0 {
 		bad("Connections must be positive, got %d", c.Connections)
@@ -220,7 +232,7 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
-	case c.HostKeyFingerprint == "" && len(c.HostKeyFingerprints) == 0 && !c.InsecureSkipPin:
+	case c.HostKeyFingerprint == "" && len(c.HostKeyFingerprints) == 0 && !c.InsecureSkipPin && (c.NodeURL != "" || len(c.NodeURLs) > 0):
 		bad("HostKeyFingerprint is required (SHA256:… from the node) unless InsecureSkipPin is set")
 	}
 	for _, fp := range c.pins() {
@@ -239,7 +251,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}, {"FailbackDelay", c.FailbackDelay}} {
+	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}, {"FailbackDelay", c.FailbackDelay}, {"DiscoverInterval", c.DiscoverInterval}} {
 		if d.v < 0 {
 			bad("%s must be positive, got %v", d.name, d.v)
 		}
@@ -263,7 +275,7 @@ func (c *Config) nodeURLs() ([]*url.URL, error) {
 		raw = append([]string{c.NodeURL}, raw...)
 	}
 	if len(raw) == 0 {
-		return nil, errors.New("NodeURL: a node is required")
+		return nil, errors.New("NodeURL: a node is required (or Discover)")
 	}
 	if len(raw) > maxNodes {
 		return nil, fmt.Errorf("NodeURLs: at most %d nodes, got %d", maxNodes, len(raw))
@@ -359,6 +371,9 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.applyDefaults()
 	nodes, _ := cfg.nodeURLs()
 	a := &agent{cfg: cfg, nodes: nodes, log: cfg.Logger}
+	if cfg.Discover != "" {
+		a.discoverURL, _ = discoveryURL(cfg.Discover, cfg.Token)
+	}
 	if cfg.Upstream != "" {
 		a.up, _ = parseUpstream(cfg.Upstream)
 	}
@@ -370,6 +385,8 @@ type agent struct {
 	nodes []*url.URL // in order of preference
 	up    upstream   // Config.Upstream; zero: the tunnel's, per connection
 	log   *slog.Logger
+
+	discoverURL *url.URL // nil: no discovery
 
 	stateMu sync.Mutex     // OnState calls never overlap
 	behind  sync.WaitGroup // connections left to finish their calls (a draining node, a failback)
@@ -437,7 +454,7 @@ type conn struct {
 	drainOnce sync.Once
 }
 
-func (a *agent) connect(ctx context.Context, u *url.URL) (*conn, error) {
+func (a *agent) connect(ctx context.Context, u *url.URL, pins []string) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.DialTimeout)
 	defer cancel()
 	// gorilla bounds the upgrade with a deadline but does not watch ctx: close the socket when
@@ -513,7 +530,6 @@ func (a *agent) connect(ctx context.Context, u *url.URL) (*conn, error) {
 		Auth: []ssh.AuthMethod{ssh.Password(a.cfg.Token)},
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			got := ssh.FingerprintSHA256(key)
-			pins := a.cfg.pins()
 			if a.cfg.InsecureSkipPin || slices.Contains(pins, got) {
 				return nil
 			}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -261,4 +264,58 @@ func TestADrainingNodeIsLeftWhileItsCallsFinish(t *testing.T) {
 			return ok && s.FromNodeID == "node-b" && s.Cause == domain.CauseNodeDrain
 		})
 	})
+}
+
+// An agent given only the control plane's URL asks it, with its agent token, which nodes to hold
+// and their host keys, and follows the list as it changes: a node no longer listed is not taken
+// again, a new one is. A refused token ends Run for good.
+func TestAnAgentHoldsTheNodesDiscoveryLists(t *testing.T) {
+	t.Parallel()
+	up := helloUpstream(t, "hi")
+	c, peers, cfg := threePeers(t, up)
+	a, b, third := peers[0], peers[1], peers[2]
+	var mu sync.Mutex
+	listed := []*peer{a, b}
+	var asked int
+	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/tunnels/"+tunnelID+"/nodes" || r.Header.Get("Authorization") != "Bearer "+cfg.Token {
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, `{"detail":"this agent token is for another tunnel"}`)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		asked++
+		var items []string
+		for i, p := range listed {
+			items = append(items, fmt.Sprintf(`{"id":%q,"agent_url":%q,"host_key_fingerprint":%q,"priority":%d,"weight":100}`, p.id, p.url(), p.fp, i+1))
+		}
+		fmt.Fprintf(w, `{"tunnel_id":%q,"items":[%s]}`, tunnelID, strings.Join(items, ","))
+	}))
+	t.Cleanup(control.Close)
+	cfg.NodeURLs, cfg.HostKeyFingerprints = nil, nil
+	cfg.Discover, cfg.DiscoverInterval = control.URL, 100*time.Millisecond
+	r := c.start(cfg)
+	poll.Until(t, 10*time.Second, "the two listed nodes held", func() bool { return a.held() && b.held() && !third.held() })
+
+	mu.Lock()
+	listed, asked = []*peer{third, a}, 0 // b leaves the list, c comes first
+	mu.Unlock()
+	poll.Until(t, 5*time.Second, "asked again", func() bool { mu.Lock(); defer mu.Unlock(); return asked > 0 })
+	b.kill()
+	poll.Until(t, 10*time.Second, "the lost node's connection moved to the newly listed one", func() bool { return third.held() && a.held() })
+	b.start(b.addr)
+	// Watched for longer than the failback delay: b is not listed, so it is not taken.
+	for end := time.Now().Add(600 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if b.held() {
+			t.Fatalf("a node no longer listed was taken again; states:\n%s", r.states)
+		}
+	}
+
+	bad := cfg
+	bad.Token = c.agentToken("jti-2") // the control plane here knows only the first token
+	r2 := c.start(bad)
+	if err := r2.wait(t, 5*time.Second); !errors.Is(err, agent.ErrPermanent) || !strings.Contains(err.Error(), "another tunnel") {
+		t.Fatalf("a refused discovery: %v", err)
+	}
 }

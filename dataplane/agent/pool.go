@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +33,10 @@ type poolNode struct {
 	slot     int    // the slot holding (or connecting to) it; -1 none
 	failures int    // attempts failed in a row
 	retryAt  time.Time
-	draining bool // it said it drains, and the connection left behind has not ended yet
+	draining bool     // it said it drains, and the connection left behind has not ended yet
+	explicit bool     // given (NodeURLs), not discovered
+	gone     bool     // discovery no longer lists it: taken no more
+	pins     []string // host keys it may have (discovered: its own; nil: every configured pin)
 	// reachableSince: the failback probe has reached it continuously since then (zero: not).
 	reachableSince time.Time
 }
@@ -63,17 +67,31 @@ type pool struct {
 func (a *agent) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	slots := min(a.cfg.Connections, len(a.nodes))
+	slots := a.cfg.Connections
+	if a.discoverURL == nil {
+		slots = min(slots, len(a.nodes))
+	}
 	p := &pool{a: a, live: map[int]*conn{}, wake: make(chan struct{}), cancel: cancel, failback: make([]chan *poolNode, slots)}
 	for i, u := range a.nodes {
-		p.nodes = append(p.nodes, &poolNode{url: u, rank: i, slot: -1})
+		p.nodes = append(p.nodes, &poolNode{url: u, rank: i, slot: -1, explicit: true})
 	}
 	var wg sync.WaitGroup
+	if a.discoverURL != nil {
+		if err := p.firstDiscovery(ctx); err != nil {
+			a.state(StateStopped, "stopped: not retrying")
+			return err
+		}
+		if ctx.Err() != nil {
+			a.state(StateStopped, "stopped")
+			return nil
+		}
+		wg.Go(func() { p.discoverLoop(ctx) })
+	}
 	for i := range slots {
 		p.failback[i] = make(chan *poolNode, 1)
 		wg.Go(func() { p.slot(ctx, i) })
 	}
-	if slots < len(a.nodes) {
+	if slots < len(a.nodes) || a.discoverURL != nil {
 		wg.Go(func() { p.probe(ctx) })
 	}
 	wg.Wait()
@@ -97,7 +115,7 @@ func (p *pool) claim(ctx context.Context, i int) *poolNode {
 		now := time.Now()
 		var soonest time.Time
 		for _, n := range p.nodes {
-			if n.slot != -1 || n.draining {
+			if n.slot != -1 || n.draining || n.gone {
 				continue
 			}
 			if n.retryAt.After(now) {
@@ -169,19 +187,14 @@ func (p *pool) slot(ctx context.Context, i int) {
 		}
 		a.state(StateConnecting, "connecting to "+n.url.String())
 		start := time.Now()
-		c, err := a.connect(ctx, n.url)
+		c, err := a.connect(ctx, n.url, p.pinsOf(n))
 		if err != nil {
 			if ctx.Err() != nil {
 				p.release(n, time.Time{})
 				return
 			}
 			if errors.Is(err, ErrPermanent) || errors.Is(err, ErrNoUpstream) {
-				p.mu.Lock()
-				if p.fatal == nil {
-					p.fatal = err // said once, by whoever receives the error
-				}
-				p.mu.Unlock()
-				p.cancel()
+				p.stop(err)
 				p.release(n, time.Time{})
 				return
 			}
@@ -275,7 +288,7 @@ func (p *pool) serve(ctx context.Context, i int, n *poolNode, c *conn) *lostNode
 			p.mu.Lock()
 			healthy := time.Since(to.reachableSince)
 			p.mu.Unlock()
-			nc, err := a.connect(ctx, to.url)
+			nc, err := a.connect(ctx, to.url, p.pinsOf(to))
 			if err != nil {
 				a.log.Info("failback refused", "node_url", to.url.Redacted(), "error", err)
 				p.mu.Lock()
@@ -299,6 +312,100 @@ func (p *pool) serve(ctx context.Context, i int, n *poolNode, c *conn) *lostNode
 			c, n, ended = nc, to, nc.start()
 		}
 	}
+}
+
+// stop ends the agent for err, which Run returns (the first one wins).
+func (p *pool) stop(err error) {
+	p.mu.Lock()
+	if p.fatal == nil {
+		p.fatal = err // said once, by whoever receives the error
+	}
+	p.mu.Unlock()
+	p.cancel()
+}
+
+// pinsOf are the host keys n may have.
+func (p *pool) pinsOf(n *poolNode) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n.pins != nil {
+		return n.pins
+	}
+	return p.a.cfg.pins()
+}
+
+// firstDiscovery asks the control plane for the nodes before any connection, retrying what may
+// pass; with nodes given as well it does not wait for an answer longer than one attempt.
+func (p *pool) firstDiscovery(ctx context.Context) error {
+	a := p.a
+	for failures := 0; ; failures++ {
+		list, err := a.discover(ctx)
+		if err == nil {
+			p.merge(list)
+			return nil
+		}
+		if errors.Is(err, ErrPermanent) {
+			return err
+		}
+		a.report(StateDisconnected, "disconnected: "+err.Error(), slog.LevelWarn, "node discovery failed", "error", err)
+		if len(a.nodes) > 0 {
+			return nil // the given nodes meanwhile; discoverLoop asks again
+		}
+		delay := a.backoff(failures)
+		a.state(StateRetrying, "retrying in "+delay.Round(time.Millisecond).String())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// merge takes a discovery answer: discovered nodes follow the given ones in the answer's order,
+// with the host key it names; a node it no longer lists is taken no more (a connection to it
+// stays until lost).
+func (p *pool) merge(list []discovered) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	byURL := map[string]*poolNode{}
+	for _, n := range p.nodes {
+		byURL[n.url.String()] = n
+	}
+	listed := map[*poolNode]bool{}
+	for i, d := range list {
+		u, err := nodeURL(d.AgentURL)
+		if err != nil {
+			continue
+		}
+		n := byURL[u.String()]
+		if n == nil {
+			n = &poolNode{url: u, slot: -1}
+			byURL[u.String()] = n
+			p.nodes = append(p.nodes, n)
+		}
+		if !n.explicit {
+			n.rank, n.pins, n.gone, n.id = len(p.a.nodes)+i, []string{d.Fingerprint}, false, d.ID
+		}
+		listed[n] = true
+	}
+	for _, n := range p.nodes {
+		if !n.explicit && !listed[n] {
+			n.gone = true
+		}
+	}
+	slices.SortStableFunc(p.nodes, func(a, b *poolNode) int {
+		if a.gone != b.gone {
+			if a.gone {
+				return 1
+			}
+			return -1
+		}
+		return a.rank - b.rank
+	})
+	close(p.wake)
+	p.wake = make(chan struct{})
 }
 
 // drop forgets slot i's connection c.
@@ -430,7 +537,7 @@ func (p *pool) candidates() []*poolNode {
 	}
 	var out []*poolNode
 	for _, n := range p.nodes {
-		if n.slot == -1 && n.rank < worst {
+		if n.slot == -1 && n.rank < worst && !n.gone {
 			out = append(out, n)
 		}
 	}

@@ -16,12 +16,15 @@ type Forecast struct {
 	Params []Param `json:"params"`
 	// SeriesStart and SeriesHours name the input; AsOf = SeriesStart + SeriesHours is the first
 	// forecast hour.
-	SeriesStart time.Time       `json:"series_start"`
-	SeriesHours int             `json:"series_hours"`
-	AsOf        time.Time       `json:"as_of"`
-	Horizon     int             `json:"horizon_hours"`
-	Points      []ForecastPoint `json:"points"`
-	Backtest    Backtest        `json:"backtest"`
+	SeriesStart time.Time `json:"series_start"`
+	SeriesHours int       `json:"series_hours"`
+	AsOf        time.Time `json:"as_of"`
+	Horizon     int       `json:"horizon_hours"`
+	// LevelShift, when set, was removed from the history before modelling (it is found again
+	// from the same series, so it is a result, not an input).
+	LevelShift *LevelShift     `json:"level_shift,omitempty"`
+	Points     []ForecastPoint `json:"points"`
+	Backtest   Backtest        `json:"backtest"`
 }
 
 // ForecastPoint is the forecast of one hour with its 80% and 95% prediction intervals. Usage
@@ -92,11 +95,14 @@ func Make(s Series, horizon int) (Forecast, error) {
 	if horizon < 1 || horizon > MaxHorizon {
 		return Forecast{}, fmt.Errorf("%w: %d hours, want 1 to %d", ErrBadHorizon, horizon, MaxHorizon)
 	}
-	y := s.Values
-	n := len(y)
+	n := len(s.Values)
 	if need := MinSeriesHours(horizon); n < need {
 		return Forecast{}, fmt.Errorf("%w: %d hours, a %d-hour horizon needs at least %d", ErrShortSeries, n, horizon, need)
 	}
+	// The backtest runs on the adjusted history too, so it asks which model forecasts best
+	// once the shift is known, the situation of the forecast being made; on the raw history
+	// it would mostly score how models weather a shift they cannot foresee.
+	y, shift := adjusted(s.Values)
 	origins := min(MaxOrigins, 1+(n-MinTrainHours-horizon)/OriginStep)
 	scales := make([]float64, origins)
 	for j := range scales {
@@ -122,6 +128,7 @@ func Make(s Series, horizon int) (Forecast, error) {
 	f := Forecast{
 		Model:       chosen.name,
 		Params:      namedParams(chosen, params),
+		LevelShift:  shift,
 		SeriesStart: s.Start,
 		SeriesHours: n,
 		AsOf:        s.End(),
@@ -187,7 +194,8 @@ func Predict(s Series, modelName string, params []Param, horizon int) ([]float64
 		}
 		p[i] = prm.Value
 	}
-	return clampNonNegative(m.predict(s.Values, p, horizon)), nil
+	y, _ := adjusted(s.Values)
+	return clampNonNegative(m.predict(y, p, horizon)), nil
 }
 
 func namedParams(m model, p []float64) []Param {

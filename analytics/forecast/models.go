@@ -14,7 +14,7 @@ import (
 const (
 	ModelSeasonalNaiveDaily  = "seasonal_naive_daily"
 	ModelSeasonalNaiveWeekly = "seasonal_naive_weekly"
-	ModelSeasonalMean        = "seasonal_mean_4w"
+	ModelSeasonalMedian      = "seasonal_median_5w"
 	ModelHolt                = "holt_deseasonalized"
 	ModelDampedHolt          = "damped_holt_deseasonalized"
 	ModelRegression          = "trend_hour_day_regression"
@@ -25,12 +25,13 @@ const (
 const (
 	holtWindow       = 12 * WeekHours
 	regressionWindow = 8 * WeekHours
-	seasonalWeeks    = 4
+	seasonalWeeks    = 5
 	// Nelder-Mead budget per fit. The objective is smooth in the smoothing constants and
 	// flat near its optimum, so a loose tolerance loses nothing a forecast would show.
 	fitEvaluations = 150
 	// fitHorizon is how far ahead the smoothing constants are fitted to forecast: a week.
 	fitHorizon = WeekHours
+	fitStride  = 5
 )
 
 // Param is one fitted parameter of a model.
@@ -57,7 +58,7 @@ func candidates() []model {
 	return []model{
 		{name: ModelSeasonalNaiveWeekly, minTrain: WeekHours, fit: noFit, predict: seasonalNaive(WeekHours)},
 		{name: ModelSeasonalNaiveDaily, minTrain: DayHours, fit: noFit, predict: seasonalNaive(DayHours)},
-		{name: ModelSeasonalMean, minTrain: 2 * WeekHours, fit: noFit, predict: seasonalMean},
+		{name: ModelSeasonalMedian, minTrain: 2 * WeekHours, fit: noFit, predict: seasonalMedian},
 		{name: ModelHolt, params: []string{"alpha", "beta"}, minTrain: 2 * WeekHours,
 			fit: func(y []float64) []float64 { return fitHolt(y, false) }, predict: predictHolt},
 		{name: ModelDampedHolt, params: []string{"alpha", "beta", "phi"}, minTrain: 2 * WeekHours,
@@ -87,20 +88,23 @@ func seasonalNaive(m int) func([]float64, []float64, int) []float64 {
 	}
 }
 
-// seasonalMean forecasts each hour of the week by its mean over the last four weeks: the
-// seasonal naive with its noise averaged down, and a week's holiday diluted to a quarter.
-func seasonalMean(y, _ []float64, h int) []float64 {
+// seasonalMedian forecasts each hour of the week by its median over the last five weeks (or
+// as many as there are): the seasonal naive with its noise averaged down and a week's holiday
+// or outage ignored.
+func seasonalMedian(y, _ []float64, h int) []float64 {
 	n := len(y)
 	weeks := min(seasonalWeeks, n/WeekHours)
 	f := make([]float64, WeekHours)
-	for k := 1; k <= weeks; k++ {
-		for j := range WeekHours {
-			f[j] += y[n-k*WeekHours+j]
+	v := make([]float64, weeks)
+	for j := range WeekHours {
+		for k := range weeks {
+			v[k] = y[n-(k+1)*WeekHours+j]
 		}
+		f[j] = median(v)
 	}
 	out := make([]float64, h)
 	for i := range out {
-		out[i] = f[i%WeekHours] / float64(weeks)
+		out[i] = f[i%WeekHours]
 	}
 	return out
 }
@@ -192,13 +196,15 @@ func holtState(a []float64, alpha, beta, phi float64, score bool) (level, trend,
 			damp[i] = sum
 		}
 	}
-	var count int
+	count := 0
 	for t, v := range a {
 		if score && t >= 2*WeekHours && t%DayHours == 0 && t+fitHorizon <= len(a) {
-			for i, d := range damp {
-				loss += math.Abs(a[t+i] - level - d*trend)
+			// Every fifth step: neighbouring steps' errors are nearly the same, and 5 is
+			// prime to 24, so the sampled steps still fall on every hour of the day.
+			for i := 0; i < fitHorizon; i += fitStride {
+				loss += math.Abs(a[t+i] - level - damp[i]*trend)
+				count++
 			}
-			count += fitHorizon
 		}
 		pred := level + phi*trend
 		newLevel := pred + alpha*(v-pred)

@@ -16,7 +16,7 @@ type family struct {
 const (
 	gateHorizon = WeekHours
 	gateDays    = 60
-	gateSeeds   = 3
+	gateSeeds   = 4
 )
 
 func families() []family {
@@ -51,11 +51,13 @@ func families() []family {
 // correlated hours, a single draw); every series' own ratio is logged.
 func TestAccuracyGates(t *testing.T) {
 	var in80, in95, total int
-	for _, fam := range families() {
+	for fi, fam := range families() {
 		var chosenMASE, naiveMASE float64
 		for seed := uint64(1); seed <= gateSeeds; seed++ {
 			g := fam.gen
-			g.Seed = seed
+			// Seeds differ between families, so their holidays (which no model foresees and
+			// which decide much of a week's coverage) fall on different days.
+			g.Seed = uint64(fi)*1000 + seed
 			s := g.Generate()
 			n := len(s.Values) - gateHorizon
 			train := Series{Start: s.Start, Values: s.Values[:n]}
@@ -64,7 +66,7 @@ func TestAccuracyGates(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s seed %d: %v", fam.name, seed, err)
 			}
-			naive := seasonalNaive(WeekHours)(train.Values, nil, gateHorizon)
+			naive := seasonalNaive(WeekHours)(newHistory(train.Values), nil, gateHorizon)
 			scale := maseScale(train.Values)
 			var errChosen, errNaive float64
 			for i, actual := range held {

@@ -8,8 +8,9 @@ import (
 
 // Crossing answers "when is the series forecast to exceed Threshold": the first forecast hour
 // whose probability of exceeding it reaches MinProbability. The probability of an hour is the
-// share of its pooled backtest errors (the ones its intervals come from) that, added to its
-// point forecast, land above the threshold: the empirical error distribution, not a normal.
+// share of its pooled backtest errors (the ones its intervals come from, widened the same way)
+// that, added to its point forecast, land above the threshold: the empirical error
+// distribution, not a normal.
 // So "Tunnel T is forecast to exceed N requests/hour around Hour with Probability".
 type Crossing struct {
 	Threshold      float64 `json:"threshold"`
@@ -49,12 +50,13 @@ func (f Forecast) Crossing(threshold, minProbability float64) (Crossing, error) 
 		half = poolHalfWidth(len(errs), len(f.Points))
 	}
 	c := Crossing{Threshold: threshold, MinProbability: minProbability, PeakProbability: -1}
+	w := widening(len(errs))
 	var buf []float64
 	for i, p := range f.Points {
 		buf = pooled(buf[:0], errs, nil, i, half)
 		var above int
 		for _, e := range buf {
-			if p.Value+e > threshold {
+			if p.Value+w*e > threshold {
 				above++
 			}
 		}

@@ -109,20 +109,25 @@ func Make(s Series, horizon int) (Forecast, error) {
 		scales[j] = maseScale(y[:originAt(n, horizon, j)])
 	}
 
+	hists := make([]*history, origins)
+	for j := range hists {
+		hists[j] = newHistory(y[:originAt(n, horizon, j)])
+	}
 	models := candidates()
 	scores := make([]Score, len(models))
 	var bestErrs, bestFc [][]float64
 	best := 0
 	for i, m := range models {
-		mase, errs, fcs := backtest(m, y, horizon, origins, scales)
+		mase, errs, fcs := backtest(m, y, hists, horizon, scales)
 		scores[i] = Score{Model: m.name, MASE: mase}
 		if i == 0 || mase < scores[best].MASE {
 			best, bestErrs, bestFc = i, errs, fcs
 		}
 	}
 	chosen := models[best]
-	params := chosen.fit(y)
-	point := clampNonNegative(chosen.predict(y, params, horizon))
+	hist := newHistory(y)
+	params := chosen.fit(hist)
+	point := clampNonNegative(chosen.predict(hist, params, horizon))
 
 	pool := poolHalfWidth(origins, horizon)
 	f := Forecast{
@@ -155,13 +160,14 @@ func Make(s Series, horizon int) (Forecast, error) {
 	for i := range f.Points {
 		e := pooled(buf[:0], bestErrs, nil, i, pool)
 		v := point[i]
+		w := widening(origins)
 		f.Points[i] = ForecastPoint{
 			Hour:  f.AsOf.Add(time.Duration(i) * time.Hour),
 			Value: v,
-			Lo80:  max(0, v+quantile(e, 0.10)),
-			Hi80:  max(0, v+quantile(e, 0.90)),
-			Lo95:  max(0, v+quantile(e, 0.025)),
-			Hi95:  max(0, v+quantile(e, 0.975)),
+			Lo80:  max(0, v+w*quantile(e, 0.10)),
+			Hi80:  max(0, v+w*quantile(e, 0.90)),
+			Lo95:  max(0, v+w*quantile(e, 0.025)),
+			Hi95:  max(0, v+w*quantile(e, 0.975)),
 		}
 	}
 	return f, nil
@@ -195,7 +201,7 @@ func Predict(s Series, modelName string, params []Param, horizon int) ([]float64
 		p[i] = prm.Value
 	}
 	y, _ := adjusted(s.Values)
-	return clampNonNegative(m.predict(y, p, horizon)), nil
+	return clampNonNegative(m.predict(newHistory(y), p, horizon)), nil
 }
 
 func namedParams(m model, p []float64) []Param {
@@ -232,14 +238,15 @@ func maseScale(y []float64) float64 {
 
 // backtest fits m at every origin and scores it on the horizon after. It returns the mean
 // MASE over the origins, the errors and the forecasts, [origin][step].
-func backtest(m model, y []float64, horizon, origins int, scales []float64) (float64, [][]float64, [][]float64) {
+func backtest(m model, y []float64, hists []*history, horizon int, scales []float64) (float64, [][]float64, [][]float64) {
+	origins := len(hists)
 	errs := make([][]float64, origins)
 	fcs := make([][]float64, origins)
 	var total float64
 	for j := range origins {
-		o := originAt(len(y), horizon, j)
-		train := y[:o]
-		fc := clampNonNegative(m.predict(train, m.fit(train), horizon))
+		hist := hists[j]
+		o := len(hist.y)
+		fc := clampNonNegative(m.predict(hist, m.fit(hist), horizon))
 		e := make([]float64, horizon)
 		var abs float64
 		for i := range e {
@@ -304,6 +311,7 @@ func looCoverage(errs, fcs, actuals [][]float64, half int) (c80, c95 float64) {
 		return 0, 0
 	}
 	skip := make([]bool, len(errs))
+	w := widening(len(errs) - 1)
 	var in80, in95, total int
 	var buf []float64
 	for j := range errs {
@@ -311,10 +319,10 @@ func looCoverage(errs, fcs, actuals [][]float64, half int) (c80, c95 float64) {
 		for i := range errs[j] {
 			buf = pooled(buf[:0], errs, skip, i, half)
 			f, actual := fcs[j][i], actuals[j][i]
-			if inside(actual, f, buf, 0.10, 0.90) {
+			if inside(actual, f, w, buf, 0.10, 0.90) {
 				in80++
 			}
-			if inside(actual, f, buf, 0.025, 0.975) {
+			if inside(actual, f, w, buf, 0.025, 0.975) {
 				in95++
 			}
 			total++
@@ -324,6 +332,14 @@ func looCoverage(errs, fcs, actuals [][]float64, half int) (c80, c95 float64) {
 	return float64(in80) / float64(total), float64(in95) / float64(total)
 }
 
-func inside(actual, f float64, sorted []float64, lo, hi float64) bool {
-	return actual >= max(0, f+quantile(sorted, lo)) && actual <= max(0, f+quantile(sorted, hi))
+func inside(actual, f, w float64, sorted []float64, lo, hi float64) bool {
+	return actual >= max(0, f+w*quantile(sorted, lo)) && actual <= max(0, f+w*quantile(sorted, hi))
 }
+
+// widening is the factor backtest errors are scaled by before their quantiles bound an
+// interval: √(1 + 1/k) for k origins. An origin's errors move together (a level a little off
+// stays off for the whole horizon), so the pooled errors hold about k independent draws, not
+// hundreds, and quantiles of so few draws are too narrow for the next one; √(1 + 1/k) is the
+// factor by which a new observation's spread exceeds that of a sample of k around its own
+// estimated centre. The backtest coverage is measured with the same rule (k − 1 origins).
+func widening(origins int) float64 { return math.Sqrt(1 + 1/float64(max(1, origins))) }

@@ -67,7 +67,7 @@ func TestAsOfIgnoresLaterHours(t *testing.T) {
 func TestPredictReproducesFromParameters(t *testing.T) {
 	s := benchLikeSeries(t, 40, 21)
 	for _, m := range candidates() {
-		params := namedParams(m, m.fit(s.Values))
+		params := namedParams(m, m.fit(newHistory(s.Values)))
 		raw, err := json.Marshal(params)
 		if err != nil {
 			t.Fatal(err)
@@ -80,7 +80,8 @@ func TestPredictReproducesFromParameters(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", m.name, err)
 		}
-		want := clampNonNegative(m.predict(s.Values, m.fit(s.Values), 72))
+		hist := newHistory(s.Values)
+		want := clampNonNegative(m.predict(hist, m.fit(hist), 72))
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: Predict from decoded parameters differs from the fitted forecast", m.name)
 		}

@@ -18,12 +18,13 @@ const (
 	ModelHolt                = "holt_deseasonalized"
 	ModelDampedHolt          = "damped_holt_deseasonalized"
 	ModelRegression          = "trend_hour_day_regression"
+	ModelCombination         = "combination_holt_damped_regression"
 )
 
 // Windows: how much of the training history each model looks at. Bounding them keeps a
 // forecast's cost independent of how long the series is, and lets old behaviour age out.
 const (
-	holtWindow       = 12 * WeekHours
+	holtWindow       = 8 * WeekHours
 	regressionWindow = 8 * WeekHours
 	seasonalWeeks    = 5
 	// Nelder-Mead budget per fit. The objective is smooth in the smoothing constants and
@@ -48,23 +49,70 @@ type model struct {
 	name     string
 	params   []string
 	minTrain int
-	fit      func(y []float64) []float64
-	predict  func(y []float64, p []float64, h int) []float64
+	fit      func(hist *history) []float64
+	predict  func(hist *history, p []float64, h int) []float64
+}
+
+// history is a training history with what several models derive from it, computed once: the
+// Holt models of one backtest origin share one deseasonalized series.
+type history struct {
+	y       []float64
+	a       []float64 // deseasonalized log series of the Holt window
+	profile []float64
+	holt    map[bool][]float64 // fitted Holt parameters, by damped
+	clipAt  float64
+}
+
+func newHistory(y []float64) *history { return &history{y: y, holt: map[bool][]float64{}} }
+
+// deseasonalized returns the window Holt works on, log(1+y[w0:]) minus its weekly profile.
+func (hist *history) deseasonalized() (a, profile []float64) {
+	if hist.a == nil {
+		z := logSeries(hist.y)
+		w0 := max(0, len(z)-holtWindow)
+		hist.profile = weeklyProfile(z, w0)
+		hist.a = make([]float64, len(z)-w0)
+		for i := range hist.a {
+			hist.a[i] = z[w0+i] - hist.profile[(w0+i)%WeekHours]
+		}
+	}
+	return hist.a, hist.profile
 }
 
 // candidates returns the models in a fixed order; the order breaks ties in the backtest.
 func candidates() []model {
-	noFit := func([]float64) []float64 { return nil }
+	noFit := func(*history) []float64 { return nil }
 	return []model{
 		{name: ModelSeasonalNaiveWeekly, minTrain: WeekHours, fit: noFit, predict: seasonalNaive(WeekHours)},
 		{name: ModelSeasonalNaiveDaily, minTrain: DayHours, fit: noFit, predict: seasonalNaive(DayHours)},
 		{name: ModelSeasonalMedian, minTrain: 2 * WeekHours, fit: noFit, predict: seasonalMedian},
 		{name: ModelHolt, params: []string{"alpha", "beta"}, minTrain: 2 * WeekHours,
-			fit: func(y []float64) []float64 { return fitHolt(y, false) }, predict: predictHolt},
+			fit: func(hist *history) []float64 { return fitHolt(hist, false) }, predict: predictHolt},
 		{name: ModelDampedHolt, params: []string{"alpha", "beta", "phi"}, minTrain: 2 * WeekHours,
-			fit: func(y []float64) []float64 { return fitHolt(y, true) }, predict: predictHolt},
+			fit: func(hist *history) []float64 { return fitHolt(hist, true) }, predict: predictHolt},
 		{name: ModelRegression, minTrain: 2 * WeekHours, fit: noFit, predict: predictRegression},
+		{name: ModelCombination, params: []string{"holt_alpha", "holt_beta", "damped_alpha", "damped_beta", "damped_phi"},
+			minTrain: 2 * WeekHours, fit: fitCombination, predict: predictCombination},
 	}
+}
+
+// fitCombination fits the two Holt models (the regression has nothing to fit).
+func fitCombination(hist *history) []float64 {
+	return append(slices.Clone(fitHolt(hist, false)), fitHolt(hist, true)...)
+}
+
+// predictCombination is the mean of the Holt, damped Holt and regression forecasts. Averaging
+// forecasts whose errors are not the same cancels part of each one's error (the lesson of the
+// M competitions, where such a combination beat most single methods); it also makes the
+// choice less of a gamble when the three score alike in the backtest.
+func predictCombination(hist *history, p []float64, h int) []float64 {
+	f := predictHolt(hist, p[:2], h)
+	d := predictHolt(hist, p[2:], h)
+	r := predictRegression(hist, nil, h)
+	for i := range f {
+		f[i] = (f[i] + d[i] + r[i]) / 3
+	}
+	return f
 }
 
 func modelByName(name string) (model, error) {
@@ -77,8 +125,9 @@ func modelByName(name string) (model, error) {
 }
 
 // seasonalNaive repeats the last season.
-func seasonalNaive(m int) func([]float64, []float64, int) []float64 {
-	return func(y, _ []float64, h int) []float64 {
+func seasonalNaive(m int) func(*history, []float64, int) []float64 {
+	return func(hist *history, _ []float64, h int) []float64 {
+		y := hist.y
 		n := len(y)
 		f := make([]float64, h)
 		for i := range f {
@@ -91,7 +140,8 @@ func seasonalNaive(m int) func([]float64, []float64, int) []float64 {
 // seasonalMedian forecasts each hour of the week by its median over the last five weeks (or
 // as many as there are): the seasonal naive with its noise averaged down and a week's holiday
 // or outage ignored.
-func seasonalMedian(y, _ []float64, h int) []float64 {
+func seasonalMedian(hist *history, _ []float64, h int) []float64 {
+	y := hist.y
 	n := len(y)
 	weeks := min(seasonalWeeks, n/WeekHours)
 	f := make([]float64, WeekHours)
@@ -182,7 +232,13 @@ func median(v []float64) float64 {
 // starts from) for each of the next fitHorizon hours. One-step errors, the textbook loss,
 // are dominated by hourly noise and choose a level that lags the trend, which is what
 // matters a week out.
-func holtState(a []float64, alpha, beta, phi float64, score bool) (level, trend, loss float64) {
+//
+// The error that updates the state is clipped at clip (three robust standard deviations of the
+// hour-to-hour change): a holiday or an outage moves the level by at most that much an hour
+// instead of dragging it down for days (robust exponential smoothing, as in Gelper, Fried and
+// Croux, 2010). A lasting change still gets through, a clipped step at a time, and a level
+// shift large enough to matter has been removed before (LevelShift).
+func holtState(a []float64, alpha, beta, phi, clip float64, score bool) (level, trend, loss float64) {
 	// Start from the first two weeks: level at their mean, trend the weekly difference.
 	w1, w2 := meanOf(a[:WeekHours]), meanOf(a[WeekHours:2*WeekHours])
 	trend = (w2 - w1) / WeekHours
@@ -207,7 +263,7 @@ func holtState(a []float64, alpha, beta, phi float64, score bool) (level, trend,
 			}
 		}
 		pred := level + phi*trend
-		newLevel := pred + alpha*(v-pred)
+		newLevel := pred + alpha*max(-clip, min(clip, v-pred))
 		trend = phi*trend + beta*(newLevel-level-phi*trend)
 		level = newLevel
 	}
@@ -225,15 +281,22 @@ func meanOf(v []float64) float64 {
 	return s / float64(len(v))
 }
 
-// deseasonalized returns the window Holt works on: y[w0:] minus its weekly profile.
-func deseasonalized(y []float64) (a, profile []float64) {
-	w0 := max(0, len(y)-holtWindow)
-	profile = weeklyProfile(y, w0)
-	a = make([]float64, len(y)-w0)
-	for i := range a {
-		a[i] = y[w0+i] - profile[(w0+i)%WeekHours]
+// clip is the bound on a Holt update's error: three robust standard deviations (MAD of the
+// hour-to-hour differences of the deseasonalized series, over √2), or no bound when the series
+// is flat.
+func (hist *history) clip() float64 {
+	if hist.clipAt == 0 {
+		a, _ := hist.deseasonalized()
+		d := make([]float64, len(a)-1)
+		for i := range d {
+			d[i] = math.Abs(a[i+1] - a[i])
+		}
+		hist.clipAt = 3 * 1.4826 * median(d) / math.Sqrt2
+		if hist.clipAt == 0 {
+			hist.clipAt = math.Inf(1)
+		}
 	}
-	return a, profile
+	return hist.clipAt
 }
 
 // Parameters are optimized unconstrained and mapped into their ranges: alpha and beta in
@@ -251,22 +314,28 @@ func holtParams(x []float64, damped bool) (alpha, beta, phi float64) {
 
 func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
 
-func fitHolt(y []float64, damped bool) []float64 {
-	a, _ := deseasonalized(logSeries(y))
+func fitHolt(hist *history, damped bool) []float64 {
+	if p, ok := hist.holt[damped]; ok {
+		return p
+	}
+	a, _ := hist.deseasonalized()
+	clip := hist.clip()
 	x0 := []float64{logit(0.1), logit(0.01), 0}
 	if !damped {
 		x0 = x0[:2]
 	}
 	x := minimize(func(x []float64) float64 {
 		alpha, beta, phi := holtParams(x, damped)
-		_, _, loss := holtState(a, alpha, beta, phi, true)
+		_, _, loss := holtState(a, alpha, beta, phi, clip, true)
 		return loss
 	}, x0)
 	alpha, beta, phi := holtParams(x, damped)
+	p := []float64{alpha, beta, phi}
 	if !damped {
-		return []float64{alpha, beta}
+		p = p[:2]
 	}
-	return []float64{alpha, beta, phi}
+	hist.holt[damped] = p
+	return p
 }
 
 func logit(p float64) float64 { return math.Log(p / (1 - p)) }
@@ -291,14 +360,14 @@ func fromLog(f []float64) []float64 {
 	return f
 }
 
-func predictHolt(y, p []float64, h int) []float64 {
+func predictHolt(hist *history, p []float64, h int) []float64 {
 	alpha, beta, phi := p[0], p[1], 1.0
 	if len(p) == 3 {
 		phi = p[2]
 	}
-	a, profile := deseasonalized(logSeries(y))
-	level, trend, _ := holtState(a, alpha, beta, phi, false)
-	n := len(y)
+	a, profile := hist.deseasonalized()
+	level, trend, _ := holtState(a, alpha, beta, phi, hist.clip(), false)
+	n := len(hist.y)
 	f := make([]float64, h)
 	damp := 0.0
 	pow := 1.0
@@ -334,7 +403,8 @@ func minimize(f func([]float64) float64, x0 []float64) []float64 {
 // weeks, log(1+y) = a + b·t + hour-of-day + day-of-week (dummies, the first of each left out),
 // and extends it: the daily and the weekly season and a linear trend in one model, with 31
 // coefficients from 1,344 hours. It has no parameters to tune: the fit is exact.
-func predictRegression(y, _ []float64, h int) []float64 {
+func predictRegression(hist *history, _ []float64, h int) []float64 {
+	y := hist.y
 	n := len(y)
 	w0 := max(0, n-regressionWindow)
 	rows := n - w0

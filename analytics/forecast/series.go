@@ -17,7 +17,7 @@ const (
 	// scale) can be estimated. Shorter histories are refused rather than guessed at.
 	MinTrainHours = 2 * WeekHours
 	// OriginStep is the distance between two backtest origins.
-	OriginStep = DayHours
+	OriginStep = 2 * DayHours
 	// MaxOrigins is the most backtest origins a forecast uses.
 	MaxOrigins = 8
 	// MaxHorizon is the longest forecast: one year of hours.

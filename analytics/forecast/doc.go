@@ -2,8 +2,8 @@
 // organization) and says how much to trust the forecast.
 //
 // It owns the series type, the candidate models (seasonal naive daily and weekly, a seasonal
-// median, Holt and damped Holt on the deseasonalized log series, a trend + hour-of-day +
-// day-of-week regression), the choice among them by rolling-origin backtesting scored by MASE
+// median, robust Holt and damped Holt on the deseasonalized log series, a trend + hour-of-day
+// + day-of-week regression, the mean of the last three), level-shift pre-adjustment, the choice among them by rolling-origin backtesting scored by MASE
 // against the weekly seasonal naive, prediction intervals from the backtest's errors, the
 // capacity question ("when does it exceed N, with what probability"), and the synthetic series
 // its tests and `tunnelplane bench analytics` use.

@@ -270,7 +270,7 @@ func clampNonNegative(f []float64) []float64 {
 
 // poolHalfWidth is how many steps on each side of a step its interval pools (see minPool).
 func poolHalfWidth(origins, horizon int) int {
-	w := (minPool/origins - 1 + 1) / 2 // ceil((minPool/origins - 1) / 2)
+	w := minPool / origins / 2 // 2w+1 ≥ minPool/origins steps
 	return max(0, min(w, (horizon-1)/2))
 }
 

@@ -106,7 +106,8 @@ func TestPredictReproducesFromParameters(t *testing.T) {
 func TestForecastShape(t *testing.T) {
 	for _, fam := range families() {
 		g := fam.gen
-		g.Seed, g.Hours = 9, 35*DayHours
+		g.Seed, g.Hours = 9, 30*DayHours
+		g.ShiftAt = min(g.ShiftAt, 20*DayHours)
 		s := g.Generate()
 		f, err := Make(s, 100)
 		if err != nil {

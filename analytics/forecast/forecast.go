@@ -134,9 +134,9 @@ func Make(s Series, horizon int) (Forecast, error) {
 		Model:       chosen.name,
 		Params:      namedParams(chosen, params),
 		LevelShift:  shift,
-		SeriesStart: s.Start,
+		SeriesStart: s.Start.UTC(),
 		SeriesHours: n,
-		AsOf:        s.End(),
+		AsOf:        s.End().UTC(),
 		Horizon:     horizon,
 		Points:      make([]ForecastPoint, horizon),
 		Backtest: Backtest{

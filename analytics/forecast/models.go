@@ -168,7 +168,7 @@ func seasonalMedian(hist *history, _ []float64, h int) []float64 {
 // rather than one day a week, which with a few weeks of history cuts the profile's own noise by
 // more than half. On the log scale a weekend that is uniformly quieter is exactly a day level;
 // weekdays whose shapes differ are left to the models that keep every hour of the week (the
-// seasonal naive and the four-week mean), and the backtest chooses. Medians, so that a holiday
+// seasonal naive and the five-week median), and the backtest chooses. Medians, so that a holiday
 // or an outage does not move the profile.
 func weeklyProfile(y []float64, w0 int) []float64 {
 	n := len(y)

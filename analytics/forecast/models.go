@@ -29,7 +29,7 @@ const (
 	seasonalWeeks    = 5
 	// Nelder-Mead budget per fit. The objective is smooth in the smoothing constants and
 	// flat near its optimum, so a loose tolerance loses nothing a forecast would show.
-	fitEvaluations = 150
+	fitEvaluations = 100
 	// fitHorizon is how far ahead the smoothing constants are fitted to forecast: a week.
 	fitHorizon = WeekHours
 	fitStride  = 5
@@ -61,6 +61,7 @@ type history struct {
 	profile []float64
 	holt    map[bool][]float64 // fitted Holt parameters, by damped
 	clipAt  float64
+	reg     []float64 // the regression's forecast, of len(reg) hours
 }
 
 func newHistory(y []float64) *history { return &history{y: y, holt: map[bool][]float64{}} }
@@ -253,19 +254,21 @@ func holtState(a []float64, alpha, beta, phi, clip float64, score bool) (level, 
 		}
 	}
 	count := 0
-	for t, v := range a {
-		if score && t >= 2*WeekHours && t%DayHours == 0 && t+fitHorizon <= len(a) {
+	for day := 0; day < len(a); day += DayHours {
+		if score && day >= 2*WeekHours && day+fitHorizon <= len(a) {
 			// Every fifth step: neighbouring steps' errors are nearly the same, and 5 is
 			// prime to 24, so the sampled steps still fall on every hour of the day.
 			for i := 0; i < fitHorizon; i += fitStride {
-				loss += math.Abs(a[t+i] - level - damp[i]*trend)
+				loss += math.Abs(a[day+i] - level - damp[i]*trend)
 				count++
 			}
 		}
-		pred := level + phi*trend
-		newLevel := pred + alpha*max(-clip, min(clip, v-pred))
-		trend = phi*trend + beta*(newLevel-level-phi*trend)
-		level = newLevel
+		for _, v := range a[day:min(day+DayHours, len(a))] {
+			pred := level + phi*trend
+			newLevel := pred + alpha*max(-clip, min(clip, v-pred))
+			trend = phi*trend + beta*(newLevel-level-phi*trend)
+			level = newLevel
+		}
 	}
 	if count > 0 {
 		loss /= float64(count)
@@ -404,7 +407,13 @@ func minimize(f func([]float64) float64, x0 []float64) []float64 {
 // and extends it: the daily and the weekly season and a linear trend in one model, with 31
 // coefficients from 1,344 hours. It has no parameters to tune: the fit is exact.
 func predictRegression(hist *history, _ []float64, h int) []float64 {
-	y := hist.y
+	if len(hist.reg) != h {
+		hist.reg = regression(hist.y, h)
+	}
+	return slices.Clone(hist.reg)
+}
+
+func regression(y []float64, h int) []float64 {
 	n := len(y)
 	w0 := max(0, n-regressionWindow)
 	rows := n - w0

@@ -149,6 +149,7 @@ func TestValidation(t *testing.T) {
 		{"NaN", with(10, math.NaN()), 168, ErrBadValue},
 		{"+Inf", with(10, math.Inf(1)), 168, ErrBadValue},
 		{"negative", with(10, -1), 168, ErrBadValue},
+		{"above MaxValue", with(10, MaxValue*2), 168, ErrBadValue},
 		{"start off the hour", Series{Start: ok.Start.Add(time.Minute), Values: ok.Values}, 168, ErrStartNotHour},
 		{"zero horizon", ok, 0, ErrBadHorizon},
 		{"negative horizon", ok, -168, ErrBadHorizon},
@@ -176,6 +177,56 @@ func TestValidation(t *testing.T) {
 	}
 	if _, err := FromPoints(ok.Start, ok.Start.Add(time.Hour), []Point{{Hour: ok.Start.Add(time.Hour), Value: 1}}); !errors.Is(err, ErrPointOutside) {
 		t.Fatalf("FromPoints with a point past the range: %v", err)
+	}
+}
+
+// Degenerate and extreme series still give a finite forecast that encodes as JSON: nothing
+// at all, a constant, one spike, values at the bound, a series that stops dead.
+func TestExtremeSeries(t *testing.T) {
+	const hours = 30 * DayHours
+	fill := func(f func(i int) float64) Series {
+		v := make([]float64, hours)
+		for i := range v {
+			v[i] = f(i)
+		}
+		return Series{Start: SyntheticStart, Values: v}
+	}
+	cases := map[string]Series{
+		"all zero": fill(func(int) float64 { return 0 }),
+		"constant": fill(func(int) float64 { return 42 }),
+		"one spike": fill(func(i int) float64 {
+			if i == hours-30 {
+				return MaxValue
+			}
+			return 1
+		}),
+		"at the bound": fill(func(i int) float64 { return MaxValue * float64(i%2) }),
+		"stops dead":   fill(func(i int) float64 { return float64(1000 * min(1, max(0, hours-100-i))) }),
+	}
+	for name, s := range cases {
+		t.Run(name, func(t *testing.T) {
+			f, err := Make(s, 168)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := json.Marshal(f); err != nil {
+				t.Fatalf("forecast does not encode: %v", err)
+			}
+			for i, p := range f.Points {
+				if p.Value < 0 || p.Value > 1e17 || p.Hi95 > 1e17 {
+					t.Fatalf("hour %d: %+v", i, p)
+				}
+			}
+			if _, err := f.Crossing(MaxValue, 0.5); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	zero, _ := Make(cases["all zero"], 168)
+	for _, p := range zero.Points {
+		if p.Value != 0 || p.Hi95 != 0 {
+			t.Fatalf("an all-zero history forecasts %+v", p)
+		}
 	}
 }
 

@@ -24,6 +24,9 @@ const (
 	MaxHorizon = 8760
 	// MaxSeriesHours bounds the input: five years of hours.
 	MaxSeriesHours = 5 * 8760
+	// MaxValue bounds one hour's usage (a petabyte of bytes an hour), so that no sum or
+	// difference of values can overflow into an infinity that JSON cannot carry.
+	MaxValue = 1e15
 )
 
 // Sentinel errors. Callers match them with errors.Is.
@@ -31,7 +34,7 @@ var (
 	ErrEmptySeries   = errors.New("forecast: empty series")
 	ErrShortSeries   = errors.New("forecast: series too short")
 	ErrLongSeries    = errors.New("forecast: series too long")
-	ErrBadValue      = errors.New("forecast: value not finite or negative")
+	ErrBadValue      = errors.New("forecast: value not finite, negative or above MaxValue")
 	ErrStartNotHour  = errors.New("forecast: series start is not a whole UTC hour")
 	ErrBadHorizon    = errors.New("forecast: horizon out of range")
 	ErrUnknownModel  = errors.New("forecast: unknown model")
@@ -50,7 +53,7 @@ type Series struct {
 }
 
 // NewSeries checks and copies an hourly series. start must be a whole hour (it is converted to
-// UTC); every value must be finite and not negative.
+// UTC); every value must be finite, not negative and at most MaxValue.
 func NewSeries(start time.Time, values []float64) (Series, error) {
 	s := Series{Start: start.UTC(), Values: values}
 	if err := s.validate(); err != nil {
@@ -117,7 +120,7 @@ func (s Series) validate() error {
 		return fmt.Errorf("%w: %d hours, at most %d", ErrLongSeries, len(s.Values), MaxSeriesHours)
 	}
 	for i, v := range s.Values {
-		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > MaxValue {
 			return fmt.Errorf("%w: hour %d", ErrBadValue, i)
 		}
 	}

@@ -63,7 +63,7 @@ func TestAsOfIgnoresLaterHours(t *testing.T) {
 }
 
 // Predict reproduces every model's forecast from its parameters after a round trip through
-// JSON, and Make's chosen forecast from the parameters it reports.
+// JSON, and Make's chosen forecast from the parameters it reports, level shift included.
 func TestPredictReproducesFromParameters(t *testing.T) {
 	s := benchLikeSeries(t, 40, 21)
 	for _, m := range candidates() {
@@ -86,18 +86,25 @@ func TestPredictReproducesFromParameters(t *testing.T) {
 			t.Errorf("%s: Predict from decoded parameters differs from the fitted forecast", m.name)
 		}
 	}
-	f, err := Make(s, 72)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Predict(s, f.Model, f.Params, f.Horizon)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range f.Points {
-		if got[i] != p.Value {
-			t.Fatalf("%s hour %d: Predict %v, forecast %v", f.Model, i, got[i], p.Value)
+	shifted := Synthetic{Hours: 40 * DayHours, Base: 300, DailyAmp: 0.5, WeekendFactor: 0.6, Noise: 0.05,
+		ShiftAt: 30 * DayHours, ShiftBy: 0.6, Seed: 4}.Generate()
+	for _, s := range []Series{s, shifted} {
+		f, err := Make(s, 72)
+		if err != nil {
+			t.Fatal(err)
 		}
+		got, err := Predict(s, f.Model, f.Params, f.Horizon)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range f.Points {
+			if got[i] != p.Value {
+				t.Fatalf("%s hour %d: Predict %v, forecast %v", f.Model, i, got[i], p.Value)
+			}
+		}
+	}
+	if f, _ := Make(shifted, 72); f.LevelShift == nil || f.LevelShift.Hour != 30*DayHours {
+		t.Fatalf("the 40%% drop at day 30 is not the forecast's level shift: %+v", f.LevelShift)
 	}
 }
 

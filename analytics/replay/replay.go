@@ -41,6 +41,9 @@ type Request struct {
 	// History is how far back the series reaches from AsOf (default 90 days, at most MaxHistory
 	// hours).
 	History time.Duration
+	// UpTo, when set, is the last log position read instead of the one recorded at AsOf: what a
+	// recorded forecast names, so that replaying it reads exactly what it read.
+	UpTo *uint64
 }
 
 // Series is an hourly series: Values[i] is the hour starting at Start + i hours (UTC). Hours
@@ -86,7 +89,12 @@ func Hourly(ctx context.Context, st *eventstore.Store, req Request, now time.Tim
 	if err != nil {
 		return Series{}, err
 	}
-	if !ok {
+	if req.UpTo != nil {
+		if !ok || *req.UpTo > upTo {
+			return Series{}, fmt.Errorf("%w: position %d was not recorded by %s", ErrInvalid, *req.UpTo, asOf.UTC().Format(time.RFC3339))
+		}
+		upTo = *req.UpTo
+	} else if !ok {
 		return Series{}, fmt.Errorf("%w: the log holds nothing recorded before %s", ErrNoData, asOf.UTC().Format(time.RFC3339))
 	}
 	s := Series{Start: start, Values: make([]float64, hours), Position: upTo}

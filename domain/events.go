@@ -66,6 +66,20 @@ func NodeReportable(eventType string) bool {
 	return false
 }
 
+// NodeNeeds tells whether nodes act on an event type: their view of the log folds it in. The
+// relay sends nodes every other record withheld (position, type, time and hashes only), so audit
+// events with callers' addresses, usage and SIEM settings never reach them; they still verify
+// every checkpoint over the whole log. ("$log" records, the key history, always go whole.)
+func NodeNeeds(eventType string) bool {
+	switch eventType {
+	case TypeOrganizationCreated, TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted,
+		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenRevoked, TypeNodeDrainRequested,
+		TypeAccessKeyIssued, TypeAccessKeyRevoked:
+		return true
+	}
+	return false
+}
+
 // EventType names a type, its current schema version, and how a stored payload of an older
 // version is lifted to the next one (Upcasters[v]: v → v+1).
 type EventType struct {

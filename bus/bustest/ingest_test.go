@@ -222,6 +222,15 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A usage window no node could have counted: a histogram bucket past the layout.
+	liar, liarKey := s.enrollNode(t)
+	cases = append(cases, rejectCase{"a usage window breaking its rules", liar, controlbus.RejectInvalidFact, liarKey})
+	bad := usage(liar, 2)
+	bad.Latency = &domain.Histogram{Offset: domain.HistogramBuckets, Counts: []int64{2}}
+	if err := newPublisher(t, liar, liarKey, nc, t.TempDir(), nil).Publish(ctx, nodebus.Fact{Event: usage(liar, 1)}, nodebus.Fact{Event: bad}); err != nil {
+		t.Fatal(err)
+	}
+
 	var audits []domain.IngestRejected
 	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
 		audits = audits[:0]
@@ -235,8 +244,8 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 			}
 			audits = append(audits, ev)
 		}
-		if len(audits) != 7 {
-			return errorsf("%d rejections audited, want 7", len(audits))
+		if len(audits) != 8 {
+			return errorsf("%d rejections audited, want 8", len(audits))
 		}
 		return nil
 	})
@@ -278,7 +287,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 7 || info.NumRedelivered != 0 {
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 8 || info.NumRedelivered != 0 {
 			return errorsf("consumer: ack pending %d, pending %d, delivered %d, redelivered %d",
 				info.NumAckPending, info.NumPending, info.Delivered.Consumer, info.NumRedelivered)
 		}

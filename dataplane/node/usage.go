@@ -182,6 +182,11 @@ func (u *usage) flush(nodeID string, end time.Time) []domain.UsageRecorded {
 	now := time.Now()
 	u.mu.Lock()
 	acc, start := u.acc, u.start
+	if !end.After(start) {
+		// The wall clock stepped back: a window must still end after it starts (Validate), or
+		// the ingester refuses the batch holding it.
+		end = start.Add(time.Microsecond)
+	}
 	u.acc, u.start, u.callers = make(map[usageKey]*usageAcc, len(acc)), end, 0
 	for _, a := range acc {
 		a.advance(now)

@@ -318,3 +318,24 @@ func TestUsageCallersPerWindowAreBounded(t *testing.T) {
 		t.Fatalf("overflow: %d calls in the facts, %v in the metric", o, m)
 	}
 }
+
+// A wall clock that stands still (or steps back) still gives windows that end after they start:
+// the ingester refuses a batch holding any other.
+func TestUsageWindowsEndAfterTheyStartWhateverTheClock(t *testing.T) {
+	t.Parallel()
+	frozen := time.Date(2026, 3, 29, 1, 0, 0, 0, time.UTC)
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		c.UsageWindow, c.Now = 100*time.Millisecond, func() time.Time { return frozen }
+	}))
+	e.startAgent("tun-llm", nil)
+	e.waitHeld("tun-llm")
+	e.do(e.request("GET", "/t/llm/healthz", nil, e.alice))
+	poll.Until(t, 5*time.Second, "a window", func() bool {
+		_, _, usage := e.sink.snapshot()
+		return len(usage) > 0
+	})
+	_, _, usage := e.sink.snapshot()
+	if err := usage[0].Validate(); err != nil || usage[0].Requests != 1 {
+		t.Fatalf("%+v: %v", usage[0], err)
+	}
+}

@@ -118,8 +118,9 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start, passAuthorization: passAuthorization}
-	// From here the call is the tenant's: it is open in the caller's usage until endRequest.
-	n.usage.begin(rs, caller, time.Now())
+	// From here the call is the tenant's: it is open in the caller's usage until endRequest
+	// (from its start: the microseconds of authentication count too, and no clock is read).
+	n.usage.begin(rs, caller, start)
 	// The response body may still be streaming when this returns; then its end finishes the
 	// request (endRequest), else this does.
 	handedOff := false

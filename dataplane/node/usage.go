@@ -45,7 +45,8 @@ type usageAcc struct {
 	latency, ttfb    sparseHist
 }
 
-// advance adds the open calls' time up to now.
+// advance adds the open calls' time up to now (a time before since, a call's start read before
+// a window began, adds nothing).
 func (a *usageAcc) advance(now time.Time) {
 	if d := now.Sub(a.since); d > 0 {
 		a.streamed += time.Duration(a.open) * d
@@ -96,22 +97,26 @@ type usage struct {
 
 	mu      sync.Mutex
 	start   time.Time // the window's start, on the node's clock (Config.Now)
+	cut     time.Time // when the window began, on the monotonic clock of calls' times
 	acc     map[usageKey]*usageAcc
 	callers int      // accounts in acc other than overflow ones
 	open    reqState // sentinel of the list of open calls (open.unext is the first)
 }
 
 func newUsage(start time.Time, maxCallers int, overflow prometheus.Counter) *usage {
-	u := &usage{maxCallers: maxCallers, overflow: overflow, start: start, acc: map[usageKey]*usageAcc{}}
+	u := &usage{maxCallers: maxCallers, overflow: overflow, start: start, cut: time.Now(), acc: map[usageKey]*usageAcc{}}
 	u.open.uprev, u.open.unext = &u.open, &u.open
 	return u
 }
 
-// begin opens rs's call in the account of caller's calls to rs.route.
+// begin opens rs's call, which started at now, in the account of caller's calls to rs.route.
 func (u *usage) begin(rs *reqState, caller Principal, now time.Time) {
 	k := callerKey(rs.route, caller)
 	overflowed := false
 	u.mu.Lock()
+	if now.Before(u.cut) {
+		now = u.cut // it started before this window began: its earlier time fell in no window's count
+	}
 	a := u.acc[k]
 	if a == nil && k.kind != domain.CallerOverflow && u.callers >= u.maxCallers {
 		k.kind, k.id = domain.CallerOverflow, ""
@@ -187,7 +192,7 @@ func (u *usage) flush(nodeID string, end time.Time) []domain.UsageRecorded {
 		// the ingester refuses the batch holding it.
 		end = start.Add(time.Microsecond)
 	}
-	u.acc, u.start, u.callers = make(map[usageKey]*usageAcc, len(acc)), end, 0
+	u.acc, u.start, u.cut, u.callers = make(map[usageKey]*usageAcc, len(acc)), end, now, 0
 	for _, a := range acc {
 		a.advance(now)
 	}

@@ -80,6 +80,45 @@ func TestPublishIngestStoresNodeSignedEvents(t *testing.T) {
 	}
 }
 
+// Facts too many for one NATS message (a node's usage windows of thousands of callers) are
+// published as consecutive batches and stored in order; none is lost.
+func TestPublishSplitsWhatOneMessageCannotHold(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, controlbus.StreamsConfig{})
+	s := newStore(t)
+	nodeID, nodeKey := s.enrollNode(t)
+	startIngester(t, s, connect(t, n.url()), prometheus.NewRegistry())
+	pub, err := nodebus.NewPublisher(nodebus.PublisherConfig{Names: nm(t), NodeID: nodeID, Key: nodeKey, Conn: connect(t, n.url()),
+		SpoolDir: t.TempDir(), MaxMessageBytes: 32 << 10, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Stop()
+	facts := make([]nodebus.Fact, 300) // about 250 KiB signed
+	for i := range facts {
+		u := usage(nodeID, i+1)
+		u.CallerKind, u.CallerID = domain.CallerUser, uuid.NewString()
+		facts[i] = nodebus.Fact{Event: u}
+	}
+	if err := pub.Publish(ctx, facts...); err != nil {
+		t.Fatal(err)
+	}
+	stream := domain.NodeFactsStream(nodeID)
+	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := len(s.streamRecords(t, stream)); got != len(facts) {
+			return errorsf("%d of %d events stored", got, len(facts))
+		}
+		return nil
+	})
+	for i, r := range s.streamRecords(t, stream) {
+		var u domain.UsageRecorded
+		if err := json.Unmarshal(r.Payload, &u); err != nil || u.Requests != int64(i+1) {
+			t.Fatalf("event %d: requests %d (%v), want %d in publish order", i, u.Requests, err, i+1)
+		}
+	}
+}
+
 // A batch delivered again (its ack was lost, or the node resent it after the duplicate window) is
 // stored once; a batch that overlaps a stored one stores only the new events.
 func TestRedeliveredBatchIsStoredOnce(t *testing.T) {

@@ -101,6 +101,12 @@ type AgentTokenReader interface {
 	GetAccessKey(ctx context.Context, orgID, id string) (readmodels.AccessKey, error)
 }
 
+// EnrollmentTokenReader reads the node enrollment tokens view.
+type EnrollmentTokenReader interface {
+	ListEnrollmentTokens(ctx context.Context, f readmodels.EnrollmentTokenFilter) ([]readmodels.EnrollmentToken, error)
+	GetEnrollmentToken(ctx context.Context, id string) (readmodels.EnrollmentToken, error)
+}
+
 // AgentSessionReader reads the agent sessions view.
 type AgentSessionReader interface {
 	ListAgentSessions(ctx context.Context, f readmodels.AgentSessionFilter) ([]readmodels.AgentSession, error)
@@ -128,6 +134,7 @@ type ReadModels interface {
 	TunnelReader
 	NodeReader
 	AgentTokenReader
+	EnrollmentTokenReader
 	AgentSessionReader
 	RoleAssignmentReader
 	AuditReader

@@ -191,7 +191,7 @@ func (a *adminClient) write(ctx context.Context, what, method, path string, q ur
 		fmt.Fprintln(a.g.stdout, res.Token)
 	}
 	if res.Secret != "" {
-		fmt.Fprintf(a.g.stdout, "expires: %s (the key is shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(a.g.stdout, "expires: %s (shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339))
 		fmt.Fprintln(a.g.stdout, res.Secret)
 	}
 	return res, nil

@@ -153,6 +153,9 @@ type Config struct {
 	// SIEMSecrets seals the secrets callers give SIEM sinks (a *siem.Secrets); without it only
 	// references are taken.
 	SIEMSecrets SecretSealer
+	// Exports runs the evidence exports of POST /exports (ExportsOf(an *exportjobs.Manager));
+	// without it those routes answer 503.
+	Exports Exports
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

@@ -121,6 +121,15 @@ var operations = []operation{
 		params: withList("query:scope_org", "query:actor", "query:type", "query:stream", "query:correlation_id", "query:request_id", "query:since", "query:until"),
 		status: 200, resp: "List:AuditEntry", errs: []int{400, 403, 404, 422}},
 
+	{method: "POST", path: "/api/v1/exports", id: "createExport", summary: "Queue an evidence export of a window of the log (202; poll Location): the whole log (superadmins) or an organization's (its owners, admins and auditors); 429 with Retry-After when the queue is full", tag: "exports",
+		body: "ExportInput", status: 202, resp: "Export", errs: []int{400, 403, 404, 413, 415, 422, 429}},
+	{method: "GET", path: "/api/v1/exports", id: "listExports", summary: "Exports this control plane instance ran or runs, newest first (org \"*\": all of them, superadmins)", tag: "exports",
+		params: []string{"query:scope_org"}, status: 200, resp: "List:Export", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/exports/{id}", id: "getExport", summary: "One export: its state and progress (records read of the log's), and once done its window, size and SHA-256", tag: "exports",
+		params: []string{"path:id"}, status: 200, resp: "Export", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/exports/{id}/bundle", id: "downloadExport", summary: "Download a finished export's bundle (409 while it is not done); check it with verify-export", tag: "exports",
+		params: []string{"path:id"}, status: 200, resp: "zstd", errs: []int{400, 403, 404, 409, 422}},
+
 	{method: "POST", path: "/api/v1/siem/sinks", id: "createSIEMSink", summary: "Forward the log to a SIEM (org \"*\": a platform sink, superadmins; else an organization's events, its owners and admins)", tag: "siem",
 		params: []string{"query:scope_org", "header:Idempotency-Key"}, body: "SIEMSinkInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 404, 409, 413, 415, 422}},
 	{method: "GET", path: "/api/v1/siem/sinks", id: "listSIEMSinks", summary: "SIEM sinks of an organization (org \"*\": the platform's), each with its delivery status", tag: "siem",
@@ -260,6 +269,18 @@ var schemas = map[string]schema{
 		"revoked_at": strf("date-time", ""), "revoke_reason": str(""), "position": integer(""),
 		"state": schema{"type": "string", "enum": []string{"active", "used", "expired", "revoked"}},
 	}),
+	"ExportInput": object([]string{"from", "to"}, schema{
+		"from": schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"type": "string"}}, "description": "first position, or an RFC 3339 time"},
+		"to":   schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"type": "string"}}, "description": "last position, or an RFC 3339 time"},
+		"org":  str("organization name or id: its records in full, the window's others as leaf hashes only; none: the whole log")}),
+	"Export": object([]string{"id", "from", "to", "requested_by", "state", "records_done", "records_total", "created_at", "host"}, schema{
+		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "from": str("as asked"), "to": str("as asked"), "requested_by": str(""),
+		"state": schema{"type": "string", "enum": []string{"queued", "running", "done", "failed"}}, "error": str("why it failed"),
+		"records_done": integer("records of the log read so far"), "records_total": integer("records of the log to read"),
+		"created_at": strf("date-time", ""), "started_at": strf("date-time", ""), "finished_at": strf("date-time", ""),
+		"first_position": integer(""), "last_position": integer(""), "records": integer("records the bundle holds in full"),
+		"bytes": integer(""), "bundle_sha256": str("as export.created records it"), "position": integer("of export.created"),
+		"host": str("the control plane instance holding the bundle")}),
 	"KeyAdded": object([]string{"purpose", "owner", "key_id", "algorithm", "public_key", "proof"}, schema{
 		"purpose": schema{"type": "string", "const": "node"}, "owner": str("the node_id"), "key_id": str("ed25519:<hex>"),
 		"algorithm": schema{"type": "string", "const": "ed25519"}, "public_key": strf("byte", "base64"),
@@ -357,6 +378,9 @@ func (s *Server) renderOpenAPI() ([]byte, error) {
 		switch {
 		case op.resp == "text":
 			ok = schema{"description": "OK", "content": schema{"text/plain": schema{"schema": schema{"type": "string"}}}}
+		case op.resp == "zstd":
+			ok = schema{"description": "the bundle (tar compressed with zstd); Repr-Digest and X-Bundle-SHA256 carry the SHA-256 export.created recorded",
+				"content": schema{"application/zstd": schema{"schema": schema{"type": "string", "format": "binary"}}}}
 		case op.resp == "object":
 			ok = schema{"description": "OK", "content": schema{"application/json": schema{"schema": schema{"type": "object"}}}}
 		case strings.HasPrefix(op.resp, "List:"):

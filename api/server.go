@@ -180,6 +180,11 @@ func (s *Server) register() {
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)
 
+	s.route(http.MethodPost, "/api/v1/exports", s.createExport, true)
+	s.route(http.MethodGet, "/api/v1/exports", s.listExports, true)
+	s.route(http.MethodGet, "/api/v1/exports/:id", s.getExport, true)
+	s.route(http.MethodGet, "/api/v1/exports/:id/bundle", s.downloadExport, true)
+
 	s.route(http.MethodPost, "/api/v1/siem/sinks", s.createSIEMSink, true)
 	s.route(http.MethodGet, "/api/v1/siem/sinks", s.listSIEMSinks, true)
 	s.route(http.MethodGet, "/api/v1/siem/sinks/:id", s.getSIEMSink, true)

@@ -140,9 +140,10 @@ type Manager struct {
 	host string
 	life lifecycle.Lifecycle
 
-	mu    sync.Mutex
-	jobs  map[string]*Job
-	queue chan string
+	mu     sync.Mutex
+	jobs   map[string]*Job
+	queue  chan string
+	closed bool // the worker stopped: nothing queued now would run
 }
 
 // New loads the exports recorded in Dir. Exports an earlier process left queued or running are
@@ -271,11 +272,11 @@ func (m *Manager) Stop() { m.life.Stop() }
 
 // Submit queues an export. ErrQueueFull when the queue is full, ErrStopped when not running.
 func (m *Manager) Submit(req Request) (Job, error) {
-	if !m.life.Running() {
-		return Job{}, ErrStopped
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.life.Running() || m.closed {
+		return Job{}, ErrStopped
+	}
 	if len(m.jobs) >= m.cfg.MaxJobs && !m.forgetOldest() {
 		return Job{}, ErrQueueFull
 	}
@@ -355,6 +356,9 @@ func (m *Manager) work(ctx context.Context) {
 
 // interruptQueued fails what waits when the worker stops (the next process would anyway).
 func (m *Manager) interruptQueued() {
+	m.mu.Lock()
+	m.closed = true // Submit queues nothing more
+	m.mu.Unlock()
 	for {
 		select {
 		case id := <-m.queue:

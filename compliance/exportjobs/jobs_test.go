@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,12 +18,13 @@ import (
 	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// noLog is an Appender the tests' exports never reach (they fail before).
+// noLog is an Appender that refuses every record.
 type noLog struct{}
 
 func (noLog) Append(context.Context, string, eventstore.ExpectedVersion, ...eventstore.EventData) (eventstore.AppendResult, error) {
@@ -30,7 +32,7 @@ func (noLog) Append(context.Context, string, eventstore.ExpectedVersion, ...even
 }
 
 func config(dir string, key func(context.Context) (*eventstore.SigningKey, error)) exportjobs.Config {
-	// The pool is never used: every export here fails at its key.
+	// The pool is never used: every export made with this config fails at its key.
 	return exportjobs.Config{Dir: dir, Pool: &pgxpool.Pool{}, Log: noLog{}, Key: key, QueueSize: 1}
 }
 
@@ -161,6 +163,53 @@ func TestStartStopStress(t *testing.T) {
 		}
 		if _, err := m.Submit(exportjobs.Request{}); !errors.Is(err, exportjobs.ErrStopped) {
 			t.Fatalf("submit after Stop: %v", err)
+		}
+	}
+}
+
+// An export whose bundle was written but whose export.created could not be appended failed: its
+// file is removed, so nothing that the log does not record can be downloaded.
+func TestUnrecordedBundleIsNotKept(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.Pool(t, pgtest.NewDatabase(t))
+	key, err := eventstore.KeyDir(t.TempDir()).Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	m, err := exportjobs.New(exportjobs.Config{Dir: dir, Pool: pool, Log: noLog{}, Key: func(context.Context) (*eventstore.SigningKey, error) { return key, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	j, err := m.Submit(exportjobs.Request{Actor: "root", From: "0", To: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the export failed", func() bool {
+		j, _ = m.Get(j.ID)
+		return j.State == exportjobs.StateFailed
+	})
+	if !strings.Contains(j.Error, "record the export") || j.RecordsTotal == 0 || j.RecordsDone != j.RecordsTotal {
+		t.Fatalf("failed export: %+v", j)
+	}
+	if _, _, err := m.Bundle(j.ID); !errors.Is(err, exportjobs.ErrNoBundle) {
+		t.Fatalf("bundle: %v", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != j.ID+".json" {
+			t.Errorf("left in the exports dir: %s", e.Name())
 		}
 	}
 }

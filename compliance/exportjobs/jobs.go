@@ -337,7 +337,8 @@ func (m *Manager) Bundle(id string) (*os.File, Job, error) {
 	}
 	f, err := os.Open(m.bundlePath(id))
 	if err != nil {
-		return nil, j, fmt.Errorf("export %s: %w: %w", id, ErrNoBundle, err)
+		m.log.Warn("exports: a finished export's bundle cannot be opened", "export_id", id, "error", err)
+		return nil, j, fmt.Errorf("export %s: %w: its file is gone from this control plane instance", id, ErrNoBundle)
 	}
 	return f, j, nil
 }
@@ -408,7 +409,8 @@ func (m *Manager) run(ctx context.Context, id string) {
 		// Export writes through a temporary file renamed only when complete; a bundle whose
 		// record could not be appended is not one: nothing partial stays downloadable.
 		_ = os.Remove(m.bundlePath(id))
-		msg := err.Error()
+		// Said to whoever asked: the reason (a bad window, a full disk), not where the data dir is.
+		msg := strings.ReplaceAll(err.Error(), m.cfg.Dir+string(filepath.Separator), "")
 		if ctx.Err() != nil {
 			msg = "interrupted: the control plane stopped before the export finished; ask again"
 		}

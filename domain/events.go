@@ -33,6 +33,10 @@ const (
 	TypeAccessKeyIssued  = "access_key.issued"
 	TypeAccessKeyRevoked = "access_key.revoked"
 
+	TypeEnrollmentTokenIssued  = "enrollment_token.issued"
+	TypeEnrollmentTokenUsed    = "enrollment_token.used"
+	TypeEnrollmentTokenRevoked = "enrollment_token.revoked"
+
 	TypeRoleAssigned   = "role.assigned"
 	TypeRoleUnassigned = "role.unassigned"
 
@@ -96,6 +100,7 @@ func EventTypes() []EventType {
 		TypeNodeEnrolled, TypeNodeDrainRequested, TypeNodeDrained, TypeNodeRemoved, TypeNodeLost, TypeNodeRecovered, TypeNodeCommandExecuted, TypeNodeStarted,
 		TypeAgentTokenIssued, TypeAgentTokenRevoked,
 		TypeAccessKeyIssued, TypeAccessKeyRevoked,
+		TypeEnrollmentTokenIssued, TypeEnrollmentTokenUsed, TypeEnrollmentTokenRevoked,
 		TypeRoleAssigned, TypeRoleUnassigned,
 		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected, TypeAuditOverflowed,
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
@@ -176,6 +181,12 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &AccessKeyIssued{}
 	case TypeAccessKeyRevoked:
 		e = &AccessKeyRevoked{}
+	case TypeEnrollmentTokenIssued:
+		e = &EnrollmentTokenIssued{}
+	case TypeEnrollmentTokenUsed:
+		e = &EnrollmentTokenUsed{}
+	case TypeEnrollmentTokenRevoked:
+		e = &EnrollmentTokenRevoked{}
 	case TypeRoleAssigned:
 		e = &RoleAssigned{}
 	case TypeRoleUnassigned:
@@ -381,6 +392,36 @@ type AccessKeyRevoked struct {
 	OrgID    string `json:"org_id"`
 	TunnelID string `json:"tunnel_id"`
 	Reason   string `json:"reason,omitempty"`
+}
+
+// ---- node enrollment tokens ----
+
+// EnrollmentTokenIssued records a credential that enrolls data-plane nodes and does nothing else.
+// The log keeps the SHA-256 of the token (hex), never the token, which its issuer was shown once.
+type EnrollmentTokenIssued struct {
+	TokenID    string    `json:"token_id"`
+	SecretHash string    `json:"secret_hash"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	MaxUses    int       `json:"max_uses"`
+	// DerivedFrom is the token key the secret was derived from (commands/token).
+	DerivedFrom string `json:"derived_from,omitempty"`
+	IssuedBy    string `json:"issued_by"`
+}
+
+// EnrollmentTokenUsed records that the token enrolled a node: appended to the token's stream in
+// the transaction of the node's node.enrolled (whose metadata names the token as its actor), at
+// the stream version the use was decided on, so a use beyond max_uses cannot be appended.
+type EnrollmentTokenUsed struct {
+	TokenID string `json:"token_id"`
+	NodeID  string `json:"node_id"`
+	// Use counts the token's uses, from 1.
+	Use int `json:"use"`
+}
+
+// EnrollmentTokenRevoked makes an enrollment token unusable at once.
+type EnrollmentTokenRevoked struct {
+	TokenID string `json:"token_id"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // ---- roles ----

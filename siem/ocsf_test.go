@@ -110,6 +110,10 @@ func samples() map[string]any {
 		domain.TypeSIEMSinkRemoved:     domain.SIEMSinkRemoved{SinkID: uuid.NewString(), OrgID: org, Reason: "moved to another SIEM"},
 		domain.TypeSIEMDeliverySkipped: domain.SIEMDeliverySkipped{SinkID: uuid.NewString(), Position: 41, Reason: "the receiver refuses it for good"},
 		domain.TypeExportCreated:       domain.ExportCreated{ExportID: uuid.NewString(), From: 10, To: 99, Records: 90, CheckpointSize: 120, BundleSHA256: "ab12"},
+		domain.TypeEnrollmentTokenIssued: domain.EnrollmentTokenIssued{TokenID: uuid.NewString(), SecretHash: domain.HashEnrollmentSecret("tpe_x"),
+			ExpiresAt: at.Add(time.Hour), MaxUses: 1, DerivedFrom: "ed25519:1", IssuedBy: "root"},
+		domain.TypeEnrollmentTokenUsed:    domain.EnrollmentTokenUsed{TokenID: uuid.NewString(), NodeID: node, Use: 1},
+		domain.TypeEnrollmentTokenRevoked: domain.EnrollmentTokenRevoked{TokenID: uuid.NewString(), Reason: "not needed"},
 	}
 }
 

@@ -154,6 +154,15 @@ var ocsfMappings = map[string]ocsfMapping{
 	domain.TypeAccessKeyRevoked: entity(9, "Disable", "Tunnel access key", func(d decoded) (string, string) {
 		return d.event.(*domain.AccessKeyRevoked).KeyID, ""
 	}),
+	domain.TypeEnrollmentTokenIssued: entity(1, "Create", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenIssued).TokenID, ""
+	}),
+	domain.TypeEnrollmentTokenUsed: entity(activityOther, "Use", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenUsed).TokenID, ""
+	}),
+	domain.TypeEnrollmentTokenRevoked: entity(9, "Disable", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenRevoked).TokenID, ""
+	}),
 	domain.TypeRoleAssigned: {class: classUserAccess, activity: 1, activityName: "Assign Privileges", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.RoleAssigned)

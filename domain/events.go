@@ -11,6 +11,8 @@ import (
 const (
 	TypeOrganizationCreated = "organization.created"
 	TypeOrgNameReserved     = "organization.name_reserved"
+	TypeOrgSettingsUpdated  = "organization.settings_updated"
+	TypePriceSheetSet       = "chargeback.price_sheet_set"
 
 	TypeTunnelCreated      = "tunnel.created"
 	TypeTunnelUpdated      = "tunnel.updated"
@@ -86,6 +88,7 @@ func EventTypes() []EventType {
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
 		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
 		TypeExportCreated,
+		TypeOrgSettingsUpdated, TypePriceSheetSet,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -126,6 +129,10 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &OrganizationCreated{}
 	case TypeOrgNameReserved:
 		e = &OrgNameReserved{}
+	case TypeOrgSettingsUpdated:
+		e = &OrgSettingsUpdated{}
+	case TypePriceSheetSet:
+		e = &PriceSheetSet{}
 	case TypeTunnelCreated:
 		e = &TunnelCreated{}
 	case TypeTunnelUpdated:

@@ -159,10 +159,27 @@ func deleteGeneration(ctx context.Context, r *Runner, p Projection, gen int) err
 
 // queueAll queues the statements of the records p handles.
 func queueAll(ctx context.Context, p Projection, b *pgx.Batch, gen int, recs []eventstore.Record) error {
+	var todo []eventstore.Record
 	for _, rec := range recs {
-		if !folds(p, rec) {
-			continue
+		if folds(p, rec) {
+			todo = append(todo, rec)
 		}
+	}
+	return applyRecords(ctx, p, b, gen, todo)
+}
+
+// applyRecords queues the statements of records p folds: all at once for a BatchApplier.
+func applyRecords(ctx context.Context, p Projection, b *pgx.Batch, gen int, recs []eventstore.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if ba, ok := p.(BatchApplier); ok {
+		if err := ba.ApplyBatch(ctx, b, gen, recs); err != nil {
+			return fmt.Errorf("positions %d..%d: %w", recs[0].Position, recs[len(recs)-1].Position, err)
+		}
+		return nil
+	}
+	for _, rec := range recs {
 		if err := p.Apply(ctx, b, gen, rec); err != nil {
 			return fmt.Errorf("position %d (%s): %w", rec.Position, rec.Type, err)
 		}

@@ -42,6 +42,15 @@ type Projection interface {
 	Apply(ctx context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error
 }
 
+// BatchApplier is a Projection that folds a batch of records at once: the usage rollups add
+// many windows into few rows, so one statement per row beats one per record. The runner and
+// rebuilds call ApplyBatch, with the records the projection folds and has not applied, instead
+// of Apply on each.
+type BatchApplier interface {
+	Projection
+	ApplyBatch(ctx context.Context, b *pgx.Batch, gen int, recs []eventstore.Record) error
+}
+
 // Status is a projection's health.
 type Status struct {
 	Name       string `json:"name"`
@@ -346,14 +355,16 @@ func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore
 	}
 	b := &pgx.Batch{}
 	changed := int64(-1)
+	var todo []eventstore.Record
 	for _, rec := range recs {
 		if int64(rec.Position) <= max(dbPos, pos) || !folds(p, rec) {
 			continue // applied by another instance or a rebuild swap, or not this projection's
 		}
-		if err := p.Apply(ctx, b, gen, rec); err != nil {
-			return fmt.Errorf("projection %s at position %d (%s): %w", name, rec.Position, rec.Type, err)
-		}
+		todo = append(todo, rec)
 		changed = int64(rec.Position)
+	}
+	if err := applyRecords(ctx, p, b, gen, todo); err != nil {
+		return fmt.Errorf("projection %s: %w", name, err)
 	}
 	newPos := max(int64(last), dbPos)
 	b.Queue(`UPDATE projection_state SET position = $2, last_error = NULL, updated_at = now() WHERE name = $1`, name, newPos)

@@ -105,6 +105,9 @@ func samples() map[string]any {
 		domain.TypeSIEMSinkRemoved:     domain.SIEMSinkRemoved{SinkID: uuid.NewString(), OrgID: org, Reason: "moved to another SIEM"},
 		domain.TypeSIEMDeliverySkipped: domain.SIEMDeliverySkipped{SinkID: uuid.NewString(), Position: 41, Reason: "the receiver refuses it for good"},
 		domain.TypeExportCreated:       domain.ExportCreated{ExportID: uuid.NewString(), From: 10, To: 99, Records: 90, CheckpointSize: 120, BundleSHA256: "ab12"},
+		domain.TypeOrgSettingsUpdated:  domain.OrgSettingsUpdated{OrgID: org, TimeZone: "Europe/Berlin"},
+		domain.TypePriceSheetSet: domain.PriceSheetSet{OrgID: org, EffectiveFrom: time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC), Currency: "EUR",
+			PerGBIn: "0.02", PerGBOut: "0.05", Per1kRequests: "0.10", PerStreamedHour: "0.30", PerTunnelDay: "1.00"},
 	}
 }
 

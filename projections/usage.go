@@ -53,8 +53,8 @@ type usageKey struct {
 
 type usageRow struct {
 	windows, requests, errors, bytesIn, bytesOut, streamsMax, streamedMS int64
-	classes                                                            map[string]int64
-	latency, ttfb                                                      *[domain.HistogramBuckets]int64
+	classes                                                              map[string]int64
+	latency, ttfb                                                        *[domain.HistogramBuckets]int64
 }
 
 // ApplyBatch adds the batch's windows up per row in memory, then queues one upsert per row.

@@ -157,6 +157,8 @@ type Handlers struct {
 	UpdateSIEMSink     Handler[UpdateSIEMSink]
 	RemoveSIEMSink     Handler[RemoveSIEMSink]
 	SkipSIEMDelivery   Handler[SkipSIEMDelivery]
+	SetOrgTimeZone     Handler[SetOrgTimeZone]
+	SetPriceSheet      Handler[SetPriceSheet]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -204,6 +206,8 @@ func New(cfg Config) (*Service, error) {
 		UpdateSIEMSink:     decorate(s, HandlerFunc[UpdateSIEMSink](s.updateSIEMSink)),
 		RemoveSIEMSink:     decorate(s, HandlerFunc[RemoveSIEMSink](s.removeSIEMSink)),
 		SkipSIEMDelivery:   decorate(s, HandlerFunc[SkipSIEMDelivery](s.skipSIEMDelivery)),
+		SetOrgTimeZone:     decorate(s, HandlerFunc[SetOrgTimeZone](s.setOrgTimeZone)),
+		SetPriceSheet:      decorate(s, HandlerFunc[SetPriceSheet](s.setPriceSheet)),
 	}
 	return s, nil
 }

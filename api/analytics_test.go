@@ -79,7 +79,10 @@ func TestAnalyticsUsageChargebackAndAuthorization(t *testing.T) {
 	// Prices: from the start of March (local), doubled from local midnight of the 15th.
 	marchStart, change := time.Date(2027, 3, 1, 0, 0, 0, 0, berlin), time.Date(2027, 3, 15, 0, 0, 0, 0, berlin)
 	sheet := func(from time.Time, f int) map[string]string {
-		p := func(s string) string { r, _ := new(big.Rat).SetString(s); return r.Mul(r, big.NewRat(int64(f), 1)).FloatString(3) }
+		p := func(s string) string {
+			r, _ := new(big.Rat).SetString(s)
+			return r.Mul(r, big.NewRat(int64(f), 1)).FloatString(3)
+		}
 		return map[string]string{"effective_from": from.Format(time.RFC3339), "currency": "EUR", "per_gb_in": p("0.01"), "per_gb_out": p("0.02"),
 			"per_1k_requests": p("0.001"), "per_streamed_hour": p("0.1"), "per_tunnel_day": p("1")}
 	}

@@ -193,8 +193,11 @@ func addHist(dst *[domain.HistogramBuckets]int64, h *domain.Histogram) *[domain.
 
 // histArray is the stored form: the used buckets, subscripted by bucket index.
 func histArray(counts *[domain.HistogramBuckets]int64) pgtype.Array[int64] {
+	if counts == nil {
+		return pgtype.Array[int64]{}
+	}
 	h := domain.HistogramOf(counts)
-	if counts == nil || h == nil {
+	if h == nil {
 		return pgtype.Array[int64]{}
 	}
 	return pgtype.Array[int64]{Elements: h.Counts, Dims: []pgtype.ArrayDimension{{Length: int32(len(h.Counts)), LowerBound: int32(h.Offset)}}, Valid: true}

@@ -98,6 +98,9 @@ func TestUsageWindowsRollUpExactlyPerTunnelCallerAndOrg(t *testing.T) {
 		u := &domain.UsageRecorded{NodeID: node, OrgID: org, TunnelID: tun, WindowStart: start, WindowEnd: start.Add(10 * time.Second),
 			CallerKind: c.CallerKind, CallerID: c.CallerID, Requests: int64(1 + rnd.IntN(50)), BytesIn: rnd.Int64N(1 << 30), BytesOut: rnd.Int64N(1 << 32),
 			StreamsMax: int64(rnd.IntN(9)), StreamedMS: rnd.Int64N(80_000), Latency: domain.HistogramOf(&lat), TTFB: domain.HistogramOf(&lat)}
+		if i%11 == 0 {
+			u.Latency, u.TTFB = nil, nil // a window with no finished call
+		}
 		if i%7 == 0 {
 			u.Errors = map[string]int64{"upstream": 1, "timeout": int64(rnd.IntN(3))}
 		}

@@ -42,8 +42,8 @@ type Options struct {
 	Days, Tunnels int
 	// Queries of each kind (default 100).
 	Queries int
-	// BatchSize of the projection runner during the rebuild (default: the runner's, 500).
-	BatchSize int
+	// RebuildBatchSize of the projection runner (default: the runner's, 5,000).
+	RebuildBatchSize int
 	Forecast  ForecastHook
 	Progress  io.Writer
 	Logger    *slog.Logger
@@ -135,7 +135,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("bench analytics: %w", err)
 	}
 	fmt.Fprintf(o.Progress, "bench analytics: %d usage windows in the log (%.1fs)\n", o.Windows, time.Since(t0).Seconds())
-	runner, err := projections.New(projections.Config{Store: store, Projections: projections.All(), BatchSize: o.BatchSize, Logger: o.Logger})
+	runner, err := projections.New(projections.Config{Store: store, Projections: projections.All(), RebuildBatchSize: o.RebuildBatchSize, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}

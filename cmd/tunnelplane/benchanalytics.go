@@ -44,7 +44,7 @@ func newBenchAnalyticsCommand(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&o.Days, "days", 90, "days of hourly rollups for the queries")
 	cmd.Flags().IntVar(&o.Tunnels, "tunnels", 1000, "tunnels of hourly rollups for the queries")
 	cmd.Flags().IntVar(&o.Queries, "queries", 100, "queries of each kind")
-	cmd.Flags().IntVar(&o.BatchSize, "batch", 0, "records the projection runner reads and folds at once (default: the runner's, 500)")
+	cmd.Flags().IntVar(&o.RebuildBatchSize, "batch", 0, "records the rebuild reads and folds at once (default: the runner's, 5,000)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys rollup_eps, query_p99_ms …)")
 	return cmd
 }

@@ -133,17 +133,8 @@ func (b *Bucket) add(h readmodels.UsageHour) {
 	b.BytesOut += h.BytesOut
 	b.StreamsMax = max(b.StreamsMax, h.StreamsMax)
 	b.streamedMS += h.StreamedMS
-	addCounts(&b.latency, h.Latency)
-	addCounts(&b.ttfb, h.TTFB)
-}
-
-func addCounts(dst, src *[domain.HistogramBuckets]int64) {
-	if src == nil {
-		return
-	}
-	for i, c := range src {
-		dst[i] += c
-	}
+	h.Latency.AddTo(&b.latency)
+	h.TTFB.AddTo(&b.ttfb)
 }
 
 func (b *Bucket) finish() {

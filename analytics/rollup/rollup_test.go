@@ -16,7 +16,7 @@ func hours(from, to time.Time) []readmodels.UsageHour {
 		var lat [domain.HistogramBuckets]int64
 		lat[domain.HistogramIndex(time.Duration(i+1)*time.Millisecond)] = 1
 		out = append(out, readmodels.UsageHour{UsageKey: readmodels.UsageKey{TunnelID: "t"}, Hour: t, Requests: int64(1000 + i),
-			BytesIn: int64(i), StreamedMS: 1800_000, StreamsMax: int64(i % 5), Latency: &lat})
+			BytesIn: int64(i), StreamedMS: 1800_000, StreamsMax: int64(i % 5), Latency: domain.HistogramOf(&lat)})
 	}
 	return out
 }

@@ -44,9 +44,9 @@ type Options struct {
 	Queries int
 	// RebuildBatchSize of the projection runner (default: the runner's, 5,000).
 	RebuildBatchSize int
-	Forecast  ForecastHook
-	Progress  io.Writer
-	Logger    *slog.Logger
+	Forecast         ForecastHook
+	Progress         io.Writer
+	Logger           *slog.Logger
 }
 
 // Result is the outcome.

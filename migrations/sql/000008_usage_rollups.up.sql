@@ -26,8 +26,8 @@ CREATE TABLE rm_usage_hourly (
     ttfb         bigint[],
     PRIMARY KEY (generation, org_id, scope, tunnel_id, caller_kind, caller_id, hour)
 );
--- Every key of a scope in an org over a time range (group_by=tunnel|caller over all tunnels).
-CREATE INDEX rm_usage_hourly_time ON rm_usage_hourly (generation, org_id, scope, hour);
+-- No other index: reads walk the keys of a scope with a loose index scan of the primary key and
+-- read each key's hours as a range of it; every index more would slow the projection's writes.
 
 -- Windows the projection skipped because they break their type's rules (Validate) or the table's.
 CREATE TABLE rm_usage_skipped (

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 )
@@ -26,7 +25,7 @@ type UsageKey struct {
 	CallerID   string `json:"caller_id,omitempty"`
 }
 
-// UsageHour is one hourly rollup row. Latency and TTFB are full bucket arrays (nil: none).
+// UsageHour is one hourly rollup row. Latency and TTFB are the stored buckets (nil: none).
 type UsageHour struct {
 	UsageKey
 	Hour         time.Time
@@ -38,8 +37,8 @@ type UsageHour struct {
 	BytesOut     int64
 	StreamsMax   int64
 	StreamedMS   int64
-	Latency      *[domain.HistogramBuckets]int64
-	TTFB         *[domain.HistogramBuckets]int64
+	Latency      *domain.Histogram
+	TTFB         *domain.Histogram
 }
 
 // UsageFilter selects hourly rows of one organization and scope in [From, To).
@@ -93,11 +92,13 @@ func (q *Queries) UsageHours(ctx context.Context, f UsageFilter) (rows []UsageHo
 	for i, k := range keys {
 		tunnels[i], kinds[i], callers[i] = k.TunnelID, k.CallerKind, k.CallerID
 	}
+	// LATERAL: each key's hours are one range of the primary key, whatever the planner guesses
+	// of the keys' number.
 	pgRows, err := q.pool.Query(ctx, `SELECT u.tunnel_id::text, u.caller_kind, u.caller_id, u.hour, u.windows, u.requests, u.errors, u.error_classes,
-		u.bytes_in, u.bytes_out, u.streams_max, u.streamed_ms, u.latency, u.ttfb
+		u.bytes_in, u.bytes_out, u.streams_max, u.streamed_ms, coalesce(array_lower(u.latency, 1), 0), u.latency, coalesce(array_lower(u.ttfb, 1), 0), u.ttfb
 		FROM unnest($3::uuid[], $4::text[], $5::text[]) WITH ORDINALITY AS k(tunnel_id, caller_kind, caller_id, n)
-		JOIN usage_hourly u ON u.org_id = $1 AND u.scope = $2 AND u.tunnel_id = k.tunnel_id AND u.caller_kind = k.caller_kind
-			AND u.caller_id = k.caller_id AND u.hour >= $6 AND u.hour < $7
+		CROSS JOIN LATERAL (SELECT * FROM usage_hourly h WHERE h.org_id = $1 AND h.scope = $2 AND h.tunnel_id = k.tunnel_id
+			AND h.caller_kind = k.caller_kind AND h.caller_id = k.caller_id AND h.hour >= $6 AND h.hour < $7 ORDER BY h.hour) u
 		ORDER BY k.n, u.hour`, f.OrgID, f.Scope, tunnels, kinds, callers, f.From, f.To)
 	if err != nil {
 		return nil, nil, dbErr(op, err)
@@ -105,16 +106,17 @@ func (q *Queries) UsageHours(ctx context.Context, f UsageFilter) (rows []UsageHo
 	defer pgRows.Close()
 	for pgRows.Next() {
 		var h UsageHour
-		var lat, ttfb pgtype.Array[int64]
+		var latLo, ttfbLo int
+		var lat, ttfb []int64
 		if err := pgRows.Scan(&h.TunnelID, &h.CallerKind, &h.CallerID, &h.Hour, &h.Windows, &h.Requests, &h.Errors, &h.ErrorClasses,
-			&h.BytesIn, &h.BytesOut, &h.StreamsMax, &h.StreamedMS, &lat, &ttfb); err != nil {
+			&h.BytesIn, &h.BytesOut, &h.StreamsMax, &h.StreamedMS, &latLo, &lat, &ttfbLo, &ttfb); err != nil {
 			return nil, nil, dbErr(op, err)
 		}
 		h.Hour = h.Hour.UTC()
 		if f.Scope == UsageScopeOrg {
 			h.TunnelID = ""
 		}
-		h.Latency, h.TTFB = fullHist(lat), fullHist(ttfb)
+		h.Latency, h.TTFB = storedHist(latLo, lat), storedHist(ttfbLo, ttfb)
 		rows = append(rows, h)
 	}
 	if err := pgRows.Err(); err != nil {
@@ -152,18 +154,14 @@ func (q *Queries) usageKeys(ctx context.Context, f UsageFilter, after UsageKey) 
 
 const nilTunnel = "00000000-0000-0000-0000-000000000000"
 
-func fullHist(a pgtype.Array[int64]) *[domain.HistogramBuckets]int64 {
-	if !a.Valid || len(a.Elements) == 0 || len(a.Dims) != 1 {
+// storedHist is a stored histogram as the domain type; one outside the layout (which the
+// projection never writes) is dropped rather than trusted.
+func storedHist(lo int, counts []int64) *domain.Histogram {
+	h := &domain.Histogram{Offset: lo, Counts: counts}
+	if len(counts) == 0 || h.Validate() != nil {
 		return nil
 	}
-	out := new([domain.HistogramBuckets]int64)
-	lo := int(a.Dims[0].LowerBound)
-	for i, c := range a.Elements {
-		if j := lo + i; j >= 0 && j < domain.HistogramBuckets {
-			out[j] += c
-		}
-	}
-	return out
+	return h
 }
 
 // OrgTimeZone is an organization's time zone setting ("" when never set: UTC).

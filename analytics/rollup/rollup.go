@@ -84,8 +84,10 @@ type Bucket struct {
 	StreamsMean     float64 `json:"streams_mean"`
 	StreamedSeconds float64 `json:"streamed_seconds"`
 
-	streamedMS    int64
-	latency, ttfb [domain.HistogramBuckets]int64
+	streamedMS int64
+	// The merged buckets, sparse (offset and counts): a full array per bucket would cost 4.6 KB
+	// of allocation for every hour of an hourly series.
+	latency, ttfb domain.Histogram
 }
 
 // Percentiles of a merged histogram, in milliseconds (0 when nothing was counted); Count is the
@@ -113,8 +115,9 @@ func Aggregate(rows []readmodels.UsageHour, g Granularity, loc *time.Location) (
 		}
 		cur.add(h)
 	}
+	var scratch [domain.HistogramBuckets]int64
 	for i := range out {
-		out[i].finish()
+		out[i].finish(&scratch)
 	}
 	return out, nil
 }
@@ -133,21 +136,44 @@ func (b *Bucket) add(h readmodels.UsageHour) {
 	b.BytesOut += h.BytesOut
 	b.StreamsMax = max(b.StreamsMax, h.StreamsMax)
 	b.streamedMS += h.StreamedMS
-	h.Latency.AddTo(&b.latency)
-	h.TTFB.AddTo(&b.ttfb)
+	mergeSparse(&b.latency, h.Latency)
+	mergeSparse(&b.ttfb, h.TTFB)
 }
 
-func (b *Bucket) finish() {
-	b.Latency, b.TTFB = percentiles(&b.latency), percentiles(&b.ttfb)
+// mergeSparse adds src into dst, widening dst's range as needed (both within the layout).
+func mergeSparse(dst, src *domain.Histogram) {
+	if src == nil || len(src.Counts) == 0 {
+		return
+	}
+	if len(dst.Counts) == 0 {
+		dst.Offset, dst.Counts = src.Offset, append([]int64(nil), src.Counts...)
+		return
+	}
+	lo, hi := min(dst.Offset, src.Offset), max(dst.Offset+len(dst.Counts), src.Offset+len(src.Counts))
+	if lo != dst.Offset || hi != dst.Offset+len(dst.Counts) {
+		grown := make([]int64, hi-lo)
+		copy(grown[dst.Offset-lo:], dst.Counts)
+		dst.Offset, dst.Counts = lo, grown
+	}
+	for i, c := range src.Counts {
+		dst.Counts[src.Offset-dst.Offset+i] += c
+	}
+}
+
+func (b *Bucket) finish(scratch *[domain.HistogramBuckets]int64) {
+	b.Latency, b.TTFB = percentiles(scratch, &b.latency), percentiles(scratch, &b.ttfb)
 	b.StreamedSeconds = float64(b.streamedMS) / 1000
 	b.StreamsMean = float64(b.streamedMS) / float64(b.End.Sub(b.Start).Milliseconds())
 }
 
-func percentiles(c *[domain.HistogramBuckets]int64) Percentiles {
-	var n int64
-	for _, x := range c {
-		n += x
+// percentiles of a sparse histogram, through a full array (cleared again afterwards).
+func percentiles(c *[domain.HistogramBuckets]int64, h *domain.Histogram) Percentiles {
+	n := h.Count()
+	if n == 0 {
+		return Percentiles{}
 	}
+	h.AddTo(c)
+	defer clear(c[h.Offset : h.Offset+len(h.Counts)])
 	ms := func(q float64) float64 { return float64(domain.HistogramQuantile(c, q)) / float64(time.Millisecond) }
 	return Percentiles{Count: n, P50: ms(0.50), P95: ms(0.95), P99: ms(0.99)}
 }

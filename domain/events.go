@@ -51,6 +51,8 @@ const (
 	TypeSIEMDeliverySkipped = "siem.delivery_skipped"
 
 	TypeExportCreated = "export.created"
+
+	TypeReportGenerated = "report.generated"
 )
 
 // NodeReportable tells whether a node may report events of a type (in its own facts stream).
@@ -83,6 +85,7 @@ func EventTypes() []EventType {
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
 		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
 		TypeExportCreated,
+		TypeReportGenerated,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -176,6 +179,8 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &SIEMDeliverySkipped{}
 	case TypeExportCreated:
 		e = &ExportCreated{}
+	case TypeReportGenerated:
+		e = &ReportGenerated{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

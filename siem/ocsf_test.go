@@ -105,6 +105,8 @@ func samples() map[string]any {
 		domain.TypeSIEMSinkRemoved:     domain.SIEMSinkRemoved{SinkID: uuid.NewString(), OrgID: org, Reason: "moved to another SIEM"},
 		domain.TypeSIEMDeliverySkipped: domain.SIEMDeliverySkipped{SinkID: uuid.NewString(), Position: 41, Reason: "the receiver refuses it for good"},
 		domain.TypeExportCreated:       domain.ExportCreated{ExportID: uuid.NewString(), From: 10, To: 99, Records: 90, CheckpointSize: 120, BundleSHA256: "ab12"},
+		domain.TypeReportGenerated: domain.ReportGenerated{ReportID: uuid.NewString(), Report: "soc2", OrgID: org, From: "2026-01-01T00:00:00Z",
+			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
 	}
 }
 

@@ -293,6 +293,11 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.ExportCreated)
 		return e.ExportID, "positions " + strconv.FormatUint(e.From, 10) + ".." + strconv.FormatUint(e.To, 10)
 	}), sevLow),
+	// A report is evidence leaving the log too (derived, not the records): who took which report.
+	domain.TypeReportGenerated: withSeverity(entity(1, "Create", "Report", func(d decoded) (string, string) {
+		e := d.event.(*domain.ReportGenerated)
+		return e.ReportID, e.Report + " " + e.From + ".." + e.To + " (" + e.Format + ")"
+	}), sevLow),
 }
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.

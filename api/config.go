@@ -146,6 +146,9 @@ type Config struct {
 	// SIEMSecrets seals the secrets callers give SIEM sinks (a *siem.Secrets); without it only
 	// references are taken.
 	SIEMSecrets SecretSealer
+	// Reports makes the compliance reports of GET /api/v1/reports/{report} (a
+	// *report.Generator); without it that route answers 404.
+	Reports ReportGenerator
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

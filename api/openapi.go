@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/tunnelplane/tunnelplane/report/render"
 )
 
 // The OpenAPI document is written down here, next to but apart from the route registration
@@ -112,6 +114,9 @@ var operations = []operation{
 	{method: "GET", path: "/api/v1/audit", id: "searchAudit", summary: "Search the audit index, newest first", tag: "audit",
 		params: withList("query:scope_org", "query:actor", "query:type", "query:stream", "query:correlation_id", "query:request_id", "query:since", "query:until"),
 		status: 200, resp: "List:AuditEntry", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/reports/{report}", id: "getReport", summary: "A compliance report (soc2, hipaa, iso27001) of a window, organised by control, exceptions first; " +
+		"appends report.generated (org \"*\": the whole log, superadmins; else an organization's owners, admins and auditors)", tag: "audit",
+		params: []string{"path:report", "query:scope_org", "query:from", "query:to", "query:format"}, status: 200, resp: "report", errs: []int{400, 403, 404, 422}},
 
 	{method: "POST", path: "/api/v1/siem/sinks", id: "createSIEMSink", summary: "Forward the log to a SIEM (org \"*\": a platform sink, superadmins; else an organization's events, its owners and admins)", tag: "siem",
 		params: []string{"query:scope_org", "header:Idempotency-Key"}, body: "SIEMSinkInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 404, 409, 413, 415, 422}},
@@ -158,6 +163,10 @@ var parameters = map[string]schema{
 	"path:user_id":    {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
 	"path:role":       {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, viewer, auditor or superadmin")},
 	"path:name":       {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
+	"path:report":     {"name": "report", "in": "path", "required": true, "schema": schema{"type": "string", "enum": []string{"soc2", "hipaa", "iso27001"}}},
+	"query:from":      {"name": "from", "in": "query", "required": true, "schema": str("window start: RFC 3339 time or date (YYYY-MM-DD, UTC)")},
+	"query:to":        {"name": "to", "in": "query", "required": true, "schema": str("window end, excluded: RFC 3339 time or date (YYYY-MM-DD, UTC)")},
+	"query:format":    {"name": "format", "in": "query", "schema": schema{"type": "string", "enum": []string{"html", "pdf", "xlsx", "csv", "json"}, "default": "json"}},
 	"query:org":       {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
 	"query:scope_org": {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},
 	"query:limit":     {"name": "limit", "in": "query", "schema": schema{"type": "integer", "minimum": 1, "maximum": MaxLimit, "default": DefaultLimit}},
@@ -340,6 +349,12 @@ func (s *Server) renderOpenAPI() ([]byte, error) {
 		switch {
 		case op.resp == "text":
 			ok = schema{"description": "OK", "content": schema{"text/plain": schema{"schema": schema{"type": "string"}}}}
+		case op.resp == "report":
+			content := schema{}
+			for _, f := range render.Formats() {
+				content[f.ContentType()] = schema{"schema": schema{"type": "string", "format": "binary"}}
+			}
+			ok = schema{"description": "the report file; X-Report-ID, X-Report-SHA256 and X-Log-Position say what report.generated recorded", "content": content}
 		case op.resp == "object":
 			ok = schema{"description": "OK", "content": schema{"application/json": schema{"schema": schema{"type": "object"}}}}
 		case strings.HasPrefix(op.resp, "List:"):

@@ -171,6 +171,7 @@ func (s *Server) register() {
 	s.route(http.MethodPost, "/api/v1/keys/rotations", s.rotateKey, true)
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)
+	s.route(http.MethodGet, "/api/v1/reports/:report", s.getReport, true)
 
 	s.route(http.MethodPost, "/api/v1/siem/sinks", s.createSIEMSink, true)
 	s.route(http.MethodGet, "/api/v1/siem/sinks", s.listSIEMSinks, true)

@@ -317,3 +317,13 @@ func queue(b *pgx.Batch, rec eventstore.Record, sql string, args ...any) {
 		return nil
 	})
 }
+
+// ByName returns the built-in projection of that name (nil if none).
+func ByName(name string) Projection {
+	for _, p := range All() {
+		if p.Name() == name {
+			return p
+		}
+	}
+	return nil
+}

@@ -329,3 +329,14 @@ func sortedRuleNames(m map[string]Rule) []string {
 	slices.Sort(out)
 	return out
 }
+
+// ParseBound reads a window bound: an RFC 3339 time, or a date (YYYY-MM-DD, midnight UTC).
+func ParseBound(v string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%w: want an RFC 3339 time or a date (YYYY-MM-DD)", ErrRequest)
+}

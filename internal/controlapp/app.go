@@ -89,7 +89,11 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	queries := readmodels.New(a.Log.Pool)
-	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets,
+	reports, err := NewReportGenerator(a.Log)
+	if err != nil {
+		return err
+	}
+	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Reports: reports,
 		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ type complianceProjection struct{}
 
 func (complianceProjection) Name() string { return Compliance }
 func (complianceProjection) Tables() []string {
-	return []string{"rm_compliance_events", "rm_compliance_credentials", "rm_compliance_roles", "rm_compliance_withdrawn", "rm_compliance_exceptions"}
+	return []string{"rm_compliance_events", "rm_compliance_hourly", "rm_compliance_credentials", "rm_compliance_roles", "rm_compliance_withdrawn", "rm_compliance_exceptions"}
 }
 func (complianceProjection) Handles(t string) bool { return ComplianceIndexes(t) }
 
@@ -227,6 +227,14 @@ func (complianceProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec 
 			ON CONFLICT (generation, org_id, user_id) DO UPDATE SET role = excluded.role, withdrawn_at = excluded.withdrawn_at, position = excluded.position`,
 			gen, f.OrgID, f.UserID, f.Role, at, int64(rec.Position))
 	}
+	// The hourly rollup's keys: see migration 000009 and ComplianceHourKey.
+	hourSubject, hourDetail := ComplianceHourKey(rec.Type, complianceText(subject), complianceText(detail), attrs)
+	b.Queue(`INSERT INTO rm_compliance_hourly (generation, hour, org_id, type, subject, detail, events, weight, first_position, last_position)
+		VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)
+		ON CONFLICT (generation, hour, org_id, type, subject, detail) DO UPDATE SET events = rm_compliance_hourly.events + 1,
+		weight = rm_compliance_hourly.weight + excluded.weight, first_position = least(rm_compliance_hourly.first_position, excluded.first_position),
+		last_position = greatest(rm_compliance_hourly.last_position, excluded.last_position)`,
+		gen, at.UTC().Truncate(time.Hour), org, rec.Type, hourSubject, hourDetail, weight, int64(rec.Position))
 	b.Queue(`INSERT INTO rm_compliance_events (generation, position, recorded_at, type, org_id, actor, subject, detail, weight, attrs)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		gen, int64(rec.Position), at, rec.Type, nullable(org), nullable(complianceText(actor)), complianceText(subject), nullable(complianceText(detail)), weight, attrsJSON)
@@ -258,6 +266,20 @@ func logKeyRecord(b *pgx.Batch, gen int, rec eventstore.Record, f complianceFiel
 	case eventstore.TypeKeyRevoked:
 		revoke(f.KeyID)
 		return "key revoked: " + f.Reason, f.KeyID
+	}
+	return "", ""
+}
+
+// ComplianceHourKey is how the hourly rollup keys an event beyond its hour, organization and
+// type: failed authentications by subject and reason, agent sessions by node and
+// "protocol|cipher|kex"; other types not at all. Reports compute the same key from the raw rows
+// of a window's partial hours (readmodels), so both halves group alike.
+func ComplianceHourKey(eventType, subject, detail string, attrs map[string]string) (string, string) {
+	switch eventType {
+	case domain.TypeAuthFailed:
+		return subject, detail
+	case domain.TypeAgentConnected:
+		return attrs["node_id"], attrs["protocol"] + "|" + attrs["cipher"] + "|" + attrs["kex"]
 	}
 	return "", ""
 }

@@ -124,6 +124,9 @@ func (m *Mapping) Validate() error {
 		}
 	}
 	p := m.Policy
+	if p.AuthFailures.WindowMinutes%60 != 0 {
+		bad("policy: auth_failures.window_minutes must be whole hours (the read model counts failures per hour)")
+	}
 	if p.AuthFailures.Threshold < 1 || p.AuthFailures.WindowMinutes < 1 || p.MaxRows < 1 || len(p.ApprovedCiphers) == 0 || len(p.ApprovedKex) == 0 {
 		bad("policy: auth_failures, max_rows, approved_ciphers and approved_kex are required")
 	}

@@ -1,6 +1,8 @@
 package report
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,6 +52,52 @@ func TestMappingRefusesMistakes(t *testing.T) {
 		}
 		if _, err := parseMapping([]byte(broken)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+}
+
+// TestDocumentedMappingMatches: docs/compliance.md, the review copy of controls.json, names the
+// same event types and rules for every control, and describes every rule.
+func TestDocumentedMappingMatches(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "compliance.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	m, err := LoadMapping()
+	if err != nil {
+		t.Fatal(err)
+	}
+	quoted := func(ss []string) string {
+		q := make([]string, len(ss))
+		for i, s := range ss {
+			q[i] = "`" + s + "`"
+		}
+		return strings.Join(q, ", ")
+	}
+	for name := range m.Rules {
+		if !strings.Contains(doc, "| `"+name+"` |") {
+			t.Errorf("docs/compliance.md does not describe rule %s", name)
+		}
+	}
+	for _, fw := range m.Frameworks {
+		for _, c := range fw.Controls {
+			_, sec, ok := strings.Cut(doc, "\n### "+c.ID+" "+c.Title+"\n")
+			if !ok {
+				t.Errorf("docs/compliance.md has no section %s %s", c.ID, c.Title)
+				continue
+			}
+			sec, _, _ = strings.Cut(sec, "\n#")
+			want := []string{"- **Events counted:** " + quoted(c.Events) + "\n"}
+			if len(c.Exceptions) > 0 {
+				want = append(want, "- **Exceptions:** "+quoted(c.Exceptions)+"\n")
+			}
+			for _, w := range want {
+				if !strings.Contains(sec, w) {
+					t.Errorf("docs/compliance.md %s lacks %q", c.ID, w)
+				}
+			}
 		}
 	}
 }

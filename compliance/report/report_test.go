@@ -30,13 +30,14 @@ func TestMain(m *testing.M) {
 }
 
 type harness struct {
+	url    string
 	store  *eventstore.Store
 	runner *projections.Runner
 	svc    *commands.Service
 	gen    *report.Generator
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	ctx := context.Background()
 	u := pgtest.NewDatabase(t)
@@ -92,7 +93,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	checkpoint := func(ctx context.Context) (uint64, string, error) { return st.LatestCheckpoint(ctx) }
-	return &harness{store: st, runner: runner, svc: svc,
+	return &harness{url: u, store: st, runner: runner, svc: svc,
 		gen: &report.Generator{Queries: readmodels.New(pool), Log: st, Checkpoint: checkpoint, Mapping: m}}
 }
 
@@ -101,7 +102,7 @@ func as(user string) context.Context {
 }
 
 // caughtUp waits until the compliance read model holds everything the log does.
-func (h *harness) caughtUp(t *testing.T) {
+func (h *harness) caughtUp(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -184,7 +184,7 @@ func overAge(ctx context.Context, s *readmodels.ComplianceSnapshot, p Policy) (f
 
 var sessionColumns = []render.Column{
 	{Name: "node", Kind: render.Text}, {Name: "protocol", Kind: render.Text}, {Name: "cipher", Kind: render.Text},
-	{Name: "key exchange", Kind: render.Text}, {Name: "sessions", Kind: render.Integer}, {Name: "last", Kind: render.Time},
+	{Name: "key exchange", Kind: render.Text}, {Name: "sessions", Kind: render.Integer}, {Name: "last (hour)", Kind: render.Time},
 }
 
 func sessionRow(a readmodels.SessionAlgorithms, exception bool) render.Row {

@@ -75,6 +75,27 @@ CREATE TABLE rm_compliance_exceptions (
 );
 CREATE INDEX rm_compliance_exceptions_rule ON rm_compliance_exceptions (generation, rule, recorded_at);
 
+-- Hourly rollup of the same events (UTC hours): counts and requests per organization ('' none)
+-- and type; keyed further by subject and reason for failed authentications and by node and
+-- protocol|cipher|kex for agent sessions, the groupings the rules read. A report reads the
+-- window's whole hours here and only its partial first and last hours from rm_compliance_events.
+CREATE TABLE rm_compliance_hourly (
+    generation     integer     NOT NULL,
+    hour           timestamptz NOT NULL,
+    org_id         text        NOT NULL,
+    type           text        NOT NULL,
+    subject        text        NOT NULL,
+    detail         text        NOT NULL,
+    events         bigint      NOT NULL,
+    weight         bigint      NOT NULL,
+    first_position bigint      NOT NULL,
+    last_position  bigint      NOT NULL,
+    PRIMARY KEY (generation, hour, org_id, type, subject, detail)
+);
+CREATE INDEX rm_compliance_hourly_org ON rm_compliance_hourly (generation, org_id, hour);
+
+CREATE VIEW compliance_hourly AS SELECT hour, org_id, type, subject, detail, events, weight, first_position, last_position FROM rm_compliance_hourly
+    WHERE generation = (SELECT generation FROM projection_state WHERE name = 'compliance');
 CREATE VIEW compliance_events AS SELECT position, recorded_at, type, org_id, actor, subject, detail, weight, attrs FROM rm_compliance_events
     WHERE generation = (SELECT generation FROM projection_state WHERE name = 'compliance');
 CREATE VIEW compliance_credentials AS SELECT kind, credential_id, org_id, tunnel_id, issued_by, issued_at, expires_at, revoked_at, position
@@ -82,6 +103,6 @@ CREATE VIEW compliance_credentials AS SELECT kind, credential_id, org_id, tunnel
 CREATE VIEW compliance_exceptions AS SELECT position, rule, recorded_at, org_id, subject, detail, weight, since, since_position
     FROM rm_compliance_exceptions WHERE generation = (SELECT generation FROM projection_state WHERE name = 'compliance');
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON rm_compliance_events, rm_compliance_credentials, rm_compliance_roles, rm_compliance_withdrawn,
+GRANT SELECT, INSERT, UPDATE, DELETE ON rm_compliance_events, rm_compliance_hourly, rm_compliance_credentials, rm_compliance_roles, rm_compliance_withdrawn,
     rm_compliance_exceptions TO tunnelplane_app;
-GRANT SELECT ON compliance_events, compliance_credentials, compliance_exceptions TO tunnelplane_app;
+GRANT SELECT ON compliance_events, compliance_hourly, compliance_credentials, compliance_exceptions TO tunnelplane_app;

@@ -25,6 +25,7 @@ type ComplianceSnapshot struct {
 	// Position is the last log position the read model had applied (-1: none yet).
 	Position int64
 	counts   map[string]TypeCount
+	sessions []SessionAlgorithms
 }
 
 // ReadCompliance runs fn on a snapshot of the compliance views.
@@ -77,14 +78,46 @@ type TypeCount struct {
 	Weight int64  `db:"weight"`
 }
 
+// hourly is a WITH clause naming h: the window's events grouped by UTC hour, type and the hourly
+// rollup's keys (projections.ComplianceHourKey), with events, weight and first and last
+// positions. Whole hours come from the rollup; the window's partial first and last hours from the
+// indexed events, grouped alike, so every figure is exact for the window as given.
+func (s *ComplianceSnapshot) hourly() (string, []any) {
+	from, to := s.scope.From, s.scope.To
+	ceilFrom := from.Truncate(time.Hour)
+	if ceilFrom.Before(from) {
+		ceilFrom = ceilFrom.Add(time.Hour)
+	}
+	floorTo := to.Truncate(time.Hour)
+	rollFrom, rollTo, edge1To, edge2From := ceilFrom, floorTo, ceilFrom, floorTo
+	if !ceilFrom.Before(floorTo) { // no whole hour: the raw rows of the whole window
+		rollFrom, rollTo, edge1To, edge2From = from, from, to, to
+	}
+	args := []any{rollFrom, rollTo, from, edge1To, edge2From, to}
+	org := ""
+	if s.scope.OrgID != "" {
+		args = append(args, s.scope.OrgID)
+		org = ` AND org_id = $7`
+	}
+	return `WITH h AS (SELECT hour, type, subject, detail, events, weight, first_position, last_position FROM compliance_hourly
+		WHERE hour >= $1 AND hour < $2` + org + `
+		UNION ALL SELECT date_trunc('hour', recorded_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', type,
+		CASE type WHEN 'audit.auth_failed' THEN subject WHEN 'agent.connected' THEN coalesce(attrs->>'node_id', '') ELSE '' END,
+		CASE type WHEN 'audit.auth_failed' THEN coalesce(detail, '')
+			WHEN 'agent.connected' THEN coalesce(attrs->>'protocol', '') || '|' || coalesce(attrs->>'cipher', '') || '|' || coalesce(attrs->>'kex', '')
+			ELSE '' END,
+		1, weight, position, position
+		FROM compliance_events WHERE ((recorded_at >= $3 AND recorded_at < $4) OR (recorded_at >= $5 AND recorded_at < $6))` + org + `) `, args
+}
+
 // Counts counts the window's events by type (read once per snapshot).
 func (s *ComplianceSnapshot) Counts(ctx context.Context) (map[string]TypeCount, error) {
 	if s.counts != nil {
 		return s.counts, nil
 	}
-	cond, args := s.where("recorded_at")
+	with, args := s.hourly()
 	rows, err := collect[TypeCount](ctx, s.tx, "compliance counts",
-		`SELECT type, count(*) AS events, sum(weight)::bigint AS weight FROM compliance_events WHERE `+cond+` GROUP BY type`, args...)
+		with+`SELECT type, sum(events)::bigint AS events, sum(weight)::bigint AS weight FROM h GROUP BY type`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +141,8 @@ type ComplianceEvent struct {
 	Weight     int64     `db:"weight"`
 }
 
-// Events lists the window's events of the given types, newest first, at most limit.
+// Events lists the window's events of the given types, newest first, at most limit: the newest
+// of each type by its index, then merged.
 func (s *ComplianceSnapshot) Events(ctx context.Context, types []string, limit int) ([]ComplianceEvent, error) {
 	if err := checkLimit("compliance events", limit); err != nil {
 		return nil, err
@@ -117,8 +151,10 @@ func (s *ComplianceSnapshot) Events(ctx context.Context, types []string, limit i
 	args = append(args, types, limit)
 	n := len(args)
 	return collect[ComplianceEvent](ctx, s.tx, "compliance events",
-		fmt.Sprintf(`SELECT position, recorded_at, type, org_id, actor, subject, detail, weight FROM compliance_events
-		WHERE %s AND type = ANY($%d) ORDER BY recorded_at DESC, position DESC LIMIT $%d`, cond, n-1, n), args...)
+		fmt.Sprintf(`SELECT e.position, e.recorded_at, e.type, e.org_id, e.actor, e.subject, e.detail, e.weight
+		FROM unnest($%d::text[]) AS t(name) CROSS JOIN LATERAL (SELECT position, recorded_at, type, org_id, actor, subject, detail, weight
+			FROM compliance_events WHERE type = t.name AND %s ORDER BY recorded_at DESC, position DESC LIMIT $%d) e
+		ORDER BY e.recorded_at DESC, e.position DESC LIMIT $%d`, n-1, cond, n, n), args...)
 }
 
 // DailyCount is the requests events of a type stand for on one UTC day.
@@ -130,11 +166,11 @@ type DailyCount struct {
 
 // Daily sums the window's events of the given types per UTC day.
 func (s *ComplianceSnapshot) Daily(ctx context.Context, types []string) ([]DailyCount, error) {
-	cond, args := s.where("recorded_at")
+	with, args := s.hourly()
 	args = append(args, types)
 	return collect[DailyCount](ctx, s.tx, "compliance daily",
-		fmt.Sprintf(`SELECT date_trunc('day', recorded_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day, type, sum(weight)::bigint AS weight
-		FROM compliance_events WHERE %s AND type = ANY($%d) GROUP BY 1, 2 ORDER BY 1, 2`, cond, len(args)), args...)
+		fmt.Sprintf(with+`SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day, type, sum(weight)::bigint AS weight
+		FROM h WHERE type = ANY($%d) GROUP BY 1, 2 ORDER BY 1, 2`, len(args)), args...)
 }
 
 // ComplianceException is an exception the projection found in log order.
@@ -178,22 +214,22 @@ type AuthBurst struct {
 }
 
 // AuthFailureBursts finds subjects with at least threshold failed authentications within one
-// window of the given length (windows aligned to the epoch), most failures first.
+// window of the given length (whole hours, aligned to the epoch), most failures first.
 func (s *ComplianceSnapshot) AuthFailureBursts(ctx context.Context, threshold int64, window time.Duration, limit int) ([]AuthBurst, error) {
 	if err := checkLimit("compliance auth failures", limit); err != nil {
 		return nil, err
 	}
-	if window < time.Second {
-		return nil, fmt.Errorf("compliance auth failures: %w: window %s", ErrBadFilter, window)
+	if window < time.Hour || window%time.Hour != 0 {
+		return nil, fmt.Errorf("compliance auth failures: %w: window %s is not whole hours", ErrBadFilter, window)
 	}
-	cond, args := s.where("recorded_at")
+	with, args := s.hourly()
 	args = append(args, window.Seconds(), threshold, limit)
 	n := len(args)
 	return collect[AuthBurst](ctx, s.tx, "compliance auth failures",
-		fmt.Sprintf(`SELECT subject, to_timestamp(floor(extract(epoch FROM recorded_at) / $%[2]d) * $%[2]d) AS window_start,
-		sum(weight)::bigint AS failures, string_agg(DISTINCT coalesce(detail, ''), ', ') AS reasons, max(position) AS last_position
-		FROM compliance_events WHERE %[1]s AND type = 'audit.auth_failed'
-		GROUP BY 1, 2 HAVING sum(weight) >= $%[3]d ORDER BY failures DESC, window_start DESC LIMIT $%[4]d`, cond, n-2, n-1, n), args...)
+		fmt.Sprintf(with+`SELECT subject, to_timestamp(floor(extract(epoch FROM hour) / $%[1]d) * $%[1]d) AS window_start,
+		sum(weight)::bigint AS failures, string_agg(DISTINCT detail, ', ') AS reasons, max(last_position) AS last_position
+		FROM h WHERE type = 'audit.auth_failed'
+		GROUP BY 1, 2 HAVING sum(weight) >= $%[2]d ORDER BY failures DESC, window_start DESC LIMIT $%[3]d`, n-2, n-1, n), args...)
 }
 
 // Credential is an agent token, access key or signing key with its lifetime.
@@ -242,7 +278,7 @@ func (s *ComplianceSnapshot) OverAgeCredentials(ctx context.Context, kind string
 }
 
 // SessionAlgorithms is how many agent sessions a node reported with one protocol, cipher and key
-// exchange in the window.
+// exchange in the window, and the (UTC) hour of the last.
 type SessionAlgorithms struct {
 	NodeID   string    `db:"node_id"`
 	Protocol string    `db:"protocol"`
@@ -252,13 +288,24 @@ type SessionAlgorithms struct {
 	Last     time.Time `db:"last"`
 }
 
-// Sessions groups the window's agent sessions by node, protocol, cipher and key exchange.
+// Sessions groups the window's agent sessions by node, protocol, cipher and key exchange (read
+// once per snapshot).
 func (s *ComplianceSnapshot) Sessions(ctx context.Context) ([]SessionAlgorithms, error) {
-	cond, args := s.where("recorded_at")
-	return collect[SessionAlgorithms](ctx, s.tx, "compliance sessions",
-		`SELECT coalesce(attrs->>'node_id', '') AS node_id, coalesce(attrs->>'protocol', '') AS protocol, coalesce(attrs->>'cipher', '') AS cipher,
-		coalesce(attrs->>'kex', '') AS kex, count(*) AS sessions, max(recorded_at) AS last
-		FROM compliance_events WHERE `+cond+` AND type = 'agent.connected' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4`, args...)
+	if s.sessions != nil {
+		return s.sessions, nil
+	}
+	with, args := s.hourly()
+	rows, err := collect[SessionAlgorithms](ctx, s.tx, "compliance sessions",
+		with+`SELECT subject AS node_id, split_part(detail, '|', 1) AS protocol, split_part(detail, '|', 2) AS cipher, split_part(detail, '|', 3) AS kex,
+		sum(events)::bigint AS sessions, max(hour) AS last FROM h WHERE type = 'agent.connected' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4`, args...)
+	if err != nil {
+		return nil, err
+	}
+	if rows == nil {
+		rows = []SessionAlgorithms{} // cached: none
+	}
+	s.sessions = rows
+	return rows, nil
 }
 
 // To is the end of the snapshot's window.
@@ -267,8 +314,8 @@ func (s *ComplianceSnapshot) To() time.Time { return s.scope.To }
 // Span is how many of the window's events the read model holds, and their first and last
 // positions (0 when none).
 func (s *ComplianceSnapshot) Span(ctx context.Context) (events, first, last int64, err error) {
-	cond, args := s.where("recorded_at")
-	err = s.tx.QueryRow(ctx, `SELECT count(*), coalesce(min(position), 0), coalesce(max(position), 0) FROM compliance_events WHERE `+cond, args...).
+	with, args := s.hourly()
+	err = s.tx.QueryRow(ctx, with+`SELECT coalesce(sum(events), 0)::bigint, coalesce(min(first_position), 0), coalesce(max(last_position), 0) FROM h`, args...).
 		Scan(&events, &first, &last)
 	if err != nil {
 		err = dbErr("compliance span", err)

@@ -290,7 +290,7 @@ func TestScriptedHistoryShowsItsExceptions(t *testing.T) {
 	for _, c := range fw.Controls {
 		mustContain(t, "pdf", text, c.ID+" "+c.Title)
 	}
-	mustContain(t, "pdf", text, "access_after_withdrawal", "denied: create on tunnels", "mallory", "Not recorded by this version", "Log positions")
+	mustContain(t, "pdf", text, "access_after_withdrawal", "repeated_auth_failures", "denied:", "mallory", "Not recorded by this version", "Log positions")
 
 	// Scoped to the organization: bob's exception is there, the platform's authentication
 	// failures (no organization) are not.

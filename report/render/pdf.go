@@ -201,18 +201,31 @@ func cellsOf(cols []Column) []string {
 	return out
 }
 
-// columnWidths sizes columns by their widest text among the header and the first rows, then
-// scales them to the page, keeping each at least pdfMinCol wide.
+// columnWidths sizes columns by their widest text among the header and the first rows, then fits
+// them to the page: a narrower page shrinks the columns with room to spare, never a column below
+// its header's longest word (so headers do not break inside words) unless even those do not fit.
 func (p *pdfWriter) columnWidths(t *Table) []float64 {
 	f := p.f
 	w := make([]float64, len(t.Columns))
+	floor := make([]float64, len(t.Columns))
 	f.SetFont("Helvetica", "B", 8.5)
 	for i, c := range t.Columns {
+		floor[i] = pdfMinCol
 		for _, word := range strings.Fields(pdfText(c.Name)) {
-			w[i] = math.Max(w[i], f.GetStringWidth(word)+3)
+			floor[i] = math.Max(floor[i], f.GetStringWidth(word)+3)
 		}
 	}
 	f.SetFont("Helvetica", "", 8.5)
+	for i, c := range t.Columns {
+		// Times and dates are short and unbreakable: they keep their width too.
+		switch c.Kind {
+		case Time:
+			floor[i] = math.Max(floor[i], f.GetStringWidth("2006-01-02T15:04:05Z")+3)
+		case Date:
+			floor[i] = math.Max(floor[i], f.GetStringWidth("2006-01-02")+3)
+		}
+		w[i] = floor[i]
+	}
 	for ri, r := range t.Rows {
 		if ri == pdfMeasure {
 			break
@@ -221,14 +234,27 @@ func (p *pdfWriter) columnWidths(t *Table) []float64 {
 			w[i] = math.Max(w[i], math.Min(f.GetStringWidth(pdfText(c.String()))+3, 80))
 		}
 	}
-	total := 0.0
+	total, floors := 0.0, 0.0
 	for i := range w {
-		w[i] = math.Max(w[i], pdfMinCol)
 		total += w[i]
+		floors += floor[i]
 	}
-	scale := p.width() / total
-	for i := range w {
-		w[i] *= scale
+	avail := p.width()
+	switch {
+	case total <= avail:
+		for i := range w {
+			w[i] *= avail / total
+		}
+	case floors <= avail:
+		// Take the excess from each column's room above its floor, in proportion.
+		room := total - floors
+		for i := range w {
+			w[i] -= (w[i] - floor[i]) * (total - avail) / room
+		}
+	default:
+		for i := range w {
+			w[i] = floor[i] * avail / floors
+		}
 	}
 	return w
 }

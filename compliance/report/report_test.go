@@ -347,3 +347,53 @@ func pdfToText(t *testing.T, pdf []byte) string {
 	}
 	return string(out)
 }
+
+// TestHourlyRollupCountsLikeTheEvents: counts read from the hourly rollup (whole hours) and the
+// events (partial hours) equal the events counted one by one, for windows on and off the hour.
+func TestHourlyRollupCountsLikeTheEvents(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.script(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	var types []string
+	for _, et := range domain.EventTypes() {
+		types = append(types, et.Name)
+	}
+	types = append(types, eventstore.TypeGenesis, eventstore.TypeKeyAdded)
+	for _, w := range []struct{ from, to time.Time }{
+		{now.Add(-time.Hour), now.Add(time.Hour)},
+		{now.Truncate(time.Hour), now.Truncate(time.Hour).Add(time.Hour)},
+		{now.Add(-time.Minute), now.Add(time.Minute)},
+		{now.Add(-2 * time.Hour).Truncate(time.Hour), now.Add(3 * time.Hour)},
+		{now.Add(time.Minute), now.Add(2 * time.Hour)}, // after everything: nothing
+	} {
+		err := h.gen.Queries.ReadCompliance(ctx, readmodels.ComplianceScope{From: w.from, To: w.to}, func(ctx context.Context, s *readmodels.ComplianceSnapshot) error {
+			counts, err := s.Counts(ctx)
+			if err != nil {
+				return err
+			}
+			evs, err := s.Events(ctx, types, 10_000)
+			if err != nil {
+				return err
+			}
+			byType := map[string]int64{}
+			for _, e := range evs {
+				byType[e.Type]++
+			}
+			for _, typ := range types {
+				if counts[typ].Events != byType[typ] {
+					t.Errorf("window %s..%s: %s counted %d, listed %d", w.from.Format(time.TimeOnly), w.to.Format(time.TimeOnly), typ, counts[typ].Events, byType[typ])
+				}
+			}
+			n, _, _, err := s.Span(ctx)
+			if err == nil && n != int64(len(evs)) {
+				t.Errorf("window %s..%s: span %d, listed %d", w.from.Format(time.TimeOnly), w.to.Format(time.TimeOnly), n, len(evs))
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

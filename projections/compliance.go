@@ -229,12 +229,7 @@ func (complianceProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec 
 	}
 	// The hourly rollup's keys: see migration 000009 and ComplianceHourKey.
 	hourSubject, hourDetail := ComplianceHourKey(rec.Type, complianceText(subject), complianceText(detail), attrs)
-	b.Queue(`INSERT INTO rm_compliance_hourly (generation, hour, org_id, type, subject, detail, events, weight, first_position, last_position)
-		VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)
-		ON CONFLICT (generation, hour, org_id, type, subject, detail) DO UPDATE SET events = rm_compliance_hourly.events + 1,
-		weight = rm_compliance_hourly.weight + excluded.weight, first_position = least(rm_compliance_hourly.first_position, excluded.first_position),
-		last_position = greatest(rm_compliance_hourly.last_position, excluded.last_position)`,
-		gen, at.UTC().Truncate(time.Hour), org, rec.Type, hourSubject, hourDetail, weight, int64(rec.Position))
+	queueHourly(b, gen, at.UTC().Truncate(time.Hour), org, rec.Type, hourSubject, hourDetail, weight, int64(rec.Position))
 	b.Queue(`INSERT INTO rm_compliance_events (generation, position, recorded_at, type, org_id, actor, subject, detail, weight, attrs)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		gen, int64(rec.Position), at, rec.Type, nullable(org), nullable(complianceText(actor)), complianceText(subject), nullable(complianceText(detail)), weight, attrsJSON)
@@ -268,6 +263,34 @@ func logKeyRecord(b *pgx.Batch, gen int, rec eventstore.Record, f complianceFiel
 		return "key revoked: " + f.Reason, f.KeyID
 	}
 	return "", ""
+}
+
+// hourlyUpsert adds events to an hourly row. Its arguments: generation, hour, org, type, subject,
+// detail, weight, first position, last position, events.
+const hourlyUpsert = `INSERT INTO rm_compliance_hourly (generation, hour, org_id, type, subject, detail, weight, first_position, last_position, events)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	ON CONFLICT (generation, hour, org_id, type, subject, detail) DO UPDATE SET events = rm_compliance_hourly.events + excluded.events,
+	weight = rm_compliance_hourly.weight + excluded.weight, first_position = least(rm_compliance_hourly.first_position, excluded.first_position),
+	last_position = greatest(rm_compliance_hourly.last_position, excluded.last_position)`
+
+// queueHourly adds an event to its hourly row. Events of one hour and key come in runs, and
+// updating one row many times in a transaction is slow (each update a new row version), so an
+// upsert of the same row already queued in this batch takes the event instead of a new one.
+func queueHourly(b *pgx.Batch, gen int, hour time.Time, org, typ, subject, detail string, weight, pos int64) {
+	for i := len(b.QueuedQueries) - 1; i >= 0; i-- {
+		q := b.QueuedQueries[i]
+		if q.SQL != hourlyUpsert {
+			continue
+		}
+		a := q.Arguments
+		if a[0] == gen && a[1].(time.Time).Equal(hour) && a[2] == org && a[3] == typ && a[4] == subject && a[5] == detail {
+			a[6] = a[6].(int64) + weight
+			a[8] = max(a[8].(int64), pos)
+			a[9] = a[9].(int64) + 1
+			return
+		}
+	}
+	b.Queue(hourlyUpsert, gen, hour, org, typ, subject, detail, weight, pos, pos, int64(1))
 }
 
 // ComplianceHourKey is how the hourly rollup keys an event beyond its hour, organization and

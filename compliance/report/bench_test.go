@@ -2,13 +2,17 @@ package report_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/compliance/report"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/report/render"
 )
 
@@ -83,4 +87,62 @@ func (h *harness) seedEvents(b *testing.B, from, to time.Time, n, lo, hi int) {
 		ON CONFLICT (generation, hour, org_id, type, subject, detail) DO UPDATE SET events = rm_compliance_hourly.events + excluded.events,
 		weight = rm_compliance_hourly.weight + excluded.weight, first_position = least(rm_compliance_hourly.first_position, excluded.first_position),
 		last_position = greatest(rm_compliance_hourly.last_position, excluded.last_position)`, lo, hi)
+}
+
+// BenchmarkComplianceRebuild measures the compliance projection applying the log: it appends
+// TUNNELPLANE_REPORT_BENCH_RECORDS records (default 20,000: role grants and withdrawals, denials,
+// failed logins and organizations, in batches of 500) and rebuilds the projection from position 0.
+//
+//	go test -run - -bench ComplianceRebuild -benchtime 1x ./compliance/report
+func BenchmarkComplianceRebuild(b *testing.B) {
+	n := 20_000
+	if v := os.Getenv("TUNNELPLANE_REPORT_BENCH_RECORDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	h := newHarness(b)
+	ctx := context.Background()
+	org := "01a236b7-490a-740b-ba25-996e2250773d"
+	meta, _ := json.Marshal(domain.Metadata{Actor: "alice", OrgID: org})
+	for lo := 0; lo < n; lo += 500 {
+		var batch []eventstore.EventData
+		for i := lo; i < min(lo+500, n); i++ {
+			var ev domain.Event
+			user := "user-" + strconv.Itoa(i/4%300) // granted, then withdrawn, then denied
+			switch i % 4 {
+			case 0:
+				ev = domain.RoleAssigned{OrgID: org, UserID: user, Role: domain.RoleViewer}
+			case 1:
+				ev = domain.RoleUnassigned{OrgID: org, UserID: user, Role: domain.RoleViewer}
+			case 2:
+				ev = domain.AccessDenied{ActorID: user, OrgID: org, Action: "create", Resource: "tunnels", Count: 2}
+			default:
+				ev = domain.AuthFailed{Reason: "bad_signature", Subject: "user-" + strconv.Itoa(i%50), Count: 1, At: time.Now()}
+			}
+			p, _ := json.Marshal(ev)
+			batch = append(batch, eventstore.EventData{Type: ev.EventType(), Payload: p, Metadata: meta})
+		}
+		if _, err := h.store.Append(ctx, "bench-"+strconv.Itoa(lo), eventstore.NoStream, batch...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	h.caughtUp(b)
+	b.ResetTimer()
+	for range b.N {
+		// The audit index (one row per record) is the baseline, rebuilt in the same run.
+		rate := map[string]float64{}
+		for _, name := range []string{projections.Audit, projections.Compliance} {
+			start := time.Now()
+			if _, err := h.runner.Rebuild(ctx, name, nil); err != nil {
+				b.Fatal(err)
+			}
+			el := time.Since(start)
+			rate[name] = float64(n) / el.Seconds()
+			b.Logf("rebuilt %s over %d records in %s: %.0f records/s", name, n, el.Round(time.Millisecond), rate[name])
+		}
+		b.ReportMetric(rate[projections.Compliance], "records/s")
+		b.ReportMetric(rate[projections.Compliance]/rate[projections.Audit], "ratio_to_audit")
+	}
 }

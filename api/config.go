@@ -168,6 +168,9 @@ type Config struct {
 	// Exports runs the evidence exports of POST /exports (ExportsOf(an *exportjobs.Manager));
 	// without it those routes answer 503.
 	Exports Exports
+	// Reports makes the compliance reports of GET /api/v1/reports/{report} (a
+	// *report.Generator); without it that route answers 404.
+	Reports ReportGenerator
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

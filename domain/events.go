@@ -58,6 +58,8 @@ const (
 	TypeSIEMDeliverySkipped = "siem.delivery_skipped"
 
 	TypeExportCreated = "export.created"
+
+	TypeReportGenerated = "report.generated"
 )
 
 // NodeReportable tells whether a node may report events of a type (in its own facts stream).
@@ -110,6 +112,7 @@ func EventTypes() []EventType {
 		TypeExportCreated,
 		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
 		TypeOrgSettingsUpdated, TypePriceSheetSet,
+		TypeReportGenerated,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -230,6 +233,8 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &FailoverCompleted{}
 	case TypeFailbackCompleted:
 		e = &FailbackCompleted{}
+	case TypeReportGenerated:
+		e = &ReportGenerated{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

@@ -127,7 +127,13 @@ func Down(ctx context.Context, databaseURL string, steps int, destroyLog bool) e
 	if err != nil {
 		return fmt.Errorf("migrations: down: %w", err)
 	}
-	if int(v) <= steps && !destroyLog {
+	// Steps count migrations, not version numbers (versions may skip numbers): the log goes when
+	// steps reach every migration applied up to v.
+	applied, err := appliedUpTo(v)
+	if err != nil {
+		return err
+	}
+	if applied <= steps && !destroyLog {
 		var n int64
 		err := db.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1) e`).Scan(&n)
 		if err == nil && n > 0 {
@@ -139,6 +145,20 @@ func Down(ctx context.Context, databaseURL string, steps int, destroyLog bool) e
 		return fmt.Errorf("migrations: down: %w", err)
 	}
 	return nil
+}
+
+// appliedUpTo counts the embedded migrations of versions up to v.
+func appliedUpTo(v uint) (int, error) {
+	src, err := iofs.New(files, "sql")
+	if err != nil {
+		return 0, fmt.Errorf("migrations: source: %w", err)
+	}
+	defer src.Close()
+	n := 0
+	for cur, err := src.First(); err == nil && cur <= v; cur, err = src.Next(cur) {
+		n++
+	}
+	return n, nil
 }
 
 // Version reports the schema version of the database.

@@ -30,7 +30,7 @@ const (
 func All() []Projection {
 	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
 		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{},
-		enrollmentTokensProjection{}, usageProjection{}}
+		enrollmentTokensProjection{}, usageProjection{}, complianceProjection{}}
 }
 
 // folds tells whether p applies rec. A node's facts stream holds only what a node may report (the
@@ -317,4 +317,14 @@ func queue(b *pgx.Batch, rec eventstore.Record, sql string, args ...any) {
 		}
 		return nil
 	})
+}
+
+// ByName returns the built-in projection of that name (nil if none).
+func ByName(name string) Projection {
+	for _, p := range All() {
+		if p.Name() == name {
+			return p
+		}
+	}
+	return nil
 }

@@ -352,6 +352,11 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.PriceSheetSet)
 		return e.OrgID, e.Currency + " from " + e.EffectiveFrom.UTC().Format("2006-01-02T15:04:05Z")
 	}), sevLow),
+	// A report is evidence leaving the log too (derived, not the records): who took which report.
+	domain.TypeReportGenerated: withSeverity(entity(1, "Create", "Report", func(d decoded) (string, string) {
+		e := d.event.(*domain.ReportGenerated)
+		return e.ReportID, e.Report + " " + e.From + ".." + e.To + " (" + e.Format + ")"
+	}), sevLow),
 }
 
 // usageCallerWords names a usage window's caller in its message (" by user alice").

@@ -110,6 +110,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newMigrateCommand(g),
 		newVerifyCommand(g),
 		newExportCommand(g),
+		newReportCommand(g),
 		newVerifyExportCommand(g),
 		bench,
 		newDBCommand(g),

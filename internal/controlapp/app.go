@@ -101,7 +101,11 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err = a.Exports.Start(runCtx); err != nil {
 		return err
 	}
-	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports),
+	reports, err := NewReportGenerator(a.Log)
+	if err != nil {
+		return err
+	}
+	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports), Reports: reports,
 		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err

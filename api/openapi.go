@@ -159,7 +159,7 @@ var parameters = map[string]schema{
 	"path:id":         {"name": "id", "in": "path", "required": true, "schema": strf("uuid", "")},
 	"path:org":        {"name": "org", "in": "path", "required": true, "schema": str("organization name or id")},
 	"path:user_id":    {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
-	"path:role":       {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, viewer, auditor or superadmin")},
+	"path:role":       {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, editor, viewer, auditor or superadmin")},
 	"path:name":       {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
 	"query:org":       {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
 	"query:scope_org": {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},

@@ -62,13 +62,13 @@ key. The token is the last line of the output:
 			r := domain.Role(role)
 			switch {
 			case role == "":
-				return errors.New("--role is required (owner, admin, operator, viewer, auditor or superadmin)")
+				return errors.New("--role is required (owner, admin, operator, editor, viewer, auditor or superadmin)")
 			case r == domain.RoleSuperadmin && org != "":
 				return errors.New("--role superadmin is platform-wide: leave out --org")
 			case r != domain.RoleSuperadmin && org == "":
 				return fmt.Errorf("--org is required for --role %s", role)
 			case r != domain.RoleSuperadmin && !domain.ValidRole(org, r):
-				return fmt.Errorf("--role %q: want owner, admin, operator, viewer, auditor or superadmin", role)
+				return fmt.Errorf("--role %q: want owner, admin, operator, editor, viewer, auditor or superadmin", role)
 			case ttl <= 0 || ttl > maxUserTokenTTL:
 				return fmt.Errorf("--ttl %s: want more than 0 and at most %s", ttl, maxUserTokenTTL)
 			}
@@ -78,7 +78,7 @@ key. The token is the last line of the output:
 	f := create.Flags()
 	f.StringVar(&org, "org", "", "organization name or id (not for superadmin)")
 	f.StringVar(&subject, "user", "", "user id (the token's subject)")
-	f.StringVar(&role, "role", "", "owner, admin, operator, viewer, auditor or superadmin")
+	f.StringVar(&role, "role", "", "owner, admin, operator, editor, viewer, auditor or superadmin")
 	f.DurationVar(&ttl, "ttl", 12*time.Hour, "token lifetime")
 	cmd.AddCommand(create)
 	return cmd

@@ -75,7 +75,9 @@ func newEnv(t *testing.T) *env {
 	c := &clock{}
 	svc, err := commands.New(commands.Config{Store: st, Pool: pool, LogKeys: logKeys, TokenKeys: eventstore.KeyDir(dir + "/keys/token"), Now: c.now,
 		RBACPosition: func() int64 { p, _ := runner.Position(projections.RoleAssignments); return p },
-		WaitRBAC:     func(ctx context.Context, pos uint64) error { return runner.WaitFor(ctx, pos, projections.RoleAssignments) }})
+		WaitRBAC: func(ctx context.Context, pos uint64) error {
+			return runner.WaitFor(ctx, pos, projections.RoleAssignments)
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,7 @@ detail when the API refuses.`,
 func newAdminTokenCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "User tokens for the admin API"}
 	var org, subject, role string
+	var groups []string
 	var ttl time.Duration
 	create := &cobra.Command{
 		Use:   "create",
@@ -72,7 +73,12 @@ key. The token is the last line of the output:
 			case ttl <= 0 || ttl > maxUserTokenTTL:
 				return fmt.Errorf("--ttl %s: want more than 0 and at most %s", ttl, maxUserTokenTTL)
 			}
-			return createUserToken(cmd.Context(), g, org, subject, r, ttl)
+			for _, gr := range groups {
+				if err := domain.CheckGroup(gr); err != nil {
+					return fmt.Errorf("--group %q: %w", gr, err)
+				}
+			}
+			return createUserToken(cmd.Context(), g, org, subject, r, groups, ttl)
 		},
 	}
 	f := create.Flags()
@@ -80,6 +86,7 @@ key. The token is the last line of the output:
 	f.StringVar(&subject, "user", "", "user id (the token's subject)")
 	f.StringVar(&role, "role", "", "owner, admin, operator, editor, viewer, auditor or superadmin")
 	f.DurationVar(&ttl, "ttl", 12*time.Hour, "token lifetime")
+	f.StringSliceVar(&groups, "group", nil, "a group for the token's groups claim, as an identity provider would list it (repeat or comma-separate)")
 	cmd.AddCommand(create)
 	return cmd
 }
@@ -93,7 +100,7 @@ func cliActor() string {
 	return "cli:" + name
 }
 
-func createUserToken(ctx context.Context, g *globals, org, subject string, role domain.Role, ttl time.Duration) error {
+func createUserToken(ctx context.Context, g *globals, org, subject string, role domain.Role, groups []string, ttl time.Duration) error {
 	h, err := openLog(ctx, g, 4)
 	if err != nil {
 		return err
@@ -121,7 +128,7 @@ func createUserToken(ctx context.Context, g *globals, org, subject string, role 
 		return err
 	}
 	now := time.Now()
-	raw, err := token.MintUser(key, token.DefaultIssuer, subject, "", ttl, now)
+	raw, err := token.MintUserInGroups(key, token.DefaultIssuer, subject, "", groups, ttl, now)
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,8 @@ type Result struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	IssuedAt  *time.Time `json:"issued_at,omitempty"`
 	KeyID     string     `json:"key_id,omitempty"`
-	// Secret is an issued tunnel access key. It is shown once and never stored.
+	// Secret is an issued tunnel access key or node enrollment token. It is shown once and never
+	// stored.
 	Secret string `json:"secret,omitempty"`
 	// Noop says the command changed nothing (the state already was as asked).
 	Noop bool `json:"noop,omitempty"`
@@ -163,6 +164,11 @@ type Handlers struct {
 	RequestAccess      Handler[RequestAccess]
 	ApproveAccess      Handler[ApproveAccess]
 	DenyAccess         Handler[DenyAccess]
+
+	IssueEnrollmentToken  Handler[IssueEnrollmentToken]
+	RevokeEnrollmentToken Handler[RevokeEnrollmentToken]
+	// EnrollNodeWithToken is authorized by the enrollment token it carries, not by the policy.
+	EnrollNodeWithToken Handler[EnrollNodeWithToken]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -216,6 +222,10 @@ func New(cfg Config) (*Service, error) {
 		RequestAccess:      decorate(s, HandlerFunc[RequestAccess](s.requestAccess)),
 		ApproveAccess:      decorate(s, HandlerFunc[ApproveAccess](s.approveAccess)),
 		DenyAccess:         decorate(s, HandlerFunc[DenyAccess](s.denyAccess)),
+
+		IssueEnrollmentToken:  decorate(s, HandlerFunc[IssueEnrollmentToken](s.issueEnrollmentToken)),
+		RevokeEnrollmentToken: decorate(s, HandlerFunc[RevokeEnrollmentToken](s.revokeEnrollmentToken)),
+		EnrollNodeWithToken:   tokenAuthenticated(s, HandlerFunc[EnrollNodeWithToken](s.enrollNodeWithToken)),
 	}
 	return s, nil
 }

@@ -149,6 +149,7 @@ func (v *View) SetTokenLeeway(d time.Duration) { v.leeway = d }
 func NewVerified(issuer, origin string, genesis []byte, hooks Hooks) *View {
 	v := New(issuer, hooks)
 	v.chain = ledger.NewChainVerifier(origin, genesis, domain.NodeFactsStream)
+	v.chain.AcceptWithheld(skippable)
 	return v
 }
 
@@ -282,13 +283,8 @@ func (v *View) apply(e Event, after *[]func()) error {
 	if e.StreamID == ledger.LogStream {
 		return v.applyKey(e)
 	}
-	switch e.Type {
-	case domain.TypeOrganizationCreated, domain.TypeTunnelCreated, domain.TypeTunnelUpdated, domain.TypeTunnelDeleted,
-		domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeAgentTokenRevoked, domain.TypeNodeDrainRequested,
-		domain.TypeAccessKeyIssued, domain.TypeAccessKeyRevoked,
-		domain.TypeGrantCreated, domain.TypeGrantRevoked, domain.TypeGrantExpired:
-	default:
-		return nil // the view does not need the rest
+	if !domain.NodeNeeds(e.Type) {
+		return nil // the view does not need the rest (the relay sends it withheld)
 	}
 	ev, err := domain.Decode(e.Type, e.Payload)
 	if err != nil {
@@ -773,3 +769,6 @@ func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Rout
 	}
 	return fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, p.UserID, r.Name)
 }
+
+// skippable are the types the view takes withheld: those it does not act on.
+func skippable(eventType string) bool { return !domain.NodeNeeds(eventType) }

@@ -32,7 +32,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	e := newEnv(t)
 	root := e.superadmin()
 	orgs := map[string]string{"acme": e.createOrg(root, "acme", "owner-of-acme"), "globex": e.createOrg(root, "globex", "owner-of-globex")}
-	roles := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleViewer, domain.RoleAuditor}
+	roles := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor, domain.RoleViewer, domain.RoleAuditor}
 	for _, r := range roles {
 		e.grant(orgs["acme"], "u-"+string(r), r)
 	}
@@ -59,8 +59,20 @@ func TestAuthorizationMatrix(t *testing.T) {
 		return e.write(201, "POST", "/api/v1/siem/sinks?org="+org, root, siemSinkBody(fmt.Sprintf("s-%d", next()))).ID
 	}
 	sharedSink := map[string]string{"acme": sink("acme"), "globex": sink("globex"), "*": sink("*")}
+	// Access requests are made by a viewer of both organizations (nobody decides their own).
+	e.grant(orgs["acme"], "requester", domain.RoleViewer)
+	e.grant(orgs["globex"], "requester", domain.RoleViewer)
+	requester := e.token("requester")
+	accessRequest := func(org string) string {
+		return e.write(201, "POST", "/api/v1/access-requests", requester,
+			map[string]string{"org": org, "tunnel_id": tunnel(org), "duration": "1h", "reason": "on call"}).ID
+	}
+	grant := func(org string) string {
+		return e.write(201, "POST", "/api/v1/tunnels/"+shared[org]+"/grants?org="+org, root, map[string]string{"user": fmt.Sprintf("g-%d", next()), "ttl": "1h"}).ID
+	}
 	all := roles
-	writers := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator}
+	writers := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor}
+	deleters := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator}
 	roleAdmins := []domain.Role{domain.RoleOwner, domain.RoleAdmin}
 	readers := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleAuditor}
 
@@ -76,7 +88,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"update tunnel", writers, 200, func(org string) (string, string, any) {
 			return "PATCH", "/api/v1/tunnels/" + shared[org] + "?org=" + org, map[string]string{"upstream": fmt.Sprintf("http://127.0.0.1:%d", next())}
 		}},
-		{"delete tunnel", writers, 200, func(org string) (string, string, any) {
+		{"delete tunnel", deleters, 200, func(org string) (string, string, any) {
 			return "DELETE", "/api/v1/tunnels/" + tunnel(org) + "?org=" + org, nil
 		}},
 		// The shared tunnel is root's: an operator may not use it, so may neither issue nor revoke
@@ -104,6 +116,31 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}},
 		{"revoke access key", roleAdmins, 200, func(org string) (string, string, any) {
 			return "DELETE", "/api/v1/access-keys/" + accessKey(org) + "?org=" + org, nil
+		}},
+		// Sharing: grants and the access policy are for who may share (owner, admin); anyone of
+		// the organization may ask for access; deciding is for the policy's role (default: admin,
+		// and owners). An auditor only reads.
+		{"create grant", roleAdmins, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/tunnels/" + shared[org] + "/grants?org=" + org, map[string]string{"group": fmt.Sprintf("grp-%d", next()), "ttl": "2h"}
+		}},
+		{"list grants", all, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/tunnels/" + shared[org] + "/grants?org=" + org, nil
+		}},
+		{"revoke grant", roleAdmins, 200, func(org string) (string, string, any) {
+			return "DELETE", "/api/v1/tunnels/" + shared[org] + "/grants/" + grant(org) + "?org=" + org, nil
+		}},
+		{"set access policy", roleAdmins, 200, func(org string) (string, string, any) {
+			return "PUT", "/api/v1/tunnels/" + tunnel(org) + "/access-policy?org=" + org, map[string]any{"approver_role": "editor", "required_approvals": 2}
+		}},
+		{"request access", []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor, domain.RoleViewer}, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/access-requests", map[string]string{"org": org, "tunnel_id": tunnel(org), "duration": "1h", "reason": "debugging"}
+		}},
+		{"list access requests", all, 200, func(org string) (string, string, any) { return "GET", "/api/v1/access-requests?org=" + org, nil }},
+		{"approve access request", roleAdmins, 200, func(org string) (string, string, any) {
+			return "POST", "/api/v1/access-requests/" + accessRequest(org) + "/approve?org=" + org, nil
+		}},
+		{"deny access request", roleAdmins, 200, func(org string) (string, string, any) {
+			return "POST", "/api/v1/access-requests/" + accessRequest(org) + "/deny?org=" + org, map[string]string{"reason": "not now"}
 		}},
 		{"assign viewer", roleAdmins, 201, func(org string) (string, string, any) {
 			return "POST", "/api/v1/role-assignments", map[string]string{"org": org, "user_id": fmt.Sprintf("v-%d", next()), "role": "viewer"}
@@ -187,7 +224,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}},
 	}
 
-	who := []string{"owner", "admin", "operator", "viewer", "auditor", "superadmin", "none"}
+	who := []string{"owner", "admin", "operator", "editor", "viewer", "auditor", "superadmin", "none"}
 	check := func(name, subject, scope string, want int, method, path string, body any) {
 		r := e.call(method, path, tokens[subject], body)
 		if r.status != want {
@@ -261,6 +298,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 			{"GET", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
 			{"GET", "/api/v1/siem/sinks/" + sharedSink["*"] + "?org=acme"},
 			{"DELETE", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
+			{"POST", "/api/v1/tunnels/" + shared["globex"] + "/grants?org=acme", `{"user":"x","ttl":"1h"}`},
+			{"GET", "/api/v1/tunnels/" + shared["globex"] + "/grants?org=acme"},
 		} {
 			want := 404
 			if subject == "viewer" && (req[0] != "GET" || strings.Contains(req[1], "/siem/")) {

@@ -101,6 +101,8 @@ type AgentTokenReader interface {
 	GetAgentToken(ctx context.Context, orgID, id string) (readmodels.AgentToken, error)
 	ListAccessKeys(ctx context.Context, f readmodels.AccessKeyFilter) ([]readmodels.AccessKey, error)
 	GetAccessKey(ctx context.Context, orgID, id string) (readmodels.AccessKey, error)
+	ListAccessRequests(ctx context.Context, f readmodels.AccessRequestFilter) ([]readmodels.AccessRequest, error)
+	GetAccessRequest(ctx context.Context, orgID, id string) (readmodels.AccessRequest, error)
 }
 
 // EnrollmentTokenReader reads the node enrollment tokens view.

@@ -158,6 +158,15 @@ func (s *Server) register() {
 	s.route(http.MethodGet, "/api/v1/access-keys/:id", s.getAccessKey, true)
 	s.route(http.MethodDelete, "/api/v1/access-keys/:id", s.revokeAccessKey, true)
 
+	s.route(http.MethodPost, "/api/v1/tunnels/:id/grants", s.createGrant, true)
+	s.route(http.MethodGet, "/api/v1/tunnels/:id/grants", s.listGrants, true)
+	s.route(http.MethodDelete, "/api/v1/tunnels/:id/grants/:grant_id", s.revokeGrant, true)
+	s.route(http.MethodPut, "/api/v1/tunnels/:id/access-policy", s.setAccessPolicy, true)
+	s.route(http.MethodPost, "/api/v1/access-requests", s.requestAccess, true)
+	s.route(http.MethodGet, "/api/v1/access-requests", s.listAccessRequests, true)
+	s.route(http.MethodPost, "/api/v1/access-requests/:id/approve", s.approveAccess, true)
+	s.route(http.MethodPost, "/api/v1/access-requests/:id/deny", s.denyAccess, true)
+
 	// A node enrollment token may call this route and no other.
 	s.e.Add(http.MethodPost, "/api/v1/nodes", s.enrollNode, s.authenticateEnrollment)
 	s.routes["/api/v1/nodes"] = true

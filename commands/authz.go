@@ -37,20 +37,26 @@ e = some(where (p.eft == allow))
 m = g(r.sub, "superadmin", "*") || (r.dom != "*" && g(r.sub, p.sub, r.dom) && p.dom == "*" && r.obj == p.obj && r.act == p.act)
 `
 
-// rolePermissions is the static part of the policy: what each organization role may do.
+// rolePermissions is the static part of the policy: what each organization role may do. On
+// tunnels the roles hold read, write (create, update), delete and share (grants, the access
+// policy, access keys): owner and admin all four, operator all but share of grants (it keeps the
+// agent tokens and access keys it held before roles had names), editor read and write, viewer and
+// auditor read. Calling a tunnel (ActUse) is no role's: domain.MayUseTunnel or a grant decides it.
 var rolePermissions = map[domain.Role][][2]string{
 	domain.RoleOwner: {
-		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
+		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete}, {ObjTunnels, ActShare},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
 		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
+		{ObjAccessRequests, ActCreate}, {ObjAccessRequests, ActRead},
 		{ObjRoles, ActAssign}, {ObjRoles, ActAssignOwner}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
 		{ObjAnalytics, ActRead}, {ObjAnalytics, ActUpdate},
 	},
 	domain.RoleAdmin: {
-		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
+		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete}, {ObjTunnels, ActShare},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
 		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
+		{ObjAccessRequests, ActCreate}, {ObjAccessRequests, ActRead},
 		{ObjRoles, ActAssign}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
 		{ObjAnalytics, ActRead}, {ObjAnalytics, ActUpdate},
@@ -59,13 +65,21 @@ var rolePermissions = map[domain.Role][][2]string{
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
 		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke},
 		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
+		{ObjAccessRequests, ActCreate}, {ObjAccessRequests, ActRead},
+	},
+	domain.RoleEditor: {
+		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate},
+		{ObjTokens, ActIssue}, {ObjTokens, ActRead}, {ObjTokens, ActRevoke}, {ObjAccessKeys, ActRead},
+		{ObjAccessRequests, ActCreate}, {ObjAccessRequests, ActRead},
 	},
 	domain.RoleViewer: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjAccessKeys, ActRead},
+		{ObjAccessRequests, ActCreate}, {ObjAccessRequests, ActRead},
 	},
 	domain.RoleAuditor: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjAccessKeys, ActRead}, {ObjRoles, ActRead}, {ObjAudit, ActRead}, {ObjSIEM, ActRead},
 		{ObjAnalytics, ActRead},
+		{ObjAccessRequests, ActRead},
 	},
 }
 

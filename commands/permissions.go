@@ -15,6 +15,9 @@ const (
 	// ObjAnalytics: usage rollups, capacity and chargeback (read), the org's time zone and price
 	// sheets (update).
 	ObjAnalytics = "analytics"
+	// ObjAccessRequests: requests for access to a tunnel (anyone of the organization may make and
+	// read them; approving is decided by the tunnel's access policy, not by this model).
+	ObjAccessRequests = "access_requests"
 
 	ActCreate      = "create"
 	ActRead        = "read"
@@ -36,4 +39,7 @@ const (
 	// policy; it is decided by domain.MayUseTunnel (Authorizer.CheckTunnelUse) and named in audit
 	// events of its denials.
 	ActUse = "use"
+	// ActShare on ObjTunnels: grant others the use of a tunnel (grants, their revocation, the
+	// tunnel's access policy). Issuing access keys is sharing too (ObjAccessKeys:ActIssue).
+	ActShare = "share"
 )

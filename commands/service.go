@@ -158,6 +158,12 @@ type Handlers struct {
 	UpdateSIEMSink     Handler[UpdateSIEMSink]
 	RemoveSIEMSink     Handler[RemoveSIEMSink]
 	SkipSIEMDelivery   Handler[SkipSIEMDelivery]
+	SetAccessPolicy    Handler[SetAccessPolicy]
+	CreateGrant        Handler[CreateGrant]
+	RevokeGrant        Handler[RevokeGrant]
+	RequestAccess      Handler[RequestAccess]
+	ApproveAccess      Handler[ApproveAccess]
+	DenyAccess         Handler[DenyAccess]
 
 	IssueEnrollmentToken  Handler[IssueEnrollmentToken]
 	RevokeEnrollmentToken Handler[RevokeEnrollmentToken]
@@ -212,6 +218,12 @@ func New(cfg Config) (*Service, error) {
 		UpdateSIEMSink:     decorate(s, HandlerFunc[UpdateSIEMSink](s.updateSIEMSink)),
 		RemoveSIEMSink:     decorate(s, HandlerFunc[RemoveSIEMSink](s.removeSIEMSink)),
 		SkipSIEMDelivery:   decorate(s, HandlerFunc[SkipSIEMDelivery](s.skipSIEMDelivery)),
+		SetAccessPolicy:    decorate(s, HandlerFunc[SetAccessPolicy](s.setAccessPolicy)),
+		CreateGrant:        decorate(s, HandlerFunc[CreateGrant](s.createGrant)),
+		RevokeGrant:        decorate(s, HandlerFunc[RevokeGrant](s.revokeGrant)),
+		RequestAccess:      decorate(s, HandlerFunc[RequestAccess](s.requestAccess)),
+		ApproveAccess:      decorate(s, HandlerFunc[ApproveAccess](s.approveAccess)),
+		DenyAccess:         decorate(s, HandlerFunc[DenyAccess](s.denyAccess)),
 
 		IssueEnrollmentToken:  decorate(s, HandlerFunc[IssueEnrollmentToken](s.issueEnrollmentToken)),
 		RevokeEnrollmentToken: decorate(s, HandlerFunc[RevokeEnrollmentToken](s.revokeEnrollmentToken)),

@@ -42,6 +42,14 @@ const (
 	TypeRoleAssigned   = "role.assigned"
 	TypeRoleUnassigned = "role.unassigned"
 
+	TypeAccessPolicySet     = "access.policy_set"
+	TypeGrantCreated        = "grant.created"
+	TypeGrantRevoked        = "grant.revoked"
+	TypeGrantExpired        = "grant.expired"
+	TypeAccessRequested     = "access.requested"
+	TypeAccessApproved      = "access.approved"
+	TypeAccessRequestDenied = "access.denied"
+
 	TypeAccessDenied    = "audit.access_denied"
 	TypeAuthFailed      = "audit.auth_failed"
 	TypeIngestRejected  = "audit.ingest_rejected"
@@ -82,7 +90,8 @@ func NodeNeeds(eventType string) bool {
 	switch eventType {
 	case TypeOrganizationCreated, TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted,
 		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenRevoked, TypeNodeDrainRequested,
-		TypeAccessKeyIssued, TypeAccessKeyRevoked:
+		TypeAccessKeyIssued, TypeAccessKeyRevoked,
+		TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired:
 		return true
 	}
 	return false
@@ -106,6 +115,7 @@ func EventTypes() []EventType {
 		TypeAccessKeyIssued, TypeAccessKeyRevoked,
 		TypeEnrollmentTokenIssued, TypeEnrollmentTokenUsed, TypeEnrollmentTokenRevoked,
 		TypeRoleAssigned, TypeRoleUnassigned,
+		TypeAccessPolicySet, TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired, TypeAccessRequested, TypeAccessApproved, TypeAccessRequestDenied,
 		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected, TypeAuditOverflowed,
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
 		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
@@ -201,6 +211,20 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &RoleAssigned{}
 	case TypeRoleUnassigned:
 		e = &RoleUnassigned{}
+	case TypeAccessPolicySet:
+		e = &AccessPolicySet{}
+	case TypeGrantCreated:
+		e = &GrantCreated{}
+	case TypeGrantRevoked:
+		e = &GrantRevoked{}
+	case TypeGrantExpired:
+		e = &GrantExpired{}
+	case TypeAccessRequested:
+		e = &AccessRequested{}
+	case TypeAccessApproved:
+		e = &AccessApproved{}
+	case TypeAccessRequestDenied:
+		e = &AccessRequestDenied{}
 	case TypeAccessDenied:
 		e = &AccessDenied{}
 	case TypeAuthFailed:

@@ -13,6 +13,7 @@ const (
 	RoleOwner      Role = "owner"
 	RoleAdmin      Role = "admin"
 	RoleOperator   Role = "operator"
+	RoleEditor     Role = "editor"
 	RoleViewer     Role = "viewer"
 	RoleAuditor    Role = "auditor"
 	RoleSuperadmin Role = "superadmin"
@@ -22,7 +23,7 @@ const (
 const PlatformOrg = "*"
 
 // OrgRoles are the roles an organization can grant.
-var OrgRoles = []Role{RoleOwner, RoleAdmin, RoleOperator, RoleViewer, RoleAuditor}
+var OrgRoles = []Role{RoleOwner, RoleAdmin, RoleOperator, RoleEditor, RoleViewer, RoleAuditor}
 
 // ValidRole reports whether role may be granted in orgID.
 func ValidRole(orgID string, role Role) bool {
@@ -73,7 +74,7 @@ func (a *RoleAssignment) Assign(role Role) (*RoleAssigned, error) {
 		checkID(&p, "org_id", a.orgID)
 	}
 	if !ValidRole(a.orgID, role) {
-		p.add("role", "must be one of owner, admin, operator, viewer, auditor (superadmin only platform-wide)")
+		p.add("role", "must be one of owner, admin, operator, editor, viewer, auditor (superadmin only platform-wide)")
 	}
 	if err := p.err(); err != nil {
 		return nil, err

@@ -154,6 +154,34 @@ var ocsfMappings = map[string]ocsfMapping{
 	domain.TypeAccessKeyRevoked: entity(9, "Disable", "Tunnel access key", func(d decoded) (string, string) {
 		return d.event.(*domain.AccessKeyRevoked).KeyID, ""
 	}),
+	domain.TypeAccessPolicySet: entity(3, "Update", "Tunnel access policy", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessPolicySet)
+		return e.TunnelID, string(e.ApproverRole)
+	}),
+	domain.TypeGrantCreated: entity(1, "Create", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantCreated)
+		return e.GrantID, e.SubjectKind + ":" + e.Subject
+	}),
+	domain.TypeGrantRevoked: entity(9, "Disable", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantRevoked)
+		return e.GrantID, ""
+	}),
+	domain.TypeGrantExpired: entity(9, "Disable", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantExpired)
+		return e.GrantID, ""
+	}),
+	domain.TypeAccessRequested: entity(1, "Create", "Access request", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessRequested)
+		return e.RequestID, e.Requester
+	}),
+	domain.TypeAccessApproved: entity(3, "Update", "Access request", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessApproved)
+		return e.RequestID, e.Approver
+	}),
+	domain.TypeAccessRequestDenied: entity(3, "Update", "Access request", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessRequestDenied)
+		return e.RequestID, e.DeniedBy
+	}),
 	domain.TypeEnrollmentTokenIssued: entity(1, "Create", "Node enrollment token", func(d decoded) (string, string) {
 		return d.event.(*domain.EnrollmentTokenIssued).TokenID, ""
 	}),

@@ -247,6 +247,34 @@ var refMappings = map[string]refMapping{
 	domain.TypeAgentTokenRevoked: refEntity(9, "Disable", "Agent token", func(d decoded) (string, string) {
 		return d.event.(*domain.AgentTokenRevoked).TokenID, ""
 	}),
+	domain.TypeAccessPolicySet: refEntity(3, "Update", "Tunnel access policy", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessPolicySet)
+		return e.TunnelID, string(e.ApproverRole)
+	}),
+	domain.TypeGrantCreated: refEntity(1, "Create", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantCreated)
+		return e.GrantID, e.SubjectKind + ":" + e.Subject
+	}),
+	domain.TypeGrantRevoked: refEntity(9, "Disable", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantRevoked)
+		return e.GrantID, ""
+	}),
+	domain.TypeGrantExpired: refEntity(9, "Disable", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantExpired)
+		return e.GrantID, ""
+	}),
+	domain.TypeAccessRequested: refEntity(1, "Create", "Access request", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessRequested)
+		return e.RequestID, e.Requester
+	}),
+	domain.TypeAccessApproved: refEntity(3, "Update", "Access request", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessApproved)
+		return e.RequestID, e.Approver
+	}),
+	domain.TypeAccessRequestDenied: refEntity(3, "Update", "Access request", func(d decoded) (string, string) {
+		e := d.event.(*domain.AccessRequestDenied)
+		return e.RequestID, e.DeniedBy
+	}),
 	domain.TypeRoleAssigned: {class: classUserAccess, activity: 1, activityName: "Assign Privileges", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.RoleAssigned)

@@ -34,7 +34,7 @@ detail when the API refuses.`,
 	secretFlag(pf, &a.token, "token", "TOKEN", "bearer token")
 	pf.BoolVar(&a.asJSON, "json", false, "print the API's JSON")
 	pf.StringVar(&a.idemKey, "idempotency-key", "", "Idempotency-Key for a command: a retry with the same key does not repeat it")
-	cmd.AddCommand(newAdminTokenCommand(g), a.orgsCommand(), a.tunnelsCommand(), a.nodesCommand(), a.tokensCommand(), a.accessKeysCommand(), a.rolesCommand(),
+	cmd.AddCommand(newAdminTokenCommand(g), a.orgsCommand(), a.tunnelsCommand(), a.nodesCommand(), a.tokensCommand(), a.accessKeysCommand(), a.grantsCommand(), a.accessRequestsCommand(), a.rolesCommand(),
 		a.keysCommand(), a.auditCommand(), a.siemCommand(), a.analyticsCommand())
 	cmd.AddCommand(a.exportsCommand())
 	return cmd
@@ -43,6 +43,7 @@ detail when the API refuses.`,
 func newAdminTokenCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "User tokens for the admin API"}
 	var org, subject, role string
+	var groups []string
 	var ttl time.Duration
 	create := &cobra.Command{
 		Use:   "create",
@@ -63,24 +64,30 @@ key. The token is the last line of the output:
 			r := domain.Role(role)
 			switch {
 			case role == "":
-				return errors.New("--role is required (owner, admin, operator, viewer, auditor or superadmin)")
+				return errors.New("--role is required (owner, admin, operator, editor, viewer, auditor or superadmin)")
 			case r == domain.RoleSuperadmin && org != "":
 				return errors.New("--role superadmin is platform-wide: leave out --org")
 			case r != domain.RoleSuperadmin && org == "":
 				return fmt.Errorf("--org is required for --role %s", role)
 			case r != domain.RoleSuperadmin && !domain.ValidRole(org, r):
-				return fmt.Errorf("--role %q: want owner, admin, operator, viewer, auditor or superadmin", role)
+				return fmt.Errorf("--role %q: want owner, admin, operator, editor, viewer, auditor or superadmin", role)
 			case ttl <= 0 || ttl > maxUserTokenTTL:
 				return fmt.Errorf("--ttl %s: want more than 0 and at most %s", ttl, maxUserTokenTTL)
 			}
-			return createUserToken(cmd.Context(), g, org, subject, r, ttl)
+			for _, gr := range groups {
+				if err := domain.CheckGroup(gr); err != nil {
+					return fmt.Errorf("--group %q: %w", gr, err)
+				}
+			}
+			return createUserToken(cmd.Context(), g, org, subject, r, groups, ttl)
 		},
 	}
 	f := create.Flags()
 	f.StringVar(&org, "org", "", "organization name or id (not for superadmin)")
 	f.StringVar(&subject, "user", "", "user id (the token's subject)")
-	f.StringVar(&role, "role", "", "owner, admin, operator, viewer, auditor or superadmin")
+	f.StringVar(&role, "role", "", "owner, admin, operator, editor, viewer, auditor or superadmin")
 	f.DurationVar(&ttl, "ttl", 12*time.Hour, "token lifetime")
+	f.StringSliceVar(&groups, "group", nil, "a group for the token's groups claim, as an identity provider would list it (repeat or comma-separate)")
 	cmd.AddCommand(create)
 	return cmd
 }
@@ -94,7 +101,7 @@ func cliActor() string {
 	return "cli:" + name
 }
 
-func createUserToken(ctx context.Context, g *globals, org, subject string, role domain.Role, ttl time.Duration) error {
+func createUserToken(ctx context.Context, g *globals, org, subject string, role domain.Role, groups []string, ttl time.Duration) error {
 	h, err := openLog(ctx, g, 4)
 	if err != nil {
 		return err
@@ -122,7 +129,7 @@ func createUserToken(ctx context.Context, g *globals, org, subject string, role 
 		return err
 	}
 	now := time.Now()
-	raw, err := token.MintUser(key, token.DefaultIssuer, subject, "", ttl, now)
+	raw, err := token.MintUserInGroups(key, token.DefaultIssuer, subject, "", groups, ttl, now)
 	if err != nil {
 		return err
 	}

@@ -126,7 +126,7 @@ func (a *adminClient) rolesCommand() *cobra.Command {
 	var org, user, role string
 	cmd.PersistentFlags().StringVar(&org, "org", "", "organization name or id (default: your only one; \"*\" for platform roles)")
 	assign := &cobra.Command{
-		Use: "assign USER ROLE", Short: "Grant USER the ROLE (owner, admin, operator, viewer, auditor; superadmin platform-wide)", Args: cobra.ExactArgs(2),
+		Use: "assign USER ROLE", Short: "Grant USER the ROLE (owner, admin, operator, editor, viewer, auditor; superadmin platform-wide)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, err := a.write(cmd.Context(), "assigned "+args[1]+" to", http.MethodPost, "/api/v1/role-assignments", nil,
 				api.RoleInput{Org: org, UserID: args[0], Role: args[1]})

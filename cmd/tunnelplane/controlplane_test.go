@@ -141,6 +141,47 @@ func TestAdminBootstrapAndREST(t *testing.T) {
 	if r := as(bobTok, "admin", "access-keys", "create", "--tunnel", "llm", "--ttl", "400d"); r.code == 0 || !strings.Contains(r.stderr, "ttl") {
 		t.Fatalf("access-keys create --ttl 400d: %d %s", r.code, r.stderr)
 	}
+	// Grants and access requests: a viewer's token carries groups; root grants the group and
+	// revokes it; the viewer asks for access, may not approve it, and root denies it with a reason.
+	vic := tp(t, append([]string{"admin", "token", "create", "--org", "acme", "--user", "vic", "--role", "viewer", "--group", "ml-team,ops"}, db...)...)
+	if vic.code != 0 {
+		t.Fatalf("token create for vic: %d %s", vic.code, vic.stderr)
+	}
+	vicTok := lastLine(vic.stdout)
+	g := as(root, "admin", "grants", "create", "--org", "acme", "--tunnel", "llm", "--group", "ml-team", "--ttl", "7d")
+	if g.code != 0 || !strings.HasPrefix(g.stdout, "created grant ") {
+		t.Fatalf("grants create: %d %s %s", g.code, g.stdout, g.stderr)
+	}
+	grantID := strings.Fields(g.stdout)[2]
+	if r := as(vicTok, "admin", "grants", "list", "--tunnel", "llm"); r.code != 0 || !strings.Contains(r.stdout, "group:ml-team") || !strings.Contains(r.stdout, "1 approval(s) from admin") {
+		t.Fatalf("grants list: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := as(vicTok, "admin", "grants", "revoke", grantID, "--tunnel", "llm"); r.code == 0 || !strings.Contains(r.stderr, "403 Forbidden") {
+		t.Fatalf("a viewer revokes a grant: %d %s", r.code, r.stderr)
+	}
+	if r := as(root, "admin", "grants", "revoke", grantID, "--org", "acme", "--tunnel", "llm", "--reason", "done"); r.code != 0 {
+		t.Fatalf("grants revoke: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := as(root, "admin", "grants", "list", "--org", "acme", "--tunnel", "llm", "--state", "all"); r.code != 0 || !strings.Contains(r.stdout, "revoked") {
+		t.Fatalf("grants list --state all: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	req := as(vicTok, "admin", "access-requests", "create", "--tunnel", "llm", "--duration", "8h", "--reason", "debug the chat UI")
+	if req.code != 0 || !strings.HasPrefix(req.stdout, "requested access ") {
+		t.Fatalf("access-requests create: %d %s %s", req.code, req.stdout, req.stderr)
+	}
+	reqID := strings.Fields(req.stdout)[2]
+	if r := as(vicTok, "admin", "access-requests", "approve", reqID); r.code == 0 || !strings.Contains(r.stderr, "403 Forbidden") {
+		t.Fatalf("approving one's own request: %d %s", r.code, r.stderr)
+	}
+	if r := as(root, "admin", "access-requests", "deny", reqID, "--org", "acme"); r.code == 0 || !strings.Contains(r.stderr, "reason") {
+		t.Fatalf("a denial without a reason: %d %s", r.code, r.stderr)
+	}
+	if r := as(root, "admin", "access-requests", "deny", reqID, "--org", "acme", "--reason", "not this week"); r.code != 0 {
+		t.Fatalf("access-requests deny: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := as(vicTok, "admin", "access-requests", "list", "--state", "denied"); r.code != 0 || !strings.Contains(r.stdout, reqID) {
+		t.Fatalf("access-requests list: %d %s %s", r.code, r.stdout, r.stderr)
+	}
 	// Role changes through the API count at once, both ways.
 	if r := as(root, "admin", "roles", "unassign", "bob", "operator", "--org", "acme"); r.code != 0 {
 		t.Fatalf("roles unassign: %d %s", r.code, r.stderr)

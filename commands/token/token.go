@@ -51,6 +51,9 @@ var (
 type UserClaims struct {
 	jwt.RegisteredClaims
 	Name string `json:"name,omitempty"`
+	// Groups are the identity provider's groups claim: a grant to a group lets every user whose
+	// token carries it call the tunnel.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // AgentClaims bind an agent to one tunnel of one organization.
@@ -112,10 +115,16 @@ func (s *KeySet) Len() int {
 
 // MintUser signs a user token valid for ttl.
 func MintUser(key *ledger.SigningKey, issuer, subject, name string, ttl time.Duration, now time.Time) (string, error) {
+	return MintUserInGroups(key, issuer, subject, name, nil, ttl, now)
+}
+
+// MintUserInGroups signs a user token valid for ttl whose groups claim lists groups (as an
+// identity provider would).
+func MintUserInGroups(key *ledger.SigningKey, issuer, subject, name string, groups []string, ttl time.Duration, now time.Time) (string, error) {
 	if subject == "" {
 		return "", fmt.Errorf("mint user token: %w: empty subject", ErrInvalid)
 	}
-	c := UserClaims{RegisteredClaims: registered(issuer, subject, AudienceAPI, ttl, now), Name: name}
+	c := UserClaims{RegisteredClaims: registered(issuer, subject, AudienceAPI, ttl, now), Name: name, Groups: groups}
 	return sign(key, c)
 }
 

@@ -18,7 +18,7 @@ import (
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
 // snapshot of another format is not used and the node replays the log from its start instead.
-const snapshotFormat = 3
+const snapshotFormat = 4
 
 // ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
 // format; it must not be used (replay from the start instead).
@@ -38,9 +38,11 @@ type snapshot struct {
 	Roles     map[string][]domain.Role     `json:"roles"`
 	Revoked   []string                     `json:"revoked"`
 	// AccessKeys are the tunnel access keys the log issued (hashes of their secrets only).
-	AccessKeys []snapshotAccessKey  `json:"access_keys,omitempty"`
-	Decisions  map[string]Decision  `json:"decisions,omitempty"`
-	Rotated    map[string]time.Time `json:"rotated,omitempty"` // token key id → rotated out at
+	AccessKeys []snapshotAccessKey `json:"access_keys,omitempty"`
+	// Grants are the grants not ended (format 4).
+	Grants    []snapshotGrant      `json:"grants,omitempty"`
+	Decisions map[string]Decision  `json:"decisions,omitempty"`
+	Rotated   map[string]time.Time `json:"rotated,omitempty"` // token key id → rotated out at
 	// Chain is the record verifier's state at Position (views made by NewVerified).
 	Chain json.RawMessage `json:"chain,omitempty"`
 }
@@ -53,6 +55,15 @@ type snapshotTunnel struct {
 	Upstream string `json:"upstream"`
 	Protocol string `json:"protocol"`
 	Deleted  bool   `json:"deleted,omitempty"`
+}
+
+type snapshotGrant struct {
+	ID          string    `json:"id"`
+	OrgID       string    `json:"org_id"`
+	TunnelID    string    `json:"tunnel_id"`
+	SubjectKind string    `json:"subject_kind"`
+	Subject     string    `json:"subject"`
+	ExpiresAt   time.Time `json:"expires_at"`
 }
 
 type snapshotAccessKey struct {
@@ -96,6 +107,9 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 		}
 		s.AccessKeys = append(s.AccessKeys, sk)
 	}
+	for _, g := range v.grantByID {
+		s.Grants = append(s.Grants, snapshotGrant{ID: g.id, OrgID: g.orgID, TunnelID: g.tunnelID, SubjectKind: g.kind, Subject: g.subject, ExpiresAt: g.expiresAt})
+	}
 	for k, roles := range v.roles {
 		if len(roles) > 0 {
 			s.Roles[k] = slices.Sorted(maps.Keys(roles))
@@ -112,6 +126,7 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 	}
 	slices.SortFunc(s.Tunnels, func(a, b snapshotTunnel) int { return cmp.Compare(a.ID, b.ID) })
 	slices.SortFunc(s.AccessKeys, func(a, b snapshotAccessKey) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(s.Grants, func(a, b snapshotGrant) int { return cmp.Compare(a.ID, b.ID) })
 	b, err := json.Marshal(s)
 	if err != nil {
 		return nil, 0, fmt.Errorf("view snapshot: %w", err)
@@ -189,6 +204,9 @@ func (v *View) Restore(b []byte, origin string) error {
 		if err := v.putAccessKey(k.ID, k.OrgID, k.TunnelID, k.SecretHash, k.DerivedFrom, k.ExpiresAt, k.CIDRs, k.Revoked); err != nil {
 			return fmt.Errorf("view snapshot: %w", err)
 		}
+	}
+	for _, g := range s.Grants {
+		v.putGrant(&grant{id: g.ID, orgID: g.OrgID, tunnelID: g.TunnelID, kind: g.SubjectKind, subject: g.Subject, expiresAt: g.ExpiresAt})
 	}
 	v.position, v.lastID = s.Position, s.EventID
 	v.settleReady()

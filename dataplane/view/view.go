@@ -65,6 +65,28 @@ type accessKey struct {
 	revoked                   bool
 }
 
+// grant lets a user, or the users whose tokens carry a group, call a tunnel until expiresAt.
+// Ended grants (revoked, or their expiry recorded) are forgotten.
+type grant struct {
+	id, orgID, tunnelID string
+	kind, subject       string // domain.GrantToUser or domain.GrantToGroup, and whom
+	expiresAt           time.Time
+}
+
+// tokenGroups are the groups the newest user token the view verified for a user carried
+// (newest by issue time), until that token expires.
+type tokenGroups struct {
+	groups            []string
+	issued, expiresAt time.Time
+}
+
+// Bounds of what callers' tokens can make the view keep: users whose groups are remembered, and
+// groups per token (more are ignored: a group a grant is not found by only refuses).
+const (
+	maxGroupUsers     = 100_000
+	maxGroupsPerToken = 256
+)
+
 type tunnel struct {
 	id, orgID, name, owner, upstream, protocol string
 	deleted                                    bool
@@ -82,9 +104,11 @@ type View struct {
 	revoked    map[string]bool                 // agent token ids
 	accessKeys map[string]*accessKey           // access keys by id
 	keyByHash  map[string]*accessKey           // access keys by domain.HashAccessKey of the secret
-	decisions  map[string]Decision             // by event id
-	rotated    map[string]time.Time            // token key id → when it was rotated out
-	chain      *ledger.ChainVerifier           // nil: events are taken as they come (tests)
+	grants     map[string]map[string]*grant    // tunnel id → grant id → grant (not ended)
+	grantByID  map[string]*grant
+	decisions  map[string]Decision   // by event id
+	rotated    map[string]time.Time  // token key id → when it was rotated out
+	chain      *ledger.ChainVerifier // nil: events are taken as they come (tests)
 	position   int64
 	lastID     string // EventID at position
 	hooks      Hooks
@@ -93,6 +117,9 @@ type View struct {
 	now        func() time.Time
 
 	changed chan struct{}
+
+	groupsMu sync.Mutex
+	groups   map[string]tokenGroups // user id → groups of the newest token verified
 
 	target int64       // ReadyAt's position (under mu); -2 until ReadyAt is called
 	ready  atomic.Bool // position >= target
@@ -104,6 +131,7 @@ func New(issuer string, hooks Hooks) *View {
 	return &View{keys: token.NewKeySet(), tunnels: map[string]*tunnel{}, byName: map[string]map[string]string{}, orgs: map[string]string{},
 		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, decisions: map[string]Decision{},
 		accessKeys: map[string]*accessKey{}, keyByHash: map[string]*accessKey{},
+		grants: map[string]map[string]*grant{}, grantByID: map[string]*grant{}, groups: map[string]tokenGroups{},
 		rotated:  map[string]time.Time{},
 		position: -1, hooks: hooks, issuer: issuer, leeway: token.DefaultLeeway, now: time.Now, changed: make(chan struct{}), target: -2}
 }
@@ -319,6 +347,12 @@ func (v *View) apply(e Event, after *[]func()) error {
 		if k := v.accessKeys[x.KeyID]; k != nil && k.orgID == x.OrgID {
 			k.revoked = true
 		}
+	case *domain.GrantCreated:
+		v.putGrant(&grant{id: x.GrantID, orgID: x.OrgID, tunnelID: x.TunnelID, kind: x.SubjectKind, subject: x.Subject, expiresAt: x.ExpiresAt})
+	case *domain.GrantRevoked:
+		v.endGrant(x.GrantID, x.OrgID)
+	case *domain.GrantExpired:
+		v.endGrant(x.GrantID, x.OrgID)
 	case *domain.AgentTokenRevoked:
 		v.revoked[x.TokenID] = true
 		v.decide(e.EventID, x)
@@ -328,6 +362,91 @@ func (v *View) apply(e Event, after *[]func()) error {
 		}
 	}
 	return nil
+}
+
+// putGrant adds a grant (under v.mu).
+func (v *View) putGrant(g *grant) {
+	m := v.grants[g.tunnelID]
+	if m == nil {
+		m = map[string]*grant{}
+		v.grants[g.tunnelID] = m
+	}
+	m[g.id] = g
+	v.grantByID[g.id] = g
+}
+
+// endGrant forgets a revoked or expired grant (under v.mu): it never calls again.
+func (v *View) endGrant(id, org string) {
+	g := v.grantByID[id]
+	if g == nil || g.orgID != org {
+		return
+	}
+	delete(v.grantByID, id)
+	delete(v.grants[g.tunnelID], id)
+	if len(v.grants[g.tunnelID]) == 0 {
+		delete(v.grants, g.tunnelID)
+	}
+}
+
+// granted tells whether an unexpired, unrevoked grant on t lets user (with groups) call it
+// (under v.mu). The expiry counts from its time on, before grant.expired reaches the view.
+func (v *View) granted(t *tunnel, user string, groups []string) bool {
+	now := v.now()
+	for _, g := range v.grants[t.id] {
+		if g.orgID != t.orgID || !now.Before(g.expiresAt) {
+			continue
+		}
+		st := domain.GrantState{GrantCreated: domain.GrantCreated{SubjectKind: g.kind, Subject: g.subject}}
+		if st.Covers(user, groups) {
+			return true
+		}
+	}
+	return false
+}
+
+// rememberGroups keeps the groups claim of a verified user token when it is the newest the view
+// saw for the user. The map is bounded: when full, expired entries go, then arbitrary ones.
+func (v *View) rememberGroups(user string, groups []string, issued, expires time.Time) {
+	var keep []string
+	for _, g := range groups {
+		if len(keep) == maxGroupsPerToken {
+			break
+		}
+		if domain.CheckGroup(g) == nil {
+			keep = append(keep, g)
+		}
+	}
+	v.groupsMu.Lock()
+	defer v.groupsMu.Unlock()
+	if old, ok := v.groups[user]; ok && old.issued.After(issued) && v.now().Before(old.expiresAt) {
+		return // an older token presented after a newer one does not bring back what it listed
+	}
+	if _, ok := v.groups[user]; !ok && len(v.groups) >= maxGroupUsers {
+		now := v.now()
+		for u, tg := range v.groups {
+			if !now.Before(tg.expiresAt) {
+				delete(v.groups, u)
+			}
+		}
+		for u := range v.groups {
+			if len(v.groups) < maxGroupUsers {
+				break
+			}
+			delete(v.groups, u)
+		}
+	}
+	v.groups[user] = tokenGroups{groups: keep, issued: issued, expiresAt: expires}
+}
+
+// groupsOf are the groups of user's newest verified token while it has not expired.
+func (v *View) groupsOf(user string) []string {
+	v.groupsMu.Lock()
+	defer v.groupsMu.Unlock()
+	tg, ok := v.groups[user]
+	if !ok || !v.now().Before(tg.expiresAt) {
+		return nil
+	}
+	return tg.groups
 }
 
 // putAccessKey adds an access key (under v.mu). The hash is the key's lookup: one already held
@@ -396,7 +515,11 @@ func withdrawsAccess(e Event) bool {
 	if e.StreamID == ledger.LogStream {
 		return e.Type == ledger.TypeKeyRevoked
 	}
-	return e.Type == domain.TypeRoleUnassigned || e.Type == domain.TypeTunnelDeleted
+	switch e.Type {
+	case domain.TypeRoleUnassigned, domain.TypeTunnelDeleted, domain.TypeGrantRevoked, domain.TypeGrantExpired:
+		return true
+	}
+	return false
 }
 
 func (v *View) names(org string) map[string]string {
@@ -556,6 +679,14 @@ func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Princi
 	if err != nil {
 		return node.Principal{}, fmt.Errorf("%w: %w", node.ErrUnauthenticated, err)
 	}
+	var issued, expires time.Time
+	if c.IssuedAt != nil {
+		issued = c.IssuedAt.Time
+	}
+	if c.ExpiresAt != nil {
+		expires = c.ExpiresAt.Time
+	}
+	v.rememberGroups(c.Subject, c.Groups, issued, expires)
 	return node.Principal{UserID: c.Subject}, nil
 }
 
@@ -612,10 +743,13 @@ func (v *View) authorizeKey(p node.Principal, r node.Route) error {
 }
 
 // AuthorizeIngress implements node.IngressAuthorizer by domain.MayUseTunnel, the rule the control
-// plane also applies to issuing the tunnel's agent tokens, or for an access key by its own
-// tunnel, expiry and source prefixes (authorizeKey).
-// A caller with no role in the tunnel's organization learns nothing of it (ErrUnknownTunnel).
+// plane also applies to issuing the tunnel's agent tokens, or by a grant on the tunnel to the
+// user or to a group of the user's token (unexpired by the clock, not revoked), or for an access
+// key by its own tunnel, expiry and source prefixes (authorizeKey).
+// A caller with no role in the tunnel's organization and no grant learns nothing of it
+// (ErrUnknownTunnel).
 func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Route) error {
+	groups := v.groupsOf(p.UserID)
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if p.AccessKeyID != "" {
@@ -624,11 +758,14 @@ func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Rout
 	roles := v.roles[r.OrgID+"|"+p.UserID]
 	superadmin := v.roles[domain.PlatformOrg+"|"+p.UserID][domain.RoleSuperadmin]
 	t := v.tunnels[r.TunnelID]
-	if t == nil || t.deleted || (len(roles) == 0 && !superadmin) {
+	if t == nil || t.deleted {
 		return fmt.Errorf("%w: %s", node.ErrUnknownTunnel, r.Name)
 	}
-	if domain.MayUseTunnel(p.UserID, t.owner, roles, superadmin) {
+	if domain.MayUseTunnel(p.UserID, t.owner, roles, superadmin) || v.granted(t, p.UserID, groups) {
 		return nil
+	}
+	if len(roles) == 0 && !superadmin {
+		return fmt.Errorf("%w: %s", node.ErrUnknownTunnel, r.Name)
 	}
 	return fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, p.UserID, r.Name)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/grantexpiry"
 	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
@@ -27,13 +28,15 @@ import (
 // App is a running control plane: the log, the projections, the write side (with its audit
 // flusher), the admin API on a listener and, with a NATS URL, the control side of the bus.
 type App struct {
-	Log      *Log
-	Runner   *projections.Runner
-	Service  *commands.Service
-	API      *api.Server
-	Bus      *Bus // nil without Config.NATSURL
-	SIEM     *SIEMSinks
-	Exports  *exportjobs.Manager // the API's evidence exports (bundles in <DataDir>/exports)
+	Log     *Log
+	Runner  *projections.Runner
+	Service *commands.Service
+	API     *api.Server
+	Bus     *Bus // nil without Config.NATSURL
+	SIEM    *SIEMSinks
+	Exports *exportjobs.Manager // the API's evidence exports (bundles in <DataDir>/exports)
+	// Expiry appends grant.expired at each grant's deadline.
+	Expiry   *grantexpiry.Manager
 	Registry *prometheus.Registry
 	// URL is the API's base URL (http://host:port).
 	URL string
@@ -88,6 +91,12 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	a.Service.Start(runCtx)
+	if a.Expiry, err = grantexpiry.New(grantexpiry.Config{Store: a.Log.Store, Service: a.Service, Logger: a.log}); err != nil {
+		return err
+	}
+	if err = a.Expiry.Start(runCtx); err != nil {
+		return err
+	}
 	secrets, err := siem.LoadSecrets(cfg.SIEMKeyFile)
 	if err != nil {
 		return err
@@ -222,6 +231,9 @@ func (a *App) stopParts(ctx context.Context) {
 	}
 	if a.API != nil {
 		a.API.Stop()
+	}
+	if a.Expiry != nil {
+		a.Expiry.Stop()
 	}
 	if a.Exports != nil {
 		a.Exports.Stop()

@@ -78,7 +78,7 @@ func (f *fixture) caughtUp() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	names := []string{projections.Orgs, projections.Tunnels, projections.Nodes, projections.AgentTokens, projections.RoleAssignments,
-		projections.Audit, projections.AgentSessions, projections.AccessKeys}
+		projections.Audit, projections.AgentSessions, projections.AccessKeys, projections.AccessRequests}
 	if err := f.runner.WaitFor(ctx, f.last, names...); err != nil {
 		f.t.Fatal(err)
 	}

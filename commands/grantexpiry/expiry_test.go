@@ -1,0 +1,216 @@
+package grantexpiry_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/grantexpiry"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
+	"github.com/tunnelplane/tunnelplane/projections"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
+}
+
+// clock is the wall clock moved forward by skip.
+type clock struct{ skip atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.skip.Load())) }
+func (c *clock) advance(d time.Duration) { c.skip.Add(int64(d)) }
+
+type env struct {
+	store *eventstore.Store
+	svc   *commands.Service
+	clock *clock
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	u := pgtest.NewDatabase(t)
+	pool := pgtest.Pool(t, u)
+	dir := t.TempDir()
+	logKeys := eventstore.KeyDir(dir + "/keys/log")
+	key, err := logKeys.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var types []eventstore.EventType
+	for _, et := range domain.EventTypes() {
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
+	}
+	reg, err := eventstore.NewRegistry(types...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: logKeys.Load, Registry: reg, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Stop)
+	runner, err := projections.New(projections.Config{Store: st, Projections: projections.All()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runner.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(runner.Stop)
+	c := &clock{}
+	svc, err := commands.New(commands.Config{Store: st, Pool: pool, LogKeys: logKeys, TokenKeys: eventstore.KeyDir(dir + "/keys/token"), Now: c.now,
+		RBACPosition: func() int64 { p, _ := runner.Position(projections.RoleAssignments); return p },
+		WaitRBAC: func(ctx context.Context, pos uint64) error {
+			return runner.WaitFor(ctx, pos, projections.RoleAssignments)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Start(ctx)
+	t.Cleanup(svc.Stop)
+	return &env{store: st, svc: svc, clock: c}
+}
+
+func (e *env) manager(t *testing.T) *grantexpiry.Manager {
+	t.Helper()
+	m, err := grantexpiry.New(grantexpiry.Config{Store: e.store, Service: e.svc, Now: e.clock.now, Retry: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	return m
+}
+
+// expiries reads every grant.expired in the log: grant id → how many.
+func (e *env) expiries(t *testing.T) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	recs, err := e.store.ReadType(context.Background(), domain.TypeGrantExpired, 0, 1<<62, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		var ev domain.GrantExpired
+		if err := json.Unmarshal(r.Payload, &ev); err != nil {
+			t.Fatal(err)
+		}
+		var m domain.Metadata
+		_ = json.Unmarshal(r.Metadata, &m)
+		if r.EventID != commands.GrantExpiryEventID(ev.GrantID) || m.CausationID != ev.GrantID {
+			t.Fatalf("grant.expired %s of grant %s caused by %q", r.EventID, ev.GrantID, m.CausationID)
+		}
+		out[ev.GrantID]++
+	}
+	return out
+}
+
+// TestExpiryAcrossRestart: deadlines that passed while no manager ran fire when one starts, once,
+// even with two managers (two control processes) starting together; a revoked grant never
+// expires; a deadline reached while a manager runs fires then.
+func TestExpiryAcrossRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	sys := commands.WithActor(ctx, commands.Actor{ID: "root"})
+	if _, err := e.svc.GrantDirect(sys, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: "root", Role: domain.RoleSuperadmin}); err != nil {
+		t.Fatal(err)
+	}
+	org, err := e.svc.Handlers.CreateOrganization.Handle(sys, commands.CreateOrganization{Name: "acme", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := commands.WithActor(ctx, commands.Actor{ID: "alice"})
+	tun, err := e.svc.Handlers.CreateTunnel.Handle(alice, commands.CreateTunnel{OrgID: org.ID, Name: "llm", Upstream: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := func(user string, ttl time.Duration) string {
+		res, err := e.svc.Handlers.CreateGrant.Handle(alice, commands.CreateGrant{OrgID: org.ID, TunnelID: tun.ID, User: user, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.ID
+	}
+
+	first := e.manager(t)
+	g1, g2, revoked := grant("vic", time.Hour), grant("wen", 2*time.Hour), grant("rex", time.Hour)
+	if _, err := e.svc.Handlers.RevokeGrant.Handle(alice, commands.RevokeGrant{OrgID: org.ID, TunnelID: tun.ID, GrantID: revoked}); err != nil {
+		t.Fatal(err)
+	}
+	first.Stop() // the process goes down
+	e.clock.advance(3 * time.Hour)
+	if n := len(e.expiries(t)); n != 0 {
+		t.Fatalf("%d expiries while no manager ran", n)
+	}
+
+	// Two processes start at once: each deadline that passed fires, once.
+	a, b := e.manager(t), e.manager(t)
+	poll.Until(t, 10*time.Second, "the expiries after the restart", func() bool { ex := e.expiries(t); return ex[g1] > 0 && ex[g2] > 0 })
+	// A deadline reached while they run fires at it.
+	g3 := grant("zed", time.Second)
+	poll.Until(t, 10*time.Second, "the expiry of a live deadline", func() bool { return e.expiries(t)[g3] > 0 })
+	ex := e.expiries(t)
+	if len(ex) != 3 || ex[g1] != 1 || ex[g2] != 1 || ex[g3] != 1 || ex[revoked] != 0 {
+		t.Fatalf("expiries %v", ex)
+	}
+	if a.Fired()+b.Fired() != 3 {
+		t.Fatalf("the managers report %d and %d expiries, want 3 in all", a.Fired(), b.Fired())
+	}
+	// Yet another start finds nothing left to do.
+	a.Stop()
+	c := e.manager(t)
+	time.Sleep(300 * time.Millisecond) // that nothing happens can only be seen by waiting
+	if c.Fired() != 0 || len(e.expiries(t)) != 3 {
+		t.Fatalf("a third start fired %d", c.Fired())
+	}
+	sh, err := e.svc.Sharing(ctx, org.ID, tun.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, gr := range sh.Grants() {
+		if !gr.Ended {
+			t.Fatalf("grant %s (%s) did not end", gr.GrantID, gr.Subject)
+		}
+	}
+}
+
+// TestStartStopStress: a second Start starts nothing, Stop waits and is safe twice.
+func TestStartStopStress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for i := 0; i < 20; i++ {
+		m, err := grantexpiry.New(grantexpiry.Config{Store: e.store, Service: e.svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		m.Stop()
+		m.Stop()
+		if err := m.Start(context.Background()); err == nil {
+			t.Fatal("a stopped manager started again")
+		}
+	}
+}

@@ -53,7 +53,7 @@ func newHarness(t testing.TB) *harness {
 	}
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	reg, err := eventstore.NewRegistry(types...)
 	if err != nil {

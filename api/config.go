@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tunnelplane/tunnelplane/analytics/replay"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -65,6 +66,7 @@ type EventLog interface {
 	LogPositions
 	LogDescription
 	KeyHistory
+	replay.Log // usage history for forecasts
 }
 
 // ProjectionRunner is the projections' runner: read-your-writes on the read models, their

@@ -35,6 +35,8 @@ type Server struct {
 
 	live atomic.Pointer[LiveNodes]
 
+	forecasts chan struct{} // a slot per forecast running (maxForecastsAtOnce)
+
 	life lifecycle.Lifecycle
 }
 
@@ -44,7 +46,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, routes: map[string]bool{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, routes: map[string]bool{}, forecasts: make(chan struct{}, maxForecastsAtOnce)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tunnelplane_http_requests_total",
 		Help: "HTTP requests of the admin API by method, route template and status code."}, []string{"method", "route", "code"})
 	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tunnelplane_http_request_duration_seconds",
@@ -206,6 +208,7 @@ func (s *Server) register() {
 
 	s.route(http.MethodGet, "/api/v1/analytics/usage", s.usage, true)
 	s.route(http.MethodGet, "/api/v1/analytics/capacity", s.capacity, true)
+	s.route(http.MethodGet, "/api/v1/analytics/forecast", s.forecastUsage, true)
 	s.route(http.MethodGet, "/api/v1/analytics/chargeback", s.chargebackStatement, true)
 	s.route(http.MethodPut, "/api/v1/analytics/settings", s.setOrgSettings, true)
 	s.route(http.MethodPost, "/api/v1/analytics/price-sheets", s.setPriceSheet, true)

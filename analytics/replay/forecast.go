@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/analytics/forecast"
-	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
 // Forecast is a forecast made from the log, with what it read: enough to make it again (Request
@@ -24,7 +23,7 @@ type Forecast struct {
 
 // MakeForecast rebuilds the series from the log (Hourly), from its first hour with usage on, and
 // forecasts horizon hours past it.
-func MakeForecast(ctx context.Context, st *eventstore.Store, req Request, horizon int, now time.Time) (Forecast, error) {
+func MakeForecast(ctx context.Context, st Log, req Request, horizon int, now time.Time) (Forecast, error) {
 	if horizon < 1 || horizon > forecast.MaxHorizon {
 		return Forecast{}, fmt.Errorf("%w: horizon must be 1..%d hours", ErrInvalid, forecast.MaxHorizon)
 	}

@@ -56,10 +56,16 @@ type Series struct {
 	Skipped  int    // windows that did not validate (a hostile or broken node), left out
 }
 
+// Log is what a replay reads of the event log (an *eventstore.Store).
+type Log interface {
+	ReadType(ctx context.Context, typ string, from, upTo uint64, limit int) ([]eventstore.Record, error)
+	PositionAt(ctx context.Context, t time.Time) (uint64, bool, error)
+}
+
 // Hourly rebuilds the series by reading the log's usage windows. A window counts in the hour its
 // start falls in; windows are 10 s long by default, so at most one window per node straddles an
 // hour boundary.
-func Hourly(ctx context.Context, st *eventstore.Store, req Request, now time.Time) (Series, error) {
+func Hourly(ctx context.Context, st Log, req Request, now time.Time) (Series, error) {
 	if req.OrgID == "" {
 		return Series{}, fmt.Errorf("%w: an organization is required", ErrInvalid)
 	}

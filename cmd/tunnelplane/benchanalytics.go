@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tunnelplane/tunnelplane/analytics/forecast"
 	analyticsbench "github.com/tunnelplane/tunnelplane/bench/analytics"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
@@ -12,6 +16,7 @@ import (
 func newBenchAnalyticsCommand(g *globals) *cobra.Command {
 	var o analyticsbench.Options
 	var asJSON bool
+	var forecasts int
 	cmd := &cobra.Command{
 		Use:   "analytics",
 		Short: "Usage windows folded per second by a rebuild of the usage rollups, and analytics query latency over 90 days × 1,000 tunnels (scratch database)",
@@ -23,6 +28,12 @@ func newBenchAnalyticsCommand(g *globals) *cobra.Command {
 				return err
 			}
 			o.AdminURL, o.Progress, o.Logger = srv.AdminURL, g.stderr, g.log
+			if forecasts > 0 {
+				// 90 days of hourly history per series, a week ahead, backtest included.
+				o.Forecast = func(context.Context, *pgxpool.Pool, string, []string) (float64, error) {
+					return forecast.MsPerSeries(forecast.BenchSeries(forecasts), 168)
+				}
+			}
 			res, err := analyticsbench.Run(ctx, o)
 			if err != nil {
 				return err
@@ -35,6 +46,9 @@ func newBenchAnalyticsCommand(g *globals) *cobra.Command {
 			for k, v := range res.Kinds {
 				fmt.Fprintf(g.stdout, "  %s: p50 %.1f ms, p99 %.1f ms\n", k, v[0], v[1])
 			}
+			if res.ForecastMSPerSeries != nil {
+				fmt.Fprintf(g.stdout, "forecast %.0f ms per series (90 days of hourly history, 168 h ahead, backtest included; %d series)\n", *res.ForecastMSPerSeries, forecasts)
+			}
 			fmt.Fprintln(g.stdout, res.Notes)
 			return nil
 		},
@@ -45,6 +59,7 @@ func newBenchAnalyticsCommand(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&o.Tunnels, "tunnels", 1000, "tunnels of hourly rollups for the queries")
 	cmd.Flags().IntVar(&o.Queries, "queries", 100, "queries of each kind")
 	cmd.Flags().IntVar(&o.RebuildBatchSize, "batch", 0, "records the rebuild reads and folds at once (default: the runner's, 5,000)")
+	cmd.Flags().IntVar(&forecasts, "forecasts", 20, "series forecast for forecast_ms_per_series (0: skip)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys rollup_eps, query_p99_ms …)")
 	return cmd
 }

@@ -111,6 +111,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newVerifyCommand(g),
 		newExportCommand(g),
 		newReportCommand(g),
+		newForecastCommand(g),
 		newVerifyExportCommand(g),
 		bench,
 		newDBCommand(g),

@@ -22,7 +22,12 @@ import (
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle/lifecycletest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// fasthttp's worker-pool cleaner notices a stopped server within its 10s idle period, and its
+// clock goroutine serves the whole process.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"))
+}
 
 var quiet = slog.New(slog.DiscardHandler)
 

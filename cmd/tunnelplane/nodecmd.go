@@ -79,6 +79,7 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 	fs.StringVar(&o.BaseDomain, "base-domain", envDefault("BASE_DOMAIN", ""), "host routing: <tunnel>.<org>.<base-domain> (env TUNNELPLANE_BASE_DOMAIN)")
 	urlFlag(fs, &o.NATSURL, "nats-url", "NATS_URL", "", "NATS server of the cluster")
 	fs.StringVar(&o.Cluster, "cluster", envDefault("CLUSTER", ""), clusterHelp)
+	fs.StringVar(&o.NodeID, "node-id", envDefault("NODE_ID", ""), "the node's id (a UUID) when a NATS credential was made for it before its first start; kept in <data-dir>/node/id, a different one there is an error (env TUNNELPLANE_NODE_ID; default: the data dir's, or a new one)")
 	fs.StringVar(&o.HealthAddr, "health-addr", envDefault("HEALTH_ADDR", ""), "listen address for /healthz, /readyz and /drain, apart from the tunnels' listener; empty: none (env TUNNELPLANE_HEALTH_ADDR)")
 	drainTimeoutFlag(fs, &o.DrainTimeout, &envErrs)
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane API, for enrollment (env TUNNELPLANE_API_URL)")

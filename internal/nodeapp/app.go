@@ -75,7 +75,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := LoadIdentity(cfg.DataDir)
+	id, err := LoadIdentity(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		lock.Release()
 		return nil, err

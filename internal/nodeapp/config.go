@@ -24,6 +24,9 @@ var ErrInvalidConfig = errors.New("node: invalid config")
 type Config struct {
 	// DataDir holds <DataDir>/node: the node's id, host and event keys, spool and view snapshot.
 	DataDir string
+	// NodeID, if set, is the id the node must have (see LoadIdentity); empty: the data dir's, or a
+	// new one on the first start.
+	NodeID string
 	// Name is the node's name in the registry (default node-1).
 	Name string
 	// ListenAddr is where agents and callers connect (one listener); Listener, if set, is used

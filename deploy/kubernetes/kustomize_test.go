@@ -112,7 +112,8 @@ func TestABrokenManifestFails(t *testing.T) {
 func TestPodsAreConfined(t *testing.T) {
 	t.Parallel()
 	for _, dir := range overlays {
-		for _, w := range kubernetes.Workloads(render(t, dir)) {
+		objs := render(t, dir)
+		for _, w := range kubernetes.Workloads(objs) {
 			where := dir + " " + w.Name
 			ps := w.Pod.Spec
 			sc := ps.SecurityContext
@@ -128,7 +129,7 @@ func TestPodsAreConfined(t *testing.T) {
 				volumes[v.Name] = v
 			}
 			claims := map[string]bool{}
-			if sts, ok := findObject[*appsv1.StatefulSet](render(t, dir), w.Name); ok {
+			if sts, ok := findObject[*appsv1.StatefulSet](objs, w.Name); ok {
 				for _, c := range sts.Spec.VolumeClaimTemplates {
 					claims[c.Name] = true
 				}

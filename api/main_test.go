@@ -59,7 +59,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	}
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	reg, err := eventstore.NewRegistry(types...)
 	if err != nil {

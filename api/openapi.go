@@ -64,6 +64,9 @@ var operations = []operation{
 		params: []string{"path:id", "query:org", "header:Idempotency-Key"}, body: "TokenInput", bodyOptional: true, status: 201, resp: "WriteResult",
 		errs: []int{400, 403, 404, 409, 413, 415, 422}},
 
+	{method: "GET", path: "/api/v1/tunnels/{id}/nodes", id: "discoverNodes", summary: "For the tunnel's agent (its agent token as the bearer): the live nodes to hold, in the tunnel's order of preference", tag: "tunnels",
+		params: []string{"path:id"}, status: 200, resp: "Discovery", errs: []int{400, 401, 403}},
+
 	{method: "GET", path: "/api/v1/sessions", id: "listSessions", summary: "Agent sessions of an organization, newest first: who is connected where, and how earlier sessions ended", tag: "tunnels",
 		params: withList("query:org", "query:tunnel_id", "query:node_id", "query:session_state"), status: 200, resp: "List:AgentSession", errs: []int{400, 403, 404, 422}},
 
@@ -259,6 +262,11 @@ var schemas = map[string]schema{
 		"live":           schema{"type": "boolean", "description": "heartbeating now (when the control plane runs the node registry)"},
 		"last_heartbeat": strf("date-time", "when the node was last heard from"),
 	}),
+	"DiscoveredNode": object([]string{"id", "agent_url", "host_key_fingerprint", "priority", "weight"}, schema{
+		"id": strf("uuid", ""), "agent_url": strf("uri", "the node's agent endpoint"), "host_key_fingerprint": str("SHA256:…, to pin"),
+		"priority": integer("1 first: rendezvous hashing of (tunnel, node)"), "weight": integer("share of new connections among equals"),
+	}),
+	"Discovery": object([]string{"tunnel_id", "items"}, schema{"tunnel_id": strf("uuid", ""), "items": schema{"type": "array", "items": ref("DiscoveredNode")}}),
 	"RoleInput": object([]string{"user_id", "role"}, schema{"org": str("organization name or id; \"*\" or absent for superadmin"), "user_id": str(""),
 		"role": schema{"type": "string", "enum": []string{"owner", "admin", "operator", "viewer", "auditor", "superadmin"}}}),
 	"RoleAssignment": object([]string{"org_id", "user_id", "role", "assigned_at", "position"}, schema{"org_id": str("organization id or \"*\""),

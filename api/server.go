@@ -145,6 +145,8 @@ func (s *Server) register() {
 	s.route(http.MethodPatch, "/api/v1/tunnels/:id", s.updateTunnel, true)
 	s.route(http.MethodDelete, "/api/v1/tunnels/:id", s.deleteTunnel, true)
 	s.route(http.MethodPost, "/api/v1/tunnels/:id/tokens", s.issueToken, true)
+	// The tunnel's agent token authenticates this one (discoverNodes), not a user's.
+	s.route(http.MethodGet, "/api/v1/tunnels/:id/nodes", s.discoverNodes, false)
 
 	s.route(http.MethodGet, "/api/v1/sessions", s.listSessions, true)
 	s.route(http.MethodGet, "/api/v1/tokens", s.listTokens, true)

@@ -51,7 +51,7 @@ func newAuditHarness(t *testing.T, without ...string) *auditHarness {
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
 		if !slices.Contains(without, et.Name) {
-			types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+			types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 		}
 	}
 	reg, err := eventstore.NewRegistry(types...)

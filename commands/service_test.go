@@ -31,7 +31,7 @@ type harness struct {
 func registry(t testing.TB) *eventstore.Registry {
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	reg, err := eventstore.NewRegistry(types...)
 	if err != nil {

@@ -18,6 +18,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnknownEvent: an aggregate was given an event type it does not know.
 	ErrUnknownEvent = errors.New("unknown event for this aggregate")
+	// ErrInvalidFact: a node's fact breaks the rules of its type (counts, sizes, kinds).
+	ErrInvalidFact = errors.New("invalid fact")
 )
 
 // FieldError is one problem with one input field.

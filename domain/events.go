@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -58,16 +59,19 @@ const (
 // wrote would otherwise reach the read models and every node's view.
 func NodeReportable(eventType string) bool {
 	switch eventType {
-	case TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted:
+	case TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted,
+		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted:
 		return true
 	}
 	return false
 }
 
-// EventType names a type and its current schema version.
+// EventType names a type, its current schema version, and how a stored payload of an older
+// version is lifted to the next one (Upcasters[v]: v → v+1).
 type EventType struct {
 	Name          string
 	SchemaVersion uint32
+	Upcasters     map[uint32]func([]byte) ([]byte, error)
 }
 
 // EventTypes is the closed set of domain event types, for registration with the event store.
@@ -83,12 +87,24 @@ func EventTypes() []EventType {
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
 		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
 		TypeExportCreated,
+		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
-		out[i] = EventType{Name: n, SchemaVersion: 1}
+		out[i] = EventType{Name: n, SchemaVersion: SchemaVersionOf(n)}
+		if n == TypeUsageRecorded {
+			out[i].Upcasters = map[uint32]func([]byte) ([]byte, error){1: UpcastUsageV1}
+		}
 	}
 	return out
+}
+
+// SchemaVersionOf is the schema version new events of a type are written with.
+func SchemaVersionOf(eventType string) uint32 {
+	if eventType == TypeUsageRecorded {
+		return UsageSchemaVersion
+	}
+	return 1
 }
 
 // Event is a domain event payload.
@@ -176,6 +192,12 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &SIEMDeliverySkipped{}
 	case TypeExportCreated:
 		e = &ExportCreated{}
+	case TypeFailoverStarted:
+		e = &FailoverStarted{}
+	case TypeFailoverCompleted:
+		e = &FailoverCompleted{}
+	case TypeFailbackCompleted:
+		e = &FailbackCompleted{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}
@@ -467,19 +489,113 @@ type AgentReplaced struct {
 	NewTokenID   string `json:"new_token_id"`
 }
 
-// UsageRecorded is one tunnel's traffic over one window on one node.
+// UsageRecorded is one tunnel's traffic from one caller over one window on one node (schema
+// version 2; version 1 was per tunnel, with fixed latency buckets, and is upcast: UpcastUsageV1).
 type UsageRecorded struct {
-	NodeID      string           `json:"node_id"`
-	OrgID       string           `json:"org_id"`
-	TunnelID    string           `json:"tunnel_id"`
-	WindowStart time.Time        `json:"window_start"`
-	WindowEnd   time.Time        `json:"window_end"`
-	Requests    int64            `json:"requests"`
-	Errors      map[string]int64 `json:"errors,omitempty"` // by class: upstream, timeout, agent_absent, limit, …
-	BytesIn     int64            `json:"bytes_in"`
-	BytesOut    int64            `json:"bytes_out"`
-	// LatencyBuckets counts requests by upper bound in milliseconds ("+Inf" last).
-	LatencyBuckets map[string]int64 `json:"latency_ms_buckets,omitempty"`
+	NodeID      string    `json:"node_id"`
+	OrgID       string    `json:"org_id"`
+	TunnelID    string    `json:"tunnel_id"`
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+	// CallerKind is CallerUser, CallerAccessKey, CallerAnonymous, CallerOverflow (callers past the
+	// node's bound on distinct callers per window, summed) or "" (a version 1 window: every caller).
+	CallerKind string           `json:"caller_kind,omitempty"`
+	CallerID   string           `json:"caller_id,omitempty"` // user id or access key id
+	Requests   int64            `json:"requests"`
+	Errors     map[string]int64 `json:"errors,omitempty"` // by class: upstream, timeout, agent_absent, limit, …
+	BytesIn    int64            `json:"bytes_in"`
+	BytesOut   int64            `json:"bytes_out"`
+	// StreamsMax is the most calls open at once in the window; StreamedMS the time calls were
+	// open within it, summed (so StreamedMS / the window's length is the mean number open).
+	StreamsMax int64 `json:"streams_max,omitempty"`
+	StreamedMS int64 `json:"streamed_ms,omitempty"`
+	// Latency is each call's whole duration; TTFB the time to its response's first byte.
+	Latency *Histogram `json:"latency_us,omitempty"`
+	TTFB    *Histogram `json:"ttfb_us,omitempty"`
+}
+
+// Caller kinds of UsageRecorded.
+const (
+	CallerUser      = "user"
+	CallerAccessKey = "access_key"
+	CallerAnonymous = "anonymous"
+	CallerOverflow  = "overflow"
+)
+
+// UsageSchemaVersion is the schema version usage.recorded is written with.
+const UsageSchemaVersion = 2
+
+// Validate checks a window as a hostile node could send it.
+func (u *UsageRecorded) Validate() error {
+	switch u.CallerKind {
+	case "", CallerAnonymous, CallerOverflow:
+		if u.CallerID != "" {
+			return fmt.Errorf("%w: usage: caller kind %q takes no caller id", ErrInvalidFact, u.CallerKind)
+		}
+	case CallerUser, CallerAccessKey:
+		if u.CallerID == "" || len(u.CallerID) > 128 {
+			return fmt.Errorf("%w: usage: caller id of kind %q must be 1..128 bytes", ErrInvalidFact, u.CallerKind)
+		}
+	default:
+		return fmt.Errorf("%w: usage: unknown caller kind", ErrInvalidFact)
+	}
+	if u.Requests < 0 || u.BytesIn < 0 || u.BytesOut < 0 || u.StreamsMax < 0 || u.StreamedMS < 0 {
+		return fmt.Errorf("%w: usage: negative count", ErrInvalidFact)
+	}
+	if !u.WindowEnd.After(u.WindowStart) {
+		return fmt.Errorf("%w: usage: window ends before it starts", ErrInvalidFact)
+	}
+	if len(u.Errors) > 32 {
+		return fmt.Errorf("%w: usage: more than 32 error classes", ErrInvalidFact)
+	}
+	for _, n := range u.Errors {
+		if n < 0 {
+			return fmt.Errorf("%w: usage: negative error count", ErrInvalidFact)
+		}
+	}
+	if err := u.Latency.Validate(); err != nil {
+		return fmt.Errorf("usage latency: %w", err)
+	}
+	if err := u.TTFB.Validate(); err != nil {
+		return fmt.Errorf("usage ttfb: %w", err)
+	}
+	return nil
+}
+
+// UpcastUsageV1 lifts a version 1 usage.recorded payload to version 2. Version 1 counted each
+// call's time to first byte (or its whole duration when no response started) in fixed buckets
+// with upper bounds in milliseconds; each bucket's calls move to the log-scaled TTFB bucket of
+// that upper bound ("+Inf" to the last), so v1 percentiles keep v1's coarser resolution. The
+// window stays unattributed to a caller (CallerKind "").
+func UpcastUsageV1(payload []byte) ([]byte, error) {
+	var v1 struct {
+		UsageRecorded
+		LatencyBuckets map[string]int64 `json:"latency_ms_buckets,omitempty"`
+	}
+	if err := json.Unmarshal(payload, &v1); err != nil {
+		return nil, fmt.Errorf("usage.recorded v1: %w", err)
+	}
+	u := v1.UsageRecorded
+	u.Latency, u.TTFB = nil, nil
+	if len(v1.LatencyBuckets) > 0 {
+		var counts [HistogramBuckets]int64
+		for bound, n := range v1.LatencyBuckets {
+			i := HistogramMaxIndex
+			if bound != "+Inf" {
+				ms, err := strconv.ParseInt(bound, 10, 64)
+				if err != nil || ms < 0 {
+					return nil, fmt.Errorf("usage.recorded v1: latency bucket %q: %w", bound, ErrInvalidFact)
+				}
+				i = HistogramIndex(time.Duration(ms) * time.Millisecond)
+			}
+			if n < 0 {
+				return nil, fmt.Errorf("usage.recorded v1: %w: negative bucket count", ErrInvalidFact)
+			}
+			counts[i] += n
+		}
+		u.TTFB = HistogramOf(&counts)
+	}
+	return json.Marshal(u)
 }
 
 func (OrganizationCreated) EventType() string { return TypeOrganizationCreated }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -73,6 +74,42 @@ func (s *Store) ReadAll(ctx context.Context, from uint64, limit int) ([]Record, 
 		return nil, fmt.Errorf("read all from %d: %w", from, err)
 	}
 	return recs, nil
+}
+
+// ReadType returns up to limit records of one type with from <= position <= upTo, in position
+// order: what a replay of one kind of history (usage, for forecasts) reads. The log keeps no
+// index by type (appends pay for every index), so the database reads past the other records.
+func (s *Store) ReadType(ctx context.Context, typ string, from, upTo uint64, limit int) ([]Record, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	if upTo > math.MaxInt64 {
+		upTo = math.MaxInt64
+	}
+	rows, err := s.pool.Query(ctx, selectRecord+` WHERE type = $1 AND global_position >= $2 AND global_position <= $3 ORDER BY global_position LIMIT $4`,
+		typ, int64(from), int64(upTo), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %d: %w", typ, from, classify(err))
+	}
+	recs, err := scanRecords(rows, s.registry)
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %d: %w", typ, from, err)
+	}
+	return recs, nil
+}
+
+// PositionAt is the last position recorded at or before t; ok is false when the log holds
+// nothing that old. Positions are assigned in commit order under the head lock, and a record's
+// time is taken under that lock, so time grows with position.
+func (s *Store) PositionAt(ctx context.Context, t time.Time) (pos uint64, ok bool, err error) {
+	var p *int64
+	if err := s.pool.QueryRow(ctx, `SELECT max(global_position) FROM events WHERE recorded_at <= $1`, t).Scan(&p); err != nil {
+		return 0, false, fmt.Errorf("position at %s: %w", t.Format(time.RFC3339), classify(err))
+	}
+	if p == nil {
+		return 0, false, nil
+	}
+	return uint64(*p), true, nil
 }
 
 // SubscribeOptions tunes a subscription.

@@ -260,6 +260,39 @@ var ocsfMappings = map[string]ocsfMapping{
 			o.sessionUID = some(e.NewSessionID)
 			o.dstUID = some(e.NodeID)
 		}},
+	domain.TypeFailoverStarted: {class: classTunnelActivity, activity: activityOther, activityName: "Failover", severity: sevLow,
+		message: func(d decoded) string {
+			e := d.event.(*domain.FailoverStarted)
+			return "agent of tunnel " + e.TunnelID + " left node " + e.FromNodeID + " (" + e.Cause + "), reported by node " + e.NodeID
+		},
+		fill: func(d decoded, o *ocsfEvent) {
+			e := d.event.(*domain.FailoverStarted)
+			o.sessionUID = some(e.SessionID)
+			o.dstUID = some(e.NodeID)
+			o.statusDetail = some(e.Cause)
+		}},
+	domain.TypeFailoverCompleted: {class: classTunnelActivity, activity: activityOther, activityName: "Failover", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.FailoverCompleted)
+			return "agent of tunnel " + e.TunnelID + " moved from node " + e.FromNodeID + " to node " + e.NodeID + " (" + e.Cause + ")"
+		},
+		fill: func(d decoded, o *ocsfEvent) {
+			e := d.event.(*domain.FailoverCompleted)
+			o.sessionUID = some(e.SessionID)
+			o.dstUID = some(e.NodeID)
+			o.statusDetail = some(e.Cause)
+			o.duration = someInt(e.DurationMS)
+		}},
+	domain.TypeFailbackCompleted: {class: classTunnelActivity, activity: activityOther, activityName: "Failback", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.FailbackCompleted)
+			return "agent of tunnel " + e.TunnelID + " moved back from node " + e.FromNodeID + " to node " + e.NodeID
+		},
+		fill: func(d decoded, o *ocsfEvent) {
+			e := d.event.(*domain.FailbackCompleted)
+			o.sessionUID = some(e.SessionID)
+			o.dstUID = some(e.NodeID)
+		}},
 	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.UsageRecorded)

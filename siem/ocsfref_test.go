@@ -354,6 +354,39 @@ var refMappings = map[string]refMapping{
 			o["session"] = map[string]any{"uid": e.NewSessionID}
 			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
 		}},
+	domain.TypeFailoverStarted: {class: classTunnelActivity, activity: activityOther, activityName: "Failover", severity: sevLow,
+		message: func(d decoded) string {
+			e := d.event.(*domain.FailoverStarted)
+			return "agent of tunnel " + e.TunnelID + " left node " + e.FromNodeID + " (" + e.Cause + "), reported by node " + e.NodeID
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.FailoverStarted)
+			o["session"] = map[string]any{"uid": e.SessionID}
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+			o["status_detail"] = e.Cause
+		}},
+	domain.TypeFailoverCompleted: {class: classTunnelActivity, activity: activityOther, activityName: "Failover", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.FailoverCompleted)
+			return "agent of tunnel " + e.TunnelID + " moved from node " + e.FromNodeID + " to node " + e.NodeID + " (" + e.Cause + ")"
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.FailoverCompleted)
+			o["session"] = map[string]any{"uid": e.SessionID}
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+			o["status_detail"] = e.Cause
+			o["duration"] = e.DurationMS
+		}},
+	domain.TypeFailbackCompleted: {class: classTunnelActivity, activity: activityOther, activityName: "Failback", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.FailbackCompleted)
+			return "agent of tunnel " + e.TunnelID + " moved back from node " + e.FromNodeID + " to node " + e.NodeID
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.FailbackCompleted)
+			o["session"] = map[string]any{"uid": e.SessionID}
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+		}},
 	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.UsageRecorded)

@@ -166,7 +166,7 @@ func domainRegistry(t testing.TB) *eventstore.Registry {
 	t.Helper()
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	reg, err := eventstore.NewRegistry(types...)
 	if err != nil {

@@ -322,7 +322,7 @@ func (p *Publisher) encode(facts []Fact) (body []byte, msgID string, err error) 
 		if i == 0 {
 			first = id
 		}
-		env := ledger.Envelope{EventID: id, StreamID: p.stream, Type: typ, SchemaVersion: 1,
+		env := ledger.Envelope{EventID: id, StreamID: p.stream, Type: typ, SchemaVersion: domain.SchemaVersionOf(typ),
 			KeyID: p.cfg.Key.ID(), Payload: payload, Metadata: meta}
 		envelopes[i] = ledger.AppendEnvelope(make([]byte, 0, ledger.EnvelopeSize(&env)), &env)
 	}

@@ -150,7 +150,7 @@ func TestBenchStoreSmoke(t *testing.T) {
 func TestConnectBadFlags(t *testing.T) {
 	t.Parallel()
 	r := tp(t, "connect", "--node", "ftp://x", "--token", "t", "--to", "127.0.0.1:1", "--control-url", "http://127.0.0.1:1", "--fingerprint", "md5:x")
-	if r.code == 0 || !strings.Contains(r.stderr, `NodeURL: "ftp://x"`) || !strings.Contains(r.stderr, `HostKeyFingerprint "md5:x"`) ||
+	if r.code == 0 || !strings.Contains(r.stderr, `NodeURL: "ftp://x"`) || !strings.Contains(r.stderr, `fingerprint "md5:x"`) ||
 		strings.Contains(r.stderr, "Upstream") {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}

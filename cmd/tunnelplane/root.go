@@ -62,6 +62,17 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
+// envList is TUNNELPLANE_<name> split at commas (nil when unset or empty).
+func envList(name string) []string {
+	var out []string
+	for v := range strings.SplitSeq(os.Getenv("TUNNELPLANE_"+name), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 func envDefault(name, def string) string {
 	if v, ok := os.LookupEnv("TUNNELPLANE_" + name); ok {
 		return v

@@ -49,7 +49,7 @@ func newTestLog(t *testing.T) *testLog {
 	}
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: keys.Load, Registry: eventstore.MustRegistry(types...)})
 	if err != nil {
@@ -321,7 +321,7 @@ func reopen(t *testing.T, l *testLog) *testLog {
 	t.Helper()
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	// The log key in force may be an older one now.
 	id, err := eventstore.LogKeyID(context.Background(), l.pool)

@@ -111,6 +111,23 @@ type Config struct {
 	// NodeURL is the node's agent endpoint: wss://node.example.com/v1/agent (http and https are
 	// read as ws and wss; an empty path means /v1/agent).
 	NodeURL string
+	// NodeURLs are more nodes, after NodeURL, in order of preference. The agent holds
+	// Connections of them at once, each a full session, on distinct nodes: when one is lost it
+	// moves that connection to the next free node (failover), and back to a preferred node once
+	// that has been reachable for FailbackDelay (failback). It reports both through a node it
+	// holds, which records them (failover.started, failover.completed, failback.completed).
+	NodeURLs []string
+	// Connections is how many nodes the agent holds at once (default 2, at most one per node).
+	Connections int
+	// FailbackDelay is how long a preferred node must stay reachable before the agent moves back
+	// to it (default 30s).
+	FailbackDelay time.Duration
+	// Discover is the control plane's URL (https://control.example.com) or its node list for the
+	// tunnel (…/api/v1/tunnels/{id}/nodes): the agent asks it, with its agent token, which nodes
+	// to hold and their host keys, after the NodeURLs given, and asks again every
+	// DiscoverInterval (default 1m).
+	Discover         string
+	DiscoverInterval time.Duration
 	// Token is the agent token; it is sent only after the host key checked out.
 	Token string
 	// Upstream is the local service: http://127.0.0.1:11434, https://…, or tcp://host:port.
@@ -121,7 +138,10 @@ type Config struct {
 	// HostKeyFingerprint pins the node's SSH host key ("SHA256:…"). Required unless
 	// InsecureSkipPin.
 	HostKeyFingerprint string
-	InsecureSkipPin    bool
+	// HostKeyFingerprints pins more keys: a node's host key must match one of them (several
+	// nodes have several keys).
+	HostKeyFingerprints []string
+	InsecureSkipPin     bool
 	// Protocols are the WebSocket subprotocols offered, preferred first (default v2, v1).
 	Protocols []string
 	// Version is reported to the node.
@@ -151,7 +171,8 @@ type Config struct {
 	TLSConfig *tls.Config
 	Logger    *slog.Logger
 	// OnState hears every state change with a plain-words detail (connected to …, disconnected:
-	// reason, retrying in 2s). It is called on Run's goroutine and must not block.
+	// reason, retrying in 2s). Calls never overlap (an agent on several nodes serialises them);
+	// it must not block.
 	OnState func(State, string)
 }
 
@@ -168,6 +189,11 @@ func (c *Config) applyDefaults() {
 	def(&c.KeepaliveTimeout, 10*time.Second)
 	def(&c.UpstreamDialTimeout, 10*time.Second)
 	def(&c.ShutdownTimeout, 30*time.Second)
+	def(&c.FailbackDelay, 30*time.Second)
+	def(&c.DiscoverInterval, time.Minute)
+	if c.Connections == 0 {
+		c.Connections = 2
+	}
 	if len(c.Protocols) == 0 {
 		c.Protocols = []string{node.ProtocolV2, node.ProtocolV1}
 	}
@@ -186,8 +212,16 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
 	}
-	if _, err := nodeURL(c.NodeURL); err != nil {
-		bad("NodeURL: %v", err)
+	if _, err := c.nodeURLs(); err != nil && (c.Discover == "" || c.NodeURL != "" || len(c.NodeURLs) > 0) {
+		bad("%v", err)
+	}
+	if c.Discover != "" {
+		if _, err := discoveryURL(c.Discover, c.Token); err != nil {
+			bad("Discover: %v", err)
+		}
+	}
+	if c.Connections < 0 {
+		bad("Connections must be positive, got %d", c.Connections)
 	}
 	if c.Token == "" {
 		bad("Token is required")
@@ -198,10 +232,13 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
-	case c.HostKeyFingerprint == "" && !c.InsecureSkipPin:
+	case c.HostKeyFingerprint == "" && len(c.HostKeyFingerprints) == 0 && !c.InsecureSkipPin && (c.NodeURL != "" || len(c.NodeURLs) > 0):
 		bad("HostKeyFingerprint is required (SHA256:… from the node) unless InsecureSkipPin is set")
-	case c.HostKeyFingerprint != "" && !strings.HasPrefix(c.HostKeyFingerprint, "SHA256:"):
-		bad("HostKeyFingerprint %q must look like SHA256:…", c.HostKeyFingerprint)
+	}
+	for _, fp := range c.pins() {
+		if !strings.HasPrefix(fp, "SHA256:") {
+			bad("host key fingerprint %q must look like SHA256:…", fp)
+		}
 	}
 	for _, p := range c.Protocols {
 		if !slices.Contains(node.SupportedProtocols, p) {
@@ -214,13 +251,53 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}} {
+	}{{"DialTimeout", c.DialTimeout}, {"KeepaliveInterval", c.KeepaliveInterval}, {"KeepaliveTimeout", c.KeepaliveTimeout}, {"UpstreamDialTimeout", c.UpstreamDialTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}, {"FailbackDelay", c.FailbackDelay}, {"DiscoverInterval", c.DiscoverInterval}} {
 		if d.v < 0 {
 			bad("%s must be positive, got %v", d.name, d.v)
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// pins are the host key fingerprints a node's key may match.
+func (c *Config) pins() []string {
+	var out []string
+	if c.HostKeyFingerprint != "" {
+		out = append(out, c.HostKeyFingerprint)
+	}
+	return append(out, c.HostKeyFingerprints...)
+}
+
+// nodeURLs are NodeURL and NodeURLs, parsed, in order of preference.
+func (c *Config) nodeURLs() ([]*url.URL, error) {
+	raw := c.NodeURLs
+	if c.NodeURL != "" {
+		raw = append([]string{c.NodeURL}, raw...)
+	}
+	if len(raw) == 0 {
+		return nil, errors.New("NodeURL: a node is required (or Discover)")
+	}
+	if len(raw) > maxNodes {
+		return nil, fmt.Errorf("NodeURLs: at most %d nodes, got %d", maxNodes, len(raw))
+	}
+	out := make([]*url.URL, 0, len(raw))
+	seen := map[string]bool{}
+	for _, r := range raw {
+		u, err := nodeURL(r)
+		if err != nil {
+			return nil, fmt.Errorf("NodeURL: %w", err)
+		}
+		if seen[u.String()] {
+			return nil, fmt.Errorf("NodeURL: %s is given twice", u.Redacted())
+		}
+		seen[u.String()] = true
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// maxNodes bounds the nodes one agent is given.
+const maxNodes = 64
 
 func nodeURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
@@ -292,8 +369,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	cfg.applyDefaults()
-	u, _ := nodeURL(cfg.NodeURL)
-	a := &agent{cfg: cfg, url: u, log: cfg.Logger.With("node_url", u.String())}
+	nodes, _ := cfg.nodeURLs()
+	a := &agent{cfg: cfg, nodes: nodes, log: cfg.Logger}
+	if cfg.Discover != "" {
+		a.discoverURL, _ = discoveryURL(cfg.Discover, cfg.Token)
+	}
 	if cfg.Upstream != "" {
 		a.up, _ = parseUpstream(cfg.Upstream)
 	}
@@ -301,14 +381,21 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 type agent struct {
-	cfg Config
-	url *url.URL
-	up  upstream // Config.Upstream; zero: the tunnel's, per connection
-	log *slog.Logger
+	cfg   Config
+	nodes []*url.URL // in order of preference
+	up    upstream   // Config.Upstream; zero: the tunnel's, per connection
+	log   *slog.Logger
+
+	discoverURL *url.URL // nil: no discovery
+
+	stateMu sync.Mutex     // OnState calls never overlap
+	behind  sync.WaitGroup // connections left to finish their calls (a draining node, a failback)
 }
 
 func (a *agent) state(s State, detail string) {
 	if a.cfg.OnState != nil {
+		a.stateMu.Lock()
+		defer a.stateMu.Unlock()
 		a.cfg.OnState(s, detail)
 	}
 }
@@ -317,67 +404,10 @@ func (a *agent) state(s State, detail string) {
 // command line printing the states prints each event once.
 func (a *agent) report(s State, detail string, level slog.Level, msg string, attrs ...any) {
 	if a.cfg.OnState != nil {
-		a.cfg.OnState(s, detail)
+		a.state(s, detail)
 		return
 	}
 	a.log.Log(context.Background(), level, msg, attrs...)
-}
-
-func (a *agent) run(ctx context.Context) error {
-	failures := 0
-	timer := time.NewTimer(0)
-	<-timer.C
-	defer timer.Stop()
-	for {
-		a.state(StateConnecting, "connecting to "+a.url.String())
-		start := time.Now()
-		c, err := a.connect(ctx)
-		var delay time.Duration
-		if err == nil {
-			failures = 0
-			from := "the tunnel's upstream"
-			if a.cfg.Upstream != "" {
-				from = "its own upstream"
-			}
-			a.report(StateConnected, fmt.Sprintf("connected to %s in %v (%s, %s, %s), forwarding to %s (%s)", a.url, time.Since(start).Round(time.Millisecond),
-				c.protocol, c.algs.KeyExchange, c.algs.Write.Cipher, c.upURL, from),
-				slog.LevelInfo, "connected", "upstream", c.upURL, "protocol", c.protocol, "kex", c.algs.KeyExchange, "cipher", c.algs.Write.Cipher,
-				"connect_ms", time.Since(start).Milliseconds())
-			reason := c.serve(ctx)
-			if ctx.Err() != nil {
-				a.state(StateStopped, "stopped")
-				return nil
-			}
-			a.report(StateDisconnected, "disconnected: "+reason, slog.LevelWarn, "disconnected", "reason", reason)
-			delay = a.backoff(0)
-			if reason == "replaced" {
-				// Another agent holds the tunnel now; reconnecting at once would only take it back
-				// and start a tug of war.
-				delay = a.cfg.MaxBackoff
-			}
-		} else {
-			if ctx.Err() != nil {
-				a.state(StateStopped, "stopped")
-				return nil
-			}
-			if errors.Is(err, ErrPermanent) || errors.Is(err, ErrNoUpstream) {
-				// Said once, by whoever receives the error.
-				a.state(StateStopped, "stopped: not retrying")
-				return err
-			}
-			a.report(StateDisconnected, "disconnected: "+err.Error(), slog.LevelWarn, "connection failed", "error", err)
-			delay = a.backoff(failures)
-			failures++
-		}
-		a.state(StateRetrying, "retrying in "+delay.Round(time.Millisecond).String())
-		timer.Reset(delay)
-		select {
-		case <-ctx.Done():
-			a.state(StateStopped, "stopped")
-			return nil
-		case <-timer.C:
-		}
-	}
 }
 
 // backoff is MinBackoff·2^n capped at MaxBackoff, with equal jitter (between half and all of it)
@@ -397,6 +427,8 @@ func (a *agent) backoff(n int) time.Duration {
 // conn is one established connection to a node.
 type conn struct {
 	a        *agent
+	url      *url.URL
+	nodeID   string // as the node named itself ("" for older nodes)
 	ws       *wsconn.Conn
 	sc       ssh.Conn
 	chans    <-chan ssh.NewChannel
@@ -416,9 +448,13 @@ type conn struct {
 	idle       chan struct{}  // closed when active drops to zero, while someone waits
 	refusing   bool           // stopping and the node does not drain: refuse new channels
 	reqsDone   chan struct{}
+	// draining is closed when the node says it drains (node.DrainReason): it routes no new call
+	// here and ends the session once its calls are done.
+	draining  chan struct{}
+	drainOnce sync.Once
 }
 
-func (a *agent) connect(ctx context.Context) (*conn, error) {
+func (a *agent) connect(ctx context.Context, u *url.URL, pins []string) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.DialTimeout)
 	defer cancel()
 	// gorilla bounds the upgrade with a deadline but does not watch ctx: close the socket when
@@ -453,17 +489,17 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		Subprotocols:     a.cfg.Protocols,
 		TLSClientConfig:  a.cfg.TLSConfig,
 	}
-	ws, resp, err := d.DialContext(ctx, a.url.String(), http.Header{"User-Agent": {"tunnelplane-agent/" + a.cfg.Version}})
+	ws, resp, err := d.DialContext(ctx, u.String(), http.Header{"User-Agent": {"tunnelplane-agent/" + a.cfg.Version}})
 	// From here on the WebSocket's own stop (below) closes the socket, after saying goodbye.
 	if !stopRaw() && err == nil {
 		ws.Close()
-		return nil, fmt.Errorf("dial %s: %w", a.url.Redacted(), ctx.Err())
+		return nil, fmt.Errorf("dial %s: %w", u.Redacted(), ctx.Err())
 	}
 	if err != nil {
 		if resp != nil {
 			return nil, refusal(resp)
 		}
-		return nil, fmt.Errorf("dial %s: %w", a.url.Redacted(), err)
+		return nil, fmt.Errorf("dial %s: %w", u.Redacted(), err)
 	}
 	if !slices.Contains(a.cfg.Protocols, ws.Subprotocol()) {
 		ws.Close()
@@ -494,11 +530,11 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		Auth: []ssh.AuthMethod{ssh.Password(a.cfg.Token)},
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			got := ssh.FingerprintSHA256(key)
-			if a.cfg.InsecureSkipPin || got == a.cfg.HostKeyFingerprint {
+			if a.cfg.InsecureSkipPin || slices.Contains(pins, got) {
 				return nil
 			}
 			return permanent(fmt.Sprintf("node host key %s does not match the pinned %s (the node's key changed, or this is not your node)",
-				got, a.cfg.HostKeyFingerprint), ErrHostKeyMismatch)
+				got, strings.Join(pins, ", ")), ErrHostKeyMismatch)
 		},
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		BannerCallback: func(msg string) error {
@@ -508,7 +544,7 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		ClientVersion: "SSH-2.0-tunnelplane_agent_" + sanitizeVersion(a.cfg.Version),
 		Config:        ssh.Config{KeyExchanges: node.KeyExchanges, Ciphers: node.Ciphers, MACs: node.MACs},
 	}
-	sc, chans, reqs, err := ssh.NewClientConn(wc, a.url.Host, sshCfg)
+	sc, chans, reqs, err := ssh.NewClientConn(wc, u.Host, sshCfg)
 	if err != nil {
 		wc.Close()
 		var pe *permanentError
@@ -524,15 +560,15 @@ func (a *agent) connect(ctx context.Context) (*conn, error) {
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w: the node refused the agent token", ErrAuthFailed)
 		case ctx.Err() != nil:
-			return nil, fmt.Errorf("connect to %s: timed out after %v", a.url.Redacted(), a.cfg.DialTimeout)
+			return nil, fmt.Errorf("connect to %s: timed out after %v", u.Redacted(), a.cfg.DialTimeout)
 		}
-		return nil, fmt.Errorf("ssh handshake with %s: %w", a.url.Redacted(), err)
+		return nil, fmt.Errorf("ssh handshake with %s: %w", u.Redacted(), err)
 	}
 	scMu.Lock()
 	established = sc
 	scMu.Unlock()
-	c := &conn{a: a, ws: wc, sc: sc, chans: chans, reqs: reqs, protocol: ws.Subprotocol(),
-		algs: sc.(ssh.AlgorithmsConnMetadata).Algorithms(), reqsDone: make(chan struct{})}
+	c := &conn{a: a, url: u, ws: wc, sc: sc, chans: chans, reqs: reqs, protocol: ws.Subprotocol(),
+		algs: sc.(ssh.AlgorithmsConnMetadata).Algorithms(), reqsDone: make(chan struct{}), draining: make(chan struct{})}
 	// Global requests must be answered while we wait for the forward reply.
 	go c.handleRequests()
 	if err := c.requestTunnel(); err != nil {
@@ -558,10 +594,12 @@ func (c *conn) requestTunnel() error {
 		if a.cfg.Upstream != "" {
 			withUpstream(c.up)
 		}
-		tunnelUp, err := c.sendInfo(info)
+		reply, err := c.sendInfo(info)
 		if err != nil {
 			return err
 		}
+		tunnelUp := reply.Upstream
+		c.nodeID = reply.NodeID
 		if a.cfg.Upstream == "" {
 			if tunnelUp == "" {
 				return ErrNoUpstream
@@ -605,26 +643,28 @@ func redacted(raw string) string {
 	return u.Redacted()
 }
 
-// sendInfo sends an agent-info request and returns the tunnel's upstream from the node's answer
-// ("" when it tells none, as older nodes).
-func (c *conn) sendInfo(info node.AgentInfo) (string, error) {
+// sendInfo sends an agent-info request and returns the node's answer (empty from older nodes:
+// no tunnel upstream, no node id).
+func (c *conn) sendInfo(info node.AgentInfo) (node.AgentInfoReply, error) {
 	js, _ := json.Marshal(info)
 	_, payload, err := c.sc.SendRequest(node.RequestAgentInfo, true, ssh.Marshal(node.JSONPayload{JSON: string(js)}))
 	if err != nil {
-		return "", fmt.Errorf("send agent info: %w", err)
+		return node.AgentInfoReply{}, fmt.Errorf("send agent info: %w", err)
 	}
-	return infoReplyUpstream(payload), nil
+	return infoReply(payload), nil
 }
 
-// infoReplyUpstream reads the tunnel's upstream from the node's answer to agent-info ("" for an
-// empty or unreadable one).
-func infoReplyUpstream(payload []byte) string {
+// infoReply reads the node's answer to agent-info (zero for an empty or unreadable one).
+func infoReply(payload []byte) node.AgentInfoReply {
 	var p node.JSONPayload
 	var r node.AgentInfoReply
 	if len(payload) == 0 || ssh.Unmarshal(payload, &p) != nil || json.Unmarshal([]byte(p.JSON), &r) != nil {
-		return ""
+		return node.AgentInfoReply{}
 	}
-	return r.Upstream
+	if len(r.NodeID) > 64 || strings.ContainsFunc(r.NodeID, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		r.NodeID = "" // shown and reported: printable and short, or nothing
+	}
+	return r
 }
 
 // drain waits for the request handler after a failed setup, and refuses channels.
@@ -647,6 +687,9 @@ func (c *conn) handleRequests() {
 				c.mu.Lock()
 				c.nodeReason = d.Reason
 				c.mu.Unlock()
+				if d.Reason == node.DrainReason {
+					c.drainOnce.Do(func() { close(c.draining) })
+				}
 			}
 			if r.WantReply {
 				_ = r.Reply(true, nil)
@@ -659,22 +702,22 @@ func (c *conn) handleRequests() {
 	}
 }
 
-// serve carries forwarded connections until the connection ends and says why it ended. When ctx
-// ends first, it shuts the connection down gently (shutdown).
-func (c *conn) serve(ctx context.Context) string {
+// start carries forwarded connections and keeps the connection alive; ended closes when the
+// connection is gone (the node's channel opens have ended). finish then says why.
+func (c *conn) start() (ended <-chan struct{}) {
 	c.mu.Lock()
 	c.kaTimer = time.AfterFunc(c.a.cfg.KeepaliveInterval, c.keepalive)
 	c.mu.Unlock()
-	ended := make(chan struct{}) // the connection is gone: the node's channel opens have ended
+	e := make(chan struct{})
 	go func() {
-		defer close(ended)
+		defer close(e)
 		c.accept()
 	}()
-	select {
-	case <-ended:
-	case <-ctx.Done():
-		c.shutdown(ended)
-	}
+	return e
+}
+
+// finish waits for the connection's end and its forwards, and says why it ended.
+func (c *conn) finish() string {
 	err := c.sc.Wait()
 	c.mu.Lock()
 	c.closed = true

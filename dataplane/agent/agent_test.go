@@ -115,7 +115,7 @@ func FuzzInfoReplyUpstream(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		up := infoReplyUpstream(payload)
+		up := infoReply(payload).Upstream
 		if up == "" {
 			return
 		}
@@ -128,10 +128,13 @@ func FuzzInfoReplyUpstream(f *testing.F) {
 }
 
 func TestInfoReplyUpstream(t *testing.T) {
-	if got := infoReplyUpstream(ssh.Marshal(node.JSONPayload{JSON: `{"upstream":"http://h:1"}`})); got != "http://h:1" {
-		t.Fatalf("%q", got)
+	if got := infoReply(ssh.Marshal(node.JSONPayload{JSON: `{"upstream":"http://h:1","node_id":"n-1"}`})); got.Upstream != "http://h:1" || got.NodeID != "n-1" {
+		t.Fatalf("%+v", got)
 	}
-	if got := infoReplyUpstream(nil); got != "" {
+	if got := infoReply(ssh.Marshal(node.JSONPayload{JSON: `{"node_id":"n 1\u001b[2J"}`})); got.NodeID != "" {
+		t.Fatalf("a node id with control characters was kept: %q", got.NodeID)
+	}
+	if got := infoReply(nil).Upstream; got != "" {
 		t.Fatalf("an older node's empty answer gave %q", got)
 	}
 }

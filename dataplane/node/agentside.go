@@ -228,10 +228,8 @@ func (s *session) agentInfoReply(info AgentInfo) []byte {
 			s.log.Warn("agent overrides the tunnel's upstream", "tunnel_upstream", redactedURL(tunnel), "agent_upstream", redactedURL(o))
 		}
 	}
-	if tunnel == "" {
-		return nil // as older nodes answer: the agent needs its own upstream
-	}
-	js, _ := json.Marshal(AgentInfoReply{Upstream: tunnel})
+	// Without an upstream the agent needs its own, as with older nodes that answer nothing.
+	js, _ := json.Marshal(AgentInfoReply{Upstream: tunnel, NodeID: s.n.cfg.NodeID})
 	return ssh.Marshal(JSONPayload{JSON: string(js)})
 }
 

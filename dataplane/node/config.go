@@ -95,6 +95,9 @@ type Sink interface {
 	AgentDisconnected(domain.AgentDisconnected)
 	AgentReplaced(domain.AgentReplaced)
 	UsageRecorded(domain.UsageRecorded)
+	// AgentReported takes what an agent reported through RequestAgentEvent (failover facts),
+	// checked and completed with the session's identity.
+	AgentReported(domain.Event)
 }
 
 // Config configures a Node. Zero durations and sizes take the documented defaults; negative

@@ -99,6 +99,7 @@ type sink struct {
 	disconnected []domain.AgentDisconnected
 	replaced     []domain.AgentReplaced
 	usage        []domain.UsageRecorded
+	reported     []domain.Event
 }
 
 func (s *sink) AgentReplaced(e domain.AgentReplaced) {
@@ -491,4 +492,16 @@ func (e *env) dialSSHAgent(tokenID, tunnel string) (ssh.Conn, <-chan ssh.NewChan
 		e.t.Fatal(err)
 	}
 	return sc, chans, reqs
+}
+
+func (s *sink) AgentReported(e domain.Event) {
+	s.mu.Lock()
+	s.reported = append(s.reported, e)
+	s.mu.Unlock()
+}
+
+func (s *sink) agentReports() []domain.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]domain.Event(nil), s.reported...)
 }

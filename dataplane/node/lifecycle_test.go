@@ -220,9 +220,7 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 			req += u.Requests
 			in += u.BytesIn
 			out += u.BytesOut
-			for _, c := range u.LatencyBuckets {
-				buckets += c
-			}
+			buckets += u.TTFB.Count()
 			for k, v := range u.Errors {
 				errs[k] += v
 			}

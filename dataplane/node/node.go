@@ -166,7 +166,7 @@ func closeAll(list []*session, reason string) {
 // their requests in flight finish (until ctx ends), then disconnects them with reason
 // "node draining". It returns how many sessions it ended.
 func (n *Node) Drain(ctx context.Context) int {
-	const reason = "node draining"
+	const reason = DrainReason
 	n.mu.Lock()
 	n.draining = true
 	list := make([]*session, 0, len(n.sessions))

@@ -2,6 +2,7 @@ package node
 
 import (
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -36,8 +37,18 @@ const (
 	// notice's reason, as if the agent had sent RequestDisconnect. A node that does not know it
 	// answers false; the agent then refuses new channels itself.
 	RequestDrain = "drain@tunnelplane.dev"
+	// RequestAgentEvent (v2, want-reply, an AgentEvent as JSON) reports a decision of an agent
+	// that holds several nodes (failover, failback). The node records it as its own fact with
+	// this session's tunnel, token and session; one that does not know it answers false and the
+	// agent drops the event.
+	RequestAgentEvent = "agent-event@tunnelplane.dev"
 	// ChannelForwarded is the channel type the node opens for each ingress connection.
 	ChannelForwarded = "forwarded-tcpip"
+
+	// DrainReason is the DisconnectNotice a draining node sends its agents first: it routes them
+	// no new call and ends their sessions once their calls are done, so an agent that holds
+	// other nodes moves this connection elsewhere at once.
+	DrainReason = "node draining"
 
 	// CloseCodeNode is the WebSocket close code the node uses when it ends a session on purpose;
 	// the close text is the reason.
@@ -95,6 +106,18 @@ type AgentInfoReply struct {
 	// Upstream is the tunnel's upstream (AgentIdentity.Upstream); the agent uses it unless it was
 	// given its own. Empty when the node does not know it.
 	Upstream string `json:"upstream,omitempty"`
+	// NodeID names the node, so that an agent on several nodes can say which one it left.
+	NodeID string `json:"node_id,omitempty"`
+}
+
+// AgentEvent is what an agent reports with RequestAgentEvent.
+type AgentEvent struct {
+	Type         string    `json:"type"`  // domain.TypeFailoverStarted, TypeFailoverCompleted or TypeFailbackCompleted
+	Cause        string    `json:"cause"` // a domain.Cause… (failover only)
+	FromNodeID   string    `json:"from_node_id"`
+	DetectedAt   time.Time `json:"detected_at,omitzero"`
+	DurationMS   int64     `json:"duration_ms,omitempty"`
+	HealthyForMS int64     `json:"healthy_for_ms,omitempty"`
 }
 
 // JSONPayload wraps a JSON document as an SSH string.

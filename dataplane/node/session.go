@@ -43,6 +43,7 @@ type session struct {
 	peerReason   string // what the agent said in a RequestDisconnect
 	// overrideWarned: the agent's own upstream was logged (agentInfoReply)
 	overrideWarned bool
+	events         int // agent events taken (agentEvent bounds them per session)
 
 	kaTimer, expTimer, fwdTimer *time.Timer
 
@@ -150,6 +151,17 @@ func (s *session) handleRequest(r *ssh.Request) {
 		}
 		reply(true, nil)
 		s.agentDraining("agent: " + reason)
+	case RequestAgentEvent:
+		ev, err := s.agentEvent(r.Payload)
+		if err != nil {
+			s.log.Info("agent event refused", "error", err)
+			reply(false, nil)
+			return
+		}
+		if sink := s.n.cfg.Sink; sink != nil {
+			sink.AgentReported(ev)
+		}
+		reply(true, nil)
 	case RequestDisconnect:
 		var d DisconnectNotice
 		if ssh.Unmarshal(r.Payload, &d) == nil {

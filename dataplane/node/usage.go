@@ -1,24 +1,11 @@
 package node
 
 import (
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 )
-
-// latencyBoundsMS are the upper bounds of UsageRecorded.LatencyBuckets; each request is counted
-// once, in the first bucket whose bound it does not exceed ("+Inf" catches the rest).
-var latencyBoundsMS = []int64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
-
-var latencyKeys = func() []string {
-	k := make([]string, 0, len(latencyBoundsMS)+1)
-	for _, b := range latencyBoundsMS {
-		k = append(k, strconv.FormatInt(b, 10))
-	}
-	return append(k, "+Inf")
-}()
 
 type usageKey struct{ org, tunnel string }
 
@@ -26,7 +13,7 @@ type usageAcc struct {
 	requests          int64
 	errors            map[string]int64
 	bytesIn, bytesOut int64
-	buckets           [15]int64 // len(latencyBoundsMS)+1
+	ttfb              [domain.HistogramBuckets]int64
 }
 
 // usage aggregates requests per tunnel over the current window. One mutex for all tunnels: an
@@ -40,14 +27,7 @@ type usage struct {
 func newUsage(now time.Time) *usage { return &usage{start: now, acc: map[usageKey]*usageAcc{}} }
 
 func (u *usage) record(org, tunnel, class string, latency time.Duration, in, out int64) {
-	ms := latency.Milliseconds()
-	b := len(latencyBoundsMS)
-	for i, bound := range latencyBoundsMS {
-		if ms <= bound {
-			b = i
-			break
-		}
-	}
+	b := domain.HistogramIndex(latency)
 	k := usageKey{org, tunnel}
 	u.mu.Lock()
 	a := u.acc[k]
@@ -64,7 +44,7 @@ func (u *usage) record(org, tunnel, class string, latency time.Duration, in, out
 	}
 	a.bytesIn += in
 	a.bytesOut += out
-	a.buckets[b]++
+	a.ttfb[b]++
 	u.mu.Unlock()
 }
 
@@ -79,15 +59,9 @@ func (u *usage) flush(nodeID string, now time.Time) []domain.UsageRecorded {
 		if a.requests == 0 {
 			continue
 		}
-		buckets := map[string]int64{}
-		for i, c := range a.buckets {
-			if c > 0 {
-				buckets[latencyKeys[i]] = c
-			}
-		}
 		out = append(out, domain.UsageRecorded{
 			NodeID: nodeID, OrgID: k.org, TunnelID: k.tunnel, WindowStart: start.UTC(), WindowEnd: now.UTC(),
-			Requests: a.requests, Errors: a.errors, BytesIn: a.bytesIn, BytesOut: a.bytesOut, LatencyBuckets: buckets,
+			Requests: a.requests, Errors: a.errors, BytesIn: a.bytesIn, BytesOut: a.bytesOut, TTFB: domain.HistogramOf(&a.ttfb),
 		})
 	}
 	return out

@@ -21,7 +21,7 @@ var (
 )
 
 // Upcaster turns a payload of schema version v into one of version v+1.
-type Upcaster func(payload []byte) ([]byte, error)
+type Upcaster = func(payload []byte) ([]byte, error)
 
 // EventType describes one kind of event: a constant name (never derived from a Go type name) and
 // the schema version new events are written with. Upcasters[v] lifts a stored payload from v to

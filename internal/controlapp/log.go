@@ -30,7 +30,7 @@ func TokenKeys(dataDir string) eventstore.KeyDir {
 func DomainRegistry() (*eventstore.Registry, error) {
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	return eventstore.NewRegistry(types...)
 }

@@ -40,7 +40,7 @@ func Start(t testing.TB, pollInterval time.Duration) *Log {
 	}
 	var types []eventstore.EventType
 	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion})
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
 	}
 	st, err := eventstore.New(eventstore.Config{Pool: l.Pool, Key: key, Registry: eventstore.MustRegistry(types...), PollInterval: pollInterval})
 	if err != nil {

@@ -63,6 +63,7 @@ func (q *factQueue) AgentConnected(e domain.AgentConnected)       { q.push(e) }
 func (q *factQueue) AgentDisconnected(e domain.AgentDisconnected) { q.push(e) }
 func (q *factQueue) AgentReplaced(e domain.AgentReplaced)         { q.push(e) }
 func (q *factQueue) UsageRecorded(e domain.UsageRecorded)         { q.push(e) }
+func (q *factQueue) AgentReported(e domain.Event)                 { q.push(e) }
 
 func (q *factQueue) run(ctx context.Context) {
 	for {

@@ -121,6 +121,12 @@ func TestPodsAreConfined(t *testing.T) {
 				sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 				t.Errorf("%s: pod security context %+v", where, sc)
 			}
+			// tunnelplane refuses key files its group may read: the kubelet must not add group
+			// read/write to the data dir's files at every mount.
+			if usesImage(ps, "tunnelplane/") && sc != nil && sc.FSGroup != nil &&
+				(sc.FSGroupChangePolicy == nil || *sc.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch) {
+				t.Errorf("%s: fsGroup without fsGroupChangePolicy OnRootMismatch: the keys' mode 0600 is lost at the next mount", where)
+			}
 			if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
 				t.Errorf("%s: mounts a service account token", where)
 			}
@@ -160,6 +166,10 @@ func TestPodsAreConfined(t *testing.T) {
 			}
 		}
 	}
+}
+
+func usesImage(ps corev1.PodSpec, prefix string) bool {
+	return slices.ContainsFunc(ps.Containers, func(c corev1.Container) bool { return strings.HasPrefix(c.Image, prefix) })
 }
 
 func findObject[T any](objs []kubernetes.Object, name string) (T, bool) {

@@ -22,10 +22,10 @@ func TestNodePollsAreLoggedAtDebugOnly(t *testing.T) {
 	for range 3 {
 		e.must(http.StatusOK, http.MethodGet, "/api/v1/log", tok, nil)
 	}
-	e.call(http.MethodGet, "/api/v1/log", "", nil) // 401
+	e.call(http.MethodGet, "/api/v1/log?bogus=1", "", nil) // 400
 	e.must(http.StatusOK, http.MethodGet, "/api/v1/orgs", tok, nil)
 	out := logs.String()
-	if n := strings.Count(out, "route=/api/v1/log "); n != 1 || !strings.Contains(out, "route=/api/v1/log path=/api/v1/log status=401") {
+	if n := strings.Count(out, "route=/api/v1/log "); n != 1 || !strings.Contains(out, "route=/api/v1/log path=/api/v1/log status=400") {
 		t.Errorf("%d access-log lines for /api/v1/log at info level, want only the refused one:\n%s", n, out)
 	}
 	if !strings.Contains(out, "route=/api/v1/orgs ") {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
@@ -328,6 +329,10 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if !strings.EqualFold(scheme, "Bearer") || raw == "" {
 			s.auth.auditor.AuthFailed("malformed_authorization", "", ip, ua)
 			return &authError{code: "invalid_request", detail: "the Authorization header must be \"Bearer <token>\""}
+		}
+		if strings.HasPrefix(raw, domain.EnrollmentTokenPrefix) {
+			s.auth.auditor.AuthFailed("enrollment_token_misused", "", ip, ua)
+			return &authError{code: "invalid_token", detail: "a node enrollment token only enrolls a node (POST /api/v1/nodes)"}
 		}
 		subject, err := s.auth.verify(req.Context(), raw)
 		if err != nil {

@@ -101,6 +101,12 @@ type AgentTokenReader interface {
 	GetAccessKey(ctx context.Context, orgID, id string) (readmodels.AccessKey, error)
 }
 
+// EnrollmentTokenReader reads the node enrollment tokens view.
+type EnrollmentTokenReader interface {
+	ListEnrollmentTokens(ctx context.Context, f readmodels.EnrollmentTokenFilter) ([]readmodels.EnrollmentToken, error)
+	GetEnrollmentToken(ctx context.Context, id string) (readmodels.EnrollmentToken, error)
+}
+
 // AgentSessionReader reads the agent sessions view.
 type AgentSessionReader interface {
 	ListAgentSessions(ctx context.Context, f readmodels.AgentSessionFilter) ([]readmodels.AgentSession, error)
@@ -128,6 +134,7 @@ type ReadModels interface {
 	TunnelReader
 	NodeReader
 	AgentTokenReader
+	EnrollmentTokenReader
 	AgentSessionReader
 	RoleAssignmentReader
 	AuditReader
@@ -146,6 +153,9 @@ type Config struct {
 	// SIEMSecrets seals the secrets callers give SIEM sinks (a *siem.Secrets); without it only
 	// references are taken.
 	SIEMSecrets SecretSealer
+	// Exports runs the evidence exports of POST /exports (ExportsOf(an *exportjobs.Manager));
+	// without it those routes answer 503.
+	Exports Exports
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

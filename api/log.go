@@ -27,8 +27,9 @@ type LogInfo struct {
 	LogKeys []eventstore.KeyInfo `json:"log_keys"`
 }
 
-// logInfo serves any authenticated caller: nothing in it is secret, and it is what a witness or
-// an enrolling node needs.
+// logInfo serves anyone, without a token: nothing in it is secret (a checkpoint is meant to be
+// published), and it is what a witness, an auditor or a node needs; a node holds no user's token
+// (it enrolls with a node enrollment token that may do nothing else).
 func (s *Server) logInfo(c echo.Context) error {
 	if _, err := newQuery(c); err != nil {
 		return err

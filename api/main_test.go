@@ -19,6 +19,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
@@ -103,7 +104,17 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), SIEMSecrets: secrets, Registry: metrics, Logger: quiet}
+	exports, err := exportjobs.New(exportjobs.Config{Dir: dir + "/exports", Pool: pool, Log: st, Logger: quiet,
+		Key: func(context.Context) (*eventstore.SigningKey, error) { return key, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exports.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(exports.Stop)
+	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), SIEMSecrets: secrets, Registry: metrics, Logger: quiet,
+		Exports: api.ExportsOf(exports)}
 	for _, f := range tweak {
 		f(&cfg)
 	}

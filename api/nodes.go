@@ -61,7 +61,8 @@ func (s *Server) withLiveness(nodes []Node) {
 }
 
 // enrollNode registers a node: the body is commands.EnrollNode (the node's SSH host key and its
-// fingerprint, its id, and its event key with the proof of possession it signed).
+// fingerprint, its id, and its event key with the proof of possession it signed). The caller is a
+// superadmin, or presents a node enrollment token (authenticateEnrollment).
 func (s *Server) enrollNode(c echo.Context) error {
 	if _, err := newQuery(c); err != nil {
 		return err
@@ -77,7 +78,13 @@ func (s *Server) enrollNode(c echo.Context) error {
 	} else if err != nil && in.HostKey != "" {
 		return invalid("host_key", "must be an ssh-ed25519 public key in authorized_keys format")
 	}
-	res, err := s.cfg.Service.Handlers.EnrollNode.Handle(c.Request().Context(), in)
+	var res commands.Result
+	var err error
+	if raw, _ := c.Get(enrollmentTokenKey).(string); raw != "" {
+		res, err = s.enrollWithToken(c, raw, in)
+	} else {
+		res, err = s.cfg.Service.Handlers.EnrollNode.Handle(c.Request().Context(), in)
+	}
 	if err != nil {
 		return err
 	}

@@ -87,8 +87,16 @@ var operations = []operation{
 	{method: "DELETE", path: "/api/v1/access-keys/{id}", id: "revokeAccessKey", summary: "Revoke an access key (nodes refuse it as soon as the revocation reaches them)", tag: "access-keys",
 		params: []string{"path:id", "query:org", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
 
-	{method: "POST", path: "/api/v1/nodes", id: "enrollNode", summary: "Enroll a data-plane node with its host key and event key (superadmins); 200 when it is already enrolled with the same keys", tag: "nodes",
+	{method: "POST", path: "/api/v1/nodes", id: "enrollNode", summary: "Enroll a data-plane node with its host key and event key (superadmins, or a node enrollment token tpe_…: the one route it may call; 401 naming why when it is unknown, expired, revoked or used up); 200 when it is already enrolled with the same keys", tag: "nodes",
 		params: []string{"header:Idempotency-Key"}, body: "EnrollNode", status: 201, resp: "WriteResult", errs: []int{400, 403, 409, 413, 415, 422}},
+	{method: "POST", path: "/api/v1/nodes/enrollment-tokens", id: "issueEnrollmentToken", summary: "Issue a node enrollment token: it enrolls nodes and does nothing else; expiring, single-use by default (superadmins; the token is shown once)", tag: "nodes",
+		params: []string{"header:Idempotency-Key"}, body: "EnrollmentTokenInput", bodyOptional: true, status: 201, resp: "WriteResult", errs: []int{400, 403, 413, 415, 422}},
+	{method: "GET", path: "/api/v1/nodes/enrollment-tokens", id: "listEnrollmentTokens", summary: "Node enrollment tokens (records, never the tokens; superadmins)", tag: "nodes",
+		params: withList("query:enrollment_token_state"), status: 200, resp: "List:EnrollmentToken", errs: []int{400, 403}},
+	{method: "GET", path: "/api/v1/nodes/enrollment-tokens/{id}", id: "getEnrollmentToken", summary: "One node enrollment token's record", tag: "nodes",
+		params: []string{"path:id", "query:wait_for"}, status: 200, resp: "EnrollmentToken", errs: []int{400, 403, 404}},
+	{method: "DELETE", path: "/api/v1/nodes/enrollment-tokens/{id}", id: "revokeEnrollmentToken", summary: "Revoke a node enrollment token (the nodes it enrolled stay enrolled)", tag: "nodes",
+		params: []string{"path:id", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
 	{method: "GET", path: "/api/v1/nodes", id: "listNodes", summary: "Data-plane nodes (superadmins)", tag: "nodes",
 		params: withList("query:node_state", "query:name"), status: 200, resp: "List:Node", errs: []int{400, 403}},
 	{method: "GET", path: "/api/v1/nodes/{id}", id: "getNode", summary: "One node", tag: "nodes",
@@ -105,8 +113,8 @@ var operations = []operation{
 	{method: "DELETE", path: "/api/v1/role-assignments/{user_id}/{role}", id: "unassignRole", summary: "Withdraw a role", tag: "roles",
 		params: []string{"path:user_id", "path:role", "query:scope_org", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
 
-	{method: "GET", path: "/api/v1/log", id: "logInfo", summary: "The log's origin, size, newest signed checkpoint, the log key as a C2SP note verifier key, and the log keys' history", tag: "keys",
-		status: 200, resp: "LogInfo", errs: []int{400, 401}},
+	{method: "GET", path: "/api/v1/log", id: "logInfo", summary: "Public: the log's origin, size, newest signed checkpoint, the log key as a C2SP note verifier key, and the log keys' history", tag: "keys",
+		status: 200, resp: "LogInfo", errs: []int{400}, public: true},
 	{method: "GET", path: "/api/v1/keys", id: "listKeys", summary: "The log's key history: log, token and node keys (superadmins)", tag: "keys",
 		params: withList("query:purpose"), status: 200, resp: "List:Key", errs: []int{400, 403}},
 	{method: "POST", path: "/api/v1/keys/rotations", id: "rotateKey", summary: "Rotate the log key or the token key (superadmins)", tag: "keys",
@@ -115,6 +123,15 @@ var operations = []operation{
 	{method: "GET", path: "/api/v1/audit", id: "searchAudit", summary: "Search the audit index, newest first", tag: "audit",
 		params: withList("query:scope_org", "query:actor", "query:type", "query:stream", "query:correlation_id", "query:request_id", "query:since", "query:until"),
 		status: 200, resp: "List:AuditEntry", errs: []int{400, 403, 404, 422}},
+
+	{method: "POST", path: "/api/v1/exports", id: "createExport", summary: "Queue an evidence export of a window of the log (202; poll Location): the whole log (superadmins) or an organization's (its owners, admins and auditors); 429 with Retry-After when the queue is full", tag: "exports",
+		body: "ExportInput", status: 202, resp: "Export", errs: []int{400, 403, 404, 413, 415, 422, 429}},
+	{method: "GET", path: "/api/v1/exports", id: "listExports", summary: "Exports this control plane instance ran or runs, newest first (org \"*\": all of them, superadmins)", tag: "exports",
+		params: []string{"query:scope_org"}, status: 200, resp: "List:Export", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/exports/{id}", id: "getExport", summary: "One export: its state and progress (records read of the log's), and once done its window, size and SHA-256", tag: "exports",
+		params: []string{"path:id"}, status: 200, resp: "Export", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/exports/{id}/bundle", id: "downloadExport", summary: "Download a finished export's bundle (409 while it is not done); check it with verify-export", tag: "exports",
+		params: []string{"path:id"}, status: 200, resp: "zstd", errs: []int{400, 403, 404, 409, 422}},
 
 	{method: "POST", path: "/api/v1/siem/sinks", id: "createSIEMSink", summary: "Forward the log to a SIEM (org \"*\": a platform sink, superadmins; else an organization's events, its owners and admins)", tag: "siem",
 		params: []string{"query:scope_org", "header:Idempotency-Key"}, body: "SIEMSinkInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 404, 409, 413, 415, 422}},
@@ -167,14 +184,15 @@ var parameters = map[string]schema{
 	"query:cursor":    {"name": "cursor", "in": "query", "schema": str("next_cursor of the previous page, unchanged")},
 	"query:wait_for": {"name": "wait_for", "in": "query", "schema": schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"const": "latest"}},
 		"description": "a write's position (or \"latest\": everything the log holds now): answer only once the read models show it (bounded; 503 with Retry-After when not in time)"}},
-	"query:name":         {"name": "name", "in": "query", "schema": str("exact name")},
-	"query:owner":        {"name": "owner", "in": "query", "schema": str("owner (user id)")},
-	"query:reason":       {"name": "reason", "in": "query", "schema": str("recorded in the event")},
-	"query:removed":      {"name": "removed", "in": "query", "schema": schema{"type": "boolean", "default": false, "description": "include removed sinks"}},
-	"query:tunnel_id":    {"name": "tunnel_id", "in": "query", "schema": strf("uuid", "")},
-	"query:tunnel_state": {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "deleted", "all"}, "default": "active"}},
-	"query:token_state":  {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "revoked", "expired", "all"}, "default": "all"}},
-	"query:node_id":      {"name": "node_id", "in": "query", "schema": strf("uuid", "")},
+	"query:name":                   {"name": "name", "in": "query", "schema": str("exact name")},
+	"query:owner":                  {"name": "owner", "in": "query", "schema": str("owner (user id)")},
+	"query:reason":                 {"name": "reason", "in": "query", "schema": str("recorded in the event")},
+	"query:removed":                {"name": "removed", "in": "query", "schema": schema{"type": "boolean", "default": false, "description": "include removed sinks"}},
+	"query:tunnel_id":              {"name": "tunnel_id", "in": "query", "schema": strf("uuid", "")},
+	"query:tunnel_state":           {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "deleted", "all"}, "default": "active"}},
+	"query:token_state":            {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "revoked", "expired", "all"}, "default": "all"}},
+	"query:node_id":                {"name": "node_id", "in": "query", "schema": strf("uuid", "")},
+	"query:enrollment_token_state": {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "used", "expired", "revoked", "all"}, "default": "all"}},
 	"query:session_state": {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"connected", "ended", "unknown", "all"}, "default": "all",
 		"description": "unknown: the node was lost or removed before it reported the end"}},
 	"query:node_state":        {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"joined", "draining", "left"}}},
@@ -207,7 +225,7 @@ var schemas = map[string]schema{
 	"WriteResult": object([]string{"position"}, schema{
 		"id": str("the aggregate created or changed"), "position": integer("pass as wait_for to read this write"),
 		"version": integer("the aggregate's version (ETag, If-Match)"), "token": str("an issued agent token; shown once"),
-		"secret":     str("an issued access key; shown once"),
+		"secret":     str("an issued access key or node enrollment token; shown once"),
 		"expires_at": strf("date-time", ""), "issued_at": strf("date-time", ""), "key_id": str(""), "noop": schema{"type": "boolean"},
 	}),
 	"OrgInput": object([]string{"name"}, schema{"name": str("DNS label"), "owner": str("user id of the first owner")}),
@@ -246,6 +264,26 @@ var schemas = map[string]schema{
 		"revoked_at": strf("date-time", ""), "revoke_reason": str(""), "position": integer(""),
 		"state": schema{"type": "string", "enum": []string{"active", "revoked", "expired"}},
 	}),
+	"EnrollmentTokenInput": object(nil, schema{"ttl": str("Go duration or days (\"2d\"), default 1h, at most 7d"),
+		"uses": schema{"type": "integer", "minimum": 1, "maximum": 1000, "default": 1, "description": "how many nodes it may enroll"}}),
+	"EnrollmentToken": object([]string{"id", "issued_by", "issued_at", "expires_at", "max_uses", "nodes", "position", "state"}, schema{
+		"id": strf("uuid", ""), "issued_by": str(""), "issued_at": strf("date-time", ""), "expires_at": strf("date-time", ""),
+		"max_uses": integer(""), "nodes": schema{"type": "array", "items": strf("uuid", ""), "description": "the nodes it enrolled, in order"},
+		"revoked_at": strf("date-time", ""), "revoke_reason": str(""), "position": integer(""),
+		"state": schema{"type": "string", "enum": []string{"active", "used", "expired", "revoked"}},
+	}),
+	"ExportInput": object([]string{"from", "to"}, schema{
+		"from": schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"type": "string"}}, "description": "first position, or an RFC 3339 time"},
+		"to":   schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"type": "string"}}, "description": "last position, or an RFC 3339 time"},
+		"org":  str("organization name or id: its records in full, the window's others as leaf hashes only; none: the whole log")}),
+	"Export": object([]string{"id", "from", "to", "requested_by", "state", "records_done", "records_total", "created_at", "host"}, schema{
+		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "from": str("as asked"), "to": str("as asked"), "requested_by": str(""),
+		"state": schema{"type": "string", "enum": []string{"queued", "running", "done", "failed"}}, "error": str("why it failed"),
+		"records_done": integer("records of the log read so far"), "records_total": integer("records of the log to read"),
+		"created_at": strf("date-time", ""), "started_at": strf("date-time", ""), "finished_at": strf("date-time", ""),
+		"first_position": integer(""), "last_position": integer(""), "records": integer("records the bundle holds in full"),
+		"bytes": integer(""), "bundle_sha256": str("as export.created records it"), "position": integer("of export.created"),
+		"host": str("the control plane instance holding the bundle")}),
 	"KeyAdded": object([]string{"purpose", "owner", "key_id", "algorithm", "public_key", "proof"}, schema{
 		"purpose": schema{"type": "string", "const": "node"}, "owner": str("the node_id"), "key_id": str("ed25519:<hex>"),
 		"algorithm": schema{"type": "string", "const": "ed25519"}, "public_key": strf("byte", "base64"),
@@ -348,6 +386,9 @@ func (s *Server) renderOpenAPI() ([]byte, error) {
 		switch {
 		case op.resp == "text":
 			ok = schema{"description": "OK", "content": schema{"text/plain": schema{"schema": schema{"type": "string"}}}}
+		case op.resp == "zstd":
+			ok = schema{"description": "the bundle (tar compressed with zstd); Repr-Digest and X-Bundle-SHA256 carry the SHA-256 export.created recorded",
+				"content": schema{"application/zstd": schema{"schema": schema{"type": "string", "format": "binary"}}}}
 		case op.resp == "object":
 			ok = schema{"description": "OK", "content": schema{"application/json": schema{"schema": schema{"type": "object"}}}}
 		case strings.HasPrefix(op.resp, "List:"):

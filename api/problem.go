@@ -100,6 +100,9 @@ func classify(err error) classified {
 	var ve *domain.ValidationError
 	var re *requestError
 	var he *echo.HTTPError
+	if cl, ok := exportProblem(err); ok {
+		return cl
+	}
 	switch {
 	case errors.As(err, &ve):
 		return classified{status: http.StatusUnprocessableEntity, slug: "validation", detail: ve.Error(), fields: ve.Fields}
@@ -173,6 +176,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		h.Set(echo.HeaderWWWAuthenticate, v)
 	case http.StatusServiceUnavailable:
 		h.Set(echo.HeaderRetryAfter, "1")
+	case http.StatusTooManyRequests:
+		h.Set(echo.HeaderRetryAfter, "30")
 	}
 	var inProgress *commands.InProgressError
 	if errors.As(err, &inProgress) {

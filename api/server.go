@@ -158,21 +158,34 @@ func (s *Server) register() {
 	s.route(http.MethodGet, "/api/v1/access-keys/:id", s.getAccessKey, true)
 	s.route(http.MethodDelete, "/api/v1/access-keys/:id", s.revokeAccessKey, true)
 
-	s.route(http.MethodPost, "/api/v1/nodes", s.enrollNode, true)
+	// A node enrollment token may call this route and no other.
+	s.e.Add(http.MethodPost, "/api/v1/nodes", s.enrollNode, s.authenticateEnrollment)
+	s.routes["/api/v1/nodes"] = true
 	s.route(http.MethodGet, "/api/v1/nodes", s.listNodes, true)
 	s.route(http.MethodGet, "/api/v1/nodes/:id", s.getNode, true)
 	s.route(http.MethodPost, "/api/v1/nodes/:id/drain", s.drainNode, true)
 	s.route(http.MethodDelete, "/api/v1/nodes/:id", s.removeNode, true)
+	s.route(http.MethodPost, "/api/v1/nodes/enrollment-tokens", s.issueEnrollmentToken, true)
+	s.route(http.MethodGet, "/api/v1/nodes/enrollment-tokens", s.listEnrollmentTokens, true)
+	s.route(http.MethodGet, "/api/v1/nodes/enrollment-tokens/:id", s.getEnrollmentToken, true)
+	s.route(http.MethodDelete, "/api/v1/nodes/enrollment-tokens/:id", s.revokeEnrollmentToken, true)
 
 	s.route(http.MethodPost, "/api/v1/role-assignments", s.assignRole, true)
 	s.route(http.MethodGet, "/api/v1/role-assignments", s.listRoles, true)
 	s.route(http.MethodDelete, "/api/v1/role-assignments/:user_id/:role", s.unassignRole, true)
 
-	s.route(http.MethodGet, "/api/v1/log", s.logInfo, true)
+	// Public: a witness, an auditor and a node (before and after it enrolls, holding no user's
+	// token) read the log's description; nothing in it is secret.
+	s.route(http.MethodGet, "/api/v1/log", s.logInfo, false)
 	s.route(http.MethodGet, "/api/v1/keys", s.listKeys, true)
 	s.route(http.MethodPost, "/api/v1/keys/rotations", s.rotateKey, true)
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)
+
+	s.route(http.MethodPost, "/api/v1/exports", s.createExport, true)
+	s.route(http.MethodGet, "/api/v1/exports", s.listExports, true)
+	s.route(http.MethodGet, "/api/v1/exports/:id", s.getExport, true)
+	s.route(http.MethodGet, "/api/v1/exports/:id/bundle", s.downloadExport, true)
 
 	s.route(http.MethodPost, "/api/v1/siem/sinks", s.createSIEMSink, true)
 	s.route(http.MethodGet, "/api/v1/siem/sinks", s.listSIEMSinks, true)

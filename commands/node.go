@@ -32,37 +32,57 @@ func (s *Service) enrollNode(ctx context.Context, c EnrollNode) (Result, error) 
 	g := newIDGen(ctx, c.CommandName())
 	meta := metadata(ctx, c.CommandName(), "", s.cfg.Now())
 	return s.decideAndAppend(ctx, g, meta, failOnConflict, func() (decision, error) {
-		ev, err := domain.EnrollNode(domain.NewNode{NodeID: c.NodeID, Name: c.Name, HostKey: c.HostKey, HostKeyFingerprint: c.HostKeyFingerprint,
-			EventKeyID: c.EventKey.KeyID, AgentURL: c.AgentURL, IngressURL: c.IngressURL})
-		if err != nil {
-			return decision{}, err
+		ev, existing, err := s.decideEnrollment(ctx, c)
+		if err != nil || existing != nil {
+			return unchangedNode(existing), err
 		}
-		if c.EventKey.Purpose != eventstore.PurposeNode || c.EventKey.Owner != c.NodeID {
-			return decision{}, &domain.ValidationError{Fields: []domain.FieldError{{Field: "event_key", Message: "must be a node key owned by node_id"}}}
-		}
-		// A node enrolls again at every start: the same node with the same key is already done.
-		if recs, err := s.load(ctx, domain.NodeStream(c.NodeID)); err != nil {
-			return decision{}, err
-		} else if len(recs) > 0 {
-			n, err := domain.RehydrateNode(recs)
-			if err != nil {
-				return decision{}, err
-			}
-			if n.EventKeyID() != c.EventKey.KeyID || n.State() == domain.NodeLeft {
-				return decision{}, fmt.Errorf("enroll node %s: %w: it is enrolled with key %s (state %s)", c.NodeID, domain.ErrConflict, n.EventKeyID(), n.State())
-			}
-			return unchanged(n.ID(), n.Version()), nil
-		}
-		d := changed(c.NodeID, domain.NodeStream(c.NodeID), 0, ev)
-		d.withKeyEvent = func(ctx context.Context, appends ...eventstore.StreamAppend) (eventstore.AppendResult, error) {
-			res, err := s.store.AddPublicKey(ctx, meta, c.EventKey, appends...)
-			if errors.Is(err, eventstore.ErrInvalidEvent) {
-				return res, &domain.ValidationError{Fields: []domain.FieldError{{Field: "event_key", Message: err.Error()}}}
-			}
-			return res, err
-		}
-		return d, nil
+		return s.enrollment(meta, c, changed(c.NodeID, domain.NodeStream(c.NodeID), 0, ev)), nil
 	})
+}
+
+// decideEnrollment checks an enrollment. A node enrolls again at every start: when the same node
+// is enrolled with the same key it returns that node (nothing to do); another key, or a node that
+// left, is a conflict.
+func (s *Service) decideEnrollment(ctx context.Context, c EnrollNode) (domain.NodeEnrolled, *domain.Node, error) {
+	ev, err := domain.EnrollNode(domain.NewNode{NodeID: c.NodeID, Name: c.Name, HostKey: c.HostKey, HostKeyFingerprint: c.HostKeyFingerprint,
+		EventKeyID: c.EventKey.KeyID, AgentURL: c.AgentURL, IngressURL: c.IngressURL})
+	if err != nil {
+		return ev, nil, err
+	}
+	if c.EventKey.Purpose != eventstore.PurposeNode || c.EventKey.Owner != c.NodeID {
+		return ev, nil, &domain.ValidationError{Fields: []domain.FieldError{{Field: "event_key", Message: "must be a node key owned by node_id"}}}
+	}
+	recs, err := s.load(ctx, domain.NodeStream(c.NodeID))
+	if err != nil || len(recs) == 0 {
+		return ev, nil, err
+	}
+	n, err := domain.RehydrateNode(recs)
+	if err != nil {
+		return ev, nil, err
+	}
+	if n.EventKeyID() != c.EventKey.KeyID || n.State() == domain.NodeLeft {
+		return ev, nil, fmt.Errorf("enroll node %s: %w: it is enrolled with key %s (state %s)", c.NodeID, domain.ErrConflict, n.EventKeyID(), n.State())
+	}
+	return ev, n, nil
+}
+
+func unchangedNode(n *domain.Node) decision {
+	if n == nil {
+		return decision{}
+	}
+	return unchanged(n.ID(), n.Version())
+}
+
+// enrollment writes d (whose first stream is the node's) with the node's event key, atomically.
+func (s *Service) enrollment(meta []byte, c EnrollNode, d decision) decision {
+	d.withKeyEvent = func(ctx context.Context, appends ...eventstore.StreamAppend) (eventstore.AppendResult, error) {
+		res, err := s.store.AddPublicKey(ctx, meta, c.EventKey, appends...)
+		if errors.Is(err, eventstore.ErrInvalidEvent) {
+			return res, &domain.ValidationError{Fields: []domain.FieldError{{Field: "event_key", Message: err.Error()}}}
+		}
+		return res, err
+	}
+	return d
 }
 
 func (s *Service) loadNode(ctx context.Context, nodeID string) (*domain.Node, error) {

@@ -41,7 +41,8 @@ type Result struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	IssuedAt  *time.Time `json:"issued_at,omitempty"`
 	KeyID     string     `json:"key_id,omitempty"`
-	// Secret is an issued tunnel access key. It is shown once and never stored.
+	// Secret is an issued tunnel access key or node enrollment token. It is shown once and never
+	// stored.
 	Secret string `json:"secret,omitempty"`
 	// Noop says the command changed nothing (the state already was as asked).
 	Noop bool `json:"noop,omitempty"`
@@ -157,6 +158,11 @@ type Handlers struct {
 	UpdateSIEMSink     Handler[UpdateSIEMSink]
 	RemoveSIEMSink     Handler[RemoveSIEMSink]
 	SkipSIEMDelivery   Handler[SkipSIEMDelivery]
+
+	IssueEnrollmentToken  Handler[IssueEnrollmentToken]
+	RevokeEnrollmentToken Handler[RevokeEnrollmentToken]
+	// EnrollNodeWithToken is authorized by the enrollment token it carries, not by the policy.
+	EnrollNodeWithToken Handler[EnrollNodeWithToken]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -204,6 +210,10 @@ func New(cfg Config) (*Service, error) {
 		UpdateSIEMSink:     decorate(s, HandlerFunc[UpdateSIEMSink](s.updateSIEMSink)),
 		RemoveSIEMSink:     decorate(s, HandlerFunc[RemoveSIEMSink](s.removeSIEMSink)),
 		SkipSIEMDelivery:   decorate(s, HandlerFunc[SkipSIEMDelivery](s.skipSIEMDelivery)),
+
+		IssueEnrollmentToken:  decorate(s, HandlerFunc[IssueEnrollmentToken](s.issueEnrollmentToken)),
+		RevokeEnrollmentToken: decorate(s, HandlerFunc[RevokeEnrollmentToken](s.revokeEnrollmentToken)),
+		EnrollNodeWithToken:   tokenAuthenticated(s, HandlerFunc[EnrollNodeWithToken](s.enrollNodeWithToken)),
 	}
 	return s, nil
 }

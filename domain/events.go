@@ -33,6 +33,10 @@ const (
 	TypeAccessKeyIssued  = "access_key.issued"
 	TypeAccessKeyRevoked = "access_key.revoked"
 
+	TypeEnrollmentTokenIssued  = "enrollment_token.issued"
+	TypeEnrollmentTokenUsed    = "enrollment_token.used"
+	TypeEnrollmentTokenRevoked = "enrollment_token.revoked"
+
 	TypeRoleAssigned   = "role.assigned"
 	TypeRoleUnassigned = "role.unassigned"
 
@@ -66,6 +70,20 @@ func NodeReportable(eventType string) bool {
 	return false
 }
 
+// NodeNeeds tells whether nodes act on an event type: their view of the log folds it in. The
+// relay sends nodes every other record withheld (position, type, time and hashes only), so audit
+// events with callers' addresses, usage and SIEM settings never reach them; they still verify
+// every checkpoint over the whole log. ("$log" records, the key history, always go whole.)
+func NodeNeeds(eventType string) bool {
+	switch eventType {
+	case TypeOrganizationCreated, TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted,
+		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenRevoked, TypeNodeDrainRequested,
+		TypeAccessKeyIssued, TypeAccessKeyRevoked:
+		return true
+	}
+	return false
+}
+
 // EventType names a type, its current schema version, and how a stored payload of an older
 // version is lifted to the next one (Upcasters[v]: v → v+1).
 type EventType struct {
@@ -82,6 +100,7 @@ func EventTypes() []EventType {
 		TypeNodeEnrolled, TypeNodeDrainRequested, TypeNodeDrained, TypeNodeRemoved, TypeNodeLost, TypeNodeRecovered, TypeNodeCommandExecuted, TypeNodeStarted,
 		TypeAgentTokenIssued, TypeAgentTokenRevoked,
 		TypeAccessKeyIssued, TypeAccessKeyRevoked,
+		TypeEnrollmentTokenIssued, TypeEnrollmentTokenUsed, TypeEnrollmentTokenRevoked,
 		TypeRoleAssigned, TypeRoleUnassigned,
 		TypeAccessDenied, TypeAuthFailed, TypeIngestRejected, TypeAuditOverflowed,
 		TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded,
@@ -162,6 +181,12 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &AccessKeyIssued{}
 	case TypeAccessKeyRevoked:
 		e = &AccessKeyRevoked{}
+	case TypeEnrollmentTokenIssued:
+		e = &EnrollmentTokenIssued{}
+	case TypeEnrollmentTokenUsed:
+		e = &EnrollmentTokenUsed{}
+	case TypeEnrollmentTokenRevoked:
+		e = &EnrollmentTokenRevoked{}
 	case TypeRoleAssigned:
 		e = &RoleAssigned{}
 	case TypeRoleUnassigned:
@@ -367,6 +392,36 @@ type AccessKeyRevoked struct {
 	OrgID    string `json:"org_id"`
 	TunnelID string `json:"tunnel_id"`
 	Reason   string `json:"reason,omitempty"`
+}
+
+// ---- node enrollment tokens ----
+
+// EnrollmentTokenIssued records a credential that enrolls data-plane nodes and does nothing else.
+// The log keeps the SHA-256 of the token (hex), never the token, which its issuer was shown once.
+type EnrollmentTokenIssued struct {
+	TokenID    string    `json:"token_id"`
+	SecretHash string    `json:"secret_hash"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	MaxUses    int       `json:"max_uses"`
+	// DerivedFrom is the token key the secret was derived from (commands/token).
+	DerivedFrom string `json:"derived_from,omitempty"`
+	IssuedBy    string `json:"issued_by"`
+}
+
+// EnrollmentTokenUsed records that the token enrolled a node: appended to the token's stream in
+// the transaction of the node's node.enrolled (whose metadata names the token as its actor), at
+// the stream version the use was decided on, so a use beyond max_uses cannot be appended.
+type EnrollmentTokenUsed struct {
+	TokenID string `json:"token_id"`
+	NodeID  string `json:"node_id"`
+	// Use counts the token's uses, from 1.
+	Use int `json:"use"`
+}
+
+// EnrollmentTokenRevoked makes an enrollment token unusable at once.
+type EnrollmentTokenRevoked struct {
+	TokenID string `json:"token_id"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // ---- roles ----

@@ -319,6 +319,19 @@ func (s *Store) Checkpoints(ctx context.Context, after, upTo uint64) (map[uint64
 	return out, nil
 }
 
+// BatchStart is where the append batch holding position pos began (or begins, for the head):
+// the size of the last checkpoint at or before pos (0 when none).
+func (s *Store) BatchStart(ctx context.Context, pos uint64) (uint64, error) {
+	var size *int64
+	if err := s.pool.QueryRow(ctx, `SELECT max(size) FROM checkpoints WHERE size <= $1`, int64(pos)).Scan(&size); err != nil {
+		return 0, fmt.Errorf("batch start of %d: %w", pos, classify(err))
+	}
+	if size == nil {
+		return 0, nil
+	}
+	return uint64(*size), nil
+}
+
 // GenesisHash is the hash of the log's first record: the trust anchor of copies of the log
 // (ChainVerifier).
 func (s *Store) GenesisHash(ctx context.Context) ([]byte, error) {

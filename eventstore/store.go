@@ -195,6 +195,15 @@ func (s *Store) headPosition(ctx context.Context) (uint64, error) {
 // Head returns the position the next record will get (the number of records in the log).
 func (s *Store) Head(ctx context.Context) (uint64, error) { return s.headPosition(ctx) }
 
+// SignWithLogKey signs msg with the log key in force (nil for a read-only store): what the
+// relay's attestations of withheld records carry.
+func (s *Store) SignWithLogKey(msg []byte) []byte {
+	if k := s.currentKey(); k != nil {
+		return k.Sign(msg)
+	}
+	return nil
+}
+
 // currentKey returns the signing key, or nil for a read-only store.
 func (s *Store) currentKey() *SigningKey {
 	s.keyMu.RLock()

@@ -29,7 +29,8 @@ const (
 // All returns the built-in projections.
 func All() []Projection {
 	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
-		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{}}
+		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{},
+		enrollmentTokensProjection{}}
 }
 
 // folds tells whether p applies rec. A node's facts stream holds only what a node may report (the

@@ -77,12 +77,31 @@ const (
 	userName
 )
 
-// ocsfActor is who acted: a user id, or an application by name (and id).
+// ocsfActor is who acted: a user id, or an application by name (and id); caller, when set, is
+// the actor's user instead (the caller a node's usage window counts, the node being the app).
 type ocsfActor struct {
 	kind    actorKind
 	appName string
 	uid     string // the user's, or the application's
+	caller  ocsfCaller
 }
+
+// ocsfCaller is a caller of a tunnel as actor.user: a user by uid, a tunnel access key by uid
+// and credential_uid (type "Tunnel access key", as its entity is named, type_id Other), or
+// anonymous callers by name.
+type ocsfCaller struct {
+	kind callerKind
+	v    string
+}
+
+type callerKind uint8
+
+const (
+	callerNone callerKind = iota
+	callerUser
+	callerAccessKey
+	callerName
+)
 
 type actorKind uint8
 
@@ -206,20 +225,7 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 	b = strconv.AppendInt(b, int64(m.activity), 10)
 	b = append(b, `,"activity_name":`...)
 	b = appendJSONString(b, m.activityName)
-	switch o.actor.kind {
-	case actorUser:
-		b = append(b, `,"actor":{"user":{"uid":`...)
-		b = appendJSONString(b, o.actor.uid)
-		b = append(b, "}}"...)
-	case actorApp, actorAppWithID:
-		b = append(b, `,"actor":{"app_name":`...)
-		b = appendJSONString(b, o.actor.appName)
-		if o.actor.kind == actorAppWithID {
-			b = append(b, `,"app_uid":`...)
-			b = appendJSONString(b, o.actor.uid)
-		}
-		b = append(b, '}')
-	}
+	b = o.actor.appendJSON(b)
 	if o.api.set {
 		b = append(b, `,"api":{"operation":`...)
 		b = appendJSONString(b, o.api.v)
@@ -396,6 +402,43 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 		b = append(b, '}')
 	}
 	return append(b, '}'), nil
+}
+
+// appendJSON appends ,"actor":{…} (app_name, app_uid, user: sorted), or nothing for no actor.
+func (a ocsfActor) appendJSON(b []byte) []byte {
+	if a.kind == actorNone && a.caller.kind == callerNone {
+		return b
+	}
+	b = append(b, `,"actor":{`...)
+	if a.kind == actorApp || a.kind == actorAppWithID {
+		b = append(b, `"app_name":`...)
+		b = appendJSONString(b, a.appName)
+		if a.kind == actorAppWithID {
+			b = append(b, `,"app_uid":`...)
+			b = appendJSONString(b, a.uid)
+		}
+		if a.caller.kind == callerNone {
+			return append(b, '}')
+		}
+		b = append(b, ',')
+	}
+	switch a.caller.kind {
+	case callerUser:
+		b = append(b, `"user":{"uid":`...)
+		b = appendJSONString(b, a.caller.v)
+	case callerAccessKey:
+		b = append(b, `"user":{"credential_uid":`...)
+		b = appendJSONString(b, a.caller.v)
+		b = append(b, `,"type":"Tunnel access key","type_id":99,"uid":`...)
+		b = appendJSONString(b, a.caller.v)
+	case callerName:
+		b = append(b, `"user":{"name":`...)
+		b = appendJSONString(b, a.caller.v)
+	default: // actorUser
+		b = append(b, `"user":{"uid":`...)
+		b = appendJSONString(b, a.uid)
+	}
+	return append(b, "}}"...)
 }
 
 func appendOptInt(b []byte, key string, v optInt) []byte {

@@ -89,25 +89,31 @@ func samples() map[string]any {
 		domain.TypeAgentTokenRevoked:   domain.AgentTokenRevoked{TokenID: uuid.NewString(), OrgID: org, TunnelID: tun, Reason: "leaked"},
 		domain.TypeAccessKeyIssued: domain.AccessKeyIssued{KeyID: uuid.NewString(), OrgID: org, TunnelID: tun, SecretHash: domain.HashAccessKey("tpk_x"),
 			ExpiresAt: at.Add(time.Hour), CIDRs: []string{"10.0.0.0/8"}, RateTier: "free", DerivedFrom: "ed25519:1", IssuedBy: "alice"},
-		domain.TypeAccessKeyRevoked:    domain.AccessKeyRevoked{KeyID: uuid.NewString(), OrgID: org, TunnelID: tun, Reason: "leaked"},
-		domain.TypeRoleAssigned:        domain.RoleAssigned{OrgID: org, UserID: "bob", Role: "operator"},
-		domain.TypeRoleUnassigned:      domain.RoleUnassigned{OrgID: org, UserID: "bob", Role: "operator"},
-		domain.TypeAccessDenied:        domain.AccessDenied{ActorID: "mallory", OrgID: org, Action: "tunnels:delete", Resource: "tunnel/" + tun, Count: 4, WindowStart: at, WindowEnd: at.Add(time.Minute)},
-		domain.TypeAuthFailed:          domain.AuthFailed{Reason: "token expired 3m ago", Subject: "bob", RemoteAddr: "192.0.2.7:51234", UserAgent: "curl/8", Count: 2, At: at},
-		domain.TypeIngestRejected:      domain.IngestRejected{Subject: "nodefacts." + node, NodeID: node, KeyID: "k", Reason: "bad signature", Events: 5},
-		domain.TypeAuditOverflowed:     domain.AuditOverflowed{WindowStart: at, WindowEnd: at.Add(time.Minute), DroppedDenials: map[string]int{"mallory": 10}},
-		domain.TypeAgentConnected:      domain.AgentConnected{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", AgentVersion: "1", ProtocolVersion: "2", RemoteAddr: "[2001:db8::1]:40000", KeyExchange: "mlkem768x25519-sha256", Cipher: "aes128-gcm@openssh.com", HostKeyAlgo: "ssh-ed25519"},
-		domain.TypeAgentDisconnected:   domain.AgentDisconnected{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", BytesIn: 10, BytesOut: 20, DurationMS: 3000, Reason: "agent unresponsive"},
-		domain.TypeAgentReplaced:       domain.AgentReplaced{NodeID: node, OrgID: org, TunnelID: tun, OldSessionID: "a", OldTokenID: "b", NewSessionID: "c", NewTokenID: "d"},
-		domain.TypeFailoverStarted:     domain.FailoverStarted{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", FromNodeID: "node-a", Cause: domain.CauseKeepaliveTimeout, DetectedAt: at},
-		domain.TypeFailoverCompleted:   domain.FailoverCompleted{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", FromNodeID: "node-a", Cause: domain.CauseNodeLost, DurationMS: 840},
-		domain.TypeFailbackCompleted:   domain.FailbackCompleted{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", FromNodeID: "node-c", HealthyForMS: 30000},
-		domain.TypeUsageRecorded:       domain.UsageRecorded{NodeID: node, OrgID: org, TunnelID: tun, WindowStart: at, WindowEnd: at.Add(time.Minute), Requests: 7, BytesIn: 100, BytesOut: 2000},
+		domain.TypeAccessKeyRevoked:  domain.AccessKeyRevoked{KeyID: uuid.NewString(), OrgID: org, TunnelID: tun, Reason: "leaked"},
+		domain.TypeRoleAssigned:      domain.RoleAssigned{OrgID: org, UserID: "bob", Role: "operator"},
+		domain.TypeRoleUnassigned:    domain.RoleUnassigned{OrgID: org, UserID: "bob", Role: "operator"},
+		domain.TypeAccessDenied:      domain.AccessDenied{ActorID: "mallory", OrgID: org, Action: "tunnels:delete", Resource: "tunnel/" + tun, Count: 4, WindowStart: at, WindowEnd: at.Add(time.Minute)},
+		domain.TypeAuthFailed:        domain.AuthFailed{Reason: "token expired 3m ago", Subject: "bob", RemoteAddr: "192.0.2.7:51234", UserAgent: "curl/8", Count: 2, At: at},
+		domain.TypeIngestRejected:    domain.IngestRejected{Subject: "nodefacts." + node, NodeID: node, KeyID: "k", Reason: "bad signature", Events: 5},
+		domain.TypeAuditOverflowed:   domain.AuditOverflowed{WindowStart: at, WindowEnd: at.Add(time.Minute), DroppedDenials: map[string]int{"mallory": 10}},
+		domain.TypeAgentConnected:    domain.AgentConnected{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", AgentVersion: "1", ProtocolVersion: "2", RemoteAddr: "[2001:db8::1]:40000", KeyExchange: "mlkem768x25519-sha256", Cipher: "aes128-gcm@openssh.com", HostKeyAlgo: "ssh-ed25519"},
+		domain.TypeAgentDisconnected: domain.AgentDisconnected{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", BytesIn: 10, BytesOut: 20, DurationMS: 3000, Reason: "agent unresponsive"},
+		domain.TypeAgentReplaced:     domain.AgentReplaced{NodeID: node, OrgID: org, TunnelID: tun, OldSessionID: "a", OldTokenID: "b", NewSessionID: "c", NewTokenID: "d"},
+		domain.TypeFailoverStarted:   domain.FailoverStarted{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", FromNodeID: "node-a", Cause: domain.CauseKeepaliveTimeout, DetectedAt: at},
+		domain.TypeFailoverCompleted: domain.FailoverCompleted{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", FromNodeID: "node-a", Cause: domain.CauseNodeLost, DurationMS: 840},
+		domain.TypeFailbackCompleted: domain.FailbackCompleted{NodeID: node, SessionID: uuid.NewString(), OrgID: org, TunnelID: tun, TokenID: "t", FromNodeID: "node-c", HealthyForMS: 30000},
+		domain.TypeUsageRecorded: domain.UsageRecorded{NodeID: node, OrgID: org, TunnelID: tun, WindowStart: at, WindowEnd: at.Add(time.Minute),
+			CallerKind: domain.CallerAccessKey, CallerID: uuid.NewString(), Requests: 7, BytesIn: 100, BytesOut: 2000, StreamsMax: 2, StreamedMS: 9000,
+			Latency: &domain.Histogram{Offset: 150, Counts: []int64{3, 0, 4}}, TTFB: &domain.Histogram{Offset: 80, Counts: []int64{7}}},
 		domain.TypeSIEMSinkConfigured:  domain.SIEMSinkConfigured{SinkID: uuid.NewString(), OrgID: org, SIEMSinkSpec: domain.SIEMSinkSpec{Name: "splunk", Transport: "https", URL: "https://splunk.example:8088/services/collector/event", Profile: "hec", Format: "ocsf", Token: "sealed:v1:abc"}},
 		domain.TypeSIEMSinkUpdated:     domain.SIEMSinkUpdated{SinkID: uuid.NewString(), SIEMSinkSpec: domain.SIEMSinkSpec{Name: "rsyslog", Transport: "syslog", Address: "siem.example:6514", Format: "cef"}},
 		domain.TypeSIEMSinkRemoved:     domain.SIEMSinkRemoved{SinkID: uuid.NewString(), OrgID: org, Reason: "moved to another SIEM"},
 		domain.TypeSIEMDeliverySkipped: domain.SIEMDeliverySkipped{SinkID: uuid.NewString(), Position: 41, Reason: "the receiver refuses it for good"},
 		domain.TypeExportCreated:       domain.ExportCreated{ExportID: uuid.NewString(), From: 10, To: 99, Records: 90, CheckpointSize: 120, BundleSHA256: "ab12"},
+		domain.TypeEnrollmentTokenIssued: domain.EnrollmentTokenIssued{TokenID: uuid.NewString(), SecretHash: domain.HashEnrollmentSecret("tpe_x"),
+			ExpiresAt: at.Add(time.Hour), MaxUses: 1, DerivedFrom: "ed25519:1", IssuedBy: "root"},
+		domain.TypeEnrollmentTokenUsed:    domain.EnrollmentTokenUsed{TokenID: uuid.NewString(), NodeID: node, Use: 1},
+		domain.TypeEnrollmentTokenRevoked: domain.EnrollmentTokenRevoked{TokenID: uuid.NewString(), Reason: "not needed"},
 	}
 }
 
@@ -310,5 +316,43 @@ func TestTheDocumentedMappingIsTheMapping(t *testing.T) {
 	}
 	for typ := range rows {
 		t.Errorf("docs/siem.md maps %s, which is no event type", typ)
+	}
+}
+
+// A usage window names its caller as actor.user beside the node that counted it (actor.app_*):
+// a user by uid, an access key by credential_uid, anonymous callers by name; an overflow window
+// and a version 1 window (every caller) name none. Valid OCSF, and what the reference builds.
+func TestUsageWindowsNameTheirCaller(t *testing.T) {
+	t.Parallel()
+	s := ocsf(t)
+	base := samples()[domain.TypeUsageRecorded].(domain.UsageRecorded)
+	for _, c := range []struct{ kind, id, user, words string }{
+		{domain.CallerUser, "alice", `"user":{"uid":"alice"}`, "7 calls by user alice through"},
+		{domain.CallerAccessKey, "key-1", `"user":{"credential_uid":"key-1","type":"Tunnel access key","type_id":99,"uid":"key-1"}`, "7 calls by access key key-1 through"},
+		{domain.CallerAnonymous, "", `"user":{"name":"anonymous"}`, "7 calls by anonymous callers through"},
+		{domain.CallerOverflow, "", "", "7 calls by callers past the node's bound per window through"},
+		{"", "", "", "7 calls through"},
+	} {
+		u := base
+		u.CallerKind, u.CallerID = c.kind, c.id
+		e := siem.Entry{Record: record(t, 3, u, domain.Metadata{Actor: "node:n-1"}), Seq: 1}
+		got, err := siem.OCSF(e, siem.DefaultProduct("1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := siem.OCSFByMaps(e, siem.DefaultProduct("1"))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%q: %v\n got %s\nwant %s", c.kind, err, got, want)
+		}
+		if err := s.Validate(got); err != nil {
+			t.Errorf("%q: %v\n%s", c.kind, err, got)
+		}
+		actor := `"actor":{"app_name":"tunnelplane node","app_uid":"n-1"`
+		if c.user != "" {
+			actor += "," + c.user
+		}
+		if !strings.Contains(string(got), actor+"}") || !strings.Contains(string(got), c.words) {
+			t.Errorf("%q: want %s} and %q in\n%s", c.kind, actor, c.words, got)
+		}
 	}
 }

@@ -154,6 +154,15 @@ var ocsfMappings = map[string]ocsfMapping{
 	domain.TypeAccessKeyRevoked: entity(9, "Disable", "Tunnel access key", func(d decoded) (string, string) {
 		return d.event.(*domain.AccessKeyRevoked).KeyID, ""
 	}),
+	domain.TypeEnrollmentTokenIssued: entity(1, "Create", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenIssued).TokenID, ""
+	}),
+	domain.TypeEnrollmentTokenUsed: entity(activityOther, "Use", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenUsed).TokenID, ""
+	}),
+	domain.TypeEnrollmentTokenRevoked: entity(9, "Disable", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenRevoked).TokenID, ""
+	}),
 	domain.TypeRoleAssigned: {class: classUserAccess, activity: 1, activityName: "Assign Privileges", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.RoleAssigned)
@@ -296,7 +305,7 @@ var ocsfMappings = map[string]ocsfMapping{
 	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.UsageRecorded)
-			return strconv.FormatInt(e.Requests, 10) + " calls through tunnel " + e.TunnelID + " on node " + e.NodeID
+			return strconv.FormatInt(e.Requests, 10) + " calls" + usageCallerWords(e) + " through tunnel " + e.TunnelID + " on node " + e.NodeID
 		},
 		fill: func(d decoded, o *ocsfEvent) {
 			e := d.event.(*domain.UsageRecorded)
@@ -304,6 +313,14 @@ var ocsfMappings = map[string]ocsfMapping{
 			o.count = someInt(e.Requests)
 			o.window.set, o.window.start, o.window.end = true, e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
 			o.dstUID = some(e.NodeID)
+			switch e.CallerKind {
+			case domain.CallerUser:
+				o.actor.caller = ocsfCaller{kind: callerUser, v: e.CallerID}
+			case domain.CallerAccessKey:
+				o.actor.caller = ocsfCaller{kind: callerAccessKey, v: e.CallerID}
+			case domain.CallerAnonymous:
+				o.actor.caller = ocsfCaller{kind: callerName, v: "anonymous"}
+			}
 		}},
 	domain.TypeSIEMSinkConfigured: entity(1, "Create", "SIEM sink", func(d decoded) (string, string) {
 		e := d.event.(*domain.SIEMSinkConfigured)
@@ -326,6 +343,21 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.ExportCreated)
 		return e.ExportID, "positions " + strconv.FormatUint(e.From, 10) + ".." + strconv.FormatUint(e.To, 10)
 	}), sevLow),
+}
+
+// usageCallerWords names a usage window's caller in its message (" by user alice").
+func usageCallerWords(e *domain.UsageRecorded) string {
+	switch e.CallerKind {
+	case domain.CallerUser:
+		return " by user " + e.CallerID
+	case domain.CallerAccessKey:
+		return " by access key " + e.CallerID
+	case domain.CallerAnonymous:
+		return " by anonymous callers"
+	case domain.CallerOverflow:
+		return " by callers past the node's bound per window"
+	}
+	return ""
 }
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.

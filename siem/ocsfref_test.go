@@ -390,7 +390,7 @@ var refMappings = map[string]refMapping{
 	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.UsageRecorded)
-			return strconv.FormatInt(e.Requests, 10) + " calls through tunnel " + e.TunnelID + " on node " + e.NodeID
+			return strconv.FormatInt(e.Requests, 10) + " calls" + usageCallerWords(e) + " through tunnel " + e.TunnelID + " on node " + e.NodeID
 		},
 		fill: func(d decoded, o refEvent) {
 			e := d.event.(*domain.UsageRecorded)
@@ -398,6 +398,23 @@ var refMappings = map[string]refMapping{
 			o["count"] = e.Requests
 			o["start_time"], o["end_time"] = e.WindowStart.UnixMilli(), e.WindowEnd.UnixMilli()
 			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+			var user map[string]any
+			switch e.CallerKind {
+			case domain.CallerUser:
+				user = map[string]any{"uid": e.CallerID}
+			case domain.CallerAccessKey:
+				user = map[string]any{"credential_uid": e.CallerID, "type": "Tunnel access key", "type_id": 99, "uid": e.CallerID}
+			case domain.CallerAnonymous:
+				user = map[string]any{"name": "anonymous"}
+			default:
+				return
+			}
+			actor, _ := o["actor"].(map[string]any)
+			if actor == nil {
+				actor = map[string]any{}
+				o["actor"] = actor
+			}
+			actor["user"] = user
 		}},
 }
 

@@ -80,6 +80,45 @@ func TestPublishIngestStoresNodeSignedEvents(t *testing.T) {
 	}
 }
 
+// Facts too many for one NATS message (a node's usage windows of thousands of callers) are
+// published as consecutive batches and stored in order; none is lost.
+func TestPublishSplitsWhatOneMessageCannotHold(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	n := startNATS(t, controlbus.StreamsConfig{})
+	s := newStore(t)
+	nodeID, nodeKey := s.enrollNode(t)
+	startIngester(t, s, connect(t, n.url()), prometheus.NewRegistry())
+	pub, err := nodebus.NewPublisher(nodebus.PublisherConfig{Names: nm(t), NodeID: nodeID, Key: nodeKey, Conn: connect(t, n.url()),
+		SpoolDir: t.TempDir(), MaxMessageBytes: 32 << 10, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Stop()
+	facts := make([]nodebus.Fact, 300) // about 250 KiB signed
+	for i := range facts {
+		u := usage(nodeID, i+1)
+		u.CallerKind, u.CallerID = domain.CallerUser, uuid.NewString()
+		facts[i] = nodebus.Fact{Event: u}
+	}
+	if err := pub.Publish(ctx, facts...); err != nil {
+		t.Fatal(err)
+	}
+	stream := domain.NodeFactsStream(nodeID)
+	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := len(s.streamRecords(t, stream)); got != len(facts) {
+			return errorsf("%d of %d events stored", got, len(facts))
+		}
+		return nil
+	})
+	for i, r := range s.streamRecords(t, stream) {
+		var u domain.UsageRecorded
+		if err := json.Unmarshal(r.Payload, &u); err != nil || u.Requests != int64(i+1) {
+			t.Fatalf("event %d: requests %d (%v), want %d in publish order", i, u.Requests, err, i+1)
+		}
+	}
+}
+
 // A batch delivered again (its ack was lost, or the node resent it after the duplicate window) is
 // stored once; a batch that overlaps a stored one stores only the new events.
 func TestRedeliveredBatchIsStoredOnce(t *testing.T) {
@@ -222,6 +261,15 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A usage window no node could have counted: a histogram bucket past the layout.
+	liar, liarKey := s.enrollNode(t)
+	cases = append(cases, rejectCase{"a usage window breaking its rules", liar, controlbus.RejectInvalidFact, liarKey})
+	bad := usage(liar, 2)
+	bad.Latency = &domain.Histogram{Offset: domain.HistogramBuckets, Counts: []int64{2}}
+	if err := newPublisher(t, liar, liarKey, nc, t.TempDir(), nil).Publish(ctx, nodebus.Fact{Event: usage(liar, 1)}, nodebus.Fact{Event: bad}); err != nil {
+		t.Fatal(err)
+	}
+
 	var audits []domain.IngestRejected
 	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
 		audits = audits[:0]
@@ -235,8 +283,8 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 			}
 			audits = append(audits, ev)
 		}
-		if len(audits) != 7 {
-			return errorsf("%d rejections audited, want 7", len(audits))
+		if len(audits) != 8 {
+			return errorsf("%d rejections audited, want 8", len(audits))
 		}
 		return nil
 	})
@@ -278,7 +326,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 7 || info.NumRedelivered != 0 {
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 8 || info.NumRedelivered != 0 {
 			return errorsf("consumer: ack pending %d, pending %d, delivered %d, redelivered %d",
 				info.NumAckPending, info.NumPending, info.Delivered.Consumer, info.NumRedelivered)
 		}

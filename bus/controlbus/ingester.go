@@ -36,6 +36,7 @@ const (
 	RejectIDTaken          = "id_taken"           // an event id the log holds in another stream
 	RejectInvalidEvent     = "invalid_event"      // bad JSON, schema version, size …
 	RejectDuplicateInBatch = "duplicate_in_batch" // one event id twice in a batch
+	RejectInvalidFact      = "invalid_fact"       // a fact that breaks its type's rules (domain.UsageRecorded.Validate)
 )
 
 // ingestNamespace derives audit event ids, so a rejection redelivered before its message was
@@ -390,6 +391,13 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 			return nil, &rejection{reason: RejectBadSignature, detail: fmt.Sprintf("event %d names key %s, event 0 names %s", i, env.KeyID, keyID),
 				nodeID: nodeID, keyID: keyID, events: len(events)}, nil
 		}
+		if err := in.factProblem(&env); err != nil {
+			reason := permanentStoreError(err)
+			if reason == "" {
+				reason = RejectInvalidFact
+			}
+			return nil, &rejection{reason: reason, detail: fmt.Sprintf("event %d: %v", i, err), nodeID: nodeID, keyID: env.KeyID, events: len(events)}, nil
+		}
 	}
 	info, known, err := in.keys.lookup(ctx, keyID)
 	if err != nil {
@@ -401,6 +409,27 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 			nodeID: nodeID, keyID: keyID, events: len(events)}, nil
 	}
 	return events, nil, nil
+}
+
+// factProblem checks a fact of a type with rules of its own (usage.recorded: its Validate)
+// against them, at the type's current schema version (an older one is upcast first, as readers
+// will see it): a window no node could have counted must not reach the projections.
+func (in *Ingester) factProblem(env *eventstore.Envelope) error {
+	if env.Type != domain.TypeUsageRecorded {
+		return nil
+	}
+	_, payload, err := in.cfg.Store.Registry().Upcast(env.Type, env.SchemaVersion, env.Payload)
+	if err != nil {
+		return err
+	}
+	ev, err := domain.Decode(env.Type, payload)
+	if err != nil {
+		return fmt.Errorf("%w: %w", domain.ErrInvalidFact, err)
+	}
+	if v, ok := ev.(interface{ Validate() error }); ok {
+		return v.Validate()
+	}
+	return nil
 }
 
 // nodeMetadataProblem says what is wrong with a node's event metadata ("" nothing): it must name

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
@@ -84,6 +85,10 @@ type RelayConfig struct {
 	PublishTimeout time.Duration
 	// RetryInterval is the pause after a failure (NATS or the store away). Default 1s.
 	RetryInterval time.Duration
+	// Withhold picks the records sent withheld (ledger.WithheldCopy: no content, only what
+	// places them in the log), each append batch's attested by the log key; nil sends all whole.
+	// Records of the "$log" stream always go whole.
+	Withhold func(rec *eventstore.Record) bool
 	// Registerer receives the relay's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger defaults to slog.Default().
@@ -145,6 +150,10 @@ type Relay struct {
 
 	// fresh holds the positions whose message id someone else took (run's goroutine only).
 	fresh map[uint64]bool
+	// withheld are the current append batch's records sent withheld so far, for its
+	// attestation; origin names the log in it (run's goroutine only).
+	withheld []ledger.WithheldEntry
+	origin   string
 
 	// last is the last record this relay published and saw acknowledged (run's goroutine only):
 	// where it resumes within the process, whatever others published after it.
@@ -204,6 +213,9 @@ func (r *Relay) Stop() {
 func (r *Relay) run(ctx context.Context) {
 	for {
 		next, lastSeq, err := r.resume(ctx)
+		if err == nil {
+			err = r.rewind(ctx, next)
+		}
 		if err == nil {
 			r.position.Set(float64(next))
 			r.log.Debug("relaying", "from_position", next, "stream_seq", lastSeq)
@@ -328,6 +340,69 @@ func lastGenuine(ctx context.Context, st jetstream.Stream, store *eventstore.Sto
 	return t, nil
 }
 
+// withholds tells whether rec goes withheld.
+func (r *Relay) withholds(rec *eventstore.Record) bool {
+	return r.cfg.Withhold != nil && rec.StreamID != eventstore.LogStream && r.cfg.Withhold(rec)
+}
+
+// shape is rec as relayed: withheld when Withhold says so, and, when it ends an append batch
+// (checkpoint), carrying the log key's attestation of the batch's withheld records.
+func (r *Relay) shape(rec *eventstore.Record, checkpoint string) eventstore.Record {
+	out := *rec
+	if r.withholds(rec) {
+		out = ledger.WithheldCopy(rec)
+		r.withheld = append(r.withheld, ledger.WithheldEntry{Position: out.Position, LeafHash: out.LeafHash, Type: out.Type})
+	}
+	if checkpoint != "" {
+		if len(r.withheld) > 0 {
+			out.WithheldAttestation = r.cfg.Store.SignWithLogKey(ledger.WithheldMessage(r.origin, r.withheld))
+		}
+		r.withheld = r.withheld[:0]
+	}
+	return out
+}
+
+// rewind rebuilds the withheld records of the append batch holding position next from its
+// start, so that a relay resuming mid-batch attests all of them at the batch's end.
+func (r *Relay) rewind(ctx context.Context, next uint64) error {
+	r.withheld = r.withheld[:0]
+	if r.cfg.Withhold == nil {
+		return nil
+	}
+	if r.origin == "" {
+		origin, err := r.cfg.Store.Origin(ctx)
+		if err != nil {
+			return err
+		}
+		r.origin = origin
+	}
+	if next == 0 {
+		return nil
+	}
+	// The batch holding next began at the last checkpoint at or before it: when the record
+	// before next ended a batch, that is next itself and there is nothing to rebuild.
+	from, err := r.cfg.Store.BatchStart(ctx, next)
+	if err != nil {
+		return err
+	}
+	for from < next {
+		recs, err := r.cfg.Store.ReadAll(ctx, from, int(min(next-from, 1000)))
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return fmt.Errorf("relay: positions %d to %d are not in the log", from, next-1)
+		}
+		for i := range recs {
+			if recs[i].Position < next && r.withholds(&recs[i]) {
+				r.withheld = append(r.withheld, ledger.WithheldEntry{Position: recs[i].Position, LeafHash: ledger.LeafHashOf(&recs[i]), Type: recs[i].Type})
+			}
+		}
+		from = recs[len(recs)-1].Position + 1
+	}
+	return nil
+}
+
 // publish sends records pipelined, each expecting its predecessor as the stream's last message,
 // then waits for every acknowledgement.
 func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *uint64) error {
@@ -339,7 +414,8 @@ func (r *Relay) publish(ctx context.Context, recs []eventstore.Record, lastSeq *
 		}
 		futures := make([]jetstream.PubAckFuture, 0, len(chunk))
 		for i := range chunk {
-			msg, err := relayMessage(r.cfg.Names, &chunk[i], cps[chunk[i].Position+1])
+			out := r.shape(&chunk[i], cps[chunk[i].Position+1])
+			msg, err := relayMessage(r.cfg.Names, &out, cps[chunk[i].Position+1])
 			if err != nil {
 				return err
 			}

@@ -234,9 +234,10 @@ func (p *Publisher) SpoolDepth() int {
 // Publish signs facts as one batch and hands it to JetStream, or to the spool when NATS does not
 // acknowledge it in time. It returns nil only once the batch is acknowledged or fsync'd: nothing
 // it accepted is lost if the process dies. A nil error therefore means "will reach the control
-// plane", not "is stored".
+// plane", not "is stored". Facts too many or too large for one NATS message (a node's usage
+// windows of thousands of callers) go as consecutive batches, in order (encodeSplit).
 func (p *Publisher) Publish(ctx context.Context, facts ...Fact) error {
-	body, msgID, err := p.encode(facts)
+	batches, err := p.encodeSplit(facts)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
@@ -248,6 +249,17 @@ func (p *Publisher) Publish(ctx context.Context, facts ...Fact) error {
 	if p.closed {
 		return fmt.Errorf("publish: %w", ErrClosed)
 	}
+	for _, b := range batches {
+		if err := p.publishLocked(ctx, b.body, b.msgID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishLocked sends one batch, or spools it (under p.mu). Once one batch is spooled, the
+// next ones follow it there, so that they leave in order.
+func (p *Publisher) publishLocked(ctx context.Context, body []byte, msgID string) error {
 	if p.spool.Len() == 0 && p.cfg.Conn.Status() == nats.CONNECTED {
 		err := p.send(ctx, body, msgID)
 		if err == nil {
@@ -264,6 +276,36 @@ func (p *Publisher) Publish(ctx context.Context, facts ...Fact) error {
 	p.depth.Set(float64(p.spool.Len()))
 	p.poke()
 	return nil
+}
+
+type encodedBatch struct {
+	body  []byte
+	msgID string
+}
+
+// encodeSplit encodes facts as one batch or, when that is larger than a NATS message or
+// ledger.MaxEventsPerCall allow, as the batches of its halves (recursively; a single fact too
+// large is an error).
+func (p *Publisher) encodeSplit(facts []Fact) ([]encodedBatch, error) {
+	if len(facts) <= ledger.MaxEventsPerCall {
+		body, msgID, err := p.encode(facts)
+		if err == nil {
+			return []encodedBatch{{body, msgID}}, nil
+		}
+		if !errors.Is(err, ErrTooLarge) || len(facts) == 1 {
+			return nil, err
+		}
+	}
+	h := len(facts) / 2
+	first, err := p.encodeSplit(facts[:h])
+	if err != nil {
+		return nil, err
+	}
+	rest, err := p.encodeSplit(facts[h:])
+	if err != nil {
+		return nil, err
+	}
+	return append(first, rest...), nil
 }
 
 func (p *Publisher) poke() {

@@ -27,15 +27,15 @@ import (
 // gaps and no repeats; the relay keeps stream sequence = position + 1 from an empty stream on.
 type RelayedEvent struct {
 	Position      uint64          `json:"position"`
-	StreamID      string          `json:"stream_id"`
-	StreamVersion uint64          `json:"stream_version"`
+	StreamID      string          `json:"stream_id,omitempty"`
+	StreamVersion uint64          `json:"stream_version,omitempty"`
 	EventID       uuid.UUID       `json:"event_id"`
 	Type          string          `json:"type"`
-	SchemaVersion uint32          `json:"schema_version"`
+	SchemaVersion uint32          `json:"schema_version,omitempty"`
 	RecordedAt    time.Time       `json:"recorded_at"`
-	KeyID         string          `json:"key_id"`
-	Payload       json.RawMessage `json:"payload"`
-	Metadata      json.RawMessage `json:"metadata"`
+	KeyID         string          `json:"key_id,omitempty"`
+	Payload       json.RawMessage `json:"payload,omitempty"`
+	Metadata      json.RawMessage `json:"metadata,omitempty"`
 	// The record's proof, for whoever reads the relayed log to check that the log's keys signed
 	// it, in this place (Record, ledger.ChainVerifier): the exact bytes hashed and signed
 	// (payload and metadata above are re-encoded JSON), the producer's batch signature, the
@@ -49,6 +49,13 @@ type RelayedEvent struct {
 	// record of each append batch: what lets a reader take the batch as the log's
 	// (ledger.ChainVerifier).
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// Withheld: a record nodes do not act on, sent without its content (ledger.WithheldCopy):
+	// position, event id, type, time, prev_hash, hash and its Merkle leaf hash only.
+	Withheld bool   `json:"withheld,omitempty"`
+	LeafHash []byte `json:"leaf_hash,omitempty"`
+	// WithheldAttestation, on an append batch's last record, is the log key's signature over the
+	// batch's withheld records (ledger.WithheldMessage).
+	WithheldAttestation []byte `json:"withheld_attestation,omitempty"`
 }
 
 // Record rebuilds the log record the event carries from its envelope (the exact bytes the log
@@ -56,6 +63,10 @@ type RelayedEvent struct {
 // (SchemaVersion its stored version), and every field a reader acts on comes from the envelope,
 // not from the message's JSON.
 func (ev RelayedEvent) Record() (ledger.Record, error) {
+	if ev.Withheld {
+		return ledger.Record{Position: ev.Position, EventID: ev.EventID, Type: ev.Type, RecordedAt: ev.RecordedAt, PrevHash: ev.PrevHash, Hash: ev.Hash,
+			Withheld: true, LeafHash: ev.LeafHash, WithheldAttestation: ev.WithheldAttestation}, nil
+	}
 	if len(ev.Envelope) == 0 {
 		return ledger.Record{}, fmt.Errorf("%w: position %d carries no envelope (relayed by an older control plane?)", ErrMalformed, ev.Position)
 	}
@@ -66,12 +77,21 @@ func (ev RelayedEvent) Record() (ledger.Record, error) {
 	return ledger.Record{Position: ev.Position, StreamID: env.StreamID, StreamVersion: ev.StreamVersion, EventID: env.EventID,
 		Type: env.Type, SchemaVersion: env.SchemaVersion, Payload: env.Payload, Metadata: env.Metadata, RecordedAt: ev.RecordedAt,
 		KeyID: env.KeyID, Signature: ev.Signature, SignatureProof: ev.SignatureProof, PrevHash: ev.PrevHash, Hash: ev.Hash,
-		StoredSchemaVersion: env.SchemaVersion, StoredPayload: env.Payload}, nil
+		StoredSchemaVersion: env.SchemaVersion, StoredPayload: env.Payload, WithheldAttestation: ev.WithheldAttestation}, nil
 }
 
 // EncodeRelayedEvent is the body the relay publishes for rec; checkpoint is the signed note of
-// the log after rec when rec ends an append batch ("" otherwise).
+// the log after rec when rec ends an append batch ("" otherwise). A withheld rec
+// (ledger.WithheldCopy) is sent as it is.
 func EncodeRelayedEvent(rec *ledger.Record, checkpoint string) ([]byte, error) {
+	if rec.Withheld {
+		body, err := json.Marshal(RelayedEvent{Position: rec.Position, EventID: rec.EventID, Type: rec.Type, RecordedAt: rec.RecordedAt.UTC(), PrevHash: rec.PrevHash,
+			Hash: rec.Hash, Withheld: true, LeafHash: rec.LeafHash, WithheldAttestation: rec.WithheldAttestation, Checkpoint: checkpoint})
+		if err != nil {
+			return nil, fmt.Errorf("encode position %d: %w", rec.Position, err)
+		}
+		return body, nil
+	}
 	env := ledger.Envelope{EventID: rec.EventID, StreamID: rec.StreamID, Type: rec.Type, SchemaVersion: rec.StoredSchemaVersion,
 		KeyID: rec.KeyID, Payload: rec.StoredPayload, Metadata: rec.Metadata}
 	body, err := json.Marshal(RelayedEvent{
@@ -80,6 +100,7 @@ func EncodeRelayedEvent(rec *ledger.Record, checkpoint string) ([]byte, error) {
 		Payload: rec.Payload, Metadata: rec.Metadata,
 		Envelope: ledger.AppendEnvelope(make([]byte, 0, ledger.EnvelopeSize(&env)), &env), Signature: rec.Signature,
 		SignatureProof: rec.SignatureProof, PrevHash: rec.PrevHash, Hash: rec.Hash, Checkpoint: checkpoint,
+		WithheldAttestation: rec.WithheldAttestation,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode position %d: %w", rec.Position, err)
@@ -94,6 +115,18 @@ func DecodeRelayedEvent(data []byte) (RelayedEvent, error) {
 		return RelayedEvent{}, fmt.Errorf("decode relayed event: %w: %w", ErrMalformed, err)
 	}
 	var missing []string
+	if ev.Withheld {
+		if ev.Type == "" {
+			missing = append(missing, "type")
+		}
+		if len(ev.LeafHash) == 0 {
+			missing = append(missing, "leaf_hash")
+		}
+		if len(missing) > 0 {
+			return RelayedEvent{}, fmt.Errorf("decode relayed event: %w: missing %v", ErrMalformed, missing)
+		}
+		return ev, nil
+	}
 	if ev.StreamID == "" {
 		missing = append(missing, "stream_id")
 	}

@@ -36,6 +36,7 @@ detail when the API refuses.`,
 	pf.StringVar(&a.idemKey, "idempotency-key", "", "Idempotency-Key for a command: a retry with the same key does not repeat it")
 	cmd.AddCommand(newAdminTokenCommand(g), a.orgsCommand(), a.tunnelsCommand(), a.nodesCommand(), a.tokensCommand(), a.accessKeysCommand(), a.rolesCommand(),
 		a.keysCommand(), a.auditCommand(), a.siemCommand())
+	cmd.AddCommand(a.exportsCommand())
 	return cmd
 }
 

@@ -61,7 +61,7 @@ func (a *adminClient) nodesCommand() *cobra.Command {
 		},
 	}
 	remove.Flags().StringVar(&reason, "reason", "", "recorded in the event")
-	cmd.AddCommand(list, drain, remove)
+	cmd.AddCommand(list, drain, remove, a.enrollmentTokensCommand())
 	return cmd
 }
 

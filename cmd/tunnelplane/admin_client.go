@@ -191,7 +191,11 @@ func (a *adminClient) write(ctx context.Context, what, method, path string, q ur
 		fmt.Fprintln(a.g.stdout, res.Token)
 	}
 	if res.Secret != "" {
-		fmt.Fprintf(a.g.stdout, "expires: %s (the key is shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339))
+		what := "key"
+		if strings.HasPrefix(res.Secret, domain.EnrollmentTokenPrefix) {
+			what = "token"
+		}
+		fmt.Fprintf(a.g.stdout, "expires: %s (the %s is shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339), what)
 		fmt.Fprintln(a.g.stdout, res.Secret)
 	}
 	return res, nil

@@ -66,14 +66,19 @@ func standaloneNode(t *testing.T, natsURL, cluster string) {
 	t.Cleanup(cb.Stop)
 	root := lastLine(tp(t, "admin", "token", "create", "--user", "root", "--role", "superadmin", "--database-url", dbURL, "--data-dir", control.dataDir).stdout)
 
-	// The node has its own data dir and no database.
+	// The node has its own data dir, no database and no user's token: a single-use node
+	// enrollment token, which a superadmin issued through the CLI.
+	enr := tp(t, "admin", "nodes", "enrollment-tokens", "create", "--ttl", "10m", "--api-url", cp.URL, "--token", root)
+	if enr.code != 0 || !strings.HasPrefix(lastLine(enr.stdout), "tpe_") {
+		t.Fatalf("enrollment-tokens create: %d %s %s", enr.code, enr.stdout, enr.stderr)
+	}
 	nodeG := &globals{dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard, log: quiet}
-	api := nodeapp.NewRESTControlPlane(cp.URL, root)
+	api := nodeapp.NewRESTControlPlane(cp.URL, "").WithEnrollmentToken(lastLine(enr.stdout))
 	rn, err := startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: natsURL, Cluster: cluster, ControlPlane: api})
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
-	// A restart enrolls again, which is accepted, and keeps the node's identity.
+	// A restart, with the token used up, keeps the node's identity and its enrollment.
 	id := rn.ID.ID
 	rn.Close()
 	rn, err = startNode(ctx, nodeG, nodeapp.Config{Name: "edge-1", ListenAddr: "127.0.0.1:0", NATSURL: natsURL, Cluster: cluster, ControlPlane: api})

@@ -17,13 +17,15 @@ import (
 
 func newNodeCommand(g *globals) *cobra.Command {
 	var o nodeapp.Config
-	var controlURL, adminToken string
+	var controlURL, adminToken, enrollmentToken string
 	var envErrs []error
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run a data-plane node: agents dial it, callers reach tunnels through it",
 		Long: `node runs one data-plane node. It keeps its id, SSH host key and event key in <data-dir>/node,
-enrolls itself through the control plane's API on first start (a superadmin token is needed once),
+enrolls itself through the control plane's API on first start with a node enrollment token
+(--enrollment-token; a superadmin issues one with "admin nodes enrollment-tokens create": it
+enrolls a node and can do nothing else, expires, and is single-use by default),
 learns tunnels, roles and keys from the event stream on NATS, reports connections and usage as
 events signed with its own key (spooled on disk while NATS is away), obeys disconnect and drain
 commands and heartbeats into the node registry. It holds no database credentials.
@@ -51,7 +53,10 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			o.Registerer, o.Gatherer, o.Version = reg, reg, version
-			o.ControlPlane = nodeapp.NewRESTControlPlane(controlURL, adminToken)
+			if enrollmentToken != "" && !strings.HasPrefix(enrollmentToken, "tpe_") {
+				return errors.New("--enrollment-token: not a node enrollment token (they start with tpe_; issue one with `tunnelplane admin nodes enrollment-tokens create`)")
+			}
+			o.ControlPlane = nodeapp.NewRESTControlPlane(controlURL, adminToken).WithEnrollmentToken(enrollmentToken)
 			rn, err := startNode(ctx, g, o)
 			if err != nil {
 				return err
@@ -83,7 +88,8 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 	fs.StringVar(&o.HealthAddr, "health-addr", envDefault("HEALTH_ADDR", ""), "listen address for /healthz, /readyz and /drain, apart from the tunnels' listener; empty: none (env TUNNELPLANE_HEALTH_ADDR)")
 	drainTimeoutFlag(fs, &o.DrainTimeout, &envErrs)
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane API, for enrollment (env TUNNELPLANE_API_URL)")
-	secretFlag(fs, &adminToken, "token", "TOKEN", "superadmin token, needed for the first enrollment")
+	secretFlag(fs, &enrollmentToken, "enrollment-token", "ENROLLMENT_TOKEN", "node enrollment token for the first start: it enrolls this node and can do nothing else")
+	secretFlag(fs, &adminToken, "token", "TOKEN", "superadmin token (the old way to enroll; prefer --enrollment-token, so that no node holds a superadmin's token)")
 	cmd.AddCommand(newNodeDrainCommand(g))
 	return cmd
 }

@@ -328,3 +328,17 @@ func AccessKeySecret(key *ledger.SigningKey, keyID string) (string, error) {
 	sum := sha256.Sum256(key.Sign([]byte(accessKeyDomain + keyID)))
 	return domain.AccessKeyPrefix + base64.RawURLEncoding.EncodeToString(sum[:]), nil
 }
+
+// enrollmentTokenDomain separates the signatures node enrollment tokens are derived from.
+const enrollmentTokenDomain = "tunnelplane node enrollment token v1\x00"
+
+// EnrollmentTokenSecret derives node enrollment token tokenID from the token key, as
+// AccessKeySecret does: "tpe_<id>_<secret>". The id rides in the token so that the control plane
+// finds its record without an index; the log keeps only domain.HashEnrollmentSecret of it.
+func EnrollmentTokenSecret(key *ledger.SigningKey, tokenID string) (string, error) {
+	if !domain.ValidID(tokenID) {
+		return "", fmt.Errorf("enrollment token secret: %w: token id is not an id", ErrInvalid)
+	}
+	sum := sha256.Sum256(key.Sign([]byte(enrollmentTokenDomain + tokenID)))
+	return domain.EnrollmentTokenPrefix + tokenID + "_" + base64.RawURLEncoding.EncodeToString(sum[:]), nil
+}

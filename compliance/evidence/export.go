@@ -38,9 +38,16 @@ type ExportConfig struct {
 	Log  Appender
 	// Key is the log key in force: it signs the manifest.
 	Key *eventstore.SigningKey
-	// Actor is who asked (the export.created record's metadata actor).
-	Actor string
-	Now   func() time.Time
+	// Actor is who asked (the export.created record's metadata actor); RequestID and
+	// CorrelationID, when set, tie the record to the request that asked (the API's).
+	Actor                    string
+	RequestID, CorrelationID string
+	// ExportID, when set, is the export's id (the manifest's and the record's); default a new one.
+	ExportID string
+	// Progress, when set, is told how many of the log's records were read, of how many (an export
+	// reads the whole log: the bundle carries every leaf hash).
+	Progress func(done, total uint64)
+	Now      func() time.Time
 }
 
 // Window selects the records to export: positions, or times (the records recorded in
@@ -112,7 +119,12 @@ func Export(ctx context.Context, cfg ExportConfig, w Window, out string) (Export
 	if err != nil {
 		return res, fmt.Errorf("export: %w", err)
 	}
-	meta, err := json.Marshal(domain.Metadata{Actor: cfg.Actor, Command: "Export", CorrelationID: uuid.Must(uuid.NewV7()).String(), OccurredAt: cfg.Now().UTC()})
+	correlation := cfg.CorrelationID
+	if correlation == "" {
+		correlation = uuid.Must(uuid.NewV7()).String()
+	}
+	meta, err := json.Marshal(domain.Metadata{Actor: cfg.Actor, OrgID: b.manifest.OrgID, Command: "Export", CorrelationID: correlation,
+		RequestID: cfg.RequestID, OccurredAt: cfg.Now().UTC()})
 	if err != nil {
 		return res, fmt.Errorf("export: %w", err)
 	}
@@ -176,6 +188,9 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 	ring := ledger.NewKeyRing()
 	err = readRecords(ctx, cfg.Pool, size, func(pos uint64, rec *ledger.Record, leaf []byte) error {
 		leaves = append(leaves, rfc6962.DefaultHasher.HashLeaf(leaf))
+		if cfg.Progress != nil && ((pos+1)%4096 == 0 || pos+1 == size) {
+			cfg.Progress(pos+1, size)
+		}
 		inWindow := pos >= w.From && pos <= w.To
 		if rec.StreamID == ledger.LogStream {
 			next, err := ring.Apply(pos, rec.Type, rec.StoredPayload)
@@ -246,7 +261,10 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 		FileConsistency:      consistency,
 	}
 	at := cfg.Now().UTC()
-	m := Manifest{Format: Format, Origin: origin, ExportID: uuid.Must(uuid.NewV7()).String(), OrgID: w.OrgID, Withheld: withheld, From: w.From, To: w.To,
+	if cfg.ExportID == "" {
+		cfg.ExportID = uuid.Must(uuid.NewV7()).String()
+	}
+	m := Manifest{Format: Format, Origin: origin, ExportID: cfg.ExportID, OrgID: w.OrgID, Withheld: withheld, From: w.From, To: w.To,
 		WindowCheckpoint: window.Size, NewestCheckpoint: newest.Size, Records: uint64(len(records)), KeyRecords: uint64(len(keyHistory)),
 		CreatedAt: at.Format(time.RFC3339Nano), CreatedBy: cfg.Actor, LogKeyID: cfg.Key.ID(), Files: map[string]string{}}
 	for _, name := range hashedFiles {

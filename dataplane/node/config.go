@@ -116,7 +116,11 @@ type Config struct {
 	// node's view of the control plane is still replaying the event log after a start).
 	Ready func() error
 
-	UsageWindow       time.Duration // one UsageRecorded per tunnel per window (default 10s)
+	UsageWindow time.Duration // one UsageRecorded per tunnel and caller per window (default 10s)
+	// UsageMaxCallers bounds the distinct (tunnel, caller) accounts of one usage window (default
+	// 10,000): calls of further callers count in their tunnel's overflow account
+	// (domain.CallerOverflow) and in tunnelplane_node_usage_overflow_calls_total.
+	UsageMaxCallers   int
 	KeepaliveInterval time.Duration // how often the node pings each agent (default 15s)
 	// KeepaliveTimeout is how long the node waits for a keepalive's answer before it closes the
 	// session as unresponsive (default 5s). Besides the periodic ones, a probe goes out as soon
@@ -179,6 +183,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxConnsPerSource == 0 {
 		c.MaxConnsPerSource = 256
+	}
+	if c.UsageMaxCallers == 0 {
+		c.UsageMaxCallers = 10000
 	}
 	if c.MaxRequestBody == 0 {
 		c.MaxRequestBody = 1 << 30
@@ -248,6 +255,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxCallsPerTunnel < 0 {
 		bad("MaxCallsPerTunnel must be positive, got %d", c.MaxCallsPerTunnel)
+	}
+	if c.UsageMaxCallers < 0 {
+		bad("UsageMaxCallers must be positive, got %d", c.UsageMaxCallers)
 	}
 	if c.MaxConnsPerSource < 0 {
 		bad("MaxConnsPerSource must be positive, got %d", c.MaxConnsPerSource)

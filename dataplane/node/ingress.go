@@ -40,6 +40,12 @@ type reqState struct {
 	ttfb     atomic.Int64 // ns to response headers
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
+
+	// The call in the usage windows (under usage.mu): its account, its place in the list of open
+	// calls, and the bytes already counted in earlier windows.
+	uacc            *usageAcc
+	uprev, unext    *reqState
+	seenIn, seenOut int64
 }
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
@@ -112,6 +118,9 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start, passAuthorization: passAuthorization}
+	// From here the call is the tenant's: it is open in the caller's usage until endRequest
+	// (from its start: the microseconds of authentication count too, and no clock is read).
+	n.usage.begin(rs, caller, start)
 	// The response body may still be streaming when this returns; then its end finishes the
 	// request (endRequest), else this does.
 	handedOff := false
@@ -338,16 +347,18 @@ func (n *Node) proxyError(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 }
 
 func (n *Node) finishRequest(rs *reqState) {
-	latency := time.Duration(rs.ttfb.Load())
-	if latency == 0 {
-		latency = time.Since(rs.start)
-	}
+	now := time.Now()
+	latency, ttfb := now.Sub(rs.start), time.Duration(rs.ttfb.Load())
 	in, out := rs.bytesIn.Load(), rs.bytesOut.Load()
-	n.usage.record(rs.route.OrgID, rs.route.TunnelID, rs.class, latency, in, out)
+	n.usage.end(rs, now, latency, ttfb)
 	m := n.metrics
 	m.requests.WithLabelValues(statusClass(rs.status)).Inc()
 	if rs.class != "" {
 		m.errors.WithLabelValues(rs.class).Inc()
+	}
+	if ttfb > 0 {
+		// The metric is time to first byte; a call the node answered itself has only its duration.
+		latency = ttfb
 	}
 	m.duration.Observe(latency.Seconds())
 	m.ingressBytesIn.Add(float64(in))

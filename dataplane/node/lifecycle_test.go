@@ -209,51 +209,55 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 	}
 	e.do(e.request("GET", "/t/offline/", nil, e.alice))
 
-	sum := func(tunnel string) (req, in, out, buckets int64, errs map[string]int64, n int) {
+	// sum adds a tunnel's facts; n counts its windows (a window holds one fact per caller).
+	sum := func(tunnel string) (req, in, out, latencies, ttfbs int64, errs map[string]int64, n int) {
 		errs = map[string]int64{}
+		windows := map[time.Time]bool{}
 		_, _, usage := e.sink.snapshot()
 		for _, u := range usage {
 			if u.TunnelID != tunnel {
 				continue
 			}
-			n++
+			windows[u.WindowStart] = true
 			req += u.Requests
 			in += u.BytesIn
 			out += u.BytesOut
-			buckets += u.TTFB.Count()
+			latencies += u.Latency.Count()
+			ttfbs += u.TTFB.Count()
 			for k, v := range u.Errors {
 				errs[k] += v
 			}
-			if u.NodeID != "node-test" || u.OrgID != "org-1" || !u.WindowEnd.After(u.WindowStart) {
-				t.Fatalf("usage %+v", u)
+			if u.NodeID != "node-test" || u.OrgID != "org-1" || u.CallerKind != domain.CallerUser || u.Validate() != nil {
+				t.Fatalf("usage %+v: %v", u, u.Validate())
 			}
 		}
-		return
+		return req, in, out, latencies, ttfbs, errs, len(windows)
 	}
 	poll.Until(t, 5*time.Second, "usage for both tunnels", func() bool {
-		r1, _, _, _, _, _ := sum("tun-llm")
-		r2, _, _, _, _, _ := sum("tun-offline")
+		r1, _, _, _, _, _, _ := sum("tun-llm")
+		r2, _, _, _, _, _, _ := sum("tun-offline")
 		return r1 == 13 && r2 == 1
 	})
-	req, in, out, buckets, errs, windows := sum("tun-llm")
-	if in != 100 || out != 100 || buckets != req || errs["forbidden"] != 3 || len(errs) != 1 {
-		t.Fatalf("tun-llm: requests %d in %d out %d buckets %d errors %v", req, in, out, buckets, errs)
+	req, in, out, latencies, ttfbs, errs, windows := sum("tun-llm")
+	// Every call has its duration; only the 10 that reached the upstream have a first byte.
+	if in != 100 || out != 100 || latencies != req || ttfbs != 10 || errs["forbidden"] != 3 || len(errs) != 1 {
+		t.Fatalf("tun-llm: requests %d in %d out %d latencies %d ttfbs %d errors %v", req, in, out, latencies, ttfbs, errs)
 	}
 	if windows > 2 {
-		t.Fatalf("%d windows for a burst shorter than one window: want one fact per tunnel per window", windows)
+		t.Fatalf("%d windows for a burst shorter than one window", windows)
 	}
-	if _, _, _, _, errs, _ := sum("tun-offline"); errs["agent_absent"] != 1 {
+	if _, _, _, _, _, errs, _ := sum("tun-offline"); errs["agent_absent"] != 1 {
 		t.Fatalf("offline errors %v", errs)
 	}
 	// Idle windows produce nothing: while another tunnel's windows close twice, tun-llm is quiet.
 	for i := range 2 {
 		e.do(e.request("GET", "/t/offline/", nil, e.alice))
 		poll.Until(t, 5*time.Second, "the offline tunnel's next window", func() bool {
-			r, _, _, _, _, _ := sum("tun-offline")
+			r, _, _, _, _, _, _ := sum("tun-offline")
 			return r == int64(2+i)
 		})
 	}
-	if r, _, _, _, _, n := sum("tun-llm"); r != 13 || n != windows {
+	if r, _, _, _, _, _, n := sum("tun-llm"); r != 13 || n != windows {
 		t.Fatalf("idle windows produced facts: %d requests in %d windows (was %d)", r, n, windows)
 	}
 	if v := metricValue(t, e, "tunnelplane_node_ingress_errors_total"); v != 6 {

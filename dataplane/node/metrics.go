@@ -31,6 +31,7 @@ type metrics struct {
 	ingressBytesOut prometheus.Counter
 	refused         *prometheus.CounterVec
 	unsolicited     prometheus.Counter
+	usageOverflow   prometheus.Counter
 	live            prometheus.Collector
 }
 
@@ -70,6 +71,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "tunnelplane_node_unsolicited_upstream_bytes_total",
 			Help: "Idle pooled tunnel connections retired because the upstream sent bytes nobody asked for.",
 		}),
+		usageOverflow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_usage_overflow_calls_total",
+			Help: "Calls counted in their tunnel's overflow usage account: their caller came past the bound on distinct callers per usage window (UsageMaxCallers).",
+		}),
 	}
 	m.live = &liveBytes{n: n, desc: prometheus.NewDesc("tunnelplane_node_agent_bytes_total",
 		"WebSocket payload bytes exchanged with agents.", []string{"direction"}, nil)}
@@ -82,7 +87,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.agents, m.handshakeFails, m.disconnects, m.requests, m.errors, m.duration,
-		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.live} {
+		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.usageOverflow, m.live} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}

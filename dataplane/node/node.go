@@ -78,10 +78,10 @@ func New(cfg Config) (*Node, error) {
 		sessions: map[*session]struct{}{},
 		pending:  map[*wsconn.Conn]struct{}{},
 		tunnels:  map[string]*session{},
-		usage:    newUsage(cfg.Now()),
 		auth:     newAuthCache(cfg.AuthCacheTTL),
 	}
 	n.metrics = newMetrics(n)
+	n.usage = newUsage(cfg.Now(), cfg.UsageMaxCallers, n.metrics.usageOverflow)
 	if err := n.metrics.register(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("new node: %w", err)
 	}

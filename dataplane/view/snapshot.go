@@ -144,6 +144,7 @@ func (v *View) Restore(b []byte, origin string) error {
 	var chain *ledger.ChainVerifier
 	if v.chain != nil {
 		chain = ledger.NewChainVerifier(origin, v.chain.Genesis(), domain.NodeFactsStream)
+		chain.AcceptWithheld(skippable)
 		if len(s.Chain) == 0 {
 			return fmt.Errorf("%w: it holds no record verifier state", ErrSnapshotMismatch)
 		}

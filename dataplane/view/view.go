@@ -121,6 +121,7 @@ func (v *View) SetTokenLeeway(d time.Duration) { v.leeway = d }
 func NewVerified(issuer, origin string, genesis []byte, hooks Hooks) *View {
 	v := New(issuer, hooks)
 	v.chain = ledger.NewChainVerifier(origin, genesis, domain.NodeFactsStream)
+	v.chain.AcceptWithheld(skippable)
 	return v
 }
 
@@ -254,12 +255,8 @@ func (v *View) apply(e Event, after *[]func()) error {
 	if e.StreamID == ledger.LogStream {
 		return v.applyKey(e)
 	}
-	switch e.Type {
-	case domain.TypeOrganizationCreated, domain.TypeTunnelCreated, domain.TypeTunnelUpdated, domain.TypeTunnelDeleted,
-		domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeAgentTokenRevoked, domain.TypeNodeDrainRequested,
-		domain.TypeAccessKeyIssued, domain.TypeAccessKeyRevoked:
-	default:
-		return nil // the view does not need the rest
+	if !domain.NodeNeeds(e.Type) {
+		return nil // the view does not need the rest (the relay sends it withheld)
 	}
 	ev, err := domain.Decode(e.Type, e.Payload)
 	if err != nil {
@@ -635,3 +632,6 @@ func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Rout
 	}
 	return fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, p.UserID, r.Name)
 }
+
+// skippable are the types the view takes withheld: those it does not act on.
+func skippable(eventType string) bool { return !domain.NodeNeeds(eventType) }

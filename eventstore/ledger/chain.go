@@ -56,6 +56,8 @@ type ChainVerifier struct {
 	// it again is most of the cost of a record.
 	lastKey          string
 	lastSig, lastMsg []byte
+	// skippable: the types it takes withheld (AcceptWithheld); nil none.
+	skippable func(eventType string) bool
 }
 
 // NewChainVerifier expects the log named origin whose first record hashes to genesis (the trust
@@ -91,8 +93,14 @@ func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) 
 	if len(rec.PrevHash) != HashSize || len(rec.Hash) != HashSize {
 		return fail("prev_hash and hash must have %d bytes", HashSize)
 	}
-	computed := rec.ChainHash()
-	if !bytes.Equal(computed[:], rec.Hash) {
+	var computed [HashSize]byte
+	if rec.Withheld {
+		// Nothing to hash: the checkpoint's root covers its leaf hash, an attestation its type.
+		if v.skippable == nil || len(rec.LeafHash) != HashSize {
+			return fail("withheld, and this reader takes no withheld records (or the leaf hash is malformed)")
+		}
+		computed = [HashSize]byte(rec.Hash)
+	} else if computed = rec.ChainHash(); !bytes.Equal(computed[:], rec.Hash) {
 		return fail("its bytes hash to %x, not to the hash it carries", computed)
 	}
 	p, held := v.pending[computed]
@@ -125,6 +133,9 @@ func (v *ChainVerifier) Offer(rec *Record, checkpoint string) ([]Record, error) 
 			continue // its predecessors have not all arrived (or it is not the log's)
 		}
 		ring, rng, lastHash, err := v.verifyPath(path)
+		if err == nil {
+			err = v.checkWithheld(path, ring)
+		}
 		if err == nil {
 			// The notes that do not close this path go; the records stay held.
 			var closed bool
@@ -260,6 +271,15 @@ func (v *ChainVerifier) verifyPath(path []*Record) (*KeyRing, *compact.Range, []
 		if !bytes.Equal(rec.PrevHash, prev) {
 			return nil, nil, nil, fmt.Errorf("position %d: prev_hash %x is not the hash of the record before (%x)", rec.Position, rec.PrevHash, prev)
 		}
+		if rec.Withheld {
+			// Its leaf goes into the root the checkpoint must match; checkWithheld checks the
+			// rest. The key history does not move: "$log" records are never withheld.
+			if err := rng.Append(rec.LeafHash, nil); err != nil {
+				return nil, nil, nil, fmt.Errorf("merkle append: %w", err)
+			}
+			prev = rec.Hash
+			continue
+		}
 		envelope, leaf := RecordLeaf(rec.Position, rec.StreamVersion, rec.RecordedAt, envelopeOf(rec), rec.Signature, rec.SignatureProof)
 		// A record is signed under the key history as it stood before it, except the genesis,
 		// which is signed by the key it introduces; a "$log" record moves the history on.
@@ -365,7 +385,7 @@ func (v *ChainVerifier) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON restores a state MarshalJSON saved (into a verifier made by NewChainVerifier,
-// whose genesis it must match and whose producerStream it keeps).
+// whose genesis it must match and whose producerStream and AcceptWithheld it keeps).
 func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 	var s chainState
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -396,7 +416,7 @@ func (v *ChainVerifier) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("chain state: merkle frontier: %w", err)
 	}
-	*v = ChainVerifier{origin: s.Origin, genesis: v.genesis, producerStream: v.producerStream, next: s.Next, lastHash: s.LastHash, ring: ring,
+	*v = ChainVerifier{origin: s.Origin, genesis: v.genesis, producerStream: v.producerStream, skippable: v.skippable, next: s.Next, lastHash: s.LastHash, ring: ring,
 		rng: rng, pending: map[[HashSize]byte]*pendingRecord{}, children: map[[HashSize]byte][]*pendingRecord{},
 		byPos: map[uint64][][HashSize]byte{}}
 	return nil

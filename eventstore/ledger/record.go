@@ -27,4 +27,11 @@ type Record struct {
 	// StoredSchemaVersion and StoredPayload are exactly what was hashed.
 	StoredSchemaVersion uint32
 	StoredPayload       []byte
+	// Withheld marks a record sent without its content (withheld.go): only Position, EventID,
+	// Type, RecordedAt, PrevHash, Hash and LeafHash are set.
+	Withheld bool
+	LeafHash []byte
+	// WithheldAttestation, on the record that ends an append batch, is the log key's signature
+	// over the records of that batch sent withheld (WithheldMessage).
+	WithheldAttestation []byte
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
@@ -30,6 +33,7 @@ type App struct {
 	API      *api.Server
 	Bus      *Bus // nil without Config.NATSURL
 	SIEM     *SIEMSinks
+	Exports  *exportjobs.Manager // the API's evidence exports (bundles in <DataDir>/exports)
 	Registry *prometheus.Registry
 	// URL is the API's base URL (http://host:port).
 	URL string
@@ -89,7 +93,15 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	queries := readmodels.New(a.Log.Pool)
-	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets,
+	logKeys, pool := LogKeys(cfg.DataDir), a.Log.Pool
+	if a.Exports, err = exportjobs.New(exportjobs.Config{Dir: filepath.Join(cfg.DataDir, "exports"), Pool: pool, Log: a.Log.Store, Logger: a.log,
+		Key: func(ctx context.Context) (*eventstore.SigningKey, error) { return LogKeyForInit(ctx, logKeys, pool) }}); err != nil {
+		return err
+	}
+	if err = a.Exports.Start(runCtx); err != nil {
+		return err
+	}
+	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports),
 		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err
@@ -206,6 +218,9 @@ func (a *App) stopParts(ctx context.Context) {
 	}
 	if a.API != nil {
 		a.API.Stop()
+	}
+	if a.Exports != nil {
+		a.Exports.Stop()
 	}
 	if a.Service != nil {
 		a.Service.Stop()

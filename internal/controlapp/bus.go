@@ -104,7 +104,9 @@ func StartBus(ctx context.Context, cfg BusConfig) (_ *Bus, err error) {
 	if err = b.ingester.Start(ctx); err != nil {
 		return nil, err
 	}
-	if b.Relay, err = controlbus.NewRelay(controlbus.RelayConfig{Store: cfg.Store, Conn: b.nc, Names: names, Registerer: cfg.Registerer, Logger: log}); err != nil {
+	if b.Relay, err = controlbus.NewRelay(controlbus.RelayConfig{Store: cfg.Store, Conn: b.nc, Names: names, Registerer: cfg.Registerer, Logger: log,
+		// Nodes get whole only what their view acts on (minimum necessary).
+		Withhold: func(rec *eventstore.Record) bool { return !domain.NodeNeeds(rec.Type) }}); err != nil {
 		return nil, err
 	}
 	if err = b.Relay.Start(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -150,8 +151,8 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	agentURL := strings.Replace(public, "http", "ws", 1) + "/v1/agent"
-	if err := cfg.ControlPlane.Enroll(ctx, id.Enrollment(logInfo.Origin, cfg.Name, agentURL, public)); err != nil && !errors.Is(err, domain.ErrConflict) {
-		return fmt.Errorf("node: enroll: %w", err)
+	if err := a.enroll(ctx, logInfo.Origin, id.Enrollment(logInfo.Origin, cfg.Name, agentURL, public)); err != nil {
+		return err
 	}
 
 	if a.publisher, err = nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: id.ID, Names: a.names, Key: id.EventKey, Conn: a.nc,
@@ -380,6 +381,27 @@ func (a *App) checkStreams(ctx context.Context, js jetstream.JetStream, origin s
 	if other != "" && other != origin {
 		return fmt.Errorf("node: %w: NATS stream %s belongs to log %s, not to this control plane's %s: give the node the control plane's --cluster",
 			ErrInvalidConfig, a.names.EventsStream(), other, origin)
+	}
+	return nil
+}
+
+// enroll registers the node with the control plane, once per log: <data-dir>/node/enrolled keeps
+// the origin of the log it enrolled in, so that a restart needs no credential (a node enrollment
+// token is typically used up or expired by then). Enrolled before by a process that did not keep
+// the mark, the control plane answers that nothing changed.
+func (a *App) enroll(ctx context.Context, origin string, e Enrollment) error {
+	mark := filepath.Join(a.cfg.DataDir, "node", "enrolled")
+	if b, err := os.ReadFile(mark); err == nil && string(b) == origin {
+		return nil
+	}
+	if err := a.cfg.ControlPlane.Enroll(ctx, e); err != nil {
+		if errors.Is(err, domain.ErrConflict) {
+			return nil // enrolled with other keys, or removed: its facts are refused, as before
+		}
+		return fmt.Errorf("node: enroll: %w", err)
+	}
+	if err := os.WriteFile(mark, []byte(origin), 0o600); err != nil {
+		return fmt.Errorf("node: remember the enrollment: %w", err)
 	}
 	return nil
 }

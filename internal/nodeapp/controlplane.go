@@ -14,22 +14,30 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 )
 
-// RESTControlPlane is the control plane as a separate node reaches it: its admin API, with a
-// token allowed to enroll nodes.
+// RESTControlPlane is the control plane as a separate node reaches it: its admin API. The log's
+// description is public; enrolling takes a node enrollment token (or a superadmin's token).
 type RESTControlPlane struct {
-	base, token string
-	client      *http.Client
+	base, token, enrollmentToken string
+	client                       *http.Client
 }
 
-// NewRESTControlPlane talks to the admin API at baseURL (http(s)://host:port).
+// NewRESTControlPlane talks to the admin API at baseURL (http(s)://host:port). token, when not
+// empty, is a superadmin's token: it is sent on every request (the way before enrollment tokens).
 func NewRESTControlPlane(baseURL, token string) *RESTControlPlane {
 	return &RESTControlPlane{base: strings.TrimRight(baseURL, "/"), token: token, client: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// WithEnrollmentToken makes the node enroll with a node enrollment token ("tpe_…"), which is sent
+// on the enrollment and nowhere else.
+func (c *RESTControlPlane) WithEnrollmentToken(tok string) *RESTControlPlane {
+	c.enrollmentToken = tok
+	return c
 }
 
 // Log is GET /api/v1/log: the log's origin, genesis hash and size.
 func (c *RESTControlPlane) Log(ctx context.Context) (LogInfo, error) {
 	var info LogInfo
-	if _, err := c.do(ctx, http.MethodGet, "/api/v1/log", nil, &info); err != nil {
+	if _, err := c.do(ctx, c.token, http.MethodGet, "/api/v1/log", nil, &info); err != nil {
 		return LogInfo{}, err
 	}
 	if info.Origin == "" || len(info.GenesisHash) == 0 {
@@ -40,14 +48,18 @@ func (c *RESTControlPlane) Log(ctx context.Context) (LogInfo, error) {
 
 // Enroll is POST /api/v1/nodes; 409 means enrolled before (domain.ErrConflict).
 func (c *RESTControlPlane) Enroll(ctx context.Context, e Enrollment) error {
-	status, err := c.do(ctx, http.MethodPost, "/api/v1/nodes", e, nil)
+	tok := c.token
+	if c.enrollmentToken != "" {
+		tok = c.enrollmentToken
+	}
+	status, err := c.do(ctx, tok, http.MethodPost, "/api/v1/nodes", e, nil)
 	if status == http.StatusConflict {
 		return fmt.Errorf("%w: %w", domain.ErrConflict, err)
 	}
 	return err
 }
 
-func (c *RESTControlPlane) do(ctx context.Context, method, path string, body any, out any) (int, error) {
+func (c *RESTControlPlane) do(ctx context.Context, token, method, path string, body any, out any) (int, error) {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -61,8 +73,8 @@ func (c *RESTControlPlane) do(ctx context.Context, method, path string, body any
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

@@ -75,7 +75,8 @@ func (q *factQueue) run(ctx context.Context) {
 			q.log.Error("node facts dropped: the publisher could not keep up", "dropped", dropped, "limit", q.limit)
 		}
 		if len(batch) > 0 {
-			// One signed batch per flush; publish returns once NATS or the spool holds it.
+			// One Publish per flush (a signed batch, or several when one NATS message cannot hold
+			// them); publish returns once NATS or the spool holds them.
 			if err := q.publish(context.WithoutCancel(ctx), batch...); err != nil {
 				q.log.Error("node facts not published", "facts", len(batch), "error", err)
 			}

@@ -464,6 +464,10 @@ func TestClusterShape(t *testing.T) {
 	if cmds["node"].Env["TUNNELPLANE_NODE_ID"] == "" || cmds["node"].Env["TUNNELPLANE_NATS_URL"] != "secret:tunnelplane-node/nats-url" {
 		t.Errorf("node: its NATS credential and the id it was made for come from its Secret: %v", cmds["node"].Env)
 	}
+	// A node enrolls with a node enrollment token; no node holds a superadmin's token.
+	if _, ok := cmds["node"].Env["TUNNELPLANE_TOKEN"]; ok || cmds["node"].Env["TUNNELPLANE_ENROLLMENT_TOKEN"] != "secret:tunnelplane-node/enrollment-token" {
+		t.Errorf("node: enrolls with %q, holds TUNNELPLANE_TOKEN %t", cmds["node"].Env["TUNNELPLANE_ENROLLMENT_TOKEN"], ok)
+	}
 	if cmds["control"].Env["TUNNELPLANE_DATABASE_URL"] != "secret:tunnelplane-database/url" {
 		t.Errorf("control: the database URL is not the operator's Secret: %q", cmds["control"].Env["TUNNELPLANE_DATABASE_URL"])
 	}

@@ -20,9 +20,11 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBodyBytes         = 64 << 10
-	DefaultMaxWait              = 10 * time.Second
-	DefaultReadyMaxLag          = 1000
+	DefaultMaxBodyBytes = 64 << 10
+	DefaultMaxWait      = 10 * time.Second
+	DefaultReadyMaxLag  = 1000
+	// DefaultNodeStreamCapacity is Config.NodeStreamCapacity's default.
+	DefaultNodeStreamCapacity   = 1000
 	DefaultKeyRefresh           = 30 * time.Second
 	DefaultJWKSRefresh          = 10 * time.Minute
 	DefaultRotatedTokenKeyGrace = 24 * time.Hour
@@ -139,6 +141,16 @@ type ReadModels interface {
 	RoleAssignmentReader
 	AuditReader
 	SIEMSinkReader
+	UsageReader
+}
+
+// UsageReader reads the usage rollups, org settings and price sheets (projection usage).
+type UsageReader interface {
+	UsageHours(ctx context.Context, f readmodels.UsageFilter) ([]readmodels.UsageHour, *readmodels.UsageKey, error)
+	OrgTimeZone(ctx context.Context, orgID string) (string, error)
+	PriceSheets(ctx context.Context, orgID string, until time.Time) ([]readmodels.PriceSheet, error)
+	ChargeUsage(ctx context.Context, orgID string, from, to time.Time, boundaries []time.Time) ([]readmodels.ChargeUsage, error)
+	ActiveTunnelDays(ctx context.Context, orgID string, dayStarts []time.Time, to time.Time) ([]readmodels.ActiveTunnelDay, error)
 }
 
 // Config wires the API to the write side, the read models and the log.
@@ -182,6 +194,9 @@ type Config struct {
 	MaxWait time.Duration
 	// ReadyMaxLag is the most records any projection may be behind for /readyz. Default 1000.
 	ReadyMaxLag int64
+	// NodeStreamCapacity is how many calls one data-plane node is sized to hold open at once: the
+	// capacity analytics measure headroom against it. Default DefaultNodeStreamCapacity.
+	NodeStreamCapacity int64
 
 	// Registry receives the HTTP metrics and is served at /metrics (register the projection
 	// runner's metrics in it too). Default: a fresh registry.
@@ -230,6 +245,9 @@ func (c Config) Validate() error {
 	if c.TokenLeeway < 0 || c.TokenLeeway > token.MaxLeeway {
 		errs = append(errs, fmt.Errorf("api config: TokenLeeway %s is not within 0..%s", c.TokenLeeway, token.MaxLeeway))
 	}
+	if c.NodeStreamCapacity < 0 {
+		errs = append(errs, fmt.Errorf("api config: NodeStreamCapacity %d is negative", c.NodeStreamCapacity))
+	}
 	if c.ReadyMaxLag < 0 {
 		errs = append(errs, fmt.Errorf("api config: ReadyMaxLag %d is negative", c.ReadyMaxLag))
 	}
@@ -260,6 +278,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadyMaxLag == 0 {
 		c.ReadyMaxLag = DefaultReadyMaxLag
+	}
+	if c.NodeStreamCapacity == 0 {
+		c.NodeStreamCapacity = DefaultNodeStreamCapacity
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()

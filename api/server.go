@@ -194,6 +194,12 @@ func (s *Server) register() {
 	s.route(http.MethodDelete, "/api/v1/siem/sinks/:id", s.removeSIEMSink, true)
 	s.route(http.MethodPost, "/api/v1/siem/sinks/:id/skips", s.skipSIEMDelivery, true)
 
+	s.route(http.MethodGet, "/api/v1/analytics/usage", s.usage, true)
+	s.route(http.MethodGet, "/api/v1/analytics/capacity", s.capacity, true)
+	s.route(http.MethodGet, "/api/v1/analytics/chargeback", s.chargebackStatement, true)
+	s.route(http.MethodPut, "/api/v1/analytics/settings", s.setOrgSettings, true)
+	s.route(http.MethodPost, "/api/v1/analytics/price-sheets", s.setPriceSheet, true)
+
 	s.route(http.MethodGet, "/api/v1/projections", s.listProjections, true)
 	s.route(http.MethodPost, "/api/v1/projections/:name/rebuild", s.rebuildProjection, true)
 }

@@ -45,6 +45,7 @@ var rolePermissions = map[domain.Role][][2]string{
 		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
 		{ObjRoles, ActAssign}, {ObjRoles, ActAssignOwner}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
+		{ObjAnalytics, ActRead}, {ObjAnalytics, ActUpdate},
 	},
 	domain.RoleAdmin: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
@@ -52,6 +53,7 @@ var rolePermissions = map[domain.Role][][2]string{
 		{ObjAccessKeys, ActIssue}, {ObjAccessKeys, ActRead}, {ObjAccessKeys, ActRevoke},
 		{ObjRoles, ActAssign}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
+		{ObjAnalytics, ActRead}, {ObjAnalytics, ActUpdate},
 	},
 	domain.RoleOperator: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActCreate}, {ObjTunnels, ActRead}, {ObjTunnels, ActUpdate}, {ObjTunnels, ActDelete},
@@ -63,6 +65,7 @@ var rolePermissions = map[domain.Role][][2]string{
 	},
 	domain.RoleAuditor: {
 		{ObjOrgs, ActRead}, {ObjTunnels, ActRead}, {ObjTokens, ActRead}, {ObjAccessKeys, ActRead}, {ObjRoles, ActRead}, {ObjAudit, ActRead}, {ObjSIEM, ActRead},
+		{ObjAnalytics, ActRead},
 	},
 }
 

@@ -12,6 +12,9 @@ const (
 	ObjAudit       = "audit"
 	ObjProjections = "projections"
 	ObjSIEM        = "siem"
+	// ObjAnalytics: usage rollups, capacity and chargeback (read), the org's time zone and price
+	// sheets (update).
+	ObjAnalytics = "analytics"
 
 	ActCreate      = "create"
 	ActRead        = "read"

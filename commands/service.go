@@ -163,6 +163,8 @@ type Handlers struct {
 	RevokeEnrollmentToken Handler[RevokeEnrollmentToken]
 	// EnrollNodeWithToken is authorized by the enrollment token it carries, not by the policy.
 	EnrollNodeWithToken Handler[EnrollNodeWithToken]
+	SetOrgTimeZone      Handler[SetOrgTimeZone]
+	SetPriceSheet       Handler[SetPriceSheet]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -214,6 +216,8 @@ func New(cfg Config) (*Service, error) {
 		IssueEnrollmentToken:  decorate(s, HandlerFunc[IssueEnrollmentToken](s.issueEnrollmentToken)),
 		RevokeEnrollmentToken: decorate(s, HandlerFunc[RevokeEnrollmentToken](s.revokeEnrollmentToken)),
 		EnrollNodeWithToken:   tokenAuthenticated(s, HandlerFunc[EnrollNodeWithToken](s.enrollNodeWithToken)),
+		SetOrgTimeZone:        decorate(s, HandlerFunc[SetOrgTimeZone](s.setOrgTimeZone)),
+		SetPriceSheet:         decorate(s, HandlerFunc[SetPriceSheet](s.setPriceSheet)),
 	}
 	return s, nil
 }

@@ -11,6 +11,8 @@ import (
 const (
 	TypeOrganizationCreated = "organization.created"
 	TypeOrgNameReserved     = "organization.name_reserved"
+	TypeOrgSettingsUpdated  = "organization.settings_updated"
+	TypePriceSheetSet       = "chargeback.price_sheet_set"
 
 	TypeTunnelCreated      = "tunnel.created"
 	TypeTunnelUpdated      = "tunnel.updated"
@@ -107,6 +109,7 @@ func EventTypes() []EventType {
 		TypeSIEMSinkConfigured, TypeSIEMSinkUpdated, TypeSIEMSinkRemoved, TypeSIEMDeliverySkipped,
 		TypeExportCreated,
 		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
+		TypeOrgSettingsUpdated, TypePriceSheetSet,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -147,6 +150,10 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &OrganizationCreated{}
 	case TypeOrgNameReserved:
 		e = &OrgNameReserved{}
+	case TypeOrgSettingsUpdated:
+		e = &OrgSettingsUpdated{}
+	case TypePriceSheetSet:
+		e = &PriceSheetSet{}
 	case TypeTunnelCreated:
 		e = &TunnelCreated{}
 	case TypeTunnelUpdated:

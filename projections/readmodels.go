@@ -30,7 +30,7 @@ const (
 func All() []Projection {
 	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
 		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{},
-		enrollmentTokensProjection{}}
+		enrollmentTokensProjection{}, usageProjection{}}
 }
 
 // folds tells whether p applies rec. A node's facts stream holds only what a node may report (the

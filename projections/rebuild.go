@@ -66,16 +66,16 @@ func (r *Runner) Rebuild(ctx context.Context, name string, progress func(Rebuild
 		if err != nil {
 			return Status{}, fmt.Errorf("rebuild %s: %w", name, err)
 		}
-		if head-next <= uint64(r.cfg.BatchSize) {
+		if head-next <= uint64(r.cfg.RebuildBatchSize) {
 			break
 		}
-		recs, err := r.cfg.Store.ReadAll(ctx, next, r.cfg.BatchSize)
+		recs, err := r.cfg.Store.ReadAll(ctx, next, r.cfg.RebuildBatchSize)
 		if err != nil {
 			return Status{}, fmt.Errorf("rebuild %s: %w", name, err)
 		}
 		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 			b := &pgx.Batch{}
-			if err := queueAll(ctx, p, b, gen, recs); err != nil {
+			if err := queueAll(ctx, tx, p, b, gen, recs); err != nil {
 				return err
 			}
 			b.Queue(`UPDATE projection_state SET rebuild_position = $2 WHERE name = $1`, name, int64(recs[len(recs)-1].Position))
@@ -98,12 +98,12 @@ func (r *Runner) Rebuild(ctx context.Context, name string, progress func(Rebuild
 		}
 		last = int64(next) - 1
 		for {
-			recs, err := r.cfg.Store.ReadAll(ctx, next, r.cfg.BatchSize)
+			recs, err := r.cfg.Store.ReadAll(ctx, next, r.cfg.RebuildBatchSize)
 			if err != nil {
 				return err
 			}
 			b := &pgx.Batch{}
-			if err := queueAll(ctx, p, b, gen, recs); err != nil {
+			if err := queueAll(ctx, tx, p, b, gen, recs); err != nil {
 				return err
 			}
 			if b.Len() > 0 {
@@ -114,7 +114,7 @@ func (r *Runner) Rebuild(ctx context.Context, name string, progress func(Rebuild
 			if len(recs) > 0 {
 				last = int64(recs[len(recs)-1].Position)
 			}
-			if len(recs) < r.cfg.BatchSize {
+			if len(recs) < r.cfg.RebuildBatchSize {
 				break
 			}
 			next = recs[len(recs)-1].Position + 1
@@ -158,11 +158,28 @@ func deleteGeneration(ctx context.Context, r *Runner, p Projection, gen int) err
 }
 
 // queueAll queues the statements of the records p handles.
-func queueAll(ctx context.Context, p Projection, b *pgx.Batch, gen int, recs []eventstore.Record) error {
+func queueAll(ctx context.Context, tx pgx.Tx, p Projection, b *pgx.Batch, gen int, recs []eventstore.Record) error {
+	var todo []eventstore.Record
 	for _, rec := range recs {
-		if !folds(p, rec) {
-			continue
+		if folds(p, rec) {
+			todo = append(todo, rec)
 		}
+	}
+	return applyRecords(ctx, tx, p, b, gen, todo)
+}
+
+// applyRecords queues the statements of records p folds: all at once for a BatchApplier.
+func applyRecords(ctx context.Context, tx pgx.Tx, p Projection, b *pgx.Batch, gen int, recs []eventstore.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if ba, ok := p.(BatchApplier); ok {
+		if err := ba.ApplyBatch(ctx, tx, b, gen, recs); err != nil {
+			return fmt.Errorf("positions %d..%d: %w", recs[0].Position, recs[len(recs)-1].Position, err)
+		}
+		return nil
+	}
+	for _, rec := range recs {
 		if err := p.Apply(ctx, b, gen, rec); err != nil {
 			return fmt.Errorf("position %d (%s): %w", rec.Position, rec.Type, err)
 		}

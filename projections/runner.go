@@ -42,6 +42,16 @@ type Projection interface {
 	Apply(ctx context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error
 }
 
+// BatchApplier is a Projection that folds a batch of records at once: the usage rollups add
+// many windows into few rows, read those rows in tx, merge in memory and write each once. The
+// runner and rebuilds call ApplyBatch, with the records the projection folds and has not
+// applied, instead of Apply on each. tx holds the projection's state row locked (or writes a
+// generation no one else writes), so what it reads stays its own until the batch b is sent.
+type BatchApplier interface {
+	Projection
+	ApplyBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch, gen int, recs []eventstore.Record) error
+}
+
 // Status is a projection's health.
 type Status struct {
 	Name       string `json:"name"`
@@ -59,6 +69,10 @@ type Config struct {
 	Projections []Projection
 	// BatchSize is the most events read and applied at once. Default 500.
 	BatchSize int
+	// RebuildBatchSize is the most events a rebuild reads and applies in one transaction. A
+	// rebuild replays the whole log, where larger batches fold more usage windows into each row
+	// write. Default 5,000.
+	RebuildBatchSize int
 	// CursorEvery is how often the cursor of a projection that only saw events it ignores is
 	// saved (it is always saved with the rows of events it applies). Default 1s.
 	CursorEvery time.Duration
@@ -78,6 +92,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("projections config: %q twice", p.Name()))
 		}
 		seen[p.Name()] = true
+	}
+	if c.RebuildBatchSize < 0 {
+		errs = append(errs, fmt.Errorf("projections config: RebuildBatchSize %d is negative", c.RebuildBatchSize))
 	}
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("projections config: BatchSize %d is negative", c.BatchSize))
@@ -125,6 +142,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 500
+	}
+	if cfg.RebuildBatchSize == 0 {
+		cfg.RebuildBatchSize = 5000
 	}
 	if cfg.CursorEvery == 0 {
 		cfg.CursorEvery = time.Second
@@ -346,14 +366,16 @@ func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore
 	}
 	b := &pgx.Batch{}
 	changed := int64(-1)
+	var todo []eventstore.Record
 	for _, rec := range recs {
 		if int64(rec.Position) <= max(dbPos, pos) || !folds(p, rec) {
 			continue // applied by another instance or a rebuild swap, or not this projection's
 		}
-		if err := p.Apply(ctx, b, gen, rec); err != nil {
-			return fmt.Errorf("projection %s at position %d (%s): %w", name, rec.Position, rec.Type, err)
-		}
+		todo = append(todo, rec)
 		changed = int64(rec.Position)
+	}
+	if err := applyRecords(ctx, tx, p, b, gen, todo); err != nil {
+		return fmt.Errorf("projection %s: %w", name, err)
 	}
 	newPos := max(int64(last), dbPos)
 	b.Queue(`UPDATE projection_state SET position = $2, last_error = NULL, updated_at = now() WHERE name = $1`, name, newPos)

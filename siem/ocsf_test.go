@@ -114,6 +114,9 @@ func samples() map[string]any {
 			ExpiresAt: at.Add(time.Hour), MaxUses: 1, DerivedFrom: "ed25519:1", IssuedBy: "root"},
 		domain.TypeEnrollmentTokenUsed:    domain.EnrollmentTokenUsed{TokenID: uuid.NewString(), NodeID: node, Use: 1},
 		domain.TypeEnrollmentTokenRevoked: domain.EnrollmentTokenRevoked{TokenID: uuid.NewString(), Reason: "not needed"},
+		domain.TypeOrgSettingsUpdated:     domain.OrgSettingsUpdated{OrgID: org, TimeZone: "Europe/Berlin"},
+		domain.TypePriceSheetSet: domain.PriceSheetSet{OrgID: org, EffectiveFrom: time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC), Currency: "EUR",
+			PerGBIn: "0.02", PerGBOut: "0.05", Per1kRequests: "0.10", PerStreamedHour: "0.30", PerTunnelDay: "1.00"},
 	}
 }
 

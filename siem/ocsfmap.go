@@ -343,6 +343,15 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.ExportCreated)
 		return e.ExportID, "positions " + strconv.FormatUint(e.From, 10) + ".." + strconv.FormatUint(e.To, 10)
 	}), sevLow),
+	domain.TypeOrgSettingsUpdated: entity(3, "Update", "Organization settings", func(d decoded) (string, string) {
+		e := d.event.(*domain.OrgSettingsUpdated)
+		return e.OrgID, "time zone " + e.TimeZone
+	}),
+	// Prices decide what an organization is charged: a change is worth a look.
+	domain.TypePriceSheetSet: withSeverity(entity(1, "Create", "Price sheet", func(d decoded) (string, string) {
+		e := d.event.(*domain.PriceSheetSet)
+		return e.OrgID, e.Currency + " from " + e.EffectiveFrom.UTC().Format("2006-01-02T15:04:05Z")
+	}), sevLow),
 }
 
 // usageCallerWords names a usage window's caller in its message (" by user alice").

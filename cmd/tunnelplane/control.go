@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
@@ -55,6 +56,8 @@ func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
 	fs.StringVar(&o.SIEMKeyFile, "siem-key-file", envDefault("SIEM_KEY_FILE", ""),
 		"key SIEM sinks' secrets are sealed with, the same on every instance; made when missing (default <data-dir>/siem.key; env TUNNELPLANE_SIEM_KEY_FILE)")
 	tokenLeewayFlag(fs, &o.TokenLeeway, envErrs)
+	fs.Int64Var(&o.NodeStreamCapacity, "node-stream-capacity", int64(envInt("NODE_STREAM_CAPACITY", int(api.DefaultNodeStreamCapacity), envErrs)),
+		"calls one data-plane node is sized to hold open at once; capacity analytics report headroom against it (env TUNNELPLANE_NODE_STREAM_CAPACITY)")
 }
 
 // tokenLeewayFlag is --token-leeway of control, serve and node.

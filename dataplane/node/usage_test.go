@@ -330,12 +330,19 @@ func TestUsageWindowsEndAfterTheyStartWhateverTheClock(t *testing.T) {
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
 	e.do(e.request("GET", "/t/llm/healthz", nil, e.alice))
-	poll.Until(t, 5*time.Second, "a window", func() bool {
+	// The call may still be open when a window closes (it then counts in the next one).
+	poll.Until(t, 5*time.Second, "the call in a window", func() bool {
 		_, _, usage := e.sink.snapshot()
-		return len(usage) > 0
+		var n int64
+		for _, u := range usage {
+			n += u.Requests
+		}
+		return n == 1
 	})
 	_, _, usage := e.sink.snapshot()
-	if err := usage[0].Validate(); err != nil || usage[0].Requests != 1 {
-		t.Fatalf("%+v: %v", usage[0], err)
+	for _, u := range usage {
+		if err := u.Validate(); err != nil {
+			t.Fatalf("%+v: %v", u, err)
+		}
 	}
 }

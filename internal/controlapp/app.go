@@ -102,7 +102,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports),
-		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, Registry: cfg.Registry, Logger: a.log})
+		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,9 @@ type Config struct {
 	NATSReplicas int
 	// TokenLeeway is how far past expiry tokens are still accepted (default token.DefaultLeeway).
 	TokenLeeway time.Duration
+	// NodeStreamCapacity is the calls one node is sized to hold open at once, for the capacity
+	// analytics' headroom (default api.DefaultNodeStreamCapacity).
+	NodeStreamCapacity int64
 	// Cluster names the installation on NATS: it prefixes every stream, bucket and subject
 	// (wire.Names). Default "": the names of the default installation.
 	Cluster string
@@ -95,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := wire.NewNames(c.Cluster); err != nil {
 		bad("--cluster: %v", err)
+	}
+	if c.NodeStreamCapacity < 0 {
+		bad("--node-stream-capacity %d: want a positive number", c.NodeStreamCapacity)
 	}
 	if c.TokenLeeway < 0 || c.TokenLeeway > token.MaxLeeway {
 		bad("--token-leeway %s: want 0s to %s", c.TokenLeeway, token.MaxLeeway)

@@ -133,6 +133,8 @@ Bootstrap a fresh install with a superadmin token:
 	controlFlags(cmd.Flags(), &opts, &envErrs)
 	urlFlag(cmd.Flags(), &opts.NATSURL, "nats-url", "NATS_URL", "", "NATS server of the cluster; with it the control plane talks to nodes")
 	cmd.Flags().StringVar(&opts.Cluster, "cluster", envDefault("CLUSTER", ""), clusterHelp)
+	cmd.Flags().IntVar(&opts.NATSReplicas, "nats-replicas", envInt("NATS_REPLICAS", 1, &envErrs),
+		"servers of a clustered JetStream that hold each stream and the node registry, 1 to 5: 3 on a cluster of 3 (env TUNNELPLANE_NATS_REPLICAS)")
 	return cmd
 }
 

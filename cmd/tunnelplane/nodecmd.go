@@ -28,7 +28,13 @@ enrolls itself through the control plane's API on first start with a node enroll
 enrolls a node and can do nothing else, expires, and is single-use by default),
 learns tunnels, roles and keys from the event stream on NATS, reports connections and usage as
 events signed with its own key (spooled on disk while NATS is away), obeys disconnect and drain
-commands and heartbeats into the node registry. It holds no database credentials.`,
+commands and heartbeats into the node registry. It holds no database credentials.
+
+With --health-addr it serves /healthz (alive), /readyz (200 only when it can serve: started, view
+caught up with the log, NATS connected, not draining) and /drain (POST, from this host only) on a
+listener of their own. SIGINT or SIGTERM drain the node first: agents are told to move, no new
+calls are routed, calls in flight may finish until --drain-timeout; then it stops. "tunnelplane
+node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -60,6 +66,12 @@ commands and heartbeats into the node registry. It holds no database credentials
 				strings.Replace(rn.URL, "http", "ws", 1), rn.Fingerprint)
 			<-ctx.Done()
 			g.log.Info("node stopping", "reason", stopReason(ctx))
+			// Done once: after a preStop hook's drain this returns its result at once.
+			if res, err := rn.Drain(context.WithoutCancel(ctx)); err != nil {
+				g.log.Warn("node not drained", "error", err)
+			} else if !res.Complete {
+				g.log.Warn("node drained: calls still in flight at --drain-timeout were cut", "agents_disconnected", res.AgentsDisconnected)
+			}
 			return nil
 		},
 	}
@@ -72,9 +84,54 @@ commands and heartbeats into the node registry. It holds no database credentials
 	fs.StringVar(&o.BaseDomain, "base-domain", envDefault("BASE_DOMAIN", ""), "host routing: <tunnel>.<org>.<base-domain> (env TUNNELPLANE_BASE_DOMAIN)")
 	urlFlag(fs, &o.NATSURL, "nats-url", "NATS_URL", "", "NATS server of the cluster")
 	fs.StringVar(&o.Cluster, "cluster", envDefault("CLUSTER", ""), clusterHelp)
+	fs.StringVar(&o.NodeID, "node-id", envDefault("NODE_ID", ""), "the node's id (a UUID) when a NATS credential was made for it before its first start; kept in <data-dir>/node/id, a different one there is an error (env TUNNELPLANE_NODE_ID; default: the data dir's, or a new one)")
+	fs.StringVar(&o.HealthAddr, "health-addr", envDefault("HEALTH_ADDR", ""), "listen address for /healthz, /readyz and /drain, apart from the tunnels' listener; empty: none (env TUNNELPLANE_HEALTH_ADDR)")
+	drainTimeoutFlag(fs, &o.DrainTimeout, &envErrs)
 	fs.StringVar(&controlURL, "control-url", envDefault("API_URL", ""), "control plane API, for enrollment (env TUNNELPLANE_API_URL)")
 	secretFlag(fs, &enrollmentToken, "enrollment-token", "ENROLLMENT_TOKEN", "node enrollment token for the first start: it enrolls this node and can do nothing else")
 	secretFlag(fs, &adminToken, "token", "TOKEN", "superadmin token (the old way to enroll; prefer --enrollment-token, so that no node holds a superadmin's token)")
+	cmd.AddCommand(newNodeDrainCommand(g))
+	return cmd
+}
+
+func drainTimeoutFlag(fs *pflag.FlagSet, d *time.Duration, envErrs *[]error) {
+	fs.DurationVar(d, "drain-timeout", envDuration("DRAIN_TIMEOUT", nodeapp.DefaultDrainTimeout, envErrs),
+		"how long a draining node lets calls in flight finish before it cuts them (env TUNNELPLANE_DRAIN_TIMEOUT)")
+}
+
+// newNodeDrainCommand asks the node running on this host to drain, and waits until it has: the
+// preStop hook of a node's pod (the image has no shell or curl; the binary is the client).
+func newNodeDrainCommand(g *globals) *cobra.Command {
+	var addr string
+	var timeout time.Duration
+	var envErrs []error
+	cmd := &cobra.Command{
+		Use:   "drain",
+		Short: "Drain the node running on this host (its --health-addr) and wait until it has",
+		Long: `drain asks the node on this host, through its health listener, to drain: it stops being ready,
+tells its agents to move to another node, routes no new calls and lets the calls in flight finish
+until its own --drain-timeout. The answer comes when the drain has ended. Run it where the node
+runs (a Kubernetes preStop hook): the node accepts it only from its own host.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := errors.Join(envErrs...); err != nil {
+				return err
+			}
+			if addr == "" {
+				return errors.New("--health-addr is required (env TUNNELPLANE_HEALTH_ADDR)")
+			}
+			// The node bounds the drain by its --drain-timeout; a little more for the answer.
+			res, err := nodeapp.RequestDrain(cmd.Context(), addr, timeout+10*time.Second)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "node drained: %d agents disconnected, complete %t\n", res.AgentsDisconnected, res.Complete)
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&addr, "health-addr", envDefault("HEALTH_ADDR", ""), "the node's health listener; an unspecified host means this host's loopback (env TUNNELPLANE_HEALTH_ADDR)")
+	drainTimeoutFlag(fs, &timeout, &envErrs)
 	return cmd
 }
 

@@ -21,6 +21,8 @@ type serveOptions struct {
 	natsAddr   string
 	baseDomain string
 	nodeName   string
+	healthAddr string
+	drain      time.Duration
 	demo       bool
 	demoDelay  time.Duration
 	limits     nodeLimits
@@ -57,6 +59,8 @@ user token and curl commands that work as printed. Ctrl-C stops everything clean
 	fs.StringVar(&o.baseDomain, "base-domain", envDefault("BASE_DOMAIN", "localhost"), "host routing: <tunnel>.<org>.<base-domain> (env TUNNELPLANE_BASE_DOMAIN)")
 	fs.StringVar(&o.nodeName, "node-name", envDefault("NODE_NAME", "node-1"), "name of the embedded node (env TUNNELPLANE_NODE_NAME)")
 	nodeLimitFlags(fs, &o.limits, &envErrs)
+	fs.StringVar(&o.healthAddr, "health-addr", envDefault("HEALTH_ADDR", ""), "the node's /healthz, /readyz and /drain listener, as for tunnelplane node; empty: none (env TUNNELPLANE_HEALTH_ADDR)")
+	drainTimeoutFlag(fs, &o.drain, &envErrs)
 	fs.BoolVar(&o.demo, "demo", false, "start a demo upstream, tunnel and agent, and print curl commands")
 	fs.DurationVar(&o.demoDelay, "demo-token-delay", 50*time.Millisecond, "delay between the demo upstream's streamed tokens")
 	return cmd
@@ -71,6 +75,10 @@ func runServe(ctx context.Context, g *globals, o serveOptions) error {
 	select {
 	case <-ctx.Done():
 		g.log.Info("serve stopping", "reason", stopReason(ctx))
+		// As a node does: agents move, calls in flight finish (at most --drain-timeout).
+		if _, err := sv.Node.Drain(context.WithoutCancel(ctx)); err != nil {
+			g.log.Warn("node not drained", "error", err)
+		}
 	case err := <-sv.CP.Done():
 		if err != nil {
 			return err
@@ -97,7 +105,7 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (*serveapp.App,
 	cc := o.cp
 	cc.DatabaseURL, cc.DataDir, cc.Version = srv.URL, g.dataDir, version
 	nc := nodeConfig(o.nodeName, o.nodeAddr, o.baseDomain, o.limits, o.maxViewLag, o.lagSample)
-	nc.TokenLeeway = cc.TokenLeeway
+	nc.TokenLeeway, nc.HealthAddr, nc.DrainTimeout = cc.TokenLeeway, o.healthAddr, o.drain
 	sv, err := serveapp.New(serveapp.Config{Control: cc, NATSHost: host, NATSPort: port, Node: nc,
 		Demo: o.demo, DemoDelay: o.demoDelay, Version: version, Logger: g.log})
 	if err != nil {

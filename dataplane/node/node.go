@@ -187,6 +187,14 @@ func (n *Node) Drain(ctx context.Context) int {
 	return len(list)
 }
 
+// Draining reports whether Drain (or Stop) has begun: the node takes no new agents and routes
+// no new calls to the ones it holds.
+func (n *Node) Draining() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.draining || n.stopped
+}
+
 // Stop disconnects every agent, refuses new ones, stops the usage windows after emitting the
 // last one and waits for the node's goroutines. Calling it again does nothing.
 func (n *Node) Stop() {

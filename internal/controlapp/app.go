@@ -138,7 +138,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		}
 	})
 	if cfg.NATSURL != "" {
-		if a.Bus, err = StartBus(runCtx, BusConfig{NATSURL: cfg.NATSURL, Cluster: cfg.Cluster, OwnsNATS: cfg.OwnsNATS, Store: a.Log.Store, Service: a.Service,
+		if a.Bus, err = StartBus(runCtx, BusConfig{NATSURL: cfg.NATSURL, Cluster: cfg.Cluster, OwnsNATS: cfg.OwnsNATS, Replicas: cfg.NATSReplicas, Store: a.Log.Store, Service: a.Service,
 			Registerer: cfg.Registry, Logger: a.log}); err != nil {
 			return err
 		}

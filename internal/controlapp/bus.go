@@ -29,7 +29,9 @@ type BusConfig struct {
 	// OwnsNATS says the NATS server is this installation's own (serve's embedded one): streams
 	// found holding another log's events are then reset and relayed anew; on a shared server that
 	// is an error for the operator to resolve.
-	OwnsNATS   bool
+	OwnsNATS bool
+	// Replicas of the streams and the bucket on a clustered JetStream (default 1).
+	Replicas   int
 	Store      *eventstore.Store
 	Service    *commands.Service
 	Registerer prometheus.Registerer
@@ -82,7 +84,7 @@ func StartBus(ctx context.Context, cfg BusConfig) (_ *Bus, err error) {
 	if err = waitConnected(sctx, b.nc); err != nil {
 		return nil, fmt.Errorf("control bus: %w", err)
 	}
-	sc := controlbus.StreamsConfig{Names: names, Origin: origin, ReplaceForeign: cfg.OwnsNATS}
+	sc := controlbus.StreamsConfig{Names: names, Origin: origin, ReplaceForeign: cfg.OwnsNATS, Replicas: cfg.Replicas}
 	if err = controlbus.EnsureStreams(sctx, js, sc); err != nil {
 		return nil, fmt.Errorf("control bus: %w", err)
 	}

@@ -48,6 +48,10 @@ type Config struct {
 	// this installation's own (see BusConfig).
 	NATSURL  string
 	OwnsNATS bool
+	// NATSReplicas is how many servers of a clustered JetStream hold each stream and the node
+	// registry (1..5; default 1). A cluster of 3 servers wants 3: with 1, losing the server that
+	// holds a stream loses it.
+	NATSReplicas int
 	// TokenLeeway is how far past expiry tokens are still accepted (default token.DefaultLeeway).
 	TokenLeeway time.Duration
 	// NodeStreamCapacity is the calls one node is sized to hold open at once, for the capacity
@@ -100,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if c.TokenLeeway < 0 || c.TokenLeeway > token.MaxLeeway {
 		bad("--token-leeway %s: want 0s to %s", c.TokenLeeway, token.MaxLeeway)
+	}
+	if c.NATSReplicas < 0 || c.NATSReplicas > 5 {
+		bad("--nats-replicas %d: want 1 to 5", c.NATSReplicas)
 	}
 	if c.DBMaxConns < 0 || c.DBMaxConns > 10000 {
 		bad("--db-max-conns %d: want 1 to 10000", c.DBMaxConns)

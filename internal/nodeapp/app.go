@@ -34,6 +34,7 @@ type App struct {
 	Node        *node.Node // set by Start
 	View        *view.View // set by Start
 	URL         string     // http://host:port of the listener
+	HealthURL   string     // http://host:port of the health listener ("" without one)
 	Fingerprint string
 
 	cfg      Config
@@ -52,6 +53,15 @@ type App struct {
 	server    *node.Server
 	snaps     *snapshots
 
+	healthLn  net.Listener // nil: no health listener
+	healthSrv *http.Server
+	serving   atomic.Bool // start finished: Node, View and nc are set for good
+	stopping  atomic.Bool
+	drainOnce sync.Once
+	drainDone chan struct{} // closed when the drain ended; drained and drainErr are then set
+	drained   DrainResult
+	drainErr  error
+
 	skipped    atomic.Int64 // relayed messages that did not verify
 	skipLogged atomic.Int64 // when skippedEvent last logged (Unix ns)
 }
@@ -66,7 +76,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := LoadIdentity(cfg.DataDir)
+	id, err := LoadIdentity(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		lock.Release()
 		return nil, err
@@ -79,6 +89,18 @@ func New(cfg Config) (*App, error) {
 		}
 	}
 	a.URL = "http://" + a.ln.Addr().String()
+	if a.healthLn = cfg.HealthListener; a.healthLn == nil && cfg.HealthAddr != "" {
+		if a.healthLn, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
+			if cfg.Listener == nil {
+				_ = a.ln.Close()
+			}
+			lock.Release()
+			return nil, fmt.Errorf("node health listen %s: %w", cfg.HealthAddr, err)
+		}
+	}
+	if a.healthLn != nil {
+		a.HealthURL = "http://" + a.healthLn.Addr().String()
+	}
 	return a, nil
 }
 
@@ -97,6 +119,16 @@ func (a *App) Start(ctx context.Context) error {
 
 func (a *App) start(ctx, runCtx context.Context) (err error) {
 	cfg, id, log := a.cfg, a.ID, a.log
+	if a.healthLn != nil {
+		// Up from the start: liveness holds while the node enrolls and replays; readiness waits.
+		a.healthSrv = &http.Server{Handler: a.HealthHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+		hln, srv := a.healthLn, a.healthSrv
+		a.life.Go(func(context.Context) {
+			if err := srv.Serve(hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("node health listener failed", "error", err)
+			}
+		})
+	}
 	public := cfg.PublicURL
 	if public == "" {
 		public = a.URL
@@ -220,6 +252,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		}
 	})
 	a.awaitView(ctx, int64(logInfo.Size)-1, viewWait)
+	a.serving.Store(true)
 	log.Info("node running", "url", a.URL, "host_key_fingerprint", a.Fingerprint)
 	return nil
 }
@@ -268,6 +301,7 @@ func reasonOr(reason, def string) string {
 // and after a Start that failed.
 func (a *App) Stop(ctx context.Context) {
 	a.stopOnce.Do(func() {
+		a.stopping.Store(true)
 		a.stopParts(ctx)
 		a.life.Stop()
 		a.snaps.save(a.View)
@@ -276,6 +310,9 @@ func (a *App) Stop(ctx context.Context) {
 		}
 		if a.server == nil && a.cfg.Listener == nil {
 			_ = a.ln.Close() // opened by New, never served
+		}
+		if a.healthSrv == nil && a.healthLn != nil && a.cfg.HealthListener == nil {
+			_ = a.healthLn.Close()
 		}
 		a.lock.Release()
 	})
@@ -300,6 +337,9 @@ func (a *App) stopParts(ctx context.Context) {
 	}
 	if a.publisher != nil {
 		a.publisher.Stop()
+	}
+	if a.healthSrv != nil {
+		_ = a.healthSrv.Close() // the last to go: liveness holds while the rest stops
 	}
 }
 

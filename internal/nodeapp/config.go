@@ -24,12 +24,22 @@ var ErrInvalidConfig = errors.New("node: invalid config")
 type Config struct {
 	// DataDir holds <DataDir>/node: the node's id, host and event keys, spool and view snapshot.
 	DataDir string
+	// NodeID, if set, is the id the node must have (see LoadIdentity); empty: the data dir's, or a
+	// new one on the first start.
+	NodeID string
 	// Name is the node's name in the registry (default node-1).
 	Name string
 	// ListenAddr is where agents and callers connect (one listener); Listener, if set, is used
 	// instead.
 	ListenAddr string
 	Listener   net.Listener
+	// HealthAddr is where /healthz, /readyz and /drain are served, apart from ListenAddr (whose
+	// paths and hosts belong to tunnels); HealthListener, if set, is used instead. Neither: no
+	// health listener.
+	HealthAddr     string
+	HealthListener net.Listener
+	// DrainTimeout bounds Drain: how long calls in flight may finish (default 30s).
+	DrainTimeout time.Duration
 	// PublicURL is how agents and callers reach the node (default http://<listen address>).
 	PublicURL string
 	// BaseDomain enables host routing: <tunnel>.<org>.<BaseDomain>.
@@ -122,6 +132,9 @@ func (c *Config) applyDefaults() {
 	if c.LagSample == 0 {
 		c.LagSample = lagSample
 	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
 }
 
 // Validate reports every problem at once; zero values count as their defaults.
@@ -151,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.ControlPlane == nil {
 		bad("ControlPlane is required")
+	}
+	if c.DrainTimeout < 0 {
+		bad("--drain-timeout %s must not be negative", c.DrainTimeout)
 	}
 	if c.MaxViewLag < 0 || c.LagSample < 0 {
 		bad("MaxViewLag and LagSample must be positive")

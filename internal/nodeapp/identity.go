@@ -28,7 +28,12 @@ type Identity struct {
 func (n *Identity) Fingerprint() string { return ssh.FingerprintSHA256(n.Signer.PublicKey()) }
 
 // LoadIdentity reads the node's identity from <dataDir>/node, creating what is missing (0600).
-func LoadIdentity(dataDir string) (*Identity, error) {
+// want, if not empty, is the id the node must have: written on the first start (a NATS credential
+// made for that id before the node ever ran), refused when the data dir holds another.
+func LoadIdentity(dataDir, want string) (*Identity, error) {
+	if want != "" && !domain.ValidID(want) {
+		return nil, fmt.Errorf("%w: node id %q: want a UUID", ErrInvalidConfig, want)
+	}
 	dir := filepath.Join(dataDir, "node")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("node identity: %w", err)
@@ -36,7 +41,10 @@ func LoadIdentity(dataDir string) (*Identity, error) {
 	idPath := filepath.Join(dir, "id")
 	raw, err := os.ReadFile(idPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		raw = []byte(uuid.Must(uuid.NewV7()).String())
+		raw = []byte(want)
+		if want == "" {
+			raw = []byte(uuid.Must(uuid.NewV7()).String())
+		}
 		if err := os.WriteFile(idPath, raw, 0o600); err != nil {
 			return nil, fmt.Errorf("node identity: %w", err)
 		}
@@ -46,6 +54,9 @@ func LoadIdentity(dataDir string) (*Identity, error) {
 	id := strings.TrimSpace(string(raw))
 	if !domain.ValidID(id) {
 		return nil, fmt.Errorf("node identity: %s holds %q, not a UUID", idPath, id)
+	}
+	if want != "" && id != want {
+		return nil, fmt.Errorf("%w: node id %s was asked for, but %s holds %s: this data dir belongs to another node", ErrInvalidConfig, want, idPath, id)
 	}
 	host, _, err := ledger.LoadOrCreateKeyFile(filepath.Join(dir, "host_key.pem"))
 	if err != nil {

@@ -22,7 +22,12 @@ import (
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle/lifecycletest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// fasthttp's worker-pool cleaner notices a stopped server within its 10s idle period, and its
+// clock goroutine serves the whole process.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"))
+}
 
 var quiet = slog.New(slog.DiscardHandler)
 
@@ -258,5 +263,27 @@ func TestLimitsReachTheNode(t *testing.T) {
 	}
 	if err := (Config{Limits: Limits{AgentKeepaliveTimeout: -time.Second}}).Validate(); err == nil || !contains(err.Error(), "limits must not be negative") {
 		t.Fatalf("negative AgentKeepaliveTimeout: %v", err)
+	}
+}
+
+// A node id given before the first start (its NATS credential names it) is the one the node
+// keeps; a data dir that holds another id is refused, not silently reused, and so is a non-UUID.
+func TestLoadIdentityKeepsTheGivenID(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const want = "0193a5f2-7c1e-7b3a-9d2e-4f5a6b7c8d9e"
+	id, err := LoadIdentity(dir, want)
+	if err != nil || id.ID != want {
+		t.Fatalf("first start: %v %v", id, err)
+	}
+	again, err := LoadIdentity(dir, "")
+	if err != nil || again.ID != want || again.Fingerprint() != id.Fingerprint() {
+		t.Fatalf("restart without the id: %+v %v", again, err)
+	}
+	if _, err := LoadIdentity(dir, "0193a5f2-7c1e-7b3a-9d2e-000000000000"); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("another id on the same data dir: %v", err)
+	}
+	if _, err := LoadIdentity(t.TempDir(), "node-0"); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("not a UUID: %v", err)
 	}
 }

@@ -1,0 +1,537 @@
+package kubernetes_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/tunnelplane/tunnelplane/deploy/kubernetes"
+)
+
+var overlays = []string{"overlays/single", "overlays/cluster"}
+
+func render(t *testing.T, dir string) []kubernetes.Object {
+	t.Helper()
+	objs, err := kubernetes.Render(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) == 0 {
+		t.Fatalf("%s renders nothing", dir)
+	}
+	return objs
+}
+
+// dockerImage is the image the repository's Dockerfile says it builds (its "docker build -t"
+// line) and the path of the binary in it (its ENTRYPOINT).
+func dockerImage(t *testing.T) (image, binary string) {
+	t.Helper()
+	df, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`docker build -t (\S+) `).FindSubmatch(df)
+	e := regexp.MustCompile(`(?m)^ENTRYPOINT \["([^"]+)"\]`).FindSubmatch(df)
+	if m == nil || e == nil {
+		t.Fatalf("Dockerfile names no image (a docker build -t line) or no ENTRYPOINT [\"…\"]")
+	}
+	return string(m[1]), string(e[1])
+}
+
+// Every object of both overlays is of a kind we expect and decodes into its k8s.io/api type with
+// no field the type does not know.
+func TestOverlaysDecodeStrictly(t *testing.T) {
+	t.Parallel()
+	for _, dir := range overlays {
+		objs := render(t, dir)
+		seen := map[string]int{}
+		for _, o := range objs {
+			seen[o.Kind]++
+		}
+		for _, k := range []string{"ServiceAccount", "ConfigMap", "Service", "PodDisruptionBudget", "NetworkPolicy"} {
+			if seen[k] == 0 {
+				t.Errorf("%s: no %s", dir, k)
+			}
+		}
+	}
+	// The decoder refuses what the API server would drop or refuse.
+	for _, bad := range []string{
+		"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replica: 2}\n",
+		"apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 80, targetPorts: 8080}]}\n",
+		"apiVersion: apps/v1beta1\nkind: Deployment\nmetadata: {name: x}\n",
+		"apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: x}\n",
+	} {
+		if _, err := kubernetes.Decode([]byte(bad)); !errors.Is(err, kubernetes.ErrManifest) {
+			t.Errorf("accepted %q: %v", bad, err)
+		}
+	}
+}
+
+// A broken manifest fails the render: a field Kubernetes does not know, in a copy of the
+// overlays.
+func TestABrokenManifestFails(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(".")); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(dir, "overlays/cluster/node.yaml")
+	b, err := os.ReadFile(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := bytes.Replace(b, []byte("          readinessProbe:\n"), []byte("          readynessProbe:\n"), 1)
+	if bytes.Equal(broken, b) {
+		t.Fatal("node.yaml has no readinessProbe to break")
+	}
+	if err := os.WriteFile(node, broken, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubernetes.Render(filepath.Join(dir, "overlays/cluster")); !errors.Is(err, kubernetes.ErrManifest) || !strings.Contains(err.Error(), "readynessProbe") {
+		t.Fatalf("a misspelt field rendered: %v", err)
+	}
+}
+
+// Every pod runs as a non-root user with nothing it does not need: no privilege escalation, no
+// capability, a read-only root filesystem (what must be written is a volume), RuntimeDefault
+// seccomp, no service account token, and requests and limits for CPU and memory.
+func TestPodsAreConfined(t *testing.T) {
+	t.Parallel()
+	for _, dir := range overlays {
+		objs := render(t, dir)
+		for _, w := range kubernetes.Workloads(objs) {
+			where := dir + " " + w.Name
+			ps := w.Pod.Spec
+			sc := ps.SecurityContext
+			if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 ||
+				sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Errorf("%s: pod security context %+v", where, sc)
+			}
+			// tunnelplane refuses key files its group may read: the kubelet must not add group
+			// read/write to the data dir's files at every mount.
+			if usesImage(ps, "tunnelplane/") && sc != nil && sc.FSGroup != nil &&
+				(sc.FSGroupChangePolicy == nil || *sc.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch) {
+				t.Errorf("%s: fsGroup without fsGroupChangePolicy OnRootMismatch: the keys' mode 0600 is lost at the next mount", where)
+			}
+			if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
+				t.Errorf("%s: mounts a service account token", where)
+			}
+			volumes := map[string]corev1.Volume{}
+			for _, v := range ps.Volumes {
+				volumes[v.Name] = v
+			}
+			claims := map[string]bool{}
+			if sts, ok := findObject[*appsv1.StatefulSet](objs, w.Name); ok {
+				for _, c := range sts.Spec.VolumeClaimTemplates {
+					claims[c.Name] = true
+				}
+			}
+			for _, c := range append(ps.InitContainers, ps.Containers...) {
+				where := where + "/" + c.Name
+				cs := c.SecurityContext
+				if cs == nil || cs.AllowPrivilegeEscalation == nil || *cs.AllowPrivilegeEscalation || cs.ReadOnlyRootFilesystem == nil || !*cs.ReadOnlyRootFilesystem ||
+					cs.Capabilities == nil || !slices.Equal(cs.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(cs.Capabilities.Add) != 0 || cs.Privileged != nil && *cs.Privileged {
+					t.Errorf("%s: container security context %+v", where, cs)
+				}
+				for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+					req, lim := c.Resources.Requests[r], c.Resources.Limits[r]
+					if req.IsZero() || lim.IsZero() || req.Cmp(lim) > 0 {
+						t.Errorf("%s: %s request %s, limit %s", where, r, req.String(), lim.String())
+					}
+				}
+				for _, m := range c.VolumeMounts {
+					v, ok := volumes[m.Name]
+					switch {
+					case claims[m.Name]:
+					case !ok:
+						t.Errorf("%s: mounts %s, which is no volume", where, m.Name)
+					case v.EmptyDir == nil && v.PersistentVolumeClaim == nil && !m.ReadOnly:
+						t.Errorf("%s: %s is writable but neither an emptyDir nor a claim", where, m.MountPath)
+					}
+				}
+			}
+		}
+	}
+}
+
+func usesImage(ps corev1.PodSpec, prefix string) bool {
+	return slices.ContainsFunc(ps.Containers, func(c corev1.Container) bool { return strings.HasPrefix(c.Image, prefix) })
+}
+
+func findObject[T any](objs []kubernetes.Object, name string) (T, bool) {
+	for _, o := range objs {
+		if v, ok := o.Value.(T); ok && o.Name == name {
+			return v, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+func objectsOf[T any](objs []kubernetes.Object) []T {
+	var out []T
+	for _, o := range objs {
+		if v, ok := o.Value.(T); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// tunnelplaneCommands are the containers that run the tunnelplane image, by subcommand.
+func tunnelplaneCommands(t *testing.T, objs []kubernetes.Object) map[string]kubernetes.Command {
+	t.Helper()
+	image, _ := dockerImage(t)
+	cmds, err := kubernetes.Commands(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]kubernetes.Command{}
+	for _, c := range cmds {
+		if strings.HasPrefix(c.Image, "tunnelplane") || len(c.Args) > 0 && slices.Contains([]string{"serve", "control", "node"}, c.Args[0]) {
+			if c.Image != image {
+				t.Errorf("%s/%s runs image %q, not the Dockerfile's %q", c.Workload, c.Container, c.Image, image)
+			}
+			out[c.Args[0]] = c
+		}
+	}
+	return out
+}
+
+// port is the port of a listen address in the environment ("0.0.0.0:9091").
+func port(t *testing.T, c kubernetes.Command, env string) int32 {
+	t.Helper()
+	addr, ok := c.Env[env]
+	if !ok {
+		t.Fatalf("%s: %s is not set", c.Workload, env)
+	}
+	_, p, err := splitHostPort(addr)
+	if err != nil {
+		t.Fatalf("%s: %s=%q: %v", c.Workload, env, addr, err)
+	}
+	return p
+}
+
+func splitHostPort(addr string) (string, int32, error) {
+	i := strings.LastIndex(addr, ":")
+	if i < 0 {
+		return "", 0, fmt.Errorf("no port")
+	}
+	p, err := strconv.ParseInt(addr[i+1:], 10, 32)
+	return addr[:i], int32(p), err
+}
+
+// container finds a command's container in its workload.
+func container(t *testing.T, objs []kubernetes.Object, c kubernetes.Command) (kubernetes.Workload, corev1.Container) {
+	t.Helper()
+	for _, w := range kubernetes.Workloads(objs) {
+		if w.Name != c.Workload {
+			continue
+		}
+		for _, ct := range w.Pod.Spec.Containers {
+			if ct.Name == c.Container {
+				return w, ct
+			}
+		}
+	}
+	t.Fatalf("no container %s/%s", c.Workload, c.Container)
+	return kubernetes.Workload{}, corev1.Container{}
+}
+
+// probePort resolves a probe's port (a name or a number) to the container's port number.
+func probePort(t *testing.T, ct corev1.Container, p *corev1.Probe) (string, int32) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Fatalf("%s: no HTTP probe", ct.Name)
+	}
+	if p.HTTPGet.Port.StrVal == "" {
+		return p.HTTPGet.Path, p.HTTPGet.Port.IntVal
+	}
+	for _, cp := range ct.Ports {
+		if cp.Name == p.HTTPGet.Port.StrVal {
+			return p.HTTPGet.Path, cp.ContainerPort
+		}
+	}
+	t.Fatalf("%s: probe port %q is no container port", ct.Name, p.HTTPGet.Port.StrVal)
+	return "", 0
+}
+
+// Probes: the control plane's /healthz and /readyz on its API address; the node's on its health
+// listener, never on the tunnels' listener (where every path may be a tunnel's). The node drains
+// before it stops, within the grace period; the preStop hook runs the image's binary.
+func TestProbesAndDrain(t *testing.T) {
+	t.Parallel()
+	_, binary := dockerImage(t)
+	for _, dir := range overlays {
+		objs := render(t, dir)
+		cmds := tunnelplaneCommands(t, objs)
+		var nodeSide kubernetes.Command
+		switch dir {
+		case "overlays/single":
+			serve, ok := cmds["serve"]
+			if !ok {
+				t.Fatalf("%s runs no tunnelplane serve", dir)
+			}
+			_, ct := container(t, objs, serve)
+			if path, p := probePort(t, ct, ct.LivenessProbe); path != "/healthz" || p != port(t, serve, "TUNNELPLANE_API_ADDR") {
+				t.Errorf("%s: liveness %s on %d", dir, path, p)
+			}
+			if path, p := probePort(t, ct, ct.ReadinessProbe); path != "/readyz" || p != port(t, serve, "TUNNELPLANE_HEALTH_ADDR") {
+				t.Errorf("%s: readiness %s on %d", dir, path, p)
+			}
+			nodeSide = serve
+		case "overlays/cluster":
+			control, node := cmds["control"], cmds["node"]
+			if control.Workload == "" || node.Workload == "" {
+				t.Fatalf("%s runs no control plane or no node: %v", dir, cmds)
+			}
+			_, ct := container(t, objs, control)
+			api := port(t, control, "TUNNELPLANE_API_ADDR")
+			for probe, want := range map[*corev1.Probe]string{ct.LivenessProbe: "/healthz", ct.ReadinessProbe: "/readyz"} {
+				if path, p := probePort(t, ct, probe); path != want || p != api {
+					t.Errorf("%s: control probe %s on %d, want %s on %d", dir, path, p, want, api)
+				}
+			}
+			_, nt := container(t, objs, node)
+			health := port(t, node, "TUNNELPLANE_HEALTH_ADDR")
+			for probe, want := range map[*corev1.Probe]string{nt.LivenessProbe: "/healthz", nt.ReadinessProbe: "/readyz"} {
+				if path, p := probePort(t, nt, probe); path != want || p != health {
+					t.Errorf("%s: node probe %s on %d, want %s on %d", dir, path, p, want, health)
+				}
+			}
+			if health == port(t, node, "TUNNELPLANE_NODE_ADDR") {
+				t.Errorf("%s: the node's health listener is its tunnels' listener", dir)
+			}
+			nodeSide = node
+		}
+		w, ct := container(t, objs, nodeSide)
+		if want := []string{binary, "node", "drain"}; !slices.Equal(nodeSide.PreStop, want) {
+			t.Errorf("%s: %s preStop %q, want %q", dir, w.Name, nodeSide.PreStop, want)
+		}
+		// The hook reaches the node's health listener through the environment it shares.
+		if nodeSide.Env["TUNNELPLANE_HEALTH_ADDR"] == "" {
+			t.Errorf("%s: %s has no TUNNELPLANE_HEALTH_ADDR for its preStop hook", dir, w.Name)
+		}
+		drain, err := time.ParseDuration(nodeSide.Env["TUNNELPLANE_DRAIN_TIMEOUT"])
+		if err != nil {
+			t.Errorf("%s: TUNNELPLANE_DRAIN_TIMEOUT: %v", dir, err)
+		}
+		grace := int64(30) // Kubernetes's default
+		if g := w.Pod.Spec.TerminationGracePeriodSeconds; g != nil {
+			grace = *g
+		}
+		if time.Duration(grace)*time.Second < drain+10*time.Second {
+			t.Errorf("%s: terminationGracePeriodSeconds %d leaves the drain (%s) no time to stop after it", dir, grace, drain)
+		}
+		if ct.Lifecycle.PreStop.Exec == nil {
+			t.Errorf("%s: preStop is not an exec hook", dir)
+		}
+	}
+}
+
+// selects reports whether a label selector picks the workload's pods.
+func selects(t *testing.T, sel map[string]string, w kubernetes.Workload) bool {
+	t.Helper()
+	return len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(w.Pod.Labels))
+}
+
+// Each workload has a PodDisruptionBudget and a NetworkPolicy of its own; the default policy
+// denies ingress to every tunnelplane pod; nodes take their public port from anywhere, NATS its
+// client port from the control plane and the nodes only and its routes from NATS only, the
+// control plane its API from nodes and admins only.
+func TestDisruptionBudgetsAndNetworkPolicies(t *testing.T) {
+	t.Parallel()
+	for _, dir := range overlays {
+		objs := render(t, dir)
+		pdbs := objectsOf[*policyv1.PodDisruptionBudget](objs)
+		nps := objectsOf[*networkingv1.NetworkPolicy](objs)
+		workloads := kubernetes.Workloads(objs)
+		byName := map[string]kubernetes.Workload{}
+		for _, w := range workloads {
+			byName[w.Name] = w
+			n := 0
+			for _, p := range pdbs {
+				if selects(t, p.Spec.Selector.MatchLabels, w) {
+					n++
+					if p.Spec.MaxUnavailable == nil && p.Spec.MinAvailable == nil {
+						t.Errorf("%s: PDB %s sets no budget", dir, p.Name)
+					}
+				}
+			}
+			if n != 1 {
+				t.Errorf("%s: %s has %d PodDisruptionBudgets", dir, w.Name, n)
+			}
+			own, deny := 0, false
+			for _, np := range nps {
+				if !selects(t, np.Spec.PodSelector.MatchLabels, w) {
+					continue
+				}
+				if len(np.Spec.Ingress) == 0 && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+					deny = true
+				} else {
+					own++
+				}
+			}
+			if !deny || own != 1 {
+				t.Errorf("%s: %s: default deny %t, %d policies of its own", dir, w.Name, deny, own)
+			}
+		}
+		if dir != "overlays/cluster" {
+			continue
+		}
+		// from lists who may reach a workload's port (by container port name): "*" for anyone.
+		from := func(workload, portName string) []string {
+			np, ok := findObject[*networkingv1.NetworkPolicy](objs, workload)
+			if !ok {
+				t.Fatalf("no NetworkPolicy %s", workload)
+			}
+			var who []string
+			for _, r := range np.Spec.Ingress {
+				if !slices.ContainsFunc(r.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port != nil && p.Port.StrVal == portName }) {
+					continue
+				}
+				if len(r.From) == 0 {
+					who = append(who, "*")
+				}
+				for _, peer := range r.From {
+					if peer.IPBlock != nil {
+						who = append(who, "ip:"+peer.IPBlock.CIDR)
+						continue
+					}
+					name := "?"
+					if peer.PodSelector != nil {
+						name = peer.PodSelector.MatchLabels["app.kubernetes.io/name"]
+						if v := peer.PodSelector.MatchLabels["tunnelplane.dev/admin"]; v == "true" {
+							name = "admin"
+						}
+					}
+					if peer.NamespaceSelector != nil && name != "admin" {
+						name = "ns:" + name
+					}
+					who = append(who, name)
+				}
+			}
+			slices.Sort(who)
+			return who
+		}
+		for _, c := range []struct {
+			workload, port string
+			want           []string
+		}{
+			{"tunnelplane-node", "public", []string{"*"}},
+			{"tunnelplane-node", "health", nil},
+			{"tunnelplane-control", "api", []string{"admin", "tunnelplane-node"}},
+			{"tunnelplane-nats", "client", []string{"tunnelplane-control", "tunnelplane-node"}},
+			{"tunnelplane-nats", "cluster", []string{"tunnelplane-nats"}},
+			{"tunnelplane-nats", "monitor", nil},
+		} {
+			if got := from(c.workload, c.port); !slices.Equal(got, c.want) {
+				t.Errorf("%s:%s reachable from %q, want %q", c.workload, c.port, got, c.want)
+			}
+		}
+	}
+}
+
+// The cluster: one control plane (its signing keys live in its data dir; README.md says why not
+// two), NATS on three servers routed to each other by name, the streams replicated on all three,
+// and the copies of deploy/nats's configuration the same as the originals.
+func TestClusterShape(t *testing.T) {
+	t.Parallel()
+	objs := render(t, "overlays/cluster")
+	cmds := tunnelplaneCommands(t, objs)
+	control, _ := container(t, objs, cmds["control"])
+	if control.Kind != "StatefulSet" || control.Replicas != 1 {
+		t.Errorf("control: %s with %d replicas; the keys in its data dir allow one (README.md)", control.Kind, control.Replicas)
+	}
+	node, _ := container(t, objs, cmds["node"])
+	if node.Kind != "Deployment" {
+		t.Errorf("node: %s", node.Kind)
+	}
+	if cmds["node"].Env["TUNNELPLANE_NODE_ID"] == "" || cmds["node"].Env["TUNNELPLANE_NATS_URL"] != "secret:tunnelplane-node/nats-url" {
+		t.Errorf("node: its NATS credential and the id it was made for come from its Secret: %v", cmds["node"].Env)
+	}
+	// A node enrolls with a node enrollment token; no node holds a superadmin's token.
+	if _, ok := cmds["node"].Env["TUNNELPLANE_TOKEN"]; ok || cmds["node"].Env["TUNNELPLANE_ENROLLMENT_TOKEN"] != "secret:tunnelplane-node/enrollment-token" {
+		t.Errorf("node: enrolls with %q, holds TUNNELPLANE_TOKEN %t", cmds["node"].Env["TUNNELPLANE_ENROLLMENT_TOKEN"], ok)
+	}
+	if cmds["control"].Env["TUNNELPLANE_DATABASE_URL"] != "secret:tunnelplane-database/url" {
+		t.Errorf("control: the database URL is not the operator's Secret: %q", cmds["control"].Env["TUNNELPLANE_DATABASE_URL"])
+	}
+
+	nats, ok := findObject[*appsv1.StatefulSet](objs, "tunnelplane-nats")
+	if !ok {
+		t.Fatal("no NATS StatefulSet")
+	}
+	replicas := *nats.Spec.Replicas
+	if replicas != 3 {
+		t.Errorf("NATS replicas %d", replicas)
+	}
+	if got := cmds["control"].Env["TUNNELPLANE_NATS_REPLICAS"]; got != strconv.Itoa(int(replicas)) {
+		t.Errorf("streams on %s servers of %d", got, replicas)
+	}
+	headless, ok := findObject[*corev1.Service](objs, nats.Spec.ServiceName)
+	if !ok || headless.Spec.ClusterIP != corev1.ClusterIPNone || !headless.Spec.PublishNotReadyAddresses {
+		t.Errorf("NATS serviceName %q: %+v", nats.Spec.ServiceName, headless)
+	}
+	var routes string
+	nc := nats.Spec.Template.Spec.Containers[0]
+	for _, e := range nc.Env {
+		if e.Name == "NATS_ROUTES" {
+			routes = e.Value
+		}
+	}
+	var want []string
+	for i := range replicas {
+		want = append(want, fmt.Sprintf("%q", fmt.Sprintf("nats://%s-%d.%s:6222", nats.Name, i, nats.Spec.ServiceName)))
+	}
+	if routes != "["+strings.Join(want, ",")+"]" {
+		t.Errorf("NATS_ROUTES %s, want one route per server: [%s]", routes, strings.Join(want, ","))
+	}
+	if !slices.Equal(nc.Args, []string{"--config", "/etc/nats/nats-cluster.conf"}) {
+		t.Errorf("NATS args %q", nc.Args)
+	}
+	store := false
+	for _, c := range nats.Spec.VolumeClaimTemplates {
+		for _, m := range nc.VolumeMounts {
+			store = store || m.Name == c.Name && m.MountPath == "/data"
+		}
+	}
+	if !store {
+		t.Error("NATS has no claim at /data (nats-server.conf's store_dir /data/jetstream)")
+	}
+	var cm *corev1.ConfigMap
+	for _, c := range objectsOf[*corev1.ConfigMap](objs) {
+		if strings.HasPrefix(c.Name, "tunnelplane-nats-config") {
+			cm = c
+		}
+	}
+	if cm == nil {
+		t.Fatal("no NATS configuration")
+	}
+	for _, f := range []string{"nats-server.conf", "nats-cluster.conf"} {
+		orig, err := os.ReadFile(filepath.Join("..", "nats", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Data[f] != string(orig) {
+			t.Errorf("%s differs from deploy/nats/%s: copy it again", f, f)
+		}
+	}
+	if !strings.Contains(cm.Data["nats-cluster.conf"], "routes: $NATS_ROUTES") {
+		t.Error("nats-cluster.conf takes its routes from elsewhere than NATS_ROUTES")
+	}
+}

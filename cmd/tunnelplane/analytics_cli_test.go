@@ -12,28 +12,15 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 )
 
 // admin analytics: the time zone and a price sheet set from the CLI, usage read back as a table
 // and as JSON with the exact counts the log holds, and the month's chargeback.
 func TestAdminAnalyticsCommands(t *testing.T) {
 	t.Parallel()
-	u := pgtest.NewEmptyDatabase(t)
-	dir := t.TempDir()
-	boot := tp(t, "admin", "token", "create", "--user", "root", "--role", "superadmin", "--database-url", u, "--data-dir", dir)
-	if boot.code != 0 {
-		t.Fatalf("token create: %s", boot.stderr)
-	}
-	root := lastLine(boot.stdout)
-	cp := startTestControlPlane(t, u, dir)
-	as := func(args ...string) result {
-		r := tp(t, append(args, "--api-url", cp.URL, "--token", root)...)
-		if r.code != 0 {
-			t.Fatalf("%v: %d %s", args, r.code, r.stderr)
-		}
-		return r
-	}
+	env := startAdminEnv(t)
+	cp := env.cp
+	as := func(args ...string) result { return env.must(t, args...) }
 	created := as("admin", "orgs", "create", "acme", "--owner", "alice")
 	org := strings.Fields(created.stdout)[2]
 	as("admin", "analytics", "time-zone", "Europe/Berlin", "--org", "acme")

@@ -428,3 +428,37 @@ func TestBenchAPISmoke(t *testing.T) {
 		}
 	}
 }
+
+// adminEnv is a control plane on a fresh database with a superadmin token: root runs admin
+// commands against it and fails the test when one exits non-zero.
+type adminEnv struct {
+	cp   *controlapp.App
+	root string
+}
+
+func startAdminEnv(t *testing.T) *adminEnv {
+	t.Helper()
+	u := pgtest.NewEmptyDatabase(t)
+	dir := t.TempDir()
+	boot := tp(t, "admin", "token", "create", "--user", "root", "--role", "superadmin", "--database-url", u, "--data-dir", dir)
+	if boot.code != 0 {
+		t.Fatalf("token create: %d %s", boot.code, boot.stderr)
+	}
+	return &adminEnv{cp: startTestControlPlane(t, u, dir), root: lastLine(boot.stdout)}
+}
+
+// run runs a command with the API URL and the superadmin token, whatever its exit.
+func (e *adminEnv) run(t *testing.T, args ...string) result {
+	t.Helper()
+	return tp(t, append(args, "--api-url", e.cp.URL, "--token", e.root)...)
+}
+
+// must runs a command that must succeed.
+func (e *adminEnv) must(t *testing.T, args ...string) result {
+	t.Helper()
+	r := e.run(t, args...)
+	if r.code != 0 {
+		t.Fatalf("%v: %d %s", args, r.code, r.stderr)
+	}
+	return r
+}

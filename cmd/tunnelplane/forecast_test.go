@@ -14,28 +14,15 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 )
 
 // tunnelplane forecast prints the chosen model, its backtest against the seasonal naive and
 // every hour of the horizon with its intervals; --json gives the API's answer.
 func TestForecastCommand(t *testing.T) {
 	t.Parallel()
-	u := pgtest.NewEmptyDatabase(t)
-	dir := t.TempDir()
-	boot := tp(t, "admin", "token", "create", "--user", "root", "--role", "superadmin", "--database-url", u, "--data-dir", dir)
-	if boot.code != 0 {
-		t.Fatalf("token create: %s", boot.stderr)
-	}
-	root := lastLine(boot.stdout)
-	cp := startTestControlPlane(t, u, dir)
-	as := func(args ...string) result {
-		r := tp(t, append(args, "--api-url", cp.URL, "--token", root)...)
-		if r.code != 0 {
-			t.Fatalf("%v: %d %s", args, r.code, r.stderr)
-		}
-		return r
-	}
+	env := startAdminEnv(t)
+	cp := env.cp
+	as := func(args ...string) result { return env.must(t, args...) }
 	org := strings.Fields(as("admin", "orgs", "create", "acme", "--owner", "alice").stdout)[2]
 	var tun struct {
 		ID string `json:"id"`
@@ -66,7 +53,7 @@ func TestForecastCommand(t *testing.T) {
 		len(f.Forecast.Forecast.Points) != 24 || f.Windows != len(evs) {
 		t.Fatalf("forecast --json: %v %+v", err, f)
 	}
-	bad := tp(t, "forecast", "--org", "acme", "--tunnel", "llm", "--horizon", "1y", "--api-url", cp.URL, "--token", root)
+	bad := env.run(t, "forecast", "--org", "acme", "--tunnel", "llm", "--horizon", "1y")
 	if bad.code == 0 || !strings.Contains(bad.stderr, "horizon") {
 		t.Fatalf("a bad horizon: %d %s", bad.code, bad.stderr)
 	}

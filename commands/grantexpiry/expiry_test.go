@@ -13,9 +13,8 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands/grantexpiry"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
-	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/internal/servicetest"
 )
 
 func TestMain(m *testing.M) {
@@ -36,54 +35,9 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
-	u := pgtest.NewDatabase(t)
-	pool := pgtest.Pool(t, u)
-	dir := t.TempDir()
-	logKeys := eventstore.KeyDir(dir + "/keys/log")
-	key, err := logKeys.Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
-	}
-	reg, err := eventstore.NewRegistry(types...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: logKeys.Load, Registry: reg, PollInterval: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Stop)
-	runner, err := projections.New(projections.Config{Store: st, Projections: projections.All()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := runner.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(runner.Stop)
 	c := &clock{}
-	svc, err := commands.New(commands.Config{Store: st, Pool: pool, LogKeys: logKeys, TokenKeys: eventstore.KeyDir(dir + "/keys/token"), Now: c.now,
-		RBACPosition: func() int64 { p, _ := runner.Position(projections.RoleAssignments); return p },
-		WaitRBAC: func(ctx context.Context, pos uint64) error {
-			return runner.WaitFor(ctx, pos, projections.RoleAssignments)
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Start(ctx)
-	t.Cleanup(svc.Stop)
-	return &env{store: st, svc: svc, clock: c}
+	e := servicetest.Start(t, c.now)
+	return &env{store: e.Store, svc: e.Service, clock: c}
 }
 
 func (e *env) manager(t *testing.T) *grantexpiry.Manager {

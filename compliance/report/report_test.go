@@ -19,7 +19,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/compliance/report"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
+	"github.com/tunnelplane/tunnelplane/internal/servicetest"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 	"github.com/tunnelplane/tunnelplane/report/render"
@@ -39,55 +39,8 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	ctx := context.Background()
-	u := pgtest.NewDatabase(t)
-	pool := pgtest.Pool(t, u)
-	dir := t.TempDir()
-	logKeys := eventstore.KeyDir(dir + "/keys/log")
-	key, err := logKeys.Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
-	}
-	reg, err := eventstore.NewRegistry(types...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: logKeys.Load, Registry: reg, PollInterval: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Stop)
-	runner, err := projections.New(projections.Config{Store: st, Projections: projections.All()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := runner.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(runner.Stop)
-	svc, err := commands.New(commands.Config{Store: st, Pool: pool, LogKeys: logKeys, TokenKeys: eventstore.KeyDir(dir + "/keys/token"),
-		RBACPosition: func() int64 { p, _ := runner.Position(projections.RoleAssignments); return p },
-		WaitRBAC: func(ctx context.Context, pos uint64) error {
-			return runner.WaitFor(ctx, pos, projections.RoleAssignments)
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.EnsureTokenKey(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start(ctx)
-	t.Cleanup(svc.Stop)
+	e := servicetest.Start(t, nil)
+	u, pool, st, runner, svc := e.URL, e.Pool, e.Store, e.Runner, e.Service
 	m, err := report.LoadMapping()
 	if err != nil {
 		t.Fatal(err)

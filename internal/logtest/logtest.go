@@ -38,11 +38,7 @@ func Start(t testing.TB, pollInterval time.Duration) *Log {
 	if _, err := eventstore.Init(ctx, l.Pool, key, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
-	}
-	st, err := eventstore.New(eventstore.Config{Pool: l.Pool, Key: key, Registry: eventstore.MustRegistry(types...), PollInterval: pollInterval})
+	st, err := eventstore.New(eventstore.Config{Pool: l.Pool, Key: key, Registry: eventstore.MustRegistry(DomainTypes()...), PollInterval: pollInterval})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,4 +48,13 @@ func Start(t testing.TB, pollInterval time.Duration) *Log {
 	t.Cleanup(st.Stop)
 	l.Store = st
 	return l
+}
+
+// DomainTypes are the domain's event types as the store registers them (upcasters included).
+func DomainTypes() []eventstore.EventType {
+	var types []eventstore.EventType
+	for _, et := range domain.EventTypes() {
+		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
+	}
+	return types
 }

@@ -252,15 +252,29 @@ func TestSIEMDeliveryThroughKillsAndRestarts(t *testing.T) {
 	atRsyslog := func() int { return int(sinkStatus(t, bin, env, "soc").Status.Seq) }
 	atHEC := func() int { return len(hec.Received()) }
 
+	// Each receiver stays down until its sink has met the outage: on a quiet machine the
+	// forwarders may have caught up with the writer already, so more is written while it is
+	// down (a delivery is then due).
+	more := total
+	outage := func(sink string, stop func()) {
+		t.Helper()
+		before := sinkStatus(t, bin, env, sink).Status.Retries
+		stop()
+		if err := storebench.AppendOrgs(context.Background(), log.Store, more, 1000); err != nil {
+			t.Fatal(err)
+		}
+		more += 1000
+		poll.Until(t, 60*time.Second, "the "+sink+" sink retrying against its dead receiver", func() bool {
+			return sinkStatus(t, bin, env, sink).Status.Retries > before
+		})
+	}
 	progress("rsyslog", atRsyslog, 15_000)
-	rs.Kill()
-	time.Sleep(time.Second)
+	outage("soc", rs.Kill)
 	if err := rs.Start(); err != nil {
 		t.Fatal(err)
 	}
 	progress("the collector", atHEC, 30_000)
-	hec.Stop()
-	time.Sleep(time.Second)
+	outage("splunk", hec.Stop)
 	if err := hec.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,6 @@ import (
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/migrations"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
@@ -96,38 +95,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	dbURL, drop, err := storebench.ScratchDatabase(ctx, o.AdminURL, "tunnelplane_bench_analytics")
+	l, closeLog, err := storebench.NewScratchLog(ctx, o.AdminURL, "tunnelplane_bench_analytics", "bench analytics", o.Logger)
 	if err != nil {
 		return nil, err
 	}
-	defer drop()
-	if err := migrations.Up(ctx, dbURL); err != nil {
-		return nil, fmt.Errorf("bench analytics: %w", err)
-	}
-	pool, err := eventstore.Connect(ctx, dbURL, eventstore.ConnectOptions{Role: "-", MaxConns: 8, ApplicationName: "tunnelplane-bench-analytics"})
-	if err != nil {
-		return nil, fmt.Errorf("bench analytics: %w", err)
-	}
-	defer pool.Close()
-	key, err := eventstore.GenerateSigningKey()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		return nil, fmt.Errorf("bench analytics: %w", err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
-	}
-	store, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, Registry: eventstore.MustRegistry(types...), Logger: o.Logger})
-	if err != nil {
-		return nil, err
-	}
-	if err := store.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer store.Stop()
+	defer closeLog()
+	pool, store := l.Pool, l.Store
 
 	res := &Result{Windows: o.Windows, QueryDays: o.Days, QueryTunnels: o.Tunnels, Notes: notes, Kinds: map[string][2]float64{}}
 	t0 := time.Now()

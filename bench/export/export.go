@@ -14,9 +14,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/bench/stats"
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
 	"github.com/tunnelplane/tunnelplane/compliance/evidence"
-	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/migrations"
 )
 
 // Options configures a run.
@@ -60,38 +58,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	dbURL, drop, err := storebench.ScratchDatabase(ctx, o.AdminURL, "tunnelplane_bench_export")
+	l, closeLog, err := storebench.NewScratchLog(ctx, o.AdminURL, "tunnelplane_bench_export", "bench export", o.Logger)
 	if err != nil {
 		return nil, err
 	}
-	defer drop()
-	if err := migrations.Up(ctx, dbURL); err != nil {
-		return nil, fmt.Errorf("bench export: %w", err)
-	}
-	pool, err := eventstore.Connect(ctx, dbURL, eventstore.ConnectOptions{Role: "-", MaxConns: 8, ApplicationName: "tunnelplane-bench-export"})
-	if err != nil {
-		return nil, fmt.Errorf("bench export: %w", err)
-	}
-	defer pool.Close()
-	key, err := eventstore.GenerateSigningKey()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := eventstore.Init(ctx, pool, key, time.Now()); err != nil {
-		return nil, fmt.Errorf("bench export: %w", err)
-	}
-	var types []eventstore.EventType
-	for _, et := range domain.EventTypes() {
-		types = append(types, eventstore.EventType{Name: et.Name, SchemaVersion: et.SchemaVersion, Upcasters: et.Upcasters})
-	}
-	store, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, Registry: eventstore.MustRegistry(types...), Logger: o.Logger})
-	if err != nil {
-		return nil, err
-	}
-	if err := store.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer store.Stop()
+	defer closeLog()
+	pool, store, key := l.Pool, l.Store, l.Key
 	started := time.Now()
 	if err := storebench.AppendOrgs(ctx, store, 0, o.Records); err != nil {
 		return nil, fmt.Errorf("bench export: %w", err)

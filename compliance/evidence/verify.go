@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -104,13 +106,30 @@ func VerifyFiles(files map[string][]byte, opts VerifyOptions) Report {
 		rep.add(nil, FileManifest, "unknown_format", "format %q, this verifier reads %q", m.Format, Format)
 		return rep
 	}
-	for _, name := range hashedFiles {
-		if got := sha256Hex(files[name]); got != m.Files[name] {
-			rep.add(nil, name, "file_hash_mismatch", "SHA-256 %s, the manifest says %s (the file was changed)", got, m.Files[name])
+	// The files' hashes (the records file is most of the bundle) are taken while the records are
+	// checked; their problems come first in the report.
+	sums := make([]string, len(hashedFiles))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i, name := range hashedFiles {
+			sums[i] = sha256Hex(files[name])
+		}
+	})
+	checked := Report{Manifest: &m}
+	v := &verifier{rep: &checked, m: &m}
+	v.check(files, opts)
+	wg.Wait()
+	for i, name := range hashedFiles {
+		if sums[i] != m.Files[name] {
+			rep.add(nil, name, "file_hash_mismatch", "SHA-256 %s, the manifest says %s (the file was changed)", sums[i], m.Files[name])
 		}
 	}
-	v := &verifier{rep: &rep, m: &m}
-	v.check(files, opts)
+	rep.Records, rep.TrustedSize = checked.Records, checked.TrustedSize
+	for _, p := range checked.Problems {
+		if len(rep.Problems) < maxProblems {
+			rep.Problems = append(rep.Problems, p)
+		}
+	}
 	return rep
 }
 
@@ -121,6 +140,8 @@ type verifier struct {
 	// rings[i] is the key history after the i-th "$log" record; logPos[i] its position.
 	rings  []*ledger.KeyRing
 	logPos []uint64
+	// tree answers roots and proofs of every size up to the newest checkpoint.
+	tree *prefix
 	// The last batch signature that verified: the records of a batch share it, and checking it
 	// again would be most of the cost of a record.
 	lastKey          string
@@ -133,6 +154,14 @@ type record struct {
 	leaf     ledger.Leaf
 	env      ledger.Envelope
 	inWindow bool
+	// Computed once, on every core, before the records are checked in order (precompute):
+	// leafHash is the RFC 6962 hash of Leaf; chain the chain hash of PrevHash and Leaf; signed
+	// the message the batch signature covers (SignedMessage of the batch root the signature
+	// proof gives), or sigErr why there is none.
+	leafHash []byte
+	chain    [ledger.HashSize]byte
+	signed   []byte
+	sigErr   error
 }
 
 func (v *verifier) check(files map[string][]byte, opts VerifyOptions) {
@@ -146,13 +175,16 @@ func (v *verifier) check(files map[string][]byte, opts VerifyOptions) {
 		rep.add(nil, FileLeaves, "bad_size", "%d bytes, want %d leaf hashes of %d bytes", len(leaves), m.NewestCheckpoint, ledger.HashSize)
 		return
 	}
-	for i := uint64(0); i < m.NewestCheckpoint; i++ {
-		v.leaves = append(v.leaves, leaves[i*ledger.HashSize:(i+1)*ledger.HashSize])
+	v.leaves = make([][]byte, m.NewestCheckpoint)
+	for i := range v.leaves {
+		v.leaves[i] = leaves[i*ledger.HashSize : (i+1)*ledger.HashSize]
 	}
+	v.tree = newPrefix(v.leaves)
 	recs := v.decode(files[FileKeyHistory], FileKeyHistory, false)
 	recs = append(recs, v.decode(files[FileRecords], FileRecords, true)...)
 	slices.SortStableFunc(recs, func(a, b *record) int { return cmpU64(a.leaf.Position, b.leaf.Position) })
 	v.checkCoverage(recs)
+	precompute(recs)
 	v.checkRecords(recs)
 	if len(v.rings) == 0 {
 		rep.add(at(0), FileKeyHistory, "no_genesis", "the bundle holds no genesis record: nothing to check signatures with")
@@ -160,20 +192,12 @@ func (v *verifier) check(files map[string][]byte, opts VerifyOptions) {
 	}
 	window := v.checkCheckpoint(files[FileWindowCheckpoint], FileWindowCheckpoint, m.WindowCheckpoint)
 	newest := v.checkCheckpoint(files[FileNewestCheckpoint], FileNewestCheckpoint, m.NewestCheckpoint)
-	if window != nil {
-		for _, r := range recs {
-			if r.inWindow && proof.VerifyInclusion(rfc6962.DefaultHasher, r.leaf.Position, m.WindowCheckpoint,
-				rfc6962.DefaultHasher.HashLeaf(r.Leaf), r.Proof, window.Root) != nil {
-				rep.add(at(r.leaf.Position), FileRecords, "bad_inclusion_proof", "the record is not proven in checkpoint %d", m.WindowCheckpoint)
-			}
+	for _, r := range recs {
+		if r.inWindow && window != nil && !v.proven(r, m.WindowCheckpoint) {
+			rep.add(at(r.leaf.Position), FileRecords, "bad_inclusion_proof", "the record is not proven in checkpoint %d", m.WindowCheckpoint)
 		}
-	}
-	if newest != nil {
-		for _, r := range recs {
-			if !r.inWindow && proof.VerifyInclusion(rfc6962.DefaultHasher, r.leaf.Position, m.NewestCheckpoint,
-				rfc6962.DefaultHasher.HashLeaf(r.Leaf), r.Proof, newest.Root) != nil {
-				rep.add(at(r.leaf.Position), FileKeyHistory, "bad_inclusion_proof", "the key record is not proven in checkpoint %d", m.NewestCheckpoint)
-			}
+		if !r.inWindow && newest != nil && !v.proven(r, m.NewestCheckpoint) {
+			rep.add(at(r.leaf.Position), FileKeyHistory, "bad_inclusion_proof", "the key record is not proven in checkpoint %d", m.NewestCheckpoint)
 		}
 	}
 	if window != nil && newest != nil {
@@ -194,6 +218,27 @@ func (v *verifier) check(files map[string][]byte, opts VerifyOptions) {
 		v.checkTrusted(opts.TrustedCheckpoint)
 	}
 	rep.Records = uint64(len(recs))
+}
+
+// proven: the record's inclusion proof proves it in the checkpoint of size, whose root the
+// bundle's leaf hashes were found to give (checkCheckpoint). That holds exactly when the record
+// hashes to the leaf hash at its position and the proof is the one RFC 6962 proof of that
+// position, read off the verifier's tree (any other proof would need a hash collision).
+func (v *verifier) proven(r *record, size uint64) bool {
+	pos := r.leaf.Position
+	if pos >= size || !bytes.Equal(r.leafHash, v.leaves[pos]) {
+		return false
+	}
+	want := v.tree.inclusion(pos, size)
+	if len(want) != len(r.Proof) {
+		return false
+	}
+	for i := range want {
+		if !bytes.Equal(want[i], r.Proof[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func cmpU64(a, b uint64) int {
@@ -299,6 +344,29 @@ func countWindow(recs []*record) int {
 	return n
 }
 
+// precompute hashes every record on all cores: the per-record hashing is independent, and
+// checkRecords then only compares, in position order, and verifies each batch's signature once.
+func precompute(recs []*record) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(recs)/4096))
+	var wg sync.WaitGroup
+	for w := range workers {
+		part := recs[w*len(recs)/workers : (w+1)*len(recs)/workers]
+		wg.Go(func() {
+			for _, r := range part {
+				r.leafHash = rfc6962.DefaultHasher.HashLeaf(r.Leaf)
+				r.chain = ledger.ChainHash(r.PrevHash, r.Leaf)
+				root, count, err := ledger.BatchRoot(r.leaf.Envelope, r.leaf.Proof)
+				if err != nil {
+					r.sigErr = err
+					continue
+				}
+				r.signed = ledger.SignedMessage(count, root)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // checkRecords checks every record in position order: its hash, the chain within the window,
 // its leaf hash, its producer's signature under the key history in force, "$log" records folding
 // into that history (whose stream versions must count 1, 2, 3 …: none left out).
@@ -312,9 +380,8 @@ func (v *verifier) checkRecords(recs []*record) {
 		if r.inWindow {
 			file = FileRecords
 		}
-		computed := ledger.ChainHash(r.PrevHash, r.Leaf)
-		if !bytes.Equal(computed[:], r.Hash) {
-			v.rep.add(at(pos), file, string(ledger.FailHashMismatch), "the record's bytes hash to %x, not to its hash %x (it was changed)", computed, r.Hash)
+		if !bytes.Equal(r.chain[:], r.Hash) {
+			v.rep.add(at(pos), file, string(ledger.FailHashMismatch), "the record's bytes hash to %x, not to its hash %x (it was changed)", r.chain, r.Hash)
 		}
 		if pos == 0 && !bytes.Equal(r.PrevHash, make([]byte, ledger.HashSize)) {
 			v.rep.add(at(0), file, string(ledger.FailChainBreak), "the first record's prev_hash is not 32 zero bytes")
@@ -322,7 +389,7 @@ func (v *verifier) checkRecords(recs []*record) {
 		if r.inWindow && prev != nil && prev.inWindow && prev.leaf.Position+1 == pos && !bytes.Equal(r.PrevHash, prev.Hash) {
 			v.rep.add(at(pos), file, string(ledger.FailChainBreak), "prev_hash %x is not the hash of position %d (%x)", r.PrevHash, pos-1, prev.Hash)
 		}
-		if pos < uint64(len(v.leaves)) && !bytes.Equal(rfc6962.DefaultHasher.HashLeaf(r.Leaf), v.leaves[pos]) {
+		if pos < uint64(len(v.leaves)) && !bytes.Equal(r.leafHash, v.leaves[pos]) {
 			v.rep.add(at(pos), file, "leaf_mismatch", "the record does not hash to the leaf hash at its position in %s", FileLeaves)
 		}
 		signing, after := ring, ring
@@ -371,12 +438,11 @@ func (v *verifier) checkSignature(r *record, file string, ring *ledger.KeyRing) 
 			return
 		}
 	}
-	root, count, err := ledger.BatchRoot(r.leaf.Envelope, r.leaf.Proof)
-	if err != nil {
-		v.rep.add(at(pos), file, string(ledger.FailBadSignature), "the signature proof is malformed: %v", err)
+	if r.sigErr != nil {
+		v.rep.add(at(pos), file, string(ledger.FailBadSignature), "the signature proof is malformed: %v", r.sigErr)
 		return
 	}
-	msg := ledger.SignedMessage(count, root)
+	msg := r.signed
 	if r.env.KeyID == v.lastKey && bytes.Equal(r.leaf.Signature, v.lastSig) && bytes.Equal(msg, v.lastMsg) {
 		return
 	}
@@ -415,8 +481,7 @@ func (v *verifier) checkCheckpoint(note []byte, file string, size uint64) *ledge
 		v.rep.add(nil, file, string(ledger.FailCheckpointMismatch), "size %d, the manifest says %d", cp.Size, size)
 		return nil
 	}
-	root, err := rootOf(v.leaves[:size])
-	if err != nil || !bytes.Equal(root, cp.Root) {
+	if root := v.tree.root(size); !bytes.Equal(root, cp.Root) {
 		v.rep.add(nil, file, string(ledger.FailCheckpointMismatch), "it signs root %x, the leaf hashes give %x", cp.Root, root)
 		return nil
 	}
@@ -483,8 +548,7 @@ func (v *verifier) checkTrusted(note string) {
 			cp.Size, n, cp.Size-n)
 		return
 	}
-	root, err := rootOf(v.leaves[:cp.Size])
-	if err != nil || !bytes.Equal(root, cp.Root) {
+	if root := v.tree.root(cp.Size); !bytes.Equal(root, cp.Root) {
 		v.rep.add(nil, file, "rewritten", "the bundle's first %d records hash to root %x but the trusted checkpoint signs %x: the log was rewritten (even if re-signed)",
 			cp.Size, root, cp.Root)
 		return

@@ -161,6 +161,9 @@ func DecodeSigProof(b []byte) (SigProof, error) {
 	if d.err == nil && uint64(k)*HashSize != uint64(len(d.b)) {
 		d.fail(fmt.Sprintf("proof claims %d hashes but has %d bytes", k, len(d.b)))
 	}
+	if d.err == nil {
+		p.Path = make([][]byte, 0, k)
+	}
 	for i := uint32(0); d.err == nil && i < k; i++ {
 		p.Path = append(p.Path, d.take(HashSize, "proof hash"))
 	}

@@ -59,6 +59,9 @@ type Config struct {
 	// refuses agents and callers (default 30s); LagSample how often it asks the log's size
 	// (default 5s).
 	MaxViewLag, LagSample time.Duration
+	// UsageWindow is how long each usage.recorded window of a tunnel and caller lasts (default
+	// node.Config's, 10s).
+	UsageWindow time.Duration
 	// ControlPlane is how the node learns the log and enrolls.
 	ControlPlane ControlPlane
 	// Registerer and Gatherer serve /metrics on the node's listener (nil: no metrics endpoint).

@@ -126,6 +126,7 @@ type RoleAssignmentReader interface {
 // AuditReader searches the audit index.
 type AuditReader interface {
 	SearchAudit(ctx context.Context, f readmodels.AuditFilter) ([]readmodels.AuditEntry, error)
+	TunnelActivity(ctx context.Context, f readmodels.ActivityFilter) ([]readmodels.ActivityEvent, int64, error)
 }
 
 // Pinger tells whether the database answers (readiness).

@@ -58,6 +58,7 @@ type ActivityItem struct {
 	Actor         string    `json:"actor,omitempty"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
 	CausationID   string    `json:"causation_id,omitempty"`
+	RequestID     string    `json:"request_id,omitempty"`
 	// Details is the event's payload without the organization, the tunnel and any secret's hash.
 	Details map[string]any `json:"details"`
 }
@@ -229,7 +230,7 @@ func (s *Server) activityPage(ctx context.Context, org, id string, types []strin
 
 func activityItem(r readmodels.ActivityEvent, kind string) ActivityItem {
 	it := ActivityItem{Position: r.Position, RecordedAt: r.RecordedAt.UTC(), EventID: r.EventID, Kind: kind, Type: r.Type, Details: map[string]any{}}
-	for dst, src := range map[*string]*string{&it.Actor: r.Actor, &it.CorrelationID: r.CorrelationID, &it.CausationID: r.CausationID} {
+	for dst, src := range map[*string]*string{&it.Actor: r.Actor, &it.CorrelationID: r.CorrelationID, &it.CausationID: r.CausationID, &it.RequestID: r.RequestID} {
 		if src != nil {
 			*dst = *src
 		}

@@ -3,22 +3,14 @@ package readmodels
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 )
 
-// ActivityEvent is an event about one tunnel, from the audit index and the log's payload.
+// ActivityEvent is an event about one tunnel: its audit index entry and the log's JSON copy of
+// its payload.
 type ActivityEvent struct {
-	Position      int64     `db:"position"`
-	RecordedAt    time.Time `db:"recorded_at"`
-	EventID       string    `db:"event_id"`
-	Type          string    `db:"type"`
-	StreamID      string    `db:"stream_id"`
-	Actor         *string   `db:"actor"`
-	CorrelationID *string   `db:"correlation_id"`
-	CausationID   *string   `db:"causation_id"`
-	// Payload is the event's JSON (the log's query copy).
+	AuditEntry
 	Payload []byte `db:"payload"`
 }
 
@@ -51,8 +43,8 @@ func (q *Queries) TunnelActivity(ctx context.Context, f ActivityFilter) (rows []
 		ActivityEvent
 		Mine bool `db:"mine"`
 	}
-	all, err := selectRows[scanned](ctx, q, op, `SELECT a.position, a.recorded_at, a.event_id::text AS event_id, a.type, a.stream_id, a.actor,
-		a.correlation_id, a.causation_id, (e.payload_json->>'tunnel_id') IS NOT DISTINCT FROM $3 AS mine,
+	all, err := selectRows[scanned](ctx, q, op, `SELECT a.position, a.recorded_at, a.event_id::text AS event_id, a.type, a.stream_id, a.actor, a.org_id,
+		a.correlation_id, a.causation_id, a.request_id, a.client_ip, a.user_agent, (e.payload_json->>'tunnel_id') IS NOT DISTINCT FROM $3 AS mine,
 		CASE WHEN e.payload_json->>'tunnel_id' = $3 THEN convert_to(e.payload_json::text, 'UTF8') END AS payload
 		FROM audit a JOIN events e ON e.global_position = a.position
 		WHERE a.org_id = $1 AND a.type = ANY($2) AND a.position > $4 AND a.position <= $5

@@ -47,7 +47,7 @@ func subject(a reach.Answer, kind, id string) *reach.Subject {
 // scripted history equals the answer replayed from the log at each of those moments afterwards,
 // and each moment shows what the history did (roles assigned and withdrawn, a grant from a 2-of-3
 // access request with its approvals and request, a grant revoked, a grant past its expiry, an
-// access key issued and revoked, the tunnel's owner losing their role).
+// access key issued and revoked, the tunnel's owner losing their role, a rename, the deletion).
 func TestWhoCouldReachLiveEqualsReplay(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -95,6 +95,7 @@ func TestWhoCouldReachLiveEqualsReplay(t *testing.T) {
 	record("carol admin", "user:carol=org_role")
 	e.must(200, "DELETE", "/api/v1/role-assignments/carol/admin?org=acme", root, nil)
 	record("carol withdrawn", "!user:carol")
+	e.write(200, "PATCH", "/api/v1/tunnels/"+tunnel+"?org=acme", root, map[string]string{"name": "api2"}) // earlier answers keep the name it had
 
 	// A 2-of-3 access request: the grant names its approvals and request, with positions (the
 	// completing approval and the grant are appended together; its result is the grant's).

@@ -19,7 +19,7 @@ type Log interface {
 
 // replayTypes are the event types that decide who may reach a tunnel; nothing else is read.
 var replayTypes = []string{
-	domain.TypeTunnelCreated, domain.TypeTunnelDeleted,
+	domain.TypeTunnelCreated, domain.TypeTunnelUpdated, domain.TypeTunnelDeleted,
 	domain.TypeRoleAssigned, domain.TypeRoleUnassigned,
 	domain.TypeGrantCreated, domain.TypeGrantRevoked, domain.TypeGrantExpired,
 	domain.TypeAccessRequested, domain.TypeAccessApproved,
@@ -111,6 +111,10 @@ func (f *facts) fold(recs []eventstore.Record) error {
 			}
 			ref := refOf(r, false)
 			f.tunnel = TunnelInfo{ID: e.TunnelID, OrgID: e.OrgID, Name: e.Name, Owner: e.Owner, State: TunnelActive, Created: &ref}
+		case *domain.TunnelUpdated:
+			if e.Name != nil {
+				f.tunnel.Name = *e.Name // the name it had then
+			}
 		case *domain.TunnelDeleted:
 			f.tunnel.State = TunnelDeleted
 		case *domain.RoleAssigned:

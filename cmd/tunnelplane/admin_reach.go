@@ -142,6 +142,10 @@ func (a *adminClient) tunnelActivityCommand(org *string) *cobra.Command {
 				return nil
 			}
 			fmt.Fprintf(a.g.stdout, "\nusage %s – %s\n", short(all.Usage.From), short(all.Usage.To))
+			if len(all.Usage.Callers) == 0 {
+				fmt.Fprintln(a.g.stdout, "no calls")
+				return nil
+			}
 			rows = make([][]string, len(all.Usage.Callers))
 			for i, c := range all.Usage.Callers {
 				rows[i] = []string{c.CallerKind, c.CallerID, fmt.Sprint(c.Requests), fmt.Sprint(c.Errors), fmt.Sprint(c.BytesIn), fmt.Sprint(c.BytesOut), short(c.LastHour)}

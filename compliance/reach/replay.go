@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -13,7 +12,7 @@ import (
 
 // Log is what a replay reads of the event log (an *eventstore.Store).
 type Log interface {
-	ReadType(ctx context.Context, typ string, from, upTo uint64, limit int) ([]eventstore.Record, error)
+	ReadTypes(ctx context.Context, types []string, from, upTo uint64, limit int) ([]eventstore.Record, error)
 	PositionAt(ctx context.Context, t time.Time) (uint64, bool, error)
 }
 
@@ -47,29 +46,26 @@ func Replay(ctx context.Context, log Log, orgID, tunnelID string, at, now time.T
 	if !ok {
 		return f.answer(at, SourceReplay, 0)
 	}
-	// Each type is read on its own (ReadType), then the records fold in log order.
+	// The deciding types only, in one pass over the log (ReadTypes), in log order.
 	var recs []eventstore.Record
-	for _, typ := range replayTypes {
-		for from := uint64(0); ; {
-			page, err := log.ReadType(ctx, typ, from, upTo, replayPage)
-			if err != nil {
-				return Answer{}, fmt.Errorf("replay: %w", err)
+	for from := uint64(0); ; {
+		page, err := log.ReadTypes(ctx, replayTypes, from, upTo, replayPage)
+		if err != nil {
+			return Answer{}, fmt.Errorf("replay: %w", err)
+		}
+		for _, r := range page {
+			if relevant(r, orgID, tunnelID) {
+				recs = append(recs, r)
 			}
-			for _, r := range page {
-				if relevant(r, orgID, tunnelID) {
-					recs = append(recs, r)
-				}
-			}
-			if len(page) < replayPage {
-				break
-			}
-			from = page[len(page)-1].Position + 1
 		}
 		if len(recs) > MaxFoldRecords {
 			return Answer{}, fmt.Errorf("replay: %w: more than %d records to fold", ErrTooMany, MaxFoldRecords)
 		}
+		if len(page) < replayPage {
+			break
+		}
+		from = page[len(page)-1].Position + 1
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].Position < recs[j].Position })
 	if err := f.fold(recs); err != nil {
 		return Answer{}, err
 	}

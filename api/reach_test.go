@@ -21,19 +21,6 @@ func (e *env) reach(tok, query string) reach.Answer {
 	return a
 }
 
-// who lists an answer's subjects as kind:id, each with its reasons' kinds.
-func who(a reach.Answer) []string {
-	var out []string
-	for _, s := range a.Subjects {
-		var kinds []string
-		for _, r := range s.Reasons {
-			kinds = append(kinds, r.Kind)
-		}
-		out = append(out, s.Kind+":"+s.ID+"="+strings.Join(kinds, "+"))
-	}
-	return out
-}
-
 func subject(a reach.Answer, kind, id string) *reach.Subject {
 	for i := range a.Subjects {
 		if a.Subjects[i].Kind == kind && a.Subjects[i].ID == id {
@@ -73,7 +60,7 @@ func TestWhoCouldReachLiveEqualsReplay(t *testing.T) {
 		if a.Source != reach.SourceLive {
 			t.Fatalf("%s: source %q", name, a.Source)
 		}
-		got := who(a)
+		got := a.Brief()
 		for _, w := range want {
 			neg := strings.HasPrefix(w, "!")
 			found := slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, strings.TrimPrefix(w, "!")) })

@@ -3,6 +3,7 @@ package reach
 import (
 	"errors"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -140,6 +141,20 @@ type Answer struct {
 	// live: the read models', at least).
 	Position uint64    `json:"position"`
 	Subjects []Subject `json:"subjects"`
+}
+
+// Brief lists the subjects as "kind:id=reason+reason", in the answer's order (for logs, tests
+// and a quick look).
+func (a Answer) Brief() []string {
+	out := make([]string, 0, len(a.Subjects))
+	for _, s := range a.Subjects {
+		kinds := make([]string, len(s.Reasons))
+		for i, r := range s.Reasons {
+			kinds[i] = r.Kind
+		}
+		out = append(out, s.Kind+":"+s.ID+"="+strings.Join(kinds, "+"))
+	}
+	return out
 }
 
 // GroupNote is what an answer says of a group: membership comes from the identity provider's

@@ -29,17 +29,6 @@ func TestAnswerRule(t *testing.T) {
 		f.keys = []keyFact{{id: "k1", key: Key{ExpiresAt: t0.Add(time.Hour)}}, {id: "k2", revoked: true, key: Key{ExpiresAt: t0.Add(time.Hour)}}}
 		return f
 	}
-	summary := func(a Answer) string {
-		var out []string
-		for _, s := range a.Subjects {
-			var kinds []string
-			for _, r := range s.Reasons {
-				kinds = append(kinds, r.Kind)
-			}
-			out = append(out, s.Kind+":"+s.ID+"="+strings.Join(kinds, "+"))
-		}
-		return strings.Join(out, " ")
-	}
 	for _, c := range []struct {
 		name   string
 		change func(*facts)
@@ -63,7 +52,7 @@ func TestAnswerRule(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := summary(a); got != c.want {
+		if got := strings.Join(a.Brief(), " "); got != c.want {
 			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
 		}
 	}

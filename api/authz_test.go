@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -141,6 +142,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}},
 		{"deny access request", roleAdmins, 200, func(org string) (string, string, any) {
 			return "POST", "/api/v1/access-requests/" + accessRequest(org) + "/deny?org=" + org, map[string]string{"reason": "not now"}
+		}},
+		{"who could reach", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/access?org=" + org + "&tunnel=" + shared[org], nil
+		}},
+		{"who could reach at", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/access?org=" + org + "&tunnel=" + shared[org] + "&at=" + url.QueryEscape(time.Now().Format(time.RFC3339Nano)), nil
+		}},
+		{"tunnel activity", all, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/tunnels/" + shared[org] + "/activity?org=" + org, nil
 		}},
 		{"assign viewer", roleAdmins, 201, func(org string) (string, string, any) {
 			return "POST", "/api/v1/role-assignments", map[string]string{"org": org, "user_id": fmt.Sprintf("v-%d", next()), "role": "viewer"}
@@ -300,6 +310,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 			{"DELETE", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
 			{"POST", "/api/v1/tunnels/" + shared["globex"] + "/grants?org=acme", `{"user":"x","ttl":"1h"}`},
 			{"GET", "/api/v1/tunnels/" + shared["globex"] + "/grants?org=acme"},
+			{"GET", "/api/v1/tunnels/" + shared["globex"] + "/activity?org=acme"},
 		} {
 			want := 404
 			if subject == "viewer" && (req[0] != "GET" || strings.Contains(req[1], "/siem/")) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/compliance/reach"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
@@ -67,6 +68,7 @@ type EventLog interface {
 	LogDescription
 	KeyHistory
 	replay.Log // usage history for forecasts
+	reach.Log  // who could reach a tunnel at a time
 }
 
 // ProjectionRunner is the projections' runner: read-your-writes on the read models, their
@@ -126,6 +128,7 @@ type RoleAssignmentReader interface {
 // AuditReader searches the audit index.
 type AuditReader interface {
 	SearchAudit(ctx context.Context, f readmodels.AuditFilter) ([]readmodels.AuditEntry, error)
+	TunnelActivity(ctx context.Context, f readmodels.ActivityFilter) ([]readmodels.ActivityEvent, int64, error)
 }
 
 // Pinger tells whether the database answers (readiness).

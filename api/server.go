@@ -168,6 +168,8 @@ func (s *Server) register() {
 	s.route(http.MethodGet, "/api/v1/access-requests", s.listAccessRequests, true)
 	s.route(http.MethodPost, "/api/v1/access-requests/:id/approve", s.approveAccess, true)
 	s.route(http.MethodPost, "/api/v1/access-requests/:id/deny", s.denyAccess, true)
+	s.route(http.MethodGet, "/api/v1/access", s.whoCanReach, true)
+	s.route(http.MethodGet, "/api/v1/tunnels/:id/activity", s.tunnelActivity, true)
 
 	// A node enrollment token may call this route and no other.
 	s.e.Add(http.MethodPost, "/api/v1/nodes", s.enrollNode, s.authenticateEnrollment)

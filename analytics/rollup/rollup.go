@@ -122,6 +122,26 @@ func Aggregate(rows []readmodels.UsageHour, g Granularity, loc *time.Location) (
 	return out, nil
 }
 
+// Totals folds each key's hourly rows (ordered by key then hour) into one bucket spanning
+// [from, to): the key's totals and percentiles over the whole range.
+func Totals(rows []readmodels.UsageHour, from, to time.Time) []Bucket {
+	var out []Bucket
+	for _, h := range rows {
+		if len(out) == 0 || out[len(out)-1].UsageKey != h.UsageKey {
+			out = append(out, Bucket{UsageKey: h.UsageKey, Start: from, End: to})
+		}
+		out[len(out)-1].add(h)
+	}
+	var scratch [domain.HistogramBuckets]int64
+	for i := range out {
+		out[i].finish(&scratch)
+	}
+	return out
+}
+
+// StreamedMS is the bucket's exact streamed time in milliseconds.
+func (b *Bucket) StreamedMS() int64 { return b.streamedMS }
+
 func (b *Bucket) add(h readmodels.UsageHour) {
 	b.Hours++
 	b.Requests += h.Requests

@@ -65,6 +65,23 @@ func BucketEnd(start time.Time, g Granularity, loc *time.Location) time.Time {
 	}
 }
 
+// Widen is [from, to) widened to whole buckets of g in loc: from back to its bucket's start, to
+// on to the end of its bucket.
+func Widen(from, to time.Time, g Granularity, loc *time.Location) (time.Time, time.Time, error) {
+	f, err := BucketStart(from, g, loc)
+	if err != nil {
+		return f, f, err
+	}
+	t, err := BucketStart(to, g, loc)
+	if err != nil {
+		return f, t, err
+	}
+	if t.Before(to) {
+		t = BucketEnd(t, g, loc)
+	}
+	return f, t, nil
+}
+
 // Bucket is one series' usage over one bucket.
 type Bucket struct {
 	readmodels.UsageKey

@@ -45,6 +45,9 @@ func (b *builder) chargeback(ctx context.Context) (built, error) {
 	} else {
 		summary.Blocks = append(summary.Blocks, totals)
 	}
+	if c := amountChart(st); c != nil {
+		summary.Blocks = append(summary.Blocks, c)
+	}
 	summary.Blocks = append(summary.Blocks, render.Paragraph{Text: "Rounding: " + chargeback.Rounding})
 	doc.Sections = []render.Section{summary, sheetSection(st, sheets), linesSection(st), b.method()}
 	return built{doc: doc, from: from, to: to}, nil
@@ -117,4 +120,49 @@ func add(sum *big.Int, s string) {
 	if n, ok := new(big.Int).SetString(s, 10); ok {
 		sum.Add(sum, n)
 	}
+}
+
+// amountChart draws each tunnel's amount per currency (its rounded lines summed; the chart's
+// values are floats, the tables hold the exact amounts). Nil when nothing was priced.
+func amountChart(st chargeback.Statement) *render.Chart {
+	c := &render.Chart{Title: "Amount per tunnel", Kind: render.Bar, XLabel: "tunnel", YLabel: "amount"}
+	tunnels, currencies := map[string]int{}, map[string]int{}
+	var sums [][]*big.Rat // [currency][tunnel]
+	for _, l := range st.Lines {
+		if l.Currency == "" {
+			continue
+		}
+		if _, ok := currencies[l.Currency]; !ok {
+			if len(currencies) == 16 {
+				continue
+			}
+			currencies[l.Currency] = len(c.Series)
+			c.Series = append(c.Series, render.Series{Name: l.Currency})
+			sums = append(sums, nil)
+		}
+		if _, ok := tunnels[l.TunnelID]; !ok {
+			if len(tunnels) == render.MaxChartPoint {
+				continue
+			}
+			tunnels[l.TunnelID] = len(c.Categories)
+			c.Categories = append(c.Categories, l.TunnelID)
+		}
+		ci, ti := currencies[l.Currency], tunnels[l.TunnelID]
+		for len(sums[ci]) <= ti {
+			sums[ci] = append(sums[ci], new(big.Rat))
+		}
+		if r, ok := new(big.Rat).SetString(l.Amount); ok {
+			sums[ci][ti].Add(sums[ci][ti], r)
+		}
+	}
+	if len(c.Series) == 0 {
+		return nil
+	}
+	for ci := range c.Series {
+		c.Series[ci].Values = make([]float64, len(c.Categories))
+		for ti, r := range sums[ci] {
+			c.Series[ci].Values[ti], _ = r.Float64()
+		}
+	}
+	return c
 }

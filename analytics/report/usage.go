@@ -25,10 +25,11 @@ func (b *builder) usage(ctx context.Context) (built, error) {
 	}); err != nil {
 		return built{}, err
 	}
-	timeline, err := rollup.Aggregate(orgRows, g, b.loc)
+	buckets, err := rollup.Aggregate(orgRows, g, b.loc)
 	if err != nil {
 		return built{}, err
 	}
+	timeline := fill(buckets, from, to, g, b.loc)
 	total := rollup.Bucket{Start: from, End: to}
 	if t := rollup.Totals(orgRows, from, to); len(t) == 1 {
 		total = t[0]
@@ -56,7 +57,7 @@ func (b *builder) usage(ctx context.Context) (built, error) {
 		}},
 	}}
 	over := render.Section{Heading: "Over time"}
-	if len(timeline) == 0 {
+	if len(buckets) == 0 {
 		over.Blocks = append(over.Blocks, render.Paragraph{Text: "No usage in the window."})
 	} else {
 		over.Blocks = append(over.Blocks, timelineChart(timeline, g, b.loc), bytesChart(timeline, g, b.loc), timelineTable(timeline, g))
@@ -67,6 +68,21 @@ func (b *builder) usage(ctx context.Context) (built, error) {
 		usageTable("Usage per tunnel and caller"+shown(cTrunc, "callers"), true, callers)}}
 	doc.Sections = []render.Section{summary, over, perTunnel, perCaller, b.method()}
 	return built{doc: doc, from: from, to: to}, nil
+}
+
+// fill is every bucket of [from, to), those without usage as zero.
+func fill(buckets []rollup.Bucket, from, to time.Time, g rollup.Granularity, loc *time.Location) []rollup.Bucket {
+	var out []rollup.Bucket
+	i := 0
+	for start := from; start.Before(to); start = rollup.BucketEnd(start, g, loc) {
+		if i < len(buckets) && buckets[i].Start.Equal(start) {
+			out = append(out, buckets[i])
+			i++
+			continue
+		}
+		out = append(out, rollup.Bucket{Start: start, End: rollup.BucketEnd(start, g, loc)})
+	}
+	return out
 }
 
 // timelineChart draws the organization's requests and errors per bucket.

@@ -94,7 +94,9 @@ func timelineChart(buckets []rollup.Bucket, g rollup.Granularity, loc *time.Loca
 // bytesChart draws the organization's bytes each way per bucket, in GB (10^9 bytes).
 func bytesChart(buckets []rollup.Bucket, g rollup.Granularity, loc *time.Location) *render.Chart {
 	return chart("Traffic per "+string(g), g, loc, "GB", buckets, []string{"bytes in", "bytes out"},
-		func(bk rollup.Bucket) []float64 { return []float64{float64(bk.BytesIn) / 1e9, float64(bk.BytesOut) / 1e9} })
+		func(bk rollup.Bucket) []float64 {
+			return []float64{float64(bk.BytesIn) / 1e9, float64(bk.BytesOut) / 1e9}
+		})
 }
 
 func chart(title string, g rollup.Granularity, loc *time.Location, yLabel string, buckets []rollup.Bucket, names []string, values func(rollup.Bucket) []float64) *render.Chart {

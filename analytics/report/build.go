@@ -111,7 +111,7 @@ func label(start time.Time, g rollup.Granularity, loc *time.Location) string {
 	l := start.In(loc)
 	switch g {
 	case rollup.Hour:
-		return start.UTC().Format("2006-01-02 15:04Z")
+		return start.UTC().Format("01-02 15:04Z")
 	case rollup.Week:
 		y, w := l.ISOWeek()
 		return fmt.Sprintf("%d-W%02d", y, w)

@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 )
 
@@ -41,7 +42,7 @@ func TestAnalyticsReportsThroughTheReportsRoute(t *testing.T) {
 	tunnel := uuid.NewString()
 	var evs []eventstore.EventData
 	for h := time.Date(2027, 3, 13, 0, 0, 0, 0, time.UTC); h.Before(time.Date(2027, 3, 14, 0, 0, 0, 0, time.UTC)); h = h.Add(time.Hour) {
-		raw, err := json.Marshal(usageWindow(acme, tunnel, domain.CallerUser, "alice", h))
+		raw, err := json.Marshal(logtest.UsageWindow(acme, tunnel, domain.CallerUser, "alice", h))
 		if err != nil {
 			t.Fatal(err)
 		}

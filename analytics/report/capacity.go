@@ -23,11 +23,8 @@ func (b *builder) capacity(ctx context.Context) (built, error) {
 		return built{}, err
 	}
 	nodeCap := b.set.NodeStreamCapacity
-	var orgRows []readmodels.UsageHour
-	if _, err := eachPage(ctx, b.q, b.req.OrgID, readmodels.UsageScopeOrg, from, to, func(rows []readmodels.UsageHour) error {
-		orgRows = append(orgRows, rows...)
-		return nil
-	}); err != nil {
+	orgRows, err := b.orgHours(ctx, from, to)
+	if err != nil {
 		return built{}, err
 	}
 	org := rollup.Capacity{Hours: int(to.Sub(from) / time.Hour), NodeCapacity: nodeCap, Nodes: nodes, TotalCapacity: nodeCap * int64(nodes)}

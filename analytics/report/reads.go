@@ -77,9 +77,6 @@ func NodesInService(ctx context.Context, q NodeLister) (int, error) {
 func eachPage(ctx context.Context, q *readmodels.Queries, org, scope string, from, to time.Time, fn func(rows []readmodels.UsageHour) error) (truncated bool, err error) {
 	hours := int(to.Sub(from)/time.Hour) + 1
 	limit := max(1, MaxPageRows/hours)
-	if scope == readmodels.UsageScopeOrg {
-		limit = 1
-	}
 	var after *readmodels.UsageKey
 	for keys := 0; ; keys += limit {
 		if keys >= MaxKeys {
@@ -107,4 +104,13 @@ func totals(ctx context.Context, q *readmodels.Queries, org, scope string, from,
 		return nil
 	})
 	return out, truncated, err
+}
+
+// orgHours is the organization's own hourly rows (scope org) in [from, to).
+func (b *builder) orgHours(ctx context.Context, from, to time.Time) ([]readmodels.UsageHour, error) {
+	rows, _, err := b.q.UsageHours(ctx, readmodels.UsageFilter{OrgID: b.req.OrgID, Scope: readmodels.UsageScopeOrg, From: from, To: to, Limit: 1})
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	return rows, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
 	"github.com/tunnelplane/tunnelplane/internal/servicetest"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
@@ -92,8 +93,8 @@ func newFixture(t *testing.T) *fixture {
 	var evs []eventstore.EventData
 	key := uuid.NewString()
 	for _, h := range f.hours {
-		for _, u := range []*domain.UsageRecorded{window(f.org, f.t1, domain.CallerUser, "alice", h), window(f.org, f.t2, domain.CallerAccessKey, key, h),
-			window(uuid.NewString(), uuid.NewString(), domain.CallerAnonymous, "", h)} {
+		for _, u := range []*domain.UsageRecorded{logtest.UsageWindow(f.org, f.t1, domain.CallerUser, "alice", h), logtest.UsageWindow(f.org, f.t2, domain.CallerAccessKey, key, h),
+			logtest.UsageWindow(uuid.NewString(), uuid.NewString(), domain.CallerAnonymous, "", h)} {
 			raw, err := json.Marshal(u)
 			if err != nil {
 				t.Fatal(err)
@@ -112,15 +113,6 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	return f
-}
-
-func window(org, tunnel, kind, caller string, hour time.Time) *domain.UsageRecorded {
-	var lat [domain.HistogramBuckets]int64
-	lat[domain.HistogramIndex(20*time.Millisecond)] = 900
-	lat[domain.HistogramIndex(400*time.Millisecond)] = 100
-	return &domain.UsageRecorded{NodeID: "n1", OrgID: org, TunnelID: tunnel, WindowStart: hour.Add(30 * time.Minute), WindowEnd: hour.Add(30*time.Minute + 10*time.Second),
-		CallerKind: kind, CallerID: caller, Requests: 1000, BytesIn: 1_000_000_000, BytesOut: 2_000_000_000, StreamsMax: 3, StreamedMS: 3_600_000,
-		Latency: domain.HistogramOf(&lat), TTFB: domain.HistogramOf(&lat)}
 }
 
 func (f *fixture) generate(t *testing.T, req report.Request, format render.Format) []byte {

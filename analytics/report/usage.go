@@ -18,11 +18,8 @@ func (b *builder) usage(ctx context.Context) (built, error) {
 	if err != nil {
 		return built{}, err
 	}
-	var orgRows []readmodels.UsageHour
-	if _, err := eachPage(ctx, b.q, b.req.OrgID, readmodels.UsageScopeOrg, from, to, func(rows []readmodels.UsageHour) error {
-		orgRows = append(orgRows, rows...)
-		return nil
-	}); err != nil {
+	orgRows, err := b.orgHours(ctx, from, to)
+	if err != nil {
 		return built{}, err
 	}
 	buckets, err := rollup.Aggregate(orgRows, g, b.loc)

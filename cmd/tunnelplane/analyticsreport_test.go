@@ -99,8 +99,9 @@ func TestAnalyticsReportCommands(t *testing.T) {
 	}
 }
 
-// appendEvents appends to a stream, signed with the data dir's log key.
-func appendEvents(t *testing.T, u, dir, stream string, evs ...eventstore.EventData) {
+// appendEvents appends to a stream, signed with the data dir's log key, and returns the log's
+// size after them.
+func appendEvents(t *testing.T, u, dir, stream string, evs ...eventstore.EventData) uint64 {
 	t.Helper()
 	ctx := context.Background()
 	h, err := controlapp.OpenLog(ctx, u, dir, 4, slog.New(slog.DiscardHandler))
@@ -108,9 +109,11 @@ func appendEvents(t *testing.T, u, dir, stream string, evs ...eventstore.EventDa
 		t.Fatal(err)
 	}
 	defer h.Close()
-	if _, err := h.Store.Append(ctx, stream, eventstore.AnyVersion, evs...); err != nil {
+	res, err := h.Store.Append(ctx, stream, eventstore.AnyVersion, evs...)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return res.LastPosition + 1
 }
 
 func mustJSON(t *testing.T, v any) []byte {

@@ -21,11 +21,12 @@ type Settings struct {
 	NodeStreamCapacity int64
 }
 
-// built is a report's document and the window it covered after widening.
-type built struct {
-	doc      *render.Document
-	prov     record.Provenance
-	from, to time.Time
+// Built is a report's document, what it was computed from, and the window it covered after
+// widening (what report.generated records).
+type Built struct {
+	Doc        *render.Document
+	Provenance record.Provenance
+	From, To   time.Time
 }
 
 // builder holds one report's snapshot and what every section shows.
@@ -41,11 +42,11 @@ type builder struct {
 }
 
 // Build reads the usage read model once (one snapshot) and lays out the report's document.
-func Build(ctx context.Context, q *readmodels.Queries, set Settings, req Request, reportID string, now time.Time) (*render.Document, record.Provenance, time.Time, time.Time, error) {
+func Build(ctx context.Context, q *readmodels.Queries, set Settings, req Request, reportID string, now time.Time) (Built, error) {
 	if err := req.Validate(); err != nil {
-		return nil, record.Provenance{}, time.Time{}, time.Time{}, err
+		return Built{}, err
 	}
-	var out built
+	var out Built
 	err := q.ReadSnapshot(ctx, projections.Usage, func(ctx context.Context, snap *readmodels.Queries, position int64) error {
 		if position < 0 {
 			return ErrNotReady
@@ -69,13 +70,13 @@ func Build(ctx context.Context, q *readmodels.Queries, set Settings, req Request
 		default:
 			out, err = b.capacity(ctx)
 		}
-		out.prov = record.Provenance{Position: position}
+		out.Provenance = record.Provenance{Position: position}
 		return err
 	})
 	if err != nil {
-		return nil, record.Provenance{}, time.Time{}, time.Time{}, err
+		return Built{}, err
 	}
-	return out.doc, out.prov, out.from, out.to, nil
+	return out, nil
 }
 
 // document starts a report's document: title, and the metadata every report names (the window

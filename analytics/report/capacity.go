@@ -13,19 +13,19 @@ import (
 
 // capacity is the capacity report: the organization's peak hour, the p95 of its hourly
 // concurrency and the headroom against the nodes in service, with a chart; then per tunnel.
-func (b *builder) capacity(ctx context.Context) (built, error) {
+func (b *builder) capacity(ctx context.Context) (Built, error) {
 	from, to, err := rollup.Widen(b.req.From, b.req.To, rollup.Hour, b.loc)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	nodes, err := NodesInService(ctx, b.q)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	nodeCap := b.set.NodeStreamCapacity
 	orgRows, err := b.orgHours(ctx, from, to)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	org := rollup.Capacity{Hours: int(to.Sub(from) / time.Hour), NodeCapacity: nodeCap, Nodes: nodes, TotalCapacity: nodeCap * int64(nodes)}
 	if cs := rollup.Capacities(orgRows, from, to, nodeCap, nodes); len(cs) == 1 {
@@ -42,7 +42,7 @@ func (b *builder) capacity(ctx context.Context) (built, error) {
 		return nil
 	})
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	doc := b.document("Capacity report", "by hour", from, to)
 	peak := render.Cell{}
@@ -87,7 +87,7 @@ func (b *builder) capacity(ctx context.Context) (built, error) {
 	perTunnel := render.Section{Heading: "Per tunnel", Blocks: []render.Block{
 		render.Paragraph{Text: "A tunnel whose p95 alone exceeds the capacity is marked."}, t}}
 	doc.Sections = []render.Section{summary, over, perTunnel, b.method()}
-	return built{doc: doc, from: from, to: to}, nil
+	return Built{Doc: doc, From: from, To: to}, nil
 }
 
 // concurrencyChart draws the organization's most streams open per hour (per local day, its

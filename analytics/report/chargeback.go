@@ -14,7 +14,7 @@ import (
 
 // chargeback is the chargeback report: the window's (or month's) statement with its lines, the
 // price sheets in force and the rounding rule.
-func (b *builder) chargeback(ctx context.Context) (built, error) {
+func (b *builder) chargeback(ctx context.Context) (Built, error) {
 	var from, to time.Time
 	var err error
 	window := "whole local days"
@@ -25,11 +25,11 @@ func (b *builder) chargeback(ctx context.Context) (built, error) {
 		from, to, err = rollup.Widen(b.req.From, b.req.To, rollup.Day, b.loc)
 	}
 	if err != nil {
-		return built{}, fmt.Errorf("%w: %w", ErrRequest, err)
+		return Built{}, fmt.Errorf("%w: %w", ErrRequest, err)
 	}
 	st, sheets, err := Statement(ctx, b.q, b.req.OrgID, b.tz, b.loc, from, to)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	doc := b.document("Chargeback report", window, from, to)
 	totals := render.Facts{}
@@ -50,7 +50,7 @@ func (b *builder) chargeback(ctx context.Context) (built, error) {
 	}
 	summary.Blocks = append(summary.Blocks, render.Paragraph{Text: "Rounding: " + chargeback.Rounding})
 	doc.Sections = []render.Section{summary, sheetSection(st, sheets), linesSection(st), b.method()}
-	return built{doc: doc, from: from, to: to}, nil
+	return Built{Doc: doc, From: from, To: to}, nil
 }
 
 // sheetSection names the price sheets in force: when each applied, who set it, at which log

@@ -33,10 +33,10 @@ func (g *Generator) Generate(ctx context.Context, req Request, format render.For
 	}
 	at := now().UTC().Truncate(time.Second)
 	id := record.NewID(req.ReportID)
-	doc, prov, from, to, err := Build(ctx, g.Queries, g.Settings, req, id, at)
+	b, err := Build(ctx, g.Queries, g.Settings, req, id, at)
 	if err != nil {
 		return record.Result{}, err
 	}
-	return record.Publish(ctx, g.Log, record.Entry{ReportID: id, Report: req.Kind, OrgID: req.OrgID, From: from, To: to, Actor: req.Actor, At: at},
-		prov, doc, format)
+	return record.Publish(ctx, g.Log, record.Entry{ReportID: id, Report: req.Kind, OrgID: req.OrgID, From: b.From, To: b.To, Actor: req.Actor, At: at},
+		b.Provenance, b.Doc, format)
 }

@@ -12,19 +12,19 @@ import (
 
 // usage is the usage report: the organization's totals and timeline, then per tunnel and per
 // caller tables over the window.
-func (b *builder) usage(ctx context.Context) (built, error) {
+func (b *builder) usage(ctx context.Context) (Built, error) {
 	g := Granularity(b.req.From, b.req.To)
 	from, to, err := rollup.Widen(b.req.From, b.req.To, g, b.loc)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	orgRows, err := b.orgHours(ctx, from, to)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	buckets, err := rollup.Aggregate(orgRows, g, b.loc)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	timeline := fill(buckets, from, to, g, b.loc)
 	total := rollup.Bucket{Start: from, End: to}
@@ -33,11 +33,11 @@ func (b *builder) usage(ctx context.Context) (built, error) {
 	}
 	tunnels, tTrunc, err := totals(ctx, b.q, b.req.OrgID, readmodels.UsageScopeTunnel, from, to)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	callers, cTrunc, err := totals(ctx, b.q, b.req.OrgID, readmodels.UsageScopeCaller, from, to)
 	if err != nil {
-		return built{}, err
+		return Built{}, err
 	}
 	doc := b.document("Usage report", fmt.Sprintf("by %s", g), from, to)
 	summary := render.Section{Heading: "Summary", Blocks: []render.Block{
@@ -64,7 +64,7 @@ func (b *builder) usage(ctx context.Context) (built, error) {
 	perCaller := render.Section{Heading: "Per caller", Blocks: []render.Block{
 		usageTable("Usage per tunnel and caller"+shown(cTrunc, "callers"), true, callers)}}
 	doc.Sections = []render.Section{summary, over, perTunnel, perCaller, b.method()}
-	return built{doc: doc, from: from, to: to}, nil
+	return Built{Doc: doc, From: from, To: to}, nil
 }
 
 // fill is every bucket of [from, to), those without usage as zero.

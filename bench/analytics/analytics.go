@@ -308,12 +308,12 @@ func reports(ctx context.Context, pool *pgxpool.Pool, org string, o Options) (ma
 			var ms []float64
 			for range o.Reports {
 				t0 := time.Now()
-				doc, _, _, _, err := analyticsreport.Build(ctx, q, analyticsreport.Settings{NodeStreamCapacity: 1000},
+				b, err := analyticsreport.Build(ctx, q, analyticsreport.Settings{NodeStreamCapacity: 1000},
 					analyticsreport.Request{Kind: kind, From: from, To: end, OrgID: org, Actor: "bench"}, uuid.NewString(), t0)
 				if err != nil {
 					return nil, fmt.Errorf("%s report: %w", kind, err)
 				}
-				if err := render.Write(io.Discard, format, doc); err != nil {
+				if err := render.Write(io.Discard, format, b.Doc); err != nil {
 					return nil, fmt.Errorf("%s report as %s: %w", kind, format, err)
 				}
 				ms = append(ms, float64(time.Since(t0).Microseconds())/1000)

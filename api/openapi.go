@@ -144,7 +144,7 @@ var operations = []operation{
 	{method: "GET", path: "/api/v1/reports/{report}", id: "getReport", summary: "A compliance report (soc2, hipaa, iso27001) of a window, organised by control, exceptions first " +
 		"(org \"*\": the whole log, superadmins; else an organization's owners, admins and auditors); or an organization's usage, chargeback (or by month) or capacity report " +
 		"(its owners, admins and auditors); each appends report.generated", tag: "audit",
-		params: []string{"path:report", "query:scope_org", "query:report_from", "query:report_to", "query:report_month", "query:format"}, status: 200, resp: "report", errs: []int{400, 403, 404, 422}},
+		params: []string{"path:report", "query:scope_org", "query:report_from", "query:report_to", "query:rep_month", "query:format"}, status: 200, resp: "report", errs: []int{400, 403, 404, 422}},
 
 	{method: "POST", path: "/api/v1/exports", id: "createExport", summary: "Queue an evidence export of a window of the log (202; poll Location): the whole log (superadmins) or an organization's (its owners, admins and auditors); 429 with Retry-After when the queue is full", tag: "exports",
 		body: "ExportInput", status: 202, resp: "Export", errs: []int{400, 403, 404, 413, 415, 422, 429}},
@@ -211,20 +211,20 @@ func nullable(s schema) schema {
 }
 
 var parameters = map[string]schema{
-	"path:id":            {"name": "id", "in": "path", "required": true, "schema": strf("uuid", "")},
-	"path:org":           {"name": "org", "in": "path", "required": true, "schema": str("organization name or id")},
-	"path:user_id":       {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
-	"path:role":          {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, editor, viewer, auditor or superadmin")},
-	"path:name":          {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
-	"path:report":        {"name": "report", "in": "path", "required": true, "schema": schema{"type": "string", "enum": []string{"soc2", "hipaa", "iso27001", "usage", "chargeback", "capacity"}}},
-	"query:report_from":  {"name": "from", "in": "query", "required": true, "schema": str("window start: RFC 3339 time or date (YYYY-MM-DD, UTC); a chargeback report may take month instead")},
-	"query:report_to":    {"name": "to", "in": "query", "required": true, "schema": str("window end, excluded: RFC 3339 time or date (YYYY-MM-DD, UTC)")},
-	"query:report_month": {"name": "month", "in": "query", "schema": str("chargeback only, instead of from and to: a month like 2026-03 in the org's time zone")},
-	"query:format":       {"name": "format", "in": "query", "schema": schema{"type": "string", "enum": []string{"html", "pdf", "xlsx", "csv", "json"}, "default": "json"}},
-	"query:org":          {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
-	"query:scope_org":    {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},
-	"query:limit":        {"name": "limit", "in": "query", "schema": schema{"type": "integer", "minimum": 1, "maximum": MaxLimit, "default": DefaultLimit}},
-	"query:cursor":       {"name": "cursor", "in": "query", "schema": str("next_cursor of the previous page, unchanged")},
+	"path:id":           {"name": "id", "in": "path", "required": true, "schema": strf("uuid", "")},
+	"path:org":          {"name": "org", "in": "path", "required": true, "schema": str("organization name or id")},
+	"path:user_id":      {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
+	"path:role":         {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, editor, viewer, auditor or superadmin")},
+	"path:name":         {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
+	"path:report":       {"name": "report", "in": "path", "required": true, "schema": schema{"type": "string", "enum": []string{"soc2", "hipaa", "iso27001", "usage", "chargeback", "capacity"}}},
+	"query:report_from": {"name": "from", "in": "query", "required": true, "schema": str("window start: RFC 3339 time or date (YYYY-MM-DD, UTC); a chargeback report may take month instead")},
+	"query:report_to":   {"name": "to", "in": "query", "required": true, "schema": str("window end, excluded: RFC 3339 time or date (YYYY-MM-DD, UTC)")},
+	"query:rep_month":   {"name": "month", "in": "query", "schema": str("chargeback only, instead of from and to: a month like 2026-03 in the org's time zone")},
+	"query:format":      {"name": "format", "in": "query", "schema": schema{"type": "string", "enum": []string{"html", "pdf", "xlsx", "csv", "json"}, "default": "json"}},
+	"query:org":         {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
+	"query:scope_org":   {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},
+	"query:limit":       {"name": "limit", "in": "query", "schema": schema{"type": "integer", "minimum": 1, "maximum": MaxLimit, "default": DefaultLimit}},
+	"query:cursor":      {"name": "cursor", "in": "query", "schema": str("next_cursor of the previous page, unchanged")},
 	"query:wait_for": {"name": "wait_for", "in": "query", "schema": schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"const": "latest"}},
 		"description": "a write's position (or \"latest\": everything the log holds now): answer only once the read models show it (bounded; 503 with Retry-After when not in time)"}},
 	"query:name":                   {"name": "name", "in": "query", "schema": str("exact name")},

@@ -7,6 +7,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tunnelplane/tunnelplane/analytics/chargeback"
+	analyticsreport "github.com/tunnelplane/tunnelplane/analytics/report"
 	"github.com/tunnelplane/tunnelplane/analytics/rollup"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -116,15 +117,8 @@ func (s *Server) readAnalyticsRange(c echo.Context, q *query, kind string, g rol
 	if r.loc, err = domain.LoadTimeZone(r.tz); err != nil {
 		return r, err
 	}
-	// Whole buckets: from back to its bucket's start, to on to the end of its bucket.
-	if r.from, err = rollup.BucketStart(*from, g, r.loc); err != nil {
+	if r.from, r.to, err = rollup.Widen(*from, *to, g, r.loc); err != nil {
 		return r, err
-	}
-	if r.to, err = rollup.BucketStart(*to, g, r.loc); err != nil {
-		return r, err
-	}
-	if r.to.Before(*to) {
-		r.to = rollup.BucketEnd(r.to, g, r.loc)
 	}
 	hours := int(r.to.Sub(r.from)/time.Hour) + 1
 	r.limit = max(1, min(r.limit, AnalyticsMaxRows/hours))
@@ -189,7 +183,7 @@ func (s *Server) capacity(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	nodes, err := s.nodesInService(c)
+	nodes, err := analyticsreport.NodesInService(c.Request().Context(), s.cfg.ReadModels)
 	if err != nil {
 		return err
 	}
@@ -198,25 +192,6 @@ func (s *Server) capacity(c echo.Context) error {
 		items = []rollup.Capacity{}
 	}
 	return c.JSON(http.StatusOK, CapacityReport{OrgID: r.org, GroupBy: r.groupBy, From: r.from, To: r.to, Items: items, NextCursor: cursor})
-}
-
-// nodesInService counts the nodes that take agents (joined), up to a bound.
-func (s *Server) nodesInService(c echo.Context) (int, error) {
-	n := 0
-	var after *readmodels.NodeKey
-	for range 100 {
-		page, err := s.cfg.ReadModels.ListNodes(c.Request().Context(), readmodels.NodeFilter{State: readmodels.NodeJoined, After: after, Limit: MaxLimit})
-		if err != nil {
-			return 0, err
-		}
-		n += len(page)
-		if len(page) < MaxLimit {
-			break
-		}
-		last := page[len(page)-1]
-		after = &readmodels.NodeKey{Name: last.Name, ID: last.ID}
-	}
-	return n, nil
 }
 
 // chargebackStatement prices an org's local month with the price sheets in force.
@@ -246,19 +221,11 @@ func (s *Server) chargebackStatement(c echo.Context) error {
 	if err != nil {
 		return badRequest("month", "must be a month like 2026-03")
 	}
-	sheets, err := s.cfg.ReadModels.PriceSheets(ctx, org, to)
+	st, _, err := analyticsreport.Statement(ctx, s.cfg.ReadModels, org, tz, loc, from, to)
 	if err != nil {
 		return err
 	}
-	usage, err := s.cfg.ReadModels.ChargeUsage(ctx, org, from, to, chargeback.Boundaries(sheets))
-	if err != nil {
-		return err
-	}
-	days, err := s.cfg.ReadModels.ActiveTunnelDays(ctx, org, chargeback.DayStarts(from, to, loc), to)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, chargeback.Compute(chargeback.Input{OrgID: org, TimeZone: orUTC(tz), From: from, To: to, Sheets: sheets, Usage: usage, Days: days}))
+	return c.JSON(http.StatusOK, st)
 }
 
 // OrgSettingsInput is the body of PUT /analytics/settings.

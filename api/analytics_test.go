@@ -16,18 +16,8 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
 )
-
-// One window a tunnel and caller sends every hour: 1,000 requests, 1 GB in, 2 GB out, one hour
-// of calls open, so prices add up by hand.
-func usageWindow(org, tunnel, kind, caller string, hour time.Time) *domain.UsageRecorded {
-	var lat [domain.HistogramBuckets]int64
-	lat[domain.HistogramIndex(20*time.Millisecond)] = 900
-	lat[domain.HistogramIndex(400*time.Millisecond)] = 100
-	return &domain.UsageRecorded{NodeID: "n1", OrgID: org, TunnelID: tunnel, WindowStart: hour.Add(30 * time.Minute), WindowEnd: hour.Add(30*time.Minute + 10*time.Second),
-		CallerKind: kind, CallerID: caller, Requests: 1000, BytesIn: 1_000_000_000, BytesOut: 2_000_000_000, StreamsMax: 3, StreamedMS: 3_600_000,
-		Latency: domain.HistogramOf(&lat), TTFB: domain.HistogramOf(&lat)}
-}
 
 // Usage of March 2027 (in the future, so price sheets may still be set for it): 13–17 March
 // around a price change at local midnight of the 15th, and 27–30 March around the DST change of
@@ -61,8 +51,8 @@ func TestAnalyticsUsageChargebackAndAuthorization(t *testing.T) {
 	}
 	var evs []eventstore.EventData
 	for _, h := range hours {
-		for _, u := range []*domain.UsageRecorded{usageWindow(orgA, t1, domain.CallerUser, "alice", h), usageWindow(orgA, t2, domain.CallerAccessKey, key, h),
-			usageWindow(orgB, uuid.NewString(), domain.CallerAnonymous, "", h)} {
+		for _, u := range []*domain.UsageRecorded{logtest.UsageWindow(orgA, t1, domain.CallerUser, "alice", h), logtest.UsageWindow(orgA, t2, domain.CallerAccessKey, key, h),
+			logtest.UsageWindow(orgB, uuid.NewString(), domain.CallerAnonymous, "", h)} {
 			raw, err := json.Marshal(u)
 			if err != nil {
 				t.Fatal(err)

@@ -30,7 +30,7 @@ type matrixCase struct {
 // projections, platform roles and audit) are for superadmins only.
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnv(t, withAnalyticsReports)
 	root := e.superadmin()
 	orgs := map[string]string{"acme": e.createOrg(root, "acme", "owner-of-acme"), "globex": e.createOrg(root, "globex", "owner-of-globex")}
 	roles := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor, domain.RoleViewer, domain.RoleAuditor}
@@ -167,6 +167,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"search audit", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/audit?org=" + org, nil }},
 		{"create siem sink", roleAdmins, 201, func(org string) (string, string, any) {
 			return "POST", "/api/v1/siem/sinks?org=" + org, siemSinkBody(fmt.Sprintf("s-%d", next()))
+		}},
+		{"usage report", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/reports/usage?format=csv&from=2027-03-13&to=2027-03-14&org=" + org, nil
+		}},
+		{"chargeback report", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/reports/chargeback?format=csv&month=2027-03&org=" + org, nil
+		}},
+		{"capacity report", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/reports/capacity?format=csv&from=2027-03-13&to=2027-03-14&org=" + org, nil
 		}},
 		{"list siem sinks", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/siem/sinks?org=" + org, nil }},
 		{"get siem sink", readers, 200, func(org string) (string, string, any) {

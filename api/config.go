@@ -178,6 +178,9 @@ type Config struct {
 	// Reports makes the compliance reports of GET /api/v1/reports/{report} (a
 	// *report.Generator); without it that route answers 404.
 	Reports ReportGenerator
+	// AnalyticsReports makes the usage, chargeback and capacity reports of the same route (an
+	// *analyticsreport.Generator); without it those answer 404.
+	AnalyticsReports AnalyticsReportGenerator
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

@@ -145,9 +145,10 @@ var operations = []operation{
 	{method: "GET", path: "/api/v1/audit", id: "searchAudit", summary: "Search the audit index, newest first", tag: "audit",
 		params: withList("query:scope_org", "query:actor", "query:type", "query:stream", "query:correlation_id", "query:request_id", "query:since", "query:until"),
 		status: 200, resp: "List:AuditEntry", errs: []int{400, 403, 404, 422}},
-	{method: "GET", path: "/api/v1/reports/{report}", id: "getReport", summary: "A compliance report (soc2, hipaa, iso27001) of a window, organised by control, exceptions first; " +
-		"appends report.generated (org \"*\": the whole log, superadmins; else an organization's owners, admins and auditors)", tag: "audit",
-		params: []string{"path:report", "query:scope_org", "query:report_from", "query:report_to", "query:format"}, status: 200, resp: "report", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/reports/{report}", id: "getReport", summary: "A compliance report (soc2, hipaa, iso27001) of a window, organised by control, exceptions first " +
+		"(org \"*\": the whole log, superadmins; else an organization's owners, admins and auditors); or an organization's usage, chargeback (or by month) or capacity report " +
+		"(its owners, admins and auditors); each appends report.generated", tag: "audit",
+		params: []string{"path:report", "query:scope_org", "query:report_from", "query:report_to", "query:rep_month", "query:format"}, status: 200, resp: "report", errs: []int{400, 403, 404, 422}},
 
 	{method: "POST", path: "/api/v1/exports", id: "createExport", summary: "Queue an evidence export of a window of the log (202; poll Location): the whole log (superadmins) or an organization's (its owners, admins and auditors); 429 with Retry-After when the queue is full", tag: "exports",
 		body: "ExportInput", status: 202, resp: "Export", errs: []int{400, 403, 404, 413, 415, 422, 429}},
@@ -219,9 +220,10 @@ var parameters = map[string]schema{
 	"path:user_id":      {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
 	"path:role":         {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, editor, viewer, auditor or superadmin")},
 	"path:name":         {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
-	"path:report":       {"name": "report", "in": "path", "required": true, "schema": schema{"type": "string", "enum": []string{"soc2", "hipaa", "iso27001"}}},
-	"query:report_from": {"name": "from", "in": "query", "required": true, "schema": str("window start: RFC 3339 time or date (YYYY-MM-DD, UTC)")},
+	"path:report":       {"name": "report", "in": "path", "required": true, "schema": schema{"type": "string", "enum": []string{"soc2", "hipaa", "iso27001", "usage", "chargeback", "capacity"}}},
+	"query:report_from": {"name": "from", "in": "query", "required": true, "schema": str("window start: RFC 3339 time or date (YYYY-MM-DD, UTC); a chargeback report may take month instead")},
 	"query:report_to":   {"name": "to", "in": "query", "required": true, "schema": str("window end, excluded: RFC 3339 time or date (YYYY-MM-DD, UTC)")},
+	"query:rep_month":   {"name": "month", "in": "query", "schema": str("chargeback only, instead of from and to: a month like 2026-03 in the org's time zone")},
 	"query:format":      {"name": "format", "in": "query", "schema": schema{"type": "string", "enum": []string{"html", "pdf", "xlsx", "csv", "json"}, "default": "json"}},
 	"query:org":         {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
 	"query:scope_org":   {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},

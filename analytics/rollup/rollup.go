@@ -65,6 +65,23 @@ func BucketEnd(start time.Time, g Granularity, loc *time.Location) time.Time {
 	}
 }
 
+// Widen is [from, to) widened to whole buckets of g in loc: from back to its bucket's start, to
+// on to the end of its bucket.
+func Widen(from, to time.Time, g Granularity, loc *time.Location) (time.Time, time.Time, error) {
+	f, err := BucketStart(from, g, loc)
+	if err != nil {
+		return f, f, err
+	}
+	t, err := BucketStart(to, g, loc)
+	if err != nil {
+		return f, t, err
+	}
+	if t.Before(to) {
+		t = BucketEnd(t, g, loc)
+	}
+	return f, t, nil
+}
+
 // Bucket is one series' usage over one bucket.
 type Bucket struct {
 	readmodels.UsageKey
@@ -121,6 +138,26 @@ func Aggregate(rows []readmodels.UsageHour, g Granularity, loc *time.Location) (
 	}
 	return out, nil
 }
+
+// Totals folds each key's hourly rows (ordered by key then hour) into one bucket spanning
+// [from, to): the key's totals and percentiles over the whole range.
+func Totals(rows []readmodels.UsageHour, from, to time.Time) []Bucket {
+	var out []Bucket
+	for _, h := range rows {
+		if len(out) == 0 || out[len(out)-1].UsageKey != h.UsageKey {
+			out = append(out, Bucket{UsageKey: h.UsageKey, Start: from, End: to})
+		}
+		out[len(out)-1].add(h)
+	}
+	var scratch [domain.HistogramBuckets]int64
+	for i := range out {
+		out[i].finish(&scratch)
+	}
+	return out
+}
+
+// StreamedMS is the bucket's exact streamed time in milliseconds.
+func (b *Bucket) StreamedMS() int64 { return b.streamedMS }
 
 func (b *Bucket) add(h readmodels.UsageHour) {
 	b.Hours++

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	analyticsreport "github.com/tunnelplane/tunnelplane/analytics/report"
 	"github.com/tunnelplane/tunnelplane/analytics/rollup"
 	"github.com/tunnelplane/tunnelplane/bench/stats"
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
@@ -23,6 +24,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
+	"github.com/tunnelplane/tunnelplane/report/render"
 )
 
 // ForecastHook measures forecasting with backtesting over the hourly series the bench loaded
@@ -43,9 +45,12 @@ type Options struct {
 	Queries int
 	// RebuildBatchSize of the projection runner (default: the runner's, 5,000).
 	RebuildBatchSize int
-	Forecast         ForecastHook
-	Progress         io.Writer
-	Logger           *slog.Logger
+	// Reports is how many times each analytics report is generated over the query data (0: none):
+	// build (one snapshot of the read model) and render, without recording it in the log.
+	Reports  int
+	Forecast ForecastHook
+	Progress io.Writer
+	Logger   *slog.Logger
 }
 
 // Result is the outcome.
@@ -64,7 +69,10 @@ type Result struct {
 	Kinds map[string][2]float64 `json:"query_kinds_p50_p99_ms"`
 	// ForecastMSPerSeries is set only when a ForecastHook measured it.
 	ForecastMSPerSeries *float64 `json:"forecast_ms_per_series,omitempty"`
-	Notes               string   `json:"notes"`
+	// ReportMS is the median time to build each analytics report over the query data
+	// ("kind_build") and to render it ("kind_format"); set only when Options.Reports > 0.
+	ReportMS map[string]float64 `json:"report_ms,omitempty"`
+	Notes    string             `json:"notes"`
 }
 
 const notes = "rollup_eps: signed usage.recorded windows appended to a scratch log, then the usage projection rebuilt from position 0 " +
@@ -136,6 +144,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if err := queries(ctx, pool, org, tunnels, o, res); err != nil {
 		return nil, fmt.Errorf("bench analytics: %w", err)
+	}
+	if o.Reports > 0 {
+		if res.ReportMS, err = reports(ctx, pool, org, o); err != nil {
+			return nil, fmt.Errorf("bench analytics: %w", err)
+		}
 	}
 	if o.Forecast != nil {
 		ms, err := o.Forecast(ctx, pool, org, tunnels)
@@ -281,4 +294,38 @@ func queries(ctx context.Context, pool *pgxpool.Pool, org string, tunnels []stri
 	s := stats.Sorted(all)
 	res.QueryP50MS, res.QueryP99MS = stats.Percentile(s, 0.50), stats.Percentile(s, 0.99)
 	return nil
+}
+
+// reports times each analytics report of the org over the whole range (usage by ISO week,
+// chargeback by local day, capacity by hour, each table with every tunnel): the build (one
+// snapshot of the read model, "kind_build") and each rendering ("kind_format"), medians.
+func reports(ctx context.Context, pool *pgxpool.Pool, org string, o Options) (map[string]float64, error) {
+	q := readmodels.New(pool)
+	end := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	from := end.Add(-time.Duration(o.Days) * 24 * time.Hour)
+	runs := map[string][]float64{}
+	for _, kind := range analyticsreport.Kinds() {
+		for range o.Reports {
+			t0 := time.Now()
+			b, err := analyticsreport.Build(ctx, q, analyticsreport.Settings{NodeStreamCapacity: 1000},
+				analyticsreport.Request{Kind: kind, From: from, To: end, OrgID: org, Actor: "bench"}, uuid.NewString(), t0)
+			if err != nil {
+				return nil, fmt.Errorf("%s report: %w", kind, err)
+			}
+			runs[kind+"_build"] = append(runs[kind+"_build"], float64(time.Since(t0).Microseconds())/1000)
+			for _, format := range []render.Format{render.JSON, render.PDF, render.XLSX} {
+				t0 := time.Now()
+				if err := render.Write(io.Discard, format, b.Doc); err != nil {
+					return nil, fmt.Errorf("%s report as %s: %w", kind, format, err)
+				}
+				runs[kind+"_"+string(format)] = append(runs[kind+"_"+string(format)], float64(time.Since(t0).Microseconds())/1000)
+			}
+			fmt.Fprintf(o.Progress, "bench analytics: %s report built in %.0f ms\n", kind, runs[kind+"_build"][len(runs[kind+"_build"])-1])
+		}
+	}
+	out := map[string]float64{}
+	for k, ms := range runs {
+		out[k] = stats.Percentile(stats.Sorted(ms), 0.50)
+	}
+	return out, nil
 }

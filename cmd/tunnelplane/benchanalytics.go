@@ -46,6 +46,9 @@ func newBenchAnalyticsCommand(g *globals) *cobra.Command {
 			for k, v := range res.Kinds {
 				fmt.Fprintf(g.stdout, "  %s: p50 %.1f ms, p99 %.1f ms\n", k, v[0], v[1])
 			}
+			for k, v := range res.ReportMS {
+				fmt.Fprintf(g.stdout, "  report %s: %.0f ms (median)\n", k, v)
+			}
 			if res.ForecastMSPerSeries != nil {
 				fmt.Fprintf(g.stdout, "forecast %.0f ms per series (90 days of hourly history, 168 h ahead, backtest included; %d series)\n", *res.ForecastMSPerSeries, forecasts)
 			}
@@ -58,6 +61,7 @@ func newBenchAnalyticsCommand(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&o.Days, "days", 90, "days of hourly rollups for the queries")
 	cmd.Flags().IntVar(&o.Tunnels, "tunnels", 1000, "tunnels of hourly rollups for the queries")
 	cmd.Flags().IntVar(&o.Queries, "queries", 100, "queries of each kind")
+	cmd.Flags().IntVar(&o.Reports, "reports", 0, "also time each analytics report (usage, chargeback, capacity: build, and render as json, pdf, xlsx) this many times over the query data")
 	cmd.Flags().IntVar(&o.RebuildBatchSize, "batch", 0, "records the rebuild reads and folds at once (default: the runner's, 5,000)")
 	cmd.Flags().IntVar(&forecasts, "forecasts", 20, "series forecast for forecast_ms_per_series (0: skip)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys rollup_eps, query_p99_ms …)")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,28 +15,17 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
-	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 )
 
 // appendOrgs appends n organizations, one batch each, signed with the data dir's log key, and
 // returns the log's size after them.
 func appendOrgs(t *testing.T, u, dir, prefix string, n int) uint64 {
 	t.Helper()
-	ctx := context.Background()
-	h, err := controlapp.OpenLog(ctx, u, dir, 4, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
 	var size uint64
 	for i := range n {
 		org := uuid.Must(uuid.NewV7()).String()
 		b, _ := json.Marshal(domain.OrganizationCreated{OrgID: org, Name: fmt.Sprintf("%s-%d", prefix, i), CreatedBy: "root"})
-		res, err := h.Store.Append(ctx, domain.OrgStream(org), eventstore.NoStream, eventstore.EventData{Type: domain.TypeOrganizationCreated, Payload: b})
-		if err != nil {
-			t.Fatal(err)
-		}
-		size = res.LastPosition + 1
+		size = appendEvents(t, u, dir, domain.OrgStream(org), eventstore.EventData{Type: domain.TypeOrganizationCreated, Payload: b})
 	}
 	return size
 }

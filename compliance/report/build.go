@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
+	"github.com/tunnelplane/tunnelplane/report/record"
 	"github.com/tunnelplane/tunnelplane/report/render"
 )
 
@@ -22,6 +23,9 @@ type Request struct {
 	OrgID string
 	// Actor is who asked (named in the report and in report.generated).
 	Actor string
+	// ReportID, when set, is the report's id (a scheduled run passes one derived from the run, so
+	// the report stream's NoStream expectation refuses a second run); else a fresh UUIDv7.
+	ReportID string
 }
 
 // MaxWindow is the longest window a report covers.
@@ -40,18 +44,9 @@ func (r Request) Validate() error {
 	return nil
 }
 
-// Provenance is what a report was computed from: the read model's position and the signed
-// checkpoint that covers it.
-type Provenance struct {
-	// Position is the last log position the compliance read model had applied.
-	Position int64
-	// Events, First and Last: the window's indexed events and their first and last positions.
-	Events, First, Last int64
-	// CheckpointSize is the size of the newest signed checkpoint, read after the snapshot (so it
-	// covers positions 0..Position); CheckpointRoot its root hash (base64).
-	CheckpointSize uint64
-	CheckpointRoot string
-}
+// Provenance is what a report was computed from: the compliance read model's position, the
+// window's span and the signed checkpoint that covers it.
+type Provenance = record.Provenance
 
 // Checkpointer returns the newest signed checkpoint (an *eventstore.Store's LatestCheckpoint).
 type Checkpointer func(ctx context.Context) (size uint64, note string, err error)

@@ -1,21 +1,14 @@
 package report
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/tunnelplane/tunnelplane/domain"
-	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
+	"github.com/tunnelplane/tunnelplane/report/record"
 	"github.com/tunnelplane/tunnelplane/report/render"
 )
 
@@ -27,9 +20,7 @@ var ErrRequest = errors.New("invalid report request")
 var ErrNotReady = errors.New("the compliance read model is not ready")
 
 // Appender appends report.generated (an *eventstore.Store).
-type Appender interface {
-	Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error)
-}
+type Appender = record.Appender
 
 // Generator makes reports: it reads the compliance views, renders, and records each report in
 // the log.
@@ -42,18 +33,11 @@ type Generator struct {
 }
 
 // Result is a generated report: its file and what report.generated recorded.
-type Result struct {
-	ReportID   string
-	File       []byte
-	SHA256     string
-	Format     render.Format
-	Provenance Provenance
-	// EventPosition is the position of the report.generated record.
-	EventPosition uint64
-}
+type Result = record.Result
 
 // Generate builds the report, renders it in format and appends report.generated (with the
 // file's SHA-256) before returning the file: a report that was not recorded is not handed out.
+// A request with a ReportID that was used before is refused by the log (its stream exists).
 func (g *Generator) Generate(ctx context.Context, req Request, format render.Format) (Result, error) {
 	if !slices.Contains(render.Formats(), format) {
 		return Result{}, fmt.Errorf("%w: format %q", ErrRequest, truncate(string(format), 16))
@@ -63,34 +47,11 @@ func (g *Generator) Generate(ctx context.Context, req Request, format render.For
 		now = g.Now
 	}
 	at := now().UTC().Truncate(time.Second)
-	id := uuid.Must(uuid.NewV7()).String()
+	id := record.NewID(req.ReportID)
 	doc, prov, err := Build(ctx, g.Queries, g.Mapping, g.Checkpoint, req, id, at)
 	if err != nil {
 		return Result{}, err
 	}
-	var buf bytes.Buffer
-	if err := render.Write(&buf, format, doc); err != nil {
-		return Result{}, fmt.Errorf("report: %w", err)
-	}
-	sum := sha256.Sum256(buf.Bytes())
-	res := Result{ReportID: id, File: buf.Bytes(), SHA256: hex.EncodeToString(sum[:]), Format: format, Provenance: prov}
-	ev := domain.ReportGenerated{ReportID: id, Report: req.Framework, OrgID: req.OrgID, From: req.From.UTC().Format(time.RFC3339Nano),
-		To: req.To.UTC().Format(time.RFC3339Nano), Format: string(format), Position: uint64(prov.Position), CheckpointSize: prov.CheckpointSize,
-		SHA256: res.SHA256, Bytes: int64(buf.Len())}
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return Result{}, fmt.Errorf("report: %w", err)
-	}
-	meta, err := json.Marshal(domain.Metadata{Actor: req.Actor, OrgID: req.OrgID, Command: "GenerateReport",
-		CorrelationID: uuid.Must(uuid.NewV7()).String(), OccurredAt: at})
-	if err != nil {
-		return Result{}, fmt.Errorf("report: %w", err)
-	}
-	ar, err := g.Log.Append(ctx, domain.ReportStream(id), eventstore.NoStream,
-		eventstore.EventData{Type: domain.TypeReportGenerated, Payload: payload, Metadata: meta})
-	if err != nil {
-		return Result{}, fmt.Errorf("report: record the report: %w", err)
-	}
-	res.EventPosition = ar.LastPosition
-	return res, nil
+	return record.Publish(ctx, g.Log, record.Entry{ReportID: id, Report: req.Framework, OrgID: req.OrgID, From: req.From, To: req.To,
+		Actor: req.Actor, At: at}, prov, doc, format)
 }

@@ -1,14 +1,11 @@
 package report_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +20,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 	"github.com/tunnelplane/tunnelplane/report/render"
+	"github.com/tunnelplane/tunnelplane/report/render/rendertest"
 )
 
 func TestMain(m *testing.M) {
@@ -237,7 +235,7 @@ func TestScriptedHistoryShowsItsExceptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := pdfToText(t, pdf.File)
+	text := rendertest.PDFToText(t, pdf.File)
 	m, _ := report.LoadMapping()
 	fw, _ := m.Framework("hipaa")
 	for _, c := range fw.Controls {
@@ -281,24 +279,6 @@ func TestRequestsRefused(t *testing.T) {
 	if _, err := m.Framework("pci"); !errors.Is(err, report.ErrUnknownFramework) {
 		t.Errorf("unknown framework: %v", err)
 	}
-}
-
-func pdfToText(t *testing.T, pdf []byte) string {
-	t.Helper()
-	path, err := exec.LookPath("pdftotext")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("pdftotext not installed (poppler-utils; make deps installs it)")
-		}
-		t.Skip("pdftotext not installed (poppler-utils; make deps installs it)")
-	}
-	cmd := exec.Command(path, "-enc", "UTF-8", "-", "-")
-	cmd.Stdin = bytes.NewReader(pdf)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("pdftotext: %v", err)
-	}
-	return string(out)
 }
 
 // TestHourlyRollupCountsLikeTheEvents: counts read from the hourly rollup (whole hours) and the

@@ -115,7 +115,8 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports), Reports: reports,
-		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
+		AnalyticsReports: NewAnalyticsReportGenerator(a.Log, cfg.NodeStreamCapacity),
+		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err
 	}

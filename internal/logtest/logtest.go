@@ -58,3 +58,15 @@ func DomainTypes() []eventstore.EventType {
 	}
 	return types
 }
+
+// UsageWindow is the usage window a tunnel and caller send in an hour, the same in every test
+// that prices or reports it: 1,000 requests (900 at 20 ms, 100 at 400 ms), 1 GB in, 2 GB out, 3
+// streams at most and one hour of calls open, starting at half past, so figures add up by hand.
+func UsageWindow(org, tunnel, kind, caller string, hour time.Time) *domain.UsageRecorded {
+	var lat [domain.HistogramBuckets]int64
+	lat[domain.HistogramIndex(20*time.Millisecond)] = 900
+	lat[domain.HistogramIndex(400*time.Millisecond)] = 100
+	return &domain.UsageRecorded{NodeID: "n1", OrgID: org, TunnelID: tunnel, WindowStart: hour.Add(30 * time.Minute), WindowEnd: hour.Add(30*time.Minute + 10*time.Second),
+		CallerKind: kind, CallerID: caller, Requests: 1000, BytesIn: 1_000_000_000, BytesOut: 2_000_000_000, StreamsMax: 3, StreamedMS: 3_600_000,
+		Latency: domain.HistogramOf(&lat), TTFB: domain.HistogramOf(&lat)}
+}

@@ -48,9 +48,9 @@ func (q *Queries) ResolveOrg(ctx context.Context, ref string) (string, error) {
 	var id string
 	var err error
 	if domain.ValidID(ref) {
-		err = q.pool.QueryRow(ctx, `SELECT org_id::text FROM orgs WHERE org_id = $1::uuid`, ref).Scan(&id)
+		err = q.db.QueryRow(ctx, `SELECT org_id::text FROM orgs WHERE org_id = $1::uuid`, ref).Scan(&id)
 	} else {
-		err = q.pool.QueryRow(ctx, `SELECT org_id::text FROM orgs WHERE name = $1`, ref).Scan(&id)
+		err = q.db.QueryRow(ctx, `SELECT org_id::text FROM orgs WHERE name = $1`, ref).Scan(&id)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("organization %q: %w", ref, domain.ErrNotFound)

@@ -22,11 +22,34 @@ var ErrBadFilter = errors.New("readmodels: bad filter")
 // Queries reads the views. It is safe for concurrent use.
 type Queries struct {
 	pool *pgxpool.Pool
+	// db runs the reads: the pool, or the transaction of a snapshot (ReadSnapshot).
+	db interface {
+		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	}
 }
 
 // New reads the views through pool (the control plane's pool; the application role may SELECT
 // the views).
-func New(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
+func New(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool, db: pool} }
+
+// ReadSnapshot runs fn with Queries that read in one read-only repeatable-read transaction, so
+// every figure fn reads comes from one state of the read models; position is the last log
+// position the projection named had applied in that state (-1: none yet).
+func (q *Queries) ReadSnapshot(ctx context.Context, projection string, fn func(ctx context.Context, snap *Queries, position int64) error) error {
+	const op = "read snapshot"
+	tx, err := q.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return dbErr(op, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	position := int64(-1)
+	err = tx.QueryRow(ctx, `SELECT position FROM projection_state WHERE name = $1`, projection).Scan(&position)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return dbErr(op, err)
+	}
+	return fn(ctx, &Queries{pool: q.pool, db: tx}, position)
+}
 
 // Ping reports whether the database answers. Its error is the driver's, as it is (readiness
 // shows it to operators).
@@ -69,7 +92,7 @@ func dbErr(op string, err error) error {
 }
 
 func selectRows[T any](ctx context.Context, q *Queries, op, sql string, args ...any) ([]T, error) {
-	rows, err := q.pool.Query(ctx, sql, args...)
+	rows, err := q.db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, dbErr(op, err)
 	}

@@ -94,7 +94,7 @@ func (q *Queries) UsageHours(ctx context.Context, f UsageFilter) (rows []UsageHo
 	}
 	// LATERAL: each key's hours are one range of the primary key, whatever the planner guesses
 	// of the keys' number.
-	pgRows, err := q.pool.Query(ctx, `SELECT u.tunnel_id::text, u.caller_kind, u.caller_id, u.hour, u.windows, u.requests, u.errors, u.error_classes,
+	pgRows, err := q.db.Query(ctx, `SELECT u.tunnel_id::text, u.caller_kind, u.caller_id, u.hour, u.windows, u.requests, u.errors, u.error_classes,
 		u.bytes_in, u.bytes_out, u.streams_max, u.streamed_ms, coalesce(array_lower(u.latency, 1), 0), u.latency, coalesce(array_lower(u.ttfb, 1), 0), u.ttfb
 		FROM unnest($3::uuid[], $4::text[], $5::text[]) WITH ORDINALITY AS k(tunnel_id, caller_kind, caller_id, n)
 		CROSS JOIN LATERAL (SELECT * FROM usage_hourly h WHERE h.org_id = $1 AND h.scope = $2 AND h.tunnel_id = k.tunnel_id
@@ -136,7 +136,7 @@ func (q *Queries) usageKeys(ctx context.Context, f UsageFilter, after UsageKey) 
 	}
 	next := `SELECT tunnel_id, caller_kind, caller_id FROM usage_hourly WHERE org_id = $1 AND scope = $2` + tunnelCond + `
 		AND (tunnel_id, caller_kind, caller_id) > (%s) ORDER BY tunnel_id, caller_kind, caller_id LIMIT 1`
-	rows, err := q.pool.Query(ctx, `WITH RECURSIVE k(tunnel_id, caller_kind, caller_id, n) AS (
+	rows, err := q.db.Query(ctx, `WITH RECURSIVE k(tunnel_id, caller_kind, caller_id, n) AS (
 		(SELECT *, 1 FROM (`+fmt.Sprintf(next, "$3::uuid, $4, $5")+`) first)
 		UNION ALL
 		SELECT s.tunnel_id, s.caller_kind, s.caller_id, k.n + 1 FROM k, LATERAL (`+fmt.Sprintf(next, "k.tunnel_id, k.caller_kind, k.caller_id")+`) s
@@ -170,7 +170,7 @@ func (q *Queries) OrgTimeZone(ctx context.Context, orgID string) (string, error)
 		return "", fmt.Errorf("org time zone: %w", ErrBadFilter)
 	}
 	var tz string
-	err := q.pool.QueryRow(ctx, `SELECT time_zone FROM org_settings WHERE org_id = $1`, orgID).Scan(&tz)
+	err := q.db.QueryRow(ctx, `SELECT time_zone FROM org_settings WHERE org_id = $1`, orgID).Scan(&tz)
 	if err == pgx.ErrNoRows {
 		return "", nil
 	}
@@ -182,7 +182,7 @@ func (q *Queries) OrgTimeZone(ctx context.Context, orgID string) (string, error)
 
 // UsageSkipped is how many usage windows the projection skipped as invalid, and the last one.
 func (q *Queries) UsageSkipped(ctx context.Context) (n, lastPosition int64, lastReason string, err error) {
-	err = q.pool.QueryRow(ctx, `SELECT skipped, last_position, last_reason FROM usage_skipped`).Scan(&n, &lastPosition, &lastReason)
+	err = q.db.QueryRow(ctx, `SELECT skipped, last_position, last_reason FROM usage_skipped`).Scan(&n, &lastPosition, &lastReason)
 	if err == pgx.ErrNoRows {
 		return 0, -1, "", nil
 	}
@@ -211,7 +211,7 @@ func (q *Queries) PriceSheets(ctx context.Context, orgID string, until time.Time
 	if !domain.ValidID(orgID) {
 		return nil, fmt.Errorf("%s: %w", op, ErrBadFilter)
 	}
-	rows, err := q.pool.Query(ctx, `SELECT effective_from, currency, per_gb_in::text, per_gb_out::text, per_1k_requests::text,
+	rows, err := q.db.Query(ctx, `SELECT effective_from, currency, per_gb_in::text, per_gb_out::text, per_1k_requests::text,
 		per_streamed_hour::text, per_tunnel_day::text, set_by, position FROM price_sheets WHERE org_id = $1 AND effective_from < $2
 		ORDER BY effective_from`, orgID, until)
 	if err != nil {
@@ -259,7 +259,7 @@ func (q *Queries) ChargeUsage(ctx context.Context, orgID string, from, to time.T
 	if !domain.ValidID(orgID) || !from.Before(to) {
 		return nil, fmt.Errorf("%s: %w", op, ErrBadFilter)
 	}
-	rows, err := q.pool.Query(ctx, `SELECT tunnel_id::text, caller_kind, caller_id,
+	rows, err := q.db.Query(ctx, `SELECT tunnel_id::text, caller_kind, caller_id,
 		(SELECT count(*) FROM unnest($4::timestamptz[]) b WHERE b <= hour)::int AS period,
 		sum(requests)::text, sum(bytes_in)::text, sum(bytes_out)::text, sum(streamed_ms)::text
 		FROM usage_hourly WHERE org_id = $1 AND scope = 'caller' AND hour >= $2 AND hour < $3
@@ -296,7 +296,7 @@ func (q *Queries) ActiveTunnelDays(ctx context.Context, orgID string, dayStarts 
 	if !domain.ValidID(orgID) || len(dayStarts) == 0 {
 		return nil, fmt.Errorf("%s: %w", op, ErrBadFilter)
 	}
-	rows, err := q.pool.Query(ctx, `SELECT tunnel_id::text, (SELECT count(*) FROM unnest($2::timestamptz[]) b WHERE b <= hour)::int - 1 AS day, min(hour)
+	rows, err := q.db.Query(ctx, `SELECT tunnel_id::text, (SELECT count(*) FROM unnest($2::timestamptz[]) b WHERE b <= hour)::int - 1 AS day, min(hour)
 		FROM usage_hourly WHERE org_id = $1 AND scope = 'tunnel' AND hour >= $3 AND hour < $4 AND requests > 0
 		GROUP BY 1, 2 ORDER BY 1, 2`, orgID, dayStarts, dayStarts[0], to)
 	if err != nil {

@@ -8,14 +8,14 @@ import (
 	"errors"
 	"io"
 	"math"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xuri/excelize/v2"
 	"golang.org/x/net/html"
+
+	"github.com/tunnelplane/tunnelplane/report/render/rendertest"
 )
 
 const (
@@ -189,7 +189,7 @@ func TestSVGIsWellFormedAndEscaped(t *testing.T) {
 func TestPDFTextHasEverySection(t *testing.T) {
 	t.Parallel()
 	pdf := render(t, PDF, sampleDoc())
-	text := PDFToText(t, pdf)
+	text := rendertest.PDFToText(t, pdf)
 	for _, want := range []string{"SOC 2 report", "Log positions", "CC6.1 Logical access", "CC7.2 Monitoring", "plain-tunnel", "1234.50", "-0.75",
 		"2026-03-02T10:30:00Z", "Café costs €3", "[U+4E2D][U+6587]", "Denials per day", "Page 1 of"} {
 		if !strings.Contains(text, want) {
@@ -202,26 +202,6 @@ func TestPDFTextHasEverySection(t *testing.T) {
 	if again := render(t, PDF, sampleDoc()); !bytes.Equal(pdf, again) {
 		t.Error("the same document rendered to different PDF bytes")
 	}
-}
-
-// PDFToText runs pdftotext on a PDF. Without the tool the test skips, except under CI=true,
-// where `make deps` installs it and a skip would hide a missing check.
-func PDFToText(t testing.TB, pdf []byte) string {
-	t.Helper()
-	path, err := exec.LookPath("pdftotext")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("pdftotext not installed (poppler-utils; make deps installs it)")
-		}
-		t.Skip("pdftotext not installed (poppler-utils; make deps installs it)")
-	}
-	cmd := exec.Command(path, "-enc", "UTF-8", "-", "-")
-	cmd.Stdin = bytes.NewReader(pdf)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("pdftotext: %v", err)
-	}
-	return string(out)
 }
 
 // TestXLSXCellsAreTyped reads the workbook back: numbers are number cells, dates date cells with

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/logtest"
 )
 
 func (e *env) activity(tok, tunnel, query string) api.Activity {
@@ -102,10 +103,10 @@ func TestTunnelActivity(t *testing.T) {
 	pos = e.nodeFact("nodefacts-n1", now, &domain.AgentDisconnected{NodeID: "n1", SessionID: session, OrgID: org, TunnelID: tunnel, TokenID: tok.ID, Reason: "agent closed"})
 	add("sessions", domain.TypeAgentDisconnected, "node:test", pos)
 	hour := now.UTC().Truncate(time.Hour).Add(-2 * time.Hour)
-	e.nodeFact("nodefacts-n1", now, usageWindow(org, tunnel, domain.CallerUser, "victor", hour))
-	e.nodeFact("nodefacts-n1", now, usageWindow(org, tunnel, domain.CallerUser, "victor", hour.Add(time.Hour)))
-	e.nodeFact("nodefacts-n1", now, usageWindow(org, tunnel, domain.CallerAccessKey, key.ID, hour))
-	e.nodeFact("nodefacts-n1", now, usageWindow(org, other, domain.CallerUser, "alice", hour))
+	e.nodeFact("nodefacts-n1", now, logtest.UsageWindow(org, tunnel, domain.CallerUser, "victor", hour))
+	e.nodeFact("nodefacts-n1", now, logtest.UsageWindow(org, tunnel, domain.CallerUser, "victor", hour.Add(time.Hour)))
+	e.nodeFact("nodefacts-n1", now, logtest.UsageWindow(org, tunnel, domain.CallerAccessKey, key.ID, hour))
+	e.nodeFact("nodefacts-n1", now, logtest.UsageWindow(org, other, domain.CallerUser, "alice", hour))
 
 	all := e.activity(alice, tunnel, "org=acme&limit=500")
 	if all.NextCursor != "" || len(all.Items) != len(wants) {

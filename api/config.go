@@ -175,6 +175,9 @@ type Config struct {
 	// Reports makes the compliance reports of GET /api/v1/reports/{report} (a
 	// *report.Generator); without it that route answers 404.
 	Reports ReportGenerator
+	// Personal opens the personal data sealed in the log (a *pii.Keyring) for the audit search;
+	// without it sealed values are shown as stored.
+	Personal PersonalData
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

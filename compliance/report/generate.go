@@ -39,6 +39,8 @@ type Generator struct {
 	Checkpoint Checkpointer
 	Mapping    *Mapping
 	Now        func() time.Time
+	// Personal opens sealed personal data in the report's text; nil leaves it sealed.
+	Personal TextOpener
 }
 
 // Result is a generated report: its file and what report.generated recorded.
@@ -66,6 +68,9 @@ func (g *Generator) Generate(ctx context.Context, req Request, format render.For
 	id := uuid.Must(uuid.NewV7()).String()
 	doc, prov, err := Build(ctx, g.Queries, g.Mapping, g.Checkpoint, req, id, at)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := openDocument(ctx, doc, g.Personal); err != nil {
 		return Result{}, err
 	}
 	var buf bytes.Buffer

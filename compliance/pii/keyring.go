@@ -3,7 +3,10 @@ package pii
 import (
 	"context"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -98,8 +101,40 @@ type keyRef struct {
 }
 
 type cachedKey struct {
-	aead    cipher.AEAD // nil: erased
+	key     *dataKey // nil: erased
 	expires time.Time
+}
+
+// dataKey is a subject's key: AES-256-GCM, with nonces derived from the value (a synthetic IV:
+// HMAC-SHA256 under a key derived from the data key, over the associated data and the
+// plaintext). The same value of the same subject and field seals to the same string, so the
+// read models can still group by it (failed logins from one address); a nonce repeats only
+// with its plaintext, which GCM allows.
+type dataKey struct {
+	aead     cipher.AEAD
+	nonceKey []byte
+}
+
+func newDataKey(raw []byte) (*dataKey, error) {
+	aead, err := newAEAD(raw)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, raw)
+	m.Write([]byte("tunnelplane pii nonce key v1"))
+	return &dataKey{aead: aead, nonceKey: m.Sum(nil)}, nil
+}
+
+// seal returns nonce ‖ ciphertext, the nonce derived from aad and plain.
+func (k *dataKey) seal(plain, aad []byte) []byte {
+	m := hmac.New(sha256.New, k.nonceKey)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(aad)))
+	m.Write(n[:])
+	m.Write(aad)
+	m.Write(plain)
+	nonce := m.Sum(nil)[:k.aead.NonceSize()]
+	return k.aead.Seal(nonce, nonce, plain, aad)
 }
 
 type cachedGen struct {
@@ -135,14 +170,11 @@ func (k *Keyring) Seal(ctx context.Context, subject, field, plain string) (strin
 	if len(subject) > MaxSubjectBytes {
 		return "", fmt.Errorf("pii: subject longer than %d bytes", MaxSubjectBytes)
 	}
-	gen, aead, err := k.liveKey(ctx, subject)
+	gen, dk, err := k.liveKey(ctx, subject)
 	if err != nil {
 		return "", err
 	}
-	ct, err := seal(aead, []byte(plain), fieldAAD(subject, field, gen))
-	if err != nil {
-		return "", err
-	}
+	ct := dk.seal([]byte(plain), fieldAAD(subject, field, gen))
 	return Prefix + base64.RawURLEncoding.EncodeToString([]byte(subject)) + ":" + strconv.Itoa(gen) + ":" +
 		base64.RawURLEncoding.EncodeToString(ct), nil
 }
@@ -183,16 +215,16 @@ func (k *Keyring) Open(ctx context.Context, field, value string) (string, error)
 		}
 		return value, nil
 	}
-	aead, err := k.keyOf(ctx, s.Subject, s.Generation)
+	dk, err := k.keyOf(ctx, s.Subject, s.Generation)
 	switch {
 	case errors.Is(err, ErrNoKey):
 		return "", fmt.Errorf("%w: %s: %w", ErrUnreadable, field, err)
 	case err != nil:
 		return "", err
-	case aead == nil:
+	case dk == nil:
 		return Erased, nil
 	}
-	plain, err := open(aead, s.ct, fieldAAD(s.Subject, field, s.Generation))
+	plain, err := open(dk.aead, s.ct, fieldAAD(s.Subject, field, s.Generation))
 	if err != nil {
 		return "", fmt.Errorf("%w: %s was not sealed for this subject and field", ErrUnreadable, field)
 	}
@@ -232,13 +264,13 @@ func (k *Keyring) Erase(ctx context.Context, subject string) (int64, error) {
 }
 
 // liveKey returns the key new values of subject are sealed with, making one if there is none.
-func (k *Keyring) liveKey(ctx context.Context, subject string) (int, cipher.AEAD, error) {
+func (k *Keyring) liveKey(ctx context.Context, subject string) (int, *dataKey, error) {
 	now := k.cfg.Now()
 	k.mu.Lock()
 	if c, ok := k.current[subject]; ok && now.Before(c.expires) {
-		if ck, ok := k.keys[keyRef{subject, c.generation}]; ok && ck.aead != nil && now.Before(ck.expires) {
+		if ck, ok := k.keys[keyRef{subject, c.generation}]; ok && ck.key != nil && now.Before(ck.expires) {
 			k.mu.Unlock()
-			return c.generation, ck.aead, nil
+			return c.generation, ck.key, nil
 		}
 	}
 	k.mu.Unlock()
@@ -256,12 +288,12 @@ func (k *Keyring) liveKey(ctx context.Context, subject string) (int, cipher.AEAD
 		if err != nil {
 			return 0, nil, fmt.Errorf("pii: data key of a subject: %w", err)
 		}
-		aead, err := k.unwrap(subject, gen, wrapped)
+		dk, err := k.unwrap(subject, gen, wrapped)
 		if err != nil {
 			return 0, nil, err
 		}
-		k.remember(keyRef{subject, gen}, aead, true)
-		return gen, aead, nil
+		k.remember(keyRef{subject, gen}, dk, true)
+		return gen, dk, nil
 	}
 	return 0, nil, errors.New("pii: no data key could be made for the subject (erased while being made)")
 }
@@ -290,12 +322,12 @@ func (k *Keyring) makeKey(ctx context.Context, subject string) error {
 }
 
 // keyOf returns the key of (subject, generation), nil when it was erased.
-func (k *Keyring) keyOf(ctx context.Context, subject string, gen int) (cipher.AEAD, error) {
+func (k *Keyring) keyOf(ctx context.Context, subject string, gen int) (*dataKey, error) {
 	ref := keyRef{subject, gen}
 	k.mu.Lock()
 	if c, ok := k.keys[ref]; ok && k.cfg.Now().Before(c.expires) {
 		k.mu.Unlock()
-		return c.aead, nil
+		return c.key, nil
 	}
 	k.mu.Unlock()
 	var wrapped []byte
@@ -306,33 +338,33 @@ func (k *Keyring) keyOf(ctx context.Context, subject string, gen int) (cipher.AE
 	if err != nil {
 		return nil, fmt.Errorf("pii: data key of a subject: %w", err)
 	}
-	var aead cipher.AEAD
+	var dk *dataKey
 	if wrapped != nil {
-		if aead, err = k.unwrap(subject, gen, wrapped); err != nil {
+		if dk, err = k.unwrap(subject, gen, wrapped); err != nil {
 			return nil, err
 		}
 	}
-	k.remember(ref, aead, false)
-	return aead, nil
+	k.remember(ref, dk, false)
+	return dk, nil
 }
 
-func (k *Keyring) unwrap(subject string, gen int, wrapped []byte) (cipher.AEAD, error) {
-	dk, err := k.cfg.KEK.Unwrap(wrapped, wrapAAD(subject, gen))
+func (k *Keyring) unwrap(subject string, gen int, wrapped []byte) (*dataKey, error) {
+	raw, err := k.cfg.KEK.Unwrap(wrapped, wrapAAD(subject, gen))
 	if err != nil {
 		return nil, err
 	}
-	defer clear(dk)
-	return newAEAD(dk)
+	defer clear(raw)
+	return newDataKey(raw)
 }
 
 // remember caches a key (nil: erased); live also makes it the subject's current one. When the
 // cache is full an arbitrary entry goes: the bound matters, not which.
-func (k *Keyring) remember(ref keyRef, aead cipher.AEAD, live bool) {
+func (k *Keyring) remember(ref keyRef, dk *dataKey, live bool) {
 	exp := k.cfg.Now().Add(k.cfg.CacheTTL)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	evict(k.keys, k.cfg.CacheSize)
-	k.keys[ref] = cachedKey{aead: aead, expires: exp}
+	k.keys[ref] = cachedKey{key: dk, expires: exp}
 	if live {
 		evict(k.current, k.cfg.CacheSize)
 		k.current[ref.subject] = cachedGen{generation: ref.generation, expires: exp}

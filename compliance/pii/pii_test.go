@@ -62,6 +62,13 @@ func TestSealOpenEraseAndSealAgain(t *testing.T) {
 	if got, err := k.Open(ctx, pii.FieldClientIP, v); err != nil || got != "198.51.100.7" {
 		t.Fatalf("open = %q, %v", got, err)
 	}
+	// Sealing is deterministic per subject, field and key: the read models can group by it.
+	if again := mustSeal(t, k, "user-1", pii.FieldClientIP, "198.51.100.7"); again != v {
+		t.Fatalf("the same value sealed twice: %q, %q", v, again)
+	}
+	if ua := mustSeal(t, k, "user-1", pii.FieldUserAgent, "198.51.100.7"); ua == v {
+		t.Fatal("the same value in another field seals to the same string")
+	}
 	n, err := k.Erase(ctx, "user-1")
 	if err != nil || n != 1 {
 		t.Fatalf("erase = %d, %v; want 1 key destroyed", n, err)

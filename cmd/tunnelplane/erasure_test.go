@@ -117,6 +117,13 @@ func TestErasureLeavesNoPlaintext(t *testing.T) {
 	if !strings.Contains(report, "from "+ip) {
 		t.Fatalf("the report does not name the failed logins' address:\n%s", report)
 	}
+	before := exportFiles(t, db)
+	if p := string(before[evidence.FilePersonal]); !strings.Contains(p, ip) || !strings.Contains(p, "shred-test-agent") {
+		t.Fatalf("the export's %s before erasure:\n%s", evidence.FilePersonal, p)
+	}
+	if bytes.Contains(before[evidence.FileRecords], []byte(ip)) {
+		t.Fatal("the export's records hold the plaintext")
+	}
 
 	// Erase erin (CLI) and the anonymous failed logins (API).
 	if r := e.run(t, "admin", "subjects", "erase", "erin", "--reason", "GDPR art. 17"); r.code != 0 || !strings.Contains(r.stdout, "erased subject") {
@@ -151,23 +158,24 @@ func TestErasureLeavesNoPlaintext(t *testing.T) {
 	if report := reportCSV(t, e); strings.Contains(report, ip) || !strings.Contains(report, "from [erased]") {
 		t.Fatalf("the report after erasure:\n%s", report)
 	}
-	bundle := filepath.Join(t.TempDir(), "bundle.tar.zst")
-	if r := tp(t, append([]string{"export", "--from", "1", "--to", time.Now().Add(time.Minute).UTC().Format(time.RFC3339), "--out", bundle}, db...)...); r.code != 0 {
-		t.Fatalf("export: %d %s %s", r.code, r.stdout, r.stderr)
-	}
-	f, err := os.Open(bundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := evidence.ReadBundle(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := exportFiles(t, db)
 	for name, b := range files {
 		if bytes.Contains(b, []byte(ip)) || bytes.Contains(b, []byte("shred-test-agent")) {
 			t.Fatalf("the bundle's %s holds the plaintext", name)
 		}
+	}
+	var opened []evidence.PersonalValue
+	if err := json.Unmarshal(files[evidence.FilePersonal], &opened); err != nil || len(opened) < 4 {
+		t.Fatalf("the export's %s after erasure: %v\n%s", evidence.FilePersonal, err, files[evidence.FilePersonal])
+	}
+	erased := 0
+	for _, v := range opened {
+		if v.Value == "[erased]" {
+			erased++
+		}
+	}
+	if erased < 4 {
+		t.Fatalf("%d values of the export read [erased]:\n%s", erased, files[evidence.FilePersonal])
 	}
 
 	// Nothing in the database holds either value: not as text, not as bytes (bytea is dumped
@@ -186,6 +194,29 @@ func TestErasureLeavesNoPlaintext(t *testing.T) {
 		}
 	}
 	_ = controlapp.SubjectKEK // the KEK stays in the data dir, outside the dump
+}
+
+// exportFiles exports the whole log with the CLI, checks the bundle with verify-export, and
+// returns its files.
+func exportFiles(t *testing.T, db []string) map[string][]byte {
+	t.Helper()
+	bundle := filepath.Join(t.TempDir(), "bundle.tar.zst")
+	if r := tp(t, append([]string{"export", "--from", "1", "--to", time.Now().Add(time.Minute).UTC().Format(time.RFC3339), "--out", bundle}, db...)...); r.code != 0 {
+		t.Fatalf("export: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := tp(t, "verify-export", bundle, "--database-url", "postgres://nobody@127.0.0.1:1/none", "--data-dir", t.TempDir()); r.code != 0 {
+		t.Fatalf("verify-export: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	f, err := os.Open(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	files, err := evidence.ReadBundle(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
 
 // clientFrom is an HTTP client whose connections come from the loopback address ip.

@@ -82,7 +82,7 @@ func Verify(r io.Reader, opts VerifyOptions) (Report, error) {
 func VerifyFiles(files map[string][]byte, opts VerifyOptions) Report {
 	var rep Report
 	for _, name := range sortedNames(files) {
-		if name != FileManifest && name != FileManifestSig && !slices.Contains(hashedFiles, name) {
+		if name != FileManifest && name != FileManifestSig && name != FilePersonal && !slices.Contains(hashedFiles, name) {
 			rep.add(nil, name, "unexpected_file", "a bundle holds no such file")
 		}
 	}
@@ -107,6 +107,13 @@ func VerifyFiles(files map[string][]byte, opts VerifyOptions) Report {
 	for _, name := range hashedFiles {
 		if got := sha256Hex(files[name]); got != m.Files[name] {
 			rep.add(nil, name, "file_hash_mismatch", "SHA-256 %s, the manifest says %s (the file was changed)", got, m.Files[name])
+		}
+	}
+	// The opened personal data is optional, but when either the file or the manifest names it,
+	// both must agree.
+	if want, listed := m.Files[FilePersonal]; listed || files[FilePersonal] != nil {
+		if got := sha256Hex(files[FilePersonal]); !listed || got != want {
+			rep.add(nil, FilePersonal, "file_hash_mismatch", "SHA-256 %s, the manifest says %q (the file was changed or added)", got, want)
 		}
 	}
 	v := &verifier{rep: &rep, m: &m}

@@ -103,7 +103,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	}
 	queries := readmodels.New(a.Log.Pool)
 	logKeys, pool := LogKeys(cfg.DataDir), a.Log.Pool
-	if a.Exports, err = exportjobs.New(exportjobs.Config{Dir: filepath.Join(cfg.DataDir, "exports"), Pool: pool, Log: a.Log.Store, Logger: a.log,
+	if a.Exports, err = exportjobs.New(exportjobs.Config{Dir: filepath.Join(cfg.DataDir, "exports"), Pool: pool, Log: a.Log.Store, Logger: a.log, Personal: a.Log.Personal,
 		Key: func(ctx context.Context) (*eventstore.SigningKey, error) { return LogKeyForInit(ctx, logKeys, pool) }}); err != nil {
 		return err
 	}

@@ -22,6 +22,12 @@ func TestMain(m *testing.M) {
 }
 
 func newKeyring(t *testing.T, cacheSize int) (*pii.Keyring, string) {
+	return newKeyringTB(t, cacheSize)
+}
+
+func newKeyringB(b *testing.B) (*pii.Keyring, string) { return newKeyringTB(b, 0) }
+
+func newKeyringTB(t testing.TB, cacheSize int) (*pii.Keyring, string) {
 	t.Helper()
 	u := pgtest.NewDatabase(t)
 	kek, err := pii.NewFileKEK(bytes.Repeat([]byte{7}, 32))

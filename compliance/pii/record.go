@@ -47,35 +47,37 @@ func (k *Keyring) SealEvent(ctx context.Context, eventType string, payload, meta
 	if len(pf) == 0 && !bytes.Contains(metadata, []byte(`"client_ip"`)) && !bytes.Contains(metadata, []byte(`"user_agent"`)) {
 		return payload, metadata, nil
 	}
-	var md domain.Metadata
+	var md map[string]json.RawMessage
 	if len(metadata) > 0 {
 		if err := json.Unmarshal(metadata, &md); err != nil {
 			return nil, nil, fmt.Errorf("pii: metadata: %w", err)
 		}
 	}
-	subject := SubjectOf(md)
-	meta, err := k.sealObject(ctx, subject, metadata, metadataFields)
+	var actor string
+	if raw, ok := md["actor"]; ok {
+		_ = json.Unmarshal(raw, &actor)
+	}
+	subject := SubjectOf(domain.Metadata{Actor: actor})
+	meta, err := k.sealMembers(ctx, subject, metadata, md, metadataFields)
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(pf) > 0 {
-		if payload, err = k.sealObject(ctx, subject, payload, pf); err != nil {
+	if len(pf) > 0 && len(payload) > 0 {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(payload, &obj); err != nil {
+			return nil, nil, fmt.Errorf("pii: payload: %w", err)
+		}
+		if payload, err = k.sealMembers(ctx, subject, payload, obj, pf); err != nil {
 			return nil, nil, err
 		}
 	}
 	return payload, meta, nil
 }
 
-// sealObject seals the string members fields of the JSON object raw. Other members keep their
-// bytes; the object is written again (keys in order) only when something was sealed.
-func (k *Keyring) sealObject(ctx context.Context, subject string, raw []byte, fields []string) ([]byte, error) {
-	if len(raw) == 0 {
-		return raw, nil
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, fmt.Errorf("pii: %w", err)
-	}
+// sealMembers seals the string members fields of obj (the JSON object raw, decoded). Other
+// members keep their bytes; the object is written again (keys in order) only when something was
+// sealed, else raw is returned.
+func (k *Keyring) sealMembers(ctx context.Context, subject string, raw []byte, obj map[string]json.RawMessage, fields []string) ([]byte, error) {
 	changed := false
 	for _, f := range fields {
 		v, ok := obj[f]

@@ -54,16 +54,5 @@ func (s *Service) eraseSubject(ctx context.Context, c EraseSubject) (Result, err
 	}
 	g := newIDGen(ctx, c.CommandName())
 	meta := metadata(ctx, c.CommandName(), "", s.cfg.Now())
-	stream := domain.SubjectStream(c.Subject)
-	return s.decideAndAppend(ctx, g, meta, retryOnConflict, func() (decision, error) {
-		recs, err := s.load(ctx, stream)
-		if err != nil {
-			return decision{}, err
-		}
-		var version uint64
-		if n := len(recs); n > 0 {
-			version = recs[n-1].StreamVersion
-		}
-		return changed(c.Subject, stream, version, ev), nil
-	})
+	return s.appendAtEnd(ctx, g, meta, c.Subject, domain.SubjectStream(c.Subject), ev)
 }

@@ -31,14 +31,8 @@ import (
 func TestErasureLeavesNoPlaintext(t *testing.T) {
 	t.Parallel()
 	pgDump := findPGDump(t)
-	u := pgtest.NewEmptyDatabase(t)
-	dir := t.TempDir()
-	db := []string{"--database-url", u, "--data-dir", dir}
-	boot := tp(t, append([]string{"admin", "token", "create", "--user", "root", "--role", "superadmin"}, db...)...)
-	if boot.code != 0 {
-		t.Fatalf("token create: %d %s", boot.code, boot.stderr)
-	}
-	e := &adminEnv{cp: startTestControlPlane(t, u, dir), root: lastLine(boot.stdout)}
+	e := startAdminEnv(t)
+	u, db := e.url, e.db
 	var org struct {
 		ID string `json:"id"`
 	}

@@ -8,9 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
+
+	"github.com/tunnelplane/tunnelplane/internal/datadir"
 )
 
 // KEK wraps and unwraps data keys. The file KEK is the one built; an HSM's would implement the
@@ -35,37 +34,12 @@ type FileKEK struct {
 	aead cipher.AEAD
 }
 
-// LoadKEKFile reads the KEK at path, making one when there is none. Every control plane of a log
-// must use the same file.
+// LoadKEKFile reads the KEK at path (64 hex digits), making one when there is none. Every
+// control plane of a log must use the same file.
 func LoadKEKFile(path string) (*FileKEK, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("pii kek: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, os.ErrExist) {
-			return LoadKEKFile(path) // another process made it meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("pii kek: %w", err)
-		}
-		_, werr := f.WriteString(hex.EncodeToString(key) + "\n")
-		if err := errors.Join(werr, f.Close()); err != nil {
-			return nil, fmt.Errorf("pii kek: %w", err)
-		}
-		return NewFileKEK(key)
-	}
+	key, err := datadir.KeyFile(path, 32)
 	if err != nil {
 		return nil, fmt.Errorf("pii kek: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("pii kek %s: want 64 hex digits (32 bytes)", path)
 	}
 	return NewFileKEK(key)
 }

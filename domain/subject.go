@@ -28,9 +28,10 @@ func SubjectStream(subject string) string {
 	return "subject-" + hex.EncodeToString(sum[:16])
 }
 
-// MaxSubjectBytes bounds a subject's id (an actor id) and MaxErasureReasonBytes the reason.
+// MaxSubjectBytes bounds a subject's id (an actor id; an external provider's may be long: the
+// keys table keys those by digest) and MaxErasureReasonBytes the reason.
 const (
-	MaxSubjectBytes       = 256
+	MaxSubjectBytes       = 1024
 	MaxErasureReasonBytes = 1024
 )
 

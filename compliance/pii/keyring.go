@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -167,9 +168,7 @@ func (k *Keyring) Seal(ctx context.Context, subject, field, plain string) (strin
 	if subject == "" {
 		subject = Anonymous
 	}
-	if len(subject) > MaxSubjectBytes {
-		return "", fmt.Errorf("pii: subject longer than %d bytes", MaxSubjectBytes)
-	}
+	subject = keyedSubject(subject)
 	gen, dk, err := k.liveKey(ctx, subject)
 	if err != nil {
 		return "", err
@@ -247,6 +246,7 @@ func (k *Keyring) Erase(ctx context.Context, subject string) (int64, error) {
 	if subject == "" {
 		return 0, ErrNoSubject
 	}
+	subject = keyedSubject(subject)
 	tag, err := k.cfg.Pool.Exec(ctx, `UPDATE subject_keys SET wrapped_key = NULL, erased_at = now()
 		WHERE subject = $1 AND erased_at IS NULL`, subject)
 	if err != nil {
@@ -385,6 +385,17 @@ func (k *Keyring) CachedKeys() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return len(k.keys)
+}
+
+// keyedSubject is the subject as the keys table names it: itself, or for an id longer than
+// MaxSubjectBytes (an external provider's subject may be) "sha256:" and its digest, so no actor
+// fails to seal.
+func keyedSubject(subject string) string {
+	if len(subject) <= MaxSubjectBytes {
+		return subject
+	}
+	sum := sha256.Sum256([]byte(subject))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 func fieldAAD(subject, field string, gen int) []byte {

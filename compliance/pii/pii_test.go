@@ -215,6 +215,25 @@ func TestSealEvent(t *testing.T) {
 	}
 }
 
+// A subject id longer than the keys table takes (an external provider's) seals under its digest,
+// and erasing it by the same id reaches it.
+func TestLongSubject(t *testing.T) {
+	t.Parallel()
+	k, _ := newKeyring(t, 0)
+	ctx := ctxT(t)
+	long := strings.Repeat("x", pii.MaxSubjectBytes+1)
+	v := mustSeal(t, k, long, pii.FieldClientIP, "192.0.2.9")
+	if s, _ := pii.Parse(v); !strings.HasPrefix(s.Subject, "sha256:") {
+		t.Fatalf("a long subject sealed as %q", s.Subject)
+	}
+	if n, err := k.Erase(ctx, long); err != nil || n != 1 {
+		t.Fatalf("erase = %d, %v", n, err)
+	}
+	if got, _ := k.Open(ctx, pii.FieldClientIP, v); got != pii.Erased {
+		t.Fatalf("after erasure: %q", got)
+	}
+}
+
 // The cache of data keys stays within its bound however many subjects act.
 func TestKeyCacheIsBounded(t *testing.T) {
 	t.Parallel()

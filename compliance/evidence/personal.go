@@ -64,3 +64,15 @@ func openPersonal(ctx context.Context, o PersonalOpener, pos uint64, rec *ledger
 	}
 	return out, nil
 }
+
+// checkPersonalFile checks FilePersonal against the manifest: the file is optional, but when
+// either the file or the manifest names it, both must agree.
+func checkPersonalFile(files map[string][]byte, m *Manifest, rep *Report) {
+	want, listed := m.Files[FilePersonal]
+	if _, present := files[FilePersonal]; !listed && !present {
+		return
+	}
+	if got := sha256Hex(files[FilePersonal]); !listed || got != want {
+		rep.add(nil, FilePersonal, "file_hash_mismatch", "SHA-256 %s, the manifest says %q (the file was changed or added)", got, want)
+	}
+}

@@ -100,6 +100,7 @@ func VerifyFiles(files map[string][]byte, opts VerifyOptions) Report {
 		return rep
 	}
 	rep.Manifest = &m
+	checkPersonalFile(files, &m, &rep)
 	if m.Format != Format {
 		rep.add(nil, FileManifest, "unknown_format", "format %q, this verifier reads %q", m.Format, Format)
 		return rep
@@ -107,13 +108,6 @@ func VerifyFiles(files map[string][]byte, opts VerifyOptions) Report {
 	for _, name := range hashedFiles {
 		if got := sha256Hex(files[name]); got != m.Files[name] {
 			rep.add(nil, name, "file_hash_mismatch", "SHA-256 %s, the manifest says %s (the file was changed)", got, m.Files[name])
-		}
-	}
-	// The opened personal data is optional, but when either the file or the manifest names it,
-	// both must agree.
-	if want, listed := m.Files[FilePersonal]; listed || files[FilePersonal] != nil {
-		if got := sha256Hex(files[FilePersonal]); !listed || got != want {
-			rep.add(nil, FilePersonal, "file_hash_mismatch", "SHA-256 %s, the manifest says %q (the file was changed or added)", got, want)
 		}
 	}
 	v := &verifier{rep: &rep, m: &m}

@@ -72,6 +72,10 @@ func (s *Server) searchAudit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(p, convert(rows, func(a readmodels.AuditEntry) AuditEntry { return AuditEntry(a) }),
+	entries := convert(rows, func(a readmodels.AuditEntry) AuditEntry { return AuditEntry(a) })
+	if err := s.openAudit(c.Request().Context(), entries); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, listOf(p, entries,
 		func(a AuditEntry) []any { return []any{a.Position} }))
 }

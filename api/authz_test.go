@@ -238,6 +238,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"remove platform siem sink", nil, 200, func(string) (string, string, any) {
 			return "DELETE", "/api/v1/siem/sinks/" + sink("*") + "?org=*", nil
 		}},
+		{"erase subject", nil, 200, func(string) (string, string, any) {
+			return "POST", "/api/v1/subjects/" + url.PathEscape(fmt.Sprintf("leaver-%d", next())) + "/erase", map[string]string{"reason": "left"}
+		}},
 		{"assign superadmin", nil, 201, func(string) (string, string, any) {
 			return "POST", "/api/v1/role-assignments", map[string]string{"user_id": fmt.Sprintf("s-%d", next()), "role": "superadmin"}
 		}},

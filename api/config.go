@@ -181,6 +181,9 @@ type Config struct {
 	// AnalyticsReports makes the usage, chargeback and capacity reports of the same route (an
 	// *analyticsreport.Generator); without it those answer 404.
 	AnalyticsReports AnalyticsReportGenerator
+	// Personal opens the personal data sealed in the log (a *pii.Keyring) for the audit search;
+	// without it sealed values are shown as stored.
+	Personal PersonalData
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

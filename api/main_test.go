@@ -20,6 +20,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
+	"github.com/tunnelplane/tunnelplane/compliance/pii"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
@@ -70,7 +71,16 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	if os.Getenv("TUNNELPLANE_TEST_LOG") != "" {
 		quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: logKeys.Load, Registry: reg, PollInterval: 200 * time.Millisecond, Logger: quiet})
+	kek, err := pii.NewFileKEK(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyring, err := pii.New(pii.Config{Pool: pool, KEK: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: logKeys.Load, Registry: reg, PollInterval: 200 * time.Millisecond, Logger: quiet,
+		Seal: keyring.SealEvent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +97,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(runner.Stop)
-	svc, err := commands.New(commands.Config{Store: st, Pool: pool, LogKeys: logKeys, TokenKeys: eventstore.KeyDir(dir + "/keys/token"), Logger: quiet,
+	svc, err := commands.New(commands.Config{Store: st, Pool: pool, LogKeys: logKeys, TokenKeys: eventstore.KeyDir(dir + "/keys/token"), Logger: quiet, Subjects: keyring,
 		RBACPosition: func() int64 { p, _ := runner.Position(projections.RoleAssignments); return p },
 		WaitRBAC: func(ctx context.Context, pos uint64) error {
 			return runner.WaitFor(ctx, pos, projections.RoleAssignments)
@@ -114,7 +124,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	}
 	t.Cleanup(exports.Stop)
 	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), SIEMSecrets: secrets, Registry: metrics, Logger: quiet,
-		Exports: api.ExportsOf(exports)}
+		Exports: api.ExportsOf(exports), Personal: keyring}
 	for _, f := range tweak {
 		f(&cfg)
 	}

@@ -145,6 +145,9 @@ var operations = []operation{
 	{method: "GET", path: "/api/v1/audit", id: "searchAudit", summary: "Search the audit index, newest first", tag: "audit",
 		params: withList("query:scope_org", "query:actor", "query:type", "query:stream", "query:correlation_id", "query:request_id", "query:since", "query:until"),
 		status: 200, resp: "List:AuditEntry", errs: []int{400, 403, 404, 422}},
+	{method: "POST", path: "/api/v1/subjects/{id}/erase", id: "eraseSubject", summary: "Erase a subject's personal data (an actor id: a user's id, node:<id> …): its data keys are destroyed, " +
+		"its sealed client addresses and user agents read [erased] everywhere, subject.erased is appended; the log still verifies (superadmins)", tag: "audit",
+		params: []string{"path:id", "header:Idempotency-Key"}, body: "EraseSubjectInput", bodyOptional: true, status: 200, resp: "WriteResult", errs: []int{400, 403, 413, 415, 422}},
 	{method: "GET", path: "/api/v1/reports/{report}", id: "getReport", summary: "A compliance report (soc2, hipaa, iso27001) of a window, organised by control, exceptions first " +
 		"(org \"*\": the whole log, superadmins; else an organization's owners, admins and auditors); or an organization's usage, chargeback (or by month) or capacity report " +
 		"(its owners, admins and auditors); each appends report.generated", tag: "audit",
@@ -353,6 +356,7 @@ var schemas = map[string]schema{
 		"approvers": schema{"type": "array", "items": str("")}, "grant_id": strf("uuid", ""), "denied_by": str(""), "denial": str(""),
 		"requested_at": strf("date-time", ""), "decided_at": strf("date-time", ""), "position": integer(""),
 	}),
+	"EraseSubjectInput": object(nil, schema{"reason": str("why (recorded in subject.erased), at most 1024 bytes")}),
 	"EnrollmentTokenInput": object(nil, schema{"ttl": str("Go duration or days (\"2d\"), default 1h, at most 7d"),
 		"uses": schema{"type": "integer", "minimum": 1, "maximum": 1000, "default": 1, "description": "how many nodes it may enroll"}}),
 	"EnrollmentToken": object([]string{"id", "issued_by", "issued_at", "expires_at", "max_uses", "nodes", "position", "state"}, schema{

@@ -194,6 +194,7 @@ func (s *Server) register() {
 	s.route(http.MethodPost, "/api/v1/keys/rotations", s.rotateKey, true)
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)
+	s.route(http.MethodPost, "/api/v1/subjects/:id/erase", s.eraseSubject, true)
 	s.route(http.MethodGet, "/api/v1/reports/:report", s.getReport, true)
 
 	s.route(http.MethodPost, "/api/v1/exports", s.createExport, true)

@@ -76,16 +76,5 @@ func (s *Service) setPriceSheet(ctx context.Context, c SetPriceSheet) (Result, e
 	}
 	g := newIDGen(ctx, c.CommandName())
 	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
-	stream := domain.PriceSheetStream(c.OrgID)
-	return s.decideAndAppend(ctx, g, meta, retryOnConflict, func() (decision, error) {
-		recs, err := s.load(ctx, stream)
-		if err != nil {
-			return decision{}, err
-		}
-		var version uint64
-		if n := len(recs); n > 0 {
-			version = recs[n-1].StreamVersion
-		}
-		return changed(c.OrgID, stream, version, ev), nil
-	})
+	return s.appendAtEnd(ctx, g, meta, c.OrgID, domain.PriceSheetStream(c.OrgID), ev)
 }

@@ -115,3 +115,19 @@ func (s *Service) decideAndAppend(ctx context.Context, g *idGen, meta []byte, po
 		return result(res), nil
 	})
 }
+
+// appendAtEnd appends ev to the end of stream, whatever it holds (a history of settings, of
+// erasures): decided at the stream's version, retried when another append came first.
+func (s *Service) appendAtEnd(ctx context.Context, g *idGen, meta []byte, id, stream string, ev domain.Event) (Result, error) {
+	return s.decideAndAppend(ctx, g, meta, retryOnConflict, func() (decision, error) {
+		recs, err := s.load(ctx, stream)
+		if err != nil {
+			return decision{}, err
+		}
+		var version uint64
+		if n := len(recs); n > 0 {
+			version = recs[n-1].StreamVersion
+		}
+		return changed(id, stream, version, ev), nil
+	})
+}

@@ -94,8 +94,11 @@ type Config struct {
 	// AuditFlushInterval is how often aggregated audit events (denials, failed logins) are
 	// written. Default 10s.
 	AuditFlushInterval time.Duration
-	Now                func() time.Time
-	Logger             *slog.Logger
+	// Subjects destroys subjects' data keys (EraseSubject). Optional: without it erasure fails
+	// with ErrNoEraser.
+	Subjects Eraser
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Validate reports every problem.
@@ -171,6 +174,7 @@ type Handlers struct {
 	EnrollNodeWithToken Handler[EnrollNodeWithToken]
 	SetOrgTimeZone      Handler[SetOrgTimeZone]
 	SetPriceSheet       Handler[SetPriceSheet]
+	EraseSubject        Handler[EraseSubject]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -230,6 +234,7 @@ func New(cfg Config) (*Service, error) {
 		EnrollNodeWithToken:   tokenAuthenticated(s, HandlerFunc[EnrollNodeWithToken](s.enrollNodeWithToken)),
 		SetOrgTimeZone:        decorate(s, HandlerFunc[SetOrgTimeZone](s.setOrgTimeZone)),
 		SetPriceSheet:         decorate(s, HandlerFunc[SetPriceSheet](s.setPriceSheet)),
+		EraseSubject:          decorate(s, HandlerFunc[EraseSubject](s.eraseSubject)),
 	}
 	return s, nil
 }

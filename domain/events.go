@@ -68,6 +68,8 @@ const (
 	TypeExportCreated = "export.created"
 
 	TypeReportGenerated = "report.generated"
+
+	TypeSubjectErased = "subject.erased"
 )
 
 // NodeReportable tells whether a node may report events of a type (in its own facts stream).
@@ -123,6 +125,7 @@ func EventTypes() []EventType {
 		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
 		TypeOrgSettingsUpdated, TypePriceSheetSet,
 		TypeReportGenerated,
+		TypeSubjectErased,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -259,6 +262,8 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &FailbackCompleted{}
 	case TypeReportGenerated:
 		e = &ReportGenerated{}
+	case TypeSubjectErased:
+		e = &SubjectErased{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

@@ -114,13 +114,13 @@ type preparedAppend struct {
 	events   []pendingEvent
 }
 
-func (s *Store) prepareAppends(also []StreamAppend) ([]preparedAppend, error) {
+func (s *Store) prepareAppends(ctx context.Context, also []StreamAppend) ([]preparedAppend, error) {
 	out := make([]preparedAppend, 0, len(also))
 	for _, a := range also {
 		if err := ValidateStreamID(a.StreamID); err != nil {
 			return nil, err
 		}
-		pending, err := s.prepareEvents(a.StreamID, a.Events)
+		pending, err := s.prepareEvents(ctx, a.StreamID, a.Events)
 		if err != nil {
 			return nil, fmt.Errorf("append to %s: %w", a.StreamID, err)
 		}
@@ -171,7 +171,7 @@ func (s *Store) RotateLogKey(ctx context.Context, meta []byte, next *SigningKey)
 	if s.currentKey() == nil {
 		return AppendResult{}, fmt.Errorf("rotate log key: %w", ErrReadOnly)
 	}
-	meta, err := checkMetadata(meta)
+	meta, err := s.logMetadata(ctx, TypeKeyRotated, meta)
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("rotate log key: %w", err)
 	}
@@ -244,11 +244,11 @@ func (s *Store) addPublicKey(ctx context.Context, meta []byte, typ string, build
 	if s.currentKey() == nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, ErrReadOnly)
 	}
-	meta, err := checkMetadata(meta)
+	meta, err := s.logMetadata(ctx, typ, meta)
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, err)
 	}
-	extra, err := s.prepareAppends(also)
+	extra, err := s.prepareAppends(ctx, also)
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("%s: %w", typ, err)
 	}

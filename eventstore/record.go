@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -63,7 +64,18 @@ func checkMetadata(meta []byte) ([]byte, error) {
 	return meta, nil
 }
 
-func (s *Store) prepareEvents(streamID string, events []EventData) ([]pendingEvent, error) {
+// logMetadata is checkMetadata for the log's own records, sealed as events' metadata is.
+func (s *Store) logMetadata(ctx context.Context, typ string, meta []byte) ([]byte, error) {
+	if s.cfg.Seal != nil && meta != nil {
+		var err error
+		if _, meta, err = s.cfg.Seal(ctx, typ, nil, meta); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSeal, err)
+		}
+	}
+	return checkMetadata(meta)
+}
+
+func (s *Store) prepareEvents(ctx context.Context, streamID string, events []EventData) ([]pendingEvent, error) {
 	if len(events) == 0 {
 		return nil, fmt.Errorf("%w: no events to append", ErrInvalidEvent)
 	}
@@ -76,6 +88,12 @@ func (s *Store) prepareEvents(streamID string, events []EventData) ([]pendingEve
 		t, ok := s.registry.Lookup(e.Type)
 		if !ok {
 			return nil, fmt.Errorf("event %d: %w: %q", i, ErrUnknownEventType, e.Type)
+		}
+		if s.cfg.Seal != nil {
+			var err error
+			if e.Payload, e.Metadata, err = s.cfg.Seal(ctx, e.Type, e.Payload, e.Metadata); err != nil {
+				return nil, fmt.Errorf("event %d (%s): %w: %w", i, e.Type, ErrSeal, err)
+			}
 		}
 		if len(e.Payload) > MaxPayloadBytes {
 			return nil, fmt.Errorf("event %d (%s): %w: payload has %d bytes, at most %d", i, e.Type, ErrTooLarge, len(e.Payload), MaxPayloadBytes)

@@ -47,6 +47,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for recorded_at. Default time.Now.
 	Now func() time.Time
+	// Seal, when set, replaces the personal data in an event's payload and metadata with
+	// ciphertext (compliance/pii) before the event is checked, encoded, hashed and signed, so the
+	// log holds and verifies only the ciphertext. Presigned records (node facts) pass unchanged.
+	Seal func(ctx context.Context, eventType string, payload, metadata []byte) ([]byte, []byte, error)
 }
 
 func (c *Config) withDefaults() Config {
@@ -241,7 +245,7 @@ func (s *Store) append(ctx context.Context, streamID string, expected ExpectedVe
 	if !s.started.Load() {
 		return AppendResult{}, fmt.Errorf("append: %w (the store was not started)", ErrClosed)
 	}
-	pending, err := s.prepareEvents(streamID, events)
+	pending, err := s.prepareEvents(ctx, streamID, events)
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("append to %s: %w", streamID, err)
 	}
@@ -302,7 +306,7 @@ func (s *Store) AppendMultiThen(ctx context.Context, then func([]AppendResult) S
 			return nil, fmt.Errorf("append: %w: stream %q appears twice", ErrInvalidEvent, a.StreamID)
 		}
 		seen[a.StreamID] = true
-		pending, err := s.prepareEvents(a.StreamID, a.Events)
+		pending, err := s.prepareEvents(ctx, a.StreamID, a.Events)
 		if err != nil {
 			return nil, fmt.Errorf("append to %s: %w", a.StreamID, err)
 		}
@@ -745,6 +749,10 @@ func classify(err error) error {
 	// Anything else without a server answer is a broken connection.
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
+
+// ErrSeal: the personal data of an event could not be sealed (Config.Seal), so it was not
+// appended.
+var ErrSeal = errors.New("personal data could not be sealed")
 
 // ErrRecordPastHead: a record (or checkpoint) already occupies the position the head says is
 // next, written around the appender. Every append fails until an operator removes it; `tunnelplane

@@ -1,6 +1,7 @@
 package siem
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,36 @@ type Entry struct {
 	// Redact, when set, hashes client addresses in the message (not possible in the raw
 	// format, whose bytes are signed).
 	Redact *Redactor
+	// Personal, when set, opens the personal data sealed in the record (the plaintext, or
+	// "[erased]") before it is formatted and redacted.
+	Personal PersonalOpener
+}
+
+// PersonalOpener opens personal data sealed in the log (a *pii.Keyring).
+type PersonalOpener interface {
+	OpenMetadata(ctx context.Context, md *domain.Metadata) error
+	OpenEvent(ctx context.Context, ev any) error
+}
+
+// openTimeout bounds the keyring's reads for one record: a database that does not answer fails
+// the delivery, which the forwarder retries.
+const openTimeout = 10 * time.Second
+
+func (e Entry) open(d *decoded) error {
+	if e.Personal == nil {
+		return nil
+	}
+	// Most records hold nothing sealed: no keyring call for them.
+	const sealed = "enc:v1:" // pii.Prefix
+	if _, af := d.event.(*domain.AuthFailed); !af && !strings.HasPrefix(d.md.ClientIP, sealed) && !strings.HasPrefix(d.md.UserAgent, sealed) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	if err := e.Personal.OpenMetadata(ctx, &d.md); err != nil {
+		return err
+	}
+	return e.Personal.OpenEvent(ctx, d.event)
 }
 
 // Product names the software that produced the messages.
@@ -64,6 +95,9 @@ func decode(e Entry) (decoded, error) {
 		}
 	}
 	d := decoded{Entry: e, event: ev, md: md}
+	if err := e.open(&d); err != nil {
+		return decoded{}, fmt.Errorf("siem: record %d: open personal data: %w", e.Record.Position, err)
+	}
 	e.Redact.redact(&d)
 	return d, nil
 }

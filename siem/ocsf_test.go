@@ -127,6 +127,7 @@ func samples() map[string]any {
 			PerGBIn: "0.02", PerGBOut: "0.05", Per1kRequests: "0.10", PerStreamedHour: "0.30", PerTunnelDay: "1.00"},
 		domain.TypeReportGenerated: domain.ReportGenerated{ReportID: uuid.NewString(), Report: "soc2", OrgID: org, From: "2026-01-01T00:00:00Z",
 			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
+		domain.TypeSubjectErased: domain.SubjectErased{Subject: "vic", KeysDestroyed: 2, Reason: "GDPR art. 17 request"},
 	}
 }
 

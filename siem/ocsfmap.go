@@ -385,6 +385,11 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.ReportGenerated)
 		return e.ReportID, e.Report + " " + e.From + ".." + e.To + " (" + e.Format + ")"
 	}), sevLow),
+	// Erasing a subject's personal data cannot be undone: worth a look.
+	domain.TypeSubjectErased: withSeverity(entity(4, "Delete", "Personal data", func(d decoded) (string, string) {
+		e := d.event.(*domain.SubjectErased)
+		return e.Subject, "of subject " + e.Subject + ", " + strconv.FormatInt(e.KeysDestroyed, 10) + " keys destroyed"
+	}), sevMedium),
 }
 
 // usageCallerWords names a usage window's caller in its message (" by user alice").

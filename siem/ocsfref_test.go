@@ -415,6 +415,10 @@ var refMappings = map[string]refMapping{
 			o["session"] = map[string]any{"uid": e.SessionID}
 			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
 		}},
+	domain.TypeSubjectErased: refWithSeverity(refEntity(4, "Delete", "Personal data", func(d decoded) (string, string) {
+		e := d.event.(*domain.SubjectErased)
+		return e.Subject, "of subject " + e.Subject + ", " + strconv.FormatInt(e.KeysDestroyed, 10) + " keys destroyed"
+	}), sevMedium),
 	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.UsageRecorded)

@@ -5,15 +5,14 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/datadir"
 )
 
 // Secrets seals the secrets of SIEM sinks (HEC tokens, client keys, redaction keys) before they
@@ -31,37 +30,9 @@ var ErrSecret = errors.New("siem: the sink's secret cannot be read")
 // LoadSecrets reads the sealing key from path (64 hex digits), making one when there is none.
 // Every control plane instance of a cluster must use the same key.
 func LoadSecrets(path string) (*Secrets, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("siem secrets key: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, os.ErrExist) {
-			return LoadSecrets(path) // another process made it meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("siem secrets key: %w", err)
-		}
-		if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("siem secrets key: %w", err)
-		}
-		if err := f.Close(); err != nil {
-			return nil, fmt.Errorf("siem secrets key: %w", err)
-		}
-		return NewSecrets(key)
-	}
+	key, err := datadir.KeyFile(path, 32)
 	if err != nil {
 		return nil, fmt.Errorf("siem secrets key: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("siem secrets key %s: want 64 hex digits (32 bytes)", path)
 	}
 	return NewSecrets(key)
 }

@@ -22,6 +22,9 @@ type SinkOptions struct {
 	Secrets *Secrets
 	// Timeout bounds one delivery's connect and acknowledgement (0: the transports' defaults).
 	Timeout time.Duration
+	// Personal, when set, opens the personal data sealed in records before they are formatted
+	// (the raw format sends the signed bytes, sealed).
+	Personal PersonalOpener
 }
 
 // SinkParts are what a forwarder needs to deliver to a sink as the log configured it.
@@ -97,6 +100,12 @@ func BuildSink(orgID string, spec domain.SIEMSinkSpec, o SinkOptions) (SinkParts
 	}
 	if err != nil {
 		return SinkParts{}, err
+	}
+	if format, personal := p.Format, o.Personal; personal != nil {
+		p.Format = func(e Entry) ([]byte, error) {
+			e.Personal = personal
+			return format(e)
+		}
 	}
 	return p, nil
 }

@@ -434,6 +434,9 @@ func TestBenchAPISmoke(t *testing.T) {
 type adminEnv struct {
 	cp   *controlapp.App
 	root string
+	// url is the database's; db the flags the offline commands need (--database-url, --data-dir).
+	url string
+	db  []string
 }
 
 func startAdminEnv(t *testing.T) *adminEnv {
@@ -444,7 +447,7 @@ func startAdminEnv(t *testing.T) *adminEnv {
 	if boot.code != 0 {
 		t.Fatalf("token create: %d %s", boot.code, boot.stderr)
 	}
-	return &adminEnv{cp: startTestControlPlane(t, u, dir), root: lastLine(boot.stdout)}
+	return &adminEnv{cp: startTestControlPlane(t, u, dir), root: lastLine(boot.stdout), url: u, db: []string{"--database-url", u, "--data-dir", dir}}
 }
 
 // run runs a command with the API URL and the superadmin token, whatever its exit.

@@ -52,7 +52,7 @@ out. Check the bundle with verify-export.`,
 			if err != nil {
 				return err
 			}
-			res, err := evidence.Export(ctx, evidence.ExportConfig{Pool: h.Pool, Log: h.Store, Key: key, Actor: localActor()}, w, out)
+			res, err := evidence.Export(ctx, evidence.ExportConfig{Pool: h.Pool, Log: h.Store, Key: key, Actor: localActor(), Personal: h.Personal}, w, out)
 			if err != nil {
 				return err
 			}

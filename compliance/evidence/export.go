@@ -48,6 +48,8 @@ type ExportConfig struct {
 	// reads the whole log: the bundle carries every leaf hash).
 	Progress func(done, total uint64)
 	Now      func() time.Time
+	// Personal, when set, opens the window's sealed personal data into FilePersonal.
+	Personal PersonalOpener
 }
 
 // Window selects the records to export: positions, or times (the records recorded in
@@ -185,6 +187,7 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 	leaves := make([][]byte, 0, size)
 	var records, keyHistory []Entry
 	var withheld []PositionRange
+	var personal []PersonalValue
 	ring := ledger.NewKeyRing()
 	err = readRecords(ctx, cfg.Pool, size, func(pos uint64, rec *ledger.Record, leaf []byte) error {
 		leaves = append(leaves, rfc6962.DefaultHasher.HashLeaf(leaf))
@@ -211,6 +214,12 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 			}
 		case inWindow:
 			records = append(records, e)
+			if cfg.Personal != nil {
+				var err error
+				if personal, err = openPersonal(ctx, cfg.Personal, pos, rec, personal); err != nil {
+					return err
+				}
+			}
 		case rec.StreamID == ledger.LogStream:
 			keyHistory = append(keyHistory, e)
 		}
@@ -269,6 +278,17 @@ func build(ctx context.Context, cfg ExportConfig, w Window) (*built, error) {
 		CreatedAt: at.Format(time.RFC3339Nano), CreatedBy: cfg.Actor, LogKeyID: cfg.Key.ID(), Files: map[string]string{}}
 	for _, name := range hashedFiles {
 		m.Files[name] = sha256Hex(files[name])
+	}
+	if cfg.Personal != nil {
+		if personal == nil {
+			personal = []PersonalValue{}
+		}
+		b, err := json.MarshalIndent(personal, "", " ")
+		if err != nil {
+			return nil, fmt.Errorf("export: %w", err)
+		}
+		files[FilePersonal] = append(b, '\n')
+		m.Files[FilePersonal] = sha256Hex(files[FilePersonal])
 	}
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {

@@ -187,6 +187,9 @@ func WriteBundle(w io.Writer, files map[string][]byte, at time.Time) error {
 	}
 	tw := tar.NewWriter(zw)
 	names := append([]string{FileManifest, FileManifestSig}, hashedFiles...)
+	if _, ok := files[FilePersonal]; ok {
+		names = append(names, FilePersonal)
+	}
 	for _, name := range names {
 		b := files[name]
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: at.UTC().Truncate(time.Second), Format: tar.FormatPAX}); err != nil {

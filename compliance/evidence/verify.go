@@ -84,7 +84,7 @@ func Verify(r io.Reader, opts VerifyOptions) (Report, error) {
 func VerifyFiles(files map[string][]byte, opts VerifyOptions) Report {
 	var rep Report
 	for _, name := range sortedNames(files) {
-		if name != FileManifest && name != FileManifestSig && !slices.Contains(hashedFiles, name) {
+		if name != FileManifest && name != FileManifestSig && name != FilePersonal && !slices.Contains(hashedFiles, name) {
 			rep.add(nil, name, "unexpected_file", "a bundle holds no such file")
 		}
 	}
@@ -102,6 +102,7 @@ func VerifyFiles(files map[string][]byte, opts VerifyOptions) Report {
 		return rep
 	}
 	rep.Manifest = &m
+	checkPersonalFile(files, &m, &rep)
 	if m.Format != Format {
 		rep.add(nil, FileManifest, "unknown_format", "format %q, this verifier reads %q", m.Format, Format)
 		return rep

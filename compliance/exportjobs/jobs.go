@@ -72,6 +72,9 @@ type Config struct {
 	MaxJobs int
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// Personal, when set, opens the sealed personal data of each bundle's window
+	// (evidence.FilePersonal).
+	Personal evidence.PersonalOpener
 }
 
 // Validate reports every problem.
@@ -432,7 +435,7 @@ func (m *Manager) export(ctx context.Context, j Job) (evidence.ExportResult, err
 		return evidence.ExportResult{}, fmt.Errorf("export: the log key: %w", err)
 	}
 	cfg := evidence.ExportConfig{Pool: m.cfg.Pool, Log: m.cfg.Log, Key: key, Actor: j.RequestedBy, RequestID: j.requestID,
-		CorrelationID: j.correlationID, ExportID: j.ID, Now: m.cfg.Now,
+		CorrelationID: j.correlationID, ExportID: j.ID, Now: m.cfg.Now, Personal: m.cfg.Personal,
 		Progress: func(done, total uint64) {
 			m.update(j.ID, false, func(j *Job) { j.RecordsDone, j.RecordsTotal = done, total })
 		}}

@@ -30,6 +30,8 @@ type Generator struct {
 	Checkpoint Checkpointer
 	Mapping    *Mapping
 	Now        func() time.Time
+	// Personal opens sealed personal data in the report's text; nil leaves it sealed.
+	Personal TextOpener
 }
 
 // Result is a generated report: its file and what report.generated recorded.
@@ -50,6 +52,9 @@ func (g *Generator) Generate(ctx context.Context, req Request, format render.For
 	id := record.NewID(req.ReportID)
 	doc, prov, err := Build(ctx, g.Queries, g.Mapping, g.Checkpoint, req, id, at)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := openDocument(ctx, doc, g.Personal); err != nil {
 		return Result{}, err
 	}
 	return record.Publish(ctx, g.Log, record.Entry{ReportID: id, Report: req.Framework, OrgID: req.OrgID, From: req.From, To: req.To,

@@ -103,7 +103,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	}
 	queries := readmodels.New(a.Log.Pool)
 	logKeys, pool := LogKeys(cfg.DataDir), a.Log.Pool
-	if a.Exports, err = exportjobs.New(exportjobs.Config{Dir: filepath.Join(cfg.DataDir, "exports"), Pool: pool, Log: a.Log.Store, Logger: a.log,
+	if a.Exports, err = exportjobs.New(exportjobs.Config{Dir: filepath.Join(cfg.DataDir, "exports"), Pool: pool, Log: a.Log.Store, Logger: a.log, Personal: a.Log.Personal,
 		Key: func(ctx context.Context) (*eventstore.SigningKey, error) { return LogKeyForInit(ctx, logKeys, pool) }}); err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports), Reports: reports,
+	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
 		AnalyticsReports: NewAnalyticsReportGenerator(a.Log, cfg.NodeStreamCapacity),
 		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
@@ -165,7 +165,7 @@ func (a *App) startSIEM(ctx context.Context, queries *readmodels.Queries, secret
 	}
 	host, _ := os.Hostname()
 	if a.SIEM, err = NewSIEMSinks(SIEMSinksConfig{Store: a.Log.Store, Pool: a.Log.Pool, Sinks: queries, Metrics: metrics, Poll: a.cfg.SIEMPoll,
-		Options: siem.SinkOptions{Hostname: host, Product: siem.DefaultProduct(a.cfg.Version), Secrets: secrets}, Logger: a.log}); err != nil {
+		Options: siem.SinkOptions{Hostname: host, Product: siem.DefaultProduct(a.cfg.Version), Secrets: secrets, Personal: a.Log.Personal}, Logger: a.log}); err != nil {
 		return err
 	}
 	return a.SIEM.Start(ctx)
@@ -190,6 +190,9 @@ func (a *App) rememberCheckpoints(ctx context.Context) {
 // is reloaded on every denial.
 func NewService(h *Log, dataDir string, runner *projections.Runner, auditFlush time.Duration, log *slog.Logger) (*commands.Service, error) {
 	cfg := commands.Config{Store: h.Store, Pool: h.Pool, LogKeys: LogKeys(dataDir), TokenKeys: TokenKeys(dataDir), Logger: log, AuditFlushInterval: auditFlush}
+	if h.Personal != nil {
+		cfg.Subjects = h.Personal
+	}
 	if runner != nil {
 		// The policy is reloaded only when a role event was applied, not on every log event.
 		cfg.RBACPosition = func() int64 { p, _ := runner.LastChange(projections.RoleAssignments); return p }

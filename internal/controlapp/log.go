@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tunnelplane/tunnelplane/compliance/pii"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/migrations"
@@ -25,6 +26,9 @@ func LogKeys(dataDir string) eventstore.KeyDir {
 func TokenKeys(dataDir string) eventstore.KeyDir {
 	return eventstore.KeyDir(filepath.Join(dataDir, "keys", "token"))
 }
+
+// SubjectKEK is the key-encryption key of the subjects' data keys under a data dir (compliance/pii).
+func SubjectKEK(dataDir string) string { return filepath.Join(dataDir, "keys", "subjects.kek") }
 
 // DomainRegistry is the store's type registry with every domain event type.
 func DomainRegistry() (*eventstore.Registry, error) {
@@ -103,6 +107,9 @@ type Log struct {
 	URL   string
 	Pool  *pgxpool.Pool
 	Store *eventstore.Store
+	// Personal seals personal data before the store signs it, opens it for readers and erases
+	// subjects (its KEK is SubjectKEK of the data dir).
+	Personal *pii.Keyring
 
 	memory *checkpointMemory // the newest checkpoint the data dir saw
 }
@@ -143,7 +150,10 @@ func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.L
 		reg, err = DomainRegistry()
 	}
 	if err == nil {
-		h.Store, err = eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: keys.Load, Registry: reg, Logger: log})
+		h.Personal, err = OpenKeyring(dataDir, pool)
+	}
+	if err == nil {
+		h.Store, err = eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: keys.Load, Registry: reg, Logger: log, Seal: h.Personal.SealEvent})
 	}
 	if err == nil {
 		err = h.Store.Start(ctx)
@@ -153,6 +163,15 @@ func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.L
 		return nil, err
 	}
 	return h, nil
+}
+
+// OpenKeyring is the subjects' keyring of a data dir's KEK (made when missing) over pool.
+func OpenKeyring(dataDir string, pool *pgxpool.Pool) (*pii.Keyring, error) {
+	kek, err := pii.LoadKEKFile(SubjectKEK(dataDir))
+	if err != nil {
+		return nil, err
+	}
+	return pii.New(pii.Config{Pool: pool, KEK: kek})
 }
 
 // RememberCheckpoint writes the log's newest checkpoint to the data dir (CheckpointFile) when it

@@ -22,7 +22,11 @@ func NewReportGenerator(log *Log) (*report.Generator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &report.Generator{Queries: readmodels.New(log.Pool), Log: log.Store, Checkpoint: log.Store.LatestCheckpoint, Mapping: m}, nil
+	g := &report.Generator{Queries: readmodels.New(log.Pool), Log: log.Store, Checkpoint: log.Store.LatestCheckpoint, Mapping: m}
+	if log.Personal != nil {
+		g.Personal = log.Personal
+	}
+	return g, nil
 }
 
 // NewAnalyticsReportGenerator makes usage, chargeback and capacity reports from the log's usage

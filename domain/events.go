@@ -123,6 +123,7 @@ func EventTypes() []EventType {
 		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
 		TypeOrgSettingsUpdated, TypePriceSheetSet,
 		TypeReportGenerated,
+		TypeWebhookEndpointCreated, TypeWebhookEndpointUpdated, TypeWebhookSecretRotated, TypeWebhookEndpointDeleted, TypeGrantExpiring,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -259,6 +260,16 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &FailbackCompleted{}
 	case TypeReportGenerated:
 		e = &ReportGenerated{}
+	case TypeWebhookEndpointCreated:
+		e = &WebhookEndpointCreated{}
+	case TypeWebhookEndpointUpdated:
+		e = &WebhookEndpointUpdated{}
+	case TypeWebhookSecretRotated:
+		e = &WebhookSecretRotated{}
+	case TypeWebhookEndpointDeleted:
+		e = &WebhookEndpointDeleted{}
+	case TypeGrantExpiring:
+		e = &GrantExpiring{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

@@ -385,6 +385,25 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.ReportGenerated)
 		return e.ReportID, e.Report + " " + e.From + ".." + e.To + " (" + e.Format + ")"
 	}), sevLow),
+	// A webhook sends an organization's notifications out: where, and a change of it, are worth a look.
+	domain.TypeWebhookEndpointCreated: withSeverity(entity(1, "Create", "Webhook endpoint", func(d decoded) (string, string) {
+		e := d.event.(*domain.WebhookEndpointCreated)
+		return e.EndpointID, e.Name + " " + e.URL
+	}), sevLow),
+	domain.TypeWebhookEndpointUpdated: withSeverity(entity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
+		e := d.event.(*domain.WebhookEndpointUpdated)
+		return e.EndpointID, e.Name + " " + e.URL
+	}), sevLow),
+	domain.TypeWebhookSecretRotated: entity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
+		return d.event.(*domain.WebhookSecretRotated).EndpointID, "secret rotated"
+	}),
+	domain.TypeWebhookEndpointDeleted: entity(4, "Delete", "Webhook endpoint", func(d decoded) (string, string) {
+		return d.event.(*domain.WebhookEndpointDeleted).EndpointID, ""
+	}),
+	domain.TypeGrantExpiring: entity(activityOther, "Expiring", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantExpiring)
+		return e.GrantID, e.SubjectKind + ":" + e.Subject + " until " + e.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z")
+	}),
 }
 
 // usageCallerWords names a usage window's caller in its message (" by user alice").

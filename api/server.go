@@ -36,6 +36,7 @@ type Server struct {
 	live atomic.Pointer[LiveNodes]
 
 	forecasts chan struct{} // a slot per forecast running (maxForecastsAtOnce)
+	feeds     feeds         // notification feeds open, per user
 
 	life lifecycle.Lifecycle
 }
@@ -205,6 +206,14 @@ func (s *Server) register() {
 	s.route(http.MethodPut, "/api/v1/siem/sinks/:id", s.updateSIEMSink, true)
 	s.route(http.MethodDelete, "/api/v1/siem/sinks/:id", s.removeSIEMSink, true)
 	s.route(http.MethodPost, "/api/v1/siem/sinks/:id/skips", s.skipSIEMDelivery, true)
+
+	s.route(http.MethodPost, "/api/v1/webhooks", s.createWebhook, true)
+	s.route(http.MethodGet, "/api/v1/webhooks", s.listWebhooks, true)
+	s.route(http.MethodGet, "/api/v1/webhooks/:id", s.getWebhook, true)
+	s.route(http.MethodPut, "/api/v1/webhooks/:id", s.updateWebhook, true)
+	s.route(http.MethodDelete, "/api/v1/webhooks/:id", s.deleteWebhook, true)
+	s.route(http.MethodPost, "/api/v1/webhooks/:id/rotate-secret", s.rotateWebhookSecret, true)
+	s.route(http.MethodGet, "/api/v1/notifications/stream", s.notificationStream, true)
 
 	s.route(http.MethodGet, "/api/v1/analytics/usage", s.usage, true)
 	s.route(http.MethodGet, "/api/v1/analytics/capacity", s.capacity, true)

@@ -180,3 +180,17 @@ func (s *Service) NoticeGrantExpiring(ctx context.Context, orgID, tunnelID, gran
 	}
 	return Result{ID: grantID, Position: res[0].LastPosition, Version: res[0].StreamVersion}, nil
 }
+
+// MayDecideAccess tells whether user may approve or deny the request requestID of a tunnel's
+// sharing state: the notifications feed tells them of the request. Never their own.
+func (s *Service) MayDecideAccess(user, org string, sh *domain.Sharing, requestID string) bool {
+	q, ok := sh.Request(requestID)
+	if !ok || q.Requester == user {
+		return false
+	}
+	if err := s.authz.refresh(false); err != nil {
+		return false
+	}
+	superadmin := s.authz.rolesIn(user, domain.PlatformOrg)[domain.RoleSuperadmin]
+	return domain.PolicyAdmits(sh.Policy(), s.authz.rolesIn(user, org), superadmin)
+}

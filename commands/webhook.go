@@ -18,11 +18,13 @@ func webhookPermission(orgID, action string) Permission {
 }
 
 // CreateWebhook starts delivering an organization's notifications to a URL. Secret is sealed (the
-// API makes and seals it); AllowPrivate is the operator's flag, never the caller's.
+// API makes and seals it); AllowPrivate is the operator's flag, never the caller's. Neither is
+// part of the request an Idempotency-Key stands for (json "-"): a repeat makes a new random
+// secret, and must still be the same request.
 type CreateWebhook struct {
 	OrgID        string             `json:"org_id"`
 	Spec         domain.WebhookSpec `json:"spec"`
-	Secret       string             `json:"secret"`
+	Secret       string             `json:"-"`
 	AllowPrivate bool               `json:"-"`
 }
 
@@ -71,7 +73,7 @@ func (s *Service) updateWebhook(ctx context.Context, c UpdateWebhook) (Result, e
 type RotateWebhookSecret struct {
 	OrgID      string `json:"org_id"`
 	EndpointID string `json:"endpoint_id"`
-	Secret     string `json:"secret"`
+	Secret     string `json:"-"`
 }
 
 func (RotateWebhookSecret) CommandName() string      { return "RotateWebhookSecret" }

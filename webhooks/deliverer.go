@@ -147,11 +147,11 @@ func (d *Deliverer) loadCursor(ctx context.Context) (uint64, error) {
 // the message just delivered (0 when the cursor only moves past records that do not match).
 func (d *Deliverer) save(ctx context.Context, pos uint64, delivered, retried int) error {
 	_, err := d.cfg.Pool.Exec(ctx, `INSERT INTO webhook_cursors (endpoint_id, position, delivered, retried, last_delivered_at)
-		VALUES ($1::uuid, $2, $3, $4, CASE WHEN $3 > 0 THEN now() END)
+		VALUES ($1::uuid, $2, $3::bigint, $4::bigint, CASE WHEN $3::bigint > 0 THEN now() END)
 		ON CONFLICT (endpoint_id) DO UPDATE SET position = excluded.position, delivered = webhook_cursors.delivered + excluded.delivered,
 			retried = webhook_cursors.retried + excluded.retried,
 			last_delivered_at = COALESCE(excluded.last_delivered_at, webhook_cursors.last_delivered_at), updated_at = now()`,
-		d.cfg.Endpoint.ID, int64(pos), delivered, retried)
+		d.cfg.Endpoint.ID, int64(pos), int64(delivered), int64(retried))
 	if err != nil {
 		return fmt.Errorf("webhook %s: save cursor: %w", d.cfg.Endpoint.ID, err)
 	}

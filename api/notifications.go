@@ -218,43 +218,35 @@ func (r *recipients) remember(id, user string) {
 	r.who[id] = user
 }
 
-// sharing is the tunnel's sharing state, nil when it cannot be read (a deleted tunnel).
-func (r *recipients) sharing(ctx context.Context, org, tunnel string) *domain.Sharing {
+// lookup is who of the tunnel's sharing state id names (find reads it), remembered.
+func (r *recipients) lookup(ctx context.Context, org, tunnel, id string, find func(*domain.Sharing) string) string {
+	if u, ok := r.who[id]; ok {
+		return u
+	}
 	sh, err := r.svc.Sharing(ctx, org, tunnel)
 	if err != nil {
-		return nil
+		return "" // a deleted tunnel: nobody is told
 	}
-	return sh
+	u := find(sh)
+	r.remember(id, u)
+	return u
 }
 
 func (r *recipients) requester(ctx context.Context, org, tunnel, requestID string) string {
-	if u, ok := r.who[requestID]; ok {
-		return u
-	}
-	sh := r.sharing(ctx, org, tunnel)
-	if sh == nil {
-		return ""
-	}
-	q, _ := sh.Request(requestID)
-	r.remember(requestID, q.Requester)
-	return q.Requester
+	return r.lookup(ctx, org, tunnel, requestID, func(sh *domain.Sharing) string {
+		q, _ := sh.Request(requestID)
+		return q.Requester
+	})
 }
 
 func (r *recipients) grantee(ctx context.Context, org, tunnel, grantID string) string {
-	if u, ok := r.who[grantID]; ok {
-		return u
-	}
-	sh := r.sharing(ctx, org, tunnel)
-	if sh == nil {
-		return ""
-	}
-	g, _ := sh.Grant(grantID)
-	u := ""
-	if g.SubjectKind == domain.GrantToUser {
-		u = g.Subject
-	}
-	r.remember(grantID, u)
-	return u
+	return r.lookup(ctx, org, tunnel, grantID, func(sh *domain.Sharing) string {
+		g, _ := sh.Grant(grantID)
+		if g.SubjectKind != domain.GrantToUser {
+			return ""
+		}
+		return g.Subject
+	})
 }
 
 // isFor tells whether rec is a notification for the user. Whether they may decide a request is
@@ -276,8 +268,8 @@ func (r *recipients) isFor(ctx context.Context, rec *eventstore.Record) bool {
 		if ev.Requester == r.user {
 			return false
 		}
-		sh := r.sharing(ctx, ev.OrgID, ev.TunnelID)
-		return sh != nil && r.svc.MayDecideAccess(r.user, ev.OrgID, sh, ev.RequestID)
+		sh, err := r.svc.Sharing(ctx, ev.OrgID, ev.TunnelID)
+		return err == nil && r.svc.MayDecideAccess(r.user, ev.OrgID, sh, ev.RequestID)
 	case *domain.AccessApproved:
 		return r.requester(ctx, ev.OrgID, ev.TunnelID, ev.RequestID) == r.user
 	case *domain.AccessRequestDenied:

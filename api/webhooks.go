@@ -159,7 +159,7 @@ func (s *Server) createWebhook(c echo.Context) error {
 }
 
 func (s *Server) listWebhooks(c echo.Context) error {
-	q, err := newQuery(c, "org", "deleted", "limit", "cursor", "wait_for")
+	q, org, err := s.webhookRead(c, "deleted", "limit", "cursor")
 	if err != nil {
 		return err
 	}
@@ -169,13 +169,6 @@ func (s *Server) listWebhooks(c echo.Context) error {
 	}
 	deleted, err := q.oneOf("deleted", "false", "false", "true")
 	if err != nil {
-		return err
-	}
-	org, err := s.orgFor(c, q.str("org"), commands.ObjWebhooks, commands.ActRead, true)
-	if err != nil {
-		return err
-	}
-	if err := s.waitFor(c, projections.Webhooks); err != nil {
 		return err
 	}
 	f := readmodels.WebhookFilter{OrgID: org, Deleted: deleted == "true", Limit: p.limit + 1}
@@ -200,16 +193,23 @@ func (s *Server) webhookIn(c echo.Context, org string) (readmodels.Webhook, erro
 	return w, err
 }
 
-func (s *Server) getWebhook(c echo.Context) error {
-	q, err := newQuery(c, "org", "wait_for")
+// webhookRead reads the query of a read (params besides org and wait_for) and the organization,
+// once the webhooks view holds wait_for.
+func (s *Server) webhookRead(c echo.Context, params ...string) (*query, string, error) {
+	q, err := newQuery(c, append([]string{"org", "wait_for"}, params...)...)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	org, err := s.orgFor(c, q.str("org"), commands.ObjWebhooks, commands.ActRead, true)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	if err := s.waitFor(c, projections.Webhooks); err != nil {
+	return q, org, s.waitFor(c, projections.Webhooks)
+}
+
+func (s *Server) getWebhook(c echo.Context) error {
+	_, org, err := s.webhookRead(c)
+	if err != nil {
 		return err
 	}
 	w, err := s.webhookIn(c, org)

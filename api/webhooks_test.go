@@ -89,21 +89,27 @@ func (e *env) feed(tok, lastID string) <-chan sse {
 	return out
 }
 
+// recv is the next message of a feed, a heartbeat or an event.
+func recv(t *testing.T, f <-chan sse) sse {
+	t.Helper()
+	select {
+	case ev, ok := <-f:
+		if !ok {
+			t.Fatal("the feed ended")
+		}
+		return ev
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing on the feed within 20s")
+	}
+	panic("unreachable")
+}
+
 // next is the next event of a feed that is not a heartbeat.
 func next(t *testing.T, f <-chan sse) sse {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
 	for {
-		select {
-		case ev, ok := <-f:
-			if !ok {
-				t.Fatal("the feed ended")
-			}
-			if ev.typ != "" {
-				return ev
-			}
-		case <-deadline:
-			t.Fatal("no notification within 20s")
+		if ev := recv(t, f); ev.typ != "" {
+			return ev
 		}
 	}
 }
@@ -111,21 +117,13 @@ func next(t *testing.T, f <-chan sse) sse {
 // quietUntil reads a feed until a heartbeat says it read past pos, failing on any event.
 func quietUntil(t *testing.T, who string, f <-chan sse, pos uint64) {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
 	for {
-		select {
-		case ev, ok := <-f:
-			if !ok {
-				t.Fatal("the feed ended")
-			}
-			if ev.typ != "" {
-				t.Fatalf("%s was told of %s at %d, meant for someone else", who, ev.typ, ev.id)
-			}
-			if ev.id >= pos {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("%s's feed did not reach position %d within 20s", who, pos)
+		ev := recv(t, f)
+		if ev.typ != "" {
+			t.Fatalf("%s was told of %s at %d, meant for someone else", who, ev.typ, ev.id)
+		}
+		if ev.id >= pos {
+			return
 		}
 	}
 }

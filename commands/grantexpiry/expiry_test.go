@@ -56,6 +56,33 @@ func (e *env) managerWith(t *testing.T, lead time.Duration) *grantexpiry.Manager
 	return m
 }
 
+// tunnel makes an organization (owner alice) and a tunnel, and returns alice's context, their
+// ids, and a function granting the tunnel to a user for a ttl.
+func (e *env) tunnel(t *testing.T) (alice context.Context, org, tun commands.Result, grant func(user string, ttl time.Duration) string) {
+	t.Helper()
+	sys := commands.WithActor(context.Background(), commands.Actor{ID: "root"})
+	if _, err := e.svc.GrantDirect(sys, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: "root", Role: domain.RoleSuperadmin}); err != nil {
+		t.Fatal(err)
+	}
+	org, err := e.svc.Handlers.CreateOrganization.Handle(sys, commands.CreateOrganization{Name: "acme", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice = commands.WithActor(context.Background(), commands.Actor{ID: "alice"})
+	tun, err = e.svc.Handlers.CreateTunnel.Handle(alice, commands.CreateTunnel{OrgID: org.ID, Name: "llm", Upstream: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant = func(user string, ttl time.Duration) string {
+		res, err := e.svc.Handlers.CreateGrant.Handle(alice, commands.CreateGrant{OrgID: org.ID, TunnelID: tun.ID, User: user, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.ID
+	}
+	return alice, org, tun, grant
+}
+
 // expiries reads every grant.expired in the log: grant id → how many.
 func (e *env) expiries(t *testing.T) map[string]int {
 	t.Helper()
@@ -86,26 +113,7 @@ func TestExpiryAcrossRestart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	sys := commands.WithActor(ctx, commands.Actor{ID: "root"})
-	if _, err := e.svc.GrantDirect(sys, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: "root", Role: domain.RoleSuperadmin}); err != nil {
-		t.Fatal(err)
-	}
-	org, err := e.svc.Handlers.CreateOrganization.Handle(sys, commands.CreateOrganization{Name: "acme", Owner: "alice"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice := commands.WithActor(ctx, commands.Actor{ID: "alice"})
-	tun, err := e.svc.Handlers.CreateTunnel.Handle(alice, commands.CreateTunnel{OrgID: org.ID, Name: "llm", Upstream: "http://127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	grant := func(user string, ttl time.Duration) string {
-		res, err := e.svc.Handlers.CreateGrant.Handle(alice, commands.CreateGrant{OrgID: org.ID, TunnelID: tun.ID, User: user, TTL: ttl})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.ID
-	}
+	alice, org, tun, grant := e.tunnel(t)
 
 	first := e.manager(t)
 	g1, g2, revoked := grant("vic", time.Hour), grant("wen", 2*time.Hour), grant("rex", time.Hour)
@@ -199,27 +207,7 @@ func (e *env) notices(t *testing.T) map[string]int {
 func TestGrantExpiringNotice(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ctx := context.Background()
-	sys := commands.WithActor(ctx, commands.Actor{ID: "root"})
-	if _, err := e.svc.GrantDirect(sys, commands.AssignRole{OrgID: domain.PlatformOrg, UserID: "root", Role: domain.RoleSuperadmin}); err != nil {
-		t.Fatal(err)
-	}
-	org, err := e.svc.Handlers.CreateOrganization.Handle(sys, commands.CreateOrganization{Name: "acme", Owner: "alice"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice := commands.WithActor(ctx, commands.Actor{ID: "alice"})
-	tun, err := e.svc.Handlers.CreateTunnel.Handle(alice, commands.CreateTunnel{OrgID: org.ID, Name: "llm", Upstream: "http://127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	grant := func(user string, ttl time.Duration) string {
-		res, err := e.svc.Handlers.CreateGrant.Handle(alice, commands.CreateGrant{OrgID: org.ID, TunnelID: tun.ID, User: user, TTL: ttl})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.ID
-	}
+	alice, org, tun, grant := e.tunnel(t)
 	const lead = time.Hour
 	short, long, revoked, gone := grant("sam", 30*time.Minute), grant("lou", 3*time.Hour), grant("rex", 3*time.Hour), grant("old", 2*time.Hour)
 	if _, err := e.svc.Handlers.RevokeGrant.Handle(alice, commands.RevokeGrant{OrgID: org.ID, TunnelID: tun.ID, GrantID: revoked}); err != nil {

@@ -227,9 +227,13 @@ func TestWebhooksAtLeastOnceAcrossARestart(t *testing.T) {
 	c.call(200, "POST", "/api/v1/access-requests/"+req2+"/deny?org=acme", tok(a, "alice"), map[string]string{"reason": "not now"})
 	failed := status(a)["failed"].(float64)
 	poll.Until(t, 30*time.Second, "a failed delivery while the receiver is down", func() bool { return status(a)["failed"].(float64) > failed })
+	// The secret is rotated meanwhile: what is delivered from then on carries both signatures.
+	rotated := c.call(200, "POST", "/api/v1/webhooks/"+hook+"/rotate-secret?org=acme", tok(a, "alice"), nil)
+	c.call(200, "GET", fmt.Sprintf("/api/v1/webhooks/%s?org=acme&wait_for=%d", hook, int64(rotated["position"].(float64))), tok(a, "alice"), nil)
 	a.Close()
 	a = start()
 	request(a)
+	before := len(rcv.deliveries())
 	serveOn(t, addr, rcv)
 	want[domain.TypeAccessRequested], want[domain.TypeAccessRequestDenied] = 3, 1
 	poll.Until(t, 60*time.Second, "every event delivered after the restart", func() bool { return fmt.Sprint(counts()) == fmt.Sprint(want) })
@@ -240,7 +244,14 @@ func TestWebhooksAtLeastOnceAcrossARestart(t *testing.T) {
 	}
 	poll.Until(t, 30*time.Second, "the status shows all seven delivered", func() bool { return status(a)["delivered"].(float64) >= 7 })
 
-	verifyWithStandardWebhooks(t, secret, rcv.deliveries())
+	all := rcv.deliveries()
+	for _, d := range all[before:] {
+		if strings.Count(d.Signature, "v1,") != 2 {
+			t.Fatalf("a delivery after the rotation is signed %q, want the new and the old secret's signatures", d.Signature)
+		}
+	}
+	verifyWithStandardWebhooks(t, secret, all)
+	verifyWithStandardWebhooks(t, rotated["secret"].(string), all[before:])
 }
 
 // verifyWithStandardWebhooks checks every 2xx delivery with the official Standard Webhooks

@@ -101,7 +101,9 @@ func (s *Server) notificationStream(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
+	ctx, cancel := context.WithCancel(c.Request().Context())
+	defer cancel()
+	defer context.AfterFunc(s.feedsCtx, cancel)() // ends with the server (CloseStreams)
 	user := commands.ActorFrom(ctx).ID
 	head, err := s.cfg.Log.Head(ctx)
 	if err != nil {

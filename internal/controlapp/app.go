@@ -142,6 +142,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	a.URL = "http://" + ln.Addr().String()
 	a.http = &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	a.http.RegisterOnShutdown(a.API.CloseStreams) // notification feeds do not end by themselves
 	srv := a.http
 	a.life.Go(func(context.Context) {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -230,7 +231,23 @@ func TestWebhooksAtLeastOnceAcrossARestart(t *testing.T) {
 	// The secret is rotated meanwhile: what is delivered from then on carries both signatures.
 	rotated := c.call(200, "POST", "/api/v1/webhooks/"+hook+"/rotate-secret?org=acme", tok(a, "alice"), nil)
 	c.call(200, "GET", fmt.Sprintf("/api/v1/webhooks/%s?org=acme&wait_for=%d", hook, int64(rotated["position"].(float64))), tok(a, "alice"), nil)
+	// A notifications feed open at shutdown ends with it, rather than holding it for the
+	// shutdown timeout (10s).
+	feedReq, _ := http.NewRequest(http.MethodGet, a.URL+"/api/v1/notifications/stream", nil)
+	feedReq.Header.Set("Authorization", "Bearer "+tok(a, "bob"))
+	feed, err := http.DefaultClient.Do(feedReq)
+	if err != nil || feed.StatusCode != 200 {
+		t.Fatalf("feed: %v %v", err, feed)
+	}
+	stopped := time.Now()
 	a.Close()
+	if took := time.Since(stopped); took > 5*time.Second {
+		t.Fatalf("the control plane took %s to stop with a feed open", took)
+	}
+	if _, err := io.ReadAll(feed.Body); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Logf("the feed ended: %v", err)
+	}
+	feed.Body.Close()
 	a = start()
 	request(a)
 	before := len(rcv.deliveries())

@@ -4,14 +4,21 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // streamStatus opens a streaming route and returns its status once the headers came.
@@ -254,4 +261,47 @@ func TestWebhookURLs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSlowFeedReaderIsDisconnected: a client that stops reading is cut off once a write to it
+// takes longer than WriteTimeout, rather than buffered for: its feed slot frees, so the same user
+// (one feed at a time here) opens a new one.
+func TestSlowFeedReaderIsDisconnected(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *api.Config) {
+		c.Notifications = api.NotificationLimits{PerUser: 1, WriteTimeout: 200 * time.Millisecond, Heartbeat: time.Hour}
+	})
+	e.superadmin()
+	tok := e.token("bob")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET /api/v1/notifications/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
+	// Its answer's first bytes came: the feed is open (and holds bob's one slot).
+	head := make([]byte, 12)
+	if _, err := io.ReadFull(conn, head); err != nil || string(head) != "HTTP/1.1 200" {
+		t.Fatalf("feed: %q %v", head, err)
+	}
+	if st := e.streamStatus("/api/v1/notifications/stream", tok); st != http.StatusTooManyRequests {
+		t.Fatalf("a second feed while the first is open: %d, want 429", st)
+	}
+	// Notifications for bob, 8 KiB each, far more than the socket buffers hold; never read.
+	pad := strings.Repeat("x", 8<<10)
+	for i := range 40 {
+		evs := make([]eventstore.EventData, 100)
+		for j := range evs {
+			b, _ := json.Marshal(domain.GrantExpiring{GrantID: uuid.NewString(), OrgID: uuid.NewString(), TunnelID: pad, SubjectKind: domain.GrantToUser,
+				Subject: "bob", ExpiresAt: time.Now().Add(time.Hour)})
+			evs[j] = eventstore.EventData{Type: domain.TypeGrantExpiring, Payload: b}
+		}
+		if _, err := e.store.Append(context.Background(), fmt.Sprintf("grantnotice-slow-%d", i), eventstore.NoStream, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 60*time.Second, "the slow reader's slot is free again", func() bool {
+		return e.streamStatus("/api/v1/notifications/stream", tok) == http.StatusOK
+	})
 }

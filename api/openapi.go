@@ -302,7 +302,7 @@ var schemas = map[string]schema{
 	"WriteResult": object([]string{"position"}, schema{
 		"id": str("the aggregate created or changed"), "position": integer("pass as wait_for to read this write"),
 		"version": integer("the aggregate's version (ETag, If-Match)"), "token": str("an issued agent token; shown once"),
-		"secret":     str("an issued access key or node enrollment token; shown once"),
+		"secret":     str("an issued access key or node enrollment token, or a webhook endpoint's whsec_ signing secret; shown once"),
 		"expires_at": strf("date-time", ""), "issued_at": strf("date-time", ""), "key_id": str(""), "noop": schema{"type": "boolean"},
 	}),
 	"OrgInput": object([]string{"name"}, schema{"name": str("DNS label"), "owner": str("user id of the first owner")}),

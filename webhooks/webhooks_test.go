@@ -223,3 +223,46 @@ func TestDelivererStartStop(t *testing.T) {
 		}
 	}
 }
+
+// What an endpoint receives: its organization's events of the types it named (none: every
+// notification type), a scheduled report's schedule id and a forecast's event (a type this
+// build may not know) included: the payload goes as the log holds it.
+func TestMatchesAndBody(t *testing.T) {
+	t.Parallel()
+	org := uuid.NewString()
+	rec := func(typ, payload string) *eventstore.Record {
+		return &eventstore.Record{Type: typ, Payload: []byte(payload), EventID: uuid.New(), Position: 42, RecordedAt: time.Unix(1764690000, 0),
+			Metadata: []byte(`{"actor":"system:schedules","correlation_id":"c1","causation_id":"s1"}`)}
+	}
+	report := rec(domain.TypeReportGenerated, `{"report_id":"r1","report":"soc2","org_id":"`+org+`","schedule_id":"sch-7"}`)
+	forecast := rec(domain.NotificationForecastExceeded, `{"org_id":"`+org+`","tunnel_id":"t1","metric":"requests"}`)
+	other := rec(domain.TypeReportGenerated, `{"report_id":"r2","org_id":"`+uuid.NewString()+`"}`)
+	platform := rec(domain.TypeReportGenerated, `{"report_id":"r3"}`)
+	usage := rec(domain.TypeUsageRecorded, `{"org_id":"`+org+`"}`)
+	for _, c := range []struct {
+		types []string
+		rec   *eventstore.Record
+		want  bool
+	}{
+		{nil, report, true}, {nil, forecast, true}, {nil, other, false}, {nil, platform, false}, {nil, usage, false},
+		{[]string{domain.TypeAccessRequested}, report, false},
+		{[]string{domain.NotificationForecastExceeded}, forecast, true},
+	} {
+		if got := webhooks.Matches(org, c.types, c.rec); got != c.want {
+			t.Errorf("types %v, %s %s: %v, want %v", c.types, c.rec.Type, c.rec.Payload, got, c.want)
+		}
+	}
+	b, err := webhooks.Body(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := m["data"].(map[string]any)
+	if m["type"] != "report.generated" || m["position"] != float64(42) || m["org_id"] != org || m["causation_id"] != "s1" ||
+		m["timestamp"] != "2025-12-02T15:40:00Z" || data["schedule_id"] != "sch-7" {
+		t.Fatalf("body %s", b)
+	}
+}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle/lifecycletest"
 	"github.com/tunnelplane/tunnelplane/internal/logtest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"github.com/tunnelplane/tunnelplane/webhooks"
@@ -199,29 +199,20 @@ func TestRedeliveryAfter503KeepsTheWebhookID(t *testing.T) {
 	}
 }
 
-// The deliverer's start/stop/start keeps its promises: one goroutine, Stop waits, twice is safe.
-func TestDelivererStartStop(t *testing.T) {
+// The deliverer keeps the lifecycle rules: a second Start starts nothing, Stop waits and is safe
+// twice, a stopped one does not start again.
+func TestDelivererStartStopStress(t *testing.T) {
 	t.Parallel()
 	log := logtest.Start(t, 10*time.Millisecond)
 	key, _ := webhooks.SecretKey(webhooks.NewSecret())
-	for range 20 {
+	lifecycletest.StartStopStress(t, 5, func() lifecycletest.Component {
 		d, err := webhooks.NewDeliverer(webhooks.Config{Endpoint: webhooks.Endpoint{ID: uuid.NewString(), OrgID: uuid.NewString(), URL: "http://127.0.0.1:9", Keys: [][]byte{key}},
 			Store: log.Store, Pool: log.Pool, Client: webhooks.NewClient(time.Second, true)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := d.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(context.Background()); err != nil {
-			t.Fatalf("a second Start: %v", err)
-		}
-		d.Stop()
-		d.Stop()
-		if err := d.Start(context.Background()); !errors.Is(err, lifecycle.ErrStopped) {
-			t.Fatalf("Start after Stop: %v", err)
-		}
-	}
+		return lifecycletest.Component{Start: d.Start, Stop: d.Stop}
+	})
 }
 
 // What an endpoint receives: its organization's events of the types it named (none: every

@@ -17,12 +17,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
+	"github.com/tunnelplane/tunnelplane/internal/lifecycle/lifecycletest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
+	"github.com/tunnelplane/tunnelplane/projections"
+	"github.com/tunnelplane/tunnelplane/projections/readmodels"
 	"github.com/tunnelplane/tunnelplane/webhooks"
 )
 
@@ -327,4 +333,85 @@ func verifyWithStandardWebhooks(t *testing.T, secret string, ds []hookDelivery) 
 		}
 	}
 	t.Logf("standardwebhooks verified %d deliveries and refused the tampered one", n)
+}
+
+// The webhooks runner keeps the lifecycle rules.
+func TestWebhooksRunnerStartStopStress(t *testing.T) {
+	t.Parallel()
+	r := newSIEMRig(t)
+	lifecycletest.StartStopStress(t, 5, func() lifecycletest.Component {
+		w, err := controlapp.NewWebhooks(controlapp.WebhooksConfig{Store: r.log.Store, Pool: r.log.Pool, Endpoints: readmodels.New(r.log.Pool),
+			Secrets: r.secrets, Poll: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lifecycletest.Component{Start: w.Start, Stop: w.Stop}
+	})
+}
+
+// An endpoint that accepts connections and never answers holds only itself: another endpoint of
+// the same organization gets every notification meanwhile.
+func TestADeadEndpointDelaysNoOther(t *testing.T) {
+	t.Parallel()
+	r := newSIEMRig(t)
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hole.Close() })
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never read: a hung receiver
+		}
+	}()
+	alive := &hookReceiver{}
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	serveOn(t, addr, alive)
+	org := uuid.NewString()
+	for _, url := range []string{"http://" + hole.Addr().String() + "/hook", "http://" + addr + "/hook"} {
+		sealed, err := r.secrets.Seal(webhooks.SealField, []byte(webhooks.NewSecret()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := uuid.NewString()
+		ev, err := domain.CreateWebhook(domain.NewWebhook{EndpointID: id, OrgID: org, Spec: domain.WebhookSpec{Name: "h", URL: url}, Secret: sealed, AllowPrivate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(ev)
+		res, err := r.log.Store.Append(context.Background(), domain.WebhookStream(id), eventstore.NoStream, eventstore.EventData{Type: ev.EventType(), Payload: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.runner.WaitFor(context.Background(), res.LastPosition, projections.Webhooks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 50
+	for range n {
+		b, _ := json.Marshal(domain.AccessRequested{RequestID: uuid.NewString(), OrgID: org, TunnelID: uuid.NewString(), Requester: "bob", DurationSeconds: 60, Reason: "x"})
+		if _, err := r.log.Store.Append(context.Background(), domain.SharingStream(uuid.NewString()), eventstore.NoStream,
+			eventstore.EventData{Type: domain.TypeAccessRequested, Payload: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := controlapp.NewWebhooks(controlapp.WebhooksConfig{Store: r.log.Store, Pool: r.log.Pool, Endpoints: readmodels.New(r.log.Pool),
+		Secrets: r.secrets, AllowPrivate: true, Timeout: time.Minute, Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	poll.Until(t, 20*time.Second, "the live endpoint gets every notification", func() bool { return len(alive.taken()) == n })
 }

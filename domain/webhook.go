@@ -286,6 +286,16 @@ func CheckWebhookURL(raw string, allowPrivate bool) string {
 	return ""
 }
 
+// WebhookHost is the host (and port) of an endpoint URL: what logs, errors and SIEM messages
+// name, since a URL's path or query may be a credential of the receiver's (chat webhooks).
+func WebhookHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(invalid url)"
+	}
+	return u.Host
+}
+
 // internalPrefixes are the ranges a webhook may not reach unless the operator allows it.
 var internalPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),

@@ -388,11 +388,11 @@ var ocsfMappings = map[string]ocsfMapping{
 	// A webhook sends an organization's notifications out: where, and a change of it, are worth a look.
 	domain.TypeWebhookEndpointCreated: withSeverity(entity(1, "Create", "Webhook endpoint", func(d decoded) (string, string) {
 		e := d.event.(*domain.WebhookEndpointCreated)
-		return e.EndpointID, e.Name + " " + e.URL
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
 	}), sevLow),
 	domain.TypeWebhookEndpointUpdated: withSeverity(entity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
 		e := d.event.(*domain.WebhookEndpointUpdated)
-		return e.EndpointID, e.Name + " " + e.URL
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
 	}), sevLow),
 	domain.TypeWebhookSecretRotated: entity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
 		return d.event.(*domain.WebhookSecretRotated).EndpointID, "secret rotated"

@@ -446,11 +446,11 @@ var refMappings = map[string]refMapping{
 		}},
 	domain.TypeWebhookEndpointCreated: refWithSeverity(refEntity(1, "Create", "Webhook endpoint", func(d decoded) (string, string) {
 		e := d.event.(*domain.WebhookEndpointCreated)
-		return e.EndpointID, e.Name + " " + e.URL
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
 	}), sevLow),
 	domain.TypeWebhookEndpointUpdated: refWithSeverity(refEntity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
 		e := d.event.(*domain.WebhookEndpointUpdated)
-		return e.EndpointID, e.Name + " " + e.URL
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
 	}), sevLow),
 	domain.TypeWebhookSecretRotated: refEntity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
 		return d.event.(*domain.WebhookSecretRotated).EndpointID, "secret rotated"

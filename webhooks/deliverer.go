@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
@@ -74,8 +76,9 @@ type Status struct {
 
 // Deliverer delivers one endpoint's notifications at least once, in log order.
 type Deliverer struct {
-	cfg Config
-	lc  lifecycle.Lifecycle
+	cfg  Config
+	host string // the endpoint's host, what errors and logs name
+	lc   lifecycle.Lifecycle
 
 	mu     sync.Mutex
 	status Status
@@ -102,7 +105,7 @@ func NewDeliverer(cfg Config) (*Deliverer, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Logger = cfg.Logger.With("component", "webhooks", "endpoint_id", cfg.Endpoint.ID)
-	return &Deliverer{cfg: cfg}, nil
+	return &Deliverer{cfg: cfg, host: domain.WebhookHost(cfg.Endpoint.URL)}, nil
 }
 
 // Start loads the cursor and starts delivering.
@@ -302,14 +305,21 @@ func (d *Deliverer) try(ctx context.Context, id string, rec *eventstore.Record) 
 	req.Header.Set("webhook-signature", Sign(d.cfg.Endpoint.Keys, id, now, body))
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhooks: post: %w", err)
+		// Without the URL: its path or query may be a credential of the receiver's (as in chat
+		// webhooks), and this error is logged and shown.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("webhooks: post to %s: %w", d.host, err)
 	}
 	// A little of the body is read so the connection can be reused; the receiver's words are
 	// not kept (they are its own, and unbounded).
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%w: %s", ErrNot2xx, resp.Status)
+		// The status code only: the reason phrase is the receiver's text.
+		return fmt.Errorf("%w: %d %s", ErrNot2xx, resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	return nil
 }

@@ -197,6 +197,6 @@ func (w *Webhooks) start(ctx context.Context, ep readmodels.Webhook, overlap boo
 	if err := d.Start(ctx); err != nil {
 		return nil, err
 	}
-	w.cfg.Logger.Info("webhooks: delivering", "endpoint_id", ep.ID, "org_id", ep.OrgID, "url", ep.URL)
+	w.cfg.Logger.Info("webhooks: delivering", "endpoint_id", ep.ID, "org_id", ep.OrgID, "host", domain.WebhookHost(ep.URL))
 	return d, nil
 }

@@ -85,6 +85,17 @@ func (r *hookReceiver) taken() map[string]string {
 	return out
 }
 
+// freeAddr is a loopback address no one listens on (a moment ago).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	return probe.Addr().String()
+}
+
 // serveOn serves r on addr (retrying while the port is not free yet), until the returned stop.
 func serveOn(t *testing.T, addr string, r http.Handler) (stop func()) {
 	t.Helper()
@@ -180,12 +191,7 @@ func TestWebhooksAtLeastOnceAcrossARestart(t *testing.T) {
 	tun := c.call(201, "POST", "/api/v1/tunnels?org=acme", tok(a, "alice"), map[string]string{"name": "llm", "upstream": "http://127.0.0.1:1"})["id"].(string)
 
 	rcv := &hookReceiver{failFirst: true}
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := probe.Addr().String()
-	probe.Close()
+	addr := freeAddr(t)
 	stop := serveOn(t, addr, rcv)
 	created := c.call(201, "POST", "/api/v1/webhooks?org=acme", tok(a, "alice"), map[string]any{"name": "chatops", "url": "http://" + addr + "/hook",
 		"types": []string{"access.requested", "access.approved", "access.denied", "grant.created", "grant.expiring"}})
@@ -354,30 +360,11 @@ func TestWebhooksRunnerStartStopStress(t *testing.T) {
 func TestADeadEndpointDelaysNoOther(t *testing.T) {
 	t.Parallel()
 	r := newSIEMRig(t)
-	hole, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hole.Close() })
-	go func() {
-		for {
-			c, err := hole.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() }) // held open, never read: a hung receiver
-		}
-	}()
 	alive := &hookReceiver{}
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := probe.Addr().String()
-	probe.Close()
+	addr := freeAddr(t)
 	serveOn(t, addr, alive)
 	org := uuid.NewString()
-	for _, url := range []string{"http://" + hole.Addr().String() + "/hook", "http://" + addr + "/hook"} {
+	for _, url := range []string{"http://" + hungReceiver(t) + "/hook", "http://" + addr + "/hook"} {
 		sealed, err := r.secrets.Seal(webhooks.SealField, []byte(webhooks.NewSecret()))
 		if err != nil {
 			t.Fatal(err)

@@ -56,6 +56,11 @@ deps: ## Download the modules (every platform's) and install the Debian packages
 	  echo "deps: npm install in dataplane/node/testdata/openai (the OpenAI SDK, the exact version package.json names)"; \
 	  timeout 180 npm install --prefix dataplane/node/testdata/openai --no-audit --no-fund --no-package-lock >/dev/null || echo "deps: npm install failed; the OpenAI SDK test skips"; \
 	fi
+	@# The official Standard Webhooks library for Node, an independent verifier of webhook signatures (TestWebhooksAtLeastOnceAcrossARestart skips that check without it).
+	@if command -v npm >/dev/null && [ ! -f webhooks/testdata/verify/node_modules/standardwebhooks/package.json ]; then \
+	  echo "deps: npm install in webhooks/testdata/verify (standardwebhooks, the exact version package.json names)"; \
+	  timeout 180 npm install --prefix webhooks/testdata/verify --no-audit --no-fund --no-package-lock >/dev/null || echo "deps: npm install failed; the webhook signature check with standardwebhooks skips"; \
+	fi
 
 .PHONY: nats
 nats: ## Make sure a NATS server with JetStream answers at 127.0.0.1:4222 (installed and started if not)

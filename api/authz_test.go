@@ -60,6 +60,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		return e.write(201, "POST", "/api/v1/siem/sinks?org="+org, root, siemSinkBody(fmt.Sprintf("s-%d", next()))).ID
 	}
 	sharedSink := map[string]string{"acme": sink("acme"), "globex": sink("globex"), "*": sink("*")}
+	hook := func(org string) string {
+		return e.write(201, "POST", "/api/v1/webhooks?org="+org, root, map[string]any{"name": fmt.Sprintf("h-%d", next()), "url": "https://hooks.example.com/tp"}).ID
+	}
+	sharedHook := map[string]string{"acme": hook("acme"), "globex": hook("globex")}
 	// Access requests are made by a viewer of both organizations (nobody decides their own).
 	e.grant(orgs["acme"], "requester", domain.RoleViewer)
 	e.grant(orgs["globex"], "requester", domain.RoleViewer)
@@ -190,6 +194,24 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"remove siem sink", roleAdmins, 200, func(org string) (string, string, any) {
 			return "DELETE", "/api/v1/siem/sinks/" + sink(org) + "?org=" + org, nil
 		}},
+		// Webhooks send an organization's notifications out: its owners and admins only.
+		{"create webhook", roleAdmins, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/webhooks?org=" + org, map[string]any{"name": fmt.Sprintf("h-%d", next()), "url": "https://hooks.example.com/tp",
+				"types": []string{"access.requested", "grant.expiring"}}
+		}},
+		{"list webhooks", roleAdmins, 200, func(org string) (string, string, any) { return "GET", "/api/v1/webhooks?org=" + org, nil }},
+		{"get webhook", roleAdmins, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/webhooks/" + sharedHook[org] + "?org=" + org, nil
+		}},
+		{"update webhook", roleAdmins, 200, func(org string) (string, string, any) {
+			return "PUT", "/api/v1/webhooks/" + sharedHook[org] + "?org=" + org, map[string]any{"name": fmt.Sprintf("h-%d", next()), "url": "https://hooks.example.com/tp"}
+		}},
+		{"rotate webhook secret", roleAdmins, 200, func(org string) (string, string, any) {
+			return "POST", "/api/v1/webhooks/" + sharedHook[org] + "/rotate-secret?org=" + org, nil
+		}},
+		{"delete webhook", roleAdmins, 200, func(org string) (string, string, any) {
+			return "DELETE", "/api/v1/webhooks/" + hook(org) + "?org=" + org, nil
+		}},
 	}
 	enrollment, _ := newNodeEnrollment(t, e.store, "node-m")
 	node := e.write(201, "POST", "/api/v1/nodes", root, enrollment).ID
@@ -281,6 +303,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 	}
 
+	// The notifications feed is everyone's own: every authenticated subject opens theirs (it
+	// carries only what is meant for them: TestNotificationFeed), nobody without a token.
+	for _, subject := range who {
+		if st := e.streamStatus("/api/v1/notifications/stream", tokens[subject]); st != 200 {
+			t.Errorf("notifications feed of %s: %d, want 200", subject, st)
+		}
+	}
+	if st := e.streamStatus("/api/v1/notifications/stream", ""); st != 401 {
+		t.Errorf("notifications feed without a token: %d, want 401", st)
+	}
+
 	// Listing organizations is open to everyone, each seeing only their own.
 	for _, subject := range who {
 		var l api.List[api.Org]
@@ -320,13 +353,16 @@ func TestAuthorizationMatrix(t *testing.T) {
 			{"GET", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
 			{"GET", "/api/v1/siem/sinks/" + sharedSink["*"] + "?org=acme"},
 			{"DELETE", "/api/v1/siem/sinks/" + sharedSink["globex"] + "?org=acme"},
+			{"GET", "/api/v1/webhooks/" + sharedHook["globex"] + "?org=acme"},
+			{"DELETE", "/api/v1/webhooks/" + sharedHook["globex"] + "?org=acme"},
+			{"POST", "/api/v1/webhooks/" + sharedHook["globex"] + "/rotate-secret?org=acme"},
 			{"POST", "/api/v1/tunnels/" + shared["globex"] + "/grants?org=acme", `{"user":"x","ttl":"1h"}`},
 			{"GET", "/api/v1/tunnels/" + shared["globex"] + "/grants?org=acme"},
 			{"GET", "/api/v1/tunnels/" + shared["globex"] + "/activity?org=acme"},
 		} {
 			want := 404
-			if subject == "viewer" && (req[0] != "GET" || strings.Contains(req[1], "/siem/")) {
-				want = 403 // a viewer may not change anything in acme at all, nor see its sinks
+			if subject == "viewer" && (req[0] != "GET" || strings.Contains(req[1], "/siem/") || strings.Contains(req[1], "/webhooks/")) {
+				want = 403 // a viewer may not change anything in acme at all, nor see its sinks or webhooks
 			}
 			var body any
 			if req[2] != "" {

@@ -39,6 +39,8 @@ const (
 // LogPositions tells where the log's head is and waits for a position: read-your-writes
 // (wait_for) and the position a write that changed nothing answers.
 type LogPositions interface {
+	// ReadAll reads records from a position on (the notifications feed).
+	ReadAll(ctx context.Context, from uint64, limit int) ([]eventstore.Record, error)
 	// Head is the position after the last record, from the database.
 	Head(ctx context.Context) (uint64, error)
 	// KnownHead is the head as far as this process knows, without a round trip.
@@ -148,6 +150,7 @@ type ReadModels interface {
 	RoleAssignmentReader
 	AuditReader
 	SIEMSinkReader
+	WebhookReader
 	UsageReader
 }
 
@@ -172,6 +175,14 @@ type Config struct {
 	// SIEMSecrets seals the secrets callers give SIEM sinks (a *siem.Secrets); without it only
 	// references are taken.
 	SIEMSecrets SecretSealer
+	// WebhookSecrets seals the secrets of webhook endpoints and opens them to show them once (a
+	// *siem.Secrets); without it creating an endpoint answers 503.
+	WebhookSecrets SecretBox
+	// WebhookAllowPrivate lets endpoints name loopback, private and link-local addresses (the
+	// operator's --webhook-allow-private; refused by default: SSRF).
+	WebhookAllowPrivate bool
+	// Notifications bounds GET /api/v1/notifications/stream (defaults: see NotificationLimits).
+	Notifications NotificationLimits
 	// Exports runs the evidence exports of POST /exports (ExportsOf(an *exportjobs.Manager));
 	// without it those routes answer 503.
 	Exports Exports
@@ -264,6 +275,9 @@ func (c Config) Validate() error {
 	if c.NodeStreamCapacity < 0 {
 		errs = append(errs, fmt.Errorf("api config: NodeStreamCapacity %d is negative", c.NodeStreamCapacity))
 	}
+	if err := c.Notifications.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.ReadyMaxLag < 0 {
 		errs = append(errs, fmt.Errorf("api config: ReadyMaxLag %d is negative", c.ReadyMaxLag))
 	}
@@ -295,6 +309,7 @@ func (c Config) withDefaults() Config {
 	if c.ReadyMaxLag == 0 {
 		c.ReadyMaxLag = DefaultReadyMaxLag
 	}
+	c.Notifications = c.Notifications.withDefaults()
 	if c.NodeStreamCapacity == 0 {
 		c.NodeStreamCapacity = DefaultNodeStreamCapacity
 	}

@@ -123,7 +123,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(exports.Stop)
-	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), SIEMSecrets: secrets, Registry: metrics, Logger: quiet,
+	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), SIEMSecrets: secrets, WebhookSecrets: secrets, Registry: metrics, Logger: quiet,
 		Exports: api.ExportsOf(exports), Personal: keyring}
 	for _, f := range tweak {
 		f(&cfg)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/report/render"
 )
 
@@ -176,6 +177,22 @@ var operations = []operation{
 	{method: "POST", path: "/api/v1/siem/sinks/{id}/skips", id: "skipSIEMDelivery", summary: "Give up delivering one record the sink's receiver refuses for good (recorded in the log; the receiver sees the gap)", tag: "siem",
 		params: []string{"path:id", "query:scope_org", "header:Idempotency-Key"}, body: "SIEMSkipInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 404, 409, 413, 415, 422}},
 
+	{method: "POST", path: "/api/v1/webhooks", id: "createWebhook", summary: "Deliver an organization's notifications to an HTTPS endpoint, signed per Standard Webhooks (owners, admins; the whsec_ secret is shown once)", tag: "webhooks",
+		params: []string{"query:org", "header:Idempotency-Key"}, body: "WebhookInput", status: 201, resp: "WriteResult", errs: []int{400, 403, 404, 409, 413, 415, 422}},
+	{method: "GET", path: "/api/v1/webhooks", id: "listWebhooks", summary: "Webhook endpoints of an organization, each with its delivery status (never the secret)", tag: "webhooks",
+		params: withList("query:org", "query:deleted"), status: 200, resp: "List:Webhook", errs: []int{400, 403, 404, 422}},
+	{method: "GET", path: "/api/v1/webhooks/{id}", id: "getWebhook", summary: "One webhook endpoint: delivered, retried, failed, last error, lag", tag: "webhooks",
+		params: []string{"path:id", "query:org", "query:wait_for"}, status: 200, resp: "Webhook", errs: []int{400, 403, 404, 422}},
+	{method: "PUT", path: "/api/v1/webhooks/{id}", id: "updateWebhook", summary: "Replace a webhook endpoint's name, URL and types (the secret stays)", tag: "webhooks",
+		params: []string{"path:id", "query:org", "header:If-Match", "header:Idempotency-Key"}, body: "WebhookInput", status: 200, resp: "WriteResult",
+		errs: []int{400, 403, 404, 409, 413, 415, 422}},
+	{method: "DELETE", path: "/api/v1/webhooks/{id}", id: "deleteWebhook", summary: "Stop delivering to a webhook endpoint", tag: "webhooks",
+		params: []string{"path:id", "query:org", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
+	{method: "POST", path: "/api/v1/webhooks/{id}/rotate-secret", id: "rotateWebhookSecret", summary: "Give a webhook endpoint a new secret (shown once); deliveries carry the old one's signature too for 24 h", tag: "webhooks",
+		params: []string{"path:id", "query:org", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
+	{method: "GET", path: "/api/v1/notifications/stream", id: "notificationStream", summary: "The caller's own notifications as server-sent events (id: the log position; Last-Event-ID resumes): requests they may decide, their requests approved or denied, their grants created, about to expire, expired or revoked", tag: "webhooks",
+		params: []string{"header:Last-Event-ID", "query:last_event_id"}, status: 200, resp: "sse", errs: []int{400, 429}},
+
 	{method: "GET", path: "/api/v1/analytics/usage", id: "usage", summary: "Usage per tunnel, caller or org by hour, or by day, ISO week or month in the org's time zone: requests, errors, bytes, p50/p95/p99 latency and TTFB from merged buckets, streams (org owners, admins, auditors)", tag: "analytics",
 		params: []string{"query:org", "query:group_by", "query:granularity", "query:from", "query:to", "query:tunnel", "query:limit", "query:cursor", "query:wait_for"},
 		status: 200, resp: "object", errs: []int{400, 403, 404, 422}},
@@ -237,6 +254,9 @@ var parameters = map[string]schema{
 	"query:name":                   {"name": "name", "in": "query", "schema": str("exact name")},
 	"query:owner":                  {"name": "owner", "in": "query", "schema": str("owner (user id)")},
 	"query:reason":                 {"name": "reason", "in": "query", "schema": str("recorded in the event")},
+	"query:deleted":                {"name": "deleted", "in": "query", "schema": schema{"type": "boolean", "default": false, "description": "include deleted endpoints"}},
+	"query:last_event_id":          {"name": "last_event_id", "in": "query", "schema": integer("as Last-Event-ID, for clients that cannot set headers")},
+	"header:Last-Event-ID":         {"name": "Last-Event-ID", "in": "header", "schema": integer("the id of the last event received: the feed resumes after it")},
 	"query:removed":                {"name": "removed", "in": "query", "schema": schema{"type": "boolean", "default": false, "description": "include removed sinks"}},
 	"query:tunnel_id":              {"name": "tunnel_id", "in": "query", "schema": strf("uuid", "")},
 	"query:tunnel_state":           {"name": "state", "in": "query", "schema": schema{"type": "string", "enum": []string{"active", "deleted", "all"}, "default": "active"}},
@@ -296,7 +316,7 @@ var schemas = map[string]schema{
 	"WriteResult": object([]string{"position"}, schema{
 		"id": str("the aggregate created or changed"), "position": integer("pass as wait_for to read this write"),
 		"version": integer("the aggregate's version (ETag, If-Match)"), "token": str("an issued agent token; shown once"),
-		"secret":     str("an issued access key or node enrollment token; shown once"),
+		"secret":     str("an issued access key or node enrollment token, or a webhook endpoint's whsec_ signing secret; shown once"),
 		"expires_at": strf("date-time", ""), "issued_at": strf("date-time", ""), "key_id": str(""), "noop": schema{"type": "boolean"},
 	}),
 	"OrgInput": object([]string{"name"}, schema{"name": str("DNS label"), "owner": str("user id of the first owner")}),
@@ -453,6 +473,18 @@ var schemas = map[string]schema{
 		"last_error":  str(""), "last_error_at": strf("date-time", ""),
 		"refused":        schema{"type": "boolean", "description": "the receiver refuses a record for good: retried until an operator skips it"},
 		"stuck_position": integer("the refused record, once found"), "forwarded_at": strf("date-time", "when the cursor last moved")}),
+	"WebhookInput": object([]string{"name", "url"}, schema{"org": str("organization name or id (or the org query parameter)"), "name": str("DNS label"),
+		"url":   strf("uri", "https (http only to a loopback host); loopback, private and link-local addresses are refused unless the operator allowed them (SSRF)"),
+		"types": schema{"type": "array", "items": schema{"type": "string", "enum": domain.WebhookEventTypes}, "description": "notification types delivered; none: all"}}),
+	"Webhook": object([]string{"id", "org_id", "name", "url", "types", "created_by", "created_at", "updated_at", "version", "position", "status"}, schema{
+		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "name": str(""), "url": str(""), "types": schema{"type": "array", "items": str("")},
+		"secret_rotated_at": strf("date-time", ""), "created_by": str(""), "created_at": strf("date-time", ""), "updated_at": strf("date-time", ""),
+		"deleted_at": strf("date-time", ""), "version": integer(""), "position": integer(""), "status": ref("WebhookStatus")}),
+	"WebhookStatus": object([]string{"next_position", "delivered", "retried", "failed", "lag_events", "lag_seconds"}, schema{
+		"next_position": integer("next log position the deliverer looks at"), "delivered": integer("messages the receiver took (2xx)"),
+		"retried": integer("messages that needed more than one try"), "failed": integer("tries that failed"),
+		"lag_events": integer("records of the log not yet looked at"), "lag_seconds": schema{"type": "number", "description": "age of the oldest of them"},
+		"last_error": str(""), "last_error_at": strf("date-time", ""), "last_delivered_at": strf("date-time", "")}),
 	"ProjectionStatus": object([]string{"name", "position", "lag", "generation", "running", "rebuilding"}, schema{"name": str(""),
 		"position": integer("last applied position, -1 for none"), "lag": integer("records behind the log head"), "generation": integer(""),
 		"running": schema{"type": "boolean"}, "rebuilding": schema{"type": "boolean"}, "last_error": str("")}),
@@ -482,6 +514,9 @@ func (s *Server) renderOpenAPI() ([]byte, error) {
 		responses := schema{}
 		var ok schema
 		switch {
+		case op.resp == "sse":
+			ok = schema{"description": "server-sent events: id (log position), event (the event type), data (the webhook message JSON); heartbeat comments",
+				"content": schema{"text/event-stream": schema{"schema": schema{"type": "string"}}}}
 		case op.resp == "text":
 			ok = schema{"description": "OK", "content": schema{"text/plain": schema{"schema": schema{"type": "string"}}}}
 		case op.resp == "zstd":

@@ -36,6 +36,11 @@ type Server struct {
 	live atomic.Pointer[LiveNodes]
 
 	forecasts chan struct{} // a slot per forecast running (maxForecastsAtOnce)
+	feeds     feeds         // notification feeds open, per user
+	// feedsCtx ends every notification feed (CloseStreams): a graceful HTTP shutdown would
+	// otherwise wait for feeds that never end by themselves.
+	feedsCtx   context.Context
+	closeFeeds context.CancelFunc
 
 	life lifecycle.Lifecycle
 }
@@ -47,6 +52,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, routes: map[string]bool{}, forecasts: make(chan struct{}, maxForecastsAtOnce)}
+	s.feedsCtx, s.closeFeeds = context.WithCancel(context.Background())
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tunnelplane_http_requests_total",
 		Help: "HTTP requests of the admin API by method, route template and status code."}, []string{"method", "route", "code"})
 	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tunnelplane_http_request_duration_seconds",
@@ -92,8 +98,15 @@ func (s *Server) Start(ctx context.Context) error {
 	})
 }
 
-// Stop ends the key refreshers. Safe to call twice.
-func (s *Server) Stop() { s.life.Stop() }
+// Stop ends the key refreshers and the notification feeds. Safe to call twice.
+func (s *Server) Stop() {
+	s.closeFeeds()
+	s.life.Stop()
+}
+
+// CloseStreams ends every notification feed (their clients reconnect with Last-Event-ID):
+// register it with http.Server.RegisterOnShutdown, so a graceful shutdown does not wait for them.
+func (s *Server) CloseStreams() { s.closeFeeds() }
 
 // Handler serves the API.
 func (s *Server) Handler() http.Handler { return s.e }
@@ -208,6 +221,14 @@ func (s *Server) register() {
 	s.route(http.MethodPut, "/api/v1/siem/sinks/:id", s.updateSIEMSink, true)
 	s.route(http.MethodDelete, "/api/v1/siem/sinks/:id", s.removeSIEMSink, true)
 	s.route(http.MethodPost, "/api/v1/siem/sinks/:id/skips", s.skipSIEMDelivery, true)
+
+	s.route(http.MethodPost, "/api/v1/webhooks", s.createWebhook, true)
+	s.route(http.MethodGet, "/api/v1/webhooks", s.listWebhooks, true)
+	s.route(http.MethodGet, "/api/v1/webhooks/:id", s.getWebhook, true)
+	s.route(http.MethodPut, "/api/v1/webhooks/:id", s.updateWebhook, true)
+	s.route(http.MethodDelete, "/api/v1/webhooks/:id", s.deleteWebhook, true)
+	s.route(http.MethodPost, "/api/v1/webhooks/:id/rotate-secret", s.rotateWebhookSecret, true)
+	s.route(http.MethodGet, "/api/v1/notifications/stream", s.notificationStream, true)
 
 	s.route(http.MethodGet, "/api/v1/analytics/usage", s.usage, true)
 	s.route(http.MethodGet, "/api/v1/analytics/capacity", s.capacity, true)

@@ -50,6 +50,7 @@ var rolePermissions = map[domain.Role][][2]string{
 		{ObjAccessRequests, ActCreate}, {ObjAccessRequests, ActRead},
 		{ObjRoles, ActAssign}, {ObjRoles, ActAssignOwner}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
+		{ObjWebhooks, ActCreate}, {ObjWebhooks, ActRead}, {ObjWebhooks, ActUpdate}, {ObjWebhooks, ActDelete}, {ObjWebhooks, ActRotate},
 		{ObjAnalytics, ActRead}, {ObjAnalytics, ActUpdate},
 	},
 	domain.RoleAdmin: {
@@ -59,6 +60,7 @@ var rolePermissions = map[domain.Role][][2]string{
 		{ObjAccessRequests, ActCreate}, {ObjAccessRequests, ActRead},
 		{ObjRoles, ActAssign}, {ObjRoles, ActUnassign}, {ObjRoles, ActRead}, {ObjAudit, ActRead},
 		{ObjSIEM, ActCreate}, {ObjSIEM, ActRead}, {ObjSIEM, ActUpdate}, {ObjSIEM, ActDelete}, {ObjSIEM, ActSkip},
+		{ObjWebhooks, ActCreate}, {ObjWebhooks, ActRead}, {ObjWebhooks, ActUpdate}, {ObjWebhooks, ActDelete}, {ObjWebhooks, ActRotate},
 		{ObjAnalytics, ActRead}, {ObjAnalytics, ActUpdate},
 	},
 	domain.RoleOperator: {

@@ -18,6 +18,8 @@ const (
 	// ObjAccessRequests: requests for access to a tunnel (anyone of the organization may make and
 	// read them; approving is decided by the tunnel's access policy, not by this model).
 	ObjAccessRequests = "access_requests"
+	// ObjWebhooks: an organization's webhook endpoints (owners and admins).
+	ObjWebhooks = "webhooks"
 
 	ActCreate      = "create"
 	ActRead        = "read"

@@ -143,30 +143,34 @@ type Service struct {
 
 // Handlers are the decorated command handlers (authorization, idempotency, logging).
 type Handlers struct {
-	CreateOrganization Handler[CreateOrganization]
-	CreateTunnel       Handler[CreateTunnel]
-	UpdateTunnel       Handler[UpdateTunnel]
-	DeleteTunnel       Handler[DeleteTunnel]
-	EnrollNode         Handler[EnrollNode]
-	DrainNode          Handler[DrainNode]
-	RemoveNode         Handler[RemoveNode]
-	IssueAgentToken    Handler[IssueAgentToken]
-	RevokeAgentToken   Handler[RevokeAgentToken]
-	IssueAccessKey     Handler[IssueAccessKey]
-	RevokeAccessKey    Handler[RevokeAccessKey]
-	RotateSigningKey   Handler[RotateSigningKey]
-	AssignRole         Handler[AssignRole]
-	UnassignRole       Handler[UnassignRole]
-	ConfigureSIEMSink  Handler[ConfigureSIEMSink]
-	UpdateSIEMSink     Handler[UpdateSIEMSink]
-	RemoveSIEMSink     Handler[RemoveSIEMSink]
-	SkipSIEMDelivery   Handler[SkipSIEMDelivery]
-	SetAccessPolicy    Handler[SetAccessPolicy]
-	CreateGrant        Handler[CreateGrant]
-	RevokeGrant        Handler[RevokeGrant]
-	RequestAccess      Handler[RequestAccess]
-	ApproveAccess      Handler[ApproveAccess]
-	DenyAccess         Handler[DenyAccess]
+	CreateOrganization  Handler[CreateOrganization]
+	CreateTunnel        Handler[CreateTunnel]
+	UpdateTunnel        Handler[UpdateTunnel]
+	DeleteTunnel        Handler[DeleteTunnel]
+	EnrollNode          Handler[EnrollNode]
+	DrainNode           Handler[DrainNode]
+	RemoveNode          Handler[RemoveNode]
+	IssueAgentToken     Handler[IssueAgentToken]
+	RevokeAgentToken    Handler[RevokeAgentToken]
+	IssueAccessKey      Handler[IssueAccessKey]
+	RevokeAccessKey     Handler[RevokeAccessKey]
+	RotateSigningKey    Handler[RotateSigningKey]
+	AssignRole          Handler[AssignRole]
+	UnassignRole        Handler[UnassignRole]
+	ConfigureSIEMSink   Handler[ConfigureSIEMSink]
+	UpdateSIEMSink      Handler[UpdateSIEMSink]
+	RemoveSIEMSink      Handler[RemoveSIEMSink]
+	SkipSIEMDelivery    Handler[SkipSIEMDelivery]
+	CreateWebhook       Handler[CreateWebhook]
+	UpdateWebhook       Handler[UpdateWebhook]
+	RotateWebhookSecret Handler[RotateWebhookSecret]
+	DeleteWebhook       Handler[DeleteWebhook]
+	SetAccessPolicy     Handler[SetAccessPolicy]
+	CreateGrant         Handler[CreateGrant]
+	RevokeGrant         Handler[RevokeGrant]
+	RequestAccess       Handler[RequestAccess]
+	ApproveAccess       Handler[ApproveAccess]
+	DenyAccess          Handler[DenyAccess]
 
 	IssueEnrollmentToken  Handler[IssueEnrollmentToken]
 	RevokeEnrollmentToken Handler[RevokeEnrollmentToken]
@@ -204,30 +208,34 @@ func New(cfg Config) (*Service, error) {
 	s.Auditor = newAuditor(s)
 	s.authz = newAuthorizer(cfg.Pool, cfg.RBACPosition, cfg.WaitRBAC, cfg.Store, s.Auditor, cfg.Logger)
 	s.Handlers = Handlers{
-		CreateOrganization: decorate(s, HandlerFunc[CreateOrganization](s.createOrganization)),
-		CreateTunnel:       decorate(s, HandlerFunc[CreateTunnel](s.createTunnel)),
-		UpdateTunnel:       decorate(s, HandlerFunc[UpdateTunnel](s.updateTunnel)),
-		DeleteTunnel:       decorate(s, HandlerFunc[DeleteTunnel](s.deleteTunnel)),
-		EnrollNode:         decorate(s, HandlerFunc[EnrollNode](s.enrollNode)),
-		DrainNode:          decorate(s, HandlerFunc[DrainNode](s.drainNode)),
-		RemoveNode:         decorate(s, HandlerFunc[RemoveNode](s.removeNode)),
-		IssueAgentToken:    decorate(s, HandlerFunc[IssueAgentToken](s.issueAgentToken)),
-		RevokeAgentToken:   decorate(s, HandlerFunc[RevokeAgentToken](s.revokeAgentToken)),
-		IssueAccessKey:     decorate(s, HandlerFunc[IssueAccessKey](s.issueAccessKey)),
-		RevokeAccessKey:    decorate(s, HandlerFunc[RevokeAccessKey](s.revokeAccessKey)),
-		RotateSigningKey:   decorate(s, HandlerFunc[RotateSigningKey](s.rotateSigningKey)),
-		AssignRole:         decorate(s, HandlerFunc[AssignRole](s.assignRole)),
-		UnassignRole:       decorate(s, HandlerFunc[UnassignRole](s.unassignRole)),
-		ConfigureSIEMSink:  decorate(s, HandlerFunc[ConfigureSIEMSink](s.configureSIEMSink)),
-		UpdateSIEMSink:     decorate(s, HandlerFunc[UpdateSIEMSink](s.updateSIEMSink)),
-		RemoveSIEMSink:     decorate(s, HandlerFunc[RemoveSIEMSink](s.removeSIEMSink)),
-		SkipSIEMDelivery:   decorate(s, HandlerFunc[SkipSIEMDelivery](s.skipSIEMDelivery)),
-		SetAccessPolicy:    decorate(s, HandlerFunc[SetAccessPolicy](s.setAccessPolicy)),
-		CreateGrant:        decorate(s, HandlerFunc[CreateGrant](s.createGrant)),
-		RevokeGrant:        decorate(s, HandlerFunc[RevokeGrant](s.revokeGrant)),
-		RequestAccess:      decorate(s, HandlerFunc[RequestAccess](s.requestAccess)),
-		ApproveAccess:      decorate(s, HandlerFunc[ApproveAccess](s.approveAccess)),
-		DenyAccess:         decorate(s, HandlerFunc[DenyAccess](s.denyAccess)),
+		CreateOrganization:  decorate(s, HandlerFunc[CreateOrganization](s.createOrganization)),
+		CreateTunnel:        decorate(s, HandlerFunc[CreateTunnel](s.createTunnel)),
+		UpdateTunnel:        decorate(s, HandlerFunc[UpdateTunnel](s.updateTunnel)),
+		DeleteTunnel:        decorate(s, HandlerFunc[DeleteTunnel](s.deleteTunnel)),
+		EnrollNode:          decorate(s, HandlerFunc[EnrollNode](s.enrollNode)),
+		DrainNode:           decorate(s, HandlerFunc[DrainNode](s.drainNode)),
+		RemoveNode:          decorate(s, HandlerFunc[RemoveNode](s.removeNode)),
+		IssueAgentToken:     decorate(s, HandlerFunc[IssueAgentToken](s.issueAgentToken)),
+		RevokeAgentToken:    decorate(s, HandlerFunc[RevokeAgentToken](s.revokeAgentToken)),
+		IssueAccessKey:      decorate(s, HandlerFunc[IssueAccessKey](s.issueAccessKey)),
+		RevokeAccessKey:     decorate(s, HandlerFunc[RevokeAccessKey](s.revokeAccessKey)),
+		RotateSigningKey:    decorate(s, HandlerFunc[RotateSigningKey](s.rotateSigningKey)),
+		AssignRole:          decorate(s, HandlerFunc[AssignRole](s.assignRole)),
+		UnassignRole:        decorate(s, HandlerFunc[UnassignRole](s.unassignRole)),
+		ConfigureSIEMSink:   decorate(s, HandlerFunc[ConfigureSIEMSink](s.configureSIEMSink)),
+		UpdateSIEMSink:      decorate(s, HandlerFunc[UpdateSIEMSink](s.updateSIEMSink)),
+		RemoveSIEMSink:      decorate(s, HandlerFunc[RemoveSIEMSink](s.removeSIEMSink)),
+		SkipSIEMDelivery:    decorate(s, HandlerFunc[SkipSIEMDelivery](s.skipSIEMDelivery)),
+		CreateWebhook:       decorate(s, HandlerFunc[CreateWebhook](s.createWebhook)),
+		UpdateWebhook:       decorate(s, HandlerFunc[UpdateWebhook](s.updateWebhook)),
+		RotateWebhookSecret: decorate(s, HandlerFunc[RotateWebhookSecret](s.rotateWebhookSecret)),
+		DeleteWebhook:       decorate(s, HandlerFunc[DeleteWebhook](s.deleteWebhook)),
+		SetAccessPolicy:     decorate(s, HandlerFunc[SetAccessPolicy](s.setAccessPolicy)),
+		CreateGrant:         decorate(s, HandlerFunc[CreateGrant](s.createGrant)),
+		RevokeGrant:         decorate(s, HandlerFunc[RevokeGrant](s.revokeGrant)),
+		RequestAccess:       decorate(s, HandlerFunc[RequestAccess](s.requestAccess)),
+		ApproveAccess:       decorate(s, HandlerFunc[ApproveAccess](s.approveAccess)),
+		DenyAccess:          decorate(s, HandlerFunc[DenyAccess](s.denyAccess)),
 
 		IssueEnrollmentToken:  decorate(s, HandlerFunc[IssueEnrollmentToken](s.issueEnrollmentToken)),
 		RevokeEnrollmentToken: decorate(s, HandlerFunc[RevokeEnrollmentToken](s.revokeEnrollmentToken)),

@@ -126,6 +126,7 @@ func EventTypes() []EventType {
 		TypeOrgSettingsUpdated, TypePriceSheetSet,
 		TypeReportGenerated,
 		TypeSubjectErased,
+		TypeWebhookEndpointCreated, TypeWebhookEndpointUpdated, TypeWebhookSecretRotated, TypeWebhookEndpointDeleted, TypeGrantExpiring,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -264,6 +265,16 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &ReportGenerated{}
 	case TypeSubjectErased:
 		e = &SubjectErased{}
+	case TypeWebhookEndpointCreated:
+		e = &WebhookEndpointCreated{}
+	case TypeWebhookEndpointUpdated:
+		e = &WebhookEndpointUpdated{}
+	case TypeWebhookSecretRotated:
+		e = &WebhookSecretRotated{}
+	case TypeWebhookEndpointDeleted:
+		e = &WebhookEndpointDeleted{}
+	case TypeGrantExpiring:
+		e = &GrantExpiring{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

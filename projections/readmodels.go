@@ -29,7 +29,7 @@ const (
 // All returns the built-in projections.
 func All() []Projection {
 	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
-		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{},
+		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{}, webhooksProjection{},
 		enrollmentTokensProjection{}, usageProjection{}, complianceProjection{}, accessRequestsProjection{}}
 }
 

@@ -128,6 +128,13 @@ func samples() map[string]any {
 		domain.TypeReportGenerated: domain.ReportGenerated{ReportID: uuid.NewString(), Report: "soc2", OrgID: org, From: "2026-01-01T00:00:00Z",
 			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
 		domain.TypeSubjectErased: domain.SubjectErased{Subject: "vic", KeysDestroyed: 2, Reason: "GDPR art. 17 request"},
+		domain.TypeWebhookEndpointCreated: domain.WebhookEndpointCreated{EndpointID: uuid.NewString(), OrgID: org, Name: "chatops", URL: "https://hooks.example/tp",
+			Types: []string{domain.TypeAccessRequested}, Secret: "sealed:v1:abc"},
+		domain.TypeWebhookEndpointUpdated: domain.WebhookEndpointUpdated{EndpointID: uuid.NewString(), OrgID: org, Name: "chatops", URL: "https://hooks.example/v2"},
+		domain.TypeWebhookSecretRotated:   domain.WebhookSecretRotated{EndpointID: uuid.NewString(), OrgID: org, Secret: "sealed:v1:def"},
+		domain.TypeWebhookEndpointDeleted: domain.WebhookEndpointDeleted{EndpointID: uuid.NewString(), OrgID: org, Reason: "moved"},
+		domain.TypeGrantExpiring: domain.GrantExpiring{GrantID: uuid.NewString(), OrgID: org, TunnelID: tun, SubjectKind: domain.GrantToUser,
+			Subject: "bob", ExpiresAt: at},
 	}
 }
 

@@ -390,6 +390,25 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.SubjectErased)
 		return e.Subject, "of subject " + e.Subject + ", " + strconv.FormatInt(e.KeysDestroyed, 10) + " keys destroyed"
 	}), sevMedium),
+	// A webhook sends an organization's notifications out: where, and a change of it, are worth a look.
+	domain.TypeWebhookEndpointCreated: withSeverity(entity(1, "Create", "Webhook endpoint", func(d decoded) (string, string) {
+		e := d.event.(*domain.WebhookEndpointCreated)
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
+	}), sevLow),
+	domain.TypeWebhookEndpointUpdated: withSeverity(entity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
+		e := d.event.(*domain.WebhookEndpointUpdated)
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
+	}), sevLow),
+	domain.TypeWebhookSecretRotated: entity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
+		return d.event.(*domain.WebhookSecretRotated).EndpointID, "secret rotated"
+	}),
+	domain.TypeWebhookEndpointDeleted: entity(4, "Delete", "Webhook endpoint", func(d decoded) (string, string) {
+		return d.event.(*domain.WebhookEndpointDeleted).EndpointID, ""
+	}),
+	domain.TypeGrantExpiring: entity(activityOther, "Expiring", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantExpiring)
+		return e.GrantID, e.SubjectKind + ":" + e.Subject + " until " + e.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z")
+	}),
 }
 
 // usageCallerWords names a usage window's caller in its message (" by user alice").

@@ -448,6 +448,24 @@ var refMappings = map[string]refMapping{
 			}
 			actor["user"] = user
 		}},
+	domain.TypeWebhookEndpointCreated: refWithSeverity(refEntity(1, "Create", "Webhook endpoint", func(d decoded) (string, string) {
+		e := d.event.(*domain.WebhookEndpointCreated)
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
+	}), sevLow),
+	domain.TypeWebhookEndpointUpdated: refWithSeverity(refEntity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
+		e := d.event.(*domain.WebhookEndpointUpdated)
+		return e.EndpointID, e.Name + " " + domain.WebhookHost(e.URL)
+	}), sevLow),
+	domain.TypeWebhookSecretRotated: refEntity(3, "Update", "Webhook endpoint", func(d decoded) (string, string) {
+		return d.event.(*domain.WebhookSecretRotated).EndpointID, "secret rotated"
+	}),
+	domain.TypeWebhookEndpointDeleted: refEntity(4, "Delete", "Webhook endpoint", func(d decoded) (string, string) {
+		return d.event.(*domain.WebhookEndpointDeleted).EndpointID, ""
+	}),
+	domain.TypeGrantExpiring: refEntity(activityOther, "Expiring", "Tunnel grant", func(d decoded) (string, string) {
+		e := d.event.(*domain.GrantExpiring)
+		return e.GrantID, e.SubjectKind + ":" + e.Subject + " until " + e.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z")
+	}),
 }
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.

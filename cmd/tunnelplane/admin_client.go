@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/webhooks"
 )
 
 // adminClient calls the REST admin API.
@@ -192,10 +193,17 @@ func (a *adminClient) write(ctx context.Context, what, method, path string, q ur
 	}
 	if res.Secret != "" {
 		what := "key"
-		if strings.HasPrefix(res.Secret, domain.EnrollmentTokenPrefix) {
+		switch {
+		case strings.HasPrefix(res.Secret, domain.EnrollmentTokenPrefix):
 			what = "token"
+		case strings.HasPrefix(res.Secret, webhooks.SecretPrefix):
+			what = "signing secret"
 		}
-		fmt.Fprintf(a.g.stdout, "expires: %s (the %s is shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339), what)
+		if res.ExpiresAt != nil {
+			fmt.Fprintf(a.g.stdout, "expires: %s (the %s is shown once)\n", res.ExpiresAt.UTC().Format(time.RFC3339), what)
+		} else {
+			fmt.Fprintf(a.g.stdout, "(the %s is shown once)\n", what)
+		}
 		fmt.Fprintln(a.g.stdout, res.Secret)
 	}
 	return res, nil

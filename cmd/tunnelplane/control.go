@@ -30,6 +30,19 @@ func envInt(name string, def int, errs *[]error) int {
 	return n
 }
 
+// envBool is envInt for true/false.
+func envBool(name string, errs *[]error) bool {
+	v, ok := os.LookupEnv("TUNNELPLANE_" + name)
+	if !ok {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("TUNNELPLANE_%s=%q: not true or false", name, v))
+	}
+	return b
+}
+
 // envDuration is envInt for durations.
 func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
 	v, ok := os.LookupEnv("TUNNELPLANE_" + name)
@@ -55,6 +68,10 @@ func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
 		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&o.SIEMKeyFile, "siem-key-file", envDefault("SIEM_KEY_FILE", ""),
 		"key SIEM sinks' secrets are sealed with, the same on every instance; made when missing (default <data-dir>/siem.key; env TUNNELPLANE_SIEM_KEY_FILE)")
+	fs.BoolVar(&o.WebhookAllowPrivate, "webhook-allow-private", envBool("WEBHOOK_ALLOW_PRIVATE", envErrs),
+		"let webhook endpoints name and reach loopback, private and link-local addresses, refused by default since a webhook makes this process call where its creator says (SSRF); for tests and closed networks (env TUNNELPLANE_WEBHOOK_ALLOW_PRIVATE)")
+	fs.DurationVar(&o.GrantNoticeLead, "grant-notice-lead", envDuration("GRANT_NOTICE_LEAD", time.Hour, envErrs),
+		"how long before a grant's expiry grant.expiring is recorded for webhooks and the notifications feed (env TUNNELPLANE_GRANT_NOTICE_LEAD)")
 	tokenLeewayFlag(fs, &o.TokenLeeway, envErrs)
 	fs.Int64Var(&o.NodeStreamCapacity, "node-stream-capacity", int64(envInt("NODE_STREAM_CAPACITY", int(api.DefaultNodeStreamCapacity), envErrs)),
 		"calls one data-plane node is sized to hold open at once; capacity analytics report headroom against it (env TUNNELPLANE_NODE_STREAM_CAPACITY)")

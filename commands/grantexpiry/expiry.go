@@ -5,6 +5,11 @@
 // event id derived from the grant id, so two control processes, or one restarted mid-append,
 // record each expiry exactly once. It must not decide access: nodes refuse an expired grant from
 // its deadline on without waiting for this event.
+//
+// With Config.Lead set, the same manager is the notice one: it records grant.expiring Lead before
+// each grant's deadline (at once for a grant shorter than that), once, for webhooks and the
+// notifications feed (commands.Service.NoticeGrantExpiring; its own stream per grant, written at
+// version 0, so a second process or a restart adds nothing).
 package grantexpiry
 
 import (
@@ -12,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -27,7 +33,9 @@ type Config struct {
 	Store   *eventstore.Store
 	Service *commands.Service
 	// Retry is how long a failed expiry waits before it is tried again. Default 5s.
-	Retry  time.Duration
+	Retry time.Duration
+	// Lead, when set, makes this the notice manager: grant.expiring at the deadline minus Lead.
+	Lead   time.Duration
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -41,8 +49,8 @@ func (c Config) Validate() error {
 	if c.Service == nil {
 		errs = append(errs, errors.New("grant expiry: Service is required"))
 	}
-	if c.Retry < 0 {
-		errs = append(errs, errors.New("grant expiry: Retry is negative"))
+	if c.Retry < 0 || c.Lead < 0 {
+		errs = append(errs, errors.New("grant expiry: Retry or Lead is negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -80,12 +88,20 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{cfg: cfg, pending: map[string]pendingGrant{}, wake: make(chan struct{}, 1)}, nil
 }
 
-var grantTypes = []string{domain.TypeGrantCreated, domain.TypeGrantRevoked, domain.TypeGrantExpired}
+var grantTypes = []string{domain.TypeGrantCreated, domain.TypeGrantRevoked, domain.TypeGrantExpired, domain.TypeGrantExpiring}
+
+// name is the manager's in logs.
+func (m *Manager) name() string {
+	if m.cfg.Lead > 0 {
+		return "grant notice"
+	}
+	return "grant expiry"
+}
 
 // Start reads every grant the log holds up to its head, then follows the log and fires expiries
 // until Stop. Deadlines already passed fire at once.
 func (m *Manager) Start(ctx context.Context) error {
-	return m.life.Start(ctx, "grant expiry", func(runCtx context.Context) error {
+	return m.life.Start(ctx, m.name(), func(runCtx context.Context) error {
 		head, err := m.cfg.Store.Head(ctx)
 		if err != nil {
 			return fmt.Errorf("grant expiry: %w", err)
@@ -132,7 +148,7 @@ func (m *Manager) follow(ctx context.Context, from uint64) {
 		err := m.cfg.Store.Subscribe(ctx, from, eventstore.SubscribeOptions{}, func(_ context.Context, recs []eventstore.Record) error {
 			var mine []eventstore.Record
 			for _, r := range recs {
-				if r.Type == domain.TypeGrantCreated || r.Type == domain.TypeGrantRevoked || r.Type == domain.TypeGrantExpired {
+				if slices.Contains(grantTypes, r.Type) {
 					mine = append(mine, r)
 				}
 			}
@@ -142,7 +158,7 @@ func (m *Manager) follow(ctx context.Context, from uint64) {
 		if ctx.Err() != nil || errors.Is(err, eventstore.ErrClosed) {
 			return
 		}
-		m.cfg.Logger.Warn("grant expiry: following the log failed; resuming", "error", err, "from", from)
+		m.cfg.Logger.Warn(m.name()+": following the log failed; resuming", "error", err, "from", from)
 		lifecycle.Sleep(ctx, m.cfg.Retry)
 	}
 }
@@ -161,11 +177,15 @@ func (m *Manager) fold(recs []eventstore.Record) error {
 		}
 		switch ev := e.(type) {
 		case *domain.GrantCreated:
-			m.pending[ev.GrantID] = pendingGrant{org: ev.OrgID, tunnel: ev.TunnelID, due: ev.ExpiresAt}
+			m.pending[ev.GrantID] = pendingGrant{org: ev.OrgID, tunnel: ev.TunnelID, due: ev.ExpiresAt.Add(-m.cfg.Lead)}
 		case *domain.GrantRevoked:
 			delete(m.pending, ev.GrantID)
 		case *domain.GrantExpired:
 			delete(m.pending, ev.GrantID)
+		case *domain.GrantExpiring:
+			if m.cfg.Lead > 0 {
+				delete(m.pending, ev.GrantID)
+			}
 		}
 	}
 	select {
@@ -240,8 +260,12 @@ func (m *Manager) expire(ctx context.Context, id string) {
 	if !ok {
 		return
 	}
-	actx := commands.WithActor(ctx, commands.Actor{ID: "system:grant-expiry", CorrelationID: id})
-	res, err := m.cfg.Service.ExpireGrant(actx, g.org, g.tunnel, id)
+	actor, act := "system:grant-expiry", m.cfg.Service.ExpireGrant
+	if m.cfg.Lead > 0 {
+		actor, act = "system:grant-notice", m.cfg.Service.NoticeGrantExpiring
+	}
+	actx := commands.WithActor(ctx, commands.Actor{ID: actor, CorrelationID: id})
+	res, err := act(actx, g.org, g.tunnel, id)
 	switch {
 	case err == nil:
 		m.mu.Lock()
@@ -251,7 +275,7 @@ func (m *Manager) expire(ctx context.Context, id string) {
 		}
 		m.mu.Unlock()
 		if !res.Noop {
-			m.cfg.Logger.Info("grant expired", "grant_id", id, "tunnel_id", g.tunnel, "position", res.Position, "causation_id", id)
+			m.cfg.Logger.Info(m.name()+" recorded", "grant_id", id, "tunnel_id", g.tunnel, "position", res.Position, "causation_id", id)
 		}
 	case errors.Is(err, domain.ErrNotFound):
 		// The tunnel is gone from this organization: nothing can be recorded, nothing calls.
@@ -260,7 +284,7 @@ func (m *Manager) expire(ctx context.Context, id string) {
 		m.mu.Unlock()
 	default:
 		if ctx.Err() == nil {
-			m.cfg.Logger.Warn("grant expiry failed; retrying", "grant_id", id, "error", err)
+			m.cfg.Logger.Warn(m.name()+" failed; retrying", "grant_id", id, "error", err)
 		}
 	}
 }

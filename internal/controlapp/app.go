@@ -34,9 +34,13 @@ type App struct {
 	API     *api.Server
 	Bus     *Bus // nil without Config.NATSURL
 	SIEM    *SIEMSinks
-	Exports *exportjobs.Manager // the API's evidence exports (bundles in <DataDir>/exports)
+	// Webhooks delivers the organizations' notifications to their endpoints.
+	Webhooks *Webhooks
+	Exports  *exportjobs.Manager // the API's evidence exports (bundles in <DataDir>/exports)
 	// Expiry appends grant.expired at each grant's deadline.
-	Expiry   *grantexpiry.Manager
+	Expiry *grantexpiry.Manager
+	// Notice appends grant.expiring GrantNoticeLead before each grant's deadline.
+	Notice   *grantexpiry.Manager
 	Registry *prometheus.Registry
 	// URL is the API's base URL (http://host:port).
 	URL string
@@ -97,6 +101,12 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err = a.Expiry.Start(runCtx); err != nil {
 		return err
 	}
+	if a.Notice, err = grantexpiry.New(grantexpiry.Config{Store: a.Log.Store, Service: a.Service, Lead: cfg.GrantNoticeLead, Logger: a.log}); err != nil {
+		return err
+	}
+	if err = a.Notice.Start(runCtx); err != nil {
+		return err
+	}
 	secrets, err := siem.LoadSecrets(cfg.SIEMKeyFile)
 	if err != nil {
 		return err
@@ -114,7 +124,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
+	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
 		AnalyticsReports: NewAnalyticsReportGenerator(a.Log, cfg.NodeStreamCapacity),
 		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
@@ -132,6 +142,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	a.URL = "http://" + ln.Addr().String()
 	a.http = &http.Server{Handler: a.API.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	a.http.RegisterOnShutdown(a.API.CloseStreams) // notification feeds do not end by themselves
 	srv := a.http
 	a.life.Go(func(context.Context) {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -146,6 +157,14 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		a.API.SetLiveNodes(a.Bus.Live)
 	}
 	if err = a.startSIEM(runCtx, queries, secrets); err != nil {
+		return err
+	}
+	if a.Webhooks, err = NewWebhooks(WebhooksConfig{Store: a.Log.Store, Pool: a.Log.Pool, Endpoints: queries, Secrets: secrets,
+		AllowPrivate: cfg.WebhookAllowPrivate, Poll: cfg.WebhookPoll, MinBackoff: cfg.WebhookMinBackoff, MaxBackoff: cfg.WebhookMaxBackoff,
+		Logger: a.log}); err != nil {
+		return err
+	}
+	if err = a.Webhooks.Start(runCtx); err != nil {
 		return err
 	}
 	if err = a.Log.RememberCheckpoint(ctx); err != nil {
@@ -222,6 +241,9 @@ func (a *App) stopParts(ctx context.Context) {
 	if a.SIEM != nil {
 		a.SIEM.Stop()
 	}
+	if a.Webhooks != nil {
+		a.Webhooks.Stop()
+	}
 	if a.Bus != nil {
 		a.Bus.Stop()
 	}
@@ -238,6 +260,9 @@ func (a *App) stopParts(ctx context.Context) {
 	}
 	if a.Expiry != nil {
 		a.Expiry.Stop()
+	}
+	if a.Notice != nil {
+		a.Notice.Stop()
 	}
 	if a.Exports != nil {
 		a.Exports.Stop()

@@ -67,6 +67,17 @@ type Config struct {
 	Version string
 	// SIEMPoll is how often the SIEM sinks are read again (default 1s).
 	SIEMPoll time.Duration
+	// WebhookAllowPrivate lets webhook endpoints name, and deliveries reach, loopback, private
+	// and link-local addresses (refused by default: SSRF). For tests and closed networks.
+	WebhookAllowPrivate bool
+	// WebhookPoll is how often the webhook endpoints are read again (default 1s).
+	WebhookPoll time.Duration
+	// WebhookMinBackoff and WebhookMaxBackoff bound the wait between failed deliveries
+	// (defaults 500ms and 5m).
+	WebhookMinBackoff, WebhookMaxBackoff time.Duration
+	// GrantNoticeLead is how long before a grant's expiry grant.expiring is recorded (webhooks
+	// and the notifications feed). Default 1h.
+	GrantNoticeLead time.Duration
 	// Registry collects the metrics served at /metrics. Default: a fresh one with Go and process
 	// collectors.
 	Registry *prometheus.Registry
@@ -111,7 +122,8 @@ func (c Config) Validate() error {
 	if c.DBMaxConns < 0 || c.DBMaxConns > 10000 {
 		bad("--db-max-conns %d: want 1 to 10000", c.DBMaxConns)
 	}
-	if c.ShutdownTimeout < 0 || c.AuditFlushInterval < 0 || c.SIEMPoll < 0 {
+	if c.ShutdownTimeout < 0 || c.AuditFlushInterval < 0 || c.SIEMPoll < 0 || c.WebhookPoll < 0 || c.GrantNoticeLead < 0 ||
+		c.WebhookMinBackoff < 0 || c.WebhookMaxBackoff < 0 {
 		bad("negative duration")
 	}
 	if c.JWKSURL != "" && c.JWKSFile != "" {
@@ -135,6 +147,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Version == "" {
 		c.Version = "dev"
+	}
+	if c.GrantNoticeLead == 0 {
+		c.GrantNoticeLead = time.Hour
 	}
 	if c.SIEMKeyFile == "" {
 		c.SIEMKeyFile = filepath.Join(c.DataDir, "siem.key")

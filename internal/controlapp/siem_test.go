@@ -106,11 +106,9 @@ func (r *siemRig) appendOrgs(t *testing.T, n int) uint64 {
 	return head
 }
 
-// A receiver that accepts connections and never answers holds its own sink only: another sink
-// of the same control plane delivers the whole log meanwhile.
-func TestADeadSinkDelaysNoOther(t *testing.T) {
-	t.Parallel()
-	r := newSIEMRig(t)
+// hungReceiver is the address of a receiver that accepts connections and never reads or answers.
+func hungReceiver(t *testing.T) string {
+	t.Helper()
 	hole, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -122,11 +120,19 @@ func TestADeadSinkDelaysNoOther(t *testing.T) {
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { c.Close() }) // held open, never read: a hung receiver
+			t.Cleanup(func() { c.Close() }) // held open, never read
 		}
 	}()
+	return hole.Addr().String()
+}
+
+// A receiver that accepts connections and never answers holds its own sink only: another sink
+// of the same control plane delivers the whole log meanwhile.
+func TestADeadSinkDelaysNoOther(t *testing.T) {
+	t.Parallel()
+	r := newSIEMRig(t)
 	hec := hectest.New(t, "tok")
-	r.configure(t, "dead", "https://"+hole.Addr().String()+hectest.Path, hec.CACertPEM(), "tok")
+	r.configure(t, "dead", "https://"+hungReceiver(t)+hectest.Path, hec.CACertPEM(), "tok")
 	r.configure(t, "alive", hec.URL(), hec.CACertPEM(), "tok")
 	head := r.appendOrgs(t, 300)
 	r.sinks(t, time.Minute)

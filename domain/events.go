@@ -68,6 +68,14 @@ const (
 	TypeExportCreated = "export.created"
 
 	TypeReportGenerated = "report.generated"
+
+	TypeReportScheduleCreated = "report.schedule_created"
+	TypeReportScheduleUpdated = "report.schedule_updated"
+	TypeReportSchedulePaused  = "report.schedule_paused"
+	TypeReportScheduleResumed = "report.schedule_resumed"
+	TypeReportScheduleDeleted = "report.schedule_deleted"
+
+	TypeCapacityForecastExceeded = "capacity.forecast_exceeded"
 )
 
 // NodeReportable tells whether a node may report events of a type (in its own facts stream).
@@ -123,6 +131,8 @@ func EventTypes() []EventType {
 		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
 		TypeOrgSettingsUpdated, TypePriceSheetSet,
 		TypeReportGenerated,
+		TypeReportScheduleCreated, TypeReportScheduleUpdated, TypeReportSchedulePaused, TypeReportScheduleResumed, TypeReportScheduleDeleted,
+		TypeCapacityForecastExceeded,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -259,6 +269,18 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &FailbackCompleted{}
 	case TypeReportGenerated:
 		e = &ReportGenerated{}
+	case TypeReportScheduleCreated:
+		e = &ReportScheduleCreated{}
+	case TypeReportScheduleUpdated:
+		e = &ReportScheduleUpdated{}
+	case TypeReportSchedulePaused:
+		e = &ReportSchedulePaused{}
+	case TypeReportScheduleResumed:
+		e = &ReportScheduleResumed{}
+	case TypeReportScheduleDeleted:
+		e = &ReportScheduleDeleted{}
+	case TypeCapacityForecastExceeded:
+		e = &CapacityForecastExceeded{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

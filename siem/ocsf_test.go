@@ -127,6 +127,14 @@ func samples() map[string]any {
 			PerGBIn: "0.02", PerGBOut: "0.05", Per1kRequests: "0.10", PerStreamedHour: "0.30", PerTunnelDay: "1.00"},
 		domain.TypeReportGenerated: domain.ReportGenerated{ReportID: uuid.NewString(), Report: "soc2", OrgID: org, From: "2026-01-01T00:00:00Z",
 			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
+		domain.TypeReportScheduleCreated: domain.ReportScheduleCreated{ScheduleID: uuid.NewString(), OrgID: org, CreatedBy: "alice", Since: at, ReportScheduleSpec: domain.ReportScheduleSpec{Kind: "soc2", Format: "pdf", TimeZone: "Europe/Berlin", Cadence: domain.Cadence{Every: "monthly", Hour: 6, Day: 1}}},
+		domain.TypeReportScheduleUpdated: domain.ReportScheduleUpdated{ScheduleID: uuid.NewString(), OrgID: org, Since: at, ReportScheduleSpec: domain.ReportScheduleSpec{Kind: "soc2", Format: "pdf", TimeZone: "Europe/Berlin", Cadence: domain.Cadence{Every: "monthly", Hour: 6, Day: 1}}},
+		domain.TypeReportSchedulePaused:  domain.ReportSchedulePaused{ScheduleID: uuid.NewString(), OrgID: org},
+		domain.TypeReportScheduleResumed: domain.ReportScheduleResumed{ScheduleID: uuid.NewString(), OrgID: org, Since: at},
+		domain.TypeReportScheduleDeleted: domain.ReportScheduleDeleted{ScheduleID: uuid.NewString(), OrgID: org},
+		domain.TypeCapacityForecastExceeded: domain.CapacityForecastExceeded{ScheduleID: uuid.NewString(), OrgID: org, TunnelID: tun, DueAt: at, AsOf: at, Position: 99,
+			HistoryHours: 2160, SeriesStart: at.Add(-500 * time.Hour), SeriesHours: 500, HorizonHours: 168, Model: "holt_winters", Params: []domain.ForecastParam{{Name: "alpha", Value: 0.2}},
+			Metric: "requests", Threshold: 5000, MinProbability: 0.8, Hour: at.Add(30 * time.Hour), Probability: 0.85, ReportID: uuid.NewString()},
 	}
 }
 

@@ -171,6 +171,12 @@ type Handlers struct {
 	EnrollNodeWithToken Handler[EnrollNodeWithToken]
 	SetOrgTimeZone      Handler[SetOrgTimeZone]
 	SetPriceSheet       Handler[SetPriceSheet]
+
+	CreateReportSchedule Handler[CreateReportSchedule]
+	UpdateReportSchedule Handler[UpdateReportSchedule]
+	PauseReportSchedule  Handler[PauseReportSchedule]
+	ResumeReportSchedule Handler[ResumeReportSchedule]
+	DeleteReportSchedule Handler[DeleteReportSchedule]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -230,6 +236,12 @@ func New(cfg Config) (*Service, error) {
 		EnrollNodeWithToken:   tokenAuthenticated(s, HandlerFunc[EnrollNodeWithToken](s.enrollNodeWithToken)),
 		SetOrgTimeZone:        decorate(s, HandlerFunc[SetOrgTimeZone](s.setOrgTimeZone)),
 		SetPriceSheet:         decorate(s, HandlerFunc[SetPriceSheet](s.setPriceSheet)),
+
+		CreateReportSchedule: decorate(s, HandlerFunc[CreateReportSchedule](s.createReportSchedule)),
+		UpdateReportSchedule: decorate(s, HandlerFunc[UpdateReportSchedule](s.updateReportSchedule)),
+		PauseReportSchedule:  decorate(s, HandlerFunc[PauseReportSchedule](s.pauseReportSchedule)),
+		ResumeReportSchedule: decorate(s, HandlerFunc[ResumeReportSchedule](s.resumeReportSchedule)),
+		DeleteReportSchedule: decorate(s, HandlerFunc[DeleteReportSchedule](s.deleteReportSchedule)),
 	}
 	return s, nil
 }

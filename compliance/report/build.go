@@ -22,6 +22,10 @@ type Request struct {
 	OrgID string
 	// Actor is who asked (named in the report and in report.generated).
 	Actor string
+	// ReportID, when set (a UUID), is the report's id instead of a new one: a caller that derives
+	// it (the scheduler, from a schedule and a run's due time) has a second append of the same
+	// report refused by its stream's NoStream expectation.
+	ReportID string
 }
 
 // MaxWindow is the longest window a report covers.

@@ -146,6 +146,7 @@ type ReadModels interface {
 	AuditReader
 	SIEMSinkReader
 	UsageReader
+	ReportScheduleReader
 }
 
 // UsageReader reads the usage rollups, org settings and price sheets (projection usage).
@@ -175,6 +176,9 @@ type Config struct {
 	// Reports makes the compliance reports of GET /api/v1/reports/{report} (a
 	// *report.Generator); without it that route answers 404.
 	Reports ReportGenerator
+	// ScheduleKinds are the kinds of report schedules may make (the report scheduler's
+	// generators). Default DefaultScheduleKinds.
+	ScheduleKinds []string
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

@@ -33,6 +33,9 @@ const (
 // ask is who may read the audit log: an organization's owners, admins and auditors for it; org
 // "*" (the whole log) superadmins. Each report appends report.generated.
 func (s *Server) getReport(c echo.Context) error {
+	if domain.ValidID(c.Param("report")) {
+		return s.downloadReport(c) // a stored report's id, not a kind
+	}
 	q, err := newQuery(c, "org", "from", "to", "format")
 	if err != nil {
 		return err

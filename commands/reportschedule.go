@@ -12,6 +12,9 @@ import (
 // capacity, forecast) is read as the organization's analytics are.
 var complianceKinds = map[string]bool{"soc2": true, "hipaa": true, "iso27001": true}
 
+// ComplianceReportKinds are the kinds read as the audit log is.
+func ComplianceReportKinds() []string { return []string{"soc2", "hipaa", "iso27001"} }
+
 // ReportReadPermission is who may read reports of kind for orgID ("" or "*": the whole log).
 // Managing a schedule of that kind needs the same: a schedule only makes, on a clock, what its
 // owner could ask for.

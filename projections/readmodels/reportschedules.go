@@ -27,11 +27,11 @@ type ReportSchedule struct {
 type ReportScheduleFilter struct {
 	// OrgIDs are the scopes listed ("" the whole log's); none lists nothing.
 	OrgIDs []string
-	// Kinds, when set, narrows the list.
-	Kinds          []string
-	IncludeDeleted bool
-	After          string // a schedule id: the page starts after it
-	Limit          int
+	// Kinds, when set, narrows the list; NotKinds leaves kinds out.
+	Kinds, NotKinds []string
+	IncludeDeleted  bool
+	After           string // a schedule id: the page starts after it
+	Limit           int
 }
 
 const reportScheduleColumns = `SELECT schedule_id::text AS schedule_id, org_id, kind, spec, created_by, created_at, since, paused, deleted_at,
@@ -47,6 +47,9 @@ func (q *Queries) ListReportSchedules(ctx context.Context, f ReportScheduleFilte
 	w.add("org_id = ANY(?)", f.OrgIDs)
 	if len(f.Kinds) > 0 {
 		w.add("kind = ANY(?)", f.Kinds)
+	}
+	if len(f.NotKinds) > 0 {
+		w.add("NOT kind = ANY(?)", f.NotKinds)
 	}
 	if !f.IncludeDeleted {
 		w.add("deleted_at IS NULL")
@@ -90,9 +93,10 @@ type Report struct {
 // ReportFilter selects stored reports (those whose file report_files holds) of scopes, newest
 // first.
 type ReportFilter struct {
-	OrgIDs     []string
-	Kinds      []string
-	ScheduleID string
+	OrgIDs []string
+	// Kinds, when set, narrows the list; NotKinds leaves kinds out.
+	Kinds, NotKinds []string
+	ScheduleID      string
 	// Before is a report's (recorded_at, id): the page starts after it.
 	Before *ReportKey
 	Limit  int
@@ -118,6 +122,9 @@ func (q *Queries) ListReports(ctx context.Context, f ReportFilter) ([]Report, er
 	w.add("r.org_id = ANY(?)", f.OrgIDs)
 	if len(f.Kinds) > 0 {
 		w.add("r.kind = ANY(?)", f.Kinds)
+	}
+	if len(f.NotKinds) > 0 {
+		w.add("NOT r.kind = ANY(?)", f.NotKinds)
 	}
 	if f.ScheduleID != "" {
 		if err := checkID(op, "schedule", f.ScheduleID); err != nil {

@@ -36,8 +36,10 @@ type App struct {
 	SIEM    *SIEMSinks
 	Exports *exportjobs.Manager // the API's evidence exports (bundles in <DataDir>/exports)
 	// Expiry appends grant.expired at each grant's deadline.
-	Expiry   *grantexpiry.Manager
-	Registry *prometheus.Registry
+	Expiry *grantexpiry.Manager
+	// Schedules makes scheduled reports (in one instance at a time).
+	Schedules *ReportSchedules
+	Registry  *prometheus.Registry
 	// URL is the API's base URL (http://host:port).
 	URL string
 
@@ -114,8 +116,10 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	kinds := ReportKinds(a.Log.Store, a.Runner, reports)
 	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, Exports: api.ExportsOf(a.Exports), Reports: reports,
-		JWKSURL: cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
+		ScheduleKinds: KindNames(kinds),
+		JWKSURL:       cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -145,6 +149,12 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		a.API.SetLiveNodes(a.Bus.Live)
 	}
 	if err = a.startSIEM(runCtx, queries, secrets); err != nil {
+		return err
+	}
+	if a.Schedules, err = NewReportSchedules(ReportSchedulesConfig{Store: a.Log.Store, Pool: a.Log.Pool, Kinds: kinds, Logger: a.log}); err != nil {
+		return err
+	}
+	if err = a.Schedules.Start(runCtx); err != nil {
 		return err
 	}
 	if err = a.Log.RememberCheckpoint(ctx); err != nil {
@@ -215,6 +225,9 @@ func (a *App) Stop(ctx context.Context) {
 }
 
 func (a *App) stopParts(ctx context.Context) {
+	if a.Schedules != nil {
+		a.Schedules.Stop()
+	}
 	if a.SIEM != nil {
 		a.SIEM.Stop()
 	}

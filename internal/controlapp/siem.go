@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -45,7 +44,7 @@ type SIEMSinks struct {
 	cfg  SIEMSinksConfig
 	life lifecycle.Lifecycle
 
-	lock    *pgx.Conn // holds siemLockKey while this instance forwards
+	lock    advisoryLock // siemLockKey, held while this instance forwards
 	leading atomic.Bool
 	running map[string]*runningSink
 }
@@ -69,7 +68,7 @@ func NewSIEMSinks(cfg SIEMSinksConfig) (*SIEMSinks, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Logger = cfg.Logger.With("component", "siem")
-	return &SIEMSinks{cfg: cfg, running: map[string]*runningSink{}}, nil
+	return &SIEMSinks{cfg: cfg, lock: advisoryLock{key: siemLockKey, pool: cfg.Pool}, running: map[string]*runningSink{}}, nil
 }
 
 // Start runs the sinks until Stop.
@@ -102,10 +101,8 @@ func (s *SIEMSinks) run(ctx context.Context) {
 // lead reports whether this instance holds the forwarding lock, taking it when it is free. A
 // lock connection that broke stops every forwarder first: another instance may take over.
 func (s *SIEMSinks) lead(ctx context.Context) bool {
-	if s.lock != nil {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := s.lock.Ping(pctx)
-		cancel()
+	if s.lock.holding() {
+		err := s.lock.ping(ctx)
 		if err == nil {
 			return true
 		}
@@ -114,19 +111,14 @@ func (s *SIEMSinks) lead(ctx context.Context) bool {
 		}
 		s.release()
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(cctx, s.cfg.Pool.Config().ConnConfig.Copy())
+	got, err := s.lock.take(ctx)
 	if err != nil {
 		s.cfg.Logger.Warn("siem: cannot connect for the forwarding lock", "error", err)
 		return false
 	}
-	var got bool
-	if err := conn.QueryRow(cctx, `SELECT pg_try_advisory_lock($1)`, int64(siemLockKey)).Scan(&got); err != nil || !got {
-		_ = conn.Close(context.WithoutCancel(ctx))
+	if !got {
 		return false
 	}
-	s.lock = conn
 	s.leading.Store(true)
 	s.cfg.Logger.Info("siem: this instance forwards to the SIEM sinks")
 	return true
@@ -141,12 +133,7 @@ func (s *SIEMSinks) release() {
 		delete(s.running, id)
 	}
 	s.leading.Store(false)
-	if s.lock != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = s.lock.Close(ctx)
-		cancel()
-		s.lock = nil
-	}
+	s.lock.close()
 }
 
 // sync makes the running forwarders those of the sinks view.

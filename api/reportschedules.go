@@ -202,27 +202,39 @@ func (s *Server) createReportSchedule(c echo.Context) error {
 	return s.written(c, http.StatusCreated, res)
 }
 
+// reportList is how both lists begin: their page, the scope and the kinds of report the caller
+// may read there, with the read model caught up as asked.
+type reportList struct {
+	q                *query
+	p                page
+	org              string
+	include, exclude []string
+}
+
+func (s *Server) startReportList(c echo.Context, kind string, params ...string) (l reportList, err error) {
+	if l.q, err = newQuery(c, append([]string{"org", "limit", "cursor", "wait_for"}, params...)...); err != nil {
+		return l, err
+	}
+	if l.p, err = l.q.page(kind); err != nil {
+		return l, err
+	}
+	if l.org, l.include, l.exclude, err = s.readableKinds(c, l.q.str("org")); err != nil {
+		return l, err
+	}
+	return l, s.waitFor(c, projections.ReportSchedules)
+}
+
 func (s *Server) listReportSchedules(c echo.Context) error {
-	q, err := newQuery(c, "org", "deleted", "limit", "cursor", "wait_for")
+	l, err := s.startReportList(c, "report_schedules", "deleted")
 	if err != nil {
 		return err
 	}
-	p, err := q.page("report_schedules")
+	p := l.p
+	deleted, err := l.q.oneOf("deleted", "false", "false", "true")
 	if err != nil {
 		return err
 	}
-	deleted, err := q.oneOf("deleted", "false", "false", "true")
-	if err != nil {
-		return err
-	}
-	org, include, exclude, err := s.readableKinds(c, q.str("org"))
-	if err != nil {
-		return err
-	}
-	if err := s.waitFor(c, projections.ReportSchedules); err != nil {
-		return err
-	}
-	f := readmodels.ReportScheduleFilter{OrgIDs: []string{org}, Kinds: include, NotKinds: exclude, IncludeDeleted: deleted == "true", Limit: p.limit + 1}
+	f := readmodels.ReportScheduleFilter{OrgIDs: []string{l.org}, Kinds: l.include, NotKinds: l.exclude, IncludeDeleted: deleted == "true", Limit: p.limit + 1}
 	if p.cursor != nil {
 		if f.After, err = p.cursorID(0); err != nil {
 			return err
@@ -364,21 +376,11 @@ func (s *Server) deleteReportSchedule(c echo.Context) error {
 // listReports lists the stored reports of a scope the caller may read, newest first: the list
 // to poll for scheduled reports.
 func (s *Server) listReports(c echo.Context) error {
-	q, err := newQuery(c, "org", "kind", "schedule_id", "limit", "cursor", "wait_for")
+	l, err := s.startReportList(c, "reports", "kind", "schedule_id")
 	if err != nil {
 		return err
 	}
-	p, err := q.page("reports")
-	if err != nil {
-		return err
-	}
-	org, include, exclude, err := s.readableKinds(c, q.str("org"))
-	if err != nil {
-		return err
-	}
-	if err := s.waitFor(c, projections.ReportSchedules); err != nil {
-		return err
-	}
+	q, p, org, include, exclude := l.q, l.p, l.org, l.include, l.exclude
 	f := readmodels.ReportFilter{OrgIDs: []string{org}, Kinds: include, NotKinds: exclude, ScheduleID: q.str("schedule_id"), Limit: p.limit + 1}
 	if kind := q.str("kind"); kind != "" {
 		if slices.Contains(exclude, kind) || (include != nil && !slices.Contains(include, kind)) {

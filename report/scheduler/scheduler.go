@@ -59,8 +59,8 @@ type Kind interface {
 // Log is what the scheduler reads and appends (an *eventstore.Store).
 type Log interface {
 	Head(ctx context.Context) (uint64, error)
-	ReadType(ctx context.Context, typ string, from, upTo uint64, limit int) ([]eventstore.Record, error)
-	Subscribe(ctx context.Context, from uint64, opts eventstore.SubscribeOptions, handle func(ctx context.Context, recs []eventstore.Record) error) error
+	ReadTypes(ctx context.Context, types []string, upTo uint64) ([]eventstore.Record, error)
+	FollowTypes(ctx context.Context, from uint64, types []string, retry time.Duration, onRetry func(err error, from uint64), fold func([]eventstore.Record) error)
 	Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error)
 }
 
@@ -153,15 +153,6 @@ func New(cfg Config) (*Manager, error) {
 var types = []string{domain.TypeReportScheduleCreated, domain.TypeReportScheduleUpdated, domain.TypeReportSchedulePaused,
 	domain.TypeReportScheduleResumed, domain.TypeReportScheduleDeleted, domain.TypeReportGenerated}
 
-func handles(t string) bool {
-	for _, x := range types {
-		if x == t {
-			return true
-		}
-	}
-	return false
-}
-
 // Start reads the schedules and recorded runs up to the log's head, then follows the log and
 // makes runs until Stop. Runs due while no process ran are made at once, each once.
 func (m *Manager) Start(ctx context.Context) error {
@@ -170,27 +161,18 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("report scheduler: %w", err)
 		}
-		if head > 0 {
-			var recs []eventstore.Record
-			for _, typ := range types {
-				for from := uint64(0); ; {
-					batch, err := m.cfg.Log.ReadType(ctx, typ, from, head-1, 1000)
-					if err != nil {
-						return fmt.Errorf("report scheduler: %w", err)
-					}
-					recs = append(recs, batch...)
-					if len(batch) < 1000 {
-						break
-					}
-					from = batch[len(batch)-1].Position + 1
-				}
-			}
-			sort.Slice(recs, func(i, j int) bool { return recs[i].Position < recs[j].Position })
-			if err := m.fold(recs); err != nil {
-				return err
-			}
+		recs, err := m.cfg.Log.ReadTypes(ctx, types, head)
+		if err != nil {
+			return fmt.Errorf("report scheduler: %w", err)
 		}
-		m.life.Go(func(ctx context.Context) { m.follow(ctx, head) })
+		if err := m.fold(recs); err != nil {
+			return err
+		}
+		m.life.Go(func(ctx context.Context) {
+			m.cfg.Log.FollowTypes(ctx, head, types, m.cfg.Retry, func(err error, from uint64) {
+				m.cfg.Logger.Warn("report scheduler: following the log failed; resuming", "error", err, "from", from)
+			}, m.fold)
+		})
 		m.life.Go(m.fire)
 		return nil
 	})
@@ -205,26 +187,6 @@ func (m *Manager) Made() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.made
-}
-
-func (m *Manager) follow(ctx context.Context, from uint64) {
-	for ctx.Err() == nil {
-		err := m.cfg.Log.Subscribe(ctx, from, eventstore.SubscribeOptions{}, func(_ context.Context, recs []eventstore.Record) error {
-			var mine []eventstore.Record
-			for _, r := range recs {
-				if handles(r.Type) {
-					mine = append(mine, r)
-				}
-			}
-			from = recs[len(recs)-1].Position + 1
-			return m.fold(mine)
-		})
-		if ctx.Err() != nil || errors.Is(err, eventstore.ErrClosed) {
-			return
-		}
-		m.cfg.Logger.Warn("report scheduler: following the log failed; resuming", "error", err, "from", from)
-		lifecycle.Sleep(ctx, m.cfg.Retry)
-	}
 }
 
 // fold takes schedule events and recorded reports in log order.

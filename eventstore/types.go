@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// ReadTypes returns every record of the given types at positions below upTo, in log order: what
+// ReadTypesBelow returns every record of the given types at positions below upTo, in log order: what
 // a process manager folds at start before it follows the log (FollowTypes from upTo).
-func (s *Store) ReadTypes(ctx context.Context, types []string, upTo uint64) ([]Record, error) {
+func (s *Store) ReadTypesBelow(ctx context.Context, types []string, upTo uint64) ([]Record, error) {
 	if upTo == 0 {
 		return nil, nil
 	}

@@ -91,7 +91,7 @@ func (m *Manager) Start(ctx context.Context) error {
 			return fmt.Errorf("grant expiry: %w", err)
 		}
 		// Head is the number of records: positions 0..head-1 are read by type, the rest followed.
-		recs, err := m.cfg.Store.ReadTypes(ctx, grantTypes, head)
+		recs, err := m.cfg.Store.ReadTypesBelow(ctx, grantTypes, head)
 		if err != nil {
 			return fmt.Errorf("grant expiry: %w", err)
 		}

@@ -59,7 +59,7 @@ type Kind interface {
 // Log is what the scheduler reads and appends (an *eventstore.Store).
 type Log interface {
 	Head(ctx context.Context) (uint64, error)
-	ReadTypes(ctx context.Context, types []string, upTo uint64) ([]eventstore.Record, error)
+	ReadTypesBelow(ctx context.Context, types []string, upTo uint64) ([]eventstore.Record, error)
 	FollowTypes(ctx context.Context, from uint64, types []string, retry time.Duration, onRetry func(err error, from uint64), fold func([]eventstore.Record) error)
 	Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error)
 }
@@ -161,7 +161,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("report scheduler: %w", err)
 		}
-		recs, err := m.cfg.Log.ReadTypes(ctx, types, head)
+		recs, err := m.cfg.Log.ReadTypesBelow(ctx, types, head)
 		if err != nil {
 			return fmt.Errorf("report scheduler: %w", err)
 		}

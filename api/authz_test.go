@@ -75,6 +75,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 	grant := func(org string) string {
 		return e.write(201, "POST", "/api/v1/tunnels/"+shared[org]+"/grants?org="+org, root, map[string]string{"user": fmt.Sprintf("g-%d", next()), "ttl": "1h"}).ID
 	}
+	schedule := func(org string) string {
+		return e.write(201, "POST", "/api/v1/report-schedules?org="+org, root, scheduleBody(next())).ID
+	}
+	sharedSchedule := map[string]string{"acme": schedule("acme"), "globex": schedule("globex"), "*": schedule("*")}
 	all := roles
 	writers := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor}
 	deleters := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator}
@@ -212,6 +216,27 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"delete webhook", roleAdmins, 200, func(org string) (string, string, any) {
 			return "DELETE", "/api/v1/webhooks/" + hook(org) + "?org=" + org, nil
 		}},
+		// Report schedules and stored reports: who may read that kind of report in the org.
+		{"create report schedule", readers, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/report-schedules?org=" + org, scheduleBody(next())
+		}},
+		{"list report schedules", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/report-schedules?org=" + org, nil }},
+		{"get report schedule", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/report-schedules/" + sharedSchedule[org], nil
+		}},
+		{"update report schedule", readers, 200, func(org string) (string, string, any) {
+			return "PATCH", "/api/v1/report-schedules/" + sharedSchedule[org], map[string]any{"cadence": map[string]any{"every": "daily", "hour": next() % 24}}
+		}},
+		{"pause report schedule", readers, 200, func(org string) (string, string, any) {
+			return "POST", "/api/v1/report-schedules/" + schedule(org) + "/pause", nil
+		}},
+		{"resume report schedule", readers, 200, func(org string) (string, string, any) {
+			return "POST", "/api/v1/report-schedules/" + schedule(org) + "/resume", nil
+		}},
+		{"delete report schedule", readers, 200, func(org string) (string, string, any) {
+			return "DELETE", "/api/v1/report-schedules/" + schedule(org), nil
+		}},
+		{"list reports", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/reports?org=" + org, nil }},
 	}
 	enrollment, _ := newNodeEnrollment(t, e.store, "node-m")
 	node := e.write(201, "POST", "/api/v1/nodes", root, enrollment).ID
@@ -263,6 +288,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"erase subject", nil, 200, func(string) (string, string, any) {
 			return "POST", "/api/v1/subjects/" + url.PathEscape(fmt.Sprintf("leaver-%d", next())) + "/erase", map[string]string{"reason": "left"}
 		}},
+		{"create platform report schedule", nil, 201, func(string) (string, string, any) {
+			return "POST", "/api/v1/report-schedules?org=*", scheduleBody(next())
+		}},
+		{"list platform report schedules", nil, 200, func(string) (string, string, any) { return "GET", "/api/v1/report-schedules?org=*", nil }},
+		{"get platform report schedule", nil, 200, func(string) (string, string, any) {
+			return "GET", "/api/v1/report-schedules/" + sharedSchedule["*"], nil
+		}},
+		{"delete platform report schedule", nil, 200, func(string) (string, string, any) {
+			return "DELETE", "/api/v1/report-schedules/" + schedule("*"), nil
+		}},
+		{"list platform reports", nil, 200, func(string) (string, string, any) { return "GET", "/api/v1/reports?org=*", nil }},
 		{"assign superadmin", nil, 201, func(string) (string, string, any) {
 			return "POST", "/api/v1/role-assignments", map[string]string{"user_id": fmt.Sprintf("s-%d", next()), "role": "superadmin"}
 		}},
@@ -403,4 +439,9 @@ func TestUserNamedLikeARoleHoldsNoRole(t *testing.T) {
 	// Granted, the same names work as any user's.
 	e.grant(domain.PlatformOrg, "superadmin", domain.RoleSuperadmin)
 	e.must(200, "GET", "/api/v1/nodes", e.token("superadmin"), nil)
+}
+
+// scheduleBody is a daily SOC 2 report schedule at a local hour n picks.
+func scheduleBody(n int) map[string]any {
+	return map[string]any{"kind": "soc2", "format": "json", "cadence": map[string]any{"every": "daily", "hour": n % 24}}
 }

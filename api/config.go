@@ -152,6 +152,7 @@ type ReadModels interface {
 	SIEMSinkReader
 	WebhookReader
 	UsageReader
+	ReportScheduleReader
 }
 
 // UsageReader reads the usage rollups, org settings and price sheets (projection usage).
@@ -195,6 +196,9 @@ type Config struct {
 	// Personal opens the personal data sealed in the log (a *pii.Keyring) for the audit search;
 	// without it sealed values are shown as stored.
 	Personal PersonalData
+	// ScheduleKinds are the kinds of report schedules may make (the report scheduler's
+	// generators). Default DefaultScheduleKinds.
+	ScheduleKinds []string
 
 	// TokenIssuer is the iss of tokens the control plane mints (checked on them). Default
 	// token.DefaultIssuer.

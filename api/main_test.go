@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -43,6 +44,7 @@ type env struct {
 	svc      *commands.Service
 	api      *api.Server
 	registry *prometheus.Registry
+	pool     *pgxpool.Pool
 }
 
 func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
@@ -140,7 +142,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	t.Cleanup(hs.Close)
 	tr := &http.Transport{MaxIdleConnsPerHost: 32}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &env{t: t, base: hs.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, store: st, runner: runner, svc: svc, api: srv, registry: metrics}
+	return &env{t: t, base: hs.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, store: st, runner: runner, svc: svc, api: srv, registry: metrics, pool: pool}
 }
 
 // token mints a user token with the control plane's token key (as `admin token create` does).

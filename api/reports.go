@@ -43,6 +43,9 @@ const (
 // and auditors for it; org "*" (the whole log) superadmins. Each report appends
 // report.generated.
 func (s *Server) getReport(c echo.Context) error {
+	if domain.ValidID(c.Param("report")) {
+		return s.downloadReport(c) // a stored report's id, not a kind
+	}
 	name := c.Param("report")
 	if analyticsreport.IsKind(name) {
 		return s.getAnalyticsReport(c, name)

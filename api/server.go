@@ -208,7 +208,15 @@ func (s *Server) register() {
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)
 	s.route(http.MethodPost, "/api/v1/subjects/:id/erase", s.eraseSubject, true)
+	s.route(http.MethodGet, "/api/v1/reports", s.listReports, true)
 	s.route(http.MethodGet, "/api/v1/reports/:report", s.getReport, true)
+	s.route(http.MethodPost, "/api/v1/report-schedules", s.createReportSchedule, true)
+	s.route(http.MethodGet, "/api/v1/report-schedules", s.listReportSchedules, true)
+	s.route(http.MethodGet, "/api/v1/report-schedules/:id", s.getReportSchedule, true)
+	s.route(http.MethodPatch, "/api/v1/report-schedules/:id", s.updateReportSchedule, true)
+	s.route(http.MethodDelete, "/api/v1/report-schedules/:id", s.deleteReportSchedule, true)
+	s.route(http.MethodPost, "/api/v1/report-schedules/:id/pause", s.pauseReportSchedule, true)
+	s.route(http.MethodPost, "/api/v1/report-schedules/:id/resume", s.resumeReportSchedule, true)
 
 	s.route(http.MethodPost, "/api/v1/exports", s.createExport, true)
 	s.route(http.MethodGet, "/api/v1/exports", s.listExports, true)

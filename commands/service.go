@@ -179,6 +179,12 @@ type Handlers struct {
 	SetOrgTimeZone      Handler[SetOrgTimeZone]
 	SetPriceSheet       Handler[SetPriceSheet]
 	EraseSubject        Handler[EraseSubject]
+
+	CreateReportSchedule Handler[CreateReportSchedule]
+	UpdateReportSchedule Handler[UpdateReportSchedule]
+	PauseReportSchedule  Handler[PauseReportSchedule]
+	ResumeReportSchedule Handler[ResumeReportSchedule]
+	DeleteReportSchedule Handler[DeleteReportSchedule]
 }
 
 // New builds the write side. Call Start to run the audit flusher and Stop at the end.
@@ -243,6 +249,12 @@ func New(cfg Config) (*Service, error) {
 		SetOrgTimeZone:        decorate(s, HandlerFunc[SetOrgTimeZone](s.setOrgTimeZone)),
 		SetPriceSheet:         decorate(s, HandlerFunc[SetPriceSheet](s.setPriceSheet)),
 		EraseSubject:          decorate(s, HandlerFunc[EraseSubject](s.eraseSubject)),
+
+		CreateReportSchedule: decorate(s, HandlerFunc[CreateReportSchedule](s.createReportSchedule)),
+		UpdateReportSchedule: decorate(s, HandlerFunc[UpdateReportSchedule](s.updateReportSchedule)),
+		PauseReportSchedule:  decorate(s, HandlerFunc[PauseReportSchedule](s.pauseReportSchedule)),
+		ResumeReportSchedule: decorate(s, HandlerFunc[ResumeReportSchedule](s.resumeReportSchedule)),
+		DeleteReportSchedule: decorate(s, HandlerFunc[DeleteReportSchedule](s.deleteReportSchedule)),
 	}
 	return s, nil
 }

@@ -69,7 +69,14 @@ const (
 
 	TypeReportGenerated = "report.generated"
 
-	TypeSubjectErased = "subject.erased"
+	TypeSubjectErased         = "subject.erased"
+	TypeReportScheduleCreated = "report.schedule_created"
+	TypeReportScheduleUpdated = "report.schedule_updated"
+	TypeReportSchedulePaused  = "report.schedule_paused"
+	TypeReportScheduleResumed = "report.schedule_resumed"
+	TypeReportScheduleDeleted = "report.schedule_deleted"
+
+	TypeCapacityForecastExceeded = "capacity.forecast_exceeded"
 )
 
 // NodeReportable tells whether a node may report events of a type (in its own facts stream).
@@ -127,6 +134,8 @@ func EventTypes() []EventType {
 		TypeReportGenerated,
 		TypeSubjectErased,
 		TypeWebhookEndpointCreated, TypeWebhookEndpointUpdated, TypeWebhookSecretRotated, TypeWebhookEndpointDeleted, TypeGrantExpiring,
+		TypeReportScheduleCreated, TypeReportScheduleUpdated, TypeReportSchedulePaused, TypeReportScheduleResumed, TypeReportScheduleDeleted,
+		TypeCapacityForecastExceeded,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -275,6 +284,18 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &WebhookEndpointDeleted{}
 	case TypeGrantExpiring:
 		e = &GrantExpiring{}
+	case TypeReportScheduleCreated:
+		e = &ReportScheduleCreated{}
+	case TypeReportScheduleUpdated:
+		e = &ReportScheduleUpdated{}
+	case TypeReportSchedulePaused:
+		e = &ReportSchedulePaused{}
+	case TypeReportScheduleResumed:
+		e = &ReportScheduleResumed{}
+	case TypeReportScheduleDeleted:
+		e = &ReportScheduleDeleted{}
+	case TypeCapacityForecastExceeded:
+		e = &CapacityForecastExceeded{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

@@ -1,5 +1,7 @@
 package domain
 
+import "time"
+
 // ReportGenerated records that a report was made from the log: who asked (the record's metadata
 // actor), which report, over which window, for which organization ("" the whole log), in which
 // format, from which log positions and checkpoint, and the SHA-256 of the file, so a report
@@ -19,6 +21,11 @@ type ReportGenerated struct {
 	CheckpointSize uint64 `json:"checkpoint_size"`
 	SHA256         string `json:"sha256"`
 	Bytes          int64  `json:"bytes"`
+	// ScheduleID and DueAt name the scheduled run that made the report (none: asked for);
+	// RequestedBy is then the schedule's creator (the record's actor is the scheduler).
+	ScheduleID  string     `json:"schedule_id,omitempty"`
+	DueAt       *time.Time `json:"due_at,omitempty"`
+	RequestedBy string     `json:"requested_by,omitempty"`
 }
 
 func (ReportGenerated) EventType() string { return TypeReportGenerated }

@@ -135,6 +135,14 @@ func samples() map[string]any {
 		domain.TypeWebhookEndpointDeleted: domain.WebhookEndpointDeleted{EndpointID: uuid.NewString(), OrgID: org, Reason: "moved"},
 		domain.TypeGrantExpiring: domain.GrantExpiring{GrantID: uuid.NewString(), OrgID: org, TunnelID: tun, SubjectKind: domain.GrantToUser,
 			Subject: "bob", ExpiresAt: at},
+		domain.TypeReportScheduleCreated: domain.ReportScheduleCreated{ScheduleID: uuid.NewString(), OrgID: org, CreatedBy: "alice", Since: at, ReportScheduleSpec: domain.ReportScheduleSpec{Kind: "soc2", Format: "pdf", TimeZone: "Europe/Berlin", Cadence: domain.Cadence{Every: "monthly", Hour: 6, Day: 1}}},
+		domain.TypeReportScheduleUpdated: domain.ReportScheduleUpdated{ScheduleID: uuid.NewString(), OrgID: org, Since: at, ReportScheduleSpec: domain.ReportScheduleSpec{Kind: "soc2", Format: "pdf", TimeZone: "Europe/Berlin", Cadence: domain.Cadence{Every: "monthly", Hour: 6, Day: 1}}},
+		domain.TypeReportSchedulePaused:  domain.ReportSchedulePaused{ScheduleID: uuid.NewString(), OrgID: org},
+		domain.TypeReportScheduleResumed: domain.ReportScheduleResumed{ScheduleID: uuid.NewString(), OrgID: org, Since: at},
+		domain.TypeReportScheduleDeleted: domain.ReportScheduleDeleted{ScheduleID: uuid.NewString(), OrgID: org},
+		domain.TypeCapacityForecastExceeded: domain.CapacityForecastExceeded{ScheduleID: uuid.NewString(), OrgID: org, TunnelID: tun, DueAt: at, AsOf: at, Position: 99,
+			HistoryHours: 2160, SeriesStart: at.Add(-500 * time.Hour), SeriesHours: 500, HorizonHours: 168, Model: "holt_winters", Params: []domain.ForecastParam{{Name: "alpha", Value: 0.2}},
+			Metric: "requests", Threshold: 5000, MinProbability: 0.8, Hour: at.Add(30 * time.Hour), Probability: 0.85, ReportID: uuid.NewString()},
 	}
 }
 

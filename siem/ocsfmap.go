@@ -409,6 +409,33 @@ var ocsfMappings = map[string]ocsfMapping{
 		e := d.event.(*domain.GrantExpiring)
 		return e.GrantID, e.SubjectKind + ":" + e.Subject + " until " + e.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z")
 	}),
+	domain.TypeReportScheduleCreated: entity(1, "Create", "Report schedule", func(d decoded) (string, string) {
+		e := d.event.(*domain.ReportScheduleCreated)
+		return e.ScheduleID, e.Kind + " " + e.Cadence.Every + " (" + e.Format + ")"
+	}),
+	domain.TypeReportScheduleUpdated: entity(3, "Update", "Report schedule", func(d decoded) (string, string) {
+		e := d.event.(*domain.ReportScheduleUpdated)
+		return e.ScheduleID, e.Kind + " " + e.Cadence.Every + " (" + e.Format + ")"
+	}),
+	domain.TypeReportSchedulePaused: entity(activityOther, "Pause", "Report schedule", func(d decoded) (string, string) {
+		return d.event.(*domain.ReportSchedulePaused).ScheduleID, ""
+	}),
+	domain.TypeReportScheduleResumed: entity(activityOther, "Resume", "Report schedule", func(d decoded) (string, string) {
+		return d.event.(*domain.ReportScheduleResumed).ScheduleID, ""
+	}),
+	domain.TypeReportScheduleDeleted: entity(4, "Delete", "Report schedule", func(d decoded) (string, string) {
+		return d.event.(*domain.ReportScheduleDeleted).ScheduleID, ""
+	}),
+	// A capacity warning asks for an operator's attention before the tunnel runs out.
+	domain.TypeCapacityForecastExceeded: withSeverity(entity(activityOther, "Forecast exceeded", "Capacity", func(d decoded) (string, string) {
+		e := d.event.(*domain.CapacityForecastExceeded)
+		scope := "organization " + e.OrgID
+		if e.TunnelID != "" {
+			scope = "tunnel " + e.TunnelID
+		}
+		return e.ScheduleID, scope + " " + e.Metric + " above " + strconv.FormatFloat(e.Threshold, 'f', -1, 64) + "/h around " +
+			e.Hour.UTC().Format("2006-01-02T15:04:05Z") + " (p=" + strconv.FormatFloat(e.Probability, 'f', 2, 64) + ")"
+	}), sevMedium),
 }
 
 // usageCallerWords names a usage window's caller in its message (" by user alice").

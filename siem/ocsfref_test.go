@@ -156,6 +156,33 @@ type refMapping struct {
 // refMappings is the table docs/siem.md documents: every domain event type and the log's own
 // records (genesis, key history), no other.
 var refMappings = map[string]refMapping{
+	domain.TypeReportScheduleCreated: refEntity(1, "Create", "Report schedule", func(d decoded) (string, string) {
+		e := d.event.(*domain.ReportScheduleCreated)
+		return e.ScheduleID, e.Kind + " " + e.Cadence.Every + " (" + e.Format + ")"
+	}),
+	domain.TypeReportScheduleUpdated: refEntity(3, "Update", "Report schedule", func(d decoded) (string, string) {
+		e := d.event.(*domain.ReportScheduleUpdated)
+		return e.ScheduleID, e.Kind + " " + e.Cadence.Every + " (" + e.Format + ")"
+	}),
+	domain.TypeReportSchedulePaused: refEntity(activityOther, "Pause", "Report schedule", func(d decoded) (string, string) {
+		return d.event.(*domain.ReportSchedulePaused).ScheduleID, ""
+	}),
+	domain.TypeReportScheduleResumed: refEntity(activityOther, "Resume", "Report schedule", func(d decoded) (string, string) {
+		return d.event.(*domain.ReportScheduleResumed).ScheduleID, ""
+	}),
+	domain.TypeReportScheduleDeleted: refEntity(4, "Delete", "Report schedule", func(d decoded) (string, string) {
+		return d.event.(*domain.ReportScheduleDeleted).ScheduleID, ""
+	}),
+	// A capacity warning asks for an operator's attention before the tunnel runs out.
+	domain.TypeCapacityForecastExceeded: refWithSeverity(refEntity(activityOther, "Forecast exceeded", "Capacity", func(d decoded) (string, string) {
+		e := d.event.(*domain.CapacityForecastExceeded)
+		scope := "organization " + e.OrgID
+		if e.TunnelID != "" {
+			scope = "tunnel " + e.TunnelID
+		}
+		return e.ScheduleID, scope + " " + e.Metric + " above " + strconv.FormatFloat(e.Threshold, 'f', -1, 64) + "/h around " +
+			e.Hour.UTC().Format("2006-01-02T15:04:05Z") + " (p=" + strconv.FormatFloat(e.Probability, 'f', 2, 64) + ")"
+	}), sevMedium),
 	eventstore.TypeGenesis: refEntity(1, "Create", "Event log", func(d decoded) (string, string) {
 		g := d.event.(*eventstore.GenesisPayload)
 		return g.LogID, g.Origin

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -107,27 +106,18 @@ func (m *Manager) Start(ctx context.Context) error {
 			return fmt.Errorf("grant expiry: %w", err)
 		}
 		// Head is the number of records: positions 0..head-1 are read by type, the rest followed.
-		if head > 0 {
-			var recs []eventstore.Record
-			for _, typ := range grantTypes {
-				for from := uint64(0); ; {
-					batch, err := m.cfg.Store.ReadType(ctx, typ, from, head-1, 1000)
-					if err != nil {
-						return fmt.Errorf("grant expiry: %w", err)
-					}
-					recs = append(recs, batch...)
-					if len(batch) < 1000 {
-						break
-					}
-					from = batch[len(batch)-1].Position + 1
-				}
-			}
-			sort.Slice(recs, func(i, j int) bool { return recs[i].Position < recs[j].Position })
-			if err := m.fold(recs); err != nil {
-				return err
-			}
+		recs, err := m.cfg.Store.ReadTypesBelow(ctx, grantTypes, head)
+		if err != nil {
+			return fmt.Errorf("grant expiry: %w", err)
 		}
-		m.life.Go(func(ctx context.Context) { m.follow(ctx, head) })
+		if err := m.fold(recs); err != nil {
+			return err
+		}
+		m.life.Go(func(ctx context.Context) {
+			m.cfg.Store.FollowTypes(ctx, head, grantTypes, m.cfg.Retry, func(err error, from uint64) {
+				m.cfg.Logger.Warn(m.name()+": following the log failed; resuming", "error", err, "from", from)
+			}, m.fold)
+		})
 		m.life.Go(m.fire)
 		return nil
 	})
@@ -141,26 +131,6 @@ func (m *Manager) Fired() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.fired
-}
-
-func (m *Manager) follow(ctx context.Context, from uint64) {
-	for ctx.Err() == nil {
-		err := m.cfg.Store.Subscribe(ctx, from, eventstore.SubscribeOptions{}, func(_ context.Context, recs []eventstore.Record) error {
-			var mine []eventstore.Record
-			for _, r := range recs {
-				if slices.Contains(grantTypes, r.Type) {
-					mine = append(mine, r)
-				}
-			}
-			from = recs[len(recs)-1].Position + 1
-			return m.fold(mine)
-		})
-		if ctx.Err() != nil || errors.Is(err, eventstore.ErrClosed) {
-			return
-		}
-		m.cfg.Logger.Warn(m.name()+": following the log failed; resuming", "error", err, "from", from)
-		lifecycle.Sleep(ctx, m.cfg.Retry)
-	}
 }
 
 // fold takes grant events in log order.

@@ -23,8 +23,9 @@ type Request struct {
 	OrgID string
 	// Actor is who asked (named in the report and in report.generated).
 	Actor string
-	// ReportID, when set, is the report's id (a scheduled run passes one derived from the run, so
-	// the report stream's NoStream expectation refuses a second run); else a fresh UUIDv7.
+	// ReportID, when set (a UUID), is the report's id instead of a new one: a caller that derives
+	// it (the scheduler, from a schedule and a run's due time) has a second append of the same
+	// report refused by its stream's NoStream expectation.
 	ReportID string
 }
 

@@ -40,8 +40,10 @@ type App struct {
 	// Expiry appends grant.expired at each grant's deadline.
 	Expiry *grantexpiry.Manager
 	// Notice appends grant.expiring GrantNoticeLead before each grant's deadline.
-	Notice   *grantexpiry.Manager
-	Registry *prometheus.Registry
+	Notice *grantexpiry.Manager
+	// Schedules makes scheduled reports (in one instance at a time).
+	Schedules *ReportSchedules
+	Registry  *prometheus.Registry
 	// URL is the API's base URL (http://host:port).
 	URL string
 
@@ -124,7 +126,9 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	kinds := ReportKinds(a.Log.Store, a.Runner, reports)
 	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
+		ScheduleKinds:    KindNames(kinds),
 		AnalyticsReports: NewAnalyticsReportGenerator(a.Log, cfg.NodeStreamCapacity),
 		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
@@ -165,6 +169,12 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		return err
 	}
 	if err = a.Webhooks.Start(runCtx); err != nil {
+		return err
+	}
+	if a.Schedules, err = NewReportSchedules(ReportSchedulesConfig{Store: a.Log.Store, Pool: a.Log.Pool, Kinds: kinds, Logger: a.log}); err != nil {
+		return err
+	}
+	if err = a.Schedules.Start(runCtx); err != nil {
 		return err
 	}
 	if err = a.Log.RememberCheckpoint(ctx); err != nil {
@@ -238,6 +248,9 @@ func (a *App) Stop(ctx context.Context) {
 }
 
 func (a *App) stopParts(ctx context.Context) {
+	if a.Schedules != nil {
+		a.Schedules.Stop()
+	}
 	if a.SIEM != nil {
 		a.SIEM.Stop()
 	}

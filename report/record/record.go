@@ -70,33 +70,61 @@ func NewID(id string) string {
 	return uuid.Must(uuid.NewV7()).String()
 }
 
-// Publish renders doc in format, hashes the file and appends report.generated to the report's
-// own stream (which must not exist) before returning the file: a report that was not recorded is
-// not handed out.
-func Publish(ctx context.Context, log Appender, e Entry, prov Provenance, doc *render.Document, format render.Format) (Result, error) {
+// Prepared is a report rendered and hashed, with the report.generated event that records it,
+// not yet appended (a scheduler stores the file first, then appends the event).
+type Prepared struct {
+	Result
+	Event domain.ReportGenerated
+	// Actor is who asked; At is when it was made (the report says so, and so does the record's
+	// metadata).
+	Actor string
+	At    time.Time
+}
+
+// Prepare renders doc in format, hashes the file and makes the report.generated event that
+// records it; it records nothing.
+func Prepare(e Entry, prov Provenance, doc *render.Document, format render.Format) (Prepared, error) {
 	var buf bytes.Buffer
 	if err := render.Write(&buf, format, doc); err != nil {
-		return Result{}, fmt.Errorf("report: %w", err)
+		return Prepared{}, fmt.Errorf("report: %w", err)
 	}
 	sum := sha256.Sum256(buf.Bytes())
 	res := Result{ReportID: e.ReportID, File: buf.Bytes(), SHA256: hex.EncodeToString(sum[:]), Format: format, Provenance: prov}
 	ev := domain.ReportGenerated{ReportID: e.ReportID, Report: e.Report, OrgID: e.OrgID, From: e.From.UTC().Format(time.RFC3339Nano),
 		To: e.To.UTC().Format(time.RFC3339Nano), Format: string(format), Position: uint64(max(prov.Position, 0)), CheckpointSize: prov.CheckpointSize,
 		SHA256: res.SHA256, Bytes: int64(buf.Len())}
-	payload, err := json.Marshal(ev)
+	return Prepared{Result: res, Event: ev, Actor: e.Actor, At: e.At}, nil
+}
+
+// Append appends a prepared report's report.generated to the report's own stream (which must not
+// exist yet) and returns the result with the record's position.
+func Append(ctx context.Context, log Appender, p Prepared) (Result, error) {
+	payload, err := json.Marshal(p.Event)
 	if err != nil {
 		return Result{}, fmt.Errorf("report: %w", err)
 	}
-	meta, err := json.Marshal(domain.Metadata{Actor: e.Actor, OrgID: e.OrgID, Command: "GenerateReport",
-		CorrelationID: uuid.Must(uuid.NewV7()).String(), OccurredAt: e.At})
+	meta, err := json.Marshal(domain.Metadata{Actor: p.Actor, OrgID: p.Event.OrgID, Command: "GenerateReport",
+		CorrelationID: uuid.Must(uuid.NewV7()).String(), OccurredAt: p.At})
 	if err != nil {
 		return Result{}, fmt.Errorf("report: %w", err)
 	}
-	ar, err := log.Append(ctx, domain.ReportStream(e.ReportID), eventstore.NoStream,
+	ar, err := log.Append(ctx, domain.ReportStream(p.ReportID), eventstore.NoStream,
 		eventstore.EventData{Type: domain.TypeReportGenerated, Payload: payload, Metadata: meta})
 	if err != nil {
 		return Result{}, fmt.Errorf("report: record the report: %w", err)
 	}
+	res := p.Result
 	res.EventPosition = ar.LastPosition
 	return res, nil
+}
+
+// Publish renders doc in format, hashes the file and appends report.generated to the report's
+// own stream (which must not exist) before returning the file: a report that was not recorded is
+// not handed out.
+func Publish(ctx context.Context, log Appender, e Entry, prov Provenance, doc *render.Document, format render.Format) (Result, error) {
+	p, err := Prepare(e, prov, doc, format)
+	if err != nil {
+		return Result{}, err
+	}
+	return Append(ctx, log, p)
 }

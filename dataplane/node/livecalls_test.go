@@ -2,11 +2,14 @@ package node_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -46,10 +49,14 @@ func newLiveEnv(t *testing.T) *liveEnv {
 	return &liveEnv{env: e, kv: kv, client: client}
 }
 
-// grant lets user call the tunnel until ttl from now, which it returns.
-func (l *liveEnv) grant(id, user string, ttl time.Duration) time.Time {
+// grant lets user call tunnel tun-llm (or another) until ttl from now, which it returns.
+func (l *liveEnv) grant(id, user string, ttl time.Duration, tunnel ...string) time.Time {
 	exp := time.Now().Add(ttl)
-	l.kv.apply(domain.GrantCreated{GrantID: id, OrgID: "org-1", TunnelID: "tun-llm", SubjectKind: domain.GrantToUser, Subject: user,
+	tun := "tun-llm"
+	if len(tunnel) > 0 {
+		tun = tunnel[0]
+	}
+	l.kv.apply(domain.GrantCreated{GrantID: id, OrgID: "org-1", TunnelID: tun, SubjectKind: domain.GrantToUser, Subject: user,
 		ExpiresAt: exp, GrantedBy: "alice"})
 	return exp
 }
@@ -145,5 +152,55 @@ func TestWithdrawalsCutLiveCalls(t *testing.T) {
 	}
 	if got := l.cut("stream"); got != 3 {
 		t.Fatalf("streams cut: %v, want 3", got)
+	}
+}
+
+// A call still waiting for its response header when its grant is revoked is answered 403
+// access-withdrawn, and its upstream connection closes.
+func TestCutWhileWaitingForTheHeader(t *testing.T) {
+	t.Parallel()
+	l := newLiveEnv(t)
+	var arrived, left atomic.Int32
+	hang := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		<-r.Context().Done()
+		left.Add(1)
+	}))
+	t.Cleanup(hang.Close)
+	l.startAgent("tun-2", func(c *agent.Config) { c.Upstream = hang.URL })
+	l.waitHeld("tun-2")
+	vic := l.userToken("vic", time.Hour)
+	l.grant("g-vic", "vic", time.Hour, "tun-2")
+	type answer struct {
+		status int
+		h      http.Header
+		body   []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := l.client.Do(l.request(http.MethodGet, "/t/second.one/slow", nil, vic))
+		if err != nil {
+			got <- answer{}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- answer{resp.StatusCode, resp.Header, b}
+	}()
+	poll.Until(t, 5*time.Second, "the call reaching the upstream", func() bool { return arrived.Load() == 1 })
+	start := time.Now()
+	l.kv.apply(domain.GrantRevoked{GrantID: "g-vic", OrgID: "org-1", TunnelID: "tun-2", RevokedBy: "alice"})
+	select {
+	case a := <-got:
+		t.Logf("answered %v after the revocation", time.Since(start))
+		if p := mustProblem(t, a.status, a.h, a.body, http.StatusForbidden); p.Error.Code != "access-withdrawn" {
+			t.Fatalf("answer %s", a.body)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the waiting call was not answered within 1s of the revocation")
+	}
+	poll.Until(t, 5*time.Second, "the upstream connection closing", func() bool { return left.Load() == 1 })
+	if l.cut("waiting") != 1 {
+		t.Fatalf("waiting calls cut: %v", l.cut("waiting"))
 	}
 }

@@ -62,6 +62,7 @@ type liveCall struct {
 
 	mu      sync.Mutex
 	cutDone bool
+	over    bool        // its exchange finished (detach): nothing of it is left to cut
 	tc      *tunnelConn // the call's tunnel channel, while it has one
 	conn    net.Conn    // the caller's connection, once the response streams
 	ws      net.Conn    // the caller's connection, once it is a WebSocket
@@ -196,15 +197,17 @@ func (lc *liveCall) attach(tc *tunnelConn) bool {
 	return !lc.cutDone
 }
 
-// detach takes the channel back before it returns to the pool (a cut must never close a channel
-// another call holds next); it reports whether the call was cut (then the channel is not reused).
+// detach ends the call's exchange before its channel returns to the pool and its connection
+// to the caller's next request: a cut must never close a channel another call holds next, nor a
+// keep-alive connection that moved on. It reports whether the call was cut (then the channel is
+// not reused).
 func (lc *liveCall) detach() (cut bool) {
 	if lc == nil {
 		return false
 	}
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	lc.tc = nil
+	lc.tc, lc.conn, lc.over = nil, nil, true
 	return lc.cutDone
 }
 
@@ -251,7 +254,7 @@ func (lc *liveCall) joined(c net.Conn) (cut bool) {
 // the call ends, so that whoever sees it end sees it counted.
 func (lc *liveCall) cut() (kind string, end func()) {
 	lc.mu.Lock()
-	if lc.cutDone {
+	if lc.cutDone || lc.over {
 		lc.mu.Unlock()
 		return "", nil
 	}
@@ -331,6 +334,9 @@ func (n *Node) reauthorize(credentials bool, match func(*liveCall) bool) int {
 		if err == nil {
 			if dl != nil {
 				d := dl.AccessUntil(lc.p, lc.route)
+				if !d.After(time.Now()) {
+					d = time.Time{} // allowed past its deadline: the Authorizer knows better than a timer
+				}
 				r.mu.Lock()
 				lc.deadline = d
 				r.mu.Unlock()

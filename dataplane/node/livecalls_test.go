@@ -28,12 +28,19 @@ type liveEnv struct {
 
 func newLiveEnv(t *testing.T) *liveEnv {
 	var n atomic.Pointer[node.Node]
-	kv := newKeyViewWith(t, view.Hooks{AccessWithdrawn: func() {
-		if n := n.Load(); n != nil {
-			n.ForgetAuthorizations()
-			n.Reauthorize(false)
-		}
-	}})
+	kv := newKeyViewWith(t, view.Hooks{
+		AccessWithdrawn: func() {
+			if n := n.Load(); n != nil {
+				n.ForgetAuthorizations()
+				n.Reauthorize(false)
+			}
+		},
+		CredentialsRevoked: func() {
+			if n := n.Load(); n != nil {
+				n.Reauthorize(true)
+			}
+		},
+	})
 	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.Router, c.Authorizer = kv.v, kv.v }))
 	n.Store(e.nodeNow())
 	b, _ := json.Marshal(ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", e.key))
@@ -203,4 +210,21 @@ func TestCutWhileWaitingForTheHeader(t *testing.T) {
 	if l.cut("waiting") != 1 {
 		t.Fatalf("waiting calls cut: %v", l.cut("waiting"))
 	}
+}
+
+// A token key revoked cuts the live calls of the user tokens it signed, although the roles that
+// let them in remain: their credentials are authenticated again.
+func TestRevokedTokenKeyCutsLiveCalls(t *testing.T) {
+	t.Parallel()
+	l := newLiveEnv(t)
+	owner := l.sse(l.alice)
+	b, _ := json.Marshal(ledger.KeyRevokedPayload{KeyID: l.key.ID(), Reason: "leaked"})
+	start := time.Now()
+	if err := l.kv.v.Apply(view.Event{Position: l.kv.pos, EventID: "ev-key-revoked", StreamID: ledger.LogStream, Type: ledger.TypeKeyRevoked, Payload: b}); err != nil {
+		t.Fatal(err)
+	}
+	l.kv.pos++
+	t.Logf("token key revoked: the owner's stream ended %v after", owner.EndsWithin(t, start, time.Second))
+	status, h, body := l.do(l.request(http.MethodGet, "/t/llm.one/api/tags", nil, l.alice))
+	mustProblem(t, status, h, body, http.StatusUnauthorized)
 }

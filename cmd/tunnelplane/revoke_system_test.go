@@ -60,28 +60,7 @@ func TestSystemRevocationCutsLiveCalls(t *testing.T) {
 
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
-	api := func(method, path string, body any) map[string]any {
-		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, sv.CP.URL+path, rd)
-		req.Header.Set("Authorization", "Bearer "+d.UserToken)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		var out map[string]any
-		if resp.StatusCode >= 300 || (len(b) > 0 && json.Unmarshal(b, &out) != nil) {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-		}
-		return out
-	}
+	api := adminAPI(t, client, sv.CP.URL, d.UserToken)
 	mint := func(user string) string {
 		raw, err := token.MintUserInGroups(sv.CP.Service.TokenKey(), token.DefaultIssuer, user, "", nil, time.Hour, time.Now())
 		if err != nil {
@@ -169,4 +148,31 @@ func TestSystemRevocationCutsLiveCalls(t *testing.T) {
 	at = revoked(http.MethodDelete, "/api/v1/role-assignments/ada/admin?org=demo")
 	t.Logf("role withdrawn: event stream on node A ended %v after the API answered (the API took %v)", adaSSE.EndsWithin(t, at, time.Second), took)
 	owner.Flowing(t, 3, 10*time.Second)
+}
+
+// adminAPI calls the control plane's API with bearer and returns the JSON answer (nil for none);
+// the test fails on a status of 300 or more.
+func adminAPI(t *testing.T, client *http.Client, base, bearer string) func(method, path string, body any) map[string]any {
+	return func(method, path string, body any) map[string]any {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, base+path, rd)
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if resp.StatusCode >= 300 || (len(b) > 0 && json.Unmarshal(b, &out) != nil) {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return out
+	}
 }

@@ -55,7 +55,8 @@ type liveCall struct {
 	bearer string // the credential, for a re-authentication when token keys are revoked; never logged
 	route  Route
 
-	// Under liveCalls.mu.
+	// Under shard.mu.
+	shard      *liveShard
 	deadline   time.Time
 	prev, next *liveCall
 	listed     bool
@@ -68,13 +69,26 @@ type liveCall struct {
 	ws      net.Conn    // the caller's connection, once it is a WebSocket
 }
 
-// liveCalls is the registry: an intrusive list (no allocation, nothing kept after a call ends).
+// liveShards spread the registry over locks: every call registers and leaves, from as many
+// goroutines as there are calls.
+const liveShards = 16
+
+// liveShard is a part of the registry: an intrusive list (no allocation, nothing kept after a
+// call ends).
+type liveShard struct {
+	mu   sync.Mutex
+	root liveCall
+}
+
+// liveCalls is the registry.
 type liveCalls struct {
-	max   int
-	epoch atomic.Uint64 // advanced by every re-decision, before it looks at the list
-	mu    sync.Mutex
-	root  liveCall
-	n     int
+	max    int64
+	total  atomic.Int64
+	epoch  atomic.Uint64 // advanced by every re-decision, before it looks at the list
+	next   atomic.Uint32 // the shard of the next call
+	shards [liveShards]liveShard
+
+	tmu   sync.Mutex
 	timer *time.Timer // at the earliest deadline
 	at    time.Time   // the timer's deadline (zero: not set)
 	fire  func()      // what the timer runs
@@ -84,8 +98,11 @@ type liveCalls struct {
 }
 
 func newLiveCalls(max int, fire func()) *liveCalls {
-	r := &liveCalls{max: max, fire: fire}
-	r.root.next, r.root.prev = &r.root, &r.root
+	r := &liveCalls{max: int64(max), fire: fire}
+	for i := range r.shards {
+		root := &r.shards[i].root
+		root.next, root.prev = root, root
+	}
 	return r
 }
 
@@ -93,56 +110,71 @@ func newLiveCalls(max int, fire func()) *liveCalls {
 // It reports whether the registry had room, and whether a re-decision began since epoch was read
 // (the call must then be decided again: that re-decision may have missed it).
 func (r *liveCalls) add(lc *liveCall, epoch uint64) (ok, stale bool) {
-	r.mu.Lock()
-	if r.n >= r.max {
-		r.mu.Unlock()
+	if r.total.Add(1) > r.max {
+		r.total.Add(-1)
 		return false, false
 	}
-	lc.prev, lc.next = r.root.prev, &r.root
-	r.root.prev.next = lc
-	r.root.prev = lc
+	s := &r.shards[r.next.Add(1)%liveShards]
+	s.mu.Lock()
+	lc.shard = s
+	lc.prev, lc.next = s.root.prev, &s.root
+	s.root.prev.next = lc
+	s.root.prev = lc
 	lc.listed = true
-	r.n++
-	r.armLocked(lc.deadline)
-	r.mu.Unlock()
+	s.mu.Unlock()
+	if !lc.deadline.IsZero() {
+		r.tmu.Lock()
+		r.armLocked(lc.deadline)
+		r.tmu.Unlock()
+	}
 	return true, r.epoch.Load() != epoch
 }
 
 // remove forgets lc (a call that ended); safe for nil and twice.
 func (r *liveCalls) remove(lc *liveCall) {
-	if lc == nil {
+	if lc == nil || lc.shard == nil {
 		return
 	}
-	r.mu.Lock()
+	s := lc.shard
+	s.mu.Lock()
 	if lc.listed {
 		lc.prev.next, lc.next.prev = lc.next, lc.prev
 		lc.prev, lc.next, lc.listed = nil, nil, false
-		r.n--
+		r.total.Add(-1)
 	}
-	r.mu.Unlock()
+	s.mu.Unlock()
 }
 
 // len is the number of calls held.
-func (r *liveCalls) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.n
-}
+func (r *liveCalls) len() int { return int(r.total.Load()) }
 
 // list is the calls held for which match is true (all for nil).
 func (r *liveCalls) list(match func(*liveCall) bool) []*liveCall {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*liveCall, 0, r.n)
-	for lc := r.root.next; lc != &r.root; lc = lc.next {
-		if match == nil || match(lc) {
-			out = append(out, lc)
+	out := make([]*liveCall, 0, r.len())
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for lc := s.root.next; lc != &s.root; lc = lc.next {
+			if match == nil || match(lc) {
+				out = append(out, lc)
+			}
 		}
+		s.mu.Unlock()
 	}
 	return out
 }
 
-// armLocked sets the timer to d when d is earlier than it (under r.mu).
+// setDeadline sets a held call's deadline.
+func (r *liveCalls) setDeadline(lc *liveCall, d time.Time) {
+	if lc.shard == nil {
+		return
+	}
+	lc.shard.mu.Lock()
+	lc.deadline = d
+	lc.shard.mu.Unlock()
+}
+
+// armLocked sets the timer to d when d is earlier than it (under r.tmu).
 func (r *liveCalls) armLocked(d time.Time) {
 	if d.IsZero() || r.done || (!r.at.IsZero() && !d.Before(r.at)) {
 		return
@@ -158,15 +190,20 @@ func (r *liveCalls) armLocked(d time.Time) {
 
 // rearm sets the timer to the earliest deadline of the calls held (after a re-decision).
 func (r *liveCalls) rearm() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.at = time.Time{}
 	var first time.Time
-	for lc := r.root.next; lc != &r.root; lc = lc.next {
-		if !lc.deadline.IsZero() && (first.IsZero() || lc.deadline.Before(first)) {
-			first = lc.deadline
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for lc := s.root.next; lc != &s.root; lc = lc.next {
+			if !lc.deadline.IsZero() && (first.IsZero() || lc.deadline.Before(first)) {
+				first = lc.deadline
+			}
 		}
+		s.mu.Unlock()
 	}
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	r.at = time.Time{}
 	if first.IsZero() && r.timer != nil {
 		r.timer.Stop()
 	}
@@ -175,12 +212,12 @@ func (r *liveCalls) rearm() {
 
 // stop stops the timer and waits for a re-decision under way; safe to call twice.
 func (r *liveCalls) stop() {
-	r.mu.Lock()
+	r.tmu.Lock()
 	r.done = true
 	if r.timer != nil {
 		r.timer.Stop()
 	}
-	r.mu.Unlock()
+	r.tmu.Unlock()
 	r.recheck.Lock()
 	r.recheck.Unlock() //nolint:staticcheck // waits for a re-decision under way
 }
@@ -337,9 +374,7 @@ func (n *Node) reauthorize(credentials bool, match func(*liveCall) bool) int {
 				if !d.After(time.Now()) {
 					d = time.Time{} // allowed past its deadline: the Authorizer knows better than a timer
 				}
-				r.mu.Lock()
-				lc.deadline = d
-				r.mu.Unlock()
+				r.setDeadline(lc, d)
 			}
 			continue
 		}

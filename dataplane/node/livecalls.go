@@ -114,6 +114,7 @@ func (r *liveCalls) add(lc *liveCall, epoch uint64) (ok, stale bool) {
 		r.total.Add(-1)
 		return false, false
 	}
+	d := lc.deadline // once listed, the deadline is the shard's
 	s := &r.shards[r.next.Add(1)%liveShards]
 	s.mu.Lock()
 	lc.shard = s
@@ -122,9 +123,9 @@ func (r *liveCalls) add(lc *liveCall, epoch uint64) (ok, stale bool) {
 	s.root.prev = lc
 	lc.listed = true
 	s.mu.Unlock()
-	if !lc.deadline.IsZero() {
+	if !d.IsZero() {
 		r.tmu.Lock()
-		r.armLocked(lc.deadline)
+		r.armLocked(d)
 		r.tmu.Unlock()
 	}
 	return true, r.epoch.Load() != epoch

@@ -88,6 +88,8 @@ type GenerateChunk struct {
 //	                     X-Echo-Headers (JSON) describe the request as it arrived
 //	GET  /bytes?n=N      N bytes of a fixed pattern (Content-Length set)
 //	GET  /ws             WebSocket echo
+//	GET  /events         server-sent events, "tick <n>", every TokenDelay (?every=<duration>) until the caller leaves
+//	GET  /ws/ticks       WebSocket sending "tick <n>" every TokenDelay (?every=<duration>) until the caller leaves
 //
 // Handler panics on a config Validate rejects; New returns the error instead.
 func Handler(cfg Config) http.Handler {
@@ -116,6 +118,8 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("/echo/", s.echo)
 	mux.HandleFunc("GET /bytes", s.bytes)
 	mux.HandleFunc("GET /ws", s.ws)
+	mux.HandleFunc("GET /events", s.events)
+	mux.HandleFunc("GET /ws/ticks", s.wsTicks)
 	return mux, nil
 }
 
@@ -264,4 +268,75 @@ func (s *server) ws(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// every is the interval of /events and /ws/ticks: ?every=<duration> (1ms to 1m), else TokenDelay.
+func (s *server) every(r *http.Request) (time.Duration, bool) {
+	v := r.URL.Query().Get("every")
+	if v == "" {
+		return s.cfg.TokenDelay, true
+	}
+	d, err := time.ParseDuration(v)
+	return d, err == nil && d >= time.Millisecond && d <= time.Minute
+}
+
+// events streams server-sent events until the caller leaves (a live feed, as a dashboard holds).
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	every, ok := s.every(r)
+	if !ok {
+		http.Error(w, "every must be a duration from 1ms to 1m", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	rc := http.NewResponseController(w)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for n := 0; ; n++ {
+		if _, err := fmt.Fprintf(w, "id: %d\ndata: tick %d\n\n", n, n); err != nil || rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// wsTicks sends a text message every interval until the caller leaves (or closes).
+func (s *server) wsTicks(w http.ResponseWriter, r *http.Request) {
+	every, ok := s.every(r)
+	if !ok {
+		http.Error(w, "every must be a duration from 1ms to 1m", http.StatusBadRequest)
+		return
+	}
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for n := 0; ; n++ {
+		if err := c.WriteMessage(websocket.TextMessage, []byte("tick "+strconv.Itoa(n))); err != nil {
+			break
+		}
+		select {
+		case <-gone:
+			return
+		case <-t.C:
+		}
+	}
+	_ = c.Close()
+	<-gone
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +126,49 @@ func TestAnswerReadsLikeAModel(t *testing.T) {
 	}
 	if len(seen) < 4 {
 		t.Fatalf("40 prompts got only %d different answers", len(seen))
+	}
+}
+
+// /events and /ws/ticks keep sending, spaced by ?every, until the caller leaves; a bad interval
+// is refused.
+func TestTicksKeepComing(t *testing.T) {
+	srv := httptest.NewServer(Handler(Config{}))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	resp, err := srv.Client().Get(srv.URL + "/events?every=10ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
+	}
+	start := time.Now()
+	sc := bufio.NewScanner(resp.Body)
+	for n := 0; n < 5; {
+		if !sc.Scan() {
+			t.Fatalf("the event stream ended after %d events: %v", n, sc.Err())
+		}
+		if strings.HasPrefix(sc.Text(), "data: tick ") {
+			n++
+		}
+	}
+	resp.Body.Close()
+	if d := time.Since(start); d < 40*time.Millisecond {
+		t.Fatalf("five ticks 10ms apart came in %v", d)
+	}
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/ticks?every=5ms", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, p, err := c.ReadMessage(); err != nil || string(p) != "tick "+strconv.Itoa(i) {
+			t.Fatalf("tick %d: %q %v", i, p, err)
+		}
+	}
+	c.Close()
+	if resp, err := srv.Client().Get(srv.URL + "/events?every=1h"); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("every=1h: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 }

@@ -40,8 +40,11 @@ func (k *keyView) issue(name, tunnel string, cidrs ...string) string {
 	return secret
 }
 
-func newKeyView(t *testing.T) *keyView {
-	k := &keyView{t: t, v: view.New(issuer, view.Hooks{})}
+func newKeyView(t *testing.T) *keyView { return newKeyViewWith(t, view.Hooks{}) }
+
+// newKeyViewWith is newKeyView with hooks on the view.
+func newKeyViewWith(t *testing.T, hooks view.Hooks) *keyView {
+	k := &keyView{t: t, v: view.New(issuer, hooks)}
 	k.apply(domain.OrganizationCreated{OrgID: "org-1", Name: "one"})
 	k.apply(domain.TunnelCreated{TunnelID: "tun-llm", OrgID: "org-1", Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
 	k.apply(domain.RoleAssigned{OrgID: "org-1", UserID: "alice", Role: domain.RoleOperator})

@@ -34,6 +34,7 @@ type reqState struct {
 	// passAuthorization: the caller's Authorization header goes upstream (the tunnel credential
 	// came in X-Tunnel-Key or Proxy-Authorization).
 	passAuthorization bool
+	live              *liveCall // in the registry of live calls (nil: refused)
 
 	status   int
 	class    string
@@ -106,7 +107,8 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		writeProblem(ctx, unknown)
 		return
 	}
-	err = n.cfg.Authorizer.AuthorizeIngress(ctx, caller, route)
+	// Allowed, the call is held among the live calls until it ends: a withdrawal cuts it.
+	live, err := n.admitCall(ctx, caller, bearer, route)
 	if errors.Is(err, ErrUnauthenticated) {
 		// Valid when it was authenticated (and cached), no longer: a revoked or expired access key.
 		n.refuseInvalid(ctx, err)
@@ -117,7 +119,7 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		writeProblem(ctx, unknown)
 		return
 	}
-	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start, passAuthorization: passAuthorization}
+	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start, passAuthorization: passAuthorization, live: live}
 	// From here the call is the tenant's: it is open in the caller's usage until endRequest
 	// (from its start: the microseconds of authentication count too, and no clock is read).
 	n.usage.begin(rs, caller, start)
@@ -203,6 +205,7 @@ func remoteIP(ctx *fasthttp.RequestCtx) netip.Addr {
 // endRequest ends what serveIngress began: the session's count of requests in flight, the
 // metrics and the usage window.
 func (n *Node) endRequest(rs *reqState) {
+	n.live.remove(rs.live)
 	if rs.sess != nil {
 		rs.sess.release()
 	}
@@ -297,6 +300,11 @@ func (n *Node) proxyError(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 	var oce *ssh.OpenChannelError
 	p := problem{Tunnel: name}
 	switch {
+	case errors.Is(err, errAccessWithdrawn):
+		rs.class = ClassForbidden
+		p.Status, p.Slug, p.Title = http.StatusForbidden, "access-withdrawn", "Access to this tunnel was withdrawn"
+		p.Detail = "your access to the tunnel ended while the call was in flight"
+		ctx.SetConnectionClose()
 	case errors.As(err, &tooLarge) || errors.Is(err, fasthttp.ErrBodyTooLarge):
 		rs.class = ClassLimit
 		p.Status, p.Slug, p.Title = http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large"

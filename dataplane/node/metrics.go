@@ -32,6 +32,7 @@ type metrics struct {
 	refused         *prometheus.CounterVec
 	unsolicited     prometheus.Counter
 	usageOverflow   prometheus.Counter
+	callsCut        *prometheus.CounterVec
 	live            prometheus.Collector
 }
 
@@ -75,6 +76,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "tunnelplane_node_usage_overflow_calls_total",
 			Help: "Calls counted in their tunnel's overflow usage account: their caller came past the bound on distinct callers per usage window (UsageMaxCallers).",
 		}),
+		callsCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_ingress_calls_cut_total",
+			Help: "Calls in flight cut because their caller's access was withdrawn (a grant or role withdrawn, a key revoked, an expiry), by kind: waiting for the response header, streaming a response, a WebSocket.",
+		}, []string{"kind"}),
 	}
 	m.live = &liveBytes{n: n, desc: prometheus.NewDesc("tunnelplane_node_agent_bytes_total",
 		"WebSocket payload bytes exchanged with agents.", []string{"direction"}, nil)}
@@ -87,7 +92,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.agents, m.handshakeFails, m.disconnects, m.requests, m.errors, m.duration,
-		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.usageOverflow, m.live} {
+		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.usageOverflow, m.callsCut, m.live} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}

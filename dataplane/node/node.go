@@ -27,6 +27,7 @@ type Node struct {
 	metrics  *metrics
 	usage    *usage
 	auth     *authCache
+	live     *liveCalls
 
 	mu       sync.RWMutex
 	sessions map[*session]struct{}     // every authenticated session
@@ -80,6 +81,7 @@ func New(cfg Config) (*Node, error) {
 		tunnels:  map[string]*session{},
 		auth:     newAuthCache(cfg.AuthCacheTTL),
 	}
+	n.live = newLiveCalls(maxLiveCalls, n.reauthorizeDue)
 	n.metrics = newMetrics(n)
 	n.usage = newUsage(cfg.Now(), cfg.UsageMaxCallers, n.metrics.usageOverflow)
 	if err := n.metrics.register(cfg.Registerer); err != nil {
@@ -211,6 +213,7 @@ func (n *Node) Stop() {
 		n.mu.Unlock()
 		closeAll(list, "node stopping")
 		n.wg.Wait()
+		n.live.stop()
 		n.life.Stop() // the last usage window goes out
 	})
 }

@@ -230,6 +230,11 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 			n.proxyError(ctx, rs, err)
 			return false
 		}
+		if !rs.live.attach(tc) {
+			_ = tc.ch.Close()
+			n.proxyError(ctx, rs, errAccessWithdrawn)
+			return false
+		}
 		ex := &exchange{n: n, ctx: ctx, rs: rs, tc: tc}
 		resp, err := ex.roundTrip(upgrade, bodyLen, small, body, isHead)
 		if err == nil {
@@ -238,6 +243,10 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 		// A pooled channel may have been closed by the agent (its upstream dropped an idle
 		// keep-alive connection) just before we used it. Retry when nothing was sent, or when
 		// nothing came back and the request can be replayed.
+		if rs.live.wasCut() {
+			n.proxyError(ctx, rs, errAccessWithdrawn)
+			return false
+		}
 		var re *readError
 		retry := errors.Is(err, errHeadersNotSent) ||
 			(errors.As(err, &re) && re.nothingRead && body == nil && isReplayable(h.Method()))
@@ -458,6 +467,7 @@ func (ex *exchange) respond(resp *fasthttp.Response, upgrade []byte) bool {
 	// A stream whose first bytes have not arrived (a model still thinking) shows the caller its
 	// header at once.
 	out.ImmediateHeaderFlush = ex.br.Buffered() == 0
+	rs.live.streaming(ctx.Conn()) // a cut closes it
 	out.SetBodyStream(&streamBody{ex: ex, r: resp.BodyStream()}, cl)
 	return true
 }
@@ -483,6 +493,9 @@ func copyResponseHeader(dst, src *fasthttp.ResponseHeader, prefix string) {
 func (ex *exchange) finish(eof bool) {
 	tc, br := ex.tc, ex.br
 	reuse := eof && !ex.resp.ConnectionClose() && br.Buffered() == 0
+	if ex.rs.live.detach() {
+		reuse = false // cut: its channel was closed
+	}
 	if ex.stopBody() != nil {
 		reuse = false
 	}
@@ -607,6 +620,11 @@ func (ex *exchange) switchProtocols(resp *fasthttp.Response, upgrade []byte) boo
 		if _, err := c.Write(head); err != nil {
 			return
 		}
+		fw := &frameWriter{w: c}
+		if rs.live.joined(c) {
+			rs.live.wsFarewell(c, fw) // cut while the upgrade was answered
+			return
+		}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -615,7 +633,8 @@ func (ex *exchange) switchProtocols(resp *fasthttp.Response, upgrade []byte) boo
 			_ = tc.ch.CloseWrite()
 		}()
 		// br may hold bytes the upstream sent right after its 101.
-		_, _ = io.Copy(&countingWriter{w: c, n: &rs.bytesOut}, br)
+		_, _ = io.Copy(&countingWriter{w: fw, n: &rs.bytesOut}, br)
+		rs.live.wsFarewell(c, fw)
 		_ = c.Close()
 		_ = tc.ch.Close()
 		<-done

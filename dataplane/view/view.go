@@ -50,8 +50,12 @@ type Hooks struct {
 	TokenRevoked  func(tokenID, reason string)
 	TunnelDeleted func(tunnelID, reason string)
 	// AccessWithdrawn: a decision AuthorizeIngress allowed before may now be a denial (a role
-	// removed, a tunnel deleted or given another owner, a token key revoked).
+	// removed, a grant revoked or expired, an access key revoked, a tunnel deleted, a token key
+	// revoked).
 	AccessWithdrawn func()
+	// CredentialsRevoked: a token key was revoked; a credential AuthenticateCaller accepted
+	// before may now be refused (the user tokens it signed, the access keys derived from it).
+	CredentialsRevoked func()
 	// DrainRequested: the control plane asked a node to drain (it stays draining).
 	DrainRequested func(nodeID string)
 }
@@ -280,6 +284,9 @@ func (v *View) apply(e Event, after *[]func()) error {
 	if h := v.hooks.AccessWithdrawn; h != nil && withdrawsAccess(e) {
 		*after = append(*after, h)
 	}
+	if h := v.hooks.CredentialsRevoked; h != nil && e.StreamID == ledger.LogStream && e.Type == ledger.TypeKeyRevoked {
+		*after = append(*after, h)
+	}
 	if e.StreamID == ledger.LogStream {
 		return v.applyKey(e)
 	}
@@ -343,7 +350,8 @@ func (v *View) apply(e Event, after *[]func()) error {
 	case *domain.AccessKeyIssued:
 		return v.putAccessKey(x.KeyID, x.OrgID, x.TunnelID, x.SecretHash, x.DerivedFrom, x.ExpiresAt, x.CIDRs, false)
 	case *domain.AccessKeyRevoked:
-		// Nothing to forget: the ingress asks AuthorizeIngress on every request, which reads this.
+		// The ingress asks AuthorizeIngress on every request, which reads this; AccessWithdrawn
+		// has the node decide its live calls again.
 		if k := v.accessKeys[x.KeyID]; k != nil && k.orgID == x.OrgID {
 			k.revoked = true
 		}
@@ -516,7 +524,7 @@ func withdrawsAccess(e Event) bool {
 		return e.Type == ledger.TypeKeyRevoked
 	}
 	switch e.Type {
-	case domain.TypeRoleUnassigned, domain.TypeTunnelDeleted, domain.TypeGrantRevoked, domain.TypeGrantExpired:
+	case domain.TypeRoleUnassigned, domain.TypeTunnelDeleted, domain.TypeGrantRevoked, domain.TypeGrantExpired, domain.TypeAccessKeyRevoked:
 		return true
 	}
 	return false

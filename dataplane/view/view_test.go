@@ -219,11 +219,12 @@ func TestAccessWithdrawnHook(t *testing.T) {
 	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})           // 6: fires
 	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})                         // 7: fires
 	f.log(ledger.TypeKeyRevoked, ledger.KeyRevokedPayload{KeyID: key.ID(), Reason: "leaked"})      // 8: fires
+	f.domain(domain.AccessKeyRevoked{KeyID: "k1", OrgID: org, TunnelID: tun})                      // 9: fires
 	mu.Lock()
 	defer mu.Unlock()
 	// The hook runs after Apply returns from the fold, before the feed moves its position on.
-	if len(fired) != 3 || fired[0] != 6 || fired[1] != 7 || fired[2] != 8 {
-		t.Fatalf("AccessWithdrawn fired at positions %v, want [6 7 8]", fired)
+	if len(fired) != 4 || fired[0] != 6 || fired[1] != 7 || fired[2] != 8 || fired[3] != 9 {
+		t.Fatalf("AccessWithdrawn fired at positions %v, want [6 7 8 9]", fired)
 	}
 }
 

@@ -269,7 +269,11 @@ func (a *App) newView(info LogInfo) *view.View {
 			a.onNode(func(n *node.Node) { n.DisconnectTunnel(id, reason) })
 		},
 		AccessWithdrawn: func() {
-			a.onNode(func(n *node.Node) { n.ForgetAuthorizations() })
+			// Next calls are decided afresh, and calls in flight again: those now refused are cut.
+			a.onNode(func(n *node.Node) { n.ForgetAuthorizations(); n.Reauthorize(false) })
+		},
+		CredentialsRevoked: func() {
+			a.onNode(func(n *node.Node) { n.Reauthorize(true) })
 		},
 		DrainRequested: func(nodeID string) {
 			if nodeID == a.ID.ID {

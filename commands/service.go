@@ -144,6 +144,7 @@ type Handlers struct {
 	CreateTunnel       Handler[CreateTunnel]
 	UpdateTunnel       Handler[UpdateTunnel]
 	DeleteTunnel       Handler[DeleteTunnel]
+	SetTunnelAccessLog Handler[SetTunnelAccessLog]
 	EnrollNode         Handler[EnrollNode]
 	DrainNode          Handler[DrainNode]
 	RemoveNode         Handler[RemoveNode]
@@ -204,6 +205,7 @@ func New(cfg Config) (*Service, error) {
 		CreateTunnel:       decorate(s, HandlerFunc[CreateTunnel](s.createTunnel)),
 		UpdateTunnel:       decorate(s, HandlerFunc[UpdateTunnel](s.updateTunnel)),
 		DeleteTunnel:       decorate(s, HandlerFunc[DeleteTunnel](s.deleteTunnel)),
+		SetTunnelAccessLog: decorate(s, HandlerFunc[SetTunnelAccessLog](s.setTunnelAccessLog)),
 		EnrollNode:         decorate(s, HandlerFunc[EnrollNode](s.enrollNode)),
 		DrainNode:          decorate(s, HandlerFunc[DrainNode](s.drainNode)),
 		RemoveNode:         decorate(s, HandlerFunc[RemoveNode](s.removeNode)),

@@ -76,7 +76,7 @@ const (
 func NodeReportable(eventType string) bool {
 	switch eventType {
 	case TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted,
-		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted:
+		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted, TypeAccessCallsRecorded:
 		return true
 	}
 	return false
@@ -91,7 +91,8 @@ func NodeNeeds(eventType string) bool {
 	case TypeOrganizationCreated, TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted,
 		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenRevoked, TypeNodeDrainRequested,
 		TypeAccessKeyIssued, TypeAccessKeyRevoked,
-		TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired:
+		TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired,
+		TypeTunnelAccessLogSet:
 		return true
 	}
 	return false
@@ -123,6 +124,7 @@ func EventTypes() []EventType {
 		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted,
 		TypeOrgSettingsUpdated, TypePriceSheetSet,
 		TypeReportGenerated,
+		TypeTunnelAccessLogSet, TypeAccessCallsRecorded,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -259,6 +261,10 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &FailbackCompleted{}
 	case TypeReportGenerated:
 		e = &ReportGenerated{}
+	case TypeTunnelAccessLogSet:
+		e = &TunnelAccessLogSet{}
+	case TypeAccessCallsRecorded:
+		e = &AccessCallsRecorded{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

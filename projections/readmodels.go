@@ -30,7 +30,7 @@ const (
 func All() []Projection {
 	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
 		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{},
-		enrollmentTokensProjection{}, usageProjection{}, complianceProjection{}, accessRequestsProjection{}}
+		enrollmentTokensProjection{}, usageProjection{}, complianceProjection{}, accessRequestsProjection{}, accessCallsProjection{}}
 }
 
 // folds tells whether p applies rec. A node's facts stream holds only what a node may report (the

@@ -124,7 +124,7 @@ type Config struct {
 	// UsageMaxCallers bounds the distinct (tunnel, caller) accounts of one usage window (default
 	// 10,000): calls of further callers count in their tunnel's overflow account
 	// (domain.CallerOverflow) and in tunnelplane_node_usage_overflow_calls_total.
-	UsageMaxCallers   int
+	UsageMaxCallers int
 	// CallQueueMax bounds the call records waiting for the sink (default 50,000; calls.go); more
 	// are dropped and counted. CallBatchMax bounds one access.calls_recorded batch (default 500,
 	// at most domain.MaxCallsPerBatch); CallFlushInterval is how often a batch that is not full

@@ -170,6 +170,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	drain := f.lastSeen().Sub(last)
+	// Every call, not only the newest of each batch: a refused batch would leave a gap.
+	var stored int64
+	if err := sys.log.Pool().QueryRow(ctx, `SELECT count(*) FROM access_calls WHERE tunnel_id = $1::uuid`, sys.tunnelID).Scan(&stored); err != nil {
+		return nil, fmt.Errorf("bench calls: count the read model: %w", err)
+	}
+	if stored != int64(batches*o.CallsPerBatch) {
+		return nil, fmt.Errorf("bench calls: %d calls readable, %d published", stored, batches*o.CallsPerBatch)
+	}
 	lags := f.sortedLags()
 	res := &Result{Rate: o.Rate, DurationSec: o.Duration.Seconds(), CallsPerBatch: o.CallsPerBatch, Calls: int64(batches * o.CallsPerBatch),
 		Batches: batches, PublishedRate: float64(batches*o.CallsPerBatch) / published.Seconds(),

@@ -23,6 +23,7 @@ type CallSink interface {
 // callInfo is what a call record keeps of the request, taken when the call began (the request's
 // context is gone when a streamed response ends).
 type callInfo struct {
+	on                     bool // the call is recorded
 	at                     time.Time
 	kind, id, method, path string
 }
@@ -57,9 +58,10 @@ func (l *callLog) register(r prometheus.Registerer) error {
 	return r.Register(l.dropped)
 }
 
-// begin takes what the record of rs's call needs from its request: its method and path (without
-// the query string, and without the /t/<ref> prefix of path routing), cut to the record's bounds.
-func beginCall(ctx *fasthttp.RequestCtx, rs *reqState, caller Principal, start time.Time) *callInfo {
+// beginCall takes what the record of rs's call needs from its request: its method and path
+// (without the query string, and without the /t/<ref> prefix of path routing), cut to the
+// record's bounds.
+func beginCall(ctx *fasthttp.RequestCtx, rs *reqState, caller Principal, start time.Time) {
 	k := callerKey(rs.route, caller)
 	path := ctx.URI().PathOriginal()
 	if rs.prefix != "" {
@@ -69,11 +71,20 @@ func beginCall(ctx *fasthttp.RequestCtx, rs *reqState, caller Principal, start t
 	if len(path) > 0 {
 		route = domain.CallRoute(path)
 	}
-	method := string(ctx.Method())
-	if !domain.ValidCallMethod(method) {
-		method = "INVALID"
+	rs.call = callInfo{on: true, at: start, kind: k.kind, id: k.id, method: callMethod(ctx.Method()), path: route}
+}
+
+// callMethod is the method as a record keeps it: the common ones without an allocation.
+func callMethod(m []byte) string {
+	for _, known := range [...]string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"} {
+		if string(m) == known {
+			return known
+		}
 	}
-	return &callInfo{at: start, kind: k.kind, id: k.id, method: method, path: route}
+	if s := string(m); domain.ValidCallMethod(s) {
+		return s
+	}
+	return "INVALID"
 }
 
 // add queues the record of a finished call.
@@ -105,7 +116,8 @@ const maxCallBatchBytes = 48 << 10
 func (l *callLog) take(nodeID string) []domain.AccessCallsRecorded {
 	l.mu.Lock()
 	q, lost := l.queue, l.lost
-	l.queue, l.lost = nil, 0
+	// The batches keep q; the next queue starts as large as this one grew (no regrowth).
+	l.queue, l.lost = make([]domain.AccessCall, 0, min(len(q), l.max)), 0
 	l.mu.Unlock()
 	if len(q) == 0 && lost == 0 {
 		return nil
@@ -148,8 +160,8 @@ func jsonStringBound(s string) int {
 
 // recordCall queues the record of rs's call when its tunnel logs calls.
 func (n *Node) recordCall(rs *reqState, latency time.Duration) {
-	c := rs.call
-	if c == nil {
+	c := &rs.call
+	if !c.on {
 		return
 	}
 	n.calls.add(domain.AccessCall{At: c.at.UTC(), OrgID: rs.route.OrgID, TunnelID: rs.route.TunnelID,

@@ -47,7 +47,7 @@ type reqState struct {
 	uprev, unext    *reqState
 	seenIn, seenOut int64
 
-	call *callInfo // the call's record (calls.go), when its tunnel logs calls
+	call callInfo // the call's record (calls.go), when its tunnel logs calls (route.Calls)
 }
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
@@ -124,7 +124,7 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	// (from its start: the microseconds of authentication count too, and no clock is read).
 	n.usage.begin(rs, caller, start)
 	if route.Calls {
-		rs.call = beginCall(ctx, rs, caller, start)
+		beginCall(ctx, rs, caller, start)
 	}
 	// The response body may still be streaming when this returns; then its end finishes the
 	// request (endRequest), else this does.

@@ -43,6 +43,10 @@ type Options struct {
 	// CallsPerBatch is the calls in one batch (default 100: what a node's batch of typical calls
 	// holds under its 48 KiB bound is about 115).
 	CallsPerBatch int
+	// BatchesPerPublish is the batches published at once, in one signed NATS message (default 5:
+	// a node hands its sink the batches of a flush together, 500 calls when its queue fills
+	// first, and its facts queue publishes what it holds at once).
+	BatchesPerPublish int
 	// KeptUpLag: the ingester kept up when every batch was readable within it of its
 	// publication, the last one included (default 5s).
 	KeptUpLag time.Duration
@@ -59,6 +63,9 @@ func (o *Options) applyDefaults() {
 	}
 	if o.CallsPerBatch == 0 {
 		o.CallsPerBatch = 100
+	}
+	if o.BatchesPerPublish == 0 {
+		o.BatchesPerPublish = 5
 	}
 	if o.KeptUpLag == 0 {
 		o.KeptUpLag = 5 * time.Second
@@ -84,20 +91,24 @@ func (o Options) Validate() error {
 	if o.CallsPerBatch < 1 || o.CallsPerBatch > domain.MaxCallsPerBatch {
 		errs = append(errs, fmt.Errorf("%w: calls per batch must be 1..%d", ErrInvalidOptions, domain.MaxCallsPerBatch))
 	}
+	if o.BatchesPerPublish < 1 || o.BatchesPerPublish > 10 {
+		errs = append(errs, fmt.Errorf("%w: batches per publication must be 1..10", ErrInvalidOptions))
+	}
 	return errors.Join(errs...)
 }
 
 // Result is what a run measured.
 type Result struct {
-	Rate          int     `json:"rate"` // calls per second asked for
-	DurationSec   float64 `json:"duration_s"`
-	CallsPerBatch int     `json:"calls_per_batch"`
-	Calls         int64   `json:"calls"`
-	Batches       int     `json:"batches"`
+	Rate              int     `json:"rate"` // calls per second asked for
+	DurationSec       float64 `json:"duration_s"`
+	CallsPerBatch     int     `json:"calls_per_batch"`
+	BatchesPerPublish int     `json:"batches_per_publish"`
+	Calls             int64   `json:"calls"`
+	Batches           int     `json:"batches"`
 	// PublishedRate is the calls per second actually published (the node's side may fall behind
 	// on a loaded machine).
 	PublishedRate float64 `json:"published_calls_per_s"`
-	// Lag is from a batch's publication to its calls being readable in access_calls.
+	// Lag is from a publication to its calls being readable in access_calls.
 	LagP50MS float64 `json:"lag_p50_ms"`
 	LagP99MS float64 `json:"lag_p99_ms"`
 	LagMaxMS float64 `json:"lag_max_ms"`
@@ -129,7 +140,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	followed := make(chan error, 1)
 	go func() { followed <- f.run(fctx) }()
 
-	interval := time.Duration(float64(time.Second) * float64(o.CallsPerBatch) / float64(o.Rate))
+	per := o.CallsPerBatch * o.BatchesPerPublish
+	interval := time.Duration(float64(time.Second) * float64(per) / float64(o.Rate))
 	began := time.Now()
 	var last time.Time
 	batches := 0
@@ -146,20 +158,24 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 		at := time.Now().UTC().Truncate(time.Microsecond) // as PostgreSQL keeps it
+		facts := make([]nodebus.Fact, o.BatchesPerPublish)
+		for j := range facts {
+			facts[j] = nodebus.Fact{Event: sys.batch(at, o.CallsPerBatch)}
+		}
 		f.published(at)
-		if err := sys.pub.Publish(ctx, nodebus.Fact{Event: sys.batch(at, o.CallsPerBatch)}); err != nil {
+		if err := sys.pub.Publish(ctx, facts...); err != nil {
 			return nil, fmt.Errorf("bench calls: publish: %w", err)
 		}
-		last, batches = at, i+1
+		last, batches = at, (i+1)*o.BatchesPerPublish
 		if i > 0 && i%int(time.Second*10/interval) == 0 {
 			progress("  %4.0fs: %d batches published, lag p99 so far %.0f ms", time.Since(began).Seconds(), batches, f.lagP99())
 		}
 	}
 	published := time.Since(began)
 	deadline := time.Now().Add(max(o.KeptUpLag, time.Minute))
-	for !f.seen(batches) {
+	for !f.seen(batches / o.BatchesPerPublish) {
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("bench calls: %d of %d batches readable a minute after the last publication", f.count(), batches)
+			return nil, fmt.Errorf("bench calls: %d of %d publications readable a minute after the last", f.count(), batches/o.BatchesPerPublish)
 		}
 		select {
 		case <-time.After(5 * time.Millisecond):
@@ -179,7 +195,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("bench calls: %d calls readable, %d published", stored, batches*o.CallsPerBatch)
 	}
 	lags := f.sortedLags()
-	res := &Result{Rate: o.Rate, DurationSec: o.Duration.Seconds(), CallsPerBatch: o.CallsPerBatch, Calls: int64(batches * o.CallsPerBatch),
+	res := &Result{Rate: o.Rate, DurationSec: o.Duration.Seconds(), CallsPerBatch: o.CallsPerBatch, BatchesPerPublish: o.BatchesPerPublish, Calls: int64(batches * o.CallsPerBatch),
 		Batches: batches, PublishedRate: float64(batches*o.CallsPerBatch) / published.Seconds(),
 		LagP50MS: stats.Quantile(lags, .5), LagP99MS: stats.Quantile(lags, .99), LagMaxMS: lags[len(lags)-1],
 		DrainMS: float64(drain.Microseconds()) / 1000, Baseline: baseline}

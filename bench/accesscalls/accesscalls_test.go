@@ -17,7 +17,7 @@ func TestMain(m *testing.M) {
 // A short run publishes at the rate asked, finds every call in the read model (Run counts them)
 // and times each batch.
 func TestRunFollowsEveryBatch(t *testing.T) {
-	res, err := Run(context.Background(), Options{AdminURL: pgtest.Server(t).AdminURL, Rate: 500, Duration: time.Second, CallsPerBatch: 50})
+	res, err := Run(context.Background(), Options{AdminURL: pgtest.Server(t).AdminURL, Rate: 500, Duration: time.Second, CallsPerBatch: 50, BatchesPerPublish: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestRunFollowsEveryBatch(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	for _, o := range []Options{{}, {AdminURL: "x", CallsPerBatch: 1001}, {AdminURL: "x", Rate: -1}} {
+	for _, o := range []Options{{}, {AdminURL: "x", CallsPerBatch: 1001}, {AdminURL: "x", Rate: -1}, {AdminURL: "x", BatchesPerPublish: 11}} {
 		if o.Validate() == nil {
 			t.Errorf("%+v: accepted", o)
 		}

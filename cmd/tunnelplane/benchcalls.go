@@ -43,6 +43,7 @@ func newBenchCallsCommand(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&o.Rate, "rate", 5000, "calls per second")
 	cmd.Flags().DurationVar(&o.Duration, "duration", 0, "how long the rate is held (default 60s)")
 	cmd.Flags().IntVar(&o.CallsPerBatch, "batch", 100, "calls per signed batch")
+	cmd.Flags().IntVar(&o.BatchesPerPublish, "batches-per-publish", 5, "batches in one NATS message (as a node's flush of 500 calls)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys lag_p50_ms, lag_p99_ms, kept_up …)")
 	return cmd
 }

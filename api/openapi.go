@@ -299,11 +299,12 @@ var schemas = map[string]schema{
 	"TunnelInput": object([]string{"name", "upstream"}, schema{"org": str("organization name or id"), "name": str("DNS label"),
 		"upstream": str("like http://127.0.0.1:11434"), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}, "default": "http"}}),
 	"TunnelPatch": object(nil, schema{"name": str(""), "upstream": str(""), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}}}),
-	"Tunnel": object([]string{"id", "org_id", "name", "owner", "upstream", "protocol", "state", "version", "created_at", "updated_at", "position", "agents_connected"}, schema{
+	"Tunnel": object([]string{"id", "org_id", "name", "owner", "upstream", "protocol", "state", "version", "created_at", "updated_at", "position", "agents_connected", "access_log"}, schema{
 		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "name": str(""), "owner": str(""), "upstream": str(""), "protocol": str(""),
 		"state": schema{"type": "string", "enum": []string{"active", "deleted"}}, "version": integer(""), "created_at": strf("date-time", ""),
 		"updated_at": strf("date-time", ""), "position": integer(""),
 		"agents_connected": integer("agent sessions connected now (one per node at most), as the nodes reported them"),
+		"access_log":       schema{"type": "string", "enum": []string{"windows", "calls"}, "description": "what the nodes report of the tunnel's calls"},
 	}),
 	"AgentSession": object([]string{"id", "node_id", "org_id", "tunnel_id", "token_id", "agent_version", "protocol", "remote_addr", "kex", "cipher", "connected_at", "position", "state"}, schema{
 		"id": strf("uuid", ""), "node_id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": strf("uuid", ""), "token_id": strf("uuid", "the agent token it connected with"),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/api"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
@@ -78,7 +79,7 @@ func TestSystemAccessLogRecordsEachCall(t *testing.T) {
 		cursor := ""
 		for {
 			var page api.List[api.AccessCall]
-			adminAPI(http.MethodGet, "/api/v1/tunnels/"+d.TunnelID+"/access?org=demo&limit=2"+cursor, nil, &page)
+			adminAPI(http.MethodGet, "/api/v1/tunnels/"+d.TunnelID+"/access?org=demo&limit=2&wait_for=latest"+cursor, nil, &page)
 			all = append(all, page.Items...)
 			if page.NextCursor == "" {
 				return all
@@ -165,6 +166,17 @@ func TestSystemAccessLogRecordsEachCall(t *testing.T) {
 		if g.Route == "/echo/before" || g.Route == "/echo/while-windows" {
 			t.Errorf("a call while the access log was windows was recorded: %+v", g)
 		}
+	}
+
+	// The tunnel shows its setting, and its version (ETag) counts the changes.
+	var tun api.Tunnel
+	adminAPI(http.MethodGet, "/api/v1/tunnels/"+d.TunnelID+"?org=demo&wait_for=latest", nil, &tun)
+	if tun.AccessLog != "calls" {
+		t.Errorf("the tunnel shows access log %q, want calls", tun.AccessLog)
+	}
+	stream, err := sv.CP.Log.Store.ReadStream(context.Background(), domain.TunnelStream(d.TunnelID), 1, 100)
+	if err != nil || tun.Version != int64(len(stream)) {
+		t.Errorf("the tunnel's version is %d, its stream holds %d events (%v): an If-Match would fail", tun.Version, len(stream), err)
 	}
 
 	var audit api.List[api.AuditEntry]

@@ -26,5 +26,10 @@ CREATE VIEW access_calls AS SELECT position, idx, org_id, tunnel_id, node_id, at
     bytes_in, bytes_out, duration_us
     FROM rm_access_calls WHERE generation = (SELECT generation FROM projection_state WHERE name = 'access_calls');
 
+-- A tunnel's access-log setting (tunnel.access_log_set), shown with the tunnel.
+ALTER TABLE rm_tunnels ADD COLUMN access_log text NOT NULL DEFAULT 'windows';
+CREATE OR REPLACE VIEW tunnels AS SELECT tunnel_id, org_id, name, owner, upstream, protocol, state, version, created_at, updated_at, position,
+    access_log FROM rm_tunnels WHERE generation = (SELECT generation FROM projection_state WHERE name = 'tunnels');
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON rm_access_calls TO tunnelplane_app;
 GRANT SELECT ON access_calls TO tunnelplane_app;

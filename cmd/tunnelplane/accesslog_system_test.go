@@ -179,6 +179,18 @@ func TestSystemAccessLogRecordsEachCall(t *testing.T) {
 		t.Errorf("the tunnel's version is %d, its stream holds %d events (%v): an If-Match would fail", tun.Version, len(stream), err)
 	}
 
+	// The CLI: the records by tunnel name with a filter; a setting it does not know is refused.
+	cli := func(args ...string) result {
+		return tp(t, append(args, "--org", "demo", "--api-url", sv.CP.URL, "--token", d.UserToken)...)
+	}
+	if r := cli("admin", "tunnels", "access", "llm", "--status", "404"); r.code != 0 || strings.Count(r.stdout, " 404 ") != 2 ||
+		!strings.Contains(r.stdout, "user:demo") || !strings.Contains(r.stdout, "/no-such-route") {
+		t.Errorf("admin tunnels access --status 404: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := cli("admin", "tunnels", "set-access-log", "llm", "sometimes"); r.code == 0 || !strings.Contains(r.stderr, "access_log") {
+		t.Errorf("set-access-log sometimes: %d %s", r.code, r.stderr)
+	}
+
 	var audit api.List[api.AuditEntry]
 	adminAPI(http.MethodGet, "/api/v1/audit?org=demo&type=tunnel.access_log_set&wait_for=latest", nil, &audit)
 	if len(audit.Items) != 3 {

@@ -141,6 +141,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"set access policy", roleAdmins, 200, func(org string) (string, string, any) {
 			return "PUT", "/api/v1/tunnels/" + tunnel(org) + "/access-policy?org=" + org, map[string]any{"approver_role": "editor", "required_approvals": 2}
 		}},
+		{"set access log", roleAdmins, 200, func(org string) (string, string, any) {
+			return "PUT", "/api/v1/tunnels/" + tunnel(org) + "/access-log?org=" + org, map[string]any{"access_log": "calls"}
+		}},
+		{"list access calls", readers, 200, func(org string) (string, string, any) {
+			return "GET", "/api/v1/tunnels/" + shared[org] + "/access?org=" + org, nil
+		}},
 		{"request access", []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor, domain.RoleViewer}, 201, func(org string) (string, string, any) {
 			return "POST", "/api/v1/access-requests", map[string]string{"org": org, "tunnel_id": tunnel(org), "duration": "1h", "reason": "debugging"}
 		}},

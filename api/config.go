@@ -158,6 +158,7 @@ type ReadModels interface {
 // UsageReader reads the usage rollups, org settings and price sheets (projection usage).
 type UsageReader interface {
 	UsageHours(ctx context.Context, f readmodels.UsageFilter) ([]readmodels.UsageHour, *readmodels.UsageKey, error)
+	ListAccessCalls(ctx context.Context, f readmodels.AccessCallFilter) ([]readmodels.AccessCall, error)
 	OrgTimeZone(ctx context.Context, orgID string) (string, error)
 	PriceSheets(ctx context.Context, orgID string, until time.Time) ([]readmodels.PriceSheet, error)
 	ChargeUsage(ctx context.Context, orgID string, from, to time.Time, boundaries []time.Time) ([]readmodels.ChargeUsage, error)

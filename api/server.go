@@ -177,6 +177,8 @@ func (s *Server) register() {
 	s.route(http.MethodGet, "/api/v1/tunnels/:id/grants", s.listGrants, true)
 	s.route(http.MethodDelete, "/api/v1/tunnels/:id/grants/:grant_id", s.revokeGrant, true)
 	s.route(http.MethodPut, "/api/v1/tunnels/:id/access-policy", s.setAccessPolicy, true)
+	s.route(http.MethodPut, "/api/v1/tunnels/:id/access-log", s.setAccessLog, true)
+	s.route(http.MethodGet, "/api/v1/tunnels/:id/access", s.listAccessCalls, true)
 	s.route(http.MethodPost, "/api/v1/access-requests", s.requestAccess, true)
 	s.route(http.MethodGet, "/api/v1/access-requests", s.listAccessRequests, true)
 	s.route(http.MethodPost, "/api/v1/access-requests/:id/approve", s.approveAccess, true)

@@ -30,6 +30,9 @@ type Tunnel struct {
 	Position  int64     `json:"position"`
 	// AgentsConnected counts the tunnel's agent sessions its nodes report connected now.
 	AgentsConnected int64 `json:"agents_connected"`
+	// AccessLog is what the tunnel's nodes report of its calls: "windows" (usage totals per
+	// caller, the default) or "calls" (a record per call: GET /tunnels/{id}/access).
+	AccessLog string `json:"access_log"`
 }
 
 // TunnelInput is the body of POST /tunnels.

@@ -147,6 +147,7 @@ type Handlers struct {
 	CreateTunnel        Handler[CreateTunnel]
 	UpdateTunnel        Handler[UpdateTunnel]
 	DeleteTunnel        Handler[DeleteTunnel]
+	SetTunnelAccessLog  Handler[SetTunnelAccessLog]
 	EnrollNode          Handler[EnrollNode]
 	DrainNode           Handler[DrainNode]
 	RemoveNode          Handler[RemoveNode]
@@ -218,6 +219,7 @@ func New(cfg Config) (*Service, error) {
 		CreateTunnel:        decorate(s, HandlerFunc[CreateTunnel](s.createTunnel)),
 		UpdateTunnel:        decorate(s, HandlerFunc[UpdateTunnel](s.updateTunnel)),
 		DeleteTunnel:        decorate(s, HandlerFunc[DeleteTunnel](s.deleteTunnel)),
+		SetTunnelAccessLog:  decorate(s, HandlerFunc[SetTunnelAccessLog](s.setTunnelAccessLog)),
 		EnrollNode:          decorate(s, HandlerFunc[EnrollNode](s.enrollNode)),
 		DrainNode:           decorate(s, HandlerFunc[DrainNode](s.drainNode)),
 		RemoveNode:          decorate(s, HandlerFunc[RemoveNode](s.removeNode)),

@@ -201,3 +201,36 @@ func (s *Service) deleteTunnel(ctx context.Context, c DeleteTunnel) (Result, err
 		return s.releaseName(ctx, changed(t.ID(), domain.TunnelStream(t.ID()), t.Version(), ev), c.OrgID, t.Name(), t.ID())
 	})
 }
+
+// SetTunnelAccessLog sets what the tunnel's nodes report about its calls: domain.AccessLogCalls
+// (a record per call) or domain.AccessLogWindows (the usage windows only). Like the access
+// policy it decides what the tunnel's sharing leaves on record, so it takes the right to share.
+type SetTunnelAccessLog struct {
+	OrgID     string `json:"org_id"`
+	TunnelID  string `json:"tunnel_id"`
+	AccessLog string `json:"access_log"`
+}
+
+func (SetTunnelAccessLog) CommandName() string { return "SetTunnelAccessLog" }
+func (c SetTunnelAccessLog) Permission() Permission {
+	return Permission{Org: c.OrgID, Object: ObjTunnels, Action: ActShare}
+}
+
+func (s *Service) setTunnelAccessLog(ctx context.Context, c SetTunnelAccessLog) (Result, error) {
+	g := newIDGen(ctx, c.CommandName())
+	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
+	return s.decideAndAppend(ctx, g, meta, retryOnConflict, func() (decision, error) {
+		t, err := s.loadTunnel(ctx, c.OrgID, c.TunnelID)
+		if err != nil {
+			return decision{}, err
+		}
+		ev, err := t.SetAccessLog(c.AccessLog)
+		if err != nil {
+			return decision{}, err
+		}
+		if ev == nil {
+			return unchanged(t.ID(), t.Version()), nil
+		}
+		return changed(t.ID(), domain.TunnelStream(t.ID()), t.Version(), ev), nil
+	})
+}

@@ -85,7 +85,7 @@ const (
 func NodeReportable(eventType string) bool {
 	switch eventType {
 	case TypeAgentConnected, TypeAgentDisconnected, TypeAgentReplaced, TypeUsageRecorded, TypeNodeCommandExecuted, TypeNodeDrained, TypeNodeStarted,
-		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted:
+		TypeFailoverStarted, TypeFailoverCompleted, TypeFailbackCompleted, TypeAccessCallsRecorded:
 		return true
 	}
 	return false
@@ -100,7 +100,8 @@ func NodeNeeds(eventType string) bool {
 	case TypeOrganizationCreated, TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted,
 		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenRevoked, TypeNodeDrainRequested,
 		TypeAccessKeyIssued, TypeAccessKeyRevoked,
-		TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired:
+		TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired,
+		TypeTunnelAccessLogSet:
 		return true
 	}
 	return false
@@ -136,6 +137,7 @@ func EventTypes() []EventType {
 		TypeWebhookEndpointCreated, TypeWebhookEndpointUpdated, TypeWebhookSecretRotated, TypeWebhookEndpointDeleted, TypeGrantExpiring,
 		TypeReportScheduleCreated, TypeReportScheduleUpdated, TypeReportSchedulePaused, TypeReportScheduleResumed, TypeReportScheduleDeleted,
 		TypeCapacityForecastExceeded,
+		TypeTunnelAccessLogSet, TypeAccessCallsRecorded,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -296,6 +298,10 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &ReportScheduleDeleted{}
 	case TypeCapacityForecastExceeded:
 		e = &CapacityForecastExceeded{}
+	case TypeTunnelAccessLogSet:
+		e = &TunnelAccessLogSet{}
+	case TypeAccessCallsRecorded:
+		e = &AccessCallsRecorded{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

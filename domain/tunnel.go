@@ -15,6 +15,7 @@ type Tunnel struct {
 	id, orgID, owner         string
 	name, upstream, protocol string
 	state                    TunnelState
+	accessLog                string // "" until set: AccessLogWindows
 	version                  uint64
 }
 
@@ -76,6 +77,8 @@ func (t *Tunnel) apply(e Event) error {
 		}
 	case *TunnelDeleted:
 		t.state = TunnelGone
+	case *TunnelAccessLogSet:
+		t.accessLog = ev.AccessLog
 	default:
 		return fmt.Errorf("tunnel: %w: %s", ErrUnknownEvent, e.EventType())
 	}

@@ -30,7 +30,7 @@ const (
 func All() []Projection {
 	return []Projection{orgsProjection{}, tunnelsProjection{}, nodesProjection{}, tokensProjection{}, rolesProjection{}, auditProjection{},
 		sessionsProjection{}, siemSinksProjection{}, accessKeysProjection{}, webhooksProjection{},
-		enrollmentTokensProjection{}, usageProjection{}, complianceProjection{}, accessRequestsProjection{}, reportSchedulesProjection{}}
+		enrollmentTokensProjection{}, usageProjection{}, complianceProjection{}, accessRequestsProjection{}, reportSchedulesProjection{}, accessCallsProjection{}}
 }
 
 // folds tells whether p applies rec. A node's facts stream holds only what a node may report (the
@@ -73,7 +73,7 @@ type tunnelsProjection struct{}
 func (tunnelsProjection) Name() string     { return Tunnels }
 func (tunnelsProjection) Tables() []string { return []string{"rm_tunnels"} }
 func (tunnelsProjection) Handles(t string) bool {
-	return t == domain.TypeTunnelCreated || t == domain.TypeTunnelUpdated || t == domain.TypeTunnelDeleted
+	return t == domain.TypeTunnelCreated || t == domain.TypeTunnelUpdated || t == domain.TypeTunnelDeleted || t == domain.TypeTunnelAccessLogSet
 }
 func (tunnelsProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eventstore.Record) error {
 	e, err := decode(rec)
@@ -89,6 +89,9 @@ func (tunnelsProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eve
 		queue(b, rec, `UPDATE rm_tunnels SET name = coalesce($3, name), upstream = coalesce($4, upstream), protocol = coalesce($5, protocol),
 			version = $6, updated_at = $7, position = $8 WHERE generation = $1 AND tunnel_id = $2`,
 			gen, ev.TunnelID, ev.Name, ev.Upstream, ev.Protocol, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
+	case *domain.TunnelAccessLogSet:
+		queue(b, rec, `UPDATE rm_tunnels SET access_log = $3, version = $4, updated_at = $5, position = $6 WHERE generation = $1 AND tunnel_id = $2`,
+			gen, ev.TunnelID, ev.AccessLog, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
 	case *domain.TunnelDeleted:
 		queue(b, rec, `UPDATE rm_tunnels SET state = 'deleted', version = $3, updated_at = $4, position = $5 WHERE generation = $1 AND tunnel_id = $2`,
 			gen, ev.TunnelID, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))

@@ -125,6 +125,10 @@ func samples() map[string]any {
 		domain.TypeOrgSettingsUpdated:     domain.OrgSettingsUpdated{OrgID: org, TimeZone: "Europe/Berlin"},
 		domain.TypePriceSheetSet: domain.PriceSheetSet{OrgID: org, EffectiveFrom: time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC), Currency: "EUR",
 			PerGBIn: "0.02", PerGBOut: "0.05", Per1kRequests: "0.10", PerStreamedHour: "0.30", PerTunnelDay: "1.00"},
+		domain.TypeTunnelAccessLogSet: domain.TunnelAccessLogSet{TunnelID: tun, OrgID: org, AccessLog: domain.AccessLogCalls, Previous: domain.AccessLogWindows},
+		domain.TypeAccessCallsRecorded: domain.AccessCallsRecorded{NodeID: node, Dropped: 3, Calls: []domain.AccessCall{
+			{At: at, OrgID: org, TunnelID: tun, CallerKind: domain.CallerUser, CallerID: "alice", Method: "POST", Route: "/v1/chat/completions", Status: 200, BytesIn: 120, BytesOut: 4000, DurationUS: 1500},
+			{At: at, OrgID: org, TunnelID: tun, CallerKind: domain.CallerAccessKey, CallerID: uuid.NewString(), Method: "GET", Route: "/v1/models", Status: 403, BytesOut: 300, DurationUS: 90}}},
 		domain.TypeReportGenerated: domain.ReportGenerated{ReportID: uuid.NewString(), Report: "soc2", OrgID: org, From: "2026-01-01T00:00:00Z",
 			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
 		domain.TypeSubjectErased: domain.SubjectErased{Subject: "vic", KeysDestroyed: 2, Reason: "GDPR art. 17 request"},

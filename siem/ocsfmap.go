@@ -350,6 +350,23 @@ var ocsfMappings = map[string]ocsfMapping{
 				o.actor.caller = ocsfCaller{kind: callerName, v: "anonymous"}
 			}
 		}},
+	// What a tunnel's nodes report about its calls decides what "who accessed what" can answer.
+	domain.TypeTunnelAccessLogSet: withSeverity(entity(3, "Update", "Tunnel", func(d decoded) (string, string) {
+		e := d.event.(*domain.TunnelAccessLogSet)
+		return e.TunnelID, "access log " + e.AccessLog
+	}), sevLow),
+	domain.TypeAccessCallsRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.AccessCallsRecorded)
+			return accessCallsWords(e)
+		},
+		fill: func(d decoded, o *ocsfEvent) {
+			e := d.event.(*domain.AccessCallsRecorded)
+			in, out := e.Bytes()
+			o.traffic.set, o.traffic.in, o.traffic.out = true, in, out
+			o.count = someInt(int64(len(e.Calls)))
+			o.dstUID = some(e.NodeID)
+		}},
 	domain.TypeSIEMSinkConfigured: entity(1, "Create", "SIEM sink", func(d decoded) (string, string) {
 		e := d.event.(*domain.SIEMSinkConfigured)
 		return e.SinkID, e.Name
@@ -436,6 +453,15 @@ var ocsfMappings = map[string]ocsfMapping{
 		return e.ScheduleID, scope + " " + e.Metric + " above " + strconv.FormatFloat(e.Threshold, 'f', -1, 64) + "/h around " +
 			e.Hour.UTC().Format("2006-01-02T15:04:05Z") + " (p=" + strconv.FormatFloat(e.Probability, 'f', 2, 64) + ")"
 	}), sevMedium),
+}
+
+// accessCallsWords says what a batch of call records holds.
+func accessCallsWords(e *domain.AccessCallsRecorded) string {
+	m := strconv.Itoa(len(e.Calls)) + " call records from node " + e.NodeID
+	if e.Dropped > 0 {
+		m += ", " + strconv.FormatInt(e.Dropped, 10) + " calls not recorded (the node's queue was full)"
+	}
+	return m
 }
 
 // usageCallerWords names a usage window's caller in its message (" by user alice").

@@ -446,6 +446,29 @@ var refMappings = map[string]refMapping{
 		e := d.event.(*domain.SubjectErased)
 		return e.Subject, "of subject " + e.Subject + ", " + strconv.FormatInt(e.KeysDestroyed, 10) + " keys destroyed"
 	}), sevMedium),
+	domain.TypeTunnelAccessLogSet: refWithSeverity(refEntity(3, "Update", "Tunnel", func(d decoded) (string, string) {
+		e := d.event.(*domain.TunnelAccessLogSet)
+		return e.TunnelID, "access log " + e.AccessLog
+	}), sevLow),
+	domain.TypeAccessCallsRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.AccessCallsRecorded)
+			m := strconv.Itoa(len(e.Calls)) + " call records from node " + e.NodeID
+			if e.Dropped > 0 {
+				m += ", " + strconv.FormatInt(e.Dropped, 10) + " calls not recorded (the node's queue was full)"
+			}
+			return m
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.AccessCallsRecorded)
+			var in, out int64
+			for _, c := range e.Calls {
+				in, out = in+c.BytesIn, out+c.BytesOut
+			}
+			o["traffic"] = map[string]any{"bytes_in": in, "bytes_out": out, "bytes": in + out}
+			o["count"] = len(e.Calls)
+			o["dst_endpoint"] = map[string]any{"uid": e.NodeID}
+		}},
 	domain.TypeUsageRecorded: {class: classNetworkActivity, activity: 6, activityName: "Traffic", severity: sevInformational,
 		message: func(d decoded) string {
 			e := d.event.(*domain.UsageRecorded)

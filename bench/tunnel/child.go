@@ -71,6 +71,7 @@ type message struct {
 	Mem       *memStats   `json:"mem,omitempty"`
 	Load      *loadResult `json:"load,omitempty"`
 	CPU       float64     `json:"cpu,omitempty"` // user+system seconds so far
+	Calls     *callCounts `json:"calls,omitempty"`
 	OK        bool        `json:"ok,omitempty"`
 	Error     string      `json:"error,omitempty"`
 }
@@ -182,6 +183,8 @@ func commands(ctx context.Context, in *bufio.Scanner, out *lineWriter) {
 			case "cpu":
 				cpu, _ := node.ProcessCPU()
 				out.send(message{CPU: cpu})
+			case "calls":
+				out.send(message{Calls: &callCounts{Recorded: callsRecorded.Load(), Dropped: callsDropped.Load()}})
 			case "profile":
 				f, err := os.Create(arg)
 				if err == nil {
@@ -234,8 +237,11 @@ func rss() uint64 {
 type benchRouter struct{ idle int }
 
 func (r benchRouter) Resolve(ref string, _ node.Principal) (node.Route, bool) {
-	if ref == "bench" {
+	switch ref {
+	case "bench":
 		return node.Route{OrgID: "org-bench", TunnelID: "tun-bench", Name: "bench"}, true
+	case "bench-calls": // the same tunnel, its access log "calls"
+		return node.Route{OrgID: "org-bench", TunnelID: "tun-bench", Name: "bench", Calls: true}, true
 	}
 	if i, err := strconv.Atoi(strings.TrimPrefix(ref, "idle-")); err == nil && strings.HasPrefix(ref, "idle-") && i < r.idle {
 		return node.Route{OrgID: "org-bench", TunnelID: "tun-" + ref, Name: ref}, true
@@ -318,6 +324,7 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 		Authenticator: node.TokenAuthenticator{Verifier: v},
 		Router:        benchRouter{idle: sp.IdleTunnels},
 		Authorizer:    benchAuthorizer{v: v, keys: kv},
+		Sink:          newCallsSink(),
 		// Every load process of the bench connects from 127.0.0.1.
 		MaxConnsPerSource: 1 << 20,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),

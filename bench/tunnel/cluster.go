@@ -131,7 +131,8 @@ func (c *cluster) stop() {
 
 // ways are the base URLs the phases measure.
 func (c *cluster) ways(cr *credentials) ways {
-	return ways{direct: "http://" + c.originAddr, tunnel: "http://" + c.nodeAddr + "/t/bench", relays: "http://" + c.relaysAddr, token: cr.userToken,
+	return ways{direct: "http://" + c.originAddr, tunnel: "http://" + c.nodeAddr + "/t/bench",
+		tunnelCalls: "http://" + c.nodeAddr + "/t/bench-calls", relays: "http://" + c.relaysAddr, token: cr.userToken,
 		accessKey: cr.accessKey}
 }
 

@@ -46,6 +46,11 @@ func (o *Options) phases(w ways) []phase {
 		// tunnel, in turns of mixSlice in one load generator: "direct" is the user-token way here.
 		{name: "c64key", direct: w.toTunnel("/small"), tunnel: w.toTunnelWithKey("/small"),
 			load: o.rateLoad(64), report: reportC64Key, summarize: summarizeC64Key},
+		// The same tunnel with its access log "windows" (direct here) and "calls" (a record per
+		// call, handed to a sink that encodes and signs each batch as the publisher does), both
+		// with a user token, in turns of mixSlice in one load generator.
+		{name: "c64calls", direct: w.toTunnel("/small"), tunnel: w.toTunnelLoggingCalls("/small"),
+			load: o.rateLoad(64), report: reportC64Calls, summarize: summarizeC64Calls},
 		{name: "stream", direct: w.toDirect(stream), tunnel: w.toTunnel(stream), relay: w.toRelays(stream),
 			load: o.streamLoad, schedTrace: true, report: reportStream, summarize: summarizeStream},
 	}
@@ -55,6 +60,7 @@ func (o *Options) phases(w ways) []phase {
 // a user token and an access key.
 type ways struct {
 	direct, tunnel, relays string
+	tunnelCalls            string // the tunnel under a ref whose route logs calls
 	token, accessKey       string
 }
 
@@ -62,6 +68,9 @@ func (w ways) toDirect(path string) mixTarget { return mixTarget{URL: w.direct +
 func (w ways) toTunnel(path string) mixTarget { return mixTarget{URL: w.tunnel + path, Token: w.token} }
 func (w ways) toTunnelWithKey(path string) mixTarget {
 	return mixTarget{URL: w.tunnel + path, Token: w.accessKey}
+}
+func (w ways) toTunnelLoggingCalls(path string) mixTarget {
+	return mixTarget{URL: w.tunnelCalls + path, Token: w.token}
 }
 func (w ways) toRelays(path string) *mixTarget {
 	return &mixTarget{URL: w.relays + path}
@@ -151,6 +160,12 @@ func reportC64Key(progress progressFunc, s samples) {
 	u, k := last(s.direct), last(s.tunnel)
 	progress("  c64 through the tunnel %.0f / %.0f rps (user token / access key); CPU node %.0f µs/req with the key",
 		rps(u), rps(k), perReq(k, k.NodeCPU))
+}
+
+func reportC64Calls(progress progressFunc, s samples) {
+	w, c := last(s.direct), last(s.tunnel)
+	progress("  c64 through the tunnel %.0f / %.0f rps (access log windows / calls); CPU node %.0f µs/req over both ways' requests",
+		rps(w), rps(c), c.NodeCPU/float64(w.Requests+c.Requests)*1e6)
 }
 
 func reportStream(progress progressFunc, s samples) {

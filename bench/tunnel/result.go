@@ -44,15 +44,22 @@ type Result struct {
 	RPSC64UserToken float64 `json:"rps_c64_user_token"`
 	RPSC64AccessKey float64 `json:"rps_c64_access_key"`
 	RPSC64KeyRatio  float64 `json:"rps_c64_key_ratio"`
-	TTFBDirectUS    float64 `json:"ttfb_direct_us"`
-	TTFBTunnelUS    float64 `json:"ttfb_tunnel_us"`
-	TTFBAddedUS     float64 `json:"ttfb_added_us"`
-	ChunkDirectUS   float64 `json:"chunk_direct_us_p50"`
-	ChunkTunnelUS   float64 `json:"chunk_tunnel_us_p50"`
-	ChunkAddedUSP50 float64 `json:"chunk_added_us_p50"`
-	ChunkAddedUSP99 float64 `json:"chunk_added_us_p99"`
-	ChunkRelayUS    float64 `json:"chunk_relay_us_p50"`
-	ChunkRelayAdded float64 `json:"chunk_relay_added_us_p50"`
+	// c64calls: the tunnel's c=64 request rate with its access log "windows" and "calls", in
+	// turns in one run, and the calls the node recorded and dropped over the whole run.
+	RPSC64Windows    float64 `json:"rps_c64_access_log_windows"`
+	RPSC64Calls      float64 `json:"rps_c64_access_log_calls"`
+	RPSC64CallsRatio float64 `json:"rps_c64_calls_ratio"`
+	CallsRecorded    int64   `json:"calls_recorded"`
+	CallsDropped     int64   `json:"calls_dropped"`
+	TTFBDirectUS     float64 `json:"ttfb_direct_us"`
+	TTFBTunnelUS     float64 `json:"ttfb_tunnel_us"`
+	TTFBAddedUS      float64 `json:"ttfb_added_us"`
+	ChunkDirectUS    float64 `json:"chunk_direct_us_p50"`
+	ChunkTunnelUS    float64 `json:"chunk_tunnel_us_p50"`
+	ChunkAddedUSP50  float64 `json:"chunk_added_us_p50"`
+	ChunkAddedUSP99  float64 `json:"chunk_added_us_p99"`
+	ChunkRelayUS     float64 `json:"chunk_relay_us_p50"`
+	ChunkRelayAdded  float64 `json:"chunk_relay_added_us_p50"`
 
 	IdleAgents             int     `json:"idle_agents"`
 	IdleKiBPerAgent        float64 `json:"idle_kib_per_agent"`
@@ -117,6 +124,12 @@ func summarizeC64Key(res *Result, s samples) {
 	res.RPSC64UserToken, res.RPSC64AccessKey = medianOf(s.direct, rps), medianOf(s.tunnel, rps)
 	res.RPSC64KeyRatio = medianRatio(s.tunnel, s.direct, rps)
 	res.Targets["rps_c64_key_ratio"] = target(res.RPSC64KeyRatio, 0.95, false)
+}
+
+func summarizeC64Calls(res *Result, s samples) {
+	res.RPSC64Windows, res.RPSC64Calls = medianOf(s.direct, rps), medianOf(s.tunnel, rps)
+	res.RPSC64CallsRatio = medianRatio(s.tunnel, s.direct, rps)
+	res.Targets["rps_c64_calls_ratio"] = target(res.RPSC64CallsRatio, 0.85, false)
 }
 
 func summarizeC64(res *Result, s samples) {

@@ -51,6 +51,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			p.summarize(res, *m[p.name])
 		}
 	}
+	if o.runs("c64calls") {
+		m, err := c.node.command("calls")
+		if err != nil {
+			return nil, err
+		}
+		if m.Calls == nil || m.Calls.Recorded == 0 {
+			return nil, fmt.Errorf("c64calls: the node recorded no calls")
+		}
+		res.CallsRecorded, res.CallsDropped = m.Calls.Recorded, m.Calls.Dropped
+	}
 	if o.runs("idle") {
 		if err := c.measureIdle(ctx, cr, res, progress); err != nil {
 			return nil, err

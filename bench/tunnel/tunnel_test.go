@@ -58,13 +58,14 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 		"connect_ms_p95": res.ConnectMSP95, "idle_heap_kib_per_agent": res.IdleHeapKiBPerAgent,
 		"rps_c64_relay_ratio": res.RPSC64RelayRatio, "chunk_relay_us_p50": res.ChunkRelayUS,
 		"rps_c64_key_ratio": res.RPSC64KeyRatio, "rps_c64_access_key": res.RPSC64AccessKey,
+		"rps_c64_calls_ratio": res.RPSC64CallsRatio, "calls_recorded": float64(res.CallsRecorded),
 	} {
 		if !(v > 0) {
 			t.Errorf("%s = %v", name, v)
 		}
 	}
 	t.Log(progress.String())
-	if len(res.Targets) != 7 || res.IdleGoroutinesPerAgent < 1 {
+	if len(res.Targets) != 8 || res.IdleGoroutinesPerAgent < 1 {
 		t.Fatalf("targets %v, goroutines per agent %v", res.Targets, res.IdleGoroutinesPerAgent)
 	}
 }
@@ -117,7 +118,7 @@ func TestSampleKeepsTheExtremes(t *testing.T) {
 func TestPhasesTable(t *testing.T) {
 	o := Options{}
 	o.applyDefaults()
-	w := ways{direct: "http://d", tunnel: "http://n/t/bench", relays: "http://r", token: "tok", accessKey: "key"}
+	w := ways{direct: "http://d", tunnel: "http://n/t/bench", tunnelCalls: "http://n/t/bench-calls", relays: "http://r", token: "tok", accessKey: "key"}
 	phases := o.phases(w)
 	var names []string
 	for _, p := range phases {
@@ -136,7 +137,12 @@ func TestPhasesTable(t *testing.T) {
 		if (len(jobs) > 1) != (p.name == "bulk") {
 			t.Errorf("%s: %d jobs", p.name, len(jobs))
 		}
-		if p.name == "c64key" {
+		if p.name == "c64calls" {
+			// Both ways through the tunnel with a user token: access log windows against calls.
+			if p.direct.Token != "tok" || p.tunnel.Token != "tok" || !strings.HasPrefix(p.direct.URL, "http://n/t/bench/") || !strings.HasPrefix(p.tunnel.URL, "http://n/t/bench-calls/") {
+				t.Errorf("%s: windows way %+v, calls way %+v", p.name, p.direct, p.tunnel)
+			}
+		} else if p.name == "c64key" {
 			// Both ways through the tunnel: user token against access key.
 			if p.direct.Token != "tok" || p.tunnel.Token != "key" || p.direct.URL != p.tunnel.URL || !strings.HasPrefix(p.tunnel.URL, "http://n/t/bench/") {
 				t.Errorf("%s: user-token way %+v, access-key way %+v", p.name, p.direct, p.tunnel)

@@ -270,6 +270,15 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A batch of call records with a route past its bound (a node must cut it).
+	talker, talkerKey := s.enrollNode(t)
+	cases = append(cases, rejectCase{"call records breaking their rules", talker, controlbus.RejectInvalidFact, talkerKey})
+	calls := domain.AccessCallsRecorded{NodeID: talker, Calls: []domain.AccessCall{{At: time.Now().UTC(), OrgID: uuid.NewString(), TunnelID: uuid.NewString(),
+		CallerKind: domain.CallerUser, CallerID: "alice", Method: "GET", Route: "/" + strings.Repeat("a", domain.MaxCallRoute), Status: 200}}}
+	if err := newPublisher(t, talker, talkerKey, nc, t.TempDir(), nil).Publish(ctx, nodebus.Fact{Event: usage(talker, 1)}, nodebus.Fact{Event: calls}); err != nil {
+		t.Fatal(err)
+	}
+
 	var audits []domain.IngestRejected
 	poll.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
 		audits = audits[:0]
@@ -283,8 +292,8 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 			}
 			audits = append(audits, ev)
 		}
-		if len(audits) != 8 {
-			return errorsf("%d rejections audited, want 8", len(audits))
+		if len(audits) != 9 {
+			return errorsf("%d rejections audited, want 9", len(audits))
 		}
 		return nil
 	})
@@ -326,7 +335,7 @@ func TestRejectedBatchesAreAuditedAndNotRetried(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 8 || info.NumRedelivered != 0 {
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 9 || info.NumRedelivered != 0 {
 			return errorsf("consumer: ack pending %d, pending %d, delivered %d, redelivered %d",
 				info.NumAckPending, info.NumPending, info.Delivered.Consumer, info.NumRedelivered)
 		}

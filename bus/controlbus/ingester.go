@@ -411,11 +411,12 @@ func (in *Ingester) check(ctx context.Context, msg jetstream.Msg) ([]eventstore.
 	return events, nil, nil
 }
 
-// factProblem checks a fact of a type with rules of its own (usage.recorded: its Validate)
+// factProblem checks a fact of a type with rules of its own (usage.recorded, access.calls_recorded:
+// their Validate)
 // against them, at the type's current schema version (an older one is upcast first, as readers
 // will see it): a window no node could have counted must not reach the projections.
 func (in *Ingester) factProblem(env *eventstore.Envelope) error {
-	if env.Type != domain.TypeUsageRecorded {
+	if env.Type != domain.TypeUsageRecorded && env.Type != domain.TypeAccessCallsRecorded {
 		return nil
 	}
 	_, payload, err := in.cfg.Store.Registry().Upcast(env.Type, env.SchemaVersion, env.Payload)

@@ -196,6 +196,7 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 	sessions.Flags().StringVar(&sessionState, "state", "", "connected, ended, unknown or all (default)")
 	sessions.Flags().IntVar(&sessionLimit, "limit", 50, "at most this many (0: all)")
 	cmd.AddCommand(list, create, update, del, sessions, a.tunnelActivityCommand(&org))
+	cmd.AddCommand(a.accessLogCommands(&org)...)
 	return cmd
 }
 

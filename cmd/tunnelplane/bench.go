@@ -92,7 +92,7 @@ the receiver acknowledged the batch holding it (p50, p99).`,
 	siemCmd.Flags().DurationVar(&loadDur, "load-duration", 10*time.Second, "how long the API load runs while the lag is measured")
 	siemCmd.Flags().IntVar(&loadClients, "load-clients", 64, "HTTP clients sending the API load")
 	siemCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys siem_eps, baseline_eps, siem_ratio, lag_p50_ms, lag_p99_ms, commands_per_s …)")
-	cmd.AddCommand(siemCmd, newBenchExportCommand(g), newBenchAnalyticsCommand(g))
+	cmd.AddCommand(siemCmd, newBenchExportCommand(g), newBenchAnalyticsCommand(g), newBenchCallsCommand(g))
 	return cmd
 }
 

@@ -85,6 +85,10 @@ func printTunnelBench(g *globals, r *tunnelbench.Result) {
 	if has("rps_c64_key_ratio") {
 		fmt.Fprintf(tw, "tunnel c=64: user token / access key\t%.0f\t%.0f\t%.2f\t\n", r.RPSC64UserToken, r.RPSC64AccessKey, r.RPSC64KeyRatio)
 	}
+	if has("rps_c64_calls_ratio") {
+		fmt.Fprintf(tw, "tunnel c=64: access log windows / calls\t%.0f\t%.0f\t%.2f\t\n", r.RPSC64Windows, r.RPSC64Calls, r.RPSC64CallsRatio)
+		fmt.Fprintf(tw, "  calls recorded / dropped\t\t%d / %d\t\t\n", r.CallsRecorded, r.CallsDropped)
+	}
 	if has("chunk_added_us_p50") {
 		fmt.Fprintf(tw, "stream TTFB µs\t%.0f\t%.0f\t+%.0f µs\t\n", r.TTFBDirectUS, r.TTFBTunnelUS, r.TTFBAddedUS)
 		fmt.Fprintf(tw, "chunk delay p50 µs\t%.0f\t%.0f\t+%.0f µs (p99 +%.0f)\t\n", r.ChunkDirectUS, r.ChunkTunnelUS, r.ChunkAddedUSP50, r.ChunkAddedUSP99)

@@ -51,8 +51,12 @@ type Authenticator interface {
 	AuthenticateAgent(ctx context.Context, token string) (AgentIdentity, error)
 }
 
-// Route is a tunnel as the ingress addresses it.
-type Route struct{ OrgID, TunnelID, Name string }
+// Route is a tunnel as the ingress addresses it. Calls tells that the tunnel's access log is
+// domain.AccessLogCalls: the node records each of its calls (calls.go).
+type Route struct {
+	OrgID, TunnelID, Name string
+	Calls                 bool
+}
 
 // Router resolves the tunnel a request names for an authenticated caller: ref is the host label of
 // <ref>.<BaseDomain> or the first path segment after /t/. A bare tunnel name must resolve the
@@ -120,7 +124,14 @@ type Config struct {
 	// UsageMaxCallers bounds the distinct (tunnel, caller) accounts of one usage window (default
 	// 10,000): calls of further callers count in their tunnel's overflow account
 	// (domain.CallerOverflow) and in tunnelplane_node_usage_overflow_calls_total.
-	UsageMaxCallers   int
+	UsageMaxCallers int
+	// CallQueueMax bounds the call records waiting for the sink (default 50,000; calls.go); more
+	// are dropped and counted. CallBatchMax bounds one access.calls_recorded batch (default 500,
+	// at most domain.MaxCallsPerBatch); CallFlushInterval is how often a batch that is not full
+	// goes out (default 1s).
+	CallQueueMax      int
+	CallBatchMax      int
+	CallFlushInterval time.Duration
 	KeepaliveInterval time.Duration // how often the node pings each agent (default 15s)
 	// KeepaliveTimeout is how long the node waits for a keepalive's answer before it closes the
 	// session as unresponsive (default 5s). Besides the periodic ones, a probe goes out as soon
@@ -178,6 +189,13 @@ func (c *Config) applyDefaults() {
 	def(&c.IdleConnTimeout, 90*time.Second)
 	def(&c.AuthCacheTTL, 5*time.Second)
 	def(&c.ChannelOpenTimeout, 15*time.Second)
+	def(&c.CallFlushInterval, time.Second)
+	if c.CallQueueMax == 0 {
+		c.CallQueueMax = 50_000
+	}
+	if c.CallBatchMax == 0 {
+		c.CallBatchMax = 500
+	}
 	if c.MaxCallsPerTunnel == 0 {
 		c.MaxCallsPerTunnel = 512
 	}
@@ -261,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnsPerSource < 0 {
 		bad("MaxConnsPerSource must be positive, got %d", c.MaxConnsPerSource)
+	}
+	if err := c.validateCalls(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -47,6 +47,8 @@ type reqState struct {
 	uacc            *usageAcc
 	uprev, unext    *reqState
 	seenIn, seenOut int64
+
+	call callInfo // the call's record (calls.go), when its tunnel logs calls (route.Calls)
 }
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
@@ -123,6 +125,9 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	// From here the call is the tenant's: it is open in the caller's usage until endRequest
 	// (from its start: the microseconds of authentication count too, and no clock is read).
 	n.usage.begin(rs, caller, start)
+	if route.Calls {
+		beginCall(ctx, rs, caller, start)
+	}
 	// The response body may still be streaming when this returns; then its end finishes the
 	// request (endRequest), else this does.
 	handedOff := false
@@ -359,6 +364,7 @@ func (n *Node) finishRequest(rs *reqState) {
 	latency, ttfb := now.Sub(rs.start), time.Duration(rs.ttfb.Load())
 	in, out := rs.bytesIn.Load(), rs.bytesOut.Load()
 	n.usage.end(rs, now, latency, ttfb)
+	n.recordCall(rs, latency)
 	m := n.metrics
 	m.requests.WithLabelValues(statusClass(rs.status)).Inc()
 	if rs.class != "" {

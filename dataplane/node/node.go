@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -26,6 +27,7 @@ type Node struct {
 	upgrader websocket.Upgrader
 	metrics  *metrics
 	usage    *usage
+	calls    *callLog
 	auth     *authCache
 	live     *liveCalls
 
@@ -84,7 +86,8 @@ func New(cfg Config) (*Node, error) {
 	n.live = newLiveCalls(maxLiveCalls, n.reauthorizeDue)
 	n.metrics = newMetrics(n)
 	n.usage = newUsage(cfg.Now(), cfg.UsageMaxCallers, n.metrics.usageOverflow)
-	if err := n.metrics.register(cfg.Registerer); err != nil {
+	n.calls = newCallLog(cfg.CallQueueMax, cfg.CallBatchMax)
+	if err := errors.Join(n.metrics.register(cfg.Registerer), n.calls.register(cfg.Registerer)); err != nil {
 		return nil, fmt.Errorf("new node: %w", err)
 	}
 	n.sshCfg = n.newSSHConfig()
@@ -98,6 +101,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	if err := n.life.Start(context.Background(), "node", func(context.Context) error {
 		n.life.Go(n.usageLoop)
+		n.life.Go(n.callsLoop)
 		return nil
 	}); err != nil {
 		return nil, err
@@ -214,7 +218,7 @@ func (n *Node) Stop() {
 		closeAll(list, "node stopping")
 		n.wg.Wait()
 		n.live.stop()
-		n.life.Stop() // the last usage window goes out
+		n.life.Stop() // the last usage window and call records go out
 	})
 }
 

@@ -18,7 +18,7 @@ import (
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
 // snapshot of another format is not used and the node replays the log from its start instead.
-const snapshotFormat = 4
+const snapshotFormat = 5
 
 // ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
 // format; it must not be used (replay from the start instead).
@@ -55,6 +55,7 @@ type snapshotTunnel struct {
 	Upstream string `json:"upstream"`
 	Protocol string `json:"protocol"`
 	Deleted  bool   `json:"deleted,omitempty"`
+	Calls    bool   `json:"calls,omitempty"` // its access log is domain.AccessLogCalls
 }
 
 type snapshotGrant struct {
@@ -94,7 +95,7 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 		s.Chain = chain
 	}
 	for _, t := range v.tunnels {
-		s.Tunnels = append(s.Tunnels, snapshotTunnel{ID: t.id, OrgID: t.orgID, Name: t.name, Owner: t.owner, Upstream: t.upstream, Protocol: t.protocol, Deleted: t.deleted})
+		s.Tunnels = append(s.Tunnels, snapshotTunnel{ID: t.id, OrgID: t.orgID, Name: t.name, Owner: t.owner, Upstream: t.upstream, Protocol: t.protocol, Deleted: t.deleted, Calls: t.calls})
 	}
 	for org, names := range v.byName {
 		s.ByName[org] = maps.Clone(names)
@@ -184,7 +185,7 @@ func (v *View) Restore(b []byte, origin string) error {
 		v.keys.Put(id, ed25519.PublicKey(k))
 	}
 	for _, t := range s.Tunnels {
-		v.tunnels[t.ID] = &tunnel{id: t.ID, orgID: t.OrgID, name: t.Name, owner: t.Owner, upstream: t.Upstream, protocol: t.Protocol, deleted: t.Deleted}
+		v.tunnels[t.ID] = &tunnel{id: t.ID, orgID: t.OrgID, name: t.Name, owner: t.Owner, upstream: t.Upstream, protocol: t.Protocol, deleted: t.Deleted, calls: t.Calls}
 	}
 	for org, names := range s.ByName {
 		v.byName[org] = maps.Clone(names)

@@ -69,6 +69,7 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	f.domain(domain.TunnelCreated{TunnelID: tun3, OrgID: org, Owner: "alice", Name: "gone", Upstream: "http://127.0.0.1:1", Protocol: "http"})
 	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Name: ptr("chat"), Upstream: ptr("http://127.0.0.1:2")})
 	f.domain(domain.TunnelDeleted{TunnelID: tun3, OrgID: org, Name: "gone"})
+	f.domain(domain.TunnelAccessLogSet{TunnelID: tun, OrgID: org, AccessLog: domain.AccessLogCalls, Previous: domain.AccessLogWindows})
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "vic", Role: domain.RoleAdmin})
 	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "vic", Role: domain.RoleAdmin})
@@ -101,6 +102,7 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	}
 	want := decisions(t, v, tokens, users)
 	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "agent token revoked", "tunnel deleted", "resolve chat.acme for alice → {OrgID",
+		"Name:chat Calls:true}", "Name:llm Calls:false}",
 		"access key " + keyValid + " from 192.0.2.1: <nil>", "access key " + keyCIDR + " from 10.0.0.1: <nil>", "access key " + keyCIDR + " from 192.0.2.1: forbidden",
 		"access key " + keyOther + " from 10.0.0.1: invalid token: the access key was revoked", "the access key expired"} {
 		if !strings.Contains(want, must) {

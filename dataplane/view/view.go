@@ -94,6 +94,12 @@ const (
 type tunnel struct {
 	id, orgID, name, owner, upstream, protocol string
 	deleted                                    bool
+	calls                                      bool // access log domain.AccessLogCalls: nodes record each call
+}
+
+// route is t as the ingress addresses it.
+func (t *tunnel) route() node.Route {
+	return node.Route{OrgID: t.orgID, TunnelID: t.id, Name: t.name, Calls: t.calls}
 }
 
 // View is safe for concurrent use: Apply from one consumer, lookups from many requests.
@@ -321,6 +327,12 @@ func (v *View) apply(e Event, after *[]func()) error {
 		if x.Protocol != nil {
 			t.protocol = *x.Protocol
 		}
+	case *domain.TunnelAccessLogSet:
+		t := v.tunnels[x.TunnelID]
+		if t == nil {
+			return fmt.Errorf("access log of unknown tunnel %s", x.TunnelID)
+		}
+		t.calls = x.AccessLog == domain.AccessLogCalls
 	case *domain.TunnelDeleted:
 		t := v.tunnels[x.TunnelID]
 		if t == nil {
@@ -630,12 +642,12 @@ func (v *View) Resolve(ref string, caller node.Principal) (node.Route, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if t := v.tunnels[ref]; t != nil && !t.deleted {
-		return node.Route{OrgID: t.orgID, TunnelID: t.id, Name: t.name}, true
+		return t.route(), true
 	}
 	if name, org, ok := strings.Cut(ref, "."); ok {
 		orgID := v.orgByName[org]
-		if id := v.byName[orgID][name]; id != "" {
-			return node.Route{OrgID: orgID, TunnelID: id, Name: name}, true
+		if t := v.tunnels[v.byName[orgID][name]]; t != nil {
+			return t.route(), true
 		}
 		return node.Route{}, false
 	}
@@ -643,7 +655,7 @@ func (v *View) Resolve(ref string, caller node.Principal) (node.Route, bool) {
 		// An access key's caller holds no role: a bare name is its own tunnel's, or nothing.
 		if k := v.accessKeys[caller.AccessKeyID]; k != nil {
 			if t := v.tunnels[k.tunnelID]; t != nil && !t.deleted && t.name == ref {
-				return node.Route{OrgID: t.orgID, TunnelID: t.id, Name: t.name}, true
+				return t.route(), true
 			}
 		}
 		return node.Route{}, false
@@ -651,8 +663,8 @@ func (v *View) Resolve(ref string, caller node.Principal) (node.Route, bool) {
 	var found node.Route
 	n := 0
 	for orgID, names := range v.byName {
-		if id := names[ref]; id != "" && len(v.roles[orgID+"|"+caller.UserID]) > 0 {
-			found = node.Route{OrgID: orgID, TunnelID: id, Name: ref}
+		if t := v.tunnels[names[ref]]; t != nil && len(v.roles[orgID+"|"+caller.UserID]) > 0 {
+			found = t.route()
 			n++
 		}
 	}

@@ -106,3 +106,6 @@ func (q *factQueue) Stop() {
 	}
 	q.life.Stop()
 }
+
+// AccessCallsRecorded implements node.CallSink: a batch of call records is one fact.
+func (q *factQueue) AccessCallsRecorded(e domain.AccessCallsRecorded) { q.push(e) }

@@ -24,6 +24,8 @@ type Tunnel struct {
 	Position  int64     `db:"position"`
 	// AgentsConnected counts the tunnel's agent sessions its nodes report connected now.
 	AgentsConnected int64 `db:"agents_connected"`
+	// AccessLog is "windows" or "calls" (tunnel.access_log_set).
+	AccessLog string `db:"access_log"`
 }
 
 // Tunnel states.
@@ -52,7 +54,7 @@ type TunnelKey struct {
 }
 
 const tunnelColumns = `SELECT tunnel_id::text AS tunnel_id, org_id::text AS org_id, name, owner, upstream, protocol, state, version,
-	created_at, updated_at, position, ` + agentsConnected + ` AS agents_connected FROM tunnels`
+	created_at, updated_at, position, ` + agentsConnected + ` AS agents_connected, access_log FROM tunnels`
 
 // ListTunnels lists an organization's tunnels by name.
 func (q *Queries) ListTunnels(ctx context.Context, f TunnelFilter) ([]Tunnel, error) {

@@ -14,6 +14,10 @@ import (
 // control plane's to say (its generators); the domain checks only their syntax.
 const ReportKindForecast = "forecast"
 
+// OrgReportKinds are the report kinds that are always of one organization (its usage read
+// model): a schedule of them needs an org.
+var OrgReportKinds = []string{"usage", "chargeback", "capacity"}
+
 // Cadences of a schedule.
 const (
 	CadenceDaily    = "daily"    // every day at Hour (local)
@@ -405,6 +409,9 @@ func checkScheduleSpec(p *problems, orgID string, s ReportScheduleSpec) {
 		p.add("time_zone", "must be an IANA time zone name such as Europe/Berlin")
 	}
 	checkCadence(p, s.Cadence)
+	if orgID == "" && slices.Contains(OrgReportKinds, s.Kind) {
+		p.add("org", "a %s report is of an organization", s.Kind)
+	}
 	if s.Kind != ReportKindForecast {
 		if s.Forecast != nil {
 			p.add("forecast", "is for the forecast kind")

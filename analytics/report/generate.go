@@ -24,8 +24,18 @@ type Generator struct {
 // file's SHA-256 and the window the report covered) before returning the file. A request with a
 // ReportID that was used before is refused by the log (its stream exists).
 func (g *Generator) Generate(ctx context.Context, req Request, format render.Format) (record.Result, error) {
+	p, err := g.Prepare(ctx, req, format)
+	if err != nil {
+		return record.Result{}, err
+	}
+	return record.Append(ctx, g.Log, p)
+}
+
+// Prepare builds and renders the report and the report.generated event that would record it,
+// and records nothing (a scheduler stores the file before it appends the event).
+func (g *Generator) Prepare(ctx context.Context, req Request, format render.Format) (record.Prepared, error) {
 	if !slices.Contains(render.Formats(), format) {
-		return record.Result{}, fmt.Errorf("%w: format %q", ErrRequest, truncate(string(format), 16))
+		return record.Prepared{}, fmt.Errorf("%w: format %q", ErrRequest, truncate(string(format), 16))
 	}
 	now := time.Now
 	if g.Now != nil {
@@ -35,8 +45,8 @@ func (g *Generator) Generate(ctx context.Context, req Request, format render.For
 	id := record.NewID(req.ReportID)
 	b, err := Build(ctx, g.Queries, g.Settings, req, id, at)
 	if err != nil {
-		return record.Result{}, err
+		return record.Prepared{}, err
 	}
-	return record.Publish(ctx, g.Log, record.Entry{ReportID: id, Report: req.Kind, OrgID: req.OrgID, From: b.From, To: b.To, Actor: req.Actor, At: at},
+	return record.Prepare(record.Entry{ReportID: id, Report: req.Kind, OrgID: req.OrgID, From: b.From, To: b.To, Actor: req.Actor, At: at},
 		b.Provenance, b.Doc, format)
 }

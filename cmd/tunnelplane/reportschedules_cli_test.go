@@ -45,7 +45,7 @@ func TestAdminReportSchedulesCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := scheduler.New(scheduler.Config{Log: cp.Log.Store, Pool: cp.Log.Pool, Kinds: controlapp.ReportKinds(cp.Log.Store, cp.Runner, gen),
+	m, err := scheduler.New(scheduler.Config{Log: cp.Log.Store, Pool: cp.Log.Pool, Kinds: controlapp.ReportKinds(cp.Log.Store, cp.Runner, gen, controlapp.NewAnalyticsReportGenerator(cp.Log, 0)),
 		Now: func() time.Time { return time.Now().Add(2 * time.Hour) }, Poll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -126,10 +126,11 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	kinds := ReportKinds(a.Log.Store, a.Runner, reports)
+	analytics := NewAnalyticsReportGenerator(a.Log, cfg.NodeStreamCapacity)
+	kinds := ReportKinds(a.Log.Store, a.Runner, reports, analytics)
 	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
 		ScheduleKinds:    KindNames(kinds),
-		AnalyticsReports: NewAnalyticsReportGenerator(a.Log, cfg.NodeStreamCapacity),
+		AnalyticsReports: analytics,
 		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})
 	if err != nil {
 		return err

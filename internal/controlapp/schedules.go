@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	analyticsreport "github.com/tunnelplane/tunnelplane/analytics/report"
 	"github.com/tunnelplane/tunnelplane/compliance/report"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -26,19 +27,24 @@ const reportLockKey = 0x7470_5250_5453 // "tpRPTS"
 // ReportKinds are the kinds of report schedules may make: the compliance frameworks (gen, with
 // the compliance read model brought to the log's head first) and the usage forecast. Kinds built
 // elsewhere (usage, chargeback, capacity) are added to the map by the assembly.
-func ReportKinds(store *eventstore.Store, runner *projections.Runner, gen *report.Generator) map[string]scheduler.Kind {
-	catchUp := func(ctx context.Context) error {
-		head, err := store.Head(ctx)
-		if err != nil || head == 0 {
-			return err
+func ReportKinds(store *eventstore.Store, runner *projections.Runner, gen *report.Generator, analytics *analyticsreport.Generator) map[string]scheduler.Kind {
+	catchUp := func(names ...string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			head, err := store.Head(ctx)
+			if err != nil || head == 0 {
+				return err
+			}
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			return runner.WaitFor(wctx, head-1, names...)
 		}
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		return runner.WaitFor(wctx, head-1, projections.Compliance)
 	}
 	kinds := map[string]scheduler.Kind{domain.ReportKindForecast: scheduler.Forecast{Log: store}}
 	for _, f := range gen.Mapping.FrameworkIDs() {
-		kinds[f] = scheduler.Compliance{Generator: gen, CatchUp: catchUp}
+		kinds[f] = scheduler.Compliance{Generator: gen, CatchUp: catchUp(projections.Compliance)}
+	}
+	for _, k := range analyticsreport.Kinds() {
+		kinds[k] = scheduler.Analytics{Generator: analytics, CatchUp: catchUp(projections.Usage, projections.Nodes)}
 	}
 	return kinds
 }

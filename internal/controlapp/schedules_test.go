@@ -3,12 +3,14 @@ package controlapp_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	analyticsreport "github.com/tunnelplane/tunnelplane/analytics/report"
 	"github.com/tunnelplane/tunnelplane/compliance/report"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -41,7 +43,8 @@ func newScheduleRig(t *testing.T) *scheduleRig {
 		t.Fatal(err)
 	}
 	gen := &report.Generator{Queries: readmodels.New(log.Pool), Log: log.Store, Checkpoint: log.Store.LatestCheckpoint, Mapping: m}
-	return &scheduleRig{log: log, kinds: controlapp.ReportKinds(log.Store, runner, gen)}
+	analytics := &analyticsreport.Generator{Queries: readmodels.New(log.Pool), Log: log.Store}
+	return &scheduleRig{log: log, kinds: controlapp.ReportKinds(log.Store, runner, gen, analytics)}
 }
 
 func (r *scheduleRig) schedules(t *testing.T, now func() time.Time) *controlapp.ReportSchedules {
@@ -145,6 +148,64 @@ func TestReportSchedulesStartStopStress(t *testing.T) {
 		}
 		if s.Leading() {
 			t.Fatal("a stopped instance leads")
+		}
+	}
+}
+
+// A usage schedule of an organization makes the organization's usage report (analytics kinds
+// plug into the scheduler like the compliance ones), recorded once as report.generated with the
+// kind, the org and the window the run covered.
+func TestAUsageScheduleMakesTheUsageReport(t *testing.T) {
+	t.Parallel()
+	r := newScheduleRig(t)
+	ctx := context.Background()
+	org, id := uuid.NewString(), uuid.NewString()
+	ev, err := domain.CreateReportSchedule(domain.NewReportSchedule{ScheduleID: id, OrgID: org, CreatedBy: "root", Now: time.Now(),
+		Spec: domain.ReportScheduleSpec{Kind: "usage", Format: "csv", Cadence: domain.Cadence{Every: domain.CadenceInterval, IntervalHours: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(ev)
+	if _, err := r.log.Store.Append(ctx, domain.ReportScheduleStream(id), eventstore.NoStream, eventstore.EventData{Type: domain.TypeReportScheduleCreated, Payload: b}); err != nil {
+		t.Fatal(err)
+	}
+	due := ev.Since.Truncate(time.Hour).Add(time.Hour)
+	s := r.schedules(t, func() time.Time { return due.Add(time.Minute) })
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 30*time.Second, "the usage run", func() bool { return r.runs(t, id)[due] > 0 })
+	head, err := r.log.Store.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := r.log.Store.ReadType(ctx, domain.TypeReportGenerated, 0, head-1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got domain.ReportGenerated
+	for _, rec := range recs {
+		var e domain.ReportGenerated
+		if err := json.Unmarshal(rec.Payload, &e); err == nil && e.ScheduleID == id {
+			got = e
+		}
+	}
+	if got.Report != "usage" || got.OrgID != org || got.Format != "csv" || got.SHA256 == "" || got.To != due.UTC().Format(time.RFC3339Nano) {
+		t.Fatalf("report.generated of the usage run: %+v (due %s)", got, due)
+	}
+	if n := r.runs(t, id)[due]; n != 1 {
+		t.Fatalf("the usage run was made %d times", n)
+	}
+}
+
+// A usage, chargeback or capacity schedule needs an organization.
+func TestAnAnalyticsScheduleNeedsAnOrg(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"usage", "chargeback", "capacity"} {
+		_, err := domain.CreateReportSchedule(domain.NewReportSchedule{ScheduleID: uuid.NewString(), CreatedBy: "root", Now: time.Now(),
+			Spec: domain.ReportScheduleSpec{Kind: kind, Format: "csv", Cadence: domain.Cadence{Every: domain.CadenceDaily, Hour: 6}}})
+		if err == nil || !strings.Contains(err.Error(), "of an organization") {
+			t.Fatalf("%s schedule of the whole log: %v", kind, err)
 		}
 	}
 }

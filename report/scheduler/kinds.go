@@ -12,6 +12,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/analytics/forecast"
 	"github.com/tunnelplane/tunnelplane/analytics/replay"
+	analyticsreport "github.com/tunnelplane/tunnelplane/analytics/report"
 	"github.com/tunnelplane/tunnelplane/compliance/report"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -40,6 +41,36 @@ func (c Compliance) Prepare(ctx context.Context, run Run) (Prepared, error) {
 	}
 	p, err := c.Generator.Prepare(ctx, report.Request{Framework: run.Spec.Kind, From: run.From, To: run.To, OrgID: run.OrgID,
 		Actor: Actor, ReportID: run.ReportID}, format)
+	if err != nil {
+		return Prepared{}, err
+	}
+	return Prepared{File: p.File, Event: p.Event}, nil
+}
+
+// Analytics makes an organization's usage, chargeback or capacity report (the schedule's kind)
+// over the run's window.
+type Analytics struct {
+	Generator *analyticsreport.Generator
+	// CatchUp brings the usage and nodes read models to the log's head before a report is built.
+	CatchUp func(ctx context.Context) error
+}
+
+// Prepare implements Kind.
+func (a Analytics) Prepare(ctx context.Context, run Run) (Prepared, error) {
+	if a.CatchUp != nil {
+		if err := a.CatchUp(ctx); err != nil {
+			return Prepared{}, err
+		}
+	}
+	format, err := render.ParseFormat(run.Spec.Format)
+	if err != nil {
+		return Prepared{}, err
+	}
+	req := analyticsreport.Request{Kind: run.Spec.Kind, From: run.From, To: run.To, OrgID: run.OrgID, Actor: Actor, ReportID: run.ReportID}
+	if err := req.Validate(); err != nil {
+		return Prepared{}, err
+	}
+	p, err := a.Generator.Prepare(ctx, req, format)
 	if err != nil {
 		return Prepared{}, err
 	}

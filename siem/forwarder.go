@@ -23,6 +23,16 @@ type Transport interface {
 	Deliver(ctx context.Context, msgs [][]byte) error
 }
 
+// Sender is a Transport that can also deliver in two halves: Send hands the batch to the
+// receiver and ack waits for the receiver's acknowledgement of that batch alone (SyslogTLS:
+// its own connection, acknowledged by the receiver's close). The forwarder then sends the next
+// batch while the receiver confirms the last; ack must be called exactly once, also to abandon
+// the batch.
+type Sender interface {
+	Transport
+	Send(ctx context.Context, msgs [][]byte) (ack func() error, err error)
+}
+
 // ForwarderConfig describes one sink.
 type ForwarderConfig struct {
 	// SinkID names the sink's cursor.
@@ -283,31 +293,41 @@ func (b *backoff) fail(ctx context.Context, pos uint64, err error, stuck uint64)
 
 func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
 
-// run forwards from pos, the last sequence number delivered being seq. A producer reads and
-// formats the next batch while the previous one is delivered.
+// run forwards from pos, the last sequence number delivered being seq, in four stages, each
+// its own goroutine and each at most one batch ahead of the next: read reads pages of the log,
+// produce formats them into batches, send hands batches to the transport, and run itself
+// waits for each acknowledgement in order and records the cursor. So the database serves the
+// next page, the next batch is formatted and the next batch is written while the receiver
+// confirms the last one; the cursor still moves only over acknowledged batches, in order. A
+// Transport that is not a Sender delivers one batch at a time, as Deliver does.
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan []eventstore.Record, 1)
 	batches := make(chan batch, 1)
+	sent := make(chan sentBatch) // unbuffered: one batch written ahead of the one awaiting its ack
 	var wg sync.WaitGroup
-	wg.Go(func() { f.produce(ctx, pos, seq, batches) })
+	wg.Go(func() { f.read(ctx, pos, pages) })
+	wg.Go(func() { f.produce(ctx, pos, seq, pages, batches) })
+	wg.Go(func() { f.send(ctx, batches, sent) })
 	defer wg.Wait()
 	defer cancel()
 	b := backoff{f: f}
 	for {
-		var bt batch
+		var sb sentBatch
 		select {
 		case <-ctx.Done():
 			return
-		case bt = <-batches:
+		case sb = <-sent:
+		}
+		bt := sb.batch
+		// Each try, so that a sink stuck retrying shows its lag growing.
+		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
+		err := sb.err
+		if err == nil {
+			err = sb.ack()
 		}
 		delivered := len(bt.msgs)
-		for len(bt.msgs) > 0 {
-			// Each try, so that a sink stuck retrying shows its lag growing.
-			f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
-			err := f.cfg.Transport.Deliver(ctx, bt.msgs)
-			if err == nil {
-				break
-			}
+		for err != nil {
 			if errors.Is(err, ErrRefused) {
 				// Which record does it refuse? One at a time from here, after the backoff.
 				if !b.fail(ctx, pos, err, 0) || !f.deliverEach(ctx, &bt, &b) {
@@ -319,6 +339,8 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			if !b.fail(ctx, pos, err, 0) {
 				return
 			}
+			f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
+			err = f.cfg.Transport.Deliver(ctx, bt.msgs)
 		}
 		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
 		if !f.save(ctx, &b, pos, bt.next, bt.last, delivered) {
@@ -328,6 +350,48 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		pos = bt.next
 		if f.cfg.Store.KnownHead() <= pos {
 			f.cfg.Metrics.lag(f.cfg.SinkID, 0, 0)
+		}
+	}
+}
+
+// sentBatch is a batch handed to the transport: ack waits for its acknowledgement; err is why
+// it could not be handed over (then ack is nil).
+type sentBatch struct {
+	batch
+	ack func() error
+	err error
+}
+
+// send hands each batch to the transport and passes it on to wait for its acknowledgement. A
+// failed batch is passed on too: run retries it, and what was sent after it meanwhile is
+// delivered again after it (the receiver recognises duplicates by event id and sequence).
+func (f *Forwarder) send(ctx context.Context, in <-chan batch, out chan<- sentBatch) {
+	sender, pipelined := f.cfg.Transport.(Sender)
+	for {
+		var sb sentBatch
+		select {
+		case <-ctx.Done():
+			return
+		case sb.batch = <-in:
+		}
+		if !pipelined || len(sb.msgs) == 0 {
+			msgs := sb.msgs
+			sb.ack = func() error {
+				if len(msgs) == 0 {
+					return nil // only skipped records: nothing to send, the cursor moves over them
+				}
+				return f.cfg.Transport.Deliver(ctx, msgs)
+			}
+		} else {
+			sb.ack, sb.err = sender.Send(ctx, sb.msgs)
+		}
+		select {
+		case out <- sb:
+		case <-ctx.Done():
+			if sb.ack != nil && pipelined && len(sb.msgs) > 0 {
+				_ = sb.ack() // releases the connection; ctx has ended, so it returns at once
+			}
+			return
 		}
 	}
 }
@@ -379,9 +443,8 @@ func (f *Forwarder) deliverEach(ctx context.Context, bt *batch, b *backoff) bool
 	return true
 }
 
-// produce reads the log from pos and sends formatted batches, numbering from seq+1. A record it
-// cannot format ends a batch before it and is tried again after a backoff, never skipped.
-func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- batch) {
+// read reads the log from pos, a page of BatchSize records at a time, waiting at the head.
+func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- []eventstore.Record) {
 	b := backoff{f: f}
 	for ctx.Err() == nil {
 		recs, err := f.cfg.Store.ReadAll(ctx, pos, f.cfg.BatchSize)
@@ -391,51 +454,79 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- bat
 			}
 			continue
 		}
+		b.reset()
 		if len(recs) == 0 {
 			if err := f.cfg.Store.WaitForPosition(ctx, pos); err != nil {
 				return
 			}
 			continue
 		}
-		bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
-			next: pos, last: seq, oldest: recs[0].RecordedAt}
-		var ferr error
-		for i := range recs {
-			rec := &recs[i]
-			if f.cfg.Filter == nil || f.cfg.Filter(rec) {
-				if f.isSkipped(rec.Position) {
-					// An operator gave it up: it keeps its number, so the receiver sees the gap.
-					bt.last++
-					bt.next = rec.Position + 1
-					continue
-				}
-				m, err := f.cfg.Format(Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact})
-				if err != nil {
-					ferr = fmt.Errorf("format record %d: %w", rec.Position, err)
-					break
-				}
-				bt.last++
-				bt.msgs, bt.pos, bt.seq = append(bt.msgs, m), append(bt.pos, rec.Position), append(bt.seq, bt.last)
-			}
-			bt.next = rec.Position + 1
+		select {
+		case out <- recs:
+		case <-ctx.Done():
+			return
 		}
-		if bt.next > pos {
-			select {
-			case out <- bt:
-			case <-ctx.Done():
-				return
-			}
-			pos, seq = bt.next, bt.last
-		}
-		if ferr != nil {
-			// Stuck on this record: never skipped; an operator (or a newer build) moves it on.
-			if !b.fail(ctx, pos, ferr, 0) {
-				return
-			}
-			continue
-		}
-		b.reset()
+		pos = recs[len(recs)-1].Position + 1
 	}
+}
+
+// produce formats the pages read from pos into batches, numbering from seq+1. A record it cannot
+// format ends a batch before it and is tried again after a backoff, never skipped.
+func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan []eventstore.Record, out chan<- batch) {
+	b := backoff{f: f}
+	for {
+		var recs []eventstore.Record
+		select {
+		case <-ctx.Done():
+			return
+		case recs = <-in:
+		}
+		for len(recs) > 0 {
+			bt, n, err := f.format(recs, pos, seq)
+			if n > 0 {
+				select {
+				case out <- bt:
+				case <-ctx.Done():
+					return
+				}
+				pos, seq, recs = bt.next, bt.last, recs[n:]
+			}
+			if err != nil {
+				// Stuck on this record: never skipped; an operator (or a newer build) moves it on.
+				if !b.fail(ctx, pos, err, 0) {
+					return
+				}
+				continue
+			}
+			b.reset()
+		}
+	}
+}
+
+// format turns recs into a batch, the sink's sequence continuing from seq, and says how many
+// records it covers: all of them, or those before the first it cannot format (err).
+func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, int, error) {
+	bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
+		next: pos, last: seq, oldest: recs[0].RecordedAt}
+	for i := range recs {
+		rec := &recs[i]
+		if f.cfg.Filter == nil || f.cfg.Filter(rec) {
+			if f.isSkipped(rec.Position) {
+				// An operator gave it up: it keeps its number, so the receiver sees the gap.
+				bt.last++
+				bt.next = rec.Position + 1
+				continue
+			}
+			m, err := f.cfg.Format(Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact})
+			if err != nil {
+				return bt, i, fmt.Errorf("format record %d: %w", rec.Position, err)
+			}
+			bt.last++
+			bt.msgs, bt.pos, bt.seq = append(bt.msgs, m), append(bt.pos, rec.Position), append(bt.seq, bt.last)
+		}
+		bt.next = rec.Position + 1
+	}
+	return bt, len(recs), nil
 }
 
 // RecordSinkError records beside a sink's cursor why it is not forwarding (a sink that cannot

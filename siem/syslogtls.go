@@ -96,15 +96,50 @@ func (s *SyslogTLS) dial(ctx context.Context) (*tls.Conn, error) {
 // ErrNotAcknowledged (wrapped with the cause): the caller sends the batch again, and the
 // receiver recognises what it already has by the event ids.
 func (s *SyslogTLS) Deliver(ctx context.Context, msgs [][]byte) error {
+	ack, err := s.Send(ctx, msgs)
+	if err != nil {
+		return err
+	}
+	return ack()
+}
+
+// Send is Deliver in two halves, so that the next batch can be written while the receiver
+// confirms this one: Send connects, writes msgs and closes the sending side (close_notify);
+// ack waits for the receiver's close, the acknowledgement, and releases the connection. Each
+// batch has its own connection, so one acknowledgement never covers another batch. ack must be
+// called exactly once, also to abandon the batch (with ctx ended it returns at once). An error
+// from Send has released the connection already.
+func (s *SyslogTLS) Send(ctx context.Context, msgs [][]byte) (ack func() error, err error) {
 	conn, err := s.dial(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: connect to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
+		return nil, fmt.Errorf("%w: connect to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
 	}
-	defer conn.Close()
 	// The context ends the delivery at once, wherever it is.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	release := func() {
+		stop()
+		conn.Close()
+	}
+	if err := s.write(conn, msgs); err != nil {
+		release()
+		return nil, err
+	}
+	return func() error {
+		defer release()
+		// The receiver sends nothing but its own close; anything it does send is discarded.
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w: %w", ErrNotAcknowledged, ctx.Err())
+			}
+			return fmt.Errorf("%w: waiting for %s to close: %w", ErrNotAcknowledged, s.cfg.Address, err)
+		}
+		return nil
+	}, nil
+}
 
+// write frames and writes msgs, then closes the sending side and sets the deadline of the wait
+// for the receiver's close.
+func (s *SyslogTLS) write(conn *tls.Conn, msgs [][]byte) error {
 	w := bufio.NewWriterSize(conn, 64<<10)
 	var prefix [24]byte
 	for _, m := range msgs {
@@ -125,13 +160,6 @@ func (s *SyslogTLS) Deliver(ctx context.Context, msgs [][]byte) error {
 	}
 	if err := conn.SetReadDeadline(time.Now().Add(s.cfg.AckTimeout)); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotAcknowledged, err)
-	}
-	// The receiver sends nothing but its own close; anything it does send is discarded.
-	if _, err := io.Copy(io.Discard, conn); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", ErrNotAcknowledged, ctx.Err())
-		}
-		return fmt.Errorf("%w: waiting for %s to close: %w", ErrNotAcknowledged, s.cfg.Address, err)
 	}
 	return nil
 }

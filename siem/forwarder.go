@@ -23,14 +23,23 @@ type Transport interface {
 	Deliver(ctx context.Context, msgs [][]byte) error
 }
 
-// Sender is a Transport that can also deliver in two halves: Send hands the batch to the
-// receiver and ack waits for the receiver's acknowledgement of that batch alone (SyslogTLS:
-// its own connection, acknowledged by the receiver's close). The forwarder then sends the next
-// batch while the receiver confirms the last; ack must be called exactly once, also to abandon
-// the batch.
+// Sender is a Transport that also delivers in steps, so that the forwarder makes ready the
+// next batch's delivery while the receiver confirms the last (SyslogTLS: connects and
+// completes the handshake), then hands the receiver that batch as soon as it confirmed the
+// last: batches still reach the receiver one after another, in order.
 type Sender interface {
 	Transport
-	Send(ctx context.Context, msgs [][]byte) (ack func() error, err error)
+	// Open makes ready to deliver one batch; ctx ends the delivery wherever it is.
+	Open(ctx context.Context) (Delivery, error)
+}
+
+// Delivery is one batch's delivery, opened by a Sender: Send hands it the batch, Ack returns
+// nil only once the receiver acknowledged all of it (for that batch alone) and ends the
+// delivery. Close abandons it; it may follow Ack.
+type Delivery interface {
+	Send(msgs [][]byte) error
+	Ack() error
+	Close()
 }
 
 // ForwarderConfig describes one sink.
@@ -293,22 +302,26 @@ func (b *backoff) fail(ctx context.Context, pos uint64, err error, stuck uint64)
 
 func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
 
-// run forwards from pos, the last sequence number delivered being seq, in four stages, each
-// its own goroutine and each at most one batch ahead of the next: read reads pages of the log,
-// produce formats them into batches, send hands batches to the transport, and run itself
-// waits for each acknowledgement in order and records the cursor. So the database serves the
-// next page, the next batch is formatted and the next batch is written while the receiver
-// confirms the last one; the cursor still moves only over acknowledged batches, in order. A
-// Transport that is not a Sender delivers one batch at a time, as Deliver does.
+// run forwards from pos, the last sequence number delivered being seq, in four stages, each its
+// own goroutine and each at most one batch ahead of the next: read reads pages of the log,
+// produce formats them into batches, send hands batches to the transport, and run itself waits
+// for each acknowledgement in order and records the cursor. So, while the receiver confirms a
+// batch, the database serves the next page, the batch after is formatted and, with a Sender,
+// the next delivery is opened; the next batch is sent once the receiver confirmed the last
+// (batches reach it in order), while the cursor of the last is recorded. The cursor moves only
+// over acknowledged batches, in order. A Transport that is not a Sender delivers one batch at
+// a time.
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	ctx, cancel := context.WithCancel(ctx)
 	pages := make(chan []eventstore.Record, 1)
 	batches := make(chan batch, 1)
-	sent := make(chan sentBatch) // unbuffered: one batch written ahead of the one awaiting its ack
+	sent := make(chan sentBatch) // unbuffered: one batch sent ahead of the one being saved
+	turn := make(chan struct{}, 1)
+	turn <- struct{}{} // the first batch may be sent at once
 	var wg sync.WaitGroup
 	wg.Go(func() { f.read(ctx, pos, pages) })
 	wg.Go(func() { f.produce(ctx, pos, seq, pages, batches) })
-	wg.Go(func() { f.send(ctx, batches, sent) })
+	wg.Go(func() { f.send(ctx, batches, turn, sent) })
 	defer wg.Wait()
 	defer cancel()
 	b := backoff{f: f}
@@ -322,10 +335,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		bt := sb.batch
 		// Each try, so that a sink stuck retrying shows its lag growing.
 		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
-		err := sb.err
-		if err == nil {
-			err = sb.ack()
-		}
+		err := sb.ack()
 		delivered := len(bt.msgs)
 		for err != nil {
 			if errors.Is(err, ErrRefused) {
@@ -342,6 +352,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
 			err = f.cfg.Transport.Deliver(ctx, bt.msgs)
 		}
+		turn <- struct{}{} // the receiver has this batch: the next may be sent
 		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
 		if !f.save(ctx, &b, pos, bt.next, bt.last, delivered) {
 			return
@@ -354,19 +365,23 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	}
 }
 
-// sentBatch is a batch handed to the transport: ack waits for its acknowledgement; err is why
-// it could not be handed over (then ack is nil).
+// sentBatch is a batch handed to the transport; ack returns once the receiver acknowledged it,
+// or why not.
 type sentBatch struct {
 	batch
 	ack func() error
-	err error
 }
 
-// send hands each batch to the transport and passes it on to wait for its acknowledgement. A
-// failed batch is passed on too: run retries it, and what was sent after it meanwhile is
-// delivered again after it (the receiver recognises duplicates by event id and sequence).
-func (f *Forwarder) send(ctx context.Context, in <-chan batch, out chan<- sentBatch) {
-	sender, pipelined := f.cfg.Transport.(Sender)
+// send hands the batches to the transport, each once it holds the turn (the receiver has
+// confirmed the batch before), and passes them on to wait for their acknowledgement.
+func (f *Forwarder) send(ctx context.Context, in <-chan batch, turn <-chan struct{}, out chan<- sentBatch) {
+	sender, _ := f.cfg.Transport.(Sender)
+	var next Delivery // opened ahead
+	defer func() {
+		if next != nil {
+			next.Close()
+		}
+	}()
 	for {
 		var sb sentBatch
 		select {
@@ -374,25 +389,73 @@ func (f *Forwarder) send(ctx context.Context, in <-chan batch, out chan<- sentBa
 			return
 		case sb.batch = <-in:
 		}
-		if !pipelined || len(sb.msgs) == 0 {
+		stepwise := sender != nil && len(sb.msgs) > 0
+		if stepwise {
+			sb.ack = sendSteps(ctx, sender, next, sb.msgs, turn)
+			next = nil
+			// Open the next delivery while the receiver confirms this one, if a batch waits for
+			// it already (a connection left idle might be closed by the receiver).
+			if sb.ack != nil && len(in) > 0 {
+				next, _ = sender.Open(ctx) // a failure shows when the next batch opens again
+			}
+		} else {
 			msgs := sb.msgs
 			sb.ack = func() error {
 				if len(msgs) == 0 {
-					return nil // only skipped records: nothing to send, the cursor moves over them
+					return nil // only skipped or filtered records: the cursor moves over them
 				}
 				return f.cfg.Transport.Deliver(ctx, msgs)
 			}
-		} else {
-			sb.ack, sb.err = sender.Send(ctx, sb.msgs)
+			select {
+			case <-ctx.Done():
+				sb.ack = nil
+			case <-turn:
+			}
+		}
+		if sb.ack == nil {
+			return // ctx ended
 		}
 		select {
 		case out <- sb:
 		case <-ctx.Done():
-			if sb.ack != nil && pipelined && len(sb.msgs) > 0 {
-				_ = sb.ack() // releases the connection; ctx has ended, so it returns at once
+			if stepwise {
+				_ = sb.ack() // closes the connection; ctx has ended, so it returns at once
 			}
 			return
 		}
+	}
+}
+
+// sendSteps delivers msgs through sender with d, opened ahead (or nil), once it holds the turn;
+// the result waits for the acknowledgement. Nil when ctx ended.
+func sendSteps(ctx context.Context, sender Sender, d Delivery, msgs [][]byte, turn <-chan struct{}) func() error {
+	var err error
+	if d == nil {
+		d, err = sender.Open(ctx)
+	}
+	select {
+	case <-ctx.Done():
+		if d != nil {
+			d.Close()
+		}
+		return nil
+	case <-turn:
+	}
+	if err != nil {
+		// The receiver may be back by now: what failed before the turn is tried again.
+		d, err = sender.Open(ctx)
+	}
+	if err == nil {
+		err = d.Send(msgs)
+	}
+	return func() error {
+		if err != nil {
+			if d != nil {
+				d.Close()
+			}
+			return err
+		}
+		return d.Ack()
 	}
 }
 

@@ -312,8 +312,7 @@ func measureLag(ctx context.Context, o Options, sys *apibench.System, transport 
 // ackTimes is a transport that notes, for every message of a batch the receiver acknowledged,
 // how long after its record was recorded the acknowledgement came. The RFC 5424 TIMESTAMP of
 // the message is the record's RecordedAt (to the microsecond). It is a siem.Sender as its next
-// transport is, so the forwarder sends the next batch while rsyslog confirms the last, as it
-// does with a syslog sink.
+// transport is, so the forwarder delivers in steps as it does to a syslog sink.
 type ackTimes struct {
 	next *siem.SyslogTLS
 
@@ -330,18 +329,32 @@ func (a *ackTimes) Deliver(ctx context.Context, msgs [][]byte) error {
 	return nil
 }
 
-func (a *ackTimes) Send(ctx context.Context, msgs [][]byte) (func() error, error) {
-	ack, err := a.next.Send(ctx, msgs)
+func (a *ackTimes) Open(ctx context.Context) (siem.Delivery, error) {
+	d, err := a.next.Open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return func() error {
-		if err := ack(); err != nil {
-			return err
-		}
-		a.acknowledged(msgs)
-		return nil
-	}, nil
+	return &ackTimesDelivery{Delivery: d, a: a}, nil
+}
+
+// ackTimesDelivery notes the lag of its batch once the receiver acknowledged it.
+type ackTimesDelivery struct {
+	siem.Delivery
+	a    *ackTimes
+	msgs [][]byte
+}
+
+func (d *ackTimesDelivery) Send(msgs [][]byte) error {
+	d.msgs = msgs
+	return d.Delivery.Send(msgs)
+}
+
+func (d *ackTimesDelivery) Ack() error {
+	if err := d.Delivery.Ack(); err != nil {
+		return err
+	}
+	d.a.acknowledged(d.msgs)
+	return nil
 }
 
 // acknowledged notes the lag of every message of a batch acknowledged just now.

@@ -250,14 +250,14 @@ func (f *Forwarder) saveFailure(ctx context.Context, st ForwarderStatus) {
 	}
 }
 
-// batch is a run of formatted messages ready to deliver: the records up to (not including)
-// position next, the last sequence number among them being last. pos and seq are each
-// message's record position and sequence number.
+// batch is a run of formatted messages ready to deliver: the records from position from up to
+// (not including) position next, the last sequence number among them being last. pos and seq
+// are each message's record position and sequence number.
 type batch struct {
-	msgs       [][]byte
-	pos, seq   []uint64
-	next, last uint64
-	oldest     time.Time // when its first record was recorded
+	msgs             [][]byte
+	pos, seq         []uint64
+	from, next, last uint64
+	oldest           time.Time // when its first record was recorded
 }
 
 // backoff is a failure counter's wait: doubling from MinBackoff to MaxBackoff, with jitter.
@@ -304,20 +304,18 @@ func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
 
 // run forwards from pos, the last sequence number delivered being seq, in four stages, each its
 // own goroutine and each at most one batch ahead of the next: read reads pages of the log,
-// produce formats them into batches, send hands batches to the transport, and run itself waits
-// for each acknowledgement in order and records the cursor. So, while the receiver confirms a
-// batch, the database serves the next page, the batch after is formatted and, with a Sender,
-// the next delivery is opened; the next batch is sent once the receiver confirmed the last
-// (batches reach it in order), while the cursor of the last is recorded. The cursor moves only
-// over acknowledged batches, in order. A Transport that is not a Sender delivers one batch at
-// a time.
+// produce formats them into batches, send delivers them, and run itself records the cursor
+// after each batch the receiver acknowledged, in order, and retries a failed one. So while the
+// receiver reads a batch, the database serves the next page, the batch after is formatted,
+// the next delivery is opened (with a Sender) and the cursor of the batch before is recorded.
+// Batches reach the receiver one after another, in order: the next is sent once the receiver
+// confirmed the last, and after a failure once run has delivered the failed batch.
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	ctx, cancel := context.WithCancel(ctx)
 	pages := make(chan []eventstore.Record, 1)
 	batches := make(chan batch, 1)
-	sent := make(chan sentBatch) // unbuffered: one batch sent ahead of the one being saved
+	sent := make(chan sentBatch, 1)
 	turn := make(chan struct{}, 1)
-	turn <- struct{}{} // the first batch may be sent at once
 	var wg sync.WaitGroup
 	wg.Go(func() { f.read(ctx, pos, pages) })
 	wg.Go(func() { f.produce(ctx, pos, seq, pages, batches) })
@@ -332,10 +330,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			return
 		case sb = <-sent:
 		}
-		bt := sb.batch
-		// Each try, so that a sink stuck retrying shows its lag growing.
-		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
-		err := sb.ack()
+		bt, err := sb.batch, sb.err
 		delivered := len(bt.msgs)
 		for err != nil {
 			if errors.Is(err, ErrRefused) {
@@ -349,10 +344,13 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			if !b.fail(ctx, pos, err, 0) {
 				return
 			}
+			// Each try, so that a sink stuck retrying shows its lag growing.
 			f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
 			err = f.cfg.Transport.Deliver(ctx, bt.msgs)
 		}
-		turn <- struct{}{} // the receiver has this batch: the next may be sent
+		if sb.err != nil {
+			turn <- struct{}{} // the failed batch is through: send may go on
+		}
 		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
 		if !f.save(ctx, &b, pos, bt.next, bt.last, delivered) {
 			return
@@ -365,15 +363,14 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	}
 }
 
-// sentBatch is a batch handed to the transport; ack returns once the receiver acknowledged it,
-// or why not.
+// sentBatch is a batch send tried to deliver: err is nil when the receiver acknowledged it.
 type sentBatch struct {
 	batch
-	ack func() error
+	err error
 }
 
-// send hands the batches to the transport, each once it holds the turn (the receiver has
-// confirmed the batch before), and passes them on to wait for their acknowledgement.
+// send delivers the batches, one after another, and passes each on with the outcome. After a
+// failure it waits for the turn: run retries the batch, and the next follows it.
 func (f *Forwarder) send(ctx context.Context, in <-chan batch, turn <-chan struct{}, out chan<- sentBatch) {
 	sender, _ := f.cfg.Transport.(Sender)
 	var next Delivery // opened ahead
@@ -389,74 +386,50 @@ func (f *Forwarder) send(ctx context.Context, in <-chan batch, turn <-chan struc
 			return
 		case sb.batch = <-in:
 		}
-		stepwise := sender != nil && len(sb.msgs) > 0
-		if stepwise {
-			sb.ack = sendSteps(ctx, sender, next, sb.msgs, turn)
-			next = nil
-			// Open the next delivery while the receiver confirms this one, if a batch waits for
-			// it already (a connection left idle might be closed by the receiver).
-			if sb.ack != nil && len(in) > 0 {
-				next, _ = sender.Open(ctx) // a failure shows when the next batch opens again
-			}
-		} else {
-			msgs := sb.msgs
-			sb.ack = func() error {
-				if len(msgs) == 0 {
-					return nil // only skipped or filtered records: the cursor moves over them
-				}
-				return f.cfg.Transport.Deliver(ctx, msgs)
-			}
-			select {
-			case <-ctx.Done():
-				sb.ack = nil
-			case <-turn:
-			}
-		}
-		if sb.ack == nil {
-			return // ctx ended
+		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), sb.next)-sb.from, max(time.Since(sb.oldest).Seconds(), 0))
+		switch {
+		case len(sb.msgs) == 0:
+			// Only skipped or filtered records: nothing to send, the cursor moves over them.
+		case sender == nil:
+			sb.err = f.cfg.Transport.Deliver(ctx, sb.msgs)
+		default:
+			sb.err = f.deliverSteps(ctx, sender, &next, sb.msgs, len(in) > 0)
 		}
 		select {
 		case out <- sb:
 		case <-ctx.Done():
-			if stepwise {
-				_ = sb.ack() // closes the connection; ctx has ended, so it returns at once
-			}
 			return
+		}
+		if sb.err != nil {
+			select {
+			case <-turn:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }
 
-// sendSteps delivers msgs through sender with d, opened ahead (or nil), once it holds the turn;
-// the result waits for the acknowledgement. Nil when ctx ended.
-func sendSteps(ctx context.Context, sender Sender, d Delivery, msgs [][]byte, turn <-chan struct{}) func() error {
-	var err error
+// deliverSteps delivers msgs through sender with *next, the delivery opened ahead (or nil).
+// While the receiver reads them it opens the next delivery into *next, if more is waiting
+// (more: a connection left idle might be closed by the receiver).
+func (f *Forwarder) deliverSteps(ctx context.Context, sender Sender, next *Delivery, msgs [][]byte, more bool) error {
+	d := *next
+	*next = nil
 	if d == nil {
-		d, err = sender.Open(ctx)
-	}
-	select {
-	case <-ctx.Done():
-		if d != nil {
-			d.Close()
-		}
-		return nil
-	case <-turn:
-	}
-	if err != nil {
-		// The receiver may be back by now: what failed before the turn is tried again.
-		d, err = sender.Open(ctx)
-	}
-	if err == nil {
-		err = d.Send(msgs)
-	}
-	return func() error {
-		if err != nil {
-			if d != nil {
-				d.Close()
-			}
+		var err error
+		if d, err = sender.Open(ctx); err != nil {
 			return err
 		}
-		return d.Ack()
 	}
+	if err := d.Send(msgs); err != nil {
+		d.Close()
+		return err
+	}
+	if more {
+		*next, _ = sender.Open(ctx) // a failure shows when the next batch opens again
+	}
+	return d.Ack()
 }
 
 // save records the cursor, retrying until it is stored; false when ctx ended.
@@ -570,7 +543,7 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan []ev
 // records it covers: all of them, or those before the first it cannot format (err).
 func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, int, error) {
 	bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
-		next: pos, last: seq, oldest: recs[0].RecordedAt}
+		from: pos, next: pos, last: seq, oldest: recs[0].RecordedAt}
 	for i := range recs {
 		rec := &recs[i]
 		if f.cfg.Filter == nil || f.cfg.Filter(rec) {

@@ -10,22 +10,35 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const selectRecord = `SELECT global_position, stream_id, stream_version, event_id, type, schema_version,
 	recorded_at, payload, metadata, prev_hash, hash, key_id, signature, signature_proof FROM events`
 
+// scanRecords reads the records of rows. The byte fields of a record share one allocation (each
+// capped, so appending to one never writes into another): a reader of many records, such as a
+// SIEM sink, pays one allocation per record for them instead of six.
 func scanRecords(rows pgx.Rows, reg *Registry) ([]Record, error) {
 	defer rows.Close()
 	var out []Record
+	var payload, metadata, prevHash, hash, sig, proof pgtype.DriverBytes
 	for rows.Next() {
 		var r Record
 		var pos, ver int64
 		var sv int32
 		if err := rows.Scan(&pos, &r.StreamID, &ver, &r.EventID, &r.Type, &sv, &r.RecordedAt,
-			&r.StoredPayload, &r.Metadata, &r.PrevHash, &r.Hash, &r.KeyID, &r.Signature, &r.SignatureProof); err != nil {
+			&payload, &metadata, &prevHash, &hash, &r.KeyID, &sig, &proof); err != nil {
 			return nil, classify(err)
 		}
+		buf := make([]byte, 0, len(payload)+len(metadata)+len(prevHash)+len(hash)+len(sig)+len(proof))
+		carve := func(b []byte) []byte {
+			start := len(buf)
+			buf = append(buf, b...)
+			return buf[start:len(buf):len(buf)]
+		}
+		r.StoredPayload, r.Metadata, r.PrevHash, r.Hash = carve(payload), carve(metadata), carve(prevHash), carve(hash)
+		r.Signature, r.SignatureProof = carve(sig), carve(proof)
 		r.Position, r.StreamVersion, r.StoredSchemaVersion = uint64(pos), uint64(ver), uint32(sv)
 		r.SchemaVersion, r.Payload = r.StoredSchemaVersion, r.StoredPayload
 		if reg != nil {

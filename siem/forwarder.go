@@ -23,6 +23,25 @@ type Transport interface {
 	Deliver(ctx context.Context, msgs [][]byte) error
 }
 
+// Sender is a Transport that also delivers in steps, so that the forwarder makes ready the
+// next batch's delivery while the receiver confirms the last (SyslogTLS: connects and
+// completes the handshake), then hands the receiver that batch as soon as it confirmed the
+// last: batches still reach the receiver one after another, in order.
+type Sender interface {
+	Transport
+	// Open makes ready to deliver one batch; ctx ends the delivery wherever it is.
+	Open(ctx context.Context) (Delivery, error)
+}
+
+// Delivery is one batch's delivery, opened by a Sender: Send hands it the batch, Ack returns
+// nil only once the receiver acknowledged all of it (for that batch alone) and ends the
+// delivery. Close abandons it; it may follow Ack.
+type Delivery interface {
+	Send(msgs [][]byte) error
+	Ack() error
+	Close()
+}
+
 // ForwarderConfig describes one sink.
 type ForwarderConfig struct {
 	// SinkID names the sink's cursor.
@@ -231,14 +250,14 @@ func (f *Forwarder) saveFailure(ctx context.Context, st ForwarderStatus) {
 	}
 }
 
-// batch is a run of formatted messages ready to deliver: the records up to (not including)
-// position next, the last sequence number among them being last. pos and seq are each
-// message's record position and sequence number.
+// batch is a run of formatted messages ready to deliver: the records from position from up to
+// (not including) position next, the last sequence number among them being last. pos and seq
+// are each message's record position and sequence number.
 type batch struct {
-	msgs       [][]byte
-	pos, seq   []uint64
-	next, last uint64
-	oldest     time.Time // when its first record was recorded
+	msgs             [][]byte
+	pos, seq         []uint64
+	from, next, last uint64
+	oldest           time.Time // when its first record was recorded
 }
 
 // backoff is a failure counter's wait: doubling from MinBackoff to MaxBackoff, with jitter.
@@ -283,31 +302,37 @@ func (b *backoff) fail(ctx context.Context, pos uint64, err error, stuck uint64)
 
 func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
 
-// run forwards from pos, the last sequence number delivered being seq. A producer reads and
-// formats the next batch while the previous one is delivered.
+// run forwards from pos, the last sequence number delivered being seq, in four stages, each its
+// own goroutine and each at most one batch ahead of the next: read reads pages of the log,
+// produce formats them into batches, send delivers them, and run itself records the cursor
+// after each batch the receiver acknowledged, in order, and retries a failed one. So while the
+// receiver reads a batch, the database serves the next page, the batch after is formatted,
+// the next delivery is opened (with a Sender) and the cursor of the batch before is recorded.
+// Batches reach the receiver one after another, in order: the next is sent once the receiver
+// confirmed the last, and after a failure once run has delivered the failed batch.
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan []eventstore.Record, 1)
 	batches := make(chan batch, 1)
+	sent := make(chan sentBatch, 1)
+	turn := make(chan struct{}, 1)
 	var wg sync.WaitGroup
-	wg.Go(func() { f.produce(ctx, pos, seq, batches) })
+	wg.Go(func() { f.read(ctx, pos, pages) })
+	wg.Go(func() { f.produce(ctx, pos, seq, pages, batches) })
+	wg.Go(func() { f.send(ctx, batches, turn, sent) })
 	defer wg.Wait()
 	defer cancel()
 	b := backoff{f: f}
 	for {
-		var bt batch
+		var sb sentBatch
 		select {
 		case <-ctx.Done():
 			return
-		case bt = <-batches:
+		case sb = <-sent:
 		}
+		bt, err := sb.batch, sb.err
 		delivered := len(bt.msgs)
-		for len(bt.msgs) > 0 {
-			// Each try, so that a sink stuck retrying shows its lag growing.
-			f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
-			err := f.cfg.Transport.Deliver(ctx, bt.msgs)
-			if err == nil {
-				break
-			}
+		for err != nil {
 			if errors.Is(err, ErrRefused) {
 				// Which record does it refuse? One at a time from here, after the backoff.
 				if !b.fail(ctx, pos, err, 0) || !f.deliverEach(ctx, &bt, &b) {
@@ -319,6 +344,12 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			if !b.fail(ctx, pos, err, 0) {
 				return
 			}
+			// Each try, so that a sink stuck retrying shows its lag growing.
+			f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-pos, max(time.Since(bt.oldest).Seconds(), 0))
+			err = f.cfg.Transport.Deliver(ctx, bt.msgs)
+		}
+		if sb.err != nil {
+			turn <- struct{}{} // the failed batch is through: send may go on
 		}
 		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
 		if !f.save(ctx, &b, pos, bt.next, bt.last, delivered) {
@@ -330,6 +361,75 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 			f.cfg.Metrics.lag(f.cfg.SinkID, 0, 0)
 		}
 	}
+}
+
+// sentBatch is a batch send tried to deliver: err is nil when the receiver acknowledged it.
+type sentBatch struct {
+	batch
+	err error
+}
+
+// send delivers the batches, one after another, and passes each on with the outcome. After a
+// failure it waits for the turn: run retries the batch, and the next follows it.
+func (f *Forwarder) send(ctx context.Context, in <-chan batch, turn <-chan struct{}, out chan<- sentBatch) {
+	sender, _ := f.cfg.Transport.(Sender)
+	var next Delivery // opened ahead
+	defer func() {
+		if next != nil {
+			next.Close()
+		}
+	}()
+	for {
+		var sb sentBatch
+		select {
+		case <-ctx.Done():
+			return
+		case sb.batch = <-in:
+		}
+		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), sb.next)-sb.from, max(time.Since(sb.oldest).Seconds(), 0))
+		switch {
+		case len(sb.msgs) == 0:
+			// Only skipped or filtered records: nothing to send, the cursor moves over them.
+		case sender == nil:
+			sb.err = f.cfg.Transport.Deliver(ctx, sb.msgs)
+		default:
+			sb.err = f.deliverSteps(ctx, sender, &next, sb.msgs, len(in) > 0)
+		}
+		select {
+		case out <- sb:
+		case <-ctx.Done():
+			return
+		}
+		if sb.err != nil {
+			select {
+			case <-turn:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// deliverSteps delivers msgs through sender with *next, the delivery opened ahead (or nil).
+// While the receiver reads them it opens the next delivery into *next, if more is waiting
+// (more: a connection left idle might be closed by the receiver).
+func (f *Forwarder) deliverSteps(ctx context.Context, sender Sender, next *Delivery, msgs [][]byte, more bool) error {
+	d := *next
+	*next = nil
+	if d == nil {
+		var err error
+		if d, err = sender.Open(ctx); err != nil {
+			return err
+		}
+	}
+	if err := d.Send(msgs); err != nil {
+		d.Close()
+		return err
+	}
+	if more {
+		*next, _ = sender.Open(ctx) // a failure shows when the next batch opens again
+	}
+	return d.Ack()
 }
 
 // save records the cursor, retrying until it is stored; false when ctx ended.
@@ -379,9 +479,8 @@ func (f *Forwarder) deliverEach(ctx context.Context, bt *batch, b *backoff) bool
 	return true
 }
 
-// produce reads the log from pos and sends formatted batches, numbering from seq+1. A record it
-// cannot format ends a batch before it and is tried again after a backoff, never skipped.
-func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- batch) {
+// read reads the log from pos, a page of BatchSize records at a time, waiting at the head.
+func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- []eventstore.Record) {
 	b := backoff{f: f}
 	for ctx.Err() == nil {
 		recs, err := f.cfg.Store.ReadAll(ctx, pos, f.cfg.BatchSize)
@@ -391,51 +490,79 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, out chan<- bat
 			}
 			continue
 		}
+		b.reset()
 		if len(recs) == 0 {
 			if err := f.cfg.Store.WaitForPosition(ctx, pos); err != nil {
 				return
 			}
 			continue
 		}
-		bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
-			next: pos, last: seq, oldest: recs[0].RecordedAt}
-		var ferr error
-		for i := range recs {
-			rec := &recs[i]
-			if f.cfg.Filter == nil || f.cfg.Filter(rec) {
-				if f.isSkipped(rec.Position) {
-					// An operator gave it up: it keeps its number, so the receiver sees the gap.
-					bt.last++
-					bt.next = rec.Position + 1
-					continue
-				}
-				m, err := f.cfg.Format(Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact})
-				if err != nil {
-					ferr = fmt.Errorf("format record %d: %w", rec.Position, err)
-					break
-				}
-				bt.last++
-				bt.msgs, bt.pos, bt.seq = append(bt.msgs, m), append(bt.pos, rec.Position), append(bt.seq, bt.last)
-			}
-			bt.next = rec.Position + 1
+		select {
+		case out <- recs:
+		case <-ctx.Done():
+			return
 		}
-		if bt.next > pos {
-			select {
-			case out <- bt:
-			case <-ctx.Done():
-				return
-			}
-			pos, seq = bt.next, bt.last
-		}
-		if ferr != nil {
-			// Stuck on this record: never skipped; an operator (or a newer build) moves it on.
-			if !b.fail(ctx, pos, ferr, 0) {
-				return
-			}
-			continue
-		}
-		b.reset()
+		pos = recs[len(recs)-1].Position + 1
 	}
+}
+
+// produce formats the pages read from pos into batches, numbering from seq+1. A record it cannot
+// format ends a batch before it and is tried again after a backoff, never skipped.
+func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan []eventstore.Record, out chan<- batch) {
+	b := backoff{f: f}
+	for {
+		var recs []eventstore.Record
+		select {
+		case <-ctx.Done():
+			return
+		case recs = <-in:
+		}
+		for len(recs) > 0 {
+			bt, n, err := f.format(recs, pos, seq)
+			if n > 0 {
+				select {
+				case out <- bt:
+				case <-ctx.Done():
+					return
+				}
+				pos, seq, recs = bt.next, bt.last, recs[n:]
+			}
+			if err != nil {
+				// Stuck on this record: never skipped; an operator (or a newer build) moves it on.
+				if !b.fail(ctx, pos, err, 0) {
+					return
+				}
+				continue
+			}
+			b.reset()
+		}
+	}
+}
+
+// format turns recs into a batch, the sink's sequence continuing from seq, and says how many
+// records it covers: all of them, or those before the first it cannot format (err).
+func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, int, error) {
+	bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
+		from: pos, next: pos, last: seq, oldest: recs[0].RecordedAt}
+	for i := range recs {
+		rec := &recs[i]
+		if f.cfg.Filter == nil || f.cfg.Filter(rec) {
+			if f.isSkipped(rec.Position) {
+				// An operator gave it up: it keeps its number, so the receiver sees the gap.
+				bt.last++
+				bt.next = rec.Position + 1
+				continue
+			}
+			m, err := f.cfg.Format(Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact})
+			if err != nil {
+				return bt, i, fmt.Errorf("format record %d: %w", rec.Position, err)
+			}
+			bt.last++
+			bt.msgs, bt.pos, bt.seq = append(bt.msgs, m), append(bt.pos, rec.Position), append(bt.seq, bt.last)
+		}
+		bt.next = rec.Position + 1
+	}
+	return bt, len(recs), nil
 }
 
 // RecordSinkError records beside a sink's cursor why it is not forwarding (a sink that cannot

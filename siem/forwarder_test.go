@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/logtest"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"github.com/tunnelplane/tunnelplane/siem"
 )
 
@@ -122,5 +125,52 @@ func TestTheLogReachesRsyslogThroughRestarts(t *testing.T) {
 	}
 	if uint64(len(got)) != n || uint64(len(recs)) != n {
 		t.Fatalf("rsyslog holds %d sequence numbers, the log %d records", len(got), n)
+	}
+}
+
+// Batches reach the receiver one after another, in order, although the forwarder reads,
+// formats and opens the next connection ahead: with nothing failing, rsyslog's file holds the
+// sequence 1, 2, 3 … exactly, each number once, so a receiver can read a jump as a gap.
+func TestBatchesReachRsyslogInOrder(t *testing.T) {
+	t.Parallel()
+	r := startRsyslog(t)
+	log := logtest.Start(t, 10*time.Millisecond)
+	appendOrgs(t, log.Store, 1500)
+	transport, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: r.Address(), TLS: r.TLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "order-test", Store: log.Store, Pool: log.Pool, Transport: transport,
+		Format: siem.SyslogFormat(siem.SyslogConfig{Hostname: "cp-1"}, ocsfBody), BatchSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	n, err := log.Store.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 60*time.Second, "the whole log delivered", func() bool { return f.Status().Seq >= n })
+	if st := f.Status(); st.Retries != 0 {
+		t.Fatalf("a delivery failed (%s): the test needs none", st.LastError)
+	}
+	out, err := os.ReadFile(r.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uint64(1)
+	for line := range strings.Lines(string(out)) {
+		_, rest, _ := strings.Cut(line, ` seq="`)
+		seq, _, _ := strings.Cut(rest, `"`)
+		if seq != strconv.FormatUint(want, 10) {
+			t.Fatalf("message %d of rsyslog's file has sequence %q, want %d: batches arrived out of order", want, seq, want)
+		}
+		want++
+	}
+	if want != n+1 {
+		t.Fatalf("rsyslog's file holds %d messages, the log %d records", want-1, n)
 	}
 }

@@ -96,16 +96,41 @@ func (s *SyslogTLS) dial(ctx context.Context) (*tls.Conn, error) {
 // ErrNotAcknowledged (wrapped with the cause): the caller sends the batch again, and the
 // receiver recognises what it already has by the event ids.
 func (s *SyslogTLS) Deliver(ctx context.Context, msgs [][]byte) error {
+	d, err := s.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Send(msgs); err != nil {
+		return err
+	}
+	return d.Ack()
+}
+
+// Open connects for one batch (Deliver in steps, so that a forwarder connects for the next
+// batch while the receiver confirms the last). ctx ends the delivery at once, wherever it is.
+func (s *SyslogTLS) Open(ctx context.Context) (Delivery, error) {
 	conn, err := s.dial(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: connect to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
+		return nil, fmt.Errorf("%w: connect to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
 	}
-	defer conn.Close()
-	// The context ends the delivery at once, wherever it is.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	return &syslogDelivery{s: s, ctx: ctx, conn: conn, stop: stop}, nil
+}
 
-	w := bufio.NewWriterSize(conn, 64<<10)
+// syslogDelivery is one batch's connection.
+type syslogDelivery struct {
+	s      *SyslogTLS
+	ctx    context.Context // Open's, only to tell a cancelled delivery from a failed one
+	conn   *tls.Conn
+	stop   func() bool
+	closed bool
+}
+
+// Send writes msgs, framed, and closes the sending side (close_notify).
+func (d *syslogDelivery) Send(msgs [][]byte) error {
+	addr := d.s.cfg.Address
+	w := bufio.NewWriterSize(d.conn, 64<<10)
 	var prefix [24]byte
 	for _, m := range msgs {
 		// Frame(m), written in two parts rather than copied into a new slice.
@@ -114,24 +139,39 @@ func (s *SyslogTLS) Deliver(ctx context.Context, msgs [][]byte) error {
 			_, err = w.Write(m)
 		}
 		if err != nil {
-			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
+			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, addr, err)
 		}
 	}
 	if err := w.Flush(); err != nil {
-		return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
+		return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, addr, err)
 	}
-	if err := conn.CloseWrite(); err != nil {
-		return fmt.Errorf("%w: close_notify to %s: %w", ErrNotAcknowledged, s.cfg.Address, err)
+	if err := d.conn.CloseWrite(); err != nil {
+		return fmt.Errorf("%w: close_notify to %s: %w", ErrNotAcknowledged, addr, err)
 	}
-	if err := conn.SetReadDeadline(time.Now().Add(s.cfg.AckTimeout)); err != nil {
+	if err := d.conn.SetReadDeadline(time.Now().Add(d.s.cfg.AckTimeout)); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotAcknowledged, err)
 	}
+	return nil
+}
+
+// Ack waits for the receiver's close, the acknowledgement of what Send wrote, and closes.
+func (d *syslogDelivery) Ack() error {
+	defer d.Close()
 	// The receiver sends nothing but its own close; anything it does send is discarded.
-	if _, err := io.Copy(io.Discard, conn); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", ErrNotAcknowledged, ctx.Err())
+	if _, err := io.Copy(io.Discard, d.conn); err != nil {
+		if d.ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", ErrNotAcknowledged, d.ctx.Err())
 		}
-		return fmt.Errorf("%w: waiting for %s to close: %w", ErrNotAcknowledged, s.cfg.Address, err)
+		return fmt.Errorf("%w: waiting for %s to close: %w", ErrNotAcknowledged, d.s.cfg.Address, err)
 	}
 	return nil
+}
+
+// Close abandons the delivery (or ends it, after Ack); calling it again does nothing.
+func (d *syslogDelivery) Close() {
+	if !d.closed {
+		d.closed = true
+		d.stop()
+		d.conn.Close()
+	}
 }

@@ -138,7 +138,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 func (b *bench) rounds(ctx context.Context) ([]*Result, error) {
 	var rounds []*Result
 	for r := range b.opts.Rounds {
-		stopProfile, err := startCPUProfile(b.opts.CPUProfile)
+		stopProfile, err := StartCPUProfile(b.opts.CPUProfile)
 		if err != nil {
 			return nil, err
 		}

@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"sync"
 )
 
-// startCPUProfile profiles until the returned stop (a no-op without a file). With several rounds
-// the file holds the last round's profile.
-func startCPUProfile(path string) (func(), error) {
+// StartCPUProfile profiles until the returned stop (a no-op without a file); bench siem uses it
+// too. With several rounds the file holds the last round's profile. Stop may be called twice.
+func StartCPUProfile(path string) (func(), error) {
 	if path == "" {
 		return func() {}, nil
 	}
@@ -20,8 +21,8 @@ func startCPUProfile(path string) (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
-	return func() {
+	return sync.OnceFunc(func() {
 		pprof.StopCPUProfile()
 		f.Close()
-	}, nil
+	}), nil
 }

@@ -43,6 +43,9 @@ type Options struct {
 	CommandRate  float64
 	LoadDuration time.Duration
 	LoadClients  int
+	// CPUProfile, when set, receives a CPU profile of the whole process during the rounds: the
+	// baseline's client under Run, the forwarder under siem.(*Forwarder).
+	CPUProfile string
 	// Progress receives one line per measurement (nil: silent).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -165,6 +168,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		from = recs[len(recs)-1].Position + 1
 	}
 
+	stopProfile, err := apibench.StartCPUProfile(o.CPUProfile)
+	if err != nil {
+		return nil, err
+	}
+	defer stopProfile()
 	var siemRates, baseRates []float64
 	for round := range o.Rounds {
 		start := time.Now()
@@ -199,6 +207,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		siemRates = append(siemRates, rate)
 		fmt.Fprintf(o.Progress, "round %d: forwarder %.0f ev/s, plain TLS client %.0f ev/s\n", round+1, rate, base)
 	}
+	stopProfile()
 	res := &Result{Records: int(n), Batch: o.Batch, Rounds: o.Rounds, SiemEPS: float64(int64(stats.Median(siemRates))),
 		BaselineEPS: float64(int64(stats.Median(baseRates))), Baseline: baseline}
 	res.Ratio = float64(int64(res.SiemEPS/res.BaselineEPS*100)) / 100
@@ -302,9 +311,10 @@ func measureLag(ctx context.Context, o Options, sys *apibench.System, transport 
 
 // ackTimes is a transport that notes, for every message of a batch the receiver acknowledged,
 // how long after its record was recorded the acknowledgement came. The RFC 5424 TIMESTAMP of
-// the message is the record's RecordedAt (to the microsecond).
+// the message is the record's RecordedAt (to the microsecond). It is a siem.Sender as its next
+// transport is, so the forwarder delivers in steps as it does to a syslog sink.
 type ackTimes struct {
-	next siem.Transport
+	next *siem.SyslogTLS
 
 	mu   sync.Mutex
 	lag  []time.Duration
@@ -315,6 +325,40 @@ func (a *ackTimes) Deliver(ctx context.Context, msgs [][]byte) error {
 	if err := a.next.Deliver(ctx, msgs); err != nil {
 		return err
 	}
+	a.acknowledged(msgs)
+	return nil
+}
+
+func (a *ackTimes) Open(ctx context.Context) (siem.Delivery, error) {
+	d, err := a.next.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &ackTimesDelivery{Delivery: d, a: a}, nil
+}
+
+// ackTimesDelivery notes the lag of its batch once the receiver acknowledged it.
+type ackTimesDelivery struct {
+	siem.Delivery
+	a    *ackTimes
+	msgs [][]byte
+}
+
+func (d *ackTimesDelivery) Send(msgs [][]byte) error {
+	d.msgs = msgs
+	return d.Delivery.Send(msgs)
+}
+
+func (d *ackTimesDelivery) Ack() error {
+	if err := d.Delivery.Ack(); err != nil {
+		return err
+	}
+	d.a.acknowledged(d.msgs)
+	return nil
+}
+
+// acknowledged notes the lag of every message of a batch acknowledged just now.
+func (a *ackTimes) acknowledged(msgs [][]byte) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -326,7 +370,6 @@ func (a *ackTimes) Deliver(ctx context.Context, msgs [][]byte) error {
 		}
 		a.lag = append(a.lag, now.Sub(at))
 	}
-	return nil
 }
 
 func (a *ackTimes) lags() ([]time.Duration, error) {

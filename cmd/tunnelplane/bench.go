@@ -50,6 +50,7 @@ func newBenchCommand(g *globals) *cobra.Command {
 
 	var records, batch, loadClients int
 	var commandRate float64
+	var cpuProfile string
 	var loadDur time.Duration
 	siemCmd := &cobra.Command{
 		Use:   "siem",
@@ -71,7 +72,7 @@ the receiver acknowledged the batch holding it (p50, p99).`,
 				return err
 			}
 			res, err := siembench.Run(ctx, siembench.Options{AdminURL: srv.AdminURL, Start: benchControlPlane(g), Records: records, Batch: batch,
-				Rounds: rounds, CommandRate: commandRate, LoadDuration: loadDur, LoadClients: loadClients, Progress: g.stderr, Logger: g.log})
+				Rounds: rounds, CommandRate: commandRate, LoadDuration: loadDur, LoadClients: loadClients, CPUProfile: cpuProfile, Progress: g.stderr, Logger: g.log})
 			if err != nil {
 				return err
 			}
@@ -91,6 +92,7 @@ the receiver acknowledged the batch holding it (p50, p99).`,
 	siemCmd.Flags().Float64Var(&commandRate, "command-rate", 1000, "API commands per second while the lag is measured")
 	siemCmd.Flags().DurationVar(&loadDur, "load-duration", 10*time.Second, "how long the API load runs while the lag is measured")
 	siemCmd.Flags().IntVar(&loadClients, "load-clients", 64, "HTTP clients sending the API load")
+	siemCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the rounds (baseline and forwarder) to this file")
 	siemCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys siem_eps, baseline_eps, siem_ratio, lag_p50_ms, lag_p99_ms, commands_per_s …)")
 	cmd.AddCommand(siemCmd, newBenchExportCommand(g), newBenchAnalyticsCommand(g), newBenchCallsCommand(g))
 	return cmd

@@ -101,23 +101,13 @@ func (m *Manager) name() string {
 // until Stop. Deadlines already passed fire at once.
 func (m *Manager) Start(ctx context.Context) error {
 	return m.life.Start(ctx, m.name(), func(runCtx context.Context) error {
-		head, err := m.cfg.Store.Head(ctx)
+		follow, err := m.cfg.Store.ReadAndFollow(ctx, grantTypes, m.cfg.Retry, func(err error, from uint64) {
+			m.cfg.Logger.Warn(m.name()+": following the log failed; resuming", "error", err, "from", from)
+		}, m.fold)
 		if err != nil {
-			return fmt.Errorf("grant expiry: %w", err)
+			return fmt.Errorf("%s: %w", m.name(), err)
 		}
-		// Head is the number of records: positions 0..head-1 are read by type, the rest followed.
-		recs, err := m.cfg.Store.ReadTypesBelow(ctx, grantTypes, head)
-		if err != nil {
-			return fmt.Errorf("grant expiry: %w", err)
-		}
-		if err := m.fold(recs); err != nil {
-			return err
-		}
-		m.life.Go(func(ctx context.Context) {
-			m.cfg.Store.FollowTypes(ctx, head, grantTypes, m.cfg.Retry, func(err error, from uint64) {
-				m.cfg.Logger.Warn(m.name()+": following the log failed; resuming", "error", err, "from", from)
-			}, m.fold)
-		})
+		m.life.Go(follow)
 		m.life.Go(m.fire)
 		return nil
 	})

@@ -58,9 +58,8 @@ type Kind interface {
 
 // Log is what the scheduler reads and appends (an *eventstore.Store).
 type Log interface {
-	Head(ctx context.Context) (uint64, error)
-	ReadTypesBelow(ctx context.Context, types []string, upTo uint64) ([]eventstore.Record, error)
-	FollowTypes(ctx context.Context, from uint64, types []string, retry time.Duration, onRetry func(err error, from uint64), fold func([]eventstore.Record) error)
+	ReadAndFollow(ctx context.Context, types []string, retry time.Duration, onRetry func(err error, from uint64),
+		fold func([]eventstore.Record) error) (func(context.Context), error)
 	Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error)
 }
 
@@ -157,22 +156,13 @@ var types = []string{domain.TypeReportScheduleCreated, domain.TypeReportSchedule
 // makes runs until Stop. Runs due while no process ran are made at once, each once.
 func (m *Manager) Start(ctx context.Context) error {
 	return m.life.Start(ctx, "report scheduler", func(runCtx context.Context) error {
-		head, err := m.cfg.Log.Head(ctx)
+		follow, err := m.cfg.Log.ReadAndFollow(ctx, types, m.cfg.Retry, func(err error, from uint64) {
+			m.cfg.Logger.Warn("report scheduler: following the log failed; resuming", "error", err, "from", from)
+		}, m.fold)
 		if err != nil {
 			return fmt.Errorf("report scheduler: %w", err)
 		}
-		recs, err := m.cfg.Log.ReadTypesBelow(ctx, types, head)
-		if err != nil {
-			return fmt.Errorf("report scheduler: %w", err)
-		}
-		if err := m.fold(recs); err != nil {
-			return err
-		}
-		m.life.Go(func(ctx context.Context) {
-			m.cfg.Log.FollowTypes(ctx, head, types, m.cfg.Retry, func(err error, from uint64) {
-				m.cfg.Logger.Warn("report scheduler: following the log failed; resuming", "error", err, "from", from)
-			}, m.fold)
-		})
+		m.life.Go(follow)
 		m.life.Go(m.fire)
 		return nil
 	})

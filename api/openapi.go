@@ -454,7 +454,7 @@ var schemas = map[string]schema{
 	}),
 	"Discovery": object([]string{"tunnel_id", "items"}, schema{"tunnel_id": strf("uuid", ""), "items": schema{"type": "array", "items": ref("DiscoveredNode")}}),
 	"RoleInput": object([]string{"user_id", "role"}, schema{"org": str("organization name or id; \"*\" or absent for superadmin"), "user_id": str(""),
-		"role": schema{"type": "string", "enum": []string{"owner", "admin", "operator", "viewer", "auditor", "superadmin"}}}),
+		"role": schema{"type": "string", "enum": []string{"owner", "admin", "operator", "editor", "viewer", "auditor", "superadmin"}}}),
 	"RoleAssignment": object([]string{"org_id", "user_id", "role", "assigned_at", "position"}, schema{"org_id": str("organization id or \"*\""),
 		"user_id": str(""), "role": str(""), "assigned_at": strf("date-time", ""), "position": integer("")}),
 	"Key": object([]string{"key_id", "purpose", "fingerprint", "valid_from", "state"}, schema{"key_id": str(""),

@@ -156,6 +156,52 @@ type refMapping struct {
 // refMappings is the table docs/siem.md documents: every domain event type and the log's own
 // records (genesis, key history), no other.
 var refMappings = map[string]refMapping{
+	domain.TypeAccessKeyIssued: refEntity(1, "Create", "Tunnel access key", func(d decoded) (string, string) {
+		return d.event.(*domain.AccessKeyIssued).KeyID, ""
+	}),
+	domain.TypeAccessKeyRevoked: refEntity(9, "Disable", "Tunnel access key", func(d decoded) (string, string) {
+		return d.event.(*domain.AccessKeyRevoked).KeyID, ""
+	}),
+	domain.TypeEnrollmentTokenIssued: refEntity(1, "Create", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenIssued).TokenID, ""
+	}),
+	domain.TypeEnrollmentTokenRevoked: refEntity(9, "Disable", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenRevoked).TokenID, ""
+	}),
+	domain.TypeEnrollmentTokenUsed: refEntity(activityOther, "Use", "Node enrollment token", func(d decoded) (string, string) {
+		return d.event.(*domain.EnrollmentTokenUsed).TokenID, ""
+	}),
+	domain.TypeExportCreated: refWithSeverity(refEntity(1, "Create", "Evidence bundle", func(d decoded) (string, string) {
+		e := d.event.(*domain.ExportCreated)
+		return e.ExportID, "positions " + strconv.FormatUint(e.From, 10) + ".." + strconv.FormatUint(e.To, 10)
+	}), sevLow),
+	domain.TypeOrgSettingsUpdated: refEntity(3, "Update", "Organization settings", func(d decoded) (string, string) {
+		e := d.event.(*domain.OrgSettingsUpdated)
+		return e.OrgID, "time zone " + e.TimeZone
+	}),
+	domain.TypePriceSheetSet: refWithSeverity(refEntity(1, "Create", "Price sheet", func(d decoded) (string, string) {
+		e := d.event.(*domain.PriceSheetSet)
+		return e.OrgID, e.Currency + " from " + e.EffectiveFrom.UTC().Format("2006-01-02T15:04:05Z")
+	}), sevLow),
+	domain.TypeReportGenerated: refWithSeverity(refEntity(1, "Create", "Report", func(d decoded) (string, string) {
+		e := d.event.(*domain.ReportGenerated)
+		return e.ReportID, e.Report + " " + e.From + ".." + e.To + " (" + e.Format + ")"
+	}), sevLow),
+	domain.TypeSIEMDeliverySkipped: refWithSeverity(refEntity(activityOther, "Skip", "SIEM sink", func(d decoded) (string, string) {
+		e := d.event.(*domain.SIEMDeliverySkipped)
+		return e.SinkID, "record " + strconv.FormatUint(e.Position, 10) + " skipped"
+	}), sevMedium),
+	domain.TypeSIEMSinkConfigured: refEntity(1, "Create", "SIEM sink", func(d decoded) (string, string) {
+		e := d.event.(*domain.SIEMSinkConfigured)
+		return e.SinkID, e.Name
+	}),
+	domain.TypeSIEMSinkRemoved: refWithSeverity(refEntity(4, "Delete", "SIEM sink", func(d decoded) (string, string) {
+		return d.event.(*domain.SIEMSinkRemoved).SinkID, ""
+	}), sevMedium),
+	domain.TypeSIEMSinkUpdated: refWithSeverity(refEntity(3, "Update", "SIEM sink", func(d decoded) (string, string) {
+		e := d.event.(*domain.SIEMSinkUpdated)
+		return e.SinkID, e.Name
+	}), sevLow),
 	domain.TypeReportScheduleCreated: refEntity(1, "Create", "Report schedule", func(d decoded) (string, string) {
 		e := d.event.(*domain.ReportScheduleCreated)
 		return e.ScheduleID, e.Kind + " " + e.Cadence.Every + " (" + e.Format + ")"

@@ -18,6 +18,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 )
 
 // Erased is what readers show for a value whose subject was erased.
@@ -114,6 +116,7 @@ type cachedKey struct {
 type dataKey struct {
 	aead     cipher.AEAD
 	nonceKey []byte
+	sealing  []byte // instead, a private sealing key (X25519; sealing.go)
 }
 
 func newDataKey(raw []byte) (*dataKey, error) {
@@ -207,6 +210,9 @@ func Parse(value string) (s Sealed, ok bool) {
 // Open returns the plaintext of field's value: the value itself when it is not sealed, Erased
 // when its subject's key was destroyed, and an error wrapping ErrUnreadable when it does not open.
 func (k *Keyring) Open(ctx context.Context, field, value string) (string, error) {
+	if strings.HasPrefix(value, sealbox.Prefix) {
+		return k.openSealed(ctx, field, value)
+	}
 	s, ok := Parse(value)
 	if !ok {
 		if strings.HasPrefix(value, Prefix) {
@@ -239,16 +245,26 @@ func (k *Keyring) Show(ctx context.Context, field, value string) (string, error)
 	return v, err
 }
 
-// Erase destroys every data key of subject, so nothing sealed for it opens again, and reports how
-// many keys it destroyed (0 when the subject had none, or was erased before). A later value of the
-// subject is sealed with a new key.
+// Erase destroys every data key and private sealing key of subject, so nothing sealed for it
+// opens again, and reports how many keys it destroyed (0 when the subject had none, or was erased
+// before). A later value of the subject is sealed with a new key.
 func (k *Keyring) Erase(ctx context.Context, subject string) (int64, error) {
 	if subject == "" {
 		return 0, ErrNoSubject
 	}
 	subject = keyedSubject(subject)
-	tag, err := k.cfg.Pool.Exec(ctx, `UPDATE subject_keys SET wrapped_key = NULL, erased_at = now()
-		WHERE subject = $1 AND erased_at IS NULL`, subject)
+	var n int64
+	err := pgx.BeginFunc(ctx, k.cfg.Pool, func(tx pgx.Tx) error {
+		for _, table := range []string{"subject_keys", "subject_sealing_keys"} {
+			tag, err := tx.Exec(ctx, `UPDATE `+table+` SET wrapped_key = NULL, erased_at = now()
+				WHERE subject = $1 AND erased_at IS NULL`, subject)
+			if err != nil {
+				return err
+			}
+			n += tag.RowsAffected()
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("pii: erase: %w", err)
 	}
@@ -260,7 +276,7 @@ func (k *Keyring) Erase(ctx context.Context, subject string) (int64, error) {
 		}
 	}
 	k.mu.Unlock()
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // liveKey returns the key new values of subject are sealed with, making one if there is none.

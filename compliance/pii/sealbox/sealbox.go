@@ -118,6 +118,9 @@ func Parse(value string) (s Sealed, ok bool) {
 
 // Open opens s, the value of field, with the private key of its subject and generation.
 func Open(priv []byte, s Sealed, field string) (string, error) {
+	if len(s.box) < KeySize+nonceSize {
+		return "", ErrUnreadable // not from Parse
+	}
 	k, err := ecdh.X25519().NewPrivateKey(priv)
 	if err != nil {
 		return "", fmt.Errorf("sealbox: private key: %w", err)

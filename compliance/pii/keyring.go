@@ -190,21 +190,8 @@ type Sealed struct {
 
 // Parse parses a sealed value; ok is false for anything else (a plaintext of older records).
 func Parse(value string) (s Sealed, ok bool) {
-	rest, found := strings.CutPrefix(value, Prefix)
-	if !found {
-		return Sealed{}, false
-	}
-	parts := strings.Split(rest, ":")
-	if len(parts) != 3 {
-		return Sealed{}, false
-	}
-	sub, err1 := base64.RawURLEncoding.DecodeString(parts[0])
-	gen, err2 := strconv.Atoi(parts[1])
-	ct, err3 := base64.RawURLEncoding.DecodeString(parts[2])
-	if err1 != nil || err2 != nil || err3 != nil || gen < 1 || len(sub) == 0 {
-		return Sealed{}, false
-	}
-	return Sealed{Subject: string(sub), Generation: gen, ct: ct}, true
+	sub, gen, ct, ok := sealbox.Split(value, Prefix)
+	return Sealed{Subject: sub, Generation: gen, ct: ct}, ok
 }
 
 // Open returns the plaintext of field's value: the value itself when it is not sealed, Erased
@@ -339,7 +326,13 @@ func (k *Keyring) makeKey(ctx context.Context, subject string) error {
 
 // keyOf returns the key of (subject, generation), nil when it was erased.
 func (k *Keyring) keyOf(ctx context.Context, subject string, gen int) (*dataKey, error) {
-	ref := keyRef{subject, gen}
+	return k.lookup(ctx, keyRef{subject, gen}, `SELECT wrapped_key FROM subject_keys WHERE subject = $1 AND generation = $2`,
+		func(wrapped []byte) (*dataKey, error) { return k.unwrap(subject, gen, wrapped) })
+}
+
+// lookup returns the cached key of ref, or reads its wrapped bytes with query (subject, |generation|)
+// and opens them with unwrap; nil when it was erased, ErrNoKey when there is no such row.
+func (k *Keyring) lookup(ctx context.Context, ref keyRef, query string, unwrap func(wrapped []byte) (*dataKey, error)) (*dataKey, error) {
 	k.mu.Lock()
 	if c, ok := k.keys[ref]; ok && k.cfg.Now().Before(c.expires) {
 		k.mu.Unlock()
@@ -347,16 +340,16 @@ func (k *Keyring) keyOf(ctx context.Context, subject string, gen int) (*dataKey,
 	}
 	k.mu.Unlock()
 	var wrapped []byte
-	err := k.cfg.Pool.QueryRow(ctx, `SELECT wrapped_key FROM subject_keys WHERE subject = $1 AND generation = $2`, subject, gen).Scan(&wrapped)
+	err := k.cfg.Pool.QueryRow(ctx, query, ref.subject, max(ref.generation, -ref.generation)).Scan(&wrapped)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoKey
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pii: data key of a subject: %w", err)
+		return nil, fmt.Errorf("pii: key of a subject: %w", err)
 	}
 	var dk *dataKey
 	if wrapped != nil {
-		if dk, err = k.unwrap(subject, gen, wrapped); err != nil {
+		if dk, err = unwrap(wrapped); err != nil {
 			return nil, err
 		}
 	}

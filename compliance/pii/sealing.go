@@ -83,35 +83,13 @@ func (k *Keyring) openSealed(ctx context.Context, field, value string) (string, 
 // Cached like the data keys (same bound and lifetime), under a negative generation so the two
 // kinds of keys never meet.
 func (k *Keyring) sealingPrivate(ctx context.Context, subject string, gen int) ([]byte, error) {
-	ref := keyRef{subject, -gen}
-	k.mu.Lock()
-	if c, ok := k.keys[ref]; ok && k.cfg.Now().Before(c.expires) {
-		k.mu.Unlock()
-		if c.key == nil {
-			return nil, nil
-		}
-		return c.key.sealing, nil
-	}
-	k.mu.Unlock()
-	var wrapped []byte
-	err := k.cfg.Pool.QueryRow(ctx, `SELECT wrapped_key FROM subject_sealing_keys WHERE subject = $1 AND generation = $2`, subject, gen).Scan(&wrapped)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNoKey
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pii: sealing key of a subject: %w", err)
-	}
-	var dk *dataKey
-	if wrapped != nil {
-		priv, err := k.cfg.KEK.Unwrap(wrapped, sealingWrapAAD(subject, gen))
-		if err != nil {
-			return nil, err
-		}
-		dk = &dataKey{sealing: priv}
-	}
-	k.remember(ref, dk, false)
-	if dk == nil {
-		return nil, nil
+	dk, err := k.lookup(ctx, keyRef{subject, -gen}, `SELECT wrapped_key FROM subject_sealing_keys WHERE subject = $1 AND generation = $2`,
+		func(wrapped []byte) (*dataKey, error) {
+			priv, err := k.cfg.KEK.Unwrap(wrapped, sealingWrapAAD(subject, gen))
+			return &dataKey{sealing: priv}, err
+		})
+	if dk == nil || err != nil {
+		return nil, err
 	}
 	return dk.sealing, nil
 }

@@ -99,21 +99,31 @@ type Sealed struct {
 
 // Parse parses a sealed value; ok is false for anything else.
 func Parse(value string) (s Sealed, ok bool) {
-	rest, found := strings.CutPrefix(value, Prefix)
-	if !found {
+	sub, gen, box, ok := Split(value, Prefix)
+	if !ok || len(box) < KeySize+nonceSize+16 {
 		return Sealed{}, false
+	}
+	return Sealed{Subject: sub, Generation: gen, box: box}, true
+}
+
+// Split takes apart prefix<base64url subject>:<generation>:<base64url body>, the shape of every
+// sealed value (this package's and compliance/pii's data-key values); ok is false for anything else.
+func Split(value, prefix string) (subject string, gen int, body []byte, ok bool) {
+	rest, found := strings.CutPrefix(value, prefix)
+	if !found {
+		return "", 0, nil, false
 	}
 	parts := strings.Split(rest, ":")
 	if len(parts) != 3 {
-		return Sealed{}, false
+		return "", 0, nil, false
 	}
 	sub, err1 := base64.RawURLEncoding.DecodeString(parts[0])
 	gen, err2 := strconv.Atoi(parts[1])
-	box, err3 := base64.RawURLEncoding.DecodeString(parts[2])
-	if err1 != nil || err2 != nil || err3 != nil || gen < 1 || len(sub) == 0 || len(box) < KeySize+nonceSize+16 {
-		return Sealed{}, false
+	body, err3 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil || gen < 1 || len(sub) == 0 {
+		return "", 0, nil, false
 	}
-	return Sealed{Subject: string(sub), Generation: gen, box: box}, true
+	return string(sub), gen, body, true
 }
 
 // Open opens s, the value of field, with the private key of its subject and generation.

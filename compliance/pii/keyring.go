@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -177,8 +176,7 @@ func (k *Keyring) Seal(ctx context.Context, subject, field, plain string) (strin
 		return "", err
 	}
 	ct := dk.seal([]byte(plain), fieldAAD(subject, field, gen))
-	return Prefix + base64.RawURLEncoding.EncodeToString([]byte(subject)) + ":" + strconv.Itoa(gen) + ":" +
-		base64.RawURLEncoding.EncodeToString(ct), nil
+	return sealbox.Join(Prefix, subject, gen, ct), nil
 }
 
 // Sealed is a parsed sealed value.

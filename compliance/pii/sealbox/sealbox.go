@@ -86,8 +86,13 @@ func Seal(pub []byte, subject string, gen int, field, plain string) (string, err
 		return "", fmt.Errorf("sealbox: %w", err)
 	}
 	out = aead.Seal(out, out[KeySize:], []byte(plain), AAD(subject, field, gen))
-	return Prefix + base64.RawURLEncoding.EncodeToString([]byte(subject)) + ":" + strconv.Itoa(gen) + ":" +
-		base64.RawURLEncoding.EncodeToString(out), nil
+	return Join(Prefix, subject, gen, out), nil
+}
+
+// Join is the inverse of Split.
+func Join(prefix, subject string, gen int, body []byte) string {
+	return prefix + base64.RawURLEncoding.EncodeToString([]byte(subject)) + ":" + strconv.Itoa(gen) + ":" +
+		base64.RawURLEncoding.EncodeToString(body)
 }
 
 // Sealed is a parsed sealed value.

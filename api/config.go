@@ -194,8 +194,8 @@ type Config struct {
 	// AnalyticsReports makes the usage, chargeback and capacity reports of the same route (an
 	// *analyticsreport.Generator); without it those answer 404.
 	AnalyticsReports AnalyticsReportGenerator
-	// Personal opens the personal data sealed in the log (a *pii.Keyring) for the audit search;
-	// without it sealed values are shown as stored.
+	// Personal opens the personal data sealed in the log (a *pii.Keyring) for the audit search
+	// and the agent sessions; without it sealed values are shown as stored.
 	Personal PersonalData
 	// ScheduleKinds are the kinds of report schedules may make (the report scheduler's
 	// generators). Default DefaultScheduleKinds.

@@ -360,7 +360,7 @@ var schemas = map[string]schema{
 	}),
 	"AgentSession": object([]string{"id", "node_id", "org_id", "tunnel_id", "token_id", "agent_version", "protocol", "remote_addr", "kex", "cipher", "connected_at", "position", "state"}, schema{
 		"id": strf("uuid", ""), "node_id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": strf("uuid", ""), "token_id": strf("uuid", "the agent token it connected with"),
-		"agent_version": str(""), "protocol": str("WebSocket subprotocol, tunnelplane.v1 or tunnelplane.v2"), "remote_addr": str("the agent's address as the node saw it"),
+		"agent_version": str(""), "protocol": str("WebSocket subprotocol, tunnelplane.v1 or tunnelplane.v2"), "remote_addr": str("the agent's address as the node saw it (sealed in the log to the token issuer's key): [erased] once the issuer was erased, empty when the token carried no sealing key"),
 		"kex": str("negotiated SSH key exchange"), "cipher": str("negotiated SSH cipher"), "connected_at": strf("date-time", "the node's clock"),
 		"ended_at": strf("date-time", ""), "end_reason": str(""), "bytes_in": integer("agent → node, reported at the end"), "bytes_out": integer("node → agent"),
 		"duration_ms": integer(""), "position": integer("log position of the newest event about it"),

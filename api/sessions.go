@@ -21,7 +21,7 @@ type AgentSession struct {
 	TokenID      string     `json:"token_id"`
 	AgentVersion string     `json:"agent_version"`
 	Protocol     string     `json:"protocol"`
-	RemoteAddr   string     `json:"remote_addr"`
+	RemoteAddr   string     `json:"remote_addr"` // opened; "[erased]" once the token's issuer was erased; "" when the node left it out
 	KEX          string     `json:"kex"`
 	Cipher       string     `json:"cipher"`
 	ConnectedAt  time.Time  `json:"connected_at"`
@@ -85,6 +85,15 @@ func (s *Server) listSessions(c echo.Context) error {
 	rows, err := s.cfg.ReadModels.ListAgentSessions(c.Request().Context(), f)
 	if err != nil {
 		return err
+	}
+	// The read model keeps the address as the node sealed it; it is opened here (or shown as
+	// [erased] once the token's issuer was erased).
+	if s.cfg.Personal != nil {
+		for i := range rows {
+			if rows[i].RemoteAddr, err = s.cfg.Personal.Show(c.Request().Context(), "remote_addr", rows[i].RemoteAddr); err != nil {
+				return err
+			}
+		}
 	}
 	return c.JSON(http.StatusOK, listOf(p, convert(rows, func(a readmodels.AgentSession) AgentSession { return AgentSession(a) }),
 		func(a AgentSession) []any { return []any{a.ConnectedAt.Format(time.RFC3339Nano), a.ID} }))

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"time"
 
@@ -38,8 +39,16 @@ func (s *Service) issueAgentToken(ctx context.Context, c IssueAgentToken) (Resul
 	}
 	tokenID := g.next().String()
 	now := s.cfg.Now()
-	ev, err := domain.IssueAgentToken(t, domain.NewAgentToken{TokenID: tokenID, OrgID: c.OrgID, TunnelID: c.TunnelID, KeyID: key.ID(),
-		IssuedBy: ActorFrom(ctx).ID, Now: now, TTL: c.TTL})
+	issuer := ActorFrom(ctx).ID
+	in := domain.NewAgentToken{TokenID: tokenID, OrgID: c.OrgID, TunnelID: c.TunnelID, KeyID: key.ID(), IssuedBy: issuer, Now: now, TTL: c.TTL}
+	if s.cfg.Sealing != nil && issuer != "" {
+		pub, gen, err := s.cfg.Sealing.SealingKey(ctx, issuer)
+		if err != nil {
+			return Result{}, fmt.Errorf("issue agent token: sealing key of the issuer: %w", err)
+		}
+		in.SealKey, in.SealGen = base64.StdEncoding.EncodeToString(pub), gen
+	}
+	ev, err := domain.IssueAgentToken(t, in)
 	if err != nil {
 		return Result{}, err
 	}
@@ -64,6 +73,12 @@ func (s *Service) issueAgentToken(ctx context.Context, c IssueAgentToken) (Resul
 	claims(&res)
 	res.Token = raw
 	return res, nil
+}
+
+// SealingKeys hands out the public half of a subject's sealing key pair and its generation
+// (*pii.Keyring), made on first need.
+type SealingKeys interface {
+	SealingKey(ctx context.Context, subject string) (pub []byte, gen int, err error)
 }
 
 // RevokeAgentToken makes a token unusable; nodes drop agents using it.

@@ -97,8 +97,12 @@ type Config struct {
 	// Subjects destroys subjects' data keys (EraseSubject). Optional: without it erasure fails
 	// with ErrNoEraser.
 	Subjects Eraser
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// Sealing hands out subjects' sealing keys, put into agent tokens' issue records so that nodes
+	// seal the agents' addresses (*pii.Keyring). Optional: without it tokens carry none, and nodes
+	// leave those addresses out.
+	Sealing SealingKeys
+	Now     func() time.Time
+	Logger  *slog.Logger
 }
 
 // Validate reports every problem.

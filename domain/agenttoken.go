@@ -21,6 +21,9 @@ type NewAgentToken struct {
 	TokenID, OrgID, TunnelID, KeyID, IssuedBy string
 	Now                                       time.Time
 	TTL                                       time.Duration
+	// SealKey and SealGen: the issuer's sealing key (AgentTokenIssued), optional.
+	SealKey string
+	SealGen int
 }
 
 // IssueAgentToken decides issuing a token for an active tunnel.
@@ -34,6 +37,9 @@ func IssueAgentToken(t *Tunnel, in NewAgentToken) (AgentTokenIssued, error) {
 	if in.KeyID == "" {
 		p.add("key_id", "is required")
 	}
+	if (in.SealKey == "") != (in.SealGen == 0) || in.SealGen < 0 || len(in.SealKey) > 64 {
+		p.add("seal_key", "and seal_gen go together (a base64 X25519 key and a generation from 1)")
+	}
 	if err := p.err(); err != nil {
 		return AgentTokenIssued{}, err
 	}
@@ -41,7 +47,7 @@ func IssueAgentToken(t *Tunnel, in NewAgentToken) (AgentTokenIssued, error) {
 		return AgentTokenIssued{}, fmt.Errorf("issue agent token: %w: tunnel %s is %s", ErrInvalidState, t.ID(), t.State())
 	}
 	return AgentTokenIssued{TokenID: in.TokenID, OrgID: t.OrgID(), TunnelID: t.ID(), ExpiresAt: in.Now.Add(in.TTL).UTC().Truncate(time.Second),
-		KeyID: in.KeyID, IssuedBy: in.IssuedBy}, nil
+		KeyID: in.KeyID, IssuedBy: in.IssuedBy, SealKey: in.SealKey, SealGen: in.SealGen}, nil
 }
 
 // RehydrateAgentToken rebuilds a token record from its stream.

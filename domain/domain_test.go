@@ -202,6 +202,17 @@ func TestAgentTokens(t *testing.T) {
 			t.Errorf("ttl %s accepted", ttl)
 		}
 	}
+	// The issuer's sealing key comes whole (key and generation) or not at all.
+	sealed, err := IssueAgentToken(tun, NewAgentToken{TokenID: tokenID, KeyID: "k", IssuedBy: "a", Now: now, TTL: time.Hour, SealKey: "AAAA", SealGen: 1})
+	if err != nil || sealed.SealKey != "AAAA" || sealed.SealGen != 1 {
+		t.Fatalf("with a sealing key: %+v, %v", sealed, err)
+	}
+	for _, in := range []NewAgentToken{{SealKey: "AAAA"}, {SealGen: 1}, {SealKey: "AAAA", SealGen: -1}} {
+		in.TokenID, in.KeyID, in.IssuedBy, in.Now, in.TTL = tokenID, "k", "a", now, time.Hour
+		if _, err := IssueAgentToken(tun, in); !errors.Is(err, ErrValidation) {
+			t.Errorf("sealing key %q generation %d accepted", in.SealKey, in.SealGen)
+		}
+	}
 	del, _ := tun.Delete("")
 	gone, _ := RehydrateTunnel([]Recorded{rec(created, 1), rec(del, 2)})
 	if _, err := IssueAgentToken(gone, NewAgentToken{TokenID: tokenID, KeyID: "k", IssuedBy: "a", Now: now, TTL: time.Hour}); !errors.Is(err, ErrInvalidState) {

@@ -98,7 +98,7 @@ func NodeReportable(eventType string) bool {
 func NodeNeeds(eventType string) bool {
 	switch eventType {
 	case TypeOrganizationCreated, TypeTunnelCreated, TypeTunnelUpdated, TypeTunnelDeleted,
-		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenRevoked, TypeNodeDrainRequested,
+		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenIssued, TypeAgentTokenRevoked, TypeNodeDrainRequested,
 		TypeAccessKeyIssued, TypeAccessKeyRevoked,
 		TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired,
 		TypeTunnelAccessLogSet:
@@ -436,6 +436,12 @@ type AgentTokenIssued struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	KeyID     string    `json:"key_id"`
 	IssuedBy  string    `json:"issued_by"`
+	// SealKey (base64 of an X25519 public key) and SealGen are the issuer's sealing key: nodes
+	// seal agent.connected's remote_addr of this token's agents to it (compliance/pii/sealbox).
+	// Tokens issued before, or by a control plane without a keyring, have none; their agents'
+	// addresses are left out.
+	SealKey string `json:"seal_key,omitempty"`
+	SealGen int    `json:"seal_gen,omitempty"`
 }
 
 // AgentTokenRevoked makes a token unusable at once; agents using it are disconnected.

@@ -49,7 +49,9 @@ func (e Entry) open(d *decoded) error {
 	}
 	// Most records hold nothing sealed: no keyring call for them.
 	const sealed = "enc:v1:" // pii.Prefix
-	if _, af := d.event.(*domain.AuthFailed); !af && !strings.HasPrefix(d.md.ClientIP, sealed) && !strings.HasPrefix(d.md.UserAgent, sealed) {
+	_, af := d.event.(*domain.AuthFailed)
+	_, ac := d.event.(*domain.AgentConnected) // its remote_addr sealed by the node (sealbox)
+	if !af && !ac && !strings.HasPrefix(d.md.ClientIP, sealed) && !strings.HasPrefix(d.md.UserAgent, sealed) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/compliance/pii"
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
@@ -39,6 +40,17 @@ func TestSinksOpenSealedPersonalData(t *testing.T) {
 		}
 	}
 	fail.StoredPayload = fail.Payload
+	// A node fact: the node sealed the agent's address to the token issuer's sealing key.
+	pub, gen, err := k.SealingKey(ctx, "erin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := sealbox.Seal(pub, "erin", gen, pii.FieldRemoteAddr, ip+":6000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := record(t, 11, domain.AgentConnected{NodeID: "n-1", SessionID: "s-1", OrgID: "o-1", TunnelID: "t-1", TokenID: "k-1", RemoteAddr: addr},
+		domain.Metadata{Actor: "node:n-1", OrgID: "o-1"})
 	formats := map[string]func(siem.Entry) (string, error){
 		"ocsf": func(e siem.Entry) (string, error) {
 			b, err := siem.OCSF(e, siem.DefaultProduct("t"))
@@ -49,7 +61,10 @@ func TestSinksOpenSealedPersonalData(t *testing.T) {
 	check := func(want string, absent ...string) {
 		t.Helper()
 		for name, format := range formats {
-			for _, r := range []*siemRecord{{rec}, {fail}} {
+			for _, r := range []*siemRecord{{rec}, {fail}, {conn}} {
+				if name == "cef" && r.rec == conn {
+					continue // CEF's agent.connected names no address
+				}
 				msg, err := format(siem.Entry{Record: r.rec, Seq: 1, Personal: k})
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
@@ -69,7 +84,7 @@ func TestSinksOpenSealedPersonalData(t *testing.T) {
 	if raw, err := siem.Raw(siem.Entry{Record: rec, Seq: 1, Personal: k}); err != nil || bytes.Contains(raw, []byte(ip)) {
 		t.Fatalf("the raw format holds the plaintext (%v): %s", err, raw)
 	}
-	for _, s := range []string{"dana", pii.Anonymous} {
+	for _, s := range []string{"dana", pii.Anonymous, "erin"} {
 		if _, err := k.Erase(ctx, s); err != nil {
 			t.Fatal(err)
 		}

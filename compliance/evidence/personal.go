@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
@@ -31,8 +32,12 @@ type PersonalValue struct {
 	Value string `json:"value"`
 }
 
-// sealedPrefix starts a sealed value (pii.Prefix).
-const sealedPrefix = "enc:v1:"
+// sealedPrefix starts a sealed value (pii.Prefix), nodeSealedPrefix one a node sealed to a public
+// key (sealbox.Prefix).
+const (
+	sealedPrefix     = "enc:v1:"
+	nodeSealedPrefix = "enc:x1:"
+)
 
 // openPersonal lists the window's sealed values opened.
 func openPersonal(ctx context.Context, o PersonalOpener, pos uint64, rec *ledger.Record, out []PersonalValue) ([]PersonalValue, error) {
@@ -43,7 +48,7 @@ func openPersonal(ctx context.Context, o PersonalOpener, pos uint64, rec *ledger
 		}
 		for _, f := range fields {
 			var s string
-			if json.Unmarshal(obj[f], &s) != nil || len(s) < len(sealedPrefix) || s[:len(sealedPrefix)] != sealedPrefix {
+			if json.Unmarshal(obj[f], &s) != nil || !strings.HasPrefix(s, sealedPrefix) && !strings.HasPrefix(s, nodeSealedPrefix) {
 				continue
 			}
 			v, err := o.Show(ctx, f, s)
@@ -57,8 +62,13 @@ func openPersonal(ctx context.Context, o PersonalOpener, pos uint64, rec *ledger
 	if err := scan("metadata", rec.Metadata, "client_ip", "user_agent"); err != nil {
 		return nil, err
 	}
-	if rec.Type == domain.TypeAuthFailed {
+	switch rec.Type {
+	case domain.TypeAuthFailed:
 		if err := scan("payload", rec.StoredPayload, "remote_addr", "user_agent"); err != nil {
+			return nil, err
+		}
+	case domain.TypeAgentConnected:
+		if err := scan("payload", rec.StoredPayload, "remote_addr"); err != nil {
 			return nil, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tunnelplane/tunnelplane/compliance/pii"
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 )
@@ -34,7 +35,22 @@ func TestPersonalDataInBundles(t *testing.T) {
 	if p, m, err = k.SealEvent(ctx, domain.TypeOrganizationCreated, p, m); err != nil {
 		t.Fatal(err)
 	}
-	res, err := l.store.Append(ctx, domain.OrgStream(org), eventstore.NoStream, eventstore.EventData{Type: domain.TypeOrganizationCreated, Payload: p, Metadata: m})
+	org1, err := l.store.Append(ctx, domain.OrgStream(org), eventstore.NoStream, eventstore.EventData{Type: domain.TypeOrganizationCreated, Payload: p, Metadata: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A node fact: the agent's address sealed by the node to the sealing key of the token's issuer.
+	pub, gen, err := k.SealingKey(ctx, "fay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := sealbox.Seal(pub, "fay", gen, pii.FieldRemoteAddr, "203.0.113.61:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ = json.Marshal(domain.AgentConnected{NodeID: "n-1", SessionID: "s-1", OrgID: org, TunnelID: org, TokenID: org, RemoteAddr: addr})
+	m, _ = json.Marshal(domain.Metadata{Actor: "node:n-1"})
+	res, err := l.store.Append(ctx, domain.NodeFactsStream("n-1"), eventstore.NoStream, eventstore.EventData{Type: domain.TypeAgentConnected, Payload: p, Metadata: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +66,10 @@ func TestPersonalDataInBundles(t *testing.T) {
 	if err := json.Unmarshal(files[FilePersonal], &opened); err != nil {
 		t.Fatal(err)
 	}
-	want := []PersonalValue{{Position: res.LastPosition, In: "metadata", Field: "client_ip", Value: "203.0.113.61"},
-		{Position: res.LastPosition, In: "metadata", Field: "user_agent", Value: "bundle-test/1"}}
-	if len(opened) != 2 || opened[0] != want[0] || opened[1] != want[1] {
+	want := []PersonalValue{{Position: org1.LastPosition, In: "metadata", Field: "client_ip", Value: "203.0.113.61"},
+		{Position: org1.LastPosition, In: "metadata", Field: "user_agent", Value: "bundle-test/1"},
+		{Position: res.LastPosition, In: "payload", Field: "remote_addr", Value: "203.0.113.61:7000"}}
+	if len(opened) != 3 || opened[0] != want[0] || opened[1] != want[1] || opened[2] != want[2] {
 		t.Fatalf("personal.json = %+v, want %+v", opened, want)
 	}
 	if bytes.Contains(files[FileRecords], []byte("203.0.113.61")) {
@@ -83,7 +100,7 @@ func TestPersonalDataInBundles(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, files = export()
-	if !bytes.Contains(files[FilePersonal], []byte(`"[erased]"`)) || bytes.Contains(files[FilePersonal], []byte("203.0.113.61")) {
+	if bytes.Count(files[FilePersonal], []byte(`"[erased]"`)) != 3 || bytes.Contains(files[FilePersonal], []byte("203.0.113.61")) {
 		t.Fatalf("personal.json after erasure:\n%s", files[FilePersonal])
 	}
 	_ = os.Remove(path)

@@ -13,6 +13,11 @@
 // moved to another subject or field does not open. The log's hashes and signatures cover the
 // sealed string, so verification needs no key and survives erasure.
 //
+// Nodes sign facts without a database, so each subject also has an X25519 sealing key pair
+// (table subject_sealing_keys, migration 000017): SealingKey hands out the public half (put into
+// agent tokens' issue records), a node seals to it with package sealbox (enc:x1:…), and Open
+// opens those values with the private half, which Erase destroys with the data keys.
+//
 // The package must not touch the log's records after they are signed, and it never logs a
 // plaintext or a key.
 package pii

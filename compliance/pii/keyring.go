@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 )
 
 // Erased is what readers show for a value whose subject was erased.
@@ -114,6 +115,7 @@ type cachedKey struct {
 type dataKey struct {
 	aead     cipher.AEAD
 	nonceKey []byte
+	sealing  []byte // instead, a private sealing key (X25519; sealing.go)
 }
 
 func newDataKey(raw []byte) (*dataKey, error) {
@@ -174,8 +176,7 @@ func (k *Keyring) Seal(ctx context.Context, subject, field, plain string) (strin
 		return "", err
 	}
 	ct := dk.seal([]byte(plain), fieldAAD(subject, field, gen))
-	return Prefix + base64.RawURLEncoding.EncodeToString([]byte(subject)) + ":" + strconv.Itoa(gen) + ":" +
-		base64.RawURLEncoding.EncodeToString(ct), nil
+	return sealbox.Join(Prefix, subject, gen, ct), nil
 }
 
 // Sealed is a parsed sealed value.
@@ -187,26 +188,16 @@ type Sealed struct {
 
 // Parse parses a sealed value; ok is false for anything else (a plaintext of older records).
 func Parse(value string) (s Sealed, ok bool) {
-	rest, found := strings.CutPrefix(value, Prefix)
-	if !found {
-		return Sealed{}, false
-	}
-	parts := strings.Split(rest, ":")
-	if len(parts) != 3 {
-		return Sealed{}, false
-	}
-	sub, err1 := base64.RawURLEncoding.DecodeString(parts[0])
-	gen, err2 := strconv.Atoi(parts[1])
-	ct, err3 := base64.RawURLEncoding.DecodeString(parts[2])
-	if err1 != nil || err2 != nil || err3 != nil || gen < 1 || len(sub) == 0 {
-		return Sealed{}, false
-	}
-	return Sealed{Subject: string(sub), Generation: gen, ct: ct}, true
+	sub, gen, ct, ok := sealbox.Split(value, Prefix)
+	return Sealed{Subject: sub, Generation: gen, ct: ct}, ok
 }
 
 // Open returns the plaintext of field's value: the value itself when it is not sealed, Erased
 // when its subject's key was destroyed, and an error wrapping ErrUnreadable when it does not open.
 func (k *Keyring) Open(ctx context.Context, field, value string) (string, error) {
+	if strings.HasPrefix(value, sealbox.Prefix) {
+		return k.openSealed(ctx, field, value)
+	}
 	s, ok := Parse(value)
 	if !ok {
 		if strings.HasPrefix(value, Prefix) {
@@ -239,16 +230,26 @@ func (k *Keyring) Show(ctx context.Context, field, value string) (string, error)
 	return v, err
 }
 
-// Erase destroys every data key of subject, so nothing sealed for it opens again, and reports how
-// many keys it destroyed (0 when the subject had none, or was erased before). A later value of the
-// subject is sealed with a new key.
+// Erase destroys every data key and private sealing key of subject, so nothing sealed for it
+// opens again, and reports how many keys it destroyed (0 when the subject had none, or was erased
+// before). A later value of the subject is sealed with a new key.
 func (k *Keyring) Erase(ctx context.Context, subject string) (int64, error) {
 	if subject == "" {
 		return 0, ErrNoSubject
 	}
 	subject = keyedSubject(subject)
-	tag, err := k.cfg.Pool.Exec(ctx, `UPDATE subject_keys SET wrapped_key = NULL, erased_at = now()
-		WHERE subject = $1 AND erased_at IS NULL`, subject)
+	var n int64
+	err := pgx.BeginFunc(ctx, k.cfg.Pool, func(tx pgx.Tx) error {
+		for _, table := range []string{"subject_keys", "subject_sealing_keys"} {
+			tag, err := tx.Exec(ctx, `UPDATE `+table+` SET wrapped_key = NULL, erased_at = now()
+				WHERE subject = $1 AND erased_at IS NULL`, subject)
+			if err != nil {
+				return err
+			}
+			n += tag.RowsAffected()
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("pii: erase: %w", err)
 	}
@@ -260,7 +261,7 @@ func (k *Keyring) Erase(ctx context.Context, subject string) (int64, error) {
 		}
 	}
 	k.mu.Unlock()
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // liveKey returns the key new values of subject are sealed with, making one if there is none.
@@ -323,7 +324,13 @@ func (k *Keyring) makeKey(ctx context.Context, subject string) error {
 
 // keyOf returns the key of (subject, generation), nil when it was erased.
 func (k *Keyring) keyOf(ctx context.Context, subject string, gen int) (*dataKey, error) {
-	ref := keyRef{subject, gen}
+	return k.lookup(ctx, keyRef{subject, gen}, `SELECT wrapped_key FROM subject_keys WHERE subject = $1 AND generation = $2`,
+		func(wrapped []byte) (*dataKey, error) { return k.unwrap(subject, gen, wrapped) })
+}
+
+// lookup returns the cached key of ref, or reads its wrapped bytes with query (subject, |generation|)
+// and opens them with unwrap; nil when it was erased, ErrNoKey when there is no such row.
+func (k *Keyring) lookup(ctx context.Context, ref keyRef, query string, unwrap func(wrapped []byte) (*dataKey, error)) (*dataKey, error) {
 	k.mu.Lock()
 	if c, ok := k.keys[ref]; ok && k.cfg.Now().Before(c.expires) {
 		k.mu.Unlock()
@@ -331,16 +338,16 @@ func (k *Keyring) keyOf(ctx context.Context, subject string, gen int) (*dataKey,
 	}
 	k.mu.Unlock()
 	var wrapped []byte
-	err := k.cfg.Pool.QueryRow(ctx, `SELECT wrapped_key FROM subject_keys WHERE subject = $1 AND generation = $2`, subject, gen).Scan(&wrapped)
+	err := k.cfg.Pool.QueryRow(ctx, query, ref.subject, max(ref.generation, -ref.generation)).Scan(&wrapped)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoKey
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pii: data key of a subject: %w", err)
+		return nil, fmt.Errorf("pii: key of a subject: %w", err)
 	}
 	var dk *dataKey
 	if wrapped != nil {
-		if dk, err = k.unwrap(subject, gen, wrapped); err != nil {
+		if dk, err = unwrap(wrapped); err != nil {
 			return nil, err
 		}
 	}

@@ -9,12 +9,14 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // The personal fields sealed in the log: in every record's metadata, and in the payloads of the
-// types listed in payloadFields. Node facts (agent.connected's remote_addr) are signed by nodes
-// and stay as the node wrote them (docs/security.md).
+// types listed in payloadFields. Node facts are signed by nodes, which hold no data keys: a node
+// seals agent.connected's remote_addr itself, to the sealing key of the agent token's issuer
+// (sealbox, enc:x1), and the keyring opens it like the others (docs/security.md).
 const (
 	FieldClientIP   = "client_ip"
 	FieldUserAgent  = "user_agent"
@@ -123,16 +125,19 @@ func (k *Keyring) OpenEvent(ctx context.Context, ev any) error {
 		}
 		e.UserAgent, err = k.Show(ctx, FieldUserAgent, e.UserAgent)
 	}
+	if e, ok := ev.(*domain.AgentConnected); ok {
+		e.RemoteAddr, err = k.Show(ctx, FieldRemoteAddr, e.RemoteAddr)
+	}
 	return err
 }
 
-var sealedInText = regexp.MustCompile(`enc:v1:[A-Za-z0-9_-]+:[0-9]+:[A-Za-z0-9_-]+`)
+var sealedInText = regexp.MustCompile(`enc:[vx]1:[A-Za-z0-9_-]+:[0-9]+:[A-Za-z0-9_-]+`)
 
 // OpenText replaces every sealed value inside free text (a report's cell built from a sealed
 // field) by its plaintext. Which field a value belongs to is unknown there, so each personal
 // field is tried; a value that opens under none shows Unreadable.
 func (k *Keyring) OpenText(ctx context.Context, text string) (string, error) {
-	if !strings.Contains(text, Prefix) {
+	if !strings.Contains(text, Prefix) && !strings.Contains(text, sealbox.Prefix) {
 		return text, nil
 	}
 	var firstErr error

@@ -42,6 +42,16 @@ type AgentIdentity struct {
 	// Upstream is the tunnel's upstream as the log says when the agent logs in, told to the agent
 	// in the agent-info reply ("": unknown here; the agent then needs its own, connect --to).
 	Upstream string
+	// Seal is the sealing key of the token's issuer: the agent's address is sealed to it in
+	// agent.connected (zero: the token carries none, and the address is left out).
+	Seal SealKey
+}
+
+// SealKey is a subject's public sealing key (compliance/pii/sealbox) and its generation.
+type SealKey struct {
+	Subject    string
+	Generation int
+	Public     []byte
 }
 
 // Authenticator checks an agent token (offline, against the token keys and revocations).

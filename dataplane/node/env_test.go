@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/demo"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
@@ -82,14 +83,18 @@ func (a ownerAuthorizer) AuthorizeIngress(_ context.Context, p node.Principal, r
 }
 
 // countingAuthenticator counts the tokens that reached the node.
+// It hands out seal as the token issuer's sealing key (as the view does), when set.
 type countingAuthenticator struct {
 	node.TokenAuthenticator
 	calls atomic.Int64
+	seal  node.SealKey
 }
 
 func (c *countingAuthenticator) AuthenticateAgent(ctx context.Context, raw string) (node.AgentIdentity, error) {
 	c.calls.Add(1)
-	return c.TokenAuthenticator.AuthenticateAgent(ctx, raw)
+	id, err := c.TokenAuthenticator.AuthenticateAgent(ctx, raw)
+	id.Seal = c.seal
+	return id, err
 }
 
 // sink records the node's facts.
@@ -158,6 +163,7 @@ type env struct {
 	fp       string
 	sink     *sink
 	auth     *countingAuthenticator
+	sealPriv []byte // the private half of auth.seal
 	reg      *prometheus.Registry
 	cfgMod   func(*node.Config)
 
@@ -194,6 +200,11 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		hostKey: hk, fp: ssh.FingerprintSHA256(hk.PublicKey()), sink: &sink{},
 	}
 	e.auth = &countingAuthenticator{TokenAuthenticator: node.TokenAuthenticator{Verifier: e.verifier}}
+	sealPriv, sealPub, err := sealbox.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sealPriv, e.auth.seal = sealPriv, node.SealKey{Subject: "user-alice", Generation: 3, Public: sealPub}
 	for _, o := range opts {
 		o(e)
 	}

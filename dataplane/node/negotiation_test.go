@@ -8,8 +8,11 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // A stock x/crypto client that offers only the fallback algorithms still gets its tunnel, and
@@ -49,8 +52,16 @@ func TestFallbackAlgorithmsAreNegotiatedAndReported(t *testing.T) {
 	}
 	connected, _, _ := e.sink.snapshot()
 	if len(connected) != 1 || connected[0].KeyExchange != ssh.KeyExchangeCurve25519 || connected[0].Cipher != ssh.CipherChaCha20Poly1305 ||
-		connected[0].HostKeyAlgo != ssh.KeyAlgoED25519 || !strings.HasPrefix(connected[0].RemoteAddr, "127.0.0.1:") {
+		connected[0].HostKeyAlgo != ssh.KeyAlgoED25519 {
 		t.Fatalf("fact %+v", connected)
+	}
+	// The address is sealed to the token issuer's key, and opens with its private half.
+	sealed, ok := sealbox.Parse(connected[0].RemoteAddr)
+	if !ok || sealed.Subject != "user-alice" || sealed.Generation != 3 || strings.Contains(connected[0].RemoteAddr, "127.0.0.1") {
+		t.Fatalf("remote_addr %q is not sealed to the issuer's key", connected[0].RemoteAddr)
+	}
+	if addr, err := sealbox.Open(e.sealPriv, sealed, "remote_addr"); err != nil || !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("opened remote_addr = %q, %v", addr, err)
 	}
 
 	// Algorithms outside the node's set are refused.
@@ -66,5 +77,23 @@ func TestFallbackAlgorithmsAreNegotiatedAndReported(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "no common algorithm") {
 		t.Fatalf("aes128-ctr: %v", err)
+	}
+}
+
+// A token issued without a sealing key (before keys existed) gets its agent's address left out of
+// agent.connected: the log never holds it in plaintext.
+func TestAgentAddressLeftOutWithoutSealingKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.auth.seal = node.SealKey{}
+	e.startAgent("tun-llm", nil)
+	e.waitHeld("tun-llm")
+	var connected []domain.AgentConnected
+	poll.Until(t, 10*time.Second, "agent.connected", func() bool {
+		connected, _, _ = e.sink.snapshot()
+		return len(connected) == 1
+	})
+	if connected[0].RemoteAddr != "" || connected[0].TokenID == "" {
+		t.Fatalf("agent.connected of a token without a sealing key: %+v", connected[0])
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 	"github.com/tunnelplane/tunnelplane/domain"
 )
@@ -232,10 +233,27 @@ func (n *Node) claim(s *session, fr ForwardRequest) error {
 	}
 	n.emitConnected(domain.AgentConnected{
 		NodeID: n.cfg.NodeID, SessionID: s.id, OrgID: s.ident.OrgID, TunnelID: s.ident.TunnelID, TokenID: s.ident.TokenID,
-		AgentVersion: version, ProtocolVersion: s.meta.protocol, RemoteAddr: s.meta.remote,
+		AgentVersion: version, ProtocolVersion: s.meta.protocol, RemoteAddr: s.sealedRemote(),
 		KeyExchange: s.algs.KeyExchange, Cipher: s.algs.Write.Cipher, HostKeyAlgo: s.algs.HostKey,
 	})
 	return nil
+}
+
+// sealedRemote is the agent's address as agent.connected holds it: sealed to the sealing key of
+// the token's issuer (compliance/pii/sealbox), so that erasing the issuer reaches it although this
+// node signs the fact. A token without a key (issued before keys existed) gets "": the address
+// is personal data, and the log must not hold it in plaintext.
+func (s *session) sealedRemote() string {
+	k := s.ident.Seal
+	if len(k.Public) == 0 || s.meta.remote == "" {
+		return ""
+	}
+	v, err := sealbox.Seal(k.Public, k.Subject, k.Generation, "remote_addr", s.meta.remote)
+	if err != nil {
+		s.log.Warn("agent address not sealed, left out of agent.connected", "error", err)
+		return ""
+	}
+	return v
 }
 
 // isVisibleASCII reports a string of printable ASCII without spaces (or an empty one).

@@ -12,13 +12,14 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
 // snapshot of another format is not used and the node replays the log from its start instead.
-const snapshotFormat = 5
+const snapshotFormat = 6
 
 // ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
 // format; it must not be used (replay from the start instead).
@@ -43,6 +44,8 @@ type snapshot struct {
 	Grants    []snapshotGrant      `json:"grants,omitempty"`
 	Decisions map[string]Decision  `json:"decisions,omitempty"`
 	Rotated   map[string]time.Time `json:"rotated,omitempty"` // token key id → rotated out at
+	// SealKeys are the agent tokens' issuers' sealing keys (format 6).
+	SealKeys []snapshotSealKey `json:"seal_keys,omitempty"`
 	// Chain is the record verifier's state at Position (views made by NewVerified).
 	Chain json.RawMessage `json:"chain,omitempty"`
 }
@@ -56,6 +59,14 @@ type snapshotTunnel struct {
 	Protocol string `json:"protocol"`
 	Deleted  bool   `json:"deleted,omitempty"`
 	Calls    bool   `json:"calls,omitempty"` // its access log is domain.AccessLogCalls
+}
+
+type snapshotSealKey struct {
+	TokenID    string    `json:"token_id"`
+	Subject    string    `json:"subject"`
+	Generation int       `json:"generation"`
+	Public     []byte    `json:"public"`
+	ExpiresAt  time.Time `json:"expires_at"`
 }
 
 type snapshotGrant struct {
@@ -111,6 +122,9 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 	for _, g := range v.grantByID {
 		s.Grants = append(s.Grants, snapshotGrant{ID: g.id, OrgID: g.orgID, TunnelID: g.tunnelID, SubjectKind: g.kind, Subject: g.subject, ExpiresAt: g.expiresAt})
 	}
+	for id, k := range v.sealKeys {
+		s.SealKeys = append(s.SealKeys, snapshotSealKey{TokenID: id, Subject: k.subject, Generation: k.gen, Public: k.pub, ExpiresAt: k.expires})
+	}
 	for k, roles := range v.roles {
 		if len(roles) > 0 {
 			s.Roles[k] = slices.Sorted(maps.Keys(roles))
@@ -128,6 +142,7 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 	slices.SortFunc(s.Tunnels, func(a, b snapshotTunnel) int { return cmp.Compare(a.ID, b.ID) })
 	slices.SortFunc(s.AccessKeys, func(a, b snapshotAccessKey) int { return cmp.Compare(a.ID, b.ID) })
 	slices.SortFunc(s.Grants, func(a, b snapshotGrant) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(s.SealKeys, func(a, b snapshotSealKey) int { return cmp.Compare(a.TokenID, b.TokenID) })
 	b, err := json.Marshal(s)
 	if err != nil {
 		return nil, 0, fmt.Errorf("view snapshot: %w", err)
@@ -206,6 +221,13 @@ func (v *View) Restore(b []byte, origin string) error {
 			return fmt.Errorf("view snapshot: %w", err)
 		}
 	}
+	for _, k := range s.SealKeys {
+		if len(k.Public) != sealbox.KeySize || k.Generation < 1 {
+			return fmt.Errorf("view snapshot: sealing key of token %s: %d bytes, generation %d", k.TokenID, len(k.Public), k.Generation)
+		}
+		v.sealKeys[k.TokenID] = sealKey{subject: k.Subject, gen: k.Generation, pub: k.Public, expires: k.ExpiresAt}
+	}
+	v.sealPrune = max(minSealPrune, 2*len(v.sealKeys))
 	for _, g := range s.Grants {
 		v.putGrant(&grant{id: g.ID, orgID: g.OrgID, tunnelID: g.TunnelID, kind: g.SubjectKind, subject: g.Subject, expiresAt: g.ExpiresAt})
 	}

@@ -1,7 +1,9 @@
 package view_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,6 +82,9 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	issueKey(f, keyExpired, org, tun, time.Now().Add(-time.Hour))
 	issueKey(f, keyOther, org, tun, time.Now().Add(time.Hour))
 	f.domain(domain.AccessKeyRevoked{KeyID: keyOther, OrgID: org, TunnelID: tun})
+	// The valid token names its issuer's sealing key; the agent's identity carries it.
+	f.domain(domain.AgentTokenIssued{TokenID: "0193f2a4-7c1e-7d3a-9b2e-000000000007", OrgID: org, TunnelID: tun, ExpiresAt: time.Now().Add(time.Hour),
+		KeyID: k2.ID(), IssuedBy: "alice", SealKey: base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)), SealGen: 2})
 
 	now := time.Now()
 	users := map[string]string{}
@@ -101,7 +106,7 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 		"revokedkey": mintAgent(k3, "0193f2a4-7c1e-7d3a-9b2e-00000000000b", tun),
 	}
 	want := decisions(t, v, tokens, users)
-	for _, must := range []string{"agent valid: {OrgID", "agent revoked: {", "agent token revoked", "tunnel deleted", "resolve chat.acme for alice → {OrgID",
+	for _, must := range []string{"agent valid: {OrgID", "Seal:{Subject:alice Generation:2 Public:[9 9 9", "agent revoked: {", "agent token revoked", "tunnel deleted", "resolve chat.acme for alice → {OrgID",
 		"Name:chat Calls:true}", "Name:llm Calls:false}",
 		"access key " + keyValid + " from 192.0.2.1: <nil>", "access key " + keyCIDR + " from 10.0.0.1: <nil>", "access key " + keyCIDR + " from 192.0.2.1: forbidden",
 		"access key " + keyOther + " from 10.0.0.1: invalid token: the access key was revoked", "the access key expired"} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/compliance/pii/sealbox"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
@@ -112,6 +114,8 @@ type View struct {
 	orgByName  map[string]string               // name → org id
 	roles      map[string]map[domain.Role]bool // org|user → roles
 	revoked    map[string]bool                 // agent token ids
+	sealKeys   map[string]sealKey              // agent token id → its issuer's sealing key (unexpired tokens)
+	sealPrune  int                             // len(sealKeys) at which expired ones are dropped next
 	accessKeys map[string]*accessKey           // access keys by id
 	keyByHash  map[string]*accessKey           // access keys by domain.HashAccessKey of the secret
 	grants     map[string]map[string]*grant    // tunnel id → grant id → grant (not ended)
@@ -142,7 +146,7 @@ func New(issuer string, hooks Hooks) *View {
 		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, decisions: map[string]Decision{},
 		accessKeys: map[string]*accessKey{}, keyByHash: map[string]*accessKey{},
 		grants: map[string]map[string]*grant{}, grantByID: map[string]*grant{}, groups: map[string]tokenGroups{},
-		rotated:  map[string]time.Time{},
+		rotated: map[string]time.Time{}, sealKeys: map[string]sealKey{}, sealPrune: minSealPrune,
 		position: -1, hooks: hooks, issuer: issuer, leeway: token.DefaultLeeway, now: time.Now, changed: make(chan struct{}), target: -2}
 }
 
@@ -373,8 +377,11 @@ func (v *View) apply(e Event, after *[]func()) error {
 		v.endGrant(x.GrantID, x.OrgID)
 	case *domain.GrantExpired:
 		v.endGrant(x.GrantID, x.OrgID)
+	case *domain.AgentTokenIssued:
+		v.putSealKey(x)
 	case *domain.AgentTokenRevoked:
 		v.revoked[x.TokenID] = true
+		delete(v.sealKeys, x.TokenID)
 		v.decide(e.EventID, x)
 		if h := v.hooks.TokenRevoked; h != nil {
 			id, reason := x.TokenID, "token revoked"
@@ -382,6 +389,39 @@ func (v *View) apply(e Event, after *[]func()) error {
 		}
 	}
 	return nil
+}
+
+// sealKey is the sealing key an agent token's issue record names (node.SealKey).
+type sealKey struct {
+	subject string
+	gen     int
+	pub     []byte
+	expires time.Time
+}
+
+// minSealPrune is the fewest tokens' sealing keys held before expired ones are looked for.
+const minSealPrune = 1024
+
+// putSealKey keeps the sealing key of an issued token (under v.mu). Tokens that expired are
+// dropped whenever the map has doubled since the last look, so it holds about the live tokens.
+// An issue record without a key (before sealing keys existed), or with a key that is not one, is
+// kept without: the node then leaves the agent's address out.
+func (v *View) putSealKey(x *domain.AgentTokenIssued) {
+	pub, err := base64.StdEncoding.DecodeString(x.SealKey)
+	if x.SealKey == "" || err != nil || len(pub) != sealbox.KeySize || x.SealGen < 1 || x.IssuedBy == "" {
+		return
+	}
+	v.sealKeys[x.TokenID] = sealKey{subject: x.IssuedBy, gen: x.SealGen, pub: pub, expires: x.ExpiresAt}
+	if len(v.sealKeys) < v.sealPrune {
+		return
+	}
+	cutoff := v.now().Add(-v.leeway)
+	for id, k := range v.sealKeys {
+		if k.expires.Before(cutoff) {
+			delete(v.sealKeys, id)
+		}
+	}
+	v.sealPrune = max(minSealPrune, 2*len(v.sealKeys))
 }
 
 // putGrant adds a grant (under v.mu).
@@ -631,7 +671,11 @@ func (v *View) AuthenticateAgent(_ context.Context, raw string) (node.AgentIdent
 	if c.ExpiresAt != nil {
 		exp = c.ExpiresAt.Time
 	}
-	return node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp, Upstream: t.upstream}, nil
+	id := node.AgentIdentity{OrgID: c.Org, TunnelID: c.Tunnel, TokenID: c.ID, ExpiresAt: exp, Upstream: t.upstream}
+	if k, ok := v.sealKeys[c.ID]; ok {
+		id.Seal = node.SealKey{Subject: k.subject, Generation: k.gen, Public: k.pub}
+	}
+	return id, nil
 }
 
 // Resolve implements node.Router. A ref is a tunnel id, "<name>.<org name>", or a bare name. A

@@ -221,7 +221,7 @@ func (a *App) rememberCheckpoints(ctx context.Context) {
 func NewService(h *Log, dataDir string, runner *projections.Runner, auditFlush time.Duration, log *slog.Logger) (*commands.Service, error) {
 	cfg := commands.Config{Store: h.Store, Pool: h.Pool, LogKeys: LogKeys(dataDir), TokenKeys: TokenKeys(dataDir), Logger: log, AuditFlushInterval: auditFlush}
 	if h.Personal != nil {
-		cfg.Subjects = h.Personal
+		cfg.Subjects, cfg.Sealing = h.Personal, h.Personal
 	}
 	if runner != nil {
 		// The policy is reloaded only when a role event was applied, not on every log event.

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS subject_sealing_keys;

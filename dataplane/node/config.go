@@ -85,6 +85,10 @@ type Principal struct {
 	// results are cached; the address is not part of them): an access key may be bound to
 	// source prefixes.
 	RemoteIP netip.Addr
+	// Expires is when a user token stops authenticating by the clock (its expiry plus the
+	// accepted leeway); zero: not by the clock (an access key's expiry is the Authorizer's to
+	// know). A call open when it passes is decided again and cut, as at any withdrawal.
+	Expires time.Time
 }
 
 // IngressAuthorizer decides who calls the ingress and which tunnels they may call. The ingress

@@ -26,7 +26,7 @@ type liveEnv struct {
 	client *http.Client
 }
 
-func newLiveEnv(t *testing.T) *liveEnv {
+func newLiveEnv(t *testing.T, before ...func(*view.View)) *liveEnv {
 	var n atomic.Pointer[node.Node]
 	kv := newKeyViewWith(t, view.Hooks{
 		AccessWithdrawn: func() {
@@ -41,6 +41,9 @@ func newLiveEnv(t *testing.T) *liveEnv {
 			}
 		},
 	})
+	for _, f := range before {
+		f(kv.v) // before the node serves anything
+	}
 	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.Router, c.Authorizer = kv.v, kv.v }))
 	n.Store(e.nodeNow())
 	b, _ := json.Marshal(ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", e.key))
@@ -227,4 +230,25 @@ func TestRevokedTokenKeyCutsLiveCalls(t *testing.T) {
 	t.Logf("token key revoked: the owner's stream ended %v after", owner.EndsWithin(t, start, time.Second))
 	status, h, body := l.do(l.request(http.MethodGet, "/t/llm.one/api/tags", nil, l.alice))
 	mustProblem(t, status, h, body, http.StatusUnauthorized)
+}
+
+// A user token's own expiry ends the streams it opened, whatever role lets its user in (a role
+// never ends by the clock; the token does): at the expiry the call is decided again and cut, and
+// the token is refused from then on.
+func TestTokenExpiryCutsItsLiveCalls(t *testing.T) {
+	t.Parallel()
+	l := newLiveEnv(t, func(v *view.View) { v.SetTokenLeeway(0) })
+	l.kv.apply(domain.RoleAssigned{OrgID: "org-1", UserID: "tess", Role: domain.RoleAdmin})
+	deadline := time.Now().Add(2 * time.Second) // the token's exp is this, to the second below
+	tess := l.userToken("tess", 2*time.Second)
+	s := l.sse(tess)
+	select {
+	case <-s.Done():
+		t.Fatal("the stream ended before its token expired")
+	case <-time.After(time.Until(deadline.Add(-1100 * time.Millisecond))):
+	}
+	t.Logf("token expired: stream ended %v after its expiry", s.EndsWithin(t, deadline, time.Second))
+	if got := l.cut("stream"); got != 1 {
+		t.Fatalf("streams cut: %v, want 1", got)
+	}
 }

@@ -41,6 +41,10 @@ func TestAccessUntil(t *testing.T) {
 		{"the owner: never", node.Principal{UserID: "alice"}, time.Time{}},
 		{"a stranger: nothing allows it", node.Principal{UserID: "eve"}, time.Time{}},
 		{"an access key: its expiry", node.Principal{AccessKeyID: "k1"}, now.Add(30 * time.Minute)},
+		{"an admin's token: its expiry", node.Principal{UserID: "ada", Expires: now.Add(10 * time.Minute)}, now.Add(10 * time.Minute)},
+		{"a grant ending before the token", node.Principal{UserID: "vic", Expires: now.Add(3 * time.Hour)}, now.Add(2 * time.Hour)},
+		{"a token ending before the grant", node.Principal{UserID: "vic", Expires: now.Add(time.Minute)}, now.Add(time.Minute)},
+		{"a stranger's token: nothing allows it", node.Principal{UserID: "eve", Expires: now.Add(time.Minute)}, time.Time{}},
 	} {
 		if got := v.AccessUntil(c.p, r); !got.Equal(c.want) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)

@@ -751,7 +751,11 @@ func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Princi
 		expires = c.ExpiresAt.Time
 	}
 	v.rememberGroups(c.Subject, c.Groups, issued, expires)
-	return node.Principal{UserID: c.Subject}, nil
+	p := node.Principal{UserID: c.Subject}
+	if !expires.IsZero() {
+		p.Expires = expires.Add(v.leeway)
+	}
+	return p, nil
 }
 
 // keyUsable is nil for an access key that is neither revoked nor expired (under v.mu), else an
@@ -818,6 +822,10 @@ func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Rout
 	defer v.mu.RUnlock()
 	if p.AccessKeyID != "" {
 		return v.authorizeKey(p, r)
+	}
+	if !p.Expires.IsZero() && !v.now().Before(p.Expires) {
+		// Valid when it was authenticated (and cached), no longer: a call it opened ends too.
+		return fmt.Errorf("%w: %w", node.ErrUnauthenticated, token.ErrExpired)
 	}
 	roles := v.roles[r.OrgID+"|"+p.UserID]
 	superadmin := v.roles[domain.PlatformOrg+"|"+p.UserID][domain.RoleSuperadmin]

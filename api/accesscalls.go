@@ -79,10 +79,7 @@ func (s *Server) listAccessCalls(c echo.Context) error {
 		return err
 	}
 	f := readmodels.AccessCallFilter{TunnelID: c.Param("id"), Caller: q.str("caller"), Limit: p.limit + 1}
-	if f.From, err = q.time("from"); err != nil {
-		return err
-	}
-	if f.To, err = q.time("to"); err != nil {
+	if f.From, f.To, err = q.window("from", "to"); err != nil {
 		return err
 	}
 	if len(f.Caller) > 256 {

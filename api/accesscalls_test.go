@@ -40,6 +40,7 @@ func TestAccessCallsRefuseHostileInput(t *testing.T) {
 	}
 	for _, q := range []string{
 		"status=99", "status=1000", "status=ok", "caller=" + strings.Repeat("u", 257), "from=yesterday",
+		"from=2026-12-02T10:00:00Z&to=2026-12-02T09:00:00Z",
 		"cursor=not-a-cursor", "cursor=eyJrIjoidHVubmVscyIsInYiOlsiYSIsImIiXX0", "limit=0", "color=blue",
 	} {
 		e.must(400, "GET", base+"/access?org=acme&"+q, root, nil).problem(t)

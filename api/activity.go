@@ -101,16 +101,9 @@ func (s *Server) tunnelActivity(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	from, err := q.time("from")
+	from, to, err := q.window("from", "to")
 	if err != nil {
 		return err
-	}
-	to, err := q.time("to")
-	if err != nil {
-		return err
-	}
-	if from != nil && to != nil && !from.Before(*to) {
-		return badRequest("to", "must be after from")
 	}
 	kinds := activityKindNames
 	if v := q.str("kinds"); v != "" {

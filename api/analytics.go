@@ -65,11 +65,7 @@ func (s *Server) readAnalyticsRange(c echo.Context, q *query, kind string, g rol
 	if r.groupBy, err = q.oneOf("group_by", groups[0], groups...); err != nil {
 		return r, err
 	}
-	from, err := q.time("from")
-	if err != nil {
-		return r, err
-	}
-	to, err := q.time("to")
+	from, to, err := q.window("from", "to")
 	if err != nil {
 		return r, err
 	}

@@ -164,6 +164,21 @@ func (q *query) time(name string) (*time.Time, error) {
 	return &t, nil
 }
 
+// window parses the optional times fromName and toName; when both are given, to must be after
+// from.
+func (q *query) window(fromName, toName string) (from, to *time.Time, err error) {
+	if from, err = q.time(fromName); err != nil {
+		return nil, nil, err
+	}
+	if to, err = q.time(toName); err != nil {
+		return nil, nil, err
+	}
+	if from != nil && to != nil && !from.Before(*to) {
+		return nil, nil, badRequest(toName, "must be after %s", fromName)
+	}
+	return from, to, nil
+}
+
 func (q *query) oneOf(name, def string, values ...string) (string, error) {
 	v := q.c.QueryParam(name)
 	if v == "" {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelplane/tunnelplane/compliance/pii"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 )
@@ -48,10 +49,9 @@ func (e Entry) open(d *decoded) error {
 		return nil
 	}
 	// Most records hold nothing sealed: no keyring call for them.
-	const sealed = "enc:v1:" // pii.Prefix
 	_, af := d.event.(*domain.AuthFailed)
 	_, ac := d.event.(*domain.AgentConnected) // its remote_addr sealed by the node (sealbox)
-	if !af && !ac && !strings.HasPrefix(d.md.ClientIP, sealed) && !strings.HasPrefix(d.md.UserAgent, sealed) {
+	if !af && !ac && !strings.HasPrefix(d.md.ClientIP, pii.Prefix) && !strings.HasPrefix(d.md.UserAgent, pii.Prefix) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)

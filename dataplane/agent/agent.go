@@ -722,14 +722,18 @@ func (c *conn) finish() string {
 	c.mu.Lock()
 	c.closed = true
 	c.kaTimer.Stop()
+	c.mu.Unlock()
+	_ = c.ws.Close()
+	c.wg.Wait()
+	// The reason is read once the node's requests are all handled: its disconnect notice may
+	// still be in the request queue when the connection's end is seen.
+	<-c.reqsDone
+	c.mu.Lock()
 	reason := c.nodeReason
 	if reason == "" {
 		reason = c.ownReason
 	}
 	c.mu.Unlock()
-	_ = c.ws.Close()
-	c.wg.Wait()
-	<-c.reqsDone
 	if reason == "" {
 		if code, text, ok := c.ws.PeerCloseReason(); ok && text != "" {
 			reason = fmt.Sprintf("%s (close code %d)", text, code)

@@ -172,6 +172,19 @@ type Recorded struct {
 
 // Decode unmarshals a recorded payload into the event type its name says.
 func Decode(typ string, payload []byte) (Event, error) {
+	e, err := New(typ)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(payload, e); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", typ, err)
+	}
+	return e, nil
+}
+
+// New returns a new zero event of the type its name says (a pointer, to decode into), or
+// ErrUnknownEvent.
+func New(typ string) (Event, error) {
 	var e Event
 	switch typ {
 	case TypeOrganizationCreated:
@@ -304,9 +317,6 @@ func Decode(typ string, payload []byte) (Event, error) {
 		e = &AccessCallsRecorded{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
-	}
-	if err := json.Unmarshal(payload, e); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", typ, err)
 	}
 	return e, nil
 }

@@ -19,26 +19,46 @@ const selectRecord = `SELECT global_position, stream_id, stream_version, event_i
 // scanRecords reads the records of rows. The byte fields of a record share one allocation (each
 // capped, so appending to one never writes into another): a reader of many records, such as a
 // SIEM sink, pays one allocation per record for them instead of six.
-func scanRecords(rows pgx.Rows, reg *Registry) ([]Record, error) {
+func scanRecords(rows pgx.Rows, reg *Registry, sizeHint int) ([]Record, error) {
 	defer rows.Close()
-	var out []Record
+	// Small at first (a reader at the head gets a few records), then at once the page asked
+	// for: a SIEM sink's page of thousands of records grown by doubling copied each record
+	// about twice.
+	out := make([]Record, 0, min(max(sizeHint, 0), 64))
 	var payload, metadata, prevHash, hash, sig, proof pgtype.DriverBytes
+	// A page repeats a few types and key ids: one string each, not one per record.
+	var typ, keyID pgtype.DriverBytes
+	names := map[string]string{}
+	intern := func(b []byte) string {
+		if s, ok := names[string(b)]; ok {
+			return s
+		}
+		s := string(b)
+		if len(names) < 256 {
+			names[s] = s
+		}
+		return s
+	}
 	for rows.Next() {
-		var r Record
+		if len(out) == cap(out) && cap(out) < sizeHint {
+			out = append(make([]Record, 0, min(sizeHint, 8192)), out...)
+		}
+		out = append(out, Record{})
+		r := &out[len(out)-1]
 		var pos, ver int64
 		var sv int32
-		if err := rows.Scan(&pos, &r.StreamID, &ver, &r.EventID, &r.Type, &sv, &r.RecordedAt,
-			&payload, &metadata, &prevHash, &hash, &r.KeyID, &sig, &proof); err != nil {
+		if err := rows.Scan(&pos, &r.StreamID, &ver, &r.EventID, &typ, &sv, &r.RecordedAt,
+			&payload, &metadata, &prevHash, &hash, &keyID, &sig, &proof); err != nil {
 			return nil, classify(err)
 		}
+		r.Type, r.KeyID = intern(typ), intern(keyID)
 		buf := make([]byte, 0, len(payload)+len(metadata)+len(prevHash)+len(hash)+len(sig)+len(proof))
-		carve := func(b []byte) []byte {
-			start := len(buf)
-			buf = append(buf, b...)
-			return buf[start:len(buf):len(buf)]
-		}
-		r.StoredPayload, r.Metadata, r.PrevHash, r.Hash = carve(payload), carve(metadata), carve(prevHash), carve(hash)
-		r.Signature, r.SignatureProof = carve(sig), carve(proof)
+		r.StoredPayload, buf = carve(buf, payload)
+		r.Metadata, buf = carve(buf, metadata)
+		r.PrevHash, buf = carve(buf, prevHash)
+		r.Hash, buf = carve(buf, hash)
+		r.Signature, buf = carve(buf, sig)
+		r.SignatureProof, _ = carve(buf, proof)
 		r.Position, r.StreamVersion, r.StoredSchemaVersion = uint64(pos), uint64(ver), uint32(sv)
 		r.SchemaVersion, r.Payload = r.StoredSchemaVersion, r.StoredPayload
 		if reg != nil {
@@ -48,12 +68,19 @@ func scanRecords(rows pgx.Rows, reg *Registry) ([]Record, error) {
 			}
 			r.SchemaVersion, r.Payload = v, p
 		}
-		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, classify(err)
 	}
 	return out, nil
+}
+
+// carve appends b to buf and returns the appended part, capped (appending to it never writes
+// into what follows), and buf.
+func carve(buf, b []byte) ([]byte, []byte) {
+	start := len(buf)
+	buf = append(buf, b...)
+	return buf[start:len(buf):len(buf)], buf
 }
 
 // ReadStream returns up to limit events of a stream starting at stream version from (1-based).
@@ -66,23 +93,38 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from uint64, li
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", streamID, classify(err))
 	}
-	recs, err := scanRecords(rows, s.registry)
+	recs, err := scanRecords(rows, s.registry, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", streamID, err)
 	}
 	return recs, nil
 }
 
+// selectUnsigned is selectRecord without what only a verifier reads (the previous hash, the
+// signature and its proof, often more bytes than the payload): empty in the records.
+const selectUnsigned = `SELECT global_position, stream_id, stream_version, event_id, type, schema_version,
+	recorded_at, payload, metadata, ''::bytea, hash, key_id, ''::bytea, ''::bytea FROM events`
+
 // ReadAll returns up to limit records with global position >= from, in position order.
 func (s *Store) ReadAll(ctx context.Context, from uint64, limit int) ([]Record, error) {
+	return s.readAll(ctx, selectRecord, from, limit)
+}
+
+// ReadAllUnsigned is ReadAll for a reader that verifies nothing (a SIEM sink sending OCSF or
+// CEF): the records come without PrevHash, Signature and SignatureProof.
+func (s *Store) ReadAllUnsigned(ctx context.Context, from uint64, limit int) ([]Record, error) {
+	return s.readAll(ctx, selectUnsigned, from, limit)
+}
+
+func (s *Store) readAll(ctx context.Context, query string, from uint64, limit int) ([]Record, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.pool.Query(ctx, selectRecord+` WHERE global_position >= $1 ORDER BY global_position LIMIT $2`, int64(from), limit)
+	rows, err := s.pool.Query(ctx, query+` WHERE global_position >= $1 ORDER BY global_position LIMIT $2`, int64(from), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read all from %d: %w", from, classify(err))
 	}
-	recs, err := scanRecords(rows, s.registry)
+	recs, err := scanRecords(rows, s.registry, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read all from %d: %w", from, err)
 	}
@@ -104,7 +146,7 @@ func (s *Store) ReadType(ctx context.Context, typ string, from, upTo uint64, lim
 	if err != nil {
 		return nil, fmt.Errorf("read %s from %d: %w", typ, from, classify(err))
 	}
-	recs, err := scanRecords(rows, s.registry)
+	recs, err := scanRecords(rows, s.registry, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read %s from %d: %w", typ, from, err)
 	}

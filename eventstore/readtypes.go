@@ -21,7 +21,7 @@ func (s *Store) ReadTypes(ctx context.Context, types []string, from, upTo uint64
 	if err != nil {
 		return nil, fmt.Errorf("read %s from %d: %w", strings.Join(types, ", "), from, classify(err))
 	}
-	recs, err := scanRecords(rows, s.registry)
+	recs, err := scanRecords(rows, s.registry, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read %s from %d: %w", strings.Join(types, ", "), from, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,21 @@ func TestAppendReadAndVerify(t *testing.T) {
 	}
 	if len(all) != 3 || all[0].Type != eventstore.TypeGenesis || all[0].StreamID != eventstore.LogStream {
 		t.Fatalf("read all = %d records, first %q", len(all), all[0].Type)
+	}
+	// Unsigned: the same records but for what only a verifier reads.
+	lean, err := e.store.ReadAllUnsigned(ctx, 0, 10)
+	if err != nil || len(lean) != len(all) {
+		t.Fatalf("read all unsigned = %d records, %v", len(lean), err)
+	}
+	for i := range lean {
+		if len(lean[i].PrevHash)+len(lean[i].Signature)+len(lean[i].SignatureProof) != 0 {
+			t.Fatalf("record %d read unsigned has its signature: %+v", i, lean[i])
+		}
+		want := all[i]
+		want.PrevHash, want.Signature, want.SignatureProof = lean[i].PrevHash, lean[i].Signature, lean[i].SignatureProof
+		if !reflect.DeepEqual(lean[i], want) {
+			t.Fatalf("record %d read unsigned:\n%+v\nread whole:\n%+v", i, lean[i], all[i])
+		}
 	}
 	rep := verifyOK(t, e.url)
 	if rep.Count != 3 || rep.Checkpoints != 2 || rep.HeadHash == "" {

@@ -51,12 +51,18 @@ type ForwarderConfig struct {
 	Pool  *pgxpool.Pool
 	// Format turns an entry into the message the transport sends (see SyslogFormat).
 	Format func(Entry) ([]byte, error)
+	// AppendFormat, when set, is used instead of Format: it appends the message to dst, and a
+	// batch's messages share a few large buffers (AppendSyslogOCSF).
+	AppendFormat func(dst []byte, e Entry) ([]byte, error)
 	// Filter, when set, says which records the sink forwards (SinkFilter.Match); the others
 	// take no sequence number.
 	Filter func(*eventstore.Record) bool
 	// Redact, when set, hashes client addresses in every message.
 	Redact    *Redactor
 	Transport Transport
+	// Unsigned: Format reads no PrevHash, Signature or SignatureProof (OCSF, CEF), so the sink
+	// reads the log without them (eventstore.ReadAllUnsigned): fewer bytes from the database.
+	Unsigned bool
 	// BatchSize is the most records per delivery (default 500).
 	BatchSize int
 	// MinBackoff and MaxBackoff bound the wait between failed deliveries, doubled each time,
@@ -76,7 +82,7 @@ func (c ForwarderConfig) Validate() error {
 	if c.Store == nil || c.Pool == nil {
 		errs = append(errs, errors.New("forwarder: a store and a pool are required"))
 	}
-	if c.Format == nil || c.Transport == nil {
+	if (c.Format == nil && c.AppendFormat == nil) || c.Transport == nil {
 		errs = append(errs, errors.New("forwarder: a format and a transport are required"))
 	}
 	if c.BatchSize < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || (c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff) {
@@ -129,6 +135,9 @@ type Forwarder struct {
 	// skipped is replaced whole by Skip, never changed in place: read without the lock, as
 	// every record of every batch asks it.
 	skipped atomic.Pointer[map[uint64]bool]
+	// largest is the longest message yet (AppendFormat): a buffer with less room left is
+	// replaced before a message is appended.
+	largest atomic.Int64
 }
 
 // NewForwarder checks cfg and fills in the defaults.
@@ -149,7 +158,9 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Logger = cfg.Logger.With("component", "siem", "sink_id", cfg.SinkID)
-	return &Forwarder{cfg: cfg}, nil
+	f := &Forwarder{cfg: cfg}
+	f.largest.Store(1024)
+	return f, nil
 }
 
 // Start loads the cursor and starts forwarding.
@@ -482,8 +493,12 @@ func (f *Forwarder) deliverEach(ctx context.Context, bt *batch, b *backoff) bool
 // read reads the log from pos, a page of BatchSize records at a time, waiting at the head.
 func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- []eventstore.Record) {
 	b := backoff{f: f}
+	read := f.cfg.Store.ReadAll
+	if f.cfg.Unsigned {
+		read = f.cfg.Store.ReadAllUnsigned
+	}
 	for ctx.Err() == nil {
-		recs, err := f.cfg.Store.ReadAll(ctx, pos, f.cfg.BatchSize)
+		recs, err := read(ctx, pos, f.cfg.BatchSize)
 		if err != nil {
 			if ctx.Err() != nil || !b.fail(ctx, pos, fmt.Errorf("read the log: %w", err), 0) {
 				return
@@ -544,6 +559,7 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan []ev
 func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, int, error) {
 	bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
 		from: pos, next: pos, last: seq, oldest: recs[0].RecordedAt}
+	var buf []byte // AppendFormat's: the messages are its parts
 	for i := range recs {
 		rec := &recs[i]
 		if f.cfg.Filter == nil || f.cfg.Filter(rec) {
@@ -553,7 +569,14 @@ func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, in
 				bt.next = rec.Position + 1
 				continue
 			}
-			m, err := f.cfg.Format(Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact})
+			e := Entry{Record: rec, Seq: bt.last + 1, Redact: f.cfg.Redact}
+			var m []byte
+			var err error
+			if f.cfg.AppendFormat != nil {
+				m, buf, err = f.appendFormat(buf, e)
+			} else {
+				m, err = f.cfg.Format(e)
+			}
 			if err != nil {
 				return bt, i, fmt.Errorf("format record %d: %w", rec.Position, err)
 			}
@@ -563,6 +586,28 @@ func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, in
 		bt.next = rec.Position + 1
 	}
 	return bt, len(recs), nil
+}
+
+// formatBuffer is the size of the buffers a batch's messages are appended to.
+const formatBuffer = 256 << 10
+
+// appendFormat appends e's message to buf and returns it (capped: appending to it never writes
+// into the next) and buf. A message that does not fit in what is left of buf starts a new one;
+// the messages before keep the old.
+func (f *Forwarder) appendFormat(buf []byte, e Entry) ([]byte, []byte, error) {
+	if room := int64(cap(buf) - len(buf)); room < f.largest.Load() {
+		buf = make([]byte, 0, max(formatBuffer, 4*f.largest.Load()))
+	}
+	start := len(buf)
+	out, err := f.cfg.AppendFormat(buf, e)
+	if err != nil {
+		return nil, buf, err
+	}
+	m := out[start:len(out):len(out)]
+	if n := int64(len(m)); n > f.largest.Load() {
+		f.largest.Store(n)
+	}
+	return m, out, nil
 }
 
 // RecordSinkError records beside a sink's cursor why it is not forwarding (a sink that cannot

@@ -140,8 +140,9 @@ func TestBatchesReachRsyslogInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The sink reads the log without signatures and formats each batch into shared buffers.
 	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "order-test", Store: log.Store, Pool: log.Pool, Transport: transport,
-		Format: siem.SyslogFormat(siem.SyslogConfig{Hostname: "cp-1"}, ocsfBody), BatchSize: 50})
+		AppendFormat: siem.AppendSyslogOCSF(siem.SyslogConfig{Hostname: "cp-1"}, siem.DefaultProduct("test")), Unsigned: true, BatchSize: 50})
 	if err != nil {
 		t.Fatal(err)
 	}

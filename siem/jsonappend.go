@@ -78,7 +78,13 @@ func appendJSONStringBody(b []byte, s string) []byte {
 // and plain already (json.Marshal wrote them), so they are copied as they are once a scan
 // found nothing to change; anything else goes through encoding/json.
 func appendJSONRaw(b []byte, raw []byte) ([]byte, error) {
-	if plainCompactJSON(raw) {
+	return appendJSONRawChecked(b, raw, false)
+}
+
+// appendJSONRawChecked is appendJSONRaw of raw known to be valid JSON when valid (decoded by
+// encoding/json/v2): the grammar is not checked again.
+func appendJSONRawChecked(b []byte, raw []byte, valid bool) ([]byte, error) {
+	if plainCompactJSON(raw, valid) {
 		return append(b, raw...), nil
 	}
 	out, err := json.Marshal(json.RawMessage(raw))
@@ -89,8 +95,9 @@ func appendJSONRaw(b []byte, raw []byte) ([]byte, error) {
 }
 
 // plainCompactJSON reports whether raw is valid JSON that encoding/json would write unchanged
-// as a RawMessage: no whitespace outside strings, nothing it escapes.
-func plainCompactJSON(raw []byte) bool {
+// as a RawMessage: no whitespace outside strings, nothing it escapes. valid: raw is known to be
+// valid JSON.
+func plainCompactJSON(raw []byte, valid bool) bool {
 	if len(raw) == 0 {
 		return false
 	}
@@ -116,7 +123,7 @@ func plainCompactJSON(raw []byte) bool {
 	}
 	// Whitespace aside, the scan does not check the grammar: json.Valid does, without
 	// allocating.
-	return json.Valid(raw)
+	return valid || json.Valid(raw)
 }
 
 // appendUUID appends u in its canonical form (what uuid.UUID.String returns).

@@ -176,10 +176,26 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 // SyslogOCSF is the Format of a syslog sink sending OCSF: SyslogFormat(c, OCSF) with the record
 // decoded once and the message written into one buffer.
 func SyslogOCSF(c SyslogConfig, p Product) func(Entry) ([]byte, error) {
-	c, cerr := c.withDefaults()
+	app := AppendSyslogOCSF(c, p)
 	var size atomic.Int64 // the largest message yet: most are alike, so one allocation fits
 	size.Store(1024)
 	return func(e Entry) ([]byte, error) {
+		b, err := app(make([]byte, 0, size.Load()), e)
+		if err != nil {
+			return nil, err
+		}
+		if n := int64(len(b)); n > size.Load() {
+			size.Store(n)
+		}
+		return b, nil
+	}
+}
+
+// AppendSyslogOCSF is SyslogOCSF appending the message to dst (a forwarder formats a batch into
+// a few large buffers, not one allocation per message).
+func AppendSyslogOCSF(c SyslogConfig, p Product) func(dst []byte, e Entry) ([]byte, error) {
+	c, cerr := c.withDefaults()
+	return func(b []byte, e Entry) ([]byte, error) {
 		if cerr != nil {
 			return nil, cerr
 		}
@@ -191,14 +207,7 @@ func SyslogOCSF(c SyslogConfig, p Product) func(Entry) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		b := appendSyslogHeader(make([]byte, 0, size.Load()), c, e, o.severity)
-		if b, err = o.appendJSON(b, d, m, p); err != nil {
-			return nil, err
-		}
-		if n := int64(len(b)); n > size.Load() {
-			size.Store(n)
-		}
-		return b, nil
+		return o.appendJSON(appendSyslogHeader(b, c, e, o.severity), d, m, p)
 	}
 }
 
@@ -366,16 +375,16 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 	b = append(b, `,"event_type":`...)
 	b = appendJSONString(b, r.Type)
 	b = append(b, `,"payload":`...)
-	payload := r.Payload
+	payload, valid := r.Payload, d.validJSON
 	if e.Redact != nil {
 		// The payload as recorded holds the addresses: give the redacted event instead.
 		p, err := json.Marshal(d.event)
 		if err != nil {
 			return nil, fmt.Errorf("siem: record %d: %w", r.Position, err)
 		}
-		payload = p
+		payload, valid = p, false
 	}
-	b, err := appendJSONRaw(b, payload)
+	b, err := appendJSONRawChecked(b, payload, valid)
 	if err != nil {
 		return nil, fmt.Errorf("siem: record %d: %w", r.Position, err)
 	}

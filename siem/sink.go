@@ -29,10 +29,14 @@ type SinkOptions struct {
 
 // SinkParts are what a forwarder needs to deliver to a sink as the log configured it.
 type SinkParts struct {
-	Format    func(Entry) ([]byte, error)
-	Filter    func(*eventstore.Record) bool
-	Redact    *Redactor
-	Transport Transport
+	Format func(Entry) ([]byte, error)
+	// AppendFormat, when set, is Format appending to a buffer (ForwarderConfig.AppendFormat).
+	AppendFormat func(dst []byte, e Entry) ([]byte, error)
+	Filter       func(*eventstore.Record) bool
+	Redact       *Redactor
+	Transport    Transport
+	// Unsigned: the format reads no signature (OCSF, CEF; the raw format sends it).
+	Unsigned bool
 }
 
 // BuildSink turns a sink's spec into its parts: transport, TLS, format, filter, redaction. An
@@ -74,11 +78,12 @@ func BuildSink(orgID string, spec domain.SIEMSinkSpec, o SinkOptions) (SinkParts
 	default:
 		return SinkParts{}, fmt.Errorf("siem: format %q", spec.Format)
 	}
+	p.Unsigned = spec.Format != domain.SIEMFormatRaw
 	switch spec.Transport {
 	case domain.SIEMTransportSyslog:
 		sc := SyslogConfig{Hostname: o.Hostname}
 		if spec.Format == domain.SIEMFormatOCSF {
-			p.Format = SyslogOCSF(sc, o.Product)
+			p.Format, p.AppendFormat = SyslogOCSF(sc, o.Product), AppendSyslogOCSF(sc, o.Product)
 		} else {
 			p.Format = SyslogFormat(sc, body)
 		}
@@ -105,6 +110,12 @@ func BuildSink(orgID string, spec domain.SIEMSinkSpec, o SinkOptions) (SinkParts
 		p.Format = func(e Entry) ([]byte, error) {
 			e.Personal = personal
 			return format(e)
+		}
+		if app := p.AppendFormat; app != nil {
+			p.AppendFormat = func(dst []byte, e Entry) ([]byte, error) {
+				e.Personal = personal
+				return app(dst, e)
+			}
 		}
 	}
 	return p, nil

@@ -147,6 +147,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	fmt.Fprintf(o.Progress, "bench siem: %d records in the log\n", n)
 
 	format := siem.SyslogOCSF(siem.SyslogConfig{Hostname: "bench"}, siem.DefaultProduct("bench"))
+	appendFormat := siem.AppendSyslogOCSF(siem.SyslogConfig{Hostname: "bench"}, siem.DefaultProduct("bench"))
 	transport, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: rs.Address(), TLS: rs.TLSConfig(), AckTimeout: 5 * time.Minute})
 	if err != nil {
 		return nil, err
@@ -183,7 +184,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		baseRates = append(baseRates, base)
 
 		f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "bench-" + uuid.NewString(), Store: store, Pool: pool, Transport: transport,
-			Format: format, BatchSize: o.Batch, Logger: o.Logger})
+			Format: format, AppendFormat: appendFormat, Unsigned: true, BatchSize: o.Batch, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}
@@ -212,7 +213,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		BaselineEPS: float64(int64(stats.Median(baseRates))), Baseline: baseline}
 	res.Ratio = float64(int64(res.SiemEPS/res.BaselineEPS*100)) / 100
 
-	if err := measureLag(ctx, o, sys, transport, format, res); err != nil {
+	if err := measureLag(ctx, o, sys, transport, appendFormat, res); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(o.Progress, "lag: %.0f commands/s (%.0f asked) for %.1fs: p50 %.0f ms, p99 %.0f ms over %d records\n",
@@ -244,7 +245,7 @@ func caughtUp(ctx context.Context, runner *projections.Runner, head uint64) erro
 // measureLag starts a forwarder at the head of the log, runs the API's paced load and measures,
 // for every record appended meanwhile, the time from its RecordedAt until the receiver
 // acknowledged the batch holding it.
-func measureLag(ctx context.Context, o Options, sys *apibench.System, transport *siem.SyslogTLS, format func(siem.Entry) ([]byte, error), res *Result) error {
+func measureLag(ctx context.Context, o Options, sys *apibench.System, transport *siem.SyslogTLS, appendFormat func([]byte, siem.Entry) ([]byte, error), res *Result) error {
 	load, err := apibench.NewLoad(ctx, sys, o.LoadClients, min(4, o.LoadClients))
 	if err != nil {
 		return fmt.Errorf("bench siem: set up the API load: %w", err)
@@ -262,7 +263,7 @@ func measureLag(ctx context.Context, o Options, sys *apibench.System, transport 
 	}
 	acks := &ackTimes{next: transport}
 	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: sink, Store: sys.Store, Pool: sys.Pool, Transport: acks,
-		Format: format, BatchSize: o.Batch, Logger: o.Logger})
+		AppendFormat: appendFormat, Unsigned: true, BatchSize: o.Batch, Logger: o.Logger})
 	if err != nil {
 		return err
 	}

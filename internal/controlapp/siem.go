@@ -181,8 +181,8 @@ func (s *SIEMSinks) start(ctx context.Context, k readmodels.SIEMSink, before *ru
 	if err != nil {
 		return fail(err)
 	}
-	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: k.ID, Store: s.cfg.Store, Pool: s.cfg.Pool, Format: parts.Format, Filter: parts.Filter,
-		Redact: parts.Redact, Transport: parts.Transport, Metrics: s.cfg.Metrics, Logger: s.cfg.Logger.With("sink_name", k.Name)})
+	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: k.ID, Store: s.cfg.Store, Pool: s.cfg.Pool, Format: parts.Format, AppendFormat: parts.AppendFormat, Filter: parts.Filter,
+		Redact: parts.Redact, Transport: parts.Transport, Unsigned: parts.Unsigned, Metrics: s.cfg.Metrics, Logger: s.cfg.Logger.With("sink_name", k.Name)})
 	if err != nil {
 		return fail(err)
 	}

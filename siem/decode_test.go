@@ -1,0 +1,59 @@
+package siem_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/siem"
+)
+
+// The sinks decode payloads with encoding/json/v2 (faster) in v1's semantics: every event type
+// must come out as encoding/json (v1), the log writers' decoder, makes it, even where v2's
+// defaults differ.
+func TestPayloadsDecodeAsEncodingJSONDecodesThem(t *testing.T) {
+	t.Parallel()
+	for typ, sample := range samples() {
+		payload, err := json.Marshal(sample)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, valid, err := siem.DecodeEvent(typ, payload)
+		if err != nil || !valid {
+			t.Fatalf("%s: valid %v, %v", typ, valid, err)
+		}
+		want := reflect.New(reflect.TypeOf(got).Elem()).Interface()
+		if err := json.Unmarshal(payload, want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\nv2 %+v\nv1 %+v", typ, got, want)
+		}
+		if reflect.DeepEqual(got, reflect.New(reflect.TypeOf(got).Elem()).Interface()) {
+			t.Errorf("%s: the sample decodes to the zero event", typ)
+		}
+	}
+	// v1 takes these, v2's defaults do not: a repeated name (the last wins), a name in another
+	// case, invalid UTF-8 (replaced).
+	for _, payload := range []string{
+		`{"org_id":"a","org_id":"b","name":"x"}`,
+		`{"ORG_ID":"b","name":"x"}`,
+		"{\"org_id\":\"b\",\"name\":\"x\xff\"}",
+	} {
+		got, valid, err := siem.DecodeEvent(domain.TypeOrganizationCreated, []byte(payload))
+		if err != nil || !valid {
+			t.Fatalf("%s: valid %v, %v", payload, valid, err)
+		}
+		want := reflect.New(reflect.TypeOf(got).Elem()).Interface()
+		if err := json.Unmarshal([]byte(payload), want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\ngot %+v\nv1  %+v", payload, got, want)
+		}
+	}
+	if _, _, err := siem.DecodeEvent(domain.TypeOrganizationCreated, []byte(`{"org_id":`)); err == nil {
+		t.Fatal("a truncated payload decoded")
+	}
+}

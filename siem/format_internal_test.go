@@ -1,0 +1,51 @@
+package siem
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
+)
+
+// A batch formatted with AppendFormat holds the messages Format writes, each its own slice:
+// appending to one never writes into the next, and a message longer than a buffer's room
+// (or than a whole buffer) starts a new one.
+func TestAppendFormatBatchesAreFormatsMessages(t *testing.T) {
+	t.Parallel()
+	c, p := SyslogConfig{Hostname: "cp-1"}, DefaultProduct("test")
+	f := &Forwarder{cfg: ForwarderConfig{AppendFormat: AppendSyslogOCSF(c, p)}}
+	f.largest.Store(1024)
+	var recs []eventstore.Record
+	for i, n := range []int{10, 300, 2 * formatBuffer, 20, 5000, 40, formatBuffer / 2, 7} {
+		payload, err := json.Marshal(domain.OrganizationCreated{OrgID: uuid.NewString(), Name: strings.Repeat("n", n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, eventstore.Record{Position: uint64(i + 10), EventID: uuid.New(), StreamID: "org-x", Type: domain.TypeOrganizationCreated,
+			RecordedAt: time.Date(2026, 12, 2, 6, 0, i, 0, time.UTC), Payload: payload, Hash: make([]byte, 32)})
+	}
+	bt, n, err := f.format(recs, 10, 0)
+	if err != nil || n != len(recs) || len(bt.msgs) != len(recs) {
+		t.Fatalf("format: %d of %d, %d messages, %v", n, len(recs), len(bt.msgs), err)
+	}
+	format := SyslogOCSF(c, p)
+	for i, m := range bt.msgs {
+		want, err := format(Entry{Record: &recs[i], Seq: uint64(i + 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m) != string(want) || cap(m) != len(m) {
+			t.Fatalf("message %d (cap %d, len %d) is not Format's:\n%.200s\n%.200s", i, cap(m), len(m), m, want)
+		}
+	}
+	// Appending to a message leaves the next as it was.
+	next := string(bt.msgs[4])
+	_ = append(bt.msgs[3], "overwrite"...)
+	if string(bt.msgs[4]) != next {
+		t.Fatal("appending to a message changed the next")
+	}
+}

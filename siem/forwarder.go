@@ -588,8 +588,10 @@ func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, in
 	return bt, len(recs), nil
 }
 
-// formatBuffer is the size of the buffers a batch's messages are appended to.
-const formatBuffer = 256 << 10
+// formatBuffer is the size of the buffers a batch's messages are appended to: the largest the
+// allocator keeps in its size classes (larger ones come fresh from the heap, and writing into
+// pages the runtime handed back to the system costs a page fault each).
+const formatBuffer = 32 << 10
 
 // appendFormat appends e's message to buf and returns it (capped: appending to it never writes
 // into the next) and buf. A message that does not fit in what is left of buf starts a new one;

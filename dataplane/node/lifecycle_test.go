@@ -199,6 +199,7 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
 	bob := e.userToken("bob", time.Hour)
+	burst := time.Now()
 	for range 10 {
 		if status, _, _ := e.do(e.request("POST", "/t/llm/echo", strings.NewReader("0123456789"), e.alice)); status != 200 {
 			t.Fatal(status)
@@ -208,6 +209,9 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 		e.do(e.request("GET", "/t/llm/echo", nil, bob))
 	}
 	e.do(e.request("GET", "/t/offline/", nil, e.alice))
+	// The burst spans as many windows as its duration covers, plus the two it may straddle (a
+	// loaded machine can make 14 calls last longer than a window).
+	maxWindows := int(time.Since(burst)/(300*time.Millisecond)) + 2
 
 	// sum adds a tunnel's facts; n counts its windows (a window holds one fact per caller).
 	sum := func(tunnel string) (req, in, out, latencies, ttfbs int64, errs map[string]int64, n int) {
@@ -243,8 +247,8 @@ func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 	if in != 100 || out != 100 || latencies != req || ttfbs != 10 || errs["forbidden"] != 3 || len(errs) != 1 {
 		t.Fatalf("tun-llm: requests %d in %d out %d latencies %d ttfbs %d errors %v", req, in, out, latencies, ttfbs, errs)
 	}
-	if windows > 2 {
-		t.Fatalf("%d windows for a burst shorter than one window", windows)
+	if windows > maxWindows {
+		t.Fatalf("%d windows for a burst that spans at most %d", windows, maxWindows)
 	}
 	if _, _, _, _, _, errs, _ := sum("tun-offline"); errs["agent_absent"] != 1 {
 		t.Fatalf("offline errors %v", errs)

@@ -490,15 +490,37 @@ func (f *Forwarder) deliverEach(ctx context.Context, bt *batch, b *backoff) bool
 	return true
 }
 
-// read reads the log from pos, a page of BatchSize records at a time, waiting at the head.
+// read reads the log from pos, a page of BatchSize records at a time, waiting at the head. With
+// two pages or more behind the head it reads two pages at once (the log's positions have no
+// gaps, so the second starts where the first ends): while this process scans one, the
+// database serves the other.
 func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- []eventstore.Record) {
 	b := backoff{f: f}
 	read := f.cfg.Store.ReadAll
 	if f.cfg.Unsigned {
 		read = f.cfg.Store.ReadAllUnsigned
 	}
+	size := uint64(f.cfg.BatchSize)
+	send := func(recs []eventstore.Record) bool {
+		select {
+		case out <- recs:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	for ctx.Err() == nil {
+		var next []eventstore.Record
+		var nextErr error
+		var wg sync.WaitGroup
+		if f.cfg.Store.KnownHead() >= pos+2*size {
+			wg.Go(func() { next, nextErr = read(ctx, pos+size, f.cfg.BatchSize) })
+		}
 		recs, err := read(ctx, pos, f.cfg.BatchSize)
+		wg.Wait()
+		if err == nil {
+			err = nextErr
+		}
 		if err != nil {
 			if ctx.Err() != nil || !b.fail(ctx, pos, fmt.Errorf("read the log: %w", err), 0) {
 				return
@@ -512,12 +534,17 @@ func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- []eventstor
 			}
 			continue
 		}
-		select {
-		case out <- recs:
-		case <-ctx.Done():
+		if !send(recs) {
 			return
 		}
 		pos = recs[len(recs)-1].Position + 1
+		// The second page is taken only if it starts where the first ended.
+		if len(next) > 0 && next[0].Position == pos {
+			if !send(next) {
+				return
+			}
+			pos = next[len(next)-1].Position + 1
+		}
 	}
 }
 

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/tracing"
 )
 
 // Sentinel errors; match with errors.Is.
@@ -184,6 +186,9 @@ type Config struct {
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
+	// TracerProvider traces calls (trace.go); nil: tracing.Provider(), which is nil (no tracing,
+	// no cost) unless the process set tracing up from its OTEL_* environment.
+	TracerProvider trace.TracerProvider
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -227,6 +232,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxIdleConnsPerTunnel == 0 {
 		c.MaxIdleConnsPerTunnel = 64
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = tracing.Provider()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

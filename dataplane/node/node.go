@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
@@ -30,6 +31,7 @@ type Node struct {
 	calls    *callLog
 	auth     *authCache
 	live     *liveCalls
+	tracer   trace.Tracer // nil: calls are not traced
 
 	mu       sync.RWMutex
 	sessions map[*session]struct{}     // every authenticated session
@@ -82,6 +84,9 @@ func New(cfg Config) (*Node, error) {
 		pending:  map[*wsconn.Conn]struct{}{},
 		tunnels:  map[string]*session{},
 		auth:     newAuthCache(cfg.AuthCacheTTL),
+	}
+	if cfg.TracerProvider != nil {
+		n.tracer = cfg.TracerProvider.Tracer("github.com/tunnelplane/tunnelplane/dataplane/node")
 	}
 	n.live = newLiveCalls(maxLiveCalls, n.reauthorizeDue)
 	n.metrics = newMetrics(n)

@@ -34,6 +34,7 @@ type session struct {
 	agentVersion string
 	hostHeader   string          // v2: Host header the upstream wants; "" keeps the caller's
 	replace      bool            // v2: take the tunnel over from another token's agent
+	tracing      bool            // v2: the agent takes ChannelTraced (AgentInfo.Tracing)
 	forward      *ForwardRequest // nil until the agent asked for its tunnel
 	connectedAt  time.Time       // when it took its tunnel (AgentConnected emitted)
 	idle         []*tunnelConn   // pooled channels, most recently used last
@@ -122,6 +123,7 @@ func (s *session) handleRequest(r *ssh.Request) {
 		}
 		s.hostHeader = info.HostHeader
 		s.replace = info.Replace
+		s.tracing = info.Tracing
 		s.mu.Unlock()
 		reply(true, s.agentInfoReply(info))
 	case RequestForward:

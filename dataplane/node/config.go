@@ -120,6 +120,13 @@ type Sink interface {
 	AgentReported(domain.Event)
 }
 
+// CorrelatedSink is a Sink that also takes a fact with the correlation id of what caused it: the
+// trace id of the traced call whose wait probed an agent found unresponsive (its
+// agent.disconnected). A Sink without it gets such facts through its plain methods.
+type CorrelatedSink interface {
+	Correlated(e domain.Event, correlationID string)
+}
+
 // Config configures a Node. Zero durations and sizes take the documented defaults; negative
 // values are errors unless documented otherwise.
 type Config struct {

@@ -286,7 +286,12 @@ func (n *Node) emitReplaced(e domain.AgentReplaced) {
 	}
 }
 
-func (n *Node) emitDisconnected(e domain.AgentDisconnected) {
+// emitDisconnected reports e; correlationID, when set, is the trace id of the call that caused it.
+func (n *Node) emitDisconnected(e domain.AgentDisconnected, correlationID string) {
+	if cs, ok := n.cfg.Sink.(CorrelatedSink); ok && correlationID != "" {
+		cs.Correlated(e, correlationID)
+		return
+	}
 	if n.cfg.Sink != nil {
 		n.cfg.Sink.AgentDisconnected(e)
 	}

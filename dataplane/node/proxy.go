@@ -287,6 +287,9 @@ type exchange struct {
 // roundTrip sends the request and reads the response header.
 func (ex *exchange) roundTrip(upgrade []byte, bodyLen int, small []byte, body io.Reader, isHead bool) (*fasthttp.Response, error) {
 	tc := ex.tc
+	if ex.rs.trace != nil || tc.cause.Load() != nil {
+		tc.cause.Store(ex.rs.traceID())
+	}
 	tc.startExchange()
 	bw := getWriter(tc)
 	err := ex.n.writeHead(bw, ex.ctx, ex.rs, upgrade, bodyLen)

@@ -159,7 +159,7 @@ func (s *session) tracedConn(rs *reqState, gone func() bool) (*tunnelConn, error
 	s.mu.Unlock()
 	host, port := originOf(rs.remote)
 	ch, err := s.openChannelType(ChannelTraced, ssh.Marshal(TracedChannel{Addr: fwd.BindAddr, Port: fwd.BindPort,
-		OriginAddr: host, OriginPort: port, Traceparent: string(rs.trace.tp[:])}), gone)
+		OriginAddr: host, OriginPort: port, Traceparent: string(rs.trace.tp[:])}), gone, rs.traceID())
 	if err != nil {
 		return nil, wrapOpenErr(s, err)
 	}
@@ -174,5 +174,5 @@ func (n *Node) takeConn(ctx *fasthttp.RequestCtx, rs *reqState) (tc *tunnelConn,
 		tc, err = rs.sess.tracedConn(rs, gone)
 		return tc, false, err
 	}
-	return rs.sess.getConn(rs.remote, gone)
+	return rs.sess.getConn(rs.remote, gone, rs.traceID())
 }

@@ -185,3 +185,58 @@ func TestTracedCallIsOneTraceFromCallerToUpstream(t *testing.T) {
 		t.Fatalf("the receiver refused %d exports", recv.Refused())
 	}
 }
+
+// correlatedSink is the env's sink that also takes correlated facts.
+type correlatedSink struct {
+	node.Sink
+	mu   sync.Mutex
+	got  []domain.Event
+	corr []string
+}
+
+func (s *correlatedSink) Correlated(e domain.Event, id string) {
+	s.mu.Lock()
+	s.got, s.corr = append(s.got, e), append(s.corr, id)
+	s.mu.Unlock()
+}
+
+func (s *correlatedSink) first() (domain.Event, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.got) == 0 {
+		return nil, ""
+	}
+	return s.got[0], s.corr[0]
+}
+
+// The disconnection a call causes (its wait probed a frozen agent, which did not answer) carries
+// the call's trace id as its correlation id.
+func TestDisconnectionCausedByATracedCallIsCorrelated(t *testing.T) {
+	t.Parallel()
+	const timeout = time.Second
+	cs := &correlatedSink{}
+	tp := sdktrace.NewTracerProvider()
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		cs.Sink, c.Sink = c.Sink, cs
+		c.KeepaliveTimeout, c.TracerProvider = timeout, tp
+	}))
+	fz := newFreezer(t, e.addr)
+	e.startAgent("tun-llm", func(c *agent.Config) { c.NodeURL = "ws://" + fz.addr() + "/v1/agent" })
+	t.Cleanup(fz.thaw)
+	s1 := e.waitHeld("tun-llm")
+	fz.freeze()
+	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req := e.request("GET", "/t/llm/healthz", nil, e.alice)
+	req.Header.Set("Traceparent", "00-"+callerTrace+"-00f067aa0ba902b7-01")
+	if status, _, _ := e.do(req); status != http.StatusServiceUnavailable {
+		t.Fatalf("call to a frozen agent: %d", status)
+	}
+	var ev domain.Event
+	var corr string
+	poll.Until(t, 5*time.Second, "the correlated disconnection", func() bool { ev, corr = cs.first(); return ev != nil })
+	d, ok := ev.(domain.AgentDisconnected)
+	if !ok || d.SessionID != s1.SessionID || corr != callerTrace {
+		t.Fatalf("correlated fact %T %+v with %q, want the session's agent.disconnected with %q", ev, ev, corr, callerTrace)
+	}
+}

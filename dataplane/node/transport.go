@@ -43,6 +43,7 @@ type tunnelConn struct {
 	written  atomic.Int64 // bytes sent in the current exchange
 	read     atomic.Int64 // bytes received in the current exchange
 	traced   bool         // a ChannelTraced: one call, never pooled
+	cause    atomic.Value // string: the trace id of the exchange under way, for a probe it sends
 	hdrTimer *time.Timer  // response-header timeout, reused by every exchange on this channel
 	kaTimer  *time.Timer  // probes the agent when the response header is slow (probeAfter), reused
 	timedOut atomic.Bool
@@ -79,7 +80,7 @@ func (tc *tunnelConn) Write(p []byte) (int, error) {
 // getConn takes the most recently used idle channel or opens a new one. gone reports whether the
 // caller has left; a caller that leaves while the agent has not accepted the channel yet stops
 // waiting for it.
-func (s *session) getConn(origin string, gone func() bool) (tc *tunnelConn, reused bool, err error) {
+func (s *session) getConn(origin string, gone func() bool, cause string) (tc *tunnelConn, reused bool, err error) {
 	var stale []*tunnelConn
 	defer func() {
 		for _, c := range stale {
@@ -109,7 +110,7 @@ func (s *session) getConn(origin string, gone func() bool) (tc *tunnelConn, reus
 	host, port := originOf(origin)
 	ch, err := s.openChannelType(ChannelForwarded, ssh.Marshal(ForwardedChannel{
 		Addr: fwd.BindAddr, Port: fwd.BindPort, OriginAddr: host, OriginPort: port,
-	}), gone)
+	}), gone, cause)
 	if err != nil {
 		return nil, false, wrapOpenErr(s, err)
 	}
@@ -140,7 +141,7 @@ type pendingOpen struct {
 // a caller that stops waiting leaves it behind, holding one of the tunnel's call slots until the
 // agent answers (a channel that opens late joins the pool). An agent that never answers opens
 // thus fills its tunnel's slots and its callers are answered 503 at once, instead of piling up.
-func (s *session) openChannelType(typ string, extra []byte, gone func() bool) (ssh.Channel, error) {
+func (s *session) openChannelType(typ string, extra []byte, gone func() bool, cause string) (ssh.Channel, error) {
 	po := &pendingOpen{ready: make(chan struct{})}
 	go func() {
 		// The agent sends no channel requests; x/crypto drops them once the channel closes, so
@@ -177,7 +178,7 @@ func (s *session) openChannelType(typ string, extra []byte, gone func() bool) (s
 			if gone != nil && gone() {
 				why = fmt.Errorf("%w: it left while the agent accepted the connection", errCallerGone)
 			} else if time.Since(started) >= probeAfter {
-				s.probeSoon() // a frozen agent is closed within KeepaliveTimeout, failing this open
+				s.probeSoon(cause) // a frozen agent is closed within KeepaliveTimeout, failing this open
 			}
 		}
 	}
@@ -305,7 +306,10 @@ func (tc *tunnelConn) startExchange() {
 		tc.hdrTimer.Reset(tc.s.n.cfg.ResponseHeaderTimeout)
 	}
 	if tc.kaTimer == nil {
-		tc.kaTimer = time.AfterFunc(probeAfter, tc.s.probeSoon)
+		tc.kaTimer = time.AfterFunc(probeAfter, func() {
+			cause, _ := tc.cause.Load().(string)
+			tc.s.probeSoon(cause)
+		})
 	} else {
 		tc.kaTimer.Reset(probeAfter)
 	}

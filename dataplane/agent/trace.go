@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strconv"
 
@@ -17,8 +18,37 @@ import (
 )
 
 // maxRequestLine bounds the request line the agent reads on a traced channel to put its
-// traceparent after it (the node's own ingress refuses longer request heads).
-const maxRequestLine = 16 << 10
+// traceparent after it (the node's own ingress refuses request heads over its MaxHeaderBytes,
+// 64 KiB by default).
+const maxRequestLine = 1 << 20
+
+var errRequestLine = errors.New("no request line within 1 MiB")
+
+// copyRequestLine copies the request line but its last buffered part to up and returns the
+// method and that part (which ends in "\n"), the bytes after it left in br.
+func copyRequestLine(up io.Writer, br *bufio.Reader) (method string, rest []byte, err error) {
+	total := 0
+	for {
+		part, err := br.ReadSlice('\n')
+		if total == 0 {
+			if i := bytes.IndexByte(part, ' '); i > 0 && i <= 24 {
+				method = string(part[:i])
+			}
+		}
+		total += len(part)
+		switch {
+		case total > maxRequestLine:
+			return method, nil, errRequestLine
+		case err == nil:
+			return method, part, nil
+		case !errors.Is(err, bufio.ErrBufferFull):
+			return method, nil, err
+		}
+		if _, err := up.Write(part); err != nil {
+			return method, nil, err
+		}
+	}
+}
 
 // forwardTraced carries one traced call (node.ChannelTraced): a span for the call, child of the
 // node's ingress span, and under it a client span for the request to the upstream, whose
@@ -41,31 +71,22 @@ func (c *conn) forwardTraced(nc ssh.NewChannel) {
 		span.SetStatus(codes.Error, "upstream unreachable or channel gone")
 		return
 	}
-	br := bufio.NewReaderSize(ch, maxRequestLine)
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		span.SetStatus(codes.Error, "no request line")
-		_ = ch.Close()
-		_ = up.Close()
-		return
-	}
-	method := line
-	if i := bytes.IndexByte(line, ' '); i > 0 {
-		method = line[:i]
-	} else {
-		method = nil
-	}
-	_, cspan := tracer.Start(ctx, "upstream "+string(method), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("http.request.method", string(method)),
+	br := bufio.NewReaderSize(ch, 4<<10)
+	method, rest, err := copyRequestLine(up, br)
+	_, cspan := tracer.Start(ctx, "upstream "+method, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("http.request.method", method),
 			attribute.String("server.address", c.up.addr), attribute.String("url.scheme", c.up.scheme)))
 	defer cspan.End()
-	head := make([]byte, 0, len(line)+len("Traceparent: \r\n")+tracing.TraceparentLen)
-	head = append(head, line...)
-	head = append(head, "Traceparent: "...)
-	head = tracing.AppendTraceparent(head, cspan.SpanContext())
-	head = append(head, "\r\n"...)
-	if _, err := up.Write(head); err != nil {
-		cspan.SetStatus(codes.Error, "write to the upstream failed")
+	if err == nil {
+		head := make([]byte, 0, len(rest)+len("Traceparent: \r\n")+tracing.TraceparentLen)
+		head = append(head, rest...)
+		head = append(head, "Traceparent: "...)
+		head = tracing.AppendTraceparent(head, cspan.SpanContext())
+		head = append(head, "\r\n"...)
+		_, err = up.Write(head)
+	}
+	if err != nil {
+		cspan.SetStatus(codes.Error, "request line: "+err.Error())
 		_ = ch.Close()
 		_ = up.Close()
 		return

@@ -181,6 +181,15 @@ func TestTracedCallIsOneTraceFromCallerToUpstream(t *testing.T) {
 			t.Fatalf("record %d breaks the ingester's rules: %v", i, err)
 		}
 	}
+	// A request line longer than the agent's read buffer keeps its traceparent.
+	req := e.request("GET", "/t/logged/"+strings.Repeat("a", 20<<10), nil, e.alice)
+	req.Header.Set("Traceparent", "00-"+callerTrace+"-"+callerSpan+"-01")
+	if status, _, _ := e.do(req); status != 200 {
+		t.Fatalf("long request line: %d", status)
+	}
+	if sc, ok := tracing.ParseTraceparent([]byte(up.last())); !ok || sc.TraceID().String() != callerTrace {
+		t.Fatalf("long request line: the upstream saw %q", up.last())
+	}
 	if recv.Refused() != 0 {
 		t.Fatalf("the receiver refused %d exports", recv.Refused())
 	}

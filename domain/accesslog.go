@@ -50,6 +50,8 @@ type AccessCall struct {
 	BytesIn    int64     `json:"bytes_in"`
 	BytesOut   int64     `json:"bytes_out"`
 	DurationUS int64     `json:"duration_us"`
+	// TraceID is the call's W3C trace id (32 lowercase hex digits) when its node traces calls.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // AccessCallsRecorded is a node's batch of call records (at most MaxCallsPerBatch). Dropped counts
@@ -122,6 +124,8 @@ func (c *AccessCall) validate() error {
 		return fmt.Errorf("status out of range")
 	case c.BytesIn < 0 || c.BytesOut < 0 || c.DurationUS < 0:
 		return fmt.Errorf("negative count")
+	case c.TraceID != "" && !ValidTraceID(c.TraceID):
+		return fmt.Errorf("trace id must be 32 lowercase hex digits, not all zero")
 	}
 	switch c.CallerKind {
 	case CallerAnonymous, CallerOverflow:
@@ -200,3 +204,16 @@ func (b *AccessCallsRecorded) Bytes() (in, out int64) {
 
 func (TunnelAccessLogSet) EventType() string  { return TypeTunnelAccessLogSet }
 func (AccessCallsRecorded) EventType() string { return TypeAccessCallsRecorded }
+
+// ValidTraceID tells whether s is a W3C trace id: 32 lowercase hex digits, not all zero.
+func ValidTraceID(s string) bool {
+	if len(s) != 32 || strings.Trim(s, "0") == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

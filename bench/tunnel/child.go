@@ -27,6 +27,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/tracing"
 )
 
 // Roles a child process can play.
@@ -97,6 +98,14 @@ func RunChild(ctx context.Context, role string, stdin io.Reader, stdout io.Write
 		return fmt.Errorf("tunnelbench %s: spec: %w", role, err)
 	}
 	out := &lineWriter{w: stdout}
+	if role == RoleNode || role == RoleAgents {
+		// Off unless the OTEL_* environment asks (bench tunnel's cost of tracing).
+		stop, err := tracing.Setup(ctx, "tunnelplane-bench-"+role, "bench")
+		if err != nil {
+			return fmt.Errorf("tunnelbench %s: %w", role, err)
+		}
+		defer func() { _ = stop(context.WithoutCancel(ctx)) }()
+	}
 	switch role {
 	case RoleOrigin:
 		return serveUntilEOF(ctx, in, out, originHandler(), nil)

@@ -111,6 +111,11 @@ Exit status:
 				}
 				cfg.HostKeyFingerprints = fps
 			}
+			stopTracing, err := startTracing(ctx, g, "tunnelplane-agent")
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			cfg.Version = version
 			cfg.Logger = g.log
 			cfg.OnState = func(_ agent.State, detail string) {
@@ -119,7 +124,7 @@ Exit status:
 			// The first signal starts the gentle stop; the next one gets the default action.
 			stopSignals := context.AfterFunc(ctx, func() { signal.Reset(os.Interrupt, syscall.SIGTERM) })
 			defer stopSignals()
-			err := agent.Run(ctx, cfg)
+			err = agent.Run(ctx, cfg)
 			switch {
 			case errors.Is(err, agent.ErrPermanent):
 				return &exitError{code: exitPermanent, err: err}

@@ -57,6 +57,11 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 				return errors.New("--enrollment-token: not a node enrollment token (they start with tpe_; issue one with `tunnelplane admin nodes enrollment-tokens create`)")
 			}
 			o.ControlPlane = nodeapp.NewRESTControlPlane(controlURL, adminToken).WithEnrollmentToken(enrollmentToken)
+			stopTracing, err := startTracing(ctx, g, "tunnelplane-node")
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			rn, err := startNode(ctx, g, o)
 			if err != nil {
 				return err

@@ -49,6 +49,11 @@ user token and curl commands that work as printed. Ctrl-C stops everything clean
 			}
 			tuneGC()
 			defer governProcs(cmd.Context())()
+			stopTracing, err := startTracing(cmd.Context(), g, "tunnelplane")
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			return runServe(cmd.Context(), g, o)
 		},
 	}

@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/dataplane/rawconn"
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
+	"github.com/tunnelplane/tunnelplane/internal/tracing"
 )
 
 // Sentinel errors; match with errors.Is.
@@ -170,6 +172,11 @@ type Config struct {
 	// TLSConfig is used for wss:// node URLs (nil: system roots).
 	TLSConfig *tls.Config
 	Logger    *slog.Logger
+	// TracerProvider traces calls: a node that traces then sends each sampled call on a channel
+	// of its own with its trace context, and the agent's spans (the call, the request to the
+	// upstream) are its children; the upstream gets a traceparent. nil: tracing.Provider(), nil
+	// unless the process set tracing up from its OTEL_* environment.
+	TracerProvider trace.TracerProvider
 	// OnState hears every state change with a plain-words detail (connected to …, disconnected:
 	// reason, retrying in 2s). Calls never overlap (an agent on several nodes serialises them);
 	// it must not block.
@@ -202,6 +209,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = tracing.Provider()
 	}
 }
 
@@ -371,6 +381,9 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.applyDefaults()
 	nodes, _ := cfg.nodeURLs()
 	a := &agent{cfg: cfg, nodes: nodes, log: cfg.Logger}
+	if tp := cfg.TracerProvider; tp != nil {
+		a.tracer = tp.Tracer("github.com/tunnelplane/tunnelplane/dataplane/agent")
+	}
 	if cfg.Discover != "" {
 		a.discoverURL, _ = discoveryURL(cfg.Discover, cfg.Token)
 	}
@@ -385,6 +398,8 @@ type agent struct {
 	nodes []*url.URL // in order of preference
 	up    upstream   // Config.Upstream; zero: the tunnel's, per connection
 	log   *slog.Logger
+	// tracer traces the calls the node sends on a ChannelTraced (nil: the agent does not trace).
+	tracer trace.Tracer
 
 	discoverURL *url.URL // nil: no discovery
 
@@ -584,7 +599,7 @@ func (c *conn) requestTunnel() error {
 	a := c.a
 	c.up, c.upURL = a.up, redacted(a.cfg.Upstream)
 	if c.protocol == node.ProtocolV2 {
-		info := node.AgentInfo{Version: a.cfg.Version, Replace: a.cfg.Replace, UpstreamOverride: a.cfg.Upstream}
+		info := node.AgentInfo{Version: a.cfg.Version, Replace: a.cfg.Replace, UpstreamOverride: a.cfg.Upstream, Tracing: a.tracer != nil}
 		withUpstream := func(up upstream) {
 			info.UpstreamScheme = up.scheme // and the Host header it expects
 			if !a.cfg.PreserveHost {
@@ -749,7 +764,7 @@ func (c *conn) finish() string {
 // accept starts a forward for each channel the node opens, until the connection ends.
 func (c *conn) accept() {
 	for nc := range c.chans {
-		if nc.ChannelType() != node.ChannelForwarded {
+		if nc.ChannelType() != node.ChannelForwarded && (nc.ChannelType() != node.ChannelTraced || c.a.tracer == nil) {
 			_ = nc.Reject(ssh.UnknownChannelType, "agents accept only "+node.ChannelForwarded)
 			continue
 		}
@@ -850,23 +865,41 @@ func (c *conn) keepalive() {
 
 // forward carries one ingress connection to the upstream.
 func (c *conn) forward(nc ssh.NewChannel) {
-	defer func() {
-		c.mu.Lock()
-		c.active--
-		if c.active == 0 && c.idle != nil {
-			close(c.idle)
-			c.idle = nil
-		}
-		c.mu.Unlock()
-		c.wg.Done()
-	}()
+	defer c.forwardDone()
+	if nc.ChannelType() == node.ChannelTraced {
+		c.forwardTraced(nc)
+		return
+	}
+	up, ch := c.dialAccept(nc)
+	if ch == nil {
+		return
+	}
+	// The node sends no channel requests; x/crypto drops them when the channel closes.
+	pipe(ch, ch, up, up, c.up.scheme != "tcp")
+}
+
+// forwardDone counts a forward's end.
+func (c *conn) forwardDone() {
+	c.mu.Lock()
+	c.active--
+	if c.active == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+	c.mu.Unlock()
+	c.wg.Done()
+}
+
+// dialAccept dials the upstream and then accepts the channel (a nil channel: it was refused, or
+// went away).
+func (c *conn) dialAccept(nc ssh.NewChannel) (net.Conn, ssh.Channel) {
 	a := c.a
 	d := net.Dialer{Timeout: a.cfg.UpstreamDialTimeout}
 	up, err := d.Dial("tcp", c.up.addr)
 	if err != nil {
 		a.log.Warn("upstream unreachable", "upstream", c.up.addr, "error", err)
 		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial upstream %s: %v", c.up.addr, errors.Unwrap(err)))
-		return
+		return nil, nil
 	}
 	up = rawconn.Wrap(up)
 	if c.up.scheme == "https" {
@@ -876,10 +909,9 @@ func (c *conn) forward(nc ssh.NewChannel) {
 	ch, _, err := nc.Accept()
 	if err != nil {
 		up.Close()
-		return
+		return nil, nil
 	}
-	// The node sends no channel requests; x/crypto drops them when the channel closes.
-	pipe(ch, up, c.up.scheme != "tcp")
+	return up, ch
 }
 
 var (
@@ -920,18 +952,19 @@ func copyBuf(dst io.Writer, src io.Reader) error {
 // pipe copies both ways. For HTTP upstreams (closeOnEOF) either side ending ends both: a closed
 // keep-alive connection must close its channel so the node stops pooling it. Raw TCP keeps
 // half-closes.
-func pipe(ch ssh.Channel, up net.Conn, closeOnEOF bool) {
+// fromCh and fromUp are what is read of each (ch and up themselves, or readers in front of them).
+func pipe(ch ssh.Channel, fromCh io.Reader, up net.Conn, fromUp io.Reader, closeOnEOF bool) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = copyBuf(up, ch)
+		_ = copyBuf(up, fromCh)
 		if tc, ok := up.(interface{ CloseWrite() error }); ok && !closeOnEOF {
 			_ = tc.CloseWrite()
 		} else {
 			_ = up.Close()
 		}
 	}()
-	_ = copyBuf(ch, up)
+	_ = copyBuf(ch, fromUp)
 	_ = ch.CloseWrite()
 	if closeOnEOF {
 		_ = ch.Close()

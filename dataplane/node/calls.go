@@ -26,6 +26,7 @@ type callInfo struct {
 	on                     bool // the call is recorded
 	at                     time.Time
 	kind, id, method, path string
+	traceID                string
 }
 
 // callLog queues the records of calls to tunnels logging calls until the loop hands them to the
@@ -71,7 +72,7 @@ func beginCall(ctx *fasthttp.RequestCtx, rs *reqState, caller Principal, start t
 	if len(path) > 0 {
 		route = domain.CallRoute(path)
 	}
-	rs.call = callInfo{on: true, at: start, kind: k.kind, id: k.id, method: callMethod(ctx.Method()), path: route}
+	rs.call = callInfo{on: true, at: start, kind: k.kind, id: k.id, method: callMethod(ctx.Method()), path: route, traceID: rs.traceID()}
 }
 
 // callMethod is the method as a record keeps it: the common ones without an allocation.
@@ -142,7 +143,7 @@ func (l *callLog) take(nodeID string) []domain.AccessCallsRecorded {
 // strings with every byte escaped as encoding/json may (<, > and & as \u003c; non-ASCII bytes
 // counted twice, for U+2028 and U+2029).
 func callJSONBound(c *domain.AccessCall) int {
-	return 360 + len(c.Method) + jsonStringBound(c.CallerID) + jsonStringBound(c.Route)
+	return 360 + 16 + len(c.TraceID) + len(c.Method) + jsonStringBound(c.CallerID) + jsonStringBound(c.Route)
 }
 
 func jsonStringBound(s string) int {
@@ -166,7 +167,7 @@ func (n *Node) recordCall(rs *reqState, latency time.Duration) {
 	}
 	n.calls.add(domain.AccessCall{At: c.at.UTC(), OrgID: rs.route.OrgID, TunnelID: rs.route.TunnelID,
 		CallerKind: c.kind, CallerID: c.id, Method: c.method, Route: c.path, Status: rs.status,
-		BytesIn: rs.bytesIn.Load(), BytesOut: rs.bytesOut.Load(), DurationUS: latency.Microseconds()})
+		BytesIn: rs.bytesIn.Load(), BytesOut: rs.bytesOut.Load(), DurationUS: latency.Microseconds(), TraceID: c.traceID})
 }
 
 // callsLoop hands the queued records to the sink every CallFlushInterval, or as soon as a batch

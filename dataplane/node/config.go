@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/tracing"
 )
 
 // Sentinel errors; match with errors.Is.
@@ -118,6 +120,13 @@ type Sink interface {
 	AgentReported(domain.Event)
 }
 
+// CorrelatedSink is a Sink that also takes a fact with the correlation id of what caused it: the
+// trace id of the traced call whose wait probed an agent found unresponsive (its
+// agent.disconnected). A Sink without it gets such facts through its plain methods.
+type CorrelatedSink interface {
+	Correlated(e domain.Event, correlationID string)
+}
+
 // Config configures a Node. Zero durations and sizes take the documented defaults; negative
 // values are errors unless documented otherwise.
 type Config struct {
@@ -184,6 +193,9 @@ type Config struct {
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
+	// TracerProvider traces calls (trace.go); nil: tracing.Provider(), which is nil (no tracing,
+	// no cost) unless the process set tracing up from its OTEL_* environment.
+	TracerProvider trace.TracerProvider
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -227,6 +239,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxIdleConnsPerTunnel == 0 {
 		c.MaxIdleConnsPerTunnel = 64
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = tracing.Provider()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

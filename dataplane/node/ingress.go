@@ -49,6 +49,9 @@ type reqState struct {
 	seenIn, seenOut int64
 
 	call callInfo // the call's record (calls.go), when its tunnel logs calls (route.Calls)
+
+	trace    *callTrace // the call's span (trace.go), when the node traces
+	onTraced bool       // the exchange is on a ChannelTraced
 }
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
@@ -122,6 +125,9 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start, passAuthorization: passAuthorization, live: live}
+	if n.tracer != nil {
+		rs.trace = ownTrace(ctx)
+	}
 	// From here the call is the tenant's: it is open in the caller's usage until endRequest
 	// (from its start: the microseconds of authentication count too, and no clock is read).
 	n.usage.begin(rs, caller, start)
@@ -365,6 +371,7 @@ func (n *Node) finishRequest(rs *reqState) {
 	in, out := rs.bytesIn.Load(), rs.bytesOut.Load()
 	n.usage.end(rs, now, latency, ttfb)
 	n.recordCall(rs, latency)
+	rs.endTrace()
 	m := n.metrics
 	m.requests.WithLabelValues(statusClass(rs.status)).Inc()
 	if rs.class != "" {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
@@ -30,6 +31,7 @@ type Node struct {
 	calls    *callLog
 	auth     *authCache
 	live     *liveCalls
+	tracer   trace.Tracer // nil: calls are not traced
 
 	mu       sync.RWMutex
 	sessions map[*session]struct{}     // every authenticated session
@@ -82,6 +84,9 @@ func New(cfg Config) (*Node, error) {
 		pending:  map[*wsconn.Conn]struct{}{},
 		tunnels:  map[string]*session{},
 		auth:     newAuthCache(cfg.AuthCacheTTL),
+	}
+	if cfg.TracerProvider != nil {
+		n.tracer = cfg.TracerProvider.Tracer("github.com/tunnelplane/tunnelplane/dataplane/node")
 	}
 	n.live = newLiveCalls(maxLiveCalls, n.reauthorizeDue)
 	n.metrics = newMetrics(n)
@@ -281,7 +286,12 @@ func (n *Node) emitReplaced(e domain.AgentReplaced) {
 	}
 }
 
-func (n *Node) emitDisconnected(e domain.AgentDisconnected) {
+// emitDisconnected reports e; correlationID, when set, is the trace id of the call that caused it.
+func (n *Node) emitDisconnected(e domain.AgentDisconnected, correlationID string) {
+	if cs, ok := n.cfg.Sink.(CorrelatedSink); ok && correlationID != "" {
+		cs.Correlated(e, correlationID)
+		return
+	}
 	if n.cfg.Sink != nil {
 		n.cfg.Sink.AgentDisconnected(e)
 	}

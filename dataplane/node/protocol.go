@@ -44,6 +44,11 @@ const (
 	RequestAgentEvent = "agent-event@tunnelplane.dev"
 	// ChannelForwarded is the channel type the node opens for each ingress connection.
 	ChannelForwarded = "forwarded-tcpip"
+	// ChannelTraced (v2, only to an agent whose AgentInfo said Tracing) carries one traced call:
+	// its payload is a TracedChannel. The node writes no traceparent into the request; the agent
+	// adds its own (its upstream span's) after the request line, and the channel is never pooled,
+	// so the agent's spans end with the call.
+	ChannelTraced = "traced-tcpip@tunnelplane.dev"
 
 	// DrainReason is the DisconnectNotice a draining node sends its agents first: it routes them
 	// no new call and ends their sessions once their calls are done, so an agent that holds
@@ -83,6 +88,16 @@ type ForwardedChannel struct {
 	OriginPort uint32
 }
 
+// TracedChannel is the payload of a ChannelTraced open: a ForwardedChannel's fields and the
+// W3C traceparent of the node's ingress span (the agent's parent).
+type TracedChannel struct {
+	Addr        string
+	Port        uint32
+	OriginAddr  string
+	OriginPort  uint32
+	Traceparent string
+}
+
 // AgentInfo is what a v2 agent says about itself (JSON inside a JSONPayload).
 type AgentInfo struct {
 	Version string `json:"version"`
@@ -98,6 +113,9 @@ type AgentInfo struct {
 	// UpstreamOverride is the upstream the agent was given itself (connect --to), when it was;
 	// the node warns when it is not the tunnel's.
 	UpstreamOverride string `json:"upstream_override,omitempty"`
+	// Tracing says the agent traces calls and takes ChannelTraced opens (older nodes ignore it,
+	// and older agents never send it: the node then opens only ChannelForwarded).
+	Tracing bool `json:"tracing,omitempty"`
 }
 
 // AgentInfoReply is the payload of the node's answer to RequestAgentInfo (JSON inside a

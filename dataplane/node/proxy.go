@@ -167,10 +167,12 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 		bw.WriteString("\r\n")
 	}
 
+	writeTraceHeaders(bw, rs)
+
 	toks := connectionTokens(h.All())
 	teTrailers := false
 	for k, v := range h.All() {
-		if forwardedOmitted(k, rs.passAuthorization) || listed(toks, k) {
+		if forwardedOmitted(k, rs.passAuthorization) || listed(toks, k) || rs.trace != nil && isTraceHeader(k) {
 			if string(k) == "Te" && httpguts.HeaderValuesContainsToken([]string{string(v)}, "trailers") {
 				teTrailers = true
 			}
@@ -225,7 +227,7 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 	isHead := h.IsHead()
 
 	for attempt := 0; ; attempt++ {
-		tc, reused, err := rs.sess.getConn(rs.remote, func() bool { return callerGone(ctx) })
+		tc, reused, err := n.takeConn(ctx, rs)
 		if err != nil {
 			n.proxyError(ctx, rs, err)
 			return false
@@ -235,6 +237,7 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 			n.proxyError(ctx, rs, errAccessWithdrawn)
 			return false
 		}
+		rs.onTraced = tc.traced
 		ex := &exchange{n: n, ctx: ctx, rs: rs, tc: tc}
 		resp, err := ex.roundTrip(upgrade, bodyLen, small, body, isHead)
 		if err == nil {
@@ -284,6 +287,9 @@ type exchange struct {
 // roundTrip sends the request and reads the response header.
 func (ex *exchange) roundTrip(upgrade []byte, bodyLen int, small []byte, body io.Reader, isHead bool) (*fasthttp.Response, error) {
 	tc := ex.tc
+	if ex.rs.trace != nil || tc.cause.Load() != nil {
+		tc.cause.Store(ex.rs.traceID())
+	}
 	tc.startExchange()
 	bw := getWriter(tc)
 	err := ex.n.writeHead(bw, ex.ctx, ex.rs, upgrade, bodyLen)
@@ -492,7 +498,7 @@ func copyResponseHeader(dst, src *fasthttp.ResponseHeader, prefix string) {
 // finish ends the exchange: a clean end returns the channel to the pool.
 func (ex *exchange) finish(eof bool) {
 	tc, br := ex.tc, ex.br
-	reuse := eof && !ex.resp.ConnectionClose() && br.Buffered() == 0
+	reuse := eof && !ex.resp.ConnectionClose() && br.Buffered() == 0 && !tc.traced
 	if ex.rs.live.detach() {
 		reuse = false // cut: its channel was closed
 	}

@@ -89,7 +89,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 	}
 	switch {
 	case !own:
-		s.n.serveIngress(ctx)
+		s.n.ingress(ctx)
 	case s.upgrades[path] != nil && ctx.Request.Header.ConnectionUpgrade():
 		s.serveUpgrade(ctx, s.upgrades[path])
 	default:

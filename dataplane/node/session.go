@@ -34,6 +34,7 @@ type session struct {
 	agentVersion string
 	hostHeader   string          // v2: Host header the upstream wants; "" keeps the caller's
 	replace      bool            // v2: take the tunnel over from another token's agent
+	tracing      bool            // v2: the agent takes ChannelTraced (AgentInfo.Tracing)
 	forward      *ForwardRequest // nil until the agent asked for its tunnel
 	connectedAt  time.Time       // when it took its tunnel (AgentConnected emitted)
 	idle         []*tunnelConn   // pooled channels, most recently used last
@@ -51,6 +52,7 @@ type session struct {
 	// Liveness (under mu): one keepalive probe is out at a time, periodic or on demand.
 	probing    bool
 	answeredAt time.Time // when the agent last answered a probe
+	probeCause string    // the trace id of the call whose wait sent the probe out ("" untraced)
 	goneErr    error     // why calls fail once closing: errAgentGone or errAgentUnresponsive
 }
 
@@ -122,6 +124,7 @@ func (s *session) handleRequest(r *ssh.Request) {
 		}
 		s.hostHeader = info.HostHeader
 		s.replace = info.Replace
+		s.tracing = info.Tracing
 		s.mu.Unlock()
 		reply(true, s.agentInfoReply(info))
 	case RequestForward:
@@ -285,9 +288,13 @@ func (s *session) keepalive() {
 const probeAfter = 500 * time.Millisecond
 
 // probeSoon sends a keepalive probe now unless one is out already or the agent answered one
-// within probeAfter. A caller calls it when it has waited probeAfter for the agent.
-func (s *session) probeSoon() {
+// within probeAfter. A caller calls it when it has waited probeAfter for the agent; cause is its
+// trace id, the correlation id of the disconnection when the agent does not answer.
+func (s *session) probeSoon(cause string) {
 	if s.claimProbe(probeAfter) {
+		s.mu.Lock()
+		s.probeCause = cause
+		s.mu.Unlock()
 		go func() { _ = s.probe() }()
 	}
 }
@@ -403,10 +410,16 @@ func (s *session) finish(waitErr error) {
 	if !connectedAt.IsZero() {
 		dur := n.cfg.Now().Sub(connectedAt)
 		s.log.Info("agent disconnected", "reason", reason, "duration_ms", dur.Milliseconds(), "bytes_in", in, "bytes_out", out)
+		s.mu.Lock()
+		cause := ""
+		if errors.Is(s.goneErr, errAgentUnresponsive) {
+			cause = s.probeCause
+		}
+		s.mu.Unlock()
 		n.emitDisconnected(domain.AgentDisconnected{
 			NodeID: n.cfg.NodeID, SessionID: s.id, OrgID: s.ident.OrgID, TunnelID: s.ident.TunnelID, TokenID: s.ident.TokenID,
 			BytesIn: in, BytesOut: out, DurationMS: dur.Milliseconds(), Reason: reason,
-		})
+		}, cause)
 	} else {
 		s.log.Info("agent left before holding its tunnel", "reason", reason)
 	}

@@ -42,6 +42,8 @@ type tunnelConn struct {
 	watched  chan watch   // the watcher's result, while one runs
 	written  atomic.Int64 // bytes sent in the current exchange
 	read     atomic.Int64 // bytes received in the current exchange
+	traced   bool         // a ChannelTraced: one call, never pooled
+	cause    atomic.Value // string: the trace id of the exchange under way, for a probe it sends
 	hdrTimer *time.Timer  // response-header timeout, reused by every exchange on this channel
 	kaTimer  *time.Timer  // probes the agent when the response header is slow (probeAfter), reused
 	timedOut atomic.Bool
@@ -78,7 +80,7 @@ func (tc *tunnelConn) Write(p []byte) (int, error) {
 // getConn takes the most recently used idle channel or opens a new one. gone reports whether the
 // caller has left; a caller that leaves while the agent has not accepted the channel yet stops
 // waiting for it.
-func (s *session) getConn(origin string, gone func() bool) (tc *tunnelConn, reused bool, err error) {
+func (s *session) getConn(origin string, gone func() bool, cause string) (tc *tunnelConn, reused bool, err error) {
 	var stale []*tunnelConn
 	defer func() {
 		for _, c := range stale {
@@ -106,17 +108,22 @@ func (s *session) getConn(origin string, gone func() bool) (tc *tunnelConn, reus
 	fwd := *s.forward
 	s.mu.Unlock()
 	host, port := originOf(origin)
-	ch, err := s.openChannel(ssh.Marshal(ForwardedChannel{
+	ch, err := s.openChannelType(ChannelForwarded, ssh.Marshal(ForwardedChannel{
 		Addr: fwd.BindAddr, Port: fwd.BindPort, OriginAddr: host, OriginPort: port,
-	}), gone)
+	}), gone, cause)
 	if err != nil {
-		var oce *ssh.OpenChannelError
-		if errors.As(err, &oce) || errors.Is(err, errOpenTimeout) || errors.Is(err, errCallerGone) {
-			return nil, false, fmt.Errorf("open tunnel channel: %w", err)
-		}
-		return nil, false, fmt.Errorf("open tunnel channel: %w: %w", s.gone(), err)
+		return nil, false, wrapOpenErr(s, err)
 	}
 	return &tunnelConn{s: s, ch: ch}, false, nil
+}
+
+// wrapOpenErr is a failed channel open as the ingress maps it.
+func wrapOpenErr(s *session, err error) error {
+	var oce *ssh.OpenChannelError
+	if errors.As(err, &oce) || errors.Is(err, errOpenTimeout) || errors.Is(err, errCallerGone) {
+		return fmt.Errorf("open tunnel channel: %w", err)
+	}
+	return fmt.Errorf("open tunnel channel: %w: %w", s.gone(), err)
 }
 
 // pendingOpen is a channel open the agent has not answered yet.
@@ -134,16 +141,18 @@ type pendingOpen struct {
 // a caller that stops waiting leaves it behind, holding one of the tunnel's call slots until the
 // agent answers (a channel that opens late joins the pool). An agent that never answers opens
 // thus fills its tunnel's slots and its callers are answered 503 at once, instead of piling up.
-func (s *session) openChannel(extra []byte, gone func() bool) (ssh.Channel, error) {
+func (s *session) openChannelType(typ string, extra []byte, gone func() bool, cause string) (ssh.Channel, error) {
 	po := &pendingOpen{ready: make(chan struct{})}
 	go func() {
 		// The agent sends no channel requests; x/crypto drops them once the channel closes, so
 		// no goroutine is spent draining them.
-		ch, _, err := s.sc.OpenChannel(ChannelForwarded, extra)
+		ch, _, err := s.sc.OpenChannel(typ, extra)
 		po.mu.Lock()
 		if po.abandoned {
 			po.mu.Unlock()
-			if err == nil {
+			if err == nil && typ == ChannelTraced {
+				_ = ch.Close() // one call's channel: its call is gone
+			} else if err == nil {
 				s.putIdle(&tunnelConn{s: s, ch: ch})
 			}
 			s.release()
@@ -169,7 +178,7 @@ func (s *session) openChannel(extra []byte, gone func() bool) (ssh.Channel, erro
 			if gone != nil && gone() {
 				why = fmt.Errorf("%w: it left while the agent accepted the connection", errCallerGone)
 			} else if time.Since(started) >= probeAfter {
-				s.probeSoon() // a frozen agent is closed within KeepaliveTimeout, failing this open
+				s.probeSoon(cause) // a frozen agent is closed within KeepaliveTimeout, failing this open
 			}
 		}
 	}
@@ -297,7 +306,10 @@ func (tc *tunnelConn) startExchange() {
 		tc.hdrTimer.Reset(tc.s.n.cfg.ResponseHeaderTimeout)
 	}
 	if tc.kaTimer == nil {
-		tc.kaTimer = time.AfterFunc(probeAfter, tc.s.probeSoon)
+		tc.kaTimer = time.AfterFunc(probeAfter, func() {
+			cause, _ := tc.cause.Load().(string)
+			tc.s.probeSoon(cause)
+		})
 	} else {
 		tc.kaTimer.Reset(probeAfter)
 	}

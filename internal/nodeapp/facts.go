@@ -43,14 +43,17 @@ func (q *factQueue) Start(ctx context.Context) error {
 	})
 }
 
-func (q *factQueue) push(e domain.Event) {
+func (q *factQueue) push(e domain.Event) { q.add(nodebus.Fact{Event: e}) }
+
+func (q *factQueue) add(f nodebus.Fact) {
+	f.OccurredAt = time.Now()
 	q.mu.Lock()
 	switch {
 	case q.closed:
 	case len(q.queue) >= q.limit:
 		q.dropped++
 	default:
-		q.queue = append(q.queue, nodebus.Fact{Event: e, OccurredAt: time.Now()})
+		q.queue = append(q.queue, f)
 	}
 	q.mu.Unlock()
 	select {
@@ -105,6 +108,11 @@ func (q *factQueue) Stop() {
 	default:
 	}
 	q.life.Stop()
+}
+
+// Correlated implements node.CorrelatedSink: the fact carries the correlation id of its cause.
+func (q *factQueue) Correlated(e domain.Event, correlationID string) {
+	q.add(nodebus.Fact{Event: e, CorrelationID: correlationID})
 }
 
 // AccessCallsRecorded implements node.CallSink: a batch of call records is one fact.

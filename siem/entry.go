@@ -79,15 +79,13 @@ type decoded struct {
 	Entry
 	event any // a domain event, or one of the log's own payloads (*eventstore.KeyRotatedPayload, …)
 	md    domain.Metadata
-	// validJSON: the payload passed encoding/json/v2's syntax checks (stricter than json.Valid).
-	validJSON bool
 }
 
 func decode(e Entry) (decoded, error) {
 	if e.Record == nil {
 		return decoded{}, errors.New("siem: entry without a record")
 	}
-	ev, valid, err := decodeEvent(e.Record.Type, e.Record.Payload)
+	ev, err := decodeEvent(e.Record.Type, e.Record.Payload)
 	if err != nil {
 		if errors.Is(err, domain.ErrUnknownEvent) {
 			return decoded{}, fmt.Errorf("%w: %s", ErrUnmapped, e.Record.Type)
@@ -100,7 +98,7 @@ func decode(e Entry) (decoded, error) {
 			return decoded{}, fmt.Errorf("siem: record %d metadata: %w", e.Record.Position, err)
 		}
 	}
-	d := decoded{Entry: e, event: ev, md: md, validJSON: valid}
+	d := decoded{Entry: e, event: ev, md: md}
 	if err := e.open(&d); err != nil {
 		return decoded{}, fmt.Errorf("siem: record %d: open personal data: %w", e.Record.Position, err)
 	}
@@ -109,8 +107,9 @@ func decode(e Entry) (decoded, error) {
 }
 
 // decodeEvent parses a payload: the log's own records (genesis and key history) or a domain
-// event. valid: encoding/json/v2 took it, so it is valid JSON in valid UTF-8.
-func decodeEvent(typ string, payload []byte) (ev any, valid bool, err error) {
+// event. A payload it decodes is valid JSON (as json.Valid has it).
+func decodeEvent(typ string, payload []byte) (any, error) {
+	var ev any
 	switch typ {
 	case eventstore.TypeGenesis:
 		ev = &eventstore.GenesisPayload{}
@@ -123,17 +122,16 @@ func decodeEvent(typ string, payload []byte) (ev any, valid bool, err error) {
 	default:
 		e, err := domain.New(typ)
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		ev = e
 	}
 	// encoding/json/v2 with the options that make it decode as v1 does (the decoder of the
-	// log's writers), about twice as fast, for a sink decodes every record. Its syntax checks
-	// are json.Valid's: a payload it took is valid JSON.
+	// log's writers): about twice as fast, for a sink decoding every record.
 	if err := jsonv2.Unmarshal(payload, ev, jsonv1.DefaultOptionsV1()); err != nil {
-		return nil, false, fmt.Errorf("decode %s: %w", typ, err)
+		return nil, fmt.Errorf("decode %s: %w", typ, err)
 	}
-	return ev, true, nil
+	return ev, nil
 }
 
 // LogEventTypes are the log's own record types, which the formats map besides the domain's.

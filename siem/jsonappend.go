@@ -93,8 +93,8 @@ func appendJSONRaw(b []byte, raw []byte) ([]byte, error) {
 	return appendJSONRawChecked(b, raw, false)
 }
 
-// appendJSONRawChecked is appendJSONRaw of raw known to be valid JSON when valid (decoded by
-// encoding/json/v2): the grammar is not checked again.
+// appendJSONRawChecked is appendJSONRaw of raw known to be valid JSON when valid (a payload
+// just decoded): the grammar is not checked again.
 func appendJSONRawChecked(b []byte, raw []byte, valid bool) ([]byte, error) {
 	if plainCompactJSON(raw, valid) {
 		return append(b, raw...), nil

@@ -375,16 +375,16 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 	b = append(b, `,"event_type":`...)
 	b = appendJSONString(b, r.Type)
 	b = append(b, `,"payload":`...)
-	payload, valid := r.Payload, d.validJSON
+	payload := r.Payload // decoded just now, so valid JSON (and so is what json.Marshal writes)
 	if e.Redact != nil {
 		// The payload as recorded holds the addresses: give the redacted event instead.
 		p, err := json.Marshal(d.event)
 		if err != nil {
 			return nil, fmt.Errorf("siem: record %d: %w", r.Position, err)
 		}
-		payload, valid = p, false
+		payload = p
 	}
-	b, err := appendJSONRawChecked(b, payload, valid)
+	b, err := appendJSONRawChecked(b, payload, true)
 	if err != nil {
 		return nil, fmt.Errorf("siem: record %d: %w", r.Position, err)
 	}

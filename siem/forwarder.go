@@ -427,14 +427,26 @@ func (f *Forwarder) send(ctx context.Context, in <-chan batch, turn <-chan struc
 func (f *Forwarder) deliverSteps(ctx context.Context, sender Sender, next *Delivery, msgs [][]byte, more bool) error {
 	d := *next
 	*next = nil
+	ahead := d != nil
 	if d == nil {
 		var err error
 		if d, err = sender.Open(ctx); err != nil {
 			return err
 		}
 	}
-	if err := d.Send(msgs); err != nil {
+	err := d.Send(msgs)
+	if ahead && errors.Is(err, errClosedBeforeSend) {
+		// The receiver closed the connection opened ahead before it was used: nothing was
+		// sent on it, so a new one is opened for the batch.
 		d.Close()
+		if d, err = sender.Open(ctx); err == nil {
+			err = d.Send(msgs)
+		}
+	}
+	if err != nil {
+		if d != nil {
+			d.Close()
+		}
 		return err
 	}
 	if more {

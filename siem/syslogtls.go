@@ -127,9 +127,18 @@ type syslogDelivery struct {
 	closed bool
 }
 
-// Send writes msgs, framed, and closes the sending side (close_notify).
+// errClosedBeforeSend: the receiver closed a connection opened ahead before a batch was sent
+// on it. Its close would otherwise read as the acknowledgement of the batch: sent nowhere,
+// taken as delivered.
+var errClosedBeforeSend = errors.New("siem: the receiver closed the connection before the batch was sent")
+
+// Send writes msgs, framed, and closes the sending side (close_notify). A connection the
+// receiver already closed (opened ahead and left waiting) is refused first (errClosedBeforeSend).
 func (d *syslogDelivery) Send(msgs [][]byte) error {
 	addr := d.s.cfg.Address
+	if peerClosed(d.conn.NetConn()) {
+		return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, addr, errClosedBeforeSend)
+	}
 	w := bufio.NewWriterSize(d.conn, 64<<10)
 	var prefix [24]byte
 	for _, m := range msgs {

@@ -589,6 +589,17 @@ func (a *agent) connect(ctx context.Context, u *url.URL, pins []string) (*conn, 
 	if err := c.requestTunnel(); err != nil {
 		sc.Close()
 		c.drain()
+		// A node that stops while the tunnel is being set up says why before it closes; its
+		// notice is handled once drain returns.
+		c.mu.Lock()
+		why := c.nodeReason
+		c.mu.Unlock()
+		if _, text, ok := wc.PeerCloseReason(); why == "" && ok {
+			why = text
+		}
+		if why != "" && !errors.Is(err, ErrTunnelRefused) {
+			err = fmt.Errorf("%w (the node said: %s)", err, why)
+		}
 		return nil, err
 	}
 	_ = wc.SetDeadline(time.Time{})

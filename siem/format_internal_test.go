@@ -2,6 +2,7 @@ package siem
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,24 +29,46 @@ func TestAppendFormatBatchesAreFormatsMessages(t *testing.T) {
 		recs = append(recs, eventstore.Record{Position: uint64(i + 10), EventID: uuid.New(), StreamID: "org-x", Type: domain.TypeOrganizationCreated,
 			RecordedAt: time.Date(2026, 12, 2, 6, 0, i, 0, time.UTC), Payload: payload, Hash: make([]byte, 32)})
 	}
+	format := SyslogOCSF(c, p)
+	check := func(bt batch, recs []eventstore.Record, seq uint64) {
+		t.Helper()
+		for i, m := range bt.msgs {
+			want, err := format(Entry{Record: &recs[i], Seq: seq + uint64(i) + 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(m) != string(want) || cap(m) != len(m) {
+				t.Fatalf("message %d (cap %d, len %d) is not Format's:\n%.200s\n%.200s", i, cap(m), len(m), m, want)
+			}
+		}
+	}
 	bt, n, err := f.format(recs, 10, 0)
 	if err != nil || n != len(recs) || len(bt.msgs) != len(recs) {
 		t.Fatalf("format: %d of %d, %d messages, %v", n, len(recs), len(bt.msgs), err)
 	}
-	format := SyslogOCSF(c, p)
-	for i, m := range bt.msgs {
-		want, err := format(Entry{Record: &recs[i], Seq: uint64(i + 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(m) != string(want) || cap(m) != len(m) {
-			t.Fatalf("message %d (cap %d, len %d) is not Format's:\n%.200s\n%.200s", i, cap(m), len(m), m, want)
-		}
-	}
+	check(bt, recs, 0)
 	// Appending to a message leaves the next as it was.
 	next := string(bt.msgs[4])
 	_ = append(bt.msgs[3], "overwrite"...)
 	if string(bt.msgs[4]) != next {
 		t.Fatal("appending to a message changed the next")
+	}
+	// A released batch's buffers hold the next batches' messages, whole; a batch keeps its
+	// own until it is released.
+	f.release(&bt)
+	slices.Reverse(recs)
+	b2, _, err := f.format(recs, 10, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(b2, recs, 100)
+	b3, _, err := f.format(recs[2:], 10, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(b3, recs[2:], 200)
+	check(b2, recs, 100)
+	if len(b2.bufs) == 0 {
+		t.Fatalf("%d buffers listed", len(b2.bufs))
 	}
 }

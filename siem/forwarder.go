@@ -42,6 +42,9 @@ type Delivery interface {
 	Close()
 }
 
+// DefaultBatchesPerDelivery is ForwarderConfig.BatchesPerDelivery's default.
+const DefaultBatchesPerDelivery = 4
+
 // ForwarderConfig describes one sink.
 type ForwarderConfig struct {
 	// SinkID names the sink's cursor.
@@ -63,8 +66,13 @@ type ForwarderConfig struct {
 	// Unsigned: Format reads no PrevHash, Signature or SignatureProof (OCSF, CEF), so the sink
 	// reads the log without them (eventstore.ReadAllUnsigned): fewer bytes from the database.
 	Unsigned bool
-	// BatchSize is the most records per delivery (default 500).
+	// BatchSize is the most records per batch (default 500): a page read, a cursor step, and
+	// with a transport that is no Sender (HTTPS), a delivery.
 	BatchSize int
+	// BatchesPerDelivery is the most batches one delivery of a Sender (syslog) carries: the
+	// batches formatted while the receiver reads go on the same connection, acknowledged
+	// together (default 4).
+	BatchesPerDelivery int
 	// MinBackoff and MaxBackoff bound the wait between failed deliveries, doubled each time,
 	// with jitter (defaults 200ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
@@ -85,7 +93,7 @@ func (c ForwarderConfig) Validate() error {
 	if (c.Format == nil && c.AppendFormat == nil) || c.Transport == nil {
 		errs = append(errs, errors.New("forwarder: a format and a transport are required"))
 	}
-	if c.BatchSize < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || (c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff) {
+	if c.BatchSize < 0 || c.BatchesPerDelivery < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || (c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff) {
 		errs = append(errs, errors.New("forwarder: batch size and backoffs must not be negative, and the minimum backoff not above the maximum"))
 	}
 	return errors.Join(errs...)
@@ -138,6 +146,10 @@ type Forwarder struct {
 	// largest is the longest message yet (AppendFormat): a buffer with less room left is
 	// replaced before a message is appended.
 	largest atomic.Int64
+	// buffers holds format buffers whose batch is through (acknowledged, or given up with
+	// the run): their bytes stay in the cache and the heap does not grow a batch's worth of
+	// fresh pages for every batch.
+	buffers sync.Pool
 }
 
 // NewForwarder checks cfg and fills in the defaults.
@@ -147,6 +159,9 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 500
+	}
+	if cfg.BatchesPerDelivery == 0 {
+		cfg.BatchesPerDelivery = DefaultBatchesPerDelivery
 	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = 200 * time.Millisecond
@@ -266,6 +281,7 @@ func (f *Forwarder) saveFailure(ctx context.Context, st ForwarderStatus) {
 // are each message's record position and sequence number.
 type batch struct {
 	msgs             [][]byte
+	bufs             [][]byte // the format buffers msgs are in (AppendFormat), for release
 	pos, seq         []uint64
 	from, next, last uint64
 	oldest           time.Time // when its first record was recorded
@@ -362,6 +378,7 @@ func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 		if sb.err != nil {
 			turn <- struct{}{} // the failed batch is through: send may go on
 		}
+		f.release(&bt)
 		// Recorded after the receiver acknowledged: a crash here repeats the batch, never skips it.
 		if !f.save(ctx, &b, pos, bt.next, bt.last, delivered) {
 			return
@@ -391,68 +408,92 @@ func (f *Forwarder) send(ctx context.Context, in <-chan batch, turn <-chan struc
 		}
 	}()
 	for {
-		var sb sentBatch
+		var first batch
 		select {
 		case <-ctx.Done():
 			return
-		case sb.batch = <-in:
+		case first = <-in:
 		}
-		f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), sb.next)-sb.from, max(time.Since(sb.oldest).Seconds(), 0))
+		f.lagAt(first)
+		group := []batch{first}
+		var err error
 		switch {
-		case len(sb.msgs) == 0:
+		case len(first.msgs) == 0:
 			// Only skipped or filtered records: nothing to send, the cursor moves over them.
 		case sender == nil:
-			sb.err = f.cfg.Transport.Deliver(ctx, sb.msgs)
+			err = f.cfg.Transport.Deliver(ctx, first.msgs)
 		default:
-			sb.err = f.deliverSteps(ctx, sender, &next, sb.msgs, len(in) > 0)
+			group, err = f.deliverSteps(ctx, sender, &next, first, in)
 		}
-		select {
-		case out <- sb:
-		case <-ctx.Done():
-			return
-		}
-		if sb.err != nil {
+		for _, bt := range group {
 			select {
-			case <-turn:
+			case out <- sentBatch{batch: bt, err: err}:
 			case <-ctx.Done():
 				return
+			}
+			if err != nil {
+				select {
+				case <-turn:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}
 }
 
-// deliverSteps delivers msgs through sender with *next, the delivery opened ahead (or nil).
-// While the receiver reads them it opens the next delivery into *next, if more is waiting
-// (more: a connection left idle might be closed by the receiver).
-func (f *Forwarder) deliverSteps(ctx context.Context, sender Sender, next *Delivery, msgs [][]byte, more bool) error {
+// lagAt reports the sink's lag as of bt, the batch about to be delivered.
+func (f *Forwarder) lagAt(bt batch) {
+	f.cfg.Metrics.lag(f.cfg.SinkID, max(f.cfg.Store.KnownHead(), bt.next)-bt.from, max(time.Since(bt.oldest).Seconds(), 0))
+}
+
+// deliverSteps delivers first through sender with *next, the delivery opened ahead (or nil),
+// and on the same delivery the batches that are ready in in as each is written, up to
+// BatchesPerDelivery: the receiver reads on while they are formatted. It returns the batches
+// delivered together and the outcome, theirs alike. While the receiver reads the last of them
+// it opens the next delivery into *next, if more is waiting (a connection left idle might be
+// closed by the receiver).
+func (f *Forwarder) deliverSteps(ctx context.Context, sender Sender, next *Delivery, first batch, in <-chan batch) ([]batch, error) {
+	group := []batch{first}
 	d := *next
 	*next = nil
 	ahead := d != nil
 	if d == nil {
 		var err error
 		if d, err = sender.Open(ctx); err != nil {
-			return err
+			return group, err
 		}
 	}
-	err := d.Send(msgs)
+	err := d.Send(first.msgs)
 	if ahead && errors.Is(err, errClosedBeforeSend) {
 		// The receiver closed the connection opened ahead before it was used: nothing was
 		// sent on it, so a new one is opened for the batch.
 		d.Close()
 		if d, err = sender.Open(ctx); err == nil {
-			err = d.Send(msgs)
+			err = d.Send(first.msgs)
+		}
+	}
+more:
+	for err == nil && len(group) < f.cfg.BatchesPerDelivery {
+		select {
+		case bt := <-in:
+			f.lagAt(bt)
+			group = append(group, bt)
+			err = d.Send(bt.msgs)
+		default:
+			break more
 		}
 	}
 	if err != nil {
 		if d != nil {
 			d.Close()
 		}
-		return err
+		return group, err
 	}
-	if more {
+	if last := group[len(group)-1]; len(in) > 0 || f.cfg.Store.KnownHead() > last.next {
 		*next, _ = sender.Open(ctx) // a failure shows when the next batch opens again
 	}
-	return d.Ack()
+	return group, d.Ack()
 }
 
 // save records the cursor, retrying until it is stored; false when ctx ended.
@@ -612,7 +653,7 @@ func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, in
 			var m []byte
 			var err error
 			if f.cfg.AppendFormat != nil {
-				m, buf, err = f.appendFormat(buf, e)
+				m, buf, err = f.appendFormat(&bt, buf, e)
 			} else {
 				m, err = f.cfg.Format(e)
 			}
@@ -633,11 +674,20 @@ func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, in
 const formatBuffer = 32 << 10
 
 // appendFormat appends e's message to buf and returns it (capped: appending to it never writes
-// into the next) and buf. A message that does not fit in what is left of buf starts a new one;
-// the messages before keep the old.
-func (f *Forwarder) appendFormat(buf []byte, e Entry) ([]byte, []byte, error) {
+// into the next) and buf. A message that does not fit in what is left of buf starts a new one,
+// taken from the released buffers when one is large enough and listed in bt.bufs; the
+// messages before keep the old.
+func (f *Forwarder) appendFormat(bt *batch, buf []byte, e Entry) ([]byte, []byte, error) {
 	if room := int64(cap(buf) - len(buf)); room < f.largest.Load() {
-		buf = make([]byte, 0, max(formatBuffer, 4*f.largest.Load()))
+		size := max(formatBuffer, 4*int(f.largest.Load()))
+		buf = nil
+		if p, ok := f.buffers.Get().(*[]byte); ok && cap(*p) >= size {
+			buf = (*p)[:0]
+		}
+		if buf == nil {
+			buf = make([]byte, 0, size)
+		}
+		bt.bufs = append(bt.bufs, buf)
 	}
 	start := len(buf)
 	out, err := f.cfg.AppendFormat(buf, e)
@@ -649,6 +699,15 @@ func (f *Forwarder) appendFormat(buf []byte, e Entry) ([]byte, []byte, error) {
 		f.largest.Store(n)
 	}
 	return m, out, nil
+}
+
+// release hands bt's format buffers back for later batches. Nothing may read bt's messages
+// afterwards.
+func (f *Forwarder) release(bt *batch) {
+	for _, b := range bt.bufs {
+		f.buffers.Put(&b)
+	}
+	bt.bufs, bt.msgs = nil, nil
 }
 
 // RecordSinkError records beside a sink's cursor why it is not forwarding (a sink that cannot

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,20 +130,24 @@ func TestTheLogReachesRsyslogThroughRestarts(t *testing.T) {
 }
 
 // Batches reach the receiver one after another, in order, although the forwarder reads,
-// formats and opens the next connection ahead: with nothing failing, rsyslog's file holds the
-// sequence 1, 2, 3 … exactly, each number once, so a receiver can read a jump as a gap.
+// formats and opens the next connection ahead, and puts the batches formatted while rsyslog
+// reads on the same connection: with nothing failing, rsyslog's file holds the sequence 1, 2,
+// 3 … exactly, each number once, so a receiver can read a jump as a gap. No connection carries
+// more than BatchesPerDelivery batches.
 func TestBatchesReachRsyslogInOrder(t *testing.T) {
 	t.Parallel()
 	r := startRsyslog(t)
 	log := logtest.Start(t, 10*time.Millisecond)
 	appendOrgs(t, log.Store, 1500)
-	transport, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: r.Address(), TLS: r.TLSConfig()})
+	syslogTLS, err := siem.NewSyslogTLS(siem.SyslogTLSConfig{Address: r.Address(), TLS: r.TLSConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	transport := &countingSender{SyslogTLS: syslogTLS}
 	// The sink reads the log without signatures and formats each batch into shared buffers.
 	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "order-test", Store: log.Store, Pool: log.Pool, Transport: transport,
-		AppendFormat: siem.AppendSyslogOCSF(siem.SyslogConfig{Hostname: "cp-1"}, siem.DefaultProduct("test")), Unsigned: true, BatchSize: 50})
+		AppendFormat: siem.AppendSyslogOCSF(siem.SyslogConfig{Hostname: "cp-1"}, siem.DefaultProduct("test")), Unsigned: true,
+		BatchSize: 50, BatchesPerDelivery: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,4 +179,53 @@ func TestBatchesReachRsyslogInOrder(t *testing.T) {
 	if want != n+1 {
 		t.Fatalf("rsyslog's file holds %d messages, the log %d records", want-1, n)
 	}
+	transport.mu.Lock()
+	defer transport.mu.Unlock()
+	batches := 0
+	for _, k := range transport.acked {
+		if k < 1 || k > 3 {
+			t.Fatalf("a connection carried %d batches (at most 3): %v", k, transport.acked)
+		}
+		batches += k
+	}
+	if batches != int(n+49)/50 || len(transport.acked) >= batches {
+		t.Fatalf("%d batches of 50 on %d connections (%v): none carried more than one", batches, len(transport.acked), transport.acked)
+	}
+}
+
+// countingSender is a syslog transport that notes how many batches each acknowledged
+// connection carried.
+type countingSender struct {
+	*siem.SyslogTLS
+	mu    sync.Mutex
+	acked []int
+}
+
+func (c *countingSender) Open(ctx context.Context) (siem.Delivery, error) {
+	d, err := c.SyslogTLS.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingDelivery{Delivery: d, c: c}, nil
+}
+
+type countingDelivery struct {
+	siem.Delivery
+	c     *countingSender
+	sends int
+}
+
+func (d *countingDelivery) Send(msgs [][]byte) error {
+	d.sends++
+	return d.Delivery.Send(msgs)
+}
+
+func (d *countingDelivery) Ack() error {
+	err := d.Delivery.Ack()
+	if err == nil {
+		d.c.mu.Lock()
+		d.c.acked = append(d.c.acked, d.sends)
+		d.c.mu.Unlock()
+	}
+	return err
 }

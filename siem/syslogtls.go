@@ -118,11 +118,12 @@ func (s *SyslogTLS) Open(ctx context.Context) (Delivery, error) {
 	return &syslogDelivery{s: s, ctx: ctx, conn: conn, stop: stop}, nil
 }
 
-// syslogDelivery is one batch's connection.
+// syslogDelivery is one delivery's connection: the batches it carries, then the close.
 type syslogDelivery struct {
 	s      *SyslogTLS
 	ctx    context.Context // Open's, only to tell a cancelled delivery from a failed one
 	conn   *tls.Conn
+	w      *bufio.Writer // from the first Send
 	stop   func() bool
 	closed bool
 }
@@ -132,14 +133,17 @@ type syslogDelivery struct {
 // taken as delivered.
 var errClosedBeforeSend = errors.New("siem: the receiver closed the connection before the batch was sent")
 
-// Send writes msgs, framed, and closes the sending side (close_notify). A connection the
-// receiver already closed (opened ahead and left waiting) is refused first (errClosedBeforeSend).
+// Send writes msgs, framed; Ack ends the delivery. Before the first batch, a connection the
+// receiver already closed (opened ahead and left waiting) is refused (errClosedBeforeSend).
 func (d *syslogDelivery) Send(msgs [][]byte) error {
 	addr := d.s.cfg.Address
-	if peerClosed(d.conn.NetConn()) {
-		return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, addr, errClosedBeforeSend)
+	if d.w == nil {
+		if peerClosed(d.conn.NetConn()) {
+			return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, addr, errClosedBeforeSend)
+		}
+		d.w = bufio.NewWriterSize(d.conn, 64<<10)
 	}
-	w := bufio.NewWriterSize(d.conn, 64<<10)
+	w := d.w
 	var prefix [24]byte
 	for _, m := range msgs {
 		// Frame(m), written in two parts rather than copied into a new slice.
@@ -151,8 +155,18 @@ func (d *syslogDelivery) Send(msgs [][]byte) error {
 			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, addr, err)
 		}
 	}
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, addr, err)
+	return nil
+}
+
+// Ack closes the sending side (close_notify) once all is written, waits for the receiver's
+// close, the acknowledgement of everything Send wrote, and closes.
+func (d *syslogDelivery) Ack() error {
+	defer d.Close()
+	addr := d.s.cfg.Address
+	if d.w != nil {
+		if err := d.w.Flush(); err != nil {
+			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, addr, err)
+		}
 	}
 	if err := d.conn.CloseWrite(); err != nil {
 		return fmt.Errorf("%w: close_notify to %s: %w", ErrNotAcknowledged, addr, err)
@@ -160,12 +174,6 @@ func (d *syslogDelivery) Send(msgs [][]byte) error {
 	if err := d.conn.SetReadDeadline(time.Now().Add(d.s.cfg.AckTimeout)); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotAcknowledged, err)
 	}
-	return nil
-}
-
-// Ack waits for the receiver's close, the acknowledgement of what Send wrote, and closes.
-func (d *syslogDelivery) Ack() error {
-	defer d.Close()
 	// The receiver sends nothing but its own close; anything it does send is discarded.
 	if _, err := io.Copy(io.Discard, d.conn); err != nil {
 		if d.ctx.Err() != nil {

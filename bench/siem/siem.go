@@ -34,8 +34,9 @@ type Options struct {
 	// Start starts the control plane on databaseURL with its keys in dataDir (both scratch), the
 	// API on loopback: its log is the one forwarded, its API takes the commands of the lag phase.
 	Start func(ctx context.Context, databaseURL, dataDir string) (*apibench.System, error)
-	// Records in the log (default 50,000); Batch is the forwarder's batch size (default 2,000).
-	Records, Batch int
+	// Records in the log (default 50,000); Batch is the forwarder's batch size (default 2,000);
+	// BatchesPerDelivery the most batches on one connection (0: the forwarder's default).
+	Records, Batch, BatchesPerDelivery int
 	// Rounds of each measurement; medians are reported (default 3).
 	Rounds int
 	// CommandRate is the API's commands per second during the lag phase (default 1,000), for
@@ -53,12 +54,14 @@ type Options struct {
 
 // Result is the outcome: rates in events per second, medians over rounds.
 type Result struct {
-	Records     int     `json:"records"`
-	Batch       int     `json:"batch"`
-	Rounds      int     `json:"rounds"`
-	SiemEPS     float64 `json:"siem_eps"`
-	BaselineEPS float64 `json:"baseline_eps"`
-	Ratio       float64 `json:"siem_ratio"`
+	Records int `json:"records"`
+	Batch   int `json:"batch"`
+	// BatchesPerDelivery: the most batches one connection carried (the forwarder's setting).
+	BatchesPerDelivery int     `json:"batches_per_delivery"`
+	Rounds             int     `json:"rounds"`
+	SiemEPS            float64 `json:"siem_eps"`
+	BaselineEPS        float64 `json:"baseline_eps"`
+	Ratio              float64 `json:"siem_ratio"`
 	// LagP50MS and LagP99MS: from a record's RecordedAt until the receiver acknowledged the
 	// batch holding it, over every record appended while the API ran CommandsPerS commands a
 	// second (CommandRate asked for); LagRecords is how many records that was.
@@ -84,6 +87,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.Rounds <= 0 {
 		o.Rounds = 3
+	}
+	if o.BatchesPerDelivery <= 0 {
+		o.BatchesPerDelivery = siem.DefaultBatchesPerDelivery
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -184,7 +190,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		baseRates = append(baseRates, base)
 
 		f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: "bench-" + uuid.NewString(), Store: store, Pool: pool, Transport: transport,
-			Format: format, AppendFormat: appendFormat, Unsigned: true, BatchSize: o.Batch, Logger: o.Logger})
+			Format: format, AppendFormat: appendFormat, Unsigned: true, BatchSize: o.Batch, BatchesPerDelivery: o.BatchesPerDelivery, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}
@@ -209,7 +215,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		fmt.Fprintf(o.Progress, "round %d: forwarder %.0f ev/s, plain TLS client %.0f ev/s\n", round+1, rate, base)
 	}
 	stopProfile()
-	res := &Result{Records: int(n), Batch: o.Batch, Rounds: o.Rounds, SiemEPS: float64(int64(stats.Median(siemRates))),
+	res := &Result{Records: int(n), Batch: o.Batch, BatchesPerDelivery: o.BatchesPerDelivery, Rounds: o.Rounds, SiemEPS: float64(int64(stats.Median(siemRates))),
 		BaselineEPS: float64(int64(stats.Median(baseRates))), Baseline: baseline}
 	res.Ratio = float64(int64(res.SiemEPS/res.BaselineEPS*100)) / 100
 
@@ -263,7 +269,7 @@ func measureLag(ctx context.Context, o Options, sys *apibench.System, transport 
 	}
 	acks := &ackTimes{next: transport}
 	f, err := siem.NewForwarder(siem.ForwarderConfig{SinkID: sink, Store: sys.Store, Pool: sys.Pool, Transport: acks,
-		AppendFormat: appendFormat, Unsigned: true, BatchSize: o.Batch, Logger: o.Logger})
+		AppendFormat: appendFormat, Unsigned: true, BatchSize: o.Batch, BatchesPerDelivery: o.BatchesPerDelivery, Logger: o.Logger})
 	if err != nil {
 		return err
 	}
@@ -338,7 +344,7 @@ func (a *ackTimes) Open(ctx context.Context) (siem.Delivery, error) {
 	return &ackTimesDelivery{Delivery: d, a: a}, nil
 }
 
-// ackTimesDelivery notes the lag of its batch once the receiver acknowledged it.
+// ackTimesDelivery notes the lag of its batches once the receiver acknowledged it.
 type ackTimesDelivery struct {
 	siem.Delivery
 	a    *ackTimes
@@ -346,7 +352,7 @@ type ackTimesDelivery struct {
 }
 
 func (d *ackTimesDelivery) Send(msgs [][]byte) error {
-	d.msgs = msgs
+	d.msgs = append(d.msgs, msgs...)
 	return d.Delivery.Send(msgs)
 }
 

@@ -48,7 +48,7 @@ func newBenchCommand(g *globals) *cobra.Command {
 	store.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys raw_insert_eps, append_eps, ratio, read_eps, verify_eps …)")
 	cmd.AddCommand(store)
 
-	var records, batch, loadClients int
+	var records, batch, perDelivery, loadClients int
 	var commandRate float64
 	var cpuProfile string
 	var loadDur time.Duration
@@ -71,7 +71,7 @@ the receiver acknowledged the batch holding it (p50, p99).`,
 			if err != nil {
 				return err
 			}
-			res, err := siembench.Run(ctx, siembench.Options{AdminURL: srv.AdminURL, Start: benchControlPlane(g), Records: records, Batch: batch,
+			res, err := siembench.Run(ctx, siembench.Options{AdminURL: srv.AdminURL, Start: benchControlPlane(g), Records: records, Batch: batch, BatchesPerDelivery: perDelivery,
 				Rounds: rounds, CommandRate: commandRate, LoadDuration: loadDur, LoadClients: loadClients, CPUProfile: cpuProfile, Progress: g.stderr, Logger: g.log})
 			if err != nil {
 				return err
@@ -88,6 +88,7 @@ the receiver acknowledged the batch holding it (p50, p99).`,
 	}
 	siemCmd.Flags().IntVar(&records, "records", 50000, "records in the scratch log")
 	siemCmd.Flags().IntVar(&batch, "batch", 2000, "the forwarder's batch size")
+	siemCmd.Flags().IntVar(&perDelivery, "batches-per-delivery", 0, "the most batches one syslog connection carries (0: the forwarder's default, 4)")
 	siemCmd.Flags().IntVar(&rounds, "rounds", 3, "rounds (medians are reported)")
 	siemCmd.Flags().Float64Var(&commandRate, "command-rate", 1000, "API commands per second while the lag is measured")
 	siemCmd.Flags().DurationVar(&loadDur, "load-duration", 10*time.Second, "how long the API load runs while the lag is measured")

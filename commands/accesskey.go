@@ -26,9 +26,9 @@ func (c IssueAccessKey) Permission() Permission {
 func (s *Service) issueAccessKey(ctx context.Context, c IssueAccessKey) (Result, error) {
 	// The secret is derived from the token key (token.AccessKeySecret), so that a replay of the
 	// same Idempotency-Key shows it again without it ever being stored.
-	key := s.TokenKey()
-	if key == nil {
-		return Result{}, ErrNoTokenKey
+	key, err := s.mintingKey(ctx)
+	if err != nil {
+		return Result{}, err
 	}
 	g := newIDGen(ctx, c.CommandName())
 	t, err := s.loadTunnel(ctx, c.OrgID, c.TunnelID)

@@ -23,9 +23,9 @@ func (c IssueAgentToken) Permission() Permission {
 }
 
 func (s *Service) issueAgentToken(ctx context.Context, c IssueAgentToken) (Result, error) {
-	key := s.TokenKey()
-	if key == nil {
-		return Result{}, ErrNoTokenKey
+	key, err := s.mintingKey(ctx)
+	if err != nil {
+		return Result{}, err
 	}
 	g := newIDGen(ctx, c.CommandName())
 	t, err := s.loadTunnel(ctx, c.OrgID, c.TunnelID)

@@ -29,9 +29,9 @@ func (IssueEnrollmentToken) Permission() Permission {
 func (s *Service) issueEnrollmentToken(ctx context.Context, c IssueEnrollmentToken) (Result, error) {
 	// Derived from the token key like an access key's secret, so that a replay of the same
 	// Idempotency-Key shows it again without it ever being stored.
-	key := s.TokenKey()
-	if key == nil {
-		return Result{}, ErrNoTokenKey
+	key, err := s.mintingKey(ctx)
+	if err != nil {
+		return Result{}, err
 	}
 	g := newIDGen(ctx, c.CommandName())
 	tokenID := g.next().String()

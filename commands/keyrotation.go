@@ -33,7 +33,7 @@ func (s *Service) rotateSigningKey(ctx context.Context, c RotateSigningKey) (Res
 		if err != nil {
 			return Result{}, err
 		}
-		next, err := s.cfg.LogKeys.Create()
+		next, err := s.cfg.LogKeys.CreateKey(ctx)
 		if err != nil {
 			return Result{}, err
 		}
@@ -50,7 +50,7 @@ func (s *Service) rotateSigningKey(ctx context.Context, c RotateSigningKey) (Res
 		if old == nil {
 			return Result{}, ErrNoTokenKey
 		}
-		next, err := s.cfg.TokenKeys.Create()
+		next, err := s.cfg.TokenKeys.CreateKey(ctx)
 		if err != nil {
 			return Result{}, err
 		}

@@ -23,6 +23,42 @@ func (s *Service) setTokenKey(k *eventstore.SigningKey) {
 	s.tokenMu.Unlock()
 }
 
+// mintingKey is the key a token is signed with now. Token keys in a store other replicas share
+// (eventstore.SealedKeys) may have been rotated by another: the key in force is read from the
+// log, and loaded when it is not the one held.
+func (s *Service) mintingKey(ctx context.Context) (*eventstore.SigningKey, error) {
+	key := s.TokenKey()
+	if key == nil {
+		return nil, ErrNoTokenKey
+	}
+	if _, own := s.cfg.TokenKeys.(eventstore.KeyDir); own || s.cfg.TokenKeys == nil {
+		return key, nil
+	}
+	keys, err := s.store.Keys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	inForce := ""
+	for _, k := range keys {
+		if k.Purpose != eventstore.PurposeToken || k.ValidUntil != nil {
+			continue
+		}
+		if k.KeyID == key.ID() {
+			return key, nil
+		}
+		inForce = k.KeyID
+	}
+	if inForce != "" {
+		next, err := s.cfg.TokenKeys.Load(ctx, inForce)
+		if err != nil {
+			return nil, fmt.Errorf("token key %s, rotated by another replica: %w", inForce, err)
+		}
+		s.setTokenKey(next)
+		return next, nil
+	}
+	return key, nil
+}
+
 func (s *Service) tokenKeyByID(id string) *eventstore.SigningKey {
 	if k := s.TokenKey(); k != nil && (id == "" || k.ID() == id) {
 		return k
@@ -50,7 +86,7 @@ func (s *Service) EnsureTokenKey(ctx context.Context) (*eventstore.SigningKey, e
 			return key, nil
 		}
 	}
-	key, err := s.cfg.TokenKeys.Create()
+	key, err := s.cfg.TokenKeys.CreateKey(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("token key: %w", err)
 	}

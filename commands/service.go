@@ -77,7 +77,7 @@ type Config struct {
 	// Pool reads the RBAC view and keeps idempotency records (usually Store.Pool()).
 	Pool *pgxpool.Pool
 	// LogKeys and TokenKeys hold the control plane's private keys (rotation writes new ones).
-	LogKeys, TokenKeys eventstore.KeyDir
+	LogKeys, TokenKeys eventstore.KeyStore
 	// TokenIssuer is the iss of minted tokens. Default token.DefaultIssuer.
 	TokenIssuer string
 	// RBACPosition reports the last position applied by the role_assignments projection, and

@@ -385,7 +385,7 @@ func TestStaleCacheAcrossProcesses(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	org := h.bootstrap(t)
-	other, err := commands.New(commands.Config{Store: h.store, Pool: h.store.Pool(), LogKeys: "", TokenKeys: ""})
+	other, err := commands.New(commands.Config{Store: h.store, Pool: h.store.Pool(), LogKeys: eventstore.KeyDir(""), TokenKeys: eventstore.KeyDir("")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ type (
 	GenesisPayload            = ledger.GenesisPayload
 	KeyAddedPayload           = ledger.KeyAddedPayload
 	KeyDir                    = ledger.KeyDir
+	KeyStore                  = ledger.KeyStore
 	KeyInfo                   = ledger.KeyInfo
 	KeyPurpose                = ledger.KeyPurpose
 	KeyRevokedPayload         = ledger.KeyRevokedPayload

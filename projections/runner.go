@@ -368,11 +368,16 @@ func (r *Runner) applyBatch(ctx context.Context, p Projection, recs []eventstore
 	changed := int64(-1)
 	var todo []eventstore.Record
 	for _, rec := range recs {
-		if int64(rec.Position) <= max(dbPos, pos) || !folds(p, rec) {
-			continue // applied by another instance or a rebuild swap, or not this projection's
+		if int64(rec.Position) <= pos || !folds(p, rec) {
+			continue // applied already, or not this projection's
+		}
+		// Applied by another instance or a rebuild swap, or now: the projection changed either
+		// way (a control plane caching what it holds, as the authorizer its policy, reloads).
+		changed = int64(rec.Position)
+		if int64(rec.Position) <= dbPos {
+			continue
 		}
 		todo = append(todo, rec)
-		changed = int64(rec.Position)
 	}
 	if err := applyRecords(ctx, tx, p, b, gen, todo); err != nil {
 		return fmt.Errorf("projection %s: %w", name, err)

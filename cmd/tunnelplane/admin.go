@@ -107,7 +107,7 @@ func createUserToken(ctx context.Context, g *globals, org, subject string, role 
 		return err
 	}
 	defer h.Close()
-	svc, err := controlapp.NewService(h, g.dataDir, nil, 0, g.log)
+	svc, err := controlapp.NewService(h, nil, 0, g.log)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,7 @@ func TestAnalyticsReportCommands(t *testing.T) {
 func appendEvents(t *testing.T, u, dir, stream string, evs ...eventstore.EventData) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	h, err := controlapp.OpenLog(ctx, u, dir, 4, slog.New(slog.DiscardHandler))
+	h, err := controlapp.OpenLog(ctx, u, controlapp.Keys{DataDir: dir}, 4, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

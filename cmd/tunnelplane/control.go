@@ -67,7 +67,7 @@ func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second, envErrs),
 		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&o.SIEMKeyFile, "siem-key-file", envDefault("SIEM_KEY_FILE", ""),
-		"key SIEM sinks' secrets are sealed with, the same on every instance; made when missing (default <data-dir>/siem.key; env TUNNELPLANE_SIEM_KEY_FILE)")
+		"key SIEM sinks' secrets are sealed with, the same on every instance; made when missing (default <data-dir>/siem.key, or with --key-encryption-key-file the replicas' shared key; env TUNNELPLANE_SIEM_KEY_FILE)")
 	fs.BoolVar(&o.WebhookAllowPrivate, "webhook-allow-private", envBool("WEBHOOK_ALLOW_PRIVATE", envErrs),
 		"let webhook endpoints name and reach loopback, private and link-local addresses, refused by default since a webhook makes this process call where its creator says (SSRF); for tests and closed networks (env TUNNELPLANE_WEBHOOK_ALLOW_PRIVATE)")
 	fs.DurationVar(&o.GrantNoticeLead, "grant-notice-lead", envDuration("GRANT_NOTICE_LEAD", time.Hour, envErrs),
@@ -98,7 +98,7 @@ func startControlPlane(ctx context.Context, g *globals, cfg controlapp.Config) (
 	if err != nil {
 		return nil, err
 	}
-	cfg.DatabaseURL, cfg.DataDir, cfg.Logger, cfg.Version = srv.URL, g.dataDir, g.log, version
+	cfg.DatabaseURL, cfg.DataDir, cfg.KEKFile, cfg.Logger, cfg.Version = srv.URL, g.dataDir, g.kekFile, g.log, version
 	cp, err := controlapp.New(cfg)
 	if err != nil {
 		return nil, err

@@ -48,7 +48,7 @@ out. Check the bundle with verify-export.`,
 				return err
 			}
 			defer h.Close()
-			key, err := controlapp.LogKeyForInit(ctx, g.logKeys(), h.Pool)
+			key, err := controlapp.LogKeyForInit(ctx, h.LogKeys, h.Pool)
 			if err != nil {
 				return err
 			}

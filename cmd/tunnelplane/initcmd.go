@@ -30,7 +30,7 @@ func initLog(ctx context.Context, g *globals, verbose bool) error {
 	if err != nil {
 		return err
 	}
-	res, err := controlapp.InitLog(ctx, srv.URL, g.dataDir)
+	res, err := controlapp.InitLog(ctx, srv.URL, g.keys())
 	if err != nil {
 		return err
 	}
@@ -42,7 +42,7 @@ func initLog(ctx context.Context, g *globals, verbose bool) error {
 		fmt.Fprintf(g.stdout, "database:    %s (%s)\n", redactURL(srv.URL), srv.Source)
 		fmt.Fprintf(g.stdout, "schema:      version %d\n", res.SchemaVersion)
 		fmt.Fprintf(g.stdout, "log:         %s (%s)\n", res.Origin, state)
-		fmt.Fprintf(g.stdout, "log key:     %s in %s\n", res.KeyID, g.logKeys())
+		fmt.Fprintf(g.stdout, "log key:     %s in %s\n", res.KeyID, g.keys().Where())
 		fmt.Fprintf(g.stdout, "fingerprint: %s\n", res.Fingerprint)
 	}
 	return nil

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
 )
@@ -25,6 +24,7 @@ var version = "dev"
 type globals struct {
 	databaseURL string
 	dataDir     string
+	kekFile     string
 	logLevel    string
 	logFormat   string
 
@@ -99,6 +99,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		"PostgreSQL URL; empty: the local server at 127.0.0.1:5432, else a private cluster in the data dir")
 	pf.StringVar(&g.dataDir, "data-dir", envDefault("DATA_DIR", ".tunnelplane"),
 		"directory for keys and local state (env TUNNELPLANE_DATA_DIR)")
+	pf.StringVar(&g.kekFile, "key-encryption-key-file", envDefault("KEY_ENCRYPTION_KEY_FILE", ""),
+		"control plane: keep the signing keys in the database, sealed by this 32-byte key (hex); replicas given the same file share them (env TUNNELPLANE_KEY_ENCRYPTION_KEY_FILE)")
 	pf.StringVar(&g.logLevel, "log-level", envDefault("LOG_LEVEL", "info"), "debug, info, warn or error (env TUNNELPLANE_LOG_LEVEL)")
 	pf.StringVar(&g.logFormat, "log-format", envDefault("LOG_FORMAT", "text"), "text or json (env TUNNELPLANE_LOG_FORMAT)")
 
@@ -165,8 +167,10 @@ func (g *globals) setup() error {
 	return nil
 }
 
-// logKeys is where the control plane's log keys live.
-func (g *globals) logKeys() eventstore.KeyDir { return controlapp.LogKeys(g.dataDir) }
+// keys is where the control plane's private keys live.
+func (g *globals) keys() controlapp.Keys {
+	return controlapp.Keys{DataDir: g.dataDir, KEKFile: g.kekFile}
+}
 
 // openLog opens the log of the process's database and data dir (offline tools).
 func openLog(ctx context.Context, g *globals, maxConns int) (*controlapp.Log, error) {
@@ -174,7 +178,7 @@ func openLog(ctx context.Context, g *globals, maxConns int) (*controlapp.Log, er
 	if err != nil {
 		return nil, err
 	}
-	return controlapp.OpenLog(ctx, srv.URL, g.dataDir, maxConns, g.log)
+	return controlapp.OpenLog(ctx, srv.URL, g.keys(), maxConns, g.log)
 }
 
 // resolveDatabase finds PostgreSQL as internal/devdb describes, for a command that may go as far as

@@ -108,7 +108,7 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (*serveapp.App,
 		return nil, err
 	}
 	cc := o.cp
-	cc.DatabaseURL, cc.DataDir, cc.Version = srv.URL, g.dataDir, version
+	cc.DatabaseURL, cc.DataDir, cc.KEKFile, cc.Version = srv.URL, g.dataDir, g.kekFile, version
 	nc := nodeConfig(o.nodeName, o.nodeAddr, o.baseDomain, o.limits, o.maxViewLag, o.lagSample)
 	nc.TokenLeeway, nc.HealthAddr, nc.DrainTimeout = cc.TokenLeeway, o.healthAddr, o.drain
 	sv, err := serveapp.New(serveapp.Config{Control: cc, NATSHost: host, NATSPort: port, Node: nc,

@@ -236,7 +236,7 @@ func TestSIEMDeliveryThroughKillsAndRestarts(t *testing.T) {
 
 	// 100,000 events, written by a process of their own while the receivers and the control
 	// plane are killed.
-	log, err := controlapp.OpenLog(context.Background(), db, dataDir, 4, slog.New(slog.DiscardHandler))
+	log, err := controlapp.OpenLog(context.Background(), db, controlapp.Keys{DataDir: dataDir}, 4, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

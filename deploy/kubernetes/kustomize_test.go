@@ -446,16 +446,32 @@ func TestDisruptionBudgetsAndNetworkPolicies(t *testing.T) {
 	}
 }
 
-// The cluster: one control plane (its signing keys live in its data dir; README.md says why not
-// two), NATS on three servers routed to each other by name, the streams replicated on all three,
-// and the copies of deploy/nats's configuration the same as the originals.
+// The cluster: two control plane replicas sharing their keys (sealed in the database by a
+// key-encryption key both mount from one Secret, read-only), NATS on three servers routed to
+// each other by name, the streams replicated on all three, and the copies of deploy/nats's
+// configuration the same as the originals.
 func TestClusterShape(t *testing.T) {
 	t.Parallel()
 	objs := render(t, "overlays/cluster")
 	cmds := tunnelplaneCommands(t, objs)
-	control, _ := container(t, objs, cmds["control"])
-	if control.Kind != "StatefulSet" || control.Replicas != 1 {
-		t.Errorf("control: %s with %d replicas; the keys in its data dir allow one (README.md)", control.Kind, control.Replicas)
+	control, controlC := container(t, objs, cmds["control"])
+	if control.Kind != "StatefulSet" || control.Replicas != 2 {
+		t.Errorf("control: %s with %d replicas, want a StatefulSet of 2", control.Kind, control.Replicas)
+	}
+	kek := cmds["control"].Env["TUNNELPLANE_KEY_ENCRYPTION_KEY_FILE"]
+	mounted := false
+	for _, m := range controlC.VolumeMounts {
+		if kek == "" || !strings.HasPrefix(kek, m.MountPath+"/") {
+			continue
+		}
+		for _, v := range control.Pod.Spec.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "tunnelplane-control-keys" && m.ReadOnly {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("control: the key-encryption key %q is not a read-only mount of the Secret tunnelplane-control-keys", kek)
 	}
 	node, _ := container(t, objs, cmds["node"])
 	if node.Kind != "Deployment" {

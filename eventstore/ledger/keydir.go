@@ -11,6 +11,19 @@ import (
 	"strings"
 )
 
+// KeyStore keeps a purpose's private keys (the log's, the tokens'): a KeyDir in the data dir, or
+// a store every control plane replica shares (eventstore.SealedKeys). Load of an id it does not
+// hold fails with fs.ErrNotExist.
+type KeyStore interface {
+	Load(ctx context.Context, keyID string) (*SigningKey, error)
+	// CreateKey makes a fresh key and stores it.
+	CreateKey(ctx context.Context) (*SigningKey, error)
+	// KeyIDs lists the key ids stored, sorted.
+	KeyIDs(ctx context.Context) ([]string, error)
+	// String names the store in messages (a path, a table).
+	String() string
+}
+
 // KeyDir keeps private keys of one purpose as PEM files named after their key ids, mode 0600, in
 // a directory of mode 0700 (for the log key: <data dir>/keys/log). Old keys stay after a rotation
 // so that a process that missed it can still find the key in force.
@@ -43,6 +56,15 @@ func (d KeyDir) Create() (*SigningKey, error) {
 	}
 	return k, nil
 }
+
+// CreateKey implements KeyStore (Create).
+func (d KeyDir) CreateKey(context.Context) (*SigningKey, error) { return d.Create() }
+
+// KeyIDs implements KeyStore (IDs).
+func (d KeyDir) KeyIDs(context.Context) ([]string, error) { return d.IDs() }
+
+// String implements KeyStore: the directory.
+func (d KeyDir) String() string { return string(d) }
 
 // IDs lists the key ids stored, sorted.
 func (d KeyDir) IDs() ([]string, error) {

@@ -52,6 +52,9 @@ func NewSigningKeyFromSeed(seed []byte) (*SigningKey, error) {
 	return &SigningKey{id: KeyID(pub), priv: priv, pub: pub}, nil
 }
 
+// Seed is the key's RFC 8032 seed (a copy): the private key, for a key store that seals it.
+func (k *SigningKey) Seed() []byte { return append([]byte(nil), k.priv.Seed()...) }
+
 // ID is the key id stored next to every signature it makes.
 func (k *SigningKey) ID() string { return k.id }
 

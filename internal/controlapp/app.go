@@ -81,7 +81,7 @@ func (a *App) Start(ctx context.Context) error {
 
 func (a *App) start(ctx, runCtx context.Context) (err error) {
 	cfg := a.cfg
-	if a.Log, err = OpenLog(ctx, cfg.DatabaseURL, cfg.DataDir, cfg.DBMaxConns, a.log); err != nil {
+	if a.Log, err = OpenLog(ctx, cfg.DatabaseURL, cfg.Keys(), cfg.DBMaxConns, a.log); err != nil {
 		return err
 	}
 	if a.Runner, err = projections.New(projections.Config{Store: a.Log.Store, Projections: projections.All(), Logger: a.log, Registerer: cfg.Registry}); err != nil {
@@ -90,10 +90,10 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err = a.Runner.Start(runCtx); err != nil {
 		return err
 	}
-	if a.Service, err = NewService(a.Log, cfg.DataDir, a.Runner, cfg.AuditFlushInterval, a.log); err != nil {
+	if a.Service, err = NewService(a.Log, a.Runner, cfg.AuditFlushInterval, a.log); err != nil {
 		return err
 	}
-	if _, err = a.Service.EnsureTokenKey(ctx); err != nil {
+	if err = a.Log.underInitLock(ctx, func() error { _, err := a.Service.EnsureTokenKey(ctx); return err }); err != nil {
 		return err
 	}
 	a.Service.Start(runCtx)
@@ -109,12 +109,12 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err = a.Notice.Start(runCtx); err != nil {
 		return err
 	}
-	secrets, err := siem.LoadSecrets(cfg.SIEMKeyFile)
+	secrets, err := a.siemSecrets(runCtx, cfg)
 	if err != nil {
 		return err
 	}
 	queries := readmodels.New(a.Log.Pool)
-	logKeys, pool := LogKeys(cfg.DataDir), a.Log.Pool
+	logKeys, pool := a.Log.LogKeys, a.Log.Pool
 	if a.Exports, err = exportjobs.New(exportjobs.Config{Dir: filepath.Join(cfg.DataDir, "exports"), Pool: pool, Log: a.Log.Store, Logger: a.log, Personal: a.Log.Personal,
 		Key: func(ctx context.Context) (*eventstore.SigningKey, error) { return LogKeyForInit(ctx, logKeys, pool) }}); err != nil {
 		return err
@@ -218,8 +218,8 @@ func (a *App) rememberCheckpoints(ctx context.Context) {
 
 // NewService builds the write side over a log. Without a runner (offline tools) the RBAC policy
 // is reloaded on every denial.
-func NewService(h *Log, dataDir string, runner *projections.Runner, auditFlush time.Duration, log *slog.Logger) (*commands.Service, error) {
-	cfg := commands.Config{Store: h.Store, Pool: h.Pool, LogKeys: LogKeys(dataDir), TokenKeys: TokenKeys(dataDir), Logger: log, AuditFlushInterval: auditFlush}
+func NewService(h *Log, runner *projections.Runner, auditFlush time.Duration, log *slog.Logger) (*commands.Service, error) {
+	cfg := commands.Config{Store: h.Store, Pool: h.Pool, LogKeys: h.LogKeys, TokenKeys: h.TokenKeys, Logger: log, AuditFlushInterval: auditFlush}
 	if h.Personal != nil {
 		cfg.Subjects, cfg.Sealing = h.Personal, h.Personal
 	}

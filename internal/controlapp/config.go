@@ -25,12 +25,18 @@ const (
 	DefaultDBMaxConns = 20
 )
 
+// Keys is where the control plane's private keys live.
+func (c Config) Keys() Keys { return Keys{DataDir: c.DataDir, KEKFile: c.KEKFile} }
+
 // Config configures a control plane. Zero values take the defaults.
 type Config struct {
 	// DatabaseURL is the PostgreSQL server holding the log (required; the caller resolves it).
 	DatabaseURL string
-	// DataDir holds the log and token signing keys (<DataDir>/keys/log, keys/token).
+	// DataDir holds the log and token signing keys (<DataDir>/keys/log, keys/token), unless
+	// KEKFile is set: the keys are then in the database, sealed by the key-encryption key in
+	// that file, shared by every replica given the same (see Keys).
 	DataDir string
+	KEKFile string
 	// APIAddr is where the admin API listens (host:port; port 0 picks one). Ignored when
 	// Listener is set.
 	APIAddr string
@@ -61,7 +67,8 @@ type Config struct {
 	// (wire.Names). Default "": the names of the default installation.
 	Cluster string
 	// SIEMKeyFile holds the key SIEM sinks' secrets are sealed with (64 hex digits; made when
-	// missing). Default <DataDir>/siem.key. Every instance of a cluster needs the same key.
+	// missing). Default <DataDir>/siem.key, or with KEKFile the replicas' shared key in the
+	// database. Every instance of a cluster needs the same key.
 	SIEMKeyFile string
 	// Version is the build's, named in what the control plane sends SIEMs. Default "dev".
 	Version string
@@ -151,7 +158,8 @@ func (c *Config) applyDefaults() {
 	if c.GrantNoticeLead == 0 {
 		c.GrantNoticeLead = time.Hour
 	}
-	if c.SIEMKeyFile == "" {
+	if c.SIEMKeyFile == "" && c.KEKFile == "" {
+		// With shared keys (KEKFile) and no file named, the key is the replicas' shared one.
 		c.SIEMKeyFile = filepath.Join(c.DataDir, "siem.key")
 	}
 	if c.Registry == nil {

@@ -46,8 +46,8 @@ type InitResult struct {
 }
 
 // InitLog migrates the database at url and makes sure the log has its genesis record, signed
-// with the log key of dataDir (harmless to repeat).
-func InitLog(ctx context.Context, url, dataDir string) (InitResult, error) {
+// with the log key of keys (harmless to repeat).
+func InitLog(ctx context.Context, url string, keys Keys) (InitResult, error) {
 	if err := migrations.Up(ctx, url); err != nil {
 		return InitResult{}, err
 	}
@@ -60,20 +60,54 @@ func InitLog(ctx context.Context, url, dataDir string) (InitResult, error) {
 		return InitResult{}, err
 	}
 	defer pool.Close()
-	key, err := LogKeyForInit(ctx, LogKeys(dataDir), pool)
+	logKeys, _, _, err := keys.stores(ctx, pool, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return InitResult{}, err
 	}
-	res, err := eventstore.Init(ctx, pool, key, time.Now())
+	res, _, err := initLog(ctx, pool, logKeys)
 	if err != nil {
 		return InitResult{}, err
 	}
 	return InitResult{SchemaVersion: st.Version, InitResult: res}, nil
 }
 
+// initLogLock is the advisory lock around choosing the log key and writing the genesis record:
+// replicas starting together on an empty database agree on one key.
+const initLogLock = 0x74704c6f67496e69 // "tpLogIni"
+
+// initLog makes sure the log has its genesis record and returns the key in force.
+func initLog(ctx context.Context, pool *pgxpool.Pool, keys eventstore.KeyStore) (res eventstore.InitResult, key *eventstore.SigningKey, err error) {
+	err = underInitLock(ctx, pool, func() error {
+		if key, err = LogKeyForInit(ctx, keys, pool); err == nil {
+			res, err = eventstore.Init(ctx, pool, key, time.Now())
+		}
+		return err
+	})
+	return res, key, err
+}
+
+// underInitLock runs f holding the advisory lock of the log's setup (its key, the genesis
+// record, the first token key): replicas starting together agree on one of each.
+func underInitLock(ctx context.Context, pool *pgxpool.Pool, f func() error) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(initLogLock)); err != nil {
+		return err
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(initLogLock))
+	return f()
+}
+
+func (h *Log) underInitLock(ctx context.Context, f func() error) error {
+	return underInitLock(ctx, h.Pool, f)
+}
+
 // LogKeyForInit picks the key for the log: the one in force for an existing log, the only key in
 // keys for a new one, or a fresh key.
-func LogKeyForInit(ctx context.Context, keys eventstore.KeyDir, pool *pgxpool.Pool) (*eventstore.SigningKey, error) {
+func LogKeyForInit(ctx context.Context, keys eventstore.KeyStore, pool *pgxpool.Pool) (*eventstore.SigningKey, error) {
 	inForce, err := eventstore.LogKeyID(ctx, pool)
 	if err != nil {
 		return nil, err
@@ -81,19 +115,19 @@ func LogKeyForInit(ctx context.Context, keys eventstore.KeyDir, pool *pgxpool.Po
 	if inForce != "" {
 		k, err := keys.Load(ctx, inForce)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: the log's key in force is %s but %s does not hold it: give the --data-dir this log was started with; "+
+			return nil, fmt.Errorf("%w: the log's key in force is %s but %s does not hold it: give the --data-dir (or --key-encryption-key-file) this log was started with; "+
 				"to start over with a new log instead, drop this one with `tunnelplane db reset` (it asks first) or use another --database-url",
 				eventstore.ErrKeyMismatch, inForce, keys)
 		}
 		return k, err
 	}
-	ids, err := keys.IDs()
+	ids, err := keys.KeyIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	switch len(ids) {
 	case 0:
-		return keys.Create()
+		return keys.CreateKey(ctx)
 	case 1:
 		return keys.Load(ctx, ids[0])
 	default:
@@ -107,6 +141,8 @@ type Log struct {
 	URL   string
 	Pool  *pgxpool.Pool
 	Store *eventstore.Store
+	// LogKeys and TokenKeys hold the private keys (Keys says where).
+	LogKeys, TokenKeys eventstore.KeyStore
 	// Personal seals personal data before the store signs it, opens it for readers and erases
 	// subjects (its KEK is SubjectKEK of the data dir).
 	Personal *pii.Keyring
@@ -125,9 +161,9 @@ func (h *Log) Close() {
 }
 
 // OpenLog applies migrations to the database at url, refuses a log that does not extend the
-// checkpoint dataDir remembers (CheckpointFile), makes sure the log has its genesis record (as
-// InitLog does) and starts a store that signs with the log key of dataDir.
-func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.Logger) (*Log, error) {
+// checkpoint the data dir remembers (CheckpointFile), makes sure the log has its genesis record
+// (as InitLog does) and starts a store that signs with the log key of keys.
+func OpenLog(ctx context.Context, url string, keys Keys, maxConns int, log *slog.Logger) (*Log, error) {
 	if err := migrations.Up(ctx, url); err != nil {
 		return nil, err
 	}
@@ -136,24 +172,24 @@ func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.L
 		return nil, err
 	}
 	h := &Log{URL: url, Pool: pool}
-	keys := LogKeys(dataDir)
-	h.memory, err = checkRemembered(ctx, pool, CheckpointFile(dataDir), log)
+	h.memory, err = checkRemembered(ctx, pool, CheckpointFile(keys.DataDir), log)
+	var subjects *pii.FileKEK
+	if err == nil {
+		h.LogKeys, h.TokenKeys, subjects, err = keys.stores(ctx, pool, log)
+	}
 	var key *eventstore.SigningKey
 	if err == nil {
-		key, err = LogKeyForInit(ctx, keys, pool)
-	}
-	if err == nil {
-		_, err = eventstore.Init(ctx, pool, key, time.Now())
+		_, key, err = initLog(ctx, pool, h.LogKeys)
 	}
 	var reg *eventstore.Registry
 	if err == nil {
 		reg, err = DomainRegistry()
 	}
 	if err == nil {
-		h.Personal, err = OpenKeyring(dataDir, pool)
+		h.Personal, err = pii.New(pii.Config{Pool: pool, KEK: subjects})
 	}
 	if err == nil {
-		h.Store, err = eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: keys.Load, Registry: reg, Logger: log, Seal: h.Personal.SealEvent})
+		h.Store, err = eventstore.New(eventstore.Config{Pool: pool, Key: key, KeySource: h.LogKeys.Load, Registry: reg, Logger: log, Seal: h.Personal.SealEvent})
 	}
 	if err == nil {
 		err = h.Store.Start(ctx)
@@ -163,15 +199,6 @@ func OpenLog(ctx context.Context, url, dataDir string, maxConns int, log *slog.L
 		return nil, err
 	}
 	return h, nil
-}
-
-// OpenKeyring is the subjects' keyring of a data dir's KEK (made when missing) over pool.
-func OpenKeyring(dataDir string, pool *pgxpool.Pool) (*pii.Keyring, error) {
-	kek, err := pii.LoadKEKFile(SubjectKEK(dataDir))
-	if err != nil {
-		return nil, err
-	}
-	return pii.New(pii.Config{Pool: pool, KEK: kek})
 }
 
 // RememberCheckpoint writes the log's newest checkpoint to the data dir (CheckpointFile) when it

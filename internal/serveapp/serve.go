@@ -94,7 +94,7 @@ func (a *App) start(ctx context.Context) (err error) {
 		return err
 	}
 	a.stop = append(a.stop, func(context.Context) { lock.Release() })
-	if _, err := controlapp.InitLog(ctx, cfg.Control.DatabaseURL, cfg.Control.DataDir); err != nil {
+	if _, err := controlapp.InitLog(ctx, cfg.Control.DatabaseURL, cfg.Control.Keys()); err != nil {
 		return err
 	}
 	port := cfg.NATSPort

@@ -415,7 +415,7 @@ var schemas = map[string]schema{
 		"approvers": schema{"type": "array", "items": str("")}, "grant_id": strf("uuid", ""), "denied_by": str(""), "denial": str(""),
 		"requested_at": strf("date-time", ""), "decided_at": strf("date-time", ""), "position": integer(""),
 	}),
-	"OIDCSettings": object([]string{"issuer", "client_id"}, schema{"issuer": str("OIDC issuer URL"), "client_id": str("the client id to use at the provider")}),
+	"OIDCSettings":   object([]string{"issuer", "client_id"}, schema{"issuer": str("OIDC issuer URL"), "client_id": str("the client id to use at the provider")}),
 	"OIDCLoginInput": object([]string{"id_token"}, schema{"id_token": str("an ID token the provider issued to client_id, at most 16 KiB")}),
 	"OIDCLogin": object([]string{"token", "token_type", "expires_at", "user_id", "position"}, schema{"token": str("the user token (shown once)"),
 		"token_type": schema{"type": "string", "const": "Bearer"}, "expires_at": strf("date-time", ""),

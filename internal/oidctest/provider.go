@@ -330,20 +330,22 @@ func (k publicKey) Key() any                           { return &k.s.key.PublicK
 // client is a public native client allowed the device flow.
 type client struct{ id string }
 
-func (c client) GetID() string                         { return c.id }
-func (c client) RedirectURIs() []string                { return nil }
-func (c client) PostLogoutRedirectURIs() []string      { return nil }
-func (c client) ApplicationType() op.ApplicationType   { return op.ApplicationTypeNative }
-func (c client) AuthMethod() oidc.AuthMethod           { return oidc.AuthMethodNone }
-func (c client) ResponseTypes() []oidc.ResponseType    { return []oidc.ResponseType{oidc.ResponseTypeCode} }
-func (c client) GrantTypes() []oidc.GrantType          { return []oidc.GrantType{oidc.GrantTypeDeviceCode} }
-func (c client) LoginURL(string) string                { return "" }
-func (c client) AccessTokenType() op.AccessTokenType   { return op.AccessTokenTypeBearer }
-func (c client) IDTokenLifetime() time.Duration        { return 5 * time.Minute }
-func (c client) DevMode() bool                         { return false }
-func (c client) IsScopeAllowed(string) bool            { return true }
-func (c client) IDTokenUserinfoClaimsAssertion() bool  { return true }
-func (c client) ClockSkew() time.Duration              { return 0 }
+func (c client) GetID() string                       { return c.id }
+func (c client) RedirectURIs() []string              { return nil }
+func (c client) PostLogoutRedirectURIs() []string    { return nil }
+func (c client) ApplicationType() op.ApplicationType { return op.ApplicationTypeNative }
+func (c client) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodNone }
+func (c client) ResponseTypes() []oidc.ResponseType {
+	return []oidc.ResponseType{oidc.ResponseTypeCode}
+}
+func (c client) GrantTypes() []oidc.GrantType         { return []oidc.GrantType{oidc.GrantTypeDeviceCode} }
+func (c client) LoginURL(string) string               { return "" }
+func (c client) AccessTokenType() op.AccessTokenType  { return op.AccessTokenTypeBearer }
+func (c client) IDTokenLifetime() time.Duration       { return 5 * time.Minute }
+func (c client) DevMode() bool                        { return false }
+func (c client) IsScopeAllowed(string) bool           { return true }
+func (c client) IDTokenUserinfoClaimsAssertion() bool { return true }
+func (c client) ClockSkew() time.Duration             { return 0 }
 func (c client) RestrictAdditionalIdTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
 }

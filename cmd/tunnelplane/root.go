@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
+	"github.com/tunnelplane/tunnelplane/internal/login"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -25,6 +26,7 @@ var version = "dev"
 type globals struct {
 	databaseURL string
 	dataDir     string
+	configDir   string // the user's tunnelplane settings: stored logins
 	logLevel    string
 	logFormat   string
 
@@ -99,6 +101,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		"PostgreSQL URL; empty: the local server at 127.0.0.1:5432, else a private cluster in the data dir")
 	pf.StringVar(&g.dataDir, "data-dir", envDefault("DATA_DIR", ".tunnelplane"),
 		"directory for keys and local state (env TUNNELPLANE_DATA_DIR)")
+	defConfig, _ := login.DefaultDir() // none without a home directory: login says so
+	pf.StringVar(&g.configDir, "config-dir", envDefault("CONFIG_DIR", defConfig),
+		"directory for the user's stored logins of tunnelplane login (env TUNNELPLANE_CONFIG_DIR)")
 	pf.StringVar(&g.logLevel, "log-level", envDefault("LOG_LEVEL", "info"), "debug, info, warn or error (env TUNNELPLANE_LOG_LEVEL)")
 	pf.StringVar(&g.logFormat, "log-format", envDefault("LOG_FORMAT", "text"), "text or json (env TUNNELPLANE_LOG_FORMAT)")
 
@@ -120,6 +125,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newProjectionsCommand(g),
 		newServeCommand(g),
 		newConnectCommand(g),
+		newLoginCommand(g),
 		newNodeCommand(g),
 		newBenchChildCommand(g),
 	)

@@ -42,7 +42,9 @@ func loginAs(t *testing.T, control, cfgDir, action string) (int, *syncBuffer, *s
 	t.Helper()
 	var out, errb syncBuffer
 	exit := make(chan int, 1)
-	go func() { exit <- runIO([]string{"login", "--control", control, "--config-dir", cfgDir}, strings.NewReader(""), &out, &errb) }()
+	go func() {
+		exit <- runIO([]string{"login", "--control", control, "--config-dir", cfgDir}, strings.NewReader(""), &out, &errb)
+	}()
 	var m []string
 	poll.Until(t, 10*time.Second, "the CLI printing the code", func() bool { m = promptLine.FindStringSubmatch(out.String()); return m != nil })
 	res, err := http.PostForm(m[1], url.Values{"user_code": {m[2]}, "username": {"alice"}, "action": {action}})

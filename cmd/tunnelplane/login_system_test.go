@@ -3,44 +3,25 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/logbuf"
 	"github.com/tunnelplane/tunnelplane/internal/oidctest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
-// syncBuffer is an output the test reads while the command still writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // loginAs runs tunnelplane login and answers at the provider's page it names, as alice would.
-func loginAs(t *testing.T, control, cfgDir, action string) (int, *syncBuffer, *syncBuffer) {
+func loginAs(t *testing.T, control, cfgDir, action string) (int, *logbuf.Buffer, *logbuf.Buffer) {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb logbuf.Buffer
 	exit := make(chan int, 1)
 	go func() {
 		exit <- runIO([]string{"login", "--control", control, "--config-dir", cfgDir}, strings.NewReader(""), &out, &errb)
@@ -134,17 +115,7 @@ func TestSystemLoginThroughOIDCProvider(t *testing.T) {
 	// A grant to the provider's group lets the user call the tunnel.
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
-	call := func() int {
-		req, _ := http.NewRequest(http.MethodGet, sv.Node.URL+"/t/llm.demo/api/tags", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	call := func() int { return callDemoTunnel(t, client, sv.Node.URL, tok) }
 	if s := call(); s != http.StatusNotFound {
 		t.Fatalf("before the group grant: %d", s)
 	}

@@ -2,6 +2,7 @@ package oidcauth_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -126,4 +127,28 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%+v accepted", c)
 		}
 	}
+}
+
+// Whatever a caller sends as an ID token is refused (or the provider is unavailable), without a
+// panic and without the error quoting it.
+func FuzzVerifyHostileTokens(f *testing.F) {
+	payload := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	const iss = "http://127.0.0.1:1"
+	for _, s := range []string{"", "a.b.c", "eyJhbGciOiJSUzI1NiJ9." + payload(`{"iss":"`+iss+`","aud":"tunnelplane-cli"}`) + ".sig",
+		"x." + payload(`{"iss":"`+iss+`","aud":["x","tunnelplane-cli"],"groups":{"a":1}}`) + ".y", "x." + payload(`{"aud":7}`) + ".y"} {
+		f.Add(s)
+	}
+	v, err := oidcauth.New(oidcauth.Config{Issuer: iss, ClientID: cli})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		_, err := v.Verify(context.Background(), raw)
+		if !errors.Is(err, oidcauth.ErrRefused) && !errors.Is(err, oidcauth.ErrUnavailable) {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		if len(raw) >= 12 && strings.Contains(err.Error(), raw) {
+			t.Fatalf("the error quotes the token: %v", err)
+		}
+	})
 }

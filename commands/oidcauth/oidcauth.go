@@ -165,6 +165,7 @@ type claims struct {
 	NotBefore         *float64        `json:"nbf"`
 	Issuer            string          `json:"iss"`
 	Audience          json.RawMessage `json:"aud"`
+	AuthorizedParty   string          `json:"azp"`
 }
 
 func refused(format string, args ...any) error {
@@ -188,6 +189,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	}
 	if !audienceHas(pre.Audience, v.cfg.ClientID) {
 		return Identity{}, refused("it was issued to another client than this control plane's (aud)")
+	}
+	// OIDC Core 3.1.3.7: with azp, the token was issued to that party; it must be ours.
+	if pre.AuthorizedParty != "" && pre.AuthorizedParty != v.cfg.ClientID {
+		return Identity{}, refused("it was issued to another client than this control plane's (azp)")
 	}
 	iv, err := v.idTokenVerifier(ctx, false)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/oidctest"
 	"github.com/tunnelplane/tunnelplane/projections"
 )
 
@@ -30,7 +31,8 @@ type matrixCase struct {
 // projections, platform roles and audit) are for superadmins only.
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withAnalyticsReports)
+	idp := oidctest.Start(t, oidctest.Options{Users: []oidctest.User{{Subject: "u-1", Username: "alice"}}})
+	e := newEnv(t, withAnalyticsReports, withOIDC(t, idp.Issuer))
 	root := e.superadmin()
 	orgs := map[string]string{"acme": e.createOrg(root, "acme", "owner-of-acme"), "globex": e.createOrg(root, "globex", "owner-of-globex")}
 	roles := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor, domain.RoleViewer, domain.RoleAuditor}
@@ -343,6 +345,14 @@ func TestAuthorizationMatrix(t *testing.T) {
 			method, path, body := c.req("")
 			check(c.name, subject, "-", want, method, path, body)
 		}
+	}
+
+	// Logging in is public: a bearer token changes nothing, and the ID token alone decides.
+	foreign := oidctest.Start(t, oidctest.Options{Users: []oidctest.User{{Subject: "u-1", Username: "alice"}}})
+	for _, subject := range append(who, "no token") {
+		check("oidc settings", subject, "-", 200, "GET", "/api/v1/auth/oidc", nil)
+		check("oidc login", subject, "-", 200, "POST", "/api/v1/auth/oidc/token", api.OIDCLoginInput{IDToken: idp.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)})
+		check("oidc login, foreign token", subject, "-", 401, "POST", "/api/v1/auth/oidc/token", api.OIDCLoginInput{IDToken: foreign.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)})
 	}
 
 	// The notifications feed is everyone's own: every authenticated subject opens theirs (it

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/compliance/reach"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -211,6 +212,11 @@ type Config struct {
 	// must carry JWTIssuer as iss and token.AudienceAPI as aud.
 	JWKSURL, JWKSFile string
 	JWTIssuer         string
+	// OIDC, when set, lets users log in interactively: ID tokens of its provider are exchanged
+	// for user tokens (POST /api/v1/auth/oidc/token) valid for LoginTTL (default
+	// DefaultLoginTTL, at most commands.MaxLoginTTL).
+	OIDC     *oidcauth.Verifier
+	LoginTTL time.Duration
 	// JWKSRefresh is how often a JWKS URL is fetched again. Default 10m.
 	JWKSRefresh time.Duration
 	// KeyRefresh is how often the token keys are re-read from the log (to see revocations made by
@@ -271,6 +277,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("api config: %s %s is negative", name, d))
 		}
 	}
+	if c.LoginTTL < 0 || c.LoginTTL > commands.MaxLoginTTL {
+		errs = append(errs, fmt.Errorf("api config: LoginTTL %s is not within 0..%s", c.LoginTTL, commands.MaxLoginTTL))
+	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("api config: MaxBodyBytes %d is negative", c.MaxBodyBytes))
 	}
@@ -298,6 +307,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JWKSRefresh == 0 {
 		c.JWKSRefresh = DefaultJWKSRefresh
+	}
+	if c.LoginTTL == 0 {
+		c.LoginTTL = DefaultLoginTTL
 	}
 	if c.KeyRefresh == 0 {
 		c.KeyRefresh = DefaultKeyRefresh

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
@@ -140,7 +141,7 @@ func classify(err error) classified {
 		return classified{status: http.StatusServiceUnavailable, slug: "log-record-past-head",
 			detail: "the log has a record past its head, so no write can be appended; an operator must run `tunnelplane verify` and remove it", internal: true}
 	case errors.Is(err, eventstore.ErrUnavailable), errors.Is(err, eventstore.ErrClosed), errors.Is(err, eventstore.ErrOutcomeUnknown),
-		errors.Is(err, commands.ErrNoTokenKey), errors.Is(err, commands.ErrNoEraser), errors.Is(err, eventstore.ErrSeal), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		errors.Is(err, commands.ErrNoTokenKey), errors.Is(err, commands.ErrNoEraser), errors.Is(err, eventstore.ErrSeal), errors.Is(err, oidcauth.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return classified{status: http.StatusServiceUnavailable, slug: "unavailable",
 			detail: "the control plane cannot serve this request right now; retry later", internal: true}
 	case errors.As(err, &he):

@@ -36,6 +36,7 @@ type Server struct {
 	live atomic.Pointer[LiveNodes]
 
 	forecasts chan struct{} // a slot per forecast running (maxForecastsAtOnce)
+	logins    chan struct{} // a slot per ID token being verified (maxLoginsAtOnce)
 	feeds     feeds         // notification feeds open, per user
 	// feedsCtx ends every notification feed (CloseStreams): a graceful HTTP shutdown would
 	// otherwise wait for feeds that never end by themselves.
@@ -51,7 +52,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, routes: map[string]bool{}, forecasts: make(chan struct{}, maxForecastsAtOnce)}
+	s := &Server{cfg: cfg, log: cfg.Logger, routes: map[string]bool{}, forecasts: make(chan struct{}, maxForecastsAtOnce),
+		logins: make(chan struct{}, maxLoginsAtOnce)}
 	s.feedsCtx, s.closeFeeds = context.WithCancel(context.Background())
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tunnelplane_http_requests_total",
 		Help: "HTTP requests of the admin API by method, route template and status code."}, []string{"method", "route", "code"})
@@ -206,6 +208,11 @@ func (s *Server) register() {
 	// token) read the log's description; nothing in it is secret.
 	s.route(http.MethodGet, "/api/v1/log", s.logInfo, false)
 	s.route(http.MethodGet, "/api/v1/keys", s.listKeys, true)
+
+	// Public: logging in is how a user gets a token. The exchange verifies the provider's ID
+	// token itself.
+	s.route(http.MethodGet, "/api/v1/auth/oidc", s.oidcSettings, false)
+	s.route(http.MethodPost, "/api/v1/auth/oidc/token", s.oidcLogin, false)
 	s.route(http.MethodPost, "/api/v1/keys/rotations", s.rotateKey, true)
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)

@@ -55,6 +55,8 @@ const (
 	TypeIngestRejected  = "audit.ingest_rejected"
 	TypeAuditOverflowed = "audit.overflowed"
 
+	TypeUserLoggedIn = "user.logged_in"
+
 	TypeAgentConnected    = "agent.connected"
 	TypeAgentDisconnected = "agent.disconnected"
 	TypeAgentReplaced     = "agent.replaced"
@@ -138,6 +140,7 @@ func EventTypes() []EventType {
 		TypeReportScheduleCreated, TypeReportScheduleUpdated, TypeReportSchedulePaused, TypeReportScheduleResumed, TypeReportScheduleDeleted,
 		TypeCapacityForecastExceeded,
 		TypeTunnelAccessLogSet, TypeAccessCallsRecorded,
+		TypeUserLoggedIn,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -315,6 +318,8 @@ func New(typ string) (Event, error) {
 		e = &TunnelAccessLogSet{}
 	case TypeAccessCallsRecorded:
 		e = &AccessCallsRecorded{}
+	case TypeUserLoggedIn:
+		e = &UserLoggedIn{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

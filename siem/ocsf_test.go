@@ -131,6 +131,8 @@ func samples() map[string]any {
 			{At: at, OrgID: org, TunnelID: tun, CallerKind: domain.CallerAccessKey, CallerID: uuid.NewString(), Method: "GET", Route: "/v1/models", Status: 403, BytesOut: 300, DurationUS: 90}}},
 		domain.TypeReportGenerated: domain.ReportGenerated{ReportID: uuid.NewString(), Report: "soc2", OrgID: org, From: "2026-01-01T00:00:00Z",
 			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
+		domain.TypeUserLoggedIn: domain.UserLoggedIn{UserID: "oidc-0123456789abcdef:alice", Issuer: "https://idp.example", Method: domain.LoginMethodOIDC,
+			Groups: []string{"ml-team"}, TokenID: uuid.NewString(), ExpiresAt: at.Add(time.Hour)},
 		domain.TypeSubjectErased: domain.SubjectErased{Subject: "vic", KeysDestroyed: 2, Reason: "GDPR art. 17 request"},
 		domain.TypeWebhookEndpointCreated: domain.WebhookEndpointCreated{EndpointID: uuid.NewString(), OrgID: org, Name: "chatops", URL: "https://hooks.example/tp",
 			Types: []string{domain.TypeAccessRequested}, Secret: "sealed:v1:abc"},

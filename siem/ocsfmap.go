@@ -226,6 +226,18 @@ var ocsfMappings = map[string]ocsfMapping{
 				o.srcEnd = ep
 			}
 		}},
+	domain.TypeUserLoggedIn: {class: classAuthentication, activity: 1, activityName: "Logon", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.UserLoggedIn)
+			return e.UserID + " logged in through " + e.Issuer
+		},
+		fill: func(d decoded, o *ocsfEvent) {
+			e := d.event.(*domain.UserLoggedIn)
+			o.user.kind, o.user.v = userUID, e.UserID
+			o.service = some("tunnelplane")
+			o.status(statusSuccess, "")
+			o.srcEndpoint(d)
+		}},
 	domain.TypeAccessDenied: {class: classAPIActivity, activity: activityOther, activityName: "Denied", severity: sevLow,
 		message: func(d decoded) string {
 			e := d.event.(*domain.AccessDenied)

@@ -384,6 +384,18 @@ var refMappings = map[string]refMapping{
 				o["src_endpoint"] = ep
 			}
 		}},
+	domain.TypeUserLoggedIn: {class: classAuthentication, activity: 1, activityName: "Logon", severity: sevInformational,
+		message: func(d decoded) string {
+			e := d.event.(*domain.UserLoggedIn)
+			return e.UserID + " logged in through " + e.Issuer
+		},
+		fill: func(d decoded, o refEvent) {
+			e := d.event.(*domain.UserLoggedIn)
+			o["user"] = map[string]any{"uid": e.UserID}
+			o["service"] = map[string]any{"name": "tunnelplane"}
+			o.status(statusSuccess, "")
+			o.srcEndpoint(d)
+		}},
 	domain.TypeAccessDenied: {class: classAPIActivity, activity: activityOther, activityName: "Denied", severity: sevLow,
 		message: func(d decoded) string {
 			e := d.event.(*domain.AccessDenied)

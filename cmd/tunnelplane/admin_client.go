@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/login"
 	"github.com/tunnelplane/tunnelplane/webhooks"
 )
 
@@ -49,10 +50,27 @@ func (e *problemError) Error() string {
 	return b.String()
 }
 
+// resolveToken takes the token of --token or TUNNELPLANE_TOKEN, else the one `tunnelplane login`
+// stored for this control plane.
+func (a *adminClient) resolveToken() error {
+	if a.token != "" {
+		return nil
+	}
+	c, ok, err := login.Load(a.g.configDir, a.baseURL)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("no token: pass --token, set TUNNELPLANE_TOKEN or run `tunnelplane login` (bootstrap one with `tunnelplane admin token create`)")
+	}
+	a.token = c.Token
+	return nil
+}
+
 // call sends one request and returns the response body of a 2xx answer.
 func (a *adminClient) call(ctx context.Context, method, path string, q url.Values, body any, headers ...string) ([]byte, error) {
-	if a.token == "" {
-		return nil, errors.New("no token: pass --token or set TUNNELPLANE_TOKEN (bootstrap one with `tunnelplane admin token create`)")
+	if err := a.resolveToken(); err != nil {
+		return nil, err
 	}
 	base, err := url.Parse(a.baseURL)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {

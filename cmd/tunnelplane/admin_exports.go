@@ -175,8 +175,8 @@ func (a *adminClient) waitExport(ctx context.Context, id string) (exportjobs.Job
 // downloadExport streams a bundle to out (through a temporary file, renamed once its SHA-256 is
 // the one the control plane states).
 func (a *adminClient) downloadExport(ctx context.Context, id, out string) error {
-	if a.token == "" {
-		return fmt.Errorf("no token: pass --token or set TUNNELPLANE_TOKEN")
+	if err := a.resolveToken(); err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(a.baseURL, "/")+"/api/v1/exports/"+url.PathEscape(id)+"/bundle", nil)
 	if err != nil {

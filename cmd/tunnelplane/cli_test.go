@@ -117,6 +117,10 @@ func TestBadFlagValues(t *testing.T) {
 		{"verify", "--log-format", "xml"},
 		{"verify", "--data-dir", ""},
 		{"migrate", "down", "zero"},
+		{"control", "--oidc-issuer", "https://idp.example"},
+		{"control", "--oidc-issuer", "idp.example", "--oidc-client-id", "tunnelplane-cli"},
+		{"control", "--oidc-issuer", "https://idp.example", "--oidc-client-id", "tunnelplane-cli", "--login-ttl", "48h"},
+		{"login", "--control", "ftp://cp.example", "--config-dir", "/nonexistent"},
 	} {
 		r := tp(t, args...)
 		if r.code == 0 || r.stderr == "" {

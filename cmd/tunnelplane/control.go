@@ -63,6 +63,12 @@ func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
 	fs.StringVar(&o.JWKSURL, "jwks-url", envDefault("JWKS_URL", ""), "identity provider JWKS URL for user tokens (env TUNNELPLANE_JWKS_URL)")
 	fs.StringVar(&o.JWKSFile, "jwks-file", envDefault("JWKS_FILE", ""), "identity provider JWKS file (env TUNNELPLANE_JWKS_FILE)")
 	fs.StringVar(&o.JWTIssuer, "jwt-issuer", envDefault("JWT_ISSUER", ""), "iss of the identity provider's tokens (env TUNNELPLANE_JWT_ISSUER)")
+	fs.StringVar(&o.OIDCIssuer, "oidc-issuer", envDefault("OIDC_ISSUER", ""),
+		"OpenID Connect provider users log in at with `tunnelplane login` (its issuer URL; env TUNNELPLANE_OIDC_ISSUER)")
+	fs.StringVar(&o.OIDCClientID, "oidc-client-id", envDefault("OIDC_CLIENT_ID", ""),
+		"the provider's client id for tunnelplane's CLI: a public client allowed the device flow (env TUNNELPLANE_OIDC_CLIENT_ID)")
+	fs.DurationVar(&o.LoginTTL, "login-ttl", envDuration("LOGIN_TTL", api.DefaultLoginTTL, envErrs),
+		"lifetime of the user token a login gets, at most 24h (env TUNNELPLANE_LOGIN_TTL)")
 	fs.IntVar(&o.DBMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", controlapp.DefaultDBMaxConns, envErrs), "database connection pool size (env TUNNELPLANE_DB_MAX_CONNS)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second, envErrs),
 		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")

@@ -48,17 +48,7 @@ func TestSystemGrantsAtTheIngress(t *testing.T) {
 		}
 		return raw
 	}
-	call := func(tok string) int {
-		req, _ := http.NewRequest(http.MethodGet, sv.Node.URL+"/t/llm.demo/api/tags", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	call := func(tok string) int { return callDemoTunnel(t, client, sv.Node.URL, tok) }
 	api(http.MethodPost, "/api/v1/role-assignments", map[string]string{"org": "demo", "user_id": "vic", "role": "viewer"})
 	vic, gus := mint("vic"), mint("gus", "ops", "ml-team")
 	poll.Until(t, 10*time.Second, "the node refusing a viewer without a grant", func() bool { return call(vic) == http.StatusForbidden })
@@ -77,4 +67,18 @@ func TestSystemGrantsAtTheIngress(t *testing.T) {
 	if s := call(gus); s != http.StatusOK {
 		t.Fatalf("the group grant after another's revocation: %d", s)
 	}
+}
+
+// callDemoTunnel calls the demo tunnel at the node with a bearer token and returns the status.
+func callDemoTunnel(t *testing.T, client *http.Client, nodeURL, tok string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, nodeURL+"/t/llm.demo/api/tags", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
+	"github.com/tunnelplane/tunnelplane/internal/login"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -25,6 +26,7 @@ type globals struct {
 	databaseURL string
 	dataDir     string
 	kekFile     string
+	configDir   string // the user's tunnelplane settings: stored logins
 	logLevel    string
 	logFormat   string
 
@@ -101,6 +103,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		"directory for keys and local state (env TUNNELPLANE_DATA_DIR)")
 	pf.StringVar(&g.kekFile, "key-encryption-key-file", envDefault("KEY_ENCRYPTION_KEY_FILE", ""),
 		"control plane: keep the signing keys in the database, sealed by this 32-byte key (hex); replicas given the same file share them (env TUNNELPLANE_KEY_ENCRYPTION_KEY_FILE)")
+	defConfig, _ := login.DefaultDir() // none without a home directory: login says so
+	pf.StringVar(&g.configDir, "config-dir", envDefault("CONFIG_DIR", defConfig),
+		"directory for the user's stored logins of tunnelplane login (env TUNNELPLANE_CONFIG_DIR)")
 	pf.StringVar(&g.logLevel, "log-level", envDefault("LOG_LEVEL", "info"), "debug, info, warn or error (env TUNNELPLANE_LOG_LEVEL)")
 	pf.StringVar(&g.logFormat, "log-format", envDefault("LOG_FORMAT", "text"), "text or json (env TUNNELPLANE_LOG_FORMAT)")
 
@@ -122,6 +127,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newProjectionsCommand(g),
 		newServeCommand(g),
 		newConnectCommand(g),
+		newLoginCommand(g),
 		newNodeCommand(g),
 		newBenchChildCommand(g),
 	)

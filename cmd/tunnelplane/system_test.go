@@ -33,14 +33,18 @@ import (
 )
 
 // startTestServe runs the all-in-one server in-process with the demo, on free ports.
-func startTestServe(t *testing.T) (*serveapp.App, *globals) {
+func startTestServe(t *testing.T, tweak ...func(*serveOptions)) (*serveapp.App, *globals) {
 	t.Helper()
 	g := &globals{databaseURL: pgtest.NewEmptyDatabase(t), dataDir: t.TempDir(), stdout: io.Discard, stderr: io.Discard,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if os.Getenv("TP_DEBUG") != "" {
 		g.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	sv, err := startServe(context.Background(), g, testServeOptions())
+	o := testServeOptions()
+	for _, f := range tweak {
+		f(&o)
+	}
+	sv, err := startServe(context.Background(), g, o)
 	if err != nil {
 		t.Fatalf("serve: %v", err)
 	}

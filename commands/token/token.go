@@ -121,11 +121,22 @@ func MintUser(key *ledger.SigningKey, issuer, subject, name string, ttl time.Dur
 // MintUserInGroups signs a user token valid for ttl whose groups claim lists groups (as an
 // identity provider would).
 func MintUserInGroups(key *ledger.SigningKey, issuer, subject, name string, groups []string, ttl time.Duration, now time.Time) (string, error) {
+	raw, _, err := MintUserClaims(key, issuer, subject, name, groups, ttl, now)
+	return raw, err
+}
+
+// MintUserClaims is MintUserInGroups that also returns the claims it signed (the token id and
+// expiry a login records).
+func MintUserClaims(key *ledger.SigningKey, issuer, subject, name string, groups []string, ttl time.Duration, now time.Time) (string, *UserClaims, error) {
 	if subject == "" {
-		return "", fmt.Errorf("mint user token: %w: empty subject", ErrInvalid)
+		return "", nil, fmt.Errorf("mint user token: %w: empty subject", ErrInvalid)
 	}
 	c := UserClaims{RegisteredClaims: registered(issuer, subject, AudienceAPI, ttl, now), Name: name, Groups: groups}
-	return sign(key, c)
+	raw, err := sign(key, c)
+	if err != nil {
+		return "", nil, err
+	}
+	return raw, &c, nil
 }
 
 // MintAgent signs an agent token for one tunnel; jti is the token id the control plane records

@@ -17,6 +17,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/grantexpiry"
+	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
@@ -128,7 +129,17 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	}
 	analytics := NewAnalyticsReportGenerator(a.Log, cfg.NodeStreamCapacity)
 	kinds := ReportKinds(a.Log.Store, a.Runner, reports, analytics)
-	a.API, err = api.New(api.Config{Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
+	var idp *oidcauth.Verifier
+	if cfg.OIDCIssuer != "" {
+		if idp, err = oidcauth.New(oidcauth.Config{Issuer: cfg.OIDCIssuer, ClientID: cfg.OIDCClientID, Leeway: cfg.TokenLeeway}); err != nil {
+			return err
+		}
+		// A provider that is away now is asked again at the first login.
+		if err := idp.Discover(runCtx); err != nil {
+			a.log.Warn("identity provider not discovered yet; logins will try again", "issuer", cfg.OIDCIssuer, "error", err)
+		}
+	}
+	a.API, err = api.New(api.Config{OIDC: idp, LoginTTL: cfg.LoginTTL, Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
 		ScheduleKinds:    KindNames(kinds),
 		AnalyticsReports: analytics,
 		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tunnelplane/tunnelplane/bus/wire"
+	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 )
 
@@ -44,6 +46,11 @@ type Config struct {
 	Listener net.Listener
 	// JWKSURL / JWKSFile add an external identity provider; JWTIssuer is its iss.
 	JWKSURL, JWKSFile, JWTIssuer string
+	// OIDCIssuer and OIDCClientID turn on interactive login (`tunnelplane login`): ID tokens
+	// the provider issued to the client are exchanged for user tokens of LoginTTL (default
+	// api.DefaultLoginTTL). Both or neither.
+	OIDCIssuer, OIDCClientID string
+	LoginTTL                 time.Duration
 	// DBMaxConns caps the database pool. Default 20.
 	DBMaxConns int
 	// ShutdownTimeout bounds the graceful end of in-flight requests. Default 10s.
@@ -135,6 +142,16 @@ func (c Config) Validate() error {
 	}
 	if c.JWKSURL != "" && c.JWKSFile != "" {
 		bad("--jwks-url and --jwks-file: give one")
+	}
+	if (c.OIDCIssuer == "") != (c.OIDCClientID == "") {
+		bad("--oidc-issuer and --oidc-client-id: give both or neither")
+	} else if c.OIDCIssuer != "" {
+		if err := (oidcauth.Config{Issuer: c.OIDCIssuer, ClientID: c.OIDCClientID}).Validate(); err != nil {
+			bad("%s", err.Error())
+		}
+	}
+	if c.LoginTTL < 0 || c.LoginTTL > commands.MaxLoginTTL {
+		bad("--login-ttl %s: want more than 0 and at most %s", c.LoginTTL, commands.MaxLoginTTL)
 	}
 	if (c.JWKSURL != "" || c.JWKSFile != "") && c.JWTIssuer == "" {
 		bad("--jwt-issuer is required with --jwks-url or --jwks-file")

@@ -54,11 +54,16 @@ type spec struct {
 	IdleTunnels int    `json:"idle_tunnels,omitempty"`
 	// AccessKeyHash is the hash of the bench tunnel's access key (domain.HashAccessKey).
 	AccessKeyHash string `json:"access_key_hash,omitempty"`
+	// ListenAddr is the node's address (a restarted node takes its predecessor's); empty: any.
+	ListenAddr string `json:"listen_addr,omitempty"`
 	// agents
 	NodeURL     string   `json:"node_url,omitempty"`
 	Fingerprint string   `json:"fingerprint,omitempty"`
 	Upstream    string   `json:"upstream,omitempty"`
 	Tokens      []string `json:"tokens,omitempty"`
+	// AgentDefaults: the agents reconnect with the agent's default backoff (500 ms to 30 s, with
+	// jitter), as deployed agents do, not the bench's quick one.
+	AgentDefaults bool `json:"agent_defaults,omitempty"`
 	// load
 	Load *loadSpec `json:"load,omitempty"`
 	// relay
@@ -73,6 +78,7 @@ type message struct {
 	Load      *loadResult `json:"load,omitempty"`
 	CPU       float64     `json:"cpu,omitempty"` // user+system seconds so far
 	Calls     *callCounts `json:"calls,omitempty"`
+	Sessions  int         `json:"sessions,omitempty"` // agents a node holds
 	OK        bool        `json:"ok,omitempty"`
 	Error     string      `json:"error,omitempty"`
 }
@@ -153,15 +159,16 @@ func serveUntilEOF(ctx context.Context, in *bufio.Scanner, out *lineWriter, h ht
 	if err := out.send(message{Addr: ln.Addr().String()}); err != nil {
 		return err
 	}
-	commands(ctx, in, out)
+	commands(ctx, in, out, nil)
 	if onStop != nil {
 		onStop()
 	}
 	return nil
 }
 
-// commands answers stdin commands until stdin closes or ctx ends.
-func commands(ctx context.Context, in *bufio.Scanner, out *lineWriter) {
+// commands answers stdin commands until stdin closes or ctx ends; own answers the commands of
+// one role (nil, or false: unknown).
+func commands(ctx context.Context, in *bufio.Scanner, out *lineWriter, own func(cmd string) (message, bool)) {
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -213,6 +220,12 @@ func commands(ctx context.Context, in *bufio.Scanner, out *lineWriter) {
 				}
 				out.send(message{OK: true})
 			default:
+				if own != nil {
+					if m, ok := own(cmd); ok {
+						out.send(m)
+						continue
+					}
+				}
 				out.send(message{Error: "unknown command " + strconv.Quote(cmd)})
 			}
 		}
@@ -341,7 +354,11 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := sp.ListenAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -350,7 +367,12 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 	if err := out.send(message{Addr: ln.Addr().String()}); err != nil {
 		return err
 	}
-	commands(ctx, in, out)
+	commands(ctx, in, out, func(cmd string) (message, bool) {
+		if cmd == "sessions" {
+			return message{Sessions: len(n.Sessions()), OK: true}, true
+		}
+		return message{}, false
+	})
 	srv.Close()
 	n.Stop()
 	return nil
@@ -382,6 +404,9 @@ func runAgents(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter)
 				}
 			},
 		}
+		if sp.AgentDefaults {
+			cfg.MinBackoff, cfg.MaxBackoff = 0, 0
+		}
 		wg.Go(func() { agent.Run(ctx, cfg) })
 		select {
 		case <-connected:
@@ -395,7 +420,7 @@ func runAgents(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter)
 	if err := out.send(message{ConnectMS: times}); err != nil {
 		return err
 	}
-	commands(ctx, in, out)
+	commands(ctx, in, out, nil)
 	return nil
 }
 
@@ -419,7 +444,7 @@ func runRelay(ctx context.Context, target string, in *bufio.Scanner, out *lineWr
 	if err := out.send(message{Addr: ln.Addr().String()}); err != nil {
 		return err
 	}
-	commands(ctx, in, out)
+	commands(ctx, in, out, nil)
 	return nil
 }
 

@@ -79,10 +79,7 @@ func startCluster(ctx context.Context, o *Options, cr *credentials, progress pro
 	if c.origin, c.originAddr, err = c.startServer(ctx, RoleOrigin, spec{}); err != nil {
 		return nil, err
 	}
-	if c.node, c.nodeAddr, err = c.startServer(ctx, RoleNode, spec{
-		HostKeySeed: cr.hostSeed, TokenKeyID: cr.tokenKey.ID(), TokenPub: cr.tokenKey.Public(), IdleTunnels: o.IdleAgents,
-		AccessKeyHash: domain.HashAccessKey(cr.accessKey),
-	}); err != nil {
+	if c.node, c.nodeAddr, err = c.startServer(ctx, RoleNode, c.nodeSpec(cr)); err != nil {
 		return nil, err
 	}
 	if c.agent, _, err = c.startChild(ctx, RoleAgents, c.agentSpec(cr, []string{cr.agentToken("tun-bench")})); err != nil {
@@ -99,6 +96,12 @@ func startCluster(ctx context.Context, o *Options, cr *credentials, progress pro
 		return nil, err
 	}
 	return c, nil
+}
+
+// nodeSpec is the node's spec (a restarted node's too).
+func (c *cluster) nodeSpec(cr *credentials) spec {
+	return spec{HostKeySeed: cr.hostSeed, TokenKeyID: cr.tokenKey.ID(), TokenPub: cr.tokenKey.Public(), IdleTunnels: c.o.IdleAgents,
+		AccessKeyHash: domain.HashAccessKey(cr.accessKey)}
 }
 
 // agentSpec is the spec of an agents child holding a tunnel for each token.

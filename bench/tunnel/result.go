@@ -67,6 +67,13 @@ type Result struct {
 	IdleGoroutinesPerAgent float64 `json:"idle_goroutines_per_agent"`
 	ConnectMSP50           float64 `json:"connect_ms_p50"`
 	ConnectMSP95           float64 `json:"connect_ms_p95"`
+	// After the idle agents, the node is killed (SIGKILL) and started again on its address:
+	// RestartRecoverMS is the time from the kill until it holds every agent again (the idle
+	// agents reconnect with the agent's default backoff, jittered), RestartPeakPerS the most
+	// agents it took back in one 100 ms step (per second), RestartHalfMS when it held half.
+	RestartRecoverMS float64 `json:"restart_recover_ms"`
+	RestartHalfMS    float64 `json:"restart_half_ms"`
+	RestartPeakPerS  float64 `json:"restart_peak_per_s"`
 
 	// Hops (with SchedTraceDir): for "direct", "tunnel" and "relays", each process after the
 	// origin on a chunk's way.

@@ -59,13 +59,14 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 		"rps_c64_relay_ratio": res.RPSC64RelayRatio, "chunk_relay_us_p50": res.ChunkRelayUS,
 		"rps_c64_key_ratio": res.RPSC64KeyRatio, "rps_c64_access_key": res.RPSC64AccessKey,
 		"rps_c64_calls_ratio": res.RPSC64CallsRatio, "calls_recorded": float64(res.CallsRecorded),
+		"restart_recover_ms": res.RestartRecoverMS, "restart_peak_per_s": res.RestartPeakPerS,
 	} {
 		if !(v > 0) {
 			t.Errorf("%s = %v", name, v)
 		}
 	}
 	t.Log(progress.String())
-	if len(res.Targets) != 8 || res.IdleGoroutinesPerAgent < 1 {
+	if len(res.Targets) != 9 || res.IdleGoroutinesPerAgent < 1 {
 		t.Fatalf("targets %v, goroutines per agent %v", res.Targets, res.IdleGoroutinesPerAgent)
 	}
 }

@@ -23,7 +23,7 @@ func newBenchTunnelCommand(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "tunnel",
-		Short: "Tunnel vs direct on loopback: bulk, request rate and latency, streaming, idle memory, connect time",
+		Short: "Tunnel vs direct on loopback: bulk, request rate and latency, streaming, idle memory, connect time, node restart",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = g.stderr
@@ -44,7 +44,7 @@ func newBenchTunnelCommand(g *globals) *cobra.Command {
 	f.DurationVar(&o.Duration, "duration", 2*time.Second, "length of each request-rate measurement")
 	f.IntVar(&o.Rounds, "rounds", 3, "rounds of every direct/tunnel pair (medians are reported)")
 	f.Int64Var(&o.BulkBytes, "bulk-bytes", 1<<30, "size of the bulk download")
-	f.IntVar(&o.IdleAgents, "idle-agents", 300, "agents connected for the idle-memory and connect-time measurement")
+	f.IntVar(&o.IdleAgents, "idle-agents", 300, "agents connected for the idle-memory, connect-time and node-restart measurement (spread over agent processes of 2,500)")
 	f.StringSliceVar(&o.Phases, "only", nil, "run only these phases (comma-separated: "+strings.Join(tunnelbench.AllPhases, ", ")+")")
 	f.StringVar(&o.ProfileDir, "profile-dir", "", "write CPU profiles of node and agent for each phase of the first round here")
 	f.StringVar(&o.SchedTraceDir, "sched-trace", "", "record the scheduler with perf (root) during the first stream phase into this dir and report, per process on a chunk's way, its wake-up and run time")
@@ -98,6 +98,8 @@ func printTunnelBench(g *globals, r *tunnelbench.Result) {
 	if has("idle_kib_per_agent") {
 		fmt.Fprintf(g.stdout, "idle agents: %d, node memory %.1f KiB RSS (%.1f KiB heap+stacks, %.1f goroutines) per agent; connect p50 %.1f ms, p95 %.1f ms\n",
 			r.IdleAgents, r.IdleKiBPerAgent, r.IdleHeapKiBPerAgent, r.IdleGoroutinesPerAgent, r.ConnectMSP50, r.ConnectMSP95)
+		fmt.Fprintf(g.stdout, "node killed and restarted: all agents back in %.1f s (half in %.1f s), at most %.0f agents/s taken back\n",
+			r.RestartRecoverMS/1000, r.RestartHalfMS/1000, r.RestartPeakPerS)
 	}
 	names := make([]string, 0, len(r.Targets))
 	for k := range r.Targets {

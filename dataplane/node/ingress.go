@@ -37,7 +37,7 @@ type reqState struct {
 	// preflight: a CORS preflight carried without a credential (passthrough): its cookies are
 	// not forwarded, and only the status and header of the upstream's answer come back.
 	preflight bool
-	live              *liveCall // in the registry of live calls (nil: refused)
+	live      *liveCall // in the registry of live calls (nil: refused)
 
 	status   int
 	class    string

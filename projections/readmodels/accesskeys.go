@@ -11,17 +11,19 @@ import (
 // AccessKey is an issued tunnel access key's record (view access_keys): never the secret, and
 // not its hash either (a hash of a leaked secret would confirm it).
 type AccessKey struct {
-	ID           string     `db:"key_id"`
-	OrgID        string     `db:"org_id"`
-	TunnelID     string     `db:"tunnel_id"`
-	CIDRs        []string   `db:"cidrs"`
-	RateTier     *string    `db:"rate_tier"`
-	IssuedBy     string     `db:"issued_by"`
-	IssuedAt     time.Time  `db:"issued_at"`
-	ExpiresAt    time.Time  `db:"expires_at"`
-	RevokedAt    *time.Time `db:"revoked_at"`
-	RevokeReason *string    `db:"revoke_reason"`
-	Position     int64      `db:"position"`
+	ID       string `db:"key_id"`
+	OrgID    string `db:"org_id"`
+	TunnelID string `db:"tunnel_id"` // "" for a key scoped by Selector
+	// Selector is the label selector of a key scoped by labels (nil for a key of one tunnel).
+	Selector     map[string]string `db:"selector"`
+	CIDRs        []string          `db:"cidrs"`
+	RateTier     *string           `db:"rate_tier"`
+	IssuedBy     string            `db:"issued_by"`
+	IssuedAt     time.Time         `db:"issued_at"`
+	ExpiresAt    time.Time         `db:"expires_at"`
+	RevokedAt    *time.Time        `db:"revoked_at"`
+	RevokeReason *string           `db:"revoke_reason"`
+	Position     int64             `db:"position"`
 	// State is TokenActive, TokenRevoked or TokenExpired, as of the database's clock.
 	State string `db:"state"`
 }
@@ -40,7 +42,7 @@ type AccessKeyFilter struct {
 	Limit int
 }
 
-const accessKeyColumns = `SELECT key_id::text AS key_id, org_id::text AS org_id, tunnel_id::text AS tunnel_id, cidrs, rate_tier, issued_by,
+const accessKeyColumns = `SELECT key_id::text AS key_id, org_id::text AS org_id, coalesce(tunnel_id::text, '') AS tunnel_id, selector, cidrs, rate_tier, issued_by,
 	issued_at, expires_at, revoked_at, revoke_reason, position,
 	CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired' ELSE 'active' END AS state
 	FROM access_keys`

@@ -34,6 +34,8 @@ type AccessKeyFilter struct {
 	OrgID string
 	// TunnelID, when set, is the tunnel the keys are for.
 	TunnelID string
+	// LabelScoped keeps only the keys scoped by a label selector (with no TunnelID).
+	LabelScoped bool
 	// State is TokenActive, TokenRevoked, TokenExpired or "" (any).
 	State string
 	// After is the key of the last row of the previous page; the page starts after it.
@@ -53,6 +55,12 @@ func (q *Queries) ListAccessKeys(ctx context.Context, f AccessKeyFilter) ([]Acce
 	w, err := credentialWhere(op, "key_id", f.OrgID, f.TunnelID, f.State, f.After, f.Limit)
 	if err != nil {
 		return nil, err
+	}
+	if f.LabelScoped {
+		if f.TunnelID != "" {
+			return nil, fmt.Errorf("%s: %w: a tunnel and label-scoped keys", op, ErrBadFilter)
+		}
+		w.add("tunnel_id IS NULL")
 	}
 	return selectRows[AccessKey](ctx, q, op, accessKeyColumns+w.sql()+" ORDER BY issued_at, key_id"+w.limit(f.Limit), w.args...)
 }

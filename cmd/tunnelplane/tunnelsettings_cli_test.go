@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
@@ -14,17 +13,8 @@ import (
 // key for a label selector, listed with it.
 func TestAdminTunnelLabelsCORSAndLabelKeys(t *testing.T) {
 	t.Parallel()
-	u := pgtest.NewEmptyDatabase(t)
-	dir := t.TempDir()
-	db := []string{"--database-url", u, "--data-dir", dir}
-	boot := tp(t, append([]string{"admin", "token", "create", "--user", "root", "--role", "superadmin"}, db...)...)
-	if boot.code != 0 {
-		t.Fatalf("token create: %d %s", boot.code, boot.stderr)
-	}
-	cp := startTestControlPlane(t, u, dir)
-	as := func(args ...string) result {
-		return tp(t, append(args, "--api-url", cp.URL, "--token", lastLine(boot.stdout))...)
-	}
+	e := startAdminEnv(t)
+	as := func(args ...string) result { return e.run(t, args...) }
 	ok := func(args ...string) result {
 		t.Helper()
 		r := as(args...)

@@ -17,18 +17,20 @@ const DefaultAccessKeyTTL = 30 * 24 * time.Hour
 
 // AccessKey is an issued tunnel access key's record (never the secret, nor its hash).
 type AccessKey struct {
-	ID           string     `json:"id"`
-	OrgID        string     `json:"org_id"`
-	TunnelID     string     `json:"tunnel_id"`
-	CIDRs        []string   `json:"cidrs"`
-	RateTier     *string    `json:"rate_tier,omitempty"`
-	IssuedBy     string     `json:"issued_by"`
-	IssuedAt     time.Time  `json:"issued_at"`
-	ExpiresAt    time.Time  `json:"expires_at"`
-	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
-	RevokeReason *string    `json:"revoke_reason,omitempty"`
-	Position     int64      `json:"position"`
-	State        string     `json:"state"`
+	ID       string `json:"id"`
+	OrgID    string `json:"org_id"`
+	TunnelID string `json:"tunnel_id"` // "" for a key scoped by selector
+	// Selector, for a key scoped by labels, are the labels a tunnel must carry for it to call it.
+	Selector     map[string]string `json:"selector,omitempty"`
+	CIDRs        []string          `json:"cidrs"`
+	RateTier     *string           `json:"rate_tier,omitempty"`
+	IssuedBy     string            `json:"issued_by"`
+	IssuedAt     time.Time         `json:"issued_at"`
+	ExpiresAt    time.Time         `json:"expires_at"`
+	RevokedAt    *time.Time        `json:"revoked_at,omitempty"`
+	RevokeReason *string           `json:"revoke_reason,omitempty"`
+	Position     int64             `json:"position"`
+	State        string            `json:"state"`
 }
 
 // AccessKeyInput is the (optional) body of POST /tunnels/{id}/access-keys.
@@ -39,6 +41,14 @@ type AccessKeyInput struct {
 	// CIDRs, when given, are the only source addresses the key is accepted from.
 	CIDRs    []string `json:"cidrs,omitempty"`
 	RateTier string   `json:"rate_tier,omitempty"`
+}
+
+// LabelAccessKeyInput is the body of POST /access-keys: a key that calls every tunnel of the
+// organization whose labels match Selector when it calls (tunnels labelled later included).
+type LabelAccessKeyInput struct {
+	Org      string            `json:"org,omitempty"`
+	Selector map[string]string `json:"selector"`
+	AccessKeyInput
 }
 
 // ParseTTL reads a lifetime as a Go duration ("720h") or a whole number of days ("30d").
@@ -63,6 +73,32 @@ func (s *Server) issueAccessKey(c echo.Context) error {
 	if err := decodeOptionalBody(c, &in); err != nil {
 		return err
 	}
+	return s.issueAccessKeyAs(c, q.str("org"), in, commands.IssueAccessKey{TunnelID: c.Param("id")})
+}
+
+// issueLabelAccessKey issues a key for a label selector (POST /access-keys).
+func (s *Server) issueLabelAccessKey(c echo.Context) error {
+	q, err := newQuery(c, "org")
+	if err != nil {
+		return err
+	}
+	var in LabelAccessKeyInput
+	if err := decodeBody(c, &in); err != nil {
+		return err
+	}
+	if in.Selector == nil {
+		return invalid("selector", "is required: the labels a tunnel must carry, like {\"team\": \"ml\"}")
+	}
+	given, err := orgParam(q, in.Org)
+	if err != nil {
+		return err
+	}
+	return s.issueAccessKeyAs(c, given, in.AccessKeyInput, commands.IssueAccessKey{Selector: in.Selector})
+}
+
+// issueAccessKeyAs issues the key cmd scopes (a tunnel or a selector) with in's lifetime and
+// limits, in the organization given.
+func (s *Server) issueAccessKeyAs(c echo.Context, givenOrg string, in AccessKeyInput, cmd commands.IssueAccessKey) error {
 	ttl := DefaultAccessKeyTTL
 	if in.TTL != "" {
 		d, ok := ParseTTL(in.TTL)
@@ -71,12 +107,12 @@ func (s *Server) issueAccessKey(c echo.Context) error {
 		}
 		ttl = d
 	}
-	org, err := s.orgFor(c, q.str("org"), commands.ObjAccessKeys, commands.ActIssue, false)
+	org, err := s.orgFor(c, givenOrg, commands.ObjAccessKeys, commands.ActIssue, false)
 	if err != nil {
 		return err
 	}
-	res, err := s.cfg.Service.Handlers.IssueAccessKey.Handle(c.Request().Context(),
-		commands.IssueAccessKey{OrgID: org, TunnelID: c.Param("id"), TTL: ttl, CIDRs: in.CIDRs, RateTier: in.RateTier})
+	cmd.OrgID, cmd.TTL, cmd.CIDRs, cmd.RateTier = org, ttl, in.CIDRs, in.RateTier
+	res, err := s.cfg.Service.Handlers.IssueAccessKey.Handle(c.Request().Context(), cmd)
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"update tunnel", writers, 200, func(org string) (string, string, any) {
 			return "PATCH", "/api/v1/tunnels/" + shared[org] + "?org=" + org, map[string]string{"upstream": fmt.Sprintf("http://127.0.0.1:%d", next())}
 		}},
+		// Labels and CORS decide who reaches the tunnel: sharing, for owners and admins.
+		{"label tunnel, set its CORS", roleAdmins, 200, func(org string) (string, string, any) {
+			return "PATCH", "/api/v1/tunnels/" + tunnel(org) + "?org=" + org, map[string]any{"labels": map[string]string{"team": "ml"},
+				"cors": map[string]any{"mode": "origins", "origins": []string{"https://app.example.com"}}}
+		}},
 		{"delete tunnel", deleters, 200, func(org string) (string, string, any) {
 			return "DELETE", "/api/v1/tunnels/" + tunnel(org) + "?org=" + org, nil
 		}},
@@ -118,6 +123,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		// to use it, which operators lack on root's tunnel (commands TestAccessKeys has an operator with its own).
 		{"issue access key", roleAdmins, 201, func(org string) (string, string, any) {
 			return "POST", "/api/v1/tunnels/" + shared[org] + "/access-keys?org=" + org, map[string]any{"ttl": "30d", "cidrs": []string{"10.0.0.0/8"}}
+		}},
+		// A key for a label selector calls whatever is labelled to match later: only who may use
+		// every tunnel of the organization issues one.
+		{"issue label access key", roleAdmins, 201, func(org string) (string, string, any) {
+			return "POST", "/api/v1/access-keys?org=" + org, map[string]any{"selector": map[string]string{"team": "ml"}, "ttl": "30d"}
 		}},
 		{"list access keys", all, 200, func(org string) (string, string, any) {
 			return "GET", "/api/v1/access-keys?org=" + org + "&tunnel_id=" + shared[org], nil

@@ -107,6 +107,9 @@ var operations = []operation{
 		params: []string{"query:org", "query:reach_tunnel", "query:at", "query:wait_for"}, status: 200, resp: "object", errs: []int{400, 403, 404, 422}},
 	{method: "GET", path: "/api/v1/tunnels/{id}/activity", id: "tunnelActivity", summary: "A tunnel's activity, oldest first: configuration, credentials, grants and requests, agent sessions (log events with actor and position), and on the first page per-caller usage from the rollups", tag: "tunnels",
 		params: []string{"path:id", "query:org", "query:activity_from", "query:activity_to", "query:kinds", "query:limit", "query:cursor", "query:wait_for"}, status: 200, resp: "object", errs: []int{400, 403, 404, 422}},
+	{method: "POST", path: "/api/v1/access-keys", id: "issueLabelAccessKey", summary: "Issue an access key for a label selector: it calls every tunnel of the organization whose labels match, those labelled later included (the secret is shown once)", tag: "access-keys",
+		params: []string{"query:org", "header:Idempotency-Key"}, body: "LabelAccessKeyInput", status: 201, resp: "WriteResult",
+		errs: []int{400, 403, 404, 409, 413, 415, 422}},
 	{method: "GET", path: "/api/v1/access-keys", id: "listAccessKeys", summary: "Tunnel access keys of an organization (records, never the secrets)", tag: "access-keys",
 		params: withList("query:org", "query:tunnel_id", "query:token_state"), status: 200, resp: "List:AccessKey", errs: []int{400, 403, 404, 422}},
 	{method: "GET", path: "/api/v1/access-keys/{id}", id: "getAccessKey", summary: "One access key's record", tag: "access-keys",
@@ -353,14 +356,22 @@ var schemas = map[string]schema{
 	"Org": object([]string{"id", "name", "created_by", "created_at", "position"}, schema{"id": strf("uuid", ""), "name": str(""),
 		"created_by": str(""), "created_at": strf("date-time", ""), "position": integer("")}),
 	"TunnelInput": object([]string{"name", "upstream"}, schema{"org": str("organization name or id"), "name": str("DNS label"),
-		"upstream": str("like http://127.0.0.1:11434"), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}, "default": "http"}}),
-	"TunnelPatch": object(nil, schema{"name": str(""), "upstream": str(""), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}}}),
+		"upstream": str("like http://127.0.0.1:11434"), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}, "default": "http"},
+		"labels": labelsSchema("the tunnel's labels (setting any takes the right to share)")}),
+	"TunnelPatch": object(nil, schema{"name": str(""), "upstream": str(""), "protocol": schema{"type": "string", "enum": []string{"http", "tcp"}},
+		"labels": labelsSchema("all of the tunnel's labels from now on ({} removes them; takes the right to share)"),
+		"cors":   ref("TunnelCORS")}),
+	"TunnelCORS": object([]string{"mode"}, schema{
+		"mode": schema{"type": "string", "enum": []string{"off", "origins", "passthrough"},
+			"description": "off: nothing added; origins: the node answers preflights of the listed origins and grants them the responses; passthrough: preflights go to the upstream without a credential"},
+		"origins": schema{"type": "array", "maxItems": 32, "items": str("an origin, scheme://host[:port], like https://app.example.com")}}),
 	"Tunnel": object([]string{"id", "org_id", "name", "owner", "upstream", "protocol", "state", "version", "created_at", "updated_at", "position", "agents_connected", "access_log"}, schema{
 		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "name": str(""), "owner": str(""), "upstream": str(""), "protocol": str(""),
 		"state": schema{"type": "string", "enum": []string{"active", "deleted"}}, "version": integer(""), "created_at": strf("date-time", ""),
 		"updated_at": strf("date-time", ""), "position": integer(""),
 		"agents_connected": integer("agent sessions connected now (one per node at most), as the nodes reported them"),
 		"access_log":       schema{"type": "string", "enum": []string{"windows", "calls"}, "description": "what the nodes report of the tunnel's calls"},
+		"labels":           labelsSchema("the tunnel's labels"), "cors": ref("TunnelCORS"),
 	}),
 	"AgentSession": object([]string{"id", "node_id", "org_id", "tunnel_id", "token_id", "agent_version", "protocol", "remote_addr", "kex", "cipher", "connected_at", "position", "state"}, schema{
 		"id": strf("uuid", ""), "node_id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": strf("uuid", ""), "token_id": strf("uuid", "the agent token it connected with"),
@@ -379,8 +390,14 @@ var schemas = map[string]schema{
 	"AccessKeyInput": object(nil, schema{"ttl": str("Go duration or days (\"30d\"), default 30d, at most 365d"),
 		"cidrs":     schema{"type": "array", "items": str("source prefix like 10.0.0.0/8, or an address"), "maxItems": 32},
 		"rate_tier": str("name of a rate tier (recorded; not enforced yet)")}),
+	"LabelAccessKeyInput": object([]string{"selector"}, schema{"org": str("organization name or id"),
+		"selector":  labelsSchema("the labels a tunnel must all carry for the key to call it (1-8 pairs)"),
+		"ttl":       str("Go duration or days (\"30d\"), default 30d, at most 365d"),
+		"cidrs":     schema{"type": "array", "items": str("source prefix like 10.0.0.0/8, or an address"), "maxItems": 32},
+		"rate_tier": str("name of a rate tier (recorded; not enforced yet)")}),
 	"AccessKey": object([]string{"id", "org_id", "tunnel_id", "cidrs", "issued_by", "issued_at", "expires_at", "position", "state"}, schema{
-		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": strf("uuid", ""),
+		"id": strf("uuid", ""), "org_id": strf("uuid", ""), "tunnel_id": str("the tunnel it calls; empty for a key scoped by selector"),
+		"selector":  labelsSchema("for a key scoped by labels: the labels a tunnel must carry"),
 		"cidrs":     schema{"type": "array", "items": str(""), "description": "the only source prefixes it is accepted from; empty: any"},
 		"rate_tier": str(""), "issued_by": str(""), "issued_at": strf("date-time", ""), "expires_at": strf("date-time", ""),
 		"revoked_at": strf("date-time", ""), "revoke_reason": str(""), "position": integer(""),
@@ -660,4 +677,10 @@ func OpenAPIRoutes(doc []byte) ([]string, error) {
 
 func (s *Server) openAPI(c echo.Context) error {
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, s.doc)
+}
+
+// labelsSchema is a map of labels (domain.CheckLabels).
+func labelsSchema(desc string) schema {
+	return schema{"type": "object", "description": desc + "; keys and values 1-63 lower-case letters, digits, '.', '_' or '-'",
+		"additionalProperties": str(""), "maxProperties": domain.MaxTunnelLabels}
 }

@@ -122,6 +122,19 @@ func TestWhoCouldReachLiveEqualsReplay(t *testing.T) {
 	e.must(200, "DELETE", "/api/v1/access-keys/"+key.ID+"?org=acme", root, nil)
 	record("key revoked", "!access_key:")
 
+	// A key for a label selector reaches the tunnel while it carries the labels, and names the
+	// event that labelled it.
+	ml := e.write(201, "POST", "/api/v1/access-keys?org=acme", root, map[string]any{"selector": map[string]string{"team": "ml"}, "ttl": "30d"})
+	record("label key, tunnel unlabelled", "!access_key:")
+	labelled := e.write(200, "PATCH", "/api/v1/tunnels/"+tunnel+"?org=acme", root, map[string]any{"labels": map[string]string{"team": "ml", "env": "dev"}})
+	withLabels := record("tunnel labelled", "access_key:"+ml.ID+"=access_key")
+	if k := subject(withLabels, "access_key", ml.ID).Reasons[0].Key; k.Selector["team"] != "ml" || k.Labelled == nil || k.Labelled.Position != labelled.Position ||
+		k.Event.Position != ml.Position {
+		t.Errorf("label key: %+v (issued at %d, labelled at %d)", k, ml.Position, labelled.Position)
+	}
+	e.write(200, "PATCH", "/api/v1/tunnels/"+tunnel+"?org=acme", root, map[string]any{"labels": map[string]string{"team": "cv"}})
+	record("tunnel relabelled away", "!access_key:")
+
 	e.must(200, "DELETE", "/api/v1/role-assignments/bob/editor?org=acme", root, nil)
 	record("owner withdrawn", "!user:bob")
 

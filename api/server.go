@@ -171,6 +171,7 @@ func (s *Server) register() {
 	s.route(http.MethodDelete, "/api/v1/tokens/:id", s.revokeToken, true)
 
 	s.route(http.MethodPost, "/api/v1/tunnels/:id/access-keys", s.issueAccessKey, true)
+	s.route(http.MethodPost, "/api/v1/access-keys", s.issueLabelAccessKey, true)
 	s.route(http.MethodGet, "/api/v1/access-keys", s.listAccessKeys, true)
 	s.route(http.MethodGet, "/api/v1/access-keys/:id", s.getAccessKey, true)
 	s.route(http.MethodDelete, "/api/v1/access-keys/:id", s.revokeAccessKey, true)

@@ -33,21 +33,43 @@ type Tunnel struct {
 	// AccessLog is what the tunnel's nodes report of its calls: "windows" (usage totals per
 	// caller, the default) or "calls" (a record per call: GET /tunnels/{id}/access).
 	AccessLog string `json:"access_log"`
+	// Labels let access keys scoped by a label selector call the tunnel.
+	Labels map[string]string `json:"labels"`
+	// CORS is the tunnel's cross-origin setting: mode "off", "origins" (with origins) or
+	// "passthrough".
+	CORS *domain.TunnelCORS `json:"cors"`
+}
+
+// tunnelOf is a tunnel's record as the API shows it: labels {} and CORS "off" when none.
+func tunnelOf(t readmodels.Tunnel) Tunnel {
+	out := Tunnel(t)
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	if out.CORS == nil {
+		out.CORS = &domain.TunnelCORS{Mode: domain.CORSOff}
+	}
+	return out
 }
 
 // TunnelInput is the body of POST /tunnels.
 type TunnelInput struct {
-	Org      string `json:"org,omitempty"`
-	Name     string `json:"name"`
-	Upstream string `json:"upstream"`
-	Protocol string `json:"protocol,omitempty"`
+	Org      string            `json:"org,omitempty"`
+	Name     string            `json:"name"`
+	Upstream string            `json:"upstream"`
+	Protocol string            `json:"protocol,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
 }
 
-// TunnelPatch is the body of PATCH /tunnels/{id}: absent fields stay as they are.
+// TunnelPatch is the body of PATCH /tunnels/{id}: absent fields stay as they are. Labels, when
+// given, are all of the tunnel's labels ({} removes them); changing them or CORS takes the right
+// to share the tunnel.
 type TunnelPatch struct {
-	Name     *string `json:"name,omitempty"`
-	Upstream *string `json:"upstream,omitempty"`
-	Protocol *string `json:"protocol,omitempty"`
+	Name     *string            `json:"name,omitempty"`
+	Upstream *string            `json:"upstream,omitempty"`
+	Protocol *string            `json:"protocol,omitempty"`
+	Labels   *map[string]string `json:"labels,omitempty"`
+	CORS     *domain.TunnelCORS `json:"cors,omitempty"`
 }
 
 // orgParam takes the org from the body or the query; both, when different, is a mistake.
@@ -80,7 +102,7 @@ func (s *Server) createTunnel(c echo.Context) error {
 		return err
 	}
 	res, err := s.cfg.Service.Handlers.CreateTunnel.Handle(c.Request().Context(),
-		commands.CreateTunnel{OrgID: org, Name: in.Name, Upstream: in.Upstream, Protocol: in.Protocol})
+		commands.CreateTunnel{OrgID: org, Name: in.Name, Upstream: in.Upstream, Protocol: in.Protocol, Labels: in.Labels})
 	if err != nil {
 		return err
 	}
@@ -127,7 +149,7 @@ func (s *Server) listTunnels(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(p, convert(rows, func(t readmodels.Tunnel) Tunnel { return Tunnel(t) }), func(t Tunnel) []any { return []any{t.Name, t.ID} }))
+	return c.JSON(http.StatusOK, listOf(p, convert(rows, tunnelOf), func(t Tunnel) []any { return []any{t.Name, t.ID} }))
 }
 
 func (s *Server) getTunnel(c echo.Context) error {
@@ -148,7 +170,7 @@ func (s *Server) getTunnel(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(headerETag, etag(t.Version))
-	return c.JSON(http.StatusOK, Tunnel(t))
+	return c.JSON(http.StatusOK, tunnelOf(t))
 }
 
 // preconditionFailed turns the tunnel's version conflict under an If-Match into 412; other
@@ -180,7 +202,7 @@ func (s *Server) updateTunnel(c echo.Context) error {
 	}
 	id := c.Param("id")
 	res, err := s.cfg.Service.Handlers.UpdateTunnel.Handle(c.Request().Context(), commands.UpdateTunnel{OrgID: org, TunnelID: id,
-		Name: in.Name, Upstream: in.Upstream, Protocol: in.Protocol, ExpectedVersion: pinned})
+		Name: in.Name, Upstream: in.Upstream, Protocol: in.Protocol, Labels: in.Labels, CORS: in.CORS, ExpectedVersion: pinned})
 	if err != nil {
 		return preconditionFailed(err, pinned, id)
 	}

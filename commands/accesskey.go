@@ -8,14 +8,16 @@ import (
 	"github.com/tunnelplane/tunnelplane/domain"
 )
 
-// IssueAccessKey issues a credential that calls one tunnel and nothing else. The secret is
-// returned once (Result.Secret); the log keeps its hash.
+// IssueAccessKey issues a credential that calls one tunnel (TunnelID), or every tunnel of the
+// organization whose labels match Selector at the time of the call (Selector, no TunnelID), and
+// nothing else. The secret is returned once (Result.Secret); the log keeps its hash.
 type IssueAccessKey struct {
-	OrgID    string        `json:"org_id"`
-	TunnelID string        `json:"tunnel_id"`
-	TTL      time.Duration `json:"ttl"`
-	CIDRs    []string      `json:"cidrs,omitempty"`
-	RateTier string        `json:"rate_tier,omitempty"`
+	OrgID    string            `json:"org_id"`
+	TunnelID string            `json:"tunnel_id,omitempty"`
+	Selector map[string]string `json:"selector,omitempty"`
+	TTL      time.Duration     `json:"ttl"`
+	CIDRs    []string          `json:"cidrs,omitempty"`
+	RateTier string            `json:"rate_tier,omitempty"`
 }
 
 func (IssueAccessKey) CommandName() string { return "IssueAccessKey" }
@@ -31,23 +33,37 @@ func (s *Service) issueAccessKey(ctx context.Context, c IssueAccessKey) (Result,
 		return Result{}, err
 	}
 	g := newIDGen(ctx, c.CommandName())
-	t, err := s.loadTunnel(ctx, c.OrgID, c.TunnelID)
-	if err != nil {
-		return Result{}, err
-	}
-	// A key calls the tunnel: issuing one needs the right to call it, beside access_keys:issue,
-	// or an operator could hand out calls to tunnels it may not call itself.
-	if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
-		return Result{}, err
-	}
 	keyID := g.next().String()
 	secret, err := token.AccessKeySecret(key, keyID)
 	if err != nil {
 		return Result{}, err
 	}
 	now := s.cfg.Now()
-	ev, err := domain.IssueAccessKey(t, domain.NewAccessKey{KeyID: keyID, IssuedBy: ActorFrom(ctx).ID, SecretHash: domain.HashAccessKey(secret),
-		Now: now, TTL: c.TTL, CIDRs: c.CIDRs, RateTier: c.RateTier, DerivedFrom: key.ID()})
+	in := domain.NewAccessKey{KeyID: keyID, IssuedBy: ActorFrom(ctx).ID, SecretHash: domain.HashAccessKey(secret),
+		Now: now, TTL: c.TTL, CIDRs: c.CIDRs, RateTier: c.RateTier, DerivedFrom: key.ID()}
+	var ev domain.AccessKeyIssued
+	switch {
+	case c.Selector != nil && c.TunnelID != "":
+		return Result{}, &domain.ValidationError{Fields: []domain.FieldError{{Field: "selector", Message: "a key is for one tunnel or for a label selector, not both"}}}
+	case c.Selector != nil:
+		// The key calls every tunnel labelled to match, later ones included: issuing it needs the
+		// right to call every tunnel of the organization.
+		if err := s.authz.CheckOrgTunnelUse(ctx, c.OrgID); err != nil {
+			return Result{}, err
+		}
+		ev, err = domain.IssueLabelAccessKey(c.OrgID, c.Selector, in)
+	default:
+		t, lerr := s.loadTunnel(ctx, c.OrgID, c.TunnelID)
+		if lerr != nil {
+			return Result{}, lerr
+		}
+		// A key calls the tunnel: issuing one needs the right to call it, beside access_keys:issue,
+		// or an operator could hand out calls to tunnels it may not call itself.
+		if err := s.authz.CheckTunnelUse(ctx, c.OrgID, t.ID(), t.Owner()); err != nil {
+			return Result{}, err
+		}
+		ev, err = domain.IssueAccessKey(t, in)
+	}
 	if err != nil {
 		return Result{}, err
 	}

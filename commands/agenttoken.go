@@ -129,12 +129,19 @@ func revokeTunnelCredential[C tunnelCredential](s *Service, ctx context.Context,
 		if cred.OrgID() != orgID {
 			return decision{}, fmt.Errorf("%s %s: %w", what, id, domain.ErrNotFound)
 		}
-		t, err := s.loadTunnel(ctx, orgID, cred.TunnelID())
-		if err != nil {
-			return decision{}, err
-		}
-		if err := s.authz.CheckTunnelUse(ctx, orgID, t.ID(), t.Owner()); err != nil {
-			return decision{}, err
+		if cred.TunnelID() == "" {
+			// An access key scoped by labels: revoking it takes the right issuing it took.
+			if err := s.authz.CheckOrgTunnelUse(ctx, orgID); err != nil {
+				return decision{}, err
+			}
+		} else {
+			t, err := s.loadTunnel(ctx, orgID, cred.TunnelID())
+			if err != nil {
+				return decision{}, err
+			}
+			if err := s.authz.CheckTunnelUse(ctx, orgID, t.ID(), t.Owner()); err != nil {
+				return decision{}, err
+			}
 		}
 		ev, err := revoke(cred)
 		if err != nil {

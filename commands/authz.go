@@ -271,6 +271,18 @@ func (a *Authorizer) CheckTunnelUse(ctx context.Context, org, tunnelID, owner st
 	})
 }
 
+// CheckOrgTunnelUse returns nil when the actor in ctx may use every tunnel of org, those created
+// later included (domain.MayUseTunnel with no owner: the org's owners and admins, superadmins),
+// as CheckTunnelUse otherwise. Issuing a key scoped by labels needs it: the key calls whatever
+// tunnel is labelled to match later.
+func (a *Authorizer) CheckOrgTunnelUse(ctx context.Context, org string) error {
+	perm := Permission{Org: org, Object: ObjTunnels, Action: ActUse}
+	return a.check(ctx, perm, "use every tunnel", func(actor string) (bool, error) {
+		superadmin := a.rolesIn(actor, domain.PlatformOrg)[domain.RoleSuperadmin]
+		return domain.MayUseTunnel(actor, "", a.rolesIn(actor, org), superadmin), nil
+	})
+}
+
 // check is the one path of a denial: decided with the freshest policy, recorded in the audit log
 // as perm, answered with ErrForbidden naming what (never more than the request itself named).
 func (a *Authorizer) check(ctx context.Context, perm Permission, what string, decide func(actor string) (bool, error)) error {

@@ -15,6 +15,9 @@ type CreateTunnel struct {
 	Name     string `json:"name"`
 	Upstream string `json:"upstream"`
 	Protocol string `json:"protocol,omitempty"`
+	// Labels let access keys scoped by a label selector call the tunnel: setting them is
+	// sharing, and takes the right to share (tunnels:share) beside tunnels:create.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 func (CreateTunnel) CommandName() string { return "CreateTunnel" }
@@ -25,9 +28,15 @@ func (c CreateTunnel) Permission() Permission {
 func (s *Service) createTunnel(ctx context.Context, c CreateTunnel) (Result, error) {
 	g := newIDGen(ctx, c.CommandName())
 	tunnelID := g.next().String()
-	created, err := domain.CreateTunnel(domain.NewTunnel{TunnelID: tunnelID, OrgID: c.OrgID, Owner: ActorFrom(ctx).ID, Name: c.Name, Upstream: c.Upstream, Protocol: c.Protocol})
+	created, err := domain.CreateTunnel(domain.NewTunnel{TunnelID: tunnelID, OrgID: c.OrgID, Owner: ActorFrom(ctx).ID, Name: c.Name, Upstream: c.Upstream, Protocol: c.Protocol,
+		Labels: c.Labels})
 	if err != nil {
 		return Result{}, err
+	}
+	if len(created.Labels) > 0 {
+		if err := s.authz.Check(ctx, Permission{Org: c.OrgID, Object: ObjTunnels, Action: ActShare}); err != nil {
+			return Result{}, err
+		}
 	}
 	meta := metadata(ctx, c.CommandName(), c.OrgID, s.cfg.Now())
 	attempts := 0
@@ -99,13 +108,20 @@ func (s *Service) loadTunnelAt(ctx context.Context, orgID, tunnelID string, expe
 
 // UpdateTunnel changes a tunnel. ExpectedVersion, when set (If-Match), must be the tunnel's
 // current version: a concurrent change then fails with a conflict instead of being retried.
+//
+// Labels (all of them; an empty map removes them) and CORS decide who may reach the tunnel:
+// labels which access keys scoped by a label selector call it, CORS which web sites' pages may
+// read its responses with a visitor's credential. Changing either is sharing, and takes the
+// right to share (tunnels:share) beside tunnels:update.
 type UpdateTunnel struct {
-	OrgID           string  `json:"org_id"`
-	TunnelID        string  `json:"tunnel_id"`
-	Name            *string `json:"name,omitempty"`
-	Upstream        *string `json:"upstream,omitempty"`
-	Protocol        *string `json:"protocol,omitempty"`
-	ExpectedVersion *uint64 `json:"expected_version,omitempty"`
+	OrgID           string             `json:"org_id"`
+	TunnelID        string             `json:"tunnel_id"`
+	Name            *string            `json:"name,omitempty"`
+	Upstream        *string            `json:"upstream,omitempty"`
+	Protocol        *string            `json:"protocol,omitempty"`
+	Labels          *map[string]string `json:"labels,omitempty"`
+	CORS            *domain.TunnelCORS `json:"cors,omitempty"`
+	ExpectedVersion *uint64            `json:"expected_version,omitempty"`
 }
 
 func (UpdateTunnel) CommandName() string { return "UpdateTunnel" }
@@ -122,12 +138,17 @@ func (s *Service) updateTunnel(ctx context.Context, c UpdateTunnel) (Result, err
 			return decision{}, err
 		}
 		oldName := t.Name()
-		ev, err := t.Update(domain.TunnelChanges{Name: c.Name, Upstream: c.Upstream, Protocol: c.Protocol})
+		ev, err := t.Update(domain.TunnelChanges{Name: c.Name, Upstream: c.Upstream, Protocol: c.Protocol, Labels: c.Labels, CORS: c.CORS})
 		if err != nil {
 			return decision{}, err
 		}
 		if ev == nil {
 			return unchanged(t.ID(), t.Version()), nil
+		}
+		if ev.Labels != nil || ev.CORS != nil {
+			if err := s.authz.Check(ctx, Permission{Org: c.OrgID, Object: ObjTunnels, Action: ActShare}); err != nil {
+				return decision{}, err
+			}
 		}
 		d := changed(t.ID(), domain.TunnelStream(t.ID()), t.Version(), ev)
 		if ev.Name != nil {

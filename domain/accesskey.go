@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"time"
@@ -30,9 +31,11 @@ func HashAccessKey(secret string) string {
 // AccessKeyStream is the stream of one access key.
 func AccessKeyStream(keyID string) string { return "accesskey-" + keyID }
 
-// AccessKey is the record of a credential that calls one tunnel and nothing else.
+// AccessKey is the record of a credential that calls one tunnel, or the tunnels of its
+// organization whose labels match its selector, and nothing else.
 type AccessKey struct {
 	id, orgID, tunnelID string
+	selector            map[string]string
 	expiresAt           time.Time
 	revoked             bool
 	version             uint64
@@ -56,6 +59,38 @@ type NewAccessKey struct {
 
 // IssueAccessKey decides issuing an access key for an active tunnel.
 func IssueAccessKey(t *Tunnel, in NewAccessKey) (AccessKeyIssued, error) {
+	ev, err := checkNewAccessKey(in)
+	if err != nil {
+		return AccessKeyIssued{}, err
+	}
+	if t.State() != TunnelActive {
+		return AccessKeyIssued{}, fmt.Errorf("issue access key: %w: tunnel %s is %s", ErrInvalidState, t.ID(), t.State())
+	}
+	ev.OrgID, ev.TunnelID = t.OrgID(), t.ID()
+	return ev, nil
+}
+
+// IssueLabelAccessKey decides issuing an access key that calls the tunnels of orgID whose labels
+// match selector (CheckLabels), those labelled so later included, while they do.
+func IssueLabelAccessKey(orgID string, selector map[string]string, in NewAccessKey) (AccessKeyIssued, error) {
+	ev, err := checkNewAccessKey(in)
+	var p problems
+	checkID(&p, "org_id", orgID)
+	if serr := CheckLabels(selector, true); serr != nil {
+		p.add("selector", "%s", serr.Error())
+	}
+	if err != nil {
+		return AccessKeyIssued{}, err
+	}
+	if err := p.err(); err != nil {
+		return AccessKeyIssued{}, err
+	}
+	ev.OrgID, ev.Selector = orgID, maps.Clone(selector)
+	return ev, nil
+}
+
+// checkNewAccessKey validates what every access key needs and returns its event without its scope.
+func checkNewAccessKey(in NewAccessKey) (AccessKeyIssued, error) {
 	var p problems
 	checkID(&p, "key_id", in.KeyID)
 	checkUser(&p, "issued_by", in.IssuedBy)
@@ -78,10 +113,7 @@ func IssueAccessKey(t *Tunnel, in NewAccessKey) (AccessKeyIssued, error) {
 	if err := p.err(); err != nil {
 		return AccessKeyIssued{}, err
 	}
-	if t.State() != TunnelActive {
-		return AccessKeyIssued{}, fmt.Errorf("issue access key: %w: tunnel %s is %s", ErrInvalidState, t.ID(), t.State())
-	}
-	return AccessKeyIssued{KeyID: in.KeyID, OrgID: t.OrgID(), TunnelID: t.ID(), SecretHash: in.SecretHash,
+	return AccessKeyIssued{KeyID: in.KeyID, SecretHash: in.SecretHash,
 		ExpiresAt: in.Now.Add(in.TTL).UTC().Truncate(time.Second), CIDRs: cidrs, RateTier: in.RateTier, DerivedFrom: in.DerivedFrom, IssuedBy: in.IssuedBy}, nil
 }
 
@@ -139,7 +171,7 @@ func RehydrateAccessKey(events []Recorded) (*AccessKey, error) {
 		}
 		switch ev := e.(type) {
 		case *AccessKeyIssued:
-			a.id, a.orgID, a.tunnelID, a.expiresAt = ev.KeyID, ev.OrgID, ev.TunnelID, ev.ExpiresAt
+			a.id, a.orgID, a.tunnelID, a.selector, a.expiresAt = ev.KeyID, ev.OrgID, ev.TunnelID, ev.Selector, ev.ExpiresAt
 		case *AccessKeyRevoked:
 			a.revoked = true
 		default:
@@ -163,9 +195,12 @@ func (a *AccessKey) Revoke(reason string) (AccessKeyRevoked, error) {
 	return AccessKeyRevoked{KeyID: a.id, OrgID: a.orgID, TunnelID: a.tunnelID, Reason: reason}, nil
 }
 
-func (a *AccessKey) ID() string           { return a.id }
-func (a *AccessKey) OrgID() string        { return a.orgID }
-func (a *AccessKey) TunnelID() string     { return a.tunnelID }
-func (a *AccessKey) ExpiresAt() time.Time { return a.expiresAt }
-func (a *AccessKey) Revoked() bool        { return a.revoked }
-func (a *AccessKey) Version() uint64      { return a.version }
+func (a *AccessKey) ID() string       { return a.id }
+func (a *AccessKey) OrgID() string    { return a.orgID }
+func (a *AccessKey) TunnelID() string { return a.tunnelID }
+
+// Selector is the label selector of a key scoped by labels (nil for a key of one tunnel).
+func (a *AccessKey) Selector() map[string]string { return a.selector }
+func (a *AccessKey) ExpiresAt() time.Time        { return a.expiresAt }
+func (a *AccessKey) Revoked() bool               { return a.revoked }
+func (a *AccessKey) Version() uint64             { return a.version }

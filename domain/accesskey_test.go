@@ -10,7 +10,7 @@ import (
 
 func TestAccessKeys(t *testing.T) {
 	t.Parallel()
-	created, _ := CreateTunnel(NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", ""})
+	created, _ := CreateTunnel(NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", "", nil})
 	tun, _ := RehydrateTunnel([]Recorded{rec(created, 1)})
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	hash := HashAccessKey(AccessKeyPrefix + "secret")

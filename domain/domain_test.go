@@ -38,19 +38,19 @@ func TestCreateTunnelValidation(t *testing.T) {
 		in   NewTunnel
 		bad  []string
 	}{
-		{"ok http", NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:11434", ""}, nil},
-		{"ok https host", NewTunnel{tunnelID, orgID, "alice", "llm-2", "https://svc.internal:8443", "http"}, nil},
-		{"ok tcp", NewTunnel{tunnelID, orgID, "alice", "db", "tcp://127.0.0.1:5432", "tcp"}, nil},
-		{"upper-case name", NewTunnel{tunnelID, orgID, "alice", "LLM", "http://127.0.0.1:1", ""}, []string{"name"}},
-		{"name with a dot", NewTunnel{tunnelID, orgID, "alice", "a.b", "http://127.0.0.1:1", ""}, []string{"name"}},
-		{"trailing hyphen", NewTunnel{tunnelID, orgID, "alice", "llm-", "http://127.0.0.1:1", ""}, []string{"name"}},
-		{"no upstream", NewTunnel{tunnelID, orgID, "alice", "llm", "", ""}, []string{"upstream"}},
-		{"tcp scheme on http tunnel", NewTunnel{tunnelID, orgID, "alice", "llm", "tcp://127.0.0.1:1", ""}, []string{"upstream"}},
-		{"tcp without port", NewTunnel{tunnelID, orgID, "alice", "db", "tcp://127.0.0.1", "tcp"}, []string{"upstream"}},
-		{"credentials in url", NewTunnel{tunnelID, orgID, "alice", "llm", "http://u:p@127.0.0.1:1", ""}, []string{"upstream"}},
-		{"bad port", NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:99999", ""}, []string{"upstream"}},
-		{"unknown protocol", NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", "udp"}, []string{"protocol"}},
-		{"everything wrong at once", NewTunnel{"x", "y", "", "", "", "udp"}, []string{"tunnel_id", "org_id", "owner", "name", "protocol"}},
+		{"ok http", NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:11434", "", nil}, nil},
+		{"ok https host", NewTunnel{tunnelID, orgID, "alice", "llm-2", "https://svc.internal:8443", "http", nil}, nil},
+		{"ok tcp", NewTunnel{tunnelID, orgID, "alice", "db", "tcp://127.0.0.1:5432", "tcp", nil}, nil},
+		{"upper-case name", NewTunnel{tunnelID, orgID, "alice", "LLM", "http://127.0.0.1:1", "", nil}, []string{"name"}},
+		{"name with a dot", NewTunnel{tunnelID, orgID, "alice", "a.b", "http://127.0.0.1:1", "", nil}, []string{"name"}},
+		{"trailing hyphen", NewTunnel{tunnelID, orgID, "alice", "llm-", "http://127.0.0.1:1", "", nil}, []string{"name"}},
+		{"no upstream", NewTunnel{tunnelID, orgID, "alice", "llm", "", "", nil}, []string{"upstream"}},
+		{"tcp scheme on http tunnel", NewTunnel{tunnelID, orgID, "alice", "llm", "tcp://127.0.0.1:1", "", nil}, []string{"upstream"}},
+		{"tcp without port", NewTunnel{tunnelID, orgID, "alice", "db", "tcp://127.0.0.1", "tcp", nil}, []string{"upstream"}},
+		{"credentials in url", NewTunnel{tunnelID, orgID, "alice", "llm", "http://u:p@127.0.0.1:1", "", nil}, []string{"upstream"}},
+		{"bad port", NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:99999", "", nil}, []string{"upstream"}},
+		{"unknown protocol", NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", "udp", nil}, []string{"protocol"}},
+		{"everything wrong at once", NewTunnel{"x", "y", "", "", "", "udp", nil}, []string{"tunnel_id", "org_id", "owner", "name", "protocol"}},
 	}
 	for _, c := range cases {
 		_, err := CreateTunnel(c.in)
@@ -75,7 +75,7 @@ func TestCreateTunnelValidation(t *testing.T) {
 
 func TestTunnelLifecycle(t *testing.T) {
 	t.Parallel()
-	created, err := CreateTunnel(NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", ""})
+	created, err := CreateTunnel(NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", "", nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func mustErr[T any](_ T, err error) error { return err }
 
 func TestAgentTokens(t *testing.T) {
 	t.Parallel()
-	created, _ := CreateTunnel(NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", ""})
+	created, _ := CreateTunnel(NewTunnel{tunnelID, orgID, "alice", "llm", "http://127.0.0.1:1", "", nil})
 	tun, _ := RehydrateTunnel([]Recorded{rec(created, 1)})
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	issued, err := IssueAgentToken(tun, NewAgentToken{TokenID: tokenID, KeyID: "ed25519:1", IssuedBy: "alice", Now: now, TTL: 24 * time.Hour})

@@ -351,6 +351,8 @@ type TunnelCreated struct {
 	Name     string `json:"name"`
 	Upstream string `json:"upstream"`
 	Protocol string `json:"protocol"`
+	// Labels let access keys scoped by a label selector call the tunnel (none: no such key).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // TunnelUpdated records changed fields only (nil: unchanged).
@@ -360,6 +362,10 @@ type TunnelUpdated struct {
 	Name     *string `json:"name,omitempty"`
 	Upstream *string `json:"upstream,omitempty"`
 	Protocol *string `json:"protocol,omitempty"`
+	// Labels are the tunnel's labels from now on, all of them (an empty map: none).
+	Labels *map[string]string `json:"labels,omitempty"`
+	// CORS is the tunnel's cross-origin setting from now on.
+	CORS *TunnelCORS `json:"cors,omitempty"`
 }
 
 // TunnelDeleted ends a tunnel; its agents are disconnected.
@@ -469,14 +475,18 @@ type AgentTokenRevoked struct {
 
 // ---- tunnel access keys ----
 
-// AccessKeyIssued records a credential that calls one tunnel and nothing else. The log keeps the
-// SHA-256 of the secret (hex), never the secret, which its issuer was shown once.
+// AccessKeyIssued records a credential that calls one tunnel, or the tunnels of its organization
+// whose labels match its selector, and nothing else. The log keeps the SHA-256 of the secret
+// (hex), never the secret, which its issuer was shown once.
 type AccessKeyIssued struct {
-	KeyID      string    `json:"key_id"`
-	OrgID      string    `json:"org_id"`
-	TunnelID   string    `json:"tunnel_id"`
-	SecretHash string    `json:"secret_hash"`
-	ExpiresAt  time.Time `json:"expires_at"`
+	KeyID    string `json:"key_id"`
+	OrgID    string `json:"org_id"`
+	TunnelID string `json:"tunnel_id,omitempty"` // "" for a key scoped by Selector
+	// Selector, for a key scoped by labels, are the label pairs a tunnel of OrgID must all carry
+	// for the key to call it (at the time of the call).
+	Selector   map[string]string `json:"selector,omitempty"`
+	SecretHash string            `json:"secret_hash"`
+	ExpiresAt  time.Time         `json:"expires_at"`
 	// CIDRs are the only source prefixes the key is accepted from (canonical); none: any.
 	CIDRs    []string `json:"cidrs,omitempty"`
 	RateTier string   `json:"rate_tier,omitempty"`
@@ -490,7 +500,7 @@ type AccessKeyIssued struct {
 type AccessKeyRevoked struct {
 	KeyID    string `json:"key_id"`
 	OrgID    string `json:"org_id"`
-	TunnelID string `json:"tunnel_id"`
+	TunnelID string `json:"tunnel_id,omitempty"` // "" for a key scoped by labels
 	Reason   string `json:"reason,omitempty"`
 }
 

@@ -1,6 +1,10 @@
 package domain
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+	"slices"
+)
 
 // TunnelState is where a tunnel is in its life.
 type TunnelState string
@@ -16,12 +20,16 @@ type Tunnel struct {
 	name, upstream, protocol string
 	state                    TunnelState
 	accessLog                string // "" until set: AccessLogWindows
+	labels                   map[string]string
+	cors                     TunnelCORS // Mode "" until set: CORSOff
 	version                  uint64
 }
 
 // NewTunnel is the input of CreateTunnel.
 type NewTunnel struct {
 	TunnelID, OrgID, Owner, Name, Upstream, Protocol string
+	// Labels (CheckLabels) let access keys scoped by a label selector call the tunnel.
+	Labels map[string]string
 }
 
 // CreateTunnel decides the creation of a tunnel. An empty protocol means http.
@@ -36,10 +44,17 @@ func CreateTunnel(in NewTunnel) (TunnelCreated, error) {
 	checkName(&p, "name", in.Name)
 	checkProtocol(&p, "protocol", in.Protocol)
 	checkUpstream(&p, "upstream", in.Upstream, in.Protocol)
+	if err := CheckLabels(in.Labels, false); err != nil {
+		p.add("labels", "%s", err.Error())
+	}
 	if err := p.err(); err != nil {
 		return TunnelCreated{}, err
 	}
-	return TunnelCreated{TunnelID: in.TunnelID, OrgID: in.OrgID, Owner: in.Owner, Name: in.Name, Upstream: in.Upstream, Protocol: in.Protocol}, nil
+	var labels map[string]string
+	if len(in.Labels) > 0 {
+		labels = maps.Clone(in.Labels)
+	}
+	return TunnelCreated{TunnelID: in.TunnelID, OrgID: in.OrgID, Owner: in.Owner, Name: in.Name, Upstream: in.Upstream, Protocol: in.Protocol, Labels: labels}, nil
 }
 
 // RehydrateTunnel rebuilds a tunnel from its stream.
@@ -65,6 +80,7 @@ func (t *Tunnel) apply(e Event) error {
 	switch ev := e.(type) {
 	case *TunnelCreated:
 		t.id, t.orgID, t.owner, t.name, t.upstream, t.protocol, t.state = ev.TunnelID, ev.OrgID, ev.Owner, ev.Name, ev.Upstream, ev.Protocol, TunnelActive
+		t.labels = ev.Labels
 	case *TunnelUpdated:
 		if ev.Name != nil {
 			t.name = *ev.Name
@@ -74,6 +90,12 @@ func (t *Tunnel) apply(e Event) error {
 		}
 		if ev.Protocol != nil {
 			t.protocol = *ev.Protocol
+		}
+		if ev.Labels != nil {
+			t.labels = *ev.Labels
+		}
+		if ev.CORS != nil {
+			t.cors = *ev.CORS
 		}
 	case *TunnelDeleted:
 		t.state = TunnelGone
@@ -88,6 +110,10 @@ func (t *Tunnel) apply(e Event) error {
 // TunnelChanges is the input of UpdateTunnel: nil fields stay as they are.
 type TunnelChanges struct {
 	Name, Upstream, Protocol *string
+	// Labels replace the tunnel's labels (an empty map removes them all).
+	Labels *map[string]string
+	// CORS replaces the tunnel's cross-origin setting (CanonicalCORS).
+	CORS *TunnelCORS
 }
 
 // Update decides a change. It returns (nil, nil) when nothing would change.
@@ -114,13 +140,43 @@ func (t *Tunnel) Update(c TunnelChanges) (*TunnelUpdated, error) {
 	if ev.Upstream != nil || ev.Protocol != nil {
 		checkUpstream(&p, "upstream", upstream, protocol)
 	}
+	if c.Labels != nil {
+		if err := CheckLabels(*c.Labels, false); err != nil {
+			p.add("labels", "%s", err.Error())
+		} else if !maps.Equal(*c.Labels, t.labels) {
+			labels := maps.Clone(*c.Labels)
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			ev.Labels = &labels
+		}
+	}
+	if c.CORS != nil {
+		cors, err := CanonicalCORS(*c.CORS)
+		if err != nil {
+			p.add("cors", "%s", err.Error())
+		} else if !slices.Equal(cors.Origins, t.cors.Origins) || cors.Mode != t.CORS().Mode {
+			ev.CORS = &cors
+		}
+	}
 	if err := p.err(); err != nil {
 		return nil, err
 	}
-	if ev.Name == nil && ev.Upstream == nil && ev.Protocol == nil {
+	if ev.Name == nil && ev.Upstream == nil && ev.Protocol == nil && ev.Labels == nil && ev.CORS == nil {
 		return nil, nil
 	}
 	return ev, nil
+}
+
+// Labels are the tunnel's labels (nil: none). The map is the tunnel's: do not change it.
+func (t *Tunnel) Labels() map[string]string { return t.labels }
+
+// CORS is the tunnel's cross-origin setting (Mode CORSOff when never set).
+func (t *Tunnel) CORS() TunnelCORS {
+	if t.cors.Mode == "" {
+		return TunnelCORS{Mode: CORSOff}
+	}
+	return t.cors
 }
 
 // Delete decides the deletion.

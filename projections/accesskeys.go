@@ -31,8 +31,8 @@ func (accessKeysProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec 
 			cidrs = []string{}
 		}
 		queue(b, rec, `INSERT INTO rm_access_keys (generation, key_id, org_id, tunnel_id, secret_hash, cidrs, rate_tier, issued_by, issued_at,
-			expires_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			gen, ev.KeyID, ev.OrgID, ev.TunnelID, ev.SecretHash, cidrs, nullable(ev.RateTier), ev.IssuedBy, rec.RecordedAt, ev.ExpiresAt, int64(rec.Position))
+			expires_at, position, selector) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			gen, ev.KeyID, ev.OrgID, nullable(ev.TunnelID), ev.SecretHash, cidrs, nullable(ev.RateTier), ev.IssuedBy, rec.RecordedAt, ev.ExpiresAt, int64(rec.Position), ev.Selector) // selector NULL for a key of one tunnel
 	case *domain.AccessKeyRevoked:
 		queue(b, rec, `UPDATE rm_access_keys SET revoked_at = $3, revoke_reason = $4, position = $5 WHERE generation = $1 AND key_id = $2`,
 			gen, ev.KeyID, rec.RecordedAt, nullable(ev.Reason), int64(rec.Position))

@@ -82,13 +82,19 @@ func (tunnelsProjection) Apply(_ context.Context, b *pgx.Batch, gen int, rec eve
 	}
 	switch ev := e.(type) {
 	case *domain.TunnelCreated:
-		queue(b, rec, `INSERT INTO rm_tunnels (generation, tunnel_id, org_id, name, owner, upstream, protocol, state, version, created_at, updated_at, position)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $9, $10)`,
-			gen, ev.TunnelID, ev.OrgID, ev.Name, ev.Owner, ev.Upstream, ev.Protocol, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
+		labels := ev.Labels
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		queue(b, rec, `INSERT INTO rm_tunnels (generation, tunnel_id, org_id, name, owner, upstream, protocol, state, version, created_at, updated_at, position, labels)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $9, $10, $11)`,
+			gen, ev.TunnelID, ev.OrgID, ev.Name, ev.Owner, ev.Upstream, ev.Protocol, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position), labels)
 	case *domain.TunnelUpdated:
+		// Labels and CORS are whole values: nil (not in the event) keeps the column.
 		queue(b, rec, `UPDATE rm_tunnels SET name = coalesce($3, name), upstream = coalesce($4, upstream), protocol = coalesce($5, protocol),
+			labels = coalesce($9, labels), cors = coalesce($10, cors),
 			version = $6, updated_at = $7, position = $8 WHERE generation = $1 AND tunnel_id = $2`,
-			gen, ev.TunnelID, ev.Name, ev.Upstream, ev.Protocol, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))
+			gen, ev.TunnelID, ev.Name, ev.Upstream, ev.Protocol, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position), ev.Labels, ev.CORS)
 	case *domain.TunnelAccessLogSet:
 		queue(b, rec, `UPDATE rm_tunnels SET access_log = $3, version = $4, updated_at = $5, position = $6 WHERE generation = $1 AND tunnel_id = $2`,
 			gen, ev.TunnelID, ev.AccessLog, int64(rec.StreamVersion), rec.RecordedAt, int64(rec.Position))

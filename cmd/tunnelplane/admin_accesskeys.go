@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -8,32 +9,47 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelplane/tunnelplane/api"
+	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // accessKeysCommand: tunnel access keys, the credentials of a tunnel's callers. ("admin keys"
 // already names the signing keys.)
 func (a *adminClient) accessKeysCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "access-keys", Short: "Tunnel access keys (a credential that calls one tunnel and nothing else)"}
+	cmd := &cobra.Command{Use: "access-keys", Short: "Tunnel access keys (a credential that calls one tunnel, or the tunnels carrying some labels, and nothing else)"}
 	var org, ttl, tunnel, state, reason, tier string
-	var cidrs []string
+	var cidrs, labels []string
 	cmd.PersistentFlags().StringVar(&org, "org", "", "organization name or id (default: your only one)")
 	create := &cobra.Command{
-		Use: "create", Short: "Issue an access key for a tunnel; the key is the last line, shown once", Args: cobra.NoArgs,
-		Long: `Issue an access key for --tunnel. Callers present it to a node's ingress as
-"Authorization: Bearer <key>", or in "X-Tunnel-Key: <key>" or "Proxy-Authorization: Bearer <key>":
-then their own Authorization header reaches the tunnel's upstream untouched.`,
+		Use: "create", Short: "Issue an access key for a tunnel or a label selector; the key is the last line, shown once", Args: cobra.NoArgs,
+		Long: `Issue an access key for --tunnel, or for the tunnels of the organization that carry every
+--label given (those labelled later included, while they carry them). Callers present it to a
+node's ingress as "Authorization: Bearer <key>", or in "X-Tunnel-Key: <key>" or
+"Proxy-Authorization: Bearer <key>": then their own Authorization header reaches the tunnel's
+upstream untouched.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			in := api.AccessKeyInput{TTL: ttl, CIDRs: cidrs, RateTier: tier}
+			if (tunnel == "") == (len(labels) == 0) {
+				return errors.New("give --tunnel or --label (a key is for one tunnel or for the tunnels carrying some labels)")
+			}
+			if len(labels) > 0 {
+				selector, err := domain.ParseLabels(labels)
+				if err != nil {
+					return err
+				}
+				_, err = a.write(cmd.Context(), "issued access key", http.MethodPost, "/api/v1/access-keys", orgQuery(org),
+					api.LabelAccessKeyInput{Selector: selector, AccessKeyInput: in})
+				return err
+			}
 			id, err := a.tunnelID(cmd.Context(), org, tunnel)
 			if err != nil {
 				return err
 			}
-			_, err = a.write(cmd.Context(), "issued access key", http.MethodPost, "/api/v1/tunnels/"+id+"/access-keys", orgQuery(org),
-				api.AccessKeyInput{TTL: ttl, CIDRs: cidrs, RateTier: tier})
+			_, err = a.write(cmd.Context(), "issued access key", http.MethodPost, "/api/v1/tunnels/"+id+"/access-keys", orgQuery(org), in)
 			return err
 		},
 	}
 	create.Flags().StringVar(&tunnel, "tunnel", "", "the tunnel the key calls (id or name)")
-	_ = create.MarkFlagRequired("tunnel")
+	create.Flags().StringArrayVar(&labels, "label", nil, "instead of --tunnel: a label key=value the tunnels the key calls carry (repeat: all of them)")
 	create.Flags().StringVar(&ttl, "ttl", "", "lifetime like 30d or 720h (default 30d, at most 365d)")
 	create.Flags().StringSliceVar(&cidrs, "cidr", nil, "accept the key only from this source prefix or address (repeat or comma-separate; default: any)")
 	create.Flags().StringVar(&tier, "rate-tier", "", "name of a rate tier (recorded for later)")
@@ -58,7 +74,11 @@ then their own Authorization header reaches the tunnel's upstream untouched.`,
 				if from == "" {
 					from = "any"
 				}
-				rows[i] = []string{k.ID, names.of(k.TunnelID), k.State, short(k.IssuedAt), short(k.ExpiresAt), from, k.IssuedBy}
+				scope := names.of(k.TunnelID)
+				if k.Selector != nil {
+					scope = "labels " + domain.FormatLabels(k.Selector)
+				}
+				rows[i] = []string{k.ID, scope, k.State, short(k.IssuedAt), short(k.ExpiresAt), from, k.IssuedBy}
 			}
 			return a.table(items, "ID\tTUNNEL\tSTATE\tISSUED\tEXPIRES\tFROM\tISSUED BY", rows)
 		},

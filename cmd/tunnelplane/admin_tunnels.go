@@ -74,6 +74,7 @@ func (a *adminClient) tunnelID(ctx context.Context, org, ref string) (string, er
 func (a *adminClient) tunnelsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "tunnels", Short: "Tunnels of an organization"}
 	var org, state, upstream, protocol, name, ifMatch, reason string
+	var settings tunnelSettingFlags
 	cmd.PersistentFlags().StringVar(&org, "org", "", "organization name or id (default: your only one)")
 	list := &cobra.Command{
 		Use: "list", Short: "List tunnels", Args: cobra.NoArgs,
@@ -88,20 +89,25 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 			}
 			rows := make([][]string, len(items))
 			for i, t := range items {
-				rows[i] = []string{t.Name, t.ID, t.Protocol, t.Upstream, t.State, fmt.Sprint(t.AgentsConnected), fmt.Sprint(t.Version), t.Owner}
+				rows[i] = []string{t.Name, t.ID, t.Protocol, t.Upstream, t.State, fmt.Sprint(t.AgentsConnected), fmt.Sprint(t.Version), t.Owner, domain.FormatLabels(t.Labels)}
 			}
-			return a.table(items, "NAME\tID\tPROTOCOL\tUPSTREAM\tSTATE\tAGENTS\tVERSION\tOWNER", rows)
+			return a.table(items, "NAME\tID\tPROTOCOL\tUPSTREAM\tSTATE\tAGENTS\tVERSION\tOWNER\tLABELS", rows)
 		},
 	}
 	list.Flags().StringVar(&state, "state", "", "active (default), deleted or all")
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create a tunnel", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := a.write(cmd.Context(), "created tunnel", http.MethodPost, "/api/v1/tunnels", orgQuery(org),
-				api.TunnelInput{Name: args[0], Upstream: upstream, Protocol: protocol})
+			labels, err := settings.labelMap()
+			if err != nil {
+				return err
+			}
+			_, err = a.write(cmd.Context(), "created tunnel", http.MethodPost, "/api/v1/tunnels", orgQuery(org),
+				api.TunnelInput{Name: args[0], Upstream: upstream, Protocol: protocol, Labels: labels})
 			return err
 		},
 	}
+	settings.addLabels(create)
 	create.Flags().StringVar(&upstream, "upstream", "", "local service the agent forwards to, like http://127.0.0.1:11434")
 	create.Flags().StringVar(&protocol, "protocol", "", "http (default) or tcp")
 	update := &cobra.Command{
@@ -114,8 +120,12 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 					*dst = &v
 				}
 			}
-			if patch.Name == nil && patch.Upstream == nil && patch.Protocol == nil {
-				return errors.New("nothing to change: give --name, --upstream or --protocol")
+			changed, err := settings.patch(&patch)
+			if err != nil {
+				return err
+			}
+			if patch.Name == nil && patch.Upstream == nil && patch.Protocol == nil && !changed {
+				return errors.New("nothing to change: give --name, --upstream, --protocol, --label, --clear-labels, --cors or --cors-origin")
 			}
 			id, err := a.tunnelID(cmd.Context(), org, args[0])
 			if err != nil {
@@ -132,6 +142,7 @@ func (a *adminClient) tunnelsCommand() *cobra.Command {
 	update.Flags().StringVar(&name, "name", "", "new name")
 	update.Flags().StringVar(&upstream, "upstream", "", "new upstream")
 	update.Flags().StringVar(&protocol, "protocol", "", "new protocol")
+	settings.addUpdate(update)
 	update.Flags().StringVar(&ifMatch, "if-match", "", "the version you expect (from list); a concurrent change makes the update fail")
 	del := &cobra.Command{
 		Use: "delete ID|NAME", Short: "Delete a tunnel", Args: cobra.ExactArgs(1),

@@ -38,13 +38,8 @@ func Live(ctx context.Context, rm ReadModels, st Streams, orgID, tunnelID string
 	if t.State == readmodels.TunnelDeleted {
 		f.tunnel.State = TunnelDeleted
 	}
-	first, err := st.ReadStream(ctx, domain.TunnelStream(tunnelID), 1, 1)
-	if err != nil {
-		return Answer{}, fmt.Errorf("live: %w", err)
-	}
-	if len(first) == 1 {
-		ref := refOf(first[0], false)
-		f.tunnel.Created = &ref
+	if err := f.liveTunnel(ctx, st, tunnelID); err != nil {
+		return Answer{}, err
 	}
 	if err := f.liveRoles(ctx, rm, orgID); err != nil {
 		return Answer{}, err
@@ -56,6 +51,40 @@ func Live(ctx context.Context, rm ReadModels, st Streams, orgID, tunnelID string
 		return Answer{}, err
 	}
 	return f.answer(now, SourceLive, position)
+}
+
+// liveTunnel reads the tunnel's stream for its creation and the event that gave it its labels.
+func (f *facts) liveTunnel(ctx context.Context, st Streams, tunnelID string) error {
+	for from := uint64(1); ; {
+		page, err := st.ReadStream(ctx, domain.TunnelStream(tunnelID), from, livePage)
+		if err != nil {
+			return fmt.Errorf("live: %w", err)
+		}
+		for _, r := range page {
+			if r.StreamVersion == 1 {
+				ref := refOf(r, false)
+				f.tunnel.Created = &ref
+			}
+			ev, err := domain.Decode(r.Type, r.Payload)
+			if err != nil {
+				return fmt.Errorf("live: %w", err)
+			}
+			switch e := ev.(type) {
+			case *domain.TunnelCreated:
+				if len(e.Labels) > 0 {
+					f.label(e.Labels, r)
+				}
+			case *domain.TunnelUpdated:
+				if e.Labels != nil {
+					f.label(*e.Labels, r)
+				}
+			}
+		}
+		if len(page) < livePage || from > MaxFoldRecords {
+			return nil
+		}
+		from = page[len(page)-1].StreamVersion + 1
+	}
 }
 
 func (f *facts) liveRoles(ctx context.Context, rm ReadModels, orgID string) error {
@@ -141,24 +170,29 @@ func (f *facts) liveGrants(ctx context.Context, st Streams, orgID, tunnelID stri
 	return nil
 }
 
+// liveKeys lists the tunnel's access keys and its organization's keys scoped by labels (answer
+// keeps those whose selector the tunnel's labels match).
 func (f *facts) liveKeys(ctx context.Context, rm ReadModels, orgID, tunnelID string) error {
-	var after *readmodels.AgentTokenKey
-	for {
-		rows, err := rm.ListAccessKeys(ctx, readmodels.AccessKeyFilter{OrgID: orgID, TunnelID: tunnelID, State: readmodels.TokenActive, After: after, Limit: livePage})
-		if err != nil {
-			return fmt.Errorf("live: %w", err)
+	for _, filter := range []readmodels.AccessKeyFilter{{TunnelID: tunnelID}, {LabelScoped: true}} {
+		filter.OrgID, filter.State, filter.Limit = orgID, readmodels.TokenActive, livePage
+		for {
+			rows, err := rm.ListAccessKeys(ctx, filter)
+			if err != nil {
+				return fmt.Errorf("live: %w", err)
+			}
+			for _, k := range rows {
+				// Keys active by the database's clock; answer checks the expiry again against now.
+				f.keys = append(f.keys, keyFact{id: k.ID, revoked: k.RevokedAt != nil, selector: k.Selector, key: Key{IssuedBy: k.IssuedBy, ExpiresAt: k.ExpiresAt.UTC(), CIDRs: k.CIDRs,
+					Event: Ref{Type: domain.TypeAccessKeyIssued, Position: uint64(k.Position), RecordedAt: k.IssuedAt.UTC()}}})
+			}
+			if len(f.keys) > MaxSubjects {
+				return fmt.Errorf("live: %w: more than %d access keys", ErrTooMany, MaxSubjects)
+			}
+			if len(rows) < livePage {
+				break
+			}
+			filter.After = &readmodels.AgentTokenKey{IssuedAt: rows[len(rows)-1].IssuedAt, ID: rows[len(rows)-1].ID}
 		}
-		for _, k := range rows {
-			// Keys active by the database's clock; answer checks the expiry again against now.
-			f.keys = append(f.keys, keyFact{id: k.ID, revoked: k.RevokedAt != nil, key: Key{IssuedBy: k.IssuedBy, ExpiresAt: k.ExpiresAt.UTC(), CIDRs: k.CIDRs,
-				Event: Ref{Type: domain.TypeAccessKeyIssued, Position: uint64(k.Position), RecordedAt: k.IssuedAt.UTC()}}})
-		}
-		if len(f.keys) > MaxSubjects {
-			return fmt.Errorf("live: %w: more than %d access keys", ErrTooMany, MaxSubjects)
-		}
-		if len(rows) < livePage {
-			return nil
-		}
-		after = &readmodels.AgentTokenKey{IssuedAt: rows[len(rows)-1].IssuedAt, ID: rows[len(rows)-1].ID}
 	}
+	return nil
 }

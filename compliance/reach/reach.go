@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/eventstore"
 )
 
 // Errors of Replay and Live.
@@ -99,6 +100,10 @@ type Key struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	CIDRs     []string  `json:"cidrs,omitempty"`
 	Event     Ref       `json:"event"`
+	// Selector, for a key scoped by labels: the labels it calls tunnels by, which the tunnel
+	// carried then since Labelled (the event that gave it its labels).
+	Selector map[string]string `json:"selector,omitempty"`
+	Labelled *Ref              `json:"labelled,omitempty"`
 }
 
 // Reason is one thing that lets a subject reach the tunnel.
@@ -169,9 +174,10 @@ type grantFact struct {
 
 // keyFact is an access key as a source knows it.
 type keyFact struct {
-	id      string
-	revoked bool
-	key     Key
+	id       string
+	revoked  bool
+	key      Key
+	selector map[string]string // a key scoped by labels
 }
 
 // facts is what either source found; answer folds it by one rule.
@@ -181,6 +187,15 @@ type facts struct {
 	supers map[string]Ref                 // superadmin → assignment
 	grants []grantFact
 	keys   []keyFact
+	// labels are the tunnel's labels, given by the event labelled (nil: never labelled).
+	labels   map[string]string
+	labelled *Ref
+}
+
+// label records the tunnel's labels as an event r set them.
+func (f *facts) label(labels map[string]string, r eventstore.Record) {
+	ref := refOf(r, false)
+	f.labels, f.labelled = labels, &ref
 }
 
 func newFacts() *facts {
@@ -264,6 +279,12 @@ func (f *facts) answer(at time.Time, source string, position uint64) (Answer, er
 			continue
 		}
 		key := k.key
+		if k.selector != nil {
+			if !domain.LabelsMatch(k.selector, f.labels) {
+				continue
+			}
+			key.Selector, key.Labelled = k.selector, f.labelled
+		}
 		a.Subjects = append(a.Subjects, Subject{Kind: SubjectAccessKey, ID: k.id, Reasons: []Reason{{Kind: ReasonAccessKey, Key: &key}}})
 	}
 	if len(a.Subjects) > MaxSubjects {

@@ -45,6 +45,15 @@ func TestAnswerRule(t *testing.T) {
 		{"owner also admin", func(f *facts) { f.roles["bob"][domain.RoleAdmin] = ref(6) }, t0.Add(time.Hour),
 			"user:alice=org_role user:bob=org_role+tunnel_owner user:root=superadmin"},
 		{"deleted", func(f *facts) { f.tunnel.State = TunnelDeleted }, t0, ""},
+		// A key for a label selector counts while the tunnel carries its labels.
+		{"label key, labels match", func(f *facts) {
+			f.labels = map[string]string{"team": "ml", "env": "dev"}
+			f.keys = append(f.keys, keyFact{id: "k3", selector: map[string]string{"team": "ml"}, key: Key{ExpiresAt: t0.Add(time.Hour)}})
+		}, t0.Add(time.Minute), "access_key:k1=access_key access_key:k3=access_key user:alice=org_role user:bob=tunnel_owner user:gina=grant user:root=superadmin"},
+		{"label key, other labels", func(f *facts) {
+			f.labels = map[string]string{"team": "cv"}
+			f.keys = append(f.keys, keyFact{id: "k3", selector: map[string]string{"team": "ml"}, key: Key{ExpiresAt: t0.Add(time.Hour)}})
+		}, t0.Add(time.Minute), "access_key:k1=access_key user:alice=org_role user:bob=tunnel_owner user:gina=grant user:root=superadmin"},
 	} {
 		f := base()
 		c.change(f)

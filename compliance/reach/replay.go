@@ -85,6 +85,9 @@ func relevant(r eventstore.Record, orgID, tunnelID string) bool {
 	switch r.Type {
 	case domain.TypeRoleAssigned, domain.TypeRoleUnassigned:
 		return p.OrgID == orgID || p.OrgID == domain.PlatformOrg
+	case domain.TypeAccessKeyIssued, domain.TypeAccessKeyRevoked:
+		// The organization's keys scoped by labels (no tunnel) may call the tunnel too.
+		return p.TunnelID == tunnelID || (p.TunnelID == "" && p.OrgID == orgID)
 	}
 	return p.TunnelID == tunnelID
 }
@@ -107,9 +110,15 @@ func (f *facts) fold(recs []eventstore.Record) error {
 			}
 			ref := refOf(r, false)
 			f.tunnel = TunnelInfo{ID: e.TunnelID, OrgID: e.OrgID, Name: e.Name, Owner: e.Owner, State: TunnelActive, Created: &ref}
+			if len(e.Labels) > 0 {
+				f.label(e.Labels, r)
+			}
 		case *domain.TunnelUpdated:
 			if e.Name != nil {
 				f.tunnel.Name = *e.Name // the name it had then
+			}
+			if e.Labels != nil {
+				f.label(*e.Labels, r)
 			}
 		case *domain.TunnelDeleted:
 			f.tunnel.State = TunnelDeleted
@@ -152,7 +161,7 @@ func (f *facts) fold(recs []eventstore.Record) error {
 				g.state.Ended, g.state.EndedBy = true, domain.TypeGrantExpired
 			}
 		case *domain.AccessKeyIssued:
-			keys[e.KeyID] = &keyFact{id: e.KeyID, key: Key{IssuedBy: e.IssuedBy, ExpiresAt: e.ExpiresAt.UTC(), CIDRs: e.CIDRs, Event: refOf(r, false)}}
+			keys[e.KeyID] = &keyFact{id: e.KeyID, selector: e.Selector, key: Key{IssuedBy: e.IssuedBy, ExpiresAt: e.ExpiresAt.UTC(), CIDRs: e.CIDRs, Event: refOf(r, false)}}
 			keyOrder = append(keyOrder, e.KeyID)
 		case *domain.AccessKeyRevoked:
 			if k := keys[e.KeyID]; k != nil {

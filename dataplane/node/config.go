@@ -68,6 +68,18 @@ type Authenticator interface {
 type Route struct {
 	OrgID, TunnelID, Name string
 	Calls                 bool
+	// CORS is the tunnel's cross-origin setting (nil: none; the ingress adds nothing). It is
+	// shared by every route of the tunnel: never change it.
+	CORS *CORS
+}
+
+// CORS is a tunnel's cross-origin setting as the ingress applies it (domain.TunnelCORS).
+type CORS struct {
+	// Passthrough: preflights go to the upstream without a credential, which answers them.
+	Passthrough bool
+	// Origins are the allowed origins as browsers send them (domain.CanonicalOrigin): their
+	// preflights are answered by the node, and responses to them carry the node's grant.
+	Origins []string
 }
 
 // Router resolves the tunnel a request names for an authenticated caller: ref is the host label of

@@ -34,7 +34,10 @@ type reqState struct {
 	// passAuthorization: the caller's Authorization header goes upstream (the tunnel credential
 	// came in X-Tunnel-Key or Proxy-Authorization).
 	passAuthorization bool
-	live              *liveCall // in the registry of live calls (nil: refused)
+	// preflight: a CORS preflight carried without a credential (passthrough): its cookies are
+	// not forwarded, and only the status and header of the upstream's answer come back.
+	preflight bool
+	live      *liveCall // in the registry of live calls (nil: refused)
 
 	status   int
 	class    string
@@ -83,6 +86,22 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		writeProblem(ctx, problem{Status: http.StatusNotFound, Slug: "no-tunnel",
 			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>.<org>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>.<org>/"})
 		return
+	}
+	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 {
+		// A cross-origin call from a browser (cors.go): the tunnel's setting, if it has one,
+		// answers a preflight, and grants every answer from here on, refusals included.
+		route, found := n.cfg.Router.Resolve(ref, Principal{})
+		if found && route.CORS != nil {
+			if isPreflight(&ctx.Request.Header) {
+				if route.CORS.Passthrough {
+					n.passPreflight(ctx, route, prefix, start)
+				} else {
+					n.answerPreflight(ctx, route.CORS, origin)
+				}
+				return
+			}
+			defer grantCORS(ctx, route.CORS, origin)
+		}
 	}
 	bearer, passAuthorization, hasBearer := callerCredential(ctx)
 	if !hasBearer {
@@ -156,6 +175,22 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
+	if !n.takeSession(ctx, rs) {
+		return
+	}
+	if int64(ctx.Request.Header.ContentLength()) > n.cfg.MaxRequestBody {
+		rs.class, rs.status = ClassLimit, http.StatusRequestEntityTooLarge
+		writeProblem(ctx, problem{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
+			Title: "Request body too large", Detail: "the limit is " + strconv.FormatInt(n.cfg.MaxRequestBody, 10) + " bytes", Tunnel: route.Name})
+		return
+	}
+	handedOff = n.forward(ctx, rs)
+}
+
+// takeSession holds a call of rs's tunnel on the session of its agent (rs.sess), or answers why
+// it cannot (503) and returns false.
+func (n *Node) takeSession(ctx *fasthttp.RequestCtx, rs *reqState) bool {
+	route := rs.route
 	s, err := n.tunnelSession(route.TunnelID), errAgentGone
 	if s != nil && s.ident.OrgID == route.OrgID {
 		err = s.acquire()
@@ -166,23 +201,42 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("Retry-After", "1")
 		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "tunnel-busy", Title: "Tunnel busy",
 			Detail: "tunnel " + strconv.Quote(route.Name) + " has " + strconv.Itoa(n.cfg.MaxCallsPerTunnel) + " calls in flight on this node; retry shortly", Tunnel: route.Name})
-		return
+		return false
 	case err != nil:
 		rs.class, rs.status = ClassAgentAbsent, http.StatusServiceUnavailable
 		ctx.Response.Header.Set("Retry-After", "2")
 		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "agent-absent",
 			Title: "Tunnel offline", Detail: "no agent is connected for tunnel " + strconv.Quote(route.Name) + " on this node", Tunnel: route.Name})
-		return
+		return false
 	}
 	rs.sess = s
+	return true
+}
 
-	if int64(ctx.Request.Header.ContentLength()) > n.cfg.MaxRequestBody {
-		rs.class, rs.status = ClassLimit, http.StatusRequestEntityTooLarge
-		writeProblem(ctx, problem{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
-			Title: "Request body too large", Detail: "the limit is " + strconv.FormatInt(n.cfg.MaxRequestBody, 10) + " bytes", Tunnel: route.Name})
+// passPreflight carries a CORS preflight to the upstream of a tunnel in passthrough mode, without
+// a credential: only a preflight (isPreflight) with no body, its credentials and cookies not
+// forwarded, and only the status and header of the answer returned (respond). It counts in the
+// tunnel's usage as an anonymous call.
+func (n *Node) passPreflight(ctx *fasthttp.RequestCtx, route Route, prefix string, start time.Time) {
+	if cl := ctx.Request.Header.ContentLength(); cl != 0 && cl != -2 {
+		n.metrics.refused.WithLabelValues("cors_preflight").Inc()
+		ctx.SetConnectionClose()
+		writeProblem(ctx, problem{Status: http.StatusBadRequest, Slug: "bad-preflight", Title: "Malformed preflight", Detail: "a preflight has no body"})
 		return
 	}
-	handedOff = n.forward(ctx, rs)
+	ctx.SetConnectionClose() // as after every answer to a caller without a credential
+	rs := &reqState{route: route, prefix: prefix, host: ctx.Host(), remote: ctx.RemoteAddr().String(), start: start, preflight: true}
+	if n.tracer != nil {
+		rs.trace = ownTrace(ctx)
+	}
+	n.usage.begin(rs, Principal{}, start)
+	if route.Calls {
+		beginCall(ctx, rs, Principal{}, start)
+	}
+	defer n.endRequest(rs)
+	if n.takeSession(ctx, rs) {
+		n.forward(ctx, rs) // never streams: respond keeps no body of a preflight's answer
+	}
 }
 
 // refuseUnauthenticated answers a caller without a valid credential. The answer depends on the

@@ -79,12 +79,14 @@ func listed(toks [][]byte, k []byte) bool {
 // claim who the client is or what it asked for (clientIdentityHeader: the node states them
 // itself), and names with an underscore, which CGI-style servers (WSGI, PHP, Rack) read as the
 // dashed name: X_Forwarded_For would otherwise pass for X-Forwarded-For.
-func forwardedOmitted(k []byte, passAuthorization bool) bool {
+func forwardedOmitted(k []byte, passAuthorization, preflight bool) bool {
 	switch string(k) {
 	case "Host", "Expect", "X-Tunnel-Key":
 		return true
 	case "Authorization":
 		return !passAuthorization
+	case "Cookie":
+		return preflight // a preflight has no credential of any kind
 	}
 	return isHopHeader(k) || clientIdentityHeader(k) || bytes.IndexByte(k, '_') >= 0
 }
@@ -172,7 +174,7 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 	toks := connectionTokens(h.All())
 	teTrailers := false
 	for k, v := range h.All() {
-		if forwardedOmitted(k, rs.passAuthorization) || listed(toks, k) || rs.trace != nil && isTraceHeader(k) {
+		if forwardedOmitted(k, rs.passAuthorization, rs.preflight) || listed(toks, k) || rs.trace != nil && isTraceHeader(k) {
 			if string(k) == "Te" && httpguts.HeaderValuesContainsToken([]string{string(v)}, "trailers") {
 				teTrailers = true
 			}
@@ -198,7 +200,7 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 	// connection to the upstream in a framing the node never checks. Others are ignored, as a
 	// server may (RFC 9110 §7.8): the request goes on as a plain one.
 	var upgrade []byte
-	if h.ConnectionUpgrade() && bytes.EqualFold(bytes.TrimSpace(h.Peek("Upgrade")), []byte("websocket")) {
+	if !rs.preflight && h.ConnectionUpgrade() && bytes.EqualFold(bytes.TrimSpace(h.Peek("Upgrade")), []byte("websocket")) {
 		upgrade = h.Peek("Upgrade")
 	}
 	// fasthttp: -1 is a chunked body, -2 none declared (no body, for a request).
@@ -444,6 +446,18 @@ func (ex *exchange) respond(resp *fasthttp.Response, upgrade []byte) bool {
 		// Nothing of it reaches the caller, and the channel, whose framing is now in doubt, closes.
 		ex.finish(false)
 		ex.n.proxyError(ctx, rs, errInvalidResponse)
+		return false
+	}
+	if rs.preflight {
+		// Its caller has no credential: the status and header of the answer, nothing more.
+		if code < 200 {
+			ex.finish(false)
+			ex.n.proxyError(ctx, rs, errInvalidResponse)
+			return false
+		}
+		ctx.Response.SetStatusCode(code)
+		copyResponseHeader(&ctx.Response.Header, &resp.Header, rs.prefix)
+		ex.finish(false)
 		return false
 	}
 	if code == http.StatusSwitchingProtocols {

@@ -19,7 +19,7 @@ import (
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
 // snapshot of another format is not used and the node replays the log from its start instead.
-const snapshotFormat = 6
+const snapshotFormat = 7
 
 // ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
 // format; it must not be used (replay from the start instead).
@@ -59,6 +59,9 @@ type snapshotTunnel struct {
 	Protocol string `json:"protocol"`
 	Deleted  bool   `json:"deleted,omitempty"`
 	Calls    bool   `json:"calls,omitempty"` // its access log is domain.AccessLogCalls
+	// Labels and CORS (format 7).
+	Labels map[string]string  `json:"labels,omitempty"`
+	CORS   *domain.TunnelCORS `json:"cors,omitempty"`
 }
 
 type snapshotSealKey struct {
@@ -79,14 +82,16 @@ type snapshotGrant struct {
 }
 
 type snapshotAccessKey struct {
-	ID          string    `json:"id"`
-	OrgID       string    `json:"org_id"`
-	TunnelID    string    `json:"tunnel_id"`
-	SecretHash  string    `json:"secret_hash"`
-	DerivedFrom string    `json:"derived_from,omitempty"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	CIDRs       []string  `json:"cidrs,omitempty"`
-	Revoked     bool      `json:"revoked,omitempty"`
+	ID       string `json:"id"`
+	OrgID    string `json:"org_id"`
+	TunnelID string `json:"tunnel_id"`
+	// Selector of a key scoped by labels (format 7).
+	Selector    map[string]string `json:"selector,omitempty"`
+	SecretHash  string            `json:"secret_hash"`
+	DerivedFrom string            `json:"derived_from,omitempty"`
+	ExpiresAt   time.Time         `json:"expires_at"`
+	CIDRs       []string          `json:"cidrs,omitempty"`
+	Revoked     bool              `json:"revoked,omitempty"`
 }
 
 // Snapshot is the view's state as of Position, for the log whose origin is given. Restore
@@ -106,13 +111,14 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 		s.Chain = chain
 	}
 	for _, t := range v.tunnels {
-		s.Tunnels = append(s.Tunnels, snapshotTunnel{ID: t.id, OrgID: t.orgID, Name: t.name, Owner: t.owner, Upstream: t.upstream, Protocol: t.protocol, Deleted: t.deleted, Calls: t.calls})
+		s.Tunnels = append(s.Tunnels, snapshotTunnel{ID: t.id, OrgID: t.orgID, Name: t.name, Owner: t.owner, Upstream: t.upstream, Protocol: t.protocol, Deleted: t.deleted, Calls: t.calls,
+			Labels: t.labels, CORS: t.corsOf()})
 	}
 	for org, names := range v.byName {
 		s.ByName[org] = maps.Clone(names)
 	}
 	for _, k := range v.accessKeys {
-		sk := snapshotAccessKey{ID: k.id, OrgID: k.orgID, TunnelID: k.tunnelID, SecretHash: k.hash, DerivedFrom: k.derivedFrom, ExpiresAt: k.expiresAt,
+		sk := snapshotAccessKey{ID: k.id, OrgID: k.orgID, TunnelID: k.tunnelID, Selector: k.selector, SecretHash: k.hash, DerivedFrom: k.derivedFrom, ExpiresAt: k.expiresAt,
 			Revoked: k.revoked}
 		for _, p := range k.cidrs {
 			sk.CIDRs = append(sk.CIDRs, p.String())
@@ -200,7 +206,12 @@ func (v *View) Restore(b []byte, origin string) error {
 		v.keys.Put(id, ed25519.PublicKey(k))
 	}
 	for _, t := range s.Tunnels {
-		v.tunnels[t.ID] = &tunnel{id: t.ID, orgID: t.OrgID, name: t.Name, owner: t.Owner, upstream: t.Upstream, protocol: t.Protocol, deleted: t.Deleted, calls: t.Calls}
+		tun := &tunnel{id: t.ID, orgID: t.OrgID, name: t.Name, owner: t.Owner, upstream: t.Upstream, protocol: t.Protocol, deleted: t.Deleted, calls: t.Calls,
+			labels: t.Labels}
+		if t.CORS != nil {
+			tun.setCORS(*t.CORS)
+		}
+		v.tunnels[t.ID] = tun
 	}
 	for org, names := range s.ByName {
 		v.byName[org] = maps.Clone(names)
@@ -217,7 +228,7 @@ func (v *View) Restore(b []byte, origin string) error {
 		v.revoked[id] = true
 	}
 	for _, k := range s.AccessKeys {
-		if err := v.putAccessKey(k.ID, k.OrgID, k.TunnelID, k.SecretHash, k.DerivedFrom, k.ExpiresAt, k.CIDRs, k.Revoked); err != nil {
+		if err := v.putAccessKey(k.ID, k.OrgID, k.TunnelID, k.Selector, k.SecretHash, k.DerivedFrom, k.ExpiresAt, k.CIDRs, k.Revoked); err != nil {
 			return fmt.Errorf("view snapshot: %w", err)
 		}
 	}

@@ -31,7 +31,10 @@ func decisions(t *testing.T, v *view.View, tokens map[string]string, users map[s
 	for _, ref := range refs {
 		for _, u := range []string{"alice", "carol", "vic", "zed", "dave"} {
 			r, ok := v.Resolve(ref, node.Principal{UserID: u})
-			fmt.Fprintf(&b, "resolve %s for %s → %+v %v\n", ref, u, r, ok)
+			cors := r.CORS
+			r.CORS = nil // a pointer: printed by what it points to
+			fmt.Fprintf(&b, "resolve %s for %s → %+v %v cors %+v\n", ref, u, r, ok, deref(cors))
+			r.CORS = cors
 			if ok {
 				fmt.Fprintf(&b, "  %v\n", authorizeBearer(v, users[u], r))
 			}
@@ -41,7 +44,7 @@ func decisions(t *testing.T, v *view.View, tokens map[string]string, users map[s
 		a, err := v.AuthenticateAgent(context.Background(), tokens[name])
 		fmt.Fprintf(&b, "agent %s: %+v %v\n", name, a, err)
 	}
-	for _, id := range []string{keyValid, keyCIDR, keyExpired, keyOther} {
+	for _, id := range []string{keyValid, keyCIDR, keyExpired, keyOther, keyLabel} {
 		for _, addr := range []string{"10.0.0.1", "192.0.2.1"} {
 			fmt.Fprintf(&b, "access key %s from %s: %v\n", id, addr, callWithKey(v, secretOf(id), tun, addr))
 		}
@@ -49,7 +52,17 @@ func decisions(t *testing.T, v *view.View, tokens map[string]string, users map[s
 	return b.String()
 }
 
-const tun3 = "0193f2a4-7c1e-7d3a-9b2e-000000000006"
+const (
+	tun3     = "0193f2a4-7c1e-7d3a-9b2e-000000000006"
+	keyLabel = "0193f2a4-7c1e-7d3a-9b2e-0000000000a6"
+)
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
 
 // A view restored from a snapshot answers every question as the view it was taken of, and both
 // go on alike as further events arrive; a snapshot of another log, issuer or format is refused.
@@ -72,6 +85,10 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Name: ptr("chat"), Upstream: ptr("http://127.0.0.1:2")})
 	f.domain(domain.TunnelDeleted{TunnelID: tun3, OrgID: org, Name: "gone"})
 	f.domain(domain.TunnelAccessLogSet{TunnelID: tun, OrgID: org, AccessLog: domain.AccessLogCalls, Previous: domain.AccessLogWindows})
+	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Labels: &map[string]string{"team": "ml"},
+		CORS: &domain.TunnelCORS{Mode: domain.CORSOrigins, Origins: []string{"https://app.example"}}})
+	f.domain(domain.AccessKeyIssued{KeyID: keyLabel, OrgID: org, Selector: map[string]string{"team": "ml"}, SecretHash: domain.HashAccessKey(secretOf(keyLabel)),
+		ExpiresAt: time.Now().Add(time.Hour), IssuedBy: "alice"})
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "vic", Role: domain.RoleAdmin})
 	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "vic", Role: domain.RoleAdmin})
@@ -107,7 +124,8 @@ func TestSnapshotRestoresTheSameView(t *testing.T) {
 	}
 	want := decisions(t, v, tokens, users)
 	for _, must := range []string{"agent valid: {OrgID", "Seal:{Subject:alice Generation:2 Public:[9 9 9", "agent revoked: {", "agent token revoked", "tunnel deleted", "resolve chat.acme for alice → {OrgID",
-		"Name:chat Calls:true}", "Name:llm Calls:false}",
+		"Name:chat Calls:true CORS:<nil>} true cors {Passthrough:false Origins:[https://app.example]}", "Name:llm Calls:false CORS:<nil>} true cors <nil>",
+		"access key " + keyLabel + " from 192.0.2.1: <nil>",
 		"access key " + keyValid + " from 192.0.2.1: <nil>", "access key " + keyCIDR + " from 10.0.0.1: <nil>", "access key " + keyCIDR + " from 192.0.2.1: forbidden",
 		"access key " + keyOther + " from 10.0.0.1: invalid token: the access key was revoked", "the access key expired"} {
 		if !strings.Contains(want, must) {

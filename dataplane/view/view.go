@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,7 +66,8 @@ type Hooks struct {
 // accessKey is a tunnel access key as the log issued it (and maybe revoked it).
 type accessKey struct {
 	id, orgID, tunnelID, hash string
-	derivedFrom               string // token key id ("" unknown)
+	selector                  map[string]string // a key scoped by labels (tunnelID "")
+	derivedFrom               string            // token key id ("" unknown)
 	expiresAt                 time.Time
 	cidrs                     []netip.Prefix
 	revoked                   bool
@@ -97,11 +99,36 @@ type tunnel struct {
 	id, orgID, name, owner, upstream, protocol string
 	deleted                                    bool
 	calls                                      bool // access log domain.AccessLogCalls: nodes record each call
+	labels                                     map[string]string
+	cors                                       *node.CORS // nil: none (replaced whole, never changed)
 }
 
 // route is t as the ingress addresses it.
 func (t *tunnel) route() node.Route {
-	return node.Route{OrgID: t.orgID, TunnelID: t.id, Name: t.name, Calls: t.calls}
+	return node.Route{OrgID: t.orgID, TunnelID: t.id, Name: t.name, Calls: t.calls, CORS: t.cors}
+}
+
+// setCORS sets t's cross-origin setting from the log's (CORSOff, or one the view cannot read: none).
+func (t *tunnel) setCORS(c domain.TunnelCORS) {
+	switch c.Mode {
+	case domain.CORSPassthrough:
+		t.cors = &node.CORS{Passthrough: true}
+	case domain.CORSOrigins:
+		t.cors = &node.CORS{Origins: slices.Clone(c.Origins)}
+	default:
+		t.cors = nil
+	}
+}
+
+// corsOf is t's setting as the log records it (for the snapshot).
+func (t *tunnel) corsOf() *domain.TunnelCORS {
+	switch {
+	case t.cors == nil:
+		return nil
+	case t.cors.Passthrough:
+		return &domain.TunnelCORS{Mode: domain.CORSPassthrough}
+	}
+	return &domain.TunnelCORS{Mode: domain.CORSOrigins, Origins: t.cors.Origins}
 }
 
 // View is safe for concurrent use: Apply from one consumer, lookups from many requests.
@@ -312,7 +339,7 @@ func (v *View) apply(e Event, after *[]func()) error {
 		v.orgs[x.OrgID] = x.Name
 		v.orgByName[x.Name] = x.OrgID
 	case *domain.TunnelCreated:
-		t := &tunnel{id: x.TunnelID, orgID: x.OrgID, name: x.Name, owner: x.Owner, upstream: x.Upstream, protocol: x.Protocol}
+		t := &tunnel{id: x.TunnelID, orgID: x.OrgID, name: x.Name, owner: x.Owner, upstream: x.Upstream, protocol: x.Protocol, labels: x.Labels}
 		v.tunnels[t.id] = t
 		v.names(x.OrgID)[x.Name] = t.id
 	case *domain.TunnelUpdated:
@@ -330,6 +357,16 @@ func (v *View) apply(e Event, after *[]func()) error {
 		}
 		if x.Protocol != nil {
 			t.protocol = *x.Protocol
+		}
+		if x.CORS != nil {
+			t.setCORS(*x.CORS)
+		}
+		if x.Labels != nil {
+			t.labels = *x.Labels
+			// Keys scoped by labels the tunnel no longer carries may not go on calling it.
+			if h := v.hooks.AccessWithdrawn; h != nil {
+				*after = append(*after, h)
+			}
 		}
 	case *domain.TunnelAccessLogSet:
 		t := v.tunnels[x.TunnelID]
@@ -364,7 +401,7 @@ func (v *View) apply(e Event, after *[]func()) error {
 			*after = append(*after, func() { h(id) })
 		}
 	case *domain.AccessKeyIssued:
-		return v.putAccessKey(x.KeyID, x.OrgID, x.TunnelID, x.SecretHash, x.DerivedFrom, x.ExpiresAt, x.CIDRs, false)
+		return v.putAccessKey(x.KeyID, x.OrgID, x.TunnelID, x.Selector, x.SecretHash, x.DerivedFrom, x.ExpiresAt, x.CIDRs, false)
 	case *domain.AccessKeyRevoked:
 		// The ingress asks AuthorizeIngress on every request, which reads this; AccessWithdrawn
 		// has the node decide its live calls again.
@@ -511,8 +548,8 @@ func (v *View) groupsOf(user string) []string {
 
 // putAccessKey adds an access key (under v.mu). The hash is the key's lookup: one already held
 // by another key (which the control plane's derivation never makes) leaves the first one alone.
-func (v *View) putAccessKey(id, org, tunnelID, hash, derivedFrom string, expires time.Time, cidrs []string, revoked bool) error {
-	k := &accessKey{id: id, orgID: org, tunnelID: tunnelID, hash: hash, derivedFrom: derivedFrom, expiresAt: expires, revoked: revoked}
+func (v *View) putAccessKey(id, org, tunnelID string, selector map[string]string, hash, derivedFrom string, expires time.Time, cidrs []string, revoked bool) error {
+	k := &accessKey{id: id, orgID: org, tunnelID: tunnelID, selector: selector, hash: hash, derivedFrom: derivedFrom, expiresAt: expires, revoked: revoked}
 	for _, c := range cidrs {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
@@ -570,7 +607,8 @@ func (v *View) Decided(ctx context.Context, id string) (Decision, error) {
 }
 
 // withdrawsAccess tells the events after which an ingress authorization given earlier may no
-// longer hold. (TunnelUpdated cannot change the owner; renames change the route, not access.)
+// longer hold. (TunnelUpdated cannot change the owner; renames change the route, not access; a
+// change of labels does, and apply calls the hook for it.)
 func withdrawsAccess(e Event) bool {
 	if e.StreamID == ledger.LogStream {
 		return e.Type == ledger.TypeKeyRevoked
@@ -696,9 +734,14 @@ func (v *View) Resolve(ref string, caller node.Principal) (node.Route, bool) {
 		return node.Route{}, false
 	}
 	if caller.AccessKeyID != "" {
-		// An access key's caller holds no role: a bare name is its own tunnel's, or nothing.
+		// An access key's caller holds no role: a bare name is its own tunnel's (for a key scoped
+		// by labels, that of its organization's tunnel of that name if it matches), or nothing.
 		if k := v.accessKeys[caller.AccessKeyID]; k != nil {
-			if t := v.tunnels[k.tunnelID]; t != nil && !t.deleted && t.name == ref {
+			id := k.tunnelID
+			if k.selector != nil {
+				id = v.byName[k.orgID][ref]
+			}
+			if t := v.tunnels[id]; t != nil && !t.deleted && t.name == ref && v.keyCovers(k, t) {
 				return t.route(), true
 			}
 		}
@@ -801,13 +844,25 @@ func (v *View) authorizeKey(p node.Principal, r node.Route) error {
 		return err
 	}
 	t := v.tunnels[r.TunnelID]
-	if t == nil || t.deleted || k.tunnelID != t.id || k.orgID != t.orgID {
+	if t == nil || t.deleted || !v.keyCovers(k, t) {
 		return fmt.Errorf("%w: %s", node.ErrUnknownTunnel, r.Name)
 	}
 	if !domain.AccessKeyAllows(k.cidrs, p.RemoteIP) {
 		return fmt.Errorf("%w: this access key is not accepted from %s", node.ErrForbidden, p.RemoteIP)
 	}
 	return nil
+}
+
+// keyCovers tells whether k may call t (under v.mu): t is its tunnel, or, for a key scoped by
+// labels, a tunnel of its organization whose labels match its selector now.
+func (v *View) keyCovers(k *accessKey, t *tunnel) bool {
+	if k.orgID != t.orgID {
+		return false
+	}
+	if k.selector != nil {
+		return k.tunnelID == "" && domain.LabelsMatch(k.selector, t.labels)
+	}
+	return k.tunnelID == t.id
 }
 
 // AuthorizeIngress implements node.IngressAuthorizer by domain.MayUseTunnel, the rule the control

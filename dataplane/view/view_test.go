@@ -216,15 +216,17 @@ func TestAccessWithdrawnHook(t *testing.T) {
 	f.domain(domain.TunnelCreated{TunnelID: tun, OrgID: org, Owner: "alice", Name: "llm", Upstream: "http://127.0.0.1:1", Protocol: "http"})
 	f.domain(domain.RoleAssigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})             // 4
 	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Upstream: ptr("http://127.0.0.1:2")}) // 5
-	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})           // 6: fires
-	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})                         // 7: fires
-	f.log(ledger.TypeKeyRevoked, ledger.KeyRevokedPayload{KeyID: key.ID(), Reason: "leaked"})      // 8: fires
-	f.domain(domain.AccessKeyRevoked{KeyID: "k1", OrgID: org, TunnelID: tun})                      // 9: fires
+	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, Labels: &map[string]string{}})        // 6: fires (keys scoped by labels)
+	f.domain(domain.TunnelUpdated{TunnelID: tun, OrgID: org, CORS: &domain.TunnelCORS{Mode: domain.CORSPassthrough}})
+	f.domain(domain.RoleUnassigned{OrgID: org, UserID: "carol", Role: domain.RoleAdmin})      // 8: fires
+	f.domain(domain.TunnelDeleted{TunnelID: tun, OrgID: org, Name: "llm"})                    // 9: fires
+	f.log(ledger.TypeKeyRevoked, ledger.KeyRevokedPayload{KeyID: key.ID(), Reason: "leaked"}) // 10: fires
+	f.domain(domain.AccessKeyRevoked{KeyID: "k1", OrgID: org, TunnelID: tun})                 // 11: fires
 	mu.Lock()
 	defer mu.Unlock()
 	// The hook runs after Apply returns from the fold, before the feed moves its position on.
-	if len(fired) != 4 || fired[0] != 6 || fired[1] != 7 || fired[2] != 8 || fired[3] != 9 {
-		t.Fatalf("AccessWithdrawn fired at positions %v, want [6 7 8 9]", fired)
+	if fmt.Sprint(fired) != "[6 8 9 10 11]" {
+		t.Fatalf("AccessWithdrawn fired at positions %v, want [6 8 9 10 11]", fired)
 	}
 }
 

@@ -26,6 +26,10 @@ type Tunnel struct {
 	AgentsConnected int64 `db:"agents_connected"`
 	// AccessLog is "windows" or "calls" (tunnel.access_log_set).
 	AccessLog string `db:"access_log"`
+	// Labels are the tunnel's labels ({} for none).
+	Labels map[string]string `db:"labels"`
+	// CORS is the tunnel's cross-origin setting (nil: never set, which is domain.CORSOff).
+	CORS *domain.TunnelCORS `db:"cors"`
 }
 
 // Tunnel states.
@@ -54,7 +58,7 @@ type TunnelKey struct {
 }
 
 const tunnelColumns = `SELECT tunnel_id::text AS tunnel_id, org_id::text AS org_id, name, owner, upstream, protocol, state, version,
-	created_at, updated_at, position, ` + agentsConnected + ` AS agents_connected, access_log FROM tunnels`
+	created_at, updated_at, position, ` + agentsConnected + ` AS agents_connected, access_log, labels, cors FROM tunnels`
 
 // ListTunnels lists an organization's tunnels by name.
 func (q *Queries) ListTunnels(ctx context.Context, f TunnelFilter) ([]Tunnel, error) {

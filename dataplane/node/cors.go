@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // CORS at the ingress (a tunnel's Route.CORS). Browsers ask before a cross-origin call with a
@@ -37,6 +39,14 @@ func (c *CORS) allows(origin []byte) bool {
 		return false
 	}
 	return slices.Contains(c.Origins, string(origin))
+}
+
+// corsAddressable tells whether ref can name a tunnel without a caller: <tunnel>.<org> or a tunnel
+// id. A bare name resolves only within a caller's organizations, so resolving one for nobody
+// finds nothing, and a Router may pay a pass over every organization to learn that (the view
+// does): it is not looked up for anyone who merely sends an Origin header.
+func corsAddressable(ref string) bool {
+	return strings.Contains(ref, ".") || domain.ValidID(ref)
 }
 
 // isPreflight tells whether a request is a CORS preflight.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,4 +276,42 @@ func TestLabelAccessKeysAtTheIngress(t *testing.T) {
 	want("the other tunnel still", "/t/second.one/v1/models", 200)
 	kv.apply(domain.AccessKeyRevoked{KeyID: "key-ml", OrgID: "org-1", Reason: "done"})
 	want("revoked", "/t/second.one/v1/models", 401)
+}
+
+// anonRouter counts the lookups made for nobody (a request without a credential).
+type anonRouter struct {
+	node.Router
+	anon atomic.Int64
+}
+
+func (r *anonRouter) Resolve(ref string, caller node.Principal) (node.Route, bool) {
+	if caller == (node.Principal{}) {
+		r.anon.Add(1)
+	}
+	return r.Router.Resolve(ref, caller)
+}
+
+// A request with an Origin header makes the node look its tunnel up for nobody only when it names
+// one fully: a bare name resolves within a caller's organizations alone, and the view finds that
+// out with a pass over every organization, which anyone sending an Origin header could otherwise
+// have the node make for free. Such a request is refused as any without a credential.
+func TestCORSLookupOnlyForQualifiedNames(t *testing.T) {
+	t.Parallel()
+	kv := newKeyView(t)
+	rt := &anonRouter{Router: kv.v}
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.Router, c.Authorizer = rt, kv.v }))
+	kv.setCORS("tun-llm", domain.TunnelCORS{Mode: domain.CORSOrigins, Origins: []string{appOrigin}})
+	for _, c := range []struct{ method, path string }{{"GET", "/t/llm/v1/models"}, {"OPTIONS", "/t/llm/v1/models"}} {
+		status, h, _ := e.send(c.method, c.path, "Origin: "+appOrigin, "Access-Control-Request-Method: POST")
+		if status != http.StatusUnauthorized || h.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("%s %s by bare name: %d %v, want 401 without a grant", c.method, c.path, status, h)
+		}
+	}
+	if n := rt.anon.Load(); n != 0 {
+		t.Fatalf("%d lookups for nobody by a bare name", n)
+	}
+	status, h, _ := e.send("OPTIONS", "/t/llm.one/v1/models", "Origin: "+appOrigin, "Access-Control-Request-Method: POST")
+	if status != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != appOrigin || rt.anon.Load() != 1 {
+		t.Fatalf("preflight by full name: %d %v, %d lookups for nobody", status, h, rt.anon.Load())
+	}
 }

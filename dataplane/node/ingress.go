@@ -87,7 +87,7 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>.<org>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>.<org>/"})
 		return
 	}
-	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 {
+	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 && corsAddressable(ref) {
 		// A cross-origin call from a browser (cors.go): the tunnel's setting, if it has one,
 		// answers a preflight, and grants every answer from here on, refusals included.
 		route, found := n.cfg.Router.Resolve(ref, Principal{})

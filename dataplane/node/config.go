@@ -139,6 +139,9 @@ type CorrelatedSink interface {
 	Correlated(e domain.Event, correlationID string)
 }
 
+// DefaultFailoverWait is Config.FailoverWait's default.
+const DefaultFailoverWait = 5 * time.Second
+
 // Config configures a Node. Zero durations and sizes take the documented defaults; negative
 // values are errors unless documented otherwise.
 type Config struct {
@@ -202,6 +205,15 @@ type Config struct {
 	// does not pay a signature check per request (default 5s; negative disables).
 	// Node.ForgetAuthorizations ends them early when a token key is revoked.
 	AuthCacheTTL time.Duration
+	// FailoverWait is how long a call for a tunnel that no agent holds on this node waits for
+	// one (failover.go): an agent reconnecting (its restart, this node's, a move between nodes)
+	// gets the calls made meanwhile. Zero: DefaultFailoverWait; negative: calls do not wait
+	// (503 agent-absent at once). A call that failed before any byte of it reached an agent,
+	// because the agent's session went away, waits for the next one within what is left of it.
+	FailoverWait time.Duration
+	// MaxQueuedPerTunnel bounds the calls waiting for an agent of one tunnel (default 256);
+	// beyond it callers get 503 failover-queue-full with Retry-After at once.
+	MaxQueuedPerTunnel int
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
@@ -228,6 +240,10 @@ func (c *Config) applyDefaults() {
 	def(&c.AuthCacheTTL, 5*time.Second)
 	def(&c.ChannelOpenTimeout, 15*time.Second)
 	def(&c.CallFlushInterval, time.Second)
+	def(&c.FailoverWait, DefaultFailoverWait)
+	if c.MaxQueuedPerTunnel == 0 {
+		c.MaxQueuedPerTunnel = 256
+	}
 	if c.CallQueueMax == 0 {
 		c.CallQueueMax = 50_000
 	}
@@ -314,6 +330,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxCallsPerTunnel < 0 {
 		bad("MaxCallsPerTunnel must be positive, got %d", c.MaxCallsPerTunnel)
+	}
+	if c.MaxQueuedPerTunnel < 0 {
+		bad("MaxQueuedPerTunnel must be positive, got %d", c.MaxQueuedPerTunnel)
 	}
 	if c.UsageMaxCallers < 0 {
 		bad("UsageMaxCallers must be positive, got %d", c.UsageMaxCallers)

@@ -255,8 +255,10 @@ func TestTwoHundredConcurrentRequests(t *testing.T) {
 	}
 }
 
+// With FailoverWait off (--failover-wait 0) a call for a tunnel without an agent is answered at
+// once, as before calls waited for one (failover_test.go).
 func TestAgentAbsentIsAnsweredAtOnce(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.FailoverWait = -1 }))
 	start := time.Now()
 	status, h, body := e.do(e.request("GET", "/t/offline/api/tags", nil, e.alice))
 	took := time.Since(start)

@@ -129,6 +129,9 @@ func testFrozenAgent(t *testing.T, callers int, pooled bool) {
 	const timeout = 2 * time.Second
 	e := newEnv(t, withNodeConfig(func(c *node.Config) {
 		c.KeepaliveTimeout = timeout // KeepaliveInterval stays 15s: the periodic probe comes too late
+		// What is measured is how soon the frozen agent is found out; with a FailoverWait its
+		// callers (nothing of whose calls reached it) would wait that much more for another agent.
+		c.FailoverWait = -1
 	}))
 	fz := newFreezer(t, e.addr)
 	e.startAgent("tun-llm", func(c *agent.Config) {

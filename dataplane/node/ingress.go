@@ -38,6 +38,11 @@ type reqState struct {
 	// not forwarded, and only the status and header of the upstream's answer come back.
 	preflight bool
 	live      *liveCall // in the registry of live calls (nil: refused)
+	// waitUntil is when the call stops waiting for an agent session (FailoverWait from its first
+	// wait; zero until it waited). reached: a byte of the request was written to an agent
+	// channel, so the call is never sent again (failover.go).
+	waitUntil time.Time
+	reached   bool
 
 	status   int
 	class    string
@@ -175,41 +180,26 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	if !n.takeSession(ctx, rs) {
-		return
-	}
+	// A call refused anyway does not wait for an agent.
 	if int64(ctx.Request.Header.ContentLength()) > n.cfg.MaxRequestBody {
 		rs.class, rs.status = ClassLimit, http.StatusRequestEntityTooLarge
 		writeProblem(ctx, problem{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
 			Title: "Request body too large", Detail: "the limit is " + strconv.FormatInt(n.cfg.MaxRequestBody, 10) + " bytes", Tunnel: route.Name})
 		return
 	}
+	if !n.takeSession(ctx, rs) {
+		return
+	}
 	handedOff = n.forward(ctx, rs)
 }
 
-// takeSession holds a call of rs's tunnel on the session of its agent (rs.sess), or answers why
-// it cannot (503) and returns false.
+// takeSession holds a call of rs's tunnel on the session of its agent (rs.sess), waiting for one
+// when none is there (failover.go), or answers why it cannot (503) and returns false.
 func (n *Node) takeSession(ctx *fasthttp.RequestCtx, rs *reqState) bool {
-	route := rs.route
-	s, err := n.tunnelSession(route.TunnelID), errAgentGone
-	if s != nil && s.ident.OrgID == route.OrgID {
-		err = s.acquire()
-	}
-	switch {
-	case errors.Is(err, errTunnelBusy):
-		rs.class, rs.status = ClassLimit, http.StatusServiceUnavailable
-		ctx.Response.Header.Set("Retry-After", "1")
-		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "tunnel-busy", Title: "Tunnel busy",
-			Detail: "tunnel " + strconv.Quote(route.Name) + " has " + strconv.Itoa(n.cfg.MaxCallsPerTunnel) + " calls in flight on this node; retry shortly", Tunnel: route.Name})
-		return false
-	case err != nil:
-		rs.class, rs.status = ClassAgentAbsent, http.StatusServiceUnavailable
-		ctx.Response.Header.Set("Retry-After", "2")
-		writeProblem(ctx, problem{Status: http.StatusServiceUnavailable, Slug: "agent-absent",
-			Title: "Tunnel offline", Detail: "no agent is connected for tunnel " + strconv.Quote(route.Name) + " on this node", Tunnel: route.Name})
+	if err := n.holdSession(ctx, rs, nil); err != nil {
+		n.noSession(ctx, rs, err)
 		return false
 	}
-	rs.sess = s
 	return true
 }
 

@@ -33,6 +33,9 @@ type metrics struct {
 	unsolicited     prometheus.Counter
 	usageOverflow   prometheus.Counter
 	callsCut        *prometheus.CounterVec
+	failoverWaiting prometheus.Gauge
+	failoverWaits   *prometheus.CounterVec
+	failoverRetries prometheus.Counter
 	live            prometheus.Collector
 }
 
@@ -80,6 +83,18 @@ func newMetrics(n *Node) *metrics {
 			Name: "tunnelplane_node_ingress_calls_cut_total",
 			Help: "Calls in flight cut because their caller's access was withdrawn (a grant or role withdrawn, a key revoked, an expiry), by kind: waiting for the response header, streaming a response, a WebSocket.",
 		}, []string{"kind"}),
+		failoverWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tunnelplane_node_failover_waiting_calls",
+			Help: "Calls waiting for an agent of their tunnel to connect to this node (FailoverWait).",
+		}),
+		failoverWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_failover_waits_total",
+			Help: "Waits of calls for an agent of their tunnel, by outcome: served (an agent came), timeout (503 agent-absent), canceled (the caller left), queue_full (503 at once: MaxQueuedPerTunnel were waiting), draining (the node began to drain).",
+		}, []string{"outcome"}),
+		failoverRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_failover_retries_total",
+			Help: "Calls that failed before any byte of theirs reached an agent because its session was going away, and went to another session.",
+		}),
 	}
 	m.live = &liveBytes{n: n, desc: prometheus.NewDesc("tunnelplane_node_agent_bytes_total",
 		"WebSocket payload bytes exchanged with agents.", []string{"direction"}, nil)}
@@ -92,7 +107,8 @@ func (m *metrics) register(r prometheus.Registerer) error {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.agents, m.handshakeFails, m.disconnects, m.requests, m.errors, m.duration,
-		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.usageOverflow, m.callsCut, m.live} {
+		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.usageOverflow, m.callsCut,
+		m.failoverWaiting, m.failoverWaits, m.failoverRetries, m.live} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}

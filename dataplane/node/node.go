@@ -37,6 +37,7 @@ type Node struct {
 	sessions map[*session]struct{}     // every authenticated session
 	pending  map[*wsconn.Conn]struct{} // connections still in the SSH handshake
 	tunnels  map[string]*session       // tunnel id → the session holding it
+	queues   map[string]*waitQueue     // tunnel id → the calls waiting for an agent of it (failover.go)
 	draining bool
 	stopped  bool
 
@@ -83,6 +84,7 @@ func New(cfg Config) (*Node, error) {
 		sessions: map[*session]struct{}{},
 		pending:  map[*wsconn.Conn]struct{}{},
 		tunnels:  map[string]*session{},
+		queues:   map[string]*waitQueue{},
 		auth:     newAuthCache(cfg.AuthCacheTTL),
 	}
 	if cfg.TracerProvider != nil {
@@ -186,6 +188,7 @@ func (n *Node) Drain(ctx context.Context) int {
 	}
 	clear(n.tunnels)
 	n.metrics.agents.Set(0)
+	n.wakeAllLocked() // waiting calls are answered at once: no agent comes back to a draining node
 	n.mu.Unlock()
 	n.log.Info("draining", "sessions", len(list))
 	for _, s := range list {
@@ -212,6 +215,7 @@ func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		n.mu.Lock()
 		n.stopped = true
+		n.wakeAllLocked()
 		list := make([]*session, 0, len(n.sessions))
 		for s := range n.sessions {
 			list = append(list, s)

@@ -228,50 +228,59 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 	}
 	isHead := h.IsHead()
 
-	for attempt := 0; ; attempt++ {
-		tc, reused, err := n.takeConn(ctx, rs)
-		if err != nil {
-			n.proxyError(ctx, rs, err)
-			return false
-		}
-		if !rs.live.attach(tc) {
-			_ = tc.ch.Close()
-			n.proxyError(ctx, rs, errAccessWithdrawn)
-			return false
-		}
-		rs.onTraced = tc.traced
-		ex := &exchange{n: n, ctx: ctx, rs: rs, tc: tc}
-		resp, err := ex.roundTrip(upgrade, bodyLen, small, body, isHead)
+	for retries := 0; ; {
+		tc, _, err := n.takeConn(ctx, rs)
 		if err == nil {
-			return ex.respond(resp, upgrade)
+			if !rs.live.attach(tc) {
+				_ = tc.ch.Close()
+				n.proxyError(ctx, rs, errAccessWithdrawn)
+				return false
+			}
+			rs.onTraced = tc.traced
+			ex := &exchange{n: n, ctx: ctx, rs: rs, tc: tc}
+			resp, rerr := ex.roundTrip(upgrade, bodyLen, small, body, isHead)
+			if rerr == nil {
+				return ex.respond(resp, upgrade)
+			}
+			// The body's writer has stopped: what the channel took is all that reached the agent.
+			err = rerr
+			rs.reached = rs.reached || tc.written.Load() > 0
 		}
-		// A pooled channel may have been closed by the agent (its upstream dropped an idle
-		// keep-alive connection) just before we used it. Retry when nothing was sent, or when
-		// nothing came back and the request can be replayed.
 		if rs.live.wasCut() {
 			n.proxyError(ctx, rs, errAccessWithdrawn)
 			return false
 		}
-		var re *readError
-		retry := errors.Is(err, errHeadersNotSent) ||
-			(errors.As(err, &re) && re.nothingRead && body == nil && isReplayable(h.Method()))
-		if !reused || !retry || attempt >= 3 {
-			if errors.Is(rs.sess.gone(), errAgentUnresponsive) {
+		s := rs.sess
+		if !beforeAgent(err, rs.reached) {
+			// Bytes of the request reached the agent (the upstream may have seen it), or the failure
+			// is the answer: it is never sent again.
+			if errors.Is(s.gone(), errAgentUnresponsive) && !errors.Is(err, errAgentUnresponsive) {
 				// The exchange failed because the node closed a frozen agent's connection.
 				err = fmt.Errorf("%w: %w", errAgentUnresponsive, err)
 			}
 			n.proxyError(ctx, rs, err)
 			return false
 		}
+		// Nothing reached the agent. A pooled channel the agent closed just before we used it (its
+		// upstream dropped an idle keep-alive connection): another channel of the session. A
+		// session going away: the next one, within what is left of FailoverWait.
+		if !s.leaving(err) && retries < 3 {
+			retries++
+			continue
+		}
+		s.release()
+		rs.sess = nil
+		if herr := n.holdSession(ctx, rs, s); herr != nil {
+			if errors.Is(herr, errAgentGone) {
+				n.proxyError(ctx, rs, err) // the node does not wait: answered as before
+			} else {
+				n.noSession(ctx, rs, herr)
+			}
+			return false
+		}
+		n.metrics.failoverRetries.Inc()
+		retries = 0
 	}
-}
-
-func isReplayable(method []byte) bool {
-	switch string(method) {
-	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
-		return true
-	}
-	return false
 }
 
 // exchange is one request and its response on one tunnel channel.

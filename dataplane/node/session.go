@@ -212,6 +212,7 @@ func (n *Node) claim(s *session, fr ForwardRequest) error {
 	s.mu.Unlock()
 	n.tunnels[s.ident.TunnelID] = s
 	n.metrics.agents.Set(float64(len(n.tunnels)))
+	n.wakeLocked(s.ident.TunnelID) // calls waiting for an agent of the tunnel go to s
 	n.mu.Unlock()
 	if !first {
 		return nil

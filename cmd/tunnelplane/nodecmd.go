@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -171,4 +172,41 @@ func nodeLimitFlags(fs *pflag.FlagSet, l *nodeapp.Limits, envErrs *[]error) {
 		"open ingress connections per client IP address; beyond it 429 (env TUNNELPLANE_MAX_CONNS_PER_SOURCE)")
 	fs.DurationVar(&l.AgentKeepaliveTimeout, "agent-keepalive-timeout", envDuration("AGENT_KEEPALIVE_TIMEOUT", 5*time.Second, envErrs),
 		"how long the node waits for an agent's keepalive answer before it disconnects the agent; a call that waits 500ms for the agent sends one at once, so callers of a frozen agent get 503 agent-unresponsive within about this (env TUNNELPLANE_AGENT_KEEPALIVE_TIMEOUT)")
+	l.FailoverWait = nodeapp.DefaultFailoverWait
+	if v, ok := os.LookupEnv("TUNNELPLANE_FAILOVER_WAIT"); ok {
+		if err := (waitFlag{&l.FailoverWait}).Set(v); err != nil {
+			*envErrs = append(*envErrs, fmt.Errorf("TUNNELPLANE_FAILOVER_WAIT=%q: %w", v, err))
+		}
+	}
+	fs.Var(waitFlag{&l.FailoverWait}, "failover-wait",
+		"how long a call for a tunnel with no agent on the node waits for one to connect (an agent or node restarting, an agent moving between nodes); then 503 agent-absent. 0: answer at once (env TUNNELPLANE_FAILOVER_WAIT)")
+	fs.IntVar(&l.MaxQueuedPerTunnel, "max-queued-per-tunnel", envInt("MAX_QUEUED_PER_TUNNEL", 256, envErrs),
+		"calls that may wait for a tunnel's agent at once (--failover-wait); beyond it 503 (env TUNNELPLANE_MAX_QUEUED_PER_TUNNEL)")
 }
+
+// waitFlag is a duration flag whose 0 turns the wait off: it keeps a negative duration, which
+// the node reads as off (a zero there is the default).
+type waitFlag struct{ d *time.Duration }
+
+func (w waitFlag) String() string {
+	if w.d == nil || *w.d < 0 {
+		return "0s"
+	}
+	return w.d.String()
+}
+
+func (w waitFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New("not a duration like 5s")
+	case d < 0:
+		return errors.New("must not be negative")
+	case d == 0:
+		d = -1
+	}
+	*w.d = d
+	return nil
+}
+
+func (waitFlag) Type() string { return "duration" }

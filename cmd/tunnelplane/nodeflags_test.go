@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,45 @@ func TestAgentKeepaliveTimeoutFlagAndEnv(t *testing.T) {
 	for _, cmd := range []string{"node", "serve"} {
 		if r := tp(t, cmd, "--help"); !strings.Contains(r.stdout, "--agent-keepalive-timeout") || !strings.Contains(r.stdout, "TUNNELPLANE_AGENT_KEEPALIVE_TIMEOUT") {
 			t.Errorf("%s --help does not list --agent-keepalive-timeout:\n%s", cmd, r.stdout)
+		}
+	}
+}
+
+// --failover-wait (serve and node) mirrors TUNNELPLANE_FAILOVER_WAIT: 5s by default, and 0 turns
+// the wait off (a negative duration for the node, whose zero is its default).
+func TestFailoverWaitFlagAndEnv(t *testing.T) {
+	parse := func(args ...string) (nodeLimits, []error, error) {
+		t.Helper()
+		var l nodeLimits
+		var errs []error
+		fs := pflag.NewFlagSet("node", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		nodeLimitFlags(fs, &l, &errs)
+		return l, errs, fs.Parse(args)
+	}
+	if l, errs, _ := parse(); l.FailoverWait != 5*time.Second || l.MaxQueuedPerTunnel != 256 || len(errs) != 0 {
+		t.Fatalf("defaults %v %d %v", l.FailoverWait, l.MaxQueuedPerTunnel, errs)
+	}
+	if l, _, _ := parse("--failover-wait", "2s", "--max-queued-per-tunnel", "9"); l.FailoverWait != 2*time.Second || l.MaxQueuedPerTunnel != 9 {
+		t.Fatalf("flags: %v %d", l.FailoverWait, l.MaxQueuedPerTunnel)
+	}
+	if l, _, _ := parse("--failover-wait", "0"); l.FailoverWait >= 0 {
+		t.Fatalf("--failover-wait 0 gives %v: the node would wait its default", l.FailoverWait)
+	}
+	if _, _, err := parse("--failover-wait", "-1s"); err == nil {
+		t.Fatal("a negative --failover-wait was taken")
+	}
+	t.Setenv("TUNNELPLANE_FAILOVER_WAIT", "0s")
+	if l, _, _ := parse(); l.FailoverWait >= 0 {
+		t.Fatalf("env 0s: %v", l.FailoverWait)
+	}
+	t.Setenv("TUNNELPLANE_FAILOVER_WAIT", "soon")
+	if _, errs, _ := parse(); len(errs) != 1 || !strings.Contains(errs[0].Error(), "TUNNELPLANE_FAILOVER_WAIT") {
+		t.Fatalf("bad env value: %v", errs)
+	}
+	for _, cmd := range []string{"node", "serve"} {
+		if r := tp(t, cmd, "--help"); !strings.Contains(r.stdout, "--failover-wait") || !strings.Contains(r.stdout, "TUNNELPLANE_FAILOVER_WAIT") {
+			t.Errorf("%s --help does not list --failover-wait:\n%s", cmd, r.stdout)
 		}
 	}
 }

@@ -61,6 +61,16 @@ func (n *Node) wakeAllLocked() {
 	}
 }
 
+// EndWaits answers the calls waiting for an agent at once (503 agent-absent), and from now on
+// no call waits: the node is stopping, and its server's shutdown must not wait for them. Drain
+// and Stop do it too.
+func (n *Node) EndWaits() {
+	n.mu.Lock()
+	n.noWaits = true
+	n.wakeAllLocked()
+	n.mu.Unlock()
+}
+
 // holdSession finds the agent session that carries rs's call and counts the call in flight on
 // it (rs.sess). avoid is a session the call failed on before any byte reached the agent: it is
 // going away, the call waits for another. Without a usable session the call waits (FailoverWait,
@@ -114,7 +124,7 @@ func (n *Node) holdSession(ctx *fasthttp.RequestCtx, rs *reqState, avoid *sessio
 			continue
 		}
 		switch {
-		case n.draining || n.stopped:
+		case n.draining || n.stopped || n.noWaits:
 			n.mu.Unlock()
 			if q != nil {
 				return errNodeLeaving

@@ -198,27 +198,35 @@ func TestFailoverQueueIsBounded(t *testing.T) {
 	}
 }
 
-// A draining node answers its waiting calls at once and queues no new ones.
-func TestFailoverDrainingNodeDoesNotQueue(t *testing.T) {
+// A draining or stopping node answers its waiting calls at once and queues no new ones.
+func TestFailoverLeavingNodeDoesNotQueue(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.FailoverWait = 20 * time.Second }))
-	waiting := e.call(e.request("GET", "/t/llm/healthz", nil, e.alice))
-	poll.Until(t, 5*time.Second, "the call waits", func() bool { return waitingCalls(t, e) == 1 })
-	e.nodeNow().Drain(context.Background())
-	for i, ch := range []<-chan answer{waiting, e.call(e.request("GET", "/t/llm/healthz", nil, e.alice))} {
-		a := <-ch
-		if a.err != nil {
-			t.Fatal(a.err)
-		}
-		if p := mustProblem(t, a.status, a.h, a.body, http.StatusServiceUnavailable); p.Type != domain.ProblemTypeBase+"agent-absent" || a.took > 5*time.Second {
-			t.Fatalf("call %d after %v: %+v", i, a.took, p)
-		}
-	}
-	if v := labeledMetric(t, e, "tunnelplane_node_failover_waits_total", "draining"); v != 1 {
-		t.Fatalf("waits ended by the drain %v", v)
-	}
-	if w := waitingCalls(t, e); w != 0 {
-		t.Fatalf("%v calls still counted waiting", w)
+	for name, leave := range map[string]func(*node.Node){
+		"drain":    func(n *node.Node) { n.Drain(context.Background()) },
+		"EndWaits": (*node.Node).EndWaits, // before the server shuts down (nodeapp)
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withNodeConfig(func(c *node.Config) { c.FailoverWait = 20 * time.Second }))
+			waiting := e.call(e.request("GET", "/t/llm/healthz", nil, e.alice))
+			poll.Until(t, 5*time.Second, "the call waits", func() bool { return waitingCalls(t, e) == 1 })
+			leave(e.nodeNow())
+			for i, ch := range []<-chan answer{waiting, e.call(e.request("GET", "/t/llm/healthz", nil, e.alice))} {
+				a := <-ch
+				if a.err != nil {
+					t.Fatal(a.err)
+				}
+				if p := mustProblem(t, a.status, a.h, a.body, http.StatusServiceUnavailable); p.Type != domain.ProblemTypeBase+"agent-absent" || a.took > 5*time.Second {
+					t.Fatalf("call %d after %v: %+v", i, a.took, p)
+				}
+			}
+			if v := labeledMetric(t, e, "tunnelplane_node_failover_waits_total", "draining"); v != 1 {
+				t.Fatalf("waits ended by the node leaving %v", v)
+			}
+			if w := waitingCalls(t, e); w != 0 {
+				t.Fatalf("%v calls still counted waiting", w)
+			}
+		})
 	}
 }
 

@@ -40,6 +40,7 @@ type Node struct {
 	queues   map[string]*waitQueue     // tunnel id → the calls waiting for an agent of it (failover.go)
 	draining bool
 	stopped  bool
+	noWaits  bool // EndWaits: calls no longer wait for an agent
 
 	wg             sync.WaitGroup // session goroutines
 	closedBytesIn  atomic.Int64

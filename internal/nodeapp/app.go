@@ -325,6 +325,9 @@ func (a *App) Stop(ctx context.Context) {
 
 // stopParts stops what start started, in reverse order, bounded by ctx.
 func (a *App) stopParts(ctx context.Context) {
+	if a.Node != nil {
+		a.Node.EndWaits() // calls waiting for an agent would hold the server's shutdown
+	}
 	if a.server != nil {
 		_ = a.server.Shutdown(ctx)
 	}

@@ -17,6 +17,9 @@ import (
 	"github.com/tunnelplane/tunnelplane/eventstore/ledger"
 )
 
+// DefaultFailoverWait is how long a call waits for an agent of its tunnel by default.
+const DefaultFailoverWait = node.DefaultFailoverWait
+
 // ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
 var ErrInvalidConfig = errors.New("node: invalid config")
 
@@ -79,12 +82,18 @@ type Limits struct {
 	// AgentKeepaliveTimeout is node.Config.KeepaliveTimeout: an agent that leaves a keepalive
 	// unanswered this long is disconnected and its waiting callers get 503 (default 5s).
 	AgentKeepaliveTimeout time.Duration
+	// FailoverWait is node.Config.FailoverWait: how long a call for a tunnel without an agent on
+	// the node waits for one (zero: the default, 5s; negative: not at all, --failover-wait 0).
+	// MaxQueuedPerTunnel bounds the calls waiting per tunnel (default 256).
+	FailoverWait       time.Duration
+	MaxQueuedPerTunnel int
 }
 
 // apply sets the limits on a node's configuration.
 func (l Limits) apply(c *node.Config) {
 	c.MaxCallsPerTunnel, c.ChannelOpenTimeout, c.MaxConnsPerSource = l.MaxCallsPerTunnel, l.ChannelOpenTimeout, l.MaxConnsPerSource
 	c.KeepaliveTimeout = l.AgentKeepaliveTimeout
+	c.FailoverWait, c.MaxQueuedPerTunnel = l.FailoverWait, l.MaxQueuedPerTunnel
 }
 
 // ControlPlane is what a node asks the control plane, never NATS: whoever may publish on NATS
@@ -174,7 +183,8 @@ func (c Config) Validate() error {
 	if c.MaxViewLag < 0 || c.LagSample < 0 {
 		bad("MaxViewLag and LagSample must be positive")
 	}
-	if c.Limits.MaxCallsPerTunnel < 0 || c.Limits.MaxConnsPerSource < 0 || c.Limits.ChannelOpenTimeout < 0 || c.Limits.AgentKeepaliveTimeout < 0 {
+	if c.Limits.MaxCallsPerTunnel < 0 || c.Limits.MaxConnsPerSource < 0 || c.Limits.ChannelOpenTimeout < 0 || c.Limits.AgentKeepaliveTimeout < 0 ||
+		c.Limits.MaxQueuedPerTunnel < 0 {
 		bad("limits must not be negative: %+v", c.Limits)
 	}
 	return errors.Join(errs...)

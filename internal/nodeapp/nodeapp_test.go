@@ -257,12 +257,20 @@ func contains(s, sub string) bool {
 func TestLimitsReachTheNode(t *testing.T) {
 	t.Parallel()
 	var c node.Config
-	Limits{MaxCallsPerTunnel: 7, ChannelOpenTimeout: 3 * time.Second, MaxConnsPerSource: 9, AgentKeepaliveTimeout: 2 * time.Second}.apply(&c)
-	if c.MaxCallsPerTunnel != 7 || c.ChannelOpenTimeout != 3*time.Second || c.MaxConnsPerSource != 9 || c.KeepaliveTimeout != 2*time.Second {
+	Limits{MaxCallsPerTunnel: 7, ChannelOpenTimeout: 3 * time.Second, MaxConnsPerSource: 9, AgentKeepaliveTimeout: 2 * time.Second,
+		FailoverWait: 4 * time.Second, MaxQueuedPerTunnel: 11}.apply(&c)
+	if c.MaxCallsPerTunnel != 7 || c.ChannelOpenTimeout != 3*time.Second || c.MaxConnsPerSource != 9 || c.KeepaliveTimeout != 2*time.Second ||
+		c.FailoverWait != 4*time.Second || c.MaxQueuedPerTunnel != 11 {
 		t.Fatalf("node config %+v", c)
 	}
-	if err := (Config{Limits: Limits{AgentKeepaliveTimeout: -time.Second}}).Validate(); err == nil || !contains(err.Error(), "limits must not be negative") {
-		t.Fatalf("negative AgentKeepaliveTimeout: %v", err)
+	for _, l := range []Limits{{AgentKeepaliveTimeout: -time.Second}, {MaxQueuedPerTunnel: -1}} {
+		if err := (Config{Limits: l}).Validate(); err == nil || !contains(err.Error(), "limits must not be negative") {
+			t.Fatalf("negative limit %+v: %v", l, err)
+		}
+	}
+	// A negative FailoverWait is no mistake: calls do not wait (--failover-wait 0).
+	if err := (Config{Limits: Limits{FailoverWait: -1}}).Validate(); err != nil && contains(err.Error(), "limits") {
+		t.Fatalf("FailoverWait off: %v", err)
 	}
 }
 

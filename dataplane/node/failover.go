@@ -220,6 +220,18 @@ func (s *session) leaving(err error) bool {
 	return closing || s.n.tunnelSession(s.ident.TunnelID) != s
 }
 
+// endedBy is err, said to be the session's end when it ended (errAgentGone or
+// errAgentUnresponsive): a call that could not be sent because its session closed.
+func (s *session) endedBy(err error) error {
+	s.mu.Lock()
+	gone := s.goneErr
+	s.mu.Unlock()
+	if gone == nil || errors.Is(err, gone) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", gone, err)
+}
+
 // noSession answers a call that holdSession found no session for.
 func (n *Node) noSession(ctx *fasthttp.RequestCtx, rs *reqState, err error) {
 	name := rs.route.Name

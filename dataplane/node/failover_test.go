@@ -230,10 +230,23 @@ func TestFailoverLeavingNodeDoesNotQueue(t *testing.T) {
 	}
 }
 
-// An agent that refuses a call's channel because it is stopping has nothing of the call: the
-// call waits for the next agent and is sent there, once.
-func TestFailoverRetriesACallRefusedByAStoppingAgent(t *testing.T) {
+// A call whose channel the agent refused because it is stopping, or whose agent's connection
+// ended while the channel was being opened, has reached no agent: it waits for the next agent and
+// is sent there, once.
+func TestFailoverRetriesACallThatReachedNoAgent(t *testing.T) {
 	t.Parallel()
+	for name, open := range map[string]func(ssh.Conn, ssh.NewChannel){
+		"refused: the agent is stopping": func(_ ssh.Conn, nc ssh.NewChannel) { nc.Reject(ssh.ResourceShortage, "the agent is stopping") },
+		"the connection ends":            func(sc ssh.Conn, _ ssh.NewChannel) { sc.Close() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testFailoverRetry(t, open)
+		})
+	}
+}
+
+func testFailoverRetry(t *testing.T, open func(ssh.Conn, ssh.NewChannel)) {
 	var seen atomic.Int64
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen.Add(1)
@@ -248,7 +261,7 @@ func TestFailoverRetriesACallRefusedByAStoppingAgent(t *testing.T) {
 	wg.Go(func() { ssh.DiscardRequests(reqs) })
 	wg.Go(func() {
 		for nc := range chans {
-			nc.Reject(ssh.ResourceShortage, "the agent is stopping")
+			open(sc, nc)
 			refused <- struct{}{}
 		}
 	})

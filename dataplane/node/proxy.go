@@ -228,9 +228,13 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 	}
 	isHead := h.IsHead()
 
+	// A call is sent again only when no byte of it reached an agent (rs.reached; failover.go). A
+	// streamed body is read from the caller only once the head is on a channel (roundTrip), so a
+	// call sent again has consumed none of it.
 	for retries := 0; ; {
 		tc, _, err := n.takeConn(ctx, rs)
-		if err == nil {
+		exchanged := err == nil
+		if exchanged {
 			if !rs.live.attach(tc) {
 				_ = tc.ch.Close()
 				n.proxyError(ctx, rs, errAccessWithdrawn)
@@ -254,7 +258,7 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 		if !beforeAgent(err, rs.reached) {
 			// Bytes of the request reached the agent (the upstream may have seen it), or the failure
 			// is the answer: it is never sent again.
-			if errors.Is(s.gone(), errAgentUnresponsive) && !errors.Is(err, errAgentUnresponsive) {
+			if exchanged && errors.Is(s.gone(), errAgentUnresponsive) {
 				// The exchange failed because the node closed a frozen agent's connection.
 				err = fmt.Errorf("%w: %w", errAgentUnresponsive, err)
 			}
@@ -270,12 +274,20 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 		}
 		s.release()
 		rs.sess = nil
-		if herr := n.holdSession(ctx, rs, s); herr != nil {
-			if errors.Is(herr, errAgentGone) {
-				n.proxyError(ctx, rs, err) // the node does not wait: answered as before
-			} else {
-				n.noSession(ctx, rs, herr)
+		herr := n.holdSession(ctx, rs, s)
+		switch {
+		case errors.Is(herr, errAgentGone):
+			// The node does not wait for another session (FailoverWait off, draining): the call
+			// stays with its own while it lasts, as before.
+			if retries < 3 && s.acquire() == nil {
+				rs.sess = s
+				retries++
+				continue
 			}
+			n.proxyError(ctx, rs, s.endedBy(err))
+			return false
+		case herr != nil:
+			n.noSession(ctx, rs, herr)
 			return false
 		}
 		n.metrics.failoverRetries.Inc()

@@ -26,20 +26,9 @@ func TestDrainLetsCallsInFlightFinishUntilTheTimeout(t *testing.T) {
 	}
 	t.Parallel()
 	const drainTimeout = 2 * time.Second
-	sv, err := serveapp.New(serveapp.Config{
-		Control: controlapp.Config{DatabaseURL: pgtest.NewEmptyDatabase(t), DataDir: t.TempDir(), APIAddr: "127.0.0.1:0"},
-		Node:    nodeapp.Config{Name: "node-1", ListenAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0", DrainTimeout: drainTimeout},
-		// 100 ms between streamed tokens: 4 tokens take ~0.4 s, 200 take ~20 s.
-		NATSHost: "127.0.0.1", NATSPort: -1, Demo: true, DemoDelay: 100 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sv.Close)
-	if err := sv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	// 100 ms between streamed tokens: 4 tokens take ~0.4 s, 200 take ~20 s.
+	sv := startDemo(t, nodeapp.Config{Name: "node-1", ListenAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0", DrainTimeout: drainTimeout},
+		100*time.Millisecond)
 	call := func(tokens int) (*http.Response, error) {
 		req, err := http.NewRequest("POST", sv.Demo.TunnelURL+"/api/generate",
 			strings.NewReader(`{"prompt":"x","options":{"num_predict":`+strconv.Itoa(tokens)+`}}`))
@@ -111,4 +100,24 @@ func TestDrainLetsCallsInFlightFinishUntilTheTimeout(t *testing.T) {
 			t.Fatal("a drained node took a new call")
 		}
 	}
+}
+
+// startDemo runs serve with the demo (its upstream streams a token every delay) and node as its
+// node, on a database and data dir of the test's own.
+func startDemo(t *testing.T, node nodeapp.Config, delay time.Duration) *serveapp.App {
+	t.Helper()
+	sv, err := serveapp.New(serveapp.Config{
+		Control:  controlapp.Config{DatabaseURL: pgtest.NewEmptyDatabase(t), DataDir: t.TempDir(), APIAddr: "127.0.0.1:0"},
+		Node:     node,
+		NATSHost: "127.0.0.1", NATSPort: -1, Demo: true, DemoDelay: delay,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sv.Close)
+	if err := sv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return sv
 }

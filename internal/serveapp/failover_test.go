@@ -3,17 +3,13 @@ package serveapp_test
 import (
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
-	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/nodeapp"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
-	"github.com/tunnelplane/tunnelplane/internal/serveapp"
 )
 
 // --failover-wait reaches serve's node: a call made while the demo agent reconnects (it waits
@@ -25,20 +21,8 @@ func TestFailoverWaitReachesServesNode(t *testing.T) {
 	}
 	t.Parallel()
 	const wait = 100 * time.Millisecond
-	sv, err := serveapp.New(serveapp.Config{
-		Control: controlapp.Config{DatabaseURL: pgtest.NewEmptyDatabase(t), DataDir: t.TempDir(), APIAddr: "127.0.0.1:0"},
-		Node: nodeapp.Config{Name: "node-1", ListenAddr: "127.0.0.1:0",
-			Limits: nodeapp.Limits{FailoverWait: wait, MaxQueuedPerTunnel: 4}},
-		NATSHost: "127.0.0.1", NATSPort: -1, Demo: true, DemoDelay: time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sv.Close)
-	if err := sv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	sv := startDemo(t, nodeapp.Config{Name: "node-1", ListenAddr: "127.0.0.1:0",
+		Limits: nodeapp.Limits{FailoverWait: wait, MaxQueuedPerTunnel: 4}}, time.Millisecond)
 	call := func() (int, string, time.Duration) {
 		t.Helper()
 		req, err := http.NewRequest("GET", sv.Demo.TunnelURL+"/healthz", nil)

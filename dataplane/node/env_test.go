@@ -516,3 +516,36 @@ func (s *sink) agentReports() []domain.Event {
 	defer s.mu.Unlock()
 	return append([]domain.Event(nil), s.reported...)
 }
+
+// answer is what a caller got, and how long it took.
+type answer struct {
+	status int
+	h      http.Header
+	body   []byte
+	took   time.Duration
+	err    error
+}
+
+// call sends req on its own goroutine; its answer comes on the channel.
+func (e *env) call(req *http.Request) <-chan answer {
+	out := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		resp, err := e.client.Do(req)
+		if err != nil {
+			out <- answer{err: err, took: time.Since(start)}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		out <- answer{status: resp.StatusCode, h: resp.Header, body: b, took: time.Since(start), err: err}
+	}()
+	return out
+}
+
+func (a answer) mustOK(t *testing.T, what string) {
+	t.Helper()
+	if a.err != nil || a.status != http.StatusOK {
+		t.Fatalf("%s: %d %v %s", what, a.status, a.err, a.body)
+	}
+}

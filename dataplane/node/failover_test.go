@@ -46,39 +46,6 @@ func waitingCalls(t *testing.T, e *env) float64 {
 	return metricValue(t, e, "tunnelplane_node_failover_waiting_calls")
 }
 
-// answer is what a caller got, and how long it took.
-type answer struct {
-	status int
-	h      http.Header
-	body   []byte
-	took   time.Duration
-	err    error
-}
-
-// call sends req on its own goroutine; its answer comes on the channel.
-func (e *env) call(req *http.Request) <-chan answer {
-	out := make(chan answer, 1)
-	go func() {
-		start := time.Now()
-		resp, err := e.client.Do(req)
-		if err != nil {
-			out <- answer{err: err, took: time.Since(start)}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		out <- answer{status: resp.StatusCode, h: resp.Header, body: b, took: time.Since(start), err: err}
-	}()
-	return out
-}
-
-func (a answer) mustOK(t *testing.T, what string) {
-	t.Helper()
-	if a.err != nil || a.status != http.StatusOK {
-		t.Fatalf("%s: %d %v %s", what, a.status, a.err, a.body)
-	}
-}
-
 // A call made while no agent is connected waits for one, and is served when it connects.
 func TestFailoverCallWaitsForTheAgent(t *testing.T) {
 	t.Parallel()

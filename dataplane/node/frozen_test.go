@@ -146,33 +146,15 @@ func testFrozenAgent(t *testing.T, callers int, pooled bool) {
 	}
 
 	fz.freeze()
-	type answer struct {
-		status int
-		h      http.Header
-		body   []byte
-		took   time.Duration
-		err    error
-	}
-	answers := make(chan answer, callers)
 	// Today's code answered after ChannelOpenTimeout (15s, 504) or the response-header timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
 	defer cancel()
-	for range callers {
-		go func() {
-			start := time.Now()
-			req := e.request("GET", "/t/llm/healthz", nil, e.alice).WithContext(ctx)
-			resp, err := e.client.Do(req)
-			if err != nil {
-				answers <- answer{err: err, took: time.Since(start)}
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			answers <- answer{status: resp.StatusCode, h: resp.Header, body: b, took: time.Since(start), err: err}
-		}()
+	answers := make([]<-chan answer, callers)
+	for i := range answers {
+		answers[i] = e.call(e.request("GET", "/t/llm/healthz", nil, e.alice).WithContext(ctx))
 	}
-	for range callers {
-		a := <-answers
+	for _, ch := range answers {
+		a := <-ch
 		if a.err != nil {
 			t.Fatalf("caller after %v: %v", a.took.Round(time.Millisecond), a.err)
 		}

@@ -26,7 +26,9 @@ func newTestServer(t *testing.T, h http.Handler) string {
 
 func TestAgentRestartReconnects(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	// FailoverWait off: the call while the agent is away is answered at once (failover_test.go
+	// has calls that wait for it).
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.FailoverWait = -1 }))
 	a := e.startAgent("tun-llm", nil)
 	s1 := e.waitHeld("tun-llm")
 	if err := a.stop(); err != nil {
@@ -195,7 +197,10 @@ func metricValue(t *testing.T, e *env, name string) float64 {
 
 func TestUsageWindowsAggregatePerTunnel(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.UsageWindow = 300 * time.Millisecond }))
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		c.UsageWindow = 300 * time.Millisecond
+		c.FailoverWait = -1 // calls to the offline tunnel count at once
+	}))
 	e.startAgent("tun-llm", nil)
 	e.waitHeld("tun-llm")
 	bob := e.userToken("bob", time.Hour)

@@ -338,7 +338,8 @@ func TestNodeEndpointsAreNotReachableThroughTunnels(t *testing.T) {
 // hold more than MaxConnsPerSource connections.
 func TestAnonymousConnectionsCloseAndSourcesAreCapped(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.MaxConnsPerSource = 8 }))
+	// FailoverWait off: the last call, to a tunnel without an agent, is answered at once.
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.MaxConnsPerSource, c.FailoverWait = 8, -1 }))
 	c, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)

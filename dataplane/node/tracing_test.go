@@ -229,6 +229,7 @@ func TestDisconnectionCausedByATracedCallIsCorrelated(t *testing.T) {
 	e := newEnv(t, withNodeConfig(func(c *node.Config) {
 		cs.Sink, c.Sink = c.Sink, cs
 		c.KeepaliveTimeout, c.TracerProvider = timeout, tp
+		c.FailoverWait = -1 // the caller is answered when the frozen agent is found out, not later
 	}))
 	fz := newFreezer(t, e.addr)
 	e.startAgent("tun-llm", func(c *agent.Config) { c.NodeURL = "ws://" + fz.addr() + "/v1/agent" })

@@ -68,7 +68,10 @@ func (u *corsUpstream) counts() (requests, preflights int) {
 // tunnel second.one (no agent), and an access key for each.
 func corsEnv(t *testing.T) (e *env, kv *keyView, u *corsUpstream, key, key2 string) {
 	kv = newKeyView(t)
-	e = newEnv(t, withNodeConfig(func(c *node.Config) { c.Router, c.Authorizer = kv.v, kv.v }))
+	e = newEnv(t, withNodeConfig(func(c *node.Config) {
+		c.Router, c.Authorizer = kv.v, kv.v
+		c.FailoverWait = -1 // calls to second.one, which has no agent, are answered at once
+	}))
 	u = newCORSUpstream(t)
 	e.startAgent("tun-llm", func(c *agent.Config) { c.Upstream = u.URL })
 	e.waitHeld("tun-llm")

@@ -381,3 +381,20 @@ func TestFailoverNeverSendsACallTwice(t *testing.T) {
 		t.Error("no call waited for the agent across its restart")
 	}
 }
+
+// A CORS preflight carried without a credential (passthrough) does not wait for an agent:
+// callers without a credential take no place in the queue of a tunnel's callers.
+func TestFailoverPreflightDoesNotWait(t *testing.T) {
+	t.Parallel()
+	kv := newKeyView(t)
+	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.Router, c.Authorizer, c.FailoverWait = kv.v, kv.v, 20*time.Second }))
+	kv.setCORS("tun-2", domain.TunnelCORS{Mode: domain.CORSPassthrough})
+	start := time.Now()
+	status, h, body := e.send("OPTIONS", "/t/second.one/v1/models", "Origin: "+appOrigin, "Access-Control-Request-Method: POST")
+	if p := mustProblem(t, status, h, body, http.StatusServiceUnavailable); p.Type != domain.ProblemTypeBase+"agent-absent" || time.Since(start) > 5*time.Second {
+		t.Fatalf("preflight after %v: %+v", time.Since(start), p)
+	}
+	if v := metricValue(t, e, "tunnelplane_node_failover_waits_total"); v != 0 {
+		t.Fatalf("%v waits", v)
+	}
+}

@@ -313,10 +313,10 @@ type streamer struct {
 
 // streamingCall starts an agent (cfg adjusted by edit) forwarding to a streamer of chunks at
 // interval, and a call through it that has received its first chunk.
-func streamingCall(t *testing.T, chunks int, interval time.Duration, edit func(*agent.Config)) (*streamer, *cluster, *running, *http.Response) {
+func streamingCall(t *testing.T, chunks int, interval time.Duration, edit func(*agent.Config), nodeOpts ...func(*node.Config)) (*streamer, *cluster, *running, *http.Response) {
 	t.Helper()
 	up, upURL := newStreamer(t, chunks, interval)
-	c := newCluster(t, upURL)
+	c := newCluster(t, upURL, nodeOpts...)
 	cfg := c.config("jti-1")
 	cfg.Upstream = upURL
 	edit(&cfg)
@@ -529,10 +529,11 @@ func TestAgentWithoutUpstreamNeedsANodeThatTellsIt(t *testing.T) {
 func TestStopWithANodeThatDoesNotDrain(t *testing.T) {
 	t.Parallel()
 	const shutdown = 2 * time.Second
+	// A node that does not wait for another agent (FailoverWait off): the refusal is the answer.
 	up, c, a, resp := streamingCall(t, 10, 50*time.Millisecond, func(cfg *agent.Config) {
 		cfg.Protocols = []string{node.ProtocolV1}
 		cfg.ShutdownTimeout = shutdown
-	})
+	}, func(nc *node.Config) { nc.FailoverWait = -1 })
 	stopped := time.Now()
 	a.cancel()
 	// The node still routes to the agent, which refuses the new channel: the caller hears why.

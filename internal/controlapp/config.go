@@ -51,7 +51,7 @@ type Config struct {
 	// api.DefaultLoginTTL). Both or neither.
 	OIDCIssuer, OIDCClientID string
 	LoginTTL                 time.Duration
-	// DBMaxConns caps the database pool. Default 20.
+	// DBMaxConns caps the database pool (4 to 10,000). Default 20.
 	DBMaxConns int
 	// ShutdownTimeout bounds the graceful end of in-flight requests. Default 10s.
 	ShutdownTimeout time.Duration
@@ -133,8 +133,10 @@ func (c Config) Validate() error {
 	if c.NATSReplicas < 0 || c.NATSReplicas > 5 {
 		bad("--nats-replicas %d: want 1 to 5", c.NATSReplicas)
 	}
-	if c.DBMaxConns < 0 || c.DBMaxConns > 10000 {
-		bad("--db-max-conns %d: want 1 to 10000", c.DBMaxConns)
+	if c.DBMaxConns < 0 || (c.DBMaxConns > 0 && c.DBMaxConns < 4) || c.DBMaxConns > 10000 {
+		// The control plane holds connections of its own: the log setup's and each delivery's
+		// advisory lock (SIEM, webhooks, report schedules).
+		bad("--db-max-conns %d: want 4 to 10000", c.DBMaxConns)
 	}
 	if c.ShutdownTimeout < 0 || c.AuditFlushInterval < 0 || c.SIEMPoll < 0 || c.WebhookPoll < 0 || c.GrantNoticeLead < 0 ||
 		c.WebhookMinBackoff < 0 || c.WebhookMaxBackoff < 0 {

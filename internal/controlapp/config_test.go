@@ -25,3 +25,21 @@ func TestNATSReplicasAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// --db-max-conns leaves room for the connections the control plane holds of its own (the log
+// setup's and the deliveries' advisory locks): fewer than 4 would wait on itself.
+func TestDBMaxConnsIsBounded(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		conns int
+		ok    bool
+	}{{0, true}, {4, true}, {20, true}, {10000, true}, {1, false}, {3, false}, {10001, false}, {-1, false}} {
+		err := controlapp.Config{DatabaseURL: "postgres://", DataDir: t.TempDir(), DBMaxConns: c.conns}.Validate()
+		if c.ok && err != nil {
+			t.Errorf("conns %d: %v", c.conns, err)
+		}
+		if !c.ok && (!errors.Is(err, controlapp.ErrInvalidConfig) || !strings.Contains(err.Error(), "--db-max-conns")) {
+			t.Errorf("conns %d: %v", c.conns, err)
+		}
+	}
+}

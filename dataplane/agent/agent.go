@@ -598,7 +598,7 @@ func (a *agent) connect(ctx context.Context, u *url.URL, pins []string) (*conn, 
 			why = text
 		}
 		if why != "" && !errors.Is(err, ErrTunnelRefused) {
-			err = fmt.Errorf("%w (the node said: %s)", err, why)
+			err = fmt.Errorf("%s (%w)", why, err) // the node's reason first, as for an established session
 		}
 		return nil, err
 	}

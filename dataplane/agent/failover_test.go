@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,5 +318,82 @@ func TestAnAgentHoldsTheNodesDiscoveryLists(t *testing.T) {
 	r2 := c.start(bad)
 	if err := r2.wait(t, 5*time.Second); !errors.Is(err, agent.ErrPermanent) || !strings.Contains(err.Error(), "another tunnel") {
 		t.Fatalf("a refused discovery: %v", err)
+	}
+}
+
+// A node the agent holds is killed while calls flow through both nodes it holds: every call
+// through the other node succeeds throughout, only calls through the killed node fail, and the
+// third node takes over the lost connection and serves as soon as it holds the tunnel.
+func TestKillingANodeUnderLoadLosesOnlyItsOwnCalls(t *testing.T) {
+	t.Parallel()
+	up := helloUpstream(t, "hi")
+	c, peers, cfg := threePeers(t, up)
+	a, b, third := peers[0], peers[1], peers[2]
+	r := c.start(cfg)
+	poll.Until(t, 10*time.Second, "the two preferred nodes held", func() bool { return a.held() && b.held() })
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	call := func(p *peer) error {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.addr+"/t/llm.acme/x", nil)
+		req.Header.Set("Authorization", "Bearer "+c.alice)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != 200 || string(body) != "hi") {
+			err = fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return err
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var throughB, failedB, throughA atomic.Int64
+	var firstBErr atomic.Value
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				throughB.Add(1)
+				if err := call(b); err != nil {
+					failedB.Add(1)
+					firstBErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if call(a) == nil {
+				throughA.Add(1)
+			}
+		}
+	})
+	poll.Until(t, 5*time.Second, "calls flowing through both nodes", func() bool { return throughA.Load() > 20 && throughB.Load() > 20 })
+	a.kill()
+	poll.Until(t, 10*time.Second, "the lost node's connection moved to the third", third.held)
+	if err := call(third); err != nil {
+		t.Fatalf("through the third node after the failover: %v", err)
+	}
+	before := throughB.Load()
+	poll.Until(t, 5*time.Second, "more calls through the surviving node", func() bool { return throughB.Load() > before+20 })
+	close(stop)
+	wg.Wait()
+	if n := failedB.Load(); n != 0 {
+		t.Fatalf("%d of %d calls through the surviving node failed (first: %v); states:\n%s", n, throughB.Load(), firstBErr.Load(), r.states)
+	}
+	r.cancel()
+	if err := r.wait(t, 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

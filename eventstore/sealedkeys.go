@@ -34,7 +34,7 @@ const (
 // other's too (its store loads the new log key by id; token keys are loaded when used).
 type SealedKeys struct {
 	Pool    *pgxpool.Pool
-	Purpose string // KeyPurposeLog or KeyPurposeToken
+	Purpose string // KeyPurposeLog or KeyPurposeToken (empty for SharedSecret alone)
 	KEK     Wrapper
 }
 
@@ -66,17 +66,16 @@ func (k *SealedKeys) CreateKey(ctx context.Context) (*SigningKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := k.Import(ctx, key); err != nil {
+	if _, err := k.Import(ctx, key); err != nil {
 		return nil, err
 	}
 	return key, nil
 }
 
-// Import stores key (one from a data dir, for a control plane that moves to shared keys); a key
-// already there stays as it is.
-func (k *SealedKeys) Import(ctx context.Context, key *SigningKey) error {
-	_, err := k.put(ctx, k.Purpose, key.ID(), key.Seed())
-	return err
+// Import stores key (one from a data dir, for a control plane that moves to shared keys) and
+// reports whether it was not there yet; a key already there stays as it is.
+func (k *SealedKeys) Import(ctx context.Context, key *SigningKey) (bool, error) {
+	return k.put(ctx, k.Purpose, key.ID(), key.Seed())
 }
 
 // KeyIDs implements KeyStore.

@@ -101,7 +101,7 @@ func TestSharedSecretIsTheFirstStored(t *testing.T) {
 	for i := range got {
 		wg.Go(func() {
 			var err error
-			got[i], err = keys.SharedSecret(ctx, eventstore.KeyPurposeSubjectsKEK, "kek", func() ([]byte, error) {
+			got[i], err = keys.SharedSecret(ctx, eventstore.KeyPurposeSubjectsKEK, "key", func() ([]byte, error) {
 				b := make([]byte, 32)
 				_, err := rand.Read(b)
 				return b, err
@@ -126,7 +126,7 @@ func TestSealedKeysFollowARotationByAnotherProcess(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	keys := &eventstore.SealedKeys{Pool: pgtest.Pool(t, e.url), Purpose: eventstore.KeyPurposeLog, KEK: testKEK(t)}
-	if err := keys.Import(ctx, e.key); err != nil {
+	if _, err := keys.Import(ctx, e.key); err != nil {
 		t.Fatal(err)
 	}
 	other := startStore(t, e.url, e.key, keys.Load)

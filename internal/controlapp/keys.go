@@ -3,9 +3,7 @@ package controlapp
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -51,98 +49,96 @@ func (k Keys) kek() (*pii.FileKEK, error) {
 	return pii.NewFileKEK(key)
 }
 
-// stores opens the log and token key stores on pool, and the subjects' KEK. Shared, the data
-// dir's log and token keys not yet in the database are sealed into it.
-func (k Keys) stores(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (logKeys, tokenKeys eventstore.KeyStore, subjects *pii.FileKEK, err error) {
+// keyStores are a control plane's key stores over its database pool.
+type keyStores struct {
+	log, token eventstore.KeyStore
+	// shared holds the replicas' shared keys (no purpose of its own); nil: the data dir's keys.
+	shared *eventstore.SealedKeys
+}
+
+// open opens the log and token key stores on pool. Shared, the data dir's log and token keys
+// not yet in the database are sealed into it.
+func (k Keys) open(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (keyStores, error) {
 	if !k.Shared() {
-		subjects, err = pii.LoadKEKFile(SubjectKEK(k.DataDir))
-		return LogKeys(k.DataDir), TokenKeys(k.DataDir), subjects, err
+		return keyStores{log: LogKeys(k.DataDir), token: TokenKeys(k.DataDir)}, nil
 	}
 	kek, err := k.kek()
 	if err != nil {
-		return nil, nil, nil, err
+		return keyStores{}, err
 	}
-	sealed := func(purpose string) *eventstore.SealedKeys {
-		return &eventstore.SealedKeys{Pool: pool, Purpose: purpose, KEK: kek}
-	}
-	lk, tk := sealed(eventstore.KeyPurposeLog), sealed(eventstore.KeyPurposeToken)
+	s := keyStores{shared: &eventstore.SealedKeys{Pool: pool, KEK: kek}}
 	for _, p := range []struct {
-		dir    eventstore.KeyDir
-		sealed *eventstore.SealedKeys
-	}{{LogKeys(k.DataDir), lk}, {TokenKeys(k.DataDir), tk}} {
-		if err := importKeys(ctx, p.dir, p.sealed, log); err != nil {
-			return nil, nil, nil, err
+		dir     eventstore.KeyDir
+		purpose string
+		store   *eventstore.KeyStore
+	}{{LogKeys(k.DataDir), eventstore.KeyPurposeLog, &s.log}, {TokenKeys(k.DataDir), eventstore.KeyPurposeToken, &s.token}} {
+		sealed := &eventstore.SealedKeys{Pool: pool, Purpose: p.purpose, KEK: kek}
+		if err := importKeys(ctx, p.dir, sealed, log); err != nil {
+			return keyStores{}, err
 		}
+		*p.store = sealed
 	}
-	secret, err := lk.SharedSecret(ctx, eventstore.KeyPurposeSubjectsKEK, "kek", func() ([]byte, error) {
-		// The data dir's, when it has one: what it sealed stays readable.
-		if _, err := os.Stat(SubjectKEK(k.DataDir)); err == nil {
-			log.Info("moving the data dir's subjects key-encryption key into the database", "file", SubjectKEK(k.DataDir))
-			return datadir.KeyFile(SubjectKEK(k.DataDir), 32)
-		}
-		return randomKey()
-	})
-	if err == nil {
-		subjects, err = pii.NewFileKEK(secret)
+	return s, nil
+}
+
+// subjectsKEK is the subjects' key-encryption key: the data dir's file (made when missing), or
+// shared, the replicas' one.
+func (s keyStores) subjectsKEK(ctx context.Context, dataDir string, log *slog.Logger) (*pii.FileKEK, error) {
+	if s.shared == nil {
+		return pii.LoadKEKFile(SubjectKEK(dataDir))
 	}
+	key, err := s.sharedKey(ctx, eventstore.KeyPurposeSubjectsKEK, SubjectKEK(dataDir), log)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("subjects' key-encryption key: %w", err)
+		return nil, fmt.Errorf("subjects' key-encryption key: %w", err)
 	}
-	return lk, tk, subjects, nil
+	return pii.NewFileKEK(key)
+}
+
+// sharedKey is the replicas' 32-byte key of purpose. The first replica to ask stores it: the
+// key in file (its data dir's, so that what it sealed stays readable) or a fresh one.
+func (s keyStores) sharedKey(ctx context.Context, purpose, file string, log *slog.Logger) ([]byte, error) {
+	return s.shared.SharedSecret(ctx, purpose, "key", func() ([]byte, error) {
+		if _, err := os.Stat(file); err == nil {
+			log.Info("moving a key of the data dir into the database", "purpose", purpose, "file", file)
+			return datadir.KeyFile(file, 32)
+		}
+		b := make([]byte, 32)
+		_, err := rand.Read(b)
+		return b, err
+	})
 }
 
 // siemSecrets is the key SIEM sinks' and webhook endpoints' secrets are sealed with: the file
-// named, or with shared keys and none named, the replicas' shared one (the data dir's
-// siem.key brought along when there is one).
+// named, or with shared keys and none named, the replicas' shared one.
 func (a *App) siemSecrets(ctx context.Context, cfg Config) (*siem.Secrets, error) {
 	if cfg.SIEMKeyFile != "" {
 		return siem.LoadSecrets(cfg.SIEMKeyFile)
 	}
-	kek, err := cfg.Keys().kek()
-	if err != nil {
-		return nil, err
-	}
-	own := filepath.Join(cfg.DataDir, "siem.key")
-	shared := &eventstore.SealedKeys{Pool: a.Log.Pool, KEK: kek}
-	key, err := shared.SharedSecret(ctx, eventstore.KeyPurposeSIEM, "key", func() ([]byte, error) {
-		if _, err := os.Stat(own); err == nil {
-			a.log.Info("moving the data dir's SIEM secrets key into the database", "file", own)
-			return datadir.KeyFile(own, 32)
-		}
-		return randomKey()
-	})
+	key, err := a.Log.keys.sharedKey(ctx, eventstore.KeyPurposeSIEM, filepath.Join(cfg.DataDir, "siem.key"), a.log)
 	if err != nil {
 		return nil, fmt.Errorf("siem secrets key: %w", err)
 	}
 	return siem.NewSecrets(key)
 }
 
-func randomKey() ([]byte, error) {
-	b := make([]byte, 32)
-	_, err := rand.Read(b)
-	return b, err
-}
-
-// importKeys seals the keys of dir that to lacks into it.
+// importKeys seals the keys of dir into to; those it holds already stay as they are.
 func importKeys(ctx context.Context, dir eventstore.KeyDir, to *eventstore.SealedKeys, log *slog.Logger) error {
 	ids, err := dir.IDs()
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		if _, err := to.Load(ctx, id); err == nil {
-			continue
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
 		key, err := dir.Load(ctx, id)
 		if err != nil {
 			return err
 		}
-		if err := to.Import(ctx, key); err != nil {
+		stored, err := to.Import(ctx, key)
+		if err != nil {
 			return err
 		}
-		log.Info("moved a key of the data dir into the database", "purpose", to.Purpose, "key_id", id)
+		if stored {
+			log.Info("moved a key of the data dir into the database", "purpose", to.Purpose, "key_id", id)
+		}
 	}
 	return nil
 }

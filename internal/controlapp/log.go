@@ -60,11 +60,11 @@ func InitLog(ctx context.Context, url string, keys Keys) (InitResult, error) {
 		return InitResult{}, err
 	}
 	defer pool.Close()
-	logKeys, _, _, err := keys.stores(ctx, pool, slog.New(slog.DiscardHandler))
+	stores, err := keys.open(ctx, pool, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return InitResult{}, err
 	}
-	res, _, err := initLog(ctx, pool, logKeys)
+	res, _, err := initLog(ctx, pool, stores.log)
 	if err != nil {
 		return InitResult{}, err
 	}
@@ -143,8 +143,9 @@ type Log struct {
 	Store *eventstore.Store
 	// LogKeys and TokenKeys hold the private keys (Keys says where).
 	LogKeys, TokenKeys eventstore.KeyStore
+	keys               keyStores
 	// Personal seals personal data before the store signs it, opens it for readers and erases
-	// subjects (its KEK is SubjectKEK of the data dir).
+	// subjects (its KEK is SubjectKEK of the data dir, or the replicas' shared one).
 	Personal *pii.Keyring
 
 	memory *checkpointMemory // the newest checkpoint the data dir saw
@@ -175,7 +176,11 @@ func OpenLog(ctx context.Context, url string, keys Keys, maxConns int, log *slog
 	h.memory, err = checkRemembered(ctx, pool, CheckpointFile(keys.DataDir), log)
 	var subjects *pii.FileKEK
 	if err == nil {
-		h.LogKeys, h.TokenKeys, subjects, err = keys.stores(ctx, pool, log)
+		h.keys, err = keys.open(ctx, pool, log)
+	}
+	if err == nil {
+		h.LogKeys, h.TokenKeys = h.keys.log, h.keys.token
+		subjects, err = h.keys.subjectsKEK(ctx, keys.DataDir, log)
 	}
 	var key *eventstore.SigningKey
 	if err == nil {

@@ -33,6 +33,14 @@ func TestPayloadsDecodeAsEncodingJSONDecodesThem(t *testing.T) {
 		if reflect.DeepEqual(got, reflect.New(reflect.TypeOf(got).Elem()).Interface()) {
 			t.Errorf("%s: the sample decodes to the zero event", typ)
 		}
+		// A sink hands each event back for the next record of its type: nothing of this one
+		// may show in the next.
+		siem.ReleaseEvent(typ, got)
+		if again, err := siem.DecodeEvent(typ, []byte(`{}`)); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		} else if zero := reflect.New(reflect.TypeOf(again).Elem()).Interface(); !reflect.DeepEqual(again, zero) {
+			t.Errorf("%s: an empty payload decoded after a reuse to %+v", typ, again)
+		}
 	}
 	// v1 takes these, v2's defaults do not: a repeated name (the last wins), a name in another
 	// case, invalid UTF-8 (replaced).

@@ -71,4 +71,30 @@ func TestAppendFormatBatchesAreFormatsMessages(t *testing.T) {
 	if len(b2.bufs) == 0 {
 		t.Fatalf("%d buffers listed", len(b2.bufs))
 	}
+
+	// With a Framer each message's frame is written before it, and the spans are the framed
+	// messages in order, whole: what octet counting puts on the wire.
+	f.framer = &SyslogTLS{}
+	for _, from := range []int{0, 3} {
+		f.largest.Store(1024) // so that the long messages start buffers of their own
+		bt, n, err := f.format(recs[from:], 10, 300)
+		if err != nil || n != len(recs)-from {
+			t.Fatalf("format framed: %d of %d, %v", n, len(recs)-from, err)
+		}
+		check(bt, recs[from:], 300)
+		var want, got []byte
+		for _, m := range bt.msgs {
+			want = append(f.framer.AppendFrame(want, len(m)), m...)
+		}
+		for _, span := range bt.spans {
+			got = append(got, span...)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("the spans (%d) are not the framed messages:\n%.300q\n%.300q", len(bt.spans), got, want)
+		}
+		if len(bt.spans) < 2 || len(bt.spans) > len(bt.bufs)+1 {
+			t.Fatalf("%d spans over %d buffers", len(bt.spans), len(bt.bufs))
+		}
+		f.release(&bt)
+	}
 }

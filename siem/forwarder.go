@@ -42,6 +42,24 @@ type Delivery interface {
 	Close()
 }
 
+// A Framer is a Sender that frames each message on the wire with a prefix (octet counting),
+// which a forwarder formatting into shared buffers (AppendFormat) writes for it before each
+// message: a batch's framed messages then go out as they lie in those buffers (FramedDelivery),
+// not copied once more into a write buffer.
+type Framer interface {
+	// AppendFrame appends the frame of a message of n bytes, at most MaxFrame bytes.
+	AppendFrame(dst []byte, n int) []byte
+}
+
+// MaxFrame bounds a Framer's frame.
+const MaxFrame = 16
+
+// A FramedDelivery is a Delivery of a Framer that also takes spans of framed messages.
+type FramedDelivery interface {
+	// SendFramed writes spans, each of whole messages, each message after its frame.
+	SendFramed(spans [][]byte) error
+}
+
 // DefaultBatchesPerDelivery is ForwarderConfig.BatchesPerDelivery's default.
 const DefaultBatchesPerDelivery = 4
 
@@ -146,10 +164,13 @@ type Forwarder struct {
 	// largest is the longest message yet (AppendFormat): a buffer with less room left is
 	// replaced before a message is appended.
 	largest atomic.Int64
+	// framer, when the transport frames its messages and the format appends: format writes
+	// each message's frame before it (batch.spans).
 	// buffers holds format buffers whose batch is through (acknowledged, or given up with
 	// the run): their bytes stay in the cache and the heap does not grow a batch's worth of
 	// fresh pages for every batch.
 	buffers sync.Pool
+	framer  Framer
 }
 
 // NewForwarder checks cfg and fills in the defaults.
@@ -174,6 +195,9 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	}
 	cfg.Logger = cfg.Logger.With("component", "siem", "sink_id", cfg.SinkID)
 	f := &Forwarder{cfg: cfg}
+	if cfg.AppendFormat != nil {
+		f.framer, _ = cfg.Transport.(Framer)
+	}
 	f.largest.Store(1024)
 	return f, nil
 }
@@ -280,8 +304,12 @@ func (f *Forwarder) saveFailure(ctx context.Context, st ForwarderStatus) {
 // (not including) position next, the last sequence number among them being last. pos and seq
 // are each message's record position and sequence number.
 type batch struct {
-	msgs             [][]byte
-	bufs             [][]byte // the format buffers msgs are in (AppendFormat), for release
+	msgs [][]byte
+	bufs [][]byte // the format buffers msgs are in (AppendFormat), for release
+	// spans, with a Framer, are the messages framed, as they lie in the format buffers:
+	// spanFrom is where the one still growing starts in the current buffer.
+	spans            [][]byte
+	spanFrom         int
 	pos, seq         []uint64
 	from, next, last uint64
 	oldest           time.Time // when its first record was recorded
@@ -464,13 +492,13 @@ func (f *Forwarder) deliverSteps(ctx context.Context, sender Sender, next *Deliv
 			return group, err
 		}
 	}
-	err := d.Send(first.msgs)
+	err := sendBatch(d, first)
 	if ahead && errors.Is(err, errClosedBeforeSend) {
 		// The receiver closed the connection opened ahead before it was used: nothing was
 		// sent on it, so a new one is opened for the batch.
 		d.Close()
 		if d, err = sender.Open(ctx); err == nil {
-			err = d.Send(first.msgs)
+			err = sendBatch(d, first)
 		}
 	}
 more:
@@ -479,7 +507,7 @@ more:
 		case bt := <-in:
 			f.lagAt(bt)
 			group = append(group, bt)
-			err = d.Send(bt.msgs)
+			err = sendBatch(d, bt)
 		default:
 			break more
 		}
@@ -494,6 +522,14 @@ more:
 		*next, _ = sender.Open(ctx) // a failure shows when the next batch opens again
 	}
 	return group, d.Ack()
+}
+
+// sendBatch hands bt to d: its framed spans where d takes them, else its messages.
+func sendBatch(d Delivery, bt batch) error {
+	if fd, ok := d.(FramedDelivery); ok && bt.spans != nil {
+		return fd.SendFramed(bt.spans)
+	}
+	return d.Send(bt.msgs)
 }
 
 // save records the cursor, retrying until it is stored; false when ctx ended.
@@ -658,12 +694,18 @@ func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, in
 				m, err = f.cfg.Format(e)
 			}
 			if err != nil {
+				if f.framer != nil {
+					bt.closeSpan(buf)
+				}
 				return bt, i, fmt.Errorf("format record %d: %w", rec.Position, err)
 			}
 			bt.last++
 			bt.msgs, bt.pos, bt.seq = append(bt.msgs, m), append(bt.pos, rec.Position), append(bt.seq, bt.last)
 		}
 		bt.next = rec.Position + 1
+	}
+	if f.framer != nil {
+		bt.closeSpan(buf)
 	}
 	return bt, len(recs), nil
 }
@@ -676,9 +718,17 @@ const formatBuffer = 32 << 10
 // appendFormat appends e's message to buf and returns it (capped: appending to it never writes
 // into the next) and buf. A message that does not fit in what is left of buf starts a new one,
 // taken from the released buffers when one is large enough and listed in bt.bufs; the
-// messages before keep the old.
+// messages before keep the old. With a Framer the message's frame goes before it in buf, and
+// the framed messages of one buffer make one span.
 func (f *Forwarder) appendFormat(bt *batch, buf []byte, e Entry) ([]byte, []byte, error) {
-	if room := int64(cap(buf) - len(buf)); room < f.largest.Load() {
+	reserve := 0
+	if f.framer != nil {
+		reserve = MaxFrame
+	}
+	if room := int64(cap(buf) - len(buf)); room < f.largest.Load()+int64(reserve) {
+		if reserve > 0 {
+			bt.closeSpan(buf)
+		}
 		size := max(formatBuffer, 4*int(f.largest.Load()))
 		buf = nil
 		if p, ok := f.buffers.Get().(*[]byte); ok && cap(*p) >= size {
@@ -690,15 +740,36 @@ func (f *Forwarder) appendFormat(bt *batch, buf []byte, e Entry) ([]byte, []byte
 		bt.bufs = append(bt.bufs, buf)
 	}
 	start := len(buf)
-	out, err := f.cfg.AppendFormat(buf, e)
+	// The frame's room first: the message's length is known once it is written.
+	out, err := f.cfg.AppendFormat(buf[:start+reserve], e)
 	if err != nil {
 		return nil, buf, err
 	}
-	m := out[start:len(out):len(out)]
+	body := start + reserve
+	if reserve > 0 {
+		var frame [MaxFrame]byte
+		fr := f.framer.AppendFrame(frame[:0], len(out)-body)
+		if len(fr) > MaxFrame {
+			return nil, buf, fmt.Errorf("siem: a frame of %d bytes (at most %d)", len(fr), MaxFrame)
+		}
+		// The message moves up to its frame (it was just written: a copy within the cache).
+		n := copy(out[start+len(fr):], out[body:])
+		copy(out[start:], fr)
+		out, body = out[:start+len(fr)+n], start+len(fr)
+	}
+	m := out[body:len(out):len(out)]
 	if n := int64(len(m)); n > f.largest.Load() {
 		f.largest.Store(n)
 	}
 	return m, out, nil
+}
+
+// closeSpan ends the span growing in buf (with a Framer), at buf's end.
+func (bt *batch) closeSpan(buf []byte) {
+	if len(buf) > bt.spanFrom {
+		bt.spans = append(bt.spans, buf[bt.spanFrom:len(buf):len(buf)])
+	}
+	bt.spanFrom = 0
 }
 
 // release hands bt's format buffers back for later batches. Nothing may read bt's messages
@@ -707,7 +778,7 @@ func (f *Forwarder) release(bt *batch) {
 	for _, b := range bt.bufs {
 		f.buffers.Put(&b)
 	}
-	bt.bufs, bt.msgs = nil, nil
+	bt.bufs, bt.msgs, bt.spans = nil, nil, nil
 }
 
 // RecordSinkError records beside a sink's cursor why it is not forwarding (a sink that cannot

@@ -220,6 +220,12 @@ func (d *countingDelivery) Send(msgs [][]byte) error {
 	return d.Delivery.Send(msgs)
 }
 
+// SendFramed: SyslogTLS's deliveries take framed spans, and so the forwarder sends them.
+func (d *countingDelivery) SendFramed(spans [][]byte) error {
+	d.sends++
+	return d.Delivery.(siem.FramedDelivery).SendFramed(spans)
+}
+
 func (d *countingDelivery) Ack() error {
 	err := d.Delivery.Ack()
 	if err == nil {

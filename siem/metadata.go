@@ -17,8 +17,13 @@ func decodeMetadata(raw []byte, md *domain.Metadata) error {
 	if plainMetadata(raw, md) {
 		return nil
 	}
-	*md = domain.Metadata{}
-	return json.Unmarshal(raw, md)
+	// Decoded into a variable of its own, so that only records taking this path allocate it.
+	var full domain.Metadata
+	if err := json.Unmarshal(raw, &full); err != nil {
+		return err
+	}
+	*md = full
+	return nil
 }
 
 // plainMetadata decodes raw into md if it is {"key":"value",…} with keys of domain.Metadata

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -166,7 +167,8 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, o, err := classifyDecoded(d)
+	o := new(ocsfEvent)
+	m, err := classifyDecoded(d, o)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +205,10 @@ func AppendSyslogOCSF(c SyslogConfig, p Product) func(dst []byte, e Entry) ([]by
 		if err != nil {
 			return nil, err
 		}
-		m, o, err := classifyDecoded(d)
+		defer d.release()
+		o := ocsfEvents.Get().(*ocsfEvent)
+		defer ocsfEvents.Put(o)
+		m, err := classifyDecoded(d, o)
 		if err != nil {
 			return nil, err
 		}
@@ -211,19 +216,22 @@ func AppendSyslogOCSF(c SyslogConfig, p Product) func(dst []byte, e Entry) ([]by
 	}
 }
 
+// ocsfEvents are AppendSyslogOCSF's events, reused: classifyDecoded sets every field.
+var ocsfEvents = sync.Pool{New: func() any { return new(ocsfEvent) }}
+
 // classifyDecoded applies d's mapping: the class's attributes, status and severity.
-func classifyDecoded(d decoded) (ocsfMapping, *ocsfEvent, error) {
+func classifyDecoded(d decoded, o *ocsfEvent) (ocsfMapping, error) {
 	m, ok := ocsfMappings[d.Record.Type]
 	if !ok {
-		return ocsfMapping{}, nil, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
+		return ocsfMapping{}, fmt.Errorf("%w: %s", ErrUnmapped, d.Record.Type)
 	}
-	o := &ocsfEvent{severity: m.severity, statusID: statusSuccess}
+	*o = ocsfEvent{severity: m.severity, statusID: statusSuccess}
 	o.actor = actorOf(d.md.Actor)
 	if d.md.ClientIP != "" && !m.class.withoutSource {
 		o.srcEndpoint(d)
 	}
 	m.fill(d, o)
-	return m, o, nil
+	return m, nil
 }
 
 // appendJSON appends the event as JSON: the keys in sorted order and strings escaped as

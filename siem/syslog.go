@@ -201,7 +201,8 @@ func classify(e Entry) (decoded, ocsfMapping, *ocsfEvent, error) {
 	if err != nil {
 		return decoded{}, ocsfMapping{}, nil, err
 	}
-	m, o, err := classifyDecoded(d)
+	o := new(ocsfEvent)
+	m, err := classifyDecoded(d, o)
 	if err != nil {
 		return decoded{}, ocsfMapping{}, nil, err
 	}

@@ -120,12 +120,14 @@ func (s *SyslogTLS) Open(ctx context.Context) (Delivery, error) {
 
 // syslogDelivery is one delivery's connection: the batches it carries, then the close.
 type syslogDelivery struct {
-	s      *SyslogTLS
-	ctx    context.Context // Open's, only to tell a cancelled delivery from a failed one
-	conn   *tls.Conn
-	w      *bufio.Writer // from the first Send
-	stop   func() bool
-	closed bool
+	s    *SyslogTLS
+	ctx  context.Context // Open's, only to tell a cancelled delivery from a failed one
+	conn *tls.Conn
+	w    *bufio.Writer // from the first Send
+	// started: something was written (begin).
+	started bool
+	stop    func() bool
+	closed  bool
 }
 
 // errClosedBeforeSend: the receiver closed a connection opened ahead before a batch was sent
@@ -136,26 +138,63 @@ var errClosedBeforeSend = errors.New("siem: the receiver closed the connection b
 // Send writes msgs, framed; Ack ends the delivery. Before the first batch, a connection the
 // receiver already closed (opened ahead and left waiting) is refused (errClosedBeforeSend).
 func (d *syslogDelivery) Send(msgs [][]byte) error {
-	addr := d.s.cfg.Address
+	if err := d.begin(); err != nil {
+		return err
+	}
 	if d.w == nil {
-		if peerClosed(d.conn.NetConn()) {
-			return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, addr, errClosedBeforeSend)
-		}
 		d.w = bufio.NewWriterSize(d.conn, 64<<10)
 	}
 	w := d.w
-	var prefix [24]byte
+	var frame [MaxFrame]byte
 	for _, m := range msgs {
 		// Frame(m), written in two parts rather than copied into a new slice.
-		_, err := w.Write(append(strconv.AppendInt(prefix[:0], int64(len(m)), 10), ' '))
+		_, err := w.Write(d.s.AppendFrame(frame[:0], len(m)))
 		if err == nil {
 			_, err = w.Write(m)
 		}
 		if err != nil {
-			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, addr, err)
+			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, d.s.cfg.Address, err)
 		}
 	}
 	return nil
+}
+
+// SendFramed writes spans of messages framed by AppendFrame as they are: TLS records are cut
+// from them directly, with no write buffer between.
+func (d *syslogDelivery) SendFramed(spans [][]byte) error {
+	if err := d.begin(); err != nil {
+		return err
+	}
+	if d.w != nil {
+		if err := d.w.Flush(); err != nil {
+			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, d.s.cfg.Address, err)
+		}
+	}
+	for _, span := range spans {
+		if _, err := d.conn.Write(span); err != nil {
+			return fmt.Errorf("%w: write to %s: %w", ErrNotAcknowledged, d.s.cfg.Address, err)
+		}
+	}
+	return nil
+}
+
+// begin checks, before the first write, that the receiver has not closed the connection (one
+// opened ahead may have idled out): nothing was sent on it, so another may be opened.
+func (d *syslogDelivery) begin() error {
+	if d.started {
+		return nil
+	}
+	if peerClosed(d.conn.NetConn()) {
+		return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, d.s.cfg.Address, errClosedBeforeSend)
+	}
+	d.started = true
+	return nil
+}
+
+// AppendFrame appends RFC 6587's octet-counting frame of a message of n bytes: its length and a
+// space.
+func (s *SyslogTLS) AppendFrame(dst []byte, n int) []byte {
+	return append(strconv.AppendInt(dst, int64(n), 10), ' ')
 }
 
 // Ack closes the sending side (close_notify) once all is written, waits for the receiver's

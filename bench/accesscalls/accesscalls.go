@@ -10,19 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelplane/tunnelplane/bench/stats"
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
-	"github.com/tunnelplane/tunnelplane/bus/controlbus"
 	"github.com/tunnelplane/tunnelplane/bus/nodebus"
-	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
@@ -216,73 +212,12 @@ type system struct {
 	bytesIn, bytesOut []int64
 }
 
-func start(ctx context.Context, o Options) (_ *system, stop func(), err error) {
-	var undo []func()
-	stop = func() {
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}
-	defer func() {
-		if err != nil {
-			stop()
-		}
-	}()
-	sl, closeLog, err := storebench.NewScratchLog(ctx, o.AdminURL, "tpbench_calls", "bench calls", o.Logger)
+func start(ctx context.Context, o Options) (*system, func(), error) {
+	path, stop, err := storebench.StartNodeFactsPath(ctx, o.AdminURL, "tpbench_calls", "bench calls", []string{projections.AccessCalls}, o.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
-	undo = append(undo, closeLog)
-	dir, err := os.MkdirTemp("", "tpbench-calls-")
-	if err != nil {
-		return nil, nil, err
-	}
-	undo = append(undo, func() { os.RemoveAll(dir) })
-	srv, err := controlbus.StartEmbedded(ctx, controlbus.EmbeddedConfig{Dir: dir + "/nats", Port: -1, Logger: o.Logger})
-	if err != nil {
-		return nil, nil, err
-	}
-	undo = append(undo, srv.Shutdown)
-	nc, err := wire.Connect(srv.ClientURL(), wire.ConnectConfig{Name: "bench-calls", Logger: o.Logger})
-	if err != nil {
-		return nil, nil, err
-	}
-	undo = append(undo, nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := controlbus.EnsureStreams(ctx, js, controlbus.StreamsConfig{}); err != nil {
-		return nil, nil, err
-	}
-	s := &system{log: sl.Store, nodeID: uuid.NewString(), orgID: uuid.NewString(), tunnelID: uuid.NewString()}
-	key, err := eventstore.GenerateSigningKey()
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := sl.Store.AddKey(ctx, nil, eventstore.PurposeNode, s.nodeID, key); err != nil {
-		return nil, nil, fmt.Errorf("bench calls: enroll the node's key: %w", err)
-	}
-	in, err := controlbus.NewIngester(controlbus.IngesterConfig{Store: sl.Store, Conn: nc, Logger: o.Logger})
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := in.Start(ctx); err != nil {
-		return nil, nil, err
-	}
-	undo = append(undo, in.Stop)
-	runner, err := projections.New(projections.Config{Store: sl.Store, Projections: []projections.Projection{projections.ByName(projections.AccessCalls)}, Logger: o.Logger})
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := runner.Start(ctx); err != nil {
-		return nil, nil, err
-	}
-	undo = append(undo, runner.Stop)
-	if s.pub, err = nodebus.NewPublisher(nodebus.PublisherConfig{NodeID: s.nodeID, Key: key, Conn: nc, SpoolDir: dir + "/spool", Logger: o.Logger}); err != nil {
-		return nil, nil, err
-	}
-	undo = append(undo, s.pub.Stop)
+	s := &system{log: path.Log, pub: path.Pub, nodeID: path.NodeID, orgID: uuid.NewString(), tunnelID: uuid.NewString()}
 	s.fill()
 	return s, stop, nil
 }

@@ -47,7 +47,7 @@ type App struct {
 	nc        *nats.Conn
 	names     wire.Names
 	publisher *nodebus.Publisher
-	sink      *factQueue
+	sink      *FactQueue
 	handlers  *nodebus.CommandHandlers
 	heartbeat *nodebus.Heartbeater
 	server    *node.Server
@@ -167,7 +167,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err := a.publisher.Publish(ctx, nodebus.Fact{Event: domain.NodeStarted{NodeID: id.ID, Version: cfg.Version}}); err != nil {
 		return fmt.Errorf("node: report the start: %w", err)
 	}
-	a.sink = newFactQueue(a.publisher.Publish, log)
+	a.sink = NewFactQueue(a.publisher.Publish, log)
 	if err = a.sink.Start(runCtx); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/dataplane/view"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle/lifecycletest"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
 // fasthttp's worker-pool cleaner notices a stopped server within its 10s idle period, and its
@@ -192,7 +193,7 @@ func TestFactQueue(t *testing.T) {
 		}
 		return nil
 	}
-	q := newFactQueue(publish, quiet)
+	q := NewFactQueue(publish, quiet)
 	q.limit = 100
 	// Nothing consumes yet (as when the publisher is stuck): pushing does not block, and beyond the
 	// bound facts are dropped and counted.
@@ -230,9 +231,68 @@ func TestFactQueue(t *testing.T) {
 		}
 	}
 	lifecycletest.StartStopStress(t, 20, func() lifecycletest.Component {
-		q := newFactQueue(func(context.Context, ...nodebus.Fact) error { return nil }, quiet)
+		q := NewFactQueue(func(context.Context, ...nodebus.Fact) error { return nil }, quiet)
 		return lifecycletest.Component{Start: q.Start, Stop: q.Stop}
 	})
+}
+
+// Facts that come together go out in a few publications (one per FactLinger), all of them and
+// in order; a fact after a quiet spell goes out at once.
+func TestFactQueueLingersBetweenPublications(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sizes []int
+	var got []int64
+	var at []time.Time
+	q := NewFactQueue(func(_ context.Context, facts ...nodebus.Fact) error {
+		mu.Lock()
+		defer mu.Unlock()
+		sizes, at = append(sizes, len(facts)), append(at, time.Now())
+		for _, f := range facts {
+			got = append(got, f.Event.(domain.UsageRecorded).Requests)
+		}
+		return nil
+	}, quiet)
+	if err := q.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer q.Stop()
+	// 400 facts over about 200 ms: without the linger, one publication each.
+	began := time.Now()
+	for i := range 400 {
+		q.UsageRecorded(domain.UsageRecorded{Requests: int64(i)})
+		time.Sleep(500 * time.Microsecond)
+	}
+	spread := time.Since(began)
+	poll.Until(t, 5*time.Second, "every fact published", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 400 })
+	mu.Lock()
+	pubs := len(sizes)
+	for i := range got {
+		if got[i] != int64(i) {
+			mu.Unlock()
+			t.Fatalf("fact %d published as %d: out of order", i, got[i])
+		}
+	}
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < FactLinger-5*time.Millisecond {
+			mu.Unlock()
+			t.Fatalf("publications %d and %d %s apart, within the linger of %s", i-1, i, gap, FactLinger)
+		}
+	}
+	mu.Unlock()
+	if most := int(spread/FactLinger) + 2; pubs > most {
+		t.Fatalf("%d publications for facts over %s, at most %d", pubs, spread, most)
+	}
+	// A quiet spell, then one fact: published at once.
+	time.Sleep(2 * FactLinger)
+	sent := time.Now()
+	q.UsageRecorded(domain.UsageRecorded{Requests: 400})
+	poll.Until(t, 5*time.Second, "the lone fact published", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 401 })
+	mu.Lock()
+	defer mu.Unlock()
+	if wait := at[len(at)-1].Sub(sent); wait > FactLinger/2 {
+		t.Fatalf("a lone fact after a quiet spell waited %s", wait)
+	}
 }
 
 func TestConfigValidateNamesEveryProblem(t *testing.T) {

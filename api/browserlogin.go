@@ -100,7 +100,7 @@ func (s *Server) browserLogin(c echo.Context) error {
 	if path == "" {
 		path = "/"
 	}
-	if !browserlogin.LocalPath(path) {
+	if !domain.LocalPath(path) {
 		return s.browserError(c, badRequest("path", "want a path on the same host, starting with a single /"))
 	}
 	clientState := q.Get("state")

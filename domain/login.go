@@ -155,3 +155,21 @@ const (
 	LoginReturnPath = ReservedPathPrefix + "login"
 	LogoutPath      = ReservedPathPrefix + "logout"
 )
+
+// MaxLocalPathBytes bounds the path a browser login returns to.
+const MaxLocalPathBytes = 2048
+
+// LocalPath tells whether p is a path on the same origin to return to after a login: it starts
+// with one "/" (not "//" or "/\", which browsers read as another host), holds no spaces, control
+// characters or backslashes, and is bounded.
+func LocalPath(p string) bool {
+	if p == "" || len(p) > MaxLocalPathBytes || p[0] != '/' || strings.HasPrefix(p, "//") {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x21 || p[i] == 0x7f || p[i] == '\\' {
+			return false
+		}
+	}
+	return true
+}

@@ -41,8 +41,6 @@ const (
 	Lifetime = 10 * time.Minute
 	// MaxPending bounds the logins under way (the start route is public).
 	MaxPending = 10000
-	// MaxPathBytes bounds the path a login returns to.
-	MaxPathBytes = 2048
 	// MaxClientStateBytes bounds the state a node passes through a login.
 	MaxClientStateBytes = 128
 )
@@ -122,21 +120,6 @@ func splitHostPort(hp string) (host, port string) {
 func HostOf(origin string) string {
 	_, rest, _ := strings.Cut(origin, "://")
 	return rest
-}
-
-// LocalPath tells whether p is a path on the same origin to return to: it starts with one "/"
-// (not "//" or "/\", which browsers read as another host), holds no control characters and is
-// bounded.
-func LocalPath(p string) bool {
-	if p == "" || len(p) > MaxPathBytes || p[0] != '/' || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		if p[i] < 0x21 || p[i] == 0x7f || p[i] == '\\' {
-			return false
-		}
-	}
-	return true
 }
 
 // Secret is 32 random bytes in base64url: states, nonces, PKCE verifiers (43 characters).

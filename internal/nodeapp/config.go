@@ -47,6 +47,9 @@ type Config struct {
 	PublicURL string
 	// BaseDomain enables host routing: <tunnel>.<org>.<BaseDomain>.
 	BaseDomain string
+	// LoginURL is the control plane's origin as browsers reach it (its --public-url): a browser
+	// without a credential on a tunnel host is sent there to log in (node.Config.LoginURL).
+	LoginURL string
 	// NATSURL is the cluster's NATS.
 	NATSURL string
 	// Cluster names the installation on NATS: it prefixes every stream, bucket and subject

@@ -156,7 +156,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	t.Cleanup(hs.Close)
 	tr := &http.Transport{MaxIdleConnsPerHost: 32}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &env{t: t, base: hs.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, store: st, runner: runner, svc: svc, api: srv, registry: metrics, pool: pool}
+	return &env{t: t, base: hs.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, store: st, runner: runner, svc: svc, api: srv, registry: metrics, pool: pool}
 }
 
 // token mints a user token with the control plane's token key (as `admin token create` does).

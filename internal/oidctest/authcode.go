@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"slices"
+	"testing"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -200,4 +201,16 @@ func (p *Provider) SetGroups(subject string, groups []string) {
 		u.Groups = slices.Clone(groups)
 		p.st.users[subject] = u
 	}
+}
+
+// IssueIDTokenWithNonce is IssueIDToken for the authorization code flow: the token carries nonce.
+func (p *Provider) IssueIDTokenWithNonce(t testing.TB, clientID, subject, nonce string, validity time.Duration) string {
+	t.Helper()
+	a := &authReq{id: randomID(), req: oidc.AuthRequest{ClientID: clientID, Nonce: nonce,
+		Scopes: []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, "groups"}}, subject: subject, authTime: time.Now(), done: true}
+	raw, err := op.CreateIDToken(context.Background(), p.Issuer, a, validity, "", "", p.st, client{id: clientID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

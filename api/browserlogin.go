@@ -111,12 +111,11 @@ func (s *Server) browserLogin(c echo.Context) error {
 		// A tunnel host's node binds the login to the browser that began it (login CSRF).
 		return s.browserError(c, badRequest("state", "a login for a tunnel host needs the node's state"))
 	}
-	select {
-	case s.logins <- struct{}{}:
-		defer func() { <-s.logins }()
-	default:
-		return s.browserError(c, echo.NewHTTPError(http.StatusTooManyRequests, fmt.Sprintf("more than %d logins at once; retry in a moment", maxLoginsAtOnce)))
+	release, err := s.loginSlot()
+	if err != nil {
+		return s.browserError(c, err)
 	}
+	defer release()
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 15*time.Second)
 	defer cancel()
 	conf, err := s.oauth2Config(ctx)
@@ -150,12 +149,11 @@ func (s *Server) browserCallback(c echo.Context) error {
 	}
 	req := c.Request()
 	ip, ua := commands.Bounded(c.RealIP(), commands.MaxAddrBytes), commands.Bounded(req.UserAgent(), commands.MaxUserAgentBytes)
-	select {
-	case s.logins <- struct{}{}:
-		defer func() { <-s.logins }()
-	default:
-		return s.browserError(c, echo.NewHTTPError(http.StatusTooManyRequests, fmt.Sprintf("more than %d logins at once; retry in a moment", maxLoginsAtOnce)))
+	release, err := s.loginSlot()
+	if err != nil {
+		return s.browserError(c, err)
 	}
+	defer release()
 	ctx, cancel := context.WithTimeout(req.Context(), 15*time.Second)
 	defer cancel()
 	p, err := s.cfg.BrowserLogins.Take(ctx, state)

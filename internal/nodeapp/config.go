@@ -180,6 +180,13 @@ func (c Config) Validate() error {
 	if c.ControlPlane == nil {
 		bad("ControlPlane is required")
 	}
+	if c.LoginURL != "" {
+		if o, err := domain.CanonicalOrigin(c.LoginURL); err != nil || o != c.LoginURL {
+			bad("--login-url %q: want the control plane's origin as browsers reach it, such as https://tunnelplane.example", c.LoginURL)
+		} else if c.BaseDomain == "" {
+			bad("--login-url needs --base-domain: a browser session is bound to a tunnel's host")
+		}
+	}
 	if c.DrainTimeout < 0 {
 		bad("--drain-timeout %s must not be negative", c.DrainTimeout)
 	}

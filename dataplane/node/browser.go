@@ -87,6 +87,11 @@ func randomNonce() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// validNonce tells whether v looks like a nonce randomNonce made (43 base64url characters).
+func validNonce(v string) bool {
+	return len(v) == 43 && strings.Trim(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == ""
+}
+
 // redirectToLogin sends a browser to the control plane's login for this host, to come back to
 // the page it asked for.
 func (n *Node) redirectToLogin(ctx *fasthttp.RequestCtx) {
@@ -95,7 +100,12 @@ func (n *Node) redirectToLogin(ctx *fasthttp.RequestCtx) {
 	if !domain.LocalPath(path) {
 		path = "/"
 	}
-	nonce := randomNonce()
+	// A login already under way in this browser (another tab) keeps its nonce, so that each
+	// tab's login can come back.
+	nonce := string(ctx.Request.Header.Cookie(domain.LoginNonceCookie))
+	if !validNonce(nonce) {
+		nonce = randomNonce()
+	}
 	q := url.Values{"origin": {n.tunnelOrigin(ctx)}, "path": {path}, "state": {nonce}}
 	ctx.SetConnectionClose()
 	ctx.Response.Header.Set("Cache-Control", "no-store")
@@ -196,7 +206,7 @@ func (n *Node) acceptLogin(ctx *fasthttp.RequestCtx) {
 	if !domain.LocalPath(path) {
 		path = "/"
 	}
-	setCookie(ctx, domain.LoginNonceCookie, "", 0, fasthttp.CookieSameSiteNoneMode)
+	// The nonce cookie stays until it expires: another tab's login may still come back with it.
 	setCookie(ctx, domain.SessionCookie, raw, maxAge, fasthttp.CookieSameSiteLaxMode)
 	ctx.Response.Header.Set("Referrer-Policy", "no-referrer")
 	// A relative Location: the browser stays on this origin whatever the path says.

@@ -210,7 +210,7 @@ func (s *Server) browserCallback(c echo.Context) error {
 		c.SetCookie(sessionCookie(res.Token, res.ExpiresAt.Sub(s.cfg.Now()), http.SameSiteStrictMode))
 		return c.Redirect(http.StatusSeeOther, p.Path)
 	}
-	return formPost(c, p.Origin+domain.LoginReturnPath, map[string]string{"token": res.Token, "state": p.ClientState, "path": p.Path})
+	return formPost(c, p.Origin, domain.LoginReturnPath, map[string]string{"token": res.Token, "state": p.ClientState, "path": p.Path})
 }
 
 // browserLogout clears the API's session cookie.
@@ -252,21 +252,19 @@ var formPostPage = template.Must(template.New("form").Parse(`<!doctype html>
 <script>` + formPostScript + `</script></body></html>
 `))
 
-// formPost answers a page that POSTs fields to action at once (the token never appears in a URL,
-// a history entry or a Referer). Its CSP lets it run its one script and post only to action's
-// origin.
-func formPost(c echo.Context, action string, fields map[string]string) error {
+// formPost answers a page that POSTs fields to path at origin at once (the token never appears in
+// a URL, a history entry or a Referer). Its CSP lets it run its one script and post only to
+// origin (a canonical origin: the CSP source expression is exactly it).
+func formPost(c echo.Context, origin, path string, fields map[string]string) error {
 	var b strings.Builder
 	if err := formPostPage.Execute(&b, struct {
 		Action string
 		Fields map[string]string
-	}{action, fields}); err != nil {
+	}{origin + path, fields}); err != nil {
 		return err
 	}
-	origin, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(action, "https://"), "http://"), "/")
-	scheme, _, _ := strings.Cut(action, "://")
 	h := c.Response().Header()
-	h.Set("Content-Security-Policy", "default-src 'none'; script-src "+formPostCSP+"; form-action "+scheme+"://"+origin+"; base-uri 'none'; frame-ancestors 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src "+formPostCSP+"; form-action "+origin+"; base-uri 'none'; frame-ancestors 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	return c.HTML(http.StatusOK, b.String())
 }

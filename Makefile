@@ -14,7 +14,7 @@ DESYNC_ITERATIONS ?= 2000
 # `make deps` stops and disables the server its install starts, see below); python3-cryptography
 # and zstd run the independent Python verifier of evidence bundles (compliance/evidence/testdata);
 # poppler-utils brings pdftotext, which reads back the PDF reports (report/render, report/compliance).
-TEST_PACKAGES := python3-uvicorn nodejs rsyslog rsyslog-gnutls prometheus python3-cryptography zstd poppler-utils
+TEST_PACKAGES := python3-uvicorn nodejs rsyslog rsyslog-gnutls prometheus python3-cryptography zstd poppler-utils chromium
 # The external NATS server the bus and system tests also run against (this machine's, the Debian
 # package, 2.9.x); `make nats` starts one when nothing answers there.
 TEST_NATS_HOST := 127.0.0.1

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/browserlogin"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -157,6 +159,7 @@ type authenticator struct {
 
 type verifiedToken struct {
 	subject, kid string
+	host         string // token.UserClaims.Host
 	external     bool
 	expires      time.Time
 }
@@ -244,13 +247,14 @@ func (a *authenticator) refreshLoop(ctx context.Context) {
 	}
 }
 
-// verify checks a raw bearer token and returns its subject.
-func (a *authenticator) verify(ctx context.Context, raw string) (string, error) {
+// verify checks a raw bearer token and returns its subject and the host it is bound to ("" for
+// none).
+func (a *authenticator) verify(ctx context.Context, raw string) (subject, host string, err error) {
 	a.cacheMu.RLock()
 	v, ok := a.verified[raw]
 	a.cacheMu.RUnlock()
 	if ok && a.now().Before(v.expires) && ((!v.external && a.internal.has(v.kid)) || (v.external && a.external.has(v.kid))) {
-		return v.subject, nil
+		return v.subject, v.host, nil
 	}
 	kid := peekKID(raw)
 	verifier := a.pick(kid)
@@ -267,17 +271,17 @@ func (a *authenticator) verify(ctx context.Context, raw string) (string, error) 
 	}
 	c, err := verifier.VerifyUser(raw)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if c.ExpiresAt != nil {
 		a.cacheMu.Lock()
 		if a.verified == nil || len(a.verified) >= maxVerifiedTokens {
 			a.verified = map[string]verifiedToken{}
 		}
-		a.verified[raw] = verifiedToken{subject: c.Subject, kid: kid, external: verifier == a.externalV, expires: c.ExpiresAt.Time}
+		a.verified[raw] = verifiedToken{subject: c.Subject, kid: kid, host: c.Host, external: verifier == a.externalV, expires: c.ExpiresAt.Time}
 		a.cacheMu.Unlock()
 	}
-	return c.Subject, nil
+	return c.Subject, c.Host, nil
 }
 
 func (a *authenticator) pick(kid string) *token.Verifier {
@@ -323,6 +327,17 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		scheme, raw, _ := strings.Cut(authz, " ")
 		raw = strings.TrimSpace(raw)
 		if authz == "" {
+			if ck, err := req.Cookie(domain.SessionCookie); err == nil && ck.Value != "" && s.publicOrigin != "" {
+				// A browser session on the API's host. A change it makes must come from the
+				// API's own pages (CSRF): browsers send Origin on every such request.
+				if req.Method != http.MethodGet && req.Method != http.MethodHead && req.Header.Get(echo.HeaderOrigin) != s.publicOrigin {
+					s.auth.auditor.AuthFailed("cookie_cross_origin", "", ip, ua)
+					return &authError{code: "invalid_request", detail: "a change made with the session cookie must come from the API's own origin (Origin)"}
+				}
+				authz, scheme, raw = "cookie", "Bearer", ck.Value
+			}
+		}
+		if authz == "" {
 			s.auth.auditor.AuthFailed("missing_token", "", ip, ua)
 			return &authError{detail: "send Authorization: Bearer <token>"}
 		}
@@ -334,7 +349,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			s.auth.auditor.AuthFailed("enrollment_token_misused", "", ip, ua)
 			return &authError{code: "invalid_token", detail: "a node enrollment token only enrolls a node (POST /api/v1/nodes)"}
 		}
-		subject, err := s.auth.verify(req.Context(), raw)
+		subject, host, err := s.auth.verify(req.Context(), raw)
+		if err == nil && host != "" && (s.publicOrigin == "" || host != browserlogin.HostOf(s.publicOrigin)) {
+			// A browser login's token for a tunnel host: valid there only.
+			s.auth.auditor.AuthFailed("host_bound_token", "", ip, ua)
+			return &authError{code: "invalid_token", detail: "this token was issued for another host's browser session and is valid only there"}
+		}
 		if err != nil {
 			// token.Reason says what went wrong in the user's words and never quotes the token's
 			// own fields (an unknown kid): nothing a caller sent is echoed.

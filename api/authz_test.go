@@ -32,7 +32,9 @@ type matrixCase struct {
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
 	idp := oidctest.Start(t, oidctest.Options{Users: []oidctest.User{{Subject: "u-1", Username: "alice"}}})
-	e := newEnv(t, withAnalyticsReports, withOIDC(t, idp.Issuer))
+	e := newEnv(t, withAnalyticsReports, withOIDC(t, idp.Issuer), func(c *api.Config) {
+		c.PublicURL, c.BrowserLoginOrigins = selfURL, []string{"https://*.nodes.test"}
+	})
 	root := e.superadmin()
 	orgs := map[string]string{"acme": e.createOrg(root, "acme", "owner-of-acme"), "globex": e.createOrg(root, "globex", "owner-of-globex")}
 	roles := []domain.Role{domain.RoleOwner, domain.RoleAdmin, domain.RoleOperator, domain.RoleEditor, domain.RoleViewer, domain.RoleAuditor}
@@ -363,6 +365,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		check("oidc settings", subject, "-", 200, "GET", "/api/v1/auth/oidc", nil)
 		check("oidc login", subject, "-", 200, "POST", "/api/v1/auth/oidc/token", api.OIDCLoginInput{IDToken: idp.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)})
 		check("oidc login, foreign token", subject, "-", 401, "POST", "/api/v1/auth/oidc/token", api.OIDCLoginInput{IDToken: foreign.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)})
+		// Browser login: public too; where it may return decides, not who asks.
+		check("browser login start", subject, "-", 302, "GET", api.BrowserLoginPath+"?origin=https%3A%2F%2Fweb.acme.nodes.test&state=s1", nil)
+		check("browser login elsewhere", subject, "-", 400, "GET", api.BrowserLoginPath+"?origin=https%3A%2F%2Fevil.example&state=s1", nil)
+		check("browser login callback", subject, "-", 401, "GET", api.BrowserCallbackPath+"?state=unknown&code=c", nil)
+		check("browser logout", subject, "-", 204, "POST", api.BrowserLogoutPath, nil)
 	}
 
 	// The notifications feed is everyone's own: every authenticated subject opens theirs (it

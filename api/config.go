@@ -13,9 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/browserlogin"
 	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/compliance/reach"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 	"github.com/tunnelplane/tunnelplane/projections"
 	"github.com/tunnelplane/tunnelplane/projections/readmodels"
@@ -217,6 +219,15 @@ type Config struct {
 	// DefaultLoginTTL, at most commands.MaxLoginTTL).
 	OIDC     *oidcauth.Verifier
 	LoginTTL time.Duration
+	// PublicURL is the API's origin as browsers reach it (https://tunnelplane.example): the
+	// browser login's redirect URI is under it, and it is the one origin that may make
+	// cookie-authenticated changes. Empty: no browser login, and host-bound tokens are refused.
+	PublicURL string
+	// BrowserLoginOrigins are the origins besides PublicURL a browser login may return to
+	// (browserlogin.ParsePattern: "https://*.nodes.example"): the tunnel hosts of the nodes.
+	BrowserLoginOrigins []string
+	// BrowserLogins keeps the browser logins under way; without it there is no browser login.
+	BrowserLogins BrowserLoginStore
 	// JWKSRefresh is how often a JWKS URL is fetched again. Default 10m.
 	JWKSRefresh time.Duration
 	// KeyRefresh is how often the token keys are re-read from the log (to see revocations made by
@@ -275,6 +286,16 @@ func (c Config) Validate() error {
 		"RotatedTokenKeyGrace": c.RotatedTokenKeyGrace, "MaxWait": c.MaxWait} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("api config: %s %s is negative", name, d))
+		}
+	}
+	if c.PublicURL != "" {
+		if o, err := domain.CanonicalOrigin(c.PublicURL); err != nil || o != c.PublicURL {
+			errs = append(errs, fmt.Errorf("api config: PublicURL %q: want an origin such as https://tunnelplane.example (no path, no default port)", c.PublicURL))
+		}
+	}
+	for _, o := range c.BrowserLoginOrigins {
+		if _, err := browserlogin.ParsePattern(o); err != nil {
+			errs = append(errs, fmt.Errorf("api config: BrowserLoginOrigins: %w", err))
 		}
 	}
 	if c.LoginTTL < 0 || c.LoginTTL > commands.MaxLoginTTL {

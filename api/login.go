@@ -46,6 +46,17 @@ type OIDCLogin struct {
 	Position  uint64    `json:"position"`
 }
 
+// loginSlot takes one of the maxLoginsAtOnce slots of logins being verified (429 when none is
+// free); release gives it back.
+func (s *Server) loginSlot() (release func(), err error) {
+	select {
+	case s.logins <- struct{}{}:
+		return func() { <-s.logins }, nil
+	default:
+		return nil, echo.NewHTTPError(http.StatusTooManyRequests, fmt.Sprintf("more than %d logins at once; retry in a moment", maxLoginsAtOnce))
+	}
+}
+
 func (s *Server) oidcSettings(c echo.Context) error {
 	if s.cfg.OIDC == nil {
 		return ErrOIDCNotConfigured
@@ -65,12 +76,11 @@ func (s *Server) oidcLogin(c echo.Context) error {
 	}
 	req := c.Request()
 	ip, ua := commands.Bounded(c.RealIP(), commands.MaxAddrBytes), commands.Bounded(req.UserAgent(), commands.MaxUserAgentBytes)
-	select {
-	case s.logins <- struct{}{}:
-		defer func() { <-s.logins }()
-	default:
-		return echo.NewHTTPError(http.StatusTooManyRequests, fmt.Sprintf("more than %d logins at once; retry in a moment", maxLoginsAtOnce))
+	release, err := s.loginSlot()
+	if err != nil {
+		return err
 	}
+	defer release()
 	ctx, cancel := context.WithTimeout(req.Context(), 15*time.Second)
 	defer cancel()
 	id, err := s.cfg.OIDC.Verify(ctx, in.IDToken)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/browserlogin"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
 	"github.com/tunnelplane/tunnelplane/compliance/pii"
@@ -130,6 +132,15 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	for _, f := range tweak {
 		f(&cfg)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	if cfg.PublicURL == selfURL {
+		// The API's own URL, known only now (withBrowserLogin).
+		cfg.PublicURL, cfg.BrowserLogins = base, &browserlogin.Store{Pool: pool}
+	}
 	srv, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -138,11 +149,14 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	_ = hs.Listener.Close()
+	hs.Listener = ln
+	hs.Start()
 	t.Cleanup(hs.Close)
 	tr := &http.Transport{MaxIdleConnsPerHost: 32}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &env{t: t, base: hs.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, store: st, runner: runner, svc: svc, api: srv, registry: metrics, pool: pool}
+	return &env{t: t, base: hs.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, store: st, runner: runner, svc: svc, api: srv, registry: metrics, pool: pool}
 }
 
 // token mints a user token with the control plane's token key (as `admin token create` does).

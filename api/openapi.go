@@ -149,6 +149,14 @@ var operations = []operation{
 		status: 200, resp: "OIDCSettings", errs: []int{404}, public: true},
 	{method: "POST", path: "/api/v1/auth/oidc/token", id: "oidcLogin", summary: "Public: exchange an ID token of the configured identity provider for a user token (recorded as user.logged_in); 401 with the reason when it is refused", tag: "auth",
 		body: "OIDCLoginInput", status: 200, resp: "OIDCLogin", errs: []int{400, 401, 404, 413, 415, 422, 429, 503}, public: true},
+	{method: "GET", path: "/api/v1/auth/oidc/login", id: "browserLogin", summary: "Public: start a browser login (authorization code with PKCE S256) that returns to origin " +
+		"(this API's own, or one matching --browser-login-origin) at path; redirects to the identity provider. Errors are plain pages for browsers (Accept: text/html)", tag: "auth",
+		params: []string{"query:login_origin", "query:login_path", "query:login_state"}, status: 302, resp: "redirect", errs: []int{400, 404, 429, 503}, public: true},
+	{method: "GET", path: "/api/v1/auth/oidc/callback", id: "browserCallback", summary: "Public: the identity provider's redirect; finishes a login once (user.logged_in, its token bound to the origin's host): " +
+		"for a tunnel host a page that posts the token to its node's /.tunnelplane/login, for this API its session cookie (__Host-tunnelplane) and a redirect", tag: "auth",
+		params: []string{"query:oidc_code", "query:oidc_state"}, status: 200, resp: "html", errs: []int{400, 401, 404, 429, 503}, public: true},
+	{method: "POST", path: "/api/v1/auth/oidc/logout", id: "browserLogout", summary: "Public: clear this API's session cookie", tag: "auth",
+		status: 204, errs: []int{401}, public: true},
 	{method: "GET", path: "/api/v1/keys", id: "listKeys", summary: "The log's key history: log, token and node keys (superadmins)", tag: "keys",
 		params: withList("query:purpose"), status: 200, resp: "List:Key", errs: []int{400, 403}},
 	{method: "POST", path: "/api/v1/keys/rotations", id: "rotateKey", summary: "Rotate the log key or the token key (superadmins)", tag: "keys",
@@ -262,22 +270,27 @@ func nullable(s schema) schema {
 }
 
 var parameters = map[string]schema{
-	"path:id":           {"name": "id", "in": "path", "required": true, "schema": strf("uuid", "")},
-	"path:org":          {"name": "org", "in": "path", "required": true, "schema": str("organization name or id")},
-	"path:user_id":      {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
-	"path:role":         {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, editor, viewer, auditor or superadmin")},
-	"path:name":         {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
-	"path:report":       {"name": "report", "in": "path", "required": true, "schema": str("soc2, hipaa, iso27001, usage, chargeback or capacity (generate one now), or a stored report's id (download it)")},
-	"query:report_from": {"name": "from", "in": "query", "schema": str("window start: RFC 3339 time or date (YYYY-MM-DD, UTC); required to generate (a chargeback report may take month instead)")},
-	"query:report_to":   {"name": "to", "in": "query", "schema": str("window end, excluded: RFC 3339 time or date (YYYY-MM-DD, UTC); required to generate")},
-	"query:rep_month":   {"name": "month", "in": "query", "schema": str("chargeback only, instead of from and to: a month like 2026-03 in the org's time zone")},
-	"query:kind":        {"name": "kind", "in": "query", "schema": str("a report kind: soc2, hipaa, iso27001, forecast, …")},
-	"query:schedule_id": {"name": "schedule_id", "in": "query", "schema": strf("uuid", "only this schedule's reports")},
-	"query:format":      {"name": "format", "in": "query", "schema": schema{"type": "string", "enum": []string{"html", "pdf", "xlsx", "csv", "json"}, "default": "json"}},
-	"query:org":         {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
-	"query:scope_org":   {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},
-	"query:limit":       {"name": "limit", "in": "query", "schema": schema{"type": "integer", "minimum": 1, "maximum": MaxLimit, "default": DefaultLimit}},
-	"query:cursor":      {"name": "cursor", "in": "query", "schema": str("next_cursor of the previous page, unchanged")},
+	"path:id":            {"name": "id", "in": "path", "required": true, "schema": strf("uuid", "")},
+	"path:org":           {"name": "org", "in": "path", "required": true, "schema": str("organization name or id")},
+	"path:user_id":       {"name": "user_id", "in": "path", "required": true, "schema": str("user id, path-escaped")},
+	"path:role":          {"name": "role", "in": "path", "required": true, "schema": str("owner, admin, operator, editor, viewer, auditor or superadmin")},
+	"path:name":          {"name": "name", "in": "path", "required": true, "schema": str("projection name")},
+	"path:report":        {"name": "report", "in": "path", "required": true, "schema": str("soc2, hipaa, iso27001, usage, chargeback or capacity (generate one now), or a stored report's id (download it)")},
+	"query:report_from":  {"name": "from", "in": "query", "schema": str("window start: RFC 3339 time or date (YYYY-MM-DD, UTC); required to generate (a chargeback report may take month instead)")},
+	"query:report_to":    {"name": "to", "in": "query", "schema": str("window end, excluded: RFC 3339 time or date (YYYY-MM-DD, UTC); required to generate")},
+	"query:rep_month":    {"name": "month", "in": "query", "schema": str("chargeback only, instead of from and to: a month like 2026-03 in the org's time zone")},
+	"query:kind":         {"name": "kind", "in": "query", "schema": str("a report kind: soc2, hipaa, iso27001, forecast, …")},
+	"query:schedule_id":  {"name": "schedule_id", "in": "query", "schema": strf("uuid", "only this schedule's reports")},
+	"query:login_origin": {"name": "origin", "in": "query", "schema": str("where the login returns: a tunnel host's origin, or (default) this API's")},
+	"query:login_path":   {"name": "path", "in": "query", "schema": str("the local path to return to (default /)")},
+	"query:login_state":  {"name": "state", "in": "query", "schema": str("the tunnel node's login nonce, posted back with the token (required for a tunnel host)")},
+	"query:oidc_code":    {"name": "code", "in": "query", "schema": str("the identity provider's authorization code")},
+	"query:oidc_state":   {"name": "state", "in": "query", "schema": str("the login's state")},
+	"query:format":       {"name": "format", "in": "query", "schema": schema{"type": "string", "enum": []string{"html", "pdf", "xlsx", "csv", "json"}, "default": "json"}},
+	"query:org":          {"name": "org", "in": "query", "schema": str("organization name or id; default: the caller's only organization (422 when ambiguous)")},
+	"query:scope_org":    {"name": "org", "in": "query", "schema": str("organization name or id, or \"*\" for the platform (superadmins); default: the caller's only organization")},
+	"query:limit":        {"name": "limit", "in": "query", "schema": schema{"type": "integer", "minimum": 1, "maximum": MaxLimit, "default": DefaultLimit}},
+	"query:cursor":       {"name": "cursor", "in": "query", "schema": str("next_cursor of the previous page, unchanged")},
 	"query:wait_for": {"name": "wait_for", "in": "query", "schema": schema{"oneOf": []any{schema{"type": "integer", "minimum": 0}, schema{"const": "latest"}},
 		"description": "a write's position (or \"latest\": everything the log holds now): answer only once the read models show it (bounded; 503 with Retry-After when not in time)"}},
 	"query:name":                   {"name": "name", "in": "query", "schema": str("exact name")},
@@ -599,6 +612,12 @@ func (s *Server) renderOpenAPI() ([]byte, error) {
 		case op.resp == "sse":
 			ok = schema{"description": "server-sent events: id (log position), event (the event type), data (the webhook message JSON); heartbeat comments",
 				"content": schema{"text/event-stream": schema{"schema": schema{"type": "string"}}}}
+		case op.resp == "redirect":
+			ok = schema{"description": "redirect (Location)"}
+		case op.resp == "html":
+			ok = schema{"description": "OK", "content": schema{"text/html": schema{"schema": schema{"type": "string"}}}}
+		case op.resp == "":
+			ok = schema{"description": http.StatusText(op.status)}
 		case op.resp == "text":
 			ok = schema{"description": "OK", "content": schema{"text/plain": schema{"schema": schema{"type": "string"}}}}
 		case op.resp == "zstd":

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tunnelplane/tunnelplane/commands/browserlogin"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle"
 )
 
@@ -37,7 +38,10 @@ type Server struct {
 
 	forecasts chan struct{} // a slot per forecast running (maxForecastsAtOnce)
 	logins    chan struct{} // a slot per ID token being verified (maxLoginsAtOnce)
-	feeds     feeds         // notification feeds open, per user
+	// publicOrigin is Config.PublicURL; loginPatterns the origins a browser login may return to.
+	publicOrigin  string
+	loginPatterns []browserlogin.Pattern
+	feeds         feeds // notification feeds open, per user
 	// feedsCtx ends every notification feed (CloseStreams): a graceful HTTP shutdown would
 	// otherwise wait for feeds that never end by themselves.
 	feedsCtx   context.Context
@@ -53,7 +57,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, routes: map[string]bool{}, forecasts: make(chan struct{}, maxForecastsAtOnce),
-		logins: make(chan struct{}, maxLoginsAtOnce)}
+		logins: make(chan struct{}, maxLoginsAtOnce), publicOrigin: cfg.PublicURL}
+	for _, o := range cfg.BrowserLoginOrigins {
+		p, _ := browserlogin.ParsePattern(o) // Validate checked it
+		s.loginPatterns = append(s.loginPatterns, p)
+	}
 	s.feedsCtx, s.closeFeeds = context.WithCancel(context.Background())
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tunnelplane_http_requests_total",
 		Help: "HTTP requests of the admin API by method, route template and status code."}, []string{"method", "route", "code"})
@@ -214,6 +222,9 @@ func (s *Server) register() {
 	// token itself.
 	s.route(http.MethodGet, "/api/v1/auth/oidc", s.oidcSettings, false)
 	s.route(http.MethodPost, "/api/v1/auth/oidc/token", s.oidcLogin, false)
+	s.route(http.MethodGet, BrowserLoginPath, s.browserLogin, false)
+	s.route(http.MethodGet, BrowserCallbackPath, s.browserCallback, false)
+	s.route(http.MethodPost, BrowserLogoutPath, s.browserLogout, false)
 	s.route(http.MethodPost, "/api/v1/keys/rotations", s.rotateKey, true)
 
 	s.route(http.MethodGet, "/api/v1/audit", s.searchAudit, true)

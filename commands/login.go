@@ -21,6 +21,9 @@ type LogIn struct {
 	Issuer string
 	Groups []string
 	TTL    time.Duration
+	// Host, for a browser login, binds the token to one host (domain.CheckLoginHost): a tunnel
+	// host whose node sets it as a cookie, or the API's own. Empty: a token valid everywhere.
+	Host string
 }
 
 func (LogIn) CommandName() string { return "LogIn" }
@@ -44,14 +47,20 @@ func (s *Service) LogIn(ctx context.Context, c LogIn) (LoginResult, error) {
 	}
 	now := s.cfg.Now()
 	// Validate before minting: the token must carry nothing the event could not.
-	if _, err := domain.LogIn(c.UserID, c.Issuer, c.Groups, "00000000-0000-0000-0000-000000000000", now.Add(c.TTL)); err != nil {
+	event := func(tokenID string, expires time.Time) (domain.UserLoggedIn, error) {
+		if c.Host != "" {
+			return domain.BrowserLogIn(c.UserID, c.Issuer, c.Groups, tokenID, expires, c.Host)
+		}
+		return domain.LogIn(c.UserID, c.Issuer, c.Groups, tokenID, expires)
+	}
+	if _, err := event("00000000-0000-0000-0000-000000000000", now.Add(c.TTL)); err != nil {
 		return LoginResult{}, err
 	}
-	raw, claims, err := token.MintUserClaims(key, s.cfg.TokenIssuer, c.UserID, Bounded(c.Name, MaxNameBytes), c.Groups, c.TTL, now)
+	raw, claims, err := token.MintHostUserClaims(key, s.cfg.TokenIssuer, c.UserID, Bounded(c.Name, MaxNameBytes), c.Groups, c.Host, c.TTL, now)
 	if err != nil {
 		return LoginResult{}, err
 	}
-	ev, err := domain.LogIn(c.UserID, c.Issuer, c.Groups, claims.ID, claims.ExpiresAt.Time)
+	ev, err := event(claims.ID, claims.ExpiresAt.Time)
 	if err != nil {
 		return LoginResult{}, err
 	}

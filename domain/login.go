@@ -3,6 +3,7 @@ package domain
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -22,12 +23,50 @@ type UserLoggedIn struct {
 	Groups    []string  `json:"groups,omitempty"`
 	TokenID   string    `json:"token_id"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Host is the one host the token is valid on (a browser login for a tunnel host or the
+	// API's own host); empty for a token valid everywhere (the CLI's).
+	Host string `json:"host,omitempty"`
 }
 
 func (UserLoggedIn) EventType() string { return TypeUserLoggedIn }
 
-// LoginMethodOIDC: an OIDC ID token exchanged at the control plane.
-const LoginMethodOIDC = "oidc"
+// Login methods: an OIDC ID token exchanged at the control plane (the CLI's device flow), or a
+// browser's authorization code flow ending in a cookie for one host.
+const (
+	LoginMethodOIDC        = "oidc"
+	LoginMethodOIDCBrowser = "oidc_browser"
+)
+
+// MaxLoginHostBytes bounds a login's host (a DNS name and a port).
+const MaxLoginHostBytes = 253 + 6
+
+// CheckLoginHost validates the host a browser login's token is bound to: a lower-case DNS name
+// or IP literal with an optional port, as a browser sends it in Host.
+func CheckLoginHost(host string) error {
+	if host == "" || len(host) > MaxLoginHostBytes || strings.ToLower(host) != host {
+		return fmt.Errorf("login host: want a lower-case host[:port] of at most %d bytes", MaxLoginHostBytes)
+	}
+	o, err := CanonicalOrigin("https://" + host)
+	if err != nil || (o != "https://"+host && o+":443" != "https://"+host) {
+		return fmt.Errorf("login host %.100q is not a host[:port]", host)
+	}
+	return nil
+}
+
+// BrowserLogIn is LogIn for a browser login bound to host (CheckLoginHost).
+func BrowserLogIn(userID, issuer string, groups []string, tokenID string, expires time.Time, host string) (UserLoggedIn, error) {
+	e, err := LogIn(userID, issuer, groups, tokenID, expires)
+	if err != nil {
+		return e, err
+	}
+	if err := CheckLoginHost(host); err != nil {
+		var p problems
+		p.add("host", "%s", err.Error())
+		return UserLoggedIn{}, p.err()
+	}
+	e.Method, e.Host = LoginMethodOIDCBrowser, host
+	return e, nil
+}
 
 // Bounds of a login: a provider's groups claim may list many groups; the token (and the nodes'
 // view, which keeps 256 per token) carries at most MaxLoginGroups.
@@ -98,4 +137,39 @@ func LogIn(userID, issuer string, groups []string, tokenID string, expires time.
 		return UserLoggedIn{}, err
 	}
 	return UserLoggedIn{UserID: userID, Issuer: issuer, Method: LoginMethodOIDC, Groups: groups, TokenID: tokenID, ExpiresAt: expires.UTC()}, nil
+}
+
+// Browser sessions (a browser login's token kept in a cookie): the names nodes and the API share.
+const (
+	// SessionCookie holds a host-bound user token (UserClaims.Host) on a tunnel host or the API's
+	// host. __Host-: Secure, Path=/, no Domain, so no other host can set or read it.
+	SessionCookie = "__Host-tunnelplane"
+	// LoginNonceCookie is a tunnel host's login-CSRF nonce, set before the browser is sent to log
+	// in and checked when the token comes back.
+	LoginNonceCookie = "__Host-tunnelplane-login"
+	// ReservedPathPrefix is the path a node keeps for itself on every tunnel host (the login's
+	// return, the logout): the upstream's own paths under it are not reachable by host routing.
+	ReservedPathPrefix = "/.tunnelplane/"
+	// LoginReturnPath receives a browser login's token (a form POST); LogoutPath clears the
+	// session cookie.
+	LoginReturnPath = ReservedPathPrefix + "login"
+	LogoutPath      = ReservedPathPrefix + "logout"
+)
+
+// MaxLocalPathBytes bounds the path a browser login returns to.
+const MaxLocalPathBytes = 2048
+
+// LocalPath tells whether p is a path on the same origin to return to after a login: it starts
+// with one "/" (not "//" or "/\", which browsers read as another host), holds no spaces, control
+// characters or backslashes, and is bounded.
+func LocalPath(p string) bool {
+	if p == "" || len(p) > MaxLocalPathBytes || p[0] != '/' || strings.HasPrefix(p, "//") {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x21 || p[i] == 0x7f || p[i] == '\\' {
+			return false
+		}
+	}
+	return true
 }

@@ -69,6 +69,10 @@ func controlFlags(fs *pflag.FlagSet, o *controlapp.Config, envErrs *[]error) {
 		"the provider's client id for tunnelplane's CLI: a public client allowed the device flow (env TUNNELPLANE_OIDC_CLIENT_ID)")
 	fs.DurationVar(&o.LoginTTL, "login-ttl", envDuration("LOGIN_TTL", api.DefaultLoginTTL, envErrs),
 		"lifetime of the user token a login gets, at most 24h (env TUNNELPLANE_LOGIN_TTL)")
+	fs.StringVar(&o.PublicURL, "public-url", envDefault("PUBLIC_URL", ""),
+		"the API's origin as browsers reach it (https://tunnelplane.example); with --oidc-issuer it turns on browser login (env TUNNELPLANE_PUBLIC_URL)")
+	fs.StringSliceVar(&o.BrowserLoginOrigins, "browser-login-origin", envList("BROWSER_LOGIN_ORIGIN"),
+		"origin a browser login may return to besides --public-url, repeatable; '*.' matches any labels: 'https://*.nodes.example' (env TUNNELPLANE_BROWSER_LOGIN_ORIGIN, comma-separated)")
 	fs.IntVar(&o.DBMaxConns, "db-max-conns", envInt("DB_MAX_CONNS", controlapp.DefaultDBMaxConns, envErrs), "database connection pool size, 4 to 10,000 (env TUNNELPLANE_DB_MAX_CONNS)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second, envErrs),
 		"how long in-flight requests may finish at shutdown (env TUNNELPLANE_SHUTDOWN_TIMEOUT)")

@@ -88,6 +88,8 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 	fs.StringVar(&o.ListenAddr, "node-addr", envDefault("NODE_ADDR", "127.0.0.1:8081"), "listen address for agents and ingress (env TUNNELPLANE_NODE_ADDR)")
 	fs.StringVar(&o.PublicURL, "public-url", envDefault("NODE_PUBLIC_URL", ""), "how agents and callers reach this node (env TUNNELPLANE_NODE_PUBLIC_URL; default http://<node-addr>)")
 	fs.StringVar(&o.BaseDomain, "base-domain", envDefault("BASE_DOMAIN", ""), "host routing: <tunnel>.<org>.<base-domain> (env TUNNELPLANE_BASE_DOMAIN)")
+	fs.StringVar(&o.LoginURL, "login-url", envDefault("LOGIN_URL", ""),
+		"the control plane's origin as browsers reach it (its --public-url): browsers without a credential on a tunnel host log in there; empty: they get 401 (env TUNNELPLANE_LOGIN_URL)")
 	urlFlag(fs, &o.NATSURL, "nats-url", "NATS_URL", "", "NATS server of the cluster")
 	fs.StringVar(&o.Cluster, "cluster", envDefault("CLUSTER", ""), clusterHelp)
 	fs.StringVar(&o.NodeID, "node-id", envDefault("NODE_ID", ""), "the node's id (a UUID) when a NATS credential was made for it before its first start; kept in <data-dir>/node/id, a different one there is an error (env TUNNELPLANE_NODE_ID; default: the data dir's, or a new one)")

@@ -111,6 +111,9 @@ func startServe(ctx context.Context, g *globals, o serveOptions) (*serveapp.App,
 	cc.DatabaseURL, cc.DataDir, cc.KEKFile, cc.Version = srv.URL, g.dataDir, g.kekFile, version
 	nc := nodeConfig(o.nodeName, o.nodeAddr, o.baseDomain, o.limits, o.maxViewLag, o.lagSample)
 	nc.TokenLeeway, nc.HealthAddr, nc.DrainTimeout = cc.TokenLeeway, o.healthAddr, o.drain
+	if cc.OIDCIssuer != "" {
+		nc.LoginURL = cc.PublicURL // the embedded node sends browsers to its own control plane
+	}
 	sv, err := serveapp.New(serveapp.Config{Control: cc, NATSHost: host, NATSPort: port, Node: nc,
 		Demo: o.demo, DemoDelay: o.demoDelay, Version: version, Logger: g.log})
 	if err != nil {

@@ -10,6 +10,7 @@ package oidcauth
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 )
@@ -101,6 +103,7 @@ type Verifier struct {
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
+	endpoint oauth2.Endpoint
 	tried    time.Time
 }
 
@@ -151,7 +154,39 @@ func (v *Verifier) idTokenVerifier(ctx context.Context, force bool) (*oidc.IDTok
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	v.verifier = p.Verifier(&oidc.Config{ClientID: v.cfg.ClientID, Now: v.cfg.Now})
+	v.endpoint = p.Endpoint()
 	return v.verifier, nil
+}
+
+// Endpoint is the provider's authorization and token endpoints, from its discovery document
+// (the browser login's authorization code flow).
+func (v *Verifier) Endpoint(ctx context.Context) (oauth2.Endpoint, error) {
+	if _, err := v.idTokenVerifier(ctx, false); err != nil {
+		return oauth2.Endpoint{}, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.endpoint, nil
+}
+
+// HTTPClient is the client the provider is asked with (for the code exchange).
+func (v *Verifier) HTTPClient() *http.Client { return v.cfg.HTTPClient }
+
+// VerifyNonce is Verify for an ID token of the authorization code flow: its nonce claim must be
+// nonce, the one the login sent to the provider (a token replayed into another login fails).
+func (v *Verifier) VerifyNonce(ctx context.Context, raw, nonce string) (Identity, error) {
+	if nonce == "" {
+		return Identity{}, refused("no nonce to check it against")
+	}
+	pre, err := peek(raw)
+	if err != nil {
+		return Identity{}, err
+	}
+	if subtle.ConstantTimeCompare([]byte(pre.Nonce), []byte(nonce)) != 1 {
+		return Identity{}, refused("its nonce is not the one this login sent")
+	}
+	// The nonce was read unverified: Verify checks the signature over it.
+	return v.Verify(ctx, raw)
 }
 
 // claims are the ID token's claims this package reads besides what go-oidc checks.
@@ -166,6 +201,7 @@ type claims struct {
 	Issuer            string          `json:"iss"`
 	Audience          json.RawMessage `json:"aud"`
 	AuthorizedParty   string          `json:"azp"`
+	Nonce             string          `json:"nonce"`
 }
 
 func refused(format string, args ...any) error {

@@ -54,6 +54,10 @@ type UserClaims struct {
 	// Groups are the identity provider's groups claim: a grant to a group lets every user whose
 	// token carries it call the tunnel.
 	Groups []string `json:"groups,omitempty"`
+	// Host binds the token to one host (a browser login's cookie for a tunnel host, or the
+	// API's): it is valid only on requests to that host (lower case, host[:port] as a browser
+	// sends it in Host). Empty: any host, as before browser logins existed.
+	Host string `json:"host,omitempty"`
 }
 
 // AgentClaims bind an agent to one tunnel of one organization.
@@ -128,10 +132,15 @@ func MintUserInGroups(key *ledger.SigningKey, issuer, subject, name string, grou
 // MintUserClaims is MintUserInGroups that also returns the claims it signed (the token id and
 // expiry a login records).
 func MintUserClaims(key *ledger.SigningKey, issuer, subject, name string, groups []string, ttl time.Duration, now time.Time) (string, *UserClaims, error) {
+	return MintHostUserClaims(key, issuer, subject, name, groups, "", ttl, now)
+}
+
+// MintHostUserClaims is MintUserClaims bound to host (UserClaims.Host; "" for none).
+func MintHostUserClaims(key *ledger.SigningKey, issuer, subject, name string, groups []string, host string, ttl time.Duration, now time.Time) (string, *UserClaims, error) {
 	if subject == "" {
 		return "", nil, fmt.Errorf("mint user token: %w: empty subject", ErrInvalid)
 	}
-	c := UserClaims{RegisteredClaims: registered(issuer, subject, AudienceAPI, ttl, now), Name: name, Groups: groups}
+	c := UserClaims{RegisteredClaims: registered(issuer, subject, AudienceAPI, ttl, now), Name: name, Groups: groups, Host: host}
 	raw, err := sign(key, c)
 	if err != nil {
 		return "", nil, err

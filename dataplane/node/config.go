@@ -103,6 +103,9 @@ type Principal struct {
 	// accepted leeway); zero: not by the clock (an access key's expiry is the Authorizer's to
 	// know). A call open when it passes is decided again and cut, as at any withdrawal.
 	Expires time.Time
+	// Host is the one host a user token is valid on (a browser login's; token.UserClaims.Host):
+	// the ingress refuses it on any other. Empty: any host.
+	Host string
 }
 
 // IngressAuthorizer decides who calls the ingress and which tunnels they may call. The ingress
@@ -153,6 +156,11 @@ type Config struct {
 	Sink       Sink // nil: facts are dropped
 	// BaseDomain enables host routing: <ref>.<BaseDomain>. Empty: path routing only (/t/<ref>/).
 	BaseDomain string
+	// LoginURL is the control plane's origin as browsers reach it (its --public-url). With it
+	// and BaseDomain, a browser that navigates to a tunnel host without a credential is sent
+	// there to log in, and comes back with a session cookie for that host (browser.go). Empty:
+	// such a browser gets 401 like any caller.
+	LoginURL string
 	// Ready, when set, is asked before an agent is admitted or an ingress request is routed; an
 	// error is answered 503 with its text and Retry-After: 1 (the assembly refuses while the
 	// node's view of the control plane is still replaying the event log after a start).
@@ -305,6 +313,13 @@ func (c Config) Validate() error {
 	}
 	if c.BaseDomain != "" && (strings.HasPrefix(c.BaseDomain, ".") || strings.ContainsAny(c.BaseDomain, "/: ")) {
 		bad("BaseDomain %q must be a bare domain name such as tunnels.example.com", c.BaseDomain)
+	}
+	if c.LoginURL != "" {
+		if o, err := domain.CanonicalOrigin(c.LoginURL); err != nil || o != c.LoginURL {
+			bad("LoginURL %q must be the control plane's origin, such as https://tunnelplane.example", c.LoginURL)
+		} else if c.BaseDomain == "" {
+			bad("LoginURL needs BaseDomain: a browser session is bound to a tunnel's host")
+		}
 	}
 	for _, d := range []struct {
 		name string

@@ -64,9 +64,10 @@ type reqState struct {
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
 // routing, the prefix is removed before forwarding). Callers present a user token or a tunnel
-// access key (callerCredential): in "X-Tunnel-Key", in "Proxy-Authorization: Bearer", or in
-// "Authorization: Bearer". It is checked by the Authorizer and never forwarded; when it did not
-// come in Authorization, the caller's Authorization header is the upstream's and passes through.
+// access key (callerCredential): in "X-Tunnel-Key", in "Proxy-Authorization: Bearer", in a
+// browser session's cookie on a tunnel host (browser.go), or in "Authorization: Bearer". It is
+// checked by the Authorizer and never forwarded; when it did not come in Authorization, the
+// caller's Authorization header is the upstream's and passes through.
 //
 // The order matters: a malformed request is refused before anything else; then the caller is
 // authenticated before the tunnel is looked up, so that without a valid credential every answer
@@ -92,6 +93,11 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 			Title: "No tunnel named", Detail: "address a tunnel as <tunnel>.<org>." + n.baseDomainOr("<base domain>") + " or /t/<tunnel>.<org>/"})
 		return
 	}
+	if prefix == "" && bytes.HasPrefix(ctx.Path(), []byte(domain.ReservedPathPrefix)) {
+		// The node's own paths on a tunnel host (browser.go): a browser login's return, logout.
+		n.serveReserved(ctx)
+		return
+	}
 	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 && corsAddressable(ref) {
 		// A cross-origin call from a browser (cors.go): the tunnel's setting, if it has one,
 		// answers a preflight, and grants every answer from here on, refusals included.
@@ -109,6 +115,19 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	bearer, passAuthorization, hasBearer := callerCredential(ctx)
+	fromCookie := false
+	if !passAuthorization && prefix == "" {
+		// A browser session on this tunnel host (browser.go) comes before Authorization, which
+		// is then the upstream's (a page's fetch to an API that wants its own key).
+		if v, ok := sessionCredential(&ctx.Request.Header); ok {
+			bearer, passAuthorization, hasBearer, fromCookie = v, true, true, true
+		}
+	}
+	loginPossible := prefix == "" && n.cfg.LoginURL != "" && browserNavigation(&ctx.Request.Header)
+	if !hasBearer && loginPossible {
+		n.redirectToLogin(ctx)
+		return
+	}
 	if !hasBearer {
 		n.refuseUnauthenticated(ctx, "missing", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
 			Title: "Authentication required", Detail: "send Authorization: Bearer <user token or access key>, or the access key in X-Tunnel-Key"},
@@ -117,6 +136,10 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	}
 	caller, err := n.authenticate(ctx, bearer)
 	switch {
+	case errors.Is(err, ErrUnauthenticated) && fromCookie && loginPossible:
+		// The session ended (its token expired, or its key was revoked): log in again.
+		n.redirectToLogin(ctx)
+		return
 	case errors.Is(err, ErrUnauthenticated):
 		n.refuseInvalid(ctx, err)
 		return
@@ -127,6 +150,13 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 			Title: "Authorization is unavailable", Detail: "try again shortly"})
 		return
 	}
+	if caller.Host != "" && caller.Host != requestHost(ctx) {
+		// A browser login's token for another tunnel host (or the API's).
+		n.refuseUnauthenticated(ctx, "host", problem{Status: http.StatusUnauthorized, Slug: "unauthenticated",
+			Title: "Invalid token", Detail: "this token was issued for another host's browser session and is valid only there"},
+			`Bearer realm="tunnelplane", error="invalid_token"`)
+		return
+	}
 	caller.RemoteIP = remoteIP(ctx)
 	unknown := problem{Status: http.StatusNotFound, Slug: "unknown-tunnel", Title: "Unknown tunnel",
 		Detail: "no tunnel you may use has this name; name it as <tunnel>.<org>"}
@@ -134,6 +164,16 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 	if !found {
 		n.metrics.refused.WithLabelValues("unknown_tunnel").Inc()
 		writeProblem(ctx, unknown)
+		return
+	}
+	if fromCookie && isWebSocketUpgrade(&ctx.Request.Header) && !webSocketOriginAllowed(ctx, route) {
+		// A browser sends the cookie with any page's WebSocket: only the tunnel's own pages and
+		// the origins it lists may open one (cross-site WebSocket hijacking).
+		n.metrics.refused.WithLabelValues("websocket_origin").Inc()
+		ctx.SetConnectionClose()
+		writeProblem(ctx, problem{Status: http.StatusForbidden, Slug: "websocket-origin-refused", Title: "Origin not allowed",
+			Detail: "a WebSocket opened with the browser session must come from the tunnel's own pages or an origin its CORS setting lists",
+			Tunnel: route.Name})
 		return
 	}
 	// Allowed, the call is held among the live calls until it ends: a withdrawal cuts it.
@@ -187,6 +227,8 @@ func (n *Node) serveIngress(ctx *fasthttp.RequestCtx) {
 			Title: "Request body too large", Detail: "the limit is " + strconv.FormatInt(n.cfg.MaxRequestBody, 10) + " bytes", Tunnel: route.Name})
 		return
 	}
+	// The node's cookies are never the upstream's to see.
+	stripOwnCookies(&ctx.Request.Header)
 	if !n.takeSession(ctx, rs) {
 		return
 	}

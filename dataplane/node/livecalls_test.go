@@ -27,6 +27,11 @@ type liveEnv struct {
 }
 
 func newLiveEnv(t *testing.T, before ...func(*view.View)) *liveEnv {
+	return newLiveEnvWith(t, nil, before...)
+}
+
+// newLiveEnvWith is newLiveEnv with mod applied to the node's configuration.
+func newLiveEnvWith(t *testing.T, mod func(*node.Config), before ...func(*view.View)) *liveEnv {
 	var n atomic.Pointer[node.Node]
 	kv := newKeyViewWith(t, view.Hooks{
 		AccessWithdrawn: func() {
@@ -44,7 +49,12 @@ func newLiveEnv(t *testing.T, before ...func(*view.View)) *liveEnv {
 	for _, f := range before {
 		f(kv.v) // before the node serves anything
 	}
-	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.Router, c.Authorizer = kv.v, kv.v }))
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		c.Router, c.Authorizer = kv.v, kv.v
+		if mod != nil {
+			mod(c)
+		}
+	}))
 	n.Store(e.nodeNow())
 	b, _ := json.Marshal(ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", e.key))
 	if err := kv.v.Apply(view.Event{Position: kv.pos, EventID: "ev-key", StreamID: ledger.LogStream, Type: ledger.TypeKeyAdded, Payload: b}); err != nil {

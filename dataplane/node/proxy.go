@@ -192,6 +192,11 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 	return err
 }
 
+// isWebSocketUpgrade tells whether a request asks to upgrade to a WebSocket.
+func isWebSocketUpgrade(h *fasthttp.RequestHeader) bool {
+	return h.ConnectionUpgrade() && bytes.EqualFold(bytes.TrimSpace(h.Peek("Upgrade")), []byte("websocket"))
+}
+
 // forward carries one request through the tunnel. It reports whether the response body is
 // still streaming when it returns: the stream's end then ends the request.
 func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) {
@@ -200,7 +205,7 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 	// connection to the upstream in a framing the node never checks. Others are ignored, as a
 	// server may (RFC 9110 §7.8): the request goes on as a plain one.
 	var upgrade []byte
-	if !rs.preflight && h.ConnectionUpgrade() && bytes.EqualFold(bytes.TrimSpace(h.Peek("Upgrade")), []byte("websocket")) {
+	if !rs.preflight && isWebSocketUpgrade(h) {
 		upgrade = h.Peek("Upgrade")
 	}
 	// fasthttp: -1 is a chunked body, -2 none declared (no body, for a request).

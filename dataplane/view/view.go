@@ -794,7 +794,7 @@ func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Princi
 		expires = c.ExpiresAt.Time
 	}
 	v.rememberGroups(c.Subject, c.Groups, issued, expires)
-	p := node.Principal{UserID: c.Subject}
+	p := node.Principal{UserID: c.Subject, Host: c.Host}
 	if !expires.IsZero() {
 		p.Expires = expires.Add(v.leeway)
 	}

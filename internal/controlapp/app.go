@@ -16,6 +16,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/browserlogin"
 	"github.com/tunnelplane/tunnelplane/commands/grantexpiry"
 	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
@@ -139,7 +140,11 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 			a.log.Warn("identity provider not discovered yet; logins will try again", "issuer", cfg.OIDCIssuer, "error", err)
 		}
 	}
-	a.API, err = api.New(api.Config{OIDC: idp, LoginTTL: cfg.LoginTTL, Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
+	var browserLogins api.BrowserLoginStore
+	if idp != nil && cfg.PublicURL != "" {
+		browserLogins = &browserlogin.Store{Pool: a.Log.Pool}
+	}
+	a.API, err = api.New(api.Config{OIDC: idp, LoginTTL: cfg.LoginTTL, PublicURL: cfg.PublicURL, BrowserLoginOrigins: cfg.BrowserLoginOrigins, BrowserLogins: browserLogins, Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
 		ScheduleKinds:    KindNames(kinds),
 		AnalyticsReports: analytics,
 		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})

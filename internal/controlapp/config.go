@@ -14,8 +14,10 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands"
+	"github.com/tunnelplane/tunnelplane/commands/browserlogin"
 	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/commands/token"
+	"github.com/tunnelplane/tunnelplane/domain"
 )
 
 // ErrInvalidConfig is returned by Config.Validate (joined, one per problem).
@@ -51,6 +53,12 @@ type Config struct {
 	// api.DefaultLoginTTL). Both or neither.
 	OIDCIssuer, OIDCClientID string
 	LoginTTL                 time.Duration
+	// PublicURL is the API's origin as browsers reach it (--public-url): with the OIDC
+	// provider it turns on browser login. BrowserLoginOrigins are the origins (patterns, "*."
+	// for any labels) of the tunnel hosts a browser login may return to
+	// (--browser-login-origin).
+	PublicURL           string
+	BrowserLoginOrigins []string
 	// DBMaxConns caps the database pool (4 to 10,000). Default 20.
 	DBMaxConns int
 	// ShutdownTimeout bounds the graceful end of in-flight requests. Default 10s.
@@ -151,6 +159,19 @@ func (c Config) Validate() error {
 		if err := (oidcauth.Config{Issuer: c.OIDCIssuer, ClientID: c.OIDCClientID}).Validate(); err != nil {
 			bad("%s", err.Error())
 		}
+	}
+	if c.PublicURL != "" {
+		if o, err := domain.CanonicalOrigin(c.PublicURL); err != nil || o != c.PublicURL {
+			bad("--public-url %q: want the API's origin as browsers reach it, such as https://tunnelplane.example (no path, no default port)", c.PublicURL)
+		}
+	}
+	for _, o := range c.BrowserLoginOrigins {
+		if _, err := browserlogin.ParsePattern(o); err != nil {
+			bad("--browser-login-origin: %s", err.Error())
+		}
+	}
+	if len(c.BrowserLoginOrigins) > 0 && (c.PublicURL == "" || c.OIDCIssuer == "") {
+		bad("--browser-login-origin needs --public-url and --oidc-issuer")
 	}
 	if c.LoginTTL < 0 || c.LoginTTL > commands.MaxLoginTTL {
 		bad("--login-ttl %s: want more than 0 and at most %s", c.LoginTTL, commands.MaxLoginTTL)

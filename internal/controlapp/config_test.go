@@ -43,3 +43,37 @@ func TestDBMaxConnsIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// Browser login's flags: --public-url is an origin, --browser-login-origin a pattern, and a
+// pattern needs the public URL and the provider (a login has nowhere to start without them).
+func TestBrowserLoginFlagsAreChecked(t *testing.T) {
+	t.Parallel()
+	oidc := func(c *controlapp.Config) { c.OIDCIssuer, c.OIDCClientID = "https://idp.example", "tunnelplane-cli" }
+	for _, c := range []struct {
+		name string
+		mod  func(*controlapp.Config)
+		want string // "" for valid
+	}{
+		{"all set", func(c *controlapp.Config) {
+			oidc(c)
+			c.PublicURL, c.BrowserLoginOrigins = "https://tp.example", []string{"https://*.nodes.example"}
+		}, ""},
+		{"public URL with a path", func(c *controlapp.Config) { c.PublicURL = "https://tp.example/api" }, "--public-url"},
+		{"public URL with its default port", func(c *controlapp.Config) { c.PublicURL = "https://tp.example:443" }, "--public-url"},
+		{"bad pattern", func(c *controlapp.Config) {
+			oidc(c)
+			c.PublicURL, c.BrowserLoginOrigins = "https://tp.example", []string{"https://*"}
+		}, "--browser-login-origin"},
+		{"pattern without a public URL", func(c *controlapp.Config) {
+			oidc(c)
+			c.BrowserLoginOrigins = []string{"https://*.nodes.example"}
+		}, "needs --public-url"},
+	} {
+		cfg := controlapp.Config{DatabaseURL: "postgres://", DataDir: t.TempDir()}
+		c.mod(&cfg)
+		err := cfg.Validate()
+		if c.want == "" && err != nil || c.want != "" && (!errors.Is(err, controlapp.ErrInvalidConfig) || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}

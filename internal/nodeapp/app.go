@@ -193,7 +193,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 		}
 	}
 	nc := node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: a.View, Router: a.View, Authorizer: a.View,
-		Ready: a.View.Ready, Sink: a.sink, BaseDomain: cfg.BaseDomain, Logger: cfg.Logger, Registerer: cfg.Registerer,
+		Ready: a.View.Ready, Sink: a.sink, BaseDomain: cfg.BaseDomain, LoginURL: cfg.LoginURL, Logger: cfg.Logger, Registerer: cfg.Registerer,
 		UsageWindow: cfg.UsageWindow}
 	cfg.Limits.apply(&nc)
 	if a.Node, err = node.New(nc); err != nil {

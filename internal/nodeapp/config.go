@@ -47,6 +47,9 @@ type Config struct {
 	PublicURL string
 	// BaseDomain enables host routing: <tunnel>.<org>.<BaseDomain>.
 	BaseDomain string
+	// LoginURL is the control plane's origin as browsers reach it (its --public-url): a browser
+	// without a credential on a tunnel host is sent there to log in (node.Config.LoginURL).
+	LoginURL string
 	// NATSURL is the cluster's NATS.
 	NATSURL string
 	// Cluster names the installation on NATS: it prefixes every stream, bucket and subject
@@ -176,6 +179,13 @@ func (c Config) Validate() error {
 	}
 	if c.ControlPlane == nil {
 		bad("ControlPlane is required")
+	}
+	if c.LoginURL != "" {
+		if o, err := domain.CanonicalOrigin(c.LoginURL); err != nil || o != c.LoginURL {
+			bad("--login-url %q: want the control plane's origin as browsers reach it, such as https://tunnelplane.example", c.LoginURL)
+		} else if c.BaseDomain == "" {
+			bad("--login-url needs --base-domain: a browser session is bound to a tunnel's host")
+		}
 	}
 	if c.DrainTimeout < 0 {
 		bad("--drain-timeout %s must not be negative", c.DrainTimeout)

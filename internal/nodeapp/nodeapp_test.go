@@ -297,11 +297,22 @@ func TestFactQueueLingersBetweenPublications(t *testing.T) {
 
 func TestConfigValidateNamesEveryProblem(t *testing.T) {
 	t.Parallel()
-	err := Config{Name: "Bad Name", Limits: Limits{MaxCallsPerTunnel: -1}, MaxViewLag: -1}.Validate()
-	for _, want := range []string{"DataDir", "node name", "ListenAddr", "NATSURL", "ControlPlane", "limits", "MaxViewLag"} {
+	err := Config{Name: "Bad Name", Limits: Limits{MaxCallsPerTunnel: -1}, MaxViewLag: -1, LoginURL: "https://tp.example/"}.Validate()
+	for _, want := range []string{"DataDir", "node name", "ListenAddr", "NATSURL", "ControlPlane", "limits", "MaxViewLag", "--login-url"} {
 		if err == nil || !errors.Is(err, ErrInvalidConfig) || !contains(err.Error(), want) {
 			t.Errorf("%v does not mention %s", err, want)
 		}
+	}
+}
+
+// --login-url needs --base-domain: the browser's session is bound to a tunnel host.
+func TestLoginURLNeedsBaseDomain(t *testing.T) {
+	t.Parallel()
+	if err := (Config{LoginURL: "https://tp.example"}).Validate(); err == nil || !contains(err.Error(), "--login-url needs --base-domain") {
+		t.Fatalf("%v", err)
+	}
+	if err := (Config{LoginURL: "https://tp.example", BaseDomain: "nodes.example"}).Validate(); err != nil && contains(err.Error(), "--login-url") {
+		t.Fatalf("a good --login-url: %v", err)
 	}
 }
 

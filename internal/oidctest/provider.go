@@ -1,7 +1,8 @@
 // Package oidctest runs a real OpenID Connect provider for tests: zitadel/oidc's op package (the
-// provider's discovery, keys, device authorization and token endpoints are the library's) over an
-// in-memory storage of a few users and public clients, with a device approval form at /device as
-// a provider's login page would have.
+// provider's discovery, keys, authorization, device authorization and token endpoints are the
+// library's) over an in-memory storage of a few users and public clients, with a device approval
+// form at /device and a login page at /login (the authorization code flow; PKCE is required of
+// public clients by the library) as a provider would have.
 //
 // It is test support: nothing but tests may import it.
 package oidctest
@@ -15,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -49,6 +51,8 @@ type Options struct {
 	PollInterval, DeviceLifetime time.Duration
 	// SlowDownFirst answers the first token poll of every device code with slow_down.
 	SlowDownFirst bool
+	// RedirectURIs are the clients' registered redirect URIs (the authorization code flow).
+	RedirectURIs []string
 }
 
 // Start runs a provider on a loopback port until the test ends.
@@ -68,7 +72,7 @@ func Start(t testing.TB, o Options) *Provider {
 		t.Fatal(err)
 	}
 	st := &storage{key: key, kid: fmt.Sprintf("k-%d", time.Now().UnixNano()), users: map[string]User{}, clients: map[string]bool{},
-		devices: map[string]*device{}, slowDownFirst: o.SlowDownFirst}
+		devices: map[string]*device{}, slowDownFirst: o.SlowDownFirst, redirects: o.RedirectURIs, authReqs: map[string]*authReq{}, codes: map[string]string{}}
 	for _, u := range o.Users {
 		st.users[u.Subject] = u
 	}
@@ -91,6 +95,8 @@ func Start(t testing.TB, o Options) *Provider {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /device", st.approve)
+	mux.HandleFunc("GET /login", st.loginPage)
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) { st.logIn(w, r, p.Issuer) })
 	mux.Handle("/", p.op)
 	p.srv = httptest.NewUnstartedServer(mux)
 	_ = p.srv.Listener.Close()
@@ -144,11 +150,16 @@ type storage struct {
 	kid           string
 	slowDownFirst bool
 
+	redirects []string
+
 	mu        sync.Mutex
 	users     map[string]User
 	clients   map[string]bool
 	devices   map[string]*device // by device code
 	approvals int
+	authReqs  map[string]*authReq // by id
+	codes     map[string]string   // code → auth request id
+	logins    int
 }
 
 // approve is the provider's device page: the user gives the code, who they are and whether they
@@ -226,7 +237,7 @@ func (s *storage) GetClientByClientID(_ context.Context, id string) (op.Client, 
 	if !s.clients[id] {
 		return nil, errors.New("unknown client")
 	}
-	return client{id: id}, nil
+	return client{id: id, redirects: s.redirects}, nil
 }
 
 func (s *storage) setUserinfo(userinfo *oidc.UserInfo, subject string, scopes []string) error {
@@ -272,19 +283,8 @@ func (s *storage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorith
 func (s *storage) KeySet(context.Context) ([]op.Key, error) { return []op.Key{publicKey{s}}, nil }
 func (s *storage) Health(context.Context) error             { return nil }
 
-// What this provider does not do (authorization code, refresh, introspection, JWT profile):
-// the device flow and ID tokens need none of it.
-func (s *storage) CreateAuthRequest(context.Context, *oidc.AuthRequest, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
-}
-func (s *storage) AuthRequestByID(context.Context, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
-}
-func (s *storage) AuthRequestByCode(context.Context, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
-}
-func (s *storage) SaveAuthCode(context.Context, string, string) error { return errUnsupported }
-func (s *storage) DeleteAuthRequest(context.Context, string) error    { return errUnsupported }
+// What this provider does not do (refresh, introspection, JWT profile): the device flow, the
+// authorization code flow and ID tokens need none of it.
 func (s *storage) CreateAccessAndRefreshTokens(context.Context, op.TokenRequest, string) (string, string, time.Time, error) {
 	return "", "", time.Time{}, errUnsupported
 }
@@ -327,19 +327,25 @@ func (k publicKey) Algorithm() jose.SignatureAlgorithm { return jose.RS256 }
 func (k publicKey) Use() string                        { return "sig" }
 func (k publicKey) Key() any                           { return &k.s.key.PublicKey }
 
-// client is a public native client allowed the device flow.
-type client struct{ id string }
+// client is a public native client allowed the device flow and the authorization code flow
+// (with PKCE, which the library requires of a client without a secret).
+type client struct {
+	id        string
+	redirects []string
+}
 
 func (c client) GetID() string                       { return c.id }
-func (c client) RedirectURIs() []string              { return nil }
+func (c client) RedirectURIs() []string              { return c.redirects }
 func (c client) PostLogoutRedirectURIs() []string    { return nil }
 func (c client) ApplicationType() op.ApplicationType { return op.ApplicationTypeNative }
 func (c client) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodNone }
 func (c client) ResponseTypes() []oidc.ResponseType {
 	return []oidc.ResponseType{oidc.ResponseTypeCode}
 }
-func (c client) GrantTypes() []oidc.GrantType         { return []oidc.GrantType{oidc.GrantTypeDeviceCode} }
-func (c client) LoginURL(string) string               { return "" }
+func (c client) GrantTypes() []oidc.GrantType {
+	return []oidc.GrantType{oidc.GrantTypeDeviceCode, oidc.GrantTypeCode}
+}
+func (c client) LoginURL(id string) string            { return "/login?id=" + url.QueryEscape(id) }
 func (c client) AccessTokenType() op.AccessTokenType  { return op.AccessTokenTypeBearer }
 func (c client) IDTokenLifetime() time.Duration       { return 5 * time.Minute }
 func (c client) DevMode() bool                        { return false }

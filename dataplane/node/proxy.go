@@ -95,7 +95,7 @@ func forwardedOmitted(k []byte, passAuthorization, preflight bool) bool {
 // length, -1 for a chunked one. Everything written was parsed and checked (checkRequest); the
 // Host and the framing are the node's own and come before the caller's headers, so no upstream
 // parser can take the message's length from anything the caller wrote.
-func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqState, upgrade []byte, bodyLen int) error {
+func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqState, host string, upgrade []byte, bodyLen int) error {
 	h := &ctx.Request.Header
 	bw.Write(h.Method())
 	bw.WriteByte(' ')
@@ -116,9 +116,6 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 	}
 	writeTarget(bw, target)
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	rs.sess.mu.Lock()
-	host := rs.sess.hostHeader
-	rs.sess.mu.Unlock()
 	if host != "" {
 		bw.WriteString(host)
 	} else {
@@ -315,7 +312,7 @@ func (ex *exchange) roundTrip(upgrade []byte, bodyLen int, small []byte, body io
 	}
 	tc.startExchange()
 	bw := getWriter(tc)
-	err := ex.n.writeHead(bw, ex.ctx, ex.rs, upgrade, bodyLen)
+	err := ex.n.writeHead(bw, ex.ctx, ex.rs, tc.hostHeader(), upgrade, bodyLen)
 	if err == nil && len(small) > 0 {
 		_, err = bw.Write(small)
 	}

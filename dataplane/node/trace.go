@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -158,8 +159,8 @@ func (s *session) tracedConn(rs *reqState, gone func() bool) (*tunnelConn, error
 	fwd := *s.forward
 	s.mu.Unlock()
 	host, port := originOf(rs.remote)
-	ch, err := s.openChannelType(ChannelTraced, ssh.Marshal(TracedChannel{Addr: fwd.BindAddr, Port: fwd.BindPort,
-		OriginAddr: host, OriginPort: port, Traceparent: string(rs.trace.tp[:])}), gone, rs.traceID())
+	ch, _, err := s.openChannelType(ChannelTraced, ssh.Marshal(TracedChannel{Addr: fwd.BindAddr, Port: fwd.BindPort,
+		OriginAddr: host, OriginPort: port, Traceparent: string(rs.trace.tp[:])}), gone, rs.traceID(), 0)
 	if err != nil {
 		return nil, wrapOpenErr(s, err)
 	}
@@ -174,5 +175,9 @@ func (n *Node) takeConn(ctx *fasthttp.RequestCtx, rs *reqState) (tc *tunnelConn,
 		tc, err = rs.sess.tracedConn(rs, gone)
 		return tc, false, err
 	}
-	return rs.sess.getConn(rs.remote, gone, rs.traceID())
+	wait := n.cfg.FailoverWait // what a peer may wait for its agent: what is left of the call's
+	if !rs.waitUntil.IsZero() {
+		wait = time.Until(rs.waitUntil)
+	}
+	return rs.sess.getConn(rs.remote, gone, rs.traceID(), wait)
 }

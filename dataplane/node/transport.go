@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -37,10 +38,12 @@ var (
 type tunnelConn struct {
 	s        *session
 	ch       ssh.Channel
+	host     string // a ChannelPeerCall's: the Host header the peer's agent wants (PeerInfo)
 	idleAt   time.Time
 	pooled   bool         // in s.idle (under s.mu)
 	watched  chan watch   // the watcher's result, while one runs
 	written  atomic.Int64 // bytes sent in the current exchange
+	total    atomic.Int64 // bytes sent in all (a peer's channel tells it: RequestPeerIdle)
 	read     atomic.Int64 // bytes received in the current exchange
 	traced   bool         // a ChannelTraced: one call, never pooled
 	cause    atomic.Value // string: the trace id of the exchange under way, for a probe it sends
@@ -74,13 +77,24 @@ func (tc *tunnelConn) Read(p []byte) (int, error) {
 func (tc *tunnelConn) Write(p []byte) (int, error) {
 	n, err := tc.ch.Write(p)
 	tc.written.Add(int64(n))
+	tc.total.Add(int64(n))
 	return n, err
+}
+
+// hostHeader is the Host header the upstream wants ("" keeps the caller's).
+func (tc *tunnelConn) hostHeader() string {
+	if tc.s.peer != nil {
+		return tc.host
+	}
+	tc.s.mu.Lock()
+	defer tc.s.mu.Unlock()
+	return tc.s.hostHeader
 }
 
 // getConn takes the most recently used idle channel or opens a new one. gone reports whether the
 // caller has left; a caller that leaves while the agent has not accepted the channel yet stops
-// waiting for it.
-func (s *session) getConn(origin string, gone func() bool, cause string) (tc *tunnelConn, reused bool, err error) {
+// waiting for it. wait is how long a peer may wait for an agent (a peer session's channel).
+func (s *session) getConn(origin string, gone func() bool, cause string, wait time.Duration) (tc *tunnelConn, reused bool, err error) {
 	var stale []*tunnelConn
 	defer func() {
 		for _, c := range stale {
@@ -105,16 +119,23 @@ func (s *session) getConn(origin string, gone func() bool, cause string) (tc *tu
 		s.mu.Unlock()
 		return c, true, nil
 	}
-	fwd := *s.forward
-	s.mu.Unlock()
 	host, port := originOf(origin)
-	ch, err := s.openChannelType(ChannelForwarded, ssh.Marshal(ForwardedChannel{
-		Addr: fwd.BindAddr, Port: fwd.BindPort, OriginAddr: host, OriginPort: port,
-	}), gone, cause)
+	typ, extra := ChannelPeerCall, []byte(nil)
+	if s.peer != nil {
+		wait = min(max(wait, 0), time.Duration(math.MaxUint32)*time.Millisecond)
+		extra = ssh.Marshal(PeerCall{TunnelID: s.ident.TunnelID, OrgID: s.ident.OrgID, OriginAddr: host, OriginPort: port,
+			WaitMillis: uint32(wait.Milliseconds())})
+	} else {
+		fwd := *s.forward
+		typ, wait = ChannelForwarded, 0
+		extra = ssh.Marshal(ForwardedChannel{Addr: fwd.BindAddr, Port: fwd.BindPort, OriginAddr: host, OriginPort: port})
+	}
+	s.mu.Unlock()
+	ch, peerHost, err := s.openChannelType(typ, extra, gone, cause, wait)
 	if err != nil {
 		return nil, false, wrapOpenErr(s, err)
 	}
-	return &tunnelConn{s: s, ch: ch}, false, nil
+	return &tunnelConn{s: s, ch: ch, host: peerHost}, false, nil
 }
 
 // wrapOpenErr is a failed channel open as the ingress maps it.
@@ -130,6 +151,7 @@ func wrapOpenErr(s *session, err error) error {
 type pendingOpen struct {
 	mu        sync.Mutex
 	ch        ssh.Channel
+	host      string
 	err       error
 	done      bool
 	abandoned bool
@@ -141,28 +163,34 @@ type pendingOpen struct {
 // a caller that stops waiting leaves it behind, holding one of the tunnel's call slots until the
 // agent answers (a channel that opens late joins the pool). An agent that never answers opens
 // thus fills its tunnel's slots and its callers are answered 503 at once, instead of piling up.
-func (s *session) openChannelType(typ string, extra []byte, gone func() bool, cause string) (ssh.Channel, error) {
+func (s *session) openChannelType(typ string, extra []byte, gone func() bool, cause string, wait time.Duration) (ssh.Channel, string, error) {
 	po := &pendingOpen{ready: make(chan struct{})}
 	go func() {
 		// The agent sends no channel requests; x/crypto drops them once the channel closes, so
-		// no goroutine is spent draining them.
-		ch, _, err := s.sc.OpenChannel(typ, extra)
+		// no goroutine is spent draining them. A peer sends one, PeerInfo, first.
+		ch, reqs, err := s.mux.OpenChannel(typ, extra)
+		var host string
+		if err == nil && typ == ChannelPeerCall {
+			if host, err = readPeerInfo(reqs, s.n.cfg.ChannelOpenTimeout); err != nil {
+				_ = ch.Close()
+			}
+		}
 		po.mu.Lock()
 		if po.abandoned {
 			po.mu.Unlock()
 			if err == nil && typ == ChannelTraced {
 				_ = ch.Close() // one call's channel: its call is gone
 			} else if err == nil {
-				s.putIdle(&tunnelConn{s: s, ch: ch})
+				s.putIdle(&tunnelConn{s: s, ch: ch, host: host})
 			}
 			s.release()
 			return
 		}
-		po.ch, po.err, po.done = ch, err, true
+		po.ch, po.host, po.err, po.done = ch, host, err, true
 		po.mu.Unlock()
 		close(po.ready)
 	}()
-	timeout := time.NewTimer(s.n.cfg.ChannelOpenTimeout)
+	timeout := time.NewTimer(s.n.cfg.ChannelOpenTimeout + wait)
 	defer timeout.Stop()
 	poll := time.NewTicker(callerPollInterval)
 	defer poll.Stop()
@@ -171,7 +199,7 @@ func (s *session) openChannelType(typ string, extra []byte, gone func() bool, ca
 	for why == nil {
 		select {
 		case <-po.ready:
-			return po.ch, po.err
+			return po.ch, po.host, po.err
 		case <-timeout.C:
 			why = errOpenTimeout
 		case <-poll.C:
@@ -185,7 +213,7 @@ func (s *session) openChannelType(typ string, extra []byte, gone func() bool, ca
 	po.mu.Lock()
 	if po.done {
 		po.mu.Unlock()
-		return po.ch, po.err
+		return po.ch, po.host, po.err
 	}
 	po.abandoned = true
 	po.mu.Unlock()
@@ -193,7 +221,7 @@ func (s *session) openChannelType(typ string, extra []byte, gone func() bool, ca
 	if errors.Is(why, errOpenTimeout) {
 		s.log.Warn("the agent did not accept a tunnel connection in time", "timeout", s.n.cfg.ChannelOpenTimeout)
 	}
-	return nil, why
+	return nil, "", why
 }
 
 // callerPollInterval is how often a caller waiting for a channel open is checked for having left.
@@ -201,6 +229,13 @@ const callerPollInterval = 100 * time.Millisecond
 
 // putIdle returns a channel whose exchange ended cleanly to the pool, watched.
 func (s *session) putIdle(tc *tunnelConn) {
+	if s.peer != nil {
+		// Before it is watched: nothing else writes to the channel until it is taken again.
+		if _, err := tc.ch.SendRequest(RequestPeerIdle, false, ssh.Marshal(PeerIdle{Written: uint64(tc.total.Load())})); err != nil {
+			_ = tc.ch.Close()
+			return
+		}
+	}
 	s.mu.Lock()
 	if s.closing || len(s.idle) >= s.n.cfg.MaxIdleConnsPerTunnel {
 		s.mu.Unlock()
@@ -319,4 +354,22 @@ func (tc *tunnelConn) startExchange() {
 func (tc *tunnelConn) stopTimers() {
 	tc.hdrTimer.Stop()
 	tc.kaTimer.Stop()
+}
+
+// readPeerInfo reads the PeerInfo a peer sends first on a ChannelPeerCall (within timeout): the
+// Host header its agent wants, checked as an agent's own word is.
+func readPeerInfo(reqs <-chan *ssh.Request, timeout time.Duration) (string, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r, ok := <-reqs:
+		var info PeerInfo
+		if !ok || r.Type != RequestPeerInfo || ssh.Unmarshal(r.Payload, &info) != nil ||
+			len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) {
+			return "", fmt.Errorf("%w: the peer sent no valid peer info", errHeadersNotSent)
+		}
+		return info.HostHeader, nil
+	case <-t.C:
+		return "", fmt.Errorf("%w: the peer sent no peer info in time", errHeadersNotSent)
+	}
 }

@@ -66,6 +66,7 @@ type reqState struct {
 
 	trace    *callTrace // the call's span (trace.go), when the node traces
 	onTraced bool       // the exchange is on a ChannelTraced
+	hopTP    string     // the traceparent a peer asked for: its span's (peers.go)
 }
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path

@@ -486,14 +486,24 @@ func (l *peerLink) stillTrusted() bool {
 	return key == nil || l.n.peerKeyInForce(l.nodeID, key)
 }
 
-// peerSessions lists every peer session (to prune their idle channels).
-func (n *Node) peerSessions() []*session {
+// peerParts lists the links to peers and the peers' connections here.
+func (n *Node) peerParts() ([]*peerLink, []*peerConn) {
 	n.mu.RLock()
+	defer n.mu.RUnlock()
 	links := make([]*peerLink, 0, len(n.peers))
 	for _, l := range n.peers {
 		links = append(links, l)
 	}
-	n.mu.RUnlock()
+	conns := make([]*peerConn, 0, len(n.peerConns))
+	for pc := range n.peerConns {
+		conns = append(conns, pc)
+	}
+	return links, conns
+}
+
+// peerSessions lists every peer session (to prune their idle channels).
+func (n *Node) peerSessions() []*session {
+	links, _ := n.peerParts()
 	var out []*session
 	for _, l := range links {
 		l.mu.Lock()
@@ -512,16 +522,7 @@ func (n *Node) RecheckPeers() {
 	if !n.forwarding() {
 		return
 	}
-	n.mu.RLock()
-	links := make([]*peerLink, 0, len(n.peers))
-	for _, l := range n.peers {
-		links = append(links, l)
-	}
-	conns := make([]*peerConn, 0, len(n.peerConns))
-	for pc := range n.peerConns {
-		conns = append(conns, pc)
-	}
-	n.mu.RUnlock()
+	links, conns := n.peerParts()
 	for _, l := range links {
 		if !l.stillTrusted() {
 			l.log.Warn("peer node's key is no longer in force; connection closed")
@@ -536,18 +537,9 @@ func (n *Node) RecheckPeers() {
 	}
 }
 
-// stopPeers closes every link to a peer (Stop).
+// stopPeers closes every link to a peer and every peer's connection (Stop).
 func (n *Node) stopPeers() {
-	n.mu.RLock()
-	links := make([]*peerLink, 0, len(n.peers))
-	for _, l := range n.peers {
-		links = append(links, l)
-	}
-	conns := make([]*peerConn, 0, len(n.peerConns))
-	for pc := range n.peerConns {
-		conns = append(conns, pc)
-	}
-	n.mu.RUnlock()
+	links, conns := n.peerParts()
 	for _, l := range links {
 		l.close(true)
 	}
@@ -556,7 +548,16 @@ func (n *Node) stopPeers() {
 	}
 }
 
-// gone reports whether rs's caller left: its fasthttp connection at the ingress, the peer's
+// peerWait is how long a peer may wait for an agent of rs's tunnel: what is left of the call's
+// failover wait (all of it when the call has not waited).
+func (rs *reqState) peerWait(failoverWait time.Duration) time.Duration {
+	if rs.waitUntil.IsZero() {
+		return failoverWait
+	}
+	return time.Until(rs.waitUntil)
+}
+
+// callerLeft reports whether rs's caller left: its fasthttp connection at the ingress, the peer's
 // connection for a call a peer forwarded.
 func (rs *reqState) callerLeft(ctx *fasthttp.RequestCtx) bool {
 	if rs.gone != nil {

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -14,11 +15,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
+	"github.com/tunnelplane/tunnelplane/internal/tracing/otlptest"
 )
 
 // enrolled plays the log's key history: the event keys in force per node.
@@ -136,4 +139,77 @@ func TestARouteNamingANodeNotEnrolledAttractsNothing(t *testing.T) {
 		status, _, _ := a.do(a.request("GET", "/t/llm/x", nil, a.alice))
 		return status == 200
 	})
+}
+
+// A traced call entering at a node without the agent is one trace across the hop: the ingress
+// node's server span, the holding node's span as its child, the agent's span under that, and the
+// agent's client span, which the upstream sees as its parent. With an agent that does not trace,
+// the upstream sees the holding node's span.
+func TestAForwardedCallIsOneTraceAcrossTheNodes(t *testing.T) {
+	t.Parallel()
+	recv := otlptest.Start(t)
+	aTP, bTP, agentTP := otlpProvider(t, recv, "node-a"), otlpProvider(t, recv, "node-b"), otlpProvider(t, recv, "tunnelplane-agent")
+	up := &traceUpstream{}
+	upSrv := httptest.NewServer(up)
+	t.Cleanup(upSrv.Close)
+	log := &enrolled{m: map[string][]ed25519.PublicKey{}}
+	a, _, _ := peerEnv(t, log, true, func(c *node.Config) { c.TracerProvider = aTP })
+	b, bID, _ := peerEnv(t, log, true, func(c *node.Config) { c.TracerProvider = bTP })
+	b.startAgent("tun-llm", func(c *agent.Config) { c.TracerProvider, c.Upstream = agentTP, upSrv.URL })
+	b.startAgent("tun-2", func(c *agent.Config) { c.Upstream = upSrv.URL }) // does not trace
+	b.waitHeld("tun-llm")
+	b.waitHeld("tun-2")
+	a.nodeNow().PutRoute("tun-llm", bID, b.peerURL())
+	a.nodeNow().PutRoute("tun-2", bID, b.peerURL())
+	flush := func() {
+		for _, tp := range []interface{ ForceFlush(context.Context) error }{aTP, bTP, agentTP} {
+			_ = tp.ForceFlush(context.Background())
+		}
+	}
+	call := func(ref, traceID string) {
+		t.Helper()
+		req := a.request("POST", "/t/"+ref+"/x", strings.NewReader("hi"), a.alice)
+		req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+		if status, _, body := a.do(req); status != 200 || string(body) != "ok" {
+			t.Fatalf("call %s: %d %q", ref, status, body)
+		}
+	}
+
+	const traced = "4bf92f3577b34da6a3ce929d0e0e4736"
+	call("llm", traced)
+	atUpstream := up.last()
+	flush()
+	var spans []otlptest.Span
+	poll.Until(t, 5*time.Second, "four spans of the trace", func() bool { spans = recv.Trace(traced); return len(spans) >= 4 })
+	byName := map[string]otlptest.Span{}
+	for _, s := range spans {
+		byName[s.Name] = s
+	}
+	ingress, hop, ag, client := byName["tunnel ingress"], byName["tunnel peer"], byName["tunnel agent"], byName["upstream POST"]
+	switch {
+	case len(spans) != 4:
+		t.Fatalf("%d spans, want 4: %+v", len(spans), spans)
+	case ingress.Service != "node-a" || ingress.Parent != "00f067aa0ba902b7":
+		t.Fatalf("ingress span %+v: want node a's, child of the caller's", ingress)
+	case hop.Service != "node-b" || hop.Kind != tracepb.Span_SPAN_KIND_SERVER || hop.Parent != ingress.SpanID:
+		t.Fatalf("hop span %+v: want node b's server span, child of the ingress span %s", hop, ingress.SpanID)
+	case ag.Service != "tunnelplane-agent" || ag.Parent != hop.SpanID:
+		t.Fatalf("agent span %+v: want the agent's, child of the hop span %s", ag, hop.SpanID)
+	case client.Parent != ag.SpanID || atUpstream != "00-"+traced+"-"+client.SpanID+"-01":
+		t.Fatalf("upstream span %+v, upstream saw %q: want the agent's client span as the upstream's parent", client, atUpstream)
+	}
+
+	const untraced = "5bf92f3577b34da6a3ce929d0e0e4737"
+	call("second", untraced)
+	atUpstream = up.last()
+	flush()
+	poll.Until(t, 5*time.Second, "two spans of the second trace", func() bool { spans = recv.Trace(untraced); return len(spans) >= 2 })
+	byName = map[string]otlptest.Span{}
+	for _, s := range spans {
+		byName[s.Name] = s
+	}
+	hop = byName["tunnel peer"]
+	if hop.Parent != byName["tunnel ingress"].SpanID || atUpstream != "00-"+untraced+"-"+hop.SpanID+"-01" {
+		t.Fatalf("hop span %+v, upstream saw %q: want the hop span as the upstream's parent", hop, atUpstream)
+	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,10 +13,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/dataplane/wsconn"
 	"github.com/tunnelplane/tunnelplane/domain"
+	"github.com/tunnelplane/tunnelplane/internal/tracing"
 )
 
 // The receiving side of forwarding (peers.go): a node that holds a tunnel's agent takes calls
@@ -197,6 +201,11 @@ func (n *Node) servePeerCall(pc *peerConn, nc ssh.NewChannel) {
 	if pcall.OriginPort != 0 {
 		origin = net.JoinHostPort(origin, strconv.FormatUint(uint64(pcall.OriginPort), 10))
 	}
+	rs.remote = origin
+	if pcall.Traceparent != "" && n.tracer != nil {
+		rs.trace = n.peerTrace(pc, pcall)
+		defer func() { rs.trace.end(0, rs.class) }()
+	}
 	var tc *tunnelConn
 	var avoid *session
 	for tries := 0; ; tries++ {
@@ -207,7 +216,11 @@ func (n *Node) servePeerCall(pc *peerConn, nc ssh.NewChannel) {
 		}
 		s := rs.sess
 		var err error
-		tc, _, err = s.getConn(origin, pc.gone, "", 0)
+		if rs.trace != nil && rs.tracedChannel() {
+			tc, err = s.tracedConn(rs, pc.gone)
+		} else {
+			tc, _, err = s.getConn(origin, pc.gone, rs.traceID(), 0)
+		}
 		if err == nil {
 			break
 		}
@@ -216,6 +229,7 @@ func (n *Node) servePeerCall(pc *peerConn, nc ssh.NewChannel) {
 		var oce *ssh.OpenChannelError
 		if errors.As(err, &oce) && oce.Reason == ssh.ConnectionFailed {
 			n.metrics.peerCalls.WithLabelValues(peerUnreached).Inc()
+			rs.class = ClassUpstream
 			_ = nc.Reject(ssh.ConnectionFailed, oce.Message)
 			return
 		}
@@ -238,7 +252,13 @@ func (n *Node) servePeerCall(pc *peerConn, nc ssh.NewChannel) {
 	s.mu.Lock()
 	host := s.hostHeader
 	s.mu.Unlock()
-	if _, err := ch.SendRequest(RequestPeerInfo, false, ssh.Marshal(PeerInfo{HostHeader: host})); err != nil {
+	info := PeerInfo{HostHeader: host}
+	if rs.trace != nil {
+		if info.AgentTraces = tc.traced; !tc.traced {
+			info.Traceparent = string(rs.trace.tp[:])
+		}
+	}
+	if _, err := ch.SendRequest(RequestPeerInfo, false, ssh.Marshal(info)); err != nil {
 		s.release()
 		go ssh.DiscardRequests(reqs)
 		_ = ch.Close()
@@ -328,6 +348,21 @@ func (p *peerPipe) run() {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
+
+// peerTrace is the receiving node's span of a traced forwarded call: a child of the forwarding
+// node's span when its traceparent parses strictly (else a trace of its own).
+func (n *Node) peerTrace(pc *peerConn, pcall PeerCall) *callTrace {
+	parent := context.Background()
+	if sc, ok := tracing.ParseTraceparent([]byte(pcall.Traceparent)); ok {
+		parent = trace.ContextWithRemoteSpanContext(parent, sc)
+	}
+	c, span := n.tracer.Start(parent, "tunnel peer", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("tunnelplane.node_id", n.cfg.NodeID), attribute.String("tunnelplane.peer_node_id", pc.nodeID),
+			attribute.String("tunnelplane.tunnel_id", pcall.TunnelID)))
+	tr := &callTrace{ctx: c, span: span, owned: true}
+	tracing.AppendTraceparent(tr.tp[:0], span.SpanContext())
+	return tr
+}
 
 // peerIDOK bounds a tunnel or organization id a peer names (it is looked up, never trusted).
 func peerIDOK(id string) bool { return id != "" && len(id) <= 64 && isVisibleASCII(id) }

@@ -122,12 +122,20 @@ type PeerCall struct {
 	OriginAddr      string
 	OriginPort      uint32
 	WaitMillis      uint32
+	// Traceparent, when set, is the ingress node's span of a sampled call: the channel carries
+	// that one call (never pooled), and the receiving node's span is its child.
+	Traceparent string
 }
 
 // PeerInfo is what the receiving node says of a ChannelPeerCall: the Host header its agent
 // wants ("" keeps the caller's).
 type PeerInfo struct {
 	HostHeader string
+	// For a traced call (PeerCall.Traceparent): AgentTraces says the receiving node's agent
+	// writes the upstream's traceparent itself (the forwarding node writes none); else
+	// Traceparent is the receiving node's span, which the forwarding node writes for the upstream.
+	AgentTraces bool
+	Traceparent string
 }
 
 // PeerIdle is the payload of RequestPeerIdle: the bytes the forwarding node has written on the

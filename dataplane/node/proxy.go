@@ -237,7 +237,10 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 				n.proxyError(ctx, rs, errAccessWithdrawn)
 				return false
 			}
-			rs.onTraced = tc.traced
+			// A peer's channel is traced when the peer's agent writes the traceparent itself; else
+			// the peer's span (hopTP) goes to the upstream.
+			rs.onTraced = tc.traced && (tc.s.peer == nil || tc.peerAgentTraces)
+			rs.hopTP = tc.peerTP
 			ex := &exchange{n: n, ctx: ctx, rs: rs, tc: tc}
 			resp, rerr := ex.roundTrip(upgrade, bodyLen, small, body, isHead)
 			if rerr == nil {

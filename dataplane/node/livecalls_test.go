@@ -27,6 +27,12 @@ type liveEnv struct {
 }
 
 func newLiveEnv(t *testing.T, before ...func(*view.View)) *liveEnv {
+	return newLiveEnvWith(t, nil, true, before...)
+}
+
+// newLiveEnvWith is newLiveEnv with more node configuration (mod), and without an agent of
+// tun-llm on the node unless withAgent.
+func newLiveEnvWith(t *testing.T, mod func(*node.Config), withAgent bool, before ...func(*view.View)) *liveEnv {
 	var n atomic.Pointer[node.Node]
 	kv := newKeyViewWith(t, view.Hooks{
 		AccessWithdrawn: func() {
@@ -44,7 +50,12 @@ func newLiveEnv(t *testing.T, before ...func(*view.View)) *liveEnv {
 	for _, f := range before {
 		f(kv.v) // before the node serves anything
 	}
-	e := newEnv(t, withNodeConfig(func(c *node.Config) { c.Router, c.Authorizer = kv.v, kv.v }))
+	e := newEnv(t, withNodeConfig(func(c *node.Config) {
+		c.Router, c.Authorizer = kv.v, kv.v
+		if mod != nil {
+			mod(c)
+		}
+	}))
 	n.Store(e.nodeNow())
 	b, _ := json.Marshal(ledger.NewKeyAdded("o", ledger.PurposeToken, "control-plane", e.key))
 	if err := kv.v.Apply(view.Event{Position: kv.pos, EventID: "ev-key", StreamID: ledger.LogStream, Type: ledger.TypeKeyAdded, Payload: b}); err != nil {
@@ -52,8 +63,10 @@ func newLiveEnv(t *testing.T, before ...func(*view.View)) *liveEnv {
 	}
 	kv.pos++
 	kv.apply(domain.RoleAssigned{OrgID: "org-1", UserID: "vic", Role: domain.RoleViewer})
-	e.startAgent("tun-llm", nil) // the demo upstream: /events and /ws/ticks
-	e.waitHeld("tun-llm")
+	if withAgent {
+		e.startAgent("tun-llm", nil) // the demo upstream: /events and /ws/ticks
+		e.waitHeld("tun-llm")
+	}
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	return &liveEnv{env: e, kv: kv, client: client}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tunnelplane/tunnelplane/dataplane/agent"
 	"github.com/tunnelplane/tunnelplane/dataplane/node"
+	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 	"github.com/tunnelplane/tunnelplane/internal/tracing/otlptest"
 )
@@ -211,5 +212,58 @@ func TestAForwardedCallIsOneTraceAcrossTheNodes(t *testing.T) {
 	hop = byName["tunnel peer"]
 	if hop.Parent != byName["tunnel ingress"].SpanID || atUpstream != "00-"+untraced+"-"+hop.SpanID+"-01" {
 		t.Fatalf("hop span %+v, upstream saw %q: want the hop span as the upstream's parent", hop, atUpstream)
+	}
+}
+
+// A call for a tunnel with neither an agent on its node nor a route waits, and is served as
+// soon as a route to a node holding the agent appears (not at the end of its wait).
+func TestAWaitingCallIsServedWhenARouteAppears(t *testing.T) {
+	t.Parallel()
+	log := &enrolled{m: map[string][]ed25519.PublicKey{}}
+	up := sumUpstream(t)
+	a, _, _ := peerEnv(t, log, true, func(c *node.Config) { c.FailoverWait = 10 * time.Second })
+	b, bID, _ := peerEnv(t, log, true, nil)
+	b.startAgent("tun-llm", func(c *agent.Config) { c.Upstream = up })
+	b.waitHeld("tun-llm")
+	start := time.Now()
+	answer := a.call(a.request("GET", "/t/llm/x", nil, a.alice))
+	poll.Until(t, 5*time.Second, "the call waiting", func() bool {
+		return metricValue(t, a, "tunnelplane_node_failover_waiting_calls") == 1
+	})
+	a.nodeNow().PutRoute("tun-llm", bID, b.peerURL())
+	got := <-answer
+	got.mustOK(t, "the waiting call")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("served %v after it began: it waited out its wait instead of taking the route", d)
+	}
+}
+
+// The ingress node holds a forwarded call: a withdrawal cuts it there, and the hop and the
+// holding node's channel to its agent end with it.
+func TestAWithdrawalCutsAForwardedCall(t *testing.T) {
+	t.Parallel()
+	log := &enrolled{m: map[string][]ed25519.PublicKey{}}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	aID := uuid.Must(uuid.NewV7()).String()
+	log.set(aID, pub)
+	l := newLiveEnvWith(t, func(c *node.Config) { c.NodeID, c.Peers, c.PeerKey = aID, log, signer }, false)
+	b, bID, _ := peerEnv(t, log, true, nil)
+	b.startAgent("tun-llm", nil) // the demo upstream
+	b.waitHeld("tun-llm")
+	l.nodeNow().PutRoute("tun-llm", bID, b.peerURL())
+	vic := l.userToken("vic", time.Hour)
+	l.grant("g-vic", "vic", time.Hour)
+	sse, owner := l.sse(vic), l.sse(l.alice)
+	served := metricValue(t, b, "tunnelplane_node_peer_calls_total")
+	if served < 2 {
+		t.Fatalf("the holding node served %v forwarded calls, want the two streams", served)
+	}
+	start := time.Now()
+	l.kv.apply(domain.GrantRevoked{GrantID: "g-vic", OrgID: "org-1", TunnelID: "tun-llm", RevokedBy: "alice"})
+	t.Logf("forwarded stream ended %v after the revocation", sse.EndsWithin(t, start, time.Second))
+	owner.Flowing(t, 3, 5*time.Second)
+	if l.cut("stream") != 1 {
+		t.Fatalf("calls cut at the ingress node: %v", l.cut("stream"))
 	}
 }

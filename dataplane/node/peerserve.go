@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -28,8 +29,17 @@ import (
 // each to its local agent, waiting for one as its own callers do (failover.go), and copies the
 // bytes; the ingress node holds the call (its usage, record, live-call registry and trace).
 
+// Bounds on what peers can hold here: tunnel ids in their channel opens are not checked against
+// the view (the agent sessions are), so each connection's calls under way are bounded, and the
+// connections.
+const (
+	maxPeerConns        = 4096
+	maxPeerCallsPerConn = 4096
+)
+
 // peerConn is one peer node's connection to this node.
 type peerConn struct {
+	calls  atomic.Int32 // ChannelPeerCalls being served
 	nodeID string
 	key    ssh.PublicKey
 	sc     *ssh.ServerConn
@@ -127,8 +137,9 @@ func (n *Node) runPeer(conn *wsconn.Conn, remote string) {
 	pc := &peerConn{nodeID: id, sc: sc, log: n.log.With("peer_node_id", id, "remote_addr", remote), done: make(chan struct{})}
 	pc.key, _ = sc.Permissions.ExtraData[peerKeyData{}].(ssh.PublicKey)
 	n.mu.Lock()
-	if n.stopped {
+	if n.stopped || len(n.peerConns) >= maxPeerConns {
 		n.mu.Unlock()
+		n.metrics.peerRefused.WithLabelValues("too_many").Inc()
 		_ = sc.Close()
 		return
 	}
@@ -150,7 +161,16 @@ func (n *Node) runPeer(conn *wsconn.Conn, remote string) {
 				_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")
 				continue
 			}
-			n.wg.Go(func() { n.servePeerCall(pc, nc) })
+			if pc.calls.Add(1) > maxPeerCallsPerConn {
+				pc.calls.Add(-1)
+				n.metrics.peerCalls.WithLabelValues(peerRefused).Inc()
+				_ = nc.Reject(ssh.ResourceShortage, "too many calls under way from this node")
+				continue
+			}
+			n.wg.Go(func() {
+				defer pc.calls.Add(-1)
+				n.servePeerCall(pc, nc)
+			})
 		case r, ok := <-reqs:
 			if !ok {
 				reqs = nil
@@ -301,6 +321,10 @@ func (p *peerPipe) requests(reqs <-chan *ssh.Request) {
 			_ = r.Reply(false, nil)
 		}
 	}
+	// x/crypto ends a channel's requests when the other side closed it (not at its end of
+	// writing): nothing more can pass, so the agent's channel closes now rather than when its
+	// upstream closes the half-closed connection.
+	_ = p.tc.ch.Close()
 }
 
 // fromPeer is the peer's side read: an idle channel that receives bytes counts again (or, its

@@ -51,7 +51,7 @@ type tunnelConn struct {
 	written         atomic.Int64 // bytes sent in the current exchange
 	total           atomic.Int64 // bytes sent in all (a peer's channel tells it: RequestPeerIdle)
 	read            atomic.Int64 // bytes received in the current exchange
-	traced          bool         // a ChannelTraced: one call, never pooled
+	traced          bool         // one call, never pooled: a ChannelTraced, or a traced ChannelPeerCall
 	cause           atomic.Value // string: the trace id of the exchange under way, for a probe it sends
 	hdrTimer        *time.Timer  // response-header timeout, reused by every exchange on this channel
 	kaTimer         *time.Timer  // probes the agent when the response header is slow (probeAfter), reused

@@ -201,9 +201,8 @@ const (
 
 // servePeerCall hands one ChannelPeerCall to an agent of its tunnel on this node.
 func (n *Node) servePeerCall(pc *peerConn, nc ssh.NewChannel) {
-	var pcall PeerCall
-	if ssh.Unmarshal(nc.ExtraData(), &pcall) != nil || !peerIDOK(pcall.TunnelID) || !peerIDOK(pcall.OrgID) ||
-		len(pcall.OriginAddr) > peerMaxOrigin || !isVisibleASCII(pcall.OriginAddr) {
+	pcall, ok := parsePeerCall(nc.ExtraData())
+	if !ok {
 		n.metrics.peerCalls.WithLabelValues(peerRefused).Inc()
 		_ = nc.Reject(ssh.ConnectionFailed, "malformed peer call")
 		return
@@ -372,6 +371,18 @@ func (p *peerPipe) run() {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
+
+// parsePeerCall decodes a ChannelPeerCall's payload: ids and the caller's address bounded and
+// printable (they are looked up and handed to the agent, never trusted); a traceparent is parsed
+// strictly where it is used.
+func parsePeerCall(b []byte) (PeerCall, bool) {
+	var pcall PeerCall
+	if ssh.Unmarshal(b, &pcall) != nil || !peerIDOK(pcall.TunnelID) || !peerIDOK(pcall.OrgID) ||
+		len(pcall.OriginAddr) > peerMaxOrigin || !isVisibleASCII(pcall.OriginAddr) || len(pcall.Traceparent) > 128 {
+		return PeerCall{}, false
+	}
+	return pcall, true
+}
 
 // peerTrace is the receiving node's span of a traced forwarded call: a child of the forwarding
 // node's span when its traceparent parses strictly (else a trace of its own).

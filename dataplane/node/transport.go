@@ -370,6 +370,21 @@ func (tc *tunnelConn) stopTimers() {
 	tc.kaTimer.Stop()
 }
 
+// parsePeerInfo decodes a RequestPeerInfo's payload: the Host header is checked as an agent's own
+// word is, and a traceparent that does not parse strictly is dropped (it would go upstream).
+func parsePeerInfo(b []byte) (PeerInfo, bool) {
+	var info PeerInfo
+	if ssh.Unmarshal(b, &info) != nil || len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) {
+		return PeerInfo{}, false
+	}
+	if info.Traceparent != "" {
+		if _, ok := tracing.ParseTraceparent([]byte(info.Traceparent)); !ok {
+			info.Traceparent = ""
+		}
+	}
+	return info, true
+}
+
 // readPeerInfo reads the PeerInfo a peer sends first on a ChannelPeerCall (within timeout): the
 // Host header its agent wants, checked as an agent's own word is, and a traceparent that must
 // parse strictly (it goes to the upstream).
@@ -378,15 +393,12 @@ func readPeerInfo(reqs <-chan *ssh.Request, timeout time.Duration) (PeerInfo, er
 	defer t.Stop()
 	select {
 	case r, ok := <-reqs:
-		var info PeerInfo
-		if !ok || r.Type != RequestPeerInfo || ssh.Unmarshal(r.Payload, &info) != nil ||
-			len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) {
-			return PeerInfo{}, fmt.Errorf("%w: the peer sent no valid peer info", errHeadersNotSent)
+		if !ok || r.Type != RequestPeerInfo {
+			return PeerInfo{}, fmt.Errorf("%w: the peer sent no peer info", errHeadersNotSent)
 		}
-		if info.Traceparent != "" {
-			if _, ok := tracing.ParseTraceparent([]byte(info.Traceparent)); !ok {
-				info.Traceparent = ""
-			}
+		info, ok := parsePeerInfo(r.Payload)
+		if !ok {
+			return PeerInfo{}, fmt.Errorf("%w: the peer sent no valid peer info", errHeadersNotSent)
 		}
 		return info, nil
 	case <-t.C:

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -56,6 +57,13 @@ type spec struct {
 	AccessKeyHash string `json:"access_key_hash,omitempty"`
 	// ListenAddr is the node's address (a restarted node takes its predecessor's); empty: any.
 	ListenAddr string `json:"listen_addr,omitempty"`
+	// NodeID, PeerSeed (its enrolled key's seed) and Peers (every node's enrolled public key,
+	// by id) turn forwarding on; Route names the node holding the bench tunnel's agent and its
+	// peer endpoint, for the node that has none.
+	NodeID   string            `json:"node_id,omitempty"`
+	PeerSeed []byte            `json:"peer_seed,omitempty"`
+	Peers    map[string][]byte `json:"peers,omitempty"`
+	Route    *routeSpec        `json:"route,omitempty"`
 	// agents
 	NodeURL     string   `json:"node_url,omitempty"`
 	Fingerprint string   `json:"fingerprint,omitempty"`
@@ -322,6 +330,22 @@ func (a benchAuthorizer) AuthorizeIngress(ctx context.Context, p node.Principal,
 
 const benchUser = "bench"
 
+// routeSpec is a route table entry: the node holding the bench tunnel's agent.
+type routeSpec struct {
+	NodeID string `json:"node_id"`
+	URL    string `json:"url"`
+}
+
+// benchPeers are the nodes' enrolled keys, as a log's key history would say.
+type benchPeers map[string][]byte
+
+func (p benchPeers) NodeKeys(id string) []ed25519.PublicKey {
+	if k, ok := p[id]; ok {
+		return []ed25519.PublicKey{k}
+	}
+	return nil
+}
+
 func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) error {
 	// As `tunnelplane node` and `serve` do (see node.TuneGC, node.ProcsGovernor).
 	node.TuneGC()
@@ -341,8 +365,17 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 	if err != nil {
 		return fmt.Errorf("node access keys: %w", err)
 	}
+	nodeID := cmp.Or(sp.NodeID, "bench-node")
+	var peers node.PeerKeys
+	var peerKey ssh.Signer
+	if sp.PeerSeed != nil {
+		if peerKey, err = ssh.NewSignerFromKey(ed25519.NewKeyFromSeed(sp.PeerSeed)); err != nil {
+			return fmt.Errorf("node peer key: %w", err)
+		}
+		peers = benchPeers(sp.Peers)
+	}
 	n, err := node.New(node.Config{
-		NodeID: "bench-node", HostKey: hk,
+		NodeID: nodeID, HostKey: hk, Peers: peers, PeerKey: peerKey,
 		Authenticator: node.TokenAuthenticator{Verifier: v},
 		Router:        benchRouter{idle: sp.IdleTunnels},
 		Authorizer:    benchAuthorizer{v: v, keys: kv},
@@ -362,7 +395,10 @@ func runNode(ctx context.Context, sp spec, in *bufio.Scanner, out *lineWriter) e
 	if err != nil {
 		return err
 	}
-	srv := n.NewServer(map[string]http.Handler{"/v1/agent": n.AgentHandler()})
+	if sp.Route != nil {
+		n.PutRoute("tun-bench", sp.Route.NodeID, sp.Route.URL)
+	}
+	srv := n.NewServer(map[string]http.Handler{"/v1/agent": n.AgentHandler(), "/v1/peer": n.PeerHandler()})
 	go srv.Serve(ln)
 	if err := out.send(message{Addr: ln.Addr().String()}); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/commands/token"
@@ -26,6 +27,18 @@ type credentials struct {
 	fingerprint string // of the node's host key, which agents pin
 	userToken   string
 	accessKey   string // the secret; the node gets its hash, as the log holds it
+	// The nodes' ids and enrolled keys (seeds) for forwarding: the node holding the agent and
+	// the ingress node of c64fwd.
+	nodeID, ingressID     string
+	nodeSeed, ingressSeed []byte
+}
+
+// peers are both nodes' enrolled public keys by id.
+func (c *credentials) peers() map[string][]byte {
+	return map[string][]byte{
+		c.nodeID:    ed25519.NewKeyFromSeed(c.nodeSeed).Public().(ed25519.PublicKey),
+		c.ingressID: ed25519.NewKeyFromSeed(c.ingressSeed).Public().(ed25519.PublicKey),
+	}
 }
 
 func newCredentials() (*credentials, error) {
@@ -45,8 +58,12 @@ func newCredentials() (*credentials, error) {
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
+	nodeSeed, ingressSeed := make([]byte, ed25519.SeedSize), make([]byte, ed25519.SeedSize)
+	rand.Read(nodeSeed)
+	rand.Read(ingressSeed)
 	return &credentials{tokenKey: tokenKey, hostSeed: seed, fingerprint: ssh.FingerprintSHA256(hostKey.PublicKey()), userToken: userTok,
-		accessKey: domain.AccessKeyPrefix + base64.RawURLEncoding.EncodeToString(secret)}, nil
+		accessKey: domain.AccessKeyPrefix + base64.RawURLEncoding.EncodeToString(secret),
+		nodeID:    uuid.Must(uuid.NewV7()).String(), ingressID: uuid.Must(uuid.NewV7()).String(), nodeSeed: nodeSeed, ingressSeed: ingressSeed}, nil
 }
 
 // agentToken is an agent token for tunnel.
@@ -64,7 +81,9 @@ type cluster struct {
 	o                                   *Options
 	children                            []*child // every process started, stopped in reverse order
 	origin, node, agent, relayA, relayB *child
+	ingress                             *child // c64fwd's node without the agent (nil: not measured)
 	originAddr, nodeAddr, relaysAddr    string
+	ingressAddr                         string
 	loadPid                             int // of the last load generator started
 }
 
@@ -86,6 +105,15 @@ func startCluster(ctx context.Context, o *Options, cr *credentials, progress pro
 		return nil, err
 	}
 	progress("origin %s, node %s, agent connected", c.originAddr, c.nodeAddr)
+	if o.runs("c64fwd") {
+		sp := c.nodeSpec(cr)
+		sp.NodeID, sp.PeerSeed = cr.ingressID, cr.ingressSeed
+		sp.Route = &routeSpec{NodeID: cr.nodeID, URL: "ws://" + c.nodeAddr + "/v1/peer"}
+		if c.ingress, c.ingressAddr, err = c.startServer(ctx, RoleNode, sp); err != nil {
+			return nil, err
+		}
+		progress("ingress node %s (forwards to the node holding the agent)", c.ingressAddr)
+	}
 
 	// Two bare relays in a row, agent-like next to the origin and node-like next to the caller.
 	var relayA string
@@ -101,7 +129,7 @@ func startCluster(ctx context.Context, o *Options, cr *credentials, progress pro
 // nodeSpec is the node's spec (a restarted node's too).
 func (c *cluster) nodeSpec(cr *credentials) spec {
 	return spec{HostKeySeed: cr.hostSeed, TokenKeyID: cr.tokenKey.ID(), TokenPub: cr.tokenKey.Public(), IdleTunnels: c.o.IdleAgents,
-		AccessKeyHash: domain.HashAccessKey(cr.accessKey)}
+		AccessKeyHash: domain.HashAccessKey(cr.accessKey), NodeID: cr.nodeID, PeerSeed: cr.nodeSeed, Peers: cr.peers()}
 }
 
 // agentSpec is the spec of an agents child holding a tunnel for each token.
@@ -136,6 +164,7 @@ func (c *cluster) stop() {
 func (c *cluster) ways(cr *credentials) ways {
 	return ways{direct: "http://" + c.originAddr, tunnel: "http://" + c.nodeAddr + "/t/bench",
 		tunnelCalls: "http://" + c.nodeAddr + "/t/bench-calls", relays: "http://" + c.relaysAddr, token: cr.userToken,
+		forwarded: "http://" + c.ingressAddr + "/t/bench",
 		accessKey: cr.accessKey}
 }
 

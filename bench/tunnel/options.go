@@ -84,7 +84,7 @@ func (o *Options) applyDefaults() {
 }
 
 // AllPhases are the measurements a run can take, in the order it takes them.
-var AllPhases = []string{"bulk", "c1", "c64", "c64key", "c64calls", "stream", "idle"}
+var AllPhases = []string{"bulk", "c1", "c64", "c64key", "c64calls", "c64fwd", "stream", "idle"}
 
 func (o *Options) runs(phase string) bool {
 	return len(o.Phases) == 0 || slices.Contains(o.Phases, phase)

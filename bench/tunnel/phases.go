@@ -51,6 +51,10 @@ func (o *Options) phases(w ways) []phase {
 		// with a user token, in turns of mixSlice in one load generator.
 		{name: "c64calls", direct: w.toTunnel("/small"), tunnel: w.toTunnelLoggingCalls("/small"),
 			load: o.rateLoad(64), report: reportC64Calls, summarize: summarizeC64Calls},
+		// Calls entering at the node holding the agent ("direct" here) and at another node that
+		// forwards them to it, both with a user token, in turns of mixSlice in one load generator.
+		{name: "c64fwd", direct: w.toTunnel("/small"), tunnel: w.toForwarded("/small"),
+			load: o.rateLoad(64), report: reportC64Fwd, summarize: summarizeC64Fwd},
 		{name: "stream", direct: w.toDirect(stream), tunnel: w.toTunnel(stream), relay: w.toRelays(stream),
 			load: o.streamLoad, schedTrace: true, report: reportStream, summarize: summarizeStream},
 	}
@@ -61,6 +65,7 @@ func (o *Options) phases(w ways) []phase {
 type ways struct {
 	direct, tunnel, relays string
 	tunnelCalls            string // the tunnel under a ref whose route logs calls
+	forwarded              string // the tunnel at the node without the agent (c64fwd)
 	token, accessKey       string
 }
 
@@ -71,6 +76,9 @@ func (w ways) toTunnelWithKey(path string) mixTarget {
 }
 func (w ways) toTunnelLoggingCalls(path string) mixTarget {
 	return mixTarget{URL: w.tunnelCalls + path, Token: w.token}
+}
+func (w ways) toForwarded(path string) mixTarget {
+	return mixTarget{URL: w.forwarded + path, Token: w.token}
 }
 func (w ways) toRelays(path string) *mixTarget {
 	return &mixTarget{URL: w.relays + path}
@@ -166,6 +174,11 @@ func reportC64Calls(progress progressFunc, s samples) {
 	w, c := last(s.direct), last(s.tunnel)
 	progress("  c64 through the tunnel %.0f / %.0f rps (access log windows / calls); CPU node %.0f µs/req over both ways' requests",
 		rps(w), rps(c), c.NodeCPU/float64(w.Requests+c.Requests)*1e6)
+}
+
+func reportC64Fwd(progress progressFunc, s samples) {
+	h, f := last(s.direct), last(s.tunnel)
+	progress("  c64 entering at the holding node / at another node, which forwards %.0f / %.0f rps", rps(h), rps(f))
 }
 
 func reportStream(progress progressFunc, s samples) {

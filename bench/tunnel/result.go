@@ -49,17 +49,22 @@ type Result struct {
 	RPSC64Windows    float64 `json:"rps_c64_access_log_windows"`
 	RPSC64Calls      float64 `json:"rps_c64_access_log_calls"`
 	RPSC64CallsRatio float64 `json:"rps_c64_calls_ratio"`
-	CallsRecorded    int64   `json:"calls_recorded"`
-	CallsDropped     int64   `json:"calls_dropped"`
-	TTFBDirectUS     float64 `json:"ttfb_direct_us"`
-	TTFBTunnelUS     float64 `json:"ttfb_tunnel_us"`
-	TTFBAddedUS      float64 `json:"ttfb_added_us"`
-	ChunkDirectUS    float64 `json:"chunk_direct_us_p50"`
-	ChunkTunnelUS    float64 `json:"chunk_tunnel_us_p50"`
-	ChunkAddedUSP50  float64 `json:"chunk_added_us_p50"`
-	ChunkAddedUSP99  float64 `json:"chunk_added_us_p99"`
-	ChunkRelayUS     float64 `json:"chunk_relay_us_p50"`
-	ChunkRelayAdded  float64 `json:"chunk_relay_added_us_p50"`
+	// c64fwd: calls entering at the node that holds the agent against calls entering at another
+	// node, which forwards them there (dataplane/node/peers.go), in turns.
+	RPSC64Holding     float64 `json:"rps_c64_holding_node"`
+	RPSC64Forwarded   float64 `json:"rps_c64_forwarded"`
+	ForwardedC64Ratio float64 `json:"forwarded_c64_ratio"`
+	CallsRecorded     int64   `json:"calls_recorded"`
+	CallsDropped      int64   `json:"calls_dropped"`
+	TTFBDirectUS      float64 `json:"ttfb_direct_us"`
+	TTFBTunnelUS      float64 `json:"ttfb_tunnel_us"`
+	TTFBAddedUS       float64 `json:"ttfb_added_us"`
+	ChunkDirectUS     float64 `json:"chunk_direct_us_p50"`
+	ChunkTunnelUS     float64 `json:"chunk_tunnel_us_p50"`
+	ChunkAddedUSP50   float64 `json:"chunk_added_us_p50"`
+	ChunkAddedUSP99   float64 `json:"chunk_added_us_p99"`
+	ChunkRelayUS      float64 `json:"chunk_relay_us_p50"`
+	ChunkRelayAdded   float64 `json:"chunk_relay_added_us_p50"`
 
 	IdleAgents             int     `json:"idle_agents"`
 	IdleKiBPerAgent        float64 `json:"idle_kib_per_agent"`
@@ -137,6 +142,12 @@ func summarizeC64Calls(res *Result, s samples) {
 	res.RPSC64Windows, res.RPSC64Calls = medianOf(s.direct, rps), medianOf(s.tunnel, rps)
 	res.RPSC64CallsRatio = medianRatio(s.tunnel, s.direct, rps)
 	res.Targets["rps_c64_calls_ratio"] = target(res.RPSC64CallsRatio, 0.85, false)
+}
+
+func summarizeC64Fwd(res *Result, s samples) {
+	res.RPSC64Holding, res.RPSC64Forwarded = medianOf(s.direct, rps), medianOf(s.tunnel, rps)
+	res.ForwardedC64Ratio = medianRatio(s.tunnel, s.direct, rps)
+	res.Targets["forwarded_c64_ratio"] = target(res.ForwardedC64Ratio, 0.6, false)
 }
 
 func summarizeC64(res *Result, s samples) {

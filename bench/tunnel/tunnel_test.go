@@ -59,6 +59,7 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 		"rps_c64_relay_ratio": res.RPSC64RelayRatio, "chunk_relay_us_p50": res.ChunkRelayUS,
 		"rps_c64_key_ratio": res.RPSC64KeyRatio, "rps_c64_access_key": res.RPSC64AccessKey,
 		"rps_c64_calls_ratio": res.RPSC64CallsRatio, "calls_recorded": float64(res.CallsRecorded),
+		"forwarded_c64_ratio": res.ForwardedC64Ratio, "rps_c64_forwarded": res.RPSC64Forwarded,
 		"restart_recover_ms": res.RestartRecoverMS, "restart_peak_per_s": res.RestartPeakPerS,
 	} {
 		if !(v > 0) {
@@ -66,7 +67,7 @@ func TestBenchRunsEveryPhase(t *testing.T) {
 		}
 	}
 	t.Log(progress.String())
-	if len(res.Targets) != 9 || res.IdleGoroutinesPerAgent < 1 {
+	if len(res.Targets) != 10 || res.IdleGoroutinesPerAgent < 1 {
 		t.Fatalf("targets %v, goroutines per agent %v", res.Targets, res.IdleGoroutinesPerAgent)
 	}
 }
@@ -119,7 +120,8 @@ func TestSampleKeepsTheExtremes(t *testing.T) {
 func TestPhasesTable(t *testing.T) {
 	o := Options{}
 	o.applyDefaults()
-	w := ways{direct: "http://d", tunnel: "http://n/t/bench", tunnelCalls: "http://n/t/bench-calls", relays: "http://r", token: "tok", accessKey: "key"}
+	w := ways{direct: "http://d", tunnel: "http://n/t/bench", tunnelCalls: "http://n/t/bench-calls", forwarded: "http://i/t/bench",
+		relays: "http://r", token: "tok", accessKey: "key"}
 	phases := o.phases(w)
 	var names []string
 	for _, p := range phases {
@@ -142,6 +144,11 @@ func TestPhasesTable(t *testing.T) {
 			// Both ways through the tunnel with a user token: access log windows against calls.
 			if p.direct.Token != "tok" || p.tunnel.Token != "tok" || !strings.HasPrefix(p.direct.URL, "http://n/t/bench/") || !strings.HasPrefix(p.tunnel.URL, "http://n/t/bench-calls/") {
 				t.Errorf("%s: windows way %+v, calls way %+v", p.name, p.direct, p.tunnel)
+			}
+		} else if p.name == "c64fwd" {
+			// Both ways with a user token: entering at the holding node against at another node.
+			if p.direct.Token != "tok" || p.tunnel.Token != "tok" || !strings.HasPrefix(p.direct.URL, "http://n/t/bench/") || !strings.HasPrefix(p.tunnel.URL, "http://i/t/bench/") {
+				t.Errorf("%s: holding node's way %+v, forwarded way %+v", p.name, p.direct, p.tunnel)
 			}
 		} else if p.name == "c64key" {
 			// Both ways through the tunnel: user token against access key.

@@ -55,6 +55,14 @@ func TestBusComponentsStartStopStress(t *testing.T) {
 			}
 			return lifecycletest.Component{Start: h.Start, Stop: h.Stop}
 		}},
+		{"routes", func(t *testing.T) lifecycletest.Component {
+			r, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: nm(t), Conn: nc, NodeID: nodeID, PeerURL: "ws://127.0.0.1:1/v1/peer",
+				Table: newRouteTable(), Interval: 50 * time.Millisecond, Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return lifecycletest.Component{Start: r.Start, Stop: r.Stop}
+		}},
 		{"ingester", func(t *testing.T) lifecycletest.Component {
 			in, err := controlbus.NewIngester(controlbus.IngesterConfig{Names: nm(t), Store: s.store, Conn: nc, Logger: testLogger()})
 			if err != nil {

@@ -202,7 +202,17 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 		// as soon as its heartbeat ages out.
 		bucket.LimitMarkerTTL = c.HeartbeatTTL
 	}
-	names := []string{n.EventsStream(), n.NodeFactsStream(), n.CommandsStream(), "KV_" + n.NodesBucket()}
+	// The route table: each node refreshes its entries with its heartbeat; the bucket's age
+	// (the heartbeat TTL) expires the entries of a node that died (per-key TTLs need 2.11).
+	routes := jetstream.KeyValueConfig{
+		Bucket:      n.RoutesBucket(),
+		Description: wire.StampedDescription("tunnels each data-plane node holds agents for", c.Origin),
+		History:     1,
+		TTL:         c.HeartbeatTTL,
+		Storage:     c.Storage,
+		Replicas:    c.Replicas,
+	}
+	names := []string{n.EventsStream(), n.NodeFactsStream(), n.CommandsStream(), "KV_" + n.NodesBucket(), "KV_" + n.RoutesBucket()}
 	keep, err := checkStamps(ctx, js, names, c.Origin, c.ReplaceForeign)
 	if err != nil {
 		return err
@@ -218,14 +228,16 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 			return fmt.Errorf("ensure stream %s: %w", streams[i].Name, err)
 		}
 	}
-	if c.Origin == "" && keep[3] != "" {
-		bucket.Description = keep[3]
-	}
-	if err := retryServerErrors(ctx, func() error {
-		_, err := js.CreateOrUpdateKeyValue(ctx, bucket)
-		return err
-	}); err != nil {
-		return fmt.Errorf("ensure bucket %s: %w", bucket.Bucket, err)
+	for i, b := range []jetstream.KeyValueConfig{bucket, routes} {
+		if c.Origin == "" && keep[3+i] != "" {
+			b.Description = keep[3+i]
+		}
+		if err := retryServerErrors(ctx, func() error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, b)
+			return err
+		}); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
+		}
 	}
 	return nil
 }

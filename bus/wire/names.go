@@ -113,6 +113,11 @@ func (n Names) CommandDeliverSubject(nodeID, commandName string) string {
 // bucket's TTL unless refreshed.
 func (n Names) NodesBucket() string { return n.resource("tp_nodes") }
 
+// RoutesBucket is the KV bucket of the route table: which node holds an agent of which tunnel,
+// one key "<tunnel id>.<node id>" per pair (RouteEntry). Its max age expires the entries of a
+// node that stopped refreshing them (per-key TTLs need NATS 2.11; the bucket's age works on 2.9).
+func (n Names) RoutesBucket() string { return n.resource("tp_routes") }
+
 // IngesterConsumer is the control planes' shared durable consumer of NodeFactsStream.
 func (n Names) IngesterConsumer() string { return n.resource("tp_ingester") }
 

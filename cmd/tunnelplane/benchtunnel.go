@@ -48,7 +48,7 @@ func newBenchTunnelCommand(g *globals) *cobra.Command {
 	f.StringSliceVar(&o.Phases, "only", nil, "run only these phases (comma-separated: "+strings.Join(tunnelbench.AllPhases, ", ")+")")
 	f.StringVar(&o.ProfileDir, "profile-dir", "", "write CPU profiles of node and agent for each phase of the first round here")
 	f.StringVar(&o.SchedTraceDir, "sched-trace", "", "record the scheduler with perf (root) during the first stream phase into this dir and report, per process on a chunk's way, its wake-up and run time")
-	f.BoolVar(&asJSON, "json", false, "print JSON (keys bulk_ratio, rps_c64_ratio, p50_c1_added_us, chunk_added_us_p50, idle_kib_per_agent, connect_ms_p95 …)")
+	f.BoolVar(&asJSON, "json", false, "print JSON (keys bulk_ratio, rps_c64_ratio, forwarded_c64_ratio, p50_c1_added_us, chunk_added_us_p50, idle_kib_per_agent, connect_ms_p95 …)")
 	return cmd
 }
 
@@ -88,6 +88,9 @@ func printTunnelBench(g *globals, r *tunnelbench.Result) {
 	if has("rps_c64_calls_ratio") {
 		fmt.Fprintf(tw, "tunnel c=64: access log windows / calls\t%.0f\t%.0f\t%.2f\t\n", r.RPSC64Windows, r.RPSC64Calls, r.RPSC64CallsRatio)
 		fmt.Fprintf(tw, "  calls recorded / dropped\t\t%d / %d\t\t\n", r.CallsRecorded, r.CallsDropped)
+	}
+	if has("forwarded_c64_ratio") {
+		fmt.Fprintf(tw, "tunnel c=64: at the holding node / forwarded by another\t%.0f\t%.0f\t%.2f\t\n", r.RPSC64Holding, r.RPSC64Forwarded, r.ForwardedC64Ratio)
 	}
 	if has("chunk_added_us_p50") {
 		fmt.Fprintf(tw, "stream TTFB µs\t%.0f\t%.0f\t+%.0f µs\t\n", r.TTFBDirectUS, r.TTFBTunnelUS, r.TTFBAddedUS)

@@ -179,7 +179,7 @@ func (n *Node) runSession(conn *wsconn.Conn, meta connMeta) {
 	_ = conn.SetDeadline(time.Time{})
 	id, _ := sc.Permissions.ExtraData[identityKey{}].(AgentIdentity)
 	s := &session{
-		n: n, id: uuid.Must(uuid.NewV7()).String(), conn: conn, sc: sc, ident: id, meta: meta,
+		n: n, id: uuid.Must(uuid.NewV7()).String(), conn: conn, sc: sc, mux: sc, ident: id, meta: meta,
 		algs: sc.Conn.(ssh.AlgorithmsConnMetadata).Algorithms(),
 		done: make(chan struct{}),
 	}

@@ -26,7 +26,7 @@ type browserEnv struct {
 }
 
 func newBrowserEnv(t *testing.T) *browserEnv {
-	l := newLiveEnvWith(t, func(c *node.Config) { c.LoginURL = loginURL })
+	l := newLiveEnvWith(t, func(c *node.Config) { c.LoginURL = loginURL }, true)
 	_, port, _ := strings.Cut(l.addr, ":")
 	return &browserEnv{liveEnv: l, host: "llm.one.tunnels.test:" + port}
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,6 +124,12 @@ type IngressAuthorizer interface {
 	AuthorizeIngress(ctx context.Context, p Principal, r Route) error
 }
 
+// PeerKeys tells which keys the log holds in force for a node: its enrolled event keys, none
+// once it was removed or when it never enrolled (dataplane/view: View.NodeKeys).
+type PeerKeys interface {
+	NodeKeys(nodeID string) []ed25519.PublicKey
+}
+
 // Sink receives the node's data-plane facts. It is called synchronously from the node's
 // goroutines and must not block (queue and return).
 type Sink interface {
@@ -223,6 +230,14 @@ type Config struct {
 	// beyond it callers get 503 failover-queue-full with Retry-After at once.
 	MaxQueuedPerTunnel int
 
+	// Peers and PeerKey turn forwarding between nodes on (peers.go): a call for a tunnel whose
+	// agent is on another node goes there, over an SSH connection authenticated both ways by
+	// the nodes' enrolled keys. Peers tells which keys the log holds in force for a node (none:
+	// not enrolled, or removed); PeerKey is this node's own enrolled key (ed25519). Routes come
+	// from PutRoute. Both nil: no forwarding, and /v1/peer refuses.
+	Peers   PeerKeys
+	PeerKey ssh.Signer
+
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
 	// TracerProvider traces calls (trace.go); nil: tracing.Provider(), which is nil (no tracing,
@@ -301,6 +316,12 @@ func (c Config) Validate() error {
 		bad("HostKey is required")
 	} else if t := c.HostKey.PublicKey().Type(); t != ssh.KeyAlgoED25519 {
 		bad("HostKey must be ed25519, got %s", t)
+	}
+	if (c.Peers == nil) != (c.PeerKey == nil) {
+		bad("Peers and PeerKey go together")
+	}
+	if c.PeerKey != nil && c.PeerKey.PublicKey().Type() != ssh.KeyAlgoED25519 {
+		bad("PeerKey must be ed25519, got %s", c.PeerKey.PublicKey().Type())
 	}
 	if c.Authenticator == nil {
 		bad("Authenticator is required")

@@ -253,7 +253,7 @@ func (e *env) startNode() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	srv := n.NewServer(map[string]http.Handler{"/v1/agent": n.AgentHandler()})
+	srv := n.NewServer(map[string]http.Handler{"/v1/agent": n.AgentHandler(), "/v1/peer": n.PeerHandler()})
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

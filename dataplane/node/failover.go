@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -123,6 +124,28 @@ func (n *Node) holdSession(ctx *fasthttp.RequestCtx, rs *reqState, avoid *sessio
 			avoid = s // closing since the lookup: the next claim brings another
 			continue
 		}
+		if routes := n.routes[id]; len(routes) > 0 && !rs.forwarded && !n.draining && !n.stopped && !n.noWaits {
+			// Another node holds an agent of the tunnel: the call goes there (peers.go).
+			routes = slices.Clone(routes)
+			gen := n.routeGen
+			n.mu.Unlock()
+			if avoid != nil && avoid.peer != nil && !slices.Contains(rs.avoidPeers, avoid.peer.nodeID) {
+				rs.avoidPeers = append(rs.avoidPeers, avoid.peer.nodeID)
+			}
+			ps, err := n.peerSession(rs, routes, func() bool { return rs.callerLeft(ctx) })
+			if ps != nil {
+				rs.sess = ps
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			n.mu.Lock()
+			if n.routeGen != gen || n.tunnels[id] != nil {
+				n.mu.Unlock()
+				continue // a route or an agent came while the node looked at the others
+			}
+		}
 		switch {
 		case n.draining || n.stopped || n.noWaits:
 			n.mu.Unlock()
@@ -168,9 +191,10 @@ func (n *Node) holdSession(ctx *fasthttp.RequestCtx, rs *reqState, avoid *sessio
 		}
 		select {
 		case <-wake:
+			rs.avoidPeers = nil // an agent or a route came: every peer may be tried again
 		case <-timer.C:
 		case <-poll.C:
-			if callerGone(ctx) {
+			if rs.callerLeft(ctx) {
 				return fmt.Errorf("%w: it left while waiting for the tunnel's agent", errCallerGone)
 			}
 		}
@@ -217,6 +241,9 @@ func (s *session) leaving(err error) bool {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
+	if s.peer != nil {
+		return closing
+	}
 	return closing || s.n.tunnelSession(s.ident.TunnelID) != s
 }
 

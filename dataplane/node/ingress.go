@@ -43,6 +43,12 @@ type reqState struct {
 	// channel, so the call is never sent again (failover.go).
 	waitUntil time.Time
 	reached   bool
+	// forwarded: a call another node forwarded (peerserve.go), which goes to a local agent only;
+	// gone then tells whether that node's connection ended. avoidPeers are the peers this call
+	// failed on before any byte of it was sent (peers.go).
+	forwarded  bool
+	gone       func() bool
+	avoidPeers []string
 
 	status   int
 	class    string
@@ -60,6 +66,7 @@ type reqState struct {
 
 	trace    *callTrace // the call's span (trace.go), when the node traces
 	onTraced bool       // the exchange is on a ChannelTraced
+	hopTP    string     // the traceparent a peer asked for: its span's (peers.go)
 }
 
 // serveIngress is the HTTP ingress: <ref>.<BaseDomain> (host routing) or /t/<ref>/… (path
@@ -304,6 +311,9 @@ func remoteIP(ctx *fasthttp.RequestCtx) netip.Addr {
 func (n *Node) endRequest(rs *reqState) {
 	n.live.remove(rs.live)
 	if rs.sess != nil {
+		if rs.sess.peer != nil {
+			n.metrics.forwardedCalls.Inc()
+		}
 		rs.sess.release()
 	}
 	n.finishRequest(rs)

@@ -27,11 +27,12 @@ type liveEnv struct {
 }
 
 func newLiveEnv(t *testing.T, before ...func(*view.View)) *liveEnv {
-	return newLiveEnvWith(t, nil, before...)
+	return newLiveEnvWith(t, nil, true, before...)
 }
 
-// newLiveEnvWith is newLiveEnv with mod applied to the node's configuration.
-func newLiveEnvWith(t *testing.T, mod func(*node.Config), before ...func(*view.View)) *liveEnv {
+// newLiveEnvWith is newLiveEnv with more node configuration (mod), and without an agent of
+// tun-llm on the node unless withAgent.
+func newLiveEnvWith(t *testing.T, mod func(*node.Config), withAgent bool, before ...func(*view.View)) *liveEnv {
 	var n atomic.Pointer[node.Node]
 	kv := newKeyViewWith(t, view.Hooks{
 		AccessWithdrawn: func() {
@@ -62,8 +63,10 @@ func newLiveEnvWith(t *testing.T, mod func(*node.Config), before ...func(*view.V
 	}
 	kv.pos++
 	kv.apply(domain.RoleAssigned{OrgID: "org-1", UserID: "vic", Role: domain.RoleViewer})
-	e.startAgent("tun-llm", nil) // the demo upstream: /events and /ws/ticks
-	e.waitHeld("tun-llm")
+	if withAgent {
+		e.startAgent("tun-llm", nil) // the demo upstream: /events and /ws/ticks
+		e.waitHeld("tun-llm")
+	}
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	return &liveEnv{env: e, kv: kv, client: client}

@@ -36,6 +36,12 @@ type metrics struct {
 	failoverWaiting prometheus.Gauge
 	failoverWaits   *prometheus.CounterVec
 	failoverRetries prometheus.Counter
+	routes          prometheus.Gauge
+	routesDropped   prometheus.Counter
+	forwardedCalls  prometheus.Counter
+	peerDials       *prometheus.CounterVec
+	peerRefused     *prometheus.CounterVec
+	peerCalls       *prometheus.CounterVec
 	live            prometheus.Collector
 }
 
@@ -95,6 +101,30 @@ func newMetrics(n *Node) *metrics {
 			Name: "tunnelplane_node_failover_retries_total",
 			Help: "Calls that failed before any byte of theirs reached an agent because its session was going away, and went to another session.",
 		}),
+		routes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tunnelplane_node_peer_routes",
+			Help: "Entries of the route table naming another node that holds an agent of a tunnel.",
+		}),
+		routesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_peer_routes_dropped_total",
+			Help: "Route table entries dropped because the table was full (per tunnel or in all).",
+		}),
+		forwardedCalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelplane_node_forwarded_calls_total",
+			Help: "Calls this node took and forwarded to another node holding their tunnel's agent.",
+		}),
+		peerDials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_peer_dials_total",
+			Help: "Connections this node opened to peer nodes, by result (connected, failed).",
+		}, []string{"result"}),
+		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_peer_refused_total",
+			Help: "Node-to-node connections refused, by reason: not_enrolled (a node logging in here without a key in force), host_key (a peer dialled here did not prove the key of the node its route names).",
+		}, []string{"reason"}),
+		peerCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tunnelplane_node_peer_calls_total",
+			Help: "Connections of calls other nodes forwarded here, by outcome: served (handed to the local agent), no_agent, unreachable (the agent could not reach its upstream), refused.",
+		}, []string{"outcome"}),
 	}
 	m.live = &liveBytes{n: n, desc: prometheus.NewDesc("tunnelplane_node_agent_bytes_total",
 		"WebSocket payload bytes exchanged with agents.", []string{"direction"}, nil)}
@@ -108,7 +138,8 @@ func (m *metrics) register(r prometheus.Registerer) error {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.agents, m.handshakeFails, m.disconnects, m.requests, m.errors, m.duration,
 		m.ingressBytesIn, m.ingressBytesOut, m.refused, m.unsolicited, m.usageOverflow, m.callsCut,
-		m.failoverWaiting, m.failoverWaits, m.failoverRetries, m.live} {
+		m.failoverWaiting, m.failoverWaits, m.failoverRetries, m.live,
+		m.routes, m.routesDropped, m.forwardedCalls, m.peerDials, m.peerRefused, m.peerCalls} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -26,21 +26,31 @@ type Node struct {
 	log      *slog.Logger
 	sshCfg   *ssh.ServerConfig
 	upgrader websocket.Upgrader
-	metrics  *metrics
-	usage    *usage
-	calls    *callLog
-	auth     *authCache
-	live     *liveCalls
-	tracer   trace.Tracer // nil: calls are not traced
+	// Forwarding between nodes (peers.go, peerserve.go).
+	peerSSH      *ssh.ServerConfig
+	peerUpgrader websocket.Upgrader
+	peerTurn     atomic.Uint32 // rotates the routes a call tries first
+	heldChanged  chan struct{} // HeldChanged
+	metrics      *metrics
+	usage        *usage
+	calls        *callLog
+	auth         *authCache
+	live         *liveCalls
+	tracer       trace.Tracer // nil: calls are not traced
 
-	mu       sync.RWMutex
-	sessions map[*session]struct{}     // every authenticated session
-	pending  map[*wsconn.Conn]struct{} // connections still in the SSH handshake
-	tunnels  map[string]*session       // tunnel id → the session holding it
-	queues   map[string]*waitQueue     // tunnel id → the calls waiting for an agent of it (failover.go)
-	draining bool
-	stopped  bool
-	noWaits  bool // EndWaits: calls no longer wait for an agent
+	mu        sync.RWMutex
+	sessions  map[*session]struct{}     // every authenticated session
+	pending   map[*wsconn.Conn]struct{} // connections still in the SSH handshake
+	tunnels   map[string]*session       // tunnel id → the session holding it
+	queues    map[string]*waitQueue     // tunnel id → the calls waiting for an agent of it (failover.go)
+	routes    map[string][]peerRoute    // tunnel id → the peers holding an agent of it (peers.go)
+	nroutes   int
+	routeGen  uint64                 // counts routes added: a call that looked at the routes sees one added since
+	peers     map[string]*peerLink   // peer node id → the connection to it
+	peerConns map[*peerConn]struct{} // peers' connections to this node
+	draining  bool
+	stopped   bool
+	noWaits   bool // EndWaits: calls no longer wait for an agent
 
 	wg             sync.WaitGroup // session goroutines
 	closedBytesIn  atomic.Int64
@@ -80,13 +90,17 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.applyDefaults()
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger.With("node_id", cfg.NodeID),
-		sessions: map[*session]struct{}{},
-		pending:  map[*wsconn.Conn]struct{}{},
-		tunnels:  map[string]*session{},
-		queues:   map[string]*waitQueue{},
-		auth:     newAuthCache(cfg.AuthCacheTTL),
+		cfg:         cfg,
+		log:         cfg.Logger.With("node_id", cfg.NodeID),
+		sessions:    map[*session]struct{}{},
+		pending:     map[*wsconn.Conn]struct{}{},
+		tunnels:     map[string]*session{},
+		queues:      map[string]*waitQueue{},
+		routes:      map[string][]peerRoute{},
+		peers:       map[string]*peerLink{},
+		peerConns:   map[*peerConn]struct{}{},
+		heldChanged: make(chan struct{}, 1),
+		auth:        newAuthCache(cfg.AuthCacheTTL),
 	}
 	if cfg.TracerProvider != nil {
 		n.tracer = cfg.TracerProvider.Tracer("github.com/tunnelplane/tunnelplane/dataplane/node")
@@ -99,6 +113,16 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("new node: %w", err)
 	}
 	n.sshCfg = n.newSSHConfig()
+	if n.forwarding() {
+		n.peerSSH = n.newPeerSSHConfig()
+	}
+	n.peerUpgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   wsconn.ReadBufferSize,
+		WriteBufferPool:  wsconn.WriteBufferPool,
+		Subprotocols:     []string{PeerProtocol},
+		CheckOrigin:      func(*http.Request) bool { return true }, // servePeer refuses an Origin
+	}
 	n.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   wsconn.ReadBufferSize,
@@ -188,6 +212,7 @@ func (n *Node) Drain(ctx context.Context) int {
 		list = append(list, s)
 	}
 	clear(n.tunnels)
+	n.noteHeldLocked()
 	n.metrics.agents.Set(0)
 	n.wakeAllLocked() // waiting calls are answered at once: no agent comes back to a draining node
 	n.mu.Unlock()
@@ -224,7 +249,9 @@ func (n *Node) Stop() {
 		for c := range n.pending {
 			go c.CloseWithReason(CloseCodeNode, "node stopping")
 		}
+		n.noteHeldLocked()
 		n.mu.Unlock()
+		n.stopPeers()
 		closeAll(list, "node stopping")
 		n.wg.Wait()
 		n.live.stop()
@@ -273,6 +300,7 @@ func (n *Node) pruneIdle() {
 		list = append(list, s)
 	}
 	n.mu.RUnlock()
+	list = append(list, n.peerSessions()...)
 	now := n.cfg.Now()
 	for _, s := range list {
 		s.pruneIdle(now)

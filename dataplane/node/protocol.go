@@ -50,6 +50,22 @@ const (
 	// so the agent's spans end with the call.
 	ChannelTraced = "traced-tcpip@tunnelplane.dev"
 
+	// PeerProtocol is the WebSocket subprotocol of the node-to-node endpoint (/v1/peer): SSH in
+	// which the client logs in as its node id with its enrolled key, and the server's host key is
+	// its own enrolled key (peers.go, peerserve.go).
+	PeerProtocol = "tunnelplane-peer.v1"
+	// ChannelPeerCall carries one connection of forwarded calls to the tunnel a PeerCall names:
+	// the receiving node accepts it once a channel to its agent is open, sends RequestPeerInfo on
+	// it, then copies bytes both ways until either side ends.
+	ChannelPeerCall = "peer-call@tunnelplane.dev"
+	// RequestPeerInfo (a channel request, no reply) is the receiving node's PeerInfo for the
+	// channel, sent before any byte of the agent's.
+	RequestPeerInfo = "peer-info@tunnelplane.dev"
+	// RequestPeerIdle (a channel request, no reply, a PeerIdle) says the forwarding node put the
+	// channel in its pool after a call's answer: the receiving node stops counting it among
+	// its agent's calls in flight (a drain does not wait for idle channels) until bytes come.
+	RequestPeerIdle = "peer-idle@tunnelplane.dev"
+
 	// DrainReason is the DisconnectNotice a draining node sends its agents first: it routes them
 	// no new call and ends their sessions once their calls are done, so an agent that holds
 	// other nodes moves this connection elsewhere at once.
@@ -96,6 +112,37 @@ type TracedChannel struct {
 	OriginAddr  string
 	OriginPort  uint32
 	Traceparent string
+}
+
+// PeerCall is the payload of a ChannelPeerCall open: the tunnel (and its organization), the
+// caller's address, and how long the receiving node may wait for an agent of the tunnel (what
+// is left of the call's failover wait at the ingress node).
+type PeerCall struct {
+	TunnelID, OrgID string
+	OriginAddr      string
+	OriginPort      uint32
+	WaitMillis      uint32
+	// Traceparent, when set, is the ingress node's span of a sampled call: the channel carries
+	// that one call (never pooled), and the receiving node's span is its child.
+	Traceparent string
+}
+
+// PeerInfo is what the receiving node says of a ChannelPeerCall: the Host header its agent
+// wants ("" keeps the caller's).
+type PeerInfo struct {
+	HostHeader string
+	// For a traced call (PeerCall.Traceparent): AgentTraces says the receiving node's agent
+	// writes the upstream's traceparent itself (the forwarding node writes none); else
+	// Traceparent is the receiving node's span, which the forwarding node writes for the upstream.
+	AgentTraces bool
+	Traceparent string
+}
+
+// PeerIdle is the payload of RequestPeerIdle: the bytes the forwarding node has written on the
+// channel in all. Channel requests and data travel apart, so the receiving node takes the
+// channel for idle only when it has read exactly that many: more, and a next call has begun.
+type PeerIdle struct {
+	Written uint64
 }
 
 // AgentInfo is what a v2 agent says about itself (JSON inside a JSONPayload).

@@ -95,7 +95,7 @@ func forwardedOmitted(k []byte, passAuthorization, preflight bool) bool {
 // length, -1 for a chunked one. Everything written was parsed and checked (checkRequest); the
 // Host and the framing are the node's own and come before the caller's headers, so no upstream
 // parser can take the message's length from anything the caller wrote.
-func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqState, upgrade []byte, bodyLen int) error {
+func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqState, host string, upgrade []byte, bodyLen int) error {
 	h := &ctx.Request.Header
 	bw.Write(h.Method())
 	bw.WriteByte(' ')
@@ -116,9 +116,6 @@ func (n *Node) writeHead(bw *bufio.Writer, ctx *fasthttp.RequestCtx, rs *reqStat
 	}
 	writeTarget(bw, target)
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	rs.sess.mu.Lock()
-	host := rs.sess.hostHeader
-	rs.sess.mu.Unlock()
 	if host != "" {
 		bw.WriteString(host)
 	} else {
@@ -245,7 +242,10 @@ func (n *Node) forward(ctx *fasthttp.RequestCtx, rs *reqState) (streaming bool) 
 				n.proxyError(ctx, rs, errAccessWithdrawn)
 				return false
 			}
-			rs.onTraced = tc.traced
+			// A peer's channel is traced when the peer's agent writes the traceparent itself; else
+			// the peer's span (hopTP) goes to the upstream.
+			rs.onTraced = tc.traced && (tc.s.peer == nil || tc.peerAgentTraces)
+			rs.hopTP = tc.peerTP
 			ex := &exchange{n: n, ctx: ctx, rs: rs, tc: tc}
 			resp, rerr := ex.roundTrip(upgrade, bodyLen, small, body, isHead)
 			if rerr == nil {
@@ -320,7 +320,7 @@ func (ex *exchange) roundTrip(upgrade []byte, bodyLen int, small []byte, body io
 	}
 	tc.startExchange()
 	bw := getWriter(tc)
-	err := ex.n.writeHead(bw, ex.ctx, ex.rs, upgrade, bodyLen)
+	err := ex.n.writeHead(bw, ex.ctx, ex.rs, tc.hostHeader(), upgrade, bodyLen)
 	if err == nil && len(small) > 0 {
 		_, err = bw.Write(small)
 	}

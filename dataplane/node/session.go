@@ -24,6 +24,8 @@ type session struct {
 	id    string
 	conn  *wsconn.Conn
 	sc    *ssh.ServerConn
+	mux   ssh.Conn  // what channels are opened and probes sent on: sc, or a peer's connection
+	peer  *peerLink // set for a peer session: calls forwarded to another node (peers.go)
 	ident AgentIdentity
 	meta  connMeta
 	algs  ssh.NegotiatedAlgorithms
@@ -211,6 +213,7 @@ func (n *Node) claim(s *session, fr ForwardRequest) error {
 	}
 	s.mu.Unlock()
 	n.tunnels[s.ident.TunnelID] = s
+	n.noteHeldLocked()
 	n.metrics.agents.Set(float64(len(n.tunnels)))
 	n.wakeLocked(s.ident.TunnelID) // calls waiting for an agent of the tunnel go to s
 	n.mu.Unlock()
@@ -321,7 +324,7 @@ func (s *session) probe() error {
 	t := time.AfterFunc(timeout, func() {
 		s.end(fmt.Sprintf("agent unresponsive: no keepalive answer within %v", timeout), errAgentUnresponsive)
 	})
-	_, _, err := s.sc.SendRequest(RequestKeepalive, true, nil)
+	_, _, err := s.mux.SendRequest(RequestKeepalive, true, nil)
 	t.Stop()
 	s.mu.Lock()
 	s.probing = false
@@ -354,6 +357,10 @@ func (s *session) end(reason string, gone error) {
 	s.reason = reason
 	s.goneErr = gone
 	s.mu.Unlock()
+	if s.peer != nil {
+		s.peer.ended(s, gone)
+		return
+	}
 	s.n.unroute(s)
 	// Bound the goodbye: a peer that stopped reading must not hold us.
 	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -366,6 +373,7 @@ func (n *Node) unroute(s *session) {
 	n.mu.Lock()
 	if n.tunnels[s.ident.TunnelID] == s {
 		delete(n.tunnels, s.ident.TunnelID)
+		n.noteHeldLocked()
 		n.metrics.agents.Set(float64(len(n.tunnels)))
 	}
 	n.mu.Unlock()

@@ -131,7 +131,12 @@ func writeTraceHeaders(bw *bufio.Writer, rs *reqState) {
 	if rs.trace == nil {
 		return
 	}
-	if !rs.onTraced {
+	switch {
+	case rs.hopTP != "":
+		bw.WriteString("Traceparent: ")
+		bw.WriteString(rs.hopTP)
+		bw.WriteString("\r\n")
+	case !rs.onTraced:
 		bw.WriteString("Traceparent: ")
 		bw.Write(rs.trace.tp[:])
 		bw.WriteString("\r\n")
@@ -158,8 +163,8 @@ func (s *session) tracedConn(rs *reqState, gone func() bool) (*tunnelConn, error
 	fwd := *s.forward
 	s.mu.Unlock()
 	host, port := originOf(rs.remote)
-	ch, err := s.openChannelType(ChannelTraced, ssh.Marshal(TracedChannel{Addr: fwd.BindAddr, Port: fwd.BindPort,
-		OriginAddr: host, OriginPort: port, Traceparent: string(rs.trace.tp[:])}), gone, rs.traceID())
+	ch, _, err := s.openChannelType(ChannelTraced, ssh.Marshal(TracedChannel{Addr: fwd.BindAddr, Port: fwd.BindPort,
+		OriginAddr: host, OriginPort: port, Traceparent: string(rs.trace.tp[:])}), gone, rs.traceID(), 0, true)
 	if err != nil {
 		return nil, wrapOpenErr(s, err)
 	}
@@ -170,9 +175,13 @@ func (s *session) tracedConn(rs *reqState, gone func() bool) (*tunnelConn, error
 // a pooled or new ChannelForwarded.
 func (n *Node) takeConn(ctx *fasthttp.RequestCtx, rs *reqState) (tc *tunnelConn, reused bool, err error) {
 	gone := func() bool { return callerGone(ctx) }
+	if rs.sess.peer != nil && rs.trace != nil && rs.trace.span.SpanContext().IsSampled() {
+		// A sampled call forwarded to a peer goes on a channel of its own carrying its span.
+		return rs.sess.getConnFor(rs.remote, gone, rs.traceID(), rs.peerWait(n.cfg.FailoverWait), string(rs.trace.tp[:]))
+	}
 	if rs.tracedChannel() {
 		tc, err = rs.sess.tracedConn(rs, gone)
 		return tc, false, err
 	}
-	return rs.sess.getConn(rs.remote, gone, rs.traceID())
+	return rs.sess.getConn(rs.remote, gone, rs.traceID(), rs.peerWait(n.cfg.FailoverWait))
 }

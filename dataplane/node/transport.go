@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelplane/tunnelplane/internal/tracing"
 )
 
 // Errors of the tunnel transport; the ingress maps them to responses and error classes.
@@ -35,18 +38,24 @@ var (
 // request, and shift every later caller by one response. The watcher hands a byte that arrives
 // after the channel was taken to the exchange that took it (the first byte of its answer).
 type tunnelConn struct {
-	s        *session
-	ch       ssh.Channel
-	idleAt   time.Time
-	pooled   bool         // in s.idle (under s.mu)
-	watched  chan watch   // the watcher's result, while one runs
-	written  atomic.Int64 // bytes sent in the current exchange
-	read     atomic.Int64 // bytes received in the current exchange
-	traced   bool         // a ChannelTraced: one call, never pooled
-	cause    atomic.Value // string: the trace id of the exchange under way, for a probe it sends
-	hdrTimer *time.Timer  // response-header timeout, reused by every exchange on this channel
-	kaTimer  *time.Timer  // probes the agent when the response header is slow (probeAfter), reused
-	timedOut atomic.Bool
+	s    *session
+	ch   ssh.Channel
+	host string // a ChannelPeerCall's: the Host header the peer's agent wants (PeerInfo)
+	// A traced ChannelPeerCall's: the peer's agent writes the upstream's traceparent itself, or
+	// peerTP is the peer's span, which goes to the upstream (PeerInfo).
+	peerAgentTraces bool
+	peerTP          string
+	idleAt          time.Time
+	pooled          bool         // in s.idle (under s.mu)
+	watched         chan watch   // the watcher's result, while one runs
+	written         atomic.Int64 // bytes sent in the current exchange
+	total           atomic.Int64 // bytes sent in all (a peer's channel tells it: RequestPeerIdle)
+	read            atomic.Int64 // bytes received in the current exchange
+	traced          bool         // one call, never pooled: a ChannelTraced, or a traced ChannelPeerCall
+	cause           atomic.Value // string: the trace id of the exchange under way, for a probe it sends
+	hdrTimer        *time.Timer  // response-header timeout, reused by every exchange on this channel
+	kaTimer         *time.Timer  // probes the agent when the response header is slow (probeAfter), reused
+	timedOut        atomic.Bool
 }
 
 // watch is what an idle channel's watcher read: one byte, or the error that ended its read.
@@ -74,13 +83,30 @@ func (tc *tunnelConn) Read(p []byte) (int, error) {
 func (tc *tunnelConn) Write(p []byte) (int, error) {
 	n, err := tc.ch.Write(p)
 	tc.written.Add(int64(n))
+	tc.total.Add(int64(n))
 	return n, err
+}
+
+// hostHeader is the Host header the upstream wants ("" keeps the caller's).
+func (tc *tunnelConn) hostHeader() string {
+	if tc.s.peer != nil {
+		return tc.host
+	}
+	tc.s.mu.Lock()
+	defer tc.s.mu.Unlock()
+	return tc.s.hostHeader
 }
 
 // getConn takes the most recently used idle channel or opens a new one. gone reports whether the
 // caller has left; a caller that leaves while the agent has not accepted the channel yet stops
-// waiting for it.
-func (s *session) getConn(origin string, gone func() bool, cause string) (tc *tunnelConn, reused bool, err error) {
+// waiting for it. wait is how long a peer may wait for an agent (a peer session's channel).
+func (s *session) getConn(origin string, gone func() bool, cause string, wait time.Duration) (tc *tunnelConn, reused bool, err error) {
+	return s.getConnFor(origin, gone, cause, wait, "")
+}
+
+// getConnFor is getConn; traceparent, on a peer session, asks for a channel of one traced call
+// (never pooled) carrying it.
+func (s *session) getConnFor(origin string, gone func() bool, cause string, wait time.Duration, traceparent string) (tc *tunnelConn, reused bool, err error) {
 	var stale []*tunnelConn
 	defer func() {
 		for _, c := range stale {
@@ -93,7 +119,7 @@ func (s *session) getConn(origin string, gone func() bool, cause string) (tc *tu
 		return nil, false, s.gone()
 	}
 	now := s.n.cfg.Now()
-	for len(s.idle) > 0 {
+	for len(s.idle) > 0 && traceparent == "" {
 		c := s.idle[len(s.idle)-1]
 		s.idle[len(s.idle)-1] = nil
 		s.idle = s.idle[:len(s.idle)-1]
@@ -105,16 +131,23 @@ func (s *session) getConn(origin string, gone func() bool, cause string) (tc *tu
 		s.mu.Unlock()
 		return c, true, nil
 	}
-	fwd := *s.forward
-	s.mu.Unlock()
 	host, port := originOf(origin)
-	ch, err := s.openChannelType(ChannelForwarded, ssh.Marshal(ForwardedChannel{
-		Addr: fwd.BindAddr, Port: fwd.BindPort, OriginAddr: host, OriginPort: port,
-	}), gone, cause)
+	typ, extra := ChannelPeerCall, []byte(nil)
+	if s.peer != nil {
+		wait = min(max(wait, 0), time.Duration(math.MaxUint32)*time.Millisecond)
+		extra = ssh.Marshal(PeerCall{TunnelID: s.ident.TunnelID, OrgID: s.ident.OrgID, OriginAddr: host, OriginPort: port,
+			WaitMillis: uint32(wait.Milliseconds()), Traceparent: traceparent})
+	} else {
+		fwd := *s.forward
+		typ, wait = ChannelForwarded, 0
+		extra = ssh.Marshal(ForwardedChannel{Addr: fwd.BindAddr, Port: fwd.BindPort, OriginAddr: host, OriginPort: port})
+	}
+	s.mu.Unlock()
+	ch, info, err := s.openChannelType(typ, extra, gone, cause, wait, traceparent != "")
 	if err != nil {
 		return nil, false, wrapOpenErr(s, err)
 	}
-	return &tunnelConn{s: s, ch: ch}, false, nil
+	return &tunnelConn{s: s, ch: ch, host: info.HostHeader, traced: traceparent != "", peerAgentTraces: info.AgentTraces, peerTP: info.Traceparent}, false, nil
 }
 
 // wrapOpenErr is a failed channel open as the ingress maps it.
@@ -130,6 +163,7 @@ func wrapOpenErr(s *session, err error) error {
 type pendingOpen struct {
 	mu        sync.Mutex
 	ch        ssh.Channel
+	info      PeerInfo
 	err       error
 	done      bool
 	abandoned bool
@@ -141,28 +175,36 @@ type pendingOpen struct {
 // a caller that stops waiting leaves it behind, holding one of the tunnel's call slots until the
 // agent answers (a channel that opens late joins the pool). An agent that never answers opens
 // thus fills its tunnel's slots and its callers are answered 503 at once, instead of piling up.
-func (s *session) openChannelType(typ string, extra []byte, gone func() bool, cause string) (ssh.Channel, error) {
+// oneCall: the channel carries one call and is never pooled (a traced one). info is what a peer
+// said of a ChannelPeerCall.
+func (s *session) openChannelType(typ string, extra []byte, gone func() bool, cause string, wait time.Duration, oneCall bool) (ssh.Channel, PeerInfo, error) {
 	po := &pendingOpen{ready: make(chan struct{})}
 	go func() {
 		// The agent sends no channel requests; x/crypto drops them once the channel closes, so
-		// no goroutine is spent draining them.
-		ch, _, err := s.sc.OpenChannel(typ, extra)
+		// no goroutine is spent draining them. A peer sends one, PeerInfo, first.
+		ch, reqs, err := s.mux.OpenChannel(typ, extra)
+		var info PeerInfo
+		if err == nil && typ == ChannelPeerCall {
+			if info, err = readPeerInfo(reqs, s.n.cfg.ChannelOpenTimeout); err != nil {
+				_ = ch.Close()
+			}
+		}
 		po.mu.Lock()
 		if po.abandoned {
 			po.mu.Unlock()
-			if err == nil && typ == ChannelTraced {
+			if err == nil && oneCall {
 				_ = ch.Close() // one call's channel: its call is gone
 			} else if err == nil {
-				s.putIdle(&tunnelConn{s: s, ch: ch})
+				s.putIdle(&tunnelConn{s: s, ch: ch, host: info.HostHeader})
 			}
 			s.release()
 			return
 		}
-		po.ch, po.err, po.done = ch, err, true
+		po.ch, po.info, po.err, po.done = ch, info, err, true
 		po.mu.Unlock()
 		close(po.ready)
 	}()
-	timeout := time.NewTimer(s.n.cfg.ChannelOpenTimeout)
+	timeout := time.NewTimer(s.n.cfg.ChannelOpenTimeout + wait)
 	defer timeout.Stop()
 	poll := time.NewTicker(callerPollInterval)
 	defer poll.Stop()
@@ -171,7 +213,7 @@ func (s *session) openChannelType(typ string, extra []byte, gone func() bool, ca
 	for why == nil {
 		select {
 		case <-po.ready:
-			return po.ch, po.err
+			return po.ch, po.info, po.err
 		case <-timeout.C:
 			why = errOpenTimeout
 		case <-poll.C:
@@ -185,7 +227,7 @@ func (s *session) openChannelType(typ string, extra []byte, gone func() bool, ca
 	po.mu.Lock()
 	if po.done {
 		po.mu.Unlock()
-		return po.ch, po.err
+		return po.ch, po.info, po.err
 	}
 	po.abandoned = true
 	po.mu.Unlock()
@@ -193,7 +235,7 @@ func (s *session) openChannelType(typ string, extra []byte, gone func() bool, ca
 	if errors.Is(why, errOpenTimeout) {
 		s.log.Warn("the agent did not accept a tunnel connection in time", "timeout", s.n.cfg.ChannelOpenTimeout)
 	}
-	return nil, why
+	return nil, PeerInfo{}, why
 }
 
 // callerPollInterval is how often a caller waiting for a channel open is checked for having left.
@@ -201,6 +243,13 @@ const callerPollInterval = 100 * time.Millisecond
 
 // putIdle returns a channel whose exchange ended cleanly to the pool, watched.
 func (s *session) putIdle(tc *tunnelConn) {
+	if s.peer != nil {
+		// Before it is watched: nothing else writes to the channel until it is taken again.
+		if _, err := tc.ch.SendRequest(RequestPeerIdle, false, ssh.Marshal(PeerIdle{Written: uint64(tc.total.Load())})); err != nil {
+			_ = tc.ch.Close()
+			return
+		}
+	}
 	s.mu.Lock()
 	if s.closing || len(s.idle) >= s.n.cfg.MaxIdleConnsPerTunnel {
 		s.mu.Unlock()
@@ -319,4 +368,40 @@ func (tc *tunnelConn) startExchange() {
 func (tc *tunnelConn) stopTimers() {
 	tc.hdrTimer.Stop()
 	tc.kaTimer.Stop()
+}
+
+// parsePeerInfo decodes a RequestPeerInfo's payload: the Host header is checked as an agent's own
+// word is, and a traceparent that does not parse strictly is dropped (it would go upstream).
+func parsePeerInfo(b []byte) (PeerInfo, bool) {
+	var info PeerInfo
+	if ssh.Unmarshal(b, &info) != nil || len(info.HostHeader) > 255 || !isHostValue([]byte(info.HostHeader)) {
+		return PeerInfo{}, false
+	}
+	if info.Traceparent != "" {
+		if _, ok := tracing.ParseTraceparent([]byte(info.Traceparent)); !ok {
+			info.Traceparent = ""
+		}
+	}
+	return info, true
+}
+
+// readPeerInfo reads the PeerInfo a peer sends first on a ChannelPeerCall (within timeout): the
+// Host header its agent wants, checked as an agent's own word is, and a traceparent that must
+// parse strictly (it goes to the upstream).
+func readPeerInfo(reqs <-chan *ssh.Request, timeout time.Duration) (PeerInfo, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r, ok := <-reqs:
+		if !ok || r.Type != RequestPeerInfo {
+			return PeerInfo{}, fmt.Errorf("%w: the peer sent no peer info", errHeadersNotSent)
+		}
+		info, ok := parsePeerInfo(r.Payload)
+		if !ok {
+			return PeerInfo{}, fmt.Errorf("%w: the peer sent no valid peer info", errHeadersNotSent)
+		}
+		return info, nil
+	case <-t.C:
+		return PeerInfo{}, fmt.Errorf("%w: the peer sent no peer info in time", errHeadersNotSent)
+	}
 }

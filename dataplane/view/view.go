@@ -899,3 +899,15 @@ func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Rout
 
 // skippable are the types the view takes withheld: those it does not act on.
 func skippable(eventType string) bool { return !domain.NodeNeeds(eventType) }
+
+// NodeKeys are the event keys the log holds in force for nodeID: enrolled and not removed.
+// Nodes authenticate each other with them (peer forwarding); none for an unknown or removed
+// node, or for a view that takes events unverified (New).
+func (v *View) NodeKeys(nodeID string) []ed25519.PublicKey {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.chain == nil {
+		return nil
+	}
+	return v.chain.ProducerKeys(nodeID)
+}

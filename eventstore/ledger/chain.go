@@ -435,3 +435,16 @@ func (v *ChainVerifier) LogKey() ed25519.PublicKey {
 	}
 	return nil
 }
+
+// ProducerKeys are the keys of purpose node (PurposeNode) owned by owner that are in force at
+// Next: a node's enrolled event keys, none once its key was revoked (the node removed) or when
+// no such node was ever enrolled.
+func (v *ChainVerifier) ProducerKeys(owner string) []ed25519.PublicKey {
+	var out []ed25519.PublicKey
+	for _, k := range v.ring.keys {
+		if k.purpose == PurposeNode && k.owner == owner && k.until == math.MaxUint64 {
+			out = append(out, k.pub)
+		}
+	}
+	return out
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelplane/tunnelplane/bus/nodebus"
 	"github.com/tunnelplane/tunnelplane/bus/wire"
@@ -50,6 +51,7 @@ type App struct {
 	sink      *FactQueue
 	handlers  *nodebus.CommandHandlers
 	heartbeat *nodebus.Heartbeater
+	routes    *nodebus.Routes
 	server    *node.Server
 	snaps     *snapshots
 
@@ -192,9 +194,15 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 			return fmt.Errorf("node: metrics: %w", err)
 		}
 	}
+	// Nodes forward calls to each other, authenticated by their enrolled event keys (the view's
+	// key history says which are in force).
+	peerKey, err := ssh.NewSignerFromSigner(id.EventKey.CryptoSigner())
+	if err != nil {
+		return fmt.Errorf("node: peer key: %w", err)
+	}
 	nc := node.Config{NodeID: id.ID, HostKey: id.Signer, Authenticator: a.View, Router: a.View, Authorizer: a.View,
 		Ready: a.View.Ready, Sink: a.sink, BaseDomain: cfg.BaseDomain, LoginURL: cfg.LoginURL, Logger: cfg.Logger, Registerer: cfg.Registerer,
-		UsageWindow: cfg.UsageWindow}
+		UsageWindow: cfg.UsageWindow, Peers: a.View, PeerKey: peerKey}
 	cfg.Limits.apply(&nc)
 	if a.Node, err = node.New(nc); err != nil {
 		return err
@@ -240,8 +248,15 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err = a.heartbeat.Start(runCtx); err != nil {
 		return err
 	}
+	if a.routes, err = nodebus.NewRoutes(nodebus.RoutesConfig{Conn: a.nc, Names: a.names, NodeID: id.ID,
+		PeerURL: strings.Replace(public, "http", "ws", 1) + "/v1/peer", Table: a.Node, Logger: log}); err != nil {
+		return err
+	}
+	if err = a.routes.Start(runCtx); err != nil {
+		return err
+	}
 
-	routes := map[string]http.Handler{"/v1/agent": a.Node.AgentHandler()}
+	routes := map[string]http.Handler{"/v1/agent": a.Node.AgentHandler(), "/v1/peer": a.Node.PeerHandler()}
 	if cfg.Gatherer != nil {
 		routes["/metrics"] = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
 	}
@@ -273,7 +288,7 @@ func (a *App) newView(info LogInfo) *view.View {
 			a.onNode(func(n *node.Node) { n.ForgetAuthorizations(); n.Reauthorize(false) })
 		},
 		CredentialsRevoked: func() {
-			a.onNode(func(n *node.Node) { n.Reauthorize(true) })
+			a.onNode(func(n *node.Node) { n.Reauthorize(true); n.RecheckPeers() })
 		},
 		DrainRequested: func(nodeID string) {
 			if nodeID == a.ID.ID {
@@ -325,6 +340,9 @@ func (a *App) Stop(ctx context.Context) {
 
 // stopParts stops what start started, in reverse order, bounded by ctx.
 func (a *App) stopParts(ctx context.Context) {
+	if a.routes != nil {
+		a.routes.Stop() // this node's entries go first: peers stop forwarding calls here
+	}
 	if a.Node != nil {
 		a.Node.EndWaits() // calls waiting for an agent would hold the server's shutdown
 	}

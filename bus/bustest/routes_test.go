@@ -1,0 +1,134 @@
+package bustest_test
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelplane/tunnelplane/bus/controlbus"
+	"github.com/tunnelplane/tunnelplane/bus/nodebus"
+	"github.com/tunnelplane/tunnelplane/bus/wire"
+	"github.com/tunnelplane/tunnelplane/internal/poll"
+)
+
+// routeTable is a node's side of the route table: the tunnels it holds, and what it was told.
+type routeTable struct {
+	mu      sync.Mutex
+	held    []string
+	changed chan struct{}
+	routes  map[string]string // "<tunnel>.<node>" → peer URL
+}
+
+func newRouteTable() *routeTable {
+	return &routeTable{changed: make(chan struct{}, 1), routes: map[string]string{}}
+}
+
+func (r *routeTable) HeldTunnels() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.held)
+}
+
+func (r *routeTable) HeldChanged() <-chan struct{} { return r.changed }
+
+func (r *routeTable) hold(tunnels ...string) {
+	r.mu.Lock()
+	r.held = tunnels
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *routeTable) PutRoute(tunnelID, nodeID, url string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.routes[tunnelID+"."+nodeID] = url
+	return true
+}
+
+func (r *routeTable) DeleteRoute(tunnelID, nodeID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.routes, tunnelID+"."+nodeID)
+}
+
+func (r *routeTable) ExpireRoutes(time.Time) int { return 0 }
+
+func (r *routeTable) snapshot() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.routes)
+}
+
+// Each node's Routes puts the tunnels it holds into the bucket when an agent takes one, deletes
+// an entry when the tunnel's last session ends and all of them when it stops; every other node
+// sees them come and go. Entries anyone else writes are decoded as hostile: malformed ones never
+// reach the table.
+func TestRouteTableCarriesWhichNodeHoldsWhichTunnel(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	env := startNATS(t, controlbus.StreamsConfig{})
+	start := func(nodeID string, table *routeTable) *nodebus.Routes {
+		r, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: nm(t), Conn: connect(t, env.url()), NodeID: nodeID,
+			PeerURL: "ws://" + nodeID[:8] + ".test:8081/v1/peer", Table: table, Interval: 100 * time.Millisecond, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Stop)
+		return r
+	}
+	aID, bID := uuid.NewString(), uuid.NewString()
+	a, b := newRouteTable(), newRouteTable()
+	start(aID, a)
+	rb := start(bID, b)
+	t1, t2 := uuid.NewString(), uuid.NewString()
+	b.hold(t1, t2)
+	want := map[string]string{t1 + "." + bID: "ws://" + bID[:8] + ".test:8081/v1/peer", t2 + "." + bID: "ws://" + bID[:8] + ".test:8081/v1/peer"}
+	poll.Until(t, 10*time.Second, "a sees b's tunnels", func() bool { return maps.Equal(a.snapshot(), want) })
+	if _, ok := b.snapshot()[t1+"."+bID]; !ok {
+		t.Fatalf("b's Routes hands the table b's own entries too (the node ignores them): %v", b.snapshot())
+	}
+
+	// Forged and malformed entries are refused before the table.
+	js, _ := jetstream.New(connect(t, env.url()))
+	kv, err := js.KeyValue(ctx, nm(t).RoutesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := uuid.NewString()
+	for key, value := range map[string]string{
+		t1 + "." + other:   `{"node_id":"` + aID + `","peer_url":"ws://x/v1/peer"}`, // names another node than its key
+		t1 + ".not-a-node": `{"node_id":"not-a-node","peer_url":"ws://x/v1/peer"}`,
+		t2 + "." + other:   `{"node_id":"` + other + `","peer_url":"http://x/v1/peer"}`,
+		t2 + ".x" + other:  fmt.Sprintf(`{"node_id":"%s","peer_url":"ws://%s/"}`, other, strings.Repeat("a", 2000)),
+	} {
+		if _, err := kv.Put(ctx, key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := uuid.NewString()
+	if _, err := kv.Put(ctx, wire.RouteKey(t1, good), []byte(`{"node_id":"`+good+`","peer_url":"wss://g.test/v1/peer"}`)); err != nil {
+		t.Fatal(err)
+	}
+	want[t1+"."+good] = "wss://g.test/v1/peer"
+	poll.Until(t, 10*time.Second, "the well-formed entry, and only it, in a's table", func() bool { return maps.Equal(a.snapshot(), want) })
+
+	b.hold(t2) // t1's last session on b ended
+	delete(want, t1+"."+bID)
+	poll.Until(t, 10*time.Second, "b's entry for t1 deleted", func() bool { return maps.Equal(a.snapshot(), want) })
+	rb.Stop() // a stopping node takes its entries with it
+	delete(want, t2+"."+bID)
+	poll.Until(t, 10*time.Second, "b's entries deleted at its stop", func() bool { return maps.Equal(a.snapshot(), want) })
+}

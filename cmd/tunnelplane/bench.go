@@ -95,7 +95,7 @@ the receiver acknowledged the batch holding it (p50, p99).`,
 	siemCmd.Flags().IntVar(&loadClients, "load-clients", 64, "HTTP clients sending the API load")
 	siemCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the rounds (baseline and forwarder) to this file")
 	siemCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (keys siem_eps, baseline_eps, siem_ratio, lag_p50_ms, lag_p99_ms, commands_per_s …)")
-	cmd.AddCommand(siemCmd, newBenchExportCommand(g), newBenchAnalyticsCommand(g), newBenchCallsCommand(g), newBenchSessionsCommand(g))
+	cmd.AddCommand(siemCmd, newBenchExportCommand(g), newBenchAnalyticsCommand(g), newBenchCallsCommand(g), newBenchSessionsCommand(g), newBenchFailoverCommand(g))
 	return cmd
 }
 

@@ -20,7 +20,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	storebench "github.com/tunnelplane/tunnelplane/bench/store"
@@ -185,7 +184,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, ctx.Err()
 	}
 	kill := ld.killAt(victim)
-	if err := syscall.Kill(victim.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	if err := victim.cmd.Process.Kill(); err != nil {
 		return nil, fmt.Errorf("bench failover: kill %s: %w", victim.name, err)
 	}
 	select {

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/bus/controlbus"
@@ -56,7 +55,7 @@ type proc struct {
 func (s *system) start(ctx context.Context, name string, env []string, args ...string) (*proc, error) {
 	cmd := exec.Command(s.o.Exe, args...)
 	cmd.Env = append(append([]string{}, s.env...), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -115,11 +114,11 @@ func (p *proc) stop() {
 		return
 	default:
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	_ = terminate(p.cmd)
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = kill(p.cmd)
 		<-p.done
 	}
 }

@@ -192,6 +192,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return "DELETE", "/api/v1/role-assignments/" + url.PathEscape(user) + "/viewer?org=" + org, nil
 		}},
 		{"list roles", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/role-assignments?org=" + org, nil }},
+		{"delete user", roleAdmins, 200, func(org string) (string, string, any) {
+			user := fmt.Sprintf("d-%d", next())
+			e.write(201, "POST", "/api/v1/role-assignments", root, map[string]string{"org": org, "user_id": user, "role": "viewer"})
+			return "DELETE", "/api/v1/users/" + url.PathEscape(user) + "?reason=left&org=" + org, nil
+		}},
 		{"search audit", readers, 200, func(org string) (string, string, any) { return "GET", "/api/v1/audit?org=" + org, nil }},
 		{"create siem sink", roleAdmins, 201, func(org string) (string, string, any) {
 			return "POST", "/api/v1/siem/sinks?org=" + org, siemSinkBody(fmt.Sprintf("s-%d", next()))
@@ -319,6 +324,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return "DELETE", "/api/v1/report-schedules/" + schedule("*"), nil
 		}},
 		{"list platform reports", nil, 200, func(string) (string, string, any) { return "GET", "/api/v1/reports?org=*", nil }},
+		{"delete user everywhere", nil, 200, func(string) (string, string, any) {
+			user := fmt.Sprintf("d-%d", next())
+			e.write(201, "POST", "/api/v1/role-assignments", root, map[string]string{"org": orgs["acme"], "user_id": user, "role": "viewer"})
+			return "DELETE", "/api/v1/users/" + url.PathEscape(user) + "?reason=left&org=*", nil
+		}},
 		{"assign superadmin", nil, 201, func(string) (string, string, any) {
 			return "POST", "/api/v1/role-assignments", map[string]string{"user_id": fmt.Sprintf("s-%d", next()), "role": "superadmin"}
 		}},

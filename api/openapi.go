@@ -142,6 +142,10 @@ var operations = []operation{
 		params: withList("query:scope_org", "query:user_id", "query:role"), status: 200, resp: "List:RoleAssignment", errs: []int{400, 403, 404, 422}},
 	{method: "DELETE", path: "/api/v1/role-assignments/{user_id}/{role}", id: "unassignRole", summary: "Withdraw a role", tag: "roles",
 		params: []string{"path:user_id", "path:role", "query:scope_org", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
+	{method: "DELETE", path: "/api/v1/users/{user_id}", id: "deleteUser", summary: "Delete a user from an organization (org \"*\": from every organization and the platform, superadmins): " +
+		"user.deleted with, in the same append, role.unassigned for each of their roles, grant.revoked for each grant to them by name and access.denied for each pending request " +
+		"there (caused by it); nodes end their live calls and refuse their tokens issued before it. Owners and admins; deleting an owner takes an owner", tag: "roles",
+		params: []string{"path:user_id", "query:scope_org", "query:reason", "header:Idempotency-Key"}, status: 200, resp: "WriteResult", errs: []int{400, 403, 404, 409, 422}},
 
 	{method: "GET", path: "/api/v1/log", id: "logInfo", summary: "Public: the log's origin, size, newest signed checkpoint, the log key as a C2SP note verifier key, and the log keys' history", tag: "keys",
 		status: 200, resp: "LogInfo", errs: []int{400}, public: true},

@@ -147,3 +147,30 @@ func (s *Server) roleChanged(c echo.Context, res commands.Result) {
 
 // roleChangeWait bounds how long a role change waits to be in force before it is answered.
 const roleChangeWait = 5 * time.Second
+
+// deleteUser removes a user from an organization (org "*": from every organization and the
+// platform): their roles, grants by name and pending requests there end in one append with
+// user.deleted, and nodes refuse their earlier tokens (commands.DeleteUser).
+func (s *Server) deleteUser(c echo.Context) error {
+	q, err := newQuery(c, "org", "reason")
+	if err != nil {
+		return err
+	}
+	user, err := url.PathUnescape(c.Param("user_id"))
+	if err != nil {
+		return badRequest("user_id", "is not a valid escaped path segment")
+	}
+	cmd := commands.DeleteUser{UserID: user, Reason: q.str("reason")}
+	given := q.str("org")
+	if given == domain.PlatformOrg {
+		cmd.OrgID = domain.PlatformOrg
+	} else if cmd.OrgID, err = s.orgFor(c, given, commands.ObjRoles, commands.ActUnassign, false); err != nil {
+		return err
+	}
+	res, err := s.cfg.Service.Handlers.DeleteUser.Handle(c.Request().Context(), cmd)
+	if err != nil {
+		return err
+	}
+	s.roleChanged(c, res)
+	return s.written(c, http.StatusOK, res)
+}

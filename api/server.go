@@ -212,6 +212,7 @@ func (s *Server) register() {
 	s.route(http.MethodPost, "/api/v1/role-assignments", s.assignRole, true)
 	s.route(http.MethodGet, "/api/v1/role-assignments", s.listRoles, true)
 	s.route(http.MethodDelete, "/api/v1/role-assignments/:user_id/:role", s.unassignRole, true)
+	s.route(http.MethodDelete, "/api/v1/users/:user_id", s.deleteUser, true)
 
 	// Public: a witness, an auditor and a node (before and after it enrolls, holding no user's
 	// token) read the log's description; nothing in it is secret.

@@ -184,6 +184,7 @@ type Handlers struct {
 	SetOrgTimeZone      Handler[SetOrgTimeZone]
 	SetPriceSheet       Handler[SetPriceSheet]
 	EraseSubject        Handler[EraseSubject]
+	DeleteUser          Handler[DeleteUser]
 
 	CreateReportSchedule Handler[CreateReportSchedule]
 	UpdateReportSchedule Handler[UpdateReportSchedule]
@@ -255,6 +256,7 @@ func New(cfg Config) (*Service, error) {
 		SetOrgTimeZone:        decorate(s, HandlerFunc[SetOrgTimeZone](s.setOrgTimeZone)),
 		SetPriceSheet:         decorate(s, HandlerFunc[SetPriceSheet](s.setPriceSheet)),
 		EraseSubject:          decorate(s, HandlerFunc[EraseSubject](s.eraseSubject)),
+		DeleteUser:            decorate(s, HandlerFunc[DeleteUser](s.deleteUser)),
 
 		CreateReportSchedule: decorate(s, HandlerFunc[CreateReportSchedule](s.createReportSchedule)),
 		UpdateReportSchedule: decorate(s, HandlerFunc[UpdateReportSchedule](s.updateReportSchedule)),

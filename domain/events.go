@@ -56,6 +56,7 @@ const (
 	TypeAuditOverflowed = "audit.overflowed"
 
 	TypeUserLoggedIn = "user.logged_in"
+	TypeUserDeleted  = "user.deleted"
 
 	TypeAgentConnected    = "agent.connected"
 	TypeAgentDisconnected = "agent.disconnected"
@@ -103,7 +104,7 @@ func NodeNeeds(eventType string) bool {
 		TypeRoleAssigned, TypeRoleUnassigned, TypeAgentTokenIssued, TypeAgentTokenRevoked, TypeNodeDrainRequested,
 		TypeAccessKeyIssued, TypeAccessKeyRevoked,
 		TypeGrantCreated, TypeGrantRevoked, TypeGrantExpired,
-		TypeTunnelAccessLogSet:
+		TypeTunnelAccessLogSet, TypeUserDeleted:
 		return true
 	}
 	return false
@@ -140,7 +141,7 @@ func EventTypes() []EventType {
 		TypeReportScheduleCreated, TypeReportScheduleUpdated, TypeReportSchedulePaused, TypeReportScheduleResumed, TypeReportScheduleDeleted,
 		TypeCapacityForecastExceeded,
 		TypeTunnelAccessLogSet, TypeAccessCallsRecorded,
-		TypeUserLoggedIn,
+		TypeUserLoggedIn, TypeUserDeleted,
 	}
 	out := make([]EventType, len(names))
 	for i, n := range names {
@@ -320,6 +321,8 @@ func New(typ string) (Event, error) {
 		e = &AccessCallsRecorded{}
 	case TypeUserLoggedIn:
 		e = &UserLoggedIn{}
+	case TypeUserDeleted:
+		e = &UserDeleted{}
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, typ)
 	}

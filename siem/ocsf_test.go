@@ -133,6 +133,8 @@ func samples() map[string]any {
 			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
 		domain.TypeUserLoggedIn: domain.UserLoggedIn{UserID: "oidc-0123456789abcdef:alice", Issuer: "https://idp.example", Method: domain.LoginMethodOIDC,
 			Groups: []string{"ml-team"}, TokenID: uuid.NewString(), ExpiresAt: at.Add(time.Hour)},
+		domain.TypeUserDeleted: domain.UserDeleted{OrgID: org, UserID: "oidc-0123456789abcdef:alice", DeletedBy: "root", Reason: "left the company",
+			RolesWithdrawn: 2, GrantsRevoked: 1, RequestsDenied: 1},
 		domain.TypeSubjectErased: domain.SubjectErased{Subject: "vic", KeysDestroyed: 2, Reason: "GDPR art. 17 request"},
 		domain.TypeWebhookEndpointCreated: domain.WebhookEndpointCreated{EndpointID: uuid.NewString(), OrgID: org, Name: "chatops", URL: "https://hooks.example/tp",
 			Types: []string{domain.TypeAccessRequested}, Secret: "sealed:v1:abc"},

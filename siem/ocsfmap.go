@@ -19,6 +19,7 @@ type ocsfClass struct {
 }
 
 var (
+	classAccountChange    = ocsfClass{3001, 3, "Account Change", "Identity & Access Management", false}
 	classAuthentication   = ocsfClass{3002, 3, "Authentication", "Identity & Access Management", false}
 	classEntityManagement = ocsfClass{3004, 3, "Entity Management", "Identity & Access Management", false}
 	classUserAccess       = ocsfClass{3005, 3, "User Access Management", "Identity & Access Management", false}
@@ -210,6 +211,16 @@ var ocsfMappings = map[string]ocsfMapping{
 			e := d.event.(*domain.RoleUnassigned)
 			o.user.kind, o.user.v = userUID, e.UserID
 			o.privilege = some(string(e.Role))
+		}},
+	// A deletion ends a person's access at once: worth a look.
+	domain.TypeUserDeleted: {class: classAccountChange, activity: 6, activityName: "Delete", severity: sevLow,
+		message: func(d decoded) string {
+			e := d.event.(*domain.UserDeleted)
+			return e.UserID + " deleted from " + orgScope(e.OrgID) + ": " + e.Reason
+		},
+		fill: func(d decoded, o *ocsfEvent) {
+			e := d.event.(*domain.UserDeleted)
+			o.user.kind, o.user.v = userUID, e.UserID
 		}},
 	domain.TypeAuthFailed: {class: classAuthentication, activity: 1, activityName: "Logon", severity: sevMedium,
 		message: func(d decoded) string { return "authentication failed: " + d.event.(*domain.AuthFailed).Reason },
@@ -553,4 +564,12 @@ func nonEmpty(s, fallback string) string {
 		return s
 	}
 	return fallback
+}
+
+// orgScope names an organization id for a message, or every organization for domain.PlatformOrg.
+func orgScope(org string) string {
+	if org == domain.PlatformOrg {
+		return "every organization"
+	}
+	return "organization " + org
 }

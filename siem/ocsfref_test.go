@@ -368,6 +368,18 @@ var refMappings = map[string]refMapping{
 			o["user"] = map[string]any{"uid": e.UserID}
 			o["privileges"] = []any{string(e.Role)}
 		}},
+	domain.TypeUserDeleted: {class: classAccountChange, activity: 6, activityName: "Delete", severity: sevLow,
+		message: func(d decoded) string {
+			e := d.event.(*domain.UserDeleted)
+			scope := "organization " + e.OrgID
+			if e.OrgID == "*" {
+				scope = "every organization"
+			}
+			return e.UserID + " deleted from " + scope + ": " + e.Reason
+		},
+		fill: func(d decoded, o refEvent) {
+			o["user"] = map[string]any{"uid": d.event.(*domain.UserDeleted).UserID}
+		}},
 	domain.TypeAuthFailed: {class: classAuthentication, activity: 1, activityName: "Logon", severity: sevMedium,
 		message: func(d decoded) string { return "authentication failed: " + d.event.(*domain.AuthFailed).Reason },
 		fill: func(d decoded, o refEvent) {

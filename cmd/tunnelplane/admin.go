@@ -35,7 +35,7 @@ detail when the API refuses.`,
 	pf.BoolVar(&a.asJSON, "json", false, "print the API's JSON")
 	pf.StringVar(&a.idemKey, "idempotency-key", "", "Idempotency-Key for a command: a retry with the same key does not repeat it")
 	cmd.AddCommand(newAdminTokenCommand(g), a.orgsCommand(), a.tunnelsCommand(), a.nodesCommand(), a.tokensCommand(), a.accessKeysCommand(), a.grantsCommand(), a.accessRequestsCommand(), a.accessCommand(), a.rolesCommand(),
-		a.keysCommand(), a.auditCommand(), a.siemCommand(), a.webhooksCommand(), a.analyticsCommand(), a.subjectsCommand(), a.reportSchedulesCommand())
+		a.keysCommand(), a.auditCommand(), a.siemCommand(), a.webhooksCommand(), a.analyticsCommand(), a.subjectsCommand(), a.reportSchedulesCommand(), a.usersCommand())
 	cmd.AddCommand(a.exportsCommand())
 	return cmd
 }

@@ -46,7 +46,16 @@ func (a *adminClient) accessCommand() *cobra.Command {
 					rows = append(rows, []string{s.Kind, s.ID, r.Kind, chain(r)})
 				}
 			}
-			return a.table(ans.Subjects, "SUBJECT\tID\tREASON\tCHAIN (event@position)", rows)
+			if err := a.table(ans.Subjects, "SUBJECT\tID\tREASON\tCHAIN (event@position)", rows); err != nil || len(ans.Deletions) == 0 {
+				return err
+			}
+			// Who was deleted: what they held is gone above, and their tokens from before are refused.
+			fmt.Fprintln(a.g.stdout, "\ndeleted users (their tokens issued before are refused)")
+			rows = rows[:0]
+			for _, d := range ans.Deletions {
+				rows = append(rows, []string{d.UserID, d.OrgID, fmt.Sprintf("%s@%d", d.Event.Type, d.Event.Position), short(d.Event.RecordedAt), d.Reason})
+			}
+			return a.table(nil, "USER\tFROM ORG\tEVENT\tAT\tREASON", rows)
 		},
 	}
 	who.Flags().StringVar(&org, "org", "", "organization name or id (default: your only one)")

@@ -11,7 +11,8 @@ import (
 )
 
 // admin access who and admin tunnels activity: by tunnel name, as tables and as JSON; --at
-// replays the log (before the grant: the grantee is not there).
+// replays the log (before the grant: the grantee is not there); admin users delete, and the
+// deleted user listed.
 func TestAdminAccessWhoAndActivity(t *testing.T) {
 	t.Parallel()
 	env := startAdminEnv(t)
@@ -51,5 +52,19 @@ func TestAdminAccessWhoAndActivity(t *testing.T) {
 	js = as("admin", "tunnels", "activity", "api", "--org", "acme", "--kinds", "grants", "--json")
 	if err := json.Unmarshal([]byte(js.stdout), &a); err != nil || len(a.Items) != 1 || a.Items[0].Type != "grant.created" || a.Items[0].Actor != "root" {
 		t.Fatalf("activity --json: %v %s", err, js.stdout)
+	}
+
+	// admin users delete: the reason is required; afterwards victor is gone from the answer and
+	// listed among the deleted users.
+	if r := env.run(t, "admin", "users", "delete", "victor", "--org", "acme"); r.code == 0 || !strings.Contains(r.stderr, "--reason") {
+		t.Errorf("users delete without --reason: %d %s", r.code, r.stderr)
+	}
+	if d := as("admin", "users", "delete", "victor", "--org", "acme", "--reason", "left the team"); !strings.Contains(d.stdout, "deleted user") {
+		t.Errorf("users delete: %s", d.stdout)
+	}
+	after := as("admin", "access", "who", "--org", "acme", "--tunnel", "api")
+	if strings.Contains(after.stdout, "user     victor") || !strings.Contains(after.stdout, "deleted users") ||
+		!strings.Contains(strings.Join(strings.Fields(after.stdout), " "), "left the team") {
+		t.Errorf("access who after victor's deletion:\n%s", after.stdout)
 	}
 }

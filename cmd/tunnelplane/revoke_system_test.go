@@ -25,7 +25,8 @@ import (
 // API → log → relay → NATS → two nodes' verified views → their ingresses. A viewer with a grant
 // holds an event stream through node A and a WebSocket through node B; the grant revoked, both
 // end (the WebSocket with close 1008) and new calls are refused on both nodes, while the owner's
-// stream goes on. An access key revoked cuts its stream; a role withdrawn cuts the calls it let in.
+// stream goes on. An access key revoked cuts its stream; a role withdrawn cuts the calls it let in;
+// a user deleted loses their calls even where a group grant let them in, and their earlier token.
 func TestSystemRevocationCutsLiveCalls(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole system")
@@ -147,6 +148,29 @@ func TestSystemRevocationCutsLiveCalls(t *testing.T) {
 	adaSSE := sse("A", "Authorization", ada)
 	at = revoked(http.MethodDelete, "/api/v1/role-assignments/ada/admin?org=demo")
 	t.Logf("role withdrawn: event stream on node A ended %v after the API answered (the API took %v)", adaSSE.EndsWithin(t, at, time.Second), took)
+	owner.Flowing(t, 3, 10*time.Second)
+
+	// A user deleted: gus, a viewer let in by a grant to the group "ml" his token names (which the
+	// deletion leaves alone), holds an event stream through A and a WebSocket through B.
+	api(http.MethodPost, "/api/v1/role-assignments", map[string]string{"org": "demo", "user_id": "gus", "role": "viewer"})
+	api(http.MethodPost, "/api/v1/tunnels/"+d.TunnelID+"/grants?org=demo", map[string]string{"group": "ml", "ttl": "1h"})
+	gusRaw, err := token.MintUserInGroups(sv.CP.Service.TokenKey(), token.DefaultIssuer, "gus", "", []string{"ml"}, time.Hour, time.Now().Add(-2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gus := "Bearer " + gusRaw
+	let("the group grant", "Authorization", gus, http.StatusOK)
+	gusSSE := sse("A", "Authorization", gus)
+	gusWS := streamtest.WebSocket(t, wsURL, http.Header{"Authorization": {gus}})
+	gusWS.Flowing(t, 2, 10*time.Second)
+	at = revoked(http.MethodDelete, "/api/v1/users/gus?org=demo&reason=left+the+team")
+	sseAfter, wsAfter = gusSSE.EndsWithin(t, at, time.Second), gusWS.EndsWithin(t, at, time.Second)
+	t.Logf("user deleted: event stream on node A ended %v, WebSocket on node B %v after the API answered (the API took %v)", sseAfter, wsAfter, took)
+	for n := range nodes {
+		if s := call(n, "Authorization", gus); s != http.StatusUnauthorized {
+			t.Fatalf("a new call on node %s with the deleted user's earlier token: %d", n, s)
+		}
+	}
 	owner.Flowing(t, 3, 10*time.Second)
 }
 

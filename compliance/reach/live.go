@@ -2,7 +2,9 @@ package reach
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -18,9 +20,11 @@ type ReadModels interface {
 }
 
 // Streams reads one stream of the log (an *eventstore.Store): grants have no read model, the
-// decisions read them from the tunnel's sharing stream, and so does the live answer.
+// decisions read them from the tunnel's sharing stream, and so does the live answer; and the
+// log's user deletions by type (rare; they have no read model either).
 type Streams interface {
 	ReadStream(ctx context.Context, streamID string, from uint64, limit int) ([]eventstore.Record, error)
+	ReadTypes(ctx context.Context, types []string, from, upTo uint64, limit int) ([]eventstore.Record, error)
 }
 
 const livePage = 1000
@@ -50,7 +54,33 @@ func Live(ctx context.Context, rm ReadModels, st Streams, orgID, tunnelID string
 	if err := f.liveKeys(ctx, rm, orgID, tunnelID); err != nil {
 		return Answer{}, err
 	}
+	if err := f.liveDeletions(ctx, st); err != nil {
+		return Answer{}, err
+	}
 	return f.answer(now, SourceLive, position)
+}
+
+// liveDeletions reads the log's user.deleted records (the whole log: deletions are few).
+func (f *facts) liveDeletions(ctx context.Context, st Streams) error {
+	for from := uint64(0); ; {
+		page, err := st.ReadTypes(ctx, []string{domain.TypeUserDeleted}, from, math.MaxInt64, livePage)
+		if err != nil {
+			return fmt.Errorf("live: %w", err)
+		}
+		for _, r := range page {
+			var e domain.UserDeleted
+			if err := json.Unmarshal(r.Payload, &e); err != nil {
+				return fmt.Errorf("live: position %d: %w", r.Position, err)
+			}
+			if err := f.deleted(&e, r); err != nil {
+				return fmt.Errorf("live: %w", err)
+			}
+		}
+		if len(page) < livePage {
+			return nil
+		}
+		from = page[len(page)-1].Position + 1
+	}
 }
 
 // liveTunnel reads the tunnel's stream for its creation and the event that gave it its labels.

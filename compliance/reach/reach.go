@@ -2,6 +2,7 @@ package reach
 
 import (
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -137,6 +138,16 @@ type TunnelInfo struct {
 	Created *Ref   `json:"created,omitempty"`
 }
 
+// Deletion is a user's deletion from the tunnel's organization (OrgID) or from every organization
+// (domain.PlatformOrg) up to the time asked: the roles and grants it ended are gone from the
+// answer, and nodes refuse that user's tokens issued before it.
+type Deletion struct {
+	UserID string `json:"user_id"`
+	OrgID  string `json:"org_id"`
+	Reason string `json:"reason"`
+	Event  Ref    `json:"event"`
+}
+
 // Answer is who could reach a tunnel at a time.
 type Answer struct {
 	At     time.Time  `json:"at"`
@@ -146,6 +157,8 @@ type Answer struct {
 	// live: the read models', at least).
 	Position uint64    `json:"position"`
 	Subjects []Subject `json:"subjects"`
+	// Deletions are the users deleted from the tunnel's organization or everywhere, oldest first.
+	Deletions []Deletion `json:"deletions"`
 }
 
 // Brief lists the subjects as "kind:id=reason+reason", in the answer's order (for logs, tests
@@ -188,8 +201,9 @@ type facts struct {
 	grants []grantFact
 	keys   []keyFact
 	// labels are the tunnel's labels, given by the event labelled (nil: never labelled).
-	labels   map[string]string
-	labelled *Ref
+	labels    map[string]string
+	labelled  *Ref
+	deletions []Deletion
 }
 
 // label records the tunnel's labels as an event r set them.
@@ -206,7 +220,9 @@ func newFacts() *facts {
 // grants active at at (an expiry passed counts whether or not grant.expired was recorded), keys
 // neither revoked nor expired at at. A tunnel not active at at is nobody's.
 func (f *facts) answer(at time.Time, source string, position uint64) (Answer, error) {
-	a := Answer{At: at.UTC(), Source: source, Tunnel: f.tunnel, Position: position, Subjects: []Subject{}}
+	a := Answer{At: at.UTC(), Source: source, Tunnel: f.tunnel, Position: position, Subjects: []Subject{}, Deletions: []Deletion{}}
+	a.Deletions = append(a.Deletions, f.deletions...)
+	sort.Slice(a.Deletions, func(i, j int) bool { return a.Deletions[i].Event.Position < a.Deletions[j].Event.Position })
 	if f.tunnel.State != TunnelActive {
 		return a, nil
 	}
@@ -328,6 +344,18 @@ func sortReasons(rs []Reason) {
 		}
 		return key(rs[i]) < key(rs[j])
 	})
+}
+
+// deleted records a user.deleted of the tunnel's organization or of every organization.
+func (f *facts) deleted(e *domain.UserDeleted, r eventstore.Record) error {
+	if e.OrgID != f.tunnel.OrgID && e.OrgID != domain.PlatformOrg {
+		return nil
+	}
+	if len(f.deletions) >= MaxSubjects {
+		return fmt.Errorf("%w: more than %d user deletions", ErrTooMany, MaxSubjects)
+	}
+	f.deletions = append(f.deletions, Deletion{UserID: e.UserID, OrgID: e.OrgID, Reason: e.Reason, Event: refOf(r, false)})
+	return nil
 }
 
 // chainOf builds a grant's chain from its events, looked up by event id (an approval's and a

@@ -23,6 +23,7 @@ var replayTypes = []string{
 	domain.TypeGrantCreated, domain.TypeGrantRevoked, domain.TypeGrantExpired,
 	domain.TypeAccessRequested, domain.TypeAccessApproved,
 	domain.TypeAccessKeyIssued, domain.TypeAccessKeyRevoked,
+	domain.TypeUserDeleted,
 }
 
 const replayPage = 5000
@@ -83,7 +84,7 @@ func relevant(r eventstore.Record, orgID, tunnelID string) bool {
 		return false
 	}
 	switch r.Type {
-	case domain.TypeRoleAssigned, domain.TypeRoleUnassigned:
+	case domain.TypeRoleAssigned, domain.TypeRoleUnassigned, domain.TypeUserDeleted:
 		return p.OrgID == orgID || p.OrgID == domain.PlatformOrg
 	case domain.TypeAccessKeyIssued, domain.TypeAccessKeyRevoked:
 		// The organization's keys scoped by labels (no tunnel) may call the tunnel too.
@@ -166,6 +167,10 @@ func (f *facts) fold(recs []eventstore.Record) error {
 		case *domain.AccessKeyRevoked:
 			if k := keys[e.KeyID]; k != nil {
 				k.revoked = true
+			}
+		case *domain.UserDeleted:
+			if err := f.deleted(e, r); err != nil {
+				return fmt.Errorf("replay: %w", err)
 			}
 		}
 	}

@@ -107,6 +107,9 @@ type Principal struct {
 	// Host is the one host a user token is valid on (a browser login's; token.UserClaims.Host):
 	// the ingress refuses it on any other. Empty: any host.
 	Host string
+	// IssuedAt is when a user token was issued (zero: it says not): nodes refuse a token issued
+	// before its user's deletion.
+	IssuedAt time.Time
 }
 
 // IngressAuthorizer decides who calls the ingress and which tunnels they may call. The ingress

@@ -19,7 +19,7 @@ import (
 
 // snapshotFormat changes whenever what the view folds, or how a snapshot stores it, changes: a
 // snapshot of another format is not used and the node replays the log from its start instead.
-const snapshotFormat = 7
+const snapshotFormat = 8
 
 // ErrSnapshotMismatch: the snapshot was taken of another log, for another issuer or in another
 // format; it must not be used (replay from the start instead).
@@ -44,6 +44,8 @@ type snapshot struct {
 	Grants    []snapshotGrant      `json:"grants,omitempty"`
 	Decisions map[string]Decision  `json:"decisions,omitempty"`
 	Rotated   map[string]time.Time `json:"rotated,omitempty"` // token key id → rotated out at
+	// Deleted is when users were last deleted, by org|user (format 8).
+	Deleted map[string]time.Time `json:"deleted,omitempty"`
 	// SealKeys are the agent tokens' issuers' sealing keys (format 6).
 	SealKeys []snapshotSealKey `json:"seal_keys,omitempty"`
 	// Chain is the record verifier's state at Position (views made by NewVerified).
@@ -101,7 +103,7 @@ func (v *View) Snapshot(origin string) ([]byte, int64, error) {
 	s := snapshot{Format: snapshotFormat, Origin: origin, Issuer: v.issuer, Position: v.position, EventID: v.lastID,
 		Keys: map[string][]byte{}, ByName: map[string]map[string]string{}, Orgs: maps.Clone(v.orgs),
 		OrgByName: maps.Clone(v.orgByName), Roles: map[string][]domain.Role{}, Revoked: slices.Sorted(maps.Keys(v.revoked)),
-		Decisions: maps.Clone(v.decisions), Rotated: maps.Clone(v.rotated)}
+		Decisions: maps.Clone(v.decisions), Rotated: maps.Clone(v.rotated), Deleted: maps.Clone(v.deleted)}
 	if v.chain != nil {
 		chain, err := json.Marshal(v.chain)
 		if err != nil {
@@ -202,6 +204,7 @@ func (v *View) Restore(b []byte, origin string) error {
 	}
 	maps.Copy(v.decisions, s.Decisions)
 	maps.Copy(v.rotated, s.Rotated)
+	maps.Copy(v.deleted, s.Deleted)
 	for id, k := range s.Keys {
 		v.keys.Put(id, ed25519.PublicKey(k))
 	}

@@ -149,6 +149,7 @@ type View struct {
 	grantByID  map[string]*grant
 	decisions  map[string]Decision   // by event id
 	rotated    map[string]time.Time  // token key id → when it was rotated out
+	deleted    map[string]time.Time  // org|user (PlatformOrg|user: everywhere) → when the user was last deleted there
 	chain      *ledger.ChainVerifier // nil: events are taken as they come (tests)
 	position   int64
 	lastID     string // EventID at position
@@ -173,7 +174,7 @@ func New(issuer string, hooks Hooks) *View {
 		orgByName: map[string]string{}, roles: map[string]map[domain.Role]bool{}, revoked: map[string]bool{}, decisions: map[string]Decision{},
 		accessKeys: map[string]*accessKey{}, keyByHash: map[string]*accessKey{},
 		grants: map[string]map[string]*grant{}, grantByID: map[string]*grant{}, groups: map[string]tokenGroups{},
-		rotated: map[string]time.Time{}, sealKeys: map[string]sealKey{}, sealPrune: minSealPrune,
+		rotated: map[string]time.Time{}, deleted: map[string]time.Time{}, sealKeys: map[string]sealKey{}, sealPrune: minSealPrune,
 		position: -1, hooks: hooks, issuer: issuer, leeway: token.DefaultLeeway, now: time.Now, changed: make(chan struct{}), target: -2}
 }
 
@@ -394,6 +395,14 @@ func (v *View) apply(e Event, after *[]func()) error {
 		v.roles[k][x.Role] = true
 	case *domain.RoleUnassigned:
 		delete(v.roles[x.OrgID+"|"+x.UserID], x.Role)
+	case *domain.UserDeleted:
+		// The caused role.unassigned and grant.revoked come in the same append; what is left is
+		// the user's tokens from before, which a group grant would still admit.
+		at := e.RecordedAt
+		if at.IsZero() {
+			at = v.now()
+		}
+		v.deleted[x.OrgID+"|"+x.UserID] = at
 	case *domain.NodeDrainRequested:
 		v.decide(e.EventID, x)
 		if h := v.hooks.DrainRequested; h != nil {
@@ -614,7 +623,8 @@ func withdrawsAccess(e Event) bool {
 		return e.Type == ledger.TypeKeyRevoked
 	}
 	switch e.Type {
-	case domain.TypeRoleUnassigned, domain.TypeTunnelDeleted, domain.TypeGrantRevoked, domain.TypeGrantExpired, domain.TypeAccessKeyRevoked:
+	case domain.TypeRoleUnassigned, domain.TypeTunnelDeleted, domain.TypeGrantRevoked, domain.TypeGrantExpired, domain.TypeAccessKeyRevoked,
+		domain.TypeUserDeleted:
 		return true
 	}
 	return false
@@ -794,7 +804,7 @@ func (v *View) AuthenticateCaller(_ context.Context, bearer string) (node.Princi
 		expires = c.ExpiresAt.Time
 	}
 	v.rememberGroups(c.Subject, c.Groups, issued, expires)
-	p := node.Principal{UserID: c.Subject, Host: c.Host}
+	p := node.Principal{UserID: c.Subject, Host: c.Host, IssuedAt: issued}
 	if !expires.IsZero() {
 		p.Expires = expires.Add(v.leeway)
 	}
@@ -882,6 +892,9 @@ func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Rout
 		// Valid when it was authenticated (and cached), no longer: a call it opened ends too.
 		return fmt.Errorf("%w: %w", node.ErrUnauthenticated, token.ErrExpired)
 	}
+	if err := v.issuedBeforeDeletion(p, r.OrgID); err != nil {
+		return err
+	}
 	roles := v.roles[r.OrgID+"|"+p.UserID]
 	superadmin := v.roles[domain.PlatformOrg+"|"+p.UserID][domain.RoleSuperadmin]
 	t := v.tunnels[r.TunnelID]
@@ -895,6 +908,21 @@ func (v *View) AuthorizeIngress(_ context.Context, p node.Principal, r node.Rout
 		return fmt.Errorf("%w: %s", node.ErrUnknownTunnel, r.Name)
 	}
 	return fmt.Errorf("%w: %s may not use tunnel %s", node.ErrForbidden, p.UserID, r.Name)
+}
+
+// issuedBeforeDeletion refuses a user token issued at or before the user's latest deletion from
+// org or from everywhere (under v.mu): ErrUnauthenticated, so the caller signs in again (a token
+// issued after it is decided as any other: by roles and grants). A token without an issue time
+// counts as issued before.
+func (v *View) issuedBeforeDeletion(p node.Principal, org string) error {
+	at, ok := v.deleted[org+"|"+p.UserID]
+	if all, ok2 := v.deleted[domain.PlatformOrg+"|"+p.UserID]; ok2 && (!ok || all.After(at)) {
+		at, ok = all, true
+	}
+	if ok && !p.IssuedAt.After(at) {
+		return fmt.Errorf("%w: %w: the user was deleted at %s; sign in again", node.ErrUnauthenticated, token.ErrInvalid, at.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // skippable are the types the view takes withheld: those it does not act on.

@@ -219,6 +219,9 @@ type Config struct {
 	// DefaultLoginTTL, at most commands.MaxLoginTTL).
 	OIDC     *oidcauth.Verifier
 	LoginTTL time.Duration
+	// IDTokens records the ID tokens exchanged, so each is exchanged once (*oidcauth.Exchanges);
+	// required with OIDC.
+	IDTokens IDTokenExchanges
 	// PublicURL is the API's origin as browsers reach it (https://tunnelplane.example): the
 	// browser login's redirect URI is under it, and it is the one origin that may make
 	// cookie-authenticated changes. Empty: no browser login, and host-bound tokens are refused.
@@ -256,11 +259,19 @@ type Config struct {
 	Now        func() time.Time
 }
 
+// IDTokenExchanges claims an ID token's one exchange (oidcauth.Exchanges).
+type IDTokenExchanges interface {
+	Claim(ctx context.Context, raw string, until time.Time) error
+}
+
 // Validate reports every problem.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Service == nil {
 		errs = append(errs, errors.New("api config: Service is required"))
+	}
+	if c.OIDC != nil && c.IDTokens == nil {
+		errs = append(errs, errors.New("api config: IDTokens is required with OIDC (an ID token is exchanged once)"))
 	}
 	if c.Log == nil {
 		errs = append(errs, errors.New("api config: Log is required"))

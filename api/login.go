@@ -84,6 +84,9 @@ func (s *Server) oidcLogin(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(req.Context(), 15*time.Second)
 	defer cancel()
 	id, err := s.cfg.OIDC.Verify(ctx, in.IDToken)
+	if err == nil {
+		err = s.cfg.IDTokens.Claim(ctx, in.IDToken, id.ExchangeableUntil)
+	}
 	if err != nil {
 		if errors.Is(err, oidcauth.ErrRefused) {
 			s.auth.auditor.AuthFailed("oidc_id_token_refused", "", ip, ua)

@@ -40,7 +40,8 @@ func TestOIDCLogin(t *testing.T) {
 	}
 
 	var login api.OIDCLogin
-	e.must(200, "POST", "/api/v1/auth/oidc/token", "", api.OIDCLoginInput{IDToken: idp.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)}).decode(t, &login)
+	idToken := idp.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)
+	e.must(200, "POST", "/api/v1/auth/oidc/token", "", api.OIDCLoginInput{IDToken: idToken}).decode(t, &login)
 	want := domain.ExternalUserID(idp.Issuer, "u-1")
 	if login.UserID != want || login.Name != "Alice Doe" || strings.Join(login.Groups, ",") != "ml-team" || login.TokenType != "Bearer" {
 		t.Fatalf("login: %+v", login)
@@ -88,6 +89,8 @@ func TestOIDCLogin(t *testing.T) {
 		{"wrong audience", idp.IssueIDToken(t, "another-app", "u-1", time.Minute), "another client"},
 		{"expired", idp.IssueIDToken(t, "tunnelplane-cli", "u-1", -time.Minute), "expired"},
 		{"our own user token", login.Token, "another identity provider"},
+		// An ID token is exchanged once: one seen on its way mints nothing more.
+		{"exchanged again", idToken, "exchanged already"},
 	} {
 		r := e.must(401, "POST", "/api/v1/auth/oidc/token", "", api.OIDCLoginInput{IDToken: tc.raw})
 		p := r.problem(t)
@@ -112,8 +115,8 @@ func TestOIDCLogin(t *testing.T) {
 			refusals += ev.Count
 		}
 	}
-	if refusals != 4 {
-		t.Errorf("%d refused logins audited, want 4", refusals)
+	if refusals != 5 {
+		t.Errorf("%d refused logins audited, want 5", refusals)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/commands"
 	"github.com/tunnelplane/tunnelplane/commands/browserlogin"
+	"github.com/tunnelplane/tunnelplane/commands/oidcauth"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/compliance/exportjobs"
 	"github.com/tunnelplane/tunnelplane/compliance/pii"
@@ -128,7 +129,7 @@ func newEnv(t *testing.T, tweak ...func(*api.Config)) *env {
 	}
 	t.Cleanup(exports.Stop)
 	cfg := api.Config{Service: svc, Log: st, Runner: runner, ReadModels: readmodels.New(pool), SIEMSecrets: secrets, WebhookSecrets: secrets, Registry: metrics, Logger: quiet,
-		Exports: api.ExportsOf(exports), Personal: keyring}
+		Exports: api.ExportsOf(exports), Personal: keyring, IDTokens: &oidcauth.Exchanges{Pool: pool}}
 	for _, f := range tweak {
 		f(&cfg)
 	}

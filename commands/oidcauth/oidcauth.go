@@ -95,6 +95,9 @@ type Identity struct {
 	// Name is the name, preferred_username or email claim, the first present (may be empty).
 	Name   string
 	Groups []string
+	// ExchangeableUntil is when the token becomes too old to be verified (its iat, the age bound
+	// and the leeway): how long its exchange must be remembered (Exchanges).
+	ExchangeableUntil time.Time
 }
 
 // Verifier verifies ID tokens of one provider. Safe for concurrent use.
@@ -264,7 +267,8 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	return Identity{UserID: domain.ExternalUserID(tok.Issuer, c.Subject), Issuer: tok.Issuer, Name: displayName(c), Groups: groups}, nil
+	return Identity{UserID: domain.ExternalUserID(tok.Issuer, c.Subject), Issuer: tok.Issuer, Name: displayName(c), Groups: groups,
+		ExchangeableUntil: unix(*c.IssuedAt).Add(v.cfg.MaxAge + v.cfg.Leeway)}, nil
 }
 
 func unix(f float64) time.Time { return time.Unix(int64(f), 0) }

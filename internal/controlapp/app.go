@@ -144,7 +144,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if idp != nil && cfg.PublicURL != "" {
 		browserLogins = &browserlogin.Store{Pool: a.Log.Pool}
 	}
-	a.API, err = api.New(api.Config{OIDC: idp, LoginTTL: cfg.LoginTTL, PublicURL: cfg.PublicURL, BrowserLoginOrigins: cfg.BrowserLoginOrigins, BrowserLogins: browserLogins, Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
+	a.API, err = api.New(api.Config{OIDC: idp, IDTokens: &oidcauth.Exchanges{Pool: a.Log.Pool}, LoginTTL: cfg.LoginTTL, PublicURL: cfg.PublicURL, BrowserLoginOrigins: cfg.BrowserLoginOrigins, BrowserLogins: browserLogins, Service: a.Service, Log: a.Log.Store, Runner: a.Runner, ReadModels: queries, SIEMSecrets: secrets, WebhookSecrets: secrets, WebhookAllowPrivate: cfg.WebhookAllowPrivate, Exports: api.ExportsOf(a.Exports), Reports: reports, Personal: a.Log.Personal,
 		ScheduleKinds:    KindNames(kinds),
 		AnalyticsReports: analytics,
 		JWKSURL:          cfg.JWKSURL, JWKSFile: cfg.JWKSFile, JWTIssuer: cfg.JWTIssuer, TokenLeeway: cfg.TokenLeeway, NodeStreamCapacity: cfg.NodeStreamCapacity, Registry: cfg.Registry, Logger: a.log})

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS exchanged_id_tokens;

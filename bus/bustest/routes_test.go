@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelplane/tunnelplane/bus/controlbus"
@@ -131,4 +132,61 @@ func TestRouteTableCarriesWhichNodeHoldsWhichTunnel(t *testing.T) {
 	rb.Stop() // a stopping node takes its entries with it
 	delete(want, t2+"."+bID)
 	poll.Until(t, 10*time.Second, "b's entries deleted at its stop", func() bool { return maps.Equal(a.snapshot(), want) })
+}
+
+// Every node writes the route table, so none may wipe it: its stream refuses roll-ups ("Nats-Rollup:
+// all" on a node's own key) and purges, while puts and delete markers go on. A bucket made before
+// (roll-ups allowed) is sealed when the control plane ensures its streams again, and ensuring a
+// sealed one again changes nothing.
+func TestRouteTableCannotBeWiped(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	names := nm(t)
+	nc := connect(t, startNATS(t, controlbus.StreamsConfig{}).url())
+	j := js(t, nc)
+	// Made the old way, then ensured: sealed.
+	if err := j.DeleteKeyValue(ctx, names.RoutesBucket()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: names.RoutesBucket(), History: 1, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := controlbus.EnsureStreams(ctx, j, controlbus.StreamsConfig{Names: names}); err != nil {
+			t.Fatalf("ensure streams over the bucket: %v", err)
+		}
+	}
+	kv, err := j.KeyValue(ctx, names.RoutesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, a, b := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	for _, n := range []string{a, b} {
+		if _, err := kv.Put(ctx, wire.RouteKey(tun, n), []byte(`{"node_id":"`+n+`","peer_url":"ws://x.test/v1/peer"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rollup := range []string{"all", "sub"} {
+		m := nats.NewMsg("$KV." + names.RoutesBucket() + "." + wire.RouteKey(tun, a))
+		m.Header.Set("Nats-Rollup", rollup)
+		if _, err := j.PublishMsg(ctx, m); err == nil {
+			t.Errorf("a roll-up (%s) on node a's own key was taken", rollup)
+		}
+	}
+	st, err := j.Stream(ctx, "KV_"+names.RoutesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx); err == nil {
+		t.Error("the route table's stream was purged")
+	}
+	if err := kv.Purge(ctx, wire.RouteKey(tun, a)); err == nil {
+		t.Error("kv.Purge (a roll-up) was taken")
+	}
+	if err := kv.Delete(ctx, wire.RouteKey(tun, a)); err != nil {
+		t.Fatalf("a node deleting its own entry: %v", err)
+	}
+	if e, err := kv.Get(ctx, wire.RouteKey(tun, b)); err != nil || e == nil {
+		t.Fatalf("node b's entry after all that: %v", err)
+	}
 }

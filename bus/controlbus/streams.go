@@ -232,14 +232,48 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 		if c.Origin == "" && keep[3+i] != "" {
 			b.Description = keep[3+i]
 		}
-		if err := retryServerErrors(ctx, func() error {
+		ensure := func() error {
 			_, err := js.CreateOrUpdateKeyValue(ctx, b)
 			return err
-		}); err != nil {
+		}
+		if b.Bucket == routes.Bucket {
+			ensure = func() error { return ensureSealedBucket(ctx, js, b) }
+		}
+		if err := retryServerErrors(ctx, ensure); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// ensureSealedBucket creates or updates a KV bucket whose stream refuses roll-ups and purges:
+// every node writes the route table, and one message with "Nats-Rollup: all" (or a purge of the
+// stream) would otherwise wipe every other node's entries. Entries end by delete markers
+// (kv.Delete), which it still takes; kv.Purge does not work on it. The server refuses to turn
+// DenyPurge off again, so an existing bucket is updated as a stream, not through
+// CreateOrUpdateKeyValue (which would ask for roll-ups back).
+func ensureSealedBucket(ctx context.Context, js jetstream.JetStream, b jetstream.KeyValueConfig) error {
+	st, err := js.Stream(ctx, "KV_"+b.Bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateKeyValue(ctx, b); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return err
+		}
+		st, err = js.Stream(ctx, "KV_"+b.Bucket)
+	}
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.Description == b.Description && cfg.MaxAge == b.TTL && cfg.Replicas == max(b.Replicas, 1) && !cfg.AllowRollup && cfg.DenyPurge {
+		return nil
+	}
+	cfg.Description, cfg.MaxAge, cfg.Replicas = b.Description, b.TTL, max(b.Replicas, 1)
+	if b.TTL > 0 && cfg.Duplicates > b.TTL {
+		cfg.Duplicates = b.TTL // the server wants it within the age, as KV buckets make it
+	}
+	cfg.AllowRollup, cfg.DenyPurge = false, true
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // retryServerErrors runs op again, up to three times in all, while JetStream answers with a

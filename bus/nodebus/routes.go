@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -197,31 +198,57 @@ func (r *Routes) publish(ctx context.Context, js jetstream.JetStream) {
 	}
 }
 
+// watch follows the bucket with an ordered pull consumer on its stream (the last message of
+// every key first, then each change), not kv.Watch's push consumer: a node's NATS account gets
+// its deliveries as answers to its own pulls, as for the relayed log (deploy/nats), with no
+// delivery subject to export to it.
 func (r *Routes) watch(ctx context.Context, js jetstream.JetStream) {
-	kv, ok := r.bucket(ctx, js)
-	if !ok {
+	if _, ok := r.bucket(ctx, js); !ok {
 		return
 	}
+	bucket := r.cfg.Names.RoutesBucket()
+	prefix := "$KV." + bucket + "."
 	var bad, full int64
 	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			r.log.Warn("route table watch failed; retrying", "error", err)
-			if !lifecycle.Sleep(ctx, r.cfg.Interval) {
-				return
+		err := func() error {
+			cons, err := js.OrderedConsumer(ctx, "KV_"+bucket, jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + ">"},
+				DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
+			if err != nil {
+				return err
 			}
-			continue
-		}
-		for e := range w.Updates() {
-			if e == nil {
-				continue // the entries the bucket held at the start are in
+			it, err := cons.Messages()
+			if err != nil {
+				return err
 			}
-			switch e.Operation() {
-			case jetstream.KeyValuePut:
-				tunnelID, entry, err := wire.ParseRouteEntry(e.Key(), e.Value())
+			defer it.Stop()
+			for {
+				msg, err := it.Next(jetstream.NextContext(ctx))
+				if err != nil {
+					if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+						return err
+					}
+					// A missed heartbeat or a server gone a moment: the ordered consumer starts
+					// over by itself.
+					if !lifecycle.Sleep(ctx, 100*time.Millisecond) {
+						return ctx.Err()
+					}
+					continue
+				}
+				key, ok := strings.CutPrefix(msg.Subject(), prefix)
+				if !ok {
+					continue
+				}
+				switch msg.Headers().Get("KV-Operation") {
+				case "DEL", "PURGE":
+					if tunnelID, nodeID, err := wire.ParseRouteKey(key); err == nil {
+						r.cfg.Table.DeleteRoute(tunnelID, nodeID)
+					}
+					continue
+				}
+				tunnelID, entry, err := wire.ParseRouteEntry(key, msg.Data())
 				if err != nil {
 					if bad++; bad&(bad-1) == 0 { // 1, 2, 4, …: a flood is not logged line by line
-						r.log.Warn("route table entry refused", "key", boundedKey(e.Key()), "error", err, "refused", bad)
+						r.log.Warn("route table entry refused", "key", boundedKey(key), "error", err, "refused", bad)
 					}
 					continue
 				}
@@ -230,13 +257,12 @@ func (r *Routes) watch(ctx context.Context, js jetstream.JetStream) {
 						r.log.Warn("route table full; entry dropped", "tunnel_id", tunnelID, "peer_node_id", entry.NodeID, "dropped", full)
 					}
 				}
-			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-				if tunnelID, nodeID, err := wire.ParseRouteKey(e.Key()); err == nil {
-					r.cfg.Table.DeleteRoute(tunnelID, nodeID)
-				}
 			}
+		}()
+		if ctx.Err() != nil {
+			return
 		}
-		_ = w.Stop()
+		r.log.Warn("route table watch failed; retrying", "error", err)
 		if !lifecycle.Sleep(ctx, r.cfg.Interval) {
 			return
 		}

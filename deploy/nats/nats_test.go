@@ -80,6 +80,38 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	}
 	node.noViolations(t)
 
+	// Routes: each node's Routes, under its own credential, puts the tunnels it holds and sees
+	// the other's (an ordered pull consumer on the bucket's stream).
+	tunnel := uuid.NewString()
+	tables := map[string]*routeTable{}
+	var routers []*client
+	for _, id := range []string{self, other} {
+		tables[id] = &routeTable{routes: map[string]string{}, changed: make(chan struct{}, 1), held: []string{tunnel}}
+		c := d.dialNode(t, id)
+		routers = append(routers, c)
+		rt, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: def, Conn: c.nc, NodeID: id, PeerURL: "ws://" + id[:8] + ".test/v1/peer",
+			Table: tables[id], Interval: 100 * time.Millisecond, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rt.Stop)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := tables[self].get(wire.RouteKey(tunnel, other)); got != "ws://"+other[:8]+".test/v1/peer" {
+			return fmt.Errorf("node %s sees the other node's route as %q", self, got)
+		}
+		if got := tables[other].get(wire.RouteKey(tunnel, self)); got != "ws://"+self[:8]+".test/v1/peer" {
+			return fmt.Errorf("node %s sees this node's route as %q", other, got)
+		}
+		return nil
+	})
+	for _, c := range routers {
+		c.noViolations(t)
+	}
+
 	refusedPublishes := []struct {
 		name    string
 		subject string
@@ -97,6 +129,10 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 		{"another node's facts", def.NodeFactsSubject(other), map[string]string{jetstream.MsgIDHeader: uuid.NewString()}},
 		{"another node's heartbeat", "$KV." + def.NodesBucket() + "." + other, nil},
 		{"a heartbeat under a made-up key", "$KV." + def.NodesBucket() + ".not-a-node", nil},
+		{"another node's route", "$KV." + def.RoutesBucket() + "." + wire.RouteKey(uuid.NewString(), other), nil},
+		{"a route under a made-up key", "$KV." + def.RoutesBucket() + ".everything", nil},
+		{"purging the route table", "$JS.API.STREAM.PURGE.KV_" + def.RoutesBucket(), nil},
+		{"deleting a route", "$JS.API.STREAM.MSG.DELETE.KV_" + def.RoutesBucket(), nil},
 		// Stream management and other nodes' consumers.
 		{"deleting TP_EVENTS", "$JS.API.STREAM.DELETE." + def.EventsStream(), nil},
 		{"purging TP_NODEFACTS", "$JS.API.STREAM.PURGE." + def.NodeFactsStream(), nil},
@@ -153,6 +189,7 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 		{"another node's facts", def.NodeFactsSubject(other)},
 		{"another node's command deliveries", "_tp.cmd." + other + ".>"},
 		{"heartbeats as they are put", "$KV." + def.NodesBucket() + ".>"},
+		{"routes as they are put", "$KV." + def.RoutesBucket() + ".>"},
 		{"everything", ">"},
 	}
 	for _, tc := range refusedSubscriptions {
@@ -183,6 +220,30 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	control.noViolations(t)
 }
 
+// routeTable is a node's side of the route table (nodebus.RouteTable) for these tests.
+type routeTable struct {
+	mu      sync.Mutex
+	held    []string
+	changed chan struct{}
+	routes  map[string]string
+}
+
+func (r *routeTable) HeldTunnels() []string        { return r.held }
+func (r *routeTable) HeldChanged() <-chan struct{} { return r.changed }
+func (r *routeTable) ExpireRoutes(time.Time) int   { return 0 }
+func (r *routeTable) DeleteRoute(tunnelID, node string) {
+	r.mu.Lock()
+	delete(r.routes, tunnelID+"."+node)
+	r.mu.Unlock()
+}
+func (r *routeTable) PutRoute(tunnelID, node, url string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.routes[tunnelID+"."+node] = url
+	return true
+}
+func (r *routeTable) get(key string) string { r.mu.Lock(); defer r.mu.Unlock(); return r.routes[key] }
+
 // The control plane's credential relays the log, sends commands and reads facts, but speaks for
 // no node.
 func TestControlCredentialRelaysAndCommandsButSpeaksForNoNode(t *testing.T) {
@@ -203,7 +264,8 @@ func TestControlCredentialRelaysAndCommandsButSpeaksForNoNode(t *testing.T) {
 	}
 	control.noViolations(t)
 
-	for _, subject := range []string{def.NodeFactsSubject(nodeID), "$KV." + def.NodesBucket() + "." + nodeID} {
+	for _, subject := range []string{def.NodeFactsSubject(nodeID), "$KV." + def.NodesBucket() + "." + nodeID,
+		"$KV." + def.RoutesBucket() + "." + wire.RouteKey(uuid.NewString(), nodeID)} {
 		before := jetStreamState(ctx, t, control.js)
 		if err := control.nc.Publish(subject, []byte(`{}`)); err != nil {
 			t.Fatal(err)

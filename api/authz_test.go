@@ -371,9 +371,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 
 	// Logging in is public: a bearer token changes nothing, and the ID token alone decides.
 	foreign := oidctest.Start(t, oidctest.Options{Users: []oidctest.User{{Subject: "u-1", Username: "alice"}}})
+	// Each login exchanges an ID token of its own (one is exchanged once): a nonce tells them apart.
 	for _, subject := range append(who, "no token") {
 		check("oidc settings", subject, "-", 200, "GET", "/api/v1/auth/oidc", nil)
-		check("oidc login", subject, "-", 200, "POST", "/api/v1/auth/oidc/token", api.OIDCLoginInput{IDToken: idp.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)})
+		check("oidc login", subject, "-", 200, "POST", "/api/v1/auth/oidc/token", api.OIDCLoginInput{IDToken: idp.IssueIDTokenWithNonce(t, "tunnelplane-cli", "u-1", "matrix-"+subject, time.Minute)})
 		check("oidc login, foreign token", subject, "-", 401, "POST", "/api/v1/auth/oidc/token", api.OIDCLoginInput{IDToken: foreign.IssueIDToken(t, "tunnelplane-cli", "u-1", time.Minute)})
 		// Browser login: public too; where it may return decides, not who asks.
 		check("browser login start", subject, "-", 302, "GET", api.BrowserLoginPath+"?origin=https%3A%2F%2Fweb.acme.nodes.test&state=s1", nil)

@@ -19,10 +19,14 @@ var envOfFlag = regexp.MustCompile(`env (TUNNELPLANE_[A-Z0-9_]+)`)
 // Every tunnelplane command line in the Kubernetes manifests exists in this binary: its
 // subcommand, its flags, and every TUNNELPLANE_ variable of its environment as the variable a
 // flag of that command (or a global one) reads; the preStop hook's command too, with the
-// variables it needs set. Other variables are only those Go's runtime and TLS stack read.
+// variables it needs set. Other variables are only those Go's runtime and TLS stack read, and the
+// pod's name and namespace from the downward API.
 func TestKubernetesManifestsUseRealFlagsAndEnv(t *testing.T) {
 	t.Parallel()
 	goEnv := []string{"SSL_CERT_DIR", "GOMEMLIMIT"}
+	// The pod's own name and namespace from the downward API, which other values name as
+	// $(POD_NAME) and $(POD_NAMESPACE).
+	podEnv := []string{"POD_NAME", "POD_NAMESPACE"}
 	for _, dir := range []string{"single", "cluster"} {
 		objs, err := kubernetes.Render("../../deploy/kubernetes/overlays/" + dir)
 		if err != nil {
@@ -42,6 +46,9 @@ func TestKubernetesManifestsUseRealFlagsAndEnv(t *testing.T) {
 			cmd := findCommand(t, where, c.Args)
 			envs := flagEnvs(cmd)
 			for name := range c.Env {
+				if slices.Contains(podEnv, name) && strings.HasPrefix(c.Env[name], "field:") {
+					continue
+				}
 				if strings.HasPrefix(name, "TUNNELPLANE_") && !envs[name] || !strings.HasPrefix(name, "TUNNELPLANE_") && !slices.Contains(goEnv, name) {
 					t.Errorf("%s: %s sets %s, which %q does not read", where, c.Workload, name, cmd.CommandPath())
 				}

@@ -18,7 +18,7 @@ import (
 
 func newNodeCommand(g *globals) *cobra.Command {
 	var o nodeapp.Config
-	var controlURL, adminToken, enrollmentToken string
+	var controlURL, adminToken, enrollmentToken, identityFiles string
 	var envErrs []error
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -40,6 +40,11 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			errs := envErrs
+			if identityFiles != "" {
+				if err := readIdentityFiles(identityFiles, &o.NodeID, &o.NATSURL, &enrollmentToken); err != nil {
+					return err
+				}
+			}
 			if o.NATSURL == "" {
 				errs = append(errs, errors.New("--nats-url is required (env TUNNELPLANE_NATS_URL)"))
 			}
@@ -87,6 +92,10 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 	fs.StringVar(&o.Name, "name", envDefault("NODE_NAME", "node-1"), "node name (env TUNNELPLANE_NODE_NAME)")
 	fs.StringVar(&o.ListenAddr, "node-addr", envDefault("NODE_ADDR", "127.0.0.1:8081"), "listen address for agents and ingress (env TUNNELPLANE_NODE_ADDR)")
 	fs.StringVar(&o.PublicURL, "public-url", envDefault("NODE_PUBLIC_URL", ""), "how agents and callers reach this node (env TUNNELPLANE_NODE_PUBLIC_URL; default http://<node-addr>)")
+	fs.StringVar(&o.PeerURL, "peer-url", envDefault("NODE_PEER_URL", ""),
+		"how other nodes reach this node's /v1/peer to forward calls, ws:// or wss:// (env TUNNELPLANE_NODE_PEER_URL; default the --public-url's, which behind one load balancer is every node's: give each node its own)")
+	fs.StringVar(&identityFiles, "identity-files", envDefault("NODE_IDENTITY_FILES", ""),
+		"read the node id, NATS URL and (optional) enrollment token from the files <value>.node-id, <value>.nats-url and <value>.enrollment-token instead of --node-id, --nats-url and --enrollment-token (env TUNNELPLANE_NODE_IDENTITY_FILES; for replicas that share one Secret, such as /etc/tunnelplane/nodes/$(POD_NAME))")
 	fs.StringVar(&o.BaseDomain, "base-domain", envDefault("BASE_DOMAIN", ""), "host routing: <tunnel>.<org>.<base-domain> (env TUNNELPLANE_BASE_DOMAIN)")
 	fs.StringVar(&o.LoginURL, "login-url", envDefault("LOGIN_URL", ""),
 		"the control plane's origin as browsers reach it (its --public-url): browsers without a credential on a tunnel host log in there; empty: they get 401 (env TUNNELPLANE_LOGIN_URL)")
@@ -212,3 +221,36 @@ func (w waitFlag) Set(s string) error {
 }
 
 func (waitFlag) Type() string { return "duration" }
+
+// maxIdentityFile bounds a file --identity-files reads (an id, a URL with a password, a token).
+const maxIdentityFile = 4096
+
+// readIdentityFiles reads base.node-id and base.nats-url (required) and base.enrollment-token (if
+// present) into the node's settings; given both ways, a setting is an error. Errors name the
+// file, never its contents.
+func readIdentityFiles(base string, nodeID, natsURL, enrollmentToken *string) error {
+	read := func(suffix string, dst *string, required bool) error {
+		path := base + "." + suffix
+		b, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist) && !required:
+			return nil
+		case err != nil:
+			return fmt.Errorf("--identity-files: %w", err)
+		case len(b) > maxIdentityFile:
+			return fmt.Errorf("--identity-files: %s holds %d bytes, more than %d", path, len(b), maxIdentityFile)
+		}
+		v := strings.TrimSpace(string(b))
+		switch {
+		case v == "":
+			return fmt.Errorf("--identity-files: %s is empty", path)
+		case strings.ContainsAny(v, "\r\n\x00"):
+			return fmt.Errorf("--identity-files: %s holds more than one line", path)
+		case *dst != "":
+			return fmt.Errorf("--identity-files: %s and the --%s flag (or its environment variable) are both given; keep one", path, suffix)
+		}
+		*dst = v
+		return nil
+	}
+	return errors.Join(read("node-id", nodeID, true), read("nats-url", natsURL, true), read("enrollment-token", enrollmentToken, false))
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -446,6 +447,77 @@ func TestDisruptionBudgetsAndNetworkPolicies(t *testing.T) {
 	}
 }
 
+// checkNodes: the nodes are a StatefulSet of at least two, each replica with an identity of its
+// own: its volume (a claim template at the data dir), its node id, NATS credential and enrollment
+// token read from the shared Secret's files named after the pod (--identity-files), its name in
+// the registry, and a peer URL at its own name in a headless Service that selects the node pods
+// on their public port. No node holds a superadmin's token.
+func checkNodes(t *testing.T, objs []kubernetes.Object, cmd kubernetes.Command) {
+	t.Helper()
+	node, c := container(t, objs, cmd)
+	sts, ok := findObject[*appsv1.StatefulSet](objs, node.Name)
+	if !ok || node.Replicas < 2 {
+		t.Fatalf("node: %s with %d replicas, want a StatefulSet of at least 2", node.Kind, node.Replicas)
+	}
+	env := cmd.Env
+	// $(VAR) expands only variables declared before it in the same container.
+	declared := map[string]int{}
+	for i, e := range c.Env {
+		declared[e.Name] = i
+	}
+	for _, name := range []string{"TUNNELPLANE_NODE_IDENTITY_FILES", "TUNNELPLANE_NODE_PEER_URL", "TUNNELPLANE_NODE_NAME"} {
+		for _, ref := range regexp.MustCompile(`\$\(([A-Z_]+)\)`).FindAllStringSubmatch(env[name], -1) {
+			if i, ok := declared[ref[1]]; !ok || i > declared[name] || !strings.HasPrefix(env[ref[1]], "field:") {
+				t.Errorf("node: %s names $(%s), which is not a downward API value declared before it", name, ref[1])
+			}
+		}
+	}
+	if env["POD_NAME"] != "field:metadata.name" || env["POD_NAMESPACE"] != "field:metadata.namespace" || env["TUNNELPLANE_NODE_NAME"] != "$(POD_NAME)" {
+		t.Errorf("node: POD_NAME %q, POD_NAMESPACE %q, name %q", env["POD_NAME"], env["POD_NAMESPACE"], env["TUNNELPLANE_NODE_NAME"])
+	}
+	files := env["TUNNELPLANE_NODE_IDENTITY_FILES"]
+	dir, base := filepath.Dir(files), filepath.Base(files)
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		for _, v := range node.Pod.Spec.Volumes {
+			if v.Name == m.Name && m.MountPath == dir && m.ReadOnly && v.Secret != nil && v.Secret.SecretName == "tunnelplane-nodes" && len(v.Secret.Items) == 0 {
+				mounted = true
+			}
+		}
+	}
+	if base != "$(POD_NAME)" || !mounted {
+		t.Errorf("node: identity files %q: want <read-only mount of the Secret tunnelplane-nodes>/$(POD_NAME)", files)
+	}
+	for _, k := range []string{"TUNNELPLANE_NODE_ID", "TUNNELPLANE_NATS_URL", "TUNNELPLANE_ENROLLMENT_TOKEN", "TUNNELPLANE_TOKEN"} {
+		if v, ok := env[k]; ok {
+			t.Errorf("node: %s=%q besides the identity files (every replica would share it)", k, v)
+		}
+	}
+	claim := false
+	for _, ct := range sts.Spec.VolumeClaimTemplates {
+		for _, m := range c.VolumeMounts {
+			claim = claim || m.Name == ct.Name && m.MountPath == env["TUNNELPLANE_DATA_DIR"]
+		}
+	}
+	if !claim {
+		t.Errorf("node: the data dir %q is not a volume claim template (each replica keeps its own identity)", env["TUNNELPLANE_DATA_DIR"])
+	}
+	peers, ok := findObject[*corev1.Service](objs, sts.Spec.ServiceName)
+	want := "ws://$(POD_NAME)." + sts.Spec.ServiceName + ".$(POD_NAMESPACE).svc:"
+	if !ok || peers.Spec.ClusterIP != corev1.ClusterIPNone || !maps.Equal(peers.Spec.Selector, sts.Spec.Selector.MatchLabels) || len(peers.Spec.Ports) != 1 {
+		t.Fatalf("node: serviceName %q is not a headless Service of the node pods: %+v", sts.Spec.ServiceName, peers)
+	}
+	var public int32
+	for _, p := range c.Ports {
+		if p.Name == "public" {
+			public = p.ContainerPort
+		}
+	}
+	if port := peers.Spec.Ports[0].Port; env["TUNNELPLANE_NODE_PEER_URL"] != fmt.Sprintf("%s%d/v1/peer", want, port) || port != public || peers.Spec.Ports[0].TargetPort.StrVal != "public" {
+		t.Errorf("node: peer URL %q, want %s<the headless Service's port, the node's public port %d>/v1/peer", env["TUNNELPLANE_NODE_PEER_URL"], want, public)
+	}
+}
+
 // The cluster: two control plane replicas sharing their keys (sealed in the database by a
 // key-encryption key both mount from one Secret, read-only), NATS on three servers routed to
 // each other by name, the streams replicated on all three, and the copies of deploy/nats's
@@ -473,17 +545,7 @@ func TestClusterShape(t *testing.T) {
 	if !mounted {
 		t.Errorf("control: the key-encryption key %q is not a read-only mount of the Secret tunnelplane-control-keys", kek)
 	}
-	node, _ := container(t, objs, cmds["node"])
-	if node.Kind != "Deployment" {
-		t.Errorf("node: %s", node.Kind)
-	}
-	if cmds["node"].Env["TUNNELPLANE_NODE_ID"] == "" || cmds["node"].Env["TUNNELPLANE_NATS_URL"] != "secret:tunnelplane-node/nats-url" {
-		t.Errorf("node: its NATS credential and the id it was made for come from its Secret: %v", cmds["node"].Env)
-	}
-	// A node enrolls with a node enrollment token; no node holds a superadmin's token.
-	if _, ok := cmds["node"].Env["TUNNELPLANE_TOKEN"]; ok || cmds["node"].Env["TUNNELPLANE_ENROLLMENT_TOKEN"] != "secret:tunnelplane-node/enrollment-token" {
-		t.Errorf("node: enrolls with %q, holds TUNNELPLANE_TOKEN %t", cmds["node"].Env["TUNNELPLANE_ENROLLMENT_TOKEN"], ok)
-	}
+	checkNodes(t, objs, cmds["node"])
 	if cmds["control"].Env["TUNNELPLANE_DATABASE_URL"] != "secret:tunnelplane-database/url" {
 		t.Errorf("control: the database URL is not the operator's Secret: %q", cmds["control"].Env["TUNNELPLANE_DATABASE_URL"])
 	}

@@ -248,8 +248,12 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err = a.heartbeat.Start(runCtx); err != nil {
 		return err
 	}
+	peerURL := cfg.PeerURL
+	if peerURL == "" {
+		peerURL = strings.Replace(public, "http", "ws", 1) + "/v1/peer"
+	}
 	if a.routes, err = nodebus.NewRoutes(nodebus.RoutesConfig{Conn: a.nc, Names: a.names, NodeID: id.ID,
-		PeerURL: strings.Replace(public, "http", "ws", 1) + "/v1/peer", Table: a.Node, Logger: log}); err != nil {
+		PeerURL: peerURL, Table: a.Node, Logger: log}); err != nil {
 		return err
 	}
 	if err = a.routes.Start(runCtx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// PublicURL is how agents and callers reach the node (default http://<listen address>).
 	PublicURL string
+	// PeerURL is how other nodes reach this one's /v1/peer (ws:// or wss://; default PublicURL's
+	// with ws for http). Behind one load balancer every node has the public URL, so each needs a
+	// peer URL of its own (its pod's address).
+	PeerURL string
 	// BaseDomain enables host routing: <tunnel>.<org>.<BaseDomain>.
 	BaseDomain string
 	// LoginURL is the control plane's origin as browsers reach it (its --public-url): a browser
@@ -185,6 +190,11 @@ func (c Config) Validate() error {
 			bad("--login-url %q: want the control plane's origin as browsers reach it, such as https://tunnelplane.example", c.LoginURL)
 		} else if c.BaseDomain == "" {
 			bad("--login-url needs --base-domain: a browser session is bound to a tunnel's host")
+		}
+	}
+	if c.PeerURL != "" {
+		if err := wire.CheckPeerURL(c.PeerURL); err != nil || !strings.HasSuffix(c.PeerURL, "/v1/peer") {
+			bad("--peer-url %q: want the ws:// or wss:// URL of this node's /v1/peer as other nodes reach it, such as ws://10.0.0.7:8081/v1/peer", c.PeerURL)
 		}
 	}
 	if c.DrainTimeout < 0 {

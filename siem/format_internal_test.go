@@ -74,9 +74,12 @@ func TestAppendFormatBatchesAreFormatsMessages(t *testing.T) {
 
 	// With a Framer each message's frame is written before it, and the spans are the framed
 	// messages in order, whole: what octet counting puts on the wire.
-	f.framer = &SyslogTLS{}
 	for _, from := range []int{0, 3} {
-		f.largest.Store(1024) // so that the long messages start buffers of their own
+		// A forwarder of its own, whose pool holds no buffer of an earlier batch large enough
+		// to take every message (sync.Pool may or may not hand one back): the long messages
+		// start buffers of their own.
+		f := &Forwarder{cfg: f.cfg, framer: &SyslogTLS{}}
+		f.largest.Store(1024)
 		bt, n, err := f.format(recs[from:], 10, 300)
 		if err != nil || n != len(recs)-from {
 			t.Fatalf("format framed: %d of %d, %v", n, len(recs)-from, err)

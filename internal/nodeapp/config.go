@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -194,7 +195,7 @@ func (c Config) Validate() error {
 	}
 	if c.PeerURL != "" {
 		if err := wire.CheckPeerURL(c.PeerURL); err != nil || !strings.HasSuffix(c.PeerURL, "/v1/peer") {
-			bad("--peer-url %q: want the ws:// or wss:// URL of this node's /v1/peer as other nodes reach it, such as ws://10.0.0.7:8081/v1/peer", c.PeerURL)
+			bad("--peer-url %s: want the ws:// or wss:// URL of this node's /v1/peer as other nodes reach it, with no user, query or fragment, such as ws://10.0.0.7:8081/v1/peer", shownPeerURL(c.PeerURL))
 		}
 	}
 	if c.DrainTimeout < 0 {
@@ -208,4 +209,23 @@ func (c Config) Validate() error {
 		bad("limits must not be negative: %+v", c.Limits)
 	}
 	return errors.Join(errs...)
+}
+
+// shownPeerURL is a refused --peer-url as an error shows it: its scheme, host and path only. A
+// peer URL has no user, password, query or fragment, so any there may be a credential given to
+// the wrong flag (such as the NATS URL), and errors reach logs.
+func shownPeerURL(raw string) string {
+	if len(raw) > wire.MaxPeerURL {
+		return fmt.Sprintf("(%d bytes, more than %d)", len(raw), wire.MaxPeerURL)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(not a URL)"
+	}
+	hidden := u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != ""
+	shown := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+	if hidden {
+		return fmt.Sprintf("%q (its user, query or fragment not shown)", shown)
+	}
+	return fmt.Sprintf("%q", shown)
 }

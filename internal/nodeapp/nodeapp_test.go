@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -313,6 +314,46 @@ func TestLoginURLNeedsBaseDomain(t *testing.T) {
 	}
 	if err := (Config{LoginURL: "https://tp.example", BaseDomain: "nodes.example"}).Validate(); err != nil && contains(err.Error(), "--login-url") {
 		t.Fatalf("a good --login-url: %v", err)
+	}
+}
+
+// --peer-url is what other nodes dial to forward calls here, so it must be one they accept from a
+// route entry (ws or wss, a host, nothing else) and name this node's /v1/peer. A refused one is
+// shown without what may be a credential pasted into the wrong flag.
+func TestPeerURLValidate(t *testing.T) {
+	t.Parallel()
+	for _, good := range []string{
+		"ws://tunnelplane-node-0.tunnelplane-node-peers.default.svc:8081/v1/peer",
+		"wss://10.0.0.7:8443/v1/peer",
+		"ws://[fd00::7]:8081/v1/peer",
+	} {
+		if err := (Config{PeerURL: good}).Validate(); err != nil && contains(err.Error(), "--peer-url") {
+			t.Errorf("%s refused: %v", good, err)
+		}
+	}
+	for _, bad := range []string{
+		"http://node-0:8081/v1/peer",
+		"https://node-0/v1/peer",
+		"ws:///v1/peer",
+		"ws://node-0:8081/",
+		"ws://node-0:8081/v1/agent",
+		"ws://node:s3cret@node-0:8081/v1/peer",
+		"ws://s3cret@node-0:8081/v1/peer",
+		"ws://node-0:8081/v1/peer?token=s3cret",
+		"ws://node-0:8081/v1/peer#s3cret",
+		"ws:s3cret",
+		"ws://node-0:8081/v1/peer\x00s3cret",
+		"ws://node-0/" + strings.Repeat("s3cret", 100) + "/v1/peer",
+		"node-0:8081",
+	} {
+		err := (Config{PeerURL: bad}).Validate()
+		if err == nil || !errors.Is(err, ErrInvalidConfig) || !contains(err.Error(), "--peer-url") {
+			t.Errorf("%s accepted: %v", bad, err)
+			continue
+		}
+		if contains(err.Error(), "s3cret") {
+			t.Errorf("%s: the error shows what may be a secret: %v", bad, err)
+		}
 	}
 }
 

@@ -42,10 +42,9 @@ node drain" (a Kubernetes preStop hook) does the same drain ahead of the signal.
 			errs := envErrs
 			if identityFiles != "" {
 				if err := readIdentityFiles(identityFiles, &o.NodeID, &o.NATSURL, &enrollmentToken); err != nil {
-					return err
+					errs = append(errs, err)
 				}
-			}
-			if o.NATSURL == "" {
+			} else if o.NATSURL == "" {
 				errs = append(errs, errors.New("--nats-url is required (env TUNNELPLANE_NATS_URL)"))
 			}
 			if controlURL == "" {

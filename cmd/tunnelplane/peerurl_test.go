@@ -120,4 +120,55 @@ func TestIdentityFiles(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// A file that cannot be read (here a directory in its place) is an error naming it.
+	write("nats-url", "tls://node-x:s3cret@nats:4222")
+	if err := os.Remove(base + ".enrollment-token"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(base+".enrollment-token", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := read("", "", ""); err == nil || !strings.Contains(err.Error(), base+".enrollment-token") {
+		t.Fatalf("a directory for the enrollment token: %v", err)
+	}
+}
+
+// The node command reads --identity-files (or TUNNELPLANE_NODE_IDENTITY_FILES) before anything
+// else: a bad file stops it with every problem at once and the file's contents shown nowhere, and
+// a NATS URL both in a file and on the command line is refused.
+func TestNodeIdentityFilesFlagAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "tunnelplane-node-1")
+	write := func(suffix, v string) {
+		if err := os.WriteFile(base+"."+suffix, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("node-id", "0193f2a4-7c1e-7d3a-9b2e-000000000002\n")
+	write("nats-url", "\n")
+	r := tp(t, "node", "--identity-files", base)
+	if r.code == 0 || !strings.Contains(r.stderr, base+".nats-url is empty") || !strings.Contains(r.stderr, "--control-url is required") ||
+		strings.Contains(r.stderr, "--nats-url is required") {
+		t.Errorf("an empty nats-url file: %d %s", r.code, r.stderr)
+	}
+	write("nats-url", "nats://node-x:s3cret@127.0.0.1:1\n")
+	r = tp(t, "node", "--identity-files", base, "--nats-url", "nats://127.0.0.1:1", "--control-url", "http://127.0.0.1:1")
+	if r.code == 0 || !strings.Contains(r.stderr, "the --nats-url flag") {
+		t.Errorf("a NATS URL in a file and a flag: %d %s", r.code, r.stderr)
+	}
+	// Read, the files stand for --nats-url: the node's configuration is validated next, and stops
+	// it here.
+	r = tp(t, "node", "--identity-files", base, "--control-url", "http://127.0.0.1:1", "--peer-url", "ws://node-1.test/")
+	if r.code == 0 || !strings.Contains(r.stderr, "--peer-url") || strings.Contains(r.stderr+r.stdout, "s3cret") {
+		t.Errorf("a bad --peer-url after good identity files: %d %s", r.code, r.stderr)
+	}
+	t.Setenv("TUNNELPLANE_NODE_IDENTITY_FILES", base)
+	write("node-id", "")
+	if r := tp(t, "node", "--control-url", "http://127.0.0.1:1"); r.code == 0 || !strings.Contains(r.stderr, base+".node-id is empty") {
+		t.Errorf("TUNNELPLANE_NODE_IDENTITY_FILES with an empty node-id file: %d %s", r.code, r.stderr)
+	}
+	if r := tp(t, "node", "--help"); !strings.Contains(r.stdout, "--identity-files") || !strings.Contains(r.stdout, "TUNNELPLANE_NODE_IDENTITY_FILES") ||
+		!strings.Contains(r.stdout, "--peer-url") || !strings.Contains(r.stdout, "TUNNELPLANE_NODE_PEER_URL") {
+		t.Errorf("node --help does not list --identity-files and --peer-url:\n%s", r.stdout)
+	}
 }

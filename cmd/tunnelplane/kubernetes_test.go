@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"regexp"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tunnelplane/tunnelplane/deploy/kubernetes"
+	"github.com/tunnelplane/tunnelplane/internal/nodeapp"
 )
 
 // envOfFlag matches the environment variable a flag's help names.
@@ -68,6 +70,69 @@ func TestKubernetesManifestsUseRealFlagsAndEnv(t *testing.T) {
 		if n == 0 {
 			t.Errorf("%s: no container runs the tunnelplane image", dir)
 		}
+	}
+}
+
+// podRef matches a $(VAR) reference in a container's environment, which Kubernetes expands.
+var podRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// The cluster's node values that name the pod are, once Kubernetes has expanded them for each
+// replica, what the node takes (its name a node name, its peer URL one a route entry may carry)
+// and each replica's own: one peer URL for all would send forwarded calls to any of them.
+func TestKubernetesNodeReplicasExpandToConfigsOfTheirOwn(t *testing.T) {
+	t.Parallel()
+	objs, err := kubernetes.Render("../../deploy/kubernetes/overlays/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := kubernetes.Commands(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := map[string]int32{}
+	for _, w := range kubernetes.Workloads(objs) {
+		replicas[w.Name] = w.Replicas
+	}
+	n := 0
+	for _, c := range cmds {
+		if !strings.HasPrefix(c.Image, "tunnelplane/") || len(c.Args) == 0 || c.Args[0] != "node" {
+			continue
+		}
+		n++
+		names, peers := map[string]bool{}, map[string]bool{}
+		for i := range replicas[c.Workload] {
+			field := map[string]string{"field:metadata.name": fmt.Sprintf("%s-%d", c.Workload, i), "field:metadata.namespace": "tunnelplane"}
+			expand := func(name string) string {
+				return podRef.ReplaceAllStringFunc(c.Env[name], func(ref string) string {
+					v, ok := field[c.Env[podRef.FindStringSubmatch(ref)[1]]]
+					if !ok {
+						t.Errorf("%s: %s names %s, which is not the pod's name or namespace", c.Workload, name, ref)
+					}
+					return v
+				})
+			}
+			cfg := nodeapp.Config{
+				DataDir: c.Env["TUNNELPLANE_DATA_DIR"], Name: expand("TUNNELPLANE_NODE_NAME"), ListenAddr: c.Env["TUNNELPLANE_NODE_ADDR"],
+				PublicURL: expand("TUNNELPLANE_NODE_PUBLIC_URL"), PeerURL: expand("TUNNELPLANE_NODE_PEER_URL"),
+				BaseDomain: c.Env["TUNNELPLANE_BASE_DOMAIN"], LoginURL: c.Env["TUNNELPLANE_LOGIN_URL"],
+				// From the Secret tunnelplane-nodes, which the manifests do not hold.
+				NATSURL:      "tls://node-0193f2a4:pw@tunnelplane-nats:4222",
+				ControlPlane: nodeapp.NewRESTControlPlane(c.Env["TUNNELPLANE_API_URL"], ""),
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("%s replica %d: %v", c.Workload, i, err)
+			}
+			if cfg.PeerURL == "" || peers[cfg.PeerURL] || names[cfg.Name] {
+				t.Errorf("%s replica %d: name %q, peer URL %q: not its own", c.Workload, i, cfg.Name, cfg.PeerURL)
+			}
+			names[cfg.Name], peers[cfg.PeerURL] = true, true
+		}
+		if len(peers) < 2 {
+			t.Errorf("%s: %d peer URLs over %d replicas, want one each of at least two", c.Workload, len(peers), replicas[c.Workload])
+		}
+	}
+	if n == 0 {
+		t.Error("the cluster runs no tunnelplane node")
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tunnelplane/tunnelplane/deploy/kubernetes"
@@ -351,9 +352,9 @@ func selects(t *testing.T, sel map[string]string, w kubernetes.Workload) bool {
 }
 
 // Each workload has a PodDisruptionBudget and a NetworkPolicy of its own; the default policy
-// denies ingress to every tunnelplane pod; nodes take their public port from anywhere, NATS its
-// client port from the control plane and the nodes only and its routes from NATS only, the
-// control plane its API from nodes and admins only.
+// denies ingress to every tunnelplane pod; nodes take their public port from anywhere (the other
+// nodes' forwarded calls included), NATS its client port from the control plane and the nodes
+// only and its routes from NATS only, the control plane its API from nodes and admins only.
 func TestDisruptionBudgetsAndNetworkPolicies(t *testing.T) {
 	t.Parallel()
 	for _, dir := range overlays {
@@ -444,6 +445,25 @@ func TestDisruptionBudgetsAndNetworkPolicies(t *testing.T) {
 				t.Errorf("%s:%s reachable from %q, want %q", c.workload, c.port, got, c.want)
 			}
 		}
+		// The same, pod to pod, as admits evaluates it for the node's peers.
+		for _, c := range []struct {
+			from, to, port string
+			want           bool
+		}{
+			{"tunnelplane-node", "tunnelplane-node", "public", true},
+			{"tunnelplane-control", "tunnelplane-node", "public", true},
+			{"tunnelplane-node", "tunnelplane-node", "health", false},
+			{"tunnelplane-node", "tunnelplane-control", "api", true},
+			{"tunnelplane-nats", "tunnelplane-control", "api", false},
+			{"tunnelplane-node", "tunnelplane-nats", "client", true},
+			{"tunnelplane-node", "tunnelplane-nats", "cluster", false},
+			{"tunnelplane-nats", "tunnelplane-nats", "cluster", true},
+			{"tunnelplane-control", "tunnelplane-nats", "monitor", false},
+		} {
+			if got := admits(t, objs, byName[c.from], byName[c.to], c.port); got != c.want {
+				t.Errorf("%s → %s:%s admitted %t, want %t", c.from, c.to, c.port, got, c.want)
+			}
+		}
 	}
 }
 
@@ -451,7 +471,8 @@ func TestDisruptionBudgetsAndNetworkPolicies(t *testing.T) {
 // own: its volume (a claim template at the data dir), its node id, NATS credential and enrollment
 // token read from the shared Secret's files named after the pod (--identity-files), its name in
 // the registry, and a peer URL at its own name in a headless Service that selects the node pods
-// on their public port. No node holds a superadmin's token.
+// on their public port, which the NetworkPolicies let the other node pods reach. No node holds a
+// superadmin's token.
 func checkNodes(t *testing.T, objs []kubernetes.Object, cmd kubernetes.Command) {
 	t.Helper()
 	node, c := container(t, objs, cmd)
@@ -516,6 +537,62 @@ func checkNodes(t *testing.T, objs []kubernetes.Object, cmd kubernetes.Command) 
 	if port := peers.Spec.Ports[0].Port; env["TUNNELPLANE_NODE_PEER_URL"] != fmt.Sprintf("%s%d/v1/peer", want, port) || port != public || peers.Spec.Ports[0].TargetPort.StrVal != "public" {
 		t.Errorf("node: peer URL %q, want %s<the headless Service's port, the node's public port %d>/v1/peer", env["TUNNELPLANE_NODE_PEER_URL"], want, public)
 	}
+	// A node forwards a call to the node holding its agent: the policies must let node pods
+	// reach each other's public port.
+	if !admits(t, objs, node, node, "public") {
+		t.Error("node: the NetworkPolicies keep node pods from each other's public port (forwarded calls)")
+	}
+}
+
+// admits reports whether the objects' NetworkPolicies let a pod of from reach a pod of to, in the
+// same namespace, on to's container port named port: some policy selecting to's pods has an
+// ingress rule for that port (by name or number; none listed is every port) with no peers (anyone)
+// or a peer selecting from's pods. IP blocks are not evaluated: pod addresses are not known here.
+func admits(t *testing.T, objs []kubernetes.Object, from, to kubernetes.Workload, port string) bool {
+	t.Helper()
+	var number int32
+	for _, c := range to.Pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.Name == port {
+				number = p.ContainerPort
+			}
+		}
+	}
+	if number == 0 {
+		t.Fatalf("%s has no container port %q", to.Name, port)
+	}
+	matches := func(sel *metav1.LabelSelector, w kubernetes.Workload) bool {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			t.Fatalf("selector %+v: %v", sel, err)
+		}
+		return s.Matches(labels.Set(w.Pod.Labels))
+	}
+	for _, np := range objectsOf[*networkingv1.NetworkPolicy](objs) {
+		if !matches(&np.Spec.PodSelector, to) {
+			continue
+		}
+		for _, r := range np.Spec.Ingress {
+			onPort := len(r.Ports) == 0 || slices.ContainsFunc(r.Ports, func(p networkingv1.NetworkPolicyPort) bool {
+				return p.Port == nil || p.Port.StrVal == port || p.Port.StrVal == "" && p.Port.IntVal == number
+			})
+			if !onPort {
+				continue
+			}
+			if len(r.From) == 0 {
+				return true
+			}
+			for _, peer := range r.From {
+				// A namespace selector alone admits every pod of the namespaces it selects; an
+				// empty one selects every namespace, ours included.
+				sameNamespace := peer.NamespaceSelector == nil || len(peer.NamespaceSelector.MatchLabels) == 0 && len(peer.NamespaceSelector.MatchExpressions) == 0
+				if peer.IPBlock == nil && sameNamespace && (peer.PodSelector == nil || matches(peer.PodSelector, from)) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // The cluster: two control plane replicas sharing their keys (sealed in the database by a

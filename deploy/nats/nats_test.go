@@ -388,7 +388,28 @@ func TestNodeWritesOnlyItsOwnRoutesAndCannotWipeTheTable(t *testing.T) {
 	}
 	bIntact(t, "the purges")
 	seen(keyB, "ws://"+b[:8]+".test/v1/peer")
+
+	// a's consumer lost (as when a server restarts): its ordered consumer resets, deleting the
+	// old one (allowed, so no violation, though not imported) and creating another, and a
+	// sees b's next entry.
+	consumers := st.ConsumerNames(ctx)
+	var lost int
+	for name := range consumers.Name() {
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		lost++
+	}
+	if err := consumers.Err(); err != nil || lost != 1 {
+		t.Fatalf("consumers on the route table: %d (%v), want a's one", lost, err)
+	}
+	keyB2 := wire.RouteKey(uuid.NewString(), b)
+	if _, err := openKV(nodeB).Put(ctx, keyB2, entry(b)); err != nil {
+		t.Fatal(err)
+	}
+	seen(keyB2, "ws://"+b[:8]+".test/v1/peer")
 	watcher.noViolations(t)
+	nodeB.noViolations(t)
 	control.noViolations(t)
 }
 

@@ -1,6 +1,7 @@
 package bustest_test
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -134,15 +135,30 @@ func TestRouteTableCarriesWhichNodeHoldsWhichTunnel(t *testing.T) {
 	poll.Until(t, 10*time.Second, "b's entries deleted at its stop", func() bool { return maps.Equal(a.snapshot(), want) })
 }
 
+// nats-server's JetStream API error codes for a refused roll-up and a refused purge
+// (JSStreamRollupFailedF, JSStreamPurgeFailedF in its errors.json; nats.go names neither).
+const (
+	jsErrRollupFailed = 10111
+	jsErrPurgeFailed  = 10110
+)
+
+// refusedByStream reports whether err is the stream's refusal with that code ("… not
+// permitted"), not a timeout or another failure.
+func refusedByStream(err error, code jetstream.ErrorCode) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == code && strings.Contains(apiErr.Description, "not permitted")
+}
+
 // Every node writes the route table, so none may wipe it: its stream refuses roll-ups ("Nats-Rollup:
 // all" on a node's own key) and purges, while puts and delete markers go on. A bucket made before
-// (roll-ups allowed) is sealed when the control plane ensures its streams again, and ensuring a
-// sealed one again changes nothing.
+// (roll-ups allowed) is sealed when the control plane ensures its streams again, ensuring a sealed
+// one again changes nothing, and the nodes' Routes work on it as on a new one.
 func TestRouteTableCannotBeWiped(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	names := nm(t)
-	nc := connect(t, startNATS(t, controlbus.StreamsConfig{}).url())
+	env := startNATS(t, controlbus.StreamsConfig{})
+	nc := connect(t, env.url())
 	j := js(t, nc)
 	// Made the old way, then ensured: sealed.
 	if err := j.DeleteKeyValue(ctx, names.RoutesBucket()); err != nil {
@@ -161,32 +177,63 @@ func TestRouteTableCannotBeWiped(t *testing.T) {
 		t.Fatal(err)
 	}
 	tun, a, b := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	revs := map[string]uint64{}
 	for _, n := range []string{a, b} {
-		if _, err := kv.Put(ctx, wire.RouteKey(tun, n), []byte(`{"node_id":"`+n+`","peer_url":"ws://x.test/v1/peer"}`)); err != nil {
+		if revs[n], err = kv.Put(ctx, wire.RouteKey(tun, n), []byte(`{"node_id":"`+n+`","peer_url":"ws://x.test/v1/peer"}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, rollup := range []string{"all", "sub"} {
 		m := nats.NewMsg("$KV." + names.RoutesBucket() + "." + wire.RouteKey(tun, a))
-		m.Header.Set("Nats-Rollup", rollup)
-		if _, err := j.PublishMsg(ctx, m); err == nil {
-			t.Errorf("a roll-up (%s) on node a's own key was taken", rollup)
+		m.Header.Set(jetstream.MsgRollup, rollup)
+		if _, err := j.PublishMsg(ctx, m); !refusedByStream(err, jsErrRollupFailed) {
+			t.Errorf("a roll-up (%s) on node a's own key: err = %v, want the stream's refusal (%d)", rollup, err, jsErrRollupFailed)
 		}
 	}
 	st, err := j.Stream(ctx, "KV_"+names.RoutesBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Purge(ctx); err == nil {
-		t.Error("the route table's stream was purged")
+	if err := st.Purge(ctx); !refusedByStream(err, jsErrPurgeFailed) {
+		t.Errorf("purging the route table's stream: err = %v, want the stream's refusal (%d)", err, jsErrPurgeFailed)
 	}
-	if err := kv.Purge(ctx, wire.RouteKey(tun, a)); err == nil {
-		t.Error("kv.Purge (a roll-up) was taken")
+	if err := kv.Purge(ctx, wire.RouteKey(tun, a)); !refusedByStream(err, jsErrRollupFailed) {
+		t.Errorf("kv.Purge (a roll-up of one key): err = %v, want the stream's refusal (%d)", err, jsErrRollupFailed)
+	}
+	if e, err := kv.Get(ctx, wire.RouteKey(tun, a)); err != nil || e.Revision() != revs[a] {
+		t.Fatalf("node a's entry after the refused roll-ups: %v", err)
 	}
 	if err := kv.Delete(ctx, wire.RouteKey(tun, a)); err != nil {
 		t.Fatalf("a node deleting its own entry: %v", err)
 	}
-	if e, err := kv.Get(ctx, wire.RouteKey(tun, b)); err != nil || e == nil {
+	if e, err := kv.Get(ctx, wire.RouteKey(tun, b)); err != nil || e.Revision() != revs[b] {
 		t.Fatalf("node b's entry after all that: %v", err)
+	}
+
+	// The nodes' Routes on the sealed bucket: c puts and deletes its entries, d sees them and
+	// b's.
+	start := func(nodeID string, table *routeTable) {
+		r, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: names, Conn: connect(t, env.url()), NodeID: nodeID,
+			PeerURL: "ws://" + nodeID[:8] + ".test/v1/peer", Table: table, Interval: 100 * time.Millisecond, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Stop)
+	}
+	c, d := uuid.NewString(), uuid.NewString()
+	ct, dt := newRouteTable(), newRouteTable()
+	start(c, ct)
+	start(d, dt)
+	ct.hold(tun)
+	want := map[string]string{wire.RouteKey(tun, b): "ws://x.test/v1/peer", wire.RouteKey(tun, c): "ws://" + c[:8] + ".test/v1/peer"}
+	poll.Until(t, 10*time.Second, "d sees b's and c's entries", func() bool { return maps.Equal(dt.snapshot(), want) })
+	ct.hold()
+	delete(want, wire.RouteKey(tun, c))
+	poll.Until(t, 10*time.Second, "c's entry deleted", func() bool { return maps.Equal(dt.snapshot(), want) })
+	if _, err := kv.Get(ctx, wire.RouteKey(tun, c)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("c's entry after its delete: err = %v, want ErrKeyNotFound", err)
 	}
 }

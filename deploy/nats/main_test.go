@@ -348,7 +348,7 @@ func (c *client) noViolations(t testing.TB) {
 func jetStreamState(ctx context.Context, t testing.TB, js jetstream.JetStream) string {
 	t.Helper()
 	var b strings.Builder
-	for _, name := range []string{def.EventsStream(), def.NodeFactsStream(), def.CommandsStream(), "KV_" + def.NodesBucket()} {
+	for _, name := range []string{def.EventsStream(), def.NodeFactsStream(), def.CommandsStream(), "KV_" + def.NodesBucket(), "KV_" + def.RoutesBucket()} {
 		st, err := js.Stream(ctx, name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			fmt.Fprintf(&b, "%s: missing\n", name)

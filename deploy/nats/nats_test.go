@@ -85,6 +85,7 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	tunnel := uuid.NewString()
 	tables := map[string]*routeTable{}
 	var routers []*client
+	var stops []func()
 	for _, id := range []string{self, other} {
 		tables[id] = &routeTable{routes: map[string]string{}, changed: make(chan struct{}, 1), held: []string{tunnel}}
 		c := d.dialNode(t, id)
@@ -98,6 +99,7 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(rt.Stop)
+		stops = append(stops, rt.Stop)
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if got := tables[self].get(wire.RouteKey(tunnel, other)); got != "ws://"+other[:8]+".test/v1/peer" {
@@ -108,6 +110,11 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 		}
 		return nil
 	})
+	// Stopped (their entries deleted), so that the route table's stream holds still while the
+	// refusals below are checked against it.
+	for _, stop := range stops {
+		stop()
+	}
 	for _, c := range routers {
 		c.noViolations(t)
 	}
@@ -243,6 +250,168 @@ func (r *routeTable) PutRoute(tunnelID, node, url string) bool {
 	return true
 }
 func (r *routeTable) get(key string) string { r.mu.Lock(); defer r.mu.Unlock(); return r.routes[key] }
+
+// nats-server's JetStream API error codes for a refused roll-up and a refused purge
+// (JSStreamRollupFailedF, JSStreamPurgeFailedF in its errors.json; nats.go names neither).
+const (
+	jsErrRollupFailed = 10111
+	jsErrPurgeFailed  = 10110
+)
+
+// refusedByStream reports whether err is JetStream's answer code, with "not permitted" (what a
+// stream with DenyPurge says to a roll-up or a purge), rather than a timeout or a permission
+// violation.
+func refusedByStream(err error, code jetstream.ErrorCode) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == code && strings.Contains(apiErr.Description, "not permitted")
+}
+
+// A node's credential writes and deletes route entries under keys naming itself, reads every
+// node's, and cannot wipe the table: another node's key and the purge API are permission
+// violations, and the roll-up it may publish on its own key (Nats-Rollup: all would purge the
+// whole bucket) is refused by the bucket's stream, which EnsureStreams made with DenyPurge.
+func TestNodeWritesOnlyItsOwnRoutesAndCannotWipeTheTable(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	a, b := newNodeID(), newNodeID()
+	d := deploy(t, a, b)
+	control := d.dialControl(t)
+	nodeA, nodeB := d.dialNode(t, a), d.dialNode(t, b)
+	tunnel := uuid.NewString()
+	keyA, keyB := wire.RouteKey(tunnel, a), wire.RouteKey(tunnel, b)
+	entry := func(id string) []byte {
+		return []byte(`{"node_id":"` + id + `","peer_url":"ws://` + id[:8] + `.test/v1/peer","at":"2026-01-01T00:00:00Z"}`)
+	}
+	openKV := func(c *client) jetstream.KeyValue {
+		kv, err := c.js.KeyValue(ctx, def.RoutesBucket())
+		if err != nil {
+			t.Fatalf("%s opening %s: %v", c.name, def.RoutesBucket(), err)
+		}
+		return kv
+	}
+	kvA, kvC := openKV(nodeA), openKV(control)
+
+	// b's entry, written once by b (no refresh loop that would put it back if it were wiped).
+	revB, err := openKV(nodeB).Put(ctx, keyB, entry(b))
+	if err != nil {
+		t.Fatalf("node b putting its own route: %v", err)
+	}
+	nodeB.noViolations(t)
+	bIntact := func(t *testing.T, after string) {
+		t.Helper()
+		e, err := kvC.Get(ctx, keyB)
+		if err != nil || e.Revision() != revB || string(e.Value()) != string(entry(b)) {
+			t.Fatalf("node b's route after %s: err %v, entry %+v; want revision %d as b put it", after, err, e, revB)
+		}
+	}
+
+	// a watches the table the way the product does (its Routes, holding no tunnel, on a
+	// connection of its own) and sees b's entry, then its own as it puts and deletes it.
+	watcher := d.dialNode(t, a)
+	table := &routeTable{routes: map[string]string{}, changed: make(chan struct{}, 1)}
+	rt, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: def, Conn: watcher.nc, NodeID: a, PeerURL: "ws://" + a[:8] + ".test/v1/peer",
+		Table: table, Interval: 100 * time.Millisecond, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Stop)
+	seen := func(key, want string) {
+		t.Helper()
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if got := table.get(key); got != want {
+				return fmt.Errorf("node a's table holds %q for %s, want %q", got, key, want)
+			}
+			return nil
+		})
+	}
+	seen(keyB, "ws://"+b[:8]+".test/v1/peer")
+	if _, err := kvA.Put(ctx, keyA, entry(a)); err != nil {
+		t.Fatalf("node a putting its own route: %v", err)
+	}
+	seen(keyA, "ws://"+a[:8]+".test/v1/peer")
+	if err := kvA.Delete(ctx, keyA); err != nil {
+		t.Fatalf("node a deleting its own route: %v", err)
+	}
+	seen(keyA, "")
+	if _, err := kvC.Get(ctx, keyA); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("node a's deleted route: err = %v, want ErrKeyNotFound", err)
+	}
+	nodeA.noViolations(t)
+
+	// Roll-ups on its own key pass the permissions and are refused by the stream; so is kv.Purge
+	// (a roll-up of one key).
+	for _, rollup := range []string{"all", "sub"} {
+		m := nats.NewMsg("$KV." + def.RoutesBucket() + "." + keyA)
+		m.Header.Set(jetstream.MsgRollup, rollup)
+		m.Data = entry(a)
+		if _, err := nodeA.js.PublishMsg(ctx, m); !refusedByStream(err, jsErrRollupFailed) {
+			t.Errorf("Nats-Rollup: %s on node a's own key: err = %v, want the stream's refusal (%d)", rollup, err, jsErrRollupFailed)
+		}
+		bIntact(t, "a's roll-up "+rollup)
+	}
+	if err := kvA.Purge(ctx, keyA); !refusedByStream(err, jsErrRollupFailed) {
+		t.Errorf("kv.Purge of node a's own key: err = %v, want the stream's refusal (%d)", err, jsErrRollupFailed)
+	}
+	nodeA.noViolations(t)
+
+	// b's key: a permission violation, whether put or deleted.
+	for _, put := range []func(context.Context) error{
+		func(ctx context.Context) error { _, err := kvA.Put(ctx, keyB, entry(a)); return err },
+		func(ctx context.Context) error { return kvA.Delete(ctx, keyB) },
+	} {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := put(pctx)
+		cancel()
+		if err == nil {
+			t.Fatal("node a wrote node b's route")
+		}
+		nodeA.refusedTo(t, "Publish", "$KV."+def.RoutesBucket()+"."+keyB)
+		bIntact(t, "a's write to b's key")
+	}
+
+	// The purge API: a permission violation for a node; and even the control plane, which
+	// manages the streams, cannot purge this one.
+	purge := "$JS.API.STREAM.PURGE.KV_" + def.RoutesBucket()
+	if err := nodeA.nc.PublishMsg(&nats.Msg{Subject: purge, Reply: nodeA.nc.NewRespInbox(), Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	nodeA.refusedTo(t, "Publish", purge)
+	st, err := control.js.Stream(ctx, "KV_"+def.RoutesBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx); !refusedByStream(err, jsErrPurgeFailed) {
+		t.Errorf("the control plane purging the route table: err = %v, want the stream's refusal (%d)", err, jsErrPurgeFailed)
+	}
+	bIntact(t, "the purges")
+	seen(keyB, "ws://"+b[:8]+".test/v1/peer")
+
+	// a's consumer lost (as when a server restarts): its ordered consumer resets, deleting the
+	// old one (allowed, so no violation, though not imported) and creating another, and a
+	// sees b's next entry.
+	consumers := st.ConsumerNames(ctx)
+	var lost int
+	for name := range consumers.Name() {
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		lost++
+	}
+	if err := consumers.Err(); err != nil || lost != 1 {
+		t.Fatalf("consumers on the route table: %d (%v), want a's one", lost, err)
+	}
+	keyB2 := wire.RouteKey(uuid.NewString(), b)
+	if _, err := openKV(nodeB).Put(ctx, keyB2, entry(b)); err != nil {
+		t.Fatal(err)
+	}
+	seen(keyB2, "ws://"+b[:8]+".test/v1/peer")
+	watcher.noViolations(t)
+	nodeB.noViolations(t)
+	control.noViolations(t)
+}
 
 // The control plane's credential relays the log, sends commands and reads facts, but speaks for
 // no node.
@@ -612,6 +781,7 @@ func TestNodeCannotRedirectJetStreamDeliveries(t *testing.T) {
 		def.CommandTopic(wire.CommandDrainNode),
 		def.NodeFactsSubject(other),
 		"$KV." + def.NodesBucket() + "." + other,
+		"$KV." + def.RoutesBucket() + "." + wire.RouteKey(uuid.NewString(), other),
 		"_tp.cmd." + other + "." + wire.CommandDrainNode,
 	}
 	// One consumer per target, made the way SubscribeEvents makes its own (what the node may do).

@@ -2,11 +2,8 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"time"
-
-	"github.com/google/uuid"
+	"slices"
 
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
@@ -122,7 +119,7 @@ func (s *Service) deleteUser(ctx context.Context, c DeleteUser) (Result, error) 
 			if err != nil {
 				return Result{}, err
 			}
-			if c.OrgID != domain.PlatformOrg && o == c.OrgID && containsRole(ra.Roles(), domain.RoleOwner) {
+			if c.OrgID != domain.PlatformOrg && o == c.OrgID && slices.Contains(ra.Roles(), domain.RoleOwner) {
 				// Withdrawing owner takes an owner (or a superadmin), as UnassignRole does.
 				if err := s.authz.Check(ctx, Permission{Org: o, Object: ObjRoles, Action: ActAssignOwner}); err != nil {
 					return Result{}, err
@@ -153,13 +150,15 @@ func (s *Service) deleteUser(ctx context.Context, c DeleteUser) (Result, error) 
 		if n := len(recs); n > 0 {
 			version = recs[n-1].StreamVersion
 		}
-		own, err := userEvents(ctx, g, c, now, "", []domain.Event{ev}, deletionID)
+		own, err := events(g, causedBy(ctx, c.CommandName(), c.OrgID, now, ""), ev)
 		if err != nil {
 			return Result{}, err
 		}
+		own[0].ID = deletionID // drawn before the retries: the caused events name it
+		caused := causedBy(ctx, c.CommandName(), c.OrgID, now, deletionID.String())
 		appends := []eventstore.StreamAppend{{StreamID: domain.UserStream(c.UserID), Expected: eventstore.Exact(version), Events: own}}
 		for _, ch := range changes {
-			data, err := userEvents(ctx, g, c, now, deletionID.String(), ch.Events)
+			data, err := events(g, caused, ch.Events...)
 			if err != nil {
 				return Result{}, err
 			}
@@ -174,34 +173,6 @@ func (s *Service) deleteUser(ctx context.Context, c DeleteUser) (Result, error) 
 		}
 		return result(res), nil
 	})
-}
-
-// userEvents encodes a deletion's events with metadata whose causation is causation ("": the
-// command's); ids are ids when given, else drawn from g.
-func userEvents(ctx context.Context, g *idGen, c DeleteUser, now time.Time, causation string, evs []domain.Event, ids ...uuid.UUID) ([]eventstore.EventData, error) {
-	meta := causedBy(ctx, c.CommandName(), c.OrgID, now, causation)
-	out := make([]eventstore.EventData, len(evs))
-	for i, e := range evs {
-		b, err := json.Marshal(e)
-		if err != nil {
-			return nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
-		}
-		id := g.next()
-		if i < len(ids) {
-			id = ids[i]
-		}
-		out[i] = eventstore.EventData{ID: id, Type: e.EventType(), Payload: b, Metadata: meta}
-	}
-	return out, nil
-}
-
-func containsRole(roles []domain.Role, r domain.Role) bool {
-	for _, x := range roles {
-		if x == r {
-			return true
-		}
-	}
-	return false
 }
 
 func scopeText(org string) string {

@@ -170,6 +170,7 @@ type Forwarder struct {
 	// the run): their bytes stay in the cache and the heap does not grow a batch's worth of
 	// fresh pages for every batch.
 	buffers sync.Pool
+	slices  sync.Pool // *batchSlices
 	framer  Framer
 }
 
@@ -367,13 +368,16 @@ func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
 // confirmed the last, and after a failure once run has delivered the failed batch.
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	ctx, cancel := context.WithCancel(ctx)
-	pages := make(chan []eventstore.Record, 1)
+	pages := make(chan *eventstore.Page, 1)
+	// Pages formatted go back to read: at most one per stage holding one (read's two, the
+	// channel's, produce's) is kept.
+	free := make(chan *eventstore.Page, 4)
 	batches := make(chan batch, 1)
 	sent := make(chan sentBatch, 1)
 	turn := make(chan struct{}, 1)
 	var wg sync.WaitGroup
-	wg.Go(func() { f.read(ctx, pos, pages) })
-	wg.Go(func() { f.produce(ctx, pos, seq, pages, batches) })
+	wg.Go(func() { f.read(ctx, pos, free, pages) })
+	wg.Go(func() { f.produce(ctx, pos, seq, pages, free, batches) })
 	wg.Go(func() { f.send(ctx, batches, turn, sent) })
 	defer wg.Wait()
 	defer cancel()
@@ -582,30 +586,39 @@ func (f *Forwarder) deliverEach(ctx context.Context, bt *batch, b *backoff) bool
 // read reads the log from pos, a page of BatchSize records at a time, waiting at the head. With
 // two pages or more behind the head it reads two pages at once (the log's positions have no
 // gaps, so the second starts where the first ends): while this process scans one, the
-// database serves the other.
-func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- []eventstore.Record) {
+// database serves the other. It reads into the pages produce gave back (free), when there are.
+func (f *Forwarder) read(ctx context.Context, pos uint64, free <-chan *eventstore.Page, out chan<- *eventstore.Page) {
 	b := backoff{f: f}
-	read := f.cfg.Store.ReadAll
+	read := f.cfg.Store.ReadAllInto
 	if f.cfg.Unsigned {
-		read = f.cfg.Store.ReadAllUnsigned
+		read = f.cfg.Store.ReadAllUnsignedInto
 	}
 	size := uint64(f.cfg.BatchSize)
-	send := func(recs []eventstore.Record) bool {
+	send := func(p *eventstore.Page) bool {
 		select {
-		case out <- recs:
+		case out <- p:
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
+	page := func() *eventstore.Page {
+		select {
+		case p := <-free:
+			return p
+		default:
+			return new(eventstore.Page)
+		}
+	}
+	cur, next := page(), page()
 	for ctx.Err() == nil {
-		var next []eventstore.Record
+		next.Records = next.Records[:0]
 		var nextErr error
 		var wg sync.WaitGroup
 		if f.cfg.Store.KnownHead() >= pos+2*size {
-			wg.Go(func() { next, nextErr = read(ctx, pos+size, f.cfg.BatchSize) })
+			wg.Go(func() { nextErr = read(ctx, next, pos+size, f.cfg.BatchSize) })
 		}
-		recs, err := read(ctx, pos, f.cfg.BatchSize)
+		err := read(ctx, cur, pos, f.cfg.BatchSize)
 		wg.Wait()
 		if err == nil {
 			err = nextErr
@@ -617,37 +630,42 @@ func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- []eventstor
 			continue
 		}
 		b.reset()
+		recs := cur.Records
 		if len(recs) == 0 {
 			if err := f.cfg.Store.WaitForPosition(ctx, pos); err != nil {
 				return
 			}
 			continue
 		}
-		if !send(recs) {
+		if !send(cur) {
 			return
 		}
 		pos = recs[len(recs)-1].Position + 1
+		cur = page()
 		// The second page is taken only if it starts where the first ended.
-		if len(next) > 0 && next[0].Position == pos {
+		if len(next.Records) > 0 && next.Records[0].Position == pos {
 			if !send(next) {
 				return
 			}
-			pos = next[len(next)-1].Position + 1
+			pos = next.Records[len(next.Records)-1].Position + 1
+			next = page()
 		}
 	}
 }
 
 // produce formats the pages read from pos into batches, numbering from seq+1. A record it cannot
-// format ends a batch before it and is tried again after a backoff, never skipped.
-func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan []eventstore.Record, out chan<- batch) {
+// format ends a batch before it and is tried again after a backoff, never skipped. A page
+// formatted goes back to read (free) when the format copies what it needs (AppendFormat).
+func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan *eventstore.Page, free chan<- *eventstore.Page, out chan<- batch) {
 	b := backoff{f: f}
 	for {
-		var recs []eventstore.Record
+		var page *eventstore.Page
 		select {
 		case <-ctx.Done():
 			return
-		case recs = <-in:
+		case page = <-in:
 		}
+		recs := page.Records
 		for len(recs) > 0 {
 			bt, n, err := f.format(recs, pos, seq)
 			if n > 0 {
@@ -667,14 +685,23 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan []ev
 			}
 			b.reset()
 		}
+		if f.cfg.AppendFormat != nil {
+			select {
+			case free <- page:
+			default:
+			}
+		}
 	}
 }
 
 // format turns recs into a batch, the sink's sequence continuing from seq, and says how many
 // records it covers: all of them, or those before the first it cannot format (err).
 func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, int, error) {
-	bt := batch{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs)),
-		from: pos, next: pos, last: seq, oldest: recs[0].RecordedAt}
+	sl, ok := f.slices.Get().(*batchSlices)
+	if !ok || cap(sl.msgs) < len(recs) || cap(sl.pos) < len(recs) || cap(sl.seq) < len(recs) {
+		sl = &batchSlices{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs))}
+	}
+	bt := batch{msgs: sl.msgs[:0], pos: sl.pos[:0], seq: sl.seq[:0], from: pos, next: pos, last: seq, oldest: recs[0].RecordedAt}
 	var buf []byte // AppendFormat's: the messages are its parts
 	for i := range recs {
 		rec := &recs[i]
@@ -778,7 +805,18 @@ func (f *Forwarder) release(bt *batch) {
 	for _, b := range bt.bufs {
 		f.buffers.Put(&b)
 	}
-	bt.bufs, bt.msgs, bt.spans = nil, nil, nil
+	if cap(bt.msgs) > 0 {
+		clear(bt.msgs[:cap(bt.msgs)])
+		f.slices.Put(&batchSlices{msgs: bt.msgs[:0], pos: bt.pos[:0], seq: bt.seq[:0]})
+	}
+	bt.bufs, bt.msgs, bt.spans, bt.pos, bt.seq = nil, nil, nil, nil, nil
+}
+
+// batchSlices are a batch's msgs, pos and seq, kept for a later batch once it is through:
+// fresh, a batch of thousands of records takes them from pages the heap has to fault in.
+type batchSlices struct {
+	msgs     [][]byte
+	pos, seq []uint64
 }
 
 // RecordSinkError records beside a sink's cursor why it is not forwarding (a sink that cannot

@@ -48,9 +48,14 @@ func Connect(url string, cfg ConnectConfig) (*nats.Conn, error) {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	}
+	// The URL is checked first: the errors of both url.Parse and nats.Connect would quote it,
+	// password and all.
+	if err := CheckNATSURLs(url); err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
 	nc, err := nats.Connect(url, append(opts, cfg.Options...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactNATSURLs(url), err)
 	}
 	return nc, nil
 }

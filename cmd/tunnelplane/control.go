@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/tunnelplane/tunnelplane/api"
+	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/commands/token"
 	"github.com/tunnelplane/tunnelplane/internal/controlapp"
 	"github.com/tunnelplane/tunnelplane/internal/devdb"
@@ -146,7 +147,7 @@ Bootstrap a fresh install with a superadmin token:
 			defer cp.Stop(context.WithoutCancel(ctx))
 			fmt.Fprintf(g.stdout, "api: %s\n", cp.URL)
 			if opts.NATSURL != "" {
-				fmt.Fprintf(g.stdout, "nats: %s (ingesting node events, relaying the log, sending node commands)\n", opts.NATSURL)
+				fmt.Fprintf(g.stdout, "nats: %s (ingesting node events, relaying the log, sending node commands)\n", wire.RedactNATSURLs(opts.NATSURL))
 			}
 			select {
 			case <-ctx.Done():

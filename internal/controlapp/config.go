@@ -132,6 +132,11 @@ func (c Config) Validate() error {
 	if _, err := wire.NewNames(c.Cluster); err != nil {
 		bad("--cluster: %v", err)
 	}
+	if c.NATSURL != "" {
+		if err := wire.CheckNATSURLs(c.NATSURL); err != nil {
+			bad("--nats-url: %v", err)
+		}
+	}
 	if c.NodeStreamCapacity < 0 {
 		bad("--node-stream-capacity %d: want a positive number", c.NodeStreamCapacity)
 	}

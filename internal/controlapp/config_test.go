@@ -77,3 +77,16 @@ func TestBrowserLoginFlagsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// A --nats-url that does not parse is refused before anything connects, and the error does not
+// show its password (url.Parse's own error would).
+func TestNATSURLIsCheckedWithoutShowingThePassword(t *testing.T) {
+	t.Parallel()
+	err := controlapp.Config{DatabaseURL: "postgres://", DataDir: t.TempDir(), NATSURL: "nats://control:s3cret@nats:42x2"}.Validate()
+	if !errors.Is(err, controlapp.ErrInvalidConfig) || !strings.Contains(err.Error(), "--nats-url") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("%v", err)
+	}
+	if err := (controlapp.Config{DatabaseURL: "postgres://", DataDir: t.TempDir(), NATSURL: "nats://control:s3cret@nats:4222"}).Validate(); err != nil {
+		t.Fatalf("a good --nats-url: %v", err)
+	}
+}

@@ -176,6 +176,8 @@ func (c Config) Validate() error {
 	}
 	if c.NATSURL == "" {
 		bad("NATSURL is required")
+	} else if err := wire.CheckNATSURLs(c.NATSURL); err != nil {
+		bad("--nats-url: %v", err)
 	}
 	if _, err := wire.NewNames(c.Cluster); err != nil {
 		bad("--cluster: %v", err)

@@ -306,6 +306,18 @@ func TestConfigValidateNamesEveryProblem(t *testing.T) {
 	}
 }
 
+// A NATS URL that does not parse is refused at start, and the error does not show its password.
+func TestNATSURLValidateHidesThePassword(t *testing.T) {
+	t.Parallel()
+	err := Config{NATSURL: "tls://node-a:s3cret@nats:42x2"}.Validate()
+	if err == nil || !contains(err.Error(), "--nats-url") || contains(err.Error(), "s3cret") {
+		t.Fatalf("%v", err)
+	}
+	if err := (Config{NATSURL: "tls://node-a:s3cret@nats:4222"}).Validate(); err != nil && contains(err.Error(), "--nats-url") {
+		t.Fatalf("a good --nats-url: %v", err)
+	}
+}
+
 // --login-url needs --base-domain: the browser's session is bound to a tunnel host.
 func TestLoginURLNeedsBaseDomain(t *testing.T) {
 	t.Parallel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -224,20 +225,31 @@ func (waitFlag) Type() string { return "duration" }
 // maxIdentityFile bounds a file --identity-files reads (an id, a URL with a password, a token).
 const maxIdentityFile = 4096
 
+// readAtMost reads up to n bytes of the file at path: a file that never ends (a link to
+// /dev/zero, a FIFO someone writes to) costs n bytes, not the node's memory.
+func readAtMost(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n))
+}
+
 // readIdentityFiles reads base.node-id and base.nats-url (required) and base.enrollment-token (if
 // present) into the node's settings; given both ways, a setting is an error. Errors name the
 // file, never its contents.
 func readIdentityFiles(base string, nodeID, natsURL, enrollmentToken *string) error {
 	read := func(suffix string, dst *string, required bool) error {
 		path := base + "." + suffix
-		b, err := os.ReadFile(path)
+		b, err := readAtMost(path, maxIdentityFile+1)
 		switch {
 		case errors.Is(err, os.ErrNotExist) && !required:
 			return nil
 		case err != nil:
 			return fmt.Errorf("--identity-files: %w", err)
 		case len(b) > maxIdentityFile:
-			return fmt.Errorf("--identity-files: %s holds %d bytes, more than %d", path, len(b), maxIdentityFile)
+			return fmt.Errorf("--identity-files: %s holds more than %d bytes", path, maxIdentityFile)
 		}
 		v := strings.TrimSpace(string(b))
 		switch {

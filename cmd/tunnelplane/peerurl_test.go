@@ -120,6 +120,19 @@ func TestIdentityFiles(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// A file that never ends is read only as far as the limit.
+	if err := os.Remove(base + ".nats-url"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", base+".nats-url"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := read("", "", ""); err == nil || !strings.Contains(err.Error(), "more than 4096 bytes") {
+		t.Fatalf("a link to /dev/zero: %v", err)
+	}
+	if err := os.Remove(base + ".nats-url"); err != nil {
+		t.Fatal(err)
+	}
 	// A file that cannot be read (here a directory in its place) is an error naming it.
 	write("nats-url", "tls://node-x:s3cret@nats:4222")
 	if err := os.Remove(base + ".enrollment-token"); err != nil {

@@ -250,7 +250,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	}
 	peerURL := cfg.PeerURL
 	if peerURL == "" {
-		peerURL = strings.Replace(public, "http", "ws", 1) + "/v1/peer"
+		peerURL = peerURLOf(public)
 	}
 	if a.routes, err = nodebus.NewRoutes(nodebus.RoutesConfig{Conn: a.nc, Names: a.names, NodeID: id.ID,
 		PeerURL: peerURL, Table: a.Node, Logger: log}); err != nil {

@@ -195,6 +195,12 @@ func (c Config) Validate() error {
 			bad("--login-url needs --base-domain: a browser session is bound to a tunnel's host")
 		}
 	}
+	if c.PeerURL == "" && c.PublicURL != "" {
+		// Other nodes reach /v1/peer under the public URL: that must make a URL they accept.
+		if err := wire.CheckPeerURL(peerURLOf(c.PublicURL)); err != nil {
+			bad("--public-url %s: other nodes could not reach this node's /v1/peer under it (want http:// or https:// and a host, with no user, query or fragment); give --peer-url", shownPeerURL(c.PublicURL))
+		}
+	}
 	if c.PeerURL != "" {
 		if err := wire.CheckPeerURL(c.PeerURL); err != nil || !strings.HasSuffix(c.PeerURL, "/v1/peer") {
 			bad("--peer-url %s: want the ws:// or wss:// URL of this node's /v1/peer as other nodes reach it, with no user, query or fragment, such as ws://10.0.0.7:8081/v1/peer", shownPeerURL(c.PeerURL))
@@ -216,6 +222,19 @@ func (c Config) Validate() error {
 // shownPeerURL is a refused --peer-url as an error shows it: its scheme, host and path only. A
 // peer URL has no user, password, query or fragment, so any there may be a credential given to
 // the wrong flag (such as the NATS URL), and errors reach logs.
+// peerURLOf is the peer URL a node without --peer-url announces: its public URL's /v1/peer, over
+// ws:// for http:// and wss:// for https:// (a trailing slash of the public URL is not doubled).
+func peerURLOf(public string) string {
+	public = strings.TrimSuffix(public, "/")
+	switch {
+	case strings.HasPrefix(public, "http://"):
+		return "ws://" + strings.TrimPrefix(public, "http://") + "/v1/peer"
+	case strings.HasPrefix(public, "https://"):
+		return "wss://" + strings.TrimPrefix(public, "https://") + "/v1/peer"
+	}
+	return public + "/v1/peer"
+}
+
 func shownPeerURL(raw string) string {
 	if len(raw) > wire.MaxPeerURL {
 		return fmt.Sprintf("(%d bytes, more than %d)", len(raw), wire.MaxPeerURL)

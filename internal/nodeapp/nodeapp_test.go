@@ -306,6 +306,34 @@ func TestConfigValidateNamesEveryProblem(t *testing.T) {
 	}
 }
 
+// Without --peer-url a node announces its public URL's /v1/peer: a trailing slash is not doubled,
+// and a public URL that makes no URL other nodes accept is refused at start, naming --peer-url,
+// without what may be a secret in it.
+func TestPublicURLMakesThePeerURL(t *testing.T) {
+	t.Parallel()
+	for public, want := range map[string]string{
+		"https://node-0.example/": "wss://node-0.example/v1/peer",
+		"http://10.0.0.7:8081":    "ws://10.0.0.7:8081/v1/peer",
+		"https://edge.example/n0": "wss://edge.example/n0/v1/peer",
+	} {
+		if got := peerURLOf(public); got != want {
+			t.Errorf("%s: %s, want %s", public, got, want)
+		}
+		if err := (Config{PublicURL: public}).Validate(); err != nil && contains(err.Error(), "--public-url") {
+			t.Errorf("%s refused: %v", public, err)
+		}
+	}
+	for _, bad := range []string{"ftp://node-0.example", "node-0:8081", "https://node:s3cret@node-0.example", "https://node-0.example/?t=s3cret", "https:///x"} {
+		err := Config{PublicURL: bad}.Validate()
+		if err == nil || !contains(err.Error(), "--public-url") || !contains(err.Error(), "--peer-url") || contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v", bad, err)
+		}
+		if err := (Config{PublicURL: bad, PeerURL: "ws://10.0.0.7:8081/v1/peer"}).Validate(); err != nil && contains(err.Error(), "--public-url") {
+			t.Errorf("%s with --peer-url: %v", bad, err)
+		}
+	}
+}
+
 // A NATS URL that does not parse is refused at start, and the error does not show its password.
 func TestNATSURLValidateHidesThePassword(t *testing.T) {
 	t.Parallel()

@@ -11,8 +11,8 @@ import (
 )
 
 // TestDeleteUser: deleting a user from an organization withdraws their roles there, revokes their
-// grants by name and denies their pending requests in one append with user.deleted, each caused
-// by it; their roles elsewhere stay; an admin may not delete an owner, nobody deletes themselves,
+// grants by name, denies their pending requests and revokes the access keys they issued in one
+// append with user.deleted, each caused by it; their roles elsewhere stay; an admin may not delete an owner, nobody deletes themselves,
 // an unknown user is 404; a superadmin deletes a user everywhere; the point-in-time answer lists
 // the deletions.
 func TestDeleteUser(t *testing.T) {
@@ -30,6 +30,11 @@ func TestDeleteUser(t *testing.T) {
 	grant := e.write(201, "POST", "/api/v1/tunnels/"+tun+"/grants?org=acme", alice, map[string]string{"user": "gus", "ttl": "1h"}).ID
 	group := e.write(201, "POST", "/api/v1/tunnels/"+tun+"/grants?org=acme", alice, map[string]string{"group": "gus", "ttl": "1h"}).ID
 	req := e.write(201, "POST", "/api/v1/access-requests", gus, api.AccessRequestInput{Org: "acme", TunnelID: tun, Duration: "8h", Reason: "debugging"}).ID
+	// An access key for gus's own tunnel (editors create tunnels, operators issue keys).
+	e.grant(org, "gus", domain.RoleOperator)
+	own := e.write(201, "POST", "/api/v1/tunnels?org=acme", gus, map[string]string{"name": "gus-llm", "upstream": "http://127.0.0.1:1"}).ID
+	gusKey := e.write(201, "POST", "/api/v1/tunnels/"+own+"/access-keys?org=acme", gus, nil).ID
+	aliceKey := e.write(201, "POST", "/api/v1/tunnels/"+tun+"/access-keys?org=acme", alice, nil).ID
 
 	del := func(user, org, reason string) string {
 		return "/api/v1/users/" + url.PathEscape(user) + "?org=" + url.QueryEscape(org) + "&reason=" + url.QueryEscape(reason)
@@ -46,7 +51,7 @@ func TestDeleteUser(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	// One append: user.deleted first, then what it caused, each naming it as its cause.
-	recs, err := e.store.ReadAll(t.Context(), res.Position-4, 10)
+	recs, err := e.store.ReadAll(t.Context(), res.Position-6, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,19 +64,26 @@ func TestDeleteUser(t *testing.T) {
 		case domain.TypeUserDeleted:
 			var d domain.UserDeleted
 			_ = json.Unmarshal(r.Payload, &d)
-			if d.OrgID != org || d.UserID != "gus" || d.DeletedBy != "carl" || d.Reason != "left the team" || d.RolesWithdrawn != 2 || d.GrantsRevoked != 1 || d.RequestsDenied != 1 {
+			if d.OrgID != org || d.UserID != "gus" || d.DeletedBy != "carl" || d.Reason != "left the team" || d.RolesWithdrawn != 3 || d.GrantsRevoked != 1 || d.RequestsDenied != 1 || d.KeysRevoked != 1 {
 				t.Fatalf("user.deleted %+v", d)
 			}
 			deletionID = r.EventID.String()
-		case domain.TypeRoleUnassigned, domain.TypeGrantRevoked, domain.TypeAccessRequestDenied:
+		case domain.TypeRoleUnassigned, domain.TypeGrantRevoked, domain.TypeAccessRequestDenied, domain.TypeAccessKeyRevoked:
 			if m.CausationID != deletionID || deletionID == "" {
 				t.Errorf("%s at %d: causation %q, want the deletion %q", r.Type, r.Position, m.CausationID, deletionID)
 			}
 			caused[r.Type]++
 		}
 	}
-	if caused[domain.TypeRoleUnassigned] != 2 || caused[domain.TypeGrantRevoked] != 1 || caused[domain.TypeAccessRequestDenied] != 1 {
+	if caused[domain.TypeRoleUnassigned] != 3 || caused[domain.TypeGrantRevoked] != 1 || caused[domain.TypeAccessRequestDenied] != 1 || caused[domain.TypeAccessKeyRevoked] != 1 {
 		t.Fatalf("caused events %v", caused)
+	}
+	for id, want := range map[string]string{gusKey: "revoked", aliceKey: "active"} {
+		var k api.AccessKey
+		e.must(200, "GET", "/api/v1/access-keys/"+id+"?org=acme&wait_for="+fmt.Sprint(res.Position), alice, nil).decode(t, &k)
+		if k.State != want || (want == "revoked" && (k.RevokeReason == nil || *k.RevokeReason != domain.CausedByUserDeletion)) {
+			t.Errorf("access key %s after the deletion: %+v, want %s", id, k, want)
+		}
 	}
 	var roles api.List[api.RoleAssignment]
 	e.must(200, "GET", "/api/v1/role-assignments?org=acme&user_id=gus&wait_for=latest", alice, nil).decode(t, &roles)

@@ -12,8 +12,8 @@ import (
 // DeleteUser removes a user from an organization (OrgID domain.PlatformOrg: from every
 // organization and the platform): user.deleted, and in the same append a role.unassigned for each
 // of the user's roles there, a grant.revoked for each grant made to the user by name on its
-// tunnels and an access.denied for each of the user's pending requests, each with the deletion as
-// its cause. Nodes cut the user's live calls there and refuse the user's tokens issued before it.
+// tunnels, an access.denied for each of the user's pending requests and an access_key.revoked for
+// each access key the user issued there that is still valid, each with the deletion as its cause. Nodes cut the user's live calls there and refuse the user's tokens issued before it.
 type DeleteUser struct {
 	OrgID  string `json:"org_id"`
 	UserID string `json:"user_id"`
@@ -31,15 +31,16 @@ func (c DeleteUser) Permission() Permission {
 	return Permission{Org: c.OrgID, Object: ObjRoles, Action: ActUnassign}
 }
 
-// MaxUserDeletionStreams bounds the aggregates one deletion changes (role streams and tunnels'
-// sharing streams), far below the store's events per append.
+// MaxUserDeletionStreams bounds the aggregates one deletion changes (role streams, tunnels'
+// sharing streams and access keys), far below the store's events per append.
 const MaxUserDeletionStreams = 2000
 
 // userFootprint finds the streams a deletion must look at, from the log itself (not a read model,
-// which may lag): the role streams where the user was ever assigned a role, and the sharing
-// streams of tunnels where the user was ever granted by name or made a request, in the deletion's
-// scope. Partial indexes of migration 000021 serve the lookups.
-func (s *Service) userFootprint(ctx context.Context, org, user string) (roleOrgs []string, tunnels [][2]string, err error) {
+// which may lag): the role streams where the user was ever assigned a role, the sharing streams
+// of tunnels where the user was ever granted by name or made a request, and the access keys the
+// user issued, in the deletion's scope. Partial indexes of migrations 000021 and 000023 serve
+// the lookups.
+func (s *Service) userFootprint(ctx context.Context, org, user string) (roleOrgs []string, tunnels [][2]string, keys []string, err error) {
 	const roles = `SELECT DISTINCT payload_json->>'org_id' FROM events
 		WHERE type = 'role.assigned' AND payload_json->>'user_id' = $1 AND ($2 = '*' OR payload_json->>'org_id' = $2) LIMIT $3`
 	const sharing = `SELECT DISTINCT org_id, tunnel_id FROM (
@@ -49,42 +50,60 @@ func (s *Service) userFootprint(ctx context.Context, org, user string) (roleOrgs
 		SELECT payload_json->>'org_id', payload_json->>'tunnel_id' FROM events
 			WHERE type = 'access.requested' AND payload_json->>'requester' = $1) f
 		WHERE $2 = '*' OR org_id = $2 LIMIT $3`
+	const issued = `SELECT DISTINCT payload_json->>'key_id' FROM events
+		WHERE type = 'access_key.issued' AND payload_json->>'issued_by' = $1 AND ($2 = '*' OR payload_json->>'org_id' = $2) LIMIT $3`
 	rows, err := s.cfg.Pool.Query(ctx, roles, user, org, MaxUserDeletionStreams+1)
 	if err != nil {
-		return nil, nil, fmt.Errorf("find the user's roles: %w", err)
+		return nil, nil, nil, fmt.Errorf("find the user's roles: %w", err)
 	}
 	for rows.Next() {
 		var o string
 		if err := rows.Scan(&o); err != nil {
 			rows.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		roleOrgs = append(roleOrgs, o)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("find the user's roles: %w", err)
+		return nil, nil, nil, fmt.Errorf("find the user's roles: %w", err)
 	}
 	rows, err = s.cfg.Pool.Query(ctx, sharing, user, org, MaxUserDeletionStreams+1)
 	if err != nil {
-		return nil, nil, fmt.Errorf("find the user's grants and requests: %w", err)
+		return nil, nil, nil, fmt.Errorf("find the user's grants and requests: %w", err)
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var t [2]string
 		if err := rows.Scan(&t[0], &t[1]); err != nil {
-			return nil, nil, err
+			rows.Close()
+			return nil, nil, nil, err
 		}
 		tunnels = append(tunnels, t)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("find the user's grants and requests: %w", err)
+		return nil, nil, nil, fmt.Errorf("find the user's grants and requests: %w", err)
 	}
-	if len(roleOrgs)+len(tunnels) > MaxUserDeletionStreams {
-		return nil, nil, fmt.Errorf("delete user: %w: the user's roles and grants span more than %d organizations and tunnels; delete the user organization by organization",
+	rows, err = s.cfg.Pool.Query(ctx, issued, user, org, MaxUserDeletionStreams+1)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("find the user's access keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, nil, nil, err
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, nil, fmt.Errorf("find the user's access keys: %w", err)
+	}
+	if len(roleOrgs)+len(tunnels)+len(keys) > MaxUserDeletionStreams {
+		return nil, nil, nil, fmt.Errorf("delete user: %w: the user's roles, grants and access keys span more than %d organizations, tunnels and keys; delete the user organization by organization",
 			domain.ErrInvalidState, MaxUserDeletionStreams)
 	}
-	return roleOrgs, tunnels, nil
+	return roleOrgs, tunnels, keys, nil
 }
 
 func (s *Service) deleteUser(ctx context.Context, c DeleteUser) (Result, error) {
@@ -102,12 +121,12 @@ func (s *Service) deleteUser(ctx context.Context, c DeleteUser) (Result, error) 
 	deletionID := g.next()
 	now := s.cfg.Now()
 	return s.retryConflicts(ctx, false, func() (Result, error) {
-		roleOrgs, tunnels, err := s.userFootprint(ctx, c.OrgID, c.UserID)
+		roleOrgs, tunnels, keys, err := s.userFootprint(ctx, c.OrgID, c.UserID)
 		if err != nil {
 			return Result{}, err
 		}
-		if len(roleOrgs) == 0 && len(tunnels) == 0 {
-			return Result{}, fmt.Errorf("user %q: %w: the log holds no role, grant or access request of theirs%s", c.UserID, domain.ErrNotFound, scopeText(c.OrgID))
+		if len(roleOrgs) == 0 && len(tunnels) == 0 && len(keys) == 0 {
+			return Result{}, fmt.Errorf("user %q: %w: the log holds no role, grant, access request or access key of theirs%s", c.UserID, domain.ErrNotFound, scopeText(c.OrgID))
 		}
 		in := domain.UserDeletion{OrgID: c.OrgID, UserID: c.UserID, DeletedBy: by, Reason: c.Reason}
 		for _, o := range roleOrgs {
@@ -137,6 +156,17 @@ func (s *Service) deleteUser(ctx context.Context, c DeleteUser) (Result, error) 
 				return Result{}, err
 			}
 			in.Sharing = append(in.Sharing, sh)
+		}
+		for _, id := range keys {
+			recs, err := s.read(ctx, domain.AccessKeyStream(id))
+			if err != nil {
+				return Result{}, err
+			}
+			k, err := domain.RehydrateAccessKey(recs)
+			if err != nil {
+				return Result{}, err
+			}
+			in.AccessKeys = append(in.AccessKeys, k)
 		}
 		ev, changes, err := domain.DeleteUser(in)
 		if err != nil {

@@ -35,6 +35,7 @@ func AccessKeyStream(keyID string) string { return "accesskey-" + keyID }
 // organization whose labels match its selector, and nothing else.
 type AccessKey struct {
 	id, orgID, tunnelID string
+	issuedBy            string
 	selector            map[string]string
 	expiresAt           time.Time
 	revoked             bool
@@ -171,7 +172,7 @@ func RehydrateAccessKey(events []Recorded) (*AccessKey, error) {
 		}
 		switch ev := e.(type) {
 		case *AccessKeyIssued:
-			a.id, a.orgID, a.tunnelID, a.selector, a.expiresAt = ev.KeyID, ev.OrgID, ev.TunnelID, ev.Selector, ev.ExpiresAt
+			a.id, a.orgID, a.tunnelID, a.selector, a.expiresAt, a.issuedBy = ev.KeyID, ev.OrgID, ev.TunnelID, ev.Selector, ev.ExpiresAt, ev.IssuedBy
 		case *AccessKeyRevoked:
 			a.revoked = true
 		default:
@@ -197,6 +198,7 @@ func (a *AccessKey) Revoke(reason string) (AccessKeyRevoked, error) {
 
 func (a *AccessKey) ID() string       { return a.id }
 func (a *AccessKey) OrgID() string    { return a.orgID }
+func (a *AccessKey) IssuedBy() string { return a.issuedBy }
 func (a *AccessKey) TunnelID() string { return a.tunnelID }
 
 // Selector is the label selector of a key scoped by labels (nil for a key of one tunnel).

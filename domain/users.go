@@ -8,13 +8,13 @@ import (
 )
 
 // Deleting a user: the user leaves an organization (or every organization and the platform),
-// and with them go their roles there, the grants made to them by name on its tunnels and their
-// pending access requests, all in one append with the deletion. Nodes also refuse the user's
+// and with them go their roles there, the grants made to them by name on its tunnels, their
+// pending access requests and the access keys they issued, all in one append with the deletion. Nodes also refuse the user's
 // tokens issued before the deletion there (a group grant would otherwise still admit them).
 
 // UserDeleted records a user's deletion from OrgID (PlatformOrg: from every organization and
 // the platform). The counts say what it ended; each ended thing has its own event (role.unassigned,
-// grant.revoked, access.denied) whose causation_id is this event's id.
+// grant.revoked, access.denied, access_key.revoked) whose causation_id is this event's id.
 type UserDeleted struct {
 	OrgID          string `json:"org_id"`
 	UserID         string `json:"user_id"`
@@ -23,6 +23,9 @@ type UserDeleted struct {
 	RolesWithdrawn int    `json:"roles_withdrawn"`
 	GrantsRevoked  int    `json:"grants_revoked"`
 	RequestsDenied int    `json:"requests_denied"`
+	// KeysRevoked counts the access keys the user issued there that were still valid (absent in
+	// deletions recorded before keys were revoked with their issuer).
+	KeysRevoked int `json:"keys_revoked,omitempty"`
 }
 
 func (UserDeleted) EventType() string { return TypeUserDeleted }
@@ -34,16 +37,18 @@ func UserStream(userID string) string {
 	return "user-" + hex.EncodeToString(sum[:16])
 }
 
-// UserDeletion is what a deletion decides on: the user's roles in the organizations in scope and
-// the sharing state of the tunnels where the user holds a grant by name or made a request (any
-// others are left alone).
+// UserDeletion is what a deletion decides on: the user's roles in the organizations in scope, the
+// sharing state of the tunnels where the user holds a grant by name or made a request, and the
+// access keys the user issued in scope (any others are left alone).
 type UserDeletion struct {
 	OrgID, UserID, DeletedBy, Reason string
 	Roles                            []*RoleAssignment
 	Sharing                          []*Sharing
+	AccessKeys                       []*AccessKey
 }
 
-// CausedByUserDeletion is the reason a deletion's grant.revoked and access.denied give (theirs
+// CausedByUserDeletion is the reason a deletion's grant.revoked, access.denied and
+// access_key.revoked give (theirs
 // points to the user.deleted with the operator's reason by causation_id).
 const CausedByUserDeletion = "user deleted"
 
@@ -116,6 +121,20 @@ func DeleteUser(in UserDeletion) (UserDeleted, []StreamChange, error) {
 		if len(evs) > 0 {
 			out = append(out, StreamChange{Stream: SharingStream(sh.tunnelID), Version: sh.version, Events: evs})
 		}
+	}
+	for _, k := range in.AccessKeys {
+		if k.issuedBy != in.UserID || !inScope(k.orgID) {
+			return UserDeleted{}, nil, fmt.Errorf("delete user: access key %s issued by %s in %s is not the deletion's", k.id, k.issuedBy, k.orgID)
+		}
+		if k.revoked {
+			continue
+		}
+		r, err := k.Revoke(CausedByUserDeletion)
+		if err != nil {
+			return UserDeleted{}, nil, err
+		}
+		ev.KeysRevoked++
+		out = append(out, StreamChange{Stream: AccessKeyStream(k.id), Version: k.version, Events: []Event{r}})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })
 	return ev, out, nil

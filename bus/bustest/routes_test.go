@@ -194,6 +194,14 @@ func TestRouteTableCannotBeWiped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Bounded: a node flooding the table fills at most RoutesMaxBytes, an entry at most a
+	// route's size (and a delete marker's headers).
+	if cfg := st.CachedInfo().Config; cfg.MaxBytes != controlbus.RoutesMaxBytes || cfg.MaxMsgSize != wire.MaxRouteEntry+1024 {
+		t.Errorf("route table stream limits: %d bytes, messages of %d, want %d and %d", cfg.MaxBytes, cfg.MaxMsgSize, controlbus.RoutesMaxBytes, wire.MaxRouteEntry+1024)
+	}
+	if _, err := kv.Put(ctx, wire.RouteKey(tun, a), make([]byte, wire.MaxRouteEntry+2048)); err == nil {
+		t.Error("an entry larger than the stream's message limit was taken")
+	}
 	if err := st.Purge(ctx); !refusedByStream(err, jsErrPurgeFailed) {
 		t.Errorf("purging the route table's stream: err = %v, want the stream's refusal (%d)", err, jsErrPurgeFailed)
 	}

@@ -209,8 +209,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 		Description: wire.StampedDescription("tunnels each data-plane node holds agents for", c.Origin),
 		History:     1,
 		TTL:         c.HeartbeatTTL,
-		Storage:     c.Storage,
-		Replicas:    c.Replicas,
+		// Bounded: every node writes here, and one that floods it must fill a bounded stream
+		// (further writes refused) rather than the server's memory or disk.
+		// A value is at most an entry; the rest is room for a delete marker's headers.
+		MaxValueSize: wire.MaxRouteEntry + 1024,
+		MaxBytes:     RoutesMaxBytes,
+		Storage:      c.Storage,
+		Replicas:     c.Replicas,
 	}
 	names := []string{n.EventsStream(), n.NodeFactsStream(), n.CommandsStream(), "KV_" + n.NodesBucket(), "KV_" + n.RoutesBucket()}
 	keep, err := checkStamps(ctx, js, names, c.Origin, c.ReplaceForeign)
@@ -246,6 +251,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 	return nil
 }
 
+// RoutesMaxBytes bounds the route table's stream: about 100,000 routes of the largest entry.
+const RoutesMaxBytes = 128 << 20
+
 // ensureSealedBucket creates or updates a KV bucket whose stream refuses roll-ups and purges:
 // every node writes the route table, and one message with "Nats-Rollup: all" (or a purge of the
 // stream) would otherwise wipe every other node's entries. Entries end by delete markers
@@ -264,10 +272,18 @@ func ensureSealedBucket(ctx context.Context, js jetstream.JetStream, b jetstream
 		return err
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.Description == b.Description && cfg.MaxAge == b.TTL && cfg.Replicas == max(b.Replicas, 1) && !cfg.AllowRollup && cfg.DenyPurge {
+	maxBytes, maxMsg := b.MaxBytes, b.MaxValueSize
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	if maxMsg == 0 {
+		maxMsg = -1
+	}
+	if cfg.Description == b.Description && cfg.MaxAge == b.TTL && cfg.Replicas == max(b.Replicas, 1) && !cfg.AllowRollup && cfg.DenyPurge &&
+		cfg.MaxBytes == maxBytes && cfg.MaxMsgSize == maxMsg {
 		return nil
 	}
-	cfg.Description, cfg.MaxAge, cfg.Replicas = b.Description, b.TTL, max(b.Replicas, 1)
+	cfg.Description, cfg.MaxAge, cfg.Replicas, cfg.MaxBytes, cfg.MaxMsgSize = b.Description, b.TTL, max(b.Replicas, 1), maxBytes, maxMsg
 	if b.TTL > 0 && cfg.Duplicates > b.TTL {
 		cfg.Duplicates = b.TTL // the server wants it within the age, as KV buckets make it
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
 )
@@ -53,50 +55,28 @@ func (s *Service) userFootprint(ctx context.Context, org, user string) (roleOrgs
 	const issued = `SELECT DISTINCT payload_json->>'key_id' FROM events
 		WHERE type = 'access_key.issued' AND payload_json->>'issued_by' = $1 AND ($2 = '*' OR payload_json->>'org_id' = $2) LIMIT $3`
 	rows, err := s.cfg.Pool.Query(ctx, roles, user, org, MaxUserDeletionStreams+1)
+	if err == nil {
+		roleOrgs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("find the user's roles: %w", err)
-	}
-	for rows.Next() {
-		var o string
-		if err := rows.Scan(&o); err != nil {
-			rows.Close()
-			return nil, nil, nil, err
-		}
-		roleOrgs = append(roleOrgs, o)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, nil, nil, fmt.Errorf("find the user's roles: %w", err)
 	}
 	rows, err = s.cfg.Pool.Query(ctx, sharing, user, org, MaxUserDeletionStreams+1)
+	if err == nil {
+		tunnels, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
+			var t [2]string
+			err := r.Scan(&t[0], &t[1])
+			return t, err
+		})
+	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("find the user's grants and requests: %w", err)
-	}
-	for rows.Next() {
-		var t [2]string
-		if err := rows.Scan(&t[0], &t[1]); err != nil {
-			rows.Close()
-			return nil, nil, nil, err
-		}
-		tunnels = append(tunnels, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, nil, nil, fmt.Errorf("find the user's grants and requests: %w", err)
 	}
 	rows, err = s.cfg.Pool.Query(ctx, issued, user, org, MaxUserDeletionStreams+1)
+	if err == nil {
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("find the user's access keys: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			return nil, nil, nil, err
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, nil, nil, fmt.Errorf("find the user's access keys: %w", err)
 	}
 	if len(roleOrgs)+len(tunnels)+len(keys) > MaxUserDeletionStreams {

@@ -115,3 +115,18 @@ func verifyOK(t testing.TB, u string) eventstore.VerifyReport {
 
 // helperEnv marks a child process started by a test.
 const helperEnv = "TUNNELPLANE_TEST_HELPER"
+
+// v1RenameStore starts a store on e's log whose registry has test.note_renamed at version 1, the
+// way an older build wrote it; the caller stops it.
+func v1RenameStore(t testing.TB, e *env) *eventstore.Store {
+	t.Helper()
+	old := eventstore.MustRegistry(eventstore.EventType{Name: typeNoteRenamed, SchemaVersion: 1})
+	st, err := eventstore.New(eventstore.Config{Pool: pgtest.Pool(t, e.url), Key: e.key, Registry: old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

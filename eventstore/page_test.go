@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/tunnelplane/tunnelplane/eventstore"
-	"github.com/tunnelplane/tunnelplane/eventstore/pgtest"
 )
 
 // Reading into a page again gives what ReadAll gives, window after window: its memory reused
@@ -18,14 +17,7 @@ func TestReadIntoAPage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t)
-	old := eventstore.MustRegistry(eventstore.EventType{Name: typeNoteRenamed, SchemaVersion: 1})
-	st, err := eventstore.New(eventstore.Config{Pool: pgtest.Pool(t, e.url), Key: e.key, Registry: old})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := v1RenameStore(t, e)
 	defer st.Stop()
 	renameV1 := func(stream, name string) {
 		t.Helper()

@@ -233,14 +233,7 @@ func TestUpcastOnRead(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	// Write a version-1 payload the way an older build did: a store whose registry has v1.
-	old := eventstore.MustRegistry(eventstore.EventType{Name: typeNoteRenamed, SchemaVersion: 1})
-	st, err := eventstore.New(eventstore.Config{Pool: pgtest.Pool(t, e.url), Key: e.key, Registry: old})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := v1RenameStore(t, e)
 	if _, err := st.Append(ctx, "r", eventstore.NoStream, eventstore.EventData{Type: typeNoteRenamed, Payload: []byte(`{"name":"old"}`)}); err != nil {
 		t.Fatal(err)
 	}

@@ -162,6 +162,7 @@ type verifiedToken struct {
 	host         string // token.UserClaims.Host
 	external     bool
 	expires      time.Time
+	issued       time.Time // zero when the token has no iat
 }
 
 // maxVerifiedTokens bounds the cache; when full it starts over (simple and cheap; tokens are
@@ -249,12 +250,12 @@ func (a *authenticator) refreshLoop(ctx context.Context) {
 
 // verify checks a raw bearer token and returns its subject and the host it is bound to ("" for
 // none).
-func (a *authenticator) verify(ctx context.Context, raw string) (subject, host string, err error) {
+func (a *authenticator) verify(ctx context.Context, raw string) (subject, host string, issued time.Time, err error) {
 	a.cacheMu.RLock()
 	v, ok := a.verified[raw]
 	a.cacheMu.RUnlock()
 	if ok && a.now().Before(v.expires) && ((!v.external && a.internal.has(v.kid)) || (v.external && a.external.has(v.kid))) {
-		return v.subject, v.host, nil
+		return v.subject, v.host, v.issued, nil
 	}
 	kid := peekKID(raw)
 	verifier := a.pick(kid)
@@ -271,17 +272,20 @@ func (a *authenticator) verify(ctx context.Context, raw string) (subject, host s
 	}
 	c, err := verifier.VerifyUser(raw)
 	if err != nil {
-		return "", "", err
+		return "", "", time.Time{}, err
+	}
+	if c.IssuedAt != nil {
+		issued = c.IssuedAt.Time
 	}
 	if c.ExpiresAt != nil {
 		a.cacheMu.Lock()
 		if a.verified == nil || len(a.verified) >= maxVerifiedTokens {
 			a.verified = map[string]verifiedToken{}
 		}
-		a.verified[raw] = verifiedToken{subject: c.Subject, kid: kid, host: c.Host, external: verifier == a.externalV, expires: c.ExpiresAt.Time}
+		a.verified[raw] = verifiedToken{subject: c.Subject, kid: kid, host: c.Host, external: verifier == a.externalV, expires: c.ExpiresAt.Time, issued: issued}
 		a.cacheMu.Unlock()
 	}
-	return c.Subject, c.Host, nil
+	return c.Subject, c.Host, issued, nil
 }
 
 func (a *authenticator) pick(kid string) *token.Verifier {
@@ -349,7 +353,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			s.auth.auditor.AuthFailed("enrollment_token_misused", "", ip, ua)
 			return &authError{code: "invalid_token", detail: "a node enrollment token only enrolls a node (POST /api/v1/nodes)"}
 		}
-		subject, host, err := s.auth.verify(req.Context(), raw)
+		subject, host, issued, err := s.auth.verify(req.Context(), raw)
 		if err == nil && host != "" && (s.publicOrigin == "" || host != browserlogin.HostOf(s.publicOrigin)) {
 			// A browser login's token for a tunnel host: valid there only.
 			s.auth.auditor.AuthFailed("host_bound_token", "", ip, ua)
@@ -367,6 +371,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			s.auth.auditor.AuthFailed(reason, claimedSubject(raw), ip, ua)
 			return &authError{code: "invalid_token", detail: detail}
+		}
+		if at, deleted := s.deletions.before(subject, issued); deleted {
+			// Deleted everywhere after this token was issued: its roles are gone, and with this
+			// neither can it read what needs no role (the user's own feed), as on the nodes.
+			s.auth.auditor.AuthFailed("deleted_user", subject, ip, ua)
+			return &authError{code: "invalid_token", detail: "the token's user was deleted at " + at.UTC().Format(time.RFC3339) + "; sign in again"}
 		}
 		ids := requestIDsFrom(c)
 		actor := commands.Actor{ID: subject, ClientIP: ip, UserAgent: ua, RequestID: ids.request, CorrelationID: ids.correlation}.Bounded()

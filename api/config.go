@@ -74,6 +74,10 @@ type EventLog interface {
 	KeyHistory
 	replay.Log // usage history for forecasts
 	reach.Log  // who could reach a tunnel at a time
+	// ReadAndFollow hands fold the records of types so far, then (follow) as they commit: the
+	// users deleted everywhere, whose earlier tokens the API refuses.
+	ReadAndFollow(ctx context.Context, types []string, retry time.Duration, onRetry func(err error, from uint64),
+		fold func([]eventstore.Record) error) (follow func(context.Context), err error)
 }
 
 // ProjectionRunner is the projections' runner: read-your-writes on the read models, their

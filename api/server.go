@@ -25,6 +25,8 @@ type Server struct {
 	log  *slog.Logger
 	e    *echo.Echo
 	auth *authenticator
+	// deletions are the users deleted everywhere, followed from the log from Start on.
+	deletions userDeletions
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -97,13 +99,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Start loads the token keys (and a JWKS) and keeps them fresh until Stop.
+// Start loads the token keys (and a JWKS) and the users deleted everywhere, and keeps both fresh
+// until Stop.
 func (s *Server) Start(ctx context.Context) error {
 	return s.life.Start(ctx, "api", func(context.Context) error {
 		if err := s.auth.load(ctx); err != nil {
 			return fmt.Errorf("api: %w", err)
 		}
+		follow, err := s.followDeletions(ctx)
+		if err != nil {
+			return fmt.Errorf("api: read the user deletions: %w", err)
+		}
 		s.life.Go(s.auth.refreshLoop)
+		s.life.Go(follow)
 		return nil
 	})
 }

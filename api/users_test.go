@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tunnelplane/tunnelplane/api"
 	"github.com/tunnelplane/tunnelplane/domain"
@@ -13,7 +15,8 @@ import (
 // TestDeleteUser: deleting a user from an organization withdraws their roles there, revokes their
 // grants by name, denies their pending requests and revokes the access keys they issued in one
 // append with user.deleted, each caused by it; their roles elsewhere stay; an admin may not delete an owner, nobody deletes themselves,
-// an unknown user is 404; a superadmin deletes a user everywhere; the point-in-time answer lists
+// an unknown user is 404; a superadmin deletes a user everywhere, and the API then refuses the
+// user's earlier tokens; the point-in-time answer lists
 // the deletions.
 func TestDeleteUser(t *testing.T) {
 	t.Parallel()
@@ -107,8 +110,29 @@ func TestDeleteUser(t *testing.T) {
 		t.Fatalf("denied requests: %+v", reqs.Items)
 	}
 
+	// Deleted from acme only, gus's token still opens the API (gus is in globex).
+	e.must(200, "GET", "/api/v1/orgs", gus, nil)
 	// Everywhere, by a superadmin: globex's role goes too.
 	all := e.write(200, "DELETE", del("gus", "*", "left the company"), root, nil)
+	// And the API refuses gus's earlier token even where no role is needed, as the nodes do
+	// (it follows the log: at once, give or take the follower's moment).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r := e.call("GET", "/api/v1/orgs", gus, nil)
+		if r.status == 401 && strings.Contains(string(r.body), "deleted") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gus's token from before the deletion everywhere: %d %s", r.status, r.body)
+		}
+	}
+	// A token issued in a later second is decided as anyone's: it authenticates, and finds no
+	// organization.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
+	var orgs api.List[api.Org]
+	e.must(200, "GET", "/api/v1/orgs", e.token("gus"), nil).decode(t, &orgs)
+	if len(orgs.Items) != 0 {
+		t.Fatalf("gus's organizations after the deletion everywhere: %+v", orgs.Items)
+	}
 	e.must(200, "GET", "/api/v1/role-assignments?org=globex&user_id=gus&wait_for="+fmt.Sprint(all.Position), root, nil).decode(t, &roles)
 	if len(roles.Items) != 0 {
 		t.Fatalf("gus's roles in globex after the deletion everywhere: %+v", roles.Items)

@@ -179,9 +179,10 @@ func TestAForwardedCallIsOneTraceAcrossTheNodes(t *testing.T) {
 	const traced = "4bf92f3577b34da6a3ce929d0e0e4736"
 	call("llm", traced)
 	atUpstream := up.last()
-	flush()
 	var spans []otlptest.Span
-	poll.Until(t, 5*time.Second, "four spans of the trace", func() bool { spans = recv.Trace(traced); return len(spans) >= 4 })
+	// Flushed on every look: a span that ends just after the response (the agent's, the
+	// upstream client's) would otherwise wait for the batcher's own timer, as long as the wait.
+	poll.Until(t, 10*time.Second, "four spans of the trace", func() bool { flush(); spans = recv.Trace(traced); return len(spans) >= 4 })
 	byName := map[string]otlptest.Span{}
 	for _, s := range spans {
 		byName[s.Name] = s
@@ -203,8 +204,7 @@ func TestAForwardedCallIsOneTraceAcrossTheNodes(t *testing.T) {
 	const untraced = "5bf92f3577b34da6a3ce929d0e0e4737"
 	call("second", untraced)
 	atUpstream = up.last()
-	flush()
-	poll.Until(t, 5*time.Second, "two spans of the second trace", func() bool { spans = recv.Trace(untraced); return len(spans) >= 2 })
+	poll.Until(t, 10*time.Second, "two spans of the second trace", func() bool { flush(); spans = recv.Trace(untraced); return len(spans) >= 2 })
 	byName = map[string]otlptest.Span{}
 	for _, s := range spans {
 		byName[s.Name] = s

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,7 +151,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	if err := a.checkStreams(ctx, js, logInfo.Origin); err != nil {
 		return err
 	}
-	agentURL := strings.Replace(public, "http", "ws", 1) + "/v1/agent"
+	agentURL := wsURL(public, "/v1/agent")
 	if err := a.enroll(ctx, logInfo.Origin, id.Enrollment(logInfo.Origin, cfg.Name, agentURL, public)); err != nil {
 		return err
 	}
@@ -250,7 +249,7 @@ func (a *App) start(ctx, runCtx context.Context) (err error) {
 	}
 	peerURL := cfg.PeerURL
 	if peerURL == "" {
-		peerURL = peerURLOf(public)
+		peerURL = wsURL(public, "/v1/peer")
 	}
 	if a.routes, err = nodebus.NewRoutes(nodebus.RoutesConfig{Conn: a.nc, Names: a.names, NodeID: id.ID,
 		PeerURL: peerURL, Table: a.Node, Logger: log}); err != nil {

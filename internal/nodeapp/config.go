@@ -197,7 +197,7 @@ func (c Config) Validate() error {
 	}
 	if c.PeerURL == "" && c.PublicURL != "" {
 		// Other nodes reach /v1/peer under the public URL: that must make a URL they accept.
-		if err := wire.CheckPeerURL(peerURLOf(c.PublicURL)); err != nil {
+		if err := wire.CheckPeerURL(wsURL(c.PublicURL, "/v1/peer")); err != nil {
 			bad("--public-url %s: other nodes could not reach this node's /v1/peer under it (want http:// or https:// and a host, with no user, query or fragment); give --peer-url", shownPeerURL(c.PublicURL))
 		}
 	}
@@ -219,22 +219,23 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// shownPeerURL is a refused --peer-url as an error shows it: its scheme, host and path only. A
-// peer URL has no user, password, query or fragment, so any there may be a credential given to
-// the wrong flag (such as the NATS URL), and errors reach logs.
-// peerURLOf is the peer URL a node without --peer-url announces: its public URL's /v1/peer, over
-// ws:// for http:// and wss:// for https:// (a trailing slash of the public URL is not doubled).
-func peerURLOf(public string) string {
+// wsURL is the WebSocket URL of path under the node's public URL, as the node announces it
+// (agents' /v1/agent; without --peer-url, the peers' /v1/peer): ws:// for http:// and wss://
+// for https://, a trailing slash of the public URL not doubled.
+func wsURL(public, path string) string {
 	public = strings.TrimSuffix(public, "/")
 	switch {
 	case strings.HasPrefix(public, "http://"):
-		return "ws://" + strings.TrimPrefix(public, "http://") + "/v1/peer"
+		return "ws://" + strings.TrimPrefix(public, "http://") + path
 	case strings.HasPrefix(public, "https://"):
-		return "wss://" + strings.TrimPrefix(public, "https://") + "/v1/peer"
+		return "wss://" + strings.TrimPrefix(public, "https://") + path
 	}
-	return public + "/v1/peer"
+	return public + path
 }
 
+// shownPeerURL is a refused --peer-url as an error shows it: its scheme, host and path only. A
+// peer URL has no user, password, query or fragment, so any there may be a credential given to
+// the wrong flag (such as the NATS URL), and errors reach logs.
 func shownPeerURL(raw string) string {
 	if len(raw) > wire.MaxPeerURL {
 		return fmt.Sprintf("(%d bytes, more than %d)", len(raw), wire.MaxPeerURL)

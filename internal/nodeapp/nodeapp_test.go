@@ -306,7 +306,8 @@ func TestConfigValidateNamesEveryProblem(t *testing.T) {
 	}
 }
 
-// Without --peer-url a node announces its public URL's /v1/peer: a trailing slash is not doubled,
+// Without --peer-url a node announces its public URL's /v1/peer (and agents' /v1/agent under it):
+// a trailing slash is not doubled,
 // and a public URL that makes no URL other nodes accept is refused at start, naming --peer-url,
 // without what may be a secret in it.
 func TestPublicURLMakesThePeerURL(t *testing.T) {
@@ -316,8 +317,11 @@ func TestPublicURLMakesThePeerURL(t *testing.T) {
 		"http://10.0.0.7:8081":    "ws://10.0.0.7:8081/v1/peer",
 		"https://edge.example/n0": "wss://edge.example/n0/v1/peer",
 	} {
-		if got := peerURLOf(public); got != want {
+		if got := wsURL(public, "/v1/peer"); got != want {
 			t.Errorf("%s: %s, want %s", public, got, want)
+		}
+		if got, want := wsURL(public, "/v1/agent"), strings.TrimSuffix(want, "/v1/peer")+"/v1/agent"; got != want {
+			t.Errorf("%s: agents at %s, want %s", public, got, want)
 		}
 		if err := (Config{PublicURL: public}).Validate(); err != nil && contains(err.Error(), "--public-url") {
 			t.Errorf("%s refused: %v", public, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/bus/controlbus"
 	"github.com/tunnelplane/tunnelplane/bus/nodebus"
 	"github.com/tunnelplane/tunnelplane/bus/wire"
+	"github.com/tunnelplane/tunnelplane/internal/natstest"
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
@@ -135,20 +136,6 @@ func TestRouteTableCarriesWhichNodeHoldsWhichTunnel(t *testing.T) {
 	poll.Until(t, 10*time.Second, "b's entries deleted at its stop", func() bool { return maps.Equal(a.snapshot(), want) })
 }
 
-// nats-server's JetStream API error codes for a refused roll-up and a refused purge
-// (JSStreamRollupFailedF, JSStreamPurgeFailedF in its errors.json; nats.go names neither).
-const (
-	jsErrRollupFailed = 10111
-	jsErrPurgeFailed  = 10110
-)
-
-// refusedByStream reports whether err is the stream's refusal with that code ("… not
-// permitted"), not a timeout or another failure.
-func refusedByStream(err error, code jetstream.ErrorCode) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == code && strings.Contains(apiErr.Description, "not permitted")
-}
-
 // Every node writes the route table, so none may wipe it: its stream refuses roll-ups ("Nats-Rollup:
 // all" on a node's own key) and purges, while puts and delete markers go on. A bucket made before
 // (roll-ups allowed) is sealed when the control plane ensures its streams again, ensuring a sealed
@@ -186,8 +173,8 @@ func TestRouteTableCannotBeWiped(t *testing.T) {
 	for _, rollup := range []string{"all", "sub"} {
 		m := nats.NewMsg("$KV." + names.RoutesBucket() + "." + wire.RouteKey(tun, a))
 		m.Header.Set(jetstream.MsgRollup, rollup)
-		if _, err := j.PublishMsg(ctx, m); !refusedByStream(err, jsErrRollupFailed) {
-			t.Errorf("a roll-up (%s) on node a's own key: err = %v, want the stream's refusal (%d)", rollup, err, jsErrRollupFailed)
+		if _, err := j.PublishMsg(ctx, m); !natstest.RefusedByStream(err, natstest.ErrRollupFailed) {
+			t.Errorf("a roll-up (%s) on node a's own key: err = %v, want the stream's refusal (%d)", rollup, err, natstest.ErrRollupFailed)
 		}
 	}
 	st, err := j.Stream(ctx, "KV_"+names.RoutesBucket())
@@ -202,11 +189,11 @@ func TestRouteTableCannotBeWiped(t *testing.T) {
 	if _, err := kv.Put(ctx, wire.RouteKey(tun, a), make([]byte, wire.MaxRouteEntry+2048)); err == nil {
 		t.Error("an entry larger than the stream's message limit was taken")
 	}
-	if err := st.Purge(ctx); !refusedByStream(err, jsErrPurgeFailed) {
-		t.Errorf("purging the route table's stream: err = %v, want the stream's refusal (%d)", err, jsErrPurgeFailed)
+	if err := st.Purge(ctx); !natstest.RefusedByStream(err, natstest.ErrPurgeFailed) {
+		t.Errorf("purging the route table's stream: err = %v, want the stream's refusal (%d)", err, natstest.ErrPurgeFailed)
 	}
-	if err := kv.Purge(ctx, wire.RouteKey(tun, a)); !refusedByStream(err, jsErrRollupFailed) {
-		t.Errorf("kv.Purge (a roll-up of one key): err = %v, want the stream's refusal (%d)", err, jsErrRollupFailed)
+	if err := kv.Purge(ctx, wire.RouteKey(tun, a)); !natstest.RefusedByStream(err, natstest.ErrRollupFailed) {
+		t.Errorf("kv.Purge (a roll-up of one key): err = %v, want the stream's refusal (%d)", err, natstest.ErrRollupFailed)
 	}
 	if e, err := kv.Get(ctx, wire.RouteKey(tun, a)); err != nil || e.Revision() != revs[a] {
 		t.Fatalf("node a's entry after the refused roll-ups: %v", err)

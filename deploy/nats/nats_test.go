@@ -21,6 +21,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/domain"
 	"github.com/tunnelplane/tunnelplane/eventstore"
+	"github.com/tunnelplane/tunnelplane/internal/natstest"
 )
 
 func newNodeID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -251,21 +252,6 @@ func (r *routeTable) PutRoute(tunnelID, node, url string) bool {
 }
 func (r *routeTable) get(key string) string { r.mu.Lock(); defer r.mu.Unlock(); return r.routes[key] }
 
-// nats-server's JetStream API error codes for a refused roll-up and a refused purge
-// (JSStreamRollupFailedF, JSStreamPurgeFailedF in its errors.json; nats.go names neither).
-const (
-	jsErrRollupFailed = 10111
-	jsErrPurgeFailed  = 10110
-)
-
-// refusedByStream reports whether err is JetStream's answer code, with "not permitted" (what a
-// stream with DenyPurge says to a roll-up or a purge), rather than a timeout or a permission
-// violation.
-func refusedByStream(err error, code jetstream.ErrorCode) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == code && strings.Contains(apiErr.Description, "not permitted")
-}
-
 // A node's credential writes and deletes route entries under keys naming itself, reads every
 // node's, and cannot wipe the table: another node's key and the purge API are permission
 // violations, and the roll-up it may publish on its own key (Nats-Rollup: all would purge the
@@ -347,13 +333,13 @@ func TestNodeWritesOnlyItsOwnRoutesAndCannotWipeTheTable(t *testing.T) {
 		m := nats.NewMsg("$KV." + def.RoutesBucket() + "." + keyA)
 		m.Header.Set(jetstream.MsgRollup, rollup)
 		m.Data = entry(a)
-		if _, err := nodeA.js.PublishMsg(ctx, m); !refusedByStream(err, jsErrRollupFailed) {
-			t.Errorf("Nats-Rollup: %s on node a's own key: err = %v, want the stream's refusal (%d)", rollup, err, jsErrRollupFailed)
+		if _, err := nodeA.js.PublishMsg(ctx, m); !natstest.RefusedByStream(err, natstest.ErrRollupFailed) {
+			t.Errorf("Nats-Rollup: %s on node a's own key: err = %v, want the stream's refusal (%d)", rollup, err, natstest.ErrRollupFailed)
 		}
 		bIntact(t, "a's roll-up "+rollup)
 	}
-	if err := kvA.Purge(ctx, keyA); !refusedByStream(err, jsErrRollupFailed) {
-		t.Errorf("kv.Purge of node a's own key: err = %v, want the stream's refusal (%d)", err, jsErrRollupFailed)
+	if err := kvA.Purge(ctx, keyA); !natstest.RefusedByStream(err, natstest.ErrRollupFailed) {
+		t.Errorf("kv.Purge of node a's own key: err = %v, want the stream's refusal (%d)", err, natstest.ErrRollupFailed)
 	}
 	nodeA.noViolations(t)
 
@@ -383,8 +369,8 @@ func TestNodeWritesOnlyItsOwnRoutesAndCannotWipeTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Purge(ctx); !refusedByStream(err, jsErrPurgeFailed) {
-		t.Errorf("the control plane purging the route table: err = %v, want the stream's refusal (%d)", err, jsErrPurgeFailed)
+	if err := st.Purge(ctx); !natstest.RefusedByStream(err, natstest.ErrPurgeFailed) {
+		t.Errorf("the control plane purging the route table: err = %v, want the stream's refusal (%d)", err, natstest.ErrPurgeFailed)
 	}
 	bIntact(t, "the purges")
 	seen(keyB, "ws://"+b[:8]+".test/v1/peer")

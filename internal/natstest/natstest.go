@@ -142,3 +142,18 @@ func OldServer(t testing.TB, version string) (url string, published func() []str
 		return append([]string(nil), subjects...)
 	}
 }
+
+// nats-server's JetStream API error codes for a refused roll-up and a refused purge
+// (JSStreamRollupFailedF, JSStreamPurgeFailedF in its errors.json; nats.go names neither).
+const (
+	ErrRollupFailed jetstream.ErrorCode = 10111
+	ErrPurgeFailed  jetstream.ErrorCode = 10110
+)
+
+// RefusedByStream reports whether err is JetStream's answer code with "not permitted" (what a
+// stream with DenyPurge says to a roll-up or a purge), rather than a timeout, a permission
+// violation or another failure.
+func RefusedByStream(err error, code jetstream.ErrorCode) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == code && strings.Contains(apiErr.Description, "not permitted")
+}

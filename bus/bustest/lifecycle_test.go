@@ -11,6 +11,7 @@ import (
 	"github.com/tunnelplane/tunnelplane/bus/nodebus"
 	"github.com/tunnelplane/tunnelplane/bus/wire"
 	"github.com/tunnelplane/tunnelplane/internal/lifecycle/lifecycletest"
+	"github.com/tunnelplane/tunnelplane/internal/natstest"
 )
 
 // Every long-running bus component keeps the lifecycle rules: concurrent Starts start it once,
@@ -57,7 +58,7 @@ func TestBusComponentsStartStopStress(t *testing.T) {
 		}},
 		{"routes", func(t *testing.T) lifecycletest.Component {
 			r, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: nm(t), Conn: nc, NodeID: nodeID, PeerURL: "ws://127.0.0.1:1/v1/peer",
-				Table: newRouteTable(), Interval: 50 * time.Millisecond, Logger: testLogger()})
+				Table: natstest.NewRouteTable(), Interval: 50 * time.Millisecond, Logger: testLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}

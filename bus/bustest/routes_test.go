@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,57 +19,6 @@ import (
 	"github.com/tunnelplane/tunnelplane/internal/poll"
 )
 
-// routeTable is a node's side of the route table: the tunnels it holds, and what it was told.
-type routeTable struct {
-	mu      sync.Mutex
-	held    []string
-	changed chan struct{}
-	routes  map[string]string // "<tunnel>.<node>" → peer URL
-}
-
-func newRouteTable() *routeTable {
-	return &routeTable{changed: make(chan struct{}, 1), routes: map[string]string{}}
-}
-
-func (r *routeTable) HeldTunnels() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.held)
-}
-
-func (r *routeTable) HeldChanged() <-chan struct{} { return r.changed }
-
-func (r *routeTable) hold(tunnels ...string) {
-	r.mu.Lock()
-	r.held = tunnels
-	r.mu.Unlock()
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (r *routeTable) PutRoute(tunnelID, nodeID, url string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.routes[tunnelID+"."+nodeID] = url
-	return true
-}
-
-func (r *routeTable) DeleteRoute(tunnelID, nodeID string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.routes, tunnelID+"."+nodeID)
-}
-
-func (r *routeTable) ExpireRoutes(time.Time) int { return 0 }
-
-func (r *routeTable) snapshot() map[string]string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return maps.Clone(r.routes)
-}
-
 // Each node's Routes puts the tunnels it holds into the bucket when an agent takes one, deletes
 // an entry when the tunnel's last session ends and all of them when it stops; every other node
 // sees them come and go. Entries anyone else writes are decoded as hostile: malformed ones never
@@ -80,7 +27,7 @@ func TestRouteTableCarriesWhichNodeHoldsWhichTunnel(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	env := startNATS(t, controlbus.StreamsConfig{})
-	start := func(nodeID string, table *routeTable) *nodebus.Routes {
+	start := func(nodeID string, table *natstest.RouteTable) *nodebus.Routes {
 		r, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: nm(t), Conn: connect(t, env.url()), NodeID: nodeID,
 			PeerURL: "ws://" + nodeID[:8] + ".test:8081/v1/peer", Table: table, Interval: 100 * time.Millisecond, Logger: testLogger()})
 		if err != nil {
@@ -93,16 +40,16 @@ func TestRouteTableCarriesWhichNodeHoldsWhichTunnel(t *testing.T) {
 		return r
 	}
 	aID, bID := uuid.NewString(), uuid.NewString()
-	a, b := newRouteTable(), newRouteTable()
+	a, b := natstest.NewRouteTable(), natstest.NewRouteTable()
 	start(aID, a)
 	rb := start(bID, b)
 	t1, t2 := uuid.NewString(), uuid.NewString()
-	b.hold(t1, t2)
+	b.Hold(t1, t2)
 	want := map[string]string{t1 + "." + bID: "ws://" + bID[:8] + ".test:8081/v1/peer", t2 + "." + bID: "ws://" + bID[:8] + ".test:8081/v1/peer"}
-	poll.Until(t, 10*time.Second, "a sees b's tunnels", func() bool { return maps.Equal(a.snapshot(), want) })
+	poll.Until(t, 10*time.Second, "a sees b's tunnels", func() bool { return maps.Equal(a.Snapshot(), want) })
 	// b's Routes hands the table b's own entries too (the node ignores them), as its watch brings
 	// them back: a moment after a saw them, or before.
-	poll.Until(t, 10*time.Second, "b's own entries in b's table", func() bool { _, ok := b.snapshot()[t1+"."+bID]; return ok })
+	poll.Until(t, 10*time.Second, "b's own entries in b's table", func() bool { _, ok := b.Snapshot()[t1+"."+bID]; return ok })
 
 	// Forged and malformed entries are refused before the table.
 	js, _ := jetstream.New(connect(t, env.url()))
@@ -126,14 +73,14 @@ func TestRouteTableCarriesWhichNodeHoldsWhichTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	want[t1+"."+good] = "wss://g.test/v1/peer"
-	poll.Until(t, 10*time.Second, "the well-formed entry, and only it, in a's table", func() bool { return maps.Equal(a.snapshot(), want) })
+	poll.Until(t, 10*time.Second, "the well-formed entry, and only it, in a's table", func() bool { return maps.Equal(a.Snapshot(), want) })
 
-	b.hold(t2) // t1's last session on b ended
+	b.Hold(t2) // t1's last session on b ended
 	delete(want, t1+"."+bID)
-	poll.Until(t, 10*time.Second, "b's entry for t1 deleted", func() bool { return maps.Equal(a.snapshot(), want) })
+	poll.Until(t, 10*time.Second, "b's entry for t1 deleted", func() bool { return maps.Equal(a.Snapshot(), want) })
 	rb.Stop() // a stopping node takes its entries with it
 	delete(want, t2+"."+bID)
-	poll.Until(t, 10*time.Second, "b's entries deleted at its stop", func() bool { return maps.Equal(a.snapshot(), want) })
+	poll.Until(t, 10*time.Second, "b's entries deleted at its stop", func() bool { return maps.Equal(a.Snapshot(), want) })
 }
 
 // Every node writes the route table, so none may wipe it: its stream refuses roll-ups ("Nats-Rollup:
@@ -207,7 +154,7 @@ func TestRouteTableCannotBeWiped(t *testing.T) {
 
 	// The nodes' Routes on the sealed bucket: c puts and deletes its entries, d sees them and
 	// b's.
-	start := func(nodeID string, table *routeTable) {
+	start := func(nodeID string, table *natstest.RouteTable) {
 		r, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: names, Conn: connect(t, env.url()), NodeID: nodeID,
 			PeerURL: "ws://" + nodeID[:8] + ".test/v1/peer", Table: table, Interval: 100 * time.Millisecond, Logger: testLogger()})
 		if err != nil {
@@ -219,15 +166,15 @@ func TestRouteTableCannotBeWiped(t *testing.T) {
 		t.Cleanup(r.Stop)
 	}
 	c, d := uuid.NewString(), uuid.NewString()
-	ct, dt := newRouteTable(), newRouteTable()
+	ct, dt := natstest.NewRouteTable(), natstest.NewRouteTable()
 	start(c, ct)
 	start(d, dt)
-	ct.hold(tun)
+	ct.Hold(tun)
 	want := map[string]string{wire.RouteKey(tun, b): "ws://x.test/v1/peer", wire.RouteKey(tun, c): "ws://" + c[:8] + ".test/v1/peer"}
-	poll.Until(t, 10*time.Second, "d sees b's and c's entries", func() bool { return maps.Equal(dt.snapshot(), want) })
-	ct.hold()
+	poll.Until(t, 10*time.Second, "d sees b's and c's entries", func() bool { return maps.Equal(dt.Snapshot(), want) })
+	ct.Hold()
 	delete(want, wire.RouteKey(tun, c))
-	poll.Until(t, 10*time.Second, "c's entry deleted", func() bool { return maps.Equal(dt.snapshot(), want) })
+	poll.Until(t, 10*time.Second, "c's entry deleted", func() bool { return maps.Equal(dt.Snapshot(), want) })
 	if _, err := kv.Get(ctx, wire.RouteKey(tun, c)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("c's entry after its delete: err = %v, want ErrKeyNotFound", err)
 	}

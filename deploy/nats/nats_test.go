@@ -84,11 +84,11 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	// Routes: each node's Routes, under its own credential, puts the tunnels it holds and sees
 	// the other's (an ordered pull consumer on the bucket's stream).
 	tunnel := uuid.NewString()
-	tables := map[string]*routeTable{}
+	tables := map[string]*natstest.RouteTable{}
 	var routers []*client
 	var stops []func()
 	for _, id := range []string{self, other} {
-		tables[id] = &routeTable{routes: map[string]string{}, changed: make(chan struct{}, 1), held: []string{tunnel}}
+		tables[id] = natstest.NewRouteTable(tunnel)
 		c := d.dialNode(t, id)
 		routers = append(routers, c)
 		rt, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: def, Conn: c.nc, NodeID: id, PeerURL: "ws://" + id[:8] + ".test/v1/peer",
@@ -103,10 +103,10 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 		stops = append(stops, rt.Stop)
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if got := tables[self].get(wire.RouteKey(tunnel, other)); got != "ws://"+other[:8]+".test/v1/peer" {
+		if got := tables[self].Get(wire.RouteKey(tunnel, other)); got != "ws://"+other[:8]+".test/v1/peer" {
 			return fmt.Errorf("node %s sees the other node's route as %q", self, got)
 		}
-		if got := tables[other].get(wire.RouteKey(tunnel, self)); got != "ws://"+self[:8]+".test/v1/peer" {
+		if got := tables[other].Get(wire.RouteKey(tunnel, self)); got != "ws://"+self[:8]+".test/v1/peer" {
 			return fmt.Errorf("node %s sees this node's route as %q", other, got)
 		}
 		return nil
@@ -228,30 +228,6 @@ func TestNodeCredentialIsConfinedToItsOwnSubjects(t *testing.T) {
 	control.noViolations(t)
 }
 
-// routeTable is a node's side of the route table (nodebus.RouteTable) for these tests.
-type routeTable struct {
-	mu      sync.Mutex
-	held    []string
-	changed chan struct{}
-	routes  map[string]string
-}
-
-func (r *routeTable) HeldTunnels() []string        { return r.held }
-func (r *routeTable) HeldChanged() <-chan struct{} { return r.changed }
-func (r *routeTable) ExpireRoutes(time.Time) int   { return 0 }
-func (r *routeTable) DeleteRoute(tunnelID, node string) {
-	r.mu.Lock()
-	delete(r.routes, tunnelID+"."+node)
-	r.mu.Unlock()
-}
-func (r *routeTable) PutRoute(tunnelID, node, url string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.routes[tunnelID+"."+node] = url
-	return true
-}
-func (r *routeTable) get(key string) string { r.mu.Lock(); defer r.mu.Unlock(); return r.routes[key] }
-
 // A node's credential writes and deletes route entries under keys naming itself, reads every
 // node's, and cannot wipe the table: another node's key and the purge API are permission
 // violations, and the roll-up it may publish on its own key (Nats-Rollup: all would purge the
@@ -294,7 +270,7 @@ func TestNodeWritesOnlyItsOwnRoutesAndCannotWipeTheTable(t *testing.T) {
 	// a watches the table the way the product does (its Routes, holding no tunnel, on a
 	// connection of its own) and sees b's entry, then its own as it puts and deletes it.
 	watcher := d.dialNode(t, a)
-	table := &routeTable{routes: map[string]string{}, changed: make(chan struct{}, 1)}
+	table := natstest.NewRouteTable()
 	rt, err := nodebus.NewRoutes(nodebus.RoutesConfig{Names: def, Conn: watcher.nc, NodeID: a, PeerURL: "ws://" + a[:8] + ".test/v1/peer",
 		Table: table, Interval: 100 * time.Millisecond, Logger: testLogger()})
 	if err != nil {
@@ -307,7 +283,7 @@ func TestNodeWritesOnlyItsOwnRoutesAndCannotWipeTheTable(t *testing.T) {
 	seen := func(key, want string) {
 		t.Helper()
 		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-			if got := table.get(key); got != want {
+			if got := table.Get(key); got != want {
 				return fmt.Errorf("node a's table holds %q for %s, want %q", got, key, want)
 			}
 			return nil

@@ -9,8 +9,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -156,4 +158,66 @@ const (
 func RefusedByStream(err error, code jetstream.ErrorCode) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == code && strings.Contains(apiErr.Description, "not permitted")
+}
+
+// RouteTable is a node's side of the route table (nodebus.RouteTable) for tests: the tunnels it
+// holds (Hold), and the routes it was told (Snapshot, Get).
+type RouteTable struct {
+	mu      sync.Mutex
+	held    []string
+	changed chan struct{}
+	routes  map[string]string // "<tunnel>.<node>" → peer URL
+}
+
+// NewRouteTable holds tunnels from the start.
+func NewRouteTable(tunnels ...string) *RouteTable {
+	return &RouteTable{held: tunnels, changed: make(chan struct{}, 1), routes: map[string]string{}}
+}
+
+func (r *RouteTable) HeldTunnels() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.held)
+}
+
+func (r *RouteTable) HeldChanged() <-chan struct{} { return r.changed }
+
+// Hold replaces the tunnels held, as agents taking and leaving them would.
+func (r *RouteTable) Hold(tunnels ...string) {
+	r.mu.Lock()
+	r.held = tunnels
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *RouteTable) PutRoute(tunnelID, nodeID, url string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.routes[tunnelID+"."+nodeID] = url
+	return true
+}
+
+func (r *RouteTable) DeleteRoute(tunnelID, nodeID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.routes, tunnelID+"."+nodeID)
+}
+
+func (r *RouteTable) ExpireRoutes(time.Time) int { return 0 }
+
+// Snapshot is a copy of the routes told, by "<tunnel>.<node>".
+func (r *RouteTable) Snapshot() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.routes)
+}
+
+// Get is the peer URL told for key ("<tunnel>.<node>"), or "".
+func (r *RouteTable) Get(key string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.routes[key]
 }

@@ -37,9 +37,8 @@ type Page struct {
 // pageChunk is the size of a Page's chunks: a few dozen records each.
 const pageChunk = 64 << 10
 
-// reset empties p for a new read, keeping its memory.
+// reset empties p for a new read, keeping its memory (each record is zeroed as it is read into).
 func (p *Page) reset() {
-	clear(p.Records)
 	p.Records = p.Records[:0]
 	for i := range p.chunks {
 		p.chunks[i] = p.chunks[i][:0]
@@ -75,6 +74,7 @@ func scanInto(rows pgx.Rows, reg *Registry, sizeHint int, page *Page) ([]Record,
 	if page != nil {
 		page.reset()
 		out = page.Records
+		defer func() { page.Records = out }() // what was read, also when a record fails
 	} else {
 		out = make([]Record, 0, min(max(sizeHint, 0), 64))
 	}
@@ -111,9 +111,6 @@ func scanInto(rows pgx.Rows, reg *Registry, sizeHint int, page *Page) ([]Record,
 		out = append(out, Record{})
 		r := &out[len(out)-1]
 		if err := rows.Scan(dest...); err != nil {
-			if page != nil {
-				page.Records = out
-			}
 			return nil, classify(err)
 		}
 		r.StreamID, r.EventID, r.RecordedAt = streamID, eventID.Bytes, recordedAt
@@ -139,9 +136,6 @@ func scanInto(rows pgx.Rows, reg *Registry, sizeHint int, page *Page) ([]Record,
 		if reg != nil && current[r.Type] != r.StoredSchemaVersion+1 {
 			v, p, err := reg.Upcast(r.Type, r.StoredSchemaVersion, r.StoredPayload)
 			if err != nil {
-				if page != nil {
-					page.Records = out
-				}
 				return nil, fmt.Errorf("position %d: %w", r.Position, err)
 			}
 			r.SchemaVersion, r.Payload = v, p
@@ -149,9 +143,6 @@ func scanInto(rows pgx.Rows, reg *Registry, sizeHint int, page *Page) ([]Record,
 				current[r.Type] = v + 1
 			}
 		}
-	}
-	if page != nil {
-		page.Records = out
 	}
 	if err := rows.Err(); err != nil {
 		return nil, classify(err)

@@ -166,13 +166,18 @@ type Forwarder struct {
 	largest atomic.Int64
 	// framer, when the transport frames its messages and the format appends: format writes
 	// each message's frame before it (batch.spans).
-	// buffers holds format buffers whose batch is through (acknowledged, or given up with
-	// the run): their bytes stay in the cache and the heap does not grow a batch's worth of
-	// fresh pages for every batch.
-	buffers sync.Pool
-	slices  sync.Pool // *batchSlices
-	framer  Framer
+	framer Framer
 }
+
+// The memory a forwarder formats into and reads into is kept, once its batch is through
+// (acknowledged, or given up with the run), for the next batch of any sink in the process: a
+// sink that starts (or restarts with new settings) takes what others, or its own last run,
+// left, rather than growing the heap by a batch's worth of fresh pages, each faulted in.
+var (
+	formatBuffers sync.Pool // *[]byte
+	sliceSets     sync.Pool // *batchSlices
+	readPages     sync.Pool // *eventstore.Page
+)
 
 // NewForwarder checks cfg and fills in the defaults.
 func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
@@ -369,15 +374,12 @@ func (b *backoff) reset() { b.wait = b.f.cfg.MinBackoff }
 func (f *Forwarder) run(ctx context.Context, pos, seq uint64) {
 	ctx, cancel := context.WithCancel(ctx)
 	pages := make(chan *eventstore.Page, 1)
-	// Pages formatted go back to read: at most one per stage holding one (read's two, the
-	// channel's, produce's) is kept.
-	free := make(chan *eventstore.Page, 4)
 	batches := make(chan batch, 1)
 	sent := make(chan sentBatch, 1)
 	turn := make(chan struct{}, 1)
 	var wg sync.WaitGroup
-	wg.Go(func() { f.read(ctx, pos, free, pages) })
-	wg.Go(func() { f.produce(ctx, pos, seq, pages, free, batches) })
+	wg.Go(func() { f.read(ctx, pos, pages) })
+	wg.Go(func() { f.produce(ctx, pos, seq, pages, batches) })
 	wg.Go(func() { f.send(ctx, batches, turn, sent) })
 	defer wg.Wait()
 	defer cancel()
@@ -586,8 +588,9 @@ func (f *Forwarder) deliverEach(ctx context.Context, bt *batch, b *backoff) bool
 // read reads the log from pos, a page of BatchSize records at a time, waiting at the head. With
 // two pages or more behind the head it reads two pages at once (the log's positions have no
 // gaps, so the second starts where the first ends): while this process scans one, the
-// database serves the other. It reads into the pages produce gave back (free), when there are.
-func (f *Forwarder) read(ctx context.Context, pos uint64, free <-chan *eventstore.Page, out chan<- *eventstore.Page) {
+// database serves the other. It reads into the pages produce gave back (readPages), when there
+// are.
+func (f *Forwarder) read(ctx context.Context, pos uint64, out chan<- *eventstore.Page) {
 	b := backoff{f: f}
 	read := f.cfg.Store.ReadAllInto
 	if f.cfg.Unsigned {
@@ -603,14 +606,17 @@ func (f *Forwarder) read(ctx context.Context, pos uint64, free <-chan *eventstor
 		}
 	}
 	page := func() *eventstore.Page {
-		select {
-		case p := <-free:
+		if p, ok := readPages.Get().(*eventstore.Page); ok {
 			return p
-		default:
-			return new(eventstore.Page)
 		}
+		return new(eventstore.Page)
 	}
 	cur, next := page(), page()
+	// What read holds when the run ends is not formatted yet: nothing refers to it.
+	defer func() {
+		readPages.Put(cur)
+		readPages.Put(next)
+	}()
 	for ctx.Err() == nil {
 		next.Records = next.Records[:0]
 		var nextErr error
@@ -655,8 +661,8 @@ func (f *Forwarder) read(ctx context.Context, pos uint64, free <-chan *eventstor
 
 // produce formats the pages read from pos into batches, numbering from seq+1. A record it cannot
 // format ends a batch before it and is tried again after a backoff, never skipped. A page
-// formatted goes back to read (free) when the format copies what it needs (AppendFormat).
-func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan *eventstore.Page, free chan<- *eventstore.Page, out chan<- batch) {
+// formatted goes back to read (readPages) when the format copies what it needs (AppendFormat).
+func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan *eventstore.Page, out chan<- batch) {
 	b := backoff{f: f}
 	for {
 		var page *eventstore.Page
@@ -686,10 +692,7 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan *eve
 			b.reset()
 		}
 		if f.cfg.AppendFormat != nil {
-			select {
-			case free <- page:
-			default:
-			}
+			readPages.Put(page)
 		}
 	}
 }
@@ -697,7 +700,7 @@ func (f *Forwarder) produce(ctx context.Context, pos, seq uint64, in <-chan *eve
 // format turns recs into a batch, the sink's sequence continuing from seq, and says how many
 // records it covers: all of them, or those before the first it cannot format (err).
 func (f *Forwarder) format(recs []eventstore.Record, pos, seq uint64) (batch, int, error) {
-	sl, ok := f.slices.Get().(*batchSlices)
+	sl, ok := sliceSets.Get().(*batchSlices)
 	if !ok || cap(sl.msgs) < len(recs) || cap(sl.pos) < len(recs) || cap(sl.seq) < len(recs) {
 		sl = &batchSlices{msgs: make([][]byte, 0, len(recs)), pos: make([]uint64, 0, len(recs)), seq: make([]uint64, 0, len(recs))}
 	}
@@ -758,7 +761,7 @@ func (f *Forwarder) appendFormat(bt *batch, buf []byte, e Entry) ([]byte, []byte
 		}
 		size := max(formatBuffer, 4*int(f.largest.Load()))
 		buf = nil
-		if p, ok := f.buffers.Get().(*[]byte); ok && cap(*p) >= size {
+		if p, ok := formatBuffers.Get().(*[]byte); ok && cap(*p) >= size {
 			buf = (*p)[:0]
 		}
 		if buf == nil {
@@ -803,11 +806,11 @@ func (bt *batch) closeSpan(buf []byte) {
 // afterwards.
 func (f *Forwarder) release(bt *batch) {
 	for _, b := range bt.bufs {
-		f.buffers.Put(&b)
+		formatBuffers.Put(&b)
 	}
 	if cap(bt.msgs) > 0 {
 		clear(bt.msgs[:cap(bt.msgs)])
-		f.slices.Put(&batchSlices{msgs: bt.msgs[:0], pos: bt.pos[:0], seq: bt.seq[:0]})
+		sliceSets.Put(&batchSlices{msgs: bt.msgs[:0], pos: bt.pos[:0], seq: bt.seq[:0]})
 	}
 	bt.bufs, bt.msgs, bt.spans, bt.pos, bt.seq = nil, nil, nil, nil, nil
 }

@@ -65,3 +65,32 @@ func TestPayloadsDecodeAsEncodingJSONDecodesThem(t *testing.T) {
 		t.Fatal("a truncated payload decoded")
 	}
 }
+
+// A payload decodes exactly when encoding/json (v1) takes it, to the same event, and one that
+// decodes is valid JSON (the OCSF format then copies it without checking it again). Decoding
+// checks the syntax as it goes, not in a pass of its own first as v1 does.
+func FuzzDecodeEventIsEncodingJSON(f *testing.F) {
+	for _, s := range []string{`{"org_id":"a","name":"x","created_by":"u"}`, `{"org_id":"a"} x`, `{"org_id":"a","x":[1,}`,
+		`{"org_id":1}`, `{"org_id":"a","x":{"y":[true,null,"\u00e9"]}}`, `{"org_id":"a",}`, `[]`, `null`, `{"ORG_ID":"b","Name":"x"}`,
+		"{\"name\":\"\xff\"}", `{"org_id":"a","org_id":"b"}`, `{"name":"a\"b\\c"}`, ` {"name":"x"} `, `{"name":"x"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := siem.DecodeEvent(domain.TypeOrganizationCreated, in)
+		var want domain.OrganizationCreated
+		werr := json.Unmarshal(in, &want)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("%q: decoded with error %v, encoding/json with %v", in, err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if !json.Valid(in) {
+			t.Fatalf("%q decoded but is not valid JSON", in)
+		}
+		if !reflect.DeepEqual(got, &want) {
+			t.Fatalf("%q: %+v, encoding/json %+v", in, got, want)
+		}
+		siem.ReleaseEvent(domain.TypeOrganizationCreated, got)
+	})
+}

@@ -173,7 +173,11 @@ func decodeEvent(typ string, payload []byte) (any, *sync.Pool, error) {
 	return ev, pool, nil
 }
 
-var decodeOptions = jsonv1.DefaultOptionsV1()
+// decodeOptions are v1's but for its way of reporting errors, whose first step is a separate
+// pass checking the whole payload's syntax (a quarter of decoding): decoding checks it as it
+// goes, and a payload that fails is not used (its event is not reused either), so which
+// error, or how much of the event was filled, makes no difference here.
+var decodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
 
 // LogEventTypes are the log's own record types, which the formats map besides the domain's.
 func LogEventTypes() []string {

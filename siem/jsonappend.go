@@ -113,30 +113,49 @@ func plainCompactJSON(raw []byte, valid bool) bool {
 	if len(raw) == 0 {
 		return false
 	}
-	inString, escaped := false, false
-	for _, c := range raw {
-		switch {
-		case c == '<' || c == '>' || c == '&' || c == 0xE2: // 0xE2 may start U+2028 or U+2029
+	for i := 0; i < len(raw); i++ {
+		switch compactClass[raw[i]] {
+		case compactChanged, compactSpace:
 			return false
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
+		case compactQuote: // a string, to its closing quote
+			for i++; i < len(raw); i++ {
+				c := compactClass[raw[i]]
+				if c == compactChanged {
+					return false
+				}
+				if c == compactQuote {
+					break
+				}
+				if c == compactEscape {
+					i++ // the escaped byte: '"' or '\\' among them
+				}
 			}
-		case c == '"':
-			inString = true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			return false
 		}
 	}
 	// Whitespace aside, the scan does not check the grammar: json.Valid does, without
 	// allocating.
 	return valid || json.Valid(raw)
 }
+
+// What plainCompactJSON makes of a byte.
+const (
+	compactPlain   = iota
+	compactChanged // escaped wherever it is: '<', '>', '&', and 0xE2 (which may start U+2028 or U+2029)
+	compactSpace   // whitespace: dropped outside strings
+	compactQuote
+	compactEscape
+)
+
+var compactClass = func() (t [256]byte) {
+	for _, c := range []byte{'<', '>', '&', 0xE2} {
+		t[c] = compactChanged
+	}
+	for _, c := range []byte{' ', '\t', '\n', '\r'} {
+		t[c] = compactSpace
+	}
+	t['"'], t['\\'] = compactQuote, compactEscape
+	return t
+}()
 
 // appendUUID appends u in its canonical form (what uuid.UUID.String returns).
 func appendUUID(b []byte, u uuid.UUID) []byte {

@@ -172,7 +172,7 @@ func OCSF(e Entry, p Product) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return o.appendJSON(make([]byte, 0, 1024), d, m, p)
+	return o.appendJSON(make([]byte, 0, 1024), d, m, renderProduct(p))
 }
 
 // SyslogOCSF is the Format of a syslog sink sending OCSF: SyslogFormat(c, OCSF) with the record
@@ -197,6 +197,7 @@ func SyslogOCSF(c SyslogConfig, p Product) func(Entry) ([]byte, error) {
 // a few large buffers, not one allocation per message).
 func AppendSyslogOCSF(c SyslogConfig, p Product) func(dst []byte, e Entry) ([]byte, error) {
 	c, cerr := c.withDefaults()
+	prod := renderProduct(p)
 	return func(b []byte, e Entry) ([]byte, error) {
 		if cerr != nil {
 			return nil, cerr
@@ -212,7 +213,7 @@ func AppendSyslogOCSF(c SyslogConfig, p Product) func(dst []byte, e Entry) ([]by
 		if err != nil {
 			return nil, err
 		}
-		return o.appendJSON(appendSyslogHeader(b, c, e, o.severity), d, m, p)
+		return o.appendJSON(appendSyslogHeader(b, c, e, o.severity), d, m, prod)
 	}
 }
 
@@ -234,14 +235,88 @@ func classifyDecoded(d decoded, o *ocsfEvent) (ocsfMapping, error) {
 	return m, nil
 }
 
-// appendJSON appends the event as JSON: the keys in sorted order and strings escaped as
-// encoding/json does, so that the bytes are what json.Marshal wrote of the map-based event.
-func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([]byte, error) {
-	e, r := d.Entry, d.Record
-	b = append(b, `{"activity_id":`...)
+// ocsfFixed are the parts of a mapping's event that no record changes, written once (ints and
+// escaped strings were a third of formatting).
+type ocsfFixed struct {
+	head  string // {"activity_id":…,"activity_name":…
+	class string // ,"category_name":…,"category_uid":…,"class_name":…,"class_uid":…
+	typ   string // ,"type_name":…,"type_uid":…
+	// eventType is the record type the mapping is for; quoted, as a JSON string.
+	eventType, quoted string
+}
+
+func renderFixed(eventType string, m ocsfMapping) *ocsfFixed {
+	b := append([]byte(nil), `{"activity_id":`...)
 	b = strconv.AppendInt(b, int64(m.activity), 10)
 	b = append(b, `,"activity_name":`...)
 	b = appendJSONString(b, m.activityName)
+	head := len(b)
+	b = append(b, `,"category_name":`...)
+	b = appendJSONString(b, m.class.categoryKey)
+	b = append(b, `,"category_uid":`...)
+	b = strconv.AppendInt(b, int64(m.class.category), 10)
+	b = append(b, `,"class_name":`...)
+	b = appendJSONString(b, m.class.className)
+	b = append(b, `,"class_uid":`...)
+	b = strconv.AppendInt(b, int64(m.class.uid), 10)
+	class := len(b)
+	b = append(b, `,"type_name":"`...)
+	b = appendJSONStringBody(b, m.class.className)
+	b = append(b, ": "...)
+	b = appendJSONStringBody(b, m.activityName)
+	b = append(b, `","type_uid":`...)
+	b = strconv.AppendInt(b, int64(m.class.uid*100+m.activity), 10)
+	typ := len(b)
+	b = appendJSONString(b, eventType)
+	all := string(b)
+	return &ocsfFixed{head: all[:head], class: all[head:class], typ: all[class:typ], eventType: eventType, quoted: all[typ:]}
+}
+
+// The table's mappings carry their fixed parts (a mapping made elsewhere, in a test, has them
+// made when it is used).
+func init() {
+	for typ, m := range ocsfMappings {
+		m.fixed = renderFixed(typ, m)
+		ocsfMappings[typ] = m
+	}
+}
+
+// renderProduct is the metadata's product as it is written, from "product" to "sequence".
+func renderProduct(p Product) string {
+	b := append([]byte(nil), `,"product":{"name":`...)
+	b = appendJSONString(b, p.Name)
+	b = append(b, `,"vendor_name":`...)
+	b = appendJSONString(b, p.Vendor)
+	b = append(b, `,"version":`...)
+	b = appendJSONString(b, p.Version)
+	return string(append(b, `},"sequence":`...))
+}
+
+// severityParts are "severity" and "severity_id" as written, for the ids that have a name.
+var severityParts = func() (parts [sevHigh + 1]string) {
+	for id := range parts {
+		parts[id] = string(appendSeverity(nil, id))
+	}
+	return parts
+}()
+
+func appendSeverity(b []byte, id int) []byte {
+	b = append(b, `,"severity":`...)
+	b = appendJSONString(b, severityName(id))
+	b = append(b, `,"severity_id":`...)
+	return strconv.AppendInt(b, int64(id), 10)
+}
+
+// appendJSON appends the event as JSON: the keys in sorted order and strings escaped as
+// encoding/json does, so that the bytes are what json.Marshal wrote of the map-based event.
+// product is renderProduct's.
+func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, product string) ([]byte, error) {
+	e, r := d.Entry, d.Record
+	fixed := m.fixed
+	if fixed == nil || fixed.eventType != r.Type {
+		fixed = renderFixed(r.Type, m)
+	}
+	b = append(b, fixed.head...)
 	b = o.actor.appendJSON(b)
 	if o.api.set {
 		b = append(b, `,"api":{"operation":`...)
@@ -255,14 +330,7 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 		b = appendJSONString(b, o.app.version)
 		b = append(b, '}')
 	}
-	b = append(b, `,"category_name":`...)
-	b = appendJSONString(b, m.class.categoryKey)
-	b = append(b, `,"category_uid":`...)
-	b = strconv.AppendInt(b, int64(m.class.category), 10)
-	b = append(b, `,"class_name":`...)
-	b = appendJSONString(b, m.class.className)
-	b = append(b, `,"class_uid":`...)
-	b = strconv.AppendInt(b, int64(m.class.uid), 10)
+	b = append(b, fixed.class...)
 	b = appendOptInt(b, `,"count":`, o.count)
 	if o.dstUID.set {
 		b = append(b, `,"dst_endpoint":{"uid":`...)
@@ -287,8 +355,9 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 		b = appendJSONString(b, o.entity.uid)
 		b = append(b, '}')
 	}
-	b = append(b, `,"message":`...)
-	b = appendJSONString(b, m.message(d))
+	b = append(b, `,"message":"`...)
+	b = m.appendMessage(b, d)
+	b = append(b, '"')
 
 	b = append(b, `,"metadata":{`...)
 	if d.md.CorrelationID != "" {
@@ -297,16 +366,10 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 		b = append(b, ',')
 	}
 	b = append(b, `"event_code":`...)
-	b = appendJSONString(b, r.Type)
+	b = append(b, fixed.quoted...)
 	b = append(b, `,"log_name":"tunnelplane event log","logged_time":`...)
 	b = strconv.AppendInt(b, r.RecordedAt.UnixMilli(), 10)
-	b = append(b, `,"product":{"name":`...)
-	b = appendJSONString(b, p.Name)
-	b = append(b, `,"vendor_name":`...)
-	b = appendJSONString(b, p.Vendor)
-	b = append(b, `,"version":`...)
-	b = appendJSONString(b, p.Version)
-	b = append(b, `},"sequence":`...)
+	b = append(b, product...)
 	b = strconv.AppendUint(b, e.Seq, 10)
 	if org := d.orgID(); org != "" {
 		b = append(b, `,"tenant_uid":`...)
@@ -340,10 +403,11 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 		b = appendJSONString(b, o.sessionUID.v)
 		b = append(b, '}')
 	}
-	b = append(b, `,"severity":`...)
-	b = appendJSONString(b, severityName(o.severity))
-	b = append(b, `,"severity_id":`...)
-	b = strconv.AppendInt(b, int64(o.severity), 10)
+	if o.severity >= 0 && o.severity < len(severityParts) {
+		b = append(b, severityParts[o.severity]...)
+	} else {
+		b = appendSeverity(b, o.severity)
+	}
 	if o.srcEnd.kind != endpointNone {
 		b = append(b, `,"src_endpoint":`...)
 		b = o.srcEnd.appendJSON(b)
@@ -371,17 +435,12 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, p Product) ([
 		b = strconv.AppendInt(b, o.traffic.out, 10)
 		b = append(b, '}')
 	}
-	b = append(b, `,"type_name":"`...)
-	b = appendJSONStringBody(b, m.class.className)
-	b = append(b, ": "...)
-	b = appendJSONStringBody(b, m.activityName)
-	b = append(b, `","type_uid":`...)
-	b = strconv.AppendInt(b, int64(m.class.uid*100+m.activity), 10)
+	b = append(b, fixed.typ...)
 
 	b = append(b, `,"unmapped":{"tunnelplane":{"causation_id":`...)
 	b = appendJSONString(b, d.md.CausationID)
 	b = append(b, `,"event_type":`...)
-	b = appendJSONString(b, r.Type)
+	b = append(b, fixed.quoted...)
 	b = append(b, `,"payload":`...)
 	payload := r.Payload // decoded just now, so valid JSON (and so is what json.Marshal writes)
 	if e.Redact != nil {

@@ -52,7 +52,26 @@ type ocsfMapping struct {
 	activityName string
 	severity     int
 	message      func(d decoded) string
-	fill         func(d decoded, o *ocsfEvent)
+	// words, when set, is message in parts (joined, they are message): appended one by one, a
+	// message costs no string of its own per record.
+	words func(d decoded) messageWords
+	fill  func(d decoded, o *ocsfEvent)
+	// fixed: what the mapping writes of every event alike (renderFixed), set for the table's.
+	fixed *ocsfFixed
+}
+
+// messageWords are a message's parts, in order; the unused are empty.
+type messageWords [6]string
+
+// appendMessage appends d's message as the body of a JSON string.
+func (m ocsfMapping) appendMessage(b []byte, d decoded) []byte {
+	if m.words == nil {
+		return appendJSONStringBody(b, m.message(d))
+	}
+	for _, w := range m.words(d) {
+		b = appendJSONStringBody(b, w)
+	}
+	return b
 }
 
 // ocsfMappings is the table docs/siem.md documents: every domain event type and the log's own
@@ -504,15 +523,21 @@ func usageCallerWords(e *domain.UsageRecorded) string {
 
 // entity maps an event to Entity Management: activity, the entity's kind, and its id and name.
 func entity(activity int, activityName, kind string, idName func(d decoded) (id, name string)) ocsfMapping {
-	done := strings.ToLower(activityName)
+	done := ": " + strings.ToLower(activityName)
+	closeDone := ")" + done
+	words := func(d decoded) messageWords {
+		id, name := idName(d)
+		if name != "" {
+			return messageWords{kind, " ", name, " (", id, closeDone}
+		}
+		return messageWords{kind, " ", id, done}
+	}
 	return ocsfMapping{class: classEntityManagement, activity: activity, activityName: activityName, severity: sevInformational,
 		message: func(d decoded) string {
-			id, name := idName(d)
-			if name != "" {
-				return kind + " " + name + " (" + id + "): " + done
-			}
-			return kind + " " + id + ": " + done
+			w := words(d)
+			return strings.Join(w[:], "")
 		},
+		words: words,
 		fill: func(d decoded, o *ocsfEvent) {
 			id, name := idName(d)
 			o.entity.set, o.entity.uid, o.entity.kind, o.entity.name = true, id, kind, name

@@ -19,6 +19,8 @@ const OCSFVersion = "1.8.0"
 // optional attribute says whether it is present: a present attribute is written even when
 // empty, as encoding/json wrote the maps this replaced (TestOCSFIsTheMapBuiltReference).
 type ocsfEvent struct {
+	// hashHex, when set, is the record's hash in hex, written already (the syslog header's).
+	hashHex      []byte
 	severity     int
 	statusID     int
 	statusDetail optString
@@ -213,7 +215,13 @@ func AppendSyslogOCSF(c SyslogConfig, p Product) func(dst []byte, e Entry) ([]by
 		if err != nil {
 			return nil, err
 		}
-		return o.appendJSON(appendSyslogHeader(b, c, e, o.severity), d, m, prod)
+		b = appendSyslogHeader(b, c, e, o.severity)
+		// The header ends with the record's hash in hex: the JSON copies it from there.
+		end := len(b) - len(syslogHeaderEnd)
+		o.hashHex = b[end-hex.EncodedLen(len(d.Record.Hash)) : end]
+		b, err = o.appendJSON(b, d, m, prod)
+		o.hashHex = nil // o goes back to the pool: it keeps no message buffer
+		return b, err
 	}
 }
 
@@ -458,7 +466,11 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, product strin
 	b = append(b, `,"position":`...)
 	b = strconv.AppendUint(b, r.Position, 10)
 	b = append(b, `,"record_hash":"`...)
-	b = hex.AppendEncode(b, r.Hash)
+	if o.hashHex != nil {
+		b = append(b, o.hashHex...)
+	} else {
+		b = hex.AppendEncode(b, r.Hash)
+	}
 	b = append(b, `","request_id":`...)
 	b = appendJSONString(b, d.md.RequestID)
 	b = append(b, `,"sink_seq":`...)

@@ -101,8 +101,11 @@ func appendSyslogHeader(b []byte, c SyslogConfig, e Entry, severityID int) []byt
 	b = strconv.AppendUint(b, e.Seq, 10)
 	b = append(b, `" hash="`...)
 	b = hex.AppendEncode(b, r.Hash)
-	return append(b, "\"] \xEF\xBB\xBF"...) // MSG is UTF-8, said with a BOM
+	return append(b, syslogHeaderEnd...)
 }
+
+// syslogHeaderEnd closes the structured data after the hash; MSG is UTF-8, said with a BOM.
+const syslogHeaderEnd = "\"] \xEF\xBB\xBF"
 
 // timestampLayout is RFC 5424's TIMESTAMP, to the microsecond.
 const timestampLayout = "2006-01-02T15:04:05.000000Z07:00"

@@ -11,7 +11,8 @@ var cefSeverity = map[int]int{sevInformational: 1, sevLow: 3, sevMedium: 5, sevH
 // CEF is the entry as one ArcSight CEF:0 line (no trailing newline): the header names product,
 // event type, its OCSF class and activity, and severity; the extension carries the event id
 // (externalId, the dedupe key), receipt time, the log position (cn1), the sink's sequence
-// (cn2), the record's hash (cs1), the org (cs2), actor, caller address and outcome.
+// (cn2), the record's hash (cs1), the org (cs2), actor, caller address, outcome, and a login's one
+// host (dhost).
 func CEF(e Entry, p Product) (string, error) {
 	d, m, o, err := classify(e)
 	if err != nil {
@@ -49,6 +50,9 @@ func CEF(e Entry, p Product) (string, error) {
 	}
 	if d.md.CorrelationID != "" {
 		ext = append(ext, [2]string{"cs3Label", "correlationId"}, [2]string{"cs3", d.md.CorrelationID})
+	}
+	if o.dstHost.set { // a login's one host
+		ext = append(ext, [2]string{"dhost", o.dstHost.v})
 	}
 	for i, kv := range ext {
 		if i > 0 {

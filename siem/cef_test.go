@@ -139,3 +139,19 @@ func TestCEFSeverityFollowsTheEvent(t *testing.T) {
 		}
 	}
 }
+
+// A login for one host names it as dhost, as OCSF names it dst_endpoint.hostname.
+func TestCEFNamesALoginsHost(t *testing.T) {
+	t.Parallel()
+	login := samples()[domain.TypeUserLoggedIn].(domain.UserLoggedIn)
+	for _, host := range []string{"chat.tunnels.example", ""} {
+		login.Host = host
+		line, err := siem.CEF(siem.Entry{Record: record(t, 1, login, domain.Metadata{}), Seq: 1}, siem.DefaultProduct("1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ext := parseCEF(t, line); ext["dhost"] != host {
+			t.Errorf("dhost %q, want %q (%s)", ext["dhost"], host, line)
+		}
+	}
+}

@@ -34,6 +34,7 @@ type ocsfEvent struct {
 	}
 	count    optInt
 	dstUID   optString // dst_endpoint.uid
+	dstHost  optString // dst_endpoint.hostname
 	duration optInt
 	window   struct {
 		set        bool
@@ -340,9 +341,19 @@ func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, product strin
 	}
 	b = append(b, fixed.class...)
 	b = appendOptInt(b, `,"count":`, o.count)
-	if o.dstUID.set {
-		b = append(b, `,"dst_endpoint":{"uid":`...)
-		b = appendJSONString(b, o.dstUID.v)
+	if o.dstUID.set || o.dstHost.set {
+		b = append(b, `,"dst_endpoint":{`...)
+		if o.dstHost.set {
+			b = append(b, `"hostname":`...)
+			b = appendJSONString(b, o.dstHost.v)
+			if o.dstUID.set {
+				b = append(b, ',')
+			}
+		}
+		if o.dstUID.set {
+			b = append(b, `"uid":`...)
+			b = appendJSONString(b, o.dstUID.v)
+		}
 		b = append(b, '}')
 	}
 	b = appendOptInt(b, `,"duration":`, o.duration)

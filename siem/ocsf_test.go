@@ -132,7 +132,7 @@ func samples() map[string]any {
 		domain.TypeReportGenerated: domain.ReportGenerated{ReportID: uuid.NewString(), Report: "soc2", OrgID: org, From: "2026-01-01T00:00:00Z",
 			To: "2026-04-01T00:00:00Z", Format: "pdf", Position: 99, CheckpointSize: 100, SHA256: "cd34", Bytes: 5000},
 		domain.TypeUserLoggedIn: domain.UserLoggedIn{UserID: "oidc-0123456789abcdef:alice", Issuer: "https://idp.example", Method: domain.LoginMethodOIDC,
-			Groups: []string{"ml-team"}, TokenID: uuid.NewString(), ExpiresAt: at.Add(time.Hour)},
+			Groups: []string{"ml-team"}, TokenID: uuid.NewString(), ExpiresAt: at.Add(time.Hour), Host: "chat.tunnels.example"},
 		domain.TypeUserDeleted: domain.UserDeleted{OrgID: org, UserID: "oidc-0123456789abcdef:alice", DeletedBy: "root", Reason: "left the company",
 			RolesWithdrawn: 2, GrantsRevoked: 1, RequestsDenied: 1},
 		domain.TypeSubjectErased: domain.SubjectErased{Subject: "vic", KeysDestroyed: 2, Reason: "GDPR art. 17 request"},
@@ -390,6 +390,34 @@ func TestUsageWindowsNameTheirCaller(t *testing.T) {
 		}
 		if !strings.Contains(string(got), actor+"}") || !strings.Contains(string(got), c.words) {
 			t.Errorf("%q: want %s} and %q in\n%s", c.kind, actor, c.words, got)
+		}
+	}
+}
+
+// A login for one host (a browser's, for a tunnel host) names that host as where the user
+// authenticated (dst_endpoint.hostname); a login valid everywhere (the CLI's) names none.
+func TestALoginNamesItsHost(t *testing.T) {
+	t.Parallel()
+	s := ocsf(t)
+	base := samples()[domain.TypeUserLoggedIn].(domain.UserLoggedIn)
+	for _, host := range []string{"chat.tunnels.example", ""} {
+		l := base
+		l.Host = host
+		e := siem.Entry{Record: record(t, 5, l, domain.Metadata{Actor: l.UserID, ClientIP: "192.0.2.7"}), Seq: 1}
+		got, err := siem.OCSF(e, siem.DefaultProduct("1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := siem.OCSFByMaps(e, siem.DefaultProduct("1"))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%q: %v\n got %s\nwant %s", host, err, got, want)
+		}
+		if err := s.Validate(got); err != nil {
+			t.Errorf("%q: %v\n%s", host, err, got)
+		}
+		dst := `"dst_endpoint":{"hostname":"` + host + `"}`
+		if strings.Contains(string(got), dst) != (host != "") || (host == "" && strings.Contains(string(got), "dst_endpoint")) {
+			t.Errorf("%q: dst_endpoint wrong in\n%s", host, got)
 		}
 	}
 }

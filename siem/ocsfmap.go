@@ -267,6 +267,9 @@ var ocsfMappings = map[string]ocsfMapping{
 			o.service = some("tunnelplane")
 			o.status(statusSuccess, "")
 			o.srcEndpoint(d)
+			if e.Host != "" { // the one host the token is for (a browser login)
+				o.dstHost = some(e.Host)
+			}
 		}},
 	domain.TypeAccessDenied: {class: classAPIActivity, activity: activityOther, activityName: "Denied", severity: sevLow,
 		message: func(d decoded) string {

@@ -407,6 +407,9 @@ var refMappings = map[string]refMapping{
 			o["service"] = map[string]any{"name": "tunnelplane"}
 			o.status(statusSuccess, "")
 			o.srcEndpoint(d)
+			if e.Host != "" {
+				o["dst_endpoint"] = map[string]any{"hostname": e.Host}
+			}
 		}},
 	domain.TypeAccessDenied: {class: classAPIActivity, activity: activityOther, activityName: "Denied", severity: sevLow,
 		message: func(d decoded) string {

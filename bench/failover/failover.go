@@ -112,8 +112,8 @@ type Result struct {
 	// latest of those.
 	RecoverMS float64 `json:"recover_ms"`
 	// FailedCalls are the calls through the nodes left that failed, and the calls entering at the
-	// killed node that it had taken (in flight at the kill); InFlightAtKill is every call started
-	// and not yet answered at the kill.
+	// killed node that it had taken (in flight at the kill); InFlightAtKill is every call not yet
+	// answered at the kill and started before the killed node had exited.
 	FailedCalls    int `json:"failed_calls"`
 	InFlightAtKill int `json:"in_flight_at_kill"`
 	// DuplicatedCalls are the call ids the upstream saw more than once (must be 0).
@@ -187,6 +187,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := victim.cmd.Process.Kill(); err != nil {
 		return nil, fmt.Errorf("bench failover: kill %s: %w", victim.name, err)
 	}
+	// The node dies a little after the signal: a call started in between may still have reached
+	// it (through a peer), so it was in flight at the kill.
+	select {
+	case <-victim.done:
+	case <-time.After(10 * time.Second):
+		return nil, fmt.Errorf("bench failover: %s still runs 10 s after SIGKILL", victim.name)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	died := time.Now()
 	select {
 	case <-time.After(o.After):
 	case <-ctx.Done():
@@ -195,7 +205,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	cancelLoad()
 	<-loadDone
 	calls := ld.finished()
-	res := summarize(calls, kill, victim.name, o)
+	res := summarize(calls, kill, died, victim.name, o)
 	if d := detected.Load(); d > 0 {
 		res.DetectMS = float64(time.Unix(0, d).Sub(kill).Microseconds()) / 1000
 	} else {

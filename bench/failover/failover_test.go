@@ -27,13 +27,18 @@ func TestSummarize(t *testing.T) {
 		{node: "c", start: at(30), end: at(40), ok: true},   // c never failed
 		{node: "b", start: at(600), end: at(601), ok: true},
 	}
-	res := summarize(calls, kill, "a", Options{Nodes: 3, Rate: 10})
+	res := summarize(calls, kill, kill, "a", Options{Nodes: 3, Rate: 10})
 	if res.RecoverMS != 500 || res.FailedCalls != 2 || res.InFlightAtKill != 2 || res.Calls != 7 {
 		t.Fatalf("%+v", res)
 	}
+	// The victim exited 15 ms after the signal: the call started 10 ms after it was in flight,
+	// the one started 20 ms after was not.
+	if res := summarize(calls, kill, at(15), "a", Options{Nodes: 3, Rate: 10}); res.InFlightAtKill != 3 || res.FailedCalls != 2 {
+		t.Fatalf("victim exited at +15 ms: %+v", res)
+	}
 	// A node whose calls never succeed again has not recovered.
 	calls = append(calls, &call{node: "c", start: at(700), end: at(900), ok: false})
-	if res := summarize(calls, kill, "a", Options{Nodes: 3, Rate: 10}); res.RecoverMS != -1 {
+	if res := summarize(calls, kill, kill, "a", Options{Nodes: 3, Rate: 10}); res.RecoverMS != -1 {
 		t.Fatalf("recover %v with node c failing at the end", res.RecoverMS)
 	}
 }

@@ -105,8 +105,9 @@ func (l *load) finished() []*call {
 	return l.calls
 }
 
-// summarize computes the result from the calls around the kill of victim.
-func summarize(calls []*call, kill time.Time, victim string, o Options) *Result {
+// summarize computes the result from the calls around the kill of victim: kill is when it was
+// signalled, died when it had exited.
+func summarize(calls []*call, kill, died time.Time, victim string, o Options) *Result {
 	res := &Result{Nodes: o.Nodes, Rate: o.Rate, Calls: len(calls), Killed: victim}
 	if len(calls) > 1 {
 		res.RateOK = float64(len(calls)-1) / calls[len(calls)-1].start.Sub(calls[0].start).Seconds()
@@ -140,7 +141,7 @@ func summarize(calls []*call, kill time.Time, victim string, o Options) *Result 
 		res.RecoverMS = max(res.RecoverMS, float64(at.Sub(kill).Microseconds())/1000)
 	}
 	for _, c := range calls {
-		inFlight := c.start.Before(kill) && c.end.After(kill)
+		inFlight := c.start.Before(died) && c.end.After(kill)
 		if inFlight {
 			res.InFlightAtKill++
 		}

@@ -250,8 +250,8 @@ type ocsfFixed struct {
 	head  string // {"activity_id":…,"activity_name":…
 	class string // ,"category_name":…,"category_uid":…,"class_name":…,"class_uid":…
 	typ   string // ,"type_name":…,"type_uid":…
-	// eventType is the record type the mapping is for; quoted, as a JSON string.
-	eventType, quoted string
+	// quoted is the record type the mapping is for, as a JSON string.
+	quoted string
 }
 
 func renderFixed(eventType string, m ocsfMapping) *ocsfFixed {
@@ -278,11 +278,11 @@ func renderFixed(eventType string, m ocsfMapping) *ocsfFixed {
 	typ := len(b)
 	b = appendJSONString(b, eventType)
 	all := string(b)
-	return &ocsfFixed{head: all[:head], class: all[head:class], typ: all[class:typ], eventType: eventType, quoted: all[typ:]}
+	return &ocsfFixed{head: all[:head], class: all[head:class], typ: all[class:typ], quoted: all[typ:]}
 }
 
-// The table's mappings carry their fixed parts (a mapping made elsewhere, in a test, has them
-// made when it is used).
+// The table's mappings carry their fixed parts: every mapping a record is formatted with is
+// the table's entry for its type.
 func init() {
 	for typ, m := range ocsfMappings {
 		m.fixed = renderFixed(typ, m)
@@ -320,11 +320,7 @@ func appendSeverity(b []byte, id int) []byte {
 // encoding/json does, so that the bytes are what json.Marshal wrote of the map-based event.
 // product is renderProduct's.
 func (o *ocsfEvent) appendJSON(b []byte, d decoded, m ocsfMapping, product string) ([]byte, error) {
-	e, r := d.Entry, d.Record
-	fixed := m.fixed
-	if fixed == nil || fixed.eventType != r.Type {
-		fixed = renderFixed(r.Type, m)
-	}
+	e, r, fixed := d.Entry, d.Record, m.fixed
 	b = append(b, fixed.head...)
 	b = o.actor.appendJSON(b)
 	if o.api.set {
